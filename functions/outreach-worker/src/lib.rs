@@ -1,0 +1,262 @@
+//! outreach-worker: takes queued flow steps and, when consent and the cart still allow, sends
+//! exactly one SMS per (cart, step). `handle_batch` is the handler; `main.rs` only wires it.
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
+use callfy_shared::adapters::queue::{OutreachQueue, QueueError};
+use callfy_shared::adapters::store::{
+    ClaimOutcome, ConsentAppend, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepResult, StepState, Store,
+    StoreError,
+};
+use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
+use callfy_shared::domain::cart::Cart;
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+use callfy_shared::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
+use callfy_shared::domain::merchant::Channel;
+use callfy_shared::domain::message::{RecoverySms, segments};
+use callfy_shared::{Clock, Phone};
+use chrono::{DateTime, Duration, Utc};
+use futures::future::join_all;
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// Twilio: the number has opted out at the carrier / Advanced Opt-Out.
+pub const TWILIO_UNSUBSCRIBED: i64 = 21610;
+
+pub struct WorkerApp {
+    pub store: Store,
+    pub queue: OutreachQueue,
+    pub twilio: TwilioClient,
+    pub clock: Arc<dyn Clock>,
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Error)]
+pub enum WorkerError {
+    #[error("message is not an outreach job: {0}")]
+    BadMessage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("Twilio failed, will retry: {0}")]
+    TwilioRetry(TwilioError),
+}
+
+/// What one job came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Sent { message_sid: String },
+    Skipped(SkipReason),
+    Waiting { until: DateTime<Utc> },
+    /// Another delivery already holds or finished this step.
+    Duplicate,
+    /// Twilio refused for good; recorded, not retried.
+    Rejected { error_code: Option<i64> },
+    CartMissing,
+}
+
+/// Handles one SQS batch; failed messages are reported individually and return to the queue.
+pub async fn handle_batch(app: &WorkerApp, event: SqsEvent) -> SqsBatchResponse {
+    let results = join_all(event.records.into_iter().map(|record| async move {
+        let id = record.message_id.clone().unwrap_or_default();
+        (id, process_record(app, &record).await)
+    }))
+    .await;
+    let mut response = SqsBatchResponse::default();
+    for (id, result) in results {
+        if let Err(e) = result {
+            warn!(message_id = %id, error = %e, "outreach job failed; returned to the queue");
+            let mut failure = BatchItemFailure::default();
+            failure.item_identifier = id;
+            response.batch_item_failures.push(failure);
+        }
+    }
+    response
+}
+
+pub async fn process_record(app: &WorkerApp, record: &SqsMessage) -> Result<JobOutcome, WorkerError> {
+    let body = record.body.as_deref().unwrap_or_default();
+    let job: OutreachJob = serde_json::from_str(body).map_err(|e| WorkerError::BadMessage(e.to_string()))?;
+    process_job(app, &job).await
+}
+
+pub async fn process_job(app: &WorkerApp, job: &OutreachJob) -> Result<JobOutcome, WorkerError> {
+    let now = app.clock.now();
+    let (m, token, step) = (&job.merchant_id, &job.cart_token, job.step);
+    let merchant = app.store.get_merchant(m).await?;
+    let Some(cart) = app.store.get_cart(m, token).await? else {
+        info!(merchant = %m, step, "cart no longer exists; job dropped");
+        return Ok(JobOutcome::CartMissing);
+    };
+    let Some(merchant) = merchant else {
+        app.store.skip_step(m, token, step, SkipReason::MerchantClosed.as_str(), now).await?;
+        return Ok(JobOutcome::Skipped(SkipReason::MerchantClosed));
+    };
+    let consent = match &cart.phone {
+        Some(phone) => app.store.consent_state(m, phone, Channel::Sms).await?,
+        None => Default::default(),
+    };
+    let active = merchant.status == MerchantStatus::Active;
+    match decide(now, &merchant.merchant, active, &cart, &consent, step) {
+        Decision::Wait { until } => {
+            let next = OutreachJob { due_at: until, ..job.clone() };
+            app.queue.enqueue(&next, queue_delay(now, until)).await?;
+            Ok(JobOutcome::Waiting { until })
+        }
+        Decision::Skip(reason) => {
+            app.store.skip_step(m, token, step, reason.as_str(), now).await?;
+            info!(merchant = %m, step, reason = reason.as_str(), "outreach step skipped");
+            // A step the channel cannot serve does not end the flow; anything else does.
+            if reason == SkipReason::ChannelNotAvailable {
+                schedule_next(app, &merchant, &cart, step, now).await?;
+            }
+            Ok(JobOutcome::Skipped(reason))
+        }
+        Decision::Send { .. } => send_step(app, &merchant, &cart, step, now).await,
+    }
+}
+
+async fn send_step(
+    app: &WorkerApp,
+    merchant: &MerchantRecord,
+    cart: &Cart,
+    step: u8,
+    now: DateTime<Utc>,
+) -> Result<JobOutcome, WorkerError> {
+    let m = &merchant.merchant;
+    let (Some(phone), Some(url)) = (&cart.phone, &cart.recovery_url) else {
+        app.store.skip_step(&m.id, &cart.token, step, SkipReason::NoPhone.as_str(), now).await?;
+        return Ok(JobOutcome::Skipped(SkipReason::NoPhone));
+    };
+    let claim_id = uuid::Uuid::new_v4().to_string();
+    match app.store.claim_step(&m.id, &cart.token, step, &claim_id, now).await? {
+        ClaimOutcome::Claimed => {}
+        ClaimOutcome::Taken(record) => {
+            // A redelivery after a send whose follow-up scheduling may not have happened.
+            if record.state == StepState::Sent {
+                schedule_next(app, merchant, cart, step, now).await?;
+            }
+            info!(merchant = %m.id, step, state = ?record.state, "step already claimed; duplicate delivery ignored");
+            return Ok(JobOutcome::Duplicate);
+        }
+    }
+    let first_contact = !app.store.has_outbound_sms(&m.id, phone).await?;
+    let def = &m.flow[step as usize];
+    let body = RecoverySms {
+        merchant_name: &m.name,
+        first_name: cart.first_name.as_deref(),
+        recovery_url: url,
+        discount_code: def.discount_code.as_deref(),
+        first_contact,
+    }
+    .render();
+    let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
+        (Some(sid), _) => SmsSender::MessagingService(sid.clone()),
+        (None, Some(from)) => SmsSender::From(from.as_str().to_string()),
+        (None, None) => unreachable_sender(),
+    };
+    let request = SendSms {
+        to: phone.as_str().to_string(),
+        sender,
+        body: body.clone(),
+        status_callback: Some(format!("{}/twilio/sms/status", app.public_base_url)),
+    };
+    match app.twilio.send_sms(&request).await {
+        Ok(message) => {
+            let entry = SmsLogEntry {
+                merchant_id: m.id.clone(),
+                phone: phone.clone(),
+                direction: Direction::Outbound,
+                message_sid: message.sid.clone(),
+                body,
+                status: message.status.clone().unwrap_or_else(|| "queued".into()),
+                cart_token: Some(cart.token.clone()),
+                step: Some(step),
+                segments: segments(&request.body) as u32,
+                created_at: now,
+                purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+            };
+            app.store.put_sms_log(&entry).await?;
+            let sent = StepResult::Sent { message_sid: message.sid.clone() };
+            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &sent, now).await?;
+            app.store.set_last_message_at(&m.id, &cart.token, now).await?;
+            info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, first_contact, "recovery SMS sent");
+            schedule_next(app, merchant, cart, step, now).await?;
+            Ok(JobOutcome::Sent { message_sid: message.sid })
+        }
+        Err(e) if e.is_retryable() => {
+            let result = StepResult::Retry { reason: e.to_string() };
+            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &result, now).await?;
+            Err(WorkerError::TwilioRetry(e))
+        }
+        Err(e) => {
+            let code = e.code();
+            warn!(merchant = %m.id, step, phone = %phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
+            let result = StepResult::Failed { error_code: code, reason: e.to_string() };
+            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &result, now).await?;
+            if code == Some(TWILIO_UNSUBSCRIBED) {
+                record_carrier_opt_out(app, &m.id, phone, now, m.retention_days.consent_records).await?;
+            }
+            Ok(JobOutcome::Rejected { error_code: code })
+        }
+    }
+}
+
+fn unreachable_sender() -> SmsSender {
+    // Merchant validation guarantees a sender; an empty one makes Twilio answer 21603.
+    SmsSender::From(String::new())
+}
+
+/// Twilio says the person opted out at the carrier: our ledger must say so too.
+async fn record_carrier_opt_out(
+    app: &WorkerApp,
+    m: &callfy_shared::MerchantId,
+    phone: &Phone,
+    now: DateTime<Utc>,
+    retention_days: u32,
+) -> Result<(), WorkerError> {
+    for _ in 0..3 {
+        let state = app.store.consent_state(m, phone, Channel::Sms).await?;
+        let event = ConsentEvent {
+            channel: Channel::Sms,
+            action: ConsentAction::OptOut,
+            source: ConsentSource::CarrierError,
+            occurred_at: now,
+            recorded_at: now,
+            evidence: Evidence {
+                platform_event_id: Some(format!("twilio-error-{TWILIO_UNSUBSCRIBED}")),
+                ..Default::default()
+            },
+        };
+        if !state.accepts(&event) {
+            return Ok(());
+        }
+        let append = ConsentAppend {
+            merchant_id: m.clone(),
+            phone: phone.clone(),
+            state,
+            event,
+            purge_at: now + Duration::days(i64::from(retention_days)),
+        };
+        match app.store.append_consent(&append).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Conflict.into())
+}
+
+async fn schedule_next(
+    app: &WorkerApp,
+    merchant: &MerchantRecord,
+    cart: &Cart,
+    step: u8,
+    now: DateTime<Utc>,
+) -> Result<(), WorkerError> {
+    if let Some(job) = job_for(&merchant.merchant, cart, step + 1) {
+        app.queue.enqueue(&job, queue_delay(now, job.due_at)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,25 @@
+use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
+use callfy_shared::{Config, SystemClock, telemetry};
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use outreach_worker::{WorkerApp, handle_batch};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = aws::load_config().await;
+    let app = Arc::new(WorkerApp {
+        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+        queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
+        twilio: TwilioClient::new(config.require_twilio()?)?,
+        clock: Arc::new(SystemClock),
+        public_base_url: config.public_base_url.clone(),
+    });
+    run(service_fn(move |event: LambdaEvent<_>| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Error>(handle_batch(&app, event.payload).await) }
+    }))
+    .await
+}

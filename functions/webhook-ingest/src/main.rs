@@ -1,0 +1,24 @@
+use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
+use callfy_shared::{Config, SystemClock, telemetry};
+use lambda_http::{Error, run, service_fn};
+use std::convert::Infallible;
+use std::sync::Arc;
+use webhook_ingest::{IngestApp, handle};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = aws::load_config().await;
+    let app = Arc::new(IngestApp {
+        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+        queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
+        shopify_secret: config.require_shopify_secret()?.to_string(),
+        clock: Arc::new(SystemClock),
+    });
+    run(service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+    }))
+    .await
+}

@@ -1,0 +1,6 @@
+//! Adapters translate the domain to AWS and Twilio. Clients are created once per process.
+
+pub mod aws;
+pub mod queue;
+pub mod store;
+pub mod twilio;

@@ -1,0 +1,772 @@
+//! DynamoDB adapter: one table, `pk`/`sk` strings (DESIGN.md §7).
+//!
+//! Layout:
+//! - `M#{merchant}` / `PROFILE`                  merchant (GSI `lookup`: `SHOP#{domain}`)
+//! - `M#{merchant}` / `CART#{token}`             cart (GSI `lookup`: `P#{merchant}#{phone}`)
+//! - `M#{merchant}` / `CART#{token}#STEP#{n}`    outreach step claim / outcome
+//! - `M#{merchant}` / `CHECKOUT#{id}`            platform checkout id → token
+//! - `M#{merchant}` / `EVENT#{source}#{id}`      webhook dedupe (TTL `expires_at`)
+//! - `C#{merchant}#{phone}` / `CONSENT#{ch}`     consent state (head of the ledger)
+//! - `C#{merchant}#{phone}` / `CONSENT#{ch}#{seq}` consent ledger entry
+//! - `C#{merchant}#{phone}` / `SMS#OUT#{at}#{sid}` SMS log (GSI `lookup`: `SID#{sid}`)
+//!
+//! A customer's consent and SMS log share one partition, so export and deletion are one Query.
+//! Items that retention purges carry `purge_bucket` (YYYY-MM) / `purge_at` for the sparse GSI.
+
+use crate::domain::cart::Cart;
+use crate::domain::consent::{ConsentEvent, ConsentState, entry_hash};
+use crate::domain::ids::{CartToken, MerchantId};
+use crate::domain::merchant::{Channel, Merchant};
+use crate::domain::phone::Phone;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use thiserror::Error;
+
+pub const LOOKUP_INDEX: &str = "lookup";
+pub const PURGE_INDEX: &str = "purge";
+/// Shopify retries for 4 hours; a week covers every platform's redelivery.
+pub const DEDUPE_TTL_DAYS: i64 = 7;
+
+type Item = HashMap<String, AttributeValue>;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("DynamoDB {op} failed: {code}: {message}")]
+    Aws { op: &'static str, code: String, message: String },
+    #[error("stored item could not be decoded: {0}")]
+    Decode(String),
+    #[error("a concurrent write changed the item; retry")]
+    Conflict,
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn aws<E, R>(op: &'static str, e: SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Aws {
+        op,
+        code: e.code().unwrap_or("unknown").to_string(),
+        message: DisplayErrorContext(&e).to_string(),
+    }
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
+    serde_dynamo::to_item(value).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreError> {
+    serde_dynamo::from_item(item).map_err(|e| StoreError::Decode(e.to_string()))
+}
+
+pub fn merchant_pk(m: &MerchantId) -> String {
+    format!("M#{m}")
+}
+
+pub fn customer_pk(m: &MerchantId, phone: &Phone) -> String {
+    format!("C#{m}#{}", phone.as_str())
+}
+
+fn cart_sk(token: &CartToken) -> String {
+    format!("CART#{token}")
+}
+
+fn step_sk(token: &CartToken, step: u8) -> String {
+    format!("CART#{token}#STEP#{step}")
+}
+
+fn consent_state_sk(channel: Channel) -> String {
+    format!("CONSENT#{}", channel.as_str())
+}
+
+fn consent_entry_sk(channel: Channel, seq: u64) -> String {
+    format!("CONSENT#{}#{seq:012}", channel.as_str())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MerchantStatus {
+    Active,
+    Closed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MerchantRecord {
+    pub merchant: Merchant,
+    pub status: MerchantStatus,
+    pub api_key_sha256: Option<String>,
+    pub legal_hold: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepState {
+    /// A worker holds the step and may be calling Twilio.
+    Claimed,
+    /// Twilio failed in a way worth retrying; the next delivery may claim again.
+    Retry,
+    Sent,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepRecord {
+    pub state: StepState,
+    #[serde(default)]
+    pub claim_id: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub message_sid: Option<String>,
+    #[serde(default)]
+    pub error_code: Option<i64>,
+    #[serde(default)]
+    pub attempts: u32,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed,
+    /// Another delivery holds or finished this step.
+    Taken(StepRecord),
+}
+
+/// How a claimed step ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StepResult {
+    Sent { message_sid: String },
+    Failed { error_code: Option<i64>, reason: String },
+    Retry { reason: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmsLogEntry {
+    pub merchant_id: MerchantId,
+    pub phone: Phone,
+    pub direction: Direction,
+    pub message_sid: String,
+    pub body: String,
+    pub status: String,
+    #[serde(default)]
+    pub cart_token: Option<CartToken>,
+    #[serde(default)]
+    pub step: Option<u8>,
+    pub segments: u32,
+    pub created_at: DateTime<Utc>,
+    /// When retention purges it (merchant's `retention_days.sms_logs`).
+    pub purge_at: DateTime<Utc>,
+}
+
+/// A consent event to append on top of `state` (read beforehand, strongly consistent).
+#[derive(Debug, Clone)]
+pub struct ConsentAppend {
+    pub merchant_id: MerchantId,
+    pub phone: Phone,
+    pub state: ConsentState,
+    pub event: ConsentEvent,
+    pub purge_at: DateTime<Utc>,
+}
+
+/// Everything one webhook delivery changes, written in one transaction with its dedupe marker.
+#[derive(Debug, Clone)]
+pub struct IngestWrite {
+    pub merchant_id: MerchantId,
+    /// `{source}#{event id}`, unique per platform delivery.
+    pub event_key: String,
+    pub received_at: DateTime<Utc>,
+    /// The cart to store and the version it was read at (`None` = must not exist yet).
+    pub cart: Option<(Cart, Option<u64>)>,
+    pub consent: Option<ConsentAppend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Applied,
+    Duplicate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub hash: String,
+    pub prev_hash: Option<String>,
+    pub event: ConsentEvent,
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    client: Client,
+    table: String,
+}
+
+impl Store {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn key(pk: String, sk: String) -> Item {
+        HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
+    }
+
+    async fn get(&self, pk: String, sk: String, op: &'static str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws(op, e))?;
+        Ok(out.item)
+    }
+
+    // ---- merchants ----
+
+    /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
+    pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
+        merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if let Some(domain) = &merchant.shop_domain
+            && let Some(other) = self.merchant_by_shop_domain(domain).await?
+            && other.merchant.id != merchant.id
+        {
+            return Err(StoreError::Invalid(format!(
+                "shop_domain {domain} already belongs to merchant {}",
+                other.merchant.id
+            )));
+        }
+        let profile = serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
+                          created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
+            .to_string();
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(&merchant.id), "PROFILE".into())))
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":p", s(profile))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":active", s("active"))
+            .expression_attribute_values(":f", AttributeValue::Bool(false));
+        match &merchant.shop_domain {
+            Some(domain) => {
+                update.push_str(", gsi1pk = :g, gsi1sk = :gs");
+                req = req
+                    .expression_attribute_values(":g", s(format!("SHOP#{domain}")))
+                    .expression_attribute_values(":gs", s(merchant_pk(&merchant.id)));
+            }
+            None => update.push_str(" REMOVE gsi1pk, gsi1sk"),
+        }
+        req.update_expression(update).send().await.map_err(|e| aws("UpdateItem", e))?;
+        Ok(())
+    }
+
+    fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
+        let profile = get_s(&item, "profile").ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
+        let merchant: Merchant = serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let status = match get_s(&item, "status") {
+            Some("closed") => MerchantStatus::Closed,
+            _ => MerchantStatus::Active,
+        };
+        Ok(MerchantRecord {
+            merchant,
+            status,
+            api_key_sha256: get_s(&item, "api_key_sha256").map(str::to_string),
+            legal_hold: item.get("legal_hold").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        })
+    }
+
+    pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+        self.get(merchant_pk(id), "PROFILE".into(), "GetItem")
+            .await?
+            .map(Self::decode_merchant)
+            .transpose()
+    }
+
+    pub async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LOOKUP_INDEX)
+            .key_condition_expression("gsi1pk = :g")
+            .expression_attribute_values(":g", s(format!("SHOP#{}", domain.to_ascii_lowercase())))
+            .limit(2)
+            .send()
+            .await
+            .map_err(|e| aws("Query", e))?;
+        out.items.unwrap_or_default().into_iter().next().map(Self::decode_merchant).transpose()
+    }
+
+    /// Stores the SHA-256 of a new API key; the key itself is never stored.
+    pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(id), "PROFILE".into())))
+            .update_expression("SET api_key_sha256 = :h")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":h", s(sha256_hex))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::NotFound(format!("merchant {id}")))
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    // ---- carts ----
+
+    pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+        self.get(merchant_pk(m), cart_sk(token), "GetItem")
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    pub async fn cart_token_for_checkout(&self, m: &MerchantId, checkout_id: &str) -> Result<Option<CartToken>, StoreError> {
+        let item = self.get(merchant_pk(m), format!("CHECKOUT#{checkout_id}"), "GetItem").await?;
+        Ok(item
+            .as_ref()
+            .and_then(|i| get_s(i, "cart_token"))
+            .and_then(|t| CartToken::parse(t).ok()))
+    }
+
+    fn cart_item(cart: &Cart) -> Result<Item, StoreError> {
+        let mut item = to_item(cart)?;
+        item.insert("pk".into(), s(merchant_pk(&cart.merchant_id)));
+        item.insert("sk".into(), s(cart_sk(&cart.token)));
+        if let Some(phone) = &cart.phone {
+            item.insert("gsi1pk".into(), s(format!("P#{}#{}", cart.merchant_id, phone.as_str())));
+            item.insert("gsi1sk".into(), s(cart_sk(&cart.token)));
+        }
+        Ok(item)
+    }
+
+    /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
+    /// pointer and a consent append. A redelivery finds the marker and changes nothing.
+    pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, StoreError> {
+        let pk = merchant_pk(&w.merchant_id);
+        let mut items = Vec::with_capacity(5);
+        let mut dedupe = Self::key(pk.clone(), format!("EVENT#{}", w.event_key));
+        dedupe.insert("received_at".into(), s(w.received_at.to_rfc3339()));
+        dedupe.insert(
+            "expires_at".into(),
+            n((w.received_at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()),
+        );
+        items.push(put(&self.table, dedupe, Some("attribute_not_exists(pk)"), &[])?);
+
+        if let Some((cart, expected)) = &w.cart {
+            let item = Self::cart_item(cart)?;
+            let tw = match expected {
+                None => put(&self.table, item, Some("attribute_not_exists(pk)"), &[])?,
+                Some(v) => put(&self.table, item, Some("version = :v"), &[(":v", n(v))])?,
+            };
+            items.push(tw);
+            if let Some(id) = &cart.checkout_id {
+                let mut ptr = Self::key(pk.clone(), format!("CHECKOUT#{id}"));
+                ptr.insert("cart_token".into(), s(cart.token.as_str()));
+                items.push(put(&self.table, ptr, None, &[])?);
+            }
+        }
+        if let Some(c) = &w.consent {
+            items.extend(self.consent_items(c)?);
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(IngestOutcome::Applied),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => Ok(IngestOutcome::Duplicate),
+                Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") => {
+                    Err(StoreError::Conflict)
+                }
+                _ => Err(aws("TransactWriteItems", e)),
+            },
+        }
+    }
+
+    /// Forgets a delivery so the platform's retry is processed again (after a later step failed).
+    pub async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(m), format!("EVENT#{event_key}"))))
+            .send()
+            .await
+            .map_err(|e| aws("DeleteItem", e))?;
+        Ok(())
+    }
+
+    pub async fn set_outreach_scheduled(&self, m: &MerchantId, token: &CartToken, scheduled: bool) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(m), cart_sk(token))))
+            .update_expression("SET outreach_scheduled = :s, version = version + :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":s", AttributeValue::Bool(scheduled))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateItem", e))?;
+        Ok(())
+    }
+
+    pub async fn set_last_message_at(&self, m: &MerchantId, token: &CartToken, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(m), cart_sk(token))))
+            .update_expression("SET last_message_at = :t, version = version + :one")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", s(at.to_rfc3339()))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateItem", e))?;
+        Ok(())
+    }
+
+    // ---- consent ----
+
+    fn consent_items(&self, c: &ConsentAppend) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let pk = customer_pk(&c.merchant_id, &c.phone);
+        let channel = c.event.channel;
+        let seq = c.state.seq + 1;
+        let hash = entry_hash(c.state.head_hash.as_deref(), seq, &c.event);
+        let entry = LedgerEntry {
+            seq,
+            hash: hash.clone(),
+            prev_hash: c.state.head_hash.clone(),
+            event: c.event.clone(),
+        };
+        let mut entry_item = to_item(&entry)?;
+        entry_item.insert("pk".into(), s(pk.clone()));
+        entry_item.insert("sk".into(), s(consent_entry_sk(channel, seq)));
+        entry_item.insert("purge_bucket".into(), s(c.purge_at.format("%Y-%m").to_string()));
+        entry_item.insert("purge_at".into(), s(c.purge_at.to_rfc3339()));
+
+        let next = c.state.after(&c.event, hash);
+        let mut state_item = to_item(&next)?;
+        state_item.insert("pk".into(), s(pk));
+        state_item.insert("sk".into(), s(consent_state_sk(channel)));
+        let state_put = if c.state.seq == 0 {
+            put(&self.table, state_item, Some("attribute_not_exists(pk)"), &[])?
+        } else {
+            put(&self.table, state_item, Some("seq = :seq"), &[(":seq", n(c.state.seq))])?
+        };
+        Ok(vec![
+            put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?,
+            state_put,
+        ])
+    }
+
+    /// The current consent state, strongly consistent: every send re-checks it.
+    pub async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, StoreError> {
+        match self.get(customer_pk(m, phone), consent_state_sk(channel), "GetItem").await? {
+            Some(item) => from_item(item),
+            None => Ok(ConsentState::default()),
+        }
+    }
+
+    /// Appends one event on top of the state it was decided against.
+    pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
+        let items = self.consent_items(c)?;
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => self.consent_state(&c.merchant_id, &c.phone, c.event.channel).await,
+            Err(e) if cancellation_codes(&e).is_some() => Err(StoreError::Conflict),
+            Err(e) => Err(aws("TransactWriteItems", e)),
+        }
+    }
+
+    /// The whole ledger of one channel, oldest first.
+    pub async fn consent_ledger(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<Vec<LedgerEntry>, StoreError> {
+        let items = self
+            .query_prefix(customer_pk(m, phone), format!("CONSENT#{}#", channel.as_str()))
+            .await?;
+        items.into_iter().map(from_item).collect()
+    }
+
+    async fn query_prefix(&self, pk: String, prefix: String) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":p", s(prefix))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("Query", e))?;
+            out.extend(page.items.unwrap_or_default());
+        }
+        Ok(out)
+    }
+
+    // ---- outreach steps ----
+
+    /// Claims (cart, step) before Twilio is called: the guard that makes sends at-most-once.
+    pub async fn claim_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(m), step_sk(token, step))))
+            .update_expression(
+                "SET #st = :claimed, claim_id = :c, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
+            )
+            .condition_expression("attribute_not_exists(pk) OR #st = :retry")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":retry", s("retry"))
+            .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(ClaimOutcome::Claimed),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let record = self
+                    .get_step(m, token, step)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound("step claim".into()))?;
+                Ok(ClaimOutcome::Taken(record))
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    pub async fn get_step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, StoreError> {
+        self.get(merchant_pk(m), step_sk(token, step), "GetItem")
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// Records how a claimed step ended; only the claim's holder may.
+    pub async fn finish_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(merchant_pk(m), step_sk(token, step))))
+            .condition_expression("claim_id = :c AND #st = :claimed")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":claimed", s("claimed"))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .return_values(ReturnValue::None);
+        req = match result {
+            StepResult::Sent { message_sid } => req
+                .update_expression("SET #st = :s, message_sid = :sid, updated_at = :now")
+                .expression_attribute_values(":s", s("sent"))
+                .expression_attribute_values(":sid", s(message_sid)),
+            StepResult::Failed { error_code, reason } => {
+                let req = req
+                    .expression_attribute_values(":s", s("failed"))
+                    .expression_attribute_values(":r", s(reason));
+                match error_code {
+                    Some(code) => req
+                        .update_expression("SET #st = :s, reason = :r, error_code = :e, updated_at = :now")
+                        .expression_attribute_values(":e", n(code)),
+                    None => req.update_expression("SET #st = :s, reason = :r, updated_at = :now"),
+                }
+            }
+            StepResult::Retry { reason } => req
+                .update_expression("SET #st = :s, reason = :r, updated_at = :now")
+                .expression_attribute_values(":s", s("retry"))
+                .expression_attribute_values(":r", s(reason)),
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    /// Records why a step will never go out; first writer wins.
+    pub async fn skip_step(&self, m: &MerchantId, token: &CartToken, step: u8, reason: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut item = Self::key(merchant_pk(m), step_sk(token, step));
+        item.insert("state".into(), s("skipped"));
+        item.insert("reason".into(), s(reason));
+        item.insert("attempts".into(), n(0));
+        item.insert("updated_at".into(), s(now.to_rfc3339()));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #st = :retry")
+            .expression_attribute_names("#st", "state")
+            .expression_attribute_values(":retry", s("retry"))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("PutItem", e)),
+        }
+    }
+
+    // ---- SMS log ----
+
+    pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), StoreError> {
+        let mut item = to_item(entry)?;
+        let dir = match entry.direction {
+            Direction::Outbound => "OUT",
+            Direction::Inbound => "IN",
+        };
+        item.insert("pk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
+        item.insert(
+            "sk".into(),
+            s(format!("SMS#{dir}#{}#{}", entry.created_at.to_rfc3339(), entry.message_sid)),
+        );
+        item.insert("gsi1pk".into(), s(format!("SID#{}", entry.message_sid)));
+        item.insert("gsi1sk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
+        item.insert("purge_bucket".into(), s(entry.purge_at.format("%Y-%m").to_string()));
+        item.insert("purge_at".into(), s(entry.purge_at.to_rfc3339()));
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| aws("PutItem", e))?;
+        Ok(())
+    }
+
+    pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, StoreError> {
+        self.query_prefix(customer_pk(m, phone), "SMS#".into())
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    pub async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LOOKUP_INDEX)
+            .key_condition_expression("gsi1pk = :g")
+            .expression_attribute_values(":g", s(format!("SID#{sid}")))
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| aws("Query", e))?;
+        out.items.unwrap_or_default().into_iter().next().map(from_item).transpose()
+    }
+
+    /// Whether this merchant has ever texted this phone (the first message introduces itself).
+    pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(customer_pk(m, phone)))
+            .expression_attribute_values(":p", s("SMS#OUT#"))
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| aws("Query", e))?;
+        Ok(out.count > 0)
+    }
+}
+
+fn put(table: &str, item: Item, condition: Option<&str>, values: &[(&str, AttributeValue)]) -> Result<TransactWriteItem, StoreError> {
+    let mut p = Put::builder().table_name(table).set_item(Some(item));
+    if let Some(c) = condition {
+        p = p.condition_expression(c);
+    }
+    for (k, v) in values {
+        p = p.expression_attribute_values(*k, v.clone());
+    }
+    let p = p.build().map_err(|e| StoreError::Invalid(e.to_string()))?;
+    Ok(TransactWriteItem::builder().put(p).build())
+}
+
+/// The per-item reasons of a cancelled transaction, if that is what failed.
+fn cancellation_codes<R>(e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>) -> Option<Vec<String>> {
+    use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
+    match e.as_service_error()? {
+        E::TransactionCanceledException(c) => Some(
+            c.cancellation_reasons()
+                .iter()
+                .map(|r| r.code().unwrap_or("None").to_string())
+                .collect(),
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,154 @@
+//! Twilio REST client (Messages API), over reqwest with basic auth and form encoding.
+
+use crate::config::{TwilioAuth, TwilioConfig};
+use serde::Deserialize;
+use std::time::Duration;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum TwilioError {
+    /// Twilio answered with an error document.
+    #[error("Twilio returned HTTP {status}, error {code:?}: {message}")]
+    Api { status: u16, code: Option<i64>, message: String },
+    #[error("Twilio did not answer in time")]
+    Timeout,
+    #[error("could not reach Twilio: {0}")]
+    Transport(String),
+    #[error("unexpected answer from Twilio: {0}")]
+    Decode(String),
+}
+
+impl TwilioError {
+    /// 429, 5xx, timeouts and connection errors may succeed later; other 4xx never will.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Api { status, code, .. } => *status == 429 || *status >= 500 || *code == Some(20429),
+            Self::Timeout | Self::Transport(_) => true,
+            Self::Decode(_) => false,
+        }
+    }
+
+    pub fn code(&self) -> Option<i64> {
+        match self {
+            Self::Api { code, .. } => *code,
+            _ => None,
+        }
+    }
+}
+
+/// Who the message is from: a Messaging Service (preferred) or one number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmsSender {
+    MessagingService(String),
+    From(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendSms {
+    pub to: String,
+    pub sender: SmsSender,
+    pub body: String,
+    pub status_callback: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct MessageResource {
+    pub sid: String,
+    pub status: Option<String>,
+    pub num_segments: Option<String>,
+    pub error_code: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    code: Option<i64>,
+    message: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TwilioClient {
+    http: reqwest::Client,
+    base: String,
+    account_sid: String,
+    user: String,
+    password: String,
+}
+
+impl TwilioClient {
+    pub fn new(cfg: &TwilioConfig) -> Result<Self, TwilioError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .timeout(Duration::from_secs(10))
+            .user_agent("callfy/0.1")
+            .build()
+            .map_err(|e| TwilioError::Transport(e.to_string()))?;
+        let (user, password) = match &cfg.auth {
+            TwilioAuth::AuthToken(token) => (cfg.account_sid.clone(), token.clone()),
+            TwilioAuth::ApiKey { sid, secret } => (sid.clone(), secret.clone()),
+        };
+        Ok(Self {
+            http,
+            base: cfg.api_base.clone(),
+            account_sid: cfg.account_sid.clone(),
+            user,
+            password,
+        })
+    }
+
+    pub async fn send_sms(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
+        let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
+        let mut form: Vec<(&str, &str)> = vec![("To", &req.to), ("Body", &req.body)];
+        match &req.sender {
+            SmsSender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
+            SmsSender::From(from) => form.push(("From", from)),
+        }
+        if let Some(cb) = &req.status_callback {
+            form.push(("StatusCallback", cb));
+        }
+        let resp = self
+            .http
+            .post(url)
+            .basic_auth(&self.user, Some(&self.password))
+            .form(&form)
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(classify)?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| TwilioError::Decode(e.to_string()));
+        }
+        let err: Option<ApiError> = serde_json::from_slice(&bytes).ok();
+        Err(TwilioError::Api {
+            status,
+            code: err.as_ref().and_then(|e| e.code),
+            message: err
+                .and_then(|e| e.message)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+        })
+    }
+}
+
+fn classify(e: reqwest::Error) -> TwilioError {
+    if e.is_timeout() {
+        TwilioError::Timeout
+    } else {
+        TwilioError::Transport(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retryability_follows_twilio_guidance() {
+        let api = |status, code| TwilioError::Api { status, code, message: String::new() };
+        assert!(api(429, Some(20429)).is_retryable());
+        assert!(api(503, None).is_retryable());
+        assert!(TwilioError::Timeout.is_retryable());
+        assert!(!api(400, Some(21211)).is_retryable());
+        assert!(!api(400, Some(21610)).is_retryable());
+        assert_eq!(api(400, Some(21610)).code(), Some(21610));
+    }
+}

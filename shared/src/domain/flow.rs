@@ -1,0 +1,219 @@
+//! When each flow step is due, and whether a queued step may go out now.
+
+use crate::domain::cart::{Cart, CartStatus};
+use crate::domain::consent::{ConsentState, ConsentStatus};
+use crate::domain::ids::{CartToken, MerchantId};
+use crate::domain::merchant::{Channel, MAX_FLOW_MINUTES, Merchant};
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// SQS holds a message back at most 15 minutes; longer waits hop.
+pub const MAX_QUEUE_DELAY_SECONDS: i64 = 900;
+
+/// One queued outreach step. `due_at` is advisory: the worker recomputes it from the cart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutreachJob {
+    pub merchant_id: MerchantId,
+    pub cart_token: CartToken,
+    pub step: u8,
+    pub due_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    CartRecovered,
+    CartCompleted,
+    CartDeleted,
+    NoPhone,
+    NoConsent,
+    OptedOut,
+    StepNotInFlow,
+    TooLate,
+    ChannelNotAvailable,
+    MerchantClosed,
+}
+
+impl SkipReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CartRecovered => "cart_recovered",
+            Self::CartCompleted => "cart_completed",
+            Self::CartDeleted => "cart_deleted",
+            Self::NoPhone => "no_phone",
+            Self::NoConsent => "no_consent",
+            Self::OptedOut => "opted_out",
+            Self::StepNotInFlow => "step_not_in_flow",
+            Self::TooLate => "too_late",
+            Self::ChannelNotAvailable => "channel_not_available",
+            Self::MerchantClosed => "merchant_closed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Skip(SkipReason),
+    Wait { until: DateTime<Utc> },
+    Send { channel: Channel },
+}
+
+/// Step `step` is due at the cart's last update plus the step's delay.
+pub fn step_due(merchant: &Merchant, cart: &Cart, step: u8) -> Option<DateTime<Utc>> {
+    merchant
+        .flow
+        .get(step as usize)
+        .map(|s| cart.updated_at + Duration::minutes(i64::from(s.after_minutes)))
+}
+
+/// Seconds to hold a job in the queue before `due`, capped to what SQS allows.
+pub fn queue_delay(now: DateTime<Utc>, due: DateTime<Utc>) -> i32 {
+    let secs = (due - now).num_seconds().clamp(0, MAX_QUEUE_DELAY_SECONDS);
+    secs as i32
+}
+
+pub fn job_for(merchant: &Merchant, cart: &Cart, step: u8) -> Option<OutreachJob> {
+    step_due(merchant, cart, step).map(|due_at| OutreachJob {
+        merchant_id: cart.merchant_id.clone(),
+        cart_token: cart.token.clone(),
+        step,
+        due_at,
+    })
+}
+
+/// Whether a queued step goes out now, waits, or is dropped (and why).
+pub fn decide(
+    now: DateTime<Utc>,
+    merchant: &Merchant,
+    merchant_active: bool,
+    cart: &Cart,
+    consent: &ConsentState,
+    step: u8,
+) -> Decision {
+    if !merchant_active {
+        return Decision::Skip(SkipReason::MerchantClosed);
+    }
+    match cart.status {
+        CartStatus::Recovered => return Decision::Skip(SkipReason::CartRecovered),
+        CartStatus::Completed => return Decision::Skip(SkipReason::CartCompleted),
+        CartStatus::Deleted => return Decision::Skip(SkipReason::CartDeleted),
+        CartStatus::Open => {}
+    }
+    if cart.phone.is_none() {
+        return Decision::Skip(SkipReason::NoPhone);
+    }
+    match consent.status {
+        ConsentStatus::OptedIn => {}
+        ConsentStatus::OptedOut => return Decision::Skip(SkipReason::OptedOut),
+        ConsentStatus::Unknown => return Decision::Skip(SkipReason::NoConsent),
+    }
+    let Some(def) = merchant.flow.get(step as usize) else {
+        return Decision::Skip(SkipReason::StepNotInFlow);
+    };
+    let due = cart.updated_at + Duration::minutes(i64::from(def.after_minutes));
+    if now < due {
+        return Decision::Wait { until: due };
+    }
+    if now > cart.updated_at + Duration::minutes(i64::from(MAX_FLOW_MINUTES)) {
+        return Decision::Skip(SkipReason::TooLate);
+    }
+    match def.channel {
+        Channel::Sms => Decision::Send { channel: Channel::Sms },
+        // Voice outreach needs its own consent and the voice agent; until then the step is skipped.
+        Channel::Voice => Decision::Skip(SkipReason::ChannelNotAvailable),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::cart::tests::snapshot;
+    use crate::domain::consent::ConsentStatus;
+    use crate::domain::merchant::tests::sample_json;
+
+    fn merchant() -> Merchant {
+        Merchant::from_json(&sample_json().to_string()).unwrap()
+    }
+
+    fn cart() -> Cart {
+        Cart::new(
+            MerchantId::parse("snowdevil").unwrap(),
+            snapshot("2026-06-01T12:00:00Z"),
+            "2026-06-01T12:00:00Z".parse().unwrap(),
+        )
+    }
+
+    fn opted_in() -> ConsentState {
+        ConsentState {
+            status: ConsentStatus::OptedIn,
+            seq: 1,
+            ..Default::default()
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn waits_until_due_then_sends() {
+        let (m, c) = (merchant(), cart());
+        assert_eq!(
+            decide(at("2026-06-01T12:10:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Wait { until: at("2026-06-01T12:30:00Z") }
+        );
+        assert_eq!(
+            decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Send { channel: Channel::Sms }
+        );
+    }
+
+    #[test]
+    fn skips_with_a_reason() {
+        let (m, mut c) = (merchant(), cart());
+        let now = at("2026-06-01T13:00:00Z");
+        assert_eq!(decide(now, &m, false, &c, &opted_in(), 0), Decision::Skip(SkipReason::MerchantClosed));
+        assert_eq!(decide(now, &m, true, &c, &ConsentState::default(), 0), Decision::Skip(SkipReason::NoConsent));
+        let out = ConsentState { status: ConsentStatus::OptedOut, ..Default::default() };
+        assert_eq!(decide(now, &m, true, &c, &out, 0), Decision::Skip(SkipReason::OptedOut));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 7), Decision::Skip(SkipReason::StepNotInFlow));
+        assert_eq!(
+            decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 1),
+            Decision::Skip(SkipReason::ChannelNotAvailable)
+        );
+        assert_eq!(
+            decide(at("2026-06-03T12:01:00Z"), &m, true, &c, &opted_in(), 2),
+            Decision::Skip(SkipReason::TooLate)
+        );
+        c.status = CartStatus::Recovered;
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartRecovered));
+        c.status = CartStatus::Deleted;
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartDeleted));
+        c.status = CartStatus::Open;
+        c.phone = None;
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoPhone));
+    }
+
+    #[test]
+    fn long_delays_hop_through_the_queue() {
+        let now = at("2026-06-01T12:00:00Z");
+        assert_eq!(queue_delay(now, now + Duration::minutes(5)), 300);
+        assert_eq!(queue_delay(now, now + Duration::hours(4)), 900);
+        assert_eq!(queue_delay(now, now - Duration::minutes(1)), 0);
+        let job = job_for(&merchant(), &cart(), 2).unwrap();
+        assert_eq!(job.due_at, at("2026-06-02T12:00:00Z"));
+        assert!(job_for(&merchant(), &cart(), 3).is_none());
+    }
+
+    #[test]
+    fn a_cart_update_pushes_the_step_back() {
+        let m = merchant();
+        let mut c = cart();
+        c.updated_at = at("2026-06-01T12:20:00Z");
+        assert_eq!(
+            decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Wait { until: at("2026-06-01T12:50:00Z") }
+        );
+    }
+}

@@ -1,0 +1,341 @@
+//! The merchant profile an operator puts with `callfy-admin merchant put` (DESIGN.md §5).
+
+use crate::domain::ids::MerchantId;
+use crate::domain::phone::Phone;
+use chrono::NaiveTime;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Outreach must fit in one abandonment event's window (CTIA: one event, within 48 hours).
+pub const MAX_FLOW_MINUTES: u32 = 48 * 60;
+pub const MAX_FLOW_STEPS: usize = 3;
+pub const DEFAULT_RETENTION_DAYS: u32 = 730;
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("{field}: {reason}")]
+pub struct MerchantError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn err(field: &str, reason: impl Into<String>) -> MerchantError {
+    MerchantError {
+        field: field.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Platform {
+    Shopify,
+    Woocommerce,
+    Bigcommerce,
+    Custom,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Sms,
+    Voice,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "sms",
+            Self::Voice => "voice",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sender {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub messaging_service_sid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Phone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Support {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<Phone>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuietHours {
+    /// Start of the merchant's allowed sending window, local "HH:MM".
+    pub start: String,
+    pub end: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowStep {
+    pub after_minutes: u32,
+    pub channel: Channel,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount_code: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDays {
+    #[serde(default = "default_retention")]
+    pub sms_logs: u32,
+    #[serde(default = "default_retention")]
+    pub consent_records: u32,
+    #[serde(default = "default_retention")]
+    pub recordings: u32,
+}
+
+fn default_retention() -> u32 {
+    DEFAULT_RETENTION_DAYS
+}
+
+impl Default for RetentionDays {
+    fn default() -> Self {
+        Self {
+            sms_logs: DEFAULT_RETENTION_DAYS,
+            consent_records: DEFAULT_RETENTION_DAYS,
+            recordings: DEFAULT_RETENTION_DAYS,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Recording {
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Merchant {
+    pub id: MerchantId,
+    pub name: String,
+    pub platform: Platform,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shop_domain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    pub sender: Sender,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_from: Option<Phone>,
+    pub support: Support,
+    pub timezone: String,
+    /// Region for numbers written without a country code (ISO 3166 alpha-2); default US.
+    #[serde(default = "default_country")]
+    pub default_country: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
+    pub flow: Vec<FlowStep>,
+    #[serde(default)]
+    pub retention_days: RetentionDays,
+    #[serde(default)]
+    pub recording: Recording,
+    #[serde(default)]
+    pub ai_agent_url: Option<String>,
+}
+
+fn default_country() -> String {
+    "US".into()
+}
+
+impl Merchant {
+    /// Parses a merchant file and validates every field.
+    pub fn from_json(json: &str) -> Result<Self, MerchantError> {
+        let m: Merchant = serde_json::from_str(json).map_err(|e| err("merchant", e.to_string()))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    pub fn validate(&self) -> Result<(), MerchantError> {
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 60 {
+            return Err(err("name", "must be 1-60 characters"));
+        }
+        match self.platform {
+            Platform::Shopify => {
+                let domain = self.shop_domain.as_deref().ok_or_else(|| err("shop_domain", "required for shopify"))?;
+                let valid = domain.len() <= 255
+                    && domain.contains('.')
+                    && domain
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
+                if !valid {
+                    return Err(err("shop_domain", "must be a lower-case host name like shop.myshopify.com"));
+                }
+            }
+            _ => {
+                let secret = self
+                    .webhook_secret
+                    .as_deref()
+                    .ok_or_else(|| err("webhook_secret", "required for this platform"))?;
+                if secret.len() < 16 {
+                    return Err(err("webhook_secret", "must be at least 16 characters"));
+                }
+            }
+        }
+        match (&self.sender.messaging_service_sid, &self.sender.from) {
+            (Some(sid), None) => {
+                if !is_twilio_sid(sid, "MG") {
+                    return Err(err("sender.messaging_service_sid", "must be MG followed by 32 hex characters"));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(err(
+                    "sender",
+                    "give exactly one of messaging_service_sid or from",
+                ));
+            }
+        }
+        if self.support.url.is_none() && self.support.phone.is_none() {
+            return Err(err("support", "give a url or a phone, for HELP replies"));
+        }
+        if let Some(url) = &self.support.url
+            && !url.starts_with("https://")
+        {
+            return Err(err("support.url", "must be an https URL"));
+        }
+        if self.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(err("timezone", "must be an IANA time zone such as America/Toronto"));
+        }
+        if crate::domain::phone::Phone::parse("2015550123", Some(&self.default_country))
+            .is_err_and(|e| matches!(e, crate::PhoneError::Region(_)))
+        {
+            return Err(err("default_country", "must be an ISO 3166 alpha-2 region code"));
+        }
+        if let Some(q) = &self.quiet_hours {
+            let start = parse_hhmm(&q.start).ok_or_else(|| err("quiet_hours.start", "must be HH:MM"))?;
+            let end = parse_hhmm(&q.end).ok_or_else(|| err("quiet_hours.end", "must be HH:MM"))?;
+            if start >= end {
+                return Err(err("quiet_hours", "start must be before end"));
+            }
+        }
+        if self.flow.is_empty() || self.flow.len() > MAX_FLOW_STEPS {
+            return Err(err("flow", format!("must have 1 to {MAX_FLOW_STEPS} steps")));
+        }
+        let mut previous = 0;
+        for (i, step) in self.flow.iter().enumerate() {
+            if step.after_minutes > MAX_FLOW_MINUTES {
+                return Err(err(&format!("flow[{i}].after_minutes"), "must be within 48 hours (2880)"));
+            }
+            if i > 0 && step.after_minutes <= previous {
+                return Err(err(&format!("flow[{i}].after_minutes"), "steps must be in increasing order"));
+            }
+            if step.channel == Channel::Voice && self.voice_from.is_none() {
+                return Err(err(&format!("flow[{i}].channel"), "a voice step needs voice_from"));
+            }
+            if let Some(code) = &step.discount_code
+                && (code.is_empty() || code.len() > 32 || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+            {
+                return Err(err(&format!("flow[{i}].discount_code"), "must be 1-32 letters, digits, '-' or '_'"));
+            }
+            previous = step.after_minutes;
+        }
+        for (field, days) in [
+            ("retention_days.sms_logs", self.retention_days.sms_logs),
+            ("retention_days.consent_records", self.retention_days.consent_records),
+            ("retention_days.recordings", self.retention_days.recordings),
+        ] {
+            if !(1..=3650).contains(&days) {
+                return Err(err(field, "must be between 1 and 3650 days"));
+            }
+        }
+        if let Some(url) = &self.ai_agent_url
+            && !url.starts_with("https://")
+            && !url.starts_with("wss://")
+        {
+            return Err(err("ai_agent_url", "must be an https or wss URL"));
+        }
+        Ok(())
+    }
+
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+}
+
+fn parse_hhmm(s: &str) -> Option<NaiveTime> {
+    if s.len() != 5 {
+        return None;
+    }
+    NaiveTime::parse_from_str(s, "%H:%M").ok()
+}
+
+fn is_twilio_sid(s: &str, prefix: &str) -> bool {
+    s.len() == 34 && s.starts_with(prefix) && s[2..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn sample_json() -> serde_json::Value {
+        serde_json::json!({
+            "id": "snowdevil", "name": "Snowdevil", "platform": "shopify",
+            "shop_domain": "snowdevil.myshopify.com",
+            "sender": { "messaging_service_sid": "MG0123456789abcdef0123456789abcdef" },
+            "voice_from": "+15005550006",
+            "support": { "url": "https://snowdevil.ca/help", "phone": "+18005550100" },
+            "timezone": "America/Toronto",
+            "quiet_hours": { "start": "09:00", "end": "20:00" },
+            "flow": [ { "after_minutes": 30, "channel": "sms" },
+                      { "after_minutes": 240, "channel": "voice" },
+                      { "after_minutes": 1440, "channel": "sms", "discount_code": "COMEBACK10" } ],
+            "retention_days": { "sms_logs": 730, "consent_records": 730, "recordings": 730 },
+            "recording": { "enabled": true }, "ai_agent_url": null
+        })
+    }
+
+    fn with(mutate: impl FnOnce(&mut serde_json::Value)) -> Result<Merchant, MerchantError> {
+        let mut v = sample_json();
+        mutate(&mut v);
+        Merchant::from_json(&v.to_string())
+    }
+
+    #[test]
+    fn accepts_the_design_example() {
+        let m = with(|_| {}).unwrap();
+        assert_eq!(m.id.as_str(), "snowdevil");
+        assert_eq!(m.flow.len(), 3);
+        assert_eq!(m.default_country, "US");
+        assert_eq!(m.tz(), chrono_tz::America::Toronto);
+    }
+
+    #[test]
+    fn rejects_each_invalid_field_by_name() {
+        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+            ("merchant", Box::new(|v| v["surprise"] = true.into())),
+            ("merchant", Box::new(|v| v["id"] = "Bad Id".into())),
+            ("name", Box::new(|v| v["name"] = " ".into())),
+            ("shop_domain", Box::new(|v| v["shop_domain"] = serde_json::Value::Null)),
+            ("sender", Box::new(|v| v["sender"] = serde_json::json!({}))),
+            ("sender.messaging_service_sid", Box::new(|v| v["sender"]["messaging_service_sid"] = "MGnope".into())),
+            ("merchant", Box::new(|v| v["voice_from"] = "555".into())),
+            ("timezone", Box::new(|v| v["timezone"] = "Mars/Olympus".into())),
+            ("quiet_hours", Box::new(|v| v["quiet_hours"]["start"] = "21:00".into())),
+            ("quiet_hours.end", Box::new(|v| v["quiet_hours"]["end"] = "8pm".into())),
+            ("flow", Box::new(|v| v["flow"] = serde_json::json!([]))),
+            ("flow[2].after_minutes", Box::new(|v| v["flow"][2]["after_minutes"] = 3000.into())),
+            ("flow[1].after_minutes", Box::new(|v| v["flow"][1]["after_minutes"] = 10.into())),
+            ("retention_days.sms_logs", Box::new(|v| v["retention_days"]["sms_logs"] = 0.into())),
+            ("support.url", Box::new(|v| v["support"]["url"] = "http://x".into())),
+            ("default_country", Box::new(|v| v["default_country"] = "XX".into())),
+        ];
+        for (field, mutate) in cases {
+            let e = with(mutate).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+        }
+    }
+}

@@ -1,0 +1,9 @@
+//! Pure domain rules: no AWS types, no I/O, time passed in.
+
+pub mod cart;
+pub mod consent;
+pub mod flow;
+pub mod ids;
+pub mod merchant;
+pub mod message;
+pub mod phone;

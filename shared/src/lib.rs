@@ -1,0 +1,16 @@
+//! Callfy's common crate: pure domain rules (`domain`, `shopify`, `signature`), configuration,
+//! and the adapters that translate them to DynamoDB, SQS and Twilio.
+
+pub mod adapters;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod shopify;
+pub mod signature;
+pub mod telemetry;
+
+pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
+pub use config::{Config, ConfigError};
+pub use domain::ids::{CartToken, IdError, MerchantId};
+pub use domain::phone::{Phone, PhoneError};
