@@ -227,3 +227,21 @@ mod tests {
         assert!(!format!("{:?}", tw.auth).contains("secret"));
     }
 }
+
+/// Resource names and secrets `callfy-local` and `callfy-admin` share, so that with only
+/// `AWS_ENDPOINT_URL` set they find each other (DESIGN.md §8).
+pub mod local_defaults {
+    pub const TABLE_NAME: &str = "callfy-local";
+    pub const QUEUE_NAME: &str = "callfy-outreach-local";
+    pub const DLQ_NAME: &str = "callfy-outreach-dlq-local";
+    pub const BUCKET_NAME: &str = "callfy-recordings-local";
+    pub const SHOPIFY_API_SECRET: &str = "callfy-local-shopify-secret";
+    pub const TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
+    pub const TWILIO_AUTH_TOKEN: &str = "callfy-local-twilio-token";
+    pub const REGION: &str = "us-east-1";
+
+    /// The table name from `TABLE_NAME`, else the local default.
+    pub fn table_name() -> String {
+        std::env::var("TABLE_NAME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| TABLE_NAME.into())
+    }
+}

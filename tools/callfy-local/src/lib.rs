@@ -1,1 +1,369 @@
+//! `callfy-local`: the whole system on one machine. It creates the template's resources on the
+//! local AWS API (moto), serves every HTTP route through the real handlers, polls the outreach
+//! queue into the worker with real `SqsEvent` batches, and offers a Twilio sandbox.
 
+pub mod contract;
+pub mod resources;
+pub mod sandbox;
+pub mod server;
+
+use aws_config::SdkConfig;
+use aws_lambda_events::event::sqs::SqsEvent;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::Response;
+use callfy_shared::adapters::queue::OutreachQueue;
+use callfy_shared::adapters::store::Store;
+use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
+use callfy_shared::http::error;
+use callfy_shared::{Clock, OffsetClock, SystemClock};
+use outreach_worker::WorkerApp;
+use resources::{ResourceNames, Resources};
+use sandbox::Sandbox;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use thiserror::Error;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+use webhook_ingest::IngestApp;
+
+/// Largest request body the local API accepts (API Gateway's limit is 10 MB).
+const MAX_REQUEST_BYTES: usize = 10 * 1024 * 1024;
+
+#[derive(Debug, Error)]
+pub enum LocalError {
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Resource(#[from] resources::ResourceError),
+    #[error("could not listen on {addr}: {source}")]
+    Bind { addr: String, source: std::io::Error },
+    #[error("SQS {0}")]
+    Queue(String),
+}
+
+pub struct LocalOptions {
+    pub addr: SocketAddr,
+    pub names: ResourceNames,
+    pub shopify_secret: String,
+    pub twilio_account_sid: String,
+    pub twilio_auth_token: String,
+    /// Where Twilio calls go; `None` = the built-in sandbox on this server.
+    pub twilio_api_base: Option<String>,
+    /// The base URL callbacks are addressed to; `None` = this server.
+    pub public_base_url: Option<String>,
+    pub clock: Arc<dyn Clock>,
+    /// Poll the outreach queue in the background (tests poll by hand with `poll_once`).
+    pub auto_poll: bool,
+}
+
+impl LocalOptions {
+    /// Reads the environment, with the defaults `callfy-admin` shares.
+    pub fn from_env() -> Result<Self, LocalError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let addr = var("CALLFY_HTTP_ADDR").unwrap_or_else(|| callfy_shared::config::DEFAULT_HTTP_ADDR.into());
+        let addr = addr
+            .parse()
+            .map_err(|_| LocalError::Config(format!("CALLFY_HTTP_ADDR is not a socket address: {addr}")))?;
+        let clock: Arc<dyn Clock> = match var("CALLFY_LOCAL_NOW") {
+            None => Arc::new(SystemClock),
+            Some(v) => {
+                let start = chrono::DateTime::parse_from_rfc3339(&v)
+                    .map_err(|e| LocalError::Config(format!("CALLFY_LOCAL_NOW is not RFC 3339: {e}")))?;
+                Arc::new(OffsetClock::starting_at(start.to_utc()))
+            }
+        };
+        Ok(Self {
+            addr,
+            names: ResourceNames {
+                table: local_defaults::table_name(),
+                queue: var("CALLFY_LOCAL_QUEUE").unwrap_or_else(|| local_defaults::QUEUE_NAME.into()),
+                dlq: var("CALLFY_LOCAL_DLQ").unwrap_or_else(|| local_defaults::DLQ_NAME.into()),
+                bucket: var("RECORDINGS_BUCKET").unwrap_or_else(|| local_defaults::BUCKET_NAME.into()),
+            },
+            shopify_secret: var("SHOPIFY_API_SECRET").unwrap_or_else(|| local_defaults::SHOPIFY_API_SECRET.into()),
+            twilio_account_sid: var("TWILIO_ACCOUNT_SID").unwrap_or_else(|| local_defaults::TWILIO_ACCOUNT_SID.into()),
+            twilio_auth_token: var("TWILIO_AUTH_TOKEN").unwrap_or_else(|| local_defaults::TWILIO_AUTH_TOKEN.into()),
+            twilio_api_base: var("TWILIO_API_BASE"),
+            public_base_url: var("PUBLIC_BASE_URL"),
+            clock,
+            auto_poll: true,
+        })
+    }
+
+    /// Options for a test: its own resources, an ephemeral port, the given clock.
+    pub fn for_test(prefix: &str, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            addr: "127.0.0.1:0".parse().expect("literal address"),
+            names: ResourceNames::unique(prefix),
+            shopify_secret: local_defaults::SHOPIFY_API_SECRET.into(),
+            twilio_account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
+            twilio_auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+            twilio_api_base: None,
+            public_base_url: None,
+            clock,
+            auto_poll: false,
+        }
+    }
+}
+
+/// The functions as Lambda would run them, sharing one set of clients.
+pub struct Functions {
+    pub ingest: IngestApp,
+    pub worker: WorkerApp,
+}
+
+struct Shared {
+    functions: Functions,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    queue_arn: String,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PollStats {
+    pub received: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+}
+
+pub struct LocalHandle {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    pub sandbox: Arc<Sandbox>,
+    pub resources: Resources,
+    shared: Arc<Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl LocalHandle {
+    pub fn functions(&self) -> &Functions {
+        &self.shared.functions
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.shared.functions.ingest.store
+    }
+
+    /// One receive → `SqsEvent` → worker → delete-successes cycle.
+    pub async fn poll_once(&self, wait_seconds: i32) -> Result<PollStats, LocalError> {
+        poll_once(&self.shared, wait_seconds).await
+    }
+
+    /// Polls until the queue yields nothing visible.
+    pub async fn drain(&self) -> Result<PollStats, LocalError> {
+        let mut total = PollStats::default();
+        loop {
+            let s = self.poll_once(0).await?;
+            if s.received == 0 {
+                return Ok(total);
+            }
+            total.received += s.received;
+            total.succeeded += s.succeeded;
+            total.failed += s.failed;
+        }
+    }
+
+    /// Runs until Ctrl-C.
+    pub async fn wait(self) {
+        let _ = tokio::signal::ctrl_c().await;
+        self.shutdown().await;
+    }
+
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, LocalError> {
+    let resources = resources::ensure(sdk, &opts.names).await?;
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|source| LocalError::Bind { addr: opts.addr.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| LocalError::Bind { addr: opts.addr.to_string(), source })?;
+    let base_url = format!("http://{addr}");
+
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let store = Store::new(ddb, &resources.names.table);
+    let queue = OutreachQueue::new(sqs.clone(), &resources.queue_url);
+    let twilio_cfg = TwilioConfig {
+        api_base: opts.twilio_api_base.clone().unwrap_or_else(|| base_url.clone()),
+        account_sid: opts.twilio_account_sid.clone(),
+        auth: TwilioAuth::AuthToken(opts.twilio_auth_token.clone()),
+        auth_token: Some(opts.twilio_auth_token.clone()),
+    };
+    let twilio = TwilioClient::new(&twilio_cfg).map_err(|e| LocalError::Config(e.to_string()))?;
+    let public_base_url = opts.public_base_url.clone().unwrap_or_else(|| base_url.clone());
+    let functions = Functions {
+        ingest: IngestApp {
+            store: store.clone(),
+            queue: queue.clone(),
+            shopify_secret: opts.shopify_secret.clone(),
+            clock: Arc::clone(&opts.clock),
+        },
+        worker: WorkerApp {
+            store,
+            queue,
+            twilio,
+            clock: Arc::clone(&opts.clock),
+            public_base_url: public_base_url.trim_end_matches('/').to_string(),
+        },
+    };
+    let queue_arn = queue_arn(&sqs, &resources.queue_url).await?;
+    let shared = Arc::new(Shared {
+        functions,
+        sqs,
+        queue_url: resources.queue_url.clone(),
+        queue_arn,
+    });
+    let sandbox = Arc::new(Sandbox::new(&opts.twilio_account_sid, &opts.twilio_auth_token, Arc::clone(&opts.clock)));
+
+    let app = Router::new()
+        .fallback(route)
+        .with_state(Arc::clone(&shared))
+        .merge(sandbox::router(Arc::clone(&sandbox)));
+    let (shutdown, mut rx) = watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut server_rx = rx.clone();
+    tasks.push(tokio::spawn(async move {
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_rx.changed().await;
+            });
+        if let Err(e) = serve.await {
+            warn!(error = %e, "local HTTP server stopped");
+        }
+    }));
+    if opts.auto_poll {
+        let poller = Arc::clone(&shared);
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = rx.changed() => break,
+                    res = poll_once(&poller, 1) => if let Err(e) = res {
+                        warn!(error = %e, "polling the outreach queue failed");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    },
+                }
+            }
+        }));
+    }
+    info!(%base_url, table = %resources.names.table, queue = %resources.queue_url, "callfy-local is up");
+    Ok(LocalHandle {
+        addr,
+        base_url,
+        sandbox,
+        resources,
+        shared,
+        shutdown,
+        tasks,
+    })
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, LocalError> {
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| LocalError::Queue(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    Ok(out
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .cloned()
+        .unwrap_or_default())
+}
+
+async fn route(State(shared): State<Arc<Shared>>, ConnectInfo(peer): ConnectInfo<SocketAddr>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, MAX_REQUEST_BYTES).await {
+        Ok(b) => b,
+        Err(_) => return server::to_http(error(413, "payload_too_large", "request body is too large")),
+    };
+    let event = server::apigw_v2_event(&parts, &bytes, &peer.ip().to_string());
+    let request = match lambda_http::request::from_str(&event.to_string()) {
+        Ok(r) => r,
+        Err(e) => return server::to_http(error(400, "bad_request", e.to_string())),
+    };
+    let path = parts.uri.path();
+    let response = if path.starts_with("/webhooks/") {
+        webhook_ingest::handle(&shared.functions.ingest, request).await
+    } else {
+        error(404, "not_found", format!("no route for {path}"))
+    };
+    server::to_http(response)
+}
+
+async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, LocalError> {
+    let out = shared
+        .sqs
+        .receive_message()
+        .queue_url(&shared.queue_url)
+        .max_number_of_messages(10)
+        .wait_time_seconds(wait_seconds)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .map_err(|e| LocalError::Queue(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    let messages = out.messages.unwrap_or_default();
+    if messages.is_empty() {
+        return Ok(PollStats::default());
+    }
+    let records: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| {
+            let attrs: serde_json::Map<String, serde_json::Value> = m
+                .attributes()
+                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone().into())).collect())
+                .unwrap_or_default();
+            serde_json::json!({
+                "messageId": m.message_id(),
+                "receiptHandle": m.receipt_handle(),
+                "body": m.body(),
+                "md5OfBody": m.md5_of_body(),
+                "attributes": attrs,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": shared.queue_arn,
+                "awsRegion": local_defaults::REGION,
+            })
+        })
+        .collect();
+    let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records }))
+        .map_err(|e| LocalError::Queue(format!("could not build an SqsEvent: {e}")))?;
+    let response = outreach_worker::handle_batch(&shared.functions.worker, event).await;
+    let failed: HashSet<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    let mut stats = PollStats {
+        received: messages.len(),
+        ..Default::default()
+    };
+    for m in &messages {
+        if failed.contains(m.message_id().unwrap_or_default()) {
+            stats.failed += 1;
+            continue;
+        }
+        shared
+            .sqs
+            .delete_message()
+            .queue_url(&shared.queue_url)
+            .receipt_handle(m.receipt_handle().unwrap_or_default())
+            .send()
+            .await
+            .map_err(|e| LocalError::Queue(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        stats.succeeded += 1;
+    }
+    Ok(stats)
+}

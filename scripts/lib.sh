@@ -1,0 +1,72 @@
+# Shared by the scripts: where things live and how to start the local AWS API (moto).
+# Everything installed goes under CALLFY_CACHE (outside the clone) so reruns are fast.
+
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CALLFY_CACHE="${CALLFY_CACHE:-$HOME/.cache/callfy}"
+VENV="$CALLFY_CACHE/venv"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$CALLFY_CACHE/target}"
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# Local credentials and region, so the AWS SDK never looks for real ones.
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-testing}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-testing}"
+export AWS_REGION="${AWS_REGION:-us-east-1}"
+export AWS_DEFAULT_REGION="$AWS_REGION"
+export AWS_EC2_METADATA_DISABLED=true
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Installs what is missing: a Python venv with moto[server] and cfn-lint, Rust components.
+ensure_tools() {
+  mkdir -p "$CALLFY_CACHE"
+  if ! command -v cargo >/dev/null 2>&1; then
+    echo "cargo is required (https://rustup.rs); it was not found on PATH" >&2
+    exit 1
+  fi
+  if ! command -v python3 >/dev/null 2>&1; then
+    log "installing python3"
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+  fi
+  local stamp="$VENV/.callfy-requirements"
+  if [ ! -x "$VENV/bin/moto_server" ] || ! cmp -s "$ROOT/scripts/requirements.txt" "$stamp"; then
+    log "installing moto[server] and cfn-lint into $VENV"
+    python3 -m venv "$VENV" 2>/dev/null || {
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$VENV"
+    }
+    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$VENV/bin/pip" install -q -r "$ROOT/scripts/requirements.txt"
+    cp "$ROOT/scripts/requirements.txt" "$stamp"
+  fi
+  if command -v rustup >/dev/null 2>&1; then
+    rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+  fi
+}
+
+# start_moto PORT: starts moto on 127.0.0.1:PORT unless one answers there; sets AWS_ENDPOINT_URL.
+start_moto() {
+  local port="$1"
+  export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
+  if curl -fsS "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "starting moto on 127.0.0.1:$port"
+  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$CALLFY_CACHE/moto-$port.log" 2>&1 &
+  MOTO_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -fsS "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "moto did not start; see $CALLFY_CACHE/moto-$port.log" >&2
+  exit 1
+}
+
+stop_moto() {
+  if [ -n "${MOTO_PID:-}" ]; then
+    kill "$MOTO_PID" 2>/dev/null || true
+    wait "$MOTO_PID" 2>/dev/null || true
+  fi
+}
