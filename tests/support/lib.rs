@@ -1,1 +1,103 @@
+//! Helpers for integration tests: the local AWS API (moto), signed Shopify deliveries,
+//! sample payloads, and a `callfy-local` per test with its own resources.
 
+use aws_config::{BehaviorVersion, SdkConfig};
+use callfy_local::{LocalHandle, LocalOptions};
+use callfy_shared::Clock;
+use callfy_shared::config::local_defaults;
+use callfy_shared::domain::merchant::Merchant;
+use callfy_shared::signature::hmac_sha256_base64;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub const SHOP: &str = "snowdevil.myshopify.com";
+pub const PHONE: &str = "+14155552671";
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// SDK config for the moto server the test command started (`AWS_ENDPOINT_URL`).
+pub async fn sdk() -> SdkConfig {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(
+        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+        "integration tests need the local AWS API: run them with scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
+    );
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(local_defaults::REGION))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
+        .endpoint_url(endpoint)
+        .load()
+        .await
+}
+
+pub fn read_json(relative: &str) -> Value {
+    let path = root().join(relative);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// The demo merchant, with a test's changes applied.
+pub fn merchant(mutate: impl FnOnce(&mut Value)) -> Merchant {
+    let mut v = read_json("events/demo-merchant.json");
+    mutate(&mut v);
+    Merchant::from_json(&v.to_string()).expect("valid test merchant")
+}
+
+/// A Shopify checkout payload from events/shopify/, timestamped at `at`.
+pub fn checkout(at: chrono::DateTime<chrono::Utc>) -> Value {
+    let mut c = read_json("events/shopify/checkouts-create.json");
+    c["created_at"] = at.to_rfc3339().into();
+    c["updated_at"] = at.to_rfc3339().into();
+    c["customer"]["sms_marketing_consent"]["consent_updated_at"] = at.to_rfc3339().into();
+    c
+}
+
+pub fn shopify_signature(body: &[u8]) -> String {
+    hmac_sha256_base64(local_defaults::SHOPIFY_API_SECRET.as_bytes(), body)
+}
+
+/// POSTs a signed Shopify webhook; returns status and JSON answer.
+pub async fn post_shopify(base_url: &str, topic: &str, event_id: &str, body: &Value) -> (u16, Value) {
+    let raw = serde_json::to_vec(body).expect("json");
+    let sig = shopify_signature(&raw);
+    post_raw(base_url, topic, event_id, raw, &sig).await
+}
+
+pub async fn post_raw(base_url: &str, topic: &str, event_id: &str, raw: Vec<u8>, signature: &str) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base_url}/webhooks/shopify"))
+        .header("content-type", "application/json")
+        .header("x-shopify-topic", topic)
+        .header("x-shopify-shop-domain", SHOP)
+        .header("x-shopify-event-id", event_id)
+        .header("x-shopify-hmac-sha256", signature)
+        .body(raw)
+        .send()
+        .await
+        .expect("local runner answers");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+/// Starts `callfy-local` on its own resources and registers `merchant`.
+pub async fn start_local(prefix: &str, clock: Arc<dyn Clock>, merchant: &Merchant) -> LocalHandle {
+    let sdk = sdk().await;
+    let handle = callfy_local::start(&sdk, LocalOptions::for_test(prefix, Arc::clone(&clock)))
+        .await
+        .expect("callfy-local starts");
+    handle
+        .store()
+        .put_merchant(merchant, clock.now())
+        .await
+        .expect("merchant stored");
+    handle
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+}
