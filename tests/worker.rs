@@ -1,1 +1,207 @@
+//! The outreach worker against moto and the Twilio sandbox: retries, refusals, opt-outs,
+//! redeliveries and concurrency, with an injected clock.
 
+use aws_lambda_events::event::sqs::SqsEvent;
+use callfy_integration_tests::*;
+use callfy_local::LocalHandle;
+use callfy_local::sandbox::Fault;
+use callfy_shared::adapters::store::{ConsentAppend, StepState};
+use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
+use callfy_shared::domain::flow::{OutreachJob, SkipReason};
+use callfy_shared::domain::merchant::Channel;
+use callfy_shared::adapters::store::IngestWrite;
+use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
+use chrono::{DateTime, Duration, Utc};
+use outreach_worker::{JobOutcome, WorkerError};
+use serde_json::json;
+use std::sync::Arc;
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-28T15:00:00Z".parse().unwrap()
+}
+
+/// A test's world: callfy-local with a consented cart stored directly through the store.
+struct World {
+    local: LocalHandle,
+    clock: Arc<ManualClock>,
+    job: OutreachJob,
+    merchant: MerchantId,
+    phone: Phone,
+    token: CartToken,
+}
+
+async fn world(prefix: &str, flow: serde_json::Value, consent: Option<ConsentAction>) -> World {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local(prefix, clock.clone(), &merchant(|v| v["flow"] = flow)).await;
+    let merchant = MerchantId::parse("snowdevil").unwrap();
+    let phone = Phone::parse(PHONE, None).unwrap();
+    let token = CartToken::parse(&unique("tok")).unwrap();
+    let snap = CheckoutSnapshot {
+        token: token.clone(),
+        checkout_id: None,
+        phone: Some(phone.clone()),
+        email: None,
+        first_name: Some("Ann".into()),
+        recovery_url: Some("https://snowdevil.myshopify.com/r/abc".into()),
+        total_price: Some("10.00".into()),
+        currency: Some("USD".into()),
+        item_count: 1,
+        province_code: None,
+        country_code: Some("US".into()),
+        locale: None,
+        updated_at: t0(),
+        completed: false,
+    };
+    let mut cart = Cart::new(merchant.clone(), snap, t0());
+    cart.version = 1;
+    let consent = consent.map(|action| ConsentAppend {
+        merchant_id: merchant.clone(),
+        phone: phone.clone(),
+        state: Default::default(),
+        event: ConsentEvent {
+            channel: Channel::Sms,
+            action,
+            source: ConsentSource::Checkout,
+            occurred_at: t0(),
+            recorded_at: t0(),
+            evidence: Evidence::default(),
+        },
+        purge_at: t0() + Duration::days(730),
+    });
+    local
+        .store()
+        .write_ingest(&IngestWrite {
+            merchant_id: merchant.clone(),
+            event_key: unique("test"),
+            received_at: t0(),
+            cart: Some((cart, None)),
+            consent,
+        })
+        .await
+        .unwrap();
+    let job = OutreachJob { merchant_id: merchant.clone(), cart_token: token.clone(), step: 0, due_at: t0() };
+    World { local, clock, job, merchant, phone, token }
+}
+
+fn immediate() -> serde_json::Value {
+    json!([{ "after_minutes": 0, "channel": "sms" }])
+}
+
+async fn run(w: &World) -> Result<JobOutcome, WorkerError> {
+    outreach_worker::process_job(&w.local.functions().worker, &w.job).await
+}
+
+#[tokio::test]
+async fn twilio_5xx_and_429_are_retried_and_the_message_goes_out_once() {
+    let w = world("wk-retry", immediate(), Some(ConsentAction::OptIn)).await;
+    w.local.sandbox.inject(Fault { status: 503, code: 20500, count: 1 });
+    w.local.sandbox.inject(Fault { status: 429, code: 20429, count: 1 });
+    assert!(matches!(run(&w).await, Err(WorkerError::TwilioRetry(_))));
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    assert_eq!(step.state, StepState::Retry);
+    assert!(matches!(run(&w).await, Err(WorkerError::TwilioRetry(_))));
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Duplicate);
+    assert_eq!(w.local.sandbox.messages().len(), 1);
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.attempts), (StepState::Sent, 3));
+}
+
+#[tokio::test]
+async fn a_permanent_twilio_refusal_is_recorded_and_dropped() {
+    let w = world("wk-refuse", immediate(), Some(ConsentAction::OptIn)).await;
+    w.local.sandbox.inject(Fault { status: 400, code: 21211, count: 1 });
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Rejected { error_code: Some(21211) });
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.error_code), (StepState::Failed, Some(21211)));
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Duplicate, "a failed step is not retried");
+    assert!(w.local.sandbox.messages().is_empty());
+}
+
+#[tokio::test]
+async fn error_21610_opts_the_number_out() {
+    let w = world("wk-21610", json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "sms" }]), Some(ConsentAction::OptIn)).await;
+    w.local.sandbox.inject(Fault { status: 400, code: 21610, count: 1 });
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Rejected { error_code: Some(21610) });
+    let state = w.local.store().consent_state(&w.merchant, &w.phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut);
+    let ledger = w.local.store().consent_ledger(&w.merchant, &w.phone, Channel::Sms).await.unwrap();
+    assert_eq!(ledger.last().unwrap().event.source, ConsentSource::CarrierError);
+
+    w.clock.advance(Duration::minutes(61));
+    let next = OutreachJob { step: 1, ..w.job.clone() };
+    let outcome = outreach_worker::process_job(&w.local.functions().worker, &next).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut));
+    assert!(w.local.sandbox.messages().is_empty());
+}
+
+#[tokio::test]
+async fn no_message_without_consent_or_after_opt_out() {
+    let w = world("wk-noconsent", immediate(), None).await;
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Skipped(SkipReason::NoConsent));
+    let w = world("wk-optout", immediate(), Some(ConsentAction::OptOut)).await;
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Skipped(SkipReason::OptedOut));
+    assert!(w.local.sandbox.messages().is_empty());
+}
+
+#[tokio::test]
+async fn a_step_not_yet_due_waits_in_the_queue() {
+    let w = world("wk-wait", json!([{ "after_minutes": 240, "channel": "sms" }]), Some(ConsentAction::OptIn)).await;
+    let outcome = run(&w).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Waiting { until: t0() + Duration::minutes(240) });
+    let sqs = aws_sdk_sqs::Client::new(&sdk().await);
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&w.local.resources.queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap();
+    let delayed = attrs.attributes().unwrap().get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed).unwrap();
+    assert_eq!(delayed, "1", "re-enqueued with the 15-minute maximum delay");
+    w.clock.advance(Duration::minutes(240));
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+}
+
+#[tokio::test]
+async fn concurrent_redeliveries_send_exactly_one_message() {
+    let w = world("wk-race", immediate(), Some(ConsentAction::OptIn)).await;
+    let results = futures::future::join_all((0..6).map(|_| run(&w))).await;
+    let sent = results.iter().filter(|r| matches!(r, Ok(JobOutcome::Sent { .. }))).count();
+    assert_eq!(sent, 1, "{results:?}");
+    assert_eq!(w.local.sandbox.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn batches_report_only_the_failed_messages() {
+    let w = world("wk-batch", immediate(), Some(ConsentAction::OptIn)).await;
+    let event: SqsEvent = serde_json::from_value(json!({ "Records": [
+        { "messageId": "good", "body": serde_json::to_string(&w.job).unwrap(), "attributes": {}, "messageAttributes": {} },
+        { "messageId": "poison", "body": "{\"not\":\"a job\"}", "attributes": {}, "messageAttributes": {} },
+    ]}))
+    .unwrap();
+    let response = outreach_worker::handle_batch(&w.local.functions().worker, event).await;
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+    assert_eq!(failed, vec!["poison"]);
+    assert_eq!(w.local.sandbox.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn later_steps_are_follow_ups_with_the_discount() {
+    let flow = json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "voice" },
+                      { "after_minutes": 120, "channel": "sms", "discount_code": "COMEBACK10" }]);
+    let w = world("wk-flow", flow, Some(ConsentAction::OptIn)).await;
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    w.clock.advance(Duration::minutes(60));
+    let voice = OutreachJob { step: 1, ..w.job.clone() };
+    let outcome = outreach_worker::process_job(&w.local.functions().worker, &voice).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::ChannelNotAvailable));
+    w.clock.advance(Duration::minutes(60));
+    let last = OutreachJob { step: 2, ..w.job.clone() };
+    assert!(matches!(outreach_worker::process_job(&w.local.functions().worker, &last).await.unwrap(), JobOutcome::Sent { .. }));
+    let sent = w.local.sandbox.messages();
+    assert_eq!(sent.len(), 2);
+    assert!(sent[1].body.starts_with("Snowdevil: Hi Ann! Your cart is still waiting"), "{}", sent[1].body);
+    assert!(sent[1].body.contains("COMEBACK10"));
+}

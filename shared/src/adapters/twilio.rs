@@ -76,9 +76,14 @@ pub struct TwilioClient {
 
 impl TwilioClient {
     pub fn new(cfg: &TwilioConfig) -> Result<Self, TwilioError> {
+        Self::with_timeout(cfg, Duration::from_secs(10))
+    }
+
+    /// `timeout` bounds the whole request; the worker's Lambda timeout leaves room for it.
+    pub fn with_timeout(cfg: &TwilioConfig, timeout: Duration) -> Result<Self, TwilioError> {
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(3).min(timeout))
+            .timeout(timeout)
             .user_agent("callfy/0.1")
             .build()
             .map_err(|e| TwilioError::Transport(e.to_string()))?;
