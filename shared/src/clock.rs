@@ -36,7 +36,8 @@ impl OffsetClock {
 
 impl Clock for OffsetClock {
     fn now(&self) -> DateTime<Utc> {
-        let elapsed = Duration::from_std(self.started.elapsed()).unwrap_or_else(|_| Duration::zero());
+        let elapsed =
+            Duration::from_std(self.started.elapsed()).unwrap_or_else(|_| Duration::zero());
         self.start + elapsed
     }
 }

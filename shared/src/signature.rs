@@ -56,7 +56,11 @@ mod tests {
         assert!(verify_hmac_sha256_base64(b"secret", b"{\"a\":1}", &sig));
         assert!(!verify_hmac_sha256_base64(b"secret", b"{\"a\":2}", &sig));
         assert!(!verify_hmac_sha256_base64(b"other", b"{\"a\":1}", &sig));
-        assert!(!verify_hmac_sha256_base64(b"secret", b"{\"a\":1}", "not base64!"));
+        assert!(!verify_hmac_sha256_base64(
+            b"secret",
+            b"{\"a\":1}",
+            "not base64!"
+        ));
         assert!(!verify_hmac_sha256_base64(b"secret", b"{\"a\":1}", ""));
         assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"abc", b"ab"));
     }

@@ -36,7 +36,11 @@ type Item = HashMap<String, AttributeValue>;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("DynamoDB {op} failed: {code}: {message}")]
-    Aws { op: &'static str, code: String, message: String },
+    Aws {
+        op: &'static str,
+        code: String,
+        message: String,
+    },
     #[error("stored item could not be decoded: {0}")]
     Decode(String),
     #[error("a concurrent write changed the item; retry")]
@@ -68,7 +72,9 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(key)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
@@ -156,9 +162,16 @@ pub enum ClaimOutcome {
 /// How a claimed step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepResult {
-    Sent { message_sid: String },
-    Failed { error_code: Option<i64>, reason: String },
-    Retry { reason: String },
+    Sent {
+        message_sid: String,
+    },
+    Failed {
+        error_code: Option<i64>,
+        reason: String,
+    },
+    Retry {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +243,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
+        Self {
+            client,
+            table: table.into(),
+        }
     }
 
     pub fn table(&self) -> &str {
@@ -245,7 +261,12 @@ impl Store {
         HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
     }
 
-    async fn get(&self, pk: String, sk: String, op: &'static str) -> Result<Option<Item>, StoreError> {
+    async fn get(
+        &self,
+        pk: String,
+        sk: String,
+        op: &'static str,
+    ) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -261,8 +282,14 @@ impl Store {
     // ---- merchants ----
 
     /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
-    pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
-        merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+    pub async fn put_merchant(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        merchant
+            .validate()
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
         if let Some(domain) = &merchant.shop_domain
             && let Some(other) = self.merchant_by_shop_domain(domain).await?
             && other.merchant.id != merchant.id
@@ -272,7 +299,8 @@ impl Store {
                 other.merchant.id
             )));
         }
-        let profile = serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let profile =
+            serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
                           created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
             .to_string();
@@ -295,13 +323,18 @@ impl Store {
             }
             None => update.push_str(" REMOVE gsi1pk, gsi1sk"),
         }
-        req.update_expression(update).send().await.map_err(|e| aws("UpdateItem", e))?;
+        req.update_expression(update)
+            .send()
+            .await
+            .map_err(|e| aws("UpdateItem", e))?;
         Ok(())
     }
 
     fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
-        let profile = get_s(&item, "profile").ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
-        let merchant: Merchant = serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let profile = get_s(&item, "profile")
+            .ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
+        let merchant: Merchant =
+            serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
         let status = match get_s(&item, "status") {
             Some("closed") => MerchantStatus::Closed,
             _ => MerchantStatus::Active,
@@ -310,18 +343,28 @@ impl Store {
             merchant,
             status,
             api_key_sha256: get_s(&item, "api_key_sha256").map(str::to_string),
-            legal_hold: item.get("legal_hold").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+            legal_hold: item
+                .get("legal_hold")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
         })
     }
 
-    pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+    pub async fn get_merchant(
+        &self,
+        id: &MerchantId,
+    ) -> Result<Option<MerchantRecord>, StoreError> {
         self.get(merchant_pk(id), "PROFILE".into(), "GetItem")
             .await?
             .map(Self::decode_merchant)
             .transpose()
     }
 
-    pub async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, StoreError> {
+    pub async fn merchant_by_shop_domain(
+        &self,
+        domain: &str,
+    ) -> Result<Option<MerchantRecord>, StoreError> {
         let out = self
             .client
             .query()
@@ -333,11 +376,20 @@ impl Store {
             .send()
             .await
             .map_err(|e| aws("Query", e))?;
-        out.items.unwrap_or_default().into_iter().next().map(Self::decode_merchant).transpose()
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(Self::decode_merchant)
+            .transpose()
     }
 
     /// Stores the SHA-256 of a new API key; the key itself is never stored.
-    pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), StoreError> {
+    pub async fn set_api_key_hash(
+        &self,
+        id: &MerchantId,
+        sha256_hex: &str,
+    ) -> Result<(), StoreError> {
         let res = self
             .client
             .update_item()
@@ -350,7 +402,10 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Err(StoreError::NotFound(format!("merchant {id}")))
             }
             Err(e) => Err(aws("UpdateItem", e)),
@@ -359,15 +414,25 @@ impl Store {
 
     // ---- carts ----
 
-    pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+    pub async fn get_cart(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+    ) -> Result<Option<Cart>, StoreError> {
         self.get(merchant_pk(m), cart_sk(token), "GetItem")
             .await?
             .map(from_item)
             .transpose()
     }
 
-    pub async fn cart_token_for_checkout(&self, m: &MerchantId, checkout_id: &str) -> Result<Option<CartToken>, StoreError> {
-        let item = self.get(merchant_pk(m), format!("CHECKOUT#{checkout_id}"), "GetItem").await?;
+    pub async fn cart_token_for_checkout(
+        &self,
+        m: &MerchantId,
+        checkout_id: &str,
+    ) -> Result<Option<CartToken>, StoreError> {
+        let item = self
+            .get(merchant_pk(m), format!("CHECKOUT#{checkout_id}"), "GetItem")
+            .await?;
         Ok(item
             .as_ref()
             .and_then(|i| get_s(i, "cart_token"))
@@ -379,7 +444,10 @@ impl Store {
         item.insert("pk".into(), s(merchant_pk(&cart.merchant_id)));
         item.insert("sk".into(), s(cart_sk(&cart.token)));
         if let Some(phone) = &cart.phone {
-            item.insert("gsi1pk".into(), s(format!("P#{}#{}", cart.merchant_id, phone.as_str())));
+            item.insert(
+                "gsi1pk".into(),
+                s(format!("P#{}#{}", cart.merchant_id, phone.as_str())),
+            );
             item.insert("gsi1sk".into(), s(cart_sk(&cart.token)));
         }
         Ok(item)
@@ -396,7 +464,12 @@ impl Store {
             "expires_at".into(),
             n((w.received_at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()),
         );
-        items.push(put(&self.table, dedupe, Some("attribute_not_exists(pk)"), &[])?);
+        items.push(put(
+            &self.table,
+            dedupe,
+            Some("attribute_not_exists(pk)"),
+            &[],
+        )?);
 
         if let Some((cart, expected)) = &w.cart {
             let item = Self::cart_item(cart)?;
@@ -423,8 +496,14 @@ impl Store {
         {
             Ok(_) => Ok(IngestOutcome::Applied),
             Err(e) => match cancellation_codes(&e) {
-                Some(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => Ok(IngestOutcome::Duplicate),
-                Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") => {
+                Some(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
+                    Ok(IngestOutcome::Duplicate)
+                }
+                Some(codes)
+                    if codes
+                        .iter()
+                        .any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") =>
+                {
                     Err(StoreError::Conflict)
                 }
                 _ => Err(aws("TransactWriteItems", e)),
@@ -437,14 +516,22 @@ impl Store {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(merchant_pk(m), format!("EVENT#{event_key}"))))
+            .set_key(Some(Self::key(
+                merchant_pk(m),
+                format!("EVENT#{event_key}"),
+            )))
             .send()
             .await
             .map_err(|e| aws("DeleteItem", e))?;
         Ok(())
     }
 
-    pub async fn set_outreach_scheduled(&self, m: &MerchantId, token: &CartToken, scheduled: bool) -> Result<(), StoreError> {
+    pub async fn set_outreach_scheduled(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        scheduled: bool,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -459,7 +546,12 @@ impl Store {
         Ok(())
     }
 
-    pub async fn set_last_message_at(&self, m: &MerchantId, token: &CartToken, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn set_last_message_at(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -490,7 +582,10 @@ impl Store {
         let mut entry_item = to_item(&entry)?;
         entry_item.insert("pk".into(), s(pk.clone()));
         entry_item.insert("sk".into(), s(consent_entry_sk(channel, seq)));
-        entry_item.insert("purge_bucket".into(), s(c.purge_at.format("%Y-%m").to_string()));
+        entry_item.insert(
+            "purge_bucket".into(),
+            s(c.purge_at.format("%Y-%m").to_string()),
+        );
         entry_item.insert("purge_at".into(), s(c.purge_at.to_rfc3339()));
 
         let next = c.state.after(&c.event, hash);
@@ -498,19 +593,42 @@ impl Store {
         state_item.insert("pk".into(), s(pk));
         state_item.insert("sk".into(), s(consent_state_sk(channel)));
         let state_put = if c.state.seq == 0 {
-            put(&self.table, state_item, Some("attribute_not_exists(pk)"), &[])?
+            put(
+                &self.table,
+                state_item,
+                Some("attribute_not_exists(pk)"),
+                &[],
+            )?
         } else {
-            put(&self.table, state_item, Some("seq = :seq"), &[(":seq", n(c.state.seq))])?
+            put(
+                &self.table,
+                state_item,
+                Some("seq = :seq"),
+                &[(":seq", n(c.state.seq))],
+            )?
         };
         Ok(vec![
-            put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?,
+            put(
+                &self.table,
+                entry_item,
+                Some("attribute_not_exists(pk)"),
+                &[],
+            )?,
             state_put,
         ])
     }
 
     /// The current consent state, strongly consistent: every send re-checks it.
-    pub async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, StoreError> {
-        match self.get(customer_pk(m, phone), consent_state_sk(channel), "GetItem").await? {
+    pub async fn consent_state(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> Result<ConsentState, StoreError> {
+        match self
+            .get(customer_pk(m, phone), consent_state_sk(channel), "GetItem")
+            .await?
+        {
             Some(item) => from_item(item),
             None => Ok(ConsentState::default()),
         }
@@ -519,17 +637,34 @@ impl Store {
     /// Appends one event on top of the state it was decided against.
     pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
         let items = self.consent_items(c)?;
-        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => self.consent_state(&c.merchant_id, &c.phone, c.event.channel).await,
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await
+        {
+            Ok(_) => {
+                self.consent_state(&c.merchant_id, &c.phone, c.event.channel)
+                    .await
+            }
             Err(e) if cancellation_codes(&e).is_some() => Err(StoreError::Conflict),
             Err(e) => Err(aws("TransactWriteItems", e)),
         }
     }
 
     /// The whole ledger of one channel, oldest first.
-    pub async fn consent_ledger(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<Vec<LedgerEntry>, StoreError> {
+    pub async fn consent_ledger(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
         let items = self
-            .query_prefix(customer_pk(m, phone), format!("CONSENT#{}#", channel.as_str()))
+            .query_prefix(
+                customer_pk(m, phone),
+                format!("CONSENT#{}#", channel.as_str()),
+            )
             .await?;
         items.into_iter().map(from_item).collect()
     }
@@ -584,7 +719,10 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(ClaimOutcome::Claimed),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 let record = self
                     .get_step(m, token, step)
                     .await?
@@ -595,7 +733,12 @@ impl Store {
         }
     }
 
-    pub async fn get_step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, StoreError> {
+    pub async fn get_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+    ) -> Result<Option<StepRecord>, StoreError> {
         self.get(merchant_pk(m), step_sk(token, step), "GetItem")
             .await?
             .map(from_item)
@@ -634,7 +777,9 @@ impl Store {
                     .expression_attribute_values(":r", s(reason));
                 match error_code {
                     Some(code) => req
-                        .update_expression("SET #st = :s, reason = :r, error_code = :e, updated_at = :now")
+                        .update_expression(
+                            "SET #st = :s, reason = :r, error_code = :e, updated_at = :now",
+                        )
                         .expression_attribute_values(":e", n(code)),
                     None => req.update_expression("SET #st = :s, reason = :r, updated_at = :now"),
                 }
@@ -646,7 +791,10 @@ impl Store {
         };
         match req.send().await {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
                 Err(StoreError::Conflict)
             }
             Err(e) => Err(aws("UpdateItem", e)),
@@ -654,7 +802,14 @@ impl Store {
     }
 
     /// Records why a step will never go out; first writer wins.
-    pub async fn skip_step(&self, m: &MerchantId, token: &CartToken, step: u8, reason: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn skip_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         let mut item = Self::key(merchant_pk(m), step_sk(token, step));
         item.insert("state".into(), s("skipped"));
         item.insert("reason".into(), s(reason));
@@ -672,7 +827,12 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
             Err(e) => Err(aws("PutItem", e)),
         }
     }
@@ -685,14 +845,27 @@ impl Store {
             Direction::Outbound => "OUT",
             Direction::Inbound => "IN",
         };
-        item.insert("pk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
+        item.insert(
+            "pk".into(),
+            s(customer_pk(&entry.merchant_id, &entry.phone)),
+        );
         item.insert(
             "sk".into(),
-            s(format!("SMS#{dir}#{}#{}", entry.created_at.to_rfc3339(), entry.message_sid)),
+            s(format!(
+                "SMS#{dir}#{}#{}",
+                entry.created_at.to_rfc3339(),
+                entry.message_sid
+            )),
         );
         item.insert("gsi1pk".into(), s(format!("SID#{}", entry.message_sid)));
-        item.insert("gsi1sk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
-        item.insert("purge_bucket".into(), s(entry.purge_at.format("%Y-%m").to_string()));
+        item.insert(
+            "gsi1sk".into(),
+            s(customer_pk(&entry.merchant_id, &entry.phone)),
+        );
+        item.insert(
+            "purge_bucket".into(),
+            s(entry.purge_at.format("%Y-%m").to_string()),
+        );
         item.insert("purge_at".into(), s(entry.purge_at.to_rfc3339()));
         self.client
             .put_item()
@@ -704,7 +877,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, StoreError> {
+    pub async fn sms_log(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> Result<Vec<SmsLogEntry>, StoreError> {
         self.query_prefix(customer_pk(m, phone), "SMS#".into())
             .await?
             .into_iter()
@@ -724,11 +901,20 @@ impl Store {
             .send()
             .await
             .map_err(|e| aws("Query", e))?;
-        out.items.unwrap_or_default().into_iter().next().map(from_item).transpose()
+        out.items
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(from_item)
+            .transpose()
     }
 
     /// Whether this merchant has ever texted this phone (the first message introduces itself).
-    pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
+    pub async fn has_outbound_sms(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> Result<bool, StoreError> {
         let out = self
             .client
             .query()
@@ -745,7 +931,12 @@ impl Store {
     }
 }
 
-fn put(table: &str, item: Item, condition: Option<&str>, values: &[(&str, AttributeValue)]) -> Result<TransactWriteItem, StoreError> {
+fn put(
+    table: &str,
+    item: Item,
+    condition: Option<&str>,
+    values: &[(&str, AttributeValue)],
+) -> Result<TransactWriteItem, StoreError> {
     let mut p = Put::builder().table_name(table).set_item(Some(item));
     if let Some(c) = condition {
         p = p.condition_expression(c);
@@ -758,7 +949,9 @@ fn put(table: &str, item: Item, condition: Option<&str>, values: &[(&str, Attrib
 }
 
 /// The per-item reasons of a cancelled transaction, if that is what failed.
-fn cancellation_codes<R>(e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>) -> Option<Vec<String>> {
+fn cancellation_codes<R>(
+    e: &SdkError<aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError, R>,
+) -> Option<Vec<String>> {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     match e.as_service_error()? {
         E::TransactionCanceledException(c) => Some(

@@ -9,7 +9,11 @@ use thiserror::Error;
 pub enum TwilioError {
     /// Twilio answered with an error document.
     #[error("Twilio returned HTTP {status}, error {code:?}: {message}")]
-    Api { status: u16, code: Option<i64>, message: String },
+    Api {
+        status: u16,
+        code: Option<i64>,
+        message: String,
+    },
     #[error("Twilio did not answer in time")]
     Timeout,
     #[error("could not reach Twilio: {0}")]
@@ -22,7 +26,9 @@ impl TwilioError {
     /// 429, 5xx, timeouts and connection errors may succeed later; other 4xx never will.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Api { status, code, .. } => *status == 429 || *status >= 500 || *code == Some(20429),
+            Self::Api { status, code, .. } => {
+                *status == 429 || *status >= 500 || *code == Some(20429)
+            }
             Self::Timeout | Self::Transport(_) => true,
             Self::Decode(_) => false,
         }
@@ -101,7 +107,10 @@ impl TwilioClient {
     }
 
     pub async fn send_sms(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
-        let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/Messages.json",
+            self.base, self.account_sid
+        );
         let mut form: Vec<(&str, &str)> = vec![("To", &req.to), ("Body", &req.body)];
         match &req.sender {
             SmsSender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
@@ -148,7 +157,11 @@ mod tests {
 
     #[test]
     fn retryability_follows_twilio_guidance() {
-        let api = |status, code| TwilioError::Api { status, code, message: String::new() };
+        let api = |status, code| TwilioError::Api {
+            status,
+            code,
+            message: String::new(),
+        };
         assert!(api(429, Some(20429)).is_retryable());
         assert!(api(503, None).is_retryable());
         assert!(TwilioError::Timeout.is_retryable());

@@ -119,7 +119,9 @@ pub fn decide(
         return Decision::Skip(SkipReason::TooLate);
     }
     match def.channel {
-        Channel::Sms => Decision::Send { channel: Channel::Sms },
+        Channel::Sms => Decision::Send {
+            channel: Channel::Sms,
+        },
         // Voice outreach needs its own consent and the voice agent; until then the step is skipped.
         Channel::Voice => Decision::Skip(SkipReason::ChannelNotAvailable),
     }
@@ -161,11 +163,15 @@ mod tests {
         let (m, c) = (merchant(), cart());
         assert_eq!(
             decide(at("2026-06-01T12:10:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Wait { until: at("2026-06-01T12:30:00Z") }
+            Decision::Wait {
+                until: at("2026-06-01T12:30:00Z")
+            }
         );
         assert_eq!(
             decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Send { channel: Channel::Sms }
+            Decision::Send {
+                channel: Channel::Sms
+            }
         );
     }
 
@@ -173,11 +179,26 @@ mod tests {
     fn skips_with_a_reason() {
         let (m, mut c) = (merchant(), cart());
         let now = at("2026-06-01T13:00:00Z");
-        assert_eq!(decide(now, &m, false, &c, &opted_in(), 0), Decision::Skip(SkipReason::MerchantClosed));
-        assert_eq!(decide(now, &m, true, &c, &ConsentState::default(), 0), Decision::Skip(SkipReason::NoConsent));
-        let out = ConsentState { status: ConsentStatus::OptedOut, ..Default::default() };
-        assert_eq!(decide(now, &m, true, &c, &out, 0), Decision::Skip(SkipReason::OptedOut));
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 7), Decision::Skip(SkipReason::StepNotInFlow));
+        assert_eq!(
+            decide(now, &m, false, &c, &opted_in(), 0),
+            Decision::Skip(SkipReason::MerchantClosed)
+        );
+        assert_eq!(
+            decide(now, &m, true, &c, &ConsentState::default(), 0),
+            Decision::Skip(SkipReason::NoConsent)
+        );
+        let out = ConsentState {
+            status: ConsentStatus::OptedOut,
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(now, &m, true, &c, &out, 0),
+            Decision::Skip(SkipReason::OptedOut)
+        );
+        assert_eq!(
+            decide(now, &m, true, &c, &opted_in(), 7),
+            Decision::Skip(SkipReason::StepNotInFlow)
+        );
         assert_eq!(
             decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 1),
             Decision::Skip(SkipReason::ChannelNotAvailable)
@@ -187,12 +208,21 @@ mod tests {
             Decision::Skip(SkipReason::TooLate)
         );
         c.status = CartStatus::Recovered;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartRecovered));
+        assert_eq!(
+            decide(now, &m, true, &c, &opted_in(), 0),
+            Decision::Skip(SkipReason::CartRecovered)
+        );
         c.status = CartStatus::Deleted;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartDeleted));
+        assert_eq!(
+            decide(now, &m, true, &c, &opted_in(), 0),
+            Decision::Skip(SkipReason::CartDeleted)
+        );
         c.status = CartStatus::Open;
         c.phone = None;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoPhone));
+        assert_eq!(
+            decide(now, &m, true, &c, &opted_in(), 0),
+            Decision::Skip(SkipReason::NoPhone)
+        );
     }
 
     #[test]
@@ -213,7 +243,9 @@ mod tests {
         c.updated_at = at("2026-06-01T12:20:00Z");
         assert_eq!(
             decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Wait { until: at("2026-06-01T12:50:00Z") }
+            Decision::Wait {
+                until: at("2026-06-01T12:50:00Z")
+            }
         );
     }
 }

@@ -66,7 +66,11 @@ pub fn segments(body: &str) -> usize {
         Some(u) => (u, 160, 153),
         None => (body.encode_utf16().count(), 70, 67),
     };
-    if units <= single { 1 } else { units.div_ceil(multi) }
+    if units <= single {
+        1
+    } else {
+        units.div_ceil(multi)
+    }
 }
 
 #[cfg(test)]

@@ -1,17 +1,20 @@
 //! `callfy-admin`: the operator's CLI for merchants (DESIGN.md §5).
 //! With only `AWS_ENDPOINT_URL` set it finds the resources `callfy-local` created.
 
+use callfy_shared::MerchantId;
 use callfy_shared::adapters::aws;
 use callfy_shared::adapters::store::{MerchantRecord, MerchantStatus, Store};
 use callfy_shared::config::local_defaults;
 use callfy_shared::domain::merchant::Merchant;
 use callfy_shared::signature::sha256_hex;
-use callfy_shared::MerchantId;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "callfy-admin", about = "Operate Callfy: merchants and their API keys")]
+#[command(
+    name = "callfy-admin",
+    about = "Operate Callfy: merchants and their API keys"
+)]
 struct Cli {
     /// DynamoDB table (default: $TABLE_NAME, else the local default).
     #[arg(long, global = true)]
@@ -82,9 +85,11 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
     match cli.command {
         Command::Merchant { action } => match action {
             MerchantAction::Put { file } => {
-                let text = std::fs::read_to_string(&file)
-                    .map_err(|e| AdminError::Usage(format!("cannot read {}: {e}", file.display())))?;
-                let merchant = Merchant::from_json(&text).map_err(|e| AdminError::Usage(format!("invalid merchant: {e}")))?;
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    AdminError::Usage(format!("cannot read {}: {e}", file.display()))
+                })?;
+                let merchant = Merchant::from_json(&text)
+                    .map_err(|e| AdminError::Usage(format!("invalid merchant: {e}")))?;
                 store.put_merchant(&merchant, chrono::Utc::now()).await?;
                 println!("merchant {} saved", merchant.id);
             }
@@ -94,12 +99,17 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                     .get_merchant(&id)
                     .await?
                     .ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
-                println!("{}", serde_json::to_string_pretty(&describe(&record)).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&describe(&record)).unwrap_or_default()
+                );
             }
             MerchantAction::ApiKey { id } => {
                 let id = merchant_id(&id)?;
                 let key = new_api_key();
-                store.set_api_key_hash(&id, &sha256_hex(key.as_bytes())).await?;
+                store
+                    .set_api_key_hash(&id, &sha256_hex(key.as_bytes()))
+                    .await?;
                 println!("{key}");
                 eprintln!("Store this key now: it is shown only once.");
             }

@@ -9,7 +9,9 @@ async fn main() -> ExitCode {
     // Creating resources against real AWS by accident would be costly: insist on a local endpoint.
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     if !(endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost")) {
-        eprintln!("callfy-local: AWS_ENDPOINT_URL must point at the local AWS API (e.g. http://127.0.0.1:5000); got {endpoint:?}");
+        eprintln!(
+            "callfy-local: AWS_ENDPOINT_URL must point at the local AWS API (e.g. http://127.0.0.1:5000); got {endpoint:?}"
+        );
         return ExitCode::from(2);
     }
     let opts = match LocalOptions::from_env() {
@@ -22,7 +24,10 @@ async fn main() -> ExitCode {
     let sdk = aws::load_config().await;
     match start(&sdk, opts).await {
         Ok(handle) => {
-            println!("callfy-local listening on {} (Twilio sandbox: {}/sandbox/messages)", handle.base_url, handle.base_url);
+            println!(
+                "callfy-local listening on {} (Twilio sandbox: {}/sandbox/messages)",
+                handle.base_url, handle.base_url
+            );
             handle.wait().await;
             ExitCode::SUCCESS
         }
