@@ -15,6 +15,7 @@ use callfy_shared::domain::flow::{
 };
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{RecoverySms, segments};
+use callfy_shared::telemetry::redact;
 use callfy_shared::{Clock, Phone};
 use chrono::{DateTime, Duration, Utc};
 use futures::future::join_all;
@@ -74,7 +75,7 @@ pub async fn handle_batch(app: &WorkerApp, event: SqsEvent) -> SqsBatchResponse 
     let mut response = SqsBatchResponse::default();
     for (id, result) in results {
         if let Err(e) = result {
-            warn!(message_id = %id, error = %e, "outreach job failed; returned to the queue");
+            warn!(message_id = %id, error = %redact(&e.to_string()), "outreach job failed; returned to the queue");
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
@@ -150,6 +151,16 @@ async fn send_step(
             .await?;
         return Ok(JobOutcome::Skipped(SkipReason::NoPhone));
     };
+    let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
+        (Some(sid), _) => SmsSender::MessagingService(sid.clone()),
+        (None, Some(from)) => SmsSender::From(from.as_str().to_string()),
+        (None, None) => {
+            app.store
+                .skip_step(&m.id, &cart.token, step, SkipReason::NoSender.as_str(), now)
+                .await?;
+            return Ok(JobOutcome::Skipped(SkipReason::NoSender));
+        }
+    };
     let claim_id = uuid::Uuid::new_v4().to_string();
     match app
         .store
@@ -176,11 +187,6 @@ async fn send_step(
         first_contact,
     }
     .render();
-    let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
-        (Some(sid), _) => SmsSender::MessagingService(sid.clone()),
-        (None, Some(from)) => SmsSender::From(from.as_str().to_string()),
-        (None, None) => unreachable_sender(),
-    };
     let request = SendSms {
         to: phone.as_str().to_string(),
         sender,
@@ -244,11 +250,6 @@ async fn send_step(
             Ok(JobOutcome::Rejected { error_code: code })
         }
     }
-}
-
-fn unreachable_sender() -> SmsSender {
-    // Merchant validation guarantees a sender; an empty one makes Twilio answer 21603.
-    SmsSender::From(String::new())
 }
 
 /// Twilio says the person opted out at the carrier: our ledger must say so too.

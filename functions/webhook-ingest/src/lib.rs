@@ -12,6 +12,7 @@ use callfy_shared::domain::merchant::Channel;
 use callfy_shared::http::{error, header, json};
 use callfy_shared::shopify::{self, Checkout, CheckoutDeleted, Order, ShopifyError, Topic};
 use callfy_shared::signature::verify_hmac_sha256_base64;
+use callfy_shared::telemetry::redact;
 use callfy_shared::{CartToken, Clock};
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::http::Method;
@@ -159,7 +160,7 @@ async fn shopify_webhook(app: &IngestApp, req: Request) -> Response<Body> {
         }
         Err(IngestError::Payload(e)) => error(422, "invalid_payload", e.to_string()),
         Err(e) => {
-            warn!(merchant = %merchant.merchant.id, topic = topic_name, error = %e, "webhook failed; platform will retry");
+            warn!(merchant = %merchant.merchant.id, topic = topic_name, error = %redact(&e.to_string()), "webhook failed; platform will retry");
             error(
                 503,
                 "unavailable",
@@ -177,7 +178,7 @@ fn reply(outcome: Outcome, topic: &str) -> Response<Body> {
 }
 
 fn unavailable(e: &StoreError) -> Response<Body> {
-    warn!(error = %e, "store unavailable");
+    warn!(error = %redact(&e.to_string()), "store unavailable");
     error(
         503,
         "unavailable",

@@ -7,8 +7,9 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum TwilioError {
-    /// Twilio answered with an error document.
-    #[error("Twilio returned HTTP {status}, error {code:?}: {message}")]
+    /// Twilio answered with an error document. Its message can quote the recipient's number,
+    /// so it is kept out of `Display` (which reaches logs).
+    #[error("Twilio returned HTTP {status}, error {code:?}")]
     Api {
         status: u16,
         code: Option<i64>,

@@ -33,6 +33,7 @@ pub enum SkipReason {
     TooLate,
     ChannelNotAvailable,
     MerchantClosed,
+    NoSender,
 }
 
 impl SkipReason {
@@ -48,6 +49,7 @@ impl SkipReason {
             Self::TooLate => "too_late",
             Self::ChannelNotAvailable => "channel_not_available",
             Self::MerchantClosed => "merchant_closed",
+            Self::NoSender => "no_sender",
         }
     }
 }
