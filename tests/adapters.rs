@@ -5,15 +5,13 @@ use callfy_local::resources::{self, ResourceNames};
 use callfy_local::sandbox::Sandbox;
 use callfy_shared::adapters::queue::OutreachQueue;
 use callfy_shared::adapters::store::{
-    ClaimOutcome, ConsentAppend, Direction, IngestOutcome, IngestWrite, MerchantStatus,
-    SmsLogEntry, StepResult, StepState, Store, StoreError,
+    ClaimOutcome, ConsentAppend, Direction, IngestOutcome, IngestWrite, MerchantStatus, SmsLogEntry, StepResult,
+    StepState, Store, StoreError,
 };
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
 use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
-use callfy_shared::domain::consent::{
-    ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence, entry_hash,
-};
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence, entry_hash};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::signature::sha256_hex;
@@ -27,13 +25,8 @@ fn t0() -> DateTime<Utc> {
 
 async fn store(prefix: &str) -> (Store, resources::Resources) {
     let sdk = sdk().await;
-    let res = resources::ensure(&sdk, &ResourceNames::unique(prefix))
-        .await
-        .unwrap();
-    (
-        Store::new(aws_sdk_dynamodb::Client::new(&sdk), &res.names.table),
-        res,
-    )
+    let res = resources::ensure(&sdk, &ResourceNames::unique(prefix)).await.unwrap();
+    (Store::new(aws_sdk_dynamodb::Client::new(&sdk), &res.names.table), res)
 }
 
 fn cart(m: &MerchantId, token: &str) -> Cart {
@@ -65,10 +58,7 @@ fn event(action: ConsentAction, at: DateTime<Utc>) -> ConsentEvent {
         source: ConsentSource::Api,
         occurred_at: at,
         recorded_at: at,
-        evidence: Evidence {
-            ip: Some("203.0.113.7".into()),
-            ..Default::default()
-        },
+        evidence: Evidence { ip: Some("203.0.113.7".into()), ..Default::default() },
     }
 }
 
@@ -81,31 +71,13 @@ async fn resources_are_created_once_with_the_template_settings() {
     assert_eq!(first.queue_url, again.queue_url);
 
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = ddb
-        .describe_table()
-        .table_name(&names.table)
-        .send()
-        .await
-        .unwrap()
-        .table
-        .unwrap();
-    let mut gsis: Vec<String> = table
-        .global_secondary_indexes()
-        .iter()
-        .filter_map(|g| g.index_name().map(String::from))
-        .collect();
+    let table = ddb.describe_table().table_name(&names.table).send().await.unwrap().table.unwrap();
+    let mut gsis: Vec<String> =
+        table.global_secondary_indexes().iter().filter_map(|g| g.index_name().map(String::from)).collect();
     gsis.sort();
     assert_eq!(gsis, vec!["lookup", "purge"]);
-    let ttl = ddb
-        .describe_time_to_live()
-        .table_name(&names.table)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        ttl.time_to_live_description().unwrap().attribute_name(),
-        Some("expires_at")
-    );
+    let ttl = ddb.describe_time_to_live().table_name(&names.table).send().await.unwrap();
+    assert_eq!(ttl.time_to_live_description().unwrap().attribute_name(), Some("expires_at"));
 
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let attrs = sqs
@@ -116,58 +88,21 @@ async fn resources_are_created_once_with_the_template_settings() {
         .await
         .unwrap();
     let attrs = attrs.attributes().unwrap();
-    let redrive: serde_json::Value = serde_json::from_str(
-        attrs
-            .get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy)
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        redrive["maxReceiveCount"].to_string().trim_matches('"'),
-        "5"
-    );
-    assert!(
-        redrive["deadLetterTargetArn"]
-            .as_str()
-            .unwrap()
-            .ends_with(&names.dlq)
-    );
+    let redrive: serde_json::Value =
+        serde_json::from_str(attrs.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy).unwrap()).unwrap();
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "5");
+    assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(&names.dlq));
 
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(&sdk)
-            .force_path_style(true)
-            .build(),
-    );
-    let pab = s3
-        .get_public_access_block()
-        .bucket(&names.bucket)
-        .send()
-        .await
-        .unwrap();
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let pab = s3.get_public_access_block().bucket(&names.bucket).send().await.unwrap();
     let cfg = pab.public_access_block_configuration().unwrap();
     assert_eq!(cfg.block_public_acls(), Some(true));
     assert_eq!(cfg.restrict_public_buckets(), Some(true));
-    let lc = s3
-        .get_bucket_lifecycle_configuration()
-        .bucket(&names.bucket)
-        .send()
-        .await
-        .unwrap();
+    let lc = s3.get_bucket_lifecycle_configuration().bucket(&names.bucket).send().await.unwrap();
     assert_eq!(lc.rules()[0].expiration().unwrap().days(), Some(730));
-    let enc = s3
-        .get_bucket_encryption()
-        .bucket(&names.bucket)
-        .send()
-        .await
-        .unwrap();
+    let enc = s3.get_bucket_encryption().bucket(&names.bucket).send().await.unwrap();
     let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
-    assert_eq!(
-        rule.apply_server_side_encryption_by_default()
-            .unwrap()
-            .sse_algorithm()
-            .as_str(),
-        "aws:kms"
-    );
+    assert_eq!(rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(), "aws:kms");
 }
 
 #[tokio::test]
@@ -181,38 +116,23 @@ async fn merchants_round_trip_with_lookup_by_shop_and_hashed_api_keys() {
     assert!(got.api_key_sha256.is_none() && !got.legal_hold);
     let by_shop = store.merchant_by_shop_domain(SHOP).await.unwrap().unwrap();
     assert_eq!(by_shop.merchant.id, m.id);
-    assert!(
-        store
-            .merchant_by_shop_domain("other.myshopify.com")
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(store.merchant_by_shop_domain("other.myshopify.com").await.unwrap().is_none());
 
     let hash = sha256_hex(b"cfy_live_secret");
     store.set_api_key_hash(&m.id, &hash).await.unwrap();
     // Replacing the profile keeps the key.
-    store
-        .put_merchant(&merchant(|v| v["name"] = "Snowdevil Inc".into()), t0())
-        .await
-        .unwrap();
+    store.put_merchant(&merchant(|v| v["name"] = "Snowdevil Inc".into()), t0()).await.unwrap();
     let got = store.get_merchant(&m.id).await.unwrap().unwrap();
     assert_eq!(got.api_key_sha256.as_deref(), Some(hash.as_str()));
     assert_eq!(got.merchant.name, "Snowdevil Inc");
 
     let unknown = MerchantId::parse("nobody").unwrap();
-    assert!(matches!(
-        store.set_api_key_hash(&unknown, &hash).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.set_api_key_hash(&unknown, &hash).await, Err(StoreError::NotFound(_))));
     assert!(store.get_merchant(&unknown).await.unwrap().is_none());
 
     // A second merchant cannot claim the same shop.
     let thief = merchant(|v| v["id"] = "thief".into());
-    assert!(matches!(
-        store.put_merchant(&thief, t0()).await,
-        Err(StoreError::Invalid(_))
-    ));
+    assert!(matches!(store.put_merchant(&thief, t0()).await, Err(StoreError::Invalid(_))));
 }
 
 #[tokio::test]
@@ -234,27 +154,11 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
             purge_at: t0() + Duration::days(730),
         }),
     };
-    assert_eq!(
-        store.write_ingest(&write).await.unwrap(),
-        IngestOutcome::Applied
-    );
-    assert_eq!(
-        store.write_ingest(&write).await.unwrap(),
-        IngestOutcome::Duplicate
-    );
+    assert_eq!(store.write_ingest(&write).await.unwrap(), IngestOutcome::Applied);
+    assert_eq!(store.write_ingest(&write).await.unwrap(), IngestOutcome::Duplicate);
     assert_eq!(store.get_cart(&m, &c.token).await.unwrap().unwrap(), c);
-    assert_eq!(
-        store.cart_token_for_checkout(&m, "42").await.unwrap(),
-        Some(c.token.clone())
-    );
-    assert_eq!(
-        store
-            .consent_state(&m, &phone, Channel::Sms)
-            .await
-            .unwrap()
-            .seq,
-        1
-    );
+    assert_eq!(store.cart_token_for_checkout(&m, "42").await.unwrap(), Some(c.token.clone()));
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().seq, 1);
 
     // A stale version (someone wrote in between) is a conflict, and nothing of it lands.
     let mut stale = c.clone();
@@ -266,44 +170,16 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
         consent: None,
         ..write.clone()
     };
-    assert!(matches!(
-        store.write_ingest(&conflict).await,
-        Err(StoreError::Conflict)
-    ));
-    assert_eq!(
-        store
-            .get_cart(&m, &c.token)
-            .await
-            .unwrap()
-            .unwrap()
-            .total_price
-            .as_deref(),
-        Some("1.00")
-    );
-    let ok = IngestWrite {
-        cart: Some((stale, Some(1))),
-        ..conflict
-    };
-    assert_eq!(
-        store.write_ingest(&ok).await.unwrap(),
-        IngestOutcome::Applied
-    );
+    assert!(matches!(store.write_ingest(&conflict).await, Err(StoreError::Conflict)));
+    assert_eq!(store.get_cart(&m, &c.token).await.unwrap().unwrap().total_price.as_deref(), Some("1.00"));
+    let ok = IngestWrite { cart: Some((stale, Some(1))), ..conflict };
+    assert_eq!(store.write_ingest(&ok).await.unwrap(), IngestOutcome::Applied);
 
     // Forgetting an event lets its retry through; flags and timestamps bump the version.
     store.forget_event(&m, "shopify#e1").await.unwrap();
-    let retry = IngestWrite {
-        cart: None,
-        consent: None,
-        ..write
-    };
-    assert_eq!(
-        store.write_ingest(&retry).await.unwrap(),
-        IngestOutcome::Applied
-    );
-    store
-        .set_outreach_scheduled(&m, &c.token, true)
-        .await
-        .unwrap();
+    let retry = IngestWrite { cart: None, consent: None, ..write };
+    assert_eq!(store.write_ingest(&retry).await.unwrap(), IngestOutcome::Applied);
+    store.set_outreach_scheduled(&m, &c.token, true).await.unwrap();
     store.set_last_message_at(&m, &c.token, t0()).await.unwrap();
     let now = store.get_cart(&m, &c.token).await.unwrap().unwrap();
     assert!(now.outreach_scheduled);
@@ -323,52 +199,27 @@ async fn the_consent_ledger_appends_with_a_hash_chain_and_rejects_stale_state() 
         event: event(action, at),
         purge_at: at + Duration::days(730),
     };
-    let s1 = store
-        .append_consent(&append(Default::default(), ConsentAction::OptIn, t0()))
-        .await
-        .unwrap();
+    let s1 = store.append_consent(&append(Default::default(), ConsentAction::OptIn, t0())).await.unwrap();
     assert_eq!((s1.status, s1.seq), (ConsentStatus::OptedIn, 1));
-    let s2 = store
-        .append_consent(&append(
-            s1.clone(),
-            ConsentAction::OptOut,
-            t0() + Duration::hours(1),
-        ))
-        .await
-        .unwrap();
+    let s2 = store.append_consent(&append(s1.clone(), ConsentAction::OptOut, t0() + Duration::hours(1))).await.unwrap();
     assert_eq!((s2.status, s2.seq), (ConsentStatus::OptedOut, 2));
     // Appending on top of an outdated head fails: the ledger never forks.
     assert!(matches!(
-        store
-            .append_consent(&append(s1, ConsentAction::OptIn, t0() + Duration::hours(2)))
-            .await,
+        store.append_consent(&append(s1, ConsentAction::OptIn, t0() + Duration::hours(2))).await,
         Err(StoreError::Conflict)
     ));
 
-    let ledger = store
-        .consent_ledger(&m, &phone, Channel::Sms)
-        .await
-        .unwrap();
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
     assert_eq!(ledger.len(), 2);
     let mut prev: Option<String> = None;
     for entry in &ledger {
         assert_eq!(entry.prev_hash, prev);
-        assert_eq!(
-            entry.hash,
-            entry_hash(prev.as_deref(), entry.seq, &entry.event)
-        );
+        assert_eq!(entry.hash, entry_hash(prev.as_deref(), entry.seq, &entry.event));
         prev = Some(entry.hash.clone());
     }
     assert_eq!(s2.head_hash, prev);
     assert_eq!(ledger[0].event.evidence.ip.as_deref(), Some("203.0.113.7"));
-    assert_eq!(
-        store
-            .consent_state(&m, &phone, Channel::Voice)
-            .await
-            .unwrap()
-            .status,
-        ConsentStatus::Unknown
-    );
+    assert_eq!(store.consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::Unknown);
 }
 
 #[tokio::test]
@@ -376,90 +227,31 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     let (store, _) = store("ad-claim").await;
     let m = MerchantId::parse("snowdevil").unwrap();
     let token = CartToken::parse("tok-claim").unwrap();
-    assert_eq!(
-        store.claim_step(&m, &token, 0, "a", t0()).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
+    assert_eq!(store.claim_step(&m, &token, 0, "a", t0()).await.unwrap(), ClaimOutcome::Claimed);
     let ClaimOutcome::Taken(rec) = store.claim_step(&m, &token, 0, "b", t0()).await.unwrap() else {
         panic!("second claim must fail")
     };
-    assert_eq!(
-        (rec.state, rec.claim_id.as_deref()),
-        (StepState::Claimed, Some("a"))
-    );
+    assert_eq!((rec.state, rec.claim_id.as_deref()), (StepState::Claimed, Some("a")));
     // Only the holder may finish.
-    let retry = StepResult::Retry {
-        reason: "503".into(),
-    };
-    assert!(matches!(
-        store.finish_step(&m, &token, 0, "b", &retry, t0()).await,
-        Err(StoreError::Conflict)
-    ));
-    store
-        .finish_step(&m, &token, 0, "a", &retry, t0())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.claim_step(&m, &token, 0, "c", t0()).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
-    let sent = StepResult::Sent {
-        message_sid: "SM1".into(),
-    };
-    store
-        .finish_step(&m, &token, 0, "c", &sent, t0())
-        .await
-        .unwrap();
+    let retry = StepResult::Retry { reason: "503".into() };
+    assert!(matches!(store.finish_step(&m, &token, 0, "b", &retry, t0()).await, Err(StoreError::Conflict)));
+    store.finish_step(&m, &token, 0, "a", &retry, t0()).await.unwrap();
+    assert_eq!(store.claim_step(&m, &token, 0, "c", t0()).await.unwrap(), ClaimOutcome::Claimed);
+    let sent = StepResult::Sent { message_sid: "SM1".into() };
+    store.finish_step(&m, &token, 0, "c", &sent, t0()).await.unwrap();
     let rec = store.get_step(&m, &token, 0).await.unwrap().unwrap();
-    assert_eq!(
-        (rec.state, rec.attempts, rec.message_sid.as_deref()),
-        (StepState::Sent, 2, Some("SM1"))
-    );
-    assert!(matches!(
-        store.claim_step(&m, &token, 0, "d", t0()).await.unwrap(),
-        ClaimOutcome::Taken(_)
-    ));
-    assert!(
-        !store
-            .skip_step(&m, &token, 0, "too_late", t0())
-            .await
-            .unwrap(),
-        "a sent step stays sent"
-    );
+    assert_eq!((rec.state, rec.attempts, rec.message_sid.as_deref()), (StepState::Sent, 2, Some("SM1")));
+    assert!(matches!(store.claim_step(&m, &token, 0, "d", t0()).await.unwrap(), ClaimOutcome::Taken(_)));
+    assert!(!store.skip_step(&m, &token, 0, "too_late", t0()).await.unwrap(), "a sent step stays sent");
 
-    assert!(
-        store
-            .skip_step(&m, &token, 1, "opted_out", t0())
-            .await
-            .unwrap()
-    );
+    assert!(store.skip_step(&m, &token, 1, "opted_out", t0()).await.unwrap());
     assert!(!store.skip_step(&m, &token, 1, "other", t0()).await.unwrap());
     let rec = store.get_step(&m, &token, 1).await.unwrap().unwrap();
-    assert_eq!(
-        (rec.state, rec.reason.as_deref()),
-        (StepState::Skipped, Some("opted_out"))
-    );
-    let failed = StepResult::Failed {
-        error_code: Some(21211),
-        reason: "invalid".into(),
-    };
-    assert_eq!(
-        store.claim_step(&m, &token, 2, "e", t0()).await.unwrap(),
-        ClaimOutcome::Claimed
-    );
-    store
-        .finish_step(&m, &token, 2, "e", &failed, t0())
-        .await
-        .unwrap();
-    assert_eq!(
-        store
-            .get_step(&m, &token, 2)
-            .await
-            .unwrap()
-            .unwrap()
-            .error_code,
-        Some(21211)
-    );
+    assert_eq!((rec.state, rec.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
+    let failed = StepResult::Failed { error_code: Some(21211), reason: "invalid".into() };
+    assert_eq!(store.claim_step(&m, &token, 2, "e", t0()).await.unwrap(), ClaimOutcome::Claimed);
+    store.finish_step(&m, &token, 2, "e", &failed, t0()).await.unwrap();
+    assert_eq!(store.get_step(&m, &token, 2).await.unwrap().unwrap().error_code, Some(21211));
 }
 
 #[tokio::test]
@@ -483,10 +275,7 @@ async fn sms_log_is_kept_per_customer_and_found_by_sid() {
     };
     store.put_sms_log(&entry).await.unwrap();
     assert!(store.has_outbound_sms(&m, &phone).await.unwrap());
-    assert_eq!(
-        store.sms_log(&m, &phone).await.unwrap(),
-        vec![entry.clone()]
-    );
+    assert_eq!(store.sms_log(&m, &phone).await.unwrap(), vec![entry.clone()]);
     assert_eq!(store.sms_by_sid("SM0123").await.unwrap(), Some(entry));
     assert!(store.sms_by_sid("SMnope").await.unwrap().is_none());
     let other = Phone::parse("+442079460958", None).unwrap();
@@ -507,29 +296,16 @@ async fn the_outreach_queue_carries_jobs() {
     };
     let id = queue.enqueue(&job, 0).await.unwrap();
     assert!(!id.is_empty());
-    let got = sqs
-        .receive_message()
-        .queue_url(&res.queue_url)
-        .wait_time_seconds(1)
-        .send()
-        .await
-        .unwrap();
+    let got = sqs.receive_message().queue_url(&res.queue_url).wait_time_seconds(1).send().await.unwrap();
     let msg = &got.messages()[0];
-    assert_eq!(
-        serde_json::from_str::<OutreachJob>(msg.body().unwrap()).unwrap(),
-        job
-    );
+    assert_eq!(serde_json::from_str::<OutreachJob>(msg.body().unwrap()).unwrap(), job);
     let bad = OutreachQueue::new(sqs, format!("{}-missing", res.queue_url));
     assert!(bad.enqueue(&job, 0).await.is_err());
 }
 
 async fn sandbox_server() -> (String, Arc<Sandbox>) {
     let clock = Arc::new(ManualClock::new(t0()));
-    let sandbox = Arc::new(Sandbox::new(
-        local_defaults::TWILIO_ACCOUNT_SID,
-        local_defaults::TWILIO_AUTH_TOKEN,
-        clock,
-    ));
+    let sandbox = Arc::new(Sandbox::new(local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN, clock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = callfy_local::sandbox::router(Arc::clone(&sandbox));
@@ -568,48 +344,18 @@ async fn twilio_client_sends_and_classifies_errors() {
     assert!(msg.sid.starts_with("SM") && msg.sid.len() == 34);
     assert_eq!(msg.status.as_deref(), Some("queued"));
     let recorded = &sandbox.messages()[0];
-    assert_eq!(
-        (recorded.to.as_str(), recorded.from.as_deref()),
-        (PHONE, Some("+15005550006"))
-    );
+    assert_eq!((recorded.to.as_str(), recorded.from.as_deref()), (PHONE, Some("+15005550006")));
 
     let err = client.send_sms(&sms("+15005550001")).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TwilioError::Api {
-                status: 400,
-                code: Some(21211),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, TwilioError::Api { status: 400, code: Some(21211), .. }), "{err}");
     assert!(!err.is_retryable());
 
-    sandbox.inject(callfy_local::sandbox::Fault {
-        status: 429,
-        code: 20429,
-        count: 1,
-    });
+    sandbox.inject(callfy_local::sandbox::Fault { status: 429, code: 20429, count: 1 });
     let err = client.send_sms(&sms(PHONE)).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
 
-    let err = twilio(&base, "wrong-token")
-        .send_sms(&sms(PHONE))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            TwilioError::Api {
-                status: 401,
-                code: Some(20003),
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = twilio(&base, "wrong-token").send_sms(&sms(PHONE)).await.unwrap_err();
+    assert!(matches!(err, TwilioError::Api { status: 401, code: Some(20003), .. }), "{err}");
     assert!(sandbox.violations().is_empty());
 }
 
@@ -636,19 +382,9 @@ async fn twilio_timeouts_and_unreachable_hosts_are_retryable() {
     assert!(err.is_retryable());
 
     // Nothing listens on a freshly closed port.
-    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let cfg = TwilioConfig {
-        api_base: format!("http://{closed}"),
-        ..cfg
-    };
-    let err = twilio(&cfg.api_base, "t")
-        .send_sms(&sms(PHONE))
-        .await
-        .unwrap_err();
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let cfg = TwilioConfig { api_base: format!("http://{closed}"), ..cfg };
+    let err = twilio(&cfg.api_base, "t").send_sms(&sms(PHONE)).await.unwrap_err();
     assert!(matches!(err, TwilioError::Transport(_)), "{err}");
     assert!(err.is_retryable());
 }

@@ -23,11 +23,7 @@ fn res<'a>(t: &'a Yaml, name: &str) -> &'a Yaml {
 }
 
 fn strs(v: &Yaml, key: &str) -> Vec<String> {
-    v.as_sequence()
-        .unwrap()
-        .iter()
-        .map(|x| x[key].as_str().unwrap().to_string())
-        .collect()
+    v.as_sequence().unwrap().iter().map(|x| x[key].as_str().unwrap().to_string()).collect()
 }
 
 #[test]
@@ -35,36 +31,21 @@ fn template_table_matches_the_local_table() {
     let t = template();
     let table = res(&t, "Table");
     assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
-    assert_eq!(
-        strs(&table["KeySchema"], "AttributeName"),
-        vec![TABLE.hash, TABLE.range]
-    );
+    assert_eq!(strs(&table["KeySchema"], "AttributeName"), vec![TABLE.hash, TABLE.range]);
     let mut expected_attrs = vec![TABLE.hash.to_string(), TABLE.range.to_string()];
     for g in TABLE.gsis {
         expected_attrs.extend([g.hash.to_string(), g.range.to_string()]);
     }
-    assert_eq!(
-        strs(&table["AttributeDefinitions"], "AttributeName"),
-        expected_attrs
-    );
+    assert_eq!(strs(&table["AttributeDefinitions"], "AttributeName"), expected_attrs);
     let gsis = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
     assert_eq!(gsis.len(), TABLE.gsis.len());
     for (yaml, spec) in gsis.iter().zip(TABLE.gsis) {
         assert_eq!(yaml["IndexName"].as_str(), Some(spec.name));
-        assert_eq!(
-            strs(&yaml["KeySchema"], "AttributeName"),
-            vec![spec.hash, spec.range]
-        );
+        assert_eq!(strs(&yaml["KeySchema"], "AttributeName"), vec![spec.hash, spec.range]);
         assert_eq!(yaml["Projection"]["ProjectionType"].as_str(), Some("ALL"));
     }
-    assert_eq!(
-        table["TimeToLiveSpecification"]["AttributeName"].as_str(),
-        Some(TABLE.ttl_attribute)
-    );
-    assert_eq!(
-        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
-        Some(true)
-    );
+    assert_eq!(table["TimeToLiveSpecification"]["AttributeName"].as_str(), Some(TABLE.ttl_attribute));
+    assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
     assert_eq!(table["SSESpecification"]["SSEType"].as_str(), Some("KMS"));
 }
 
@@ -72,54 +53,28 @@ fn template_table_matches_the_local_table() {
 fn template_queues_and_bucket_match_the_local_ones() {
     let t = template();
     let q = res(&t, "OutreachQueue");
-    assert_eq!(
-        q["VisibilityTimeout"].as_u64(),
-        Some(u64::from(QUEUE.visibility_timeout_seconds))
-    );
-    assert_eq!(
-        q["MessageRetentionPeriod"].as_u64(),
-        Some(u64::from(QUEUE.message_retention_seconds))
-    );
-    assert_eq!(
-        q["RedrivePolicy"]["maxReceiveCount"].as_u64(),
-        Some(u64::from(QUEUE.max_receive_count))
-    );
+    assert_eq!(q["VisibilityTimeout"].as_u64(), Some(u64::from(QUEUE.visibility_timeout_seconds)));
+    assert_eq!(q["MessageRetentionPeriod"].as_u64(), Some(u64::from(QUEUE.message_retention_seconds)));
+    assert_eq!(q["RedrivePolicy"]["maxReceiveCount"].as_u64(), Some(u64::from(QUEUE.max_receive_count)));
     let dlq = res(&t, "OutreachDeadLetterQueue");
-    assert_eq!(
-        dlq["MessageRetentionPeriod"].as_u64(),
-        Some(u64::from(QUEUE.dlq_retention_seconds))
-    );
+    assert_eq!(dlq["MessageRetentionPeriod"].as_u64(), Some(u64::from(QUEUE.dlq_retention_seconds)));
     // The worker's timeout fits six times into the visibility timeout (AWS's advice).
     let worker = res(&t, "OutreachWorkerFunction");
     assert!(worker["Timeout"].as_u64().unwrap() * 6 <= u64::from(QUEUE.visibility_timeout_seconds));
     let sqs_event = &worker["Events"]["Outreach"]["Properties"];
-    assert_eq!(
-        sqs_event["FunctionResponseTypes"][0].as_str(),
-        Some("ReportBatchItemFailures")
-    );
+    assert_eq!(sqs_event["FunctionResponseTypes"][0].as_str(), Some("ReportBatchItemFailures"));
     assert!(sqs_event["BatchSize"].as_u64().unwrap() <= 10);
 
     let bucket = res(&t, "RecordingsBucket");
     let rule = &bucket["LifecycleConfiguration"]["Rules"][0];
     assert_eq!(rule["Prefix"].as_str(), Some(BUCKET.recordings_prefix));
-    assert_eq!(
-        rule["ExpirationInDays"].as_i64(),
-        Some(i64::from(BUCKET.expiration_days))
-    );
+    assert_eq!(rule["ExpirationInDays"].as_i64(), Some(i64::from(BUCKET.expiration_days)));
     let pab = &bucket["PublicAccessBlockConfiguration"];
-    for k in [
-        "BlockPublicAcls",
-        "BlockPublicPolicy",
-        "IgnorePublicAcls",
-        "RestrictPublicBuckets",
-    ] {
+    for k in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
         assert_eq!(pab[k].as_bool(), Some(true), "{k}");
     }
     let enc = &bucket["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
-    assert_eq!(
-        enc["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(),
-        Some("aws:kms")
-    );
+    assert_eq!(enc["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(), Some("aws:kms"));
 }
 
 #[test]
@@ -128,38 +83,18 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
-    for (name, binary) in [
-        ("WebhookIngestFunction", "webhook-ingest"),
-        ("OutreachWorkerFunction", "outreach-worker"),
-    ] {
+    for (name, binary) in [("WebhookIngestFunction", "webhook-ingest"), ("OutreachWorkerFunction", "outreach-worker")] {
         let meta = &t["Resources"][name]["Metadata"];
-        assert_eq!(
-            meta["BuildMethod"].as_str(),
-            Some("rust-cargolambda"),
-            "{name}"
-        );
-        assert_eq!(
-            meta["BuildProperties"]["Binary"].as_str(),
-            Some(binary),
-            "{name}"
-        );
+        assert_eq!(meta["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
+        assert_eq!(meta["BuildProperties"]["Binary"].as_str(), Some(binary), "{name}");
     }
     let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
     for secret in ["SHOPIFY_API_SECRET", "TWILIO_AUTH_TOKEN"] {
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(secret))
-            .unwrap();
-        assert!(
-            line.contains("{{resolve:secretsmanager:"),
-            "{secret} must come from Secrets Manager: {line}"
-        );
+        let line = text.lines().find(|l| l.trim_start().starts_with(secret)).unwrap();
+        assert!(line.contains("{{resolve:secretsmanager:"), "{secret} must come from Secrets Manager: {line}");
     }
     let route = &res(&t, "WebhookIngestFunction")["Events"]["Shopify"]["Properties"];
-    assert_eq!(
-        (route["Path"].as_str(), route["Method"].as_str()),
-        (Some("/webhooks/shopify"), Some("POST"))
-    );
+    assert_eq!((route["Path"].as_str(), route["Method"].as_str()), (Some("/webhooks/shopify"), Some("POST")));
 }
 
 fn event(name: &str) -> serde_json::Value {
@@ -169,44 +104,19 @@ fn event(name: &str) -> serde_json::Value {
 #[test]
 fn shopify_sample_events_are_signed_and_match_their_payloads() {
     for (file, payload, topic) in [
-        (
-            "shopify-checkout-create.json",
-            "checkouts-create.json",
-            "checkouts/create",
-        ),
-        (
-            "shopify-checkout-update.json",
-            "checkouts-update.json",
-            "checkouts/update",
-        ),
-        (
-            "shopify-checkout-delete.json",
-            "checkouts-delete.json",
-            "checkouts/delete",
-        ),
-        (
-            "shopify-orders-create.json",
-            "orders-create.json",
-            "orders/create",
-        ),
+        ("shopify-checkout-create.json", "checkouts-create.json", "checkouts/create"),
+        ("shopify-checkout-update.json", "checkouts-update.json", "checkouts/update"),
+        ("shopify-checkout-delete.json", "checkouts-delete.json", "checkouts/delete"),
+        ("shopify-orders-create.json", "orders-create.json", "orders/create"),
     ] {
         let e = event(file);
         let body = e["body"].as_str().unwrap();
         let sig = e["headers"]["x-shopify-hmac-sha256"].as_str().unwrap();
-        assert_eq!(
-            sig,
-            shopify_signature(body.as_bytes()),
-            "{file}: run scripts/build-events"
-        );
+        assert_eq!(sig, shopify_signature(body.as_bytes()), "{file}: run scripts/build-events");
         let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(
-            parsed,
-            read_json(&format!("events/shopify/{payload}")),
-            "{file}: run scripts/build-events"
-        );
+        assert_eq!(parsed, read_json(&format!("events/shopify/{payload}")), "{file}: run scripts/build-events");
         assert_eq!(e["headers"]["x-shopify-topic"].as_str(), Some(topic));
-        let req = lambda_http::request::from_str(&e.to_string())
-            .unwrap_or_else(|err| panic!("{file}: {err}"));
+        let req = lambda_http::request::from_str(&e.to_string()).unwrap_or_else(|err| panic!("{file}: {err}"));
         assert_eq!(req.uri().path(), "/webhooks/shopify");
         assert_eq!(req.headers()["x-shopify-shop-domain"], SHOP);
     }
@@ -218,17 +128,13 @@ async fn sample_events_drive_the_handlers_as_lambda_would() {
     let at: DateTime<Utc> = "2026-11-28T14:16:02Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(at));
     let local = start_local("ct-events", clock, &merchant(|_| {})).await;
-    let req =
-        lambda_http::request::from_str(&event("shopify-checkout-create.json").to_string()).unwrap();
+    let req = lambda_http::request::from_str(&event("shopify-checkout-create.json").to_string()).unwrap();
     let resp = webhook_ingest::handle(&local.functions().ingest, req).await;
     assert_eq!(resp.status(), 200);
 
     let sqs: SqsEvent = serde_json::from_value(event("sqs-outreach.json")).unwrap();
     let job: OutreachJob = serde_json::from_str(sqs.records[0].body.as_deref().unwrap()).unwrap();
-    assert_eq!(
-        job.cart_token.as_str(),
-        read_json("events/shopify/checkouts-create.json")["token"]
-    );
+    assert_eq!(job.cart_token.as_str(), read_json("events/shopify/checkouts-create.json")["token"]);
     let response = outreach_worker::handle_batch(&local.functions().worker, sqs).await;
     assert!(response.batch_item_failures.is_empty());
     let sent = local.sandbox.messages();
@@ -240,43 +146,27 @@ async fn sample_events_drive_the_handlers_as_lambda_would() {
 #[test]
 fn sandbox_answers_match_twilio_message_schema() {
     let clock = Arc::new(ManualClock::new("2026-11-28T15:00:00Z".parse().unwrap()));
-    let sandbox = Sandbox::new(
-        local_defaults::TWILIO_ACCOUNT_SID,
-        local_defaults::TWILIO_AUTH_TOKEN,
-        clock,
-    );
+    let sandbox = Sandbox::new(local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN, clock);
     let mut headers = axum::http::HeaderMap::new();
     let basic = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,
-        format!(
-            "{}:{}",
-            local_defaults::TWILIO_ACCOUNT_SID,
-            local_defaults::TWILIO_AUTH_TOKEN
-        ),
+        format!("{}:{}", local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN),
     );
     headers.insert("authorization", format!("Basic {basic}").parse().unwrap());
     let form: Vec<(String, String)> = [("To", PHONE), ("From", "+15005550006"), ("Body", "hi")]
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
-    let (status, body) =
-        sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &form);
+    let (status, body) = sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &form);
     assert_eq!(status, 201);
     let problems = contract().check_response("api.v2010.account.message", &body);
     assert!(problems.is_empty(), "{problems:?}");
 
     // A request Twilio would refuse is refused and remembered as a contract violation.
-    let bad: Vec<(String, String)> = vec![
-        ("Body".into(), "hi".into()),
-        ("Colour".into(), "red".into()),
-    ];
+    let bad: Vec<(String, String)> = vec![("Body".into(), "hi".into()), ("Colour".into(), "red".into())];
     let (status, _) = sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &bad);
     assert_eq!(status, 400);
     assert_eq!(sandbox.violations().len(), 2);
-    assert!(
-        contract()
-            .check_form(MESSAGES_PATH, "post", &form)
-            .is_empty()
-    );
+    assert!(contract().check_form(MESSAGES_PATH, "post", &form).is_empty());
     assert!(Phone::parse(PHONE, None).is_ok());
 }

@@ -20,11 +20,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 fn ids() -> (MerchantId, CartToken, Phone) {
-    (
-        MerchantId::parse("snowdevil").unwrap(),
-        CartToken::parse(TOKEN).unwrap(),
-        Phone::parse(PHONE, None).unwrap(),
-    )
+    (MerchantId::parse("snowdevil").unwrap(), CartToken::parse(TOKEN).unwrap(), Phone::parse(PHONE, None).unwrap())
 }
 
 #[tokio::test]
@@ -34,13 +30,8 @@ async fn signed_checkout_sends_exactly_one_sms_and_redeliveries_send_nothing_mor
     let body = checkout(t0());
     let event_id = unique("evt");
 
-    let (status, answer) =
-        post_shopify(&local.base_url, "checkouts/create", &event_id, &body).await;
-    assert_eq!(
-        (status, answer["status"].as_str()),
-        (200, Some("accepted")),
-        "{answer}"
-    );
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &event_id, &body).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
     let stats = local.drain().await.unwrap();
     assert_eq!((stats.succeeded, stats.failed), (1, 0));
 
@@ -48,65 +39,33 @@ async fn signed_checkout_sends_exactly_one_sms_and_redeliveries_send_nothing_mor
     assert_eq!(sent.len(), 1, "{sent:?}");
     let sms = &sent[0];
     assert_eq!(sms.to, PHONE);
-    assert_eq!(
-        sms.messaging_service_sid.as_deref(),
-        Some("MG0123456789abcdef0123456789abcdef")
-    );
+    assert_eq!(sms.messaging_service_sid.as_deref(), Some("MG0123456789abcdef0123456789abcdef"));
     assert_eq!(sms.from, None);
     assert!(sms.body.starts_with("Snowdevil: Hi Ann!"), "{}", sms.body);
-    assert!(
-        sms.body
-            .contains(body["abandoned_checkout_url"].as_str().unwrap()),
-        "{}",
-        sms.body
-    );
+    assert!(sms.body.contains(body["abandoned_checkout_url"].as_str().unwrap()), "{}", sms.body);
     assert!(sms.body.contains("Reply STOP to opt out"), "{}", sms.body);
-    assert_eq!(
-        sms.status_callback.as_deref(),
-        Some(format!("{}/twilio/sms/status", local.base_url).as_str())
-    );
+    assert_eq!(sms.status_callback.as_deref(), Some(format!("{}/twilio/sms/status", local.base_url).as_str()));
 
     // The same delivery again, and the platform's follow-up update with a new event id.
-    let (status, answer) =
-        post_shopify(&local.base_url, "checkouts/create", &event_id, &body).await;
-    assert_eq!(
-        (status, answer["status"].as_str()),
-        (200, Some("duplicate"))
-    );
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &event_id, &body).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
     let mut update = body.clone();
     update["updated_at"] = (t0() + Duration::seconds(5)).to_rfc3339().into();
-    let (status, _) =
-        post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &update).await;
+    let (status, _) = post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &update).await;
     assert_eq!(status, 200);
     local.drain().await.unwrap();
     assert_eq!(local.sandbox.messages().len(), 1, "still exactly one SMS");
-    assert!(
-        local.sandbox.violations().is_empty(),
-        "{:?}",
-        local.sandbox.violations()
-    );
+    assert!(local.sandbox.violations().is_empty(), "{:?}", local.sandbox.violations());
 
     // What an auditor would look for: the consent entry with its evidence, the SMS log, the step.
     let (m, token, phone) = ids();
     let store = local.store();
-    let ledger = store
-        .consent_ledger(&m, &phone, Channel::Sms)
-        .await
-        .unwrap();
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
     assert_eq!(ledger.len(), 1);
     let entry = &ledger[0].event;
-    assert_eq!(
-        (entry.action, entry.source),
-        (ConsentAction::OptIn, ConsentSource::Checkout)
-    );
-    assert_eq!(
-        entry.evidence.opt_in_level.as_deref(),
-        Some("single_opt_in")
-    );
-    assert_eq!(
-        entry.evidence.platform_event_id.as_deref(),
-        Some(event_id.as_str())
-    );
+    assert_eq!((entry.action, entry.source), (ConsentAction::OptIn, ConsentSource::Checkout));
+    assert_eq!(entry.evidence.opt_in_level.as_deref(), Some("single_opt_in"));
+    assert_eq!(entry.evidence.platform_event_id.as_deref(), Some(event_id.as_str()));
     assert!(entry.evidence.page_url.is_some());
     let log = store.sms_log(&m, &phone).await.unwrap();
     assert_eq!(log.len(), 1);
@@ -126,36 +85,23 @@ async fn order_before_the_step_is_due_means_no_sms_and_records_revenue() {
     let m30 = merchant(|v| v["flow"] = json!([{ "after_minutes": 30, "channel": "sms" }]));
     let local = start_local("e2e-order", clock.clone(), &m30).await;
 
-    let (status, _) = post_shopify(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        &checkout(t0()),
-    )
-    .await;
+    let (status, _) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
     assert_eq!(status, 200);
     // The step waits in the queue (delayed); nothing is visible yet.
     assert_eq!(local.drain().await.unwrap().received, 0);
 
     clock.advance(Duration::minutes(10));
     let order = read_json("events/shopify/orders-create.json");
-    let (status, answer) =
-        post_shopify(&local.base_url, "orders/create", &unique("evt"), &order).await;
+    let (status, answer) = post_shopify(&local.base_url, "orders/create", &unique("evt"), &order).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
 
     let (m, token, _) = ids();
     let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
     assert_eq!(cart.status, CartStatus::Recovered);
     let recovery = cart.recovery.unwrap();
-    assert_eq!(
-        (recovery.revenue.as_str(), recovery.currency.as_str()),
-        ("656.71", "USD")
-    );
+    assert_eq!((recovery.revenue.as_str(), recovery.currency.as_str()), ("656.71", "USD"));
     assert_eq!(recovery.order_id, "820982911946154508");
-    assert!(
-        !recovery.attributed,
-        "no message was sent, so Callfy gets no credit"
-    );
+    assert!(!recovery.attributed, "no message was sent, so Callfy gets no credit");
 
     // When the queued step comes due, the worker finds the cart recovered.
     clock.advance(Duration::minutes(25));
@@ -165,20 +111,10 @@ async fn order_before_the_step_is_due_means_no_sms_and_records_revenue() {
         step: 0,
         due_at: t0() + Duration::minutes(30),
     };
-    let outcome = outreach_worker::process_job(&local.functions().worker, &job)
-        .await
-        .unwrap();
+    let outcome = outreach_worker::process_job(&local.functions().worker, &job).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::CartRecovered));
-    let step = local
-        .store()
-        .get_step(&m, &token, 0)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (step.state, step.reason.as_deref()),
-        (StepState::Skipped, Some("cart_recovered"))
-    );
+    let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("cart_recovered")));
     assert!(local.sandbox.messages().is_empty());
     local.shutdown().await;
 }
@@ -187,13 +123,7 @@ async fn order_before_the_step_is_due_means_no_sms_and_records_revenue() {
 async fn order_that_arrives_before_the_queue_is_polled_stops_an_immediate_step() {
     let clock = Arc::new(ManualClock::new(t0()));
     let local = start_local("e2e-order0", clock.clone(), &merchant(|_| {})).await;
-    post_shopify(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        &checkout(t0()),
-    )
-    .await;
+    post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
     let order = read_json("events/shopify/orders-create.json");
     let (status, _) = post_shopify(&local.base_url, "orders/create", &unique("evt"), &order).await;
     assert_eq!(status, 200);
@@ -209,35 +139,16 @@ async fn forged_or_missing_signature_is_401_and_stores_nothing() {
     let local = start_local("e2e-forged", clock, &merchant(|_| {})).await;
     let raw = serde_json::to_vec(&checkout(t0())).unwrap();
     let forged = callfy_shared::signature::hmac_sha256_base64(b"not-the-secret", &raw);
-    let (status, answer) = post_raw(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        raw.clone(),
-        &forged,
-    )
-    .await;
+    let (status, answer) = post_raw(&local.base_url, "checkouts/create", &unique("evt"), raw.clone(), &forged).await;
     assert_eq!(status, 401);
     assert_eq!(answer["error"], "invalid_signature");
-    assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains("X-Shopify-Hmac-Sha256")
-    );
+    assert!(answer["message"].as_str().unwrap().contains("X-Shopify-Hmac-Sha256"));
 
     // Tampering with one byte of a correctly signed body fails too.
     let good = shopify_signature(&raw);
     let mut tampered = raw.clone();
     tampered[10] ^= 1;
-    let (status, _) = post_raw(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        tampered,
-        &good,
-    )
-    .await;
+    let (status, _) = post_raw(&local.base_url, "checkouts/create", &unique("evt"), tampered, &good).await;
     assert_eq!(status, 401);
 
     let resp = reqwest::Client::new()
@@ -252,15 +163,7 @@ async fn forged_or_missing_signature_is_401_and_stores_nothing() {
 
     let (m, token, phone) = ids();
     assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
-    assert_eq!(
-        local
-            .store()
-            .consent_state(&m, &phone, Channel::Sms)
-            .await
-            .unwrap()
-            .seq,
-        0
-    );
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().seq, 0);
     assert_eq!(local.drain().await.unwrap().received, 0);
     local.shutdown().await;
 }
@@ -273,22 +176,13 @@ async fn checkout_without_sms_consent_sends_nothing() {
     body["buyer_accepts_sms_marketing"] = false.into();
     body["customer"]["sms_marketing_consent"]["state"] = "not_subscribed".into();
     body["buyer_accepts_marketing"] = true.into(); // email consent is not SMS consent
-    let (status, answer) =
-        post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &body).await;
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &body).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
 
     let (m, token, phone) = ids();
     let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
     assert!(!cart.outreach_scheduled);
-    assert_eq!(
-        local
-            .store()
-            .consent_state(&m, &phone, Channel::Sms)
-            .await
-            .unwrap()
-            .status,
-        ConsentStatus::Unknown
-    );
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::Unknown);
     assert_eq!(local.drain().await.unwrap().received, 0);
     assert!(local.sandbox.messages().is_empty());
     local.shutdown().await;
@@ -301,38 +195,18 @@ async fn malformed_json_is_400_and_changes_nothing() {
     let event_id = unique("evt");
     let raw = b"{\"token\": \"abc\", ".to_vec();
     let sig = shopify_signature(&raw);
-    let (status, answer) =
-        post_raw(&local.base_url, "checkouts/create", &event_id, raw, &sig).await;
+    let (status, answer) = post_raw(&local.base_url, "checkouts/create", &event_id, raw, &sig).await;
     assert_eq!(status, 400);
     assert_eq!(answer["error"], "malformed_json");
-    assert!(
-        answer["message"]
-            .as_str()
-            .unwrap()
-            .contains("checkouts/create")
-    );
+    assert!(answer["message"].as_str().unwrap().contains("checkouts/create"));
 
     // A token we cannot key on is refused with a reason, too.
-    let (status, answer) = post_shopify(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        &json!({ "token": "a b" }),
-    )
-    .await;
-    assert_eq!(
-        (status, answer["error"].as_str()),
-        (422, Some("invalid_payload"))
-    );
+    let (status, answer) =
+        post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &json!({ "token": "a b" })).await;
+    assert_eq!((status, answer["error"].as_str()), (422, Some("invalid_payload")));
 
     // Nothing was remembered: the platform's corrected retry of the same event is processed.
-    let (status, answer) = post_shopify(
-        &local.base_url,
-        "checkouts/create",
-        &event_id,
-        &checkout(t0()),
-    )
-    .await;
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &event_id, &checkout(t0())).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
     local.shutdown().await;
 }
@@ -356,22 +230,12 @@ async fn unknown_shop_is_404_unknown_topic_is_ignored_and_other_routes_are_404()
     let answer: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(answer["error"], "unknown_merchant");
 
-    let (status, answer) = post_shopify(
-        &local.base_url,
-        "products/update",
-        &unique("evt"),
-        &json!({ "id": 1 }),
-    )
-    .await;
+    let (status, answer) = post_shopify(&local.base_url, "products/update", &unique("evt"), &json!({ "id": 1 })).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("ignored")));
 
-    let resp = reqwest::get(format!("{}/nope", local.base_url))
-        .await
-        .unwrap();
+    let resp = reqwest::get(format!("{}/nope", local.base_url)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 404);
-    let resp = reqwest::get(format!("{}/webhooks/shopify", local.base_url))
-        .await
-        .unwrap();
+    let resp = reqwest::get(format!("{}/webhooks/shopify", local.base_url)).await.unwrap();
     assert_eq!(resp.status().as_u16(), 405);
     local.shutdown().await;
 }
@@ -380,33 +244,14 @@ async fn unknown_shop_is_404_unknown_topic_is_ignored_and_other_routes_are_404()
 async fn deleted_checkout_is_never_contacted() {
     let clock = Arc::new(ManualClock::new(t0()));
     let local = start_local("e2e-delete", clock, &merchant(|_| {})).await;
-    post_shopify(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        &checkout(t0()),
-    )
-    .await;
+    post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
     // Shopify's delete payload may carry only the checkout id.
-    let (status, _) = post_shopify(
-        &local.base_url,
-        "checkouts/delete",
-        &unique("evt"),
-        &json!({ "id": 981820079255243537u64 }),
-    )
-    .await;
+    let (status, _) =
+        post_shopify(&local.base_url, "checkouts/delete", &unique("evt"), &json!({ "id": 981820079255243537u64 }))
+            .await;
     assert_eq!(status, 200);
     let (m, token, _) = ids();
-    assert_eq!(
-        local
-            .store()
-            .get_cart(&m, &token)
-            .await
-            .unwrap()
-            .unwrap()
-            .status,
-        CartStatus::Deleted
-    );
+    assert_eq!(local.store().get_cart(&m, &token).await.unwrap().unwrap().status, CartStatus::Deleted);
     local.drain().await.unwrap();
     assert!(local.sandbox.messages().is_empty());
     local.shutdown().await;
@@ -419,27 +264,12 @@ async fn background_poller_delivers_without_help() {
     let mut opts = callfy_local::LocalOptions::for_test("e2e-poller", clock.clone());
     opts.auto_poll = true;
     let local = callfy_local::start(&sdk, opts).await.unwrap();
-    local
-        .store()
-        .put_merchant(&merchant(|_| {}), t0())
-        .await
-        .unwrap();
-    post_shopify(
-        &local.base_url,
-        "checkouts/create",
-        &unique("evt"),
-        &checkout(t0()),
-    )
-    .await;
+    local.store().put_merchant(&merchant(|_| {}), t0()).await.unwrap();
+    post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
     let mut messages = Vec::new();
     for _ in 0..100 {
         let resp: Vec<serde_json::Value> =
-            reqwest::get(format!("{}/sandbox/messages", local.base_url))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            reqwest::get(format!("{}/sandbox/messages", local.base_url)).await.unwrap().json().await.unwrap();
         if !resp.is_empty() {
             messages = resp;
             break;
@@ -448,5 +278,43 @@ async fn background_poller_delivers_without_help() {
     }
     assert_eq!(messages.len(), 1, "the poller ran the worker");
     assert_eq!(messages[0]["to"], PHONE);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_queue_outage_answers_503_and_the_platform_retry_schedules_the_step() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("e2e-outage", clock.clone(), &merchant(|_| {})).await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk().await);
+    let broken = webhook_ingest::IngestApp {
+        store: local.store().clone(),
+        queue: callfy_shared::adapters::queue::OutreachQueue::new(sqs, format!("{}-gone", local.resources.queue_url)),
+        shopify_secret: callfy_shared::config::local_defaults::SHOPIFY_API_SECRET.into(),
+        clock,
+    };
+    let event_id = unique("evt");
+    let raw = serde_json::to_string(&checkout(t0())).unwrap();
+    let request = |raw: &str| {
+        lambda_http::http::Request::builder()
+            .method("POST")
+            .uri("/webhooks/shopify")
+            .header("x-shopify-topic", "checkouts/create")
+            .header("x-shopify-shop-domain", SHOP)
+            .header("x-shopify-event-id", event_id.as_str())
+            .header("x-shopify-hmac-sha256", shopify_signature(raw.as_bytes()))
+            .body(lambda_http::Body::Text(raw.to_string()))
+            .unwrap()
+    };
+    let resp = webhook_ingest::handle(&broken, request(&raw)).await;
+    assert_eq!(resp.status(), 503);
+    let (m, token, _) = ids();
+    let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert!(!cart.outreach_scheduled, "the failed scheduling was undone");
+
+    // Shopify retries the same event: it is processed again, not taken for a duplicate.
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &event_id, &checkout(t0())).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1);
     local.shutdown().await;
 }

@@ -8,9 +8,7 @@ use callfy_local::sandbox::Fault;
 use callfy_shared::adapters::store::IngestWrite;
 use callfy_shared::adapters::store::{ConsentAppend, StepState};
 use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
-use callfy_shared::domain::consent::{
-    ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence,
-};
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
 use callfy_shared::domain::flow::{OutreachJob, SkipReason};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
@@ -82,20 +80,8 @@ async fn world(prefix: &str, flow: serde_json::Value, consent: Option<ConsentAct
         })
         .await
         .unwrap();
-    let job = OutreachJob {
-        merchant_id: merchant.clone(),
-        cart_token: token.clone(),
-        step: 0,
-        due_at: t0(),
-    };
-    World {
-        local,
-        clock,
-        job,
-        merchant,
-        phone,
-        token,
-    }
+    let job = OutreachJob { merchant_id: merchant.clone(), cart_token: token.clone(), step: 0, due_at: t0() };
+    World { local, clock, job, merchant, phone, token }
 }
 
 fn immediate() -> serde_json::Value {
@@ -109,112 +95,48 @@ async fn run(w: &World) -> Result<JobOutcome, WorkerError> {
 #[tokio::test]
 async fn twilio_5xx_and_429_are_retried_and_the_message_goes_out_once() {
     let w = world("wk-retry", immediate(), Some(ConsentAction::OptIn)).await;
-    w.local.sandbox.inject(Fault {
-        status: 503,
-        code: 20500,
-        count: 1,
-    });
-    w.local.sandbox.inject(Fault {
-        status: 429,
-        code: 20429,
-        count: 1,
-    });
+    w.local.sandbox.inject(Fault { status: 503, code: 20500, count: 1 });
+    w.local.sandbox.inject(Fault { status: 429, code: 20429, count: 1 });
     assert!(matches!(run(&w).await, Err(WorkerError::TwilioRetry(_))));
-    let step = w
-        .local
-        .store()
-        .get_step(&w.merchant, &w.token, 0)
-        .await
-        .unwrap()
-        .unwrap();
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
     assert_eq!(step.state, StepState::Retry);
     assert!(matches!(run(&w).await, Err(WorkerError::TwilioRetry(_))));
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
     assert_eq!(run(&w).await.unwrap(), JobOutcome::Duplicate);
     assert_eq!(w.local.sandbox.messages().len(), 1);
-    let step = w
-        .local
-        .store()
-        .get_step(&w.merchant, &w.token, 0)
-        .await
-        .unwrap()
-        .unwrap();
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
     assert_eq!((step.state, step.attempts), (StepState::Sent, 3));
 }
 
 #[tokio::test]
 async fn a_permanent_twilio_refusal_is_recorded_and_dropped() {
     let w = world("wk-refuse", immediate(), Some(ConsentAction::OptIn)).await;
-    w.local.sandbox.inject(Fault {
-        status: 400,
-        code: 21211,
-        count: 1,
-    });
-    assert_eq!(
-        run(&w).await.unwrap(),
-        JobOutcome::Rejected {
-            error_code: Some(21211)
-        }
-    );
-    let step = w
-        .local
-        .store()
-        .get_step(&w.merchant, &w.token, 0)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(
-        (step.state, step.error_code),
-        (StepState::Failed, Some(21211))
-    );
-    assert_eq!(
-        run(&w).await.unwrap(),
-        JobOutcome::Duplicate,
-        "a failed step is not retried"
-    );
+    w.local.sandbox.inject(Fault { status: 400, code: 21211, count: 1 });
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Rejected { error_code: Some(21211) });
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.error_code), (StepState::Failed, Some(21211)));
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Duplicate, "a failed step is not retried");
     assert!(w.local.sandbox.messages().is_empty());
 }
 
 #[tokio::test]
 async fn error_21610_opts_the_number_out() {
-    let w = world("wk-21610", json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "sms" }]), Some(ConsentAction::OptIn)).await;
-    w.local.sandbox.inject(Fault {
-        status: 400,
-        code: 21610,
-        count: 1,
-    });
-    assert_eq!(
-        run(&w).await.unwrap(),
-        JobOutcome::Rejected {
-            error_code: Some(21610)
-        }
-    );
-    let state = w
-        .local
-        .store()
-        .consent_state(&w.merchant, &w.phone, Channel::Sms)
-        .await
-        .unwrap();
+    let w = world(
+        "wk-21610",
+        json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "sms" }]),
+        Some(ConsentAction::OptIn),
+    )
+    .await;
+    w.local.sandbox.inject(Fault { status: 400, code: 21610, count: 1 });
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Rejected { error_code: Some(21610) });
+    let state = w.local.store().consent_state(&w.merchant, &w.phone, Channel::Sms).await.unwrap();
     assert_eq!(state.status, ConsentStatus::OptedOut);
-    let ledger = w
-        .local
-        .store()
-        .consent_ledger(&w.merchant, &w.phone, Channel::Sms)
-        .await
-        .unwrap();
-    assert_eq!(
-        ledger.last().unwrap().event.source,
-        ConsentSource::CarrierError
-    );
+    let ledger = w.local.store().consent_ledger(&w.merchant, &w.phone, Channel::Sms).await.unwrap();
+    assert_eq!(ledger.last().unwrap().event.source, ConsentSource::CarrierError);
 
     w.clock.advance(Duration::minutes(61));
-    let next = OutreachJob {
-        step: 1,
-        ..w.job.clone()
-    };
-    let outcome = outreach_worker::process_job(&w.local.functions().worker, &next)
-        .await
-        .unwrap();
+    let next = OutreachJob { step: 1, ..w.job.clone() };
+    let outcome = outreach_worker::process_job(&w.local.functions().worker, &next).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut));
     assert!(w.local.sandbox.messages().is_empty());
 }
@@ -222,33 +144,17 @@ async fn error_21610_opts_the_number_out() {
 #[tokio::test]
 async fn no_message_without_consent_or_after_opt_out() {
     let w = world("wk-noconsent", immediate(), None).await;
-    assert_eq!(
-        run(&w).await.unwrap(),
-        JobOutcome::Skipped(SkipReason::NoConsent)
-    );
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Skipped(SkipReason::NoConsent));
     let w = world("wk-optout", immediate(), Some(ConsentAction::OptOut)).await;
-    assert_eq!(
-        run(&w).await.unwrap(),
-        JobOutcome::Skipped(SkipReason::OptedOut)
-    );
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Skipped(SkipReason::OptedOut));
     assert!(w.local.sandbox.messages().is_empty());
 }
 
 #[tokio::test]
 async fn a_step_not_yet_due_waits_in_the_queue() {
-    let w = world(
-        "wk-wait",
-        json!([{ "after_minutes": 240, "channel": "sms" }]),
-        Some(ConsentAction::OptIn),
-    )
-    .await;
+    let w = world("wk-wait", json!([{ "after_minutes": 240, "channel": "sms" }]), Some(ConsentAction::OptIn)).await;
     let outcome = run(&w).await.unwrap();
-    assert_eq!(
-        outcome,
-        JobOutcome::Waiting {
-            until: t0() + Duration::minutes(240)
-        }
-    );
+    assert_eq!(outcome, JobOutcome::Waiting { until: t0() + Duration::minutes(240) });
     let sqs = aws_sdk_sqs::Client::new(&sdk().await);
     let attrs = sqs
         .get_queue_attributes()
@@ -271,10 +177,7 @@ async fn a_step_not_yet_due_waits_in_the_queue() {
 async fn concurrent_redeliveries_send_exactly_one_message() {
     let w = world("wk-race", immediate(), Some(ConsentAction::OptIn)).await;
     let results = futures::future::join_all((0..6).map(|_| run(&w))).await;
-    let sent = results
-        .iter()
-        .filter(|r| matches!(r, Ok(JobOutcome::Sent { .. })))
-        .count();
+    let sent = results.iter().filter(|r| matches!(r, Ok(JobOutcome::Sent { .. }))).count();
     assert_eq!(sent, 1, "{results:?}");
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
@@ -288,11 +191,7 @@ async fn batches_report_only_the_failed_messages() {
     ]}))
     .unwrap();
     let response = outreach_worker::handle_batch(&w.local.functions().worker, event).await;
-    let failed: Vec<_> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
+    let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
     assert_eq!(failed, vec!["poison"]);
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
@@ -304,36 +203,17 @@ async fn later_steps_are_follow_ups_with_the_discount() {
     let w = world("wk-flow", flow, Some(ConsentAction::OptIn)).await;
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
     w.clock.advance(Duration::minutes(60));
-    let voice = OutreachJob {
-        step: 1,
-        ..w.job.clone()
-    };
-    let outcome = outreach_worker::process_job(&w.local.functions().worker, &voice)
-        .await
-        .unwrap();
-    assert_eq!(
-        outcome,
-        JobOutcome::Skipped(SkipReason::ChannelNotAvailable)
-    );
+    let voice = OutreachJob { step: 1, ..w.job.clone() };
+    let outcome = outreach_worker::process_job(&w.local.functions().worker, &voice).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::ChannelNotAvailable));
     w.clock.advance(Duration::minutes(60));
-    let last = OutreachJob {
-        step: 2,
-        ..w.job.clone()
-    };
+    let last = OutreachJob { step: 2, ..w.job.clone() };
     assert!(matches!(
-        outreach_worker::process_job(&w.local.functions().worker, &last)
-            .await
-            .unwrap(),
+        outreach_worker::process_job(&w.local.functions().worker, &last).await.unwrap(),
         JobOutcome::Sent { .. }
     ));
     let sent = w.local.sandbox.messages();
     assert_eq!(sent.len(), 2);
-    assert!(
-        sent[1]
-            .body
-            .starts_with("Snowdevil: Hi Ann! Your cart is still waiting"),
-        "{}",
-        sent[1].body
-    );
+    assert!(sent[1].body.starts_with("Snowdevil: Hi Ann! Your cart is still waiting"), "{}", sent[1].body);
     assert!(sent[1].body.contains("COMEBACK10"));
 }

@@ -27,17 +27,13 @@ pub struct OffsetClock {
 
 impl OffsetClock {
     pub fn starting_at(start: DateTime<Utc>) -> Self {
-        Self {
-            start,
-            started: Instant::now(),
-        }
+        Self { start, started: Instant::now() }
     }
 }
 
 impl Clock for OffsetClock {
     fn now(&self) -> DateTime<Utc> {
-        let elapsed =
-            Duration::from_std(self.started.elapsed()).unwrap_or_else(|_| Duration::zero());
+        let elapsed = Duration::from_std(self.started.elapsed()).unwrap_or_else(|_| Duration::zero());
         self.start + elapsed
     }
 }

@@ -57,10 +57,7 @@ impl std::fmt::Debug for Config {
             .field("recordings_bucket", &self.recordings_bucket)
             .field("public_base_url", &self.public_base_url)
             .field("twilio", &self.twilio)
-            .field(
-                "shopify_api_secret",
-                &self.shopify_api_secret.as_ref().map(|_| "***"),
-            )
+            .field("shopify_api_secret", &self.shopify_api_secret.as_ref().map(|_| "***"))
             .field("http_addr", &self.http_addr)
             .finish()
     }
@@ -80,11 +77,7 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let opt = |name: &'static str| {
-            get(name)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let opt = |name: &'static str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
         let req = |name: &'static str| opt(name).ok_or(ConfigError::Missing(name));
 
         let public_base_url = req("PUBLIC_BASE_URL")?;
@@ -103,15 +96,10 @@ impl Config {
                         reason: "expected AC followed by 32 hex characters".into(),
                     });
                 }
-                let api_base =
-                    opt("TWILIO_API_BASE").unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.into());
+                let api_base = opt("TWILIO_API_BASE").unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.into());
                 validate_base_url("TWILIO_API_BASE", &api_base)?;
                 let auth_token = opt("TWILIO_AUTH_TOKEN");
-                let auth = match (
-                    opt("TWILIO_API_KEY_SID"),
-                    opt("TWILIO_API_KEY_SECRET"),
-                    &auth_token,
-                ) {
+                let auth = match (opt("TWILIO_API_KEY_SID"), opt("TWILIO_API_KEY_SECRET"), &auth_token) {
                     (Some(sid), Some(secret), _) => TwilioAuth::ApiKey { sid, secret },
                     (Some(_), None, _) => {
                         return Err(ConfigError::Missing("TWILIO_API_KEY_SECRET"));
@@ -153,31 +141,21 @@ impl Config {
     }
 
     pub fn require_twilio(&self) -> Result<&TwilioConfig, ConfigError> {
-        self.twilio
-            .as_ref()
-            .ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
+        self.twilio.as_ref().ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
     }
 
     pub fn require_shopify_secret(&self) -> Result<&str, ConfigError> {
-        self.shopify_api_secret
-            .as_deref()
-            .ok_or(ConfigError::Missing("SHOPIFY_API_SECRET"))
+        self.shopify_api_secret.as_deref().ok_or(ConfigError::Missing("SHOPIFY_API_SECRET"))
     }
 }
 
 fn validate_base_url(name: &'static str, value: &str) -> Result<(), ConfigError> {
     let ok = (value.starts_with("https://") || value.starts_with("http://"))
-        && value
-            .split("://")
-            .nth(1)
-            .is_some_and(|rest| !rest.is_empty());
+        && value.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
     if ok {
         Ok(())
     } else {
-        Err(ConfigError::Invalid {
-            name,
-            reason: format!("expected an http(s) URL, got {value:?}"),
-        })
+        Err(ConfigError::Invalid { name, reason: format!("expected an http(s) URL, got {value:?}") })
     }
 }
 
@@ -188,10 +166,7 @@ mod tests {
     fn base() -> HashMap<String, String> {
         [
             ("TABLE_NAME", "callfy"),
-            (
-                "OUTREACH_QUEUE_URL",
-                "http://127.0.0.1:5000/123456789012/outreach",
-            ),
+            ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach"),
             ("PUBLIC_BASE_URL", "https://hooks.callfy.test/"),
         ]
         .into_iter()
@@ -206,10 +181,7 @@ mod tests {
         assert_eq!(cfg.public_base_url, "https://hooks.callfy.test");
         assert_eq!(cfg.http_addr, DEFAULT_HTTP_ADDR);
         assert!(cfg.twilio.is_none());
-        assert_eq!(
-            cfg.require_twilio().unwrap_err(),
-            ConfigError::Missing("TWILIO_ACCOUNT_SID")
-        );
+        assert_eq!(cfg.require_twilio().unwrap_err(), ConfigError::Missing("TWILIO_ACCOUNT_SID"));
     }
 
     #[test]
@@ -226,40 +198,22 @@ mod tests {
     fn rejects_malformed_values_by_name() {
         let mut vars = base();
         vars.insert("PUBLIC_BASE_URL".into(), "hooks.callfy.test".into());
-        assert!(
-            Config::from_map(&vars)
-                .unwrap_err()
-                .to_string()
-                .contains("PUBLIC_BASE_URL")
-        );
+        assert!(Config::from_map(&vars).unwrap_err().to_string().contains("PUBLIC_BASE_URL"));
 
         let mut vars = base();
         vars.insert("CALLFY_LOCAL_NOW".into(), "yesterday".into());
-        assert!(
-            Config::from_map(&vars)
-                .unwrap_err()
-                .to_string()
-                .contains("CALLFY_LOCAL_NOW")
-        );
+        assert!(Config::from_map(&vars).unwrap_err().to_string().contains("CALLFY_LOCAL_NOW"));
 
         let mut vars = base();
         vars.insert("TWILIO_ACCOUNT_SID".into(), "nope".into());
-        assert!(
-            Config::from_map(&vars)
-                .unwrap_err()
-                .to_string()
-                .contains("TWILIO_ACCOUNT_SID")
-        );
+        assert!(Config::from_map(&vars).unwrap_err().to_string().contains("TWILIO_ACCOUNT_SID"));
     }
 
     #[test]
     fn twilio_needs_a_token_or_an_api_key() {
         let mut vars = base();
         vars.insert("TWILIO_ACCOUNT_SID".into(), format!("AC{}", "0".repeat(32)));
-        assert_eq!(
-            Config::from_map(&vars).unwrap_err(),
-            ConfigError::Missing("TWILIO_AUTH_TOKEN")
-        );
+        assert_eq!(Config::from_map(&vars).unwrap_err(), ConfigError::Missing("TWILIO_AUTH_TOKEN"));
 
         vars.insert("TWILIO_API_KEY_SID".into(), format!("SK{}", "1".repeat(32)));
         vars.insert("TWILIO_API_KEY_SECRET".into(), "secret".into());
@@ -285,9 +239,6 @@ pub mod local_defaults {
 
     /// The table name from `TABLE_NAME`, else the local default.
     pub fn table_name() -> String {
-        std::env::var("TABLE_NAME")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| TABLE_NAME.into())
+        std::env::var("TABLE_NAME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| TABLE_NAME.into())
     }
 }

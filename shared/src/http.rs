@@ -13,19 +13,12 @@ pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
 }
 
 pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response<Body> {
-    json(
-        status,
-        &serde_json::json!({ "error": code, "message": message.into() }),
-    )
+    json(status, &serde_json::json!({ "error": code, "message": message.into() }))
 }
 
 /// A header's value as text, if present and valid UTF-8.
 pub fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
+    headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -34,15 +27,9 @@ mod tests {
 
     #[test]
     fn error_bodies_have_code_and_message() {
-        let resp = error(
-            401,
-            "invalid_signature",
-            "X-Shopify-Hmac-Sha256 does not match",
-        );
+        let resp = error(401, "invalid_signature", "X-Shopify-Hmac-Sha256 does not match");
         assert_eq!(resp.status(), 401);
-        let Body::Text(text) = resp.body() else {
-            panic!("text body")
-        };
+        let Body::Text(text) = resp.body() else { panic!("text body") };
         let v: serde_json::Value = serde_json::from_str(text).unwrap();
         assert_eq!(v["error"], "invalid_signature");
         assert!(v["message"].as_str().unwrap().contains("Hmac"));

@@ -125,10 +125,8 @@ pub struct CheckoutDeleted {
 }
 
 pub fn parse<T: for<'de> Deserialize<'de>>(topic: &str, body: &[u8]) -> Result<T, ShopifyError> {
-    serde_json::from_slice(body).map_err(|e| ShopifyError::Malformed {
-        topic: topic.to_string(),
-        reason: e.to_string(),
-    })
+    serde_json::from_slice(body)
+        .map_err(|e| ShopifyError::Malformed { topic: topic.to_string(), reason: e.to_string() })
 }
 
 /// Ids arrive as numbers or strings depending on API version; keep them as text.
@@ -158,52 +156,34 @@ pub struct ConsentSignal {
 
 impl Checkout {
     fn addresses(&self) -> impl Iterator<Item = &Address> {
-        self.shipping_address
-            .iter()
-            .chain(self.billing_address.iter())
+        self.shipping_address.iter().chain(self.billing_address.iter())
     }
 
     /// The recipient's region: shipping, then billing address, then the merchant's default.
     pub fn region<'a>(&'a self, default_region: &'a str) -> &'a str {
-        self.addresses()
-            .find_map(|a| a.country_code.as_deref().filter(|c| c.len() == 2))
-            .unwrap_or(default_region)
+        self.addresses().find_map(|a| a.country_code.as_deref().filter(|c| c.len() == 2)).unwrap_or(default_region)
     }
 
     /// The first usable phone, most specific to SMS first.
     pub fn sms_phone(&self, default_region: &str) -> Option<Phone> {
         let region = self.region(default_region);
         let customer_phone = self.customer.as_ref().and_then(|c| c.phone.as_deref());
-        [
-            self.sms_marketing_phone.as_deref(),
-            self.phone.as_deref(),
-            customer_phone,
-        ]
-        .into_iter()
-        .chain(self.addresses().map(|a| a.phone.as_deref()))
-        .flatten()
-        .find_map(|raw| Phone::parse(raw, Some(region)).ok())
+        [self.sms_marketing_phone.as_deref(), self.phone.as_deref(), customer_phone]
+            .into_iter()
+            .chain(self.addresses().map(|a| a.phone.as_deref()))
+            .flatten()
+            .find_map(|raw| Phone::parse(raw, Some(region)).ok())
     }
 
-    pub fn snapshot(
-        &self,
-        default_region: &str,
-        now: DateTime<Utc>,
-    ) -> Result<CheckoutSnapshot, ShopifyError> {
-        let token = self
-            .token
-            .as_deref()
-            .and_then(|t| CartToken::parse(t).ok())
-            .ok_or(ShopifyError::Field("token"))?;
+    pub fn snapshot(&self, default_region: &str, now: DateTime<Utc>) -> Result<CheckoutSnapshot, ShopifyError> {
+        let token = self.token.as_deref().and_then(|t| CartToken::parse(t).ok()).ok_or(ShopifyError::Field("token"))?;
         let first_name = self
             .customer
             .as_ref()
             .and_then(|c| c.first_name.clone())
             .or_else(|| self.addresses().find_map(|a| a.first_name.clone()));
-        let recovery_url = self
-            .abandoned_checkout_url
-            .clone()
-            .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
+        let recovery_url =
+            self.abandoned_checkout_url.clone().filter(|u| u.starts_with("https://") || u.starts_with("http://"));
         Ok(CheckoutSnapshot {
             token,
             checkout_id: id_text(&self.id),
@@ -217,15 +197,8 @@ impl Checkout {
             first_name,
             recovery_url,
             total_price: money_text(&self.total_price),
-            currency: self
-                .presentment_currency
-                .clone()
-                .or_else(|| self.currency.clone()),
-            item_count: self
-                .line_items
-                .iter()
-                .map(|l| l.quantity.unwrap_or(1))
-                .sum(),
+            currency: self.presentment_currency.clone().or_else(|| self.currency.clone()),
+            item_count: self.line_items.iter().map(|l| l.quantity.unwrap_or(1)).sum(),
             province_code: self.addresses().find_map(|a| a.province_code.clone()),
             country_code: self.addresses().find_map(|a| a.country_code.clone()),
             locale: self.customer_locale.clone(),
@@ -237,10 +210,7 @@ impl Checkout {
     /// SMS consent as the checkout states it. An `unsubscribed` customer state wins over a
     /// checkbox: when the two disagree we do not text.
     pub fn sms_consent(&self, event_id: &str) -> Option<ConsentSignal> {
-        let customer_consent = self
-            .customer
-            .as_ref()
-            .and_then(|c| c.sms_marketing_consent.as_ref());
+        let customer_consent = self.customer.as_ref().and_then(|c| c.sms_marketing_consent.as_ref());
         let state = customer_consent.and_then(|c| c.state.as_deref());
         let action = match (state, self.buyer_accepts_sms_marketing) {
             (Some("unsubscribed"), _) => ConsentAction::OptOut,
@@ -275,10 +245,7 @@ impl Order {
     pub fn revenue(&self) -> (String, String) {
         (
             money_text(&self.total_price).unwrap_or_else(|| "0.00".into()),
-            self.currency
-                .clone()
-                .or_else(|| self.presentment_currency.clone())
-                .unwrap_or_default(),
+            self.currency.clone().or_else(|| self.presentment_currency.clone()).unwrap_or_default(),
         )
     }
 }
@@ -313,17 +280,12 @@ mod tests {
         );
         assert_eq!(c.sms_consent("e1").unwrap().action, ConsentAction::OptIn);
 
-        let c = checkout(
-            serde_json::json!({ "token": "t1", "updated_at": "2026-06-01T10:00:00Z",
+        let c = checkout(serde_json::json!({ "token": "t1", "updated_at": "2026-06-01T10:00:00Z",
             "customer": { "sms_marketing_consent": { "state": "subscribed", "opt_in_level": "single_opt_in",
-            "consent_updated_at": "2026-06-01T09:59:00Z", "consent_collected_from": "SHOPIFY" } } }),
-        );
+            "consent_updated_at": "2026-06-01T09:59:00Z", "consent_collected_from": "SHOPIFY" } } }));
         let s = c.sms_consent("e1").unwrap();
         assert_eq!(s.action, ConsentAction::OptIn);
-        assert_eq!(
-            s.occurred_at,
-            "2026-06-01T09:59:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
+        assert_eq!(s.occurred_at, "2026-06-01T09:59:00Z".parse::<DateTime<Utc>>().unwrap());
         assert_eq!(s.evidence.opt_in_level.as_deref(), Some("single_opt_in"));
 
         let c = checkout(
@@ -344,10 +306,8 @@ mod tests {
     #[test]
     fn snapshot_needs_a_valid_token() {
         let now = "2026-06-01T10:00:00Z".parse().unwrap();
-        let c = checkout(
-            serde_json::json!({ "id": 42, "token": "abc", "total_price": "12.50", "currency": "USD",
-            "line_items": [ { "title": "Hat", "quantity": 2, "price": "6.25" } ], "completed_at": null }),
-        );
+        let c = checkout(serde_json::json!({ "id": 42, "token": "abc", "total_price": "12.50", "currency": "USD",
+            "line_items": [ { "title": "Hat", "quantity": 2, "price": "6.25" } ], "completed_at": null }));
         let s = c.snapshot("US", now).unwrap();
         assert_eq!(s.checkout_id.as_deref(), Some("42"));
         assert_eq!(s.total_price.as_deref(), Some("12.50"));
@@ -355,10 +315,7 @@ mod tests {
         assert_eq!(s.updated_at, now);
         assert!(!s.completed);
         let c = checkout(serde_json::json!({ "token": "a b" }));
-        assert_eq!(
-            c.snapshot("US", now).unwrap_err(),
-            ShopifyError::Field("token")
-        );
+        assert_eq!(c.snapshot("US", now).unwrap_err(), ShopifyError::Field("token"));
     }
 
     #[test]

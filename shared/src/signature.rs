@@ -44,10 +44,7 @@ mod tests {
     #[test]
     fn rfc4231_case_2() {
         let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            hex::encode(mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+        assert_eq!(hex::encode(mac), "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
     }
 
     #[test]
@@ -56,11 +53,7 @@ mod tests {
         assert!(verify_hmac_sha256_base64(b"secret", b"{\"a\":1}", &sig));
         assert!(!verify_hmac_sha256_base64(b"secret", b"{\"a\":2}", &sig));
         assert!(!verify_hmac_sha256_base64(b"other", b"{\"a\":1}", &sig));
-        assert!(!verify_hmac_sha256_base64(
-            b"secret",
-            b"{\"a\":1}",
-            "not base64!"
-        ));
+        assert!(!verify_hmac_sha256_base64(b"secret", b"{\"a\":1}", "not base64!"));
         assert!(!verify_hmac_sha256_base64(b"secret", b"{\"a\":1}", ""));
         assert!(ct_eq(b"abc", b"abc") && !ct_eq(b"abc", b"abd") && !ct_eq(b"abc", b"ab"));
     }

@@ -23,11 +23,7 @@ pub fn redact(text: &str) -> String {
     let flush = |run: &mut String, out: &mut String| {
         let digits = run.chars().filter(char::is_ascii_digit).count();
         if digits >= 7 {
-            out.push_str(if run.starts_with('+') {
-                "+[phone]"
-            } else {
-                "[phone]"
-            });
+            out.push_str(if run.starts_with('+') { "+[phone]" } else { "[phone]" });
         } else {
             out.push_str(run);
         }
@@ -56,9 +52,6 @@ mod tests {
             "key C#snowdevil#+[phone] failed after 3 tries (code 20429)"
         );
         assert_eq!(redact("To 4155552671 invalid"), "To [phone] invalid");
-        assert_eq!(
-            redact("HTTP 503, error Some(20500)"),
-            "HTTP 503, error Some(20500)"
-        );
+        assert_eq!(redact("HTTP 503, error Some(20500)"), "HTTP 503, error Some(20500)");
     }
 }

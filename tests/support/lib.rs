@@ -28,9 +28,7 @@ pub async fn sdk() -> SdkConfig {
     );
     aws_config::defaults(BehaviorVersion::latest())
         .region(aws_config::Region::new(local_defaults::REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-            "testing", "testing", None, None, "tests",
-        ))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
         .endpoint_url(endpoint)
         .load()
         .await
@@ -63,24 +61,13 @@ pub fn shopify_signature(body: &[u8]) -> String {
 }
 
 /// POSTs a signed Shopify webhook; returns status and JSON answer.
-pub async fn post_shopify(
-    base_url: &str,
-    topic: &str,
-    event_id: &str,
-    body: &Value,
-) -> (u16, Value) {
+pub async fn post_shopify(base_url: &str, topic: &str, event_id: &str, body: &Value) -> (u16, Value) {
     let raw = serde_json::to_vec(body).expect("json");
     let sig = shopify_signature(&raw);
     post_raw(base_url, topic, event_id, raw, &sig).await
 }
 
-pub async fn post_raw(
-    base_url: &str,
-    topic: &str,
-    event_id: &str,
-    raw: Vec<u8>,
-    signature: &str,
-) -> (u16, Value) {
+pub async fn post_raw(base_url: &str, topic: &str, event_id: &str, raw: Vec<u8>, signature: &str) -> (u16, Value) {
     let resp = reqwest::Client::new()
         .post(format!("{base_url}/webhooks/shopify"))
         .header("content-type", "application/json")
@@ -103,17 +90,10 @@ pub async fn start_local(prefix: &str, clock: Arc<dyn Clock>, merchant: &Merchan
     let handle = callfy_local::start(&sdk, LocalOptions::for_test(prefix, Arc::clone(&clock)))
         .await
         .expect("callfy-local starts");
-    handle
-        .store()
-        .put_merchant(merchant, clock.now())
-        .await
-        .expect("merchant stored");
+    handle.store().put_merchant(merchant, clock.now()).await.expect("merchant stored");
     handle
 }
 
 pub fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
+    format!("{prefix}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
 }

@@ -4,15 +4,13 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use callfy_shared::adapters::queue::{OutreachQueue, QueueError};
 use callfy_shared::adapters::store::{
-    ClaimOutcome, ConsentAppend, Direction, MerchantRecord, MerchantStatus, SmsLogEntry,
-    StepResult, StepState, Store, StoreError,
+    ClaimOutcome, ConsentAppend, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepResult, StepState, Store,
+    StoreError,
 };
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use callfy_shared::domain::cart::Cart;
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
-use callfy_shared::domain::flow::{
-    Decision, OutreachJob, SkipReason, decide, job_for, queue_delay,
-};
+use callfy_shared::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{RecoverySms, segments};
 use callfy_shared::telemetry::redact;
@@ -84,13 +82,9 @@ pub async fn handle_batch(app: &WorkerApp, event: SqsEvent) -> SqsBatchResponse 
     response
 }
 
-pub async fn process_record(
-    app: &WorkerApp,
-    record: &SqsMessage,
-) -> Result<JobOutcome, WorkerError> {
+pub async fn process_record(app: &WorkerApp, record: &SqsMessage) -> Result<JobOutcome, WorkerError> {
     let body = record.body.as_deref().unwrap_or_default();
-    let job: OutreachJob =
-        serde_json::from_str(body).map_err(|e| WorkerError::BadMessage(e.to_string()))?;
+    let job: OutreachJob = serde_json::from_str(body).map_err(|e| WorkerError::BadMessage(e.to_string()))?;
     process_job(app, &job).await
 }
 
@@ -103,9 +97,7 @@ pub async fn process_job(app: &WorkerApp, job: &OutreachJob) -> Result<JobOutcom
         return Ok(JobOutcome::CartMissing);
     };
     let Some(merchant) = merchant else {
-        app.store
-            .skip_step(m, token, step, SkipReason::MerchantClosed.as_str(), now)
-            .await?;
+        app.store.skip_step(m, token, step, SkipReason::MerchantClosed.as_str(), now).await?;
         return Ok(JobOutcome::Skipped(SkipReason::MerchantClosed));
     };
     let consent = match &cart.phone {
@@ -115,17 +107,12 @@ pub async fn process_job(app: &WorkerApp, job: &OutreachJob) -> Result<JobOutcom
     let active = merchant.status == MerchantStatus::Active;
     match decide(now, &merchant.merchant, active, &cart, &consent, step) {
         Decision::Wait { until } => {
-            let next = OutreachJob {
-                due_at: until,
-                ..job.clone()
-            };
+            let next = OutreachJob { due_at: until, ..job.clone() };
             app.queue.enqueue(&next, queue_delay(now, until)).await?;
             Ok(JobOutcome::Waiting { until })
         }
         Decision::Skip(reason) => {
-            app.store
-                .skip_step(m, token, step, reason.as_str(), now)
-                .await?;
+            app.store.skip_step(m, token, step, reason.as_str(), now).await?;
             info!(merchant = %m, step, reason = reason.as_str(), "outreach step skipped");
             // A step the channel cannot serve does not end the flow; anything else does.
             if reason == SkipReason::ChannelNotAvailable {
@@ -146,27 +133,19 @@ async fn send_step(
 ) -> Result<JobOutcome, WorkerError> {
     let m = &merchant.merchant;
     let (Some(phone), Some(url)) = (&cart.phone, &cart.recovery_url) else {
-        app.store
-            .skip_step(&m.id, &cart.token, step, SkipReason::NoPhone.as_str(), now)
-            .await?;
+        app.store.skip_step(&m.id, &cart.token, step, SkipReason::NoPhone.as_str(), now).await?;
         return Ok(JobOutcome::Skipped(SkipReason::NoPhone));
     };
     let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
         (Some(sid), _) => SmsSender::MessagingService(sid.clone()),
         (None, Some(from)) => SmsSender::From(from.as_str().to_string()),
         (None, None) => {
-            app.store
-                .skip_step(&m.id, &cart.token, step, SkipReason::NoSender.as_str(), now)
-                .await?;
+            app.store.skip_step(&m.id, &cart.token, step, SkipReason::NoSender.as_str(), now).await?;
             return Ok(JobOutcome::Skipped(SkipReason::NoSender));
         }
     };
     let claim_id = uuid::Uuid::new_v4().to_string();
-    match app
-        .store
-        .claim_step(&m.id, &cart.token, step, &claim_id, now)
-        .await?
-    {
+    match app.store.claim_step(&m.id, &cart.token, step, &claim_id, now).await? {
         ClaimOutcome::Claimed => {}
         ClaimOutcome::Taken(record) => {
             // A redelivery after a send whose follow-up scheduling may not have happened.
@@ -209,43 +188,25 @@ async fn send_step(
                 purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
             };
             app.store.put_sms_log(&entry).await?;
-            let sent = StepResult::Sent {
-                message_sid: message.sid.clone(),
-            };
-            app.store
-                .finish_step(&m.id, &cart.token, step, &claim_id, &sent, now)
-                .await?;
-            app.store
-                .set_last_message_at(&m.id, &cart.token, now)
-                .await?;
+            let sent = StepResult::Sent { message_sid: message.sid.clone() };
+            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &sent, now).await?;
+            app.store.set_last_message_at(&m.id, &cart.token, now).await?;
             info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, first_contact, "recovery SMS sent");
             schedule_next(app, merchant, cart, step, now).await?;
-            Ok(JobOutcome::Sent {
-                message_sid: message.sid,
-            })
+            Ok(JobOutcome::Sent { message_sid: message.sid })
         }
         Err(e) if e.is_retryable() => {
-            let result = StepResult::Retry {
-                reason: e.to_string(),
-            };
-            app.store
-                .finish_step(&m.id, &cart.token, step, &claim_id, &result, now)
-                .await?;
+            let result = StepResult::Retry { reason: e.to_string() };
+            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &result, now).await?;
             Err(WorkerError::TwilioRetry(e))
         }
         Err(e) => {
             let code = e.code();
             warn!(merchant = %m.id, step, phone = %phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
-            let result = StepResult::Failed {
-                error_code: code,
-                reason: e.to_string(),
-            };
-            app.store
-                .finish_step(&m.id, &cart.token, step, &claim_id, &result, now)
-                .await?;
+            let result = StepResult::Failed { error_code: code, reason: e.to_string() };
+            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &result, now).await?;
             if code == Some(TWILIO_UNSUBSCRIBED) {
-                record_carrier_opt_out(app, &m.id, phone, now, m.retention_days.consent_records)
-                    .await?;
+                record_carrier_opt_out(app, &m.id, phone, now, m.retention_days.consent_records).await?;
             }
             Ok(JobOutcome::Rejected { error_code: code })
         }
@@ -300,9 +261,7 @@ async fn schedule_next(
     now: DateTime<Utc>,
 ) -> Result<(), WorkerError> {
     if let Some(job) = job_for(&merchant.merchant, cart, step + 1) {
-        app.queue
-            .enqueue(&job, queue_delay(now, job.due_at))
-            .await?;
+        app.queue.enqueue(&job, queue_delay(now, job.due_at)).await?;
     }
     Ok(())
 }

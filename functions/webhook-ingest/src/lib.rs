@@ -75,55 +75,31 @@ pub async fn handle(app: &IngestApp, req: Request) -> Response<Body> {
 async fn shopify_webhook(app: &IngestApp, req: Request) -> Response<Body> {
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_BODY_BYTES {
-        return error(
-            413,
-            "payload_too_large",
-            format!("body exceeds {MAX_BODY_BYTES} bytes"),
-        );
+        return error(413, "payload_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"));
     }
     let headers = req.headers();
     let Some(hmac) = header(headers, shopify::HMAC_HEADER) else {
-        return error(
-            401,
-            "missing_signature",
-            "X-Shopify-Hmac-Sha256 header is required",
-        );
+        return error(401, "missing_signature", "X-Shopify-Hmac-Sha256 header is required");
     };
     if !verify_hmac_sha256_base64(app.shopify_secret.as_bytes(), body, hmac) {
         warn!(route = "shopify", "rejected webhook with a bad signature");
-        return error(
-            401,
-            "invalid_signature",
-            "X-Shopify-Hmac-Sha256 does not match the body",
-        );
+        return error(401, "invalid_signature", "X-Shopify-Hmac-Sha256 does not match the body");
     }
     let Some(domain) = header(headers, shopify::SHOP_DOMAIN_HEADER) else {
-        return error(
-            400,
-            "missing_header",
-            "X-Shopify-Shop-Domain header is required",
-        );
+        return error(400, "missing_header", "X-Shopify-Shop-Domain header is required");
     };
     let Some(topic_name) = header(headers, shopify::TOPIC_HEADER) else {
         return error(400, "missing_header", "X-Shopify-Topic header is required");
     };
-    let Some(event_id) = header(headers, shopify::EVENT_ID_HEADER)
-        .or_else(|| header(headers, shopify::WEBHOOK_ID_HEADER))
+    let Some(event_id) =
+        header(headers, shopify::EVENT_ID_HEADER).or_else(|| header(headers, shopify::WEBHOOK_ID_HEADER))
     else {
-        return error(
-            400,
-            "missing_header",
-            "X-Shopify-Event-Id or X-Shopify-Webhook-Id header is required",
-        );
+        return error(400, "missing_header", "X-Shopify-Event-Id or X-Shopify-Webhook-Id header is required");
     };
     let merchant = match app.store.merchant_by_shop_domain(domain).await {
         Ok(Some(m)) => m,
         Ok(None) => {
-            return error(
-                404,
-                "unknown_merchant",
-                format!("no merchant is registered for shop {domain}"),
-            );
+            return error(404, "unknown_merchant", format!("no merchant is registered for shop {domain}"));
         }
         Err(e) => return unavailable(&e),
     };
@@ -134,12 +110,10 @@ async fn shopify_webhook(app: &IngestApp, req: Request) -> Response<Body> {
     }
     let event_key = format!("shopify#{event_id}");
     let result = match topic {
-        Topic::CheckoutCreate | Topic::CheckoutUpdate => {
-            match shopify::parse::<Checkout>(topic_name, body) {
-                Ok(c) => ingest_checkout(app, &merchant, &event_key, event_id, &c).await,
-                Err(e) => Err(e.into()),
-            }
-        }
+        Topic::CheckoutCreate | Topic::CheckoutUpdate => match shopify::parse::<Checkout>(topic_name, body) {
+            Ok(c) => ingest_checkout(app, &merchant, &event_key, event_id, &c).await,
+            Err(e) => Err(e.into()),
+        },
         Topic::CheckoutDelete => match shopify::parse::<CheckoutDeleted>(topic_name, body) {
             Ok(d) => delete_checkout(app, &merchant, &event_key, &d).await,
             Err(e) => Err(e.into()),
@@ -155,35 +129,22 @@ async fn shopify_webhook(app: &IngestApp, req: Request) -> Response<Body> {
             info!(merchant = %merchant.merchant.id, topic = topic_name, event_id, outcome = outcome.as_str(), "webhook processed");
             reply(outcome, topic_name)
         }
-        Err(IngestError::Payload(e @ ShopifyError::Malformed { .. })) => {
-            error(400, "malformed_json", e.to_string())
-        }
+        Err(IngestError::Payload(e @ ShopifyError::Malformed { .. })) => error(400, "malformed_json", e.to_string()),
         Err(IngestError::Payload(e)) => error(422, "invalid_payload", e.to_string()),
         Err(e) => {
             warn!(merchant = %merchant.merchant.id, topic = topic_name, error = %redact(&e.to_string()), "webhook failed; platform will retry");
-            error(
-                503,
-                "unavailable",
-                "temporarily unable to process the webhook; retry later",
-            )
+            error(503, "unavailable", "temporarily unable to process the webhook; retry later")
         }
     }
 }
 
 fn reply(outcome: Outcome, topic: &str) -> Response<Body> {
-    json(
-        200,
-        &serde_json::json!({ "status": outcome.as_str(), "topic": topic }),
-    )
+    json(200, &serde_json::json!({ "status": outcome.as_str(), "topic": topic }))
 }
 
 fn unavailable(e: &StoreError) -> Response<Body> {
     warn!(error = %redact(&e.to_string()), "store unavailable");
-    error(
-        503,
-        "unavailable",
-        "temporarily unable to process the webhook; retry later",
-    )
+    error(503, "unavailable", "temporarily unable to process the webhook; retry later")
 }
 
 async fn ingest_checkout(
@@ -287,10 +248,7 @@ async fn schedule_first_step(
             Ok(())
         }
         Err(e) => {
-            let _ = app
-                .store
-                .set_outreach_scheduled(&cart.merchant_id, &cart.token, false)
-                .await;
+            let _ = app.store.set_outreach_scheduled(&cart.merchant_id, &cart.token, false).await;
             let _ = app.store.forget_event(&cart.merchant_id, event_key).await;
             Err(e.into())
         }
@@ -342,10 +300,7 @@ async fn ingest_order(
     event_key: &str,
     order: &Order,
 ) -> Result<Outcome, IngestError> {
-    let token = order
-        .checkout_token
-        .as_deref()
-        .and_then(|t| CartToken::parse(t).ok());
+    let token = order.checkout_token.as_deref().and_then(|t| CartToken::parse(t).ok());
     let order_id = shopify::id_text(&order.id).unwrap_or_default();
     let (revenue, currency) = order.revenue();
     update_cart(app, merchant, event_key, token, |cart, now| {
@@ -360,17 +315,11 @@ async fn delete_checkout(
     event_key: &str,
     deleted: &CheckoutDeleted,
 ) -> Result<Outcome, IngestError> {
-    let mut token = deleted
-        .token
-        .as_deref()
-        .and_then(|t| CartToken::parse(t).ok());
+    let mut token = deleted.token.as_deref().and_then(|t| CartToken::parse(t).ok());
     if token.is_none()
         && let Some(id) = shopify::id_text(&deleted.id)
     {
-        token = app
-            .store
-            .cart_token_for_checkout(&merchant.merchant.id, &id)
-            .await?;
+        token = app.store.cart_token_for_checkout(&merchant.merchant.id, &id).await?;
     }
     update_cart(app, merchant, event_key, token, |cart, _| {
         let open = cart.status == CartStatus::Open;

@@ -7,11 +7,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum QueueError {
     #[error("SQS {op} failed: {code}: {message}")]
-    Aws {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
+    Aws { op: &'static str, code: String, message: String },
     #[error("job could not be encoded: {0}")]
     Encode(String),
 }
@@ -24,10 +20,7 @@ pub struct OutreachQueue {
 
 impl OutreachQueue {
     pub fn new(client: aws_sdk_sqs::Client, url: impl Into<String>) -> Self {
-        Self {
-            client,
-            url: url.into(),
-        }
+        Self { client, url: url.into() }
     }
 
     pub fn url(&self) -> &str {
@@ -35,11 +28,7 @@ impl OutreachQueue {
     }
 
     /// Enqueues `job`, held back `delay_seconds` (0..=900).
-    pub async fn enqueue(
-        &self,
-        job: &OutreachJob,
-        delay_seconds: i32,
-    ) -> Result<String, QueueError> {
+    pub async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError::Encode(e.to_string()))?;
         let out = self
             .client

@@ -36,11 +36,7 @@ type Item = HashMap<String, AttributeValue>;
 #[derive(Debug, Error)]
 pub enum StoreError {
     #[error("DynamoDB {op} failed: {code}: {message}")]
-    Aws {
-        op: &'static str,
-        code: String,
-        message: String,
-    },
+    Aws { op: &'static str, code: String, message: String },
     #[error("stored item could not be decoded: {0}")]
     Decode(String),
     #[error("a concurrent write changed the item; retry")]
@@ -72,9 +68,7 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
 fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
@@ -162,16 +156,9 @@ pub enum ClaimOutcome {
 /// How a claimed step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepResult {
-    Sent {
-        message_sid: String,
-    },
-    Failed {
-        error_code: Option<i64>,
-        reason: String,
-    },
-    Retry {
-        reason: String,
-    },
+    Sent { message_sid: String },
+    Failed { error_code: Option<i64>, reason: String },
+    Retry { reason: String },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,10 +230,7 @@ pub struct Store {
 
 impl Store {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
     }
 
     pub fn table(&self) -> &str {
@@ -261,12 +245,7 @@ impl Store {
         HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
     }
 
-    async fn get(
-        &self,
-        pk: String,
-        sk: String,
-        op: &'static str,
-    ) -> Result<Option<Item>, StoreError> {
+    async fn get(&self, pk: String, sk: String, op: &'static str) -> Result<Option<Item>, StoreError> {
         let out = self
             .client
             .get_item()
@@ -282,14 +261,8 @@ impl Store {
     // ---- merchants ----
 
     /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
-    pub async fn put_merchant(
-        &self,
-        merchant: &Merchant,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        merchant
-            .validate()
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
+        merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
         if let Some(domain) = &merchant.shop_domain
             && let Some(other) = self.merchant_by_shop_domain(domain).await?
             && other.merchant.id != merchant.id
@@ -299,8 +272,7 @@ impl Store {
                 other.merchant.id
             )));
         }
-        let profile =
-            serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let profile = serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
                           created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
             .to_string();
@@ -323,18 +295,13 @@ impl Store {
             }
             None => update.push_str(" REMOVE gsi1pk, gsi1sk"),
         }
-        req.update_expression(update)
-            .send()
-            .await
-            .map_err(|e| aws("UpdateItem", e))?;
+        req.update_expression(update).send().await.map_err(|e| aws("UpdateItem", e))?;
         Ok(())
     }
 
     fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
-        let profile = get_s(&item, "profile")
-            .ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
-        let merchant: Merchant =
-            serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let profile = get_s(&item, "profile").ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
+        let merchant: Merchant = serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
         let status = match get_s(&item, "status") {
             Some("closed") => MerchantStatus::Closed,
             _ => MerchantStatus::Active,
@@ -343,28 +310,15 @@ impl Store {
             merchant,
             status,
             api_key_sha256: get_s(&item, "api_key_sha256").map(str::to_string),
-            legal_hold: item
-                .get("legal_hold")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
+            legal_hold: item.get("legal_hold").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
         })
     }
 
-    pub async fn get_merchant(
-        &self,
-        id: &MerchantId,
-    ) -> Result<Option<MerchantRecord>, StoreError> {
-        self.get(merchant_pk(id), "PROFILE".into(), "GetItem")
-            .await?
-            .map(Self::decode_merchant)
-            .transpose()
+    pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+        self.get(merchant_pk(id), "PROFILE".into(), "GetItem").await?.map(Self::decode_merchant).transpose()
     }
 
-    pub async fn merchant_by_shop_domain(
-        &self,
-        domain: &str,
-    ) -> Result<Option<MerchantRecord>, StoreError> {
+    pub async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, StoreError> {
         let out = self
             .client
             .query()
@@ -376,20 +330,11 @@ impl Store {
             .send()
             .await
             .map_err(|e| aws("Query", e))?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .map(Self::decode_merchant)
-            .transpose()
+        out.items.unwrap_or_default().into_iter().next().map(Self::decode_merchant).transpose()
     }
 
     /// Stores the SHA-256 of a new API key; the key itself is never stored.
-    pub async fn set_api_key_hash(
-        &self,
-        id: &MerchantId,
-        sha256_hex: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), StoreError> {
         let res = self
             .client
             .update_item()
@@ -402,10 +347,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::NotFound(format!("merchant {id}")))
             }
             Err(e) => Err(aws("UpdateItem", e)),
@@ -414,15 +356,8 @@ impl Store {
 
     // ---- carts ----
 
-    pub async fn get_cart(
-        &self,
-        m: &MerchantId,
-        token: &CartToken,
-    ) -> Result<Option<Cart>, StoreError> {
-        self.get(merchant_pk(m), cart_sk(token), "GetItem")
-            .await?
-            .map(from_item)
-            .transpose()
+    pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+        self.get(merchant_pk(m), cart_sk(token), "GetItem").await?.map(from_item).transpose()
     }
 
     pub async fn cart_token_for_checkout(
@@ -430,13 +365,8 @@ impl Store {
         m: &MerchantId,
         checkout_id: &str,
     ) -> Result<Option<CartToken>, StoreError> {
-        let item = self
-            .get(merchant_pk(m), format!("CHECKOUT#{checkout_id}"), "GetItem")
-            .await?;
-        Ok(item
-            .as_ref()
-            .and_then(|i| get_s(i, "cart_token"))
-            .and_then(|t| CartToken::parse(t).ok()))
+        let item = self.get(merchant_pk(m), format!("CHECKOUT#{checkout_id}"), "GetItem").await?;
+        Ok(item.as_ref().and_then(|i| get_s(i, "cart_token")).and_then(|t| CartToken::parse(t).ok()))
     }
 
     fn cart_item(cart: &Cart) -> Result<Item, StoreError> {
@@ -444,10 +374,7 @@ impl Store {
         item.insert("pk".into(), s(merchant_pk(&cart.merchant_id)));
         item.insert("sk".into(), s(cart_sk(&cart.token)));
         if let Some(phone) = &cart.phone {
-            item.insert(
-                "gsi1pk".into(),
-                s(format!("P#{}#{}", cart.merchant_id, phone.as_str())),
-            );
+            item.insert("gsi1pk".into(), s(format!("P#{}#{}", cart.merchant_id, phone.as_str())));
             item.insert("gsi1sk".into(), s(cart_sk(&cart.token)));
         }
         Ok(item)
@@ -460,16 +387,8 @@ impl Store {
         let mut items = Vec::with_capacity(5);
         let mut dedupe = Self::key(pk.clone(), format!("EVENT#{}", w.event_key));
         dedupe.insert("received_at".into(), s(w.received_at.to_rfc3339()));
-        dedupe.insert(
-            "expires_at".into(),
-            n((w.received_at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()),
-        );
-        items.push(put(
-            &self.table,
-            dedupe,
-            Some("attribute_not_exists(pk)"),
-            &[],
-        )?);
+        dedupe.insert("expires_at".into(), n((w.received_at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()));
+        items.push(put(&self.table, dedupe, Some("attribute_not_exists(pk)"), &[])?);
 
         if let Some((cart, expected)) = &w.cart {
             let item = Self::cart_item(cart)?;
@@ -487,23 +406,13 @@ impl Store {
         if let Some(c) = &w.consent {
             items.extend(self.consent_items(c)?);
         }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(IngestOutcome::Applied),
             Err(e) => match cancellation_codes(&e) {
                 Some(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
                     Ok(IngestOutcome::Duplicate)
                 }
-                Some(codes)
-                    if codes
-                        .iter()
-                        .any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") =>
-                {
+                Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed" || c == "TransactionConflict") => {
                     Err(StoreError::Conflict)
                 }
                 _ => Err(aws("TransactWriteItems", e)),
@@ -516,10 +425,7 @@ impl Store {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(
-                merchant_pk(m),
-                format!("EVENT#{event_key}"),
-            )))
+            .set_key(Some(Self::key(merchant_pk(m), format!("EVENT#{event_key}"))))
             .send()
             .await
             .map_err(|e| aws("DeleteItem", e))?;
@@ -573,19 +479,12 @@ impl Store {
         let channel = c.event.channel;
         let seq = c.state.seq + 1;
         let hash = entry_hash(c.state.head_hash.as_deref(), seq, &c.event);
-        let entry = LedgerEntry {
-            seq,
-            hash: hash.clone(),
-            prev_hash: c.state.head_hash.clone(),
-            event: c.event.clone(),
-        };
+        let entry =
+            LedgerEntry { seq, hash: hash.clone(), prev_hash: c.state.head_hash.clone(), event: c.event.clone() };
         let mut entry_item = to_item(&entry)?;
         entry_item.insert("pk".into(), s(pk.clone()));
         entry_item.insert("sk".into(), s(consent_entry_sk(channel, seq)));
-        entry_item.insert(
-            "purge_bucket".into(),
-            s(c.purge_at.format("%Y-%m").to_string()),
-        );
+        entry_item.insert("purge_bucket".into(), s(c.purge_at.format("%Y-%m").to_string()));
         entry_item.insert("purge_at".into(), s(c.purge_at.to_rfc3339()));
 
         let next = c.state.after(&c.event, hash);
@@ -593,29 +492,11 @@ impl Store {
         state_item.insert("pk".into(), s(pk));
         state_item.insert("sk".into(), s(consent_state_sk(channel)));
         let state_put = if c.state.seq == 0 {
-            put(
-                &self.table,
-                state_item,
-                Some("attribute_not_exists(pk)"),
-                &[],
-            )?
+            put(&self.table, state_item, Some("attribute_not_exists(pk)"), &[])?
         } else {
-            put(
-                &self.table,
-                state_item,
-                Some("seq = :seq"),
-                &[(":seq", n(c.state.seq))],
-            )?
+            put(&self.table, state_item, Some("seq = :seq"), &[(":seq", n(c.state.seq))])?
         };
-        Ok(vec![
-            put(
-                &self.table,
-                entry_item,
-                Some("attribute_not_exists(pk)"),
-                &[],
-            )?,
-            state_put,
-        ])
+        Ok(vec![put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?, state_put])
     }
 
     /// The current consent state, strongly consistent: every send re-checks it.
@@ -625,10 +506,7 @@ impl Store {
         phone: &Phone,
         channel: Channel,
     ) -> Result<ConsentState, StoreError> {
-        match self
-            .get(customer_pk(m, phone), consent_state_sk(channel), "GetItem")
-            .await?
-        {
+        match self.get(customer_pk(m, phone), consent_state_sk(channel), "GetItem").await? {
             Some(item) => from_item(item),
             None => Ok(ConsentState::default()),
         }
@@ -637,17 +515,8 @@ impl Store {
     /// Appends one event on top of the state it was decided against.
     pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
         let items = self.consent_items(c)?;
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-        {
-            Ok(_) => {
-                self.consent_state(&c.merchant_id, &c.phone, c.event.channel)
-                    .await
-            }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => self.consent_state(&c.merchant_id, &c.phone, c.event.channel).await,
             Err(e) if cancellation_codes(&e).is_some() => Err(StoreError::Conflict),
             Err(e) => Err(aws("TransactWriteItems", e)),
         }
@@ -660,12 +529,7 @@ impl Store {
         phone: &Phone,
         channel: Channel,
     ) -> Result<Vec<LedgerEntry>, StoreError> {
-        let items = self
-            .query_prefix(
-                customer_pk(m, phone),
-                format!("CONSENT#{}#", channel.as_str()),
-            )
-            .await?;
+        let items = self.query_prefix(customer_pk(m, phone), format!("CONSENT#{}#", channel.as_str())).await?;
         items.into_iter().map(from_item).collect()
     }
 
@@ -719,14 +583,9 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(ClaimOutcome::Claimed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                let record = self
-                    .get_step(m, token, step)
-                    .await?
-                    .ok_or_else(|| StoreError::NotFound("step claim".into()))?;
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                let record =
+                    self.get_step(m, token, step).await?.ok_or_else(|| StoreError::NotFound("step claim".into()))?;
                 Ok(ClaimOutcome::Taken(record))
             }
             Err(e) => Err(aws("UpdateItem", e)),
@@ -739,10 +598,7 @@ impl Store {
         token: &CartToken,
         step: u8,
     ) -> Result<Option<StepRecord>, StoreError> {
-        self.get(merchant_pk(m), step_sk(token, step), "GetItem")
-            .await?
-            .map(from_item)
-            .transpose()
+        self.get(merchant_pk(m), step_sk(token, step), "GetItem").await?.map(from_item).transpose()
     }
 
     /// Records how a claimed step ended; only the claim's holder may.
@@ -772,14 +628,11 @@ impl Store {
                 .expression_attribute_values(":s", s("sent"))
                 .expression_attribute_values(":sid", s(message_sid)),
             StepResult::Failed { error_code, reason } => {
-                let req = req
-                    .expression_attribute_values(":s", s("failed"))
-                    .expression_attribute_values(":r", s(reason));
+                let req =
+                    req.expression_attribute_values(":s", s("failed")).expression_attribute_values(":r", s(reason));
                 match error_code {
                     Some(code) => req
-                        .update_expression(
-                            "SET #st = :s, reason = :r, error_code = :e, updated_at = :now",
-                        )
+                        .update_expression("SET #st = :s, reason = :r, error_code = :e, updated_at = :now")
                         .expression_attribute_values(":e", n(code)),
                     None => req.update_expression("SET #st = :s, reason = :r, updated_at = :now"),
                 }
@@ -791,10 +644,7 @@ impl Store {
         };
         match req.send().await {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::Conflict)
             }
             Err(e) => Err(aws("UpdateItem", e)),
@@ -827,12 +677,7 @@ impl Store {
             .await;
         match res {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
             Err(e) => Err(aws("PutItem", e)),
         }
     }
@@ -845,27 +690,11 @@ impl Store {
             Direction::Outbound => "OUT",
             Direction::Inbound => "IN",
         };
-        item.insert(
-            "pk".into(),
-            s(customer_pk(&entry.merchant_id, &entry.phone)),
-        );
-        item.insert(
-            "sk".into(),
-            s(format!(
-                "SMS#{dir}#{}#{}",
-                entry.created_at.to_rfc3339(),
-                entry.message_sid
-            )),
-        );
+        item.insert("pk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
+        item.insert("sk".into(), s(format!("SMS#{dir}#{}#{}", entry.created_at.to_rfc3339(), entry.message_sid)));
         item.insert("gsi1pk".into(), s(format!("SID#{}", entry.message_sid)));
-        item.insert(
-            "gsi1sk".into(),
-            s(customer_pk(&entry.merchant_id, &entry.phone)),
-        );
-        item.insert(
-            "purge_bucket".into(),
-            s(entry.purge_at.format("%Y-%m").to_string()),
-        );
+        item.insert("gsi1sk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
+        item.insert("purge_bucket".into(), s(entry.purge_at.format("%Y-%m").to_string()));
         item.insert("purge_at".into(), s(entry.purge_at.to_rfc3339()));
         self.client
             .put_item()
@@ -877,16 +706,8 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sms_log(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-    ) -> Result<Vec<SmsLogEntry>, StoreError> {
-        self.query_prefix(customer_pk(m, phone), "SMS#".into())
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect()
+    pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, StoreError> {
+        self.query_prefix(customer_pk(m, phone), "SMS#".into()).await?.into_iter().map(from_item).collect()
     }
 
     pub async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, StoreError> {
@@ -901,20 +722,11 @@ impl Store {
             .send()
             .await
             .map_err(|e| aws("Query", e))?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .map(from_item)
-            .transpose()
+        out.items.unwrap_or_default().into_iter().next().map(from_item).transpose()
     }
 
     /// Whether this merchant has ever texted this phone (the first message introduces itself).
-    pub async fn has_outbound_sms(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-    ) -> Result<bool, StoreError> {
+    pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
         let out = self
             .client
             .query()
@@ -954,12 +766,9 @@ fn cancellation_codes<R>(
 ) -> Option<Vec<String>> {
     use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError as E;
     match e.as_service_error()? {
-        E::TransactionCanceledException(c) => Some(
-            c.cancellation_reasons()
-                .iter()
-                .map(|r| r.code().unwrap_or("None").to_string())
-                .collect(),
-        ),
+        E::TransactionCanceledException(c) => {
+            Some(c.cancellation_reasons().iter().map(|r| r.code().unwrap_or("None").to_string()).collect())
+        }
         _ => None,
     }
 }

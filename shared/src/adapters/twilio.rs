@@ -10,11 +10,7 @@ pub enum TwilioError {
     /// Twilio answered with an error document. Its message can quote the recipient's number,
     /// so it is kept out of `Display` (which reaches logs).
     #[error("Twilio returned HTTP {status}, error {code:?}")]
-    Api {
-        status: u16,
-        code: Option<i64>,
-        message: String,
-    },
+    Api { status: u16, code: Option<i64>, message: String },
     #[error("Twilio did not answer in time")]
     Timeout,
     #[error("could not reach Twilio: {0}")]
@@ -27,9 +23,7 @@ impl TwilioError {
     /// 429, 5xx, timeouts and connection errors may succeed later; other 4xx never will.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Api { status, code, .. } => {
-                *status == 429 || *status >= 500 || *code == Some(20429)
-            }
+            Self::Api { status, code, .. } => *status == 429 || *status >= 500 || *code == Some(20429),
             Self::Timeout | Self::Transport(_) => true,
             Self::Decode(_) => false,
         }
@@ -98,20 +92,11 @@ impl TwilioClient {
             TwilioAuth::AuthToken(token) => (cfg.account_sid.clone(), token.clone()),
             TwilioAuth::ApiKey { sid, secret } => (sid.clone(), secret.clone()),
         };
-        Ok(Self {
-            http,
-            base: cfg.api_base.clone(),
-            account_sid: cfg.account_sid.clone(),
-            user,
-            password,
-        })
+        Ok(Self { http, base: cfg.api_base.clone(), account_sid: cfg.account_sid.clone(), user, password })
     }
 
     pub async fn send_sms(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Messages.json",
-            self.base, self.account_sid
-        );
+        let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
         let mut form: Vec<(&str, &str)> = vec![("To", &req.to), ("Body", &req.body)];
         match &req.sender {
             SmsSender::MessagingService(sid) => form.push(("MessagingServiceSid", sid)),
@@ -145,11 +130,7 @@ impl TwilioClient {
 }
 
 fn classify(e: reqwest::Error) -> TwilioError {
-    if e.is_timeout() {
-        TwilioError::Timeout
-    } else {
-        TwilioError::Transport(e.to_string())
-    }
+    if e.is_timeout() { TwilioError::Timeout } else { TwilioError::Transport(e.to_string()) }
 }
 
 #[cfg(test)]
@@ -158,11 +139,7 @@ mod tests {
 
     #[test]
     fn retryability_follows_twilio_guidance() {
-        let api = |status, code| TwilioError::Api {
-            status,
-            code,
-            message: String::new(),
-        };
+        let api = |status, code| TwilioError::Api { status, code, message: String::new() };
         assert!(api(429, Some(20429)).is_retryable());
         assert!(api(503, None).is_retryable());
         assert!(TwilioError::Timeout.is_retryable());

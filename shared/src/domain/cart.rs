@@ -148,27 +148,15 @@ impl Cart {
     }
 
     /// Records a matching order; a cart recovers once.
-    pub fn recover(
-        &mut self,
-        order_id: String,
-        revenue: String,
-        currency: String,
-        now: DateTime<Utc>,
-    ) -> bool {
+    pub fn recover(&mut self, order_id: String, revenue: String, currency: String, now: DateTime<Utc>) -> bool {
         if self.status == CartStatus::Recovered {
             return false;
         }
-        let attributed = self.last_message_at.is_some_and(|sent| {
-            now >= sent && now - sent <= Duration::days(ATTRIBUTION_WINDOW_DAYS)
-        });
+        let attributed = self
+            .last_message_at
+            .is_some_and(|sent| now >= sent && now - sent <= Duration::days(ATTRIBUTION_WINDOW_DAYS));
         self.status = CartStatus::Recovered;
-        self.recovery = Some(Recovery {
-            order_id,
-            revenue,
-            currency,
-            recovered_at: now,
-            attributed,
-        });
+        self.recovery = Some(Recovery { order_id, revenue, currency, recovered_at: now, attributed });
         true
     }
 }
@@ -199,40 +187,25 @@ pub(crate) mod tests {
     #[test]
     fn newer_snapshots_win_and_older_ones_are_ignored() {
         let now = "2026-06-01T12:00:00Z".parse().unwrap();
-        let mut cart = Cart::new(
-            MerchantId::parse("m1").unwrap(),
-            snapshot("2026-06-01T11:00:00Z"),
-            now,
-        );
+        let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
         let mut newer = snapshot("2026-06-01T11:30:00Z");
         newer.total_price = Some("35.00".into());
         newer.first_name = None;
         cart.absorb(newer);
         assert_eq!(cart.total_price.as_deref(), Some("35.00"));
-        assert_eq!(
-            cart.first_name.as_deref(),
-            Some("Ann"),
-            "missing fields keep what we knew"
-        );
+        assert_eq!(cart.first_name.as_deref(), Some("Ann"), "missing fields keep what we knew");
 
         let mut older = snapshot("2026-06-01T10:00:00Z");
         older.total_price = Some("1.00".into());
         cart.absorb(older);
         assert_eq!(cart.total_price.as_deref(), Some("35.00"));
-        assert_eq!(
-            cart.updated_at,
-            "2026-06-01T11:30:00Z".parse::<DateTime<Utc>>().unwrap()
-        );
+        assert_eq!(cart.updated_at, "2026-06-01T11:30:00Z".parse::<DateTime<Utc>>().unwrap());
     }
 
     #[test]
     fn completion_closes_the_cart_even_out_of_order() {
         let now = "2026-06-01T12:00:00Z".parse().unwrap();
-        let mut cart = Cart::new(
-            MerchantId::parse("m1").unwrap(),
-            snapshot("2026-06-01T11:00:00Z"),
-            now,
-        );
+        let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
         let mut done = snapshot("2026-06-01T10:00:00Z");
         done.completed = true;
         cart.absorb(done);
@@ -242,35 +215,17 @@ pub(crate) mod tests {
     #[test]
     fn recovery_is_attributed_only_within_the_window() {
         let now: DateTime<Utc> = "2026-06-10T12:00:00Z".parse().unwrap();
-        let mut cart = Cart::new(
-            MerchantId::parse("m1").unwrap(),
-            snapshot("2026-06-01T11:00:00Z"),
-            now,
-        );
+        let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
         assert!(cart.recover("o1".into(), "20.00".into(), "USD".into(), now));
-        assert!(
-            !cart.recovery.as_ref().unwrap().attributed,
-            "no message sent"
-        );
-        assert!(
-            !cart.recover("o1".into(), "20.00".into(), "USD".into(), now),
-            "recovers once"
-        );
+        assert!(!cart.recovery.as_ref().unwrap().attributed, "no message sent");
+        assert!(!cart.recover("o1".into(), "20.00".into(), "USD".into(), now), "recovers once");
 
-        let mut cart = Cart::new(
-            MerchantId::parse("m1").unwrap(),
-            snapshot("2026-06-01T11:00:00Z"),
-            now,
-        );
+        let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
         cart.last_message_at = Some(now - Duration::days(2));
         cart.recover("o2".into(), "20.00".into(), "USD".into(), now);
         assert!(cart.recovery.unwrap().attributed);
 
-        let mut cart = Cart::new(
-            MerchantId::parse("m1").unwrap(),
-            snapshot("2026-06-01T11:00:00Z"),
-            now,
-        );
+        let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
         cart.last_message_at = Some(now - Duration::days(6));
         cart.recover("o3".into(), "20.00".into(), "USD".into(), now);
         assert!(!cart.recovery.unwrap().attributed);

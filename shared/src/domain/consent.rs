@@ -96,14 +96,11 @@ impl ConsentState {
     /// overrides a person's own opt-out unless it happened later.
     pub fn accepts(&self, event: &ConsentEvent) -> bool {
         match (self.status, event.action) {
-            (ConsentStatus::OptedIn, ConsentAction::OptIn)
-            | (ConsentStatus::OptedOut, ConsentAction::OptOut) => false,
-            (ConsentStatus::OptedOut, ConsentAction::OptIn) => {
-                match (self.last_source, self.last_occurred_at) {
-                    (Some(src), Some(at)) if src.is_from_person() => event.occurred_at > at,
-                    _ => true,
-                }
-            }
+            (ConsentStatus::OptedIn, ConsentAction::OptIn) | (ConsentStatus::OptedOut, ConsentAction::OptOut) => false,
+            (ConsentStatus::OptedOut, ConsentAction::OptIn) => match (self.last_source, self.last_occurred_at) {
+                (Some(src), Some(at)) if src.is_from_person() => event.occurred_at > at,
+                _ => true,
+            },
             (ConsentStatus::Unknown, ConsentAction::OptOut) => true,
             _ => true,
         }
@@ -155,49 +152,26 @@ mod tests {
     fn opt_in_then_out_then_in_again() {
         let s0 = ConsentState::default();
         assert!(!s0.allows_outreach());
-        let e1 = ev(
-            ConsentAction::OptIn,
-            ConsentSource::Checkout,
-            "2026-01-01T00:00:00Z",
-        );
+        let e1 = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-01-01T00:00:00Z");
         assert!(s0.accepts(&e1));
         let s1 = s0.after(&e1, entry_hash(None, 1, &e1));
         assert!(s1.allows_outreach());
         assert!(!s1.accepts(&e1), "repeat opt-in is not appended");
 
-        let e2 = ev(
-            ConsentAction::OptOut,
-            ConsentSource::Keyword,
-            "2026-01-02T00:00:00Z",
-        );
+        let e2 = ev(ConsentAction::OptOut, ConsentSource::Keyword, "2026-01-02T00:00:00Z");
         let s2 = s1.after(&e2, entry_hash(s1.head_hash.as_deref(), 2, &e2));
         assert_eq!(s2.status, ConsentStatus::OptedOut);
         assert_eq!(s2.seq, 2);
 
-        let stale = ev(
-            ConsentAction::OptIn,
-            ConsentSource::Checkout,
-            "2026-01-01T12:00:00Z",
-        );
-        assert!(
-            !s2.accepts(&stale),
-            "an older checkout opt-in cannot undo a STOP"
-        );
-        let fresh = ev(
-            ConsentAction::OptIn,
-            ConsentSource::Checkout,
-            "2026-01-03T00:00:00Z",
-        );
+        let stale = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-01-01T12:00:00Z");
+        assert!(!s2.accepts(&stale), "an older checkout opt-in cannot undo a STOP");
+        let fresh = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-01-03T00:00:00Z");
         assert!(s2.accepts(&fresh));
     }
 
     #[test]
     fn hash_chain_depends_on_content_and_predecessor() {
-        let e = ev(
-            ConsentAction::OptIn,
-            ConsentSource::Checkout,
-            "2026-01-01T00:00:00Z",
-        );
+        let e = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-01-01T00:00:00Z");
         let h1 = entry_hash(None, 1, &e);
         assert_eq!(h1, entry_hash(None, 1, &e));
         assert_ne!(h1, entry_hash(Some("x"), 1, &e));

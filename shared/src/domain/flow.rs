@@ -63,10 +63,7 @@ pub enum Decision {
 
 /// Step `step` is due at the cart's last update plus the step's delay.
 pub fn step_due(merchant: &Merchant, cart: &Cart, step: u8) -> Option<DateTime<Utc>> {
-    merchant
-        .flow
-        .get(step as usize)
-        .map(|s| cart.updated_at + Duration::minutes(i64::from(s.after_minutes)))
+    merchant.flow.get(step as usize).map(|s| cart.updated_at + Duration::minutes(i64::from(s.after_minutes)))
 }
 
 /// Seconds to hold a job in the queue before `due`, capped to what SQS allows.
@@ -121,9 +118,7 @@ pub fn decide(
         return Decision::Skip(SkipReason::TooLate);
     }
     match def.channel {
-        Channel::Sms => Decision::Send {
-            channel: Channel::Sms,
-        },
+        Channel::Sms => Decision::Send { channel: Channel::Sms },
         // Voice outreach needs its own consent and the voice agent; until then the step is skipped.
         Channel::Voice => Decision::Skip(SkipReason::ChannelNotAvailable),
     }
@@ -149,11 +144,7 @@ mod tests {
     }
 
     fn opted_in() -> ConsentState {
-        ConsentState {
-            status: ConsentStatus::OptedIn,
-            seq: 1,
-            ..Default::default()
-        }
+        ConsentState { status: ConsentStatus::OptedIn, seq: 1, ..Default::default() }
     }
 
     fn at(s: &str) -> DateTime<Utc> {
@@ -165,15 +156,11 @@ mod tests {
         let (m, c) = (merchant(), cart());
         assert_eq!(
             decide(at("2026-06-01T12:10:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Wait {
-                until: at("2026-06-01T12:30:00Z")
-            }
+            Decision::Wait { until: at("2026-06-01T12:30:00Z") }
         );
         assert_eq!(
             decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Send {
-                channel: Channel::Sms
-            }
+            Decision::Send { channel: Channel::Sms }
         );
     }
 
@@ -181,26 +168,11 @@ mod tests {
     fn skips_with_a_reason() {
         let (m, mut c) = (merchant(), cart());
         let now = at("2026-06-01T13:00:00Z");
-        assert_eq!(
-            decide(now, &m, false, &c, &opted_in(), 0),
-            Decision::Skip(SkipReason::MerchantClosed)
-        );
-        assert_eq!(
-            decide(now, &m, true, &c, &ConsentState::default(), 0),
-            Decision::Skip(SkipReason::NoConsent)
-        );
-        let out = ConsentState {
-            status: ConsentStatus::OptedOut,
-            ..Default::default()
-        };
-        assert_eq!(
-            decide(now, &m, true, &c, &out, 0),
-            Decision::Skip(SkipReason::OptedOut)
-        );
-        assert_eq!(
-            decide(now, &m, true, &c, &opted_in(), 7),
-            Decision::Skip(SkipReason::StepNotInFlow)
-        );
+        assert_eq!(decide(now, &m, false, &c, &opted_in(), 0), Decision::Skip(SkipReason::MerchantClosed));
+        assert_eq!(decide(now, &m, true, &c, &ConsentState::default(), 0), Decision::Skip(SkipReason::NoConsent));
+        let out = ConsentState { status: ConsentStatus::OptedOut, ..Default::default() };
+        assert_eq!(decide(now, &m, true, &c, &out, 0), Decision::Skip(SkipReason::OptedOut));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 7), Decision::Skip(SkipReason::StepNotInFlow));
         assert_eq!(
             decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 1),
             Decision::Skip(SkipReason::ChannelNotAvailable)
@@ -210,21 +182,12 @@ mod tests {
             Decision::Skip(SkipReason::TooLate)
         );
         c.status = CartStatus::Recovered;
-        assert_eq!(
-            decide(now, &m, true, &c, &opted_in(), 0),
-            Decision::Skip(SkipReason::CartRecovered)
-        );
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartRecovered));
         c.status = CartStatus::Deleted;
-        assert_eq!(
-            decide(now, &m, true, &c, &opted_in(), 0),
-            Decision::Skip(SkipReason::CartDeleted)
-        );
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartDeleted));
         c.status = CartStatus::Open;
         c.phone = None;
-        assert_eq!(
-            decide(now, &m, true, &c, &opted_in(), 0),
-            Decision::Skip(SkipReason::NoPhone)
-        );
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoPhone));
     }
 
     #[test]
@@ -245,9 +208,7 @@ mod tests {
         c.updated_at = at("2026-06-01T12:20:00Z");
         assert_eq!(
             decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Wait {
-                until: at("2026-06-01T12:50:00Z")
-            }
+            Decision::Wait { until: at("2026-06-01T12:50:00Z") }
         );
     }
 }

@@ -3,9 +3,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum IdError {
-    #[error(
-        "merchant id must be 2-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit"
-    )]
+    #[error("merchant id must be 2-64 characters of a-z, 0-9, '-' or '_', starting with a letter or digit")]
     Merchant,
     #[error("cart token must be 1-128 characters of A-Z, a-z, 0-9, '-' or '_'")]
     CartToken,
@@ -21,14 +19,8 @@ impl MerchantId {
         let bytes = s.as_bytes();
         let ok = (2..=64).contains(&bytes.len())
             && bytes[0].is_ascii_lowercase() | bytes[0].is_ascii_digit()
-            && bytes
-                .iter()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(IdError::Merchant)
-        }
+            && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        if ok { Ok(Self(s.to_string())) } else { Err(IdError::Merchant) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -62,14 +54,8 @@ pub struct CartToken(String);
 
 impl CartToken {
     pub fn parse(s: &str) -> Result<Self, IdError> {
-        let ok = (1..=128).contains(&s.len())
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-        if ok {
-            Ok(Self(s.to_string()))
-        } else {
-            Err(IdError::CartToken)
-        }
+        let ok = (1..=128).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if ok { Ok(Self(s.to_string())) } else { Err(IdError::CartToken) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -105,15 +91,7 @@ mod tests {
         for ok in ["snowdevil", "shop-42", "a_b", "9lives"] {
             assert!(MerchantId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in [
-            "",
-            "a",
-            "Snowdevil",
-            "-shop",
-            "shop#1",
-            "shop/1",
-            &"x".repeat(65),
-        ] {
+        for bad in ["", "a", "Snowdevil", "-shop", "shop#1", "shop/1", &"x".repeat(65)] {
             assert_eq!(MerchantId::parse(bad), Err(IdError::Merchant), "{bad}");
         }
     }

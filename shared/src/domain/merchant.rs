@@ -19,10 +19,7 @@ pub struct MerchantError {
 }
 
 fn err(field: &str, reason: impl Into<String>) -> MerchantError {
-    MerchantError {
-        field: field.to_string(),
-        reason: reason.into(),
-    }
+    MerchantError { field: field.to_string(), reason: reason.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,20 +162,12 @@ impl Merchant {
         }
         match self.platform {
             Platform::Shopify => {
-                let domain = self
-                    .shop_domain
-                    .as_deref()
-                    .ok_or_else(|| err("shop_domain", "required for shopify"))?;
+                let domain = self.shop_domain.as_deref().ok_or_else(|| err("shop_domain", "required for shopify"))?;
                 let valid = domain.len() <= 255
                     && domain.contains('.')
-                    && domain.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
-                    });
+                    && domain.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
                 if !valid {
-                    return Err(err(
-                        "shop_domain",
-                        "must be a lower-case host name like shop.myshopify.com",
-                    ));
+                    return Err(err("shop_domain", "must be a lower-case host name like shop.myshopify.com"));
                 }
             }
             _ => {
@@ -194,18 +183,12 @@ impl Merchant {
         match (&self.sender.messaging_service_sid, &self.sender.from) {
             (Some(sid), None) => {
                 if !is_twilio_sid(sid, "MG") {
-                    return Err(err(
-                        "sender.messaging_service_sid",
-                        "must be MG followed by 32 hex characters",
-                    ));
+                    return Err(err("sender.messaging_service_sid", "must be MG followed by 32 hex characters"));
                 }
             }
             (None, Some(_)) => {}
             _ => {
-                return Err(err(
-                    "sender",
-                    "give exactly one of messaging_service_sid or from",
-                ));
+                return Err(err("sender", "give exactly one of messaging_service_sid or from"));
             }
         }
         if self.support.url.is_none() && self.support.phone.is_none() {
@@ -217,73 +200,46 @@ impl Merchant {
             return Err(err("support.url", "must be an https URL"));
         }
         if self.timezone.parse::<chrono_tz::Tz>().is_err() {
-            return Err(err(
-                "timezone",
-                "must be an IANA time zone such as America/Toronto",
-            ));
+            return Err(err("timezone", "must be an IANA time zone such as America/Toronto"));
         }
         if crate::domain::phone::Phone::parse("2015550123", Some(&self.default_country))
             .is_err_and(|e| matches!(e, crate::PhoneError::Region(_)))
         {
-            return Err(err(
-                "default_country",
-                "must be an ISO 3166 alpha-2 region code",
-            ));
+            return Err(err("default_country", "must be an ISO 3166 alpha-2 region code"));
         }
         if let Some(q) = &self.quiet_hours {
-            let start =
-                parse_hhmm(&q.start).ok_or_else(|| err("quiet_hours.start", "must be HH:MM"))?;
+            let start = parse_hhmm(&q.start).ok_or_else(|| err("quiet_hours.start", "must be HH:MM"))?;
             let end = parse_hhmm(&q.end).ok_or_else(|| err("quiet_hours.end", "must be HH:MM"))?;
             if start >= end {
                 return Err(err("quiet_hours", "start must be before end"));
             }
         }
         if self.flow.is_empty() || self.flow.len() > MAX_FLOW_STEPS {
-            return Err(err(
-                "flow",
-                format!("must have 1 to {MAX_FLOW_STEPS} steps"),
-            ));
+            return Err(err("flow", format!("must have 1 to {MAX_FLOW_STEPS} steps")));
         }
         let mut previous = 0;
         for (i, step) in self.flow.iter().enumerate() {
             if step.after_minutes > MAX_FLOW_MINUTES {
-                return Err(err(
-                    &format!("flow[{i}].after_minutes"),
-                    "must be within 48 hours (2880)",
-                ));
+                return Err(err(&format!("flow[{i}].after_minutes"), "must be within 48 hours (2880)"));
             }
             if i > 0 && step.after_minutes <= previous {
-                return Err(err(
-                    &format!("flow[{i}].after_minutes"),
-                    "steps must be in increasing order",
-                ));
+                return Err(err(&format!("flow[{i}].after_minutes"), "steps must be in increasing order"));
             }
             if step.channel == Channel::Voice && self.voice_from.is_none() {
-                return Err(err(
-                    &format!("flow[{i}].channel"),
-                    "a voice step needs voice_from",
-                ));
+                return Err(err(&format!("flow[{i}].channel"), "a voice step needs voice_from"));
             }
             if let Some(code) = &step.discount_code
                 && (code.is_empty()
                     || code.len() > 32
-                    || !code
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+                    || !code.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
             {
-                return Err(err(
-                    &format!("flow[{i}].discount_code"),
-                    "must be 1-32 letters, digits, '-' or '_'",
-                ));
+                return Err(err(&format!("flow[{i}].discount_code"), "must be 1-32 letters, digits, '-' or '_'"));
             }
             previous = step.after_minutes;
         }
         for (field, days) in [
             ("retention_days.sms_logs", self.retention_days.sms_logs),
-            (
-                "retention_days.consent_records",
-                self.retention_days.consent_records,
-            ),
+            ("retention_days.consent_records", self.retention_days.consent_records),
             ("retention_days.recordings", self.retention_days.recordings),
         ] {
             if !(1..=3650).contains(&days) {
@@ -358,49 +314,19 @@ pub(crate) mod tests {
             ("merchant", Box::new(|v| v["surprise"] = true.into())),
             ("merchant", Box::new(|v| v["id"] = "Bad Id".into())),
             ("name", Box::new(|v| v["name"] = " ".into())),
-            (
-                "shop_domain",
-                Box::new(|v| v["shop_domain"] = serde_json::Value::Null),
-            ),
+            ("shop_domain", Box::new(|v| v["shop_domain"] = serde_json::Value::Null)),
             ("sender", Box::new(|v| v["sender"] = serde_json::json!({}))),
-            (
-                "sender.messaging_service_sid",
-                Box::new(|v| v["sender"]["messaging_service_sid"] = "MGnope".into()),
-            ),
+            ("sender.messaging_service_sid", Box::new(|v| v["sender"]["messaging_service_sid"] = "MGnope".into())),
             ("merchant", Box::new(|v| v["voice_from"] = "555".into())),
-            (
-                "timezone",
-                Box::new(|v| v["timezone"] = "Mars/Olympus".into()),
-            ),
-            (
-                "quiet_hours",
-                Box::new(|v| v["quiet_hours"]["start"] = "21:00".into()),
-            ),
-            (
-                "quiet_hours.end",
-                Box::new(|v| v["quiet_hours"]["end"] = "8pm".into()),
-            ),
+            ("timezone", Box::new(|v| v["timezone"] = "Mars/Olympus".into())),
+            ("quiet_hours", Box::new(|v| v["quiet_hours"]["start"] = "21:00".into())),
+            ("quiet_hours.end", Box::new(|v| v["quiet_hours"]["end"] = "8pm".into())),
             ("flow", Box::new(|v| v["flow"] = serde_json::json!([]))),
-            (
-                "flow[2].after_minutes",
-                Box::new(|v| v["flow"][2]["after_minutes"] = 3000.into()),
-            ),
-            (
-                "flow[1].after_minutes",
-                Box::new(|v| v["flow"][1]["after_minutes"] = 10.into()),
-            ),
-            (
-                "retention_days.sms_logs",
-                Box::new(|v| v["retention_days"]["sms_logs"] = 0.into()),
-            ),
-            (
-                "support.url",
-                Box::new(|v| v["support"]["url"] = "http://x".into()),
-            ),
-            (
-                "default_country",
-                Box::new(|v| v["default_country"] = "XX".into()),
-            ),
+            ("flow[2].after_minutes", Box::new(|v| v["flow"][2]["after_minutes"] = 3000.into())),
+            ("flow[1].after_minutes", Box::new(|v| v["flow"][1]["after_minutes"] = 10.into())),
+            ("retention_days.sms_logs", Box::new(|v| v["retention_days"]["sms_logs"] = 0.into())),
+            ("support.url", Box::new(|v| v["support"]["url"] = "http://x".into())),
+            ("default_country", Box::new(|v| v["default_country"] = "XX".into())),
         ];
         for (field, mutate) in cases {
             let e = with(mutate).unwrap_err();

@@ -25,10 +25,7 @@ impl RecoverySms<'_> {
                 self.merchant_name, self.recovery_url
             )
         } else {
-            format!(
-                "{}: {greeting}Your cart is still waiting: {}",
-                self.merchant_name, self.recovery_url
-            )
+            format!("{}: {greeting}Your cart is still waiting: {}", self.merchant_name, self.recovery_url)
         };
         if let Some(code) = self.discount_code {
             body.push_str(&format!(" Use code {code} at checkout."));
@@ -66,11 +63,7 @@ pub fn segments(body: &str) -> usize {
         Some(u) => (u, 160, 153),
         None => (body.encode_utf16().count(), 70, 67),
     };
-    if units <= single {
-        1
-    } else {
-        units.div_ceil(multi)
-    }
+    if units <= single { 1 } else { units.div_ceil(multi) }
 }
 
 #[cfg(test)]

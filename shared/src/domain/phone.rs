@@ -25,11 +25,9 @@ impl Phone {
     pub fn parse(input: &str, default_region: Option<&str>) -> Result<Self, PhoneError> {
         let region = match default_region {
             None => None,
-            Some(r) => Some(
-                r.to_ascii_uppercase()
-                    .parse::<country::Id>()
-                    .map_err(|_| PhoneError::Region(r.to_string()))?,
-            ),
+            Some(r) => {
+                Some(r.to_ascii_uppercase().parse::<country::Id>().map_err(|_| PhoneError::Region(r.to_string()))?)
+            }
         };
         let trimmed = input.trim();
         if trimmed.is_empty() || trimmed.len() > 40 {
@@ -49,11 +47,7 @@ impl Phone {
     /// For humans reading logs: country code and the last two digits.
     pub fn masked(&self) -> String {
         let digits = &self.0[1..];
-        let keep_front = if digits.starts_with('1') {
-            1
-        } else {
-            2.min(digits.len())
-        };
+        let keep_front = if digits.starts_with('1') { 1 } else { 2.min(digits.len()) };
         let tail = 2.min(digits.len().saturating_sub(keep_front));
         format!(
             "+{}{}{}",
@@ -71,9 +65,7 @@ impl Phone {
 
     /// The calling code and national number, for area-code rules.
     pub fn country_code(&self) -> Option<u16> {
-        phonenumber::parse(None, &self.0)
-            .ok()
-            .map(|n| n.code().value())
+        phonenumber::parse(None, &self.0).ok().map(|n| n.code().value())
     }
 }
 
@@ -105,41 +97,19 @@ mod tests {
 
     #[test]
     fn normalises_common_formats_to_e164() {
-        for input in [
-            "+1 415 555 2671",
-            "(415) 555-2671",
-            "415.555.2671",
-            "1-415-555-2671",
-            "+14155552671",
-        ] {
-            assert_eq!(
-                Phone::parse(input, Some("US")).unwrap().as_str(),
-                "+14155552671",
-                "{input}"
-            );
+        for input in ["+1 415 555 2671", "(415) 555-2671", "415.555.2671", "1-415-555-2671", "+14155552671"] {
+            assert_eq!(Phone::parse(input, Some("US")).unwrap().as_str(), "+14155552671", "{input}");
         }
-        assert_eq!(
-            Phone::parse("020 7946 0958", Some("GB")).unwrap().as_str(),
-            "+442079460958"
-        );
-        assert_eq!(
-            Phone::parse("+44 20 7946 0958", None).unwrap().as_str(),
-            "+442079460958"
-        );
+        assert_eq!(Phone::parse("020 7946 0958", Some("GB")).unwrap().as_str(), "+442079460958");
+        assert_eq!(Phone::parse("+44 20 7946 0958", None).unwrap().as_str(), "+442079460958");
     }
 
     #[test]
     fn rejects_garbage_and_impossible_numbers() {
-        assert_eq!(
-            Phone::parse("call me", Some("US")),
-            Err(PhoneError::Unparseable)
-        );
+        assert_eq!(Phone::parse("call me", Some("US")), Err(PhoneError::Unparseable));
         assert_eq!(Phone::parse("", Some("US")), Err(PhoneError::Unparseable));
         assert_eq!(Phone::parse("+1 123", None), Err(PhoneError::Invalid));
-        assert!(matches!(
-            Phone::parse("4155552671", Some("ZZ")),
-            Err(PhoneError::Region(_))
-        ));
+        assert!(matches!(Phone::parse("4155552671", Some("ZZ")), Err(PhoneError::Region(_))));
         assert!(Phone::parse("4155552671", None).is_err());
     }
 

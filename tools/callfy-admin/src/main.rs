@@ -11,10 +11,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(
-    name = "callfy-admin",
-    about = "Operate Callfy: merchants and their API keys"
-)]
+#[command(name = "callfy-admin", about = "Operate Callfy: merchants and their API keys")]
 struct Cli {
     /// DynamoDB table (default: $TABLE_NAME, else the local default).
     #[arg(long, global = true)]
@@ -85,31 +82,23 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
     match cli.command {
         Command::Merchant { action } => match action {
             MerchantAction::Put { file } => {
-                let text = std::fs::read_to_string(&file).map_err(|e| {
-                    AdminError::Usage(format!("cannot read {}: {e}", file.display()))
-                })?;
-                let merchant = Merchant::from_json(&text)
-                    .map_err(|e| AdminError::Usage(format!("invalid merchant: {e}")))?;
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| AdminError::Usage(format!("cannot read {}: {e}", file.display())))?;
+                let merchant =
+                    Merchant::from_json(&text).map_err(|e| AdminError::Usage(format!("invalid merchant: {e}")))?;
                 store.put_merchant(&merchant, chrono::Utc::now()).await?;
                 println!("merchant {} saved", merchant.id);
             }
             MerchantAction::Get { id } => {
                 let id = merchant_id(&id)?;
-                let record = store
-                    .get_merchant(&id)
-                    .await?
-                    .ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&describe(&record)).unwrap_or_default()
-                );
+                let record =
+                    store.get_merchant(&id).await?.ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
+                println!("{}", serde_json::to_string_pretty(&describe(&record)).unwrap_or_default());
             }
             MerchantAction::ApiKey { id } => {
                 let id = merchant_id(&id)?;
                 let key = new_api_key();
-                store
-                    .set_api_key_hash(&id, &sha256_hex(key.as_bytes()))
-                    .await?;
+                store.set_api_key_hash(&id, &sha256_hex(key.as_bytes())).await?;
                 println!("{key}");
                 eprintln!("Store this key now: it is shown only once.");
             }

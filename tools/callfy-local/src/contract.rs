@@ -13,9 +13,7 @@ pub struct TwilioContract {
 /// The spec, parsed once per process.
 pub fn contract() -> &'static TwilioContract {
     static CONTRACT: OnceLock<TwilioContract> = OnceLock::new();
-    CONTRACT.get_or_init(|| TwilioContract {
-        spec: serde_json::from_str(SPEC_JSON).unwrap_or(Value::Null),
-    })
+    CONTRACT.get_or_init(|| TwilioContract { spec: serde_json::from_str(SPEC_JSON).unwrap_or(Value::Null) })
 }
 
 impl TwilioContract {
@@ -38,16 +36,10 @@ impl TwilioContract {
         let Some(op) = self.operation(path, method) else {
             return vec![format!("{method} {path} is not in Twilio's API")];
         };
-        let schema = self
-            .resolve(&op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]);
+        let schema = self.resolve(&op["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]);
         let props = &schema["properties"];
         let mut problems = Vec::new();
-        for required in schema["required"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
+        for required in schema["required"].as_array().into_iter().flatten().filter_map(Value::as_str) {
             if !params.iter().any(|(k, _)| k == required) {
                 problems.push(format!("missing required parameter {required}"));
             }
@@ -58,11 +50,7 @@ impl TwilioContract {
                 continue;
             };
             let prop = self.resolve(prop);
-            let prop = if prop["type"] == "array" {
-                self.resolve(&prop["items"])
-            } else {
-                prop
-            };
+            let prop = if prop["type"] == "array" { self.resolve(&prop["items"]) } else { prop };
             if let Some(problem) = check_value(name, value, prop) {
                 problems.push(problem);
             }
@@ -122,18 +110,12 @@ fn check_value(name: &str, value: &str, prop: &Value) -> Option<String> {
         return Some(format!("{name}={value:?} is not one of {allowed:?}"));
     }
     match (prop["type"].as_str(), prop["format"].as_str()) {
-        (Some("integer"), _) if value.parse::<i64>().is_err() => {
-            Some(format!("{name} must be an integer"))
-        }
-        (Some("boolean"), _) if value != "true" && value != "false" => {
-            Some(format!("{name} must be true or false"))
-        }
+        (Some("integer"), _) if value.parse::<i64>().is_err() => Some(format!("{name} must be an integer")),
+        (Some("boolean"), _) if value != "true" && value != "false" => Some(format!("{name} must be true or false")),
         (_, Some("uri")) if !(value.starts_with("http://") || value.starts_with("https://")) => {
             Some(format!("{name} must be an absolute URL"))
         }
-        (_, Some("phone-number")) if !is_address(value) => {
-            Some(format!("{name} must be E.164 or a channel address"))
-        }
+        (_, Some("phone-number")) if !is_address(value) => Some(format!("{name} must be E.164 or a channel address")),
         _ => None,
     }
 }
@@ -141,14 +123,10 @@ fn check_value(name: &str, value: &str, prop: &Value) -> Option<String> {
 fn is_address(v: &str) -> bool {
     let e164 = |s: &str| {
         s.strip_prefix('+').is_some_and(|d| {
-            (2..=15).contains(&d.len())
-                && d.bytes().all(|b| b.is_ascii_digit())
-                && !d.starts_with('0')
+            (2..=15).contains(&d.len()) && d.bytes().all(|b| b.is_ascii_digit()) && !d.starts_with('0')
         })
     };
-    e164(v)
-        || v.split_once(':')
-            .is_some_and(|(chan, addr)| !chan.is_empty() && !addr.is_empty())
+    e164(v) || v.split_once(':').is_some_and(|(chan, addr)| !chan.is_empty() && !addr.is_empty())
 }
 
 #[cfg(test)]
@@ -158,10 +136,7 @@ mod tests {
     const MESSAGES: &str = "/2010-04-01/Accounts/{AccountSid}/Messages.json";
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -184,11 +159,7 @@ mod tests {
         let problems = contract().check_form(
             MESSAGES,
             "post",
-            &p(&[
-                ("Bogus", "1"),
-                ("StatusCallback", "not-a-url"),
-                ("ValidityPeriod", "soon"),
-            ]),
+            &p(&[("Bogus", "1"), ("StatusCallback", "not-a-url"), ("ValidityPeriod", "soon")]),
         );
         let text = problems.join("; ");
         assert!(text.contains("missing required parameter To"), "{text}");

@@ -40,10 +40,7 @@ pub enum LocalError {
     #[error(transparent)]
     Resource(#[from] resources::ResourceError),
     #[error("could not listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        source: std::io::Error,
-    },
+    Bind { addr: String, source: std::io::Error },
     #[error("SQS {0}")]
     Queue(String),
 }
@@ -67,17 +64,15 @@ impl LocalOptions {
     /// Reads the environment, with the defaults `callfy-admin` shares.
     pub fn from_env() -> Result<Self, LocalError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let addr = var("CALLFY_HTTP_ADDR")
-            .unwrap_or_else(|| callfy_shared::config::DEFAULT_HTTP_ADDR.into());
-        let addr = addr.parse().map_err(|_| {
-            LocalError::Config(format!("CALLFY_HTTP_ADDR is not a socket address: {addr}"))
-        })?;
+        let addr = var("CALLFY_HTTP_ADDR").unwrap_or_else(|| callfy_shared::config::DEFAULT_HTTP_ADDR.into());
+        let addr = addr
+            .parse()
+            .map_err(|_| LocalError::Config(format!("CALLFY_HTTP_ADDR is not a socket address: {addr}")))?;
         let clock: Arc<dyn Clock> = match var("CALLFY_LOCAL_NOW") {
             None => Arc::new(SystemClock),
             Some(v) => {
-                let start = chrono::DateTime::parse_from_rfc3339(&v).map_err(|e| {
-                    LocalError::Config(format!("CALLFY_LOCAL_NOW is not RFC 3339: {e}"))
-                })?;
+                let start = chrono::DateTime::parse_from_rfc3339(&v)
+                    .map_err(|e| LocalError::Config(format!("CALLFY_LOCAL_NOW is not RFC 3339: {e}")))?;
                 Arc::new(OffsetClock::starting_at(start.to_utc()))
             }
         };
@@ -85,18 +80,13 @@ impl LocalOptions {
             addr,
             names: ResourceNames {
                 table: local_defaults::table_name(),
-                queue: var("CALLFY_LOCAL_QUEUE")
-                    .unwrap_or_else(|| local_defaults::QUEUE_NAME.into()),
+                queue: var("CALLFY_LOCAL_QUEUE").unwrap_or_else(|| local_defaults::QUEUE_NAME.into()),
                 dlq: var("CALLFY_LOCAL_DLQ").unwrap_or_else(|| local_defaults::DLQ_NAME.into()),
-                bucket: var("RECORDINGS_BUCKET")
-                    .unwrap_or_else(|| local_defaults::BUCKET_NAME.into()),
+                bucket: var("RECORDINGS_BUCKET").unwrap_or_else(|| local_defaults::BUCKET_NAME.into()),
             },
-            shopify_secret: var("SHOPIFY_API_SECRET")
-                .unwrap_or_else(|| local_defaults::SHOPIFY_API_SECRET.into()),
-            twilio_account_sid: var("TWILIO_ACCOUNT_SID")
-                .unwrap_or_else(|| local_defaults::TWILIO_ACCOUNT_SID.into()),
-            twilio_auth_token: var("TWILIO_AUTH_TOKEN")
-                .unwrap_or_else(|| local_defaults::TWILIO_AUTH_TOKEN.into()),
+            shopify_secret: var("SHOPIFY_API_SECRET").unwrap_or_else(|| local_defaults::SHOPIFY_API_SECRET.into()),
+            twilio_account_sid: var("TWILIO_ACCOUNT_SID").unwrap_or_else(|| local_defaults::TWILIO_ACCOUNT_SID.into()),
+            twilio_auth_token: var("TWILIO_AUTH_TOKEN").unwrap_or_else(|| local_defaults::TWILIO_AUTH_TOKEN.into()),
             twilio_api_base: var("TWILIO_API_BASE"),
             public_base_url: var("PUBLIC_BASE_URL"),
             clock,
@@ -196,14 +186,8 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
     let resources = resources::ensure(sdk, &opts.names).await?;
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
-        .map_err(|source| LocalError::Bind {
-            addr: opts.addr.to_string(),
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| LocalError::Bind {
-        addr: opts.addr.to_string(),
-        source,
-    })?;
+        .map_err(|source| LocalError::Bind { addr: opts.addr.to_string(), source })?;
+    let addr = listener.local_addr().map_err(|source| LocalError::Bind { addr: opts.addr.to_string(), source })?;
     let base_url = format!("http://{addr}");
 
     let ddb = aws_sdk_dynamodb::Client::new(sdk);
@@ -211,19 +195,13 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
     let store = Store::new(ddb, &resources.names.table);
     let queue = OutreachQueue::new(sqs.clone(), &resources.queue_url);
     let twilio_cfg = TwilioConfig {
-        api_base: opts
-            .twilio_api_base
-            .clone()
-            .unwrap_or_else(|| base_url.clone()),
+        api_base: opts.twilio_api_base.clone().unwrap_or_else(|| base_url.clone()),
         account_sid: opts.twilio_account_sid.clone(),
         auth: TwilioAuth::AuthToken(opts.twilio_auth_token.clone()),
         auth_token: Some(opts.twilio_auth_token.clone()),
     };
     let twilio = TwilioClient::new(&twilio_cfg).map_err(|e| LocalError::Config(e.to_string()))?;
-    let public_base_url = opts
-        .public_base_url
-        .clone()
-        .unwrap_or_else(|| base_url.clone());
+    let public_base_url = opts.public_base_url.clone().unwrap_or_else(|| base_url.clone());
     let functions = Functions {
         ingest: IngestApp {
             store: store.clone(),
@@ -240,33 +218,19 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         },
     };
     let queue_arn = queue_arn(&sqs, &resources.queue_url).await?;
-    let shared = Arc::new(Shared {
-        functions,
-        sqs,
-        queue_url: resources.queue_url.clone(),
-        queue_arn,
-    });
-    let sandbox = Arc::new(Sandbox::new(
-        &opts.twilio_account_sid,
-        &opts.twilio_auth_token,
-        Arc::clone(&opts.clock),
-    ));
+    let shared = Arc::new(Shared { functions, sqs, queue_url: resources.queue_url.clone(), queue_arn });
+    let sandbox = Arc::new(Sandbox::new(&opts.twilio_account_sid, &opts.twilio_auth_token, Arc::clone(&opts.clock)));
 
-    let app = Router::new()
-        .fallback(route)
-        .with_state(Arc::clone(&shared))
-        .merge(sandbox::router(Arc::clone(&sandbox)));
+    let app =
+        Router::new().fallback(route).with_state(Arc::clone(&shared)).merge(sandbox::router(Arc::clone(&sandbox)));
     let (shutdown, mut rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut server_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
-        let serve = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = server_rx.changed().await;
-        });
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_rx.changed().await;
+            });
         if let Err(e) = serve.await {
             warn!(error = %e, "local HTTP server stopped");
         }
@@ -286,15 +250,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         }));
     }
     info!(%base_url, table = %resources.names.table, queue = %resources.queue_url, "callfy-local is up");
-    Ok(LocalHandle {
-        addr,
-        base_url,
-        sandbox,
-        resources,
-        shared,
-        shutdown,
-        tasks,
-    })
+    Ok(LocalHandle { addr, base_url, sandbox, resources, shared, shutdown, tasks })
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, LocalError> {
@@ -358,11 +314,7 @@ async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, Loca
         .map(|m| {
             let attrs: serde_json::Map<String, serde_json::Value> = m
                 .attributes()
-                .map(|a| {
-                    a.iter()
-                        .map(|(k, v)| (k.as_str().to_string(), v.clone().into()))
-                        .collect()
-                })
+                .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone().into())).collect())
                 .unwrap_or_default();
             serde_json::json!({
                 "messageId": m.message_id(),
@@ -380,15 +332,8 @@ async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, Loca
     let event: SqsEvent = serde_json::from_value(serde_json::json!({ "Records": records }))
         .map_err(|e| LocalError::Queue(format!("could not build an SqsEvent: {e}")))?;
     let response = outreach_worker::handle_batch(&shared.functions.worker, event).await;
-    let failed: HashSet<String> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.clone())
-        .collect();
-    let mut stats = PollStats {
-        received: messages.len(),
-        ..Default::default()
-    };
+    let failed: HashSet<String> = response.batch_item_failures.iter().map(|f| f.item_identifier.clone()).collect();
+    let mut stats = PollStats { received: messages.len(), ..Default::default() };
     for m in &messages {
         if failed.contains(m.message_id().unwrap_or_default()) {
             stats.failed += 1;
@@ -401,9 +346,7 @@ async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, Loca
             .receipt_handle(m.receipt_handle().unwrap_or_default())
             .send()
             .await
-            .map_err(|e| {
-                LocalError::Queue(aws_sdk_sqs::error::DisplayErrorContext(e).to_string())
-            })?;
+            .map_err(|e| LocalError::Queue(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
         stats.succeeded += 1;
     }
     Ok(stats)

@@ -4,13 +4,12 @@
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    PointInTimeRecoverySpecification, Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 use aws_sdk_s3::types::{
-    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
-    LifecycleRuleFilter, PublicAccessBlockConfiguration, ServerSideEncryption,
-    ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
+    BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule, LifecycleRuleFilter,
+    PublicAccessBlockConfiguration, ServerSideEncryption, ServerSideEncryptionByDefault,
+    ServerSideEncryptionConfiguration, ServerSideEncryptionRule,
 };
 use aws_sdk_sqs::types::QueueAttributeName;
 use callfy_shared::config::local_defaults;
@@ -24,10 +23,7 @@ pub struct ResourceError {
 }
 
 fn fail(resource: &str, e: impl std::fmt::Display) -> ResourceError {
-    ResourceError {
-        resource: resource.to_string(),
-        message: e.to_string(),
-    }
+    ResourceError { resource: resource.to_string(), message: e.to_string() }
 }
 
 pub struct GsiSpec {
@@ -48,16 +44,8 @@ pub const TABLE: TableSpec = TableSpec {
     hash: "pk",
     range: "sk",
     gsis: &[
-        GsiSpec {
-            name: "lookup",
-            hash: "gsi1pk",
-            range: "gsi1sk",
-        },
-        GsiSpec {
-            name: "purge",
-            hash: "purge_bucket",
-            range: "purge_at",
-        },
+        GsiSpec { name: "lookup", hash: "gsi1pk", range: "gsi1sk" },
+        GsiSpec { name: "purge", hash: "purge_bucket", range: "purge_at" },
     ],
     ttl_attribute: "expires_at",
 };
@@ -81,10 +69,7 @@ pub struct BucketSpec {
     pub expiration_days: i32,
 }
 
-pub const BUCKET: BucketSpec = BucketSpec {
-    recordings_prefix: "recordings/",
-    expiration_days: 730,
-};
+pub const BUCKET: BucketSpec = BucketSpec { recordings_prefix: "recordings/", expiration_days: 730 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
@@ -129,25 +114,13 @@ pub struct Resources {
 pub async fn ensure(sdk: &SdkConfig, names: &ResourceNames) -> Result<Resources, ResourceError> {
     ensure_table(&aws_sdk_dynamodb::Client::new(sdk), &names.table).await?;
     let (queue_url, dlq_url) = ensure_queues(&aws_sdk_sqs::Client::new(sdk), names).await?;
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(true)
-            .build(),
-    );
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
     ensure_bucket(&s3, &names.bucket).await?;
-    Ok(Resources {
-        names: names.clone(),
-        queue_url,
-        dlq_url,
-    })
+    Ok(Resources { names: names.clone(), queue_url, dlq_url })
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, ResourceError> {
-    KeySchemaElement::builder()
-        .attribute_name(name)
-        .key_type(kind)
-        .build()
-        .map_err(|e| fail("table", e))
+    KeySchemaElement::builder().attribute_name(name).key_type(kind).build().map_err(|e| fail("table", e))
 }
 
 async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), ResourceError> {
@@ -179,18 +152,12 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(),
                 .index_name(g.name)
                 .key_schema(key(g.hash, KeyType::Hash)?)
                 .key_schema(key(g.range, KeyType::Range)?)
-                .projection(
-                    Projection::builder()
-                        .projection_type(ProjectionType::All)
-                        .build(),
-                )
+                .projection(Projection::builder().projection_type(ProjectionType::All).build())
                 .build()
                 .map_err(|e| fail("table", e))?,
         );
     }
-    req.send()
-        .await
-        .map_err(|e| fail(table, aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    req.send().await.map_err(|e| fail(table, aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
     ddb.update_time_to_live()
         .table_name(table)
         .time_to_live_specification(
@@ -217,17 +184,11 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(),
     Ok(())
 }
 
-async fn ensure_queues(
-    sqs: &aws_sdk_sqs::Client,
-    names: &ResourceNames,
-) -> Result<(String, String), ResourceError> {
+async fn ensure_queues(sqs: &aws_sdk_sqs::Client, names: &ResourceNames) -> Result<(String, String), ResourceError> {
     let dlq = sqs
         .create_queue()
         .queue_name(&names.dlq)
-        .attributes(
-            QueueAttributeName::MessageRetentionPeriod,
-            QUEUE.dlq_retention_seconds.to_string(),
-        )
+        .attributes(QueueAttributeName::MessageRetentionPeriod, QUEUE.dlq_retention_seconds.to_string())
         .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
         .send()
         .await
@@ -240,23 +201,13 @@ async fn ensure_queues(
         .send()
         .await
         .map_err(|e| fail(&names.dlq, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
-    let dlq_arn = attrs
-        .attributes()
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-        .cloned()
-        .unwrap_or_default();
+    let dlq_arn = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).cloned().unwrap_or_default();
     let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": QUEUE.max_receive_count });
     let queue = sqs
         .create_queue()
         .queue_name(&names.queue)
-        .attributes(
-            QueueAttributeName::VisibilityTimeout,
-            QUEUE.visibility_timeout_seconds.to_string(),
-        )
-        .attributes(
-            QueueAttributeName::MessageRetentionPeriod,
-            QUEUE.message_retention_seconds.to_string(),
-        )
+        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE.visibility_timeout_seconds.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, QUEUE.message_retention_seconds.to_string())
         .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
@@ -317,16 +268,8 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Reso
                     LifecycleRule::builder()
                         .id("expire-recordings")
                         .status(ExpirationStatus::Enabled)
-                        .filter(
-                            LifecycleRuleFilter::builder()
-                                .prefix(BUCKET.recordings_prefix)
-                                .build(),
-                        )
-                        .expiration(
-                            LifecycleExpiration::builder()
-                                .days(BUCKET.expiration_days)
-                                .build(),
-                        )
+                        .filter(LifecycleRuleFilter::builder().prefix(BUCKET.recordings_prefix).build())
+                        .expiration(LifecycleExpiration::builder().days(BUCKET.expiration_days).build())
                         .build()
                         .map_err(|e| err(e.to_string()))?,
                 )

@@ -19,31 +19,11 @@ pub const MESSAGES_PATH: &str = "/2010-04-01/Accounts/{AccountSid}/Messages.json
 
 /// Twilio's magic test numbers: sending to them fails with these errors.
 const MAGIC_TO: &[(&str, i64, &str)] = &[
-    (
-        "+15005550001",
-        21211,
-        "The 'To' number is not a valid phone number.",
-    ),
-    (
-        "+15005550002",
-        21612,
-        "The 'To' phone number is not currently reachable via SMS.",
-    ),
-    (
-        "+15005550003",
-        21408,
-        "Permission to send an SMS has not been enabled for the region.",
-    ),
-    (
-        "+15005550004",
-        21610,
-        "Attempt to send to unsubscribed recipient",
-    ),
-    (
-        "+15005550009",
-        21614,
-        "'To' number is not a valid mobile number",
-    ),
+    ("+15005550001", 21211, "The 'To' number is not a valid phone number."),
+    ("+15005550002", 21612, "The 'To' phone number is not currently reachable via SMS."),
+    ("+15005550003", 21408, "Permission to send an SMS has not been enabled for the region."),
+    ("+15005550004", 21610, "Attempt to send to unsubscribed recipient"),
+    ("+15005550009", 21614, "'To' number is not a valid mobile number"),
 ];
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -92,32 +72,20 @@ impl Sandbox {
     }
 
     pub fn messages(&self) -> Vec<SandboxMessage> {
-        self.messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.messages.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Requests that broke Twilio's contract; tests expect none.
     pub fn violations(&self) -> Vec<String> {
-        self.violations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.violations.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn inject(&self, fault: Fault) {
-        self.faults
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push_back(fault);
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).push_back(fault);
     }
 
     pub fn clear(&self) {
-        self.messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.messages.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn take_fault(&self) -> Option<Fault> {
@@ -132,10 +100,8 @@ impl Sandbox {
     }
 
     fn authorised(&self, headers: &HeaderMap) -> bool {
-        let Some(encoded) = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Basic "))
+        let Some(encoded) =
+            headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
         else {
             return false;
         };
@@ -158,10 +124,7 @@ impl Sandbox {
         }
         let problems = contract().check_form(MESSAGES_PATH, "post", form);
         if !problems.is_empty() {
-            self.violations
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .extend(problems.iter().cloned());
+            self.violations.lock().unwrap_or_else(|e| e.into_inner()).extend(problems.iter().cloned());
             return twilio_error(400, 21601, &problems.join("; "));
         }
         let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
@@ -178,11 +141,7 @@ impl Sandbox {
             return twilio_error(400, 21602, "Message body is required.");
         };
         if body.chars().count() > 1600 {
-            return twilio_error(
-                400,
-                21617,
-                "The concatenated message body exceeds the 1600 character limit.",
-            );
+            return twilio_error(400, 21617, "The concatenated message body exceeds the 1600 character limit.");
         }
         if let Some(fault) = self.take_fault() {
             return twilio_error(fault.status, fault.code, "Injected by the sandbox");
@@ -201,14 +160,9 @@ impl Sandbox {
             status_callback: get("StatusCallback"),
             date_created: now.clone(),
         };
-        let shown_to = Phone::parse(&to, None)
-            .map(|p| p.masked())
-            .unwrap_or_else(|_| "(invalid)".into());
+        let shown_to = Phone::parse(&to, None).map(|p| p.masked()).unwrap_or_else(|_| "(invalid)".into());
         println!("[twilio-sandbox] SMS {sid} to {shown_to}: {body}");
-        self.messages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(message);
+        self.messages.lock().unwrap_or_else(|e| e.into_inner()).push(message);
         let segments = callfy_shared::domain::message::segments(&body).to_string();
         let resource = json!({
             "account_sid": self.account_sid,
@@ -258,10 +212,7 @@ async fn create(
     let form: Vec<(String, String)> = match serde_urlencoded::from_str(&body) {
         Ok(f) => f,
         Err(e) => {
-            return respond(
-                400,
-                json!({ "code": 20001, "message": e.to_string(), "status": 400 }),
-            );
+            return respond(400, json!({ "code": 20001, "message": e.to_string(), "status": 400 }));
         }
     };
     let (status, body) = sb.create_message(&account, &headers, &form);
@@ -283,12 +234,10 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
         )
         .route(
             "/sandbox/faults",
-            post(
-                |State(sb): State<Arc<Sandbox>>, axum::Json(f): axum::Json<Fault>| async move {
-                    sb.inject(f);
-                    StatusCode::NO_CONTENT
-                },
-            ),
+            post(|State(sb): State<Arc<Sandbox>>, axum::Json(f): axum::Json<Fault>| async move {
+                sb.inject(f);
+                StatusCode::NO_CONTENT
+            }),
         )
         .with_state(sandbox)
 }

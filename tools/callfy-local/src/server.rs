@@ -31,16 +31,8 @@ pub fn apigw_v2_event(parts: &Parts, body: &Bytes, source_ip: &str) -> Value {
         Err(_) => (base64::engine::general_purpose::STANDARD.encode(body), true),
     };
     let now = Utc::now();
-    let host = headers
-        .get("host")
-        .and_then(Value::as_str)
-        .unwrap_or("127.0.0.1")
-        .to_string();
-    let user_agent = headers
-        .get("user-agent")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
+    let host = headers.get("host").and_then(Value::as_str).unwrap_or("127.0.0.1").to_string();
+    let user_agent = headers.get("user-agent").and_then(Value::as_str).unwrap_or_default().to_string();
     let mut event = json!({
         "version": "2.0",
         "routeKey": "$default",

@@ -1,0 +1,185 @@
+//! Cold-start benchmark: runs a Lambda binary against a local Lambda Runtime API, as Lambda
+//! would, and measures init (spawn → first `/invocation/next`), the first invocation, and peak
+//! memory (VmHWM). The hello-world Lambda in `src/bin/hello-lambda.rs` is the baseline.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use tokio::sync::Notify;
+
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("could not start {0}: {1}")]
+    Spawn(String, std::io::Error),
+    #[error("{0} did not finish its first invocation within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{0} reported an error: {1}")]
+    Function(String, String),
+    #[error("runtime API: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Measurement {
+    /// Spawn to the first `GET /runtime/invocation/next`.
+    pub init: Duration,
+    /// Event handed over to response received.
+    pub first_invoke: Duration,
+    /// Peak resident memory, KiB.
+    pub peak_rss_kib: u64,
+}
+
+#[derive(Default)]
+struct Run {
+    event: Vec<u8>,
+    served: bool,
+    first_next: Option<Instant>,
+    responded: Option<Instant>,
+    response: Option<Vec<u8>>,
+    error: Option<String>,
+}
+
+#[derive(Clone)]
+struct Api {
+    run: Arc<Mutex<Run>>,
+    done: Arc<Notify>,
+}
+
+const REQUEST_ID: &str = "8476a536-e9f4-11e8-9739-2dfe598c3fcd";
+
+async fn next(State(api): State<Api>) -> Response {
+    let event = {
+        let mut run = api.run.lock().unwrap_or_else(|e| e.into_inner());
+        run.first_next.get_or_insert_with(Instant::now);
+        if run.served {
+            None
+        } else {
+            run.served = true;
+            Some(run.event.clone())
+        }
+    };
+    let Some(event) = event else {
+        // Lambda freezes the process here; we keep it waiting until it is killed.
+        std::future::pending::<()>().await;
+        return StatusCode::NO_CONTENT.into_response();
+    };
+    let mut headers = HeaderMap::new();
+    let deadline = chrono::Utc::now().timestamp_millis() + 30_000;
+    headers.insert("lambda-runtime-aws-request-id", HeaderValue::from_static(REQUEST_ID));
+    headers.insert("lambda-runtime-deadline-ms", HeaderValue::from(deadline));
+    headers.insert(
+        "lambda-runtime-invoked-function-arn",
+        HeaderValue::from_static("arn:aws:lambda:us-east-1:123456789012:function:bench"),
+    );
+    headers.insert("lambda-runtime-trace-id", HeaderValue::from_static("Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700"));
+    (StatusCode::OK, headers, event).into_response()
+}
+
+async fn response(State(api): State<Api>, Path(_id): Path<String>, body: axum::body::Bytes) -> StatusCode {
+    let mut run = api.run.lock().unwrap_or_else(|e| e.into_inner());
+    run.responded = Some(Instant::now());
+    run.response = Some(body.to_vec());
+    api.done.notify_one();
+    StatusCode::ACCEPTED
+}
+
+async fn error(State(api): State<Api>, body: axum::body::Bytes) -> StatusCode {
+    let mut run = api.run.lock().unwrap_or_else(|e| e.into_inner());
+    run.error = Some(String::from_utf8_lossy(&body).to_string());
+    api.done.notify_one();
+    StatusCode::ACCEPTED
+}
+
+/// Reads the process's peak resident set (Linux `/proc/PID/status` VmHWM).
+pub fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs `binary` once as a fresh Lambda execution environment and measures it.
+pub async fn measure(binary: &FsPath, env: &[(String, String)], event: &[u8]) -> Result<Measurement, BenchError> {
+    let name = binary.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+    let api = Api {
+        run: Arc::new(Mutex::new(Run { event: event.to_vec(), ..Default::default() })),
+        done: Arc::new(Notify::new()),
+    };
+    let app = Router::new()
+        .route("/2018-06-01/runtime/invocation/next", get(next))
+        .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
+        .route("/2018-06-01/runtime/invocation/{id}/error", post(|s: State<Api>, b: axum::body::Bytes| error(s, b)))
+        .route("/2018-06-01/runtime/init/error", post(error))
+        .with_state(api.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let start = Instant::now();
+    let mut child: Child = Command::new(binary)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
+        .env("AWS_LAMBDA_FUNCTION_NAME", &name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| BenchError::Spawn(name.clone(), e))?;
+    let limit = Duration::from_secs(30);
+    let waited = tokio::time::timeout(limit, api.done.notified()).await;
+    let rss = peak_rss_kib(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    server.abort();
+    if waited.is_err() {
+        return Err(BenchError::Timeout(name, limit));
+    }
+    let run = api.run.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(e) = &run.error {
+        return Err(BenchError::Function(name, e.clone()));
+    }
+    let (Some(first_next), Some(responded)) = (run.first_next, run.responded) else {
+        return Err(BenchError::Function(name, "no response".into()));
+    };
+    Ok(Measurement { init: first_next - start, first_invoke: responded - first_next, peak_rss_kib: rss })
+}
+
+/// The median of each figure over the runs.
+pub fn median(runs: &[Measurement]) -> Option<Measurement> {
+    if runs.is_empty() {
+        return None;
+    }
+    let mid = runs.len() / 2;
+    let pick = |mut v: Vec<u128>| {
+        v.sort_unstable();
+        v[mid]
+    };
+    Some(Measurement {
+        init: Duration::from_micros(pick(runs.iter().map(|r| r.init.as_micros()).collect()) as u64),
+        first_invoke: Duration::from_micros(pick(runs.iter().map(|r| r.first_invoke.as_micros()).collect()) as u64),
+        peak_rss_kib: pick(runs.iter().map(|r| u128::from(r.peak_rss_kib)).collect()) as u64,
+    })
+}
+
+/// Where cargo put a binary of this workspace for `profile`.
+pub fn binary(target_dir: &FsPath, profile: &str, name: &str) -> PathBuf {
+    target_dir.join(profile).join(name)
+}

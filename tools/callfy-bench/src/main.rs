@@ -1,0 +1,140 @@
+//! `callfy-bench`: cold start (init), first invocation and peak memory of each Lambda binary,
+//! next to a hello-world Lambda, each run as a fresh process against a local Runtime API.
+//! Needs the local AWS API (moto) at `AWS_ENDPOINT_URL`; `scripts/bench` sets everything up.
+
+use callfy_bench::{Measurement, binary, measure, median};
+use callfy_local::resources::{self, ResourceNames};
+use callfy_local::sandbox::{self, Sandbox};
+use callfy_shared::adapters::store::Store;
+use callfy_shared::config::local_defaults;
+use callfy_shared::domain::merchant::Merchant;
+use callfy_shared::{Clock, SystemClock};
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(about = "Measure Lambda init time and memory against a hello-world baseline")]
+struct Args {
+    /// Fresh processes per function; the median is reported.
+    #[arg(long, default_value_t = 7)]
+    runs: usize,
+    /// Cargo profile the binaries were built with.
+    #[arg(long, default_value = "release")]
+    profile: String,
+    /// Cargo target directory (default: $CARGO_TARGET_DIR, else ./target).
+    #[arg(long)]
+    target_dir: Option<PathBuf>,
+    /// Repository root, for events/.
+    #[arg(long, default_value = ".")]
+    root: PathBuf,
+}
+
+fn read(root: &std::path::Path, rel: &str) -> Result<String, String> {
+    std::fs::read_to_string(root.join(rel)).map_err(|e| format!("{rel}: {e}"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(Args::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("callfy-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), String> {
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    if !endpoint.starts_with("http://127.0.0.1") {
+        return Err("AWS_ENDPOINT_URL must point at the local AWS API (run scripts/bench)".into());
+    }
+    let target = args
+        .target_dir
+        .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("target"));
+    let sdk = callfy_shared::adapters::aws::load_config().await;
+    let res = resources::ensure(&sdk, &ResourceNames::unique("bench")).await.map_err(|e| e.to_string())?;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &res.names.table);
+    let mut merchant_json: serde_json::Value =
+        serde_json::from_str(&read(&args.root, "events/demo-merchant.json")?).map_err(|e| e.to_string())?;
+    merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" }]);
+    let merchant = Merchant::from_json(&merchant_json.to_string()).map_err(|e| e.to_string())?;
+    store.put_merchant(&merchant, SystemClock.now()).await.map_err(|e| e.to_string())?;
+
+    // Twilio's stand-in, so the worker's first invocation makes its real API call.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let sb = Arc::new(Sandbox::new(local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN, clock));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+    let sandbox_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let app = sandbox::router(sb);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let var = |k: &str| std::env::var(k).unwrap_or_default();
+    let env: Vec<(String, String)> = [
+        ("TABLE_NAME", res.names.table.clone()),
+        ("OUTREACH_QUEUE_URL", res.queue_url.clone()),
+        ("RECORDINGS_BUCKET", res.names.bucket.clone()),
+        ("PUBLIC_BASE_URL", "https://hooks.callfy.example".into()),
+        ("SHOPIFY_API_SECRET", local_defaults::SHOPIFY_API_SECRET.into()),
+        ("TWILIO_ACCOUNT_SID", local_defaults::TWILIO_ACCOUNT_SID.into()),
+        ("TWILIO_AUTH_TOKEN", local_defaults::TWILIO_AUTH_TOKEN.into()),
+        ("TWILIO_API_BASE", sandbox_url),
+        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", var("AWS_ACCESS_KEY_ID")),
+        ("AWS_SECRET_ACCESS_KEY", var("AWS_SECRET_ACCESS_KEY")),
+        ("AWS_REGION", local_defaults::REGION.into()),
+        ("RUST_LOG", "warn".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+
+    let checkout: serde_json::Value =
+        serde_json::from_str(&read(&args.root, "events/shopify-checkout-create.json")?).map_err(|e| e.to_string())?;
+    let sqs = read(&args.root, "events/sqs-outreach.json")?;
+    let mut rows: Vec<(&str, Measurement, u64)> = Vec::new();
+    for name in ["hello-lambda", "webhook-ingest", "outreach-worker"] {
+        let path = binary(&target, &args.profile, name);
+        let size = std::fs::metadata(&path)
+            .map_err(|e| format!("{}: {e} (build it with cargo build --profile {})", path.display(), args.profile))?
+            .len();
+        let mut runs = Vec::with_capacity(args.runs);
+        for _ in 0..args.runs {
+            let event = match name {
+                "hello-lambda" => b"{\"hello\":\"world\"}".to_vec(),
+                // A fresh delivery each time: the same event id would short-cut as a duplicate.
+                "webhook-ingest" => {
+                    let mut e = checkout.clone();
+                    e["headers"]["x-shopify-event-id"] = uuid::Uuid::new_v4().to_string().into();
+                    e.to_string().into_bytes()
+                }
+                _ => sqs.clone().into_bytes(),
+            };
+            runs.push(measure(&path, &env, &event).await.map_err(|e| e.to_string())?);
+        }
+        let m = median(&runs).ok_or("no runs")?;
+        rows.push((name, m, size));
+    }
+
+    let base = rows[0].1;
+    println!("| function | init (median of {}) | first invocation | peak RSS | binary |", args.runs);
+    println!("|---|---|---|---|---|");
+    for (name, m, size) in &rows {
+        let delta = |a: f64, b: f64| if *name == "hello-lambda" { String::new() } else { format!(" (+{:.1})", a - b) };
+        let init = m.init.as_secs_f64() * 1e3;
+        let rss = m.peak_rss_kib as f64 / 1024.0;
+        println!(
+            "| {name} | {init:.1} ms{} | {:.1} ms | {rss:.1} MiB{} | {:.1} MB |",
+            delta(init, base.init.as_secs_f64() * 1e3),
+            m.first_invoke.as_secs_f64() * 1e3,
+            delta(rss, base.peak_rss_kib as f64 / 1024.0),
+            *size as f64 / 1e6,
+        );
+    }
+    Ok(())
+}
