@@ -2,10 +2,13 @@
 //!
 //! Layout:
 //! - `M#{merchant}` / `PROFILE`                  merchant (GSI `lookup`: `SHOP#{domain}`)
-//! - `M#{merchant}` / `CART#{token}`             cart (GSI `lookup`: `P#{merchant}#{phone}`)
-//! - `M#{merchant}` / `CART#{token}#STEP#{n}`    outreach step claim / outcome
-//! - `M#{merchant}` / `CHECKOUT#{id}`            platform checkout id → token
-//! - `M#{merchant}` / `EVENT#{source}#{id}`      webhook dedupe (TTL `expires_at`)
+//! - `K#{merchant}#{token}` / `CART`             cart (GSI `lookup`: `P#{merchant}#{phone}`)
+//! - `K#{merchant}#{token}` / `STEP#{n}`         outreach step claim / outcome
+//! - `X#{merchant}#{checkout id}` / `CHECKOUT`   platform checkout id → token
+//! - `E#{merchant}#{source}#{id}` / `EVENT`      webhook dedupe (TTL `expires_at`)
+//!
+//! Carts, steps and dedupe markers get a partition each, so a large merchant's traffic spreads
+//! over the table instead of heating one partition.
 //! - `C#{merchant}#{phone}` / `CONSENT#{ch}`     consent state (head of the ledger)
 //! - `C#{merchant}#{phone}` / `CONSENT#{ch}#{seq}` consent ledger entry
 //! - `C#{merchant}#{phone}` / `SMS#OUT#{at}#{sid}` SMS log (GSI `lookup`: `SID#{sid}`)
@@ -87,12 +90,20 @@ pub fn customer_pk(m: &MerchantId, phone: &Phone) -> String {
     format!("C#{m}#{}", phone.as_str())
 }
 
-fn cart_sk(token: &CartToken) -> String {
-    format!("CART#{token}")
+fn cart_pk(m: &MerchantId, token: &CartToken) -> String {
+    format!("K#{m}#{token}")
 }
 
-fn step_sk(token: &CartToken, step: u8) -> String {
-    format!("CART#{token}#STEP#{step}")
+fn step_sk(step: u8) -> String {
+    format!("STEP#{step}")
+}
+
+fn event_pk(m: &MerchantId, event_key: &str) -> String {
+    format!("E#{m}#{event_key}")
+}
+
+fn checkout_pk(m: &MerchantId, checkout_id: &str) -> String {
+    format!("X#{m}#{checkout_id}")
 }
 
 fn consent_state_sk(channel: Channel) -> String {
@@ -357,7 +368,7 @@ impl Store {
     // ---- carts ----
 
     pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
-        self.get(merchant_pk(m), cart_sk(token), "GetItem").await?.map(from_item).transpose()
+        self.get(cart_pk(m, token), "CART".into(), "GetItem").await?.map(from_item).transpose()
     }
 
     pub async fn cart_token_for_checkout(
@@ -365,17 +376,17 @@ impl Store {
         m: &MerchantId,
         checkout_id: &str,
     ) -> Result<Option<CartToken>, StoreError> {
-        let item = self.get(merchant_pk(m), format!("CHECKOUT#{checkout_id}"), "GetItem").await?;
+        let item = self.get(checkout_pk(m, checkout_id), "CHECKOUT".into(), "GetItem").await?;
         Ok(item.as_ref().and_then(|i| get_s(i, "cart_token")).and_then(|t| CartToken::parse(t).ok()))
     }
 
     fn cart_item(cart: &Cart) -> Result<Item, StoreError> {
         let mut item = to_item(cart)?;
-        item.insert("pk".into(), s(merchant_pk(&cart.merchant_id)));
-        item.insert("sk".into(), s(cart_sk(&cart.token)));
+        item.insert("pk".into(), s(cart_pk(&cart.merchant_id, &cart.token)));
+        item.insert("sk".into(), s("CART"));
         if let Some(phone) = &cart.phone {
             item.insert("gsi1pk".into(), s(format!("P#{}#{}", cart.merchant_id, phone.as_str())));
-            item.insert("gsi1sk".into(), s(cart_sk(&cart.token)));
+            item.insert("gsi1sk".into(), s(format!("CART#{}", cart.token)));
         }
         Ok(item)
     }
@@ -383,9 +394,8 @@ impl Store {
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
     /// pointer and a consent append. A redelivery finds the marker and changes nothing.
     pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, StoreError> {
-        let pk = merchant_pk(&w.merchant_id);
         let mut items = Vec::with_capacity(5);
-        let mut dedupe = Self::key(pk.clone(), format!("EVENT#{}", w.event_key));
+        let mut dedupe = Self::key(event_pk(&w.merchant_id, &w.event_key), "EVENT".into());
         dedupe.insert("received_at".into(), s(w.received_at.to_rfc3339()));
         dedupe.insert("expires_at".into(), n((w.received_at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()));
         items.push(put(&self.table, dedupe, Some("attribute_not_exists(pk)"), &[])?);
@@ -398,7 +408,7 @@ impl Store {
             };
             items.push(tw);
             if let Some(id) = &cart.checkout_id {
-                let mut ptr = Self::key(pk.clone(), format!("CHECKOUT#{id}"));
+                let mut ptr = Self::key(checkout_pk(&w.merchant_id, id), "CHECKOUT".into());
                 ptr.insert("cart_token".into(), s(cart.token.as_str()));
                 items.push(put(&self.table, ptr, None, &[])?);
             }
@@ -425,7 +435,7 @@ impl Store {
         self.client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(merchant_pk(m), format!("EVENT#{event_key}"))))
+            .set_key(Some(Self::key(event_pk(m, event_key), "EVENT".into())))
             .send()
             .await
             .map_err(|e| aws("DeleteItem", e))?;
@@ -441,7 +451,7 @@ impl Store {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(merchant_pk(m), cart_sk(token))))
+            .set_key(Some(Self::key(cart_pk(m, token), "CART".into())))
             .update_expression("SET outreach_scheduled = :s, version = version + :one")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":s", AttributeValue::Bool(scheduled))
@@ -461,7 +471,7 @@ impl Store {
         self.client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(merchant_pk(m), cart_sk(token))))
+            .set_key(Some(Self::key(cart_pk(m, token), "CART".into())))
             .update_expression("SET last_message_at = :t, version = version + :one")
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":t", s(at.to_rfc3339()))
@@ -567,7 +577,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(merchant_pk(m), step_sk(token, step))))
+            .set_key(Some(Self::key(cart_pk(m, token), step_sk(step))))
             .update_expression(
                 "SET #st = :claimed, claim_id = :c, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
             )
@@ -598,7 +608,7 @@ impl Store {
         token: &CartToken,
         step: u8,
     ) -> Result<Option<StepRecord>, StoreError> {
-        self.get(merchant_pk(m), step_sk(token, step), "GetItem").await?.map(from_item).transpose()
+        self.get(cart_pk(m, token), step_sk(step), "GetItem").await?.map(from_item).transpose()
     }
 
     /// Records how a claimed step ended; only the claim's holder may.
@@ -615,7 +625,7 @@ impl Store {
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(merchant_pk(m), step_sk(token, step))))
+            .set_key(Some(Self::key(cart_pk(m, token), step_sk(step))))
             .condition_expression("claim_id = :c AND #st = :claimed")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":c", s(claim_id))
@@ -660,7 +670,7 @@ impl Store {
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let mut item = Self::key(merchant_pk(m), step_sk(token, step));
+        let mut item = Self::key(cart_pk(m, token), step_sk(step));
         item.insert("state".into(), s("skipped"));
         item.insert("reason".into(), s(reason));
         item.insert("attempts".into(), n(0));

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 /// SQS holds a message back at most 15 minutes; longer waits hop.
 pub const MAX_QUEUE_DELAY_SECONDS: i64 = 900;
+/// Queue delivery latency tolerated past the 48-hour window, so a step scheduled at exactly
+/// 48 hours is not dropped for arriving seconds late.
+pub const DELIVERY_GRACE_MINUTES: i64 = 5;
 
 /// One queued outreach step. `due_at` is advisory: the worker recomputes it from the cart.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,7 +117,7 @@ pub fn decide(
     if now < due {
         return Decision::Wait { until: due };
     }
-    if now > cart.updated_at + Duration::minutes(i64::from(MAX_FLOW_MINUTES)) {
+    if now > cart.updated_at + Duration::minutes(i64::from(MAX_FLOW_MINUTES) + DELIVERY_GRACE_MINUTES) {
         return Decision::Skip(SkipReason::TooLate);
     }
     match def.channel {
@@ -178,7 +181,7 @@ mod tests {
             Decision::Skip(SkipReason::ChannelNotAvailable)
         );
         assert_eq!(
-            decide(at("2026-06-03T12:01:00Z"), &m, true, &c, &opted_in(), 2),
+            decide(at("2026-06-03T12:06:00Z"), &m, true, &c, &opted_in(), 2),
             Decision::Skip(SkipReason::TooLate)
         );
         c.status = CartStatus::Recovered;
@@ -188,6 +191,17 @@ mod tests {
         c.status = CartStatus::Open;
         c.phone = None;
         assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoPhone));
+    }
+
+    #[test]
+    fn a_step_at_48_hours_survives_queue_latency() {
+        let mut m = merchant();
+        m.flow[2].after_minutes = MAX_FLOW_MINUTES;
+        let c = cart();
+        assert_eq!(
+            decide(at("2026-06-03T12:00:40Z"), &m, true, &c, &opted_in(), 2),
+            Decision::Send { channel: Channel::Sms }
+        );
     }
 
     #[test]
