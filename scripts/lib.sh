@@ -64,6 +64,47 @@ start_moto() {
   exit 1
 }
 
+# Prism (npm) serves Twilio's OpenAPI spec and rejects requests that break it.
+ensure_prism() {
+  local dir="$CALLFY_CACHE/prism"
+  if [ ! -x "$dir/node_modules/.bin/prism" ] || ! cmp -s "$ROOT/scripts/prism/package-lock.json" "$dir/package-lock.json"; then
+    if ! command -v npm >/dev/null 2>&1; then
+      log "installing nodejs and npm"
+      apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null
+    fi
+    log "installing Prism into $dir"
+    mkdir -p "$dir"
+    cp "$ROOT/scripts/prism/package.json" "$ROOT/scripts/prism/package-lock.json" "$dir/"
+    (cd "$dir" && npm ci --silent --no-audit --no-fund >/dev/null)
+  fi
+}
+
+# start_prism PORT: Prism's mock of Twilio's API on 127.0.0.1:PORT, in the background.
+start_prism() {
+  local port="$1"
+  "$CALLFY_CACHE/prism/node_modules/.bin/prism" mock -h 127.0.0.1 -p "$port" \
+    "$ROOT/tools/callfy-local/twilio/twilio_api_v2010.json" >"$CALLFY_CACHE/prism-$port.log" 2>&1 &
+  PRISM_PID=$!
+  export CALLFY_PRISM_URL="http://127.0.0.1:$port"
+}
+
+wait_prism() {
+  for _ in $(seq 1 300); do
+    if grep -q "Prism is listening" "$CALLFY_CACHE/prism-${CALLFY_PRISM_URL##*:}.log" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "Prism did not start; see $CALLFY_CACHE/prism-${CALLFY_PRISM_URL##*:}.log" >&2
+  exit 1
+}
+
+stop_prism() {
+  if [ -n "${PRISM_PID:-}" ]; then
+    kill "$PRISM_PID" 2>/dev/null || true
+  fi
+}
+
 stop_moto() {
   if [ -n "${MOTO_PID:-}" ]; then
     kill "$MOTO_PID" 2>/dev/null || true

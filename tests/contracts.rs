@@ -170,3 +170,63 @@ fn sandbox_answers_match_twilio_message_schema() {
     assert!(contract().check_form(MESSAGES_PATH, "post", &form).is_empty());
     assert!(Phone::parse(PHONE, None).is_ok());
 }
+
+#[tokio::test]
+async fn prism_accepts_the_requests_the_twilio_client_makes() {
+    use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
+    use callfy_shared::config::{TwilioAuth, TwilioConfig};
+    use callfy_shared::domain::message::RecoverySms;
+
+    let url = std::env::var("CALLFY_PRISM_URL").expect("scripts/test starts Prism and sets CALLFY_PRISM_URL");
+    let client = TwilioClient::new(&TwilioConfig {
+        api_base: url,
+        account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
+        auth: TwilioAuth::AuthToken(local_defaults::TWILIO_AUTH_TOKEN.into()),
+        auth_token: None,
+    })
+    .unwrap();
+    let body = RecoverySms {
+        merchant_name: "Snowdevil",
+        first_name: Some("Ann"),
+        recovery_url: "https://snowdevil.myshopify.com/48723984/checkouts/cd8e/recover?key=9a6d",
+        discount_code: Some("COMEBACK10"),
+        first_contact: true,
+    }
+    .render();
+    for sender in [
+        SmsSender::MessagingService("MG0123456789abcdef0123456789abcdef".into()),
+        SmsSender::From("+15005550006".into()),
+    ] {
+        let request = SendSms {
+            to: PHONE.into(),
+            sender,
+            body: body.clone(),
+            status_callback: Some("https://hooks.callfy.example/twilio/sms/status".into()),
+        };
+        let message = client.send_sms(&request).await.expect("Twilio's spec accepts the request");
+        assert!(message.sid.starts_with("SM"));
+    }
+    // The check has teeth: Prism refuses what the spec forbids.
+    let broken = SendSms {
+        to: PHONE.into(),
+        sender: SmsSender::From("+15005550006".into()),
+        body,
+        status_callback: Some("not a url".into()),
+    };
+    let err = client.send_sms(&broken).await.unwrap_err();
+    assert!(matches!(err, TwilioError::Api { status: 422, .. }), "{err}");
+}
+
+#[test]
+fn the_vendored_twilio_spec_is_the_shared_one() {
+    let shared = root().join("../shared/twilio/twilio_api_v2010.json");
+    let vendored = root().join("tools/callfy-local/twilio/twilio_api_v2010.json");
+    let vendored = std::fs::read(vendored).unwrap();
+    assert!(vendored.len() > 1_000_000, "the full spec is vendored");
+    match std::fs::read(&shared) {
+        Ok(shared) => {
+            assert!(shared == vendored, "copy ../shared/twilio/twilio_api_v2010.json into tools/callfy-local/twilio/")
+        }
+        Err(_) => eprintln!("../shared/twilio is not beside this clone; only the vendored copy was checked"),
+    }
+}
