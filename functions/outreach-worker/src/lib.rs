@@ -132,9 +132,11 @@ async fn send_step(
     now: DateTime<Utc>,
 ) -> Result<JobOutcome, WorkerError> {
     let m = &merchant.merchant;
+    // `decide` guarantees both; the pattern keeps that promise checked here too.
     let (Some(phone), Some(url)) = (&cart.phone, &cart.recovery_url) else {
-        app.store.skip_step(&m.id, &cart.token, step, SkipReason::NoPhone.as_str(), now).await?;
-        return Ok(JobOutcome::Skipped(SkipReason::NoPhone));
+        let reason = if cart.phone.is_none() { SkipReason::NoPhone } else { SkipReason::NoRecoveryLink };
+        app.store.skip_step(&m.id, &cart.token, step, reason.as_str(), now).await?;
+        return Ok(JobOutcome::Skipped(reason));
     };
     let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
         (Some(sid), _) => SmsSender::MessagingService(sid.clone()),

@@ -37,6 +37,7 @@ pub enum SkipReason {
     ChannelNotAvailable,
     MerchantClosed,
     NoSender,
+    NoRecoveryLink,
 }
 
 impl SkipReason {
@@ -53,6 +54,7 @@ impl SkipReason {
             Self::ChannelNotAvailable => "channel_not_available",
             Self::MerchantClosed => "merchant_closed",
             Self::NoSender => "no_sender",
+            Self::NoRecoveryLink => "no_recovery_link",
         }
     }
 }
@@ -104,6 +106,9 @@ pub fn decide(
     }
     if cart.phone.is_none() {
         return Decision::Skip(SkipReason::NoPhone);
+    }
+    if cart.recovery_url.is_none() {
+        return Decision::Skip(SkipReason::NoRecoveryLink);
     }
     match consent.status {
         ConsentStatus::OptedIn => {}
@@ -189,6 +194,8 @@ mod tests {
         c.status = CartStatus::Deleted;
         assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartDeleted));
         c.status = CartStatus::Open;
+        c.recovery_url = None;
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoRecoveryLink));
         c.phone = None;
         assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoPhone));
     }
