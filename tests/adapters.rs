@@ -10,7 +10,6 @@ use callfy_shared::adapters::store::{
 };
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
-use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence, entry_hash};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::Channel;
@@ -27,28 +26,6 @@ async fn store(prefix: &str) -> (Store, resources::Resources) {
     let sdk = sdk().await;
     let res = resources::ensure(&sdk, &ResourceNames::unique(prefix)).await.unwrap();
     (Store::new(aws_sdk_dynamodb::Client::new(&sdk), &res.names.table), res)
-}
-
-fn cart(m: &MerchantId, token: &str) -> Cart {
-    let snap = CheckoutSnapshot {
-        token: CartToken::parse(token).unwrap(),
-        checkout_id: Some("42".into()),
-        phone: Some(Phone::parse(PHONE, None).unwrap()),
-        email: Some("ann@example.com".into()),
-        first_name: Some("Ann".into()),
-        recovery_url: Some("https://snowdevil.myshopify.com/r/1".into()),
-        total_price: Some("1.00".into()),
-        currency: Some("USD".into()),
-        item_count: 1,
-        province_code: None,
-        country_code: None,
-        locale: None,
-        updated_at: t0(),
-        completed: false,
-    };
-    let mut c = Cart::new(m.clone(), snap, t0());
-    c.version = 1;
-    c
 }
 
 fn event(action: ConsentAction, at: DateTime<Utc>) -> ConsentEvent {
@@ -139,7 +116,7 @@ async fn merchants_round_trip_with_lookup_by_shop_and_hashed_api_keys() {
 async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
     let (store, _) = store("ad-ingest").await;
     let m = MerchantId::parse("snowdevil").unwrap();
-    let c = cart(&m, "tok-1");
+    let c = new_cart("tok-1", t0());
     let phone = c.phone.clone().unwrap();
     let write = IngestWrite {
         merchant_id: m.clone(),

@@ -7,7 +7,6 @@ use callfy_local::LocalHandle;
 use callfy_local::sandbox::Fault;
 use callfy_shared::adapters::store::IngestWrite;
 use callfy_shared::adapters::store::{ConsentAppend, StepState};
-use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
 use callfy_shared::domain::flow::{OutreachJob, SkipReason};
 use callfy_shared::domain::merchant::Channel;
@@ -37,24 +36,7 @@ async fn world(prefix: &str, flow: serde_json::Value, consent: Option<ConsentAct
     let merchant = MerchantId::parse("snowdevil").unwrap();
     let phone = Phone::parse(PHONE, None).unwrap();
     let token = CartToken::parse(&unique("tok")).unwrap();
-    let snap = CheckoutSnapshot {
-        token: token.clone(),
-        checkout_id: None,
-        phone: Some(phone.clone()),
-        email: None,
-        first_name: Some("Ann".into()),
-        recovery_url: Some("https://snowdevil.myshopify.com/r/abc".into()),
-        total_price: Some("10.00".into()),
-        currency: Some("USD".into()),
-        item_count: 1,
-        province_code: None,
-        country_code: Some("US".into()),
-        locale: None,
-        updated_at: t0(),
-        completed: false,
-    };
-    let mut cart = Cart::new(merchant.clone(), snap, t0());
-    cart.version = 1;
+    let cart = new_cart(token.as_str(), t0());
     let consent = consent.map(|action| ConsentAppend {
         merchant_id: merchant.clone(),
         phone: phone.clone(),
