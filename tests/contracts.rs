@@ -124,8 +124,8 @@ fn shopify_sample_events_are_signed_and_match_their_payloads() {
 
 #[tokio::test]
 async fn sample_events_drive_the_handlers_as_lambda_would() {
-    // The checkout event's own time, so the demo merchant's immediate step is due.
-    let at: DateTime<Utc> = "2026-11-28T14:16:02Z".parse().unwrap();
+    // Daytime for the shopper in San Francisco, soon after the checkout event's own time.
+    let at: DateTime<Utc> = "2026-11-28T19:00:00Z".parse().unwrap();
     let clock = Arc::new(ManualClock::new(at));
     let local = start_local("ct-events", clock, &merchant(|_| {})).await;
     let req = lambda_http::request::from_str(&event("shopify-checkout-create.json").to_string()).unwrap();

@@ -16,7 +16,7 @@ use std::sync::Arc;
 const TOKEN: &str = "cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c";
 
 fn t0() -> DateTime<Utc> {
-    "2026-11-28T15:00:00Z".parse().unwrap()
+    "2026-11-28T19:00:00Z".parse().unwrap()
 }
 
 fn ids() -> (MerchantId, CartToken, Phone) {

@@ -17,7 +17,7 @@ use serde_json::json;
 use std::sync::Arc;
 
 fn t0() -> DateTime<Utc> {
-    "2026-11-28T15:00:00Z".parse().unwrap()
+    "2026-11-28T19:00:00Z".parse().unwrap()
 }
 
 /// A test's world: callfy-local with a consented cart stored directly through the store.
@@ -198,4 +198,17 @@ async fn later_steps_are_follow_ups_with_the_discount() {
     assert_eq!(sent.len(), 2);
     assert!(sent[1].body.starts_with("Snowdevil: Hi Ann! Your cart is still waiting"), "{}", sent[1].body);
     assert!(sent[1].body.contains("COMEBACK10"));
+}
+
+#[tokio::test]
+async fn quiet_hours_hold_the_message_until_the_recipients_morning() {
+    let w = world("wk-quiet", immediate(), Some(ConsentAction::OptIn)).await;
+    // 22:00 in San Francisco (the number's area code), the evening after the cart was left.
+    w.clock.set("2026-11-29T06:00:00Z".parse().unwrap());
+    let morning: DateTime<Utc> = "2026-11-29T17:00:00Z".parse().unwrap(); // the merchant's 09:00 there
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Waiting { until: morning });
+    assert!(w.local.sandbox.messages().is_empty());
+    w.clock.set(morning);
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    assert_eq!(w.local.sandbox.messages().len(), 1);
 }

@@ -4,6 +4,7 @@ use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::consent::{ConsentState, ConsentStatus};
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, MAX_FLOW_MINUTES, Merchant};
+use crate::domain::quiet::{Recipient, merchant_window};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,8 @@ pub enum SkipReason {
     MerchantClosed,
     NoSender,
     NoRecoveryLink,
+    /// Quiet hours leave no allowed minute before the 48-hour window closes.
+    QuietHours,
 }
 
 impl SkipReason {
@@ -55,6 +58,7 @@ impl SkipReason {
             Self::MerchantClosed => "merchant_closed",
             Self::NoSender => "no_sender",
             Self::NoRecoveryLink => "no_recovery_link",
+            Self::QuietHours => "quiet_hours",
         }
     }
 }
@@ -122,13 +126,24 @@ pub fn decide(
     if now < due {
         return Decision::Wait { until: due };
     }
-    if now > cart.updated_at + Duration::minutes(i64::from(MAX_FLOW_MINUTES) + DELIVERY_GRACE_MINUTES) {
+    let deadline = cart.updated_at + Duration::minutes(i64::from(MAX_FLOW_MINUTES) + DELIVERY_GRACE_MINUTES);
+    if now > deadline {
         return Decision::Skip(SkipReason::TooLate);
     }
-    match def.channel {
-        Channel::Sms => Decision::Send { channel: Channel::Sms },
-        // Voice outreach needs its own consent and the voice agent; until then the step is skipped.
-        Channel::Voice => Decision::Skip(SkipReason::ChannelNotAvailable),
+    // Voice outreach needs its own consent and the voice agent; until then the step is skipped.
+    if def.channel == Channel::Voice {
+        return Decision::Skip(SkipReason::ChannelNotAvailable);
+    }
+    let Some(phone) = &cart.phone else {
+        return Decision::Skip(SkipReason::NoPhone);
+    };
+    let recipient =
+        Recipient::locate(phone, cart.country_code.as_deref(), cart.province_code.as_deref(), merchant.tz());
+    let window = merchant.quiet_hours.as_ref().and_then(|q| merchant_window(&q.start, &q.end));
+    match recipient.next_allowed(now, deadline, window) {
+        Some(t) if t <= now => Decision::Send { channel: def.channel },
+        Some(t) => Decision::Wait { until: t },
+        None => Decision::Skip(SkipReason::QuietHours),
     }
 }
 
@@ -146,8 +161,8 @@ mod tests {
     fn cart() -> Cart {
         Cart::new(
             MerchantId::parse("snowdevil").unwrap(),
-            snapshot("2026-06-01T12:00:00Z"),
-            "2026-06-01T12:00:00Z".parse().unwrap(),
+            snapshot("2026-06-01T17:00:00Z"),
+            "2026-06-01T17:00:00Z".parse().unwrap(),
         )
     }
 
@@ -163,11 +178,11 @@ mod tests {
     fn waits_until_due_then_sends() {
         let (m, c) = (merchant(), cart());
         assert_eq!(
-            decide(at("2026-06-01T12:10:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Wait { until: at("2026-06-01T12:30:00Z") }
+            decide(at("2026-06-01T17:10:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Wait { until: at("2026-06-01T17:30:00Z") }
         );
         assert_eq!(
-            decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
+            decide(at("2026-06-01T17:30:00Z"), &m, true, &c, &opted_in(), 0),
             Decision::Send { channel: Channel::Sms }
         );
     }
@@ -175,18 +190,18 @@ mod tests {
     #[test]
     fn skips_with_a_reason() {
         let (m, mut c) = (merchant(), cart());
-        let now = at("2026-06-01T13:00:00Z");
+        let now = at("2026-06-01T18:00:00Z");
         assert_eq!(decide(now, &m, false, &c, &opted_in(), 0), Decision::Skip(SkipReason::MerchantClosed));
         assert_eq!(decide(now, &m, true, &c, &ConsentState::default(), 0), Decision::Skip(SkipReason::NoConsent));
         let out = ConsentState { status: ConsentStatus::OptedOut, ..Default::default() };
         assert_eq!(decide(now, &m, true, &c, &out, 0), Decision::Skip(SkipReason::OptedOut));
         assert_eq!(decide(now, &m, true, &c, &opted_in(), 7), Decision::Skip(SkipReason::StepNotInFlow));
         assert_eq!(
-            decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 1),
+            decide(at("2026-06-01T21:00:00Z"), &m, true, &c, &opted_in(), 1),
             Decision::Skip(SkipReason::ChannelNotAvailable)
         );
         assert_eq!(
-            decide(at("2026-06-03T12:06:00Z"), &m, true, &c, &opted_in(), 2),
+            decide(at("2026-06-03T17:06:00Z"), &m, true, &c, &opted_in(), 2),
             Decision::Skip(SkipReason::TooLate)
         );
         c.status = CartStatus::Recovered;
@@ -201,24 +216,44 @@ mod tests {
     }
 
     #[test]
+    fn quiet_hours_defer_to_the_next_allowed_minute_or_drop() {
+        let (m, mut c) = (merchant(), cart());
+        // The shopper is in San Francisco; the merchant sends 09:00-20:00 their time.
+        c.updated_at = at("2026-06-01T05:00:00Z"); // 22:00 PDT
+        assert_eq!(
+            decide(at("2026-06-01T05:30:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Wait { until: at("2026-06-01T16:00:00Z") }
+        );
+        assert_eq!(
+            decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Send { channel: Channel::Sms }
+        );
+        // Past due at 22:00 local, the next allowed minute (09:00) comes after the 48-hour window.
+        assert_eq!(
+            decide(at("2026-06-03T05:00:00Z"), &m, true, &c, &opted_in(), 2),
+            Decision::Skip(SkipReason::QuietHours)
+        );
+    }
+
+    #[test]
     fn a_step_at_48_hours_survives_queue_latency() {
         let mut m = merchant();
         m.flow[2].after_minutes = MAX_FLOW_MINUTES;
         let c = cart();
         assert_eq!(
-            decide(at("2026-06-03T12:00:40Z"), &m, true, &c, &opted_in(), 2),
+            decide(at("2026-06-03T17:00:40Z"), &m, true, &c, &opted_in(), 2),
             Decision::Send { channel: Channel::Sms }
         );
     }
 
     #[test]
     fn long_delays_hop_through_the_queue() {
-        let now = at("2026-06-01T12:00:00Z");
+        let now = at("2026-06-01T17:00:00Z");
         assert_eq!(queue_delay(now, now + Duration::minutes(5)), 300);
         assert_eq!(queue_delay(now, now + Duration::hours(4)), 900);
         assert_eq!(queue_delay(now, now - Duration::minutes(1)), 0);
         let job = job_for(&merchant(), &cart(), 2).unwrap();
-        assert_eq!(job.due_at, at("2026-06-02T12:00:00Z"));
+        assert_eq!(job.due_at, at("2026-06-02T17:00:00Z"));
         assert!(job_for(&merchant(), &cart(), 3).is_none());
     }
 
@@ -226,10 +261,10 @@ mod tests {
     fn a_cart_update_pushes_the_step_back() {
         let m = merchant();
         let mut c = cart();
-        c.updated_at = at("2026-06-01T12:20:00Z");
+        c.updated_at = at("2026-06-01T17:20:00Z");
         assert_eq!(
-            decide(at("2026-06-01T12:30:00Z"), &m, true, &c, &opted_in(), 0),
-            Decision::Wait { until: at("2026-06-01T12:50:00Z") }
+            decide(at("2026-06-01T17:30:00Z"), &m, true, &c, &opted_in(), 0),
+            Decision::Wait { until: at("2026-06-01T17:50:00Z") }
         );
     }
 }

@@ -7,3 +7,4 @@ pub mod ids;
 pub mod merchant;
 pub mod message;
 pub mod phone;
+pub mod quiet;
