@@ -223,6 +223,12 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
 
     let app =
         Router::new().fallback(route).with_state(Arc::clone(&shared)).merge(sandbox::router(Arc::clone(&sandbox)));
+    // The runner's clock, so tools that stamp events (scripts/send-event) agree with it.
+    let clock = Arc::clone(&opts.clock);
+    let app = app.route(
+        "/local/clock",
+        axum::routing::get(move || async move { axum::Json(serde_json::json!({ "now": clock.now().to_rfc3339() })) }),
+    );
     let (shutdown, mut rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut server_rx = rx.clone();
