@@ -212,3 +212,29 @@ async fn quiet_hours_hold_the_message_until_the_recipients_morning() {
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
+
+#[tokio::test]
+async fn a_second_abandonment_within_a_day_waits_for_the_frequency_cap() {
+    let w = world("wk-freq", immediate(), Some(ConsentAction::OptIn)).await;
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    // Two hours later the same shopper leaves another cart.
+    w.clock.advance(Duration::hours(2));
+    let second = new_cart(&unique("tok"), t0() + Duration::hours(2));
+    let write = IngestWrite {
+        merchant_id: w.merchant.clone(),
+        event_key: unique("test"),
+        received_at: t0() + Duration::hours(2),
+        cart: Some((second.clone(), None)),
+        consent: None,
+    };
+    w.local.store().write_ingest(&write).await.unwrap();
+    let job = OutreachJob { cart_token: second.token.clone(), ..w.job.clone() };
+    let outcome = outreach_worker::process_job(&w.local.functions().worker, &job).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Waiting { until: t0() + Duration::hours(24) });
+    assert_eq!(w.local.sandbox.messages().len(), 1);
+    w.clock.set(t0() + Duration::hours(24));
+    assert!(matches!(
+        outreach_worker::process_job(&w.local.functions().worker, &job).await.unwrap(),
+        JobOutcome::Sent { .. }
+    ));
+}

@@ -10,7 +10,7 @@ use callfy_shared::adapters::store::{
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use callfy_shared::domain::cart::Cart;
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
-use callfy_shared::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
+use callfy_shared::domain::flow::{Decision, OutreachJob, RecentSend, SkipReason, decide, job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{RecoverySms, segments};
 use callfy_shared::telemetry::redact;
@@ -104,8 +104,18 @@ pub async fn process_job(app: &WorkerApp, job: &OutreachJob) -> Result<JobOutcom
         Some(phone) => app.store.consent_state(m, phone, Channel::Sms).await?,
         None => Default::default(),
     };
+    let recent: Vec<RecentSend> = match &cart.phone {
+        Some(phone) => app
+            .store
+            .outbound_since(m, phone, now - Duration::hours(24))
+            .await?
+            .into_iter()
+            .map(|e| RecentSend { at: e.created_at, cart: e.cart_token })
+            .collect(),
+        None => Vec::new(),
+    };
     let active = merchant.status == MerchantStatus::Active;
-    match decide(now, &merchant.merchant, active, &cart, &consent, step) {
+    match decide(now, &merchant.merchant, active, &cart, &consent, step, &recent) {
         Decision::Wait { until } => {
             let next = OutreachJob { due_at: until, ..job.clone() };
             app.queue.enqueue(&next, queue_delay(now, until)).await?;

@@ -701,7 +701,7 @@ impl Store {
             Direction::Inbound => "IN",
         };
         item.insert("pk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
-        item.insert("sk".into(), s(format!("SMS#{dir}#{}#{}", entry.created_at.to_rfc3339(), entry.message_sid)));
+        item.insert("sk".into(), s(format!("SMS#{dir}#{}#{}", sort_time(entry.created_at), entry.message_sid)));
         item.insert("gsi1pk".into(), s(format!("SID#{}", entry.message_sid)));
         item.insert("gsi1sk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
         item.insert("purge_bucket".into(), s(entry.purge_at.format("%Y-%m").to_string()));
@@ -735,6 +735,28 @@ impl Store {
         out.items.unwrap_or_default().into_iter().next().map(from_item).transpose()
     }
 
+    /// Messages this merchant sent this phone at or after `since`, oldest first (frequency cap).
+    pub async fn outbound_since(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SmsLogEntry>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+            .expression_attribute_values(":pk", s(customer_pk(m, phone)))
+            .expression_attribute_values(":from", s(format!("SMS#OUT#{}", sort_time(since))))
+            .expression_attribute_values(":to", s("SMS#OUT#~"))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| aws("Query", e))?;
+        out.items.unwrap_or_default().into_iter().map(from_item).collect()
+    }
+
     /// Whether this merchant has ever texted this phone (the first message introduces itself).
     pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
         let out = self
@@ -751,6 +773,11 @@ impl Store {
             .map_err(|e| aws("Query", e))?;
         Ok(out.count > 0)
     }
+}
+
+/// Fixed-width UTC time, so sort keys order as time does.
+fn sort_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn put(

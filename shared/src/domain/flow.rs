@@ -41,6 +41,8 @@ pub enum SkipReason {
     NoRecoveryLink,
     /// Quiet hours leave no allowed minute before the 48-hour window closes.
     QuietHours,
+    /// The frequency cap leaves no room before the 48-hour window closes.
+    FrequencyCap,
 }
 
 impl SkipReason {
@@ -59,6 +61,7 @@ impl SkipReason {
             Self::NoSender => "no_sender",
             Self::NoRecoveryLink => "no_recovery_link",
             Self::QuietHours => "quiet_hours",
+            Self::FrequencyCap => "frequency_cap",
         }
     }
 }
@@ -98,6 +101,7 @@ pub fn decide(
     cart: &Cart,
     consent: &ConsentState,
     step: u8,
+    recent: &[RecentSend],
 ) -> Decision {
     if !merchant_active {
         return Decision::Skip(SkipReason::MerchantClosed);
@@ -140,11 +144,39 @@ pub fn decide(
     let recipient =
         Recipient::locate(phone, cart.country_code.as_deref(), cart.province_code.as_deref(), merchant.tz());
     let window = merchant.quiet_hours.as_ref().and_then(|q| merchant_window(&q.start, &q.end));
-    match recipient.next_allowed(now, deadline, window) {
+    let earliest = frequency_hold(now, &cart.token, recent).map_or(now, |t| t.max(now));
+    if earliest > deadline {
+        return Decision::Skip(SkipReason::FrequencyCap);
+    }
+    match recipient.next_allowed(earliest, deadline, window) {
         Some(t) if t <= now => Decision::Send { channel: def.channel },
         Some(t) => Decision::Wait { until: t },
+        None if earliest > now => Decision::Skip(SkipReason::FrequencyCap),
         None => Decision::Skip(SkipReason::QuietHours),
     }
+}
+
+/// At most this many messages to one phone from one merchant in any 24 hours, whatever the flow.
+pub const MAX_MESSAGES_PER_DAY: usize = 3;
+
+/// A message this merchant sent to this phone, for the frequency cap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentSend {
+    pub at: DateTime<Utc>,
+    pub cart: Option<CartToken>,
+}
+
+/// When the frequency cap lets this cart's next message go, if it holds it at all: one
+/// abandonment's flow may send its own steps, but another cart's message in the last 24 hours
+/// blocks it until 24 hours after that message, and no phone gets more than three a day.
+pub fn frequency_hold(now: DateTime<Utc>, cart: &CartToken, recent: &[RecentSend]) -> Option<DateTime<Utc>> {
+    let day = Duration::hours(24);
+    let mut in_window: Vec<&RecentSend> = recent.iter().filter(|r| r.at > now - day && r.at <= now).collect();
+    in_window.sort_by_key(|r| r.at);
+    let other_cart = in_window.iter().filter(|r| r.cart.as_ref() != Some(cart)).map(|r| r.at + day).max();
+    let daily_cap =
+        (in_window.len() >= MAX_MESSAGES_PER_DAY).then(|| in_window[in_window.len() - MAX_MESSAGES_PER_DAY].at + day);
+    other_cart.into_iter().chain(daily_cap).max().filter(|t| *t > now)
 }
 
 #[cfg(test)]
@@ -178,11 +210,11 @@ mod tests {
     fn waits_until_due_then_sends() {
         let (m, c) = (merchant(), cart());
         assert_eq!(
-            decide(at("2026-06-01T17:10:00Z"), &m, true, &c, &opted_in(), 0),
+            decide(at("2026-06-01T17:10:00Z"), &m, true, &c, &opted_in(), 0, &[]),
             Decision::Wait { until: at("2026-06-01T17:30:00Z") }
         );
         assert_eq!(
-            decide(at("2026-06-01T17:30:00Z"), &m, true, &c, &opted_in(), 0),
+            decide(at("2026-06-01T17:30:00Z"), &m, true, &c, &opted_in(), 0, &[]),
             Decision::Send { channel: Channel::Sms }
         );
     }
@@ -191,28 +223,28 @@ mod tests {
     fn skips_with_a_reason() {
         let (m, mut c) = (merchant(), cart());
         let now = at("2026-06-01T18:00:00Z");
-        assert_eq!(decide(now, &m, false, &c, &opted_in(), 0), Decision::Skip(SkipReason::MerchantClosed));
-        assert_eq!(decide(now, &m, true, &c, &ConsentState::default(), 0), Decision::Skip(SkipReason::NoConsent));
+        assert_eq!(decide(now, &m, false, &c, &opted_in(), 0, &[]), Decision::Skip(SkipReason::MerchantClosed));
+        assert_eq!(decide(now, &m, true, &c, &ConsentState::default(), 0, &[]), Decision::Skip(SkipReason::NoConsent));
         let out = ConsentState { status: ConsentStatus::OptedOut, ..Default::default() };
-        assert_eq!(decide(now, &m, true, &c, &out, 0), Decision::Skip(SkipReason::OptedOut));
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 7), Decision::Skip(SkipReason::StepNotInFlow));
+        assert_eq!(decide(now, &m, true, &c, &out, 0, &[]), Decision::Skip(SkipReason::OptedOut));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 7, &[]), Decision::Skip(SkipReason::StepNotInFlow));
         assert_eq!(
-            decide(at("2026-06-01T21:00:00Z"), &m, true, &c, &opted_in(), 1),
+            decide(at("2026-06-01T21:00:00Z"), &m, true, &c, &opted_in(), 1, &[]),
             Decision::Skip(SkipReason::ChannelNotAvailable)
         );
         assert_eq!(
-            decide(at("2026-06-03T17:06:00Z"), &m, true, &c, &opted_in(), 2),
+            decide(at("2026-06-03T17:06:00Z"), &m, true, &c, &opted_in(), 2, &[]),
             Decision::Skip(SkipReason::TooLate)
         );
         c.status = CartStatus::Recovered;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartRecovered));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0, &[]), Decision::Skip(SkipReason::CartRecovered));
         c.status = CartStatus::Deleted;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::CartDeleted));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0, &[]), Decision::Skip(SkipReason::CartDeleted));
         c.status = CartStatus::Open;
         c.recovery_url = None;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoRecoveryLink));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0, &[]), Decision::Skip(SkipReason::NoRecoveryLink));
         c.phone = None;
-        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0), Decision::Skip(SkipReason::NoPhone));
+        assert_eq!(decide(now, &m, true, &c, &opted_in(), 0, &[]), Decision::Skip(SkipReason::NoPhone));
     }
 
     #[test]
@@ -221,18 +253,55 @@ mod tests {
         // The shopper is in San Francisco; the merchant sends 09:00-20:00 their time.
         c.updated_at = at("2026-06-01T05:00:00Z"); // 22:00 PDT
         assert_eq!(
-            decide(at("2026-06-01T05:30:00Z"), &m, true, &c, &opted_in(), 0),
+            decide(at("2026-06-01T05:30:00Z"), &m, true, &c, &opted_in(), 0, &[]),
             Decision::Wait { until: at("2026-06-01T16:00:00Z") }
         );
         assert_eq!(
-            decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 0),
+            decide(at("2026-06-01T16:00:00Z"), &m, true, &c, &opted_in(), 0, &[]),
             Decision::Send { channel: Channel::Sms }
         );
         // Past due at 22:00 local, the next allowed minute (09:00) comes after the 48-hour window.
         assert_eq!(
-            decide(at("2026-06-03T05:00:00Z"), &m, true, &c, &opted_in(), 2),
+            decide(at("2026-06-03T05:00:00Z"), &m, true, &c, &opted_in(), 2, &[]),
             Decision::Skip(SkipReason::QuietHours)
         );
+    }
+
+    #[test]
+    fn other_carts_messages_hold_this_one_for_24_hours() {
+        let (m, c) = (merchant(), cart());
+        let now = at("2026-06-01T18:00:00Z");
+        let other = RecentSend { at: at("2026-06-01T17:10:00Z"), cart: Some(CartToken::parse("other").unwrap()) };
+        assert_eq!(
+            decide(now, &m, true, &c, &opted_in(), 0, std::slice::from_ref(&other)),
+            Decision::Wait { until: at("2026-06-02T17:10:00Z") }
+        );
+        // A hold that ends at night waits further, for the recipient's morning.
+        let night = RecentSend { at: at("2026-06-01T09:00:00Z"), ..other.clone() };
+        assert_eq!(
+            decide(now, &m, true, &c, &opted_in(), 0, &[night]),
+            Decision::Wait { until: at("2026-06-02T16:00:00Z") }
+        );
+        // This cart's own earlier step does not hold its next one.
+        let own = RecentSend { at: at("2026-06-01T17:30:00Z"), cart: Some(c.token.clone()) };
+        assert_eq!(frequency_hold(now, &c.token, std::slice::from_ref(&own)), None);
+        // A hold past the 48-hour window drops the step.
+        let late = at("2026-06-03T10:00:00Z");
+        let recent = RecentSend { at: at("2026-06-03T09:00:00Z"), cart: other.cart.clone() };
+        assert_eq!(decide(late, &m, true, &c, &opted_in(), 2, &[recent]), Decision::Skip(SkipReason::FrequencyCap));
+    }
+
+    #[test]
+    fn never_more_than_three_a_day() {
+        let token = CartToken::parse("mine").unwrap();
+        let now = at("2026-06-01T18:00:00Z");
+        let sends: Vec<RecentSend> = ["2026-06-01T08:00:00Z", "2026-06-01T12:00:00Z", "2026-06-01T16:00:00Z"]
+            .iter()
+            .map(|s| RecentSend { at: at(s), cart: Some(token.clone()) })
+            .collect();
+        assert_eq!(frequency_hold(now, &token, &sends), Some(at("2026-06-02T08:00:00Z")));
+        assert_eq!(frequency_hold(now, &token, &sends[1..]), None);
+        assert_eq!(frequency_hold(at("2026-06-02T08:00:01Z"), &token, &sends), None, "the oldest aged out");
     }
 
     #[test]
@@ -241,7 +310,7 @@ mod tests {
         m.flow[2].after_minutes = MAX_FLOW_MINUTES;
         let c = cart();
         assert_eq!(
-            decide(at("2026-06-03T17:00:40Z"), &m, true, &c, &opted_in(), 2),
+            decide(at("2026-06-03T17:00:40Z"), &m, true, &c, &opted_in(), 2, &[]),
             Decision::Send { channel: Channel::Sms }
         );
     }
@@ -263,7 +332,7 @@ mod tests {
         let mut c = cart();
         c.updated_at = at("2026-06-01T17:20:00Z");
         assert_eq!(
-            decide(at("2026-06-01T17:30:00Z"), &m, true, &c, &opted_in(), 0),
+            decide(at("2026-06-01T17:30:00Z"), &m, true, &c, &opted_in(), 0, &[]),
             Decision::Wait { until: at("2026-06-01T17:50:00Z") }
         );
     }
