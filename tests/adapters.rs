@@ -204,16 +204,22 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     let (store, _) = store("ad-claim").await;
     let m = MerchantId::parse("snowdevil").unwrap();
     let token = CartToken::parse("tok-claim").unwrap();
-    assert_eq!(store.claim_step(&m, &token, 0, "a", t0()).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        store.claim_step(&m, &token, 0, "a", t0()).await.unwrap(),
+        ClaimOutcome::Claimed { uncertain_since: None }
+    );
     let ClaimOutcome::Taken(rec) = store.claim_step(&m, &token, 0, "b", t0()).await.unwrap() else {
         panic!("second claim must fail")
     };
     assert_eq!((rec.state, rec.claim_id.as_deref()), (StepState::Claimed, Some("a")));
     // Only the holder may finish.
-    let retry = StepResult::Retry { reason: "503".into() };
+    let retry = StepResult::Retry { reason: "503".into(), uncertain: false };
     assert!(matches!(store.finish_step(&m, &token, 0, "b", &retry, t0()).await, Err(StoreError::Conflict)));
     store.finish_step(&m, &token, 0, "a", &retry, t0()).await.unwrap();
-    assert_eq!(store.claim_step(&m, &token, 0, "c", t0()).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        store.claim_step(&m, &token, 0, "c", t0()).await.unwrap(),
+        ClaimOutcome::Claimed { uncertain_since: None }
+    );
     let sent = StepResult::Sent { message_sid: "SM1".into() };
     store.finish_step(&m, &token, 0, "c", &sent, t0()).await.unwrap();
     let rec = store.get_step(&m, &token, 0).await.unwrap().unwrap();
@@ -226,7 +232,10 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     let rec = store.get_step(&m, &token, 1).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
     let failed = StepResult::Failed { error_code: Some(21211), reason: "invalid".into() };
-    assert_eq!(store.claim_step(&m, &token, 2, "e", t0()).await.unwrap(), ClaimOutcome::Claimed);
+    assert_eq!(
+        store.claim_step(&m, &token, 2, "e", t0()).await.unwrap(),
+        ClaimOutcome::Claimed { uncertain_since: None }
+    );
     store.finish_step(&m, &token, 2, "e", &failed, t0()).await.unwrap();
     assert_eq!(store.get_step(&m, &token, 2).await.unwrap().unwrap().error_code, Some(21211));
 }
@@ -323,11 +332,18 @@ async fn twilio_client_sends_and_classifies_errors() {
     let recorded = &sandbox.messages()[0];
     assert_eq!((recorded.to.as_str(), recorded.from.as_deref()), (PHONE, Some("+15005550006")));
 
+    let listed = client.recent_messages_to(PHONE).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].sid, msg.sid);
+    assert_eq!(listed[0].body.as_deref(), Some(sms(PHONE).body.as_str()));
+    assert_eq!(listed[0].created_at(), Some(t0()));
+    assert!(client.recent_messages_to("+15005550006").await.unwrap().is_empty());
+
     let err = client.send_sms(&sms("+15005550001")).await.unwrap_err();
     assert!(matches!(err, TwilioError::Api { status: 400, code: Some(21211), .. }), "{err}");
     assert!(!err.is_retryable());
 
-    sandbox.inject(callfy_local::sandbox::Fault { status: 429, code: 20429, count: 1 });
+    sandbox.inject(callfy_local::sandbox::Fault::error(429, 20429));
     let err = client.send_sms(&sms(PHONE)).await.unwrap_err();
     assert!(err.is_retryable(), "{err}");
 
@@ -362,6 +378,8 @@ async fn twilio_timeouts_and_unreachable_hosts_are_retryable() {
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let cfg = TwilioConfig { api_base: format!("http://{closed}"), ..cfg };
     let err = twilio(&cfg.api_base, "t").send_sms(&sms(PHONE)).await.unwrap_err();
-    assert!(matches!(err, TwilioError::Transport(_)), "{err}");
+    assert!(matches!(err, TwilioError::Connect(_)), "{err}");
     assert!(err.is_retryable());
+    assert!(!err.may_have_sent(), "no connection, nothing sent");
+    assert!(TwilioError::Timeout.may_have_sent());
 }

@@ -157,16 +157,24 @@ fn sandbox_answers_match_twilio_message_schema() {
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
         .collect();
-    let (status, body) = sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &form);
-    assert_eq!(status, 201);
-    let problems = contract().check_response("api.v2010.account.message", &body);
+    let answer = sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &form);
+    assert_eq!(answer.status, 201);
+    let problems = contract().check_response("api.v2010.account.message", &answer.body);
+    assert!(problems.is_empty(), "{problems:?}");
+    let query: Vec<(String, String)> = vec![("To".into(), PHONE.into()), ("PageSize".into(), "50".into())];
+    let list = sandbox.list_messages(local_defaults::TWILIO_ACCOUNT_SID, &headers, &query);
+    assert_eq!(list.status, 200);
+    assert_eq!(list.body["messages"].as_array().unwrap().len(), 1);
+    let problems = contract().check_message_list(&list.body);
     assert!(problems.is_empty(), "{problems:?}");
 
     // A request Twilio would refuse is refused and remembered as a contract violation.
     let bad: Vec<(String, String)> = vec![("Body".into(), "hi".into()), ("Colour".into(), "red".into())];
-    let (status, _) = sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &bad);
-    assert_eq!(status, 400);
+    assert_eq!(sandbox.create_message(local_defaults::TWILIO_ACCOUNT_SID, &headers, &bad).status, 400);
     assert_eq!(sandbox.violations().len(), 2);
+    let bad_query: Vec<(String, String)> = vec![("Colour".into(), "red".into())];
+    assert_eq!(sandbox.list_messages(local_defaults::TWILIO_ACCOUNT_SID, &headers, &bad_query).status, 400);
+    assert_eq!(sandbox.violations().len(), 3);
     assert!(contract().check_form(MESSAGES_PATH, "post", &form).is_empty());
     assert!(Phone::parse(PHONE, None).is_ok());
 }

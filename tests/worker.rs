@@ -6,7 +6,8 @@ use callfy_integration_tests::*;
 use callfy_local::LocalHandle;
 use callfy_local::sandbox::Fault;
 use callfy_shared::adapters::store::IngestWrite;
-use callfy_shared::adapters::store::{ConsentAppend, StepState};
+use callfy_shared::adapters::store::{ClaimOutcome, ConsentAppend, StepResult, StepState};
+use callfy_shared::adapters::twilio::TwilioError;
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
 use callfy_shared::domain::flow::{OutreachJob, SkipReason};
 use callfy_shared::domain::merchant::Channel;
@@ -77,8 +78,8 @@ async fn run(w: &World) -> Result<JobOutcome, WorkerError> {
 #[tokio::test]
 async fn twilio_5xx_and_429_are_retried_and_the_message_goes_out_once() {
     let w = world("wk-retry", immediate(), Some(ConsentAction::OptIn)).await;
-    w.local.sandbox.inject(Fault { status: 503, code: 20500, count: 1 });
-    w.local.sandbox.inject(Fault { status: 429, code: 20429, count: 1 });
+    w.local.sandbox.inject(Fault::error(503, 20500));
+    w.local.sandbox.inject(Fault::error(429, 20429));
     assert!(matches!(run(&w).await, Err(WorkerError::TwilioRetry(_))));
     let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
     assert_eq!(step.state, StepState::Retry);
@@ -87,13 +88,15 @@ async fn twilio_5xx_and_429_are_retried_and_the_message_goes_out_once() {
     assert_eq!(run(&w).await.unwrap(), JobOutcome::Duplicate);
     assert_eq!(w.local.sandbox.messages().len(), 1);
     let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    assert_eq!(step.uncertain_since, None, "Twilio answered every attempt");
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
     assert_eq!((step.state, step.attempts), (StepState::Sent, 3));
 }
 
 #[tokio::test]
 async fn a_permanent_twilio_refusal_is_recorded_and_dropped() {
     let w = world("wk-refuse", immediate(), Some(ConsentAction::OptIn)).await;
-    w.local.sandbox.inject(Fault { status: 400, code: 21211, count: 1 });
+    w.local.sandbox.inject(Fault::error(400, 21211));
     assert_eq!(run(&w).await.unwrap(), JobOutcome::Rejected { error_code: Some(21211) });
     let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
     assert_eq!((step.state, step.error_code), (StepState::Failed, Some(21211)));
@@ -109,7 +112,7 @@ async fn error_21610_opts_the_number_out() {
         Some(ConsentAction::OptIn),
     )
     .await;
-    w.local.sandbox.inject(Fault { status: 400, code: 21610, count: 1 });
+    w.local.sandbox.inject(Fault::error(400, 21610));
     assert_eq!(run(&w).await.unwrap(), JobOutcome::Rejected { error_code: Some(21610) });
     let state = w.local.store().consent_state(&w.merchant, &w.phone, Channel::Sms).await.unwrap();
     assert_eq!(state.status, ConsentStatus::OptedOut);
@@ -237,4 +240,37 @@ async fn a_second_abandonment_within_a_day_waits_for_the_frequency_cap() {
         outreach_worker::process_job(&w.local.functions().worker, &job).await.unwrap(),
         JobOutcome::Sent { .. }
     ));
+}
+
+#[tokio::test]
+async fn a_send_twilio_took_without_answering_is_not_sent_again() {
+    let w = world("wk-lost", immediate(), Some(ConsentAction::OptIn)).await;
+    // Twilio accepts the message, but its answer arrives after the worker gave up waiting.
+    w.local.sandbox.inject(Fault::accept_then_hang(5_000));
+    let first = run(&w).await;
+    assert!(matches!(first, Err(WorkerError::TwilioRetry(TwilioError::Timeout))), "{first:?}");
+    let step = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.uncertain_since), (StepState::Retry, Some(t0())));
+    assert_eq!(w.local.sandbox.messages().len(), 1);
+
+    // The retry finds the message at Twilio and records it instead of sending it again.
+    let sid = w.local.sandbox.messages()[0].sid.clone();
+    assert_eq!(run(&w).await.unwrap(), JobOutcome::Sent { message_sid: sid.clone() });
+    assert_eq!(w.local.sandbox.messages().len(), 1, "still exactly one SMS");
+    let log = w.local.store().sms_log(&w.merchant, &w.phone).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].message_sid, sid);
+    assert!(w.local.sandbox.violations().is_empty(), "{:?}", w.local.sandbox.violations());
+}
+
+#[tokio::test]
+async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
+    let w = world("wk-lost2", immediate(), Some(ConsentAction::OptIn)).await;
+    // Simulate the lost attempt: the step is marked uncertain, but Twilio has nothing.
+    let claim = w.local.store().claim_step(&w.merchant, &w.token, 0, "lost", t0()).await.unwrap();
+    assert_eq!(claim, ClaimOutcome::Claimed { uncertain_since: None });
+    let retry = StepResult::Retry { reason: "timeout".into(), uncertain: true };
+    w.local.store().finish_step(&w.merchant, &w.token, 0, "lost", &retry, t0()).await.unwrap();
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    assert_eq!(w.local.sandbox.messages().len(), 1);
 }

@@ -157,8 +157,8 @@ async fn send_step(
         }
     };
     let claim_id = uuid::Uuid::new_v4().to_string();
-    match app.store.claim_step(&m.id, &cart.token, step, &claim_id, now).await? {
-        ClaimOutcome::Claimed => {}
+    let uncertain_since = match app.store.claim_step(&m.id, &cart.token, step, &claim_id, now).await? {
+        ClaimOutcome::Claimed { uncertain_since } => uncertain_since,
         ClaimOutcome::Taken(record) => {
             // A redelivery after a send whose follow-up scheduling may not have happened.
             if record.state == StepState::Sent {
@@ -167,7 +167,7 @@ async fn send_step(
             info!(merchant = %m.id, step, state = ?record.state, "step already claimed; duplicate delivery ignored");
             return Ok(JobOutcome::Duplicate);
         }
-    }
+    };
     let first_contact = !app.store.has_outbound_sms(&m.id, phone).await?;
     let def = &m.flow[step as usize];
     let body = RecoverySms {
@@ -178,6 +178,25 @@ async fn send_step(
         first_contact,
     }
     .render();
+    let sent = Sent { app, merchant, cart, step, claim_id: &claim_id, phone, now };
+
+    // An earlier attempt went unanswered: if Twilio took it after all, it must not go twice.
+    if let Some(since) = uncertain_since {
+        match app.twilio.recent_messages_to(phone.as_str()).await {
+            Ok(listed) => {
+                let earlier = listed.into_iter().find(|l| {
+                    l.body.as_deref() == Some(body.as_str())
+                        && l.created_at().is_some_and(|c| c >= since - Duration::minutes(1))
+                });
+                if let Some(found) = earlier {
+                    info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; not sending again");
+                    return sent.record(found.sid, "queued".into(), body).await;
+                }
+            }
+            Err(e) => return sent.failed(e).await,
+        }
+    }
+
     let request = SendSms {
         to: phone.as_str().to_string(),
         sender,
@@ -186,42 +205,64 @@ async fn send_step(
     };
     match app.twilio.send_sms(&request).await {
         Ok(message) => {
-            let entry = SmsLogEntry {
-                merchant_id: m.id.clone(),
-                phone: phone.clone(),
-                direction: Direction::Outbound,
-                message_sid: message.sid.clone(),
-                body,
-                status: message.status.clone().unwrap_or_else(|| "queued".into()),
-                cart_token: Some(cart.token.clone()),
-                step: Some(step),
-                segments: segments(&request.body) as u32,
-                created_at: now,
-                purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
-            };
-            app.store.put_sms_log(&entry).await?;
-            let sent = StepResult::Sent { message_sid: message.sid.clone() };
-            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &sent, now).await?;
-            app.store.set_last_message_at(&m.id, &cart.token, now).await?;
-            info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, first_contact, "recovery SMS sent");
-            schedule_next(app, merchant, cart, step, now).await?;
-            Ok(JobOutcome::Sent { message_sid: message.sid })
+            let status = message.status.clone().unwrap_or_else(|| "queued".into());
+            sent.record(message.sid, status, body).await
         }
-        Err(e) if e.is_retryable() => {
-            let result = StepResult::Retry { reason: e.to_string() };
-            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &result, now).await?;
-            Err(WorkerError::TwilioRetry(e))
+        Err(e) => sent.failed(e).await,
+    }
+}
+
+/// A claimed step's ending, recorded by the claim's holder.
+struct Sent<'a> {
+    app: &'a WorkerApp,
+    merchant: &'a MerchantRecord,
+    cart: &'a Cart,
+    step: u8,
+    claim_id: &'a str,
+    phone: &'a Phone,
+    now: DateTime<Utc>,
+}
+
+impl Sent<'_> {
+    async fn record(&self, sid: String, status: String, body: String) -> Result<JobOutcome, WorkerError> {
+        let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
+        let entry = SmsLogEntry {
+            merchant_id: m.id.clone(),
+            phone: self.phone.clone(),
+            direction: Direction::Outbound,
+            message_sid: sid.clone(),
+            segments: segments(&body) as u32,
+            body,
+            status,
+            cart_token: Some(self.cart.token.clone()),
+            step: Some(self.step),
+            created_at: now,
+            purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+        };
+        app.store.put_sms_log(&entry).await?;
+        let result = StepResult::Sent { message_sid: sid.clone() };
+        app.store.finish_step(&m.id, &self.cart.token, self.step, self.claim_id, &result, now).await?;
+        app.store.set_last_message_at(&m.id, &self.cart.token, now).await?;
+        info!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), sid = %sid, "recovery SMS sent");
+        schedule_next(app, self.merchant, self.cart, self.step, now).await?;
+        Ok(JobOutcome::Sent { message_sid: sid })
+    }
+
+    async fn failed(&self, e: TwilioError) -> Result<JobOutcome, WorkerError> {
+        let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
+        if e.is_retryable() {
+            let result = StepResult::Retry { reason: e.to_string(), uncertain: e.may_have_sent() };
+            app.store.finish_step(&m.id, &self.cart.token, self.step, self.claim_id, &result, now).await?;
+            return Err(WorkerError::TwilioRetry(e));
         }
-        Err(e) => {
-            let code = e.code();
-            warn!(merchant = %m.id, step, phone = %phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
-            let result = StepResult::Failed { error_code: code, reason: e.to_string() };
-            app.store.finish_step(&m.id, &cart.token, step, &claim_id, &result, now).await?;
-            if code == Some(TWILIO_UNSUBSCRIBED) {
-                record_carrier_opt_out(app, &m.id, phone, now, m.retention_days.consent_records).await?;
-            }
-            Ok(JobOutcome::Rejected { error_code: code })
+        let code = e.code();
+        warn!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
+        let result = StepResult::Failed { error_code: code, reason: e.to_string() };
+        app.store.finish_step(&m.id, &self.cart.token, self.step, self.claim_id, &result, now).await?;
+        if code == Some(TWILIO_UNSUBSCRIBED) {
+            record_carrier_opt_out(app, &m.id, self.phone, now, m.retention_days.consent_records).await?;
         }
+        Ok(JobOutcome::Rejected { error_code: code })
     }
 }
 

@@ -154,12 +154,17 @@ pub struct StepRecord {
     pub error_code: Option<i64>,
     #[serde(default)]
     pub attempts: u32,
+    /// Start of the first attempt whose outcome Twilio did not tell us.
+    #[serde(default)]
+    pub uncertain_since: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    Claimed,
+    /// This worker holds the step. `uncertain_since` is set when an earlier attempt may have
+    /// reached Twilio unanswered: the holder must look for that message before sending.
+    Claimed { uncertain_since: Option<DateTime<Utc>> },
     /// Another delivery holds or finished this step.
     Taken(StepRecord),
 }
@@ -167,9 +172,18 @@ pub enum ClaimOutcome {
 /// How a claimed step ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StepResult {
-    Sent { message_sid: String },
-    Failed { error_code: Option<i64>, reason: String },
-    Retry { reason: String },
+    Sent {
+        message_sid: String,
+    },
+    Failed {
+        error_code: Option<i64>,
+        reason: String,
+    },
+    /// Worth retrying; `uncertain` when Twilio may have accepted the message anyway.
+    Retry {
+        reason: String,
+        uncertain: bool,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -589,10 +603,19 @@ impl Store {
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await;
         match res {
-            Ok(_) => Ok(ClaimOutcome::Claimed),
+            Ok(out) => {
+                let uncertain_since = out
+                    .attributes
+                    .as_ref()
+                    .and_then(|old| get_s(old, "uncertain_since"))
+                    .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
+                    .map(|v| v.with_timezone(&Utc));
+                Ok(ClaimOutcome::Claimed { uncertain_since })
+            }
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 let record =
                     self.get_step(m, token, step).await?.ok_or_else(|| StoreError::NotFound("step claim".into()))?;
@@ -647,10 +670,17 @@ impl Store {
                     None => req.update_expression("SET #st = :s, reason = :r, updated_at = :now"),
                 }
             }
-            StepResult::Retry { reason } => req
-                .update_expression("SET #st = :s, reason = :r, updated_at = :now")
-                .expression_attribute_values(":s", s("retry"))
-                .expression_attribute_values(":r", s(reason)),
+            StepResult::Retry { reason, uncertain } => {
+                let req =
+                    req.expression_attribute_values(":s", s("retry")).expression_attribute_values(":r", s(reason));
+                if *uncertain {
+                    req.update_expression(
+                        "SET #st = :s, reason = :r, updated_at = :now, uncertain_since = if_not_exists(uncertain_since, :now)",
+                    )
+                } else {
+                    req.update_expression("SET #st = :s, reason = :r, updated_at = :now")
+                }
+            }
         };
         match req.send().await {
             Ok(_) => Ok(()),

@@ -11,9 +11,14 @@ pub enum TwilioError {
     /// so it is kept out of `Display` (which reaches logs).
     #[error("Twilio returned HTTP {status}, error {code:?}")]
     Api { status: u16, code: Option<i64>, message: String },
+    /// The request may have reached Twilio; only the answer is missing.
     #[error("Twilio did not answer in time")]
     Timeout,
-    #[error("could not reach Twilio: {0}")]
+    /// No connection was made, so nothing was sent.
+    #[error("could not connect to Twilio: {0}")]
+    Connect(String),
+    /// The connection broke after the request may have been sent.
+    #[error("the connection to Twilio failed: {0}")]
     Transport(String),
     #[error("unexpected answer from Twilio: {0}")]
     Decode(String),
@@ -24,9 +29,15 @@ impl TwilioError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api { status, code, .. } => *status == 429 || *status >= 500 || *code == Some(20429),
-            Self::Timeout | Self::Transport(_) => true,
+            Self::Timeout | Self::Connect(_) | Self::Transport(_) => true,
             Self::Decode(_) => false,
         }
+    }
+
+    /// Whether Twilio may have accepted the message although we got no answer: a retry must
+    /// first look for it, or the shopper could get it twice.
+    pub fn may_have_sent(&self) -> bool {
+        matches!(self, Self::Timeout | Self::Transport(_))
     }
 
     pub fn code(&self) -> Option<i64> {
@@ -58,6 +69,31 @@ pub struct MessageResource {
     pub status: Option<String>,
     pub num_segments: Option<String>,
     pub error_code: Option<i64>,
+}
+
+/// One entry of `GET …/Messages.json`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ListedMessage {
+    pub sid: String,
+    pub to: Option<String>,
+    pub body: Option<String>,
+    /// RFC 2822, as Twilio writes it.
+    pub date_created: Option<String>,
+}
+
+impl ListedMessage {
+    pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.date_created
+            .as_deref()
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct MessageList {
+    #[serde(default)]
+    messages: Vec<ListedMessage>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +131,37 @@ impl TwilioClient {
         Ok(Self { http, base: cfg.api_base.clone(), account_sid: cfg.account_sid.clone(), user, password })
     }
 
+    /// The newest messages to `to` (Twilio lists newest first).
+    pub async fn recent_messages_to(&self, to: &str) -> Result<Vec<ListedMessage>, TwilioError> {
+        let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
+        let resp = self
+            .http
+            .get(url)
+            .basic_auth(&self.user, Some(&self.password))
+            .query(&[("To", to), ("PageSize", "50")])
+            .send()
+            .await
+            .map_err(classify)?;
+        let list: MessageList = Self::decode(resp).await?;
+        Ok(list.messages)
+    }
+
+    async fn decode<T: for<'de> Deserialize<'de>>(resp: reqwest::Response) -> Result<T, TwilioError> {
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(classify)?;
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|e| TwilioError::Decode(e.to_string()));
+        }
+        let err: Option<ApiError> = serde_json::from_slice(&bytes).ok();
+        Err(TwilioError::Api {
+            status,
+            code: err.as_ref().and_then(|e| e.code),
+            message: err
+                .and_then(|e| e.message)
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
+        })
+    }
+
     pub async fn send_sms(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
         let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
         let mut form: Vec<(&str, &str)> = vec![("To", &req.to), ("Body", &req.body)];
@@ -113,24 +180,18 @@ impl TwilioClient {
             .send()
             .await
             .map_err(classify)?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(classify)?;
-        if (200..300).contains(&status) {
-            return serde_json::from_slice(&bytes).map_err(|e| TwilioError::Decode(e.to_string()));
-        }
-        let err: Option<ApiError> = serde_json::from_slice(&bytes).ok();
-        Err(TwilioError::Api {
-            status,
-            code: err.as_ref().and_then(|e| e.code),
-            message: err
-                .and_then(|e| e.message)
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).chars().take(200).collect()),
-        })
+        Self::decode(resp).await
     }
 }
 
 fn classify(e: reqwest::Error) -> TwilioError {
-    if e.is_timeout() { TwilioError::Timeout } else { TwilioError::Transport(e.to_string()) }
+    if e.is_connect() {
+        TwilioError::Connect(e.to_string())
+    } else if e.is_timeout() {
+        TwilioError::Timeout
+    } else {
+        TwilioError::Transport(e.to_string())
+    }
 }
 
 #[cfg(test)]

@@ -58,6 +58,50 @@ impl TwilioContract {
         problems
     }
 
+    /// Validates query parameters against the operation's declared ones.
+    pub fn check_query(&self, path: &str, method: &str, params: &[(String, String)]) -> Vec<String> {
+        let Some(op) = self.operation(path, method) else {
+            return vec![format!("{method} {path} is not in Twilio's API")];
+        };
+        let declared: Vec<&Value> = op["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| self.resolve(p))
+            .filter(|p| p["in"] == "query")
+            .collect();
+        params
+            .iter()
+            .filter_map(|(name, value)| match declared.iter().find(|p| p["name"] == name.as_str()) {
+                None => Some(format!("unknown query parameter {name}")),
+                Some(p) => check_value(name, value, self.resolve(&p["schema"])),
+            })
+            .collect()
+    }
+
+    /// Validates the answer of `GET …/Messages.json` (an inline page schema of messages).
+    pub fn check_message_list(&self, body: &Value) -> Vec<String> {
+        let Some(op) = self.operation("/2010-04-01/Accounts/{AccountSid}/Messages.json", "get") else {
+            return vec!["list operation missing from the spec".into()];
+        };
+        let schema = self.resolve(&op["responses"]["200"]["content"]["application/json"]["schema"]);
+        let mut problems = Vec::new();
+        if let (Some(props), Some(obj)) = (schema["properties"].as_object(), body.as_object()) {
+            for key in props.keys().filter(|k| !obj.contains_key(*k)) {
+                problems.push(format!("field {key} is missing"));
+            }
+            for key in obj.keys().filter(|k| !props.contains_key(*k)) {
+                problems.push(format!("field {key} is not in ListMessageResponse"));
+            }
+        } else {
+            problems.push("answer is not a JSON object".into());
+        }
+        for message in body["messages"].as_array().into_iter().flatten() {
+            problems.extend(self.check_response("api.v2010.account.message", message));
+        }
+        problems
+    }
+
     /// Validates a JSON answer against the named component schema.
     pub fn check_response(&self, schema_name: &str, body: &Value) -> Vec<String> {
         let schema = &self.spec["components"]["schemas"][schema_name];
@@ -111,6 +155,9 @@ fn check_value(name: &str, value: &str, prop: &Value) -> Option<String> {
     }
     match (prop["type"].as_str(), prop["format"].as_str()) {
         (Some("integer"), _) if value.parse::<i64>().is_err() => Some(format!("{name} must be an integer")),
+        (_, Some("date-time")) if chrono::DateTime::parse_from_rfc3339(value).is_err() => {
+            Some(format!("{name} must be an RFC 3339 date-time"))
+        }
         (Some("boolean"), _) if value != "true" && value != "false" => Some(format!("{name} must be true or false")),
         (_, Some("uri")) if !(value.starts_with("http://") || value.starts_with("https://")) => {
             Some(format!("{name} must be an absolute URL"))

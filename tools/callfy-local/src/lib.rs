@@ -58,6 +58,8 @@ pub struct LocalOptions {
     pub clock: Arc<dyn Clock>,
     /// Poll the outreach queue in the background (tests poll by hand with `poll_once`).
     pub auto_poll: bool,
+    /// How long the worker waits for Twilio's answer.
+    pub twilio_timeout: std::time::Duration,
 }
 
 impl LocalOptions {
@@ -91,6 +93,7 @@ impl LocalOptions {
             public_base_url: var("PUBLIC_BASE_URL"),
             clock,
             auto_poll: true,
+            twilio_timeout: std::time::Duration::from_secs(10),
         })
     }
 
@@ -106,6 +109,7 @@ impl LocalOptions {
             public_base_url: None,
             clock,
             auto_poll: false,
+            twilio_timeout: std::time::Duration::from_secs(3),
         }
     }
 }
@@ -200,7 +204,8 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         auth: TwilioAuth::AuthToken(opts.twilio_auth_token.clone()),
         auth_token: Some(opts.twilio_auth_token.clone()),
     };
-    let twilio = TwilioClient::new(&twilio_cfg).map_err(|e| LocalError::Config(e.to_string()))?;
+    let twilio =
+        TwilioClient::with_timeout(&twilio_cfg, opts.twilio_timeout).map_err(|e| LocalError::Config(e.to_string()))?;
     let public_base_url = opts.public_base_url.clone().unwrap_or_else(|| base_url.clone());
     let functions = Functions {
         ingest: IngestApp {
