@@ -205,10 +205,10 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     let m = MerchantId::parse("snowdevil").unwrap();
     let token = CartToken::parse("tok-claim").unwrap();
     assert_eq!(
-        store.claim_step(&m, &token, 0, "a", t0()).await.unwrap(),
-        ClaimOutcome::Claimed { uncertain_since: None }
+        store.claim_step(&m, &token, 0, "a", "body-hash", t0()).await.unwrap(),
+        ClaimOutcome::Claimed { uncertain: None }
     );
-    let ClaimOutcome::Taken(rec) = store.claim_step(&m, &token, 0, "b", t0()).await.unwrap() else {
+    let ClaimOutcome::Taken(rec) = store.claim_step(&m, &token, 0, "b", "body-hash", t0()).await.unwrap() else {
         panic!("second claim must fail")
     };
     assert_eq!((rec.state, rec.claim_id.as_deref()), (StepState::Claimed, Some("a")));
@@ -217,14 +217,14 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     assert!(matches!(store.finish_step(&m, &token, 0, "b", &retry, t0()).await, Err(StoreError::Conflict)));
     store.finish_step(&m, &token, 0, "a", &retry, t0()).await.unwrap();
     assert_eq!(
-        store.claim_step(&m, &token, 0, "c", t0()).await.unwrap(),
-        ClaimOutcome::Claimed { uncertain_since: None }
+        store.claim_step(&m, &token, 0, "c", "body-hash", t0()).await.unwrap(),
+        ClaimOutcome::Claimed { uncertain: None }
     );
     let sent = StepResult::Sent { message_sid: "SM1".into() };
     store.finish_step(&m, &token, 0, "c", &sent, t0()).await.unwrap();
     let rec = store.get_step(&m, &token, 0).await.unwrap().unwrap();
     assert_eq!((rec.state, rec.attempts, rec.message_sid.as_deref()), (StepState::Sent, 2, Some("SM1")));
-    assert!(matches!(store.claim_step(&m, &token, 0, "d", t0()).await.unwrap(), ClaimOutcome::Taken(_)));
+    assert!(matches!(store.claim_step(&m, &token, 0, "d", "body-hash", t0()).await.unwrap(), ClaimOutcome::Taken(_)));
     assert!(!store.skip_step(&m, &token, 0, "too_late", t0()).await.unwrap(), "a sent step stays sent");
 
     assert!(store.skip_step(&m, &token, 1, "opted_out", t0()).await.unwrap());
@@ -233,8 +233,8 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     assert_eq!((rec.state, rec.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
     let failed = StepResult::Failed { error_code: Some(21211), reason: "invalid".into() };
     assert_eq!(
-        store.claim_step(&m, &token, 2, "e", t0()).await.unwrap(),
-        ClaimOutcome::Claimed { uncertain_since: None }
+        store.claim_step(&m, &token, 2, "e", "body-hash", t0()).await.unwrap(),
+        ClaimOutcome::Claimed { uncertain: None }
     );
     store.finish_step(&m, &token, 2, "e", &failed, t0()).await.unwrap();
     assert_eq!(store.get_step(&m, &token, 2).await.unwrap().unwrap().error_code, Some(21211));

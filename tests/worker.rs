@@ -253,7 +253,13 @@ async fn a_send_twilio_took_without_answering_is_not_sent_again() {
     assert_eq!((step.state, step.uncertain_since), (StepState::Retry, Some(t0())));
     assert_eq!(w.local.sandbox.messages().len(), 1);
 
-    // The retry finds the message at Twilio and records it instead of sending it again.
+    // The merchant renames themselves in between: the body would differ now, yet the retry
+    // still recognises the attempted message and records it instead of sending it again.
+    let renamed = merchant(|v| {
+        v["flow"] = immediate();
+        v["name"] = "Snowdevil Boards".into();
+    });
+    w.local.store().put_merchant(&renamed, t0()).await.unwrap();
     let sid = w.local.sandbox.messages()[0].sid.clone();
     assert_eq!(run(&w).await.unwrap(), JobOutcome::Sent { message_sid: sid.clone() });
     assert_eq!(w.local.sandbox.messages().len(), 1, "still exactly one SMS");
@@ -267,8 +273,8 @@ async fn a_send_twilio_took_without_answering_is_not_sent_again() {
 async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
     let w = world("wk-lost2", immediate(), Some(ConsentAction::OptIn)).await;
     // Simulate the lost attempt: the step is marked uncertain, but Twilio has nothing.
-    let claim = w.local.store().claim_step(&w.merchant, &w.token, 0, "lost", t0()).await.unwrap();
-    assert_eq!(claim, ClaimOutcome::Claimed { uncertain_since: None });
+    let claim = w.local.store().claim_step(&w.merchant, &w.token, 0, "lost", "body-hash", t0()).await.unwrap();
+    assert_eq!(claim, ClaimOutcome::Claimed { uncertain: None });
     let retry = StepResult::Retry { reason: "timeout".into(), uncertain: true };
     w.local.store().finish_step(&w.merchant, &w.token, 0, "lost", &retry, t0()).await.unwrap();
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));

@@ -13,6 +13,7 @@ use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource,
 use callfy_shared::domain::flow::{Decision, OutreachJob, RecentSend, SkipReason, decide, job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{RecoverySms, segments};
+use callfy_shared::signature::sha256_hex;
 use callfy_shared::telemetry::redact;
 use callfy_shared::{Clock, Phone};
 use chrono::{DateTime, Duration, Utc};
@@ -156,18 +157,6 @@ async fn send_step(
             return Ok(JobOutcome::Skipped(SkipReason::NoSender));
         }
     };
-    let claim_id = uuid::Uuid::new_v4().to_string();
-    let uncertain_since = match app.store.claim_step(&m.id, &cart.token, step, &claim_id, now).await? {
-        ClaimOutcome::Claimed { uncertain_since } => uncertain_since,
-        ClaimOutcome::Taken(record) => {
-            // A redelivery after a send whose follow-up scheduling may not have happened.
-            if record.state == StepState::Sent {
-                schedule_next(app, merchant, cart, step, now).await?;
-            }
-            info!(merchant = %m.id, step, state = ?record.state, "step already claimed; duplicate delivery ignored");
-            return Ok(JobOutcome::Duplicate);
-        }
-    };
     let first_contact = !app.store.has_outbound_sms(&m.id, phone).await?;
     let def = &m.flow[step as usize];
     let body = RecoverySms {
@@ -178,19 +167,34 @@ async fn send_step(
         first_contact,
     }
     .render();
+    let body_sha256 = sha256_hex(body.as_bytes());
+    let claim_id = uuid::Uuid::new_v4().to_string();
+    let uncertain = match app.store.claim_step(&m.id, &cart.token, step, &claim_id, &body_sha256, now).await? {
+        ClaimOutcome::Claimed { uncertain } => uncertain,
+        ClaimOutcome::Taken(record) => {
+            // A redelivery after a send whose follow-up scheduling may not have happened.
+            if record.state == StepState::Sent {
+                schedule_next(app, merchant, cart, step, now).await?;
+            }
+            info!(merchant = %m.id, step, state = ?record.state, "step already claimed; duplicate delivery ignored");
+            return Ok(JobOutcome::Duplicate);
+        }
+    };
     let sent = Sent { app, merchant, cart, step, claim_id: &claim_id, phone, now };
 
     // An earlier attempt went unanswered: if Twilio took it after all, it must not go twice.
-    if let Some(since) = uncertain_since {
+    if let Some(earlier) = uncertain {
+        let wanted = earlier.body_sha256.unwrap_or_else(|| body_sha256.clone());
         match app.twilio.recent_messages_to(phone.as_str()).await {
             Ok(listed) => {
-                let earlier = listed.into_iter().find(|l| {
-                    l.body.as_deref() == Some(body.as_str())
-                        && l.created_at().is_some_and(|c| c >= since - Duration::minutes(1))
+                let found = listed.into_iter().find(|l| {
+                    l.body.as_deref().is_some_and(|b| sha256_hex(b.as_bytes()) == wanted)
+                        && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
                 });
-                if let Some(found) = earlier {
+                if let Some(found) = found {
                     info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; not sending again");
-                    return sent.record(found.sid, "queued".into(), body).await;
+                    let sent_body = found.body.unwrap_or(body);
+                    return sent.record(found.sid, "queued".into(), sent_body).await;
                 }
             }
             Err(e) => return sent.failed(e).await,

@@ -162,11 +162,19 @@ pub struct StepRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
-    /// This worker holds the step. `uncertain_since` is set when an earlier attempt may have
-    /// reached Twilio unanswered: the holder must look for that message before sending.
-    Claimed { uncertain_since: Option<DateTime<Utc>> },
+    /// This worker holds the step. `uncertain` is set when an earlier attempt may have reached
+    /// Twilio unanswered: the holder must look for that message before sending.
+    Claimed { uncertain: Option<Uncertain> },
     /// Another delivery holds or finished this step.
     Taken(StepRecord),
+}
+
+/// An earlier attempt whose outcome Twilio did not tell us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uncertain {
+    pub since: DateTime<Utc>,
+    /// SHA-256 of the body that attempt sent, to recognise it in Twilio's message list.
+    pub body_sha256: Option<String>,
 }
 
 /// How a claimed step ended.
@@ -585,6 +593,7 @@ impl Store {
         token: &CartToken,
         step: u8,
         claim_id: &str,
+        body_sha256: &str,
         now: DateTime<Utc>,
     ) -> Result<ClaimOutcome, StoreError> {
         let res = self
@@ -593,13 +602,15 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(Self::key(cart_pk(m, token), step_sk(step))))
             .update_expression(
-                "SET #st = :claimed, claim_id = :c, updated_at = :now, attempts = if_not_exists(attempts, :zero) + :one",
+                "SET #st = :claimed, claim_id = :c, body_sha256 = :h, updated_at = :now, \
+                 attempts = if_not_exists(attempts, :zero) + :one",
             )
             .condition_expression("attribute_not_exists(pk) OR #st = :retry")
             .expression_attribute_names("#st", "state")
             .expression_attribute_values(":claimed", s("claimed"))
             .expression_attribute_values(":retry", s("retry"))
             .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":h", s(body_sha256))
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":zero", n(0))
             .expression_attribute_values(":one", n(1))
@@ -608,13 +619,15 @@ impl Store {
             .await;
         match res {
             Ok(out) => {
-                let uncertain_since = out
-                    .attributes
-                    .as_ref()
-                    .and_then(|old| get_s(old, "uncertain_since"))
-                    .and_then(|v| DateTime::parse_from_rfc3339(v).ok())
-                    .map(|v| v.with_timezone(&Utc));
-                Ok(ClaimOutcome::Claimed { uncertain_since })
+                let old = out.attributes.unwrap_or_default();
+                let uncertain =
+                    get_s(&old, "uncertain_since").and_then(|v| DateTime::parse_from_rfc3339(v).ok()).map(|since| {
+                        Uncertain {
+                            since: since.with_timezone(&Utc),
+                            body_sha256: get_s(&old, "body_sha256").map(str::to_string),
+                        }
+                    });
+                Ok(ClaimOutcome::Claimed { uncertain })
             }
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 let record =
