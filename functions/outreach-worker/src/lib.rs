@@ -180,7 +180,7 @@ async fn send_step(
             return Ok(JobOutcome::Duplicate);
         }
     };
-    let sent = Sent { app, merchant, cart, step, claim_id: &claim_id, phone, now };
+    let attempt = Attempt { app, merchant, cart, step, claim_id: &claim_id, phone, now };
 
     // An earlier attempt went unanswered: if Twilio took it after all, it must not go twice.
     if let Some(earlier) = uncertain {
@@ -194,10 +194,10 @@ async fn send_step(
                 if let Some(found) = found {
                     info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; not sending again");
                     let sent_body = found.body.unwrap_or(body);
-                    return sent.record(found.sid, "queued".into(), sent_body).await;
+                    return attempt.record(found.sid, "queued".into(), sent_body).await;
                 }
             }
-            Err(e) => return sent.failed(e).await,
+            Err(e) => return attempt.failed(e).await,
         }
     }
 
@@ -210,14 +210,14 @@ async fn send_step(
     match app.twilio.send_sms(&request).await {
         Ok(message) => {
             let status = message.status.clone().unwrap_or_else(|| "queued".into());
-            sent.record(message.sid, status, body).await
+            attempt.record(message.sid, status, body).await
         }
-        Err(e) => sent.failed(e).await,
+        Err(e) => attempt.failed(e).await,
     }
 }
 
-/// A claimed step's ending, recorded by the claim's holder.
-struct Sent<'a> {
+/// One claimed attempt at a step; its ending is recorded by the claim's holder.
+struct Attempt<'a> {
     app: &'a WorkerApp,
     merchant: &'a MerchantRecord,
     cart: &'a Cart,
@@ -227,7 +227,7 @@ struct Sent<'a> {
     now: DateTime<Utc>,
 }
 
-impl Sent<'_> {
+impl Attempt<'_> {
     async fn record(&self, sid: String, status: String, body: String) -> Result<JobOutcome, WorkerError> {
         let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
         let entry = SmsLogEntry {
