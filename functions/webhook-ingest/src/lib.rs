@@ -6,7 +6,7 @@ use callfy_shared::adapters::store::{
     ConsentAppend, IngestOutcome, IngestWrite, MerchantRecord, MerchantStatus, Store, StoreError,
 };
 use callfy_shared::domain::cart::{Cart, CartStatus};
-use callfy_shared::domain::consent::{ConsentEvent, ConsentSource, ConsentStatus};
+use callfy_shared::domain::consent::{ConsentEvent, ConsentSource, ConsentState, ConsentStatus};
 use callfy_shared::domain::flow::{job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::http::{error, header, json};
@@ -185,7 +185,7 @@ async fn ingest_checkout(
                     evidence: sig.evidence.clone(),
                 };
                 if state.accepts(&event) {
-                    status = state.after(&event, String::new()).status;
+                    status = ConsentState::status_after(event.action);
                     consent = Some(ConsentAppend {
                         merchant_id: m.id.clone(),
                         phone: phone.clone(),

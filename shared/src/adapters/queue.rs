@@ -23,10 +23,6 @@ impl OutreachQueue {
         Self { client, url: url.into() }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     /// Enqueues `job`, held back `delay_seconds` (0..=900).
     pub async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, QueueError> {
         let body = serde_json::to_string(job).map_err(|e| QueueError::Encode(e.to_string()))?;

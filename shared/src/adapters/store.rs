@@ -266,14 +266,6 @@ impl Store {
         Self { client, table: table.into() }
     }
 
-    pub fn table(&self) -> &str {
-        &self.table
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
     fn key(pk: String, sk: String) -> Item {
         HashMap::from([("pk".to_string(), s(pk)), ("sk".to_string(), s(sk))])
     }
@@ -436,7 +428,7 @@ impl Store {
             }
         }
         if let Some(c) = &w.consent {
-            items.extend(self.consent_items(c)?);
+            items.extend(self.consent_items(c)?.0);
         }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(IngestOutcome::Applied),
@@ -506,7 +498,8 @@ impl Store {
 
     // ---- consent ----
 
-    fn consent_items(&self, c: &ConsentAppend) -> Result<Vec<TransactWriteItem>, StoreError> {
+    /// The two writes of an append (entry, new head) and the state they leave.
+    fn consent_items(&self, c: &ConsentAppend) -> Result<(Vec<TransactWriteItem>, ConsentState), StoreError> {
         let pk = customer_pk(&c.merchant_id, &c.phone);
         let channel = c.event.channel;
         let seq = c.state.seq + 1;
@@ -528,7 +521,7 @@ impl Store {
         } else {
             put(&self.table, state_item, Some("seq = :seq"), &[(":seq", n(c.state.seq))])?
         };
-        Ok(vec![put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?, state_put])
+        Ok((vec![put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?, state_put], next))
     }
 
     /// The current consent state, strongly consistent: every send re-checks it.
@@ -546,9 +539,9 @@ impl Store {
 
     /// Appends one event on top of the state it was decided against.
     pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
-        let items = self.consent_items(c)?;
+        let (items, next) = self.consent_items(c)?;
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => self.consent_state(&c.merchant_id, &c.phone, c.event.channel).await,
+            Ok(_) => Ok(next),
             Err(e) if cancellation_codes(&e).is_some() => Err(StoreError::Conflict),
             Err(e) => Err(aws("TransactWriteItems", e)),
         }

@@ -106,13 +106,18 @@ impl ConsentState {
         }
     }
 
+    /// The status an accepted event leads to.
+    pub fn status_after(action: ConsentAction) -> ConsentStatus {
+        match action {
+            ConsentAction::OptIn => ConsentStatus::OptedIn,
+            ConsentAction::OptOut => ConsentStatus::OptedOut,
+        }
+    }
+
     /// The state after appending `event` whose hash is `hash`.
     pub fn after(&self, event: &ConsentEvent, hash: String) -> Self {
         Self {
-            status: match event.action {
-                ConsentAction::OptIn => ConsentStatus::OptedIn,
-                ConsentAction::OptOut => ConsentStatus::OptedOut,
-            },
+            status: Self::status_after(event.action),
             seq: self.seq + 1,
             head_hash: Some(hash),
             last_source: Some(event.source),

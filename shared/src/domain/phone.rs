@@ -40,6 +40,11 @@ impl Phone {
         Ok(Self(number.format().mode(Mode::E164).to_string()))
     }
 
+    /// Whether `region` is an ISO 3166 alpha-2 code libphonenumber knows.
+    pub fn is_known_region(region: &str) -> bool {
+        region.len() == 2 && region.to_ascii_uppercase().parse::<country::Id>().is_ok()
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

@@ -21,17 +21,9 @@ pub struct Window {
 }
 
 impl Window {
+    /// Whole hours; only ever called with literals, so an out-of-range hour fails the build.
     pub const fn hours(start: u32, end: u32) -> Self {
-        Self {
-            start: match NaiveTime::from_hms_opt(start, 0, 0) {
-                Some(t) => t,
-                None => NaiveTime::MIN,
-            },
-            end: match NaiveTime::from_hms_opt(end, 0, 0) {
-                Some(t) => t,
-                None => NaiveTime::MIN,
-            },
-        }
+        Self { start: hm(start), end: hm(end) }
     }
 
     fn narrow(self, other: Window) -> Window {
@@ -40,6 +32,13 @@ impl Window {
 
     fn contains(self, t: NaiveTime) -> bool {
         t >= self.start && t < self.end
+    }
+}
+
+const fn hm(hour: u32) -> NaiveTime {
+    match NaiveTime::from_hms_opt(hour, 0, 0) {
+        Some(t) => t,
+        None => panic!("hour out of range"),
     }
 }
 
@@ -147,7 +146,7 @@ pub fn area_code_zones(phone: &Phone) -> Vec<Tz> {
 pub struct Recipient {
     pub zones: Vec<Tz>,
     /// US states whose rules apply (the address's, and FL/OK by area-code presumption).
-    pub states: Vec<&'static str>,
+    pub states: Vec<String>,
 }
 
 impl Recipient {
@@ -161,20 +160,19 @@ impl Recipient {
         let zones = from_address
             .or_else(|| Some(area_code_zones(phone)).filter(|z| !z.is_empty()))
             .unwrap_or_else(|| vec![merchant_zone]);
-        let mut states: Vec<&'static str> = Vec::new();
+        // Only states with a rule of their own matter; `state_rule` is the one list of them.
+        let mut states: Vec<String> = Vec::new();
         if country.as_deref() == Some("US")
-            && let Some(p) = &province
-            && let Some(known) =
-                ["FL", "OK", "MD", "WA", "CT", "AL", "LA", "KY", "MI", "MN", "RI"].iter().find(|s| *s == p)
+            && let Some(p) = province.filter(|p| state_rule(p).is_some())
         {
-            states.push(known);
+            states.push(p);
         }
-        if phone.as_str().starts_with("+1")
+        if phone.country_code() == Some(1)
             && let Ok(area) = phone.as_str()[2..5].parse::<u16>()
         {
             for (state, codes) in PRESUMED_STATE_AREA_CODES {
-                if codes.contains(&area) && !states.contains(state) {
-                    states.push(state);
+                if codes.contains(&area) && !states.iter().any(|s| s == state) {
+                    states.push(state.to_string());
                 }
             }
         }
