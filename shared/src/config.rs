@@ -144,6 +144,11 @@ impl Config {
         self.twilio.as_ref().ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
     }
 
+    /// Twilio signs its webhooks with the account's auth token, even when API keys call the API.
+    pub fn require_twilio_auth_token(&self) -> Result<&str, ConfigError> {
+        self.require_twilio()?.auth_token.as_deref().ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))
+    }
+
     pub fn require_shopify_secret(&self) -> Result<&str, ConfigError> {
         self.shopify_api_secret.as_deref().ok_or(ConfigError::Missing("SHOPIFY_API_SECRET"))
     }

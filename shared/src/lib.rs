@@ -2,6 +2,7 @@
 //! and the adapters that translate them to DynamoDB, SQS and Twilio.
 
 pub mod adapters;
+pub mod api_key;
 pub mod clock;
 pub mod config;
 pub mod domain;
@@ -9,6 +10,7 @@ pub mod http;
 pub mod shopify;
 pub mod signature;
 pub mod telemetry;
+pub mod twilio_signature;
 
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use config::{Config, ConfigError};

@@ -29,6 +29,7 @@ pub enum Topic {
     CheckoutUpdate,
     CheckoutDelete,
     OrderCreate,
+    MarketingConsentUpdate,
     Other,
 }
 
@@ -39,6 +40,7 @@ impl Topic {
             "checkouts/update" => Self::CheckoutUpdate,
             "checkouts/delete" => Self::CheckoutDelete,
             "orders/create" => Self::OrderCreate,
+            "customers_marketing_consent/update" => Self::MarketingConsentUpdate,
             _ => Self::Other,
         }
     }
@@ -236,8 +238,54 @@ impl Checkout {
                     .or_else(|| Some("SHOPIFY_CHECKOUT".into())),
                 platform_event_id: Some(event_id.to_string()),
                 message_sid: None,
+                keyword: None,
             },
         })
+    }
+}
+
+/// `customers_marketing_consent/update`: a customer's SMS consent changed in Shopify.
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct MarketingConsentUpdate {
+    pub id: Option<serde_json::Value>,
+    pub phone_number: Option<String>,
+    pub sms_marketing_consent: Option<SmsMarketingConsent>,
+}
+
+impl MarketingConsentUpdate {
+    /// The consent change for the customer's phone. `not_subscribed` and `redacted` withdraw
+    /// consent only where we hold an opt-in (`withdraws_only`); `pending` changes nothing.
+    pub fn signal(
+        &self,
+        default_region: &str,
+        event_id: &str,
+        triggered_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<(Phone, ConsentSignal, bool)>, ShopifyError> {
+        let phone = self
+            .phone_number
+            .as_deref()
+            .map(|p| Phone::parse(p, Some(default_region)))
+            .transpose()
+            .map_err(|_| ShopifyError::Field("phone_number"))?;
+        let (Some(phone), Some(consent)) = (phone, self.sms_marketing_consent.as_ref()) else {
+            return Ok(None);
+        };
+        let (action, withdraws_only) = match consent.state.as_deref() {
+            Some("subscribed") => (ConsentAction::OptIn, false),
+            Some("unsubscribed") => (ConsentAction::OptOut, false),
+            Some("not_subscribed") | Some("redacted") => (ConsentAction::OptOut, true),
+            _ => return Ok(None),
+        };
+        let occurred_at = consent.consent_updated_at.or(triggered_at).unwrap_or(now);
+        let evidence = Evidence {
+            platform_timestamp: consent.consent_updated_at.map(|t| t.to_rfc3339()),
+            opt_in_level: consent.opt_in_level.clone(),
+            collected_from: consent.consent_collected_from.clone(),
+            platform_event_id: Some(event_id.to_string()),
+            ..Default::default()
+        };
+        Ok(Some((phone, ConsentSignal { action, occurred_at, evidence }, withdraws_only)))
     }
 }
 
@@ -301,6 +349,25 @@ mod tests {
         ] {
             assert!(checkout(v).sms_consent("e1").is_none());
         }
+    }
+
+    #[test]
+    fn marketing_consent_update_states() {
+        let now: DateTime<Utc> = "2026-06-01T10:00:00Z".parse().unwrap();
+        let parse = |state: &str| {
+            let v = serde_json::json!({ "id": 706405506930370084u64, "phone_number": "(312) 555-1212",
+                "sms_marketing_consent": { "state": state, "opt_in_level": "single_opt_in",
+                "consent_updated_at": "2026-06-01T09:00:00Z", "consent_collected_from": "OTHER" } });
+            serde_json::from_value::<MarketingConsentUpdate>(v).unwrap().signal("US", "ev1", None, now).unwrap()
+        };
+        let (phone, sig, only) = parse("subscribed").unwrap();
+        assert_eq!((phone.as_str(), sig.action, only), ("+13125551212", ConsentAction::OptIn, false));
+        assert_eq!(sig.evidence.platform_timestamp.as_deref(), Some("2026-06-01T09:00:00+00:00"));
+        assert_eq!(parse("unsubscribed").unwrap().1.action, ConsentAction::OptOut);
+        assert!(parse("not_subscribed").unwrap().2);
+        assert!(parse("pending").is_none());
+        let bad = MarketingConsentUpdate { phone_number: Some("nope".into()), ..Default::default() };
+        assert_eq!(bad.signal("US", "e", None, now).unwrap_err(), ShopifyError::Field("phone_number"));
     }
 
     #[test]

@@ -4,8 +4,7 @@
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use callfy_shared::adapters::queue::{OutreachQueue, QueueError};
 use callfy_shared::adapters::store::{
-    ClaimOutcome, ConsentAppend, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepResult, StepState, Store,
-    StoreError,
+    ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepResult, StepState, Store, StoreError,
 };
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use callfy_shared::domain::cart::Cart;
@@ -23,7 +22,7 @@ use thiserror::Error;
 use tracing::{info, warn};
 
 /// Twilio: the number has opted out at the carrier / Advanced Opt-Out.
-pub const TWILIO_UNSUBSCRIBED: i64 = 21610;
+pub const TWILIO_UNSUBSCRIBED: i64 = callfy_shared::domain::delivery::UNSUBSCRIBED;
 
 pub struct WorkerApp {
     pub store: Store,
@@ -115,6 +114,15 @@ pub async fn process_job(app: &WorkerApp, job: &OutreachJob) -> Result<JobOutcom
             .collect(),
         None => Vec::new(),
     };
+    // A delivery report said this number cannot take texts (landline, not in service).
+    if let Some(phone) = &cart.phone
+        && consent.allows_outreach()
+        && app.store.undeliverable(m, phone).await?.is_some_and(|u| u.blocks(now))
+    {
+        app.store.skip_step(m, token, step, SkipReason::Undeliverable.as_str(), now).await?;
+        info!(merchant = %m, step, reason = SkipReason::Undeliverable.as_str(), "outreach step skipped");
+        return Ok(JobOutcome::Skipped(SkipReason::Undeliverable));
+    }
     let active = merchant.status == MerchantStatus::Active;
     match decide(now, &merchant.merchant, active, &cart, &consent, step, &recent) {
         Decision::Wait { until } => {
@@ -242,6 +250,8 @@ impl Attempt<'_> {
             step: Some(self.step),
             created_at: now,
             purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+            status_history: Default::default(),
+            error_code: None,
         };
         app.store.put_sms_log(&entry).await?;
         let result = StepResult::Sent { message_sid: sid.clone() };
@@ -278,36 +288,19 @@ async fn record_carrier_opt_out(
     now: DateTime<Utc>,
     retention_days: u32,
 ) -> Result<(), WorkerError> {
-    for _ in 0..3 {
-        let state = app.store.consent_state(m, phone, Channel::Sms).await?;
-        let event = ConsentEvent {
-            channel: Channel::Sms,
-            action: ConsentAction::OptOut,
-            source: ConsentSource::CarrierError,
-            occurred_at: now,
-            recorded_at: now,
-            evidence: Evidence {
-                platform_event_id: Some(format!("twilio-error-{TWILIO_UNSUBSCRIBED}")),
-                ..Default::default()
-            },
-        };
-        if !state.accepts(&event) {
-            return Ok(());
-        }
-        let append = ConsentAppend {
-            merchant_id: m.clone(),
-            phone: phone.clone(),
-            state,
-            event,
-            purge_at: now + Duration::days(i64::from(retention_days)),
-        };
-        match app.store.append_consent(&append).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Conflict.into())
+    let event = ConsentEvent {
+        channel: Channel::Sms,
+        action: ConsentAction::OptOut,
+        source: ConsentSource::CarrierError,
+        occurred_at: now,
+        recorded_at: now,
+        evidence: Evidence {
+            platform_event_id: Some(format!("twilio-error-{TWILIO_UNSUBSCRIBED}")),
+            ..Default::default()
+        },
+    };
+    app.store.record_consent(m, phone, &event, now + Duration::days(i64::from(retention_days))).await?;
+    Ok(())
 }
 
 async fn schedule_next(

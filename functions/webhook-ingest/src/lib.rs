@@ -6,11 +6,11 @@ use callfy_shared::adapters::store::{
     ConsentAppend, IngestOutcome, IngestWrite, MerchantRecord, MerchantStatus, Store, StoreError,
 };
 use callfy_shared::domain::cart::{Cart, CartStatus};
-use callfy_shared::domain::consent::{ConsentEvent, ConsentSource, ConsentState, ConsentStatus};
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus};
 use callfy_shared::domain::flow::{job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::http::{error, header, json};
-use callfy_shared::shopify::{self, Checkout, CheckoutDeleted, Order, ShopifyError, Topic};
+use callfy_shared::shopify::{self, Checkout, CheckoutDeleted, MarketingConsentUpdate, Order, ShopifyError, Topic};
 use callfy_shared::signature::verify_hmac_sha256_base64;
 use callfy_shared::telemetry::redact;
 use callfy_shared::{CartToken, Clock};
@@ -122,6 +122,15 @@ async fn shopify_webhook(app: &IngestApp, req: Request) -> Response<Body> {
             Ok(o) => ingest_order(app, &merchant, &event_key, &o).await,
             Err(e) => Err(e.into()),
         },
+        Topic::MarketingConsentUpdate => match shopify::parse::<MarketingConsentUpdate>(topic_name, body) {
+            Ok(u) => {
+                let triggered_at = header(headers, shopify::TRIGGERED_AT_HEADER)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                ingest_consent_update(app, &merchant, &event_key, event_id, triggered_at, &u).await
+            }
+            Err(e) => Err(e.into()),
+        },
         Topic::Other => Ok(Outcome::Ignored),
     };
     match result {
@@ -215,6 +224,64 @@ async fn ingest_checkout(
             Ok(IngestOutcome::Applied) => {
                 if schedule {
                     schedule_first_step(app, merchant, &cart, event_key, now).await?;
+                }
+                return Ok(Outcome::Accepted);
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(IngestError::Contention)
+}
+
+/// Shopify says a customer's SMS consent changed: one ledger entry, written with the
+/// delivery's dedupe marker. An opt-out also cancels queued outreach to that phone.
+async fn ingest_consent_update(
+    app: &IngestApp,
+    merchant: &MerchantRecord,
+    event_key: &str,
+    event_id: &str,
+    triggered_at: Option<DateTime<Utc>>,
+    update: &MarketingConsentUpdate,
+) -> Result<Outcome, IngestError> {
+    let m = &merchant.merchant;
+    let now = app.clock.now();
+    let Some((phone, signal, withdraws_only)) = update.signal(&m.default_country, event_id, triggered_at, now)? else {
+        return Ok(Outcome::Ignored);
+    };
+    let event = ConsentEvent {
+        channel: Channel::Sms,
+        action: signal.action,
+        source: ConsentSource::PlatformConsentWebhook,
+        occurred_at: signal.occurred_at,
+        recorded_at: now,
+        evidence: signal.evidence,
+    };
+    for _ in 0..WRITE_ATTEMPTS {
+        let state = app.store.consent_state(&m.id, &phone, Channel::Sms).await?;
+        // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.
+        let applies = state.accepts(&event) && !(withdraws_only && state.status != ConsentStatus::OptedIn);
+        let consent = applies.then(|| ConsentAppend {
+            merchant_id: m.id.clone(),
+            phone: phone.clone(),
+            state,
+            event: event.clone(),
+            purge_at: now + Duration::days(i64::from(m.retention_days.consent_records)),
+        });
+        let write = IngestWrite {
+            merchant_id: m.id.clone(),
+            event_key: event_key.to_string(),
+            received_at: now,
+            cart: None,
+            consent,
+        };
+        match app.store.write_ingest(&write).await {
+            Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
+            Ok(IngestOutcome::Applied) => {
+                if applies && event.action == ConsentAction::OptOut {
+                    let cancelled =
+                        app.store.cancel_outreach(&m.id, &phone, m.flow.len() as u8, "opted_out", now).await?;
+                    info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "platform opt-out; pending outreach cancelled");
                 }
                 return Ok(Outcome::Accepted);
             }

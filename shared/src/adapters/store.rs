@@ -17,7 +17,9 @@
 //! Items that retention purges carry `purge_bucket` (YYYY-MM) / `purge_at` for the sparse GSI.
 
 use crate::domain::cart::Cart;
+pub use crate::domain::consent::LedgerEntry;
 use crate::domain::consent::{ConsentEvent, ConsentState, entry_hash};
+use crate::domain::delivery::{Undeliverable, status_rank};
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
@@ -26,13 +28,15 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkErro
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use thiserror::Error;
 
 pub const LOOKUP_INDEX: &str = "lookup";
 pub const PURGE_INDEX: &str = "purge";
 /// Shopify retries for 4 hours; a week covers every platform's redelivery.
 pub const DEDUPE_TTL_DAYS: i64 = 7;
+/// How long an `Idempotency-Key` replays its first answer.
+pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -104,6 +108,17 @@ fn event_pk(m: &MerchantId, event_key: &str) -> String {
 
 fn checkout_pk(m: &MerchantId, checkout_id: &str) -> String {
     format!("X#{m}#{checkout_id}")
+}
+
+fn sender_pk(sender: &str) -> String {
+    format!("S#{sender}")
+}
+
+/// What inbound messages to a merchant arrive addressed to: its number or Messaging Service.
+fn sender_keys(m: &Merchant) -> Vec<String> {
+    let mut keys: Vec<String> = m.sender.messaging_service_sid.iter().cloned().collect();
+    keys.extend(m.sender.from.iter().map(|p| p.as_str().to_string()));
+    keys
 }
 
 fn consent_state_sk(channel: Channel) -> String {
@@ -217,6 +232,21 @@ pub struct SmsLogEntry {
     pub created_at: DateTime<Utc>,
     /// When retention purges it (merchant's `retention_days.sms_logs`).
     pub purge_at: DateTime<Utc>,
+    /// Every status Twilio reported, with when we first heard it.
+    #[serde(default)]
+    pub status_history: BTreeMap<String, DateTime<Utc>>,
+    #[serde(default)]
+    pub error_code: Option<i64>,
+}
+
+impl SmsLogEntry {
+    fn sk(&self) -> String {
+        let dir = match self.direction {
+            Direction::Outbound => "OUT",
+            Direction::Inbound => "IN",
+        };
+        format!("SMS#{dir}#{}#{}", sort_time(self.created_at), self.message_sid)
+    }
 }
 
 /// A consent event to append on top of `state` (read beforehand, strongly consistent).
@@ -247,12 +277,13 @@ pub enum IngestOutcome {
     Duplicate,
 }
 
+/// The answer to a request made with an `Idempotency-Key`, replayed for its retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LedgerEntry {
-    pub seq: u64,
-    pub hash: String,
-    pub prev_hash: Option<String>,
-    pub event: ConsentEvent,
+pub struct IdempotencyRecord {
+    pub request_sha256: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
@@ -297,6 +328,7 @@ impl Store {
                 other.merchant.id
             )));
         }
+        let old = self.get_merchant(&merchant.id).await?;
         let profile = serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
                           created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
@@ -321,7 +353,7 @@ impl Store {
             None => update.push_str(" REMOVE gsi1pk, gsi1sk"),
         }
         req.update_expression(update).send().await.map_err(|e| aws("UpdateItem", e))?;
-        Ok(())
+        self.sync_sender_index(merchant, old.as_ref().map(|r| &r.merchant)).await
     }
 
     fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
@@ -498,8 +530,11 @@ impl Store {
 
     // ---- consent ----
 
-    /// The two writes of an append (entry, new head) and the state they leave.
-    fn consent_items(&self, c: &ConsentAppend) -> Result<(Vec<TransactWriteItem>, ConsentState), StoreError> {
+    /// The two writes of an append (entry, new head), the entry and the state they leave.
+    fn consent_items(
+        &self,
+        c: &ConsentAppend,
+    ) -> Result<(Vec<TransactWriteItem>, LedgerEntry, ConsentState), StoreError> {
         let pk = customer_pk(&c.merchant_id, &c.phone);
         let channel = c.event.channel;
         let seq = c.state.seq + 1;
@@ -521,7 +556,7 @@ impl Store {
         } else {
             put(&self.table, state_item, Some("seq = :seq"), &[(":seq", n(c.state.seq))])?
         };
-        Ok((vec![put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?, state_put], next))
+        Ok((vec![put(&self.table, entry_item, Some("attribute_not_exists(pk)"), &[])?, state_put], entry, next))
     }
 
     /// The current consent state, strongly consistent: every send re-checks it.
@@ -539,11 +574,102 @@ impl Store {
 
     /// Appends one event on top of the state it was decided against.
     pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
-        let (items, next) = self.consent_items(c)?;
+        Ok(self.append_consent_with(c, None).await?.1)
+    }
+
+    /// Appends, and stores an idempotent request's answer in the same transaction.
+    pub async fn append_consent_with(
+        &self,
+        c: &ConsentAppend,
+        idempotency: Option<(&str, &IdempotencyRecord)>,
+    ) -> Result<(LedgerEntry, ConsentState), StoreError> {
+        let (mut items, entry, next) = self.consent_items(c)?;
+        if let Some((key, record)) = idempotency {
+            items.push(put(
+                &self.table,
+                self.idempotency_item(&c.merchant_id, key, record)?,
+                Some("attribute_not_exists(pk)"),
+                &[],
+            )?);
+        }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok(next),
+            Ok(_) => Ok((entry, next)),
             Err(e) if cancellation_codes(&e).is_some() => Err(StoreError::Conflict),
             Err(e) => Err(aws("TransactWriteItems", e)),
+        }
+    }
+
+    /// Appends `event` if the current state accepts it, re-reading on concurrent appends.
+    /// Returns the new state, or `None` when the ledger already says this (or refuses it).
+    pub async fn record_consent(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Option<ConsentState>, StoreError> {
+        for _ in 0..4 {
+            let state = self.consent_state(m, phone, event.channel).await?;
+            if !state.accepts(event) {
+                return Ok(None);
+            }
+            let append =
+                ConsentAppend { merchant_id: m.clone(), phone: phone.clone(), state, event: event.clone(), purge_at };
+            match self.append_consent(&append).await {
+                Ok(next) => return Ok(Some(next)),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    // ---- idempotent API requests ----
+
+    fn idempotency_pk(m: &MerchantId, key: &str) -> String {
+        // The client's key is hashed: it is opaque to us and may hold any characters.
+        format!("I#{m}#{}", crate::signature::sha256_hex(key.as_bytes()))
+    }
+
+    fn idempotency_item(&self, m: &MerchantId, key: &str, r: &IdempotencyRecord) -> Result<Item, StoreError> {
+        let mut item = to_item(r)?;
+        item.insert("pk".into(), s(Self::idempotency_pk(m, key)));
+        item.insert("sk".into(), s("IDEMPOTENCY"));
+        item.insert("expires_at".into(), n((r.created_at + Duration::hours(IDEMPOTENCY_TTL_HOURS)).timestamp()));
+        Ok(item)
+    }
+
+    pub async fn get_idempotency(&self, m: &MerchantId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let item = self.get(Self::idempotency_pk(m, key), "IDEMPOTENCY".into(), "GetItem").await?;
+        // DynamoDB's TTL deletes late; an expired record no longer binds the key.
+        let fresh = item.filter(|i| {
+            i.get("expires_at")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_none_or(|t| t > Utc::now().timestamp())
+        });
+        fresh.map(from_item).transpose()
+    }
+
+    /// Stores an answer; `false` when the key already holds one.
+    pub async fn put_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(self.idempotency_item(m, key, record)?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("PutItem", e)),
         }
     }
 
@@ -730,18 +856,114 @@ impl Store {
 
     // ---- SMS log ----
 
-    pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), StoreError> {
-        let mut item = to_item(entry)?;
-        let dir = match entry.direction {
-            Direction::Outbound => "OUT",
-            Direction::Inbound => "IN",
-        };
+    fn sms_log_item(entry: &SmsLogEntry) -> Result<Item, StoreError> {
+        let mut entry = entry.clone();
+        entry.status_history.entry(entry.status.clone()).or_insert(entry.created_at);
+        let mut item = to_item(&entry)?;
         item.insert("pk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
-        item.insert("sk".into(), s(format!("SMS#{dir}#{}#{}", sort_time(entry.created_at), entry.message_sid)));
+        item.insert("sk".into(), s(entry.sk()));
+        item.insert("status_rank".into(), n(status_rank(&entry.status)));
         item.insert("gsi1pk".into(), s(format!("SID#{}", entry.message_sid)));
         item.insert("gsi1sk".into(), s(customer_pk(&entry.merchant_id, &entry.phone)));
         item.insert("purge_bucket".into(), s(entry.purge_at.format("%Y-%m").to_string()));
         item.insert("purge_at".into(), s(entry.purge_at.to_rfc3339()));
+        Ok(item)
+    }
+
+    pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(Self::sms_log_item(entry)?))
+            .send()
+            .await
+            .map_err(|e| aws("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
+    /// `MessageSid` returns `false` and writes nothing.
+    pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut items = Vec::with_capacity(entries.len() * 2);
+        for e in entries {
+            let mut marker =
+                Self::key(event_pk(&e.merchant_id, &format!("twilio-sms#{}", e.message_sid)), "EVENT".into());
+            marker.insert("received_at".into(), s(now.to_rfc3339()));
+            marker.insert("expires_at".into(), n((now + Duration::days(DEDUPE_TTL_DAYS)).timestamp()));
+            items.push(put(&self.table, marker, Some("attribute_not_exists(pk)"), &[])?);
+            items.push(put(&self.table, Self::sms_log_item(e)?, None, &[])?);
+        }
+        if items.is_empty() {
+            return Ok(true);
+        }
+        match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
+            Ok(_) => Ok(true),
+            Err(e) => match cancellation_codes(&e) {
+                Some(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => Ok(false),
+                Some(_) => Err(StoreError::Conflict),
+                None => Err(aws("TransactWriteItems", e)),
+            },
+        }
+    }
+
+    /// Records a delivery report on a logged message. The history keeps every status once; the
+    /// current status only moves forward, whatever order the callbacks arrive in.
+    pub async fn update_sms_status(
+        &self,
+        entry: &SmsLogEntry,
+        status: &str,
+        error_code: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let key = Self::key(customer_pk(&entry.merchant_id, &entry.phone), entry.sk());
+        let mut history = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key.clone()))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#s", status)
+            .expression_attribute_values(":t", s(at.to_rfc3339()));
+        history = match error_code {
+            Some(code) => history
+                .update_expression("SET status_history.#s = if_not_exists(status_history.#s, :t), error_code = :e")
+                .expression_attribute_values(":e", n(code)),
+            None => history.update_expression("SET status_history.#s = if_not_exists(status_history.#s, :t)"),
+        };
+        history.send().await.map_err(|e| aws("UpdateItem", e))?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key))
+            .update_expression("SET #st = :s, status_rank = :r")
+            .condition_expression("attribute_not_exists(status_rank) OR status_rank < :r")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":s", s(status))
+            .expression_attribute_values(":r", n(status_rank(status)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    // ---- reachability ----
+
+    pub async fn mark_undeliverable(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        u: &Undeliverable,
+        purge_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut item = to_item(u)?;
+        item.insert("pk".into(), s(customer_pk(m, phone)));
+        item.insert("sk".into(), s("REACH#sms"));
+        item.insert("purge_bucket".into(), s(purge_at.format("%Y-%m").to_string()));
+        item.insert("purge_at".into(), s(purge_at.to_rfc3339()));
         self.client
             .put_item()
             .table_name(&self.table)
@@ -752,6 +974,105 @@ impl Store {
         Ok(())
     }
 
+    pub async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, StoreError> {
+        self.get(customer_pk(m, phone), "REACH#sms".into(), "GetItem").await?.map(from_item).transpose()
+    }
+
+    // ---- senders ----
+
+    /// The merchants whose SMS sender is one of `senders` (numbers or Messaging Service SIDs).
+    pub async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for sender in senders.iter().filter(|s| !s.is_empty()) {
+            for item in self.query_prefix(sender_pk(sender), "M#".into()).await? {
+                if let Some(id) = get_s(&item, "merchant_id").and_then(|v| MerchantId::parse(v).ok()) {
+                    ids.insert(id);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // The index item may outlive a profile change by a moment; the profile decides.
+            if let Some(record) = self.get_merchant(&id).await?
+                && sender_keys(&record.merchant).iter().any(|k| senders.contains(&k.as_str()))
+            {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn sync_sender_index(&self, merchant: &Merchant, old: Option<&Merchant>) -> Result<(), StoreError> {
+        let new_keys = sender_keys(merchant);
+        for key in &new_keys {
+            let mut item = Self::key(sender_pk(key), merchant_pk(&merchant.id));
+            item.insert("merchant_id".into(), s(merchant.id.as_str()));
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| aws("PutItem", e))?;
+        }
+        for key in old.map(sender_keys).unwrap_or_default().into_iter().filter(|k| !new_keys.contains(k)) {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(sender_pk(&key), merchant_pk(&merchant.id))))
+                .send()
+                .await
+                .map_err(|e| aws("DeleteItem", e))?;
+        }
+        Ok(())
+    }
+
+    // ---- cancelling outreach ----
+
+    /// Skips every step not yet claimed on this phone's open carts (after an opt-out), so
+    /// queued jobs find the step taken. Returns how many steps were cancelled.
+    pub async fn cancel_outreach(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        steps: u8,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(LOOKUP_INDEX)
+            .key_condition_expression("gsi1pk = :g")
+            .expression_attribute_values(":g", s(format!("P#{m}#{}", phone.as_str())))
+            .into_paginator()
+            .send();
+        let mut tokens = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("Query", e))?;
+            tokens.extend(
+                page.items
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|i| get_s(i, "token"))
+                    .filter_map(|t| CartToken::parse(t).ok()),
+            );
+        }
+        let mut cancelled = 0;
+        for token in tokens {
+            let Some(cart) = self.get_cart(m, &token).await? else { continue };
+            if cart.status.is_closed() || !cart.outreach_scheduled {
+                continue;
+            }
+            for step in 0..steps {
+                if self.skip_step(m, &token, step, reason, now).await? {
+                    cancelled += 1;
+                }
+            }
+        }
+        Ok(cancelled)
+    }
     pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, StoreError> {
         self.query_prefix(customer_pk(m, phone), "SMS#".into()).await?.into_iter().map(from_item).collect()
     }

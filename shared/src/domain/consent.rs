@@ -54,6 +54,16 @@ pub struct Evidence {
     pub platform_event_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message_sid: Option<String>,
+    /// For keyword events: the classifier rule that matched (e.g. `keyword:stop`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyword: Option<String>,
+}
+
+impl Evidence {
+    /// Evidence that shows what the person agreed to or when: enough to stand on its own.
+    pub fn substantiates_opt_in(&self) -> bool {
+        self.consent_text.is_some() || self.platform_timestamp.is_some() || self.message_sid.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,17 +102,29 @@ impl ConsentState {
         self.status == ConsentStatus::OptedIn
     }
 
-    /// Decides whether an event changes the state. Repeats are not appended; an opt-in never
-    /// overrides a person's own opt-out unless it happened later.
+    /// Decides whether an event changes the state. Repeats are not appended.
     pub fn accepts(&self, event: &ConsentEvent) -> bool {
+        self.verdict(event) == Verdict::Accept
+    }
+
+    /// Like `accepts`, with the reason when not. An opt-in never overrides an opt-out the
+    /// person made themself unless it happened later and carries its own evidence.
+    pub fn verdict(&self, event: &ConsentEvent) -> Verdict {
         match (self.status, event.action) {
-            (ConsentStatus::OptedIn, ConsentAction::OptIn) | (ConsentStatus::OptedOut, ConsentAction::OptOut) => false,
+            (ConsentStatus::OptedIn, ConsentAction::OptIn) | (ConsentStatus::OptedOut, ConsentAction::OptOut) => {
+                Verdict::Unchanged
+            }
             (ConsentStatus::OptedOut, ConsentAction::OptIn) => match (self.last_source, self.last_occurred_at) {
-                (Some(src), Some(at)) if src.is_from_person() => event.occurred_at > at,
-                _ => true,
+                (Some(src), Some(at)) if src.is_from_person() => {
+                    if event.occurred_at > at && event.evidence.substantiates_opt_in() {
+                        Verdict::Accept
+                    } else {
+                        Verdict::PersonOptedOut { at }
+                    }
+                }
+                _ => Verdict::Accept,
             },
-            (ConsentStatus::Unknown, ConsentAction::OptOut) => true,
-            _ => true,
+            _ => Verdict::Accept,
         }
     }
 
@@ -124,6 +146,67 @@ impl ConsentState {
             last_occurred_at: Some(event.occurred_at),
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    /// The state already says this.
+    Unchanged,
+    /// The person opted out themself at `at`; this opt-in is older or has no evidence of its own.
+    PersonOptedOut {
+        at: DateTime<Utc>,
+    },
+}
+
+/// One stored ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    pub seq: u64,
+    pub hash: String,
+    pub prev_hash: Option<String>,
+    pub event: ConsentEvent,
+}
+
+/// The first place a ledger's chain does not hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error("entry {seq}: its content does not match its stored hash (altered)")]
+    Altered { seq: u64 },
+    #[error("entry {seq}: it does not link to entry {prev}'s hash (altered or re-ordered)")]
+    Unlinked { seq: u64, prev: u64 },
+    #[error("entry {expected} is missing (found {found} in its place)")]
+    Missing { expected: u64, found: u64 },
+    #[error("the state item says {state_seq} entries ending in {state_hash}, the ledger has {ledger_seq}")]
+    StateMismatch { state_seq: u64, state_hash: String, ledger_seq: u64 },
+}
+
+/// Re-walks a ledger (oldest first) and the state item on top of it.
+pub fn verify_chain(entries: &[LedgerEntry], state: &ConsentState) -> Result<u64, ChainBreak> {
+    let mut prev: Option<&LedgerEntry> = None;
+    for (i, e) in entries.iter().enumerate() {
+        let expected = i as u64 + 1;
+        if e.seq != expected {
+            return Err(ChainBreak::Missing { expected, found: e.seq });
+        }
+        let prev_hash = prev.map(|p| p.hash.as_str());
+        if e.prev_hash.as_deref() != prev_hash {
+            return Err(ChainBreak::Unlinked { seq: e.seq, prev: expected - 1 });
+        }
+        if entry_hash(prev_hash, e.seq, &e.event) != e.hash {
+            return Err(ChainBreak::Altered { seq: e.seq });
+        }
+        prev = Some(e);
+    }
+    let (ledger_seq, head) = (entries.len() as u64, prev.map(|p| p.hash.clone()));
+    if state.seq != ledger_seq || state.head_hash != head {
+        return Err(ChainBreak::StateMismatch {
+            state_seq: state.seq,
+            state_hash: state.head_hash.clone().unwrap_or_else(|| "nothing".into()),
+            ledger_seq,
+        });
+    }
+    Ok(ledger_seq)
 }
 
 /// Tamper evidence: each entry's hash covers its content and the previous entry's hash.
@@ -171,7 +254,55 @@ mod tests {
         let stale = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-01-01T12:00:00Z");
         assert!(!s2.accepts(&stale), "an older checkout opt-in cannot undo a STOP");
         let fresh = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-01-03T00:00:00Z");
-        assert!(s2.accepts(&fresh));
+        assert!(matches!(s2.verdict(&fresh), Verdict::PersonOptedOut { .. }), "newer, but no evidence of its own");
+        let mut evidenced = fresh.clone();
+        evidenced.evidence.consent_text = Some("Text me cart reminders".into());
+        assert!(s2.accepts(&evidenced));
+        let restart = ConsentEvent {
+            evidence: Evidence { message_sid: Some("SM1".into()), ..Default::default() },
+            ..ev(ConsentAction::OptIn, ConsentSource::Keyword, "2026-01-03T00:00:00Z")
+        };
+        assert!(s2.accepts(&restart), "START by text is its own evidence");
+    }
+
+    fn chain(n: usize) -> (Vec<LedgerEntry>, ConsentState) {
+        let mut state = ConsentState::default();
+        let mut entries = Vec::new();
+        for i in 0..n {
+            let action = if i % 2 == 0 { ConsentAction::OptIn } else { ConsentAction::OptOut };
+            let e = ev(action, ConsentSource::Api, "2026-01-01T00:00:00Z");
+            let hash = entry_hash(state.head_hash.as_deref(), state.seq + 1, &e);
+            entries.push(LedgerEntry {
+                seq: state.seq + 1,
+                hash: hash.clone(),
+                prev_hash: state.head_hash.clone(),
+                event: e.clone(),
+            });
+            state = state.after(&e, hash);
+        }
+        (entries, state)
+    }
+
+    #[test]
+    fn verify_names_the_first_broken_link() {
+        let (entries, state) = chain(4);
+        assert_eq!(verify_chain(&entries, &state), Ok(4));
+        assert_eq!(verify_chain(&[], &ConsentState::default()), Ok(0));
+
+        let mut altered = entries.clone();
+        altered[1].event.evidence.ip = Some("6.6.6.6".into());
+        assert_eq!(verify_chain(&altered, &state), Err(ChainBreak::Altered { seq: 2 }));
+
+        let mut rehashed = altered.clone();
+        rehashed[1].hash = entry_hash(rehashed[0].hash.as_str().into(), 2, &rehashed[1].event);
+        assert_eq!(verify_chain(&rehashed, &state), Err(ChainBreak::Unlinked { seq: 3, prev: 2 }));
+
+        let mut gap = entries.clone();
+        gap.remove(2);
+        assert_eq!(verify_chain(&gap, &state), Err(ChainBreak::Missing { expected: 3, found: 4 }));
+
+        let truncated = &entries[..3];
+        assert!(matches!(verify_chain(truncated, &state), Err(ChainBreak::StateMismatch { .. })));
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub enum SkipReason {
     QuietHours,
     /// The frequency cap leaves no room before the 48-hour window closes.
     FrequencyCap,
+    /// A delivery report said the number cannot take SMS (landline, unknown, unreachable).
+    Undeliverable,
 }
 
 impl SkipReason {
@@ -62,6 +64,7 @@ impl SkipReason {
             Self::NoRecoveryLink => "no_recovery_link",
             Self::QuietHours => "quiet_hours",
             Self::FrequencyCap => "frequency_cap",
+            Self::Undeliverable => "undeliverable",
         }
     }
 }

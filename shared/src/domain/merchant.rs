@@ -148,6 +148,11 @@ fn default_country() -> String {
 }
 
 impl Merchant {
+    /// The most texts one abandoned cart can bring (HELP and START replies state it).
+    pub fn max_sms_per_cart(&self) -> usize {
+        self.flow.iter().filter(|s| s.channel == Channel::Sms).count().max(1)
+    }
+
     /// Parses a merchant file and validates every field.
     pub fn from_json(json: &str) -> Result<Self, MerchantError> {
         let m: Merchant = serde_json::from_str(json).map_err(|e| err("merchant", e.to_string()))?;

@@ -35,6 +35,59 @@ impl RecoverySms<'_> {
     }
 }
 
+/// "A", "A and B", "A, B and C": merchants sharing one sender are named together.
+fn names(merchants: &[&str]) -> String {
+    match merchants {
+        [] => "us".to_string(),
+        [one] => one.to_string(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// The one confirmation after an opt-out (CTIA, FCC): names the business, no marketing.
+pub fn stop_confirmation(merchants: &[&str]) -> String {
+    format!(
+        "You have been unsubscribed from {} text messages. No more messages will be sent. Reply START to resubscribe.",
+        names(merchants)
+    )
+}
+
+/// Confirms a keyword re-subscription.
+pub fn start_confirmation(merchants: &[&str], max_per_cart: usize) -> String {
+    format!(
+        "{}: you are subscribed again to cart reminders, up to {max_per_cart} msgs per abandoned cart. Msg & data rates may apply. Reply HELP for help, STOP to opt out.",
+        names(merchants)
+    )
+}
+
+/// What a HELP reply names for one merchant (CTIA: program, support, frequency, rates, STOP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelpInfo<'a> {
+    pub merchant_name: &'a str,
+    pub support_url: Option<&'a str>,
+    pub support_phone: Option<&'a str>,
+    pub max_per_cart: usize,
+}
+
+pub fn help_reply(merchants: &[HelpInfo<'_>]) -> String {
+    let programs: Vec<&str> = merchants.iter().map(|m| m.merchant_name).collect();
+    let support: Vec<String> = merchants
+        .iter()
+        .filter_map(|m| match (m.support_url, m.support_phone) {
+            (Some(url), Some(phone)) => Some(format!("{url} or {phone}")),
+            (Some(one), None) | (None, Some(one)) => Some(one.to_string()),
+            (None, None) => None,
+        })
+        .collect();
+    let max = merchants.iter().map(|m| m.max_per_cart).max().unwrap_or(1);
+    let mut body = format!("{} cart reminders: up to {max} msgs per abandoned cart.", names(&programs));
+    if !support.is_empty() {
+        body.push_str(&format!(" Help: {}.", support.join("; ")));
+    }
+    body.push_str(" Msg & data rates may apply. Reply STOP to opt out.");
+    truncate(&body, MAX_BODY_CHARS).to_string()
+}
+
 fn truncate(s: &str, max_chars: usize) -> &str {
     match s.char_indices().nth(max_chars) {
         Some((i, _)) => &s[..i],
@@ -107,5 +160,28 @@ mod tests {
         assert_eq!(segments(&"€".repeat(81)), 2);
         assert_eq!(segments(&"😀".repeat(35)), 1);
         assert_eq!(segments(&"ş".repeat(71)), 2);
+    }
+
+    #[test]
+    fn keyword_replies_carry_what_ctia_asks() {
+        let help = help_reply(&[HelpInfo {
+            merchant_name: "Snowdevil",
+            support_url: Some("https://snowdevil.ca/help"),
+            support_phone: Some("+18005550100"),
+            max_per_cart: 2,
+        }]);
+        for part in [
+            "Snowdevil",
+            "https://snowdevil.ca/help",
+            "+18005550100",
+            "up to 2 msgs",
+            "Msg & data rates may apply",
+            "STOP",
+        ] {
+            assert!(help.contains(part), "{help} lacks {part}");
+        }
+        let stop = stop_confirmation(&["Snowdevil", "Acme"]);
+        assert!(stop.contains("Snowdevil and Acme") && !stop.contains("http"));
+        assert!(start_confirmation(&["Snowdevil"], 3).starts_with("Snowdevil:"));
     }
 }

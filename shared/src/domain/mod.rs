@@ -2,8 +2,10 @@
 
 pub mod cart;
 pub mod consent;
+pub mod delivery;
 pub mod flow;
 pub mod ids;
+pub mod keywords;
 pub mod merchant;
 pub mod message;
 pub mod phone;

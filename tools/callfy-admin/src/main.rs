@@ -97,7 +97,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             }
             MerchantAction::ApiKey { id } => {
                 let id = merchant_id(&id)?;
-                let key = new_api_key();
+                let key = callfy_shared::api_key::new_api_key(&id);
                 store.set_api_key_hash(&id, &sha256_hex(key.as_bytes())).await?;
                 println!("{key}");
                 eprintln!("Store this key now: it is shown only once.");
@@ -105,11 +105,4 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         },
     }
     Ok(())
-}
-
-/// 256 random bits from the OS, prefixed so leaked keys are recognisable in scanners.
-fn new_api_key() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS random source is available");
-    format!("cfy_live_{}", hex::encode(bytes))
 }

@@ -1,0 +1,369 @@
+//! consent-api: merchants record and read consent (`POST /v1/consents`,
+//! `GET /v1/consents/{phone}`) with their API key. `handle` is the whole handler.
+
+use callfy_shared::adapters::store::{
+    ConsentAppend, IdempotencyRecord, MerchantRecord, MerchantStatus, Store, StoreError,
+};
+use callfy_shared::api_key::key_merchant;
+use callfy_shared::domain::consent::{
+    ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict, entry_hash,
+};
+use callfy_shared::domain::merchant::{Channel, Merchant};
+use callfy_shared::http::{error, header, json};
+use callfy_shared::signature::{ct_eq, sha256_hex};
+use callfy_shared::telemetry::redact;
+use callfy_shared::{Clock, Phone};
+use chrono::{DateTime, Duration, Utc};
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{info, warn};
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// An event may be stamped a little ahead of our clock, not more.
+const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+const WRITE_ATTEMPTS: usize = 4;
+
+pub struct ConsentApp {
+    pub store: Store,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the consent state kept changing under concurrent requests")]
+    Contention,
+}
+
+pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let route = if path == "/v1/consents" {
+        if req.method() != Method::POST {
+            return error(405, "method_not_allowed", "use POST");
+        }
+        Route::Create
+    } else if let Some(phone) = path.strip_prefix("/v1/consents/") {
+        if req.method() != Method::GET {
+            return error(405, "method_not_allowed", "use GET");
+        }
+        Route::Read(percent_decode(phone))
+    } else {
+        return error(404, "not_found", format!("no route for {path}"));
+    };
+    let merchant = match authenticate(app, &req).await {
+        Ok(m) => m,
+        Err(resp) => return resp,
+    };
+    let result = match route {
+        Route::Create => create(app, &merchant, &req).await,
+        Route::Read(phone) => read(app, &merchant.merchant, &phone).await,
+    };
+    result.unwrap_or_else(|e| {
+        warn!(merchant = %merchant.merchant.id, error = %redact(&e.to_string()), "consent request failed");
+        error(503, "unavailable", "temporarily unable to process the request; retry with the same Idempotency-Key")
+    })
+}
+
+enum Route {
+    Create,
+    Read(String),
+}
+
+fn percent_decode(s: &str) -> String {
+    // `+` in a path is a literal plus (E.164), unlike in a query string.
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn authenticate(app: &ConsentApp, req: &Request) -> Result<MerchantRecord, Response<Body>> {
+    let unauthorized = || error(401, "invalid_api_key", "Authorization: Bearer <API key> is missing or not valid");
+    let key = header(req.headers(), "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim)
+        .ok_or_else(unauthorized)?;
+    let id = key_merchant(key).ok_or_else(unauthorized)?;
+    let record = match app.store.get_merchant(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Err(unauthorized()),
+        Err(e) => {
+            warn!(error = %redact(&e.to_string()), "store unavailable");
+            return Err(error(503, "unavailable", "temporarily unable to process the request"));
+        }
+    };
+    let stored = record.api_key_sha256.as_deref().unwrap_or_default();
+    if !ct_eq(sha256_hex(key.as_bytes()).as_bytes(), stored.as_bytes()) {
+        warn!(merchant = %id, "rejected an API key");
+        return Err(unauthorized());
+    }
+    if record.status == MerchantStatus::Closed {
+        return Err(error(403, "merchant_closed", "this merchant account is closed"));
+    }
+    Ok(record)
+}
+
+/// What a merchant may state as evidence; the rest (message SIDs, keywords) is ours to record.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiEvidence {
+    pub consent_text: Option<String>,
+    pub consent_text_version: Option<String>,
+    pub page_url: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub platform_timestamp: Option<String>,
+    pub opt_in_level: Option<String>,
+    pub collected_from: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRequest {
+    pub phone: String,
+    pub channel: Channel,
+    pub action: ConsentAction,
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub evidence: ApiEvidence,
+}
+
+#[derive(Debug, Serialize)]
+struct EntryView<'a> {
+    channel: Channel,
+    seq: u64,
+    action: ConsentAction,
+    source: ConsentSource,
+    occurred_at: DateTime<Utc>,
+    recorded_at: DateTime<Utc>,
+    evidence: &'a Evidence,
+    hash: &'a str,
+}
+
+fn entry_view(e: &LedgerEntry) -> EntryView<'_> {
+    EntryView {
+        channel: e.event.channel,
+        seq: e.seq,
+        action: e.event.action,
+        source: e.event.source,
+        occurred_at: e.event.occurred_at,
+        recorded_at: e.event.recorded_at,
+        evidence: &e.event.evidence,
+        hash: &e.hash,
+    }
+}
+
+fn state_view(s: &ConsentState) -> serde_json::Value {
+    serde_json::json!({
+        "status": s.status,
+        "source": s.last_source,
+        "occurred_at": s.last_occurred_at,
+        "entries": s.seq,
+    })
+}
+
+fn unprocessable(code: &str, field: &str, message: impl Into<String>) -> Response<Body> {
+    json(422, &serde_json::json!({ "error": code, "message": message.into(), "field": field }))
+}
+
+/// Turns a request into the event it asks for, or the 4xx that says why not.
+fn parse_request(
+    merchant: &Merchant,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<(Phone, ConsentEvent), Response<Body>> {
+    let request: ConsentRequest = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            unprocessable("invalid_field", "body", e.to_string())
+        } else {
+            error(400, "malformed_json", e.to_string())
+        }
+    })?;
+    let phone = Phone::parse(&request.phone, Some(&merchant.default_country))
+        .map_err(|e| unprocessable("invalid_phone", "phone", format!("phone: {e}")))?;
+    let occurred_at = request.occurred_at.unwrap_or(now);
+    if occurred_at > now + Duration::minutes(MAX_CLOCK_SKEW_MINUTES) {
+        return Err(unprocessable("invalid_field", "occurred_at", "occurred_at is in the future"));
+    }
+    let ev = request.evidence;
+    if request.action == ConsentAction::OptIn && ev.consent_text.as_deref().is_none_or(|t| t.trim().is_empty()) {
+        return Err(unprocessable(
+            "missing_evidence",
+            "evidence.consent_text",
+            "an opt-in needs the consent text the person agreed to",
+        ));
+    }
+    let event = ConsentEvent {
+        channel: request.channel,
+        action: request.action,
+        source: ConsentSource::Api,
+        occurred_at,
+        recorded_at: now,
+        evidence: Evidence {
+            consent_text: ev.consent_text,
+            consent_text_version: ev.consent_text_version,
+            page_url: ev.page_url,
+            ip: ev.ip,
+            user_agent: ev.user_agent,
+            platform_timestamp: ev.platform_timestamp,
+            opt_in_level: ev.opt_in_level,
+            collected_from: ev.collected_from,
+            ..Default::default()
+        },
+    };
+    Ok((phone, event))
+}
+
+/// The stored answer; `replayed` marks a retry's copy (`Idempotent-Replayed: true`).
+fn respond(record: &IdempotencyRecord, replayed: bool) -> Response<Body> {
+    Response::builder()
+        .status(record.status)
+        .header("content-type", "application/json")
+        .header("idempotent-replayed", if replayed { "true" } else { "false" })
+        .body(Body::Text(record.body.clone()))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}
+
+async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Result<Response<Body>, ApiError> {
+    let m = &record.merchant;
+    let body: &[u8] = req.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Ok(error(413, "payload_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes")));
+    }
+    let idem_key = header(req.headers(), "idempotency-key");
+    if idem_key.is_some_and(|k| k.len() > MAX_IDEMPOTENCY_KEY_LEN) {
+        return Ok(error(400, "invalid_idempotency_key", "Idempotency-Key is longer than 255 characters"));
+    }
+    let request_sha256 = sha256_hex(body);
+    let now = app.clock.now();
+    for _ in 0..WRITE_ATTEMPTS {
+        if let Some(key) = idem_key
+            && let Some(prev) = app.store.get_idempotency(&m.id, key).await?
+        {
+            if ct_eq(prev.request_sha256.as_bytes(), request_sha256.as_bytes()) {
+                return Ok(respond(&prev, true));
+            }
+            return Ok(error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request"));
+        }
+        let (phone, event) = match parse_request(m, body, now) {
+            Ok(v) => v,
+            Err(resp) => return Ok(resp),
+        };
+        let state = app.store.consent_state(&m.id, &phone, event.channel).await?;
+        let answer = |status: u16, value: serde_json::Value| IdempotencyRecord {
+            request_sha256: request_sha256.clone(),
+            status,
+            body: value.to_string(),
+            created_at: now,
+        };
+        let (outcome, append) = match state.verdict(&event) {
+            Verdict::Accept => {
+                let append = ConsentAppend {
+                    merchant_id: m.id.clone(),
+                    phone: phone.clone(),
+                    state: state.clone(),
+                    event: event.clone(),
+                    purge_at: now + Duration::days(i64::from(m.retention_days.consent_records)),
+                };
+                (None, Some(append))
+            }
+            Verdict::Unchanged => (
+                Some(answer(
+                    200,
+                    serde_json::json!({ "phone": phone, "channel": event.channel, "changed": false, "state": state_view(&state) }),
+                )),
+                None,
+            ),
+            Verdict::PersonOptedOut { at } => (
+                Some(answer(
+                    409,
+                    serde_json::json!({
+                        "error": "opted_out_by_person",
+                        "message": format!("the person opted out themself at {}; an opt-in must be newer and carry its own evidence", at.to_rfc3339()),
+                    }),
+                )),
+                None,
+            ),
+        };
+        if let Some(answer) = outcome {
+            if let Some(key) = idem_key
+                && !app.store.put_idempotency(&m.id, key, &answer).await?
+            {
+                continue;
+            }
+            return Ok(respond(&answer, false));
+        }
+        let Some(append) = append else { continue };
+        // The answer is known before the write, so it is stored in the same transaction.
+        let seq = state.seq + 1;
+        let hash = entry_hash(state.head_hash.as_deref(), seq, &event);
+        let entry = LedgerEntry { seq, hash: hash.clone(), prev_hash: state.head_hash.clone(), event: event.clone() };
+        let next = state.after(&event, hash);
+        let answer = answer(
+            201,
+            serde_json::json!({ "phone": phone, "channel": event.channel, "changed": true, "state": state_view(&next), "entry": entry_view(&entry) }),
+        );
+        let idem = idem_key.map(|k| (k, &answer));
+        match app.store.append_consent_with(&append, idem).await {
+            Ok(_) => {
+                if event.action == ConsentAction::OptOut {
+                    let cancelled =
+                        app.store.cancel_outreach(&m.id, &phone, m.flow.len() as u8, "opted_out", now).await?;
+                    info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "pending outreach cancelled");
+                }
+                info!(merchant = %m.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, seq, "consent recorded via API");
+                return Ok(respond(&answer, false));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Contention)
+}
+
+async fn read(app: &ConsentApp, m: &Merchant, raw_phone: &str) -> Result<Response<Body>, ApiError> {
+    let phone = match Phone::parse(raw_phone, Some(&m.default_country)) {
+        Ok(p) => p,
+        Err(e) => return Ok(unprocessable("invalid_phone", "phone", format!("phone: {e}"))),
+    };
+    let mut channels = serde_json::Map::new();
+    let mut history: Vec<LedgerEntry> = Vec::new();
+    for channel in [Channel::Sms, Channel::Voice] {
+        let state = app.store.consent_state(&m.id, &phone, channel).await?;
+        channels.insert(channel.as_str().into(), state_view(&state));
+        history.extend(app.store.consent_ledger(&m.id, &phone, channel).await?);
+    }
+    history.sort_by(|a, b| (b.event.recorded_at, b.seq).cmp(&(a.event.recorded_at, a.seq)));
+    let history: Vec<EntryView<'_>> = history.iter().map(entry_view).collect();
+    Ok(json(200, &serde_json::json!({ "phone": phone, "channels": channels, "history": history })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_phones_decode_percent_but_keep_plus() {
+        assert_eq!(percent_decode("%2B14155552671"), "+14155552671");
+        assert_eq!(percent_decode("+14155552671"), "+14155552671");
+        assert_eq!(percent_decode("%28415%29%20555-2671"), "(415) 555-2671");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,22 @@
+use callfy_shared::adapters::{aws, store::Store};
+use callfy_shared::{Config, SystemClock, telemetry};
+use consent_api::{ConsentApp, handle};
+use lambda_http::{Error, run, service_fn};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    telemetry::init();
+    let config = Config::from_env()?;
+    let sdk = aws::load_config().await;
+    let app = Arc::new(ConsentApp {
+        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+        clock: Arc::new(SystemClock),
+    });
+    run(service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+    }))
+    .await
+}

@@ -1,0 +1,182 @@
+//! `X-Twilio-Signature`, computed exactly as Twilio does (REFERENCE.md, Twilio section):
+//! the full URL, then each form parameter's name and value with names sorted, HMAC-SHA1 with
+//! the auth token, base64. JSON bodies are covered by a `bodySHA256` query parameter instead.
+
+use crate::signature::{ct_eq, sha256_hex};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use thiserror::Error;
+
+pub const HEADER: &str = "x-twilio-signature";
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum TwilioSignatureError {
+    #[error("X-Twilio-Signature header is missing")]
+    Missing,
+    #[error("the body's SHA-256 does not match the bodySHA256 query parameter")]
+    BodyHash,
+    #[error("X-Twilio-Signature does not match this URL and body")]
+    Mismatch,
+    #[error("the form body is not valid application/x-www-form-urlencoded: {0}")]
+    Form(String),
+}
+
+/// The signature Twilio sends for a request to `url` with these form parameters.
+pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    // Names first, then values: repeated names contribute each value in sorted order.
+    sorted.sort();
+    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key length");
+    mac.update(url.as_bytes());
+    for (name, value) in sorted {
+        mac.update(name.as_bytes());
+        mac.update(value.as_bytes());
+    }
+    B64.encode(mac.finalize().into_bytes())
+}
+
+/// Validates a request Twilio made to `url` (the public URL, query included) with raw `body`.
+/// Returns the form parameters (empty for a JSON body) once the signature holds.
+pub fn validate(
+    auth_token: &str,
+    url: &str,
+    body: &[u8],
+    signature: Option<&str>,
+) -> Result<Vec<(String, String)>, TwilioSignatureError> {
+    let signature = signature.map(str::trim).filter(|s| !s.is_empty()).ok_or(TwilioSignatureError::Missing)?;
+    let params: Vec<(String, String)> = match body_sha256_param(url) {
+        Some(expected) => {
+            if !ct_eq(sha256_hex(body).as_bytes(), expected.to_ascii_lowercase().as_bytes()) {
+                return Err(TwilioSignatureError::BodyHash);
+            }
+            Vec::new()
+        }
+        None => serde_urlencoded::from_bytes(body).map_err(|e| TwilioSignatureError::Form(e.to_string()))?,
+    };
+    // Twilio may have signed the URL with or without the port; accept either form.
+    let [without, with] = port_variants(url);
+    let ok = [without, with].iter().fold(false, |acc, candidate| {
+        acc | ct_eq(compute(auth_token, candidate, &params).as_bytes(), signature.as_bytes())
+    });
+    if ok { Ok(params) } else { Err(TwilioSignatureError::Mismatch) }
+}
+
+fn body_sha256_param(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    let query = query.split('#').next().unwrap_or_default();
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs.into_iter().find(|(k, _)| k == "bodySHA256").map(|(_, v)| v)
+}
+
+/// The URL with its port removed and with the port present (the scheme's default if none).
+pub fn port_variants(url: &str) -> [String; 2] {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return [url.to_string(), url.to_string()];
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (format!("{u}@"), h),
+        None => (String::new(), authority),
+    };
+    // A colon after the last ']' (IPv6 literal) starts the port.
+    let host_end = hostport.rfind(']').map_or(0, |i| i + 1);
+    let (host, port) = match hostport[host_end..].rfind(':') {
+        Some(i) => (&hostport[..host_end + i], Some(&hostport[host_end + i + 1..])),
+        None => (hostport, None),
+    };
+    let default_port = if scheme.eq_ignore_ascii_case("https") { "443" } else { "80" };
+    let port = port.filter(|p| !p.is_empty()).unwrap_or(default_port);
+    [format!("{scheme}://{userinfo}{host}{tail}"), format!("{scheme}://{userinfo}{host}:{port}{tail}")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vector_params() -> Vec<(String, String)> {
+        [
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Caller", "+14158675309"),
+            ("Digits", "1234"),
+            ("From", "+14158675309"),
+            ("To", "+18005551212"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+    }
+
+    const URL: &str = "https://mycompany.com/myapp.php?foo=1&bar=2";
+
+    #[test]
+    fn twilio_published_vectors() {
+        assert_eq!(compute("12345", URL, &vector_params()), "RSOYDt4T1cUTdK1PDd93/VVr8B8=");
+        assert_eq!(
+            compute("12345", "https://mycompany.com:443/myapp.php?foo=1&bar=2", &vector_params()),
+            "kvajT1Ptam85bY51eRf/AJRuM3w="
+        );
+        let body = serde_urlencoded::to_string(vector_params()).unwrap();
+        for sig in ["RSOYDt4T1cUTdK1PDd93/VVr8B8=", "kvajT1Ptam85bY51eRf/AJRuM3w="] {
+            assert_eq!(validate("12345", URL, body.as_bytes(), Some(sig)).unwrap(), vector_params());
+            let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2";
+            assert!(validate("12345", with_port, body.as_bytes(), Some(sig)).is_ok());
+        }
+    }
+
+    #[test]
+    fn twilio_published_json_vector() {
+        let body = br#"{"property": "value", "boolean": true}"#;
+        let url = format!("{URL}&bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620");
+        assert_eq!(sha256_hex(body), "0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620");
+        assert_eq!(compute("12345", &url, &[]), "a9nBmqA0ju/hNViExpshrM61xv4=");
+        assert_eq!(validate("12345", &url, body, Some("a9nBmqA0ju/hNViExpshrM61xv4=")), Ok(vec![]));
+        let tampered = br#"{"property": "value", "boolean": false}"#;
+        assert_eq!(
+            validate("12345", &url, tampered, Some("a9nBmqA0ju/hNViExpshrM61xv4=")),
+            Err(TwilioSignatureError::BodyHash)
+        );
+    }
+
+    #[test]
+    fn rejects_tampering_wrong_url_wrong_token_and_missing_header() {
+        let body = serde_urlencoded::to_string(vector_params()).unwrap();
+        let sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        let tampered = body.replace("1234", "9999");
+        assert_eq!(validate("12345", URL, tampered.as_bytes(), Some(sig)), Err(TwilioSignatureError::Mismatch));
+        let other_url = "https://mycompany.com/other.php?foo=1&bar=2";
+        assert_eq!(validate("12345", other_url, body.as_bytes(), Some(sig)), Err(TwilioSignatureError::Mismatch));
+        assert_eq!(validate("54321", URL, body.as_bytes(), Some(sig)), Err(TwilioSignatureError::Mismatch));
+        assert_eq!(validate("12345", URL, body.as_bytes(), None), Err(TwilioSignatureError::Missing));
+        assert_eq!(validate("12345", URL, body.as_bytes(), Some("  ")), Err(TwilioSignatureError::Missing));
+    }
+
+    #[test]
+    fn repeated_names_sign_each_value_in_order() {
+        let a = vec![("To".to_string(), "b".to_string()), ("To".to_string(), "a".to_string())];
+        let b = vec![("To".to_string(), "a".to_string()), ("To".to_string(), "b".to_string())];
+        assert_eq!(compute("t", "https://x.test/", &a), compute("t", "https://x.test/", &b));
+        let mut mac = Hmac::<Sha1>::new_from_slice(b"t").unwrap();
+        mac.update(b"https://x.test/ToaTob");
+        assert_eq!(compute("t", "https://x.test/", &a), B64.encode(mac.finalize().into_bytes()));
+    }
+
+    #[test]
+    fn port_variants_cover_default_and_explicit_ports() {
+        assert_eq!(
+            port_variants("https://a.test/p?q=1"),
+            ["https://a.test/p?q=1".to_string(), "https://a.test:443/p?q=1".to_string()]
+        );
+        assert_eq!(
+            port_variants("http://127.0.0.1:3000/twilio/sms"),
+            ["http://127.0.0.1/twilio/sms".to_string(), "http://127.0.0.1:3000/twilio/sms".to_string()]
+        );
+        assert_eq!(port_variants("http://[::1]:8080"), ["http://[::1]".to_string(), "http://[::1]:8080".to_string()]);
+        assert_eq!(
+            port_variants("https://u:p@h.test"),
+            ["https://u:p@h.test".to_string(), "https://u:p@h.test:443".to_string()]
+        );
+    }
+}
