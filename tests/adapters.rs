@@ -258,6 +258,8 @@ async fn sms_log_is_kept_per_customer_and_found_by_sid() {
         segments: 1,
         created_at: t0(),
         purge_at: t0() + Duration::days(730),
+        status_history: std::collections::BTreeMap::from([("queued".to_string(), t0())]),
+        error_code: None,
     };
     store.put_sms_log(&entry).await.unwrap();
     assert!(store.has_outbound_sms(&m, &phone).await.unwrap());
@@ -291,7 +293,13 @@ async fn the_outreach_queue_carries_jobs() {
 
 async fn sandbox_server() -> (String, Arc<Sandbox>) {
     let clock = Arc::new(ManualClock::new(t0()));
-    let sandbox = Arc::new(Sandbox::new(local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN, clock));
+    let sandbox = Arc::new(Sandbox::new(
+        local_defaults::TWILIO_ACCOUNT_SID,
+        local_defaults::TWILIO_AUTH_TOKEN,
+        clock,
+        "http://127.0.0.1:9",
+        false,
+    ));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = callfy_local::sandbox::router(Arc::clone(&sandbox));

@@ -146,7 +146,13 @@ async fn sample_events_drive_the_handlers_as_lambda_would() {
 #[test]
 fn sandbox_answers_match_twilio_message_schema() {
     let clock = Arc::new(ManualClock::new("2026-11-28T15:00:00Z".parse().unwrap()));
-    let sandbox = Sandbox::new(local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN, clock);
+    let sandbox = Sandbox::new(
+        local_defaults::TWILIO_ACCOUNT_SID,
+        local_defaults::TWILIO_AUTH_TOKEN,
+        clock,
+        "http://127.0.0.1:9",
+        false,
+    );
     let mut headers = axum::http::HeaderMap::new();
     let basic = base64::Engine::encode(
         &base64::engine::general_purpose::STANDARD,

@@ -55,11 +55,22 @@ pub fn validate(
         }
         None => serde_urlencoded::from_bytes(body).map_err(|e| TwilioSignatureError::Form(e.to_string()))?,
     };
-    // Twilio may have signed the URL with or without the port; accept either form.
-    let [without, with] = port_variants(url);
-    let ok = [without, with].iter().fold(false, |acc, candidate| {
-        acc | ct_eq(compute(auth_token, candidate, &params).as_bytes(), signature.as_bytes())
-    });
+    // Twilio may have signed the URL with or without the port; accept either form. Twilio's
+    // own helper libraries differ on a repeated identical name=value pair (Python counts it
+    // once), so such a body is also checked in that form.
+    let mut forms = vec![params.clone()];
+    let mut unique = params.clone();
+    unique.sort();
+    unique.dedup();
+    if unique.len() != params.len() {
+        forms.push(unique);
+    }
+    let mut ok = false;
+    for candidate in port_variants(url) {
+        for form in &forms {
+            ok |= ct_eq(compute(auth_token, &candidate, form).as_bytes(), signature.as_bytes());
+        }
+    }
     if ok { Ok(params) } else { Err(TwilioSignatureError::Mismatch) }
 }
 

@@ -183,28 +183,46 @@ fn unprocessable(code: &str, field: &str, message: impl Into<String>) -> Respons
     json(422, &serde_json::json!({ "error": code, "message": message.into(), "field": field }))
 }
 
-/// Turns a request into the event it asks for, or the 4xx that says why not.
-fn parse_request(
-    merchant: &Merchant,
-    body: &[u8],
-    now: DateTime<Utc>,
-) -> Result<(Phone, ConsentEvent), Response<Body>> {
+/// Why a consent request is refused (400 malformed, 422 semantically invalid).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum Rejection {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{message}")]
+    Invalid { code: &'static str, field: &'static str, message: String },
+}
+
+impl Rejection {
+    fn invalid(code: &'static str, field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid { code, field, message: message.into() }
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        match self {
+            Self::Malformed(message) => error(400, "malformed_json", message.clone()),
+            Self::Invalid { code, field, message } => unprocessable(code, field, message.clone()),
+        }
+    }
+}
+
+/// Turns a request into the event it asks for, or says why not.
+pub fn parse_request(merchant: &Merchant, body: &[u8], now: DateTime<Utc>) -> Result<(Phone, ConsentEvent), Rejection> {
     let request: ConsentRequest = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
-            unprocessable("invalid_field", "body", e.to_string())
+            Rejection::invalid("invalid_field", "body", e.to_string())
         } else {
-            error(400, "malformed_json", e.to_string())
+            Rejection::Malformed(e.to_string())
         }
     })?;
     let phone = Phone::parse(&request.phone, Some(&merchant.default_country))
-        .map_err(|e| unprocessable("invalid_phone", "phone", format!("phone: {e}")))?;
+        .map_err(|e| Rejection::invalid("invalid_phone", "phone", format!("phone: {e}")))?;
     let occurred_at = request.occurred_at.unwrap_or(now);
     if occurred_at > now + Duration::minutes(MAX_CLOCK_SKEW_MINUTES) {
-        return Err(unprocessable("invalid_field", "occurred_at", "occurred_at is in the future"));
+        return Err(Rejection::invalid("invalid_field", "occurred_at", "occurred_at is in the future"));
     }
     let ev = request.evidence;
     if request.action == ConsentAction::OptIn && ev.consent_text.as_deref().is_none_or(|t| t.trim().is_empty()) {
-        return Err(unprocessable(
+        return Err(Rejection::invalid(
             "missing_evidence",
             "evidence.consent_text",
             "an opt-in needs the consent text the person agreed to",
@@ -264,7 +282,7 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
         }
         let (phone, event) = match parse_request(m, body, now) {
             Ok(v) => v,
-            Err(resp) => return Ok(resp),
+            Err(rejection) => return Ok(rejection.response()),
         };
         let state = app.store.consent_state(&m.id, &phone, event.channel).await?;
         let answer = |status: u16, value: serde_json::Value| IdempotencyRecord {
@@ -350,7 +368,7 @@ async fn read(app: &ConsentApp, m: &Merchant, raw_phone: &str) -> Result<Respons
         channels.insert(channel.as_str().into(), state_view(&state));
         history.extend(app.store.consent_ledger(&m.id, &phone, channel).await?);
     }
-    history.sort_by(|a, b| (b.event.recorded_at, b.seq).cmp(&(a.event.recorded_at, a.seq)));
+    history.sort_by_key(|e| std::cmp::Reverse((e.event.recorded_at, e.seq)));
     let history: Vec<EntryView<'_>> = history.iter().map(entry_view).collect();
     Ok(json(200, &serde_json::json!({ "phone": phone, "channels": channels, "history": history })))
 }

@@ -2,16 +2,18 @@
 //! With only `AWS_ENDPOINT_URL` set it finds the resources `callfy-local` created.
 
 use callfy_shared::MerchantId;
+use callfy_shared::Phone;
 use callfy_shared::adapters::aws;
 use callfy_shared::adapters::store::{MerchantRecord, MerchantStatus, Store};
 use callfy_shared::config::local_defaults;
-use callfy_shared::domain::merchant::Merchant;
+use callfy_shared::domain::consent::verify_chain;
+use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::signature::sha256_hex;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "callfy-admin", about = "Operate Callfy: merchants and their API keys")]
+#[command(name = "callfy-admin", about = "Operate Callfy: merchants, API keys, consent ledgers")]
 struct Cli {
     /// DynamoDB table (default: $TABLE_NAME, else the local default).
     #[arg(long, global = true)]
@@ -26,6 +28,21 @@ enum Command {
     Merchant {
         #[command(subcommand)]
         action: MerchantAction,
+    },
+    /// Consent ledgers.
+    Consent {
+        #[command(subcommand)]
+        action: ConsentCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsentCommand {
+    /// Re-walk a phone's consent hash chains (SMS and voice); exit 1 at the first broken link.
+    Verify {
+        merchant: String,
+        /// The phone, E.164 or in the merchant's national format.
+        phone: String,
     },
 }
 
@@ -46,6 +63,8 @@ enum MerchantAction {
 enum AdminError {
     #[error("{0}")]
     Usage(String),
+    #[error("{0}")]
+    Broken(String),
     #[error(transparent)]
     Store(#[from] callfy_shared::adapters::store::StoreError),
 }
@@ -55,9 +74,13 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e @ AdminError::Broken(_)) => {
+            eprintln!("callfy-admin: {e}");
+            ExitCode::from(1)
+        }
         Err(e) => {
             eprintln!("callfy-admin: {e}");
-            ExitCode::FAILURE
+            ExitCode::from(2)
         }
     }
 }
@@ -103,6 +126,38 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 eprintln!("Store this key now: it is shown only once.");
             }
         },
+        Command::Consent { action: ConsentCommand::Verify { merchant, phone } } => {
+            verify(&store, &merchant_id(&merchant)?, &phone).await?;
+        }
     }
     Ok(())
+}
+
+async fn verify(store: &Store, id: &MerchantId, raw_phone: &str) -> Result<(), AdminError> {
+    let record = store.get_merchant(id).await?.ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
+    let phone = Phone::parse(raw_phone, Some(&record.merchant.default_country))
+        .map_err(|e| AdminError::Usage(format!("{raw_phone:?}: {e}")))?;
+    let mut broken = Vec::new();
+    for channel in [Channel::Sms, Channel::Voice] {
+        let entries = store.consent_ledger(id, &phone, channel).await?;
+        let state = store.consent_state(id, &phone, channel).await?;
+        match verify_chain(&entries, &state) {
+            Ok(n) => println!(
+                "{} {}: ok, {n} entries, status {:?}, head {}",
+                phone.masked(),
+                channel.as_str(),
+                state.status,
+                state.head_hash.as_deref().unwrap_or("-")
+            ),
+            Err(e) => {
+                println!("{} {}: BROKEN: {e}", phone.masked(), channel.as_str());
+                broken.push(format!("{}: {e}", channel.as_str()));
+            }
+        }
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(AdminError::Broken(format!("consent ledger broken: {}", broken.join("; "))))
+    }
 }

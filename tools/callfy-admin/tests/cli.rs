@@ -48,7 +48,7 @@ async fn merchant_put_get_and_api_key() {
     let out = admin(table, &["merchant", "api-key", "snowdevil"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let key = text(&out.stdout).trim().to_string();
-    assert!(key.starts_with("cfy_live_") && key.len() == 9 + 64, "{key}");
+    assert!(key.starts_with("cfy_live_snowdevil_") && key.len() == "cfy_live_snowdevil_".len() + 64, "{key}");
     let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), table);
     let record = store.get_merchant(&MerchantId::parse("snowdevil").unwrap()).await.unwrap().unwrap();
     assert_eq!(record.api_key_sha256, Some(sha256_hex(key.as_bytes())), "only the hash is stored");
@@ -70,4 +70,71 @@ async fn merchant_put_get_and_api_key() {
     let out = admin(table, &["merchant", "api-key", "Not An Id"]);
     assert!(!out.status.success());
     let _ = std::fs::remove_file(bad);
+}
+
+#[tokio::test]
+async fn consent_verify_passes_on_a_clean_ledger_and_names_the_altered_entry() {
+    use callfy_shared::Phone;
+    use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+    use callfy_shared::domain::merchant::{Channel, Merchant};
+
+    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+    assert!(endpoint.starts_with("http://127.0.0.1"), "run through scripts/test (AWS_ENDPOINT_URL={endpoint:?})");
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "t"))
+        .load()
+        .await;
+    let res = resources::ensure(&sdk, &ResourceNames::unique("verify")).await.unwrap();
+    let table = res.names.table.as_str();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let merchant =
+        Merchant::from_json(&std::fs::read_to_string(format!("{root}/events/demo-merchant.json")).unwrap()).unwrap();
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk);
+    let store = Store::new(ddb.clone(), table);
+    let now = chrono::Utc::now();
+    store.put_merchant(&merchant, now).await.unwrap();
+    let phone = Phone::parse("+14155552671", None).unwrap();
+    for (i, action) in [ConsentAction::OptIn, ConsentAction::OptOut, ConsentAction::OptIn].into_iter().enumerate() {
+        let at = now + chrono::Duration::seconds(i as i64);
+        let event = ConsentEvent {
+            channel: Channel::Sms,
+            action,
+            source: ConsentSource::Api,
+            occurred_at: at,
+            recorded_at: at,
+            evidence: Evidence { consent_text: Some("Text me reminders".into()), ..Default::default() },
+        };
+        assert!(
+            store
+                .record_consent(&merchant.id, &phone, &event, at + chrono::Duration::days(730))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    let out = admin(table, &["consent", "verify", "snowdevil", "(415) 555-2671"]);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("sms: ok, 3 entries"), "{}", text(&out.stdout));
+    assert!(!text(&out.stdout).contains("5552671"), "the phone is masked: {}", text(&out.stdout));
+
+    // Someone with table access rewrites when entry 2 happened.
+    ddb.update_item()
+        .table_name(table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("C#snowdevil#+14155552671".into()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("CONSENT#sms#000000000002".into()))
+        .update_expression("SET #e.occurred_at = :t")
+        .expression_attribute_names("#e", "event")
+        .expression_attribute_values(":t", aws_sdk_dynamodb::types::AttributeValue::S("2020-01-01T00:00:00Z".into()))
+        .send()
+        .await
+        .unwrap();
+    let out = admin(table, &["consent", "verify", "snowdevil", "+14155552671"]);
+    assert_eq!(out.status.code(), Some(1), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("sms: BROKEN: entry 2"), "{}", text(&out.stdout));
+    assert!(text(&out.stderr).contains("entry 2"), "{}", text(&out.stderr));
+
+    let out = admin(table, &["consent", "verify", "snowdevil", "not a phone"]);
+    assert_eq!(out.status.code(), Some(2));
 }

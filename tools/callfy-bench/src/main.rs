@@ -66,9 +66,15 @@ async fn run(args: Args) -> Result<(), String> {
 
     // Twilio's stand-in, so the worker's first invocation makes its real API call.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let sb = Arc::new(Sandbox::new(local_defaults::TWILIO_ACCOUNT_SID, local_defaults::TWILIO_AUTH_TOKEN, clock));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
     let sandbox_url = format!("http://{}", listener.local_addr().map_err(|e| e.to_string())?);
+    let sb = Arc::new(Sandbox::new(
+        local_defaults::TWILIO_ACCOUNT_SID,
+        local_defaults::TWILIO_AUTH_TOKEN,
+        clock,
+        &sandbox_url,
+        false,
+    ));
     let app = sandbox::router(sb);
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -18,9 +18,11 @@ use callfy_shared::adapters::twilio::TwilioClient;
 use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
 use callfy_shared::http::error;
 use callfy_shared::{Clock, OffsetClock, SystemClock};
+use consent_api::ConsentApp;
 use outreach_worker::WorkerApp;
 use resources::{ResourceNames, Resources};
 use sandbox::Sandbox;
+use sms_inbound::InboundApp;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub struct LocalOptions {
     pub auto_poll: bool,
     /// How long the worker waits for Twilio's answer.
     pub twilio_timeout: std::time::Duration,
+    /// The sandbox reports "sent" and "delivered" for each message (tests report by hand).
+    pub sandbox_status_callbacks: bool,
 }
 
 impl LocalOptions {
@@ -94,6 +98,7 @@ impl LocalOptions {
             clock,
             auto_poll: true,
             twilio_timeout: std::time::Duration::from_secs(10),
+            sandbox_status_callbacks: true,
         })
     }
 
@@ -110,6 +115,7 @@ impl LocalOptions {
             clock,
             auto_poll: false,
             twilio_timeout: std::time::Duration::from_secs(3),
+            sandbox_status_callbacks: false,
         }
     }
 }
@@ -118,6 +124,8 @@ impl LocalOptions {
 pub struct Functions {
     pub ingest: IngestApp,
     pub worker: WorkerApp,
+    pub consent: ConsentApp,
+    pub inbound: InboundApp,
 }
 
 struct Shared {
@@ -215,16 +223,29 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
             clock: Arc::clone(&opts.clock),
         },
         worker: WorkerApp {
-            store,
+            store: store.clone(),
             queue,
             twilio,
             clock: Arc::clone(&opts.clock),
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
         },
+        consent: ConsentApp { store: store.clone(), clock: Arc::clone(&opts.clock) },
+        inbound: InboundApp {
+            store,
+            auth_token: opts.twilio_auth_token.clone(),
+            public_base_url: public_base_url.trim_end_matches('/').to_string(),
+            clock: Arc::clone(&opts.clock),
+        },
     };
     let queue_arn = queue_arn(&sqs, &resources.queue_url).await?;
     let shared = Arc::new(Shared { functions, sqs, queue_url: resources.queue_url.clone(), queue_arn });
-    let sandbox = Arc::new(Sandbox::new(&opts.twilio_account_sid, &opts.twilio_auth_token, Arc::clone(&opts.clock)));
+    let sandbox = Arc::new(Sandbox::new(
+        &opts.twilio_account_sid,
+        &opts.twilio_auth_token,
+        Arc::clone(&opts.clock),
+        &public_base_url,
+        opts.sandbox_status_callbacks,
+    ));
 
     let app =
         Router::new().fallback(route).with_state(Arc::clone(&shared)).merge(sandbox::router(Arc::clone(&sandbox)));
@@ -297,8 +318,13 @@ async fn route(
         Err(e) => return server::to_http(error(400, "bad_request", e.to_string())),
     };
     let path = parts.uri.path();
+    let f = &shared.functions;
     let response = if path.starts_with("/webhooks/") {
-        webhook_ingest::handle(&shared.functions.ingest, request).await
+        webhook_ingest::handle(&f.ingest, request).await
+    } else if path == "/v1/consents" || path.starts_with("/v1/consents/") {
+        consent_api::handle(&f.consent, request).await
+    } else if path.starts_with("/twilio/sms") {
+        sms_inbound::handle(&f.inbound, request).await
     } else {
         error(404, "not_found", format!("no route for {path}"))
     };

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
 use callfy_shared::signature::ct_eq;
+use callfy_shared::twilio_signature;
 use callfy_shared::{Clock, Phone};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -91,10 +92,47 @@ pub struct Sandbox {
     messages: Mutex<Vec<SandboxMessage>>,
     violations: Mutex<Vec<String>>,
     faults: Mutex<VecDeque<Fault>>,
+    /// Where Twilio would deliver inbound messages: `{base}/twilio/sms`.
+    webhook_base: String,
+    /// Send "sent" then "delivered" callbacks for each accepted message, as Twilio does.
+    auto_status: bool,
+    http: reqwest::Client,
+}
+
+/// What the webhook answered to an inbound message, and the reply Twilio would then send.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InboundResult {
+    pub status: u16,
+    pub message_sid: String,
+    pub body: String,
+    /// The `<Message>` of the TwiML answer, if any.
+    pub reply: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InboundRequest {
+    pub from: String,
+    pub to: String,
+    pub body: String,
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusRequest {
+    pub status: String,
+    #[serde(default)]
+    pub error_code: Option<i64>,
 }
 
 impl Sandbox {
-    pub fn new(account_sid: &str, auth_token: &str, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        account_sid: &str,
+        auth_token: &str,
+        clock: Arc<dyn Clock>,
+        webhook_base: &str,
+        auto_status: bool,
+    ) -> Self {
         Self {
             account_sid: account_sid.into(),
             auth_token: auth_token.into(),
@@ -102,7 +140,98 @@ impl Sandbox {
             messages: Mutex::default(),
             violations: Mutex::default(),
             faults: Mutex::default(),
+            webhook_base: webhook_base.trim_end_matches('/').to_string(),
+            auto_status,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(15))
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
         }
+    }
+
+    /// Posts a form to one of our webhooks, signed as Twilio signs it.
+    async fn post_signed(&self, url: &str, form: &[(String, String)]) -> Result<(u16, String), String> {
+        let signature = twilio_signature::compute(&self.auth_token, url, form);
+        let resp = self
+            .http
+            .post(url)
+            .header(twilio_signature::HEADER, signature)
+            .header("user-agent", "TwilioProxy/1.1")
+            .form(form)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+
+    /// A person texts `body` from `from` to the merchant's number `to`: Twilio's inbound webhook.
+    /// A `<Message>` in the answer is sent back to the person, as Twilio would.
+    pub async fn receive(&self, req: &InboundRequest) -> Result<InboundResult, String> {
+        let sid = format!("SM{}", uuid::Uuid::new_v4().simple());
+        let mut form: Vec<(String, String)> = vec![
+            ("AccountSid".into(), self.account_sid.clone()),
+            ("ApiVersion".into(), "2010-04-01".into()),
+            ("Body".into(), req.body.clone()),
+            ("From".into(), req.from.clone()),
+            ("MessageSid".into(), sid.clone()),
+            ("NumMedia".into(), "0".into()),
+            ("NumSegments".into(), "1".into()),
+            ("SmsMessageSid".into(), sid.clone()),
+            ("SmsSid".into(), sid.clone()),
+            ("SmsStatus".into(), "received".into()),
+            ("To".into(), req.to.clone()),
+        ];
+        if let Some(service) = &req.messaging_service_sid {
+            form.push(("MessagingServiceSid".into(), service.clone()));
+        }
+        self.redeliver(&form).await.map(|(status, body, reply)| InboundResult { status, message_sid: sid, body, reply })
+    }
+
+    /// Delivers an inbound form (again); Twilio may deliver one message more than once.
+    pub async fn redeliver(&self, form: &[(String, String)]) -> Result<(u16, String, Option<String>), String> {
+        let url = format!("{}/twilio/sms", self.webhook_base);
+        let (status, body) = self.post_signed(&url, form).await?;
+        let reply = twiml_message(&body);
+        if let Some(text) = &reply {
+            let get = |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+            let message = SandboxMessage {
+                sid: format!("SM{}", uuid::Uuid::new_v4().simple()),
+                to: get("From").unwrap_or_default(),
+                from: get("To"),
+                messaging_service_sid: get("MessagingServiceSid"),
+                body: text.clone(),
+                status_callback: None,
+                date_created: self.clock.now().to_rfc2822(),
+            };
+            let shown = Phone::parse(&message.to, None).map(|p| p.masked()).unwrap_or_else(|_| "(invalid)".into());
+            println!("[twilio-sandbox] reply {} to {shown}: {}", message.sid, message.body);
+            self.messages.lock().unwrap_or_else(|e| e.into_inner()).push(message);
+        }
+        Ok((status, body, reply))
+    }
+
+    /// Reports a message's status to its `StatusCallback`, signed; returns our answer's status.
+    pub async fn report_status(&self, sid: &str, status: &str, error_code: Option<i64>) -> Result<u16, String> {
+        let message = self.messages().into_iter().find(|m| m.sid == sid).ok_or_else(|| format!("no message {sid}"))?;
+        let url = message.status_callback.clone().ok_or_else(|| format!("message {sid} has no StatusCallback"))?;
+        let mut form: Vec<(String, String)> = vec![
+            ("AccountSid".into(), self.account_sid.clone()),
+            ("ApiVersion".into(), "2010-04-01".into()),
+            ("From".into(), message.from.clone().unwrap_or_default()),
+            ("MessageSid".into(), sid.to_string()),
+            ("MessageStatus".into(), status.to_string()),
+            ("SmsSid".into(), sid.to_string()),
+            ("SmsStatus".into(), status.to_string()),
+            ("To".into(), message.to.clone()),
+        ];
+        if let Some(code) = error_code {
+            form.push(("ErrorCode".into(), code.to_string()));
+        }
+        if let Some(service) = &message.messaging_service_sid {
+            form.push(("MessagingServiceSid".into(), service.clone()));
+        }
+        self.post_signed(&url, &form).await.map(|(status, _)| status)
     }
 
     pub fn messages(&self) -> Vec<SandboxMessage> {
@@ -290,7 +419,37 @@ async fn create(
         Ok(f) => f,
         Err(e) => return respond(Answer::error(400, 20001, &e.to_string())).await,
     };
-    respond(sb.create_message(&account, &headers, &form)).await
+    let answer = sb.create_message(&account, &headers, &form);
+    let sid = answer.body.get("sid").and_then(Value::as_str).map(str::to_string);
+    if sb.auto_status
+        && answer.status == 201
+        && let Some(sid) = sid
+    {
+        let sb = Arc::clone(&sb);
+        tokio::spawn(async move {
+            for status in ["sent", "delivered"] {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                if let Err(e) = sb.report_status(&sid, status, None).await {
+                    eprintln!("[twilio-sandbox] status callback for {sid} failed: {e}");
+                }
+            }
+        });
+    }
+    respond(answer).await
+}
+
+/// The text of the first `<Message>` in a TwiML answer.
+pub fn twiml_message(xml: &str) -> Option<String> {
+    let start = xml.find("<Message>")? + "<Message>".len();
+    let end = xml[start..].find("</Message>")? + start;
+    let text = &xml[start..end];
+    Some(
+        text.replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
 }
 
 async fn list(
@@ -316,6 +475,28 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
                 |State(sb): State<Arc<Sandbox>>| async move {
                     sb.clear();
                     StatusCode::NO_CONTENT
+                },
+            ),
+        )
+        .route(
+            "/sandbox/inbound",
+            post(|State(sb): State<Arc<Sandbox>>, axum::Json(req): axum::Json<InboundRequest>| async move {
+                match sb.receive(&req).await {
+                    Ok(result) => axum::Json(result).into_response(),
+                    Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
+                }
+            }),
+        )
+        .route(
+            "/sandbox/messages/{sid}/status",
+            post(
+                |State(sb): State<Arc<Sandbox>>,
+                 Path(sid): Path<String>,
+                 axum::Json(req): axum::Json<StatusRequest>| async move {
+                    match sb.report_status(&sid, &req.status, req.error_code).await {
+                        Ok(status) => axum::Json(json!({ "callback_status": status })).into_response(),
+                        Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
+                    }
                 },
             ),
         )

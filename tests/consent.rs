@@ -1,0 +1,436 @@
+//! Consent end to end through `callfy-local`: signed Twilio webhooks (STOP / HELP / START,
+//! delivery reports) from the sandbox, the consent API with real API keys, Shopify consent
+//! updates, all on moto.
+
+use callfy_integration_tests::*;
+use callfy_local::LocalHandle;
+use callfy_local::sandbox::{InboundRequest, twiml_message};
+use callfy_shared::adapters::store::{Direction, StepState};
+use callfy_shared::api_key::new_api_key;
+use callfy_shared::config::local_defaults;
+use callfy_shared::domain::consent::{ConsentAction, ConsentSource, ConsentStatus};
+use callfy_shared::domain::flow::{OutreachJob, SkipReason};
+use callfy_shared::domain::merchant::Channel;
+use callfy_shared::signature::sha256_hex;
+use callfy_shared::twilio_signature;
+use callfy_shared::{CartToken, Clock, ManualClock, MerchantId, Phone};
+use chrono::{DateTime, Duration, Utc};
+use outreach_worker::JobOutcome;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const SERVICE: &str = "MG0123456789abcdef0123456789abcdef";
+const POOL_NUMBER: &str = "+15005550006";
+const TOKEN: &str = "cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c";
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-28T19:00:00Z".parse().unwrap()
+}
+
+fn ids() -> (MerchantId, CartToken, Phone) {
+    (MerchantId::parse("snowdevil").unwrap(), CartToken::parse(TOKEN).unwrap(), Phone::parse(PHONE, None).unwrap())
+}
+
+async fn text_in(local: &LocalHandle, body: &str) -> callfy_local::sandbox::InboundResult {
+    let req = InboundRequest {
+        from: PHONE.into(),
+        to: POOL_NUMBER.into(),
+        body: body.into(),
+        messaging_service_sid: Some(SERVICE.into()),
+    };
+    local.sandbox.receive(&req).await.expect("sms-inbound answers")
+}
+
+/// A checkout that opted in, stored and its first step queued (not yet processed).
+async fn opted_in_checkout(local: &LocalHandle) {
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+}
+
+#[tokio::test]
+async fn stop_confirms_once_records_evidence_and_cancels_queued_outreach_then_start_resubscribes() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-stop", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    let store = local.store();
+    opted_in_checkout(&local).await;
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+
+    let stop = text_in(&local, "Stop").await;
+    assert_eq!(stop.status, 200);
+    let reply = stop.reply.clone().expect("one confirmation");
+    assert!(reply.contains("Snowdevil") && reply.contains("unsubscribed"), "{reply}");
+    assert!(!reply.contains("http"), "no marketing in the confirmation: {reply}");
+
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut);
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    let last = &ledger.last().unwrap().event;
+    assert_eq!((last.action, last.source), (ConsentAction::OptOut, ConsentSource::Keyword));
+    assert_eq!(last.evidence.message_sid.as_deref(), Some(stop.message_sid.as_str()));
+    assert_eq!(last.evidence.keyword.as_deref(), Some("keyword:stop"));
+    assert_eq!(store.consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    let step = store.get_step(&m, &token, 0).await.unwrap().expect("queued step cancelled");
+    assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
+
+    // The queued job now finds nothing to do: no SMS reaches Twilio.
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.succeeded, stats.failed), (1, 0));
+    let outbound: Vec<_> = local.sandbox.messages().into_iter().filter(|m| m.body != reply).collect();
+    assert!(outbound.is_empty(), "{outbound:?}");
+    let job = OutreachJob { merchant_id: m.clone(), cart_token: token.clone(), step: 0, due_at: t0() };
+    let again = outreach_worker::process_job(&local.functions().worker, &job).await.unwrap();
+    assert_eq!(again, JobOutcome::Skipped(SkipReason::OptedOut));
+
+    // A second STOP changes nothing and sends nothing; a redelivered STOP neither.
+    let second = text_in(&local, "STOP").await;
+    assert_eq!((second.status, second.reply.as_deref()), (200, None));
+    assert!(second.body.ends_with("<Response/>"), "{}", second.body);
+    assert_eq!(store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), ledger.len());
+
+    // The inbound messages are logged with the SMS retention.
+    let log = store.sms_log(&m, &phone).await.unwrap();
+    let inbound: Vec<_> = log.iter().filter(|e| e.direction == Direction::Inbound).collect();
+    assert_eq!(inbound.len(), 2);
+    assert_eq!(inbound[0].purge_at, inbound[0].created_at + Duration::days(730));
+
+    clock.advance(Duration::minutes(5));
+    let start = text_in(&local, "START").await;
+    let reply = start.reply.expect("START is confirmed");
+    assert!(reply.contains("Snowdevil") && reply.contains("STOP"), "{reply}");
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedIn);
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    let last = &ledger.last().unwrap().event;
+    assert_eq!((last.action, last.source), (ConsentAction::OptIn, ConsentSource::Keyword));
+    assert_eq!(last.evidence.message_sid.as_deref(), Some(start.message_sid.as_str()));
+    assert!(local.sandbox.violations().is_empty(), "{:?}", local.sandbox.violations());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn help_names_the_program_and_plain_words_are_read_as_a_reasonable_person_would() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-help", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    let store = local.store();
+    opted_in_checkout(&local).await;
+
+    let help = text_in(&local, "help").await;
+    let reply = help.reply.expect("HELP gets an answer");
+    for part in ["Snowdevil", "https://snowdevil.ca/help", "+18005550100", "Msg & data rates may apply", "STOP", "msgs"]
+    {
+        assert!(reply.contains(part), "{reply} lacks {part}");
+    }
+
+    let chat = text_in(&local, "when does the sale stop?").await;
+    assert_eq!(chat.reply, None);
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+
+    let revoke = text_in(&local, "Please stop texting me").await;
+    assert!(revoke.reply.expect("confirmation").contains("unsubscribed"));
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut);
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(ledger.last().unwrap().event.evidence.keyword.as_deref(), Some("phrase:stop texting"));
+
+    let logged: Vec<String> = store
+        .sms_log(&m, &phone)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.direction == Direction::Inbound)
+        .map(|e| e.body)
+        .collect();
+    assert_eq!(logged.len(), 3, "every inbound message is logged: {logged:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn twilio_requests_without_a_valid_signature_get_403_and_change_nothing() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-sig", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    opted_in_checkout(&local).await;
+    let url = format!("{}/twilio/sms", local.base_url);
+    let form: Vec<(String, String)> = vec![
+        ("Body".into(), "STOP".into()),
+        ("From".into(), PHONE.into()),
+        ("MessageSid".into(), "SM00000000000000000000000000000001".into()),
+        ("MessagingServiceSid".into(), SERVICE.into()),
+        ("To".into(), POOL_NUMBER.into()),
+    ];
+    let token = local_defaults::TWILIO_AUTH_TOKEN;
+    let good = twilio_signature::compute(token, &url, &form);
+    let mut tampered_form = form.clone();
+    tampered_form[0].1 = "HELP".into();
+    type Form = Vec<(String, String)>;
+    let cases: Vec<(&str, Option<String>, &Form)> = vec![
+        ("tampered body", Some(good), &tampered_form),
+        ("wrong URL", Some(twilio_signature::compute(token, "https://evil.example/twilio/sms", &form)), &form),
+        ("wrong token", Some(twilio_signature::compute("not-the-token", &url, &form)), &form),
+        ("missing header", None, &form),
+    ];
+    let http = reqwest::Client::new();
+    for (what, sig, body) in cases {
+        let mut req = http.post(&url).form(body);
+        if let Some(sig) = sig {
+            req = req.header("x-twilio-signature", sig);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{what}");
+        let answer: Value = resp.json().await.unwrap();
+        assert_eq!(answer["error"], "invalid_signature", "{what}");
+    }
+    let status = http
+        .post(format!("{}/twilio/sms/status", local.base_url))
+        .header("x-twilio-signature", "bm90IGEgc2lnbmF0dXJl")
+        .form(&[("MessageSid", "SM1"), ("MessageStatus", "undelivered"), ("ErrorCode", "21610")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status().as_u16(), 403);
+    let store = local.store();
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    assert!(store.sms_log(&m, &phone).await.unwrap().is_empty(), "nothing recorded");
+
+    // The same request correctly signed is honoured, also when Twilio signed the URL without
+    // its port.
+    let [without_port, _] = twilio_signature::port_variants(&url);
+    assert_ne!(without_port, url);
+    let portless = twilio_signature::compute(token, &without_port, &form);
+    let resp = http.post(&url).header("x-twilio-signature", portless).form(&form).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(twiml_message(&resp.text().await.unwrap()).is_some());
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn delivery_reports_update_the_log_and_carrier_errors_opt_out_or_block_the_number() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-status", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    let store = local.store();
+    opted_in_checkout(&local).await;
+    local.drain().await.unwrap();
+    let sent = local.sandbox.messages();
+    assert_eq!(sent.len(), 1);
+    let sid = sent[0].sid.clone();
+
+    // Out of order and repeated: the status only moves forward, the history keeps each once.
+    for status in ["sent", "delivered", "sent", "delivered"] {
+        assert_eq!(local.sandbox.report_status(&sid, status, None).await.unwrap(), 200);
+    }
+    let entry = store.sms_by_sid(&sid).await.unwrap().unwrap();
+    assert_eq!(entry.status, "delivered");
+    assert!(entry.status_history.contains_key("sent") && entry.status_history.contains_key("delivered"));
+
+    // Unknown SIDs are acknowledged and ignored.
+    let resp = signed_status(&local, "SM_unknown_sid", "delivered", None).await;
+    assert_eq!(resp.0, 200);
+    assert_eq!(resp.1["status"], "ignored");
+
+    // 30006 (landline): later steps skip the number.
+    assert_eq!(local.sandbox.report_status(&sid, "undelivered", Some(30006)).await.unwrap(), 200);
+    let entry = store.sms_by_sid(&sid).await.unwrap().unwrap();
+    assert_eq!(entry.error_code, Some(30006));
+    assert_eq!(store.undeliverable(&m, &phone).await.unwrap().unwrap().error_code, 30006);
+    clock.advance(Duration::hours(25));
+    let job = OutreachJob { merchant_id: m.clone(), cart_token: token.clone(), step: 1, due_at: clock.now() };
+    let outcome = outreach_worker::process_job(&local.functions().worker, &job).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::Undeliverable));
+
+    // 21610: the person opted out at the carrier.
+    assert_eq!(local.sandbox.report_status(&sid, "failed", Some(21610)).await.unwrap(), 200);
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!((state.status, state.last_source), (ConsentStatus::OptedOut, Some(ConsentSource::CarrierError)));
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(ledger.last().unwrap().event.evidence.message_sid.as_deref(), Some(sid.as_str()));
+    local.shutdown().await;
+}
+
+async fn signed_status(local: &LocalHandle, sid: &str, status: &str, code: Option<i64>) -> (u16, Value) {
+    let url = format!("{}/twilio/sms/status", local.base_url);
+    let mut form: Vec<(String, String)> =
+        vec![("MessageSid".into(), sid.into()), ("MessageStatus".into(), status.into())];
+    if let Some(code) = code {
+        form.push(("ErrorCode".into(), code.to_string()));
+    }
+    let sig = twilio_signature::compute(local_defaults::TWILIO_AUTH_TOKEN, &url, &form);
+    let resp = reqwest::Client::new().post(url).header("x-twilio-signature", sig).form(&form).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+async fn api(
+    local: &LocalHandle,
+    method: reqwest::Method,
+    path: &str,
+    key: Option<&str>,
+    idempotency: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value, Option<String>) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", local.base_url));
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    if let Some(k) = idempotency {
+        req = req.header("idempotency-key", k);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let replayed = resp.headers().get("idempotent-replayed").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null), replayed)
+}
+
+#[tokio::test]
+async fn consent_api_round_trips_with_evidence_and_rejects_bad_keys_and_phones() {
+    use reqwest::Method;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-api", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    let store = local.store();
+    let key = new_api_key(&m);
+    store.set_api_key_hash(&m, &sha256_hex(key.as_bytes())).await.unwrap();
+
+    let opt_in = json!({
+        "phone": "(415) 555-2671", "channel": "sms", "action": "opt_in",
+        "occurred_at": "2026-11-28T18:55:00Z",
+        "evidence": { "consent_text": "Send me cart reminders by text. Reply STOP to opt out.",
+            "consent_text_version": "v3", "page_url": "https://snowdevil.ca/checkout", "ip": "203.0.113.7",
+            "user_agent": "Mozilla/5.0", "opt_in_level": "confirmed_opt_in" }
+    });
+    // Authentication first: nothing without a valid key.
+    let other = new_api_key(&m);
+    for bad in [
+        None,
+        Some("nonsense"),
+        Some(other.as_str()),
+        Some("cfy_live_nobody_0000000000000000000000000000000000000000000000000000000000000000"),
+    ] {
+        let (status, answer, _) = api(&local, Method::POST, "/v1/consents", bad, None, Some(opt_in.clone())).await;
+        assert_eq!((status, answer["error"].as_str()), (401, Some("invalid_api_key")), "{bad:?}");
+    }
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().seq, 0);
+
+    let (status, created, replayed) =
+        api(&local, Method::POST, "/v1/consents", Some(&key), Some("req-1"), Some(opt_in.clone())).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(replayed.as_deref(), Some("false"));
+    assert_eq!(created["phone"], PHONE, "normalised to E.164");
+    assert_eq!(created["state"]["status"], "opted_in");
+    assert_eq!(created["entry"]["evidence"]["consent_text_version"], "v3");
+
+    // A retry with the same key replays the answer and appends nothing.
+    let (status, again, replayed) =
+        api(&local, Method::POST, "/v1/consents", Some(&key), Some("req-1"), Some(opt_in.clone())).await;
+    assert_eq!((status, replayed.as_deref()), (201, Some("true")));
+    assert_eq!(again, created);
+    let mut changed = opt_in.clone();
+    changed["action"] = "opt_out".into();
+    let (status, answer, _) = api(&local, Method::POST, "/v1/consents", Some(&key), Some("req-1"), Some(changed)).await;
+    assert_eq!((status, answer["error"].as_str()), (422, Some("idempotency_key_reused")));
+    assert_eq!(store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), 1);
+
+    // Bad input: a clear 4xx naming the field, nothing written.
+    let mut bad_phone = opt_in.clone();
+    bad_phone["phone"] = "12".into();
+    let (status, answer, _) = api(&local, Method::POST, "/v1/consents", Some(&key), None, Some(bad_phone)).await;
+    assert_eq!(
+        (status, answer["error"].as_str(), answer["field"].as_str()),
+        (422, Some("invalid_phone"), Some("phone"))
+    );
+    let mut no_text = opt_in.clone();
+    no_text["evidence"] = json!({});
+    let (status, answer, _) = api(&local, Method::POST, "/v1/consents", Some(&key), None, Some(no_text)).await;
+    assert_eq!((status, answer["field"].as_str()), (422, Some("evidence.consent_text")));
+    let (status, answer, _) = api(
+        &local,
+        Method::POST,
+        "/v1/consents",
+        Some(&key),
+        None,
+        Some(json!({ "phone": PHONE, "channel": "fax", "action": "opt_in" })),
+    )
+    .await;
+    assert_eq!(status, 422, "{answer}");
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/consents", local.base_url))
+        .bearer_auth(&key)
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), 1);
+
+    // Voice consent is its own ledger.
+    let mut voice = opt_in.clone();
+    voice["channel"] = "voice".into();
+    let (status, _, _) = api(&local, Method::POST, "/v1/consents", Some(&key), None, Some(voice)).await;
+    assert_eq!(status, 201);
+
+    // The person texts STOP; an older opt-in from the merchant cannot undo it.
+    clock.advance(Duration::minutes(1));
+    text_in(&local, "STOP").await;
+    let (status, answer, _) = api(&local, Method::POST, "/v1/consents", Some(&key), None, Some(opt_in.clone())).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("opted_out_by_person")), "{answer}");
+
+    let (status, read, _) = api(&local, Method::GET, "/v1/consents/%2B14155552671", Some(&key), None, None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["channels"]["sms"]["status"], "opted_out");
+    assert_eq!(read["channels"]["voice"]["status"], "opted_out");
+    let history = read["history"].as_array().unwrap();
+    assert_eq!(history.len(), 4, "{read}");
+    assert_eq!(history[0]["source"], "keyword", "newest first");
+    let first_opt_in = history.iter().find(|e| e["source"] == "api" && e["channel"] == "sms").unwrap();
+    assert_eq!(first_opt_in["evidence"]["ip"], "203.0.113.7");
+    assert_eq!(first_opt_in["evidence"]["page_url"], "https://snowdevil.ca/checkout");
+    assert_eq!(first_opt_in["occurred_at"], "2026-11-28T18:55:00Z");
+
+    let (status, _, _) = api(&local, Method::GET, "/v1/consents/%2B14155552671", Some(&other), None, None).await;
+    assert_eq!(status, 401);
+    let (status, answer, _) = api(&local, Method::GET, "/v1/consents/not-a-phone", Some(&key), None, None).await;
+    assert_eq!((status, answer["field"].as_str()), (422, Some("phone")));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn shopify_marketing_consent_updates_feed_the_ledger() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-shopify", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    let store = local.store();
+    opted_in_checkout(&local).await;
+    let update = json!({ "id": 706405506930370084u64, "phone_number": PHONE,
+        "sms_marketing_consent": { "state": "unsubscribed", "opt_in_level": "single_opt_in",
+        "consent_updated_at": "2026-11-28T19:00:30Z", "consent_collected_from": "OTHER" } });
+    let event_id = unique("evt");
+    let (status, answer) =
+        post_shopify(&local.base_url, "customers_marketing_consent/update", &event_id, &update).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let (status, answer) =
+        post_shopify(&local.base_url, "customers_marketing_consent/update", &event_id, &update).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(
+        (state.status, state.last_source),
+        (ConsentStatus::OptedOut, Some(ConsentSource::PlatformConsentWebhook))
+    );
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(ledger.len(), 2);
+    assert_eq!(ledger[1].event.evidence.platform_event_id.as_deref(), Some(event_id.as_str()));
+    let step = store.get_step(&m, &token, 0).await.unwrap().expect("cancelled");
+    assert_eq!(step.state, StepState::Skipped);
+    local.drain().await.unwrap();
+    assert!(local.sandbox.messages().is_empty());
+
+    let mut bad = update.clone();
+    bad["phone_number"] = "nope".into();
+    let (status, _) = post_shopify(&local.base_url, "customers_marketing_consent/update", &unique("evt"), &bad).await;
+    assert_eq!(status, 422);
+    local.shutdown().await;
+}
