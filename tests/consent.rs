@@ -434,3 +434,55 @@ async fn shopify_marketing_consent_updates_feed_the_ledger() {
     assert_eq!(status, 422);
     local.shutdown().await;
 }
+
+fn sample(name: &str) -> lambda_http::Request {
+    lambda_http::request::from_str(&read_json(&format!("events/{name}")).to_string()).expect("sample event parses")
+}
+
+/// The sample events in events/ drive the handlers as Lambda would call them.
+#[tokio::test]
+async fn sample_events_drive_the_handlers() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-samples", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    let store = local.store().clone();
+    let inbound = sms_inbound::InboundApp {
+        store: store.clone(),
+        auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+        // The URL the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
+        public_base_url: "http://127.0.0.1:3000".into(),
+        clock: clock.clone(),
+    };
+    let body = |r: lambda_http::Response<lambda_http::Body>| match r.into_body() {
+        lambda_http::Body::Text(t) => t,
+        _ => String::new(),
+    };
+    let stop = sms_inbound::handle(&inbound, sample("twilio-sms-stop.json")).await;
+    assert_eq!(stop.status(), 200);
+    assert!(body(stop).contains("unsubscribed"));
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    let help = body(sms_inbound::handle(&inbound, sample("twilio-sms-help.json")).await);
+    assert!(help.contains("Snowdevil"), "{help}");
+    clock.advance(Duration::minutes(1));
+    let start = body(sms_inbound::handle(&inbound, sample("twilio-sms-start.json")).await);
+    assert!(start.contains("subscribed again"), "{start}");
+    let status = sms_inbound::handle(&inbound, sample("twilio-sms-status-21610.json")).await;
+    assert_eq!((status.status().as_u16(), body(status).contains("ignored")), (200, true), "unknown SID");
+
+    let consent = consent_api::ConsentApp { store: store.clone(), clock: clock.clone() };
+    let denied = consent_api::handle(&consent, sample("consent-api-post.json")).await;
+    assert_eq!(denied.status(), 401, "the sample carries a placeholder key");
+    let key = "cfy_live_snowdevil_".to_string() + &"0".repeat(64);
+    store.set_api_key_hash(&m, &sha256_hex(key.as_bytes())).await.unwrap();
+    let created = consent_api::handle(&consent, sample("consent-api-post.json")).await;
+    assert_eq!(created.status(), 200, "START already opted the phone in again: {}", body(created));
+    let read = consent_api::handle(&consent, sample("consent-api-get.json")).await;
+    assert_eq!(read.status(), 200);
+    let v: Value = serde_json::from_str(&body(read)).unwrap();
+    assert_eq!(v["channels"]["sms"]["status"], "opted_in");
+
+    let ingest = &local.functions().ingest;
+    let r = webhook_ingest::handle(ingest, sample("shopify-marketing-consent-update.json")).await;
+    assert_eq!(r.status(), 200, "{}", body(r));
+    local.shutdown().await;
+}

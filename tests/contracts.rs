@@ -83,7 +83,12 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
-    for (name, binary) in [("WebhookIngestFunction", "webhook-ingest"), ("OutreachWorkerFunction", "outreach-worker")] {
+    for (name, binary) in [
+        ("WebhookIngestFunction", "webhook-ingest"),
+        ("OutreachWorkerFunction", "outreach-worker"),
+        ("ConsentApiFunction", "consent-api"),
+        ("SmsInboundFunction", "sms-inbound"),
+    ] {
         let meta = &t["Resources"][name]["Metadata"];
         assert_eq!(meta["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
         assert_eq!(meta["BuildProperties"]["Binary"].as_str(), Some(binary), "{name}");
@@ -93,8 +98,43 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         let line = text.lines().find(|l| l.trim_start().starts_with(secret)).unwrap();
         assert!(line.contains("{{resolve:secretsmanager:"), "{secret} must come from Secrets Manager: {line}");
     }
-    let route = &res(&t, "WebhookIngestFunction")["Events"]["Shopify"]["Properties"];
-    assert_eq!((route["Path"].as_str(), route["Method"].as_str()), (Some("/webhooks/shopify"), Some("POST")));
+    // Every HTTP route of DESIGN §3 this code serves, on the function that serves it.
+    for (function, event, path, method) in [
+        ("WebhookIngestFunction", "Shopify", "/webhooks/shopify", "POST"),
+        ("ConsentApiFunction", "CreateConsent", "/v1/consents", "POST"),
+        ("ConsentApiFunction", "ReadConsent", "/v1/consents/{phone}", "GET"),
+        ("SmsInboundFunction", "InboundSms", "/twilio/sms", "POST"),
+        ("SmsInboundFunction", "SmsStatus", "/twilio/sms/status", "POST"),
+    ] {
+        let route = &res(&t, function)["Events"][event]["Properties"];
+        assert_eq!((route["Path"].as_str(), route["Method"].as_str()), (Some(path), Some(method)), "{function}");
+    }
+    // Least privilege: the HTTP functions that do not schedule outreach get no SQS rights.
+    for function in ["ConsentApiFunction", "SmsInboundFunction"] {
+        let policies = serde_json::to_string(&res(&t, function)["Policies"]).unwrap();
+        assert!(!policies.contains("sqs:"), "{function}: {policies}");
+        assert!(!policies.contains("dynamodb:DeleteItem") && !policies.contains("dynamodb:Scan"), "{function}");
+    }
+}
+
+#[test]
+fn twilio_sample_events_are_signed_for_the_local_runner() {
+    for file in
+        ["twilio-sms-stop.json", "twilio-sms-help.json", "twilio-sms-start.json", "twilio-sms-status-21610.json"]
+    {
+        let e = event(file);
+        let body = e["body"].as_str().unwrap();
+        let url = format!("http://127.0.0.1:3000{}", e["rawPath"].as_str().unwrap());
+        let sig = e["headers"]["x-twilio-signature"].as_str();
+        let params =
+            callfy_shared::twilio_signature::validate(local_defaults::TWILIO_AUTH_TOKEN, &url, body.as_bytes(), sig)
+                .unwrap_or_else(|err| panic!("{file}: {err}: run scripts/build-events"));
+        assert!(params.iter().any(|(k, _)| k == "MessageSid"), "{file}");
+        lambda_http::request::from_str(&e.to_string()).unwrap_or_else(|err| panic!("{file}: {err}"));
+    }
+    for file in ["consent-api-post.json", "consent-api-get.json", "shopify-marketing-consent-update.json"] {
+        lambda_http::request::from_str(&event(file).to_string()).unwrap_or_else(|err| panic!("{file}: {err}"));
+    }
 }
 
 fn event(name: &str) -> serde_json::Value {
@@ -108,6 +148,11 @@ fn shopify_sample_events_are_signed_and_match_their_payloads() {
         ("shopify-checkout-update.json", "checkouts-update.json", "checkouts/update"),
         ("shopify-checkout-delete.json", "checkouts-delete.json", "checkouts/delete"),
         ("shopify-orders-create.json", "orders-create.json", "orders/create"),
+        (
+            "shopify-marketing-consent-update.json",
+            "customers-marketing-consent-update.json",
+            "customers_marketing_consent/update",
+        ),
     ] {
         let e = event(file);
         let body = e["body"].as_str().unwrap();

@@ -63,6 +63,12 @@ async fn run(args: Args) -> Result<(), String> {
     merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" }]);
     let merchant = Merchant::from_json(&merchant_json.to_string()).map_err(|e| e.to_string())?;
     store.put_merchant(&merchant, SystemClock.now()).await.map_err(|e| e.to_string())?;
+    // The consent API sample carries this placeholder key; make it valid in the bench table.
+    let demo_key = format!("{}snowdevil_{}", callfy_shared::api_key::PREFIX, "0".repeat(64));
+    store
+        .set_api_key_hash(&merchant.id, &callfy_shared::signature::sha256_hex(demo_key.as_bytes()))
+        .await
+        .map_err(|e| e.to_string())?;
 
     // Twilio's stand-in, so the worker's first invocation makes its real API call.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -85,7 +91,8 @@ async fn run(args: Args) -> Result<(), String> {
         ("TABLE_NAME", res.names.table.clone()),
         ("OUTREACH_QUEUE_URL", res.queue_url.clone()),
         ("RECORDINGS_BUCKET", res.names.bucket.clone()),
-        ("PUBLIC_BASE_URL", "https://hooks.callfy.example".into()),
+        // The URL the Twilio sample events are signed for.
+        ("PUBLIC_BASE_URL", "http://127.0.0.1:3000".into()),
         ("SHOPIFY_API_SECRET", local_defaults::SHOPIFY_API_SECRET.into()),
         ("TWILIO_ACCOUNT_SID", local_defaults::TWILIO_ACCOUNT_SID.into()),
         ("TWILIO_AUTH_TOKEN", local_defaults::TWILIO_AUTH_TOKEN.into()),
@@ -104,7 +111,9 @@ async fn run(args: Args) -> Result<(), String> {
         serde_json::from_str(&read(&args.root, "events/shopify-checkout-create.json")?).map_err(|e| e.to_string())?;
     let sqs = read(&args.root, "events/sqs-outreach.json")?;
     let mut rows: Vec<(&str, Measurement, u64)> = Vec::new();
-    for name in ["hello-lambda", "webhook-ingest", "outreach-worker"] {
+    let consent_get = read(&args.root, "events/consent-api-get.json")?;
+    let sms_help = read(&args.root, "events/twilio-sms-help.json")?;
+    for name in ["hello-lambda", "webhook-ingest", "outreach-worker", "consent-api", "sms-inbound"] {
         let path = binary(&target, &args.profile, name);
         let size = std::fs::metadata(&path)
             .map_err(|e| format!("{}: {e} (build it with cargo build --profile {})", path.display(), args.profile))?
@@ -119,6 +128,8 @@ async fn run(args: Args) -> Result<(), String> {
                     e["headers"]["x-shopify-event-id"] = uuid::Uuid::new_v4().to_string().into();
                     e.to_string().into_bytes()
                 }
+                "consent-api" => consent_get.clone().into_bytes(),
+                "sms-inbound" => sms_help.clone().into_bytes(),
                 _ => sqs.clone().into_bytes(),
             };
             runs.push(measure(&path, &env, &event).await.map_err(|e| e.to_string())?);
