@@ -391,3 +391,59 @@ async fn twilio_timeouts_and_unreachable_hosts_are_retryable() {
     assert!(!err.may_have_sent(), "no connection, nothing sent");
     assert!(TwilioError::Timeout.may_have_sent());
 }
+
+#[tokio::test]
+async fn sender_index_follows_merchant_changes() {
+    let (store, _) = store("ad-senders").await;
+    let demo = merchant(|_| {});
+    store.put_merchant(&demo, t0()).await.unwrap();
+    let service = "MG0123456789abcdef0123456789abcdef";
+    let ids = |rs: Vec<callfy_shared::adapters::store::MerchantRecord>| {
+        rs.into_iter().map(|r| r.merchant.id.to_string()).collect::<Vec<_>>()
+    };
+    assert_eq!(ids(store.merchants_for_senders(&[service]).await.unwrap()), vec!["snowdevil"]);
+    assert_eq!(ids(store.merchants_for_senders(&["+15005550006"]).await.unwrap()), vec!["snowdevil"], "voice number");
+    assert!(store.merchants_for_senders(&["+15005559999", ""]).await.unwrap().is_empty());
+
+    // A second merchant on the same Messaging Service: both are found, once each.
+    let other = merchant(|v| {
+        v["id"] = "acme".into();
+        v["name"] = "Acme".into();
+        v["shop_domain"] = "acme.myshopify.com".into();
+        v["voice_from"] = serde_json::Value::Null;
+    });
+    store.put_merchant(&other, t0()).await.unwrap();
+    let both = ids(store.merchants_for_senders(&[service, "+15005550006"]).await.unwrap());
+    assert_eq!(both, vec!["acme", "snowdevil"]);
+
+    // Moving to a number drops the old sender from the index.
+    let moved = merchant(|v| {
+        v["id"] = "acme".into();
+        v["name"] = "Acme".into();
+        v["shop_domain"] = "acme.myshopify.com".into();
+        v["voice_from"] = serde_json::Value::Null;
+        v["sender"] = serde_json::json!({ "from": "+15005550010" });
+    });
+    store.put_merchant(&moved, t0()).await.unwrap();
+    assert_eq!(ids(store.merchants_for_senders(&[service]).await.unwrap()), vec!["snowdevil"]);
+    assert_eq!(ids(store.merchants_for_senders(&["+15005550010"]).await.unwrap()), vec!["acme"]);
+}
+
+#[tokio::test]
+async fn idempotency_records_bind_a_key_once() {
+    use callfy_shared::adapters::store::IdempotencyRecord;
+    let (store, _) = store("ad-idem").await;
+    let m = MerchantId::parse("snowdevil").unwrap();
+    let record =
+        IdempotencyRecord { request_sha256: "ab".into(), status: 201, body: "{}".into(), created_at: Utc::now() };
+    assert!(store.get_idempotency(&m, "k1", Utc::now()).await.unwrap().is_none());
+    assert!(store.put_idempotency(&m, "k1", &record).await.unwrap());
+    assert!(!store.put_idempotency(&m, "k1", &record).await.unwrap(), "a key binds once");
+    assert_eq!(store.get_idempotency(&m, "k1", Utc::now()).await.unwrap(), Some(record.clone()));
+    let other = MerchantId::parse("acme").unwrap();
+    assert!(store.get_idempotency(&other, "k1", Utc::now()).await.unwrap().is_none(), "keys are per merchant");
+    // Past its 24 hours a record no longer binds, even before DynamoDB's TTL removes it.
+    let old = IdempotencyRecord { created_at: Utc::now() - Duration::hours(25), ..record };
+    assert!(store.put_idempotency(&m, "k2", &old).await.unwrap());
+    assert!(store.get_idempotency(&m, "k2", Utc::now()).await.unwrap().is_none());
+}

@@ -273,7 +273,7 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
     let now = app.clock.now();
     for _ in 0..WRITE_ATTEMPTS {
         if let Some(key) = idem_key
-            && let Some(prev) = app.store.get_idempotency(&m.id, key).await?
+            && let Some(prev) = app.store.get_idempotency(&m.id, key, now).await?
         {
             if ct_eq(prev.request_sha256.as_bytes(), request_sha256.as_bytes()) {
                 return Ok(respond(&prev, true));

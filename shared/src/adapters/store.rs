@@ -114,10 +114,13 @@ fn sender_pk(sender: &str) -> String {
     format!("S#{sender}")
 }
 
-/// What inbound messages to a merchant arrive addressed to: its number or Messaging Service.
+/// What inbound messages to a merchant arrive addressed to: its number, Messaging Service, or
+/// the number its calls come from (a person called may text STOP back to it).
 fn sender_keys(m: &Merchant) -> Vec<String> {
     let mut keys: Vec<String> = m.sender.messaging_service_sid.iter().cloned().collect();
-    keys.extend(m.sender.from.iter().map(|p| p.as_str().to_string()));
+    keys.extend(m.sender.from.iter().chain(m.voice_from.iter()).map(|p| p.as_str().to_string()));
+    keys.sort();
+    keys.dedup();
     keys
 }
 
@@ -639,14 +642,19 @@ impl Store {
         Ok(item)
     }
 
-    pub async fn get_idempotency(&self, m: &MerchantId, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+    pub async fn get_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         let item = self.get(Self::idempotency_pk(m, key), "IDEMPOTENCY".into(), "GetItem").await?;
         // DynamoDB's TTL deletes late; an expired record no longer binds the key.
         let fresh = item.filter(|i| {
             i.get("expires_at")
                 .and_then(|v| v.as_n().ok())
                 .and_then(|v| v.parse::<i64>().ok())
-                .is_none_or(|t| t > Utc::now().timestamp())
+                .is_none_or(|t| t > now.timestamp())
         });
         fresh.map(from_item).transpose()
     }

@@ -54,8 +54,16 @@ const KEYWORDS: &[(&str, Intent)] = &[
 const FILLER: &[&str] =
     &["please", "pls", "plz", "now", "thanks", "thank", "you", "thx", "ok", "okay", "it", "por", "favor"];
 
-/// Phrases that revoke consent wherever they appear in the message.
+/// Phrases that revoke consent wherever they appear in the message. Single words here have no
+/// other meaning in a reply to us ("how do I unsubscribe?" asks to be unsubscribed).
 const REVOCATION_PHRASES: &[&str] = &[
+    "unsubscribe",
+    "stopall",
+    "optout",
+    "opt out",
+    "revoke",
+    "wrong number",
+    "not my number",
     "stop texting",
     "stop messaging",
     "stop sending",
@@ -74,7 +82,6 @@ const REVOCATION_PHRASES: &[&str] = &[
     "delete my number",
     "unsubscribe me",
     "opt me out",
-    "i want to opt out",
     "dont text",
     "dont message",
     "dont contact",
@@ -173,6 +180,10 @@ mod tests {
             ("No more messages please", OptOut),
             ("remove me from this list", OptOut),
             ("leave me alone", OptOut),
+            ("how do I unsubscribe?", OptOut),
+            ("Wrong number", OptOut),
+            ("who is this? wrong number!", OptOut),
+            ("I want to opt out of these", OptOut),
             ("PARAR", OptOut),
             ("alto", OptOut),
             ("Cancelar", OptOut),
