@@ -143,10 +143,13 @@ async fn verify(store: &Store, id: &MerchantId, raw_phone: &str) -> Result<(), A
         let state = store.consent_state(id, &phone, channel).await?;
         match verify_chain(&entries, &state) {
             Ok(n) => println!(
-                "{} {}: ok, {n} entries, status {:?}, head {}",
+                "{} {}: ok, {n} entries, status {}, head {}",
                 phone.masked(),
                 channel.as_str(),
-                state.status,
+                serde_json::to_value(state.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
                 state.head_hash.as_deref().unwrap_or("-")
             ),
             Err(e) => {
