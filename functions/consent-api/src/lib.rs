@@ -8,6 +8,7 @@ use callfy_shared::api_key::key_merchant;
 use callfy_shared::domain::consent::{
     ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict, entry_hash,
 };
+use callfy_shared::domain::flow::SkipReason;
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::http::{error, header, json};
 use callfy_shared::signature::{ct_eq, sha256_hex};
@@ -342,8 +343,10 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
         match app.store.append_consent_with(&append, idem).await {
             Ok(_) => {
                 if event.action == ConsentAction::OptOut {
-                    let cancelled =
-                        app.store.cancel_outreach(&m.id, &phone, m.flow.len() as u8, "opted_out", now).await?;
+                    let cancelled = app
+                        .store
+                        .cancel_outreach(&m.id, &phone, m.flow.len() as u8, SkipReason::OptedOut.as_str(), now)
+                        .await?;
                     info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "pending outreach cancelled");
                 }
                 info!(merchant = %m.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, seq, "consent recorded via API");

@@ -8,7 +8,7 @@ use callfy_shared::adapters::store::{
 };
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use callfy_shared::domain::cart::Cart;
-use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+use callfy_shared::domain::consent::ConsentEvent;
 use callfy_shared::domain::flow::{Decision, OutreachJob, RecentSend, SkipReason, decide, job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{RecoverySms, segments};
@@ -288,17 +288,7 @@ async fn record_carrier_opt_out(
     now: DateTime<Utc>,
     retention_days: u32,
 ) -> Result<(), WorkerError> {
-    let event = ConsentEvent {
-        channel: Channel::Sms,
-        action: ConsentAction::OptOut,
-        source: ConsentSource::CarrierError,
-        occurred_at: now,
-        recorded_at: now,
-        evidence: Evidence {
-            platform_event_id: Some(format!("twilio-error-{TWILIO_UNSUBSCRIBED}")),
-            ..Default::default()
-        },
-    };
+    let event = ConsentEvent::carrier_opt_out(now, None);
     app.store.record_consent(m, phone, &event, now + Duration::days(i64::from(retention_days))).await?;
     Ok(())
 }

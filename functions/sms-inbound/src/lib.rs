@@ -5,6 +5,7 @@
 use callfy_shared::adapters::store::{Direction, MerchantRecord, SmsLogEntry, Store, StoreError};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
 use callfy_shared::domain::delivery::{self, Undeliverable};
+use callfy_shared::domain::flow::SkipReason;
 use callfy_shared::domain::keywords::{Classified, Intent, classify};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
@@ -22,7 +23,7 @@ use tracing::{info, warn};
 /// Twilio's webhooks are small forms; anything larger is not from Twilio.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Why an opt-out cancels a step (shown in the step record).
-pub const CANCEL_REASON: &str = "opted_out";
+const CANCEL_REASON: &str = SkipReason::OptedOut.as_str();
 
 pub struct InboundApp {
     pub store: Store,
@@ -319,18 +320,7 @@ async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inbound
     let retention = merchant.as_ref().map(|r| r.merchant.retention_days.clone()).unwrap_or_default();
     match error_code {
         Some(delivery::UNSUBSCRIBED) => {
-            let event = ConsentEvent {
-                channel: Channel::Sms,
-                action: ConsentAction::OptOut,
-                source: ConsentSource::CarrierError,
-                occurred_at: now,
-                recorded_at: now,
-                evidence: Evidence {
-                    message_sid: Some(sid.to_string()),
-                    platform_event_id: Some(format!("twilio-error-{}", delivery::UNSUBSCRIBED)),
-                    ..Default::default()
-                },
-            };
+            let event = ConsentEvent::carrier_opt_out(now, Some(sid));
             let keep = purge_at(now, retention.consent_records);
             app.store.record_consent(&entry.merchant_id, &entry.phone, &event, keep).await?;
             let steps = merchant.as_ref().map_or(3, |r| r.merchant.flow.len() as u8);

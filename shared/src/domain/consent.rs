@@ -77,6 +77,24 @@ pub struct ConsentEvent {
     pub evidence: Evidence,
 }
 
+impl ConsentEvent {
+    /// Twilio refused or reported error 21610: the person opted out at the carrier.
+    pub fn carrier_opt_out(now: DateTime<Utc>, message_sid: Option<&str>) -> Self {
+        Self {
+            channel: Channel::Sms,
+            action: ConsentAction::OptOut,
+            source: ConsentSource::CarrierError,
+            occurred_at: now,
+            recorded_at: now,
+            evidence: Evidence {
+                platform_event_id: Some("twilio-error-21610".into()),
+                message_sid: message_sid.map(str::to_string),
+                ..Default::default()
+            },
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ConsentStatus {

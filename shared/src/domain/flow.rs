@@ -48,7 +48,7 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::CartRecovered => "cart_recovered",
             Self::CartCompleted => "cart_completed",
