@@ -486,3 +486,87 @@ async fn sample_events_drive_the_handlers() {
     assert_eq!(r.status(), 200, "{}", body(r));
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redelivered_message_is_answered_once_and_a_shared_sender_opts_out_of_every_merchant() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-shared", clock.clone(), &merchant(|_| {})).await;
+    let store = local.store();
+    let acme = merchant(|v| {
+        v["id"] = "acme".into();
+        v["name"] = "Acme Outdoor".into();
+        v["shop_domain"] = "acme.myshopify.com".into();
+        v["voice_from"] = Value::Null;
+    });
+    store.put_merchant(&acme, t0()).await.unwrap();
+
+    // Twilio retries a webhook it thinks failed: the same MessageSid gets one answer only.
+    let form: Vec<(String, String)> = vec![
+        ("Body".into(), "HELP".into()),
+        ("From".into(), PHONE.into()),
+        ("MessageSid".into(), "SM000000000000000000000000000000aa".into()),
+        ("MessagingServiceSid".into(), SERVICE.into()),
+        ("To".into(), POOL_NUMBER.into()),
+    ];
+    let (status, _, reply) = local.sandbox.redeliver(&form).await.unwrap();
+    assert_eq!(status, 200);
+    let reply = reply.expect("HELP answered");
+    assert!(reply.contains("Acme Outdoor and Snowdevil cart reminders"), "{reply}");
+    assert_eq!(reply.matches("https://snowdevil.ca/help").count(), 1, "one support line: {reply}");
+    let (status, body, reply) = local.sandbox.redeliver(&form).await.unwrap();
+    assert_eq!((status, reply), (200, None), "{body}");
+
+    let stop = text_in(&local, "stop").await;
+    let reply = stop.reply.expect("one confirmation");
+    assert!(reply.contains("Acme Outdoor and Snowdevil"), "{reply}");
+    let phone = Phone::parse(PHONE, None).unwrap();
+    for m in ["snowdevil", "acme"] {
+        let m = MerchantId::parse(m).unwrap();
+        assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+        let inbound = store.sms_log(&m, &phone).await.unwrap();
+        assert_eq!(inbound.len(), 2, "HELP once and STOP, logged under {m}");
+    }
+
+    // A number no merchant uses: empty TwiML, nothing recorded.
+    let stranger = InboundRequest {
+        from: "+14155550199".into(),
+        to: "+15005550199".into(),
+        body: "STOP".into(),
+        messaging_service_sid: None,
+    };
+    let r = local.sandbox.receive(&stranger).await.unwrap();
+    assert_eq!((r.status, r.reply), (200, None));
+    let p = Phone::parse("+14155550199", None).unwrap();
+    assert!(store.sms_log(&MerchantId::parse("snowdevil").unwrap(), &p).await.unwrap().is_empty());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_opt_outs_append_once_and_keep_the_chain_intact() {
+    use callfy_shared::domain::consent::{ConsentEvent, verify_chain};
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-race", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    let store = local.store().clone();
+    opted_in_checkout(&local).await;
+    let tasks: Vec<_> = (0..6)
+        .map(|i| {
+            let (store, m, phone) = (store.clone(), m.clone(), phone.clone());
+            tokio::spawn(async move {
+                let event = ConsentEvent::carrier_opt_out(t0() + Duration::seconds(i), Some("SM1"));
+                store.record_consent(&m, &phone, &event, t0() + Duration::days(730)).await
+            })
+        })
+        .collect();
+    let mut appended = 0;
+    for t in tasks {
+        if t.await.unwrap().unwrap().is_some() {
+            appended += 1;
+        }
+    }
+    assert_eq!(appended, 1, "one opt-out appended, the rest saw it");
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(verify_chain(&ledger, &state), Ok(2));
+    local.shutdown().await;
+}

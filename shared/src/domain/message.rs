@@ -71,14 +71,18 @@ pub struct HelpInfo<'a> {
 
 pub fn help_reply(merchants: &[HelpInfo<'_>]) -> String {
     let programs: Vec<&str> = merchants.iter().map(|m| m.merchant_name).collect();
-    let support: Vec<String> = merchants
-        .iter()
-        .filter_map(|m| match (m.support_url, m.support_phone) {
-            (Some(url), Some(phone)) => Some(format!("{url} or {phone}")),
-            (Some(one), None) | (None, Some(one)) => Some(one.to_string()),
-            (None, None) => None,
-        })
-        .collect();
+    let mut support: Vec<String> = Vec::new();
+    for m in merchants {
+        let line = match (m.support_url, m.support_phone) {
+            (Some(url), Some(phone)) => format!("{url} or {phone}"),
+            (Some(one), None) | (None, Some(one)) => one.to_string(),
+            (None, None) => continue,
+        };
+        // Merchants sharing a sender often share a support desk too.
+        if !support.contains(&line) {
+            support.push(line);
+        }
+    }
     let max = merchants.iter().map(|m| m.max_per_cart).max().unwrap_or(1);
     let mut body = format!("{} cart reminders: up to {max} msgs per abandoned cart.", names(&programs));
     if !support.is_empty() {
