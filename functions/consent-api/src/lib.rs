@@ -6,7 +6,7 @@ use callfy_shared::adapters::store::{
 };
 use callfy_shared::api_key::key_merchant;
 use callfy_shared::domain::consent::{
-    ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict, entry_hash,
+    ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict,
 };
 use callfy_shared::domain::flow::SkipReason;
 use callfy_shared::domain::merchant::{Channel, Merchant};
@@ -330,18 +330,15 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
             return Ok(respond(&answer, false));
         }
         let Some(append) = append else { continue };
-        // The answer is known before the write, so it is stored in the same transaction.
-        let seq = state.seq + 1;
-        let hash = entry_hash(state.head_hash.as_deref(), seq, &event);
-        let entry = LedgerEntry { seq, hash: hash.clone(), prev_hash: state.head_hash.clone(), event: event.clone() };
-        let next = state.after(&event, hash);
-        let answer = answer(
-            201,
-            serde_json::json!({ "phone": phone, "channel": event.channel, "changed": true, "state": state_view(&next), "entry": entry_view(&entry) }),
-        );
-        let idem = idem_key.map(|k| (k, &answer));
-        match app.store.append_consent_with(&append, idem).await {
-            Ok(_) => {
+        let channel = event.channel;
+        let created = |entry: &LedgerEntry, next: &ConsentState| {
+            answer(
+                201,
+                serde_json::json!({ "phone": phone, "channel": channel, "changed": true, "state": state_view(next), "entry": entry_view(entry) }),
+            )
+        };
+        match app.store.append_consent_answered(&append, idem_key, created).await {
+            Ok(answer) => {
                 if event.action == ConsentAction::OptOut {
                     let cancelled = app
                         .store
@@ -349,7 +346,7 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
                         .await?;
                     info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "pending outreach cancelled");
                 }
-                info!(merchant = %m.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, seq, "consent recorded via API");
+                info!(merchant = %m.id, phone = %phone.log_id(), channel = channel.as_str(), action = ?event.action, "consent recorded via API");
                 return Ok(respond(&answer, false));
             }
             Err(StoreError::Conflict) => continue,

@@ -577,26 +577,32 @@ impl Store {
 
     /// Appends one event on top of the state it was decided against.
     pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
-        Ok(self.append_consent_with(c, None).await?.1)
+        let (items, _, next) = self.consent_items(c)?;
+        self.transact_append(items).await?;
+        Ok(next)
     }
 
-    /// Appends, and stores an idempotent request's answer in the same transaction.
-    pub async fn append_consent_with(
+    /// Appends, and stores the answer `answer` builds from the new entry under an idempotency
+    /// key in the same transaction, so a retry replays exactly what this request was told.
+    pub async fn append_consent_answered(
         &self,
         c: &ConsentAppend,
-        idempotency: Option<(&str, &IdempotencyRecord)>,
-    ) -> Result<(LedgerEntry, ConsentState), StoreError> {
+        idempotency_key: Option<&str>,
+        answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord,
+    ) -> Result<IdempotencyRecord, StoreError> {
         let (mut items, entry, next) = self.consent_items(c)?;
-        if let Some((key, record)) = idempotency {
-            items.push(put(
-                &self.table,
-                self.idempotency_item(&c.merchant_id, key, record)?,
-                Some("attribute_not_exists(pk)"),
-                &[],
-            )?);
+        let record = answer(&entry, &next);
+        if let Some(key) = idempotency_key {
+            let item = self.idempotency_item(&c.merchant_id, key, &record)?;
+            items.push(put(&self.table, item, Some("attribute_not_exists(pk)"), &[])?);
         }
+        self.transact_append(items).await?;
+        Ok(record)
+    }
+
+    async fn transact_append(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
-            Ok(_) => Ok((entry, next)),
+            Ok(_) => Ok(()),
             Err(e) if cancellation_codes(&e).is_some() => Err(StoreError::Conflict),
             Err(e) => Err(aws("TransactWriteItems", e)),
         }
