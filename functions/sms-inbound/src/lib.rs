@@ -202,17 +202,13 @@ async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inboun
     if !first {
         return Ok(twiml(None));
     }
-    let names = |rs: &[&MerchantRecord]| rs.iter().map(|r| r.merchant.name.clone()).collect::<Vec<_>>();
+    let names: Vec<&str> = affected.iter().map(|r| r.merchant.name.as_str()).collect();
     let reply = match classified.intent {
         // A repeated STOP changes nothing and gets nothing: one confirmation only.
-        Intent::OptOut if !affected.is_empty() => {
-            let n = names(&affected);
-            Some(stop_confirmation(&n.iter().map(String::as_str).collect::<Vec<_>>()))
-        }
+        Intent::OptOut if !affected.is_empty() => Some(stop_confirmation(&names)),
         Intent::OptIn if !affected.is_empty() => {
-            let n = names(&affected);
             let max = affected.iter().map(|r| r.merchant.max_sms_per_cart()).max().unwrap_or(1);
-            Some(start_confirmation(&n.iter().map(String::as_str).collect::<Vec<_>>(), max))
+            Some(start_confirmation(&names, max))
         }
         Intent::Help => {
             let info: Vec<HelpInfo<'_>> = merchants
@@ -274,7 +270,8 @@ async fn opt_out(
     Ok(changed)
 }
 
-/// START re-subscribes a number that opted out; it does not create consent from nothing.
+/// START re-subscribes a number that opted out; it does not create consent from nothing, and a
+/// "yes" from someone already subscribed is conversation, not a keyword to confirm.
 async fn opt_in(
     app: &InboundApp,
     record: &MerchantRecord,
@@ -286,8 +283,7 @@ async fn opt_in(
     let m = &record.merchant;
     let state = app.store.consent_state(&m.id, from, Channel::Sms).await?;
     match state.status {
-        ConsentStatus::Unknown => Ok(false),
-        ConsentStatus::OptedIn => Ok(true),
+        ConsentStatus::Unknown | ConsentStatus::OptedIn => Ok(false),
         ConsentStatus::OptedOut => {
             let event = keyword_event(ConsentAction::OptIn, Channel::Sms, sid, c, now);
             let keep = purge_at(now, m.retention_days.consent_records);
