@@ -264,7 +264,9 @@ async fn sms_log_is_kept_per_customer_and_found_by_sid() {
     store.put_sms_log(&entry).await.unwrap();
     assert!(store.has_outbound_sms(&m, &phone).await.unwrap());
     assert_eq!(store.sms_log(&m, &phone).await.unwrap(), vec![entry.clone()]);
-    assert_eq!(store.sms_by_sid("SM0123").await.unwrap(), Some(entry));
+    assert_eq!(store.sms_by_sid("SM0123").await.unwrap(), Some(entry.clone()));
+    assert_eq!(store.outbound_sms(&m, &phone, "SM0123").await.unwrap(), Some(entry));
+    assert_eq!(store.outbound_sms(&m, &phone, "SM9999").await.unwrap(), None);
     assert!(store.sms_by_sid("SMnope").await.unwrap().is_none());
     let other = Phone::parse("+442079460958", None).unwrap();
     assert!(!store.has_outbound_sms(&m, &other).await.unwrap());

@@ -229,6 +229,23 @@ async fn delivery_reports_update_the_log_and_carrier_errors_opt_out_or_block_the
     assert_eq!(entry.status, "delivered");
     assert!(entry.status_history.contains_key("sent") && entry.status_history.contains_key("delivered"));
 
+    // The SID index is eventually consistent: a report it cannot answer yet is still matched, by
+    // the sender and the recipient, in the customer's partition.
+    let ddb = aws_sdk_dynamodb::Client::new(&sdk().await);
+    let sk = format!("SMS#OUT#{}#{sid}", t0().to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    ddb.update_item()
+        .table_name(&local.resources.names.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("C#snowdevil#{PHONE}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+        .update_expression("REMOVE gsi1pk, gsi1sk")
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await
+        .expect("the log entry exists");
+    assert!(store.sms_by_sid(&sid).await.unwrap().is_none());
+    assert_eq!(local.sandbox.report_status(&sid, "read", None).await.unwrap(), 200);
+    assert_eq!(store.outbound_sms(&m, &phone, &sid).await.unwrap().unwrap().status, "read");
+
     // Unknown SIDs are acknowledged and ignored.
     let resp = signed_status(&local, "SM_unknown_sid", "delivered", None).await;
     assert_eq!(resp.0, 200);
@@ -236,7 +253,7 @@ async fn delivery_reports_update_the_log_and_carrier_errors_opt_out_or_block_the
 
     // 30006 (landline): later steps skip the number.
     assert_eq!(local.sandbox.report_status(&sid, "undelivered", Some(30006)).await.unwrap(), 200);
-    let entry = store.sms_by_sid(&sid).await.unwrap().unwrap();
+    let entry = store.outbound_sms(&m, &phone, &sid).await.unwrap().unwrap();
     assert_eq!(entry.error_code, Some(30006));
     assert_eq!(store.undeliverable(&m, &phone).await.unwrap().unwrap().error_code, 30006);
     clock.advance(Duration::hours(25));

@@ -294,6 +294,24 @@ async fn opt_in(
     }
 }
 
+/// The logged message a report is about: by the `SID#` index, else (the index is eventually
+/// consistent) in the partition of the merchant that sent it and the number it went to.
+async fn find_outbound(app: &InboundApp, form: &Form, sid: &str) -> Result<Option<SmsLogEntry>, InboundError> {
+    if let Some(entry) = app.store.sms_by_sid(sid).await? {
+        return Ok(Some(entry));
+    }
+    let Some(to) = form.get("To").and_then(|t| Phone::parse(t, None).ok()) else {
+        return Ok(None);
+    };
+    let senders = [form.get("From").unwrap_or_default(), form.get("MessagingServiceSid").unwrap_or_default()];
+    for record in app.store.merchants_for_senders(&senders).await? {
+        if let Some(entry) = app.store.outbound_sms(&record.merchant.id, &to, sid).await? {
+            return Ok(Some(entry));
+        }
+    }
+    Ok(None)
+}
+
 async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
@@ -306,7 +324,7 @@ async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inbound
         Some(Ok(code)) => Some(code),
         Some(Err(_)) => return Ok(error(422, "invalid_field", "ErrorCode must be an integer")),
     };
-    let Some(entry) = app.store.sms_by_sid(sid).await? else {
+    let Some(entry) = find_outbound(app, form, sid).await? else {
         info!(sid, status, "status callback for an unknown message; ignored");
         return Ok(json(200, &serde_json::json!({ "status": "ignored" })));
     };

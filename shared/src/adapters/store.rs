@@ -1106,6 +1106,35 @@ impl Store {
         out.items.unwrap_or_default().into_iter().next().map(from_item).transpose()
     }
 
+    /// One outbound message, read strongly consistent from the customer's partition: for a
+    /// delivery report that arrives before the `SID#` index has caught up.
+    pub async fn outbound_sms(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> Result<Option<SmsLogEntry>, StoreError> {
+        let mut pages = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .filter_expression("message_sid = :sid")
+            .expression_attribute_values(":pk", s(customer_pk(m, phone)))
+            .expression_attribute_values(":p", s("SMS#OUT#"))
+            .expression_attribute_values(":sid", s(sid))
+            .consistent_read(true)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("Query", e))?;
+            if let Some(item) = page.items.unwrap_or_default().into_iter().next() {
+                return from_item(item).map(Some);
+            }
+        }
+        Ok(None)
+    }
+
     /// Messages this merchant sent this phone at or after `since`, oldest first (frequency cap).
     pub async fn outbound_since(
         &self,
