@@ -185,6 +185,18 @@ async fn twilio_requests_without_a_valid_signature_get_403_and_change_nothing() 
         let answer: Value = resp.json().await.unwrap();
         assert_eq!(answer["error"], "invalid_signature", "{what}");
     }
+    // Signed with a SharedKey this deployment was not given: refused as our misconfiguration.
+    let sha256 =
+        twilio_signature::compute_with(twilio_signature::Algorithm::HmacSha256, "some-shared-key", &url, &form);
+    let resp = http
+        .post(&url)
+        .header("x-twilio-signature", sha256)
+        .header("x-twilio-webhooks-signature-settings", "key=KS0123456789abcdef0123456789abcdef,algorithm=HMAC_SHA256")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 500);
     let status = http
         .post(format!("{}/twilio/sms/status", local.base_url))
         .header("x-twilio-signature", "bm90IGEgc2lnbmF0dXJl")
@@ -455,6 +467,17 @@ async fn shopify_marketing_consent_updates_feed_the_ledger() {
     local.shutdown().await;
 }
 
+fn inbound_app(store: &callfy_shared::adapters::store::Store, clock: &Arc<ManualClock>) -> sms_inbound::InboundApp {
+    sms_inbound::InboundApp {
+        store: store.clone(),
+        auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+        shared_key: None,
+        // The URL the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
+        public_base_url: "http://127.0.0.1:3000".into(),
+        clock: clock.clone(),
+    }
+}
+
 fn sample(name: &str) -> lambda_http::Request {
     lambda_http::request::from_str(&read_json(&format!("events/{name}")).to_string()).expect("sample event parses")
 }
@@ -466,13 +489,7 @@ async fn sample_events_drive_the_handlers() {
     let local = start_local("consent-samples", clock.clone(), &merchant(|_| {})).await;
     let (m, _, phone) = ids();
     let store = local.store().clone();
-    let inbound = sms_inbound::InboundApp {
-        store: store.clone(),
-        auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
-        // The URL the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
-        public_base_url: "http://127.0.0.1:3000".into(),
-        clock: clock.clone(),
-    };
+    let inbound = inbound_app(&store, &clock);
     let body = |r: lambda_http::Response<lambda_http::Body>| match r.into_body() {
         lambda_http::Body::Text(t) => t,
         _ => String::new(),
@@ -483,6 +500,21 @@ async fn sample_events_drive_the_handlers() {
     assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
     let help = body(sms_inbound::handle(&inbound, sample("twilio-sms-help.json")).await);
     assert!(help.contains("Snowdevil"), "{help}");
+
+    // The same message signed by a Twilio Webhook Rule with a SharedKey (HMAC-SHA256).
+    let shared = sms_inbound::InboundApp { shared_key: Some("ks-secret".into()), ..inbound_app(&store, &clock) };
+    let mut event = read_json("events/twilio-sms-help.json");
+    let form: Vec<(String, String)> = serde_urlencoded::from_str(event["body"].as_str().unwrap()).unwrap();
+    let url = "http://127.0.0.1:3000/twilio/sms";
+    let sig = twilio_signature::compute_with(twilio_signature::Algorithm::HmacSha256, "ks-secret", url, &form);
+    event["headers"]["x-twilio-signature"] = sig.into();
+    event["headers"]["x-twilio-webhooks-signature-settings"] = "key=KS0123,algorithm=HMAC_SHA256".into();
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    let resp = sms_inbound::handle(&shared, request).await;
+    assert_eq!(resp.status(), 200);
+    event["headers"]["x-twilio-webhooks-signature-settings"] = "key=KS0123,algorithm=HMAC_SHA1".into();
+    let request = lambda_http::request::from_str(&event.to_string()).unwrap();
+    assert_eq!(sms_inbound::handle(&shared, request).await.status(), 403, "the header names the algorithm");
     clock.advance(Duration::minutes(1));
     let start = body(sms_inbound::handle(&inbound, sample("twilio-sms-start.json")).await);
     assert!(start.contains("subscribed again"), "{start}");

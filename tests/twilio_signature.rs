@@ -1,9 +1,10 @@
 //! Our `X-Twilio-Signature` code against Twilio's own helper library (PyPI `twilio`,
 //! `RequestValidator`) on many randomised requests: both must compute the same signature, and
-//! each must accept what the other signed, with and without the port in the URL.
+//! each must accept what the other signed, with and without the port in the URL, for auth-token
+//! HMAC-SHA1 and SharedKey HMAC-SHA256 signatures.
 
 use callfy_shared::signature::sha256_hex;
-use callfy_shared::twilio_signature::{compute, port_variants, validate};
+use callfy_shared::twilio_signature::{Algorithm, SigningKeys, compute_with, port_variants, validate_request};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -61,6 +62,12 @@ fn matches_twilio_request_validator_on_randomised_requests() {
     let mut ours = Vec::new();
     for i in 0..300 {
         let token = format!("{:032x}", rng.next() as u128 * 7919 + i);
+        // A third are signed by a Webhook Rule's SharedKey with HMAC-SHA256.
+        let (algorithm, name, settings) = if i % 3 == 1 {
+            (Algorithm::HmacSha256, "HMAC_SHA256", Some("key=KS00000000000000000000000000000000,algorithm=HMAC_SHA256"))
+        } else {
+            (Algorithm::HmacSha1, "HMAC_SHA1", None)
+        };
         let request_url = random_url(&mut rng);
         let [without, with] = port_variants(&request_url);
         let signed_url = if rng.below(2) == 0 { without } else { with };
@@ -72,9 +79,9 @@ fn matches_twilio_request_validator_on_randomised_requests() {
             let signed = format!("{signed_url}{sep}bodySHA256={hash}");
             let request =
                 format!("{request_url}{}bodySHA256={hash}", if request_url.contains('?') { '&' } else { '?' });
-            let sig = compute(&token, &signed, &[]);
-            cases.push(json!({ "token": token, "signed_url": signed, "request_url": request, "json_body": body, "our_signature": sig }));
-            ours.push((token, request, body.into_bytes(), sig));
+            let sig = compute_with(algorithm, &token, &signed, &[]);
+            cases.push(json!({ "token": token, "signed_url": signed, "request_url": request, "json_body": body, "our_signature": sig, "algorithm": name }));
+            ours.push((token, request, body.into_bytes(), sig, settings));
             continue;
         }
         let names = ["Body", "From", "To", "MessageSid", "AccountSid", "NumMedia", "Ä", "b", "B", "x y", "日本"];
@@ -87,10 +94,10 @@ fn matches_twilio_request_validator_on_randomised_requests() {
                 params.push((name, value));
             }
         }
-        let sig = compute(&token, &signed_url, &params);
+        let sig = compute_with(algorithm, &token, &signed_url, &params);
         let body = serde_urlencoded::to_string(&params).unwrap();
-        cases.push(json!({ "token": token, "signed_url": signed_url, "request_url": request_url, "params": params, "our_signature": sig }));
-        ours.push((token, request_url, body.into_bytes(), sig));
+        cases.push(json!({ "token": token, "signed_url": signed_url, "request_url": request_url, "params": params, "our_signature": sig, "algorithm": name }));
+        ours.push((token, request_url, body.into_bytes(), sig, settings));
     }
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/support/twilio_sign.py");
@@ -107,15 +114,21 @@ fn matches_twilio_request_validator_on_randomised_requests() {
     let results: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(results.len(), cases.len());
 
-    for ((case, result), (token, request_url, body, our_sig)) in cases.iter().zip(&results).zip(&ours) {
+    for ((case, result), (token, request_url, body, our_sig, settings)) in cases.iter().zip(&results).zip(&ours) {
+        // The SharedKey cases carry the secret as the shared key, the others as the auth token.
+        let keys = match settings {
+            Some(_) => SigningKeys { auth_token: "not-this-one", shared_key: Some(token) },
+            None => SigningKeys { auth_token: token, shared_key: None },
+        };
+        let validate = |url: &str, body: &[u8], sig: &str| validate_request(keys, url, body, Some(sig), *settings);
         let theirs = result["signature"].as_str().unwrap();
         assert_eq!(theirs, our_sig, "signature differs for {case}");
         assert_eq!(result["ours_ok"], true, "Twilio's validator rejected our signature for {case}");
-        assert!(validate(token, request_url, body, Some(theirs)).is_ok(), "we rejected Twilio's signature for {case}");
+        assert!(validate(request_url, body, theirs).is_ok(), "we rejected Twilio's signature for {case}");
         // And a changed body or URL is refused by us.
         let mut tampered = body.clone();
         tampered.extend_from_slice(b"&Extra=1");
-        assert!(validate(token, request_url, &tampered, Some(theirs)).is_err(), "{case}");
-        assert!(validate(token, &format!("{request_url}x"), body, Some(theirs)).is_err(), "{case}");
+        assert!(validate(request_url, &tampered, theirs).is_err(), "{case}");
+        assert!(validate(&format!("{request_url}x"), body, theirs).is_err(), "{case}");
     }
 }

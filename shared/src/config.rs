@@ -45,6 +45,8 @@ pub struct Config {
     pub public_base_url: String,
     pub twilio: Option<TwilioConfig>,
     pub shopify_api_secret: Option<String>,
+    /// Secret of a Twilio SharedKey, where Webhook Rules sign with one instead of the auth token.
+    pub twilio_webhook_shared_key: Option<String>,
     pub http_addr: String,
     pub local_now: Option<DateTime<Utc>>,
 }
@@ -58,6 +60,7 @@ impl std::fmt::Debug for Config {
             .field("public_base_url", &self.public_base_url)
             .field("twilio", &self.twilio)
             .field("shopify_api_secret", &self.shopify_api_secret.as_ref().map(|_| "***"))
+            .field("twilio_webhook_shared_key", &self.twilio_webhook_shared_key.as_ref().map(|_| "***"))
             .field("http_addr", &self.http_addr)
             .finish()
     }
@@ -135,6 +138,7 @@ impl Config {
             public_base_url,
             twilio,
             shopify_api_secret: opt("SHOPIFY_API_SECRET"),
+            twilio_webhook_shared_key: opt("TWILIO_WEBHOOK_SHARED_KEY"),
             http_addr: opt("CALLFY_HTTP_ADDR").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
             local_now,
         })

@@ -1,15 +1,51 @@
 //! `X-Twilio-Signature`, computed exactly as Twilio does (REFERENCE.md, Twilio section):
 //! the full URL, then each form parameter's name and value with names sorted, HMAC-SHA1 with
 //! the auth token, base64. JSON bodies are covered by a `bodySHA256` query parameter instead.
+//!
+//! Where a Twilio Webhook Rule signs with a SharedKey instead, Twilio adds
+//! `X-Twilio-Webhooks-Signature-Settings: key=…,algorithm=HMAC_SHA256`: the same string is then
+//! signed with the SharedKey's secret and the named algorithm.
 
 use crate::signature::{ct_eq, sha256_hex};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use sha1::Sha1;
+use sha2::Sha256;
 use thiserror::Error;
 
 pub const HEADER: &str = "x-twilio-signature";
+pub const SETTINGS_HEADER: &str = "x-twilio-webhooks-signature-settings";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    HmacSha1,
+    HmacSha256,
+}
+
+impl Algorithm {
+    /// The algorithm a settings header names; no header (or no `algorithm=`) is the auth
+    /// token's HMAC-SHA1.
+    pub fn from_settings(settings: Option<&str>) -> Result<Self, TwilioSignatureError> {
+        let named = settings.unwrap_or_default().split(',').find_map(|part| {
+            let (name, value) = part.split_once('=')?;
+            (name.trim() == "algorithm" && !value.trim().is_empty()).then(|| value.trim().to_ascii_uppercase())
+        });
+        match named.as_deref() {
+            None | Some("HMAC_SHA1") => Ok(Self::HmacSha1),
+            Some("HMAC_SHA256") => Ok(Self::HmacSha256),
+            Some(other) => Err(TwilioSignatureError::UnsupportedAlgorithm(other.to_string())),
+        }
+    }
+}
+
+/// The secrets Twilio may sign with: the account's auth token, and the SharedKey secret for
+/// webhooks that a Webhook Rule signs.
+#[derive(Clone, Copy)]
+pub struct SigningKeys<'a> {
+    pub auth_token: &'a str,
+    pub shared_key: Option<&'a str>,
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum TwilioSignatureError {
@@ -21,31 +57,66 @@ pub enum TwilioSignatureError {
     Mismatch,
     #[error("the form body is not valid application/x-www-form-urlencoded: {0}")]
     Form(String),
+    #[error("X-Twilio-Webhooks-Signature-Settings names an unsupported algorithm: {0}")]
+    UnsupportedAlgorithm(String),
+    #[error("the request is signed with a Twilio SharedKey, but TWILIO_WEBHOOK_SHARED_KEY is not configured")]
+    SharedKeyNotConfigured,
 }
 
-/// The signature Twilio sends for a request to `url` with these form parameters.
+/// The signature Twilio sends for a request to `url` with these form parameters (auth token).
 pub fn compute(auth_token: &str, url: &str, params: &[(String, String)]) -> String {
+    compute_with(Algorithm::HmacSha1, auth_token, url, params)
+}
+
+/// The signature for `url` and `params` under `algorithm` with `secret`.
+pub fn compute_with(algorithm: Algorithm, secret: &str, url: &str, params: &[(String, String)]) -> String {
     let mut sorted: Vec<&(String, String)> = params.iter().collect();
     // Names first, then values: repeated names contribute each value in sorted order.
     sorted.sort();
-    let mut mac = Hmac::<Sha1>::new_from_slice(auth_token.as_bytes()).expect("HMAC takes any key length");
-    mac.update(url.as_bytes());
-    for (name, value) in sorted {
-        mac.update(name.as_bytes());
-        mac.update(value.as_bytes());
+    let parts = std::iter::once(url.as_bytes())
+        .chain(sorted.into_iter().flat_map(|(name, value)| [name.as_bytes(), value.as_bytes()]));
+    match algorithm {
+        Algorithm::HmacSha1 => B64.encode(mac::<Hmac<Sha1>>(secret, parts)),
+        Algorithm::HmacSha256 => B64.encode(mac::<Hmac<Sha256>>(secret, parts)),
     }
-    B64.encode(mac.finalize().into_bytes())
 }
 
-/// Validates a request Twilio made to `url` (the public URL, query included) with raw `body`.
-/// Returns the form parameters (empty for a JSON body) once the signature holds.
+fn mac<'a, M: Mac + hmac::digest::KeyInit>(secret: &str, parts: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Validates a request Twilio made to `url` (the public URL, query included) with raw `body`,
+/// signed with the auth token. Returns the form parameters (empty for a JSON body).
 pub fn validate(
     auth_token: &str,
     url: &str,
     body: &[u8],
     signature: Option<&str>,
 ) -> Result<Vec<(String, String)>, TwilioSignatureError> {
+    validate_request(SigningKeys { auth_token, shared_key: None }, url, body, signature, None)
+}
+
+/// Validates a request as `validate` does, honouring `X-Twilio-Webhooks-Signature-Settings`:
+/// with the header, the SharedKey secret and the header's algorithm; without it, the auth token
+/// and HMAC-SHA1.
+pub fn validate_request(
+    keys: SigningKeys<'_>,
+    url: &str,
+    body: &[u8],
+    signature: Option<&str>,
+    settings: Option<&str>,
+) -> Result<Vec<(String, String)>, TwilioSignatureError> {
     let signature = signature.map(str::trim).filter(|s| !s.is_empty()).ok_or(TwilioSignatureError::Missing)?;
+    let settings = settings.map(str::trim).filter(|s| !s.is_empty());
+    let algorithm = Algorithm::from_settings(settings)?;
+    let secret = match settings {
+        None => keys.auth_token,
+        Some(_) => keys.shared_key.ok_or(TwilioSignatureError::SharedKeyNotConfigured)?,
+    };
     let params: Vec<(String, String)> = match body_sha256_param(url) {
         Some(expected) => {
             if !ct_eq(sha256_hex(body).as_bytes(), expected.to_ascii_lowercase().as_bytes()) {
@@ -68,7 +139,7 @@ pub fn validate(
     let mut ok = false;
     for candidate in port_variants(url) {
         for form in &forms {
-            ok |= ct_eq(compute(auth_token, &candidate, form).as_bytes(), signature.as_bytes());
+            ok |= ct_eq(compute_with(algorithm, secret, &candidate, form).as_bytes(), signature.as_bytes());
         }
     }
     if ok { Ok(params) } else { Err(TwilioSignatureError::Mismatch) }
@@ -172,6 +243,31 @@ mod tests {
         let mut mac = Hmac::<Sha1>::new_from_slice(b"t").unwrap();
         mac.update(b"https://x.test/ToaTob");
         assert_eq!(compute("t", "https://x.test/", &a), B64.encode(mac.finalize().into_bytes()));
+    }
+
+    #[test]
+    fn shared_key_signatures_follow_the_settings_header() {
+        let body = serde_urlencoded::to_string(vector_params()).unwrap();
+        let keys = SigningKeys { auth_token: "12345", shared_key: Some("shared-secret") };
+        let settings = Some("key=KS0123456789abcdef0123456789abcdef,algorithm=HMAC_SHA256");
+        let sig = compute_with(Algorithm::HmacSha256, "shared-secret", URL, &vector_params());
+        assert_ne!(sig, compute_with(Algorithm::HmacSha256, "12345", URL, &vector_params()));
+        assert!(validate_request(keys, URL, body.as_bytes(), Some(&sig), settings).is_ok());
+        // The header decides: the same SHA-256 signature without it is checked as SHA-1.
+        assert_eq!(validate_request(keys, URL, body.as_bytes(), Some(&sig), None), Err(TwilioSignatureError::Mismatch));
+        // The auth token's SHA-1 signature still passes when no header is sent.
+        assert!(validate_request(keys, URL, body.as_bytes(), Some("RSOYDt4T1cUTdK1PDd93/VVr8B8="), None).is_ok());
+        let unconfigured = SigningKeys { auth_token: "12345", shared_key: None };
+        assert_eq!(
+            validate_request(unconfigured, URL, body.as_bytes(), Some(&sig), settings),
+            Err(TwilioSignatureError::SharedKeyNotConfigured)
+        );
+        assert_eq!(
+            validate_request(keys, URL, body.as_bytes(), Some(&sig), Some("key=KS1,algorithm=HMAC_MD5")),
+            Err(TwilioSignatureError::UnsupportedAlgorithm("HMAC_MD5".into()))
+        );
+        assert_eq!(Algorithm::from_settings(Some("key=KS1")), Ok(Algorithm::HmacSha1));
+        assert_eq!(Algorithm::from_settings(Some(" key=KS1 , algorithm = hmac_sha256 ")), Ok(Algorithm::HmacSha256));
     }
 
     #[test]

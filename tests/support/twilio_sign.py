@@ -22,12 +22,13 @@ class MultiDict(dict):
 out = []
 for case in json.load(sys.stdin):
     v = RequestValidator(case["token"])
+    algorithm = case.get("algorithm", "HMAC_SHA1")
     if "json_body" in case:
-        signature = v.compute_signature(case["signed_url"], {})
-        ours_ok = v.validate(case["request_url"], case["json_body"], case["our_signature"])
+        signature = v.compute_signature(case["signed_url"], {}, algorithm)
+        ours_ok = v.validate(case["request_url"], case["json_body"], case["our_signature"], algorithm)
     else:
         params = MultiDict([tuple(p) for p in case["params"]])
-        signature = v.compute_signature(case["signed_url"], params)
-        ours_ok = v.validate(case["request_url"], params, case["our_signature"])
+        signature = v.compute_signature(case["signed_url"], params, algorithm)
+        ours_ok = v.validate(case["request_url"], params, case["our_signature"], algorithm)
     out.append({"signature": signature, "ours_ok": ours_ok})
 json.dump(out, sys.stdout)

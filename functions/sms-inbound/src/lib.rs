@@ -11,7 +11,7 @@ use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
 use callfy_shared::http::{error, header, json};
 use callfy_shared::telemetry::redact;
-use callfy_shared::twilio_signature::{self, TwilioSignatureError};
+use callfy_shared::twilio_signature::{self, SigningKeys, TwilioSignatureError};
 use callfy_shared::{Clock, Phone};
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::http::Method;
@@ -29,6 +29,8 @@ pub struct InboundApp {
     pub store: Store,
     /// The auth token Twilio signs webhooks with.
     pub auth_token: String,
+    /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
+    pub shared_key: Option<String>,
     /// The https base URL Twilio calls; signatures cover the URL Twilio used.
     pub public_base_url: String,
     pub clock: Arc<dyn Clock>,
@@ -59,9 +61,16 @@ pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
         _ => format!("{}{path}", app.public_base_url),
     };
     let signature = header(req.headers(), twilio_signature::HEADER);
-    let params = match twilio_signature::validate(&app.auth_token, &url, body, signature) {
+    let settings = header(req.headers(), twilio_signature::SETTINGS_HEADER);
+    let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
+    let params = match twilio_signature::validate_request(keys, &url, body, signature, settings) {
         Ok(p) => Form(p),
         Err(e @ TwilioSignatureError::Form(_)) => return error(400, "malformed_form", e.to_string()),
+        Err(e @ TwilioSignatureError::SharedKeyNotConfigured) => {
+            // Our configuration is missing, not the caller's fault: Twilio should retry later.
+            tracing::error!(route = %path, "{e}");
+            return error(500, "signing_key_not_configured", e.to_string());
+        }
         Err(e) => {
             warn!(route = %path, reason = %e, "rejected a Twilio request with a bad signature");
             return error(403, "invalid_signature", e.to_string());

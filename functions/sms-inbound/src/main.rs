@@ -13,6 +13,7 @@ async fn main() -> Result<(), Error> {
     let app = Arc::new(InboundApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         auth_token: config.require_twilio_auth_token()?.to_string(),
+        shared_key: config.twilio_webhook_shared_key.clone(),
         public_base_url: config.public_base_url.clone(),
         clock: Arc::new(SystemClock),
     });

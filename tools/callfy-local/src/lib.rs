@@ -53,6 +53,8 @@ pub struct LocalOptions {
     pub shopify_secret: String,
     pub twilio_account_sid: String,
     pub twilio_auth_token: String,
+    /// A Twilio SharedKey secret for webhooks signed with one (`TWILIO_WEBHOOK_SHARED_KEY`).
+    pub twilio_webhook_shared_key: Option<String>,
     /// Where Twilio calls go; `None` = the built-in sandbox on this server.
     pub twilio_api_base: Option<String>,
     /// The base URL callbacks are addressed to; `None` = this server.
@@ -93,6 +95,7 @@ impl LocalOptions {
             shopify_secret: var("SHOPIFY_API_SECRET").unwrap_or_else(|| local_defaults::SHOPIFY_API_SECRET.into()),
             twilio_account_sid: var("TWILIO_ACCOUNT_SID").unwrap_or_else(|| local_defaults::TWILIO_ACCOUNT_SID.into()),
             twilio_auth_token: var("TWILIO_AUTH_TOKEN").unwrap_or_else(|| local_defaults::TWILIO_AUTH_TOKEN.into()),
+            twilio_webhook_shared_key: var("TWILIO_WEBHOOK_SHARED_KEY"),
             twilio_api_base: var("TWILIO_API_BASE"),
             public_base_url: var("PUBLIC_BASE_URL"),
             clock,
@@ -110,6 +113,7 @@ impl LocalOptions {
             shopify_secret: local_defaults::SHOPIFY_API_SECRET.into(),
             twilio_account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
             twilio_auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+            twilio_webhook_shared_key: None,
             twilio_api_base: None,
             public_base_url: None,
             clock,
@@ -233,6 +237,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         inbound: InboundApp {
             store,
             auth_token: opts.twilio_auth_token.clone(),
+            shared_key: opts.twilio_webhook_shared_key.clone(),
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
             clock: Arc::clone(&opts.clock),
         },
