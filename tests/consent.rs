@@ -126,6 +126,9 @@ async fn help_names_the_program_and_plain_words_are_read_as_a_reasonable_person_
     let yes = text_in(&local, "Yes").await;
     assert_eq!(yes.reply, None, "a subscribed person's yes is conversation, not a re-subscription");
 
+    let ayuda = text_in(&local, "AYUDA").await.reply.expect("HELP in Spanish");
+    assert!(ayuda.contains("Snowdevil") && ayuda.contains("PARAR") && ayuda.contains("tarifas"), "{ayuda}");
+
     let chat = text_in(&local, "when does the sale stop?").await;
     assert_eq!(chat.reply, None);
     assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
@@ -145,7 +148,7 @@ async fn help_names_the_program_and_plain_words_are_read_as_a_reasonable_person_
         .filter(|e| e.direction == Direction::Inbound)
         .map(|e| e.body)
         .collect();
-    assert_eq!(logged.len(), 4, "every inbound message is logged: {logged:?}");
+    assert_eq!(logged.len(), 5, "every inbound message is logged: {logged:?}");
     local.shutdown().await;
 }
 

@@ -214,7 +214,7 @@ async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inboun
     let names: Vec<&str> = affected.iter().map(|r| r.merchant.name.as_str()).collect();
     let reply = match classified.intent {
         // A repeated STOP changes nothing and gets nothing: one confirmation only.
-        Intent::OptOut if !affected.is_empty() => Some(stop_confirmation(&names)),
+        Intent::OptOut if !affected.is_empty() => Some(stop_confirmation(&names, classified.lang)),
         Intent::OptIn if !affected.is_empty() => {
             let max = affected.iter().map(|r| r.merchant.max_sms_per_cart()).max().unwrap_or(1);
             Some(start_confirmation(&names, max))
@@ -229,7 +229,7 @@ async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inboun
                     max_per_cart: r.merchant.max_sms_per_cart(),
                 })
                 .collect();
-            Some(help_reply(&info))
+            Some(help_reply(&info, classified.lang))
         }
         _ => None,
     };

@@ -15,11 +15,41 @@ pub enum Intent {
     Other,
 }
 
+/// The language to answer in: a Spanish keyword gets a Spanish reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Lang {
+    #[default]
+    En,
+    Es,
+}
+
 /// The intent and the rule that matched (kept as evidence of why we acted).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
     pub intent: Intent,
     pub rule: Option<String>,
+    pub lang: Lang,
+}
+
+/// Keywords and phrases of the tables below that are Spanish.
+const SPANISH: &[&str] = &[
+    "parar",
+    "alto",
+    "cancelar",
+    "detener",
+    "baja",
+    "ayuda",
+    "no mas mensajes",
+    "no me envies",
+    "no me manden",
+    "dejen de enviar",
+    "deja de enviar",
+    "dejen de escribir",
+];
+
+fn lang_of(term: &str) -> Lang {
+    if SPANISH.contains(&term) { Lang::Es } else { Lang::En }
 }
 
 /// Whole-message keywords (after normalising), with their intent.
@@ -131,18 +161,18 @@ pub fn normalise(text: &str) -> String {
 
 pub fn classify(text: &str) -> Classified {
     let norm = normalise(text);
-    let other = Classified { intent: Intent::Other, rule: None };
+    let other = Classified { intent: Intent::Other, rule: None, lang: Lang::En };
     if norm.is_empty() {
         return other;
     }
     let core: Vec<&str> = norm.split(' ').filter(|w| !FILLER.contains(w)).collect();
     let core = core.join(" ");
     if let Some((kw, intent)) = KEYWORDS.iter().find(|(kw, _)| *kw == norm || *kw == core) {
-        return Classified { intent: *intent, rule: Some(format!("keyword:{kw}")) };
+        return Classified { intent: *intent, rule: Some(format!("keyword:{kw}")), lang: lang_of(kw) };
     }
     let padded = format!(" {norm} ");
     if let Some(p) = REVOCATION_PHRASES.iter().find(|p| padded.contains(&format!(" {p} "))) {
-        return Classified { intent: Intent::OptOut, rule: Some(format!("phrase:{p}")) };
+        return Classified { intent: Intent::OptOut, rule: Some(format!("phrase:{p}")), lang: lang_of(p) };
     }
     other
 }
@@ -218,6 +248,19 @@ mod tests {
         assert_eq!(classify("Stop please").rule.as_deref(), Some("keyword:stop"));
         assert_eq!(classify("please stop texting me").rule.as_deref(), Some("phrase:stop texting"));
         assert_eq!(classify("hello").rule, None);
+    }
+
+    #[test]
+    fn spanish_keywords_are_answered_in_spanish() {
+        assert_eq!(classify("PARAR").lang, Lang::Es);
+        assert_eq!(classify("Ayuda").lang, Lang::Es);
+        assert_eq!(classify("no más mensajes por favor").lang, Lang::Es);
+        assert_eq!(classify("STOP").lang, Lang::En);
+        // Every Spanish term is in a table, so the list cannot drift from the rules.
+        for term in SPANISH {
+            let in_tables = KEYWORDS.iter().any(|(k, _)| k == term) || REVOCATION_PHRASES.contains(term);
+            assert!(in_tables, "{term}");
+        }
     }
 
     #[test]

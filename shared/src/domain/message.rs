@@ -1,5 +1,7 @@
 //! SMS bodies. The first message to a phone names the merchant and how to opt out (CTIA).
 
+use crate::domain::keywords::Lang;
+
 /// Twilio's hard limit for one message body.
 pub const MAX_BODY_CHARS: usize = 1600;
 
@@ -35,28 +37,37 @@ impl RecoverySms<'_> {
     }
 }
 
-/// "A", "A and B", "A, B and C": merchants sharing one sender are named together.
-fn names(merchants: &[&str]) -> String {
+/// "A", "A and B", "A, B and C" ("y" in Spanish): merchants sharing a sender are named together.
+fn names(merchants: &[&str], lang: Lang) -> String {
+    let and = match lang {
+        Lang::En => "and",
+        Lang::Es => "y",
+    };
     match merchants {
         [] => "us".to_string(),
         [one] => one.to_string(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        [init @ .., last] => format!("{} {and} {last}", init.join(", ")),
     }
 }
 
 /// The one confirmation after an opt-out (CTIA, FCC): names the business, no marketing.
-pub fn stop_confirmation(merchants: &[&str]) -> String {
-    format!(
-        "You have been unsubscribed from {} text messages. No more messages will be sent. Reply START to resubscribe.",
-        names(merchants)
-    )
+pub fn stop_confirmation(merchants: &[&str], lang: Lang) -> String {
+    let who = names(merchants, lang);
+    match lang {
+        Lang::En => format!(
+            "You have been unsubscribed from {who} text messages. No more messages will be sent. Reply START to resubscribe."
+        ),
+        Lang::Es => format!(
+            "Se ha dado de baja de los mensajes de texto de {who}. No recibirá más mensajes. Responda START para volver a suscribirse."
+        ),
+    }
 }
 
 /// Confirms a keyword re-subscription.
 pub fn start_confirmation(merchants: &[&str], max_per_cart: usize) -> String {
     format!(
         "{}: you are subscribed again to cart reminders, up to {max_per_cart} msgs per abandoned cart. Msg & data rates may apply. Reply HELP for help, STOP to opt out.",
-        names(merchants)
+        names(merchants, Lang::En)
     )
 }
 
@@ -69,12 +80,16 @@ pub struct HelpInfo<'a> {
     pub max_per_cart: usize,
 }
 
-pub fn help_reply(merchants: &[HelpInfo<'_>]) -> String {
+pub fn help_reply(merchants: &[HelpInfo<'_>], lang: Lang) -> String {
     let programs: Vec<&str> = merchants.iter().map(|m| m.merchant_name).collect();
+    let or = match lang {
+        Lang::En => "or",
+        Lang::Es => "o",
+    };
     let mut support: Vec<String> = Vec::new();
     for m in merchants {
         let line = match (m.support_url, m.support_phone) {
-            (Some(url), Some(phone)) => format!("{url} or {phone}"),
+            (Some(url), Some(phone)) => format!("{url} {or} {phone}"),
             (Some(one), None) | (None, Some(one)) => one.to_string(),
             (None, None) => continue,
         };
@@ -84,11 +99,21 @@ pub fn help_reply(merchants: &[HelpInfo<'_>]) -> String {
         }
     }
     let max = merchants.iter().map(|m| m.max_per_cart).max().unwrap_or(1);
-    let mut body = format!("{} cart reminders: up to {max} msgs per abandoned cart.", names(&programs));
-    if !support.is_empty() {
-        body.push_str(&format!(" Help: {}.", support.join("; ")));
-    }
-    body.push_str(" Msg & data rates may apply. Reply STOP to opt out.");
+    let who = names(&programs, lang);
+    let body = match lang {
+        Lang::En => {
+            let help = if support.is_empty() { String::new() } else { format!(" Help: {}.", support.join("; ")) };
+            format!(
+                "{who} cart reminders: up to {max} msgs per abandoned cart.{help} Msg & data rates may apply. Reply STOP to opt out."
+            )
+        }
+        Lang::Es => {
+            let help = if support.is_empty() { String::new() } else { format!(" Ayuda: {}.", support.join("; ")) };
+            format!(
+                "Recordatorios de carrito de {who}: hasta {max} mensajes por carrito abandonado.{help} Pueden aplicarse tarifas de mensajes y datos. Responda PARAR para cancelar."
+            )
+        }
+    };
     truncate(&body, MAX_BODY_CHARS).to_string()
 }
 
@@ -168,12 +193,13 @@ mod tests {
 
     #[test]
     fn keyword_replies_carry_what_ctia_asks() {
-        let help = help_reply(&[HelpInfo {
+        let info = [HelpInfo {
             merchant_name: "Snowdevil",
             support_url: Some("https://snowdevil.ca/help"),
             support_phone: Some("+18005550100"),
             max_per_cart: 2,
-        }]);
+        }];
+        let help = help_reply(&info, Lang::En);
         for part in [
             "Snowdevil",
             "https://snowdevil.ca/help",
@@ -184,8 +210,19 @@ mod tests {
         ] {
             assert!(help.contains(part), "{help} lacks {part}");
         }
-        let stop = stop_confirmation(&["Snowdevil", "Acme"]);
+        let stop = stop_confirmation(&["Snowdevil", "Acme"], Lang::En);
         assert!(stop.contains("Snowdevil and Acme") && !stop.contains("http"));
+        let ayuda = help_reply(&info, Lang::Es);
+        for part in [
+            "Snowdevil",
+            "https://snowdevil.ca/help o +18005550100",
+            "hasta 2 mensajes",
+            "tarifas de mensajes y datos",
+            "PARAR",
+        ] {
+            assert!(ayuda.contains(part), "{ayuda} lacks {part}");
+        }
+        assert!(stop_confirmation(&["Snowdevil", "Acme"], Lang::Es).contains("Snowdevil y Acme"));
         assert!(start_confirmation(&["Snowdevil"], 3).starts_with("Snowdevil:"));
     }
 }
