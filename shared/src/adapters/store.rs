@@ -317,6 +317,29 @@ impl Store {
         Ok(out.item)
     }
 
+    /// An unconditional put: the item's last writer wins.
+    async fn put_item(&self, item: Item) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| aws("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, pk: String, sk: String) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .send()
+            .await
+            .map_err(|e| aws("DeleteItem", e))?;
+        Ok(())
+    }
+
     // ---- merchants ----
 
     /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
@@ -481,14 +504,7 @@ impl Store {
 
     /// Forgets a delivery so the platform's retry is processed again (after a later step failed).
     pub async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(event_pk(m, event_key), "EVENT".into())))
-            .send()
-            .await
-            .map_err(|e| aws("DeleteItem", e))?;
-        Ok(())
+        self.delete(event_pk(m, event_key), "EVENT".into()).await
     }
 
     pub async fn set_outreach_scheduled(
@@ -885,14 +901,7 @@ impl Store {
     }
 
     pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(Self::sms_log_item(entry)?))
-            .send()
-            .await
-            .map_err(|e| aws("PutItem", e))?;
-        Ok(())
+        self.put_item(Self::sms_log_item(entry)?).await
     }
 
     /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
@@ -978,14 +987,7 @@ impl Store {
         item.insert("sk".into(), s("REACH#sms"));
         item.insert("purge_bucket".into(), s(purge_at.format("%Y-%m").to_string()));
         item.insert("purge_at".into(), s(purge_at.to_rfc3339()));
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .send()
-            .await
-            .map_err(|e| aws("PutItem", e))?;
-        Ok(())
+        self.put_item(item).await
     }
 
     pub async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, StoreError> {
@@ -1021,22 +1023,10 @@ impl Store {
         for key in &new_keys {
             let mut item = Self::key(sender_pk(key), merchant_pk(&merchant.id));
             item.insert("merchant_id".into(), s(merchant.id.as_str()));
-            self.client
-                .put_item()
-                .table_name(&self.table)
-                .set_item(Some(item))
-                .send()
-                .await
-                .map_err(|e| aws("PutItem", e))?;
+            self.put_item(item).await?;
         }
         for key in old.map(sender_keys).unwrap_or_default().into_iter().filter(|k| !new_keys.contains(k)) {
-            self.client
-                .delete_item()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(sender_pk(&key), merchant_pk(&merchant.id))))
-                .send()
-                .await
-                .map_err(|e| aws("DeleteItem", e))?;
+            self.delete(sender_pk(&key), merchant_pk(&merchant.id)).await?;
         }
         Ok(())
     }

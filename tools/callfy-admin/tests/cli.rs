@@ -18,12 +18,8 @@ fn admin(table: &str, args: &[&str]) -> Output {
         .expect("callfy-admin runs")
 }
 
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).to_string()
-}
-
-#[tokio::test]
-async fn merchant_put_get_and_api_key() {
+/// The local AWS API the test command started, and a fresh table on it.
+async fn local_table(prefix: &str) -> (aws_config::SdkConfig, String) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(endpoint.starts_with("http://127.0.0.1"), "run through scripts/test (AWS_ENDPOINT_URL={endpoint:?})");
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -31,8 +27,18 @@ async fn merchant_put_get_and_api_key() {
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "t"))
         .load()
         .await;
-    let res = resources::ensure(&sdk, &ResourceNames::unique("admin")).await.unwrap();
-    let table = res.names.table.as_str();
+    let res = resources::ensure(&sdk, &ResourceNames::unique(prefix)).await.unwrap();
+    (sdk, res.names.table)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+#[tokio::test]
+async fn merchant_put_get_and_api_key() {
+    let (sdk, table) = local_table("admin").await;
+    let table = table.as_str();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
     let out = admin(table, &["merchant", "put", "--file", &format!("{root}/events/demo-merchant.json")]);
@@ -78,15 +84,8 @@ async fn consent_verify_passes_on_a_clean_ledger_and_names_the_altered_entry() {
     use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
     use callfy_shared::domain::merchant::{Channel, Merchant};
 
-    let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
-    assert!(endpoint.starts_with("http://127.0.0.1"), "run through scripts/test (AWS_ENDPOINT_URL={endpoint:?})");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "t"))
-        .load()
-        .await;
-    let res = resources::ensure(&sdk, &ResourceNames::unique("verify")).await.unwrap();
-    let table = res.names.table.as_str();
+    let (sdk, table) = local_table("verify").await;
+    let table = table.as_str();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
     let merchant =
         Merchant::from_json(&std::fs::read_to_string(format!("{root}/events/demo-merchant.json")).unwrap()).unwrap();
