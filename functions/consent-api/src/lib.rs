@@ -8,7 +8,6 @@ use callfy_shared::api_key::key_merchant;
 use callfy_shared::domain::consent::{
     ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict,
 };
-use callfy_shared::domain::flow::SkipReason;
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::http::{error, header, json};
 use callfy_shared::signature::{ct_eq, sha256_hex};
@@ -340,10 +339,7 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
         match app.store.append_consent_answered(&append, idem_key, created).await {
             Ok(answer) => {
                 if event.action == ConsentAction::OptOut {
-                    let cancelled = app
-                        .store
-                        .cancel_outreach(&m.id, &phone, m.flow.len() as u8, SkipReason::OptedOut.as_str(), now)
-                        .await?;
+                    let cancelled = app.store.cancel_outreach(m, &phone, now).await?;
                     info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "pending outreach cancelled");
                 }
                 info!(merchant = %m.id, phone = %phone.log_id(), channel = channel.as_str(), action = ?event.action, "consent recorded via API");

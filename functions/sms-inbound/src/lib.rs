@@ -5,7 +5,6 @@
 use callfy_shared::adapters::store::{Direction, MerchantRecord, SmsLogEntry, Store, StoreError};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
 use callfy_shared::domain::delivery::{self, Undeliverable};
-use callfy_shared::domain::flow::SkipReason;
 use callfy_shared::domain::keywords::{Classified, Intent, classify};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
@@ -22,8 +21,6 @@ use tracing::{info, warn};
 
 /// Twilio's webhooks are small forms; anything larger is not from Twilio.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-/// Why an opt-out cancels a step (shown in the step record).
-const CANCEL_REASON: &str = SkipReason::OptedOut.as_str();
 
 pub struct InboundApp {
     pub store: Store,
@@ -158,18 +155,19 @@ async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inboun
         return Ok(twiml(None));
     }
 
+    let texted = Texted { from: &from, sid, classified: &classified, now };
     let mut affected: Vec<&MerchantRecord> = Vec::new();
     match classified.intent {
         Intent::OptOut => {
             for record in &merchants {
-                if opt_out(app, record, &from, sid, &classified, now).await? {
+                if opt_out(app, record, &texted).await? {
                     affected.push(record);
                 }
             }
         }
         Intent::OptIn => {
             for record in &merchants {
-                if opt_in(app, record, &from, sid, &classified, now).await? {
+                if opt_in(app, record, &texted).await? {
                     affected.push(record);
                 }
             }
@@ -258,43 +256,43 @@ fn keyword_event(
     }
 }
 
-/// A texted revocation ends SMS and voice outreach alike, and cancels what is queued.
-async fn opt_out(
-    app: &InboundApp,
-    record: &MerchantRecord,
-    from: &Phone,
-    sid: &str,
-    c: &Classified,
+/// One inbound message, as the keyword handlers see it.
+struct Texted<'a> {
+    from: &'a Phone,
+    sid: &'a str,
+    classified: &'a Classified,
     now: DateTime<Utc>,
-) -> Result<bool, InboundError> {
-    let m = &record.merchant;
+}
+
+impl Texted<'_> {
+    fn event(&self, action: ConsentAction, channel: Channel) -> ConsentEvent {
+        keyword_event(action, channel, self.sid, self.classified, self.now)
+    }
+}
+
+/// A texted revocation ends SMS and voice outreach alike, and cancels what is queued.
+async fn opt_out(app: &InboundApp, record: &MerchantRecord, t: &Texted<'_>) -> Result<bool, InboundError> {
+    let (m, from, now) = (&record.merchant, t.from, t.now);
     let keep = purge_at(now, m.retention_days.consent_records);
     let mut changed = false;
     for channel in [Channel::Sms, Channel::Voice] {
-        let event = keyword_event(ConsentAction::OptOut, channel, sid, c, now);
+        let event = t.event(ConsentAction::OptOut, channel);
         changed |= app.store.record_consent(&m.id, from, &event, keep).await?.is_some() && channel == Channel::Sms;
     }
-    let cancelled = app.store.cancel_outreach(&m.id, from, m.flow.len() as u8, CANCEL_REASON, now).await?;
+    let cancelled = app.store.cancel_outreach(m, from, now).await?;
     info!(merchant = %m.id, phone = %from.log_id(), changed, cancelled, "opt-out by SMS");
     Ok(changed)
 }
 
 /// START re-subscribes a number that opted out; it does not create consent from nothing, and a
 /// "yes" from someone already subscribed is conversation, not a keyword to confirm.
-async fn opt_in(
-    app: &InboundApp,
-    record: &MerchantRecord,
-    from: &Phone,
-    sid: &str,
-    c: &Classified,
-    now: DateTime<Utc>,
-) -> Result<bool, InboundError> {
-    let m = &record.merchant;
+async fn opt_in(app: &InboundApp, record: &MerchantRecord, t: &Texted<'_>) -> Result<bool, InboundError> {
+    let (m, from, now) = (&record.merchant, t.from, t.now);
     let state = app.store.consent_state(&m.id, from, Channel::Sms).await?;
     match state.status {
         ConsentStatus::Unknown | ConsentStatus::OptedIn => Ok(false),
         ConsentStatus::OptedOut => {
-            let event = keyword_event(ConsentAction::OptIn, Channel::Sms, sid, c, now);
+            let event = t.event(ConsentAction::OptIn, Channel::Sms);
             let keep = purge_at(now, m.retention_days.consent_records);
             let changed = app.store.record_consent(&m.id, from, &event, keep).await?.is_some();
             info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-in by SMS");
@@ -346,8 +344,9 @@ async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inbound
             let event = ConsentEvent::carrier_opt_out(now, Some(sid));
             let keep = purge_at(now, retention.consent_records);
             app.store.record_consent(&entry.merchant_id, &entry.phone, &event, keep).await?;
-            let steps = merchant.as_ref().map_or(3, |r| r.merchant.flow.len() as u8);
-            app.store.cancel_outreach(&entry.merchant_id, &entry.phone, steps, CANCEL_REASON, now).await?;
+            if let Some(record) = &merchant {
+                app.store.cancel_outreach(&record.merchant, &entry.phone, now).await?;
+            }
         }
         Some(code) if delivery::is_undeliverable(code) => {
             let mark = Undeliverable { error_code: code, message_sid: sid.to_string(), at: now };

@@ -7,7 +7,7 @@ use callfy_shared::adapters::store::{
 };
 use callfy_shared::domain::cart::{Cart, CartStatus};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus};
-use callfy_shared::domain::flow::{SkipReason, job_for, queue_delay};
+use callfy_shared::domain::flow::{job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::http::{error, header, json};
 use callfy_shared::shopify::{self, Checkout, CheckoutDeleted, MarketingConsentUpdate, Order, ShopifyError, Topic};
@@ -279,10 +279,7 @@ async fn ingest_consent_update(
             Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
             Ok(IngestOutcome::Applied) => {
                 if applies && event.action == ConsentAction::OptOut {
-                    let cancelled = app
-                        .store
-                        .cancel_outreach(&m.id, &phone, m.flow.len() as u8, SkipReason::OptedOut.as_str(), now)
-                        .await?;
+                    let cancelled = app.store.cancel_outreach(m, &phone, now).await?;
                     info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "platform opt-out; pending outreach cancelled");
                 }
                 return Ok(Outcome::Accepted);

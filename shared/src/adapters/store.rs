@@ -20,11 +20,13 @@ use crate::domain::cart::Cart;
 pub use crate::domain::consent::LedgerEntry;
 use crate::domain::consent::{ConsentEvent, ConsentState, entry_hash};
 use crate::domain::delivery::{Undeliverable, status_rank};
+use crate::domain::flow::SkipReason;
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -327,6 +329,15 @@ impl Store {
             .await
             .map_err(|e| aws("PutItem", e))?;
         Ok(())
+    }
+
+    /// A conditional put; `false` when its condition did not hold (nothing was written).
+    async fn put_unless_taken(&self, req: PutItemFluentBuilder) -> Result<bool, StoreError> {
+        match req.table_name(&self.table).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("PutItem", e)),
+        }
     }
 
     async fn delete(&self, pk: String, sk: String) -> Result<(), StoreError> {
@@ -688,19 +699,11 @@ impl Store {
         key: &str,
         record: &IdempotencyRecord,
     ) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(self.idempotency_item(m, key, record)?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(aws("PutItem", e)),
-        }
+        let item = self.idempotency_item(m, key, record)?;
+        self.put_unless_taken(
+            self.client.put_item().set_item(Some(item)).condition_expression("attribute_not_exists(pk)"),
+        )
+        .await
     }
 
     /// The whole ledger of one channel, oldest first.
@@ -867,21 +870,14 @@ impl Store {
         item.insert("reason".into(), s(reason));
         item.insert("attempts".into(), n(0));
         item.insert("updated_at".into(), s(now.to_rfc3339()));
-        let res = self
+        let req = self
             .client
             .put_item()
-            .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression("attribute_not_exists(pk) OR #st = :retry")
             .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":retry", s("retry"))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(aws("PutItem", e)),
-        }
+            .expression_attribute_values(":retry", s("retry"));
+        self.put_unless_taken(req).await
     }
 
     // ---- SMS log ----
@@ -1033,16 +1029,16 @@ impl Store {
 
     // ---- cancelling outreach ----
 
-    /// Skips every step not yet claimed on this phone's open carts (after an opt-out), so
-    /// queued jobs find the step taken. Returns how many steps were cancelled.
+    /// After an opt-out: skips every step of the merchant's flow not yet claimed on this phone's
+    /// open carts, so queued jobs find the step taken. Returns how many steps were cancelled.
     pub async fn cancel_outreach(
         &self,
-        m: &MerchantId,
+        merchant: &Merchant,
         phone: &Phone,
-        steps: u8,
-        reason: &str,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
+        let m = &merchant.id;
+        let (steps, reason) = (merchant.flow.len() as u8, SkipReason::OptedOut.as_str());
         let mut pages = self
             .client
             .query()
