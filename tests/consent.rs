@@ -411,7 +411,8 @@ async fn consent_api_round_trips_with_evidence_and_rejects_bad_keys_and_phones()
     clock.advance(Duration::minutes(1));
     text_in(&local, "STOP").await;
     let (status, answer, _) = api(&local, Method::POST, "/v1/consents", Some(&key), None, Some(opt_in.clone())).await;
-    assert_eq!((status, answer["error"].as_str()), (409, Some("opted_out_by_person")), "{answer}");
+    // Older than the STOP: refused whatever its evidence (an opt-in never beats a later opt-out).
+    assert_eq!((status, answer["error"].as_str()), (409, Some("opted_out_later")), "{answer}");
 
     let (status, read, _) = api(&local, Method::GET, "/v1/consents/%2B14155552671", Some(&key), None, None).await;
     assert_eq!(status, 200, "{read}");

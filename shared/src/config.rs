@@ -1,5 +1,6 @@
 //! Typed configuration, read once at init from the environment (DESIGN.md §4).
 
+use crate::domain::phone::LOCAL_LOG_KEY;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use thiserror::Error;
@@ -49,6 +50,8 @@ pub struct Config {
     pub twilio_webhook_shared_key: Option<String>,
     pub http_addr: String,
     pub local_now: Option<DateTime<Utc>>,
+    /// Keys `Phone::log_id`; pass it to `domain::phone::set_log_key` at init.
+    pub log_key: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -62,12 +65,14 @@ impl std::fmt::Debug for Config {
             .field("shopify_api_secret", &self.shopify_api_secret.as_ref().map(|_| "***"))
             .field("twilio_webhook_shared_key", &self.twilio_webhook_shared_key.as_ref().map(|_| "***"))
             .field("http_addr", &self.http_addr)
+            .field("log_key", &"***")
             .finish()
     }
 }
 
 pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:3000";
+pub const MIN_LOG_KEY_BYTES: usize = 16;
 
 impl Config {
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -131,6 +136,18 @@ impl Config {
             ),
         };
 
+        // Set but empty is refused rather than defaulted: a blank secret is a deployment mistake.
+        let log_key = match get("CALLFY_LOG_KEY").map(|v| v.trim().to_string()) {
+            None => LOCAL_LOG_KEY.to_string(),
+            Some(v) if v.len() < MIN_LOG_KEY_BYTES => {
+                return Err(ConfigError::Invalid {
+                    name: "CALLFY_LOG_KEY",
+                    reason: format!("expected at least {MIN_LOG_KEY_BYTES} bytes, got {}", v.len()),
+                });
+            }
+            Some(v) => v,
+        };
+
         Ok(Self {
             table_name: req("TABLE_NAME")?,
             outreach_queue_url,
@@ -141,6 +158,7 @@ impl Config {
             twilio_webhook_shared_key: opt("TWILIO_WEBHOOK_SHARED_KEY"),
             http_addr: opt("CALLFY_HTTP_ADDR").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
             local_now,
+            log_key,
         })
     }
 
@@ -189,6 +207,7 @@ mod tests {
         assert_eq!(cfg.table_name, "callfy");
         assert_eq!(cfg.public_base_url, "https://hooks.callfy.test");
         assert_eq!(cfg.http_addr, DEFAULT_HTTP_ADDR);
+        assert_eq!(cfg.log_key, LOCAL_LOG_KEY);
         assert!(cfg.twilio.is_none());
         assert_eq!(cfg.require_twilio().unwrap_err(), ConfigError::Missing("TWILIO_ACCOUNT_SID"));
     }
@@ -216,6 +235,20 @@ mod tests {
         let mut vars = base();
         vars.insert("TWILIO_ACCOUNT_SID".into(), "nope".into());
         assert!(Config::from_map(&vars).unwrap_err().to_string().contains("TWILIO_ACCOUNT_SID"));
+    }
+
+    #[test]
+    fn log_key_is_optional_but_never_blank_or_short() {
+        let mut vars = base();
+        vars.insert("CALLFY_LOG_KEY".into(), " 0123456789abcdef\n".into());
+        let cfg = Config::from_map(&vars).unwrap();
+        assert_eq!(cfg.log_key, "0123456789abcdef");
+        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+        for bad in ["", "  ", "0123456789abcde"] {
+            vars.insert("CALLFY_LOG_KEY".into(), bad.into());
+            let err = Config::from_map(&vars).unwrap_err();
+            assert!(matches!(err, ConfigError::Invalid { name: "CALLFY_LOG_KEY", .. }), "{bad:?}: {err}");
+        }
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! Callfy's common crate: pure domain rules (`domain`, `shopify`, `signature`), configuration,
-//! and the adapters that translate them to DynamoDB, SQS and Twilio.
+//! Callfy's common crate: pure domain rules (`domain`, `shopify`, `signature`), the use cases
+//! (`app`) and the ports they call (`ports`), configuration, and the adapters that translate them
+//! to DynamoDB, SQS and Twilio.
 
 pub mod adapters;
 pub mod api_key;
+pub mod app;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod ports;
 pub mod shopify;
 pub mod signature;
 pub mod telemetry;

@@ -4,6 +4,7 @@ use crate::domain::cart::CheckoutSnapshot;
 use crate::domain::consent::{ConsentAction, Evidence};
 use crate::domain::ids::CartToken;
 use crate::domain::phone::Phone;
+use crate::domain::time::clamp_platform_time;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use thiserror::Error;
@@ -204,14 +205,15 @@ impl Checkout {
             province_code: self.addresses().find_map(|a| a.province_code.clone()),
             country_code: self.addresses().find_map(|a| a.country_code.clone()),
             locale: self.customer_locale.clone(),
-            updated_at: self.updated_at.or(self.created_at).unwrap_or(now),
+            updated_at: self.updated_at.or(self.created_at).map_or(now, |t| clamp_platform_time(t, now)),
             completed: self.completed_at.is_some(),
         })
     }
 
     /// SMS consent as the checkout states it. An `unsubscribed` customer state wins over a
-    /// checkbox: when the two disagree we do not text.
-    pub fn sms_consent(&self, event_id: &str) -> Option<ConsentSignal> {
+    /// checkbox: when the two disagree we do not text. It happened when the customer's consent
+    /// last changed, else when the checkout did; never later than `now` plus the skew allowed.
+    pub fn sms_consent(&self, event_id: &str, now: DateTime<Utc>) -> Option<ConsentSignal> {
         let customer_consent = self.customer.as_ref().and_then(|c| c.sms_marketing_consent.as_ref());
         let state = customer_consent.and_then(|c| c.state.as_deref());
         let action = match (state, self.buyer_accepts_sms_marketing) {
@@ -220,7 +222,7 @@ impl Checkout {
             _ => return None,
         };
         let consent_at = customer_consent.and_then(|c| c.consent_updated_at);
-        let occurred_at = consent_at.or(self.updated_at).or(self.created_at)?;
+        let occurred_at = clamp_platform_time(consent_at.or(self.updated_at).or(self.created_at)?, now);
         let client = self.client_details.clone().unwrap_or_default();
         Some(ConsentSignal {
             action,
@@ -231,6 +233,7 @@ impl Checkout {
                 page_url: self.abandoned_checkout_url.clone(),
                 ip: client.browser_ip,
                 user_agent: client.user_agent,
+                // Evidence keeps what the platform said, unclamped.
                 platform_timestamp: consent_at.map(|t| t.to_rfc3339()),
                 opt_in_level: customer_consent.and_then(|c| c.opt_in_level.clone()),
                 collected_from: customer_consent
@@ -277,7 +280,7 @@ impl MarketingConsentUpdate {
             Some("not_subscribed") | Some("redacted") => (ConsentAction::OptOut, true),
             _ => return Ok(None),
         };
-        let occurred_at = consent.consent_updated_at.or(triggered_at).unwrap_or(now);
+        let occurred_at = consent.consent_updated_at.or(triggered_at).map_or(now, |t| clamp_platform_time(t, now));
         let evidence = Evidence {
             platform_timestamp: consent.consent_updated_at.map(|t| t.to_rfc3339()),
             opt_in_level: consent.opt_in_level.clone(),
@@ -323,15 +326,16 @@ mod tests {
 
     #[test]
     fn consent_from_checkbox_or_customer_state() {
+        let now: DateTime<Utc> = "2026-06-01T10:00:00Z".parse().unwrap();
         let c = checkout(
             serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true, "updated_at": "2026-06-01T10:00:00Z" }),
         );
-        assert_eq!(c.sms_consent("e1").unwrap().action, ConsentAction::OptIn);
+        assert_eq!(c.sms_consent("e1", now).unwrap().action, ConsentAction::OptIn);
 
         let c = checkout(serde_json::json!({ "token": "t1", "updated_at": "2026-06-01T10:00:00Z",
             "customer": { "sms_marketing_consent": { "state": "subscribed", "opt_in_level": "single_opt_in",
             "consent_updated_at": "2026-06-01T09:59:00Z", "consent_collected_from": "SHOPIFY" } } }));
-        let s = c.sms_consent("e1").unwrap();
+        let s = c.sms_consent("e1", now).unwrap();
         assert_eq!(s.action, ConsentAction::OptIn);
         assert_eq!(s.occurred_at, "2026-06-01T09:59:00Z".parse::<DateTime<Utc>>().unwrap());
         assert_eq!(s.evidence.opt_in_level.as_deref(), Some("single_opt_in"));
@@ -340,14 +344,14 @@ mod tests {
             serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true, "updated_at": "2026-06-01T10:00:00Z",
             "customer": { "sms_marketing_consent": { "state": "unsubscribed" } } }),
         );
-        assert_eq!(c.sms_consent("e1").unwrap().action, ConsentAction::OptOut);
+        assert_eq!(c.sms_consent("e1", now).unwrap().action, ConsentAction::OptOut);
 
         for v in [
             serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": false, "updated_at": "2026-06-01T10:00:00Z" }),
             serde_json::json!({ "token": "t1", "updated_at": "2026-06-01T10:00:00Z", "customer": { "sms_marketing_consent": { "state": "pending" } } }),
             serde_json::json!({ "token": "t1", "buyer_accepts_marketing": true, "updated_at": "2026-06-01T10:00:00Z" }),
         ] {
-            assert!(checkout(v).sms_consent("e1").is_none());
+            assert!(checkout(v).sms_consent("e1", now).is_none());
         }
     }
 
@@ -383,6 +387,56 @@ mod tests {
         assert!(!s.completed);
         let c = checkout(serde_json::json!({ "token": "a b" }));
         assert_eq!(c.snapshot("US", now).unwrap_err(), ShopifyError::Field("token"));
+    }
+
+    #[test]
+    fn far_future_platform_times_are_clamped() {
+        let now: DateTime<Utc> = "2026-06-01T10:00:00Z".parse().unwrap();
+        let cap: DateTime<Utc> = "2026-06-01T10:05:00Z".parse().unwrap();
+        let c = checkout(serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true,
+            "created_at": "2026-06-01T09:00:00Z", "updated_at": "2099-01-01T00:00:00Z" }));
+        assert_eq!(c.snapshot("US", now).unwrap().updated_at, cap);
+        let s = c.sms_consent("e1", now).unwrap();
+        assert_eq!(s.occurred_at, cap);
+        assert_eq!(s.evidence.platform_timestamp, None);
+
+        let c = checkout(serde_json::json!({ "token": "t1", "created_at": "2099-01-01T00:00:00Z",
+            "customer": { "sms_marketing_consent": { "state": "subscribed", "consent_updated_at": "2099-01-01T00:00:00Z" } } }));
+        assert_eq!(c.snapshot("US", now).unwrap().updated_at, cap);
+        let s = c.sms_consent("e1", now).unwrap();
+        assert_eq!(s.occurred_at, cap);
+        assert_eq!(s.evidence.platform_timestamp.as_deref(), Some("2099-01-01T00:00:00+00:00"), "evidence as sent");
+
+        let c = checkout(serde_json::json!({ "token": "t1", "updated_at": "2026-06-01T10:03:00Z" }));
+        assert_eq!(c.snapshot("US", now).unwrap().updated_at, "2026-06-01T10:03:00Z".parse::<DateTime<Utc>>().unwrap());
+
+        let update = |consent_at: Option<&str>| {
+            let v = serde_json::json!({ "phone_number": "+13125551212",
+                "sms_marketing_consent": { "state": "unsubscribed", "consent_updated_at": consent_at } });
+            serde_json::from_value::<MarketingConsentUpdate>(v).unwrap()
+        };
+        let far: DateTime<Utc> = "2099-01-01T00:00:00Z".parse().unwrap();
+        let (_, sig, _) = update(Some("2099-01-01T00:00:00Z")).signal("US", "ev1", None, now).unwrap().unwrap();
+        assert_eq!(sig.occurred_at, cap);
+        let (_, sig, _) = update(None).signal("US", "ev1", Some(far), now).unwrap().unwrap();
+        assert_eq!(sig.occurred_at, cap, "triggered_at too");
+    }
+
+    #[test]
+    fn checkout_consent_prefers_its_own_consent_time() {
+        let now: DateTime<Utc> = "2026-06-01T11:00:00Z".parse().unwrap();
+        let at = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let c = checkout(serde_json::json!({ "token": "t1", "created_at": "2026-06-01T10:40:00Z",
+            "updated_at": "2026-06-01T10:55:00Z",
+            "customer": { "sms_marketing_consent": { "state": "subscribed", "consent_updated_at": "2026-06-01T10:44:00Z" } } }));
+        assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:44:00Z"));
+        let c = checkout(serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true,
+            "created_at": "2026-06-01T10:40:00Z", "updated_at": "2026-06-01T10:55:00Z" }));
+        assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:55:00Z"));
+        let c = checkout(
+            serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true, "created_at": "2026-06-01T10:40:00Z" }),
+        );
+        assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:40:00Z"));
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! JSON logs. Never log a phone number: use `Phone::masked()` or `Phone::log_id()`.
+//! Functions start with `init_with_log_key(&config.log_key)` so log ids are keyed per deployment.
 
 use tracing_subscriber::EnvFilter;
 
@@ -13,6 +14,12 @@ pub fn init() {
         .with_target(true)
         .with_env_filter(filter)
         .try_init();
+}
+
+/// `init`, plus the per-deployment key `Phone::log_id` uses (first key set wins).
+pub fn init_with_log_key(key: &str) {
+    crate::domain::phone::set_log_key(key.as_bytes());
+    init();
 }
 
 /// Masks anything that looks like a phone number (7+ digits, optionally with `+`) in text that

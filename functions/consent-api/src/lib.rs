@@ -309,6 +309,16 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
                 )),
                 None,
             ),
+            Verdict::OptedOutLater { at } => (
+                Some(answer(
+                    409,
+                    serde_json::json!({
+                        "error": "opted_out_later",
+                        "message": format!("an opt-out was recorded at {}, at or after this opt-in's occurred_at; an opt-in must be newer than the opt-out", at.to_rfc3339()),
+                    }),
+                )),
+                None,
+            ),
             Verdict::PersonOptedOut { at } => (
                 Some(answer(
                     409,
@@ -339,8 +349,7 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
         match app.store.append_consent_answered(&append, idem_key, created).await {
             Ok(answer) => {
                 if event.action == ConsentAction::OptOut {
-                    let cancelled = app.store.cancel_outreach(m, &phone, now).await?;
-                    info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "pending outreach cancelled");
+                    callfy_shared::app::consent::after_opt_out(&app.store, m, &phone, now).await?;
                 }
                 info!(merchant = %m.id, phone = %phone.log_id(), channel = channel.as_str(), action = ?event.action, "consent recorded via API");
                 return Ok(respond(&answer, false));

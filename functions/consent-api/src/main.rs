@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
     let config = Config::from_env()?;
+    // Log pseudonyms are keyed per deployment before the first line that could carry one.
+    telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
     let app = Arc::new(ConsentApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),

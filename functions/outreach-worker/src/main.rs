@@ -7,13 +7,14 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    telemetry::init();
     let config = Config::from_env()?;
+    // Log pseudonyms are keyed per deployment before the first line that could carry one.
+    telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
     let app = Arc::new(WorkerApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
-        twilio: TwilioClient::new(config.require_twilio()?)?,
+        sms: TwilioClient::new(config.require_twilio()?)?,
         clock: Arc::new(SystemClock),
         public_base_url: config.public_base_url.clone(),
     });

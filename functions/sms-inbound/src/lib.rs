@@ -3,6 +3,7 @@
 //! `handle` is the whole handler; `main.rs` only wires it to Lambda.
 
 use callfy_shared::adapters::store::{Direction, MerchantRecord, SmsLogEntry, Store, StoreError};
+use callfy_shared::app::consent;
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
 use callfy_shared::domain::delivery::{self, Undeliverable};
 use callfy_shared::domain::keywords::{Classified, Intent, classify};
@@ -273,14 +274,11 @@ impl Texted<'_> {
 /// A texted revocation ends SMS and voice outreach alike, and cancels what is queued.
 async fn opt_out(app: &InboundApp, record: &MerchantRecord, t: &Texted<'_>) -> Result<bool, InboundError> {
     let (m, from, now) = (&record.merchant, t.from, t.now);
-    let keep = purge_at(now, m.retention_days.consent_records);
-    let mut changed = false;
-    for channel in [Channel::Sms, Channel::Voice] {
-        let event = t.event(ConsentAction::OptOut, channel);
-        changed |= app.store.record_consent(&m.id, from, &event, keep).await?.is_some() && channel == Channel::Sms;
-    }
-    let cancelled = app.store.cancel_outreach(m, from, now).await?;
-    info!(merchant = %m.id, phone = %from.log_id(), changed, cancelled, "opt-out by SMS");
+    let voice = t.event(ConsentAction::OptOut, Channel::Voice);
+    consent::record(&app.store, m, from, &voice, now).await?;
+    let sms = consent::record(&app.store, m, from, &t.event(ConsentAction::OptOut, Channel::Sms), now).await?;
+    let changed = sms.state.is_some();
+    info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-out by SMS");
     Ok(changed)
 }
 
@@ -293,8 +291,7 @@ async fn opt_in(app: &InboundApp, record: &MerchantRecord, t: &Texted<'_>) -> Re
         ConsentStatus::Unknown | ConsentStatus::OptedIn => Ok(false),
         ConsentStatus::OptedOut => {
             let event = t.event(ConsentAction::OptIn, Channel::Sms);
-            let keep = purge_at(now, m.retention_days.consent_records);
-            let changed = app.store.record_consent(&m.id, from, &event, keep).await?.is_some();
+            let changed = consent::record(&app.store, m, from, &event, now).await?.state.is_some();
             info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-in by SMS");
             Ok(changed)
         }
@@ -342,10 +339,15 @@ async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inbound
     match error_code {
         Some(delivery::UNSUBSCRIBED) => {
             let event = ConsentEvent::carrier_opt_out(now, Some(sid));
-            let keep = purge_at(now, retention.consent_records);
-            app.store.record_consent(&entry.merchant_id, &entry.phone, &event, keep).await?;
-            if let Some(record) = &merchant {
-                app.store.cancel_outreach(&record.merchant, &entry.phone, now).await?;
+            match &merchant {
+                Some(record) => {
+                    consent::record(&app.store, &record.merchant, &entry.phone, &event, now).await?;
+                }
+                // The merchant is gone: the opt-out is still recorded, with default retention.
+                None => {
+                    let keep = purge_at(now, retention.consent_records);
+                    app.store.record_consent(&entry.merchant_id, &entry.phone, &event, keep).await?;
+                }
             }
         }
         Some(code) if delivery::is_undeliverable(code) => {

@@ -5,6 +5,7 @@ use callfy_shared::adapters::queue::{OutreachQueue, QueueError};
 use callfy_shared::adapters::store::{
     ConsentAppend, IngestOutcome, IngestWrite, MerchantRecord, MerchantStatus, Store, StoreError,
 };
+use callfy_shared::app::consent;
 use callfy_shared::domain::cart::{Cart, CartStatus};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus};
 use callfy_shared::domain::flow::{job_for, queue_delay};
@@ -166,10 +167,12 @@ async fn ingest_checkout(
     let m = &merchant.merchant;
     let now = app.clock.now();
     let snap = checkout.snapshot(&m.default_country, now)?;
-    let signal = checkout.sms_consent(event_id);
+    let signal = checkout.sms_consent(event_id, now);
     for _ in 0..WRITE_ATTEMPTS {
         let existing = app.store.get_cart(&m.id, &snap.token).await?;
         let expected = existing.as_ref().map(|c| c.version);
+        // A checkout older than the one we hold lost the race: its consent box is history.
+        let outdated = existing.as_ref().is_some_and(|c| snap.updated_at < c.updated_at);
         let mut cart = match existing {
             Some(mut c) => {
                 c.absorb(snap.clone());
@@ -184,7 +187,7 @@ async fn ingest_checkout(
         if let Some(phone) = &cart.phone {
             let state = app.store.consent_state(&m.id, phone, Channel::Sms).await?;
             status = state.status;
-            if let Some(sig) = &signal {
+            if let Some(sig) = signal.as_ref().filter(|_| !outdated) {
                 let event = ConsentEvent {
                     channel: Channel::Sms,
                     action: sig.action,
@@ -279,8 +282,7 @@ async fn ingest_consent_update(
             Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
             Ok(IngestOutcome::Applied) => {
                 if applies && event.action == ConsentAction::OptOut {
-                    let cancelled = app.store.cancel_outreach(m, &phone, now).await?;
-                    info!(merchant = %m.id, phone = %phone.log_id(), cancelled, "platform opt-out; pending outreach cancelled");
+                    consent::after_opt_out(&app.store, m, &phone, now).await?;
                 }
                 return Ok(Outcome::Accepted);
             }

@@ -125,20 +125,19 @@ impl ConsentState {
         self.verdict(event) == Verdict::Accept
     }
 
-    /// Like `accepts`, with the reason when not. An opt-in never overrides an opt-out the
-    /// person made themself unless it happened later and carries its own evidence.
+    /// Like `accepts`, with the reason when not. Opt-outs always apply. An opt-in never replaces
+    /// an opt-out from the same instant or later, whatever the sources; and one the person made
+    /// themself also needs the opt-in to carry its own evidence.
     pub fn verdict(&self, event: &ConsentEvent) -> Verdict {
         match (self.status, event.action) {
             (ConsentStatus::OptedIn, ConsentAction::OptIn) | (ConsentStatus::OptedOut, ConsentAction::OptOut) => {
                 Verdict::Unchanged
             }
             (ConsentStatus::OptedOut, ConsentAction::OptIn) => match (self.last_source, self.last_occurred_at) {
-                (Some(src), Some(at)) if src.is_from_person() => {
-                    if event.occurred_at > at && event.evidence.substantiates_opt_in() {
-                        Verdict::Accept
-                    } else {
-                        Verdict::PersonOptedOut { at }
-                    }
+                // A tie is refused too: when in doubt we do not text.
+                (_, Some(at)) if event.occurred_at <= at => Verdict::OptedOutLater { at },
+                (Some(src), Some(at)) if src.is_from_person() && !event.evidence.substantiates_opt_in() => {
+                    Verdict::PersonOptedOut { at }
                 }
                 _ => Verdict::Accept,
             },
@@ -171,7 +170,11 @@ pub enum Verdict {
     Accept,
     /// The state already says this.
     Unchanged,
-    /// The person opted out themself at `at`; this opt-in is older or has no evidence of its own.
+    /// The opt-out at `at` happened at the same time as this opt-in or after it.
+    OptedOutLater {
+        at: DateTime<Utc>,
+    },
+    /// The person opted out themself at `at`; this newer opt-in has no evidence of its own.
     PersonOptedOut {
         at: DateTime<Utc>,
     },
@@ -281,6 +284,45 @@ mod tests {
             ..ev(ConsentAction::OptIn, ConsentSource::Keyword, "2026-01-03T00:00:00Z")
         };
         assert!(s2.accepts(&restart), "START by text is its own evidence");
+    }
+
+    fn opted_out(source: ConsentSource, at: &str) -> ConsentState {
+        let e = ev(ConsentAction::OptOut, source, at);
+        ConsentState::default().after(&e, entry_hash(None, 1, &e))
+    }
+
+    #[test]
+    fn an_opt_in_never_replaces_a_later_opt_out() {
+        let s = opted_out(ConsentSource::PlatformConsentWebhook, "2026-06-01T10:50:00Z");
+        let at = "2026-06-01T10:50:00Z".parse().unwrap();
+        let late_webhook = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-06-01T10:44:00Z");
+        assert_eq!(s.verdict(&late_webhook), Verdict::OptedOutLater { at });
+        let newer = ev(ConsentAction::OptIn, ConsentSource::Checkout, "2026-06-01T10:55:00Z");
+        assert_eq!(s.verdict(&newer), Verdict::Accept, "a platform opt-out needs no evidence to undo");
+
+        let s = opted_out(ConsentSource::Api, "2026-06-01T10:50:00Z");
+        let same_instant = ev(ConsentAction::OptIn, ConsentSource::Api, "2026-06-01T10:50:00Z");
+        assert_eq!(s.verdict(&same_instant), Verdict::OptedOutLater { at });
+        assert!(!s.accepts(&same_instant));
+    }
+
+    #[test]
+    fn later_opt_out_is_checked_before_the_persons_own() {
+        let s = opted_out(ConsentSource::Keyword, "2026-06-01T10:50:00Z");
+        let at = "2026-06-01T10:50:00Z".parse().unwrap();
+        let mut older = ev(ConsentAction::OptIn, ConsentSource::Api, "2026-06-01T10:49:00Z");
+        older.evidence.consent_text = Some("Text me".into());
+        assert_eq!(s.verdict(&older), Verdict::OptedOutLater { at }, "evidence does not make an older opt-in newer");
+        let newer = ev(ConsentAction::OptIn, ConsentSource::Api, "2026-06-01T10:51:00Z");
+        assert_eq!(s.verdict(&newer), Verdict::PersonOptedOut { at });
+    }
+
+    #[test]
+    fn opt_outs_apply_whatever_their_time() {
+        let e = ev(ConsentAction::OptIn, ConsentSource::Api, "2026-06-01T10:50:00Z");
+        let s = ConsentState::default().after(&e, entry_hash(None, 1, &e));
+        let older_out = ev(ConsentAction::OptOut, ConsentSource::PlatformConsentWebhook, "2026-06-01T10:00:00Z");
+        assert_eq!(s.verdict(&older_out), Verdict::Accept);
     }
 
     fn chain(n: usize) -> (Vec<LedgerEntry>, ConsentState) {

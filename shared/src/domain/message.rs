@@ -5,6 +5,18 @@ use crate::domain::keywords::Lang;
 /// Twilio's hard limit for one message body.
 pub const MAX_BODY_CHARS: usize = 1600;
 
+/// A recovery SMS is trimmed to fit this many segments, since each one is billed.
+pub const MAX_RECOVERY_SEGMENTS: usize = 2;
+
+/// Mandatory on every recovery SMS (CTIA), so it is never trimmed.
+pub const STOP_LINE: &str = " Reply STOP to opt out.";
+
+/// The merchant name is cut no shorter than this, so the sender stays recognisable.
+const MIN_MERCHANT_CHARS: usize = 20;
+
+const FIRST_CONTACT_WORDING: &str = "You left something in your cart. Complete your order: ";
+const FOLLOW_UP_WORDING: &str = "Your cart is still waiting: ";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoverySms<'a> {
     pub merchant_name: &'a str,
@@ -15,25 +27,56 @@ pub struct RecoverySms<'a> {
     pub first_contact: bool,
 }
 
+/// The name to greet with, if it looks like a name: the field is free text a shopper types, so
+/// anything else (a link, markup, digits) could be abuse and is left out entirely.
+pub fn usable_first_name(raw: &str) -> Option<&str> {
+    let name = raw.trim();
+    let len = name.chars().count();
+    let allowed = |c: char| c.is_alphabetic() || matches!(c, ' ' | '\'' | '’' | '-');
+    ((1..=30).contains(&len) && name.chars().all(allowed) && name.chars().any(char::is_alphabetic)).then_some(name)
+}
+
 impl RecoverySms<'_> {
+    /// The body, within `MAX_RECOVERY_SEGMENTS` where possible. Optional parts go first: the
+    /// greeting, then the discount, then the longer wording, then the end of the merchant name.
+    /// The URL and the STOP line are never cut.
     pub fn render(&self) -> String {
-        let greeting = match self.first_name.map(str::trim).filter(|n| !n.is_empty()) {
-            Some(name) => format!("Hi {}! ", truncate(name, 30)),
-            None => String::new(),
-        };
-        let mut body = if self.first_contact {
-            format!(
-                "{}: {greeting}You left something in your cart. Complete your order: {}",
-                self.merchant_name, self.recovery_url
-            )
-        } else {
-            format!("{}: {greeting}Your cart is still waiting: {}", self.merchant_name, self.recovery_url)
-        };
-        if let Some(code) = self.discount_code {
+        let name = self.first_name.and_then(usable_first_name);
+        let discount = self.discount_code.map(str::trim).filter(|c| !c.is_empty());
+        let long = self.first_contact;
+        let merchant = self.merchant_name;
+        let tiers = [(name, discount, long), (None, discount, long), (None, None, long), (None, None, false)];
+        for (name, discount, long) in tiers {
+            let body = self.compose(merchant, name, discount, long);
+            if segments(&body) <= MAX_RECOVERY_SEGMENTS {
+                return body;
+            }
+        }
+        for keep in (MIN_MERCHANT_CHARS..merchant.chars().count()).rev() {
+            let body = self.compose(truncate(merchant, keep).trim_end(), None, None, false);
+            if segments(&body) <= MAX_RECOVERY_SEGMENTS {
+                return body;
+            }
+        }
+        // Only a huge URL gets here: it goes whole, over budget, since a cut link is useless.
+        // Past MAX_BODY_CHARS Twilio refuses the send, which beats sending a broken link.
+        self.compose(truncate(merchant, MIN_MERCHANT_CHARS).trim_end(), None, None, false)
+    }
+
+    fn compose(&self, merchant: &str, name: Option<&str>, discount: Option<&str>, long_wording: bool) -> String {
+        let wording = if long_wording { FIRST_CONTACT_WORDING } else { FOLLOW_UP_WORDING };
+        let mut body = format!("{merchant}: ");
+        if let Some(name) = name {
+            // A typographic apostrophe alone would switch the whole body to UCS-2 (half the room).
+            body.push_str(&format!("Hi {}! ", name.replace('’', "'")));
+        }
+        body.push_str(wording);
+        body.push_str(self.recovery_url);
+        if let Some(code) = discount {
             body.push_str(&format!(" Use code {code} at checkout."));
         }
-        body.push_str(" Reply STOP to opt out.");
-        truncate(&body, MAX_BODY_CHARS).to_string()
+        body.push_str(STOP_LINE);
+        body
     }
 }
 
@@ -179,6 +222,85 @@ mod tests {
         }
         .render();
         assert!(body.contains("COMEBACK10") && body.starts_with("Snowdevil: Your cart"));
+    }
+
+    fn sms<'a>(merchant: &'a str, name: Option<&'a str>, url: &'a str, code: Option<&'a str>) -> RecoverySms<'a> {
+        RecoverySms {
+            merchant_name: merchant,
+            first_name: name,
+            recovery_url: url,
+            discount_code: code,
+            first_contact: true,
+        }
+    }
+
+    fn url(len: usize) -> String {
+        let head = "https://snowdevil.ca/r/";
+        format!("{head}{}", "a".repeat(len - head.len()))
+    }
+
+    #[test]
+    fn greets_only_names_that_look_like_names() {
+        for ok in ["Ann", " Ann ", "Mary-Jane", "O'Brien", "D’Arcy", "Zoë", "José María", "Łucja"] {
+            assert_eq!(usable_first_name(ok), Some(ok.trim()), "{ok}");
+        }
+        for bad in ["", "  ", "http://evil.example", "Ann123", "<b>", "--", "a.b", &"a".repeat(31)] {
+            assert_eq!(usable_first_name(bad), None, "{bad}");
+        }
+        let body = sms("Snowdevil", Some("http://evil.example"), "https://snowdevil.ca/r/abc", None).render();
+        assert!(body.starts_with("Snowdevil: You left") && !body.contains("evil.example"), "{body}");
+        let body = sms("Snowdevil", Some("D’Arcy"), "https://snowdevil.ca/r/abc", None).render();
+        assert!(body.contains("Hi D'Arcy! "), "{body}");
+        assert_eq!(segments(&body), 1, "the apostrophe does not force UCS-2");
+    }
+
+    #[test]
+    fn a_140_char_url_with_name_and_discount_fits_two_segments() {
+        let url = url(140);
+        let body = sms("Snowdevil Outdoor Supply", Some("Annabelle"), &url, Some("COMEBACK10")).render();
+        assert!(segments(&body) <= MAX_RECOVERY_SEGMENTS, "{body}");
+        assert!(body.contains(&url) && body.ends_with(STOP_LINE), "{body}");
+    }
+
+    #[test]
+    fn trims_greeting_then_discount_then_wording_then_merchant() {
+        let u = url(200);
+        let body = sms("Snowdevil", Some("Ann"), &u, Some("COMEBACK10")).render();
+        assert!(!body.contains("Hi Ann") && !body.contains("COMEBACK10"), "{body}");
+        assert!(body.contains(FIRST_CONTACT_WORDING) && body.contains(&u), "{body}");
+
+        let u = url(180);
+        let body = sms("Snowdevil", Some("Ann"), &u, Some("COMEBACK10")).render();
+        assert!(!body.contains("Hi Ann") && body.contains("COMEBACK10"), "the greeting goes first: {body}");
+
+        let u = url(240);
+        let body = sms("Snowdevil", None, &u, None).render();
+        assert!(body.starts_with("Snowdevil: Your cart is still waiting: "), "{body}");
+
+        let merchant = "Snowdevil_Outdoor_Supply_Company";
+        let u = url(230);
+        let body = sms(merchant, Some("Ann"), &u, Some("COMEBACK10")).render();
+        assert!(body.starts_with("Snowdevil_Outdoor_Suppl: Your cart"), "{body}");
+        assert!(body.contains(&u) && body.ends_with(STOP_LINE), "{body}");
+        assert!(segments(&body) <= MAX_RECOVERY_SEGMENTS, "{body}");
+    }
+
+    #[test]
+    fn a_huge_url_is_kept_whole_with_the_stop_line() {
+        let u = url(250);
+        let body = sms("Snowdevil Outdoor Supply Company", Some("Ann"), &u, Some("COMEBACK10")).render();
+        assert!(body.contains(&u) && body.ends_with(STOP_LINE), "{body}");
+        assert!(body.starts_with("Snowdevil Outdoor Su: Your cart"), "merchant cut to 20 chars: {body}");
+        assert_eq!(segments(&body), 3, "over budget rather than a cut link");
+    }
+
+    #[test]
+    fn ucs2_merchant_names_get_the_ucs2_budget() {
+        let u = url(60);
+        let body = sms("Łódź Outdoor Supply", Some("Ann"), &u, Some("COMEBACK10")).render();
+        assert!(segments(&body) <= MAX_RECOVERY_SEGMENTS, "{body}");
+        assert!(body.starts_with("Łódź Outdoor Supply: ") && body.contains(&u) && body.ends_with(STOP_LINE), "{body}");
+        assert!(!body.contains("Hi Ann"), "a GSM-7 body would have room for it, UCS-2 has not: {body}");
     }
 
     #[test]

@@ -8,5 +8,7 @@ pub mod ids;
 pub mod keywords;
 pub mod merchant;
 pub mod message;
+pub mod outreach;
 pub mod phone;
 pub mod quiet;
+pub mod time;

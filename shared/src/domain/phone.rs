@@ -1,7 +1,24 @@
+use hmac::{Hmac, Mac};
 use phonenumber::{Mode, country};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
+use std::sync::OnceLock;
 use thiserror::Error;
+
+/// The `log_id` key when none was set (local runs, tests). Not a secret: deployments set their own.
+pub const LOCAL_LOG_KEY: &str = "callfy-local-log-key-not-secret";
+
+static LOG_KEY: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Sets the process-wide `log_id` key, once at init (`Config::log_key`). The first call wins and
+/// later ones are ignored, so a warm Lambda's ids stay comparable across invocations.
+pub fn set_log_key(key: &[u8]) {
+    let _ = LOG_KEY.set(key.to_vec());
+}
+
+fn log_key() -> &'static [u8] {
+    LOG_KEY.get().map_or(LOCAL_LOG_KEY.as_bytes(), Vec::as_slice)
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PhoneError {
@@ -62,10 +79,17 @@ impl Phone {
         )
     }
 
-    /// A stable pseudonym for correlating log lines and metrics without the number itself.
+    /// A stable pseudonym for correlating log lines and metrics without the number itself. Keyed,
+    /// because phone numbers are few enough that an unkeyed hash is reversed by enumeration.
     pub fn log_id(&self) -> String {
-        let digest = Sha256::digest(format!("callfy-log:{}", self.0).as_bytes());
-        hex::encode(&digest[..8])
+        self.log_id_with_key(log_key())
+    }
+
+    /// `log_id` under an explicit key (HMAC-SHA256, first 8 bytes as hex).
+    pub fn log_id_with_key(&self, key: &[u8]) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+        mac.update(self.0.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
     /// The calling code and national number, for area-code rules.
@@ -126,6 +150,26 @@ mod tests {
         assert_eq!(p.log_id().len(), 16);
         assert!(!p.log_id().contains("4155552671"));
         assert_eq!(p.country_code(), Some(1));
+    }
+
+    #[test]
+    fn log_ids_are_keyed() {
+        use sha2::Digest;
+        let p = Phone::parse("+14155552671", None).unwrap();
+        let a = p.log_id_with_key(b"deployment-a-key-0123456789");
+        assert_eq!(a, p.log_id_with_key(b"deployment-a-key-0123456789"));
+        assert_ne!(a, p.log_id_with_key(b"deployment-b-key-0123456789"));
+        assert_eq!(a.len(), 16);
+        let unkeyed = hex::encode(&Sha256::digest(p.as_str().as_bytes())[..8]);
+        let old = hex::encode(&Sha256::digest(format!("callfy-log:{}", p.as_str()).as_bytes())[..8]);
+        assert!(a != unkeyed && a != old);
+
+        // Whatever key the process holds, repeated calls never panic and the id stays stable.
+        set_log_key(LOCAL_LOG_KEY.as_bytes());
+        set_log_key(b"a-second-key-is-ignored");
+        assert_eq!(p.log_id(), p.log_id_with_key(log_key()));
+        assert_eq!(p.log_id(), p.log_id());
+        assert_ne!(p.log_id(), unkeyed);
     }
 
     #[test]

@@ -229,7 +229,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         worker: WorkerApp {
             store: store.clone(),
             queue,
-            twilio,
+            sms: twilio,
             clock: Arc::clone(&opts.clock),
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
         },

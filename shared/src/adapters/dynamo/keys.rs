@@ -1,0 +1,175 @@
+//! Every key format of the one table, and every attribute name used in a condition. Nothing
+//! else builds a key or names an attribute in an expression.
+//!
+//! | pk                              | sk                      | item                                   | GSI `lookup` (gsi1pk / gsi1sk)        |
+//! |---------------------------------|-------------------------|----------------------------------------|---------------------------------------|
+//! | `M#{merchant}`                  | `PROFILE`               | merchant profile, status, API key hash | `SHOP#{domain}` / `M#{merchant}`      |
+//! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |
+//! | `S#{sender}`                    | `M#{merchant}`          | sender index (number or `MG…`)         |                                       |
+//! | `K#{merchant}#{token}`          | `CART`                  | cart (versioned)                       | `P#{merchant}#{phone}` / `CART#{token}` |
+//! | `K#{merchant}#{token}`          | `STEP#{n}`              | step claim / outcome, with lease       |                                       |
+//! | `X#{merchant}#{checkout id}`    | `CHECKOUT`              | platform checkout id → token           |                                       |
+//! | `E#{merchant}#{source}#{id}`    | `EVENT`                 | webhook / inbound dedupe (TTL)         |                                       |
+//! | `I#{merchant}#{sha256(key)}`    | `IDEMPOTENCY`           | consent-API answer replay (TTL)        |                                       |
+//! | `C#{merchant}#{phone}`          | `CONSENT#{ch}`          | consent state (head of the ledger)     |                                       |
+//! | `C#{merchant}#{phone}`          | `CONSENT#{ch}#{seq:012}`| consent ledger entry                   |                                       |
+//! | `C#{merchant}#{phone}`          | `SMS#OUT#{at}#{sid}`    | outbound SMS log                       | `SID#{sid}` / `C#{merchant}#{phone}`  |
+//! | `C#{merchant}#{phone}`          | `SMS#IN#{at}#{sid}`     | inbound SMS log                        | `SID#{sid}` / `C#{merchant}#{phone}`  |
+//! | `C#{merchant}#{phone}`          | `FREQ`                  | send counter (frequency rule, versioned)|                                      |
+//! | `C#{merchant}#{phone}`          | `REACH#sms`             | undeliverable mark                     |                                       |
+//!
+//! Carts, steps and dedupe markers get a partition each, so a large merchant's traffic spreads
+//! over the table. A customer's consent, messages and counter share one partition, so export and
+//! deletion are one Query. Items that retention purges carry `purge_bucket` (YYYY-MM) and
+//! `purge_at` for the sparse `purge` GSI.
+
+use crate::domain::ids::{CartToken, MerchantId};
+use crate::domain::merchant::Channel;
+use crate::domain::outreach::Direction;
+use crate::domain::phone::Phone;
+use chrono::{DateTime, Utc};
+
+pub const LOOKUP_INDEX: &str = "lookup";
+pub const PURGE_INDEX: &str = "purge";
+
+/// Attribute names that appear in key conditions, conditions and updates.
+pub mod attr {
+    pub const PK: &str = "pk";
+    pub const SK: &str = "sk";
+    pub const GSI1PK: &str = "gsi1pk";
+    pub const GSI1SK: &str = "gsi1sk";
+    pub const STATUS: &str = "status";
+    pub const STATE: &str = "state";
+    pub const VERSION: &str = "version";
+    pub const SEQ: &str = "seq";
+    pub const ATTEMPTS: &str = "attempts";
+    pub const LEASE_UNTIL: &str = "lease_until";
+    pub const CLAIM_ID: &str = "claim_id";
+    pub const MERCHANT_ID: &str = "merchant_id";
+    pub const STATUS_RANK: &str = "status_rank";
+    pub const MESSAGE_SID: &str = "message_sid";
+    pub const EXPIRES_AT: &str = "expires_at";
+    pub const PURGE_BUCKET: &str = "purge_bucket";
+    pub const PURGE_AT: &str = "purge_at";
+}
+
+pub const PROFILE: &str = "PROFILE";
+pub const OWNER: &str = "OWNER";
+pub const CART: &str = "CART";
+pub const CHECKOUT: &str = "CHECKOUT";
+pub const EVENT: &str = "EVENT";
+pub const IDEMPOTENCY: &str = "IDEMPOTENCY";
+pub const FREQ: &str = "FREQ";
+pub const REACH_SMS: &str = "REACH#sms";
+pub const SMS_PREFIX: &str = "SMS#";
+pub const SMS_OUT_PREFIX: &str = "SMS#OUT#";
+/// Sorts after every `SMS#OUT#{time}` key.
+pub const SMS_OUT_END: &str = "SMS#OUT#~";
+pub const MERCHANT_PREFIX: &str = "M#";
+
+pub fn merchant_pk(m: &MerchantId) -> String {
+    format!("M#{m}")
+}
+
+pub fn shop_owner_pk(domain: &str) -> String {
+    format!("D#{}", domain.to_ascii_lowercase())
+}
+
+pub fn shop_lookup(domain: &str) -> String {
+    format!("SHOP#{}", domain.to_ascii_lowercase())
+}
+
+pub fn customer_pk(m: &MerchantId, phone: &Phone) -> String {
+    format!("C#{m}#{}", phone.as_str())
+}
+
+pub fn cart_pk(m: &MerchantId, token: &CartToken) -> String {
+    format!("K#{m}#{token}")
+}
+
+pub fn step_sk(step: u8) -> String {
+    format!("STEP#{step}")
+}
+
+pub fn phone_lookup(m: &MerchantId, phone: &Phone) -> String {
+    format!("P#{m}#{}", phone.as_str())
+}
+
+pub fn cart_lookup_sk(token: &CartToken) -> String {
+    format!("CART#{token}")
+}
+
+pub fn event_pk(m: &MerchantId, event_key: &str) -> String {
+    format!("E#{m}#{event_key}")
+}
+
+pub fn inbound_event_key(message_sid: &str) -> String {
+    format!("twilio-sms#{message_sid}")
+}
+
+pub fn checkout_pk(m: &MerchantId, checkout_id: &str) -> String {
+    format!("X#{m}#{checkout_id}")
+}
+
+pub fn sender_pk(sender: &str) -> String {
+    format!("S#{sender}")
+}
+
+pub fn idempotency_pk(m: &MerchantId, key_sha256: &str) -> String {
+    format!("I#{m}#{key_sha256}")
+}
+
+pub fn consent_state_sk(channel: Channel) -> String {
+    format!("CONSENT#{}", channel.as_str())
+}
+
+pub fn consent_entry_sk(channel: Channel, seq: u64) -> String {
+    format!("CONSENT#{}#{seq:012}", channel.as_str())
+}
+
+pub fn consent_entry_prefix(channel: Channel) -> String {
+    format!("CONSENT#{}#", channel.as_str())
+}
+
+pub fn sms_sk(direction: Direction, at: DateTime<Utc>, sid: &str) -> String {
+    let dir = match direction {
+        Direction::Outbound => "OUT",
+        Direction::Inbound => "IN",
+    };
+    format!("SMS#{dir}#{}#{sid}", sort_time(at))
+}
+
+pub fn sms_out_from(since: DateTime<Utc>) -> String {
+    format!("{SMS_OUT_PREFIX}{}", sort_time(since))
+}
+
+pub fn sid_lookup(sid: &str) -> String {
+    format!("SID#{sid}")
+}
+
+/// Fixed-width UTC time, so sort keys order as time does.
+pub fn sort_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+pub fn purge_bucket(at: DateTime<Utc>) -> String {
+    at.format("%Y-%m").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_as_time_does_and_stay_in_their_partitions() {
+        let m = MerchantId::parse("snowdevil").unwrap();
+        let p = Phone::parse("+14155552671", None).unwrap();
+        assert_eq!(customer_pk(&m, &p), "C#snowdevil#+14155552671");
+        assert_eq!(consent_entry_sk(Channel::Sms, 7), "CONSENT#sms#000000000007");
+        let early = sms_sk(Direction::Outbound, "2026-01-01T00:00:00Z".parse().unwrap(), "SM1");
+        let late = sms_sk(Direction::Outbound, "2026-01-01T00:00:00.5Z".parse().unwrap(), "SM0");
+        assert!(early < late && late.as_str() < SMS_OUT_END);
+        assert!(early.starts_with(SMS_OUT_PREFIX));
+        assert_eq!(shop_owner_pk("Snow.MyShopify.com"), "D#snow.myshopify.com");
+    }
+}

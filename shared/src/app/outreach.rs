@@ -1,0 +1,369 @@
+//! Deciding and delivering one queued outreach step, at most once.
+//!
+//! The decision reads the merchant, the cart, the consent state, the phone's send counter and
+//! its reachability (concurrently, strongly consistent). The claim that follows is one
+//! transaction conditioned on exactly those reads, so an order, an opt-out, a closure or another
+//! cart's send acknowledged in between makes it fail, and the step is decided again. The only
+//! window left is the Twilio request itself.
+
+use crate::adapters::dynamo::StoreError;
+use crate::adapters::queue::QueueError;
+use crate::adapters::twilio::{SendSms, SmsSender, TwilioError};
+use crate::app::consent;
+use crate::clock::Clock;
+use crate::domain::cart::Cart;
+use crate::domain::consent::{ConsentEvent, ConsentState};
+use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
+use crate::domain::merchant::Channel;
+use crate::domain::message::{RecoverySms, segments};
+use crate::domain::outreach::{
+    ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
+    StepRecord, StepResult, StepState,
+};
+use crate::domain::phone::Phone;
+use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway};
+use crate::signature::sha256_hex;
+use chrono::{DateTime, Duration, Utc};
+use std::sync::Arc;
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// Twilio: the number has opted out at the carrier / Advanced Opt-Out.
+pub const TWILIO_UNSUBSCRIBED: i64 = crate::domain::delivery::UNSUBSCRIBED;
+/// Decisions re-made after a stale claim before the job goes back to the queue.
+const DECIDE_ATTEMPTS: usize = 5;
+
+/// The outreach use case and its ports.
+pub struct Outreach<S, G, Q> {
+    pub store: S,
+    pub sms: G,
+    pub queue: Q,
+    pub clock: Arc<dyn Clock>,
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Error)]
+pub enum OutreachError {
+    #[error("message is not an outreach job: {0}")]
+    BadMessage(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("Twilio failed, will retry: {0}")]
+    TwilioRetry(TwilioError),
+    /// Another worker holds the step's lease; the redelivery after it ends decides.
+    #[error("step {step} is held by another attempt until {until}")]
+    InFlight { step: u8, until: DateTime<Utc> },
+    #[error("what the decision read kept changing; will retry")]
+    Contention,
+}
+
+/// What one job came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    Sent {
+        message_sid: String,
+    },
+    Skipped(SkipReason),
+    Waiting {
+        until: DateTime<Utc>,
+    },
+    /// Another delivery already finished this step.
+    Duplicate,
+    /// Twilio refused for good; recorded, not retried.
+    Rejected {
+        error_code: Option<i64>,
+    },
+    CartMissing,
+}
+
+/// One pass of decide-then-claim.
+enum Pass {
+    Done(JobOutcome),
+    /// The claim found something changed since the reads: decide again.
+    Stale,
+}
+
+/// What the decision was made from, beyond merchant and cart.
+struct Reads {
+    consent: ConsentState,
+    counter: SendCounter,
+    step: StepAvailability,
+    first_contact: bool,
+}
+
+impl<S, G, Q> Outreach<S, G, Q>
+where
+    S: OutreachReads + OutreachWrites + ConsentLedger,
+    G: SmsGateway,
+    Q: JobQueue,
+{
+    pub async fn process_job(&self, job: &OutreachJob) -> Result<JobOutcome, OutreachError> {
+        for _ in 0..DECIDE_ATTEMPTS {
+            let now = self.clock.now();
+            match self.pass(job, now).await? {
+                Pass::Done(outcome) => return Ok(outcome),
+                Pass::Stale => {
+                    info!(merchant = %job.merchant_id, step = job.step, "claim found newer state; deciding again")
+                }
+            }
+        }
+        Err(OutreachError::Contention)
+    }
+
+    async fn pass(&self, job: &OutreachJob, now: DateTime<Utc>) -> Result<Pass, OutreachError> {
+        let (m, token, step) = (&job.merchant_id, &job.cart_token, job.step);
+        let (merchant, cart, step_record) =
+            tokio::try_join!(self.store.merchant(m), self.store.cart(m, token), self.store.step(m, token, step))?;
+        let Some(cart) = cart else {
+            info!(merchant = %m, step, "cart no longer exists; job dropped");
+            return Ok(Pass::Done(JobOutcome::CartMissing));
+        };
+        let Some(merchant) = merchant else {
+            return self.skip(m, &cart, step, SkipReason::MerchantClosed, now).await;
+        };
+        let (consent, counter, undeliverable, has_outbound) = match &cart.phone {
+            Some(phone) => tokio::try_join!(
+                self.store.consent(m, phone, Channel::Sms),
+                self.store.counter(m, phone),
+                self.store.undeliverable(m, phone),
+                self.store.has_outbound(m, phone),
+            )?,
+            None => Default::default(),
+        };
+        // A delivery report said this number cannot take texts (landline, not in service).
+        if consent.allows_outreach() && undeliverable.is_some_and(|u| u.blocks(now)) {
+            return self.skip(m, &cart, step, SkipReason::Undeliverable, now).await;
+        }
+        let active = merchant.status == MerchantStatus::Active;
+        let recent = counter.recent(token, step);
+        match decide(now, &merchant.merchant, active, &cart, &consent, step, &recent) {
+            Decision::Wait { until } => {
+                let next = OutreachJob { due_at: until, ..job.clone() };
+                self.queue.enqueue(&next, queue_delay(now, until)).await?;
+                Ok(Pass::Done(JobOutcome::Waiting { until }))
+            }
+            Decision::Skip(reason) => {
+                let pass = self.skip(m, &cart, step, reason, now).await?;
+                // A step the channel cannot serve does not end the flow; anything else does.
+                if reason == SkipReason::ChannelNotAvailable {
+                    self.schedule_next(&merchant, &cart, step, now).await?;
+                }
+                Ok(pass)
+            }
+            Decision::Send { channel } => {
+                let step_seen = StepRecord::availability(step_record.as_ref(), now);
+                let reads = Reads { consent, counter, step: step_seen, first_contact: !has_outbound };
+                self.send_step(&merchant, &cart, step, channel, reads, now).await
+            }
+        }
+    }
+
+    async fn skip(
+        &self,
+        m: &crate::MerchantId,
+        cart: &Cart,
+        step: u8,
+        reason: SkipReason,
+        now: DateTime<Utc>,
+    ) -> Result<Pass, OutreachError> {
+        self.store.skip(m, &cart.token, step, reason.as_str(), now).await?;
+        info!(merchant = %m, step, reason = reason.as_str(), "outreach step skipped");
+        Ok(Pass::Done(JobOutcome::Skipped(reason)))
+    }
+
+    async fn send_step(
+        &self,
+        merchant: &MerchantRecord,
+        cart: &Cart,
+        step: u8,
+        channel: Channel,
+        reads: Reads,
+        now: DateTime<Utc>,
+    ) -> Result<Pass, OutreachError> {
+        let m = &merchant.merchant;
+        // `decide` guarantees both; the pattern keeps that promise checked here too.
+        let (Some(phone), Some(url)) = (&cart.phone, &cart.recovery_url) else {
+            let reason = if cart.phone.is_none() { SkipReason::NoPhone } else { SkipReason::NoRecoveryLink };
+            return self.skip(&m.id, cart, step, reason, now).await;
+        };
+        let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
+            (Some(sid), _) => SmsSender::MessagingService(sid.clone()),
+            (None, Some(from)) => SmsSender::From(from.as_str().to_string()),
+            (None, None) => return self.skip(&m.id, cart, step, SkipReason::NoSender, now).await,
+        };
+        let def = &m.flow[step as usize];
+        let body = RecoverySms {
+            merchant_name: &m.name,
+            first_name: cart.first_name.as_deref(),
+            recovery_url: url,
+            discount_code: def.discount_code.as_deref(),
+            first_contact: reads.first_contact,
+        }
+        .render();
+        let body_sha256 = sha256_hex(body.as_bytes());
+        let claim_id = uuid::Uuid::new_v4().to_string();
+        let guard = ClaimGuard {
+            merchant_id: m.id.clone(),
+            cart: cart.token.clone(),
+            step,
+            phone: phone.clone(),
+            channel,
+            cart_version: cart.version,
+            consent_seq: reads.consent.seq,
+            step_seen: reads.step,
+            counter: reads.counter,
+        };
+        let uncertain = match self.store.claim(&guard, &claim_id, &body_sha256, now).await? {
+            ClaimOutcome::Claimed { uncertain } => uncertain,
+            ClaimOutcome::Stale => return Ok(Pass::Stale),
+            ClaimOutcome::Taken(record) => return self.taken(merchant, cart, step, &record, now).await,
+        };
+        let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
+
+        // An earlier attempt went unanswered (or its holder vanished): if Twilio took it after
+        // all, it must not go twice.
+        if let Some(earlier) = uncertain {
+            let wanted = earlier.body_sha256.unwrap_or_else(|| body_sha256.clone());
+            match self.sms.recent_messages_to(phone.as_str()).await {
+                Ok(listed) => {
+                    let found = listed.into_iter().find(|l| {
+                        l.body.as_deref().is_some_and(|b| sha256_hex(b.as_bytes()) == wanted)
+                            && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
+                    });
+                    if let Some(found) = found {
+                        info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; not sending again");
+                        let sent_body = found.body.unwrap_or(body);
+                        return attempt.record(found.sid, "queued".into(), sent_body).await.map(Pass::Done);
+                    }
+                }
+                Err(e) => return attempt.failed(e).await.map(Pass::Done),
+            }
+        }
+
+        let request = SendSms {
+            to: phone.as_str().to_string(),
+            sender,
+            body: body.clone(),
+            status_callback: Some(format!("{}/twilio/sms/status", self.public_base_url)),
+        };
+        let outcome = match self.sms.send_sms(&request).await {
+            Ok(message) => {
+                let status = message.status.clone().unwrap_or_else(|| "queued".into());
+                attempt.record(message.sid, status, body).await
+            }
+            Err(e) => attempt.failed(e).await,
+        };
+        outcome.map(Pass::Done)
+    }
+
+    /// The step was claimed or finished by another delivery.
+    async fn taken(
+        &self,
+        merchant: &MerchantRecord,
+        cart: &Cart,
+        step: u8,
+        record: &StepRecord,
+        now: DateTime<Utc>,
+    ) -> Result<Pass, OutreachError> {
+        match record.state {
+            // A redelivery after a send whose follow-up scheduling may not have happened.
+            StepState::Sent => self.schedule_next(merchant, cart, step, now).await?,
+            // Held by a live lease: come back when it ends, in case its holder dies.
+            StepState::Claimed => {
+                let until = record.lease_until.unwrap_or(now);
+                return Err(OutreachError::InFlight { step, until });
+            }
+            _ => {}
+        }
+        info!(merchant = %merchant.merchant.id, step, state = ?record.state, "step already taken; duplicate delivery ignored");
+        Ok(Pass::Done(JobOutcome::Duplicate))
+    }
+
+    async fn schedule_next(
+        &self,
+        merchant: &MerchantRecord,
+        cart: &Cart,
+        step: u8,
+        now: DateTime<Utc>,
+    ) -> Result<(), OutreachError> {
+        if let Some(job) = job_for(&merchant.merchant, cart, step + 1) {
+            self.queue.enqueue(&job, queue_delay(now, job.due_at)).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One claimed attempt at a step; its ending is recorded by the claim's holder.
+struct Attempt<'a, S, G, Q> {
+    app: &'a Outreach<S, G, Q>,
+    merchant: &'a MerchantRecord,
+    cart: &'a Cart,
+    step: u8,
+    claim_id: &'a str,
+    phone: &'a Phone,
+    now: DateTime<Utc>,
+}
+
+impl<S, G, Q> Attempt<'_, S, G, Q>
+where
+    S: OutreachReads + OutreachWrites + ConsentLedger,
+    G: SmsGateway,
+    Q: JobQueue,
+{
+    /// The log entry and the step's `sent` state, in one write.
+    async fn record(&self, sid: String, status: String, body: String) -> Result<JobOutcome, OutreachError> {
+        let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
+        let entry = SmsLogEntry {
+            merchant_id: m.id.clone(),
+            phone: self.phone.clone(),
+            direction: Direction::Outbound,
+            message_sid: sid.clone(),
+            segments: segments(&body) as u32,
+            body,
+            status,
+            cart_token: Some(self.cart.token.clone()),
+            step: Some(self.step),
+            created_at: now,
+            purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+            status_history: Default::default(),
+            error_code: None,
+        };
+        if !app.store.finish_sent(&entry, &self.cart.token, self.step, self.claim_id, now).await? {
+            // Our lease ran out and another attempt holds the step: it finds this message at
+            // Twilio by its body and records it.
+            warn!(merchant = %m.id, step = self.step, sid = %sid, "sent after the claim's lease ended; the new holder records it");
+            return Ok(JobOutcome::Sent { message_sid: sid });
+        }
+        info!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), sid = %sid, "recovery SMS sent");
+        app.schedule_next(self.merchant, self.cart, self.step, now).await?;
+        Ok(JobOutcome::Sent { message_sid: sid })
+    }
+
+    async fn failed(&self, e: TwilioError) -> Result<JobOutcome, OutreachError> {
+        let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
+        let token = &self.cart.token;
+        if e.is_retryable() {
+            let uncertain = e.may_have_sent();
+            let result = StepResult::Retry { reason: e.to_string(), uncertain };
+            app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
+            if !uncertain {
+                app.store.release_count(&m.id, self.phone, token, self.step).await?;
+            }
+            return Err(OutreachError::TwilioRetry(e));
+        }
+        let code = e.code();
+        warn!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
+        let result = StepResult::Failed { error_code: code, reason: e.to_string() };
+        app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
+        app.store.release_count(&m.id, self.phone, token, self.step).await?;
+        if code == Some(TWILIO_UNSUBSCRIBED) {
+            // Twilio says the person opted out at the carrier: our ledger says so too, and the
+            // rest of the flow is cancelled like after any opt-out.
+            let event = ConsentEvent::carrier_opt_out(now, None);
+            consent::record(&app.store, m, self.phone, &event, now).await?;
+        }
+        Ok(JobOutcome::Rejected { error_code: code })
+    }
+}
