@@ -7,7 +7,9 @@ use callfy_shared::adapters::store::{
 };
 use callfy_shared::app::consent;
 use callfy_shared::domain::cart::{Cart, CartStatus};
-use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus};
+use callfy_shared::domain::consent::{
+    ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus, Verdict,
+};
 use callfy_shared::domain::flow::{job_for, queue_delay};
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::http::{error, header, json};
@@ -187,7 +189,8 @@ async fn ingest_checkout(
         if let Some(phone) = &cart.phone {
             let state = app.store.consent_state(&m.id, phone, Channel::Sms).await?;
             status = state.status;
-            if let Some(sig) = signal.as_ref().filter(|_| !outdated) {
+            let mut note = None;
+            if let Some(sig) = &signal {
                 let event = ConsentEvent {
                     channel: Channel::Sms,
                     action: sig.action,
@@ -196,17 +199,25 @@ async fn ingest_checkout(
                     recorded_at: now,
                     evidence: sig.evidence.clone(),
                 };
-                if state.accepts(&event) {
-                    status = ConsentState::status_after(event.action);
-                    consent = Some(ConsentAppend {
-                        merchant_id: m.id.clone(),
-                        phone: phone.clone(),
-                        state,
-                        event,
-                        purge_at: now + Duration::days(i64::from(m.retention_days.consent_records)),
-                    });
+                match state.verdict(&event) {
+                    _ if outdated => note = Some("outdated_checkout"),
+                    Verdict::Accept => {
+                        status = ConsentState::status_after(event.action);
+                        consent = Some(ConsentAppend {
+                            merchant_id: m.id.clone(),
+                            phone: phone.clone(),
+                            state,
+                            event,
+                            purge_at: now + Duration::days(i64::from(m.retention_days.consent_records)),
+                        });
+                    }
+                    Verdict::Unchanged => {}
+                    Verdict::OptedOutLater { .. } => note = Some("opted_out_later"),
+                    Verdict::PersonOptedOut { .. } => note = Some("opted_out_by_person"),
                 }
             }
+            // Why this checkout's consent box did not count, for the merchant and an auditor.
+            cart.consent_note = note.map(str::to_string);
         }
         let schedule = cart.status == CartStatus::Open
             && status == ConsentStatus::OptedIn

@@ -34,6 +34,7 @@ pub const TWILIO_UNSUBSCRIBED: i64 = crate::domain::delivery::UNSUBSCRIBED;
 const DECIDE_ATTEMPTS: usize = 5;
 
 /// The outreach use case and its ports.
+#[derive(Clone)]
 pub struct Outreach<S, G, Q> {
     pub store: S,
     pub sms: G,

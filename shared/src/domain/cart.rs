@@ -91,6 +91,9 @@ pub struct Cart {
     pub last_message_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub recovery: Option<Recovery>,
+    /// Why the latest checkout's consent signal was not applied (`opted_out_later`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_note: Option<String>,
     /// Optimistic-locking counter, bumped on every write.
     #[serde(default)]
     pub version: u64,
@@ -118,6 +121,7 @@ impl Cart {
             outreach_scheduled: false,
             last_message_at: None,
             recovery: None,
+            consent_note: None,
             version: 0,
         };
         cart.absorb(snap);

@@ -1,0 +1,435 @@
+//! The races of the correctness core, made deterministic through the worker's store port: a
+//! wrapper acts between the decision and its claim (an order, a STOP, an API opt-out, another
+//! cart's send), or crashes the worker after its claim or after Twilio accepted. Everything
+//! else is real: moto, signed webhooks into `callfy-local`, the Twilio sandbox.
+
+use callfy_integration_tests::*;
+use callfy_local::LocalHandle;
+use callfy_local::sandbox::InboundRequest;
+use callfy_shared::adapters::store::{
+    ClaimGuard, ClaimOutcome, SendCounter, SmsLogEntry, StepRecord, StepResult, StepState,
+};
+use callfy_shared::adapters::store::{Store, StoreError};
+use callfy_shared::api_key::new_api_key;
+use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError};
+use callfy_shared::domain::cart::Cart;
+use callfy_shared::domain::consent::{ConsentEvent, ConsentState, ConsentStatus};
+use callfy_shared::domain::delivery::Undeliverable;
+use callfy_shared::domain::flow::{OutreachJob, SkipReason};
+use callfy_shared::domain::merchant::{Channel, Merchant};
+use callfy_shared::ports::{ConsentLedger, OutreachReads, OutreachWrites};
+use callfy_shared::signature::sha256_hex;
+use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+const TOKEN: &str = "cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c";
+const SERVICE: &str = "MG0123456789abcdef0123456789abcdef";
+const POOL_NUMBER: &str = "+15005550006";
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-28T19:00:00Z".parse().unwrap()
+}
+
+fn ids() -> (MerchantId, CartToken, Phone) {
+    (MerchantId::parse("snowdevil").unwrap(), CartToken::parse(TOKEN).unwrap(), Phone::parse(PHONE, None).unwrap())
+}
+
+type Action = Box<dyn FnOnce() -> Pin<Box<dyn Future<Output = ()> + Send>> + Send>;
+
+/// The real store behind the worker's ports, with a hand on the moments between.
+struct Paused {
+    inner: Store,
+    /// Runs once, after the decision and before its claim.
+    before_claim: Mutex<Option<Action>>,
+    /// The worker dies right after its claim is written.
+    crash_after_claim: bool,
+    /// The worker dies after Twilio accepted, before recording the send.
+    crash_before_record: bool,
+}
+
+impl Paused {
+    fn new(inner: &Store) -> Self {
+        Self {
+            inner: inner.clone(),
+            before_claim: Mutex::new(None),
+            crash_after_claim: false,
+            crash_before_record: false,
+        }
+    }
+
+    fn before_claim(self, action: impl Future<Output = ()> + Send + 'static) -> Self {
+        *self.before_claim.lock().unwrap() = Some(Box::new(move || Box::pin(action)));
+        self
+    }
+}
+
+fn crash() -> StoreError {
+    StoreError::Aws { op: "test", code: "Crash".into(), message: "the worker died here".into() }
+}
+
+impl OutreachReads for Paused {
+    async fn merchant(
+        &self,
+        id: &MerchantId,
+    ) -> Result<Option<callfy_shared::adapters::store::MerchantRecord>, StoreError> {
+        self.inner.merchant(id).await
+    }
+    async fn cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+        self.inner.cart(m, token).await
+    }
+    async fn step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, StoreError> {
+        self.inner.step(m, token, step).await
+    }
+    async fn consent(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, StoreError> {
+        self.inner.consent(m, phone, channel).await
+    }
+    async fn counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, StoreError> {
+        self.inner.counter(m, phone).await
+    }
+    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, StoreError> {
+        OutreachReads::undeliverable(&self.inner, m, phone).await
+    }
+    async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
+        self.inner.has_outbound(m, phone).await
+    }
+}
+
+impl OutreachWrites for Paused {
+    async fn claim(
+        &self,
+        guard: &ClaimGuard,
+        claim_id: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let action = self.before_claim.lock().unwrap().take();
+        if let Some(action) = action {
+            action().await;
+        }
+        let outcome = OutreachWrites::claim(&self.inner, guard, claim_id, body, now).await?;
+        if self.crash_after_claim && matches!(outcome, ClaimOutcome::Claimed { .. }) {
+            return Err(crash());
+        }
+        Ok(outcome)
+    }
+    async fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if self.crash_before_record {
+            return Err(crash());
+        }
+        OutreachWrites::finish_sent(&self.inner, entry, token, step, claim_id, now).await
+    }
+    async fn finish(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.inner.finish(m, token, step, claim_id, result, now).await
+    }
+    async fn release_count(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        token: &CartToken,
+        step: u8,
+    ) -> Result<(), StoreError> {
+        OutreachWrites::release_count(&self.inner, m, phone, token, step).await
+    }
+    async fn skip(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.inner.skip(m, token, step, reason, now).await
+    }
+}
+
+impl ConsentLedger for Paused {
+    async fn record(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Option<ConsentState>, StoreError> {
+        self.inner.record(m, phone, event, purge_at).await
+    }
+    async fn cancel_outreach(
+        &self,
+        merchant: &Merchant,
+        phone: &Phone,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        ConsentLedger::cancel_outreach(&self.inner, merchant, phone, now).await
+    }
+}
+
+type PausedWorker =
+    Outreach<Paused, callfy_shared::adapters::twilio::TwilioClient, callfy_shared::adapters::queue::OutreachQueue>;
+
+/// The local worker's clients behind the paused store.
+fn worker(local: &LocalHandle, store: Paused) -> PausedWorker {
+    let w = &local.functions().worker;
+    Outreach {
+        store,
+        sms: w.sms.clone(),
+        queue: w.queue.clone(),
+        clock: Arc::clone(&w.clock),
+        public_base_url: w.public_base_url.clone(),
+    }
+}
+
+fn job(token: &CartToken, step: u8) -> OutreachJob {
+    OutreachJob { merchant_id: ids().0, cart_token: token.clone(), step, due_at: t0() }
+}
+
+/// callfy-local with an immediate SMS flow and one opted-in Shopify checkout.
+async fn opted_in(prefix: &str, flow: serde_json::Value) -> (LocalHandle, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local(prefix, clock.clone(), &merchant(|v| v["flow"] = flow)).await;
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    (local, clock)
+}
+
+fn immediate() -> serde_json::Value {
+    json!([{ "after_minutes": 0, "channel": "sms" }])
+}
+
+#[tokio::test]
+async fn an_order_acknowledged_between_decision_and_claim_stops_the_send() {
+    let (local, _) = opted_in("race-order", immediate()).await;
+    let base = local.base_url.clone();
+    let paused = Paused::new(local.store()).before_claim(async move {
+        let order = read_json("events/shopify/orders-create.json");
+        let (status, answer) = post_shopify(&base, "orders/create", &unique("evt"), &order).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "the order was acknowledged");
+    });
+    let (_, token, _) = ids();
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::CartRecovered), "decided again after the claim failed");
+    assert!(local.sandbox.messages().is_empty(), "nothing reached Twilio after the order's 200");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_between_decision_and_claim_stops_the_send() {
+    let (local, _) = opted_in("race-stop", immediate()).await;
+    let sandbox = Arc::clone(&local.sandbox);
+    let paused = Paused::new(local.store()).before_claim(async move {
+        let req = InboundRequest {
+            from: PHONE.into(),
+            to: POOL_NUMBER.into(),
+            body: "STOP".into(),
+            messaging_service_sid: Some(SERVICE.into()),
+        };
+        let answer = sandbox.receive(&req).await.expect("sms-inbound answers");
+        assert!(answer.reply.is_some_and(|r| r.contains("unsubscribed")), "the STOP was confirmed");
+    });
+    let (m, token, phone) = ids();
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    // The STOP cancelled the step itself, or the claim failed on the consent sequence and the
+    // new decision saw the opt-out: either way no message.
+    assert!(matches!(outcome, JobOutcome::Skipped(SkipReason::OptedOut) | JobOutcome::Duplicate), "{outcome:?}");
+    let sent = local.sandbox.messages();
+    assert_eq!(sent.len(), 1, "only the STOP confirmation: {sent:?}");
+    assert!(sent[0].body.contains("unsubscribed"), "{sent:?}");
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_api_opt_out_between_decision_and_claim_stops_the_send() {
+    let (local, _) = opted_in("race-api", immediate()).await;
+    let (m, token, phone) = ids();
+    let key = new_api_key(&m);
+    local.store().set_api_key_hash(&m, &sha256_hex(key.as_bytes())).await.unwrap();
+    // A cart whose flow was not scheduled is not cancelled by the opt-out: only the claim's
+    // consent condition can stop it.
+    local.store().set_outreach_scheduled(&m, &token, false).await.unwrap();
+    let base = local.base_url.clone();
+    let paused = Paused::new(local.store()).before_claim(async move {
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/v1/consents"))
+            .bearer_auth(&key)
+            .json(&json!({ "phone": PHONE, "channel": "sms", "action": "opt_out", "occurred_at": "2026-11-28T18:59:00Z" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "the opt-out was acknowledged");
+    });
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut));
+    assert!(local.sandbox.messages().is_empty());
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_closure_between_decision_and_claim_stops_the_send() {
+    let (local, _) = opted_in("race-close", immediate()).await;
+    let (m, token, _) = ids();
+    let store = local.store().clone();
+    let paused = Paused::new(local.store()).before_claim(async move {
+        store.set_merchant_status(&m, callfy_shared::adapters::store::MerchantStatus::Closed).await.unwrap();
+    });
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::MerchantClosed));
+    assert!(local.sandbox.messages().is_empty());
+    local.shutdown().await;
+}
+
+/// Another cart of the same shopper, stored directly (already opted in through the first).
+async fn second_cart(local: &LocalHandle, token: &str) -> CartToken {
+    let mut cart = new_cart(token, t0());
+    cart.checkout_id = None;
+    let write = callfy_shared::adapters::store::IngestWrite {
+        merchant_id: ids().0,
+        event_key: unique("test"),
+        received_at: t0(),
+        cart: Some((cart.clone(), None)),
+        consent: None,
+    };
+    local.store().write_ingest(&write).await.unwrap();
+    cart.token
+}
+
+#[tokio::test]
+async fn a_second_carts_send_between_decision_and_claim_holds_this_one() {
+    let (local, _) = opted_in("race-freq", immediate()).await;
+    let other = second_cart(&local, &unique("tok")).await;
+    let plain = local.functions().worker.clone();
+    let other_job = job(&other, 0);
+    let paused = Paused::new(local.store()).before_claim(async move {
+        let outcome = plain.process_job(&other_job).await.unwrap();
+        assert!(matches!(outcome, JobOutcome::Sent { .. }), "{outcome:?}");
+    });
+    let (_, token, _) = ids();
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Waiting { until: t0() + Duration::hours(24) }, "held by the frequency rule");
+    assert_eq!(local.sandbox.messages().len(), 1);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn five_carts_of_one_phone_at_once_get_one_sms() {
+    let (local, _) = opted_in("race-five", immediate()).await;
+    let mut tokens = vec![ids().1];
+    for _ in 0..4 {
+        tokens.push(second_cart(&local, &unique("tok")).await);
+    }
+    let w = &local.functions().worker;
+    let results =
+        futures::future::join_all(tokens.iter().map(|t| async move { w.process_job(&job(t, 0)).await })).await;
+    let sent = results.iter().filter(|r| matches!(r, Ok(JobOutcome::Sent { .. }))).count();
+    assert_eq!(sent, 1, "{results:?}");
+    assert_eq!(local.sandbox.messages().len(), 1);
+    for r in &results {
+        assert!(
+            matches!(r, Ok(JobOutcome::Sent { .. }) | Ok(JobOutcome::Waiting { .. }) | Err(OutreachError::Contention)),
+            "{r:?}"
+        );
+    }
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stale_opt_in_does_not_outrun_a_newer_opt_out() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("race-stale", clock.clone(), &merchant(|v| v["flow"] = immediate())).await;
+    let (m, token, phone) = ids();
+    // 18:50: Shopify reports the customer unsubscribed.
+    let mut update = read_json("events/shopify/customers-marketing-consent-update.json");
+    update["sms_marketing_consent"]["state"] = "unsubscribed".into();
+    update["sms_marketing_consent"]["consent_updated_at"] = "2026-11-28T18:50:00Z".into();
+    let (status, answer) =
+        post_shopify(&local.base_url, "customers_marketing_consent/update", &unique("evt"), &update).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    // Then the checkout captured at 18:44, box ticked then, arrives.
+    let at: DateTime<Utc> = "2026-11-28T18:44:00Z".parse().unwrap();
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(at)).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let state = local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut, "the older opt-in was not applied");
+    let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert_eq!(cart.consent_note.as_deref(), Some("opted_out_later"), "the cart records why");
+    assert!(!cart.outreach_scheduled);
+    // Even a job that arrives anyway sends nothing.
+    let outcome = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut));
+    assert!(local.sandbox.messages().is_empty());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_after_the_claim_finishes_the_flow_with_no_duplicate() {
+    let flow = json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "sms" }]);
+    let (local, clock) = opted_in("race-crash", flow).await;
+    let (m, token, _) = ids();
+    let mut paused = Paused::new(local.store());
+    paused.crash_after_claim = true;
+    let crashed = worker(&local, paused).process_job(&job(&token, 0)).await;
+    assert!(matches!(crashed, Err(OutreachError::Store(_))), "{crashed:?}");
+    assert!(local.sandbox.messages().is_empty());
+    let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
+    assert_eq!(step.state, StepState::Claimed);
+
+    // A redelivery while the lease holds waits for it instead of calling it a duplicate.
+    let early = local.functions().worker.process_job(&job(&token, 0)).await;
+    assert!(matches!(early, Err(OutreachError::InFlight { step: 0, .. })), "{early:?}");
+
+    // After the lease, the redelivery looks at Twilio, finds nothing, and sends once.
+    clock.advance(Duration::seconds(121));
+    let outcome = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    assert!(matches!(outcome, JobOutcome::Sent { .. }), "{outcome:?}");
+    assert_eq!(local.functions().worker.process_job(&job(&token, 0)).await.unwrap(), JobOutcome::Duplicate);
+    // The flow goes on to its next step.
+    clock.advance(Duration::minutes(60));
+    let next = local.functions().worker.process_job(&job(&token, 1)).await.unwrap();
+    assert!(matches!(next, JobOutcome::Sent { .. }), "{next:?}");
+    assert_eq!(local.sandbox.messages().len(), 2, "one message per step");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_after_twilio_accepted_records_the_message_once_it_is_found() {
+    let (local, clock) = opted_in("race-crash2", immediate()).await;
+    let (m, token, phone) = ids();
+    let mut paused = Paused::new(local.store());
+    paused.crash_before_record = true;
+    let crashed = worker(&local, paused).process_job(&job(&token, 0)).await;
+    assert!(matches!(crashed, Err(OutreachError::Store(_))), "{crashed:?}");
+    assert_eq!(local.sandbox.messages().len(), 1, "Twilio took it");
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty(), "but nothing recorded it");
+
+    clock.advance(Duration::seconds(121));
+    let sid = local.sandbox.messages()[0].sid.clone();
+    let outcome = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Sent { message_sid: sid.clone() });
+    assert_eq!(local.sandbox.messages().len(), 1, "found at Twilio, not sent again");
+    let log = local.store().sms_log(&m, &phone).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].message_sid, sid);
+    let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
+    assert_eq!((step.state, step.message_sid.as_deref()), (StepState::Sent, Some(sid.as_str())));
+    local.shutdown().await;
+}
