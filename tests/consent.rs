@@ -471,9 +471,11 @@ async fn shopify_marketing_consent_updates_feed_the_ledger() {
     local.shutdown().await;
 }
 
-fn inbound_app(store: &callfy_shared::adapters::store::Store, clock: &Arc<ManualClock>) -> sms_inbound::InboundApp {
+fn inbound_app(local: &LocalHandle, clock: &Arc<ManualClock>) -> sms_inbound::InboundApp {
     sms_inbound::InboundApp {
-        store: store.clone(),
+        store: local.store().clone(),
+        queue: local.functions().worker.queue.clone(),
+        replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
         auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
         shared_key: None,
         // The URL the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
@@ -493,7 +495,7 @@ async fn sample_events_drive_the_handlers() {
     let local = start_local("consent-samples", clock.clone(), &merchant(|_| {})).await;
     let (m, _, phone) = ids();
     let store = local.store().clone();
-    let inbound = inbound_app(&store, &clock);
+    let inbound = inbound_app(&local, &clock);
     let body = |r: lambda_http::Response<lambda_http::Body>| match r.into_body() {
         lambda_http::Body::Text(t) => t,
         _ => String::new(),
@@ -506,7 +508,7 @@ async fn sample_events_drive_the_handlers() {
     assert!(help.contains("Snowdevil"), "{help}");
 
     // The same message signed by a Twilio Webhook Rule with a SharedKey (HMAC-SHA256).
-    let shared = sms_inbound::InboundApp { shared_key: Some("ks-secret".into()), ..inbound_app(&store, &clock) };
+    let shared = sms_inbound::InboundApp { shared_key: Some("ks-secret".into()), ..inbound_app(&local, &clock) };
     let mut event = read_json("events/twilio-sms-help.json");
     let form: Vec<(String, String)> = serde_urlencoded::from_str(event["body"].as_str().unwrap()).unwrap();
     let url = "http://127.0.0.1:3000/twilio/sms";

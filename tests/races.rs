@@ -433,3 +433,91 @@ async fn a_crash_after_twilio_accepted_records_the_message_once_it_is_found() {
     assert_eq!((step.state, step.message_sid.as_deref()), (StepState::Sent, Some(sid.as_str())));
     local.shutdown().await;
 }
+
+/// Fails DynamoDB writes while switched on: storage going away under a request, at the SDK's
+/// network boundary (reads still work).
+#[derive(Debug)]
+struct FailWrites(Arc<std::sync::atomic::AtomicBool>);
+
+impl aws_sdk_dynamodb::config::Intercept for FailWrites {
+    fn name(&self) -> &'static str {
+        "FailWrites"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
+        let write = ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem"].iter().any(|op| target.ends_with(op));
+        if write && self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("injected: storage unavailable".into());
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_storage_failure_during_stop_loses_nothing() {
+    // Steps due in 30 minutes: the queue holds only what this test puts there now.
+    let (local, _) = opted_in("race-lost-stop", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
+    let (m, token, phone) = ids();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(FailWrites(down.clone())).build();
+    let failing = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
+    let inbound = sms_inbound::InboundApp {
+        store: failing,
+        queue: local.functions().worker.queue.clone(),
+        replay_delay_seconds: 0,
+        ..sms_inbound_app(&local)
+    };
+    let stop =
+        || lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).expect("sample event");
+    let resp = sms_inbound::handle(&inbound, stop()).await;
+    assert_eq!(resp.status(), 200, "Twilio does not retry: the person is answered");
+    let lambda_http::Body::Text(reply) = resp.into_body() else { panic!("TwiML") };
+    assert!(reply.contains("unsubscribed from Snowdevil"), "{reply}");
+    assert_eq!(
+        local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status,
+        ConsentStatus::OptedIn,
+        "nothing was written while storage was down"
+    );
+
+    // Storage recovers; the queued copy is applied by the worker.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.received, stats.failed), (1, 0));
+    let state = local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut);
+    let ledger = local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    let last = &ledger.last().unwrap().event;
+    assert_eq!(last.evidence.message_sid.as_deref(), Some("SM0000000000000000000000000000a001"));
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    let step = local.store().get_step(&m, &token, 0).await.unwrap().expect("queued step cancelled");
+    assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
+    assert!(local.sandbox.messages().is_empty(), "the copy sends nothing: one confirmation in all");
+
+    // A redelivery of the same message (or a second copy) changes nothing and says nothing.
+    let healthy = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };
+    let again = sms_inbound::handle(&healthy, stop()).await;
+    let lambda_http::Body::Text(again) = again.into_body() else { panic!("TwiML") };
+    assert!(again.ends_with("<Response/>"), "{again}");
+    assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), ledger.len());
+    local.shutdown().await;
+}
+
+/// sms-inbound as the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
+fn sms_inbound_app(local: &LocalHandle) -> sms_inbound::InboundApp {
+    let i = &local.functions().inbound;
+    sms_inbound::InboundApp {
+        store: i.store.clone(),
+        queue: i.queue.clone(),
+        replay_delay_seconds: i.replay_delay_seconds,
+        auth_token: i.auth_token.clone(),
+        shared_key: None,
+        public_base_url: "http://127.0.0.1:3000".into(),
+        clock: Arc::clone(&i.clock),
+    }
+}

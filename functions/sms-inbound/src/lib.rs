@@ -2,12 +2,13 @@
 //! plain revocations) and message status callbacks (`POST /twilio/sms/status`).
 //! `handle` is the whole handler; `main.rs` only wires it to Lambda.
 
-use callfy_shared::adapters::store::{Direction, MerchantRecord, SmsLogEntry, Store, StoreError};
+use callfy_shared::adapters::queue::OutreachQueue;
+use callfy_shared::adapters::store::{MerchantRecord, SmsLogEntry, Store, StoreError};
 use callfy_shared::app::consent;
-use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
+use callfy_shared::app::inbound::{self, Applied, InboundMessage};
+use callfy_shared::domain::consent::ConsentEvent;
 use callfy_shared::domain::delivery::{self, Undeliverable};
-use callfy_shared::domain::keywords::{Classified, Intent, classify};
-use callfy_shared::domain::merchant::Channel;
+use callfy_shared::domain::keywords::{Intent, classify};
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
 use callfy_shared::http::{error, header, json};
 use callfy_shared::telemetry::redact;
@@ -22,9 +23,16 @@ use tracing::{info, warn};
 
 /// Twilio's webhooks are small forms; anything larger is not from Twilio.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// The queued copy of an opt-out waits this long: the inline attempt (10 s Lambda timeout)
+/// has normally finished, so the copy only finds work when that attempt failed.
+pub const REPLAY_DELAY_SECONDS: i32 = 60;
 
 pub struct InboundApp {
     pub store: Store,
+    /// Where an opt-out is made durable before it is applied.
+    pub queue: OutreachQueue,
+    /// How long the queued copy waits, so the inline attempt normally finishes first.
+    pub replay_delay_seconds: i32,
     /// The auth token Twilio signs webhooks with.
     pub auth_token: String,
     /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
@@ -145,57 +153,41 @@ async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inboun
     let Ok(from) = Phone::parse(from_raw, None) else {
         return Ok(error(422, "invalid_phone", "From is not an E.164 phone number"));
     };
-    let to = form.get("To").unwrap_or_default();
-    let service = form.get("MessagingServiceSid").unwrap_or_default();
-    let merchants = app.store.merchants_for_senders(&[to, service]).await?;
-    let text = form.get("Body").unwrap_or_default();
-    let classified = classify(text);
-    let now = app.clock.now();
+    let msg = InboundMessage {
+        message_sid: sid.to_string(),
+        from,
+        to: form.get("To").unwrap_or_default().to_string(),
+        messaging_service_sid: form.get("MessagingServiceSid").unwrap_or_default().to_string(),
+        body: form.get("Body").unwrap_or_default().to_string(),
+        segments: form.get("NumSegments").and_then(|n| n.parse().ok()).unwrap_or(1),
+        received_at: app.clock.now(),
+    };
+    let from = &msg.from;
+    let classified = classify(&msg.body);
+    // Twilio does not retry an inbound webhook: a revocation is made durable on the queue
+    // before anything else, and the worker applies that copy until it holds.
+    let durable = classified.intent == Intent::OptOut
+        && match app.queue.enqueue_inbound(&msg, app.replay_delay_seconds).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(sid, phone = %from.log_id(), error = %redact(&e.to_string()), "could not queue the opt-out; applying it inline only");
+                false
+            }
+        };
+    let merchants = match app.store.merchants_for_senders(&msg.senders()).await {
+        Ok(m) => m,
+        Err(e) if durable => return Ok(queued_opt_out(&msg, &[], &e)),
+        Err(e) => return Err(e.into()),
+    };
     if merchants.is_empty() {
         warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses; ignored");
         return Ok(twiml(None));
     }
-
-    let texted = Texted { from: &from, sid, classified: &classified, now };
-    let mut affected: Vec<&MerchantRecord> = Vec::new();
-    match classified.intent {
-        Intent::OptOut => {
-            for record in &merchants {
-                if opt_out(app, record, &texted).await? {
-                    affected.push(record);
-                }
-            }
-        }
-        Intent::OptIn => {
-            for record in &merchants {
-                if opt_in(app, record, &texted).await? {
-                    affected.push(record);
-                }
-            }
-        }
-        Intent::Help | Intent::Other => {}
-    }
-
-    let entries: Vec<SmsLogEntry> = merchants
-        .iter()
-        .map(|r| SmsLogEntry {
-            merchant_id: r.merchant.id.clone(),
-            phone: from.clone(),
-            direction: Direction::Inbound,
-            message_sid: sid.to_string(),
-            body: text.to_string(),
-            status: "received".into(),
-            cart_token: None,
-            step: None,
-            segments: form.get("NumSegments").and_then(|n| n.parse().ok()).unwrap_or(1),
-            created_at: now,
-            purge_at: purge_at(now, r.merchant.retention_days.sms_logs),
-            status_history: Default::default(),
-            error_code: None,
-        })
-        .collect();
-    // The consent changes above are idempotent; this marker makes the reply at-most-once.
-    let first = app.store.record_inbound(&entries, now).await?;
+    let Applied { classified, affected, first } = match inbound::apply(&app.store, &msg, &merchants).await {
+        Ok(applied) => applied,
+        Err(e) if durable => return Ok(queued_opt_out(&msg, &merchants, &e)),
+        Err(e) => return Err(e.into()),
+    };
     let ids: Vec<&str> = merchants.iter().map(|r| r.merchant.id.as_str()).collect();
     info!(
         sid,
@@ -235,67 +227,12 @@ async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inboun
     Ok(twiml(reply.as_deref()))
 }
 
-fn keyword_event(
-    action: ConsentAction,
-    channel: Channel,
-    sid: &str,
-    c: &Classified,
-    now: DateTime<Utc>,
-) -> ConsentEvent {
-    ConsentEvent {
-        channel,
-        action,
-        source: ConsentSource::Keyword,
-        occurred_at: now,
-        recorded_at: now,
-        evidence: Evidence {
-            message_sid: Some(sid.to_string()),
-            keyword: c.rule.clone(),
-            collected_from: Some("sms_reply".into()),
-            ..Default::default()
-        },
-    }
-}
-
-/// One inbound message, as the keyword handlers see it.
-struct Texted<'a> {
-    from: &'a Phone,
-    sid: &'a str,
-    classified: &'a Classified,
-    now: DateTime<Utc>,
-}
-
-impl Texted<'_> {
-    fn event(&self, action: ConsentAction, channel: Channel) -> ConsentEvent {
-        keyword_event(action, channel, self.sid, self.classified, self.now)
-    }
-}
-
-/// A texted revocation ends SMS and voice outreach alike, and cancels what is queued.
-async fn opt_out(app: &InboundApp, record: &MerchantRecord, t: &Texted<'_>) -> Result<bool, InboundError> {
-    let (m, from, now) = (&record.merchant, t.from, t.now);
-    let voice = t.event(ConsentAction::OptOut, Channel::Voice);
-    consent::record(&app.store, m, from, &voice, now).await?;
-    let sms = consent::record(&app.store, m, from, &t.event(ConsentAction::OptOut, Channel::Sms), now).await?;
-    let changed = sms.state.is_some();
-    info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-out by SMS");
-    Ok(changed)
-}
-
-/// START re-subscribes a number that opted out; it does not create consent from nothing, and a
-/// "yes" from someone already subscribed is conversation, not a keyword to confirm.
-async fn opt_in(app: &InboundApp, record: &MerchantRecord, t: &Texted<'_>) -> Result<bool, InboundError> {
-    let (m, from, now) = (&record.merchant, t.from, t.now);
-    let state = app.store.consent_state(&m.id, from, Channel::Sms).await?;
-    match state.status {
-        ConsentStatus::Unknown | ConsentStatus::OptedIn => Ok(false),
-        ConsentStatus::OptedOut => {
-            let event = t.event(ConsentAction::OptIn, Channel::Sms);
-            let changed = consent::record(&app.store, m, from, &event, now).await?.state.is_some();
-            info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-in by SMS");
-            Ok(changed)
-        }
-    }
+/// Storage failed during an opt-out whose copy is on the queue: the person is told, once, that
+/// they are unsubscribed (the copy makes it true within minutes and sends nothing itself).
+fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &StoreError) -> Response<Body> {
+    warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&e.to_string()), "storage failed during an opt-out; the queued copy will apply it");
+    let names: Vec<&str> = merchants.iter().map(|r| r.merchant.name.as_str()).collect();
+    twiml(Some(&stop_confirmation(&names, classify(&msg.body).lang)))
 }
 
 /// The logged message a report is about: by the `SID#` index, else (the index is eventually

@@ -1,4 +1,4 @@
-use callfy_shared::adapters::{aws, store::Store};
+use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
 use callfy_shared::{Config, SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use sms_inbound::{InboundApp, handle};
@@ -13,6 +13,8 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await;
     let app = Arc::new(InboundApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+        queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
+        replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
         auth_token: config.require_twilio_auth_token()?.to_string(),
         shared_key: config.twilio_webhook_shared_key.clone(),
         public_base_url: config.public_base_url.clone(),

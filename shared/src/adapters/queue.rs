@@ -1,8 +1,18 @@
 //! The outreach queue (SQS).
 
+use crate::app::inbound::InboundMessage;
 use crate::domain::flow::OutreachJob;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
+
+/// What travels on the outreach queue: a flow step, or an inbound message to apply (again).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum QueuedWork {
+    Step(OutreachJob),
+    Inbound { inbound: InboundMessage },
+}
 
 #[derive(Debug, Error)]
 pub enum QueueError {
@@ -25,7 +35,16 @@ impl OutreachQueue {
 
     /// Enqueues `job`, held back `delay_seconds` (0..=900).
     pub async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, QueueError> {
-        let body = serde_json::to_string(job).map_err(|e| QueueError::Encode(e.to_string()))?;
+        self.send(&QueuedWork::Step(job.clone()), delay_seconds).await
+    }
+
+    /// Makes an inbound message durable before anything else is done with it.
+    pub async fn enqueue_inbound(&self, msg: &InboundMessage, delay_seconds: i32) -> Result<String, QueueError> {
+        self.send(&QueuedWork::Inbound { inbound: msg.clone() }, delay_seconds).await
+    }
+
+    async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, QueueError> {
+        let body = serde_json::to_string(work).map_err(|e| QueueError::Encode(e.to_string()))?;
         let out = self
             .client
             .send_message()

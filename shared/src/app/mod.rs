@@ -2,4 +2,5 @@
 //! call one of these and map the outcome to HTTP or SQS.
 
 pub mod consent;
+pub mod inbound;
 pub mod outreach;

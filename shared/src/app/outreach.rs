@@ -77,6 +77,10 @@ pub enum JobOutcome {
         error_code: Option<i64>,
     },
     CartMissing,
+    /// A queued inbound message was applied (again); `changed` merchants' consent moved.
+    InboundApplied {
+        changed: usize,
+    },
 }
 
 /// One pass of decide-then-claim.

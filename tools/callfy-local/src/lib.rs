@@ -228,7 +228,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         },
         worker: WorkerApp {
             store: store.clone(),
-            queue,
+            queue: queue.clone(),
             sms: twilio,
             clock: Arc::clone(&opts.clock),
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
@@ -236,6 +236,8 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         consent: ConsentApp { store: store.clone(), clock: Arc::clone(&opts.clock) },
         inbound: InboundApp {
             store,
+            queue,
+            replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
             auth_token: opts.twilio_auth_token.clone(),
             shared_key: opts.twilio_webhook_shared_key.clone(),
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
