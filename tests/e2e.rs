@@ -289,7 +289,9 @@ async fn a_queue_outage_answers_503_and_the_platform_retry_schedules_the_step() 
     let broken = webhook_ingest::IngestApp {
         store: local.store().clone(),
         queue: callfy_shared::adapters::queue::OutreachQueue::new(sqs, format!("{}-gone", local.resources.queue_url)),
-        shopify_secret: callfy_shared::config::local_defaults::SHOPIFY_API_SECRET.into(),
+        shopify: callfy_shared::platforms::shopify::Shopify {
+            app_secret: callfy_shared::config::local_defaults::SHOPIFY_API_SECRET.into(),
+        },
         clock,
     };
     let event_id = unique("evt");
@@ -316,5 +318,43 @@ async fn a_queue_outage_answers_503_and_the_platform_retry_schedules_the_step() 
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
     local.drain().await.unwrap();
     assert_eq!(local.sandbox.messages().len(), 1);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn privacy_topics_and_uninstall_are_stored_for_their_handling() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("e2e-privacy", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    let data_request = json!({ "shop_id": 954889, "shop_domain": SHOP, "orders_requested": [299938],
+        "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": "(415) 555-2671" },
+        "data_request": { "id": 9999 } });
+    let redact = json!({ "shop_id": 954889, "shop_domain": SHOP, "customer": { "id": 191167, "email": "ann.lee@example.com" },
+        "orders_to_redact": [299938] });
+    let event_id = unique("evt");
+    for (topic, body, id) in [
+        ("customers/data_request", &data_request, event_id.clone()),
+        ("customers/redact", &redact, unique("evt")),
+        ("shop/redact", &json!({ "shop_id": 954889, "shop_domain": SHOP }), unique("evt")),
+        ("app/uninstalled", &json!({ "id": 954889, "domain": SHOP }), unique("evt")),
+    ] {
+        let (status, answer) = post_shopify(&local.base_url, topic, &id, body).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("recorded")), "{topic}: {answer}");
+        clock.advance(Duration::seconds(1));
+    }
+    // A redelivery is a duplicate; a forged privacy webhook is refused (Shopify's requirement).
+    let (status, answer) = post_shopify(&local.base_url, "customers/data_request", &event_id, &data_request).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")));
+    let raw = serde_json::to_vec(&data_request).unwrap();
+    let (status, _) = post_raw(&local.base_url, "customers/redact", &unique("evt"), raw, "Zm9yZ2Vk").await;
+    assert_eq!(status, 401);
+
+    let stored = local.store().platform_requests(&m).await.unwrap();
+    let kinds: Vec<&str> = stored.iter().map(|r| r.kind.as_str()).collect();
+    assert_eq!(kinds, ["data_request", "customer_redact", "shop_redact", "app_uninstalled"]);
+    let first = stored[0].privacy.as_ref().unwrap();
+    assert_eq!(first.phone.as_ref(), Some(&phone), "the phone normalised to E.164");
+    assert_eq!((first.request_id.as_deref(), first.customer_id.as_deref()), (Some("9999"), Some("191167")));
+    assert_eq!(stored[1].privacy.as_ref().unwrap().email.as_deref(), Some("ann.lee@example.com"));
     local.shutdown().await;
 }

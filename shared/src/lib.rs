@@ -9,8 +9,8 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod platforms;
 pub mod ports;
-pub mod shopify;
 pub mod signature;
 pub mod telemetry;
 pub mod twilio_signature;
@@ -19,3 +19,5 @@ pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
 pub use config::{Config, ConfigError};
 pub use domain::ids::{CartToken, IdError, MerchantId};
 pub use domain::phone::{Phone, PhoneError};
+/// Shopify's payloads, where they always were.
+pub use platforms::shopify;

@@ -1,4 +1,5 @@
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
+use callfy_shared::platforms::shopify::Shopify;
 use callfy_shared::{Config, SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
@@ -14,7 +15,7 @@ async fn main() -> Result<(), Error> {
     let app = Arc::new(IngestApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
-        shopify_secret: config.require_shopify_secret()?.to_string(),
+        shopify: Shopify { app_secret: config.require_shopify_secret()?.to_string() },
         clock: Arc::new(SystemClock),
     });
     run(service_fn(move |req| {

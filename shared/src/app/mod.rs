@@ -3,4 +3,5 @@
 
 pub mod consent;
 pub mod inbound;
+pub mod ingest;
 pub mod outreach;

@@ -223,7 +223,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         ingest: IngestApp {
             store: store.clone(),
             queue: queue.clone(),
-            shopify_secret: opts.shopify_secret.clone(),
+            shopify: callfy_shared::platforms::shopify::Shopify { app_secret: opts.shopify_secret.clone() },
             clock: Arc::clone(&opts.clock),
         },
         worker: WorkerApp {

@@ -17,6 +17,7 @@
 //! | `C#{merchant}#{phone}`          | `SMS#IN#{at}#{sid}`     | inbound SMS log                        | `SID#{sid}` / `C#{merchant}#{phone}`  |
 //! | `C#{merchant}#{phone}`          | `FREQ`                  | send counter (frequency rule, versioned)|                                      |
 //! | `C#{merchant}#{phone}`          | `REACH#sms`             | undeliverable mark                     |                                       |
+//! | `V#{merchant}`                  | `REQ#{at}#{event key}`  | platform privacy request / uninstall   |                                       |
 //!
 //! Carts, steps and dedupe markers get a partition each, so a large merchant's traffic spreads
 //! over the table. A customer's consent, messages and counter share one partition, so export and
@@ -146,6 +147,16 @@ pub fn sms_out_from(since: DateTime<Utc>) -> String {
 pub fn sid_lookup(sid: &str) -> String {
     format!("SID#{sid}")
 }
+
+pub fn request_pk(m: &MerchantId) -> String {
+    format!("V#{m}")
+}
+
+pub fn request_sk(at: DateTime<Utc>, event_key: &str) -> String {
+    format!("{REQUEST_PREFIX}{}#{event_key}", sort_time(at))
+}
+
+pub const REQUEST_PREFIX: &str = "REQ#";
 
 /// Fixed-width UTC time, so sort keys order as time does.
 pub fn sort_time(t: DateTime<Utc>) -> String {

@@ -1,13 +1,17 @@
 //! Shopify webhook payloads (REFERENCE.md, Shopify) and their normalisation.
 
+use super::{
+    ConsentSignal, MerchantRef, Platform, PlatformError, PlatformEvent, PrivacyKind, PrivacyRequest, WebhookRequest,
+};
 use crate::domain::cart::CheckoutSnapshot;
 use crate::domain::consent::{ConsentAction, Evidence};
 use crate::domain::ids::CartToken;
+use crate::domain::merchant::Merchant;
 use crate::domain::phone::Phone;
 use crate::domain::time::clamp_platform_time;
+use crate::signature::verify_hmac_sha256_base64;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use thiserror::Error;
 
 pub const TOPIC_HEADER: &str = "x-shopify-topic";
 pub const HMAC_HEADER: &str = "x-shopify-hmac-sha256";
@@ -16,14 +20,6 @@ pub const EVENT_ID_HEADER: &str = "x-shopify-event-id";
 pub const WEBHOOK_ID_HEADER: &str = "x-shopify-webhook-id";
 pub const TRIGGERED_AT_HEADER: &str = "x-shopify-triggered-at";
 
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum ShopifyError {
-    #[error("body is not valid JSON for {topic}: {reason}")]
-    Malformed { topic: String, reason: String },
-    #[error("{0} is missing or invalid")]
-    Field(&'static str),
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
     CheckoutCreate,
@@ -31,6 +27,10 @@ pub enum Topic {
     CheckoutDelete,
     OrderCreate,
     MarketingConsentUpdate,
+    CustomersDataRequest,
+    CustomersRedact,
+    ShopRedact,
+    AppUninstalled,
     Other,
 }
 
@@ -42,6 +42,10 @@ impl Topic {
             "checkouts/delete" => Self::CheckoutDelete,
             "orders/create" => Self::OrderCreate,
             "customers_marketing_consent/update" => Self::MarketingConsentUpdate,
+            "customers/data_request" => Self::CustomersDataRequest,
+            "customers/redact" => Self::CustomersRedact,
+            "shop/redact" => Self::ShopRedact,
+            "app/uninstalled" => Self::AppUninstalled,
             _ => Self::Other,
         }
     }
@@ -127,9 +131,9 @@ pub struct CheckoutDeleted {
     pub token: Option<String>,
 }
 
-pub fn parse<T: for<'de> Deserialize<'de>>(topic: &str, body: &[u8]) -> Result<T, ShopifyError> {
+pub fn parse<T: for<'de> Deserialize<'de>>(topic: &str, body: &[u8]) -> Result<T, PlatformError> {
     serde_json::from_slice(body)
-        .map_err(|e| ShopifyError::Malformed { topic: topic.to_string(), reason: e.to_string() })
+        .map_err(|e| PlatformError::Malformed { topic: topic.to_string(), reason: e.to_string() })
 }
 
 /// Ids arrive as numbers or strings depending on API version; keep them as text.
@@ -147,14 +151,6 @@ fn money_text(v: &Option<serde_json::Value>) -> Option<String> {
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         _ => None,
     }
-}
-
-/// A consent change the checkout carries for its SMS phone.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsentSignal {
-    pub action: ConsentAction,
-    pub occurred_at: DateTime<Utc>,
-    pub evidence: Evidence,
 }
 
 impl Checkout {
@@ -178,8 +174,9 @@ impl Checkout {
             .find_map(|raw| Phone::parse(raw, Some(region)).ok())
     }
 
-    pub fn snapshot(&self, default_region: &str, now: DateTime<Utc>) -> Result<CheckoutSnapshot, ShopifyError> {
-        let token = self.token.as_deref().and_then(|t| CartToken::parse(t).ok()).ok_or(ShopifyError::Field("token"))?;
+    pub fn snapshot(&self, default_region: &str, now: DateTime<Utc>) -> Result<CheckoutSnapshot, PlatformError> {
+        let token =
+            self.token.as_deref().and_then(|t| CartToken::parse(t).ok()).ok_or(PlatformError::Field("token"))?;
         let first_name = self
             .customer
             .as_ref()
@@ -264,13 +261,13 @@ impl MarketingConsentUpdate {
         event_id: &str,
         triggered_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
-    ) -> Result<Option<(Phone, ConsentSignal, bool)>, ShopifyError> {
+    ) -> Result<Option<(Phone, ConsentSignal, bool)>, PlatformError> {
         let phone = self
             .phone_number
             .as_deref()
             .map(|p| Phone::parse(p, Some(default_region)))
             .transpose()
-            .map_err(|_| ShopifyError::Field("phone_number"))?;
+            .map_err(|_| PlatformError::Field("phone_number"))?;
         let (Some(phone), Some(consent)) = (phone, self.sms_marketing_consent.as_ref()) else {
             return Ok(None);
         };
@@ -298,6 +295,146 @@ impl Order {
             money_text(&self.total_price).unwrap_or_else(|| "0.00".into()),
             self.currency.clone().or_else(|| self.presentment_currency.clone()).unwrap_or_default(),
         )
+    }
+}
+
+/// The customer a privacy topic is about (`customers/data_request`, `customers/redact`).
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct PrivacyPayload {
+    pub customer: Option<Customer>,
+    pub data_request: Option<DataRequestRef>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct DataRequestRef {
+    pub id: Option<serde_json::Value>,
+}
+
+impl PrivacyPayload {
+    fn request(&self, kind: PrivacyKind, default_region: &str) -> PrivacyRequest {
+        let customer = self.customer.clone().unwrap_or_default();
+        PrivacyRequest {
+            kind,
+            // A phone we cannot parse cannot be in our records under that number either; the
+            // email still names the customer.
+            phone: customer.phone.as_deref().and_then(|p| Phone::parse(p, Some(default_region)).ok()),
+            email: customer.email.filter(|e| !e.trim().is_empty()),
+            customer_id: id_text(&customer.id),
+            request_id: self.data_request.as_ref().and_then(|r| id_text(&r.id)),
+        }
+    }
+}
+
+/// Shopify: HMAC-SHA256 of the raw body with the app's client secret; the shop domain names
+/// the merchant.
+pub struct Shopify {
+    pub app_secret: String,
+}
+
+impl Platform for Shopify {
+    fn name(&self) -> &'static str {
+        "shopify"
+    }
+
+    fn merchant_ref(&self, req: &WebhookRequest<'_>) -> Result<MerchantRef, PlatformError> {
+        let domain = req.header(SHOP_DOMAIN_HEADER).ok_or(PlatformError::MissingHeader("X-Shopify-Shop-Domain"))?;
+        Ok(MerchantRef::ShopDomain(domain.to_ascii_lowercase()))
+    }
+
+    fn verify(&self, req: &WebhookRequest<'_>, merchant: Option<&Merchant>) -> Result<bool, PlatformError> {
+        // One app secret for every shop: checked before the merchant is looked up.
+        if merchant.is_some() {
+            return Ok(true);
+        }
+        let hmac = req.header(HMAC_HEADER).ok_or_else(|| PlatformError::Unauthenticated {
+            code: "missing_signature",
+            message: "X-Shopify-Hmac-Sha256 header is required".into(),
+        })?;
+        if !verify_hmac_sha256_base64(self.app_secret.as_bytes(), req.body, hmac) {
+            return Err(PlatformError::Unauthenticated {
+                code: "invalid_signature",
+                message: "X-Shopify-Hmac-Sha256 does not match the body".into(),
+            });
+        }
+        Ok(true)
+    }
+
+    fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError> {
+        req.header(EVENT_ID_HEADER)
+            .or_else(|| req.header(WEBHOOK_ID_HEADER))
+            .ok_or(PlatformError::MissingHeader("X-Shopify-Event-Id or X-Shopify-Webhook-Id"))
+    }
+
+    fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError> {
+        req.header(TOPIC_HEADER).ok_or(PlatformError::MissingHeader("X-Shopify-Topic"))
+    }
+
+    fn parse(
+        &self,
+        req: &WebhookRequest<'_>,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+    ) -> Result<PlatformEvent, PlatformError> {
+        let (topic_name, event_id) = (self.topic(req)?, self.event_id(req)?);
+        let region = merchant.default_country.as_str();
+        let body = req.body;
+        Ok(match Topic::parse(topic_name) {
+            Topic::CheckoutCreate | Topic::CheckoutUpdate => {
+                let c: Checkout = parse(topic_name, body)?;
+                PlatformEvent::CartUpserted {
+                    snapshot: Box::new(c.snapshot(region, now)?),
+                    consent: c.sms_consent(event_id, now),
+                }
+            }
+            Topic::CheckoutDelete => {
+                let d: CheckoutDeleted = parse(topic_name, body)?;
+                PlatformEvent::CartDeleted {
+                    token: d.token.as_deref().and_then(|t| CartToken::parse(t).ok()),
+                    checkout_id: id_text(&d.id),
+                }
+            }
+            Topic::OrderCreate => {
+                let o: Order = parse(topic_name, body)?;
+                let (revenue, currency) = o.revenue();
+                PlatformEvent::OrderPlaced {
+                    token: o.checkout_token.as_deref().and_then(|t| CartToken::parse(t).ok()),
+                    order_id: id_text(&o.id).unwrap_or_default(),
+                    revenue,
+                    currency,
+                }
+            }
+            Topic::MarketingConsentUpdate => {
+                let u: MarketingConsentUpdate = parse(topic_name, body)?;
+                let triggered_at = req
+                    .header(TRIGGERED_AT_HEADER)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map(|t| t.with_timezone(&Utc));
+                match u.signal(region, event_id, triggered_at, now)? {
+                    Some((phone, signal, withdraws_only)) => {
+                        PlatformEvent::ConsentChanged { phone, signal, withdraws_only }
+                    }
+                    None => PlatformEvent::Ignored,
+                }
+            }
+            Topic::CustomersDataRequest => PlatformEvent::Privacy(
+                parse::<PrivacyPayload>(topic_name, body)?.request(PrivacyKind::DataRequest, region),
+            ),
+            Topic::CustomersRedact => PlatformEvent::Privacy(
+                parse::<PrivacyPayload>(topic_name, body)?.request(PrivacyKind::CustomerRedact, region),
+            ),
+            Topic::ShopRedact => {
+                parse::<serde_json::Value>(topic_name, body)?;
+                PlatformEvent::Privacy(PrivacyRequest {
+                    kind: PrivacyKind::ShopRedact,
+                    phone: None,
+                    email: None,
+                    customer_id: None,
+                    request_id: None,
+                })
+            }
+            Topic::AppUninstalled => PlatformEvent::AppUninstalled,
+            Topic::Other => PlatformEvent::Ignored,
+        })
     }
 }
 
@@ -371,7 +508,7 @@ mod tests {
         assert!(parse("not_subscribed").unwrap().2);
         assert!(parse("pending").is_none());
         let bad = MarketingConsentUpdate { phone_number: Some("nope".into()), ..Default::default() };
-        assert_eq!(bad.signal("US", "e", None, now).unwrap_err(), ShopifyError::Field("phone_number"));
+        assert_eq!(bad.signal("US", "e", None, now).unwrap_err(), PlatformError::Field("phone_number"));
     }
 
     #[test]
@@ -386,7 +523,7 @@ mod tests {
         assert_eq!(s.updated_at, now);
         assert!(!s.completed);
         let c = checkout(serde_json::json!({ "token": "a b" }));
-        assert_eq!(c.snapshot("US", now).unwrap_err(), ShopifyError::Field("token"));
+        assert_eq!(c.snapshot("US", now).unwrap_err(), PlatformError::Field("token"));
     }
 
     #[test]

@@ -1,0 +1,350 @@
+//! Applying one normalised platform event: every change of a delivery is written in one
+//! transaction with its dedupe marker, so a redelivery changes nothing and a failure leaves
+//! nothing half-written. The function in front of it only verifies, parses and maps.
+
+use crate::adapters::dynamo::{ConsentAppend, IngestOutcome, IngestWrite, Store, StoreError};
+use crate::adapters::queue::QueueError;
+use crate::app::consent;
+use crate::domain::cart::{Cart, CartStatus, CheckoutSnapshot};
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus, Verdict};
+use crate::domain::flow::{job_for, queue_delay};
+use crate::domain::ids::CartToken;
+use crate::domain::merchant::Channel;
+use crate::domain::outreach::MerchantRecord;
+use crate::domain::phone::Phone;
+use crate::platforms::{ConsentSignal, PlatformEvent, PrivacyRequest};
+use crate::ports::JobQueue;
+use chrono::{DateTime, Utc};
+use thiserror::Error;
+use tracing::info;
+
+/// Optimistic-concurrency retries when two deliveries touch one cart at once.
+const WRITE_ATTEMPTS: usize = 4;
+
+#[derive(Debug, Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("the cart kept changing under concurrent deliveries")]
+    Contention,
+}
+
+/// What a delivery did, as the platform sees it in our 200 answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Duplicate,
+    Ignored,
+    /// A privacy request or an uninstall, stored for its handling.
+    Recorded,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+            Self::Recorded => "recorded",
+        }
+    }
+}
+
+/// The ingest use case: the store, and the queue the first step goes on.
+pub struct Ingest<'a, Q> {
+    pub store: &'a Store,
+    pub queue: &'a Q,
+}
+
+/// What a platform request stores until the privacy and account use cases carry it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformRequest {
+    Privacy(PrivacyRequest),
+    AppUninstalled,
+}
+
+impl<Q: JobQueue> Ingest<'_, Q> {
+    /// Applies `event`, delivered as `event_key` (`{platform}#{event id}`), for `merchant`.
+    pub async fn apply(
+        &self,
+        merchant: &MerchantRecord,
+        event_key: &str,
+        event: PlatformEvent,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, IngestError> {
+        match event {
+            PlatformEvent::CartUpserted { snapshot, consent } => {
+                self.upsert_cart(merchant, event_key, *snapshot, consent, now).await
+            }
+            PlatformEvent::CartDeleted { token, checkout_id } => {
+                let mut token = token;
+                if token.is_none()
+                    && let Some(id) = checkout_id
+                {
+                    token = self.store.cart_token_for_checkout(&merchant.merchant.id, &id).await?;
+                }
+                self.update_cart(merchant, event_key, token, now, |cart, _| {
+                    let open = cart.status == CartStatus::Open;
+                    if open {
+                        cart.status = CartStatus::Deleted;
+                    }
+                    open
+                })
+                .await
+            }
+            PlatformEvent::OrderPlaced { token, order_id, revenue, currency } => {
+                self.update_cart(merchant, event_key, token, now, |cart, now| {
+                    cart.recover(order_id.clone(), revenue.clone(), currency.clone(), now)
+                })
+                .await
+            }
+            PlatformEvent::ConsentChanged { phone, signal, withdraws_only } => {
+                self.consent_changed(merchant, event_key, phone, signal, withdraws_only, now).await
+            }
+            PlatformEvent::Privacy(request) => {
+                self.record_request(merchant, event_key, PlatformRequest::Privacy(request), now).await
+            }
+            PlatformEvent::AppUninstalled => {
+                self.record_request(merchant, event_key, PlatformRequest::AppUninstalled, now).await
+            }
+            PlatformEvent::Ignored => Ok(Outcome::Ignored),
+        }
+    }
+
+    async fn upsert_cart(
+        &self,
+        merchant: &MerchantRecord,
+        event_key: &str,
+        snap: CheckoutSnapshot,
+        signal: Option<ConsentSignal>,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, IngestError> {
+        let m = &merchant.merchant;
+        for _ in 0..WRITE_ATTEMPTS {
+            let existing = self.store.get_cart(&m.id, &snap.token).await?;
+            let expected = existing.as_ref().map(|c| c.version);
+            // A checkout older than the one we hold lost the race: its consent box is history.
+            let outdated = existing.as_ref().is_some_and(|c| snap.updated_at < c.updated_at);
+            let mut cart = match existing {
+                Some(mut c) => {
+                    c.absorb(snap.clone());
+                    c
+                }
+                None => Cart::new(m.id.clone(), snap.clone(), now),
+            };
+            cart.version = expected.map_or(1, |v| v + 1);
+
+            let mut append = None;
+            let mut status = ConsentStatus::Unknown;
+            if let Some(phone) = &cart.phone {
+                let state = self.store.consent_state(&m.id, phone, Channel::Sms).await?;
+                status = state.status;
+                let mut note = None;
+                if let Some(sig) = &signal {
+                    let event = ConsentEvent {
+                        channel: Channel::Sms,
+                        action: sig.action,
+                        source: ConsentSource::Checkout,
+                        occurred_at: sig.occurred_at,
+                        recorded_at: now,
+                        evidence: sig.evidence.clone(),
+                    };
+                    match state.verdict(&event) {
+                        _ if outdated => note = Some("outdated_checkout"),
+                        Verdict::Accept => {
+                            status = ConsentState::status_after(event.action);
+                            append = Some(ConsentAppend {
+                                merchant_id: m.id.clone(),
+                                phone: phone.clone(),
+                                state,
+                                event,
+                                purge_at: consent::purge_at(m, now),
+                            });
+                        }
+                        Verdict::Unchanged => {}
+                        Verdict::OptedOutLater { .. } => note = Some("opted_out_later"),
+                        Verdict::PersonOptedOut { .. } => note = Some("opted_out_by_person"),
+                    }
+                }
+                // Why this checkout's consent box did not count, for the merchant and an auditor.
+                cart.consent_note = note.map(str::to_string);
+            }
+            let schedule = cart.status == CartStatus::Open
+                && status == ConsentStatus::OptedIn
+                && cart.recovery_url.is_some()
+                && !cart.outreach_scheduled;
+            if schedule {
+                cart.outreach_scheduled = true;
+            }
+            let write = IngestWrite {
+                merchant_id: m.id.clone(),
+                event_key: event_key.to_string(),
+                received_at: now,
+                cart: Some((cart.clone(), expected)),
+                consent: append,
+            };
+            match self.store.write_ingest(&write).await {
+                Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
+                Ok(IngestOutcome::Applied) => {
+                    if schedule {
+                        self.schedule_first_step(merchant, &cart, event_key, now).await?;
+                    }
+                    return Ok(Outcome::Accepted);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IngestError::Contention)
+    }
+
+    /// A platform says a customer's SMS consent changed: one ledger entry, written with the
+    /// delivery's dedupe marker. An opt-out also cancels queued outreach to that phone.
+    async fn consent_changed(
+        &self,
+        merchant: &MerchantRecord,
+        event_key: &str,
+        phone: Phone,
+        signal: ConsentSignal,
+        withdraws_only: bool,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, IngestError> {
+        let m = &merchant.merchant;
+        let event = ConsentEvent {
+            channel: Channel::Sms,
+            action: signal.action,
+            source: ConsentSource::PlatformConsentWebhook,
+            occurred_at: signal.occurred_at,
+            recorded_at: now,
+            evidence: signal.evidence,
+        };
+        for _ in 0..WRITE_ATTEMPTS {
+            let state = self.store.consent_state(&m.id, &phone, Channel::Sms).await?;
+            // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.
+            let applies = state.accepts(&event) && !(withdraws_only && state.status != ConsentStatus::OptedIn);
+            let append = applies.then(|| ConsentAppend {
+                merchant_id: m.id.clone(),
+                phone: phone.clone(),
+                state,
+                event: event.clone(),
+                purge_at: consent::purge_at(m, now),
+            });
+            let write = IngestWrite {
+                merchant_id: m.id.clone(),
+                event_key: event_key.to_string(),
+                received_at: now,
+                cart: None,
+                consent: append,
+            };
+            match self.store.write_ingest(&write).await {
+                Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
+                Ok(IngestOutcome::Applied) => {
+                    if applies && event.action == ConsentAction::OptOut {
+                        consent::after_opt_out(self.store, m, &phone, now).await?;
+                    }
+                    return Ok(Outcome::Accepted);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IngestError::Contention)
+    }
+
+    /// Stores a privacy request or an uninstall with the delivery's dedupe marker, for the
+    /// privacy and account use cases to carry out.
+    async fn record_request(
+        &self,
+        merchant: &MerchantRecord,
+        event_key: &str,
+        request: PlatformRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, IngestError> {
+        let m = &merchant.merchant;
+        let stored = self.store.record_platform_request(m, event_key, &request, now).await?;
+        info!(merchant = %m.id, kind = request_kind(&request), stored, "platform request recorded");
+        Ok(if stored { Outcome::Recorded } else { Outcome::Duplicate })
+    }
+
+    /// Queues step 0. If the queue refuses, the delivery is undone so the platform's retry
+    /// schedules it again.
+    async fn schedule_first_step(
+        &self,
+        merchant: &MerchantRecord,
+        cart: &Cart,
+        event_key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), IngestError> {
+        let Some(job) = job_for(&merchant.merchant, cart, 0) else {
+            return Ok(());
+        };
+        match self.queue.enqueue(&job, queue_delay(now, job.due_at)).await {
+            Ok(_) => {
+                info!(
+                    merchant = %cart.merchant_id,
+                    phone = %cart.phone.as_ref().map(|p| p.log_id()).unwrap_or_default(),
+                    due_at = %job.due_at,
+                    "outreach scheduled"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.store.set_outreach_scheduled(&cart.merchant_id, &cart.token, false).await;
+                let _ = self.store.forget_event(&cart.merchant_id, event_key).await;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Writes a changed cart with the delivery's dedupe marker, retrying on concurrent changes.
+    async fn update_cart(
+        &self,
+        merchant: &MerchantRecord,
+        event_key: &str,
+        token: Option<CartToken>,
+        now: DateTime<Utc>,
+        change: impl Fn(&mut Cart, DateTime<Utc>) -> bool,
+    ) -> Result<Outcome, IngestError> {
+        let m = &merchant.merchant;
+        for _ in 0..WRITE_ATTEMPTS {
+            let cart = match &token {
+                Some(t) => self.store.get_cart(&m.id, t).await?,
+                None => None,
+            };
+            let cart = cart.and_then(|mut c| {
+                let expected = c.version;
+                change(&mut c, now).then(|| {
+                    c.version = expected + 1;
+                    (c, Some(expected))
+                })
+            });
+            let write = IngestWrite {
+                merchant_id: m.id.clone(),
+                event_key: event_key.to_string(),
+                received_at: now,
+                cart,
+                consent: None,
+            };
+            match self.store.write_ingest(&write).await {
+                Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
+                Ok(IngestOutcome::Applied) => return Ok(Outcome::Accepted),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IngestError::Contention)
+    }
+}
+
+pub fn request_kind(request: &PlatformRequest) -> &'static str {
+    match request {
+        PlatformRequest::Privacy(p) => match p.kind {
+            crate::platforms::PrivacyKind::DataRequest => "data_request",
+            crate::platforms::PrivacyKind::CustomerRedact => "customer_redact",
+            crate::platforms::PrivacyKind::ShopRedact => "shop_redact",
+        },
+        PlatformRequest::AppUninstalled => "app_uninstalled",
+    }
+}

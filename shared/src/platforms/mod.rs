@@ -1,0 +1,160 @@
+//! Platforms behind one trait: each verifies its webhook, names the merchant and the delivery,
+//! and parses the body into one normalised event. Ingest (`app::ingest`) only sees the event.
+
+pub mod shopify;
+
+use crate::domain::cart::CheckoutSnapshot;
+use crate::domain::consent::ConsentAction;
+use crate::domain::consent::Evidence;
+use crate::domain::ids::CartToken;
+use crate::domain::merchant::Merchant;
+use crate::domain::phone::Phone;
+use chrono::{DateTime, Utc};
+use http::HeaderMap;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// A webhook as it arrived: the exact raw body (signatures cover it) and its headers.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookRequest<'a> {
+    pub headers: &'a HeaderMap,
+    pub body: &'a [u8],
+    /// The `{merchant_id}` of routes that carry it.
+    pub path_merchant: Option<&'a str>,
+}
+
+impl<'a> WebhookRequest<'a> {
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+    }
+}
+
+/// How a platform's webhook names its merchant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MerchantRef {
+    ShopDomain(String),
+    Id(String),
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum PlatformError {
+    /// 401: the signature is missing (`missing_signature`) or does not match (`invalid_signature`).
+    #[error("{message}")]
+    Unauthenticated { code: &'static str, message: String },
+    /// 400: a header the platform always sends is missing.
+    #[error("{0} header is required")]
+    MissingHeader(&'static str),
+    /// 400: the body is not the JSON it should be.
+    #[error("body is not valid JSON for {topic}: {reason}")]
+    Malformed { topic: String, reason: String },
+    /// 422: well-formed, but not something we can act on.
+    #[error("{0} is missing or invalid")]
+    Field(&'static str),
+}
+
+impl PlatformError {
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Unauthenticated { .. } => 401,
+            Self::MissingHeader(_) | Self::Malformed { .. } => 400,
+            Self::Field(_) => 422,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated { code, .. } => code,
+            Self::MissingHeader(_) => "missing_header",
+            Self::Malformed { .. } => "malformed_json",
+            Self::Field(_) => "invalid_payload",
+        }
+    }
+}
+
+/// A consent change carried by a platform event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsentSignal {
+    pub action: ConsentAction,
+    pub occurred_at: DateTime<Utc>,
+    pub evidence: Evidence,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivacyKind {
+    /// The customer asked the merchant for their data.
+    DataRequest,
+    /// Erase one customer.
+    CustomerRedact,
+    /// Erase the whole shop (48 hours after uninstall).
+    ShopRedact,
+}
+
+/// A data-subject or shop-erasure request a platform relayed. Stored as it came; carried out
+/// by the privacy use case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyRequest {
+    pub kind: PrivacyKind,
+    #[serde(default)]
+    pub phone: Option<Phone>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    /// The platform's own id for the request (Shopify's `data_request.id`).
+    #[serde(default)]
+    pub request_id: Option<String>,
+}
+
+/// What any platform's webhook comes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformEvent {
+    CartUpserted {
+        snapshot: Box<CheckoutSnapshot>,
+        consent: Option<ConsentSignal>,
+    },
+    /// Either the token or the platform's checkout id names the cart.
+    CartDeleted {
+        token: Option<CartToken>,
+        checkout_id: Option<String>,
+    },
+    OrderPlaced {
+        token: Option<CartToken>,
+        order_id: String,
+        revenue: String,
+        currency: String,
+    },
+    /// `withdraws_only`: withdraws an opt-in we hold, never creates a record of a stranger.
+    ConsentChanged {
+        phone: Phone,
+        signal: ConsentSignal,
+        withdraws_only: bool,
+    },
+    Privacy(PrivacyRequest),
+    AppUninstalled,
+    /// A topic we do not act on.
+    Ignored,
+}
+
+/// One platform's webhooks.
+pub trait Platform: Send + Sync {
+    /// The name dedupe keys and logs use (`shopify`, …).
+    fn name(&self) -> &'static str;
+    /// Which merchant the request is for.
+    fn merchant_ref(&self, req: &WebhookRequest<'_>) -> Result<MerchantRef, PlatformError>;
+    /// Checks the signature over the raw body, in constant time. `merchant` is `None` before the
+    /// merchant is looked up: platforms signing with an app-wide secret check then, so a forged
+    /// request learns nothing about which merchants exist.
+    fn verify(&self, req: &WebhookRequest<'_>, merchant: Option<&Merchant>) -> Result<bool, PlatformError>;
+    /// The delivery's id: the same value on a redelivery.
+    fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError>;
+    /// The topic, for logs and answers.
+    fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError>;
+    /// The normalised event.
+    fn parse(
+        &self,
+        req: &WebhookRequest<'_>,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+    ) -> Result<PlatformEvent, PlatformError>;
+}
