@@ -1,0 +1,140 @@
+//! Carts: webhook deliveries written with their dedupe marker, versions, and cancelling a phone's queued steps.
+
+use super::*;
+
+impl Store {
+    pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+        self.get(keys::cart_pk(m, token), keys::CART, "GetItem").await?.map(from_item).transpose()
+    }
+
+    pub async fn cart_token_for_checkout(
+        &self,
+        m: &MerchantId,
+        checkout_id: &str,
+    ) -> Result<Option<CartToken>, StoreError> {
+        let item = self.get(keys::checkout_pk(m, checkout_id), keys::CHECKOUT, "GetItem").await?;
+        Ok(item.as_ref().and_then(|i| get_s(i, "cart_token")).and_then(|t| CartToken::parse(t).ok()))
+    }
+
+    pub(super) fn cart_item(cart: &Cart) -> Result<Item, StoreError> {
+        let mut item = to_item(cart)?;
+        item.insert(attr::PK.into(), s(keys::cart_pk(&cart.merchant_id, &cart.token)));
+        item.insert(attr::SK.into(), s(keys::CART));
+        if let Some(phone) = &cart.phone {
+            item.insert(attr::GSI1PK.into(), s(keys::phone_lookup(&cart.merchant_id, phone)));
+            item.insert(attr::GSI1SK.into(), s(keys::cart_lookup_sk(&cart.token)));
+        }
+        Ok(item)
+    }
+
+    /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
+    /// pointer and a consent append. A redelivery finds the marker and changes nothing.
+    pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, StoreError> {
+        let mut items = Vec::with_capacity(5);
+        items.push(self.dedupe_marker(&w.merchant_id, &w.event_key, w.received_at)?);
+
+        if let Some((cart, expected)) = &w.cart {
+            let item = Self::cart_item(cart)?;
+            let tw = match expected {
+                None => self.put_new(item)?,
+                Some(v) => put(&self.table, item, Some("#v = :v"), &[("#v", attr::VERSION)], &[(":v", n(v))])?,
+            };
+            items.push(tw);
+            if let Some(id) = &cart.checkout_id {
+                let mut ptr = key(keys::checkout_pk(&w.merchant_id, id), keys::CHECKOUT);
+                ptr.insert("cart_token".into(), s(cart.token.as_str()));
+                items.push(put(&self.table, ptr, None, &[], &[])?);
+            }
+        }
+        if let Some(c) = &w.consent {
+            items.extend(self.consent_items(c)?.0);
+        }
+        match self.transact(items).await? {
+            TxOutcome::Done => Ok(IngestOutcome::Applied),
+            TxOutcome::Cancelled(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
+                Ok(IngestOutcome::Duplicate)
+            }
+            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+        }
+    }
+
+    /// Forgets a delivery so the platform's retry is processed again (after a later step failed).
+    pub async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), StoreError> {
+        self.delete(keys::event_pk(m, event_key), keys::EVENT).await
+    }
+
+    pub async fn set_outreach_scheduled(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        scheduled: bool,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
+            .update_expression("SET outreach_scheduled = :s, #v = #v + :one")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_values(":s", AttributeValue::Bool(scheduled))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateItem", e))?;
+        Ok(())
+    }
+
+    pub async fn set_last_message_at(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
+            .update_expression("SET last_message_at = :t, #v = #v + :one")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_values(":t", s(at.to_rfc3339()))
+            .expression_attribute_values(":one", n(1))
+            .send()
+            .await
+            .map_err(|e| aws("UpdateItem", e))?;
+        Ok(())
+    }
+
+    /// The tokens of this phone's carts at this merchant.
+    pub async fn cart_tokens_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CartToken>, StoreError> {
+        let items = self.query_lookup(keys::phone_lookup(m, phone)).await?;
+        Ok(items.iter().filter_map(|i| get_s(i, "token")).filter_map(|t| CartToken::parse(t).ok()).collect())
+    }
+
+    /// After an opt-out: skips every step of the merchant's flow not yet claimed on this phone's
+    /// open carts, so queued jobs find the step taken. Returns how many steps were cancelled.
+    pub async fn cancel_outreach(
+        &self,
+        merchant: &Merchant,
+        phone: &Phone,
+        now: DateTime<Utc>,
+    ) -> Result<usize, StoreError> {
+        let m = &merchant.id;
+        let (steps, reason) = (merchant.flow.len() as u8, SkipReason::OptedOut.as_str());
+        let mut cancelled = 0;
+        for token in self.cart_tokens_for_phone(m, phone).await? {
+            let Some(cart) = self.get_cart(m, &token).await? else { continue };
+            if cart.status.is_closed() || !cart.outreach_scheduled {
+                continue;
+            }
+            for step in 0..steps {
+                if self.skip_step(m, &token, step, reason, now).await? {
+                    cancelled += 1;
+                }
+            }
+        }
+        Ok(cancelled)
+    }
+}

@@ -1,0 +1,58 @@
+//! Consent-API answers replayed for an `Idempotency-Key`.
+
+use super::*;
+
+impl Store {
+    pub(super) fn idempotency_pk(m: &MerchantId, key: &str) -> String {
+        // The client's key is hashed: it is opaque to us and may hold any characters.
+        keys::idempotency_pk(m, &crate::signature::sha256_hex(key.as_bytes()))
+    }
+
+    pub(super) fn idempotency_item(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        r: &IdempotencyRecord,
+    ) -> Result<Item, StoreError> {
+        let mut item = to_item(r)?;
+        item.insert(attr::PK.into(), s(Self::idempotency_pk(m, key)));
+        item.insert(attr::SK.into(), s(keys::IDEMPOTENCY));
+        item.insert(attr::EXPIRES_AT.into(), n((r.created_at + Duration::hours(IDEMPOTENCY_TTL_HOURS)).timestamp()));
+        Ok(item)
+    }
+
+    pub async fn get_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let item = self.get(Self::idempotency_pk(m, key), keys::IDEMPOTENCY, "GetItem").await?;
+        // DynamoDB's TTL deletes late; an expired record no longer binds the key.
+        let fresh = item.filter(|i| {
+            i.get(attr::EXPIRES_AT)
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<i64>().ok())
+                .is_none_or(|t| t > now.timestamp())
+        });
+        fresh.map(from_item).transpose()
+    }
+
+    /// Stores an answer; `false` when the key already holds one.
+    pub async fn put_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> Result<bool, StoreError> {
+        let item = self.idempotency_item(m, key, record)?;
+        self.put_unless_taken(
+            self.client
+                .put_item()
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", attr::PK),
+        )
+        .await
+    }
+}

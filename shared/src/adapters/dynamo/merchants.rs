@@ -1,0 +1,197 @@
+//! Merchants: profiles, shop-domain ownership, status, API key hashes and the sender index.
+
+use super::*;
+
+impl Store {
+    /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
+    /// The shop domain is claimed by a conditional write in the same transaction, so two
+    /// merchants can never own one shop, however their writes interleave.
+    pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
+        merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let old = self.get_merchant(&merchant.id).await?;
+        let profile = serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
+                          created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
+            .to_string();
+        let mut profile_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(&merchant.id), keys::PROFILE)))
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_values(":p", s(profile))
+            .expression_attribute_values(":now", s(now.to_rfc3339()))
+            .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()))
+            .expression_attribute_values(":f", AttributeValue::Bool(false));
+        let domain = merchant.shop_domain.as_deref().map(str::to_ascii_lowercase);
+        match &domain {
+            Some(d) => {
+                update.push_str(", #g = :g, #gs = :gs");
+                profile_update = profile_update
+                    .expression_attribute_names("#g", attr::GSI1PK)
+                    .expression_attribute_names("#gs", attr::GSI1SK)
+                    .expression_attribute_values(":g", s(keys::shop_lookup(d)))
+                    .expression_attribute_values(":gs", s(merchant_pk(&merchant.id)));
+            }
+            None => {
+                update.push_str(" REMOVE #g, #gs");
+                profile_update = profile_update
+                    .expression_attribute_names("#g", attr::GSI1PK)
+                    .expression_attribute_names("#gs", attr::GSI1SK);
+            }
+        }
+        let mut items =
+            vec![TransactWriteItem::builder().update(built(profile_update.update_expression(update).build())?).build()];
+        if let Some(d) = &domain {
+            let mut owner = key(keys::shop_owner_pk(d), keys::OWNER);
+            owner.insert(attr::MERCHANT_ID.into(), s(merchant.id.as_str()));
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(owner))
+                .condition_expression("attribute_not_exists(#pk) OR #m = :m")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#m", attr::MERCHANT_ID)
+                .expression_attribute_values(":m", s(merchant.id.as_str()));
+            items.push(TransactWriteItem::builder().put(built(put.build())?).build());
+        }
+        let old_domain = old.as_ref().and_then(|r| r.merchant.shop_domain.as_deref()).map(str::to_ascii_lowercase);
+        if let Some(od) = old_domain.filter(|od| Some(od) != domain.as_ref()) {
+            let del = Delete::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(keys::shop_owner_pk(&od), keys::OWNER)))
+                .condition_expression("attribute_not_exists(#pk) OR #m = :m")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#m", attr::MERCHANT_ID)
+                .expression_attribute_values(":m", s(merchant.id.as_str()));
+            items.push(TransactWriteItem::builder().delete(built(del.build())?).build());
+        }
+        if let TxOutcome::Cancelled(codes) = self.transact(items).await? {
+            if codes.iter().any(|c| c == "ConditionalCheckFailed") {
+                let owner = match &domain {
+                    Some(d) => self.shop_owner(d).await?.map(|m| m.to_string()).unwrap_or_default(),
+                    None => String::new(),
+                };
+                return Err(StoreError::Invalid(format!(
+                    "shop_domain {} already belongs to merchant {owner}",
+                    domain.unwrap_or_default()
+                )));
+            }
+            return Err(StoreError::Conflict);
+        }
+        self.sync_sender_index(merchant, old.as_ref().map(|r| &r.merchant)).await
+    }
+
+    pub(super) fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
+        let profile = get_s(&item, "profile").ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
+        let merchant: Merchant = serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let status = match get_s(&item, attr::STATUS) {
+            Some(v) if v == MerchantStatus::Closed.as_str() => MerchantStatus::Closed,
+            _ => MerchantStatus::Active,
+        };
+        Ok(MerchantRecord {
+            merchant,
+            status,
+            api_key_sha256: get_s(&item, "api_key_sha256").map(str::to_string),
+            legal_hold: item.get("legal_hold").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+        })
+    }
+
+    pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+        self.get(merchant_pk(id), keys::PROFILE, "GetItem").await?.map(Self::decode_merchant).transpose()
+    }
+
+    pub(super) async fn shop_owner(&self, domain: &str) -> Result<Option<MerchantId>, StoreError> {
+        let item = self.get(keys::shop_owner_pk(domain), keys::OWNER, "GetItem").await?;
+        Ok(item.as_ref().and_then(|i| get_s(i, attr::MERCHANT_ID)).and_then(|m| MerchantId::parse(m).ok()))
+    }
+
+    /// The merchant that owns a shop domain: one strongly consistent read of the ownership
+    /// item, then the profile (which must still name the domain).
+    pub async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, StoreError> {
+        let Some(id) = self.shop_owner(domain).await? else { return Ok(None) };
+        let record = self.get_merchant(&id).await?;
+        Ok(record.filter(|r| r.merchant.shop_domain.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(domain))))
+    }
+
+    /// Stores the SHA-256 of a new API key; the key itself is never stored.
+    pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(id), keys::PROFILE)))
+            .update_expression("SET api_key_sha256 = :h")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":h", s(sha256_hex))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::NotFound(format!("merchant {id}")))
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    /// Sets a merchant's status (closing stops outreach: every claim checks it).
+    pub async fn set_merchant_status(&self, id: &MerchantId, status: MerchantStatus) -> Result<(), StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(id), keys::PROFILE)))
+            .update_expression("SET #st = :s")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_values(":s", s(status.as_str()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::NotFound(format!("merchant {id}")))
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    /// The merchants whose SMS sender is one of `senders` (numbers or Messaging Service SIDs).
+    pub async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, StoreError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for sender in senders.iter().filter(|s| !s.is_empty()) {
+            for item in self.query_prefix(keys::sender_pk(sender), keys::MERCHANT_PREFIX).await? {
+                if let Some(id) = get_s(&item, attr::MERCHANT_ID).and_then(|v| MerchantId::parse(v).ok()) {
+                    ids.insert(id);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            // The index item may outlive a profile change by a moment; the profile decides.
+            if let Some(record) = self.get_merchant(&id).await?
+                && sender_keys(&record.merchant).iter().any(|k| senders.contains(&k.as_str()))
+            {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) async fn sync_sender_index(
+        &self,
+        merchant: &Merchant,
+        old: Option<&Merchant>,
+    ) -> Result<(), StoreError> {
+        let new_keys = sender_keys(merchant);
+        for k in &new_keys {
+            let mut item = key(keys::sender_pk(k), merchant_pk(&merchant.id));
+            item.insert(attr::MERCHANT_ID.into(), s(merchant.id.as_str()));
+            self.put_item(item).await?;
+        }
+        for k in old.map(sender_keys).unwrap_or_default().into_iter().filter(|k| !new_keys.contains(k)) {
+            self.delete(keys::sender_pk(&k), merchant_pk(&merchant.id)).await?;
+        }
+        Ok(())
+    }
+}

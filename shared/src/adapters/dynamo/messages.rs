@@ -1,0 +1,199 @@
+//! The SMS log (outbound and inbound, with delivery status) and reachability marks.
+
+use super::*;
+
+impl Store {
+    pub(super) fn sms_log_item(entry: &SmsLogEntry) -> Result<Item, StoreError> {
+        let mut entry = entry.clone();
+        entry.status_history.entry(entry.status.clone()).or_insert(entry.created_at);
+        let mut item = to_item(&entry)?;
+        let pk = customer_pk(&entry.merchant_id, &entry.phone);
+        item.insert(attr::PK.into(), s(pk.clone()));
+        item.insert(attr::SK.into(), s(keys::sms_sk(entry.direction, entry.created_at, &entry.message_sid)));
+        item.insert(attr::STATUS_RANK.into(), n(entry.status_rank()));
+        item.insert(attr::GSI1PK.into(), s(keys::sid_lookup(&entry.message_sid)));
+        item.insert(attr::GSI1SK.into(), s(pk));
+        Ok(with_purge(item, entry.purge_at))
+    }
+
+    pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), StoreError> {
+        self.put_item(Self::sms_log_item(entry)?).await
+    }
+
+    /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
+    /// `MessageSid` returns `false` and writes nothing. Each merchant's marker and log entry are
+    /// one pair; pairs are written in transactions of at most 100 items, so any number of
+    /// merchants may share a sender. `true` when any pair was new.
+    pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut first = false;
+        for chunk in entries.chunks(MAX_TRANSACTION_ITEMS / 2) {
+            let mut items = Vec::with_capacity(chunk.len() * 2);
+            for e in chunk {
+                items.push(self.dedupe_marker(&e.merchant_id, &keys::inbound_event_key(&e.message_sid), now)?);
+                items.push(put(&self.table, Self::sms_log_item(e)?, None, &[], &[])?);
+            }
+            match self.transact(items).await? {
+                TxOutcome::Done => first = true,
+                TxOutcome::Cancelled(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => {
+                    // Some pairs of this chunk were written before: write the others one by one.
+                    for e in chunk {
+                        let pair = vec![
+                            self.dedupe_marker(&e.merchant_id, &keys::inbound_event_key(&e.message_sid), now)?,
+                            put(&self.table, Self::sms_log_item(e)?, None, &[], &[])?,
+                        ];
+                        match self.transact(pair).await? {
+                            TxOutcome::Done => first = true,
+                            TxOutcome::Cancelled(codes) if codes[0] == "ConditionalCheckFailed" => {}
+                            TxOutcome::Cancelled(_) => return Err(StoreError::Conflict),
+                        }
+                    }
+                }
+                TxOutcome::Cancelled(_) => return Err(StoreError::Conflict),
+            }
+        }
+        Ok(first)
+    }
+
+    /// Records a delivery report on a logged message. The history keeps every status once; the
+    /// current status only moves forward, whatever order the callbacks arrive in.
+    pub async fn update_sms_status(
+        &self,
+        entry: &SmsLogEntry,
+        status: &str,
+        error_code: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let item_key = key(
+            customer_pk(&entry.merchant_id, &entry.phone),
+            keys::sms_sk(entry.direction, entry.created_at, &entry.message_sid),
+        );
+        let mut history = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key.clone()))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#s", status)
+            .expression_attribute_values(":t", s(at.to_rfc3339()));
+        history = match error_code {
+            Some(code) => history
+                .update_expression("SET status_history.#s = if_not_exists(status_history.#s, :t), error_code = :e")
+                .expression_attribute_values(":e", n(code)),
+            None => history.update_expression("SET status_history.#s = if_not_exists(status_history.#s, :t)"),
+        };
+        history.send().await.map_err(|e| aws("UpdateItem", e))?;
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key))
+            .update_expression("SET #st = :s, #rank = :r")
+            .condition_expression("attribute_not_exists(#rank) OR #rank < :r")
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_names("#rank", attr::STATUS_RANK)
+            .expression_attribute_values(":s", s(status))
+            .expression_attribute_values(":r", n(status_rank(status)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    pub async fn mark_undeliverable(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        u: &Undeliverable,
+        purge_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut item = to_item(u)?;
+        item.insert(attr::PK.into(), s(customer_pk(m, phone)));
+        item.insert(attr::SK.into(), s(keys::REACH_SMS));
+        self.put_item(with_purge(item, purge_at)).await
+    }
+
+    pub async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, StoreError> {
+        self.get(customer_pk(m, phone), keys::REACH_SMS, "GetItem").await?.map(from_item).transpose()
+    }
+
+    pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, StoreError> {
+        self.query_prefix(customer_pk(m, phone), keys::SMS_PREFIX).await?.into_iter().map(from_item).collect()
+    }
+
+    pub async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, StoreError> {
+        self.query_lookup(keys::sid_lookup(sid)).await?.into_iter().next().map(from_item).transpose()
+    }
+
+    /// One outbound message, read strongly consistent from the customer's partition: for a
+    /// delivery report that arrives before the `SID#` index has caught up.
+    pub async fn outbound_sms(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> Result<Option<SmsLogEntry>, StoreError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                    .filter_expression("#sid = :sid")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_names("#sk", attr::SK)
+                    .expression_attribute_names("#sid", attr::MESSAGE_SID)
+                    .expression_attribute_values(":pk", s(customer_pk(m, phone)))
+                    .expression_attribute_values(":p", s(keys::SMS_OUT_PREFIX))
+                    .expression_attribute_values(":sid", s(sid))
+                    .consistent_read(true),
+            )
+            .await?;
+        items.into_iter().next().map(from_item).transpose()
+    }
+
+    /// Messages this merchant sent this phone at or after `since`, oldest first.
+    pub async fn outbound_since(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<SmsLogEntry>, StoreError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_names("#sk", attr::SK)
+                    .expression_attribute_values(":pk", s(customer_pk(m, phone)))
+                    .expression_attribute_values(":from", s(keys::sms_out_from(since)))
+                    .expression_attribute_values(":to", s(keys::SMS_OUT_END))
+                    .consistent_read(true),
+            )
+            .await?;
+        items.into_iter().map(from_item).collect()
+    }
+
+    /// Whether this merchant has ever texted this phone (the first message introduces itself).
+    pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#sk", attr::SK)
+            .expression_attribute_values(":pk", s(customer_pk(m, phone)))
+            .expression_attribute_values(":p", s(keys::SMS_OUT_PREFIX))
+            .consistent_read(true)
+            .limit(1)
+            .send()
+            .await
+            .map_err(|e| aws("Query", e))?;
+        // One item is the whole question: a page that stops early says nothing of later ones.
+        Ok(out.count > 0)
+    }
+}

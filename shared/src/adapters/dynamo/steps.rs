@@ -1,0 +1,362 @@
+//! Outreach steps: the guarded claim with its lease, the send counter, and how a step ends.
+
+use super::*;
+
+impl Store {
+    pub async fn get_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+    ) -> Result<Option<StepRecord>, StoreError> {
+        self.get(keys::cart_pk(m, token), keys::step_sk(step), "GetItem").await?.map(from_item).transpose()
+    }
+
+    /// The per-phone send counter, strongly consistent (version 0 when there is none).
+    pub async fn send_counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, StoreError> {
+        match self.get(customer_pk(m, phone), keys::FREQ, "GetItem").await? {
+            Some(item) => from_item(item),
+            None => Ok(SendCounter::default()),
+        }
+    }
+
+    /// The step update of a claim: condition and values for "taken by `claim_id` until the lease
+    /// ends", over the record as it was read.
+    pub(super) fn claim_update(
+        &self,
+        (m, token, step): (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Update>, StoreError> {
+        let mut set = "SET #st = :claimed, #cid = :c, body_sha256 = :h, updated_at = :now, #lease = :lease, \
+                       #att = if_not_exists(#att, :zero) + :one"
+            .to_string();
+        let mut u = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::step_sk(step))))
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#cid", attr::CLAIM_ID)
+            .expression_attribute_names("#lease", attr::LEASE_UNTIL)
+            .expression_attribute_names("#att", attr::ATTEMPTS)
+            .expression_attribute_values(":claimed", s(StepState::Claimed.as_str()))
+            .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":h", s(body_sha256))
+            .expression_attribute_values(":now", s(keys::sort_time(now)))
+            .expression_attribute_values(":lease", s(keys::sort_time(lease_until(now))))
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        let condition = match seen {
+            StepAvailability::Fresh => {
+                u = u.expression_attribute_names("#pk", attr::PK);
+                "attribute_not_exists(#pk)".to_string()
+            }
+            StepAvailability::Reclaimable { attempts, expired_claim, uncertain } => {
+                u = u.expression_attribute_values(":a", n(attempts));
+                if let Some(un) = uncertain {
+                    // The first unanswered attempt stays on record until the outcome is known.
+                    set.push_str(", uncertain_since = if_not_exists(uncertain_since, :since)");
+                    u = u.expression_attribute_values(":since", s(keys::sort_time(un.since)));
+                }
+                if *expired_claim {
+                    "#st = :claimed AND #att = :a AND #lease <= :now".to_string()
+                } else {
+                    u = u.expression_attribute_values(":retry", s(StepState::Retry.as_str()));
+                    "#st = :retry AND #att = :a".to_string()
+                }
+            }
+            StepAvailability::Taken(_) => return Ok(None),
+        };
+        Ok(Some(built(u.update_expression(set).condition_expression(condition).build())?))
+    }
+
+    /// Claims (cart, step) on the step alone: the exclusivity primitive. The worker claims
+    /// through `claim`, which adds every other condition its decision read.
+    pub async fn claim_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let record = self.get_step(m, token, step).await?;
+        let seen = StepRecord::availability(record.as_ref(), now);
+        let uncertain = match &seen {
+            StepAvailability::Reclaimable { uncertain, .. } => uncertain.clone(),
+            _ => None,
+        };
+        let Some(update) = self.claim_update((m, token, step), &seen, claim_id, body_sha256, now)? else {
+            return Ok(ClaimOutcome::Taken(record.ok_or_else(|| StoreError::NotFound("step claim".into()))?));
+        };
+        match self.transact(vec![TransactWriteItem::builder().update(update).build()]).await? {
+            TxOutcome::Done => Ok(ClaimOutcome::Claimed { uncertain }),
+            TxOutcome::Cancelled(_) => {
+                let record =
+                    self.get_step(m, token, step).await?.ok_or_else(|| StoreError::NotFound("step claim".into()))?;
+                Ok(ClaimOutcome::Taken(record))
+            }
+        }
+    }
+
+    /// The claim before a send, in one transaction conditioned on everything the decision read:
+    /// the step as read, the cart's version (open at that version), the channel's consent state
+    /// (opted in at that sequence), the merchant's status (active) and the phone's send counter
+    /// (at its version, which the claim bumps). Anything acknowledged before it makes it fail.
+    pub async fn claim(
+        &self,
+        guard: &ClaimGuard,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, StoreError> {
+        let (m, token, step) = (&guard.merchant_id, &guard.cart, guard.step);
+        let uncertain = match &guard.step_seen {
+            StepAvailability::Reclaimable { uncertain, .. } => uncertain.clone(),
+            StepAvailability::Taken(r) => return Ok(ClaimOutcome::Taken(r.clone())),
+            StepAvailability::Fresh => None,
+        };
+        let Some(step_update) = self.claim_update((m, token, step), &guard.step_seen, claim_id, body_sha256, now)?
+        else {
+            return Ok(ClaimOutcome::Stale);
+        };
+        let cart_check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
+            .condition_expression("#v = :v AND #st = :open")
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_values(":v", n(guard.cart_version))
+            .expression_attribute_values(":open", s("open"));
+        let consent_check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(customer_pk(m, &guard.phone), keys::consent_state_sk(guard.channel))))
+            .condition_expression("#seq = :seq AND #st = :in")
+            .expression_attribute_names("#seq", attr::SEQ)
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_values(":seq", n(guard.consent_seq))
+            .expression_attribute_values(":in", s(consent_status_str(ConsentStatus::OptedIn)));
+        let merchant_check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(m), keys::PROFILE)))
+            .condition_expression("#st = :active")
+            .expression_attribute_names("#st", attr::STATUS)
+            .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()));
+        let counter = self.counter_put(guard, &guard.counter.with_claim(token, step, now), now)?;
+        let items = vec![
+            TransactWriteItem::builder().update(step_update).build(),
+            TransactWriteItem::builder().condition_check(built(cart_check.build())?).build(),
+            TransactWriteItem::builder().condition_check(built(consent_check.build())?).build(),
+            TransactWriteItem::builder().condition_check(built(merchant_check.build())?).build(),
+            counter,
+        ];
+        match self.transact(items).await? {
+            TxOutcome::Done => Ok(ClaimOutcome::Claimed { uncertain }),
+            TxOutcome::Cancelled(codes) => {
+                if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") {
+                    // The step itself moved on: someone else holds or finished it.
+                    if let Some(record) = self.get_step(m, token, step).await?
+                        && matches!(StepRecord::availability(Some(&record), now), StepAvailability::Taken(_))
+                    {
+                        return Ok(ClaimOutcome::Taken(record));
+                    }
+                }
+                Ok(ClaimOutcome::Stale)
+            }
+        }
+    }
+
+    /// The counter item after a claim, conditioned on the version the decision read.
+    pub(super) fn counter_put(
+        &self,
+        guard: &ClaimGuard,
+        sends: &[CountedSend],
+        now: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let next = SendCounter { version: guard.counter.version + 1, sends: sends.to_vec() };
+        let mut item = to_item(&next)?;
+        item.insert(attr::PK.into(), s(customer_pk(&guard.merchant_id, &guard.phone)));
+        item.insert(attr::SK.into(), s(keys::FREQ));
+        // The counter only matters for a day; it is purged with the customer's other data.
+        let item = with_purge(item, now + Duration::days(2));
+        if guard.counter.version == 0 {
+            self.put_new(item)
+        } else {
+            put(&self.table, item, Some("#v = :v"), &[("#v", attr::VERSION)], &[(":v", n(guard.counter.version))])
+        }
+    }
+
+    /// Takes a claimed step's count back off the phone's counter after a send that certainly did
+    /// not happen. Best effort: a count left behind only makes the rule stricter.
+    pub async fn release_count(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        token: &CartToken,
+        step: u8,
+    ) -> Result<(), StoreError> {
+        for _ in 0..3 {
+            let counter = self.send_counter(m, phone).await?;
+            if counter.version == 0 || !counter.sends.iter().any(|s| s.cart == *token && s.step == step) {
+                return Ok(());
+            }
+            let sends = counter.without(token, step);
+            let req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(customer_pk(m, phone), keys::FREQ)))
+                .update_expression("SET sends = :s, #v = :next")
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", attr::VERSION)
+                .expression_attribute_values(
+                    ":s",
+                    serde_dynamo::to_attribute_value(&sends).map_err(|e| StoreError::Decode(e.to_string()))?,
+                )
+                .expression_attribute_values(":v", n(counter.version))
+                .expression_attribute_values(":next", n(counter.version + 1));
+            match req.send().await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => continue,
+                Err(e) => return Err(aws("UpdateItem", e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a sent message and the step's `sent` state in one transaction (with the cart's
+    /// last-message time), so a sent message is never without its log entry. `false` when the
+    /// claim was no longer ours (a lease overtaken): the new holder finds the message at Twilio.
+    pub async fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let m = &entry.merchant_id;
+        let log = put(&self.table, Self::sms_log_item(entry)?, None, &[], &[])?;
+        let step_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::step_sk(step))))
+            .update_expression("SET #st = :sent, message_sid = :sid, updated_at = :now REMOVE #lease")
+            .condition_expression("#cid = :c AND #st = :claimed")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#cid", attr::CLAIM_ID)
+            .expression_attribute_names("#lease", attr::LEASE_UNTIL)
+            .expression_attribute_values(":sent", s(StepState::Sent.as_str()))
+            .expression_attribute_values(":claimed", s(StepState::Claimed.as_str()))
+            .expression_attribute_values(":sid", s(&entry.message_sid))
+            .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":now", s(keys::sort_time(now)));
+        let cart_update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
+            .update_expression("SET last_message_at = :t, #v = #v + :one")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_values(":t", s(entry.created_at.to_rfc3339()))
+            .expression_attribute_values(":one", n(1));
+        let items = vec![
+            log,
+            TransactWriteItem::builder().update(built(step_update.build())?).build(),
+            TransactWriteItem::builder().update(built(cart_update.build())?).build(),
+        ];
+        match self.transact(items).await? {
+            TxOutcome::Done => Ok(true),
+            TxOutcome::Cancelled(codes) if codes.get(1).is_some_and(|c| c == "ConditionalCheckFailed") => Ok(false),
+            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+        }
+    }
+
+    /// Records how a claimed step ended; only the claim's holder may.
+    pub async fn finish_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::step_sk(step))))
+            .condition_expression("#cid = :c AND #st = :claimed")
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_names("#cid", attr::CLAIM_ID)
+            .expression_attribute_names("#lease", attr::LEASE_UNTIL)
+            .expression_attribute_values(":c", s(claim_id))
+            .expression_attribute_values(":claimed", s(StepState::Claimed.as_str()))
+            .expression_attribute_values(":now", s(keys::sort_time(now)));
+        req = match result {
+            StepResult::Sent { message_sid } => req
+                .update_expression("SET #st = :s, message_sid = :sid, updated_at = :now REMOVE #lease")
+                .expression_attribute_values(":s", s(StepState::Sent.as_str()))
+                .expression_attribute_values(":sid", s(message_sid)),
+            StepResult::Failed { error_code, reason } => {
+                let req = req
+                    .expression_attribute_values(":s", s(StepState::Failed.as_str()))
+                    .expression_attribute_values(":r", s(reason));
+                match error_code {
+                    Some(code) => req
+                        .update_expression(
+                            "SET #st = :s, reason = :r, error_code = :e, updated_at = :now REMOVE #lease",
+                        )
+                        .expression_attribute_values(":e", n(code)),
+                    None => req.update_expression("SET #st = :s, reason = :r, updated_at = :now REMOVE #lease"),
+                }
+            }
+            StepResult::Retry { reason, uncertain } => {
+                let req = req
+                    .expression_attribute_values(":s", s(StepState::Retry.as_str()))
+                    .expression_attribute_values(":r", s(reason));
+                if *uncertain {
+                    req.update_expression(
+                        "SET #st = :s, reason = :r, updated_at = :now, uncertain_since = if_not_exists(uncertain_since, :now) REMOVE #lease",
+                    )
+                } else {
+                    req.update_expression("SET #st = :s, reason = :r, updated_at = :now REMOVE #lease")
+                }
+            }
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                Err(StoreError::Conflict)
+            }
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    /// Records why a step will never go out; first writer wins (an expired claim included).
+    pub async fn skip_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut item = key(keys::cart_pk(m, token), keys::step_sk(step));
+        item.insert(attr::STATE.into(), s(StepState::Skipped.as_str()));
+        item.insert("reason".into(), s(reason));
+        item.insert(attr::ATTEMPTS.into(), n(0));
+        item.insert("updated_at".into(), s(keys::sort_time(now)));
+        let req = self
+            .client
+            .put_item()
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR #st = :retry")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#st", attr::STATE)
+            .expression_attribute_values(":retry", s(StepState::Retry.as_str()));
+        self.put_unless_taken(req).await
+    }
+}
