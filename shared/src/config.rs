@@ -85,80 +85,18 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let opt = |name: &'static str| get(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let req = |name: &'static str| opt(name).ok_or(ConfigError::Missing(name));
-
-        let public_base_url = req("PUBLIC_BASE_URL")?;
-        validate_base_url("PUBLIC_BASE_URL", &public_base_url)?;
-        let public_base_url = public_base_url.trim_end_matches('/').to_string();
-
-        let outreach_queue_url = req("OUTREACH_QUEUE_URL")?;
-        validate_base_url("OUTREACH_QUEUE_URL", &outreach_queue_url)?;
-
-        let twilio = match opt("TWILIO_ACCOUNT_SID") {
-            None => None,
-            Some(account_sid) => {
-                if !(account_sid.starts_with("AC") && account_sid.len() == 34) {
-                    return Err(ConfigError::Invalid {
-                        name: "TWILIO_ACCOUNT_SID",
-                        reason: "expected AC followed by 32 hex characters".into(),
-                    });
-                }
-                let api_base = opt("TWILIO_API_BASE").unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.into());
-                validate_base_url("TWILIO_API_BASE", &api_base)?;
-                let auth_token = opt("TWILIO_AUTH_TOKEN");
-                let auth = match (opt("TWILIO_API_KEY_SID"), opt("TWILIO_API_KEY_SECRET"), &auth_token) {
-                    (Some(sid), Some(secret), _) => TwilioAuth::ApiKey { sid, secret },
-                    (Some(_), None, _) => {
-                        return Err(ConfigError::Missing("TWILIO_API_KEY_SECRET"));
-                    }
-                    (None, _, Some(token)) => TwilioAuth::AuthToken(token.clone()),
-                    (None, _, None) => return Err(ConfigError::Missing("TWILIO_AUTH_TOKEN")),
-                };
-                Some(TwilioConfig {
-                    api_base: api_base.trim_end_matches('/').to_string(),
-                    account_sid,
-                    auth,
-                    auth_token,
-                })
-            }
-        };
-
-        let local_now = match opt("CALLFY_LOCAL_NOW") {
-            None => None,
-            Some(v) => Some(
-                DateTime::parse_from_rfc3339(&v)
-                    .map_err(|e| ConfigError::Invalid {
-                        name: "CALLFY_LOCAL_NOW",
-                        reason: format!("not an RFC 3339 instant: {e}"),
-                    })?
-                    .with_timezone(&Utc),
-            ),
-        };
-
-        // Set but empty is refused rather than defaulted: a blank secret is a deployment mistake.
-        let log_key = match get("CALLFY_LOG_KEY").map(|v| v.trim().to_string()) {
-            None => LOCAL_LOG_KEY.to_string(),
-            Some(v) if v.len() < MIN_LOG_KEY_BYTES => {
-                return Err(ConfigError::Invalid {
-                    name: "CALLFY_LOG_KEY",
-                    reason: format!("expected at least {MIN_LOG_KEY_BYTES} bytes, got {}", v.len()),
-                });
-            }
-            Some(v) => v,
-        };
-
+        let env = Env(get);
         Ok(Self {
-            table_name: req("TABLE_NAME")?,
-            outreach_queue_url,
-            recordings_bucket: opt("RECORDINGS_BUCKET"),
-            public_base_url,
-            twilio,
-            shopify_api_secret: opt("SHOPIFY_API_SECRET"),
-            twilio_webhook_shared_key: opt("TWILIO_WEBHOOK_SHARED_KEY"),
-            http_addr: opt("CALLFY_HTTP_ADDR").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
-            local_now,
-            log_key,
+            public_base_url: env.public_base_url()?,
+            outreach_queue_url: env.outreach_queue_url()?,
+            twilio: env.twilio()?,
+            local_now: env.local_now()?,
+            log_key: env.log_key()?,
+            table_name: env.table_name()?,
+            recordings_bucket: env.opt("RECORDINGS_BUCKET"),
+            shopify_api_secret: env.opt("SHOPIFY_API_SECRET"),
+            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY"),
+            http_addr: env.opt("CALLFY_HTTP_ADDR").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
         })
     }
 
@@ -176,6 +114,185 @@ impl Config {
     }
 }
 
+/// The environment, one typed reader per variable: each function's settings read only the
+/// variables that function uses.
+pub struct Env<F>(pub F);
+
+impl<F: Fn(&str) -> Option<String>> Env<F> {
+    pub fn opt(&self, name: &'static str) -> Option<String> {
+        (self.0)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+    }
+
+    pub fn req(&self, name: &'static str) -> Result<String, ConfigError> {
+        self.opt(name).ok_or(ConfigError::Missing(name))
+    }
+
+    pub fn table_name(&self) -> Result<String, ConfigError> {
+        self.req("TABLE_NAME")
+    }
+
+    pub fn public_base_url(&self) -> Result<String, ConfigError> {
+        let url = self.req("PUBLIC_BASE_URL")?;
+        validate_base_url("PUBLIC_BASE_URL", &url)?;
+        Ok(url.trim_end_matches('/').to_string())
+    }
+
+    pub fn outreach_queue_url(&self) -> Result<String, ConfigError> {
+        let url = self.req("OUTREACH_QUEUE_URL")?;
+        validate_base_url("OUTREACH_QUEUE_URL", &url)?;
+        Ok(url)
+    }
+
+    /// Twilio's account and credentials, when `TWILIO_ACCOUNT_SID` is set.
+    pub fn twilio(&self) -> Result<Option<TwilioConfig>, ConfigError> {
+        let Some(account_sid) = self.opt("TWILIO_ACCOUNT_SID") else { return Ok(None) };
+        if !(account_sid.starts_with("AC") && account_sid.len() == 34) {
+            return Err(ConfigError::Invalid {
+                name: "TWILIO_ACCOUNT_SID",
+                reason: "expected AC followed by 32 hex characters".into(),
+            });
+        }
+        let api_base = self.opt("TWILIO_API_BASE").unwrap_or_else(|| DEFAULT_TWILIO_API_BASE.into());
+        validate_base_url("TWILIO_API_BASE", &api_base)?;
+        let auth_token = self.opt("TWILIO_AUTH_TOKEN");
+        let auth = match (self.opt("TWILIO_API_KEY_SID"), self.opt("TWILIO_API_KEY_SECRET"), &auth_token) {
+            (Some(sid), Some(secret), _) => TwilioAuth::ApiKey { sid, secret },
+            (Some(_), None, _) => return Err(ConfigError::Missing("TWILIO_API_KEY_SECRET")),
+            (None, _, Some(token)) => TwilioAuth::AuthToken(token.clone()),
+            (None, _, None) => return Err(ConfigError::Missing("TWILIO_AUTH_TOKEN")),
+        };
+        Ok(Some(TwilioConfig { api_base: api_base.trim_end_matches('/').to_string(), account_sid, auth, auth_token }))
+    }
+
+    pub fn require_twilio(&self) -> Result<TwilioConfig, ConfigError> {
+        self.twilio()?.ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
+    }
+
+    pub fn local_now(&self) -> Result<Option<DateTime<Utc>>, ConfigError> {
+        self.opt("CALLFY_LOCAL_NOW")
+            .map(|v| {
+                DateTime::parse_from_rfc3339(&v).map(|t| t.with_timezone(&Utc)).map_err(|e| ConfigError::Invalid {
+                    name: "CALLFY_LOCAL_NOW",
+                    reason: format!("not an RFC 3339 instant: {e}"),
+                })
+            })
+            .transpose()
+    }
+
+    /// Set but empty is refused rather than defaulted: a blank secret is a deployment mistake.
+    pub fn log_key(&self) -> Result<String, ConfigError> {
+        match (self.0)("CALLFY_LOG_KEY").map(|v| v.trim().to_string()) {
+            None => Ok(LOCAL_LOG_KEY.to_string()),
+            Some(v) if v.len() < MIN_LOG_KEY_BYTES => Err(ConfigError::Invalid {
+                name: "CALLFY_LOG_KEY",
+                reason: format!("expected at least {MIN_LOG_KEY_BYTES} bytes, got {}", v.len()),
+            }),
+            Some(v) => Ok(v),
+        }
+    }
+}
+
+/// webhook-ingest: the table, the queue, the Shopify app secret.
+#[derive(Clone)]
+pub struct IngestSettings {
+    pub table_name: String,
+    pub outreach_queue_url: String,
+    pub shopify_api_secret: String,
+    pub log_key: String,
+}
+
+/// outreach-worker: the table, the queue, Twilio, and the base URL its callbacks go to.
+#[derive(Clone)]
+pub struct WorkerSettings {
+    pub table_name: String,
+    pub outreach_queue_url: String,
+    pub public_base_url: String,
+    pub twilio: TwilioConfig,
+    pub log_key: String,
+}
+
+/// consent-api: only the table.
+#[derive(Clone)]
+pub struct ConsentApiSettings {
+    pub table_name: String,
+    pub log_key: String,
+}
+
+/// sms-inbound: the table, the queue (durable opt-outs), the URL Twilio signs, its signing keys.
+#[derive(Clone)]
+pub struct InboundSettings {
+    pub table_name: String,
+    pub outreach_queue_url: String,
+    pub public_base_url: String,
+    pub twilio_auth_token: String,
+    pub twilio_webhook_shared_key: Option<String>,
+    pub log_key: String,
+}
+
+impl IngestSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        Ok(Self {
+            table_name: env.table_name()?,
+            outreach_queue_url: env.outreach_queue_url()?,
+            shopify_api_secret: env.req("SHOPIFY_API_SECRET")?,
+            log_key: env.log_key()?,
+        })
+    }
+}
+
+impl WorkerSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        Ok(Self {
+            table_name: env.table_name()?,
+            outreach_queue_url: env.outreach_queue_url()?,
+            public_base_url: env.public_base_url()?,
+            twilio: env.require_twilio()?,
+            log_key: env.log_key()?,
+        })
+    }
+}
+
+impl ConsentApiSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        Ok(Self { table_name: env.table_name()?, log_key: env.log_key()? })
+    }
+}
+
+impl InboundSettings {
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        // Twilio signs its webhooks with the account's auth token, even where API keys call it.
+        let twilio_auth_token = env.require_twilio()?.auth_token.ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))?;
+        Ok(Self {
+            table_name: env.table_name()?,
+            outreach_queue_url: env.outreach_queue_url()?,
+            public_base_url: env.public_base_url()?,
+            twilio_auth_token,
+            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY"),
+            log_key: env.log_key()?,
+        })
+    }
+}
+
 fn validate_base_url(name: &'static str, value: &str) -> Result<(), ConfigError> {
     let ok = (value.starts_with("https://") || value.starts_with("http://"))
         && value.split("://").nth(1).is_some_and(|rest| !rest.is_empty());
@@ -189,6 +306,43 @@ fn validate_base_url(name: &'static str, value: &str) -> Result<(), ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn each_function_asks_only_for_what_it_uses() {
+        // The consent API runs with nothing but its table.
+        let consent = ConsentApiSettings::from_lookup(lookup(&[("TABLE_NAME", "callfy")])).unwrap();
+        assert_eq!(consent.table_name, "callfy");
+        assert!(matches!(ConsentApiSettings::from_lookup(lookup(&[])), Err(ConfigError::Missing("TABLE_NAME"))));
+
+        let queue = ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach");
+        let ingest = [("TABLE_NAME", "callfy"), queue];
+        assert!(matches!(
+            IngestSettings::from_lookup(lookup(&ingest)),
+            Err(ConfigError::Missing("SHOPIFY_API_SECRET"))
+        ));
+        let with_secret = [ingest[0], ingest[1], ("SHOPIFY_API_SECRET", "s")];
+        assert_eq!(IngestSettings::from_lookup(lookup(&with_secret)).unwrap().shopify_api_secret, "s");
+
+        let worker = [("TABLE_NAME", "callfy"), queue, ("PUBLIC_BASE_URL", "https://hooks.callfy.test/")];
+        assert!(matches!(
+            WorkerSettings::from_lookup(lookup(&worker)),
+            Err(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
+        ));
+        let sid = ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000");
+        let keyed =
+            [worker[0], worker[1], worker[2], sid, ("TWILIO_API_KEY_SID", "SK1"), ("TWILIO_API_KEY_SECRET", "x")];
+        let w = WorkerSettings::from_lookup(lookup(&keyed)).unwrap();
+        assert_eq!(w.public_base_url, "https://hooks.callfy.test");
+        // sms-inbound verifies Twilio's signatures: an API key is not enough there.
+        assert!(matches!(InboundSettings::from_lookup(lookup(&keyed)), Err(ConfigError::Missing("TWILIO_AUTH_TOKEN"))));
+        let tokened = [worker[0], worker[1], worker[2], sid, ("TWILIO_AUTH_TOKEN", "t")];
+        assert_eq!(InboundSettings::from_lookup(lookup(&tokened)).unwrap().twilio_auth_token, "t");
+    }
 
     fn base() -> HashMap<String, String> {
         [

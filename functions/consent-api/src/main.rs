@@ -1,5 +1,6 @@
 use callfy_shared::adapters::{aws, store::Store};
-use callfy_shared::{Config, SystemClock, telemetry};
+use callfy_shared::config::ConsentApiSettings;
+use callfy_shared::{SystemClock, telemetry};
 use consent_api::{ConsentApp, handle};
 use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config = Config::from_env()?;
+    // Only the variables this function uses are read (and required).
+    let config = ConsentApiSettings::from_env()?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;

@@ -1,20 +1,22 @@
 use callfy_shared::adapters::twilio::TwilioClient;
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::{Config, SystemClock, telemetry};
+use callfy_shared::config::WorkerSettings;
+use callfy_shared::{SystemClock, telemetry};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use outreach_worker::{WorkerApp, handle_batch};
 use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config = Config::from_env()?;
+    // Only the variables this function uses are read (and required).
+    let config = WorkerSettings::from_env()?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
     let app = Arc::new(WorkerApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
-        sms: TwilioClient::new(config.require_twilio()?)?,
+        sms: TwilioClient::new(&config.twilio)?,
         clock: Arc::new(SystemClock),
         public_base_url: config.public_base_url.clone(),
     });

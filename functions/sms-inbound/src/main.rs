@@ -1,5 +1,6 @@
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::{Config, SystemClock, telemetry};
+use callfy_shared::config::InboundSettings;
+use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use sms_inbound::{InboundApp, handle};
 use std::convert::Infallible;
@@ -7,7 +8,8 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config = Config::from_env()?;
+    // Only the variables this function uses are read (and required).
+    let config = InboundSettings::from_env()?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
@@ -15,7 +17,7 @@ async fn main() -> Result<(), Error> {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
         replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
-        auth_token: config.require_twilio_auth_token()?.to_string(),
+        auth_token: config.twilio_auth_token.clone(),
         shared_key: config.twilio_webhook_shared_key.clone(),
         public_base_url: config.public_base_url.clone(),
         clock: Arc::new(SystemClock),

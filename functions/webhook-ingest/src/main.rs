@@ -1,6 +1,7 @@
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
+use callfy_shared::config::IngestSettings;
 use callfy_shared::platforms::shopify::Shopify;
-use callfy_shared::{Config, SystemClock, telemetry};
+use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -8,14 +9,15 @@ use webhook_ingest::{IngestApp, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config = Config::from_env()?;
+    // Only the variables this function uses are read (and required).
+    let config = IngestSettings::from_env()?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
     let app = Arc::new(IngestApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
-        shopify: Shopify { app_secret: config.require_shopify_secret()?.to_string() },
+        shopify: Shopify { app_secret: config.shopify_api_secret.clone() },
         clock: Arc::new(SystemClock),
     });
     run(service_fn(move |req| {

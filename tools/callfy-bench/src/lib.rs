@@ -183,3 +183,46 @@ pub fn median(runs: &[Measurement]) -> Option<Measurement> {
 pub fn binary(target_dir: &FsPath, profile: &str, name: &str) -> PathBuf {
     target_dir.join(profile).join(name)
 }
+
+/// Latency figures of a series of timed calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub mean: Duration,
+    pub samples: usize,
+}
+
+impl Latency {
+    /// Nearest-rank percentiles (the p-th percentile is a measured value, never interpolated).
+    pub fn of(samples: &[Duration]) -> Option<Self> {
+        if samples.is_empty() {
+            return None;
+        }
+        let mut sorted = samples.to_vec();
+        sorted.sort_unstable();
+        let rank = |p: usize| sorted[(sorted.len() * p).div_ceil(100).clamp(1, sorted.len()) - 1];
+        let total: Duration = sorted.iter().sum();
+        Some(Self { p50: rank(50), p99: rank(99), mean: total / sorted.len() as u32, samples: sorted.len() })
+    }
+}
+
+/// Milliseconds with one decimal, as the tables print them.
+pub fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_uses_nearest_rank_percentiles() {
+        let samples: Vec<Duration> = (1..=200).rev().map(Duration::from_millis).collect();
+        let l = Latency::of(&samples).unwrap();
+        assert_eq!((l.p50, l.p99), (Duration::from_millis(100), Duration::from_millis(198)));
+        assert_eq!(l.mean, Duration::from_micros(100_500));
+        assert_eq!(Latency::of(&[Duration::from_millis(3)]).unwrap().p99, Duration::from_millis(3));
+        assert!(Latency::of(&[]).is_none());
+    }
+}

@@ -1,7 +1,11 @@
 //! `callfy-bench`: cold start (init), first invocation and peak memory of each Lambda binary,
-//! next to a hello-world Lambda, each run as a fresh process against a local Runtime API.
+//! next to a hello-world Lambda, each run as a fresh process against a local Runtime API; then
+//! the outreach worker's time per job next to its DynamoDB calls made bare (`overhead`).
 //! Needs the local AWS API (moto) at `AWS_ENDPOINT_URL`; `scripts/bench` sets everything up.
 
+mod overhead;
+
+use aws_config::SdkConfig;
 use callfy_bench::{Measurement, binary, measure, median};
 use callfy_local::resources::{self, ResourceNames};
 use callfy_local::sandbox::{self, Sandbox};
@@ -29,6 +33,20 @@ struct Args {
     /// Repository root, for events/.
     #[arg(long, default_value = ".")]
     root: PathBuf,
+    /// Outreach jobs for the worker-overhead measurement (at least 50), one at a time.
+    #[arg(long, default_value_t = 200)]
+    jobs: usize,
+    /// Run only this section (default: both).
+    #[arg(long, value_enum)]
+    only: Option<Section>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// Init, first invocation and memory of each Lambda binary.
+    ColdStart,
+    /// The outreach worker per job against the same DynamoDB calls made bare.
+    Worker,
 }
 
 fn read(root: &std::path::Path, rel: &str) -> Result<String, String> {
@@ -51,13 +69,30 @@ async fn run(args: Args) -> Result<(), String> {
     if !endpoint.starts_with("http://127.0.0.1") {
         return Err("AWS_ENDPOINT_URL must point at the local AWS API (run scripts/bench)".into());
     }
+    if args.only != Some(Section::ColdStart) && args.jobs < overhead::MIN_JOBS {
+        return Err(format!("--jobs must be at least {}", overhead::MIN_JOBS));
+    }
+    let sdk = callfy_shared::adapters::aws::load_config().await;
+    if args.only != Some(Section::Worker) {
+        cold_start(&args, &sdk, &endpoint).await?;
+    }
+    if args.only != Some(Section::ColdStart) {
+        let merchant: serde_json::Value =
+            serde_json::from_str(&read(&args.root, "events/demo-merchant.json")?).map_err(|e| e.to_string())?;
+        let report = overhead::measure(&sdk, &merchant, args.jobs).await?;
+        overhead::print(&report);
+    }
+    Ok(())
+}
+
+async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), String> {
     let target = args
         .target_dir
+        .clone()
         .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("target"));
-    let sdk = callfy_shared::adapters::aws::load_config().await;
-    let res = resources::ensure(&sdk, &ResourceNames::unique("bench")).await.map_err(|e| e.to_string())?;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(&sdk), &res.names.table);
+    let res = resources::ensure(sdk, &ResourceNames::unique("bench")).await.map_err(|e| e.to_string())?;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &res.names.table);
     let mut merchant_json: serde_json::Value =
         serde_json::from_str(&read(&args.root, "events/demo-merchant.json")?).map_err(|e| e.to_string())?;
     merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" }]);
@@ -97,7 +132,7 @@ async fn run(args: Args) -> Result<(), String> {
         ("TWILIO_ACCOUNT_SID", local_defaults::TWILIO_ACCOUNT_SID.into()),
         ("TWILIO_AUTH_TOKEN", local_defaults::TWILIO_AUTH_TOKEN.into()),
         ("TWILIO_API_BASE", sandbox_url),
-        ("AWS_ENDPOINT_URL", endpoint.clone()),
+        ("AWS_ENDPOINT_URL", endpoint.to_string()),
         ("AWS_ACCESS_KEY_ID", var("AWS_ACCESS_KEY_ID")),
         ("AWS_SECRET_ACCESS_KEY", var("AWS_SECRET_ACCESS_KEY")),
         ("AWS_REGION", local_defaults::REGION.into()),
