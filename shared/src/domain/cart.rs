@@ -20,6 +20,16 @@ pub enum CartStatus {
 }
 
 impl CartStatus {
+    /// As stored (serde's snake_case), for conditions on it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Completed => "completed",
+            Self::Recovered => "recovered",
+            Self::Deleted => "deleted",
+        }
+    }
+
     pub fn is_closed(self) -> bool {
         !matches!(self, Self::Open)
     }
@@ -204,6 +214,13 @@ pub(crate) mod tests {
         cart.absorb(older);
         assert_eq!(cart.total_price.as_deref(), Some("35.00"));
         assert_eq!(cart.updated_at, "2026-06-01T11:30:00Z".parse::<DateTime<Utc>>().unwrap());
+    }
+
+    #[test]
+    fn status_names_match_what_serde_stores() {
+        for st in [CartStatus::Open, CartStatus::Completed, CartStatus::Recovered, CartStatus::Deleted] {
+            assert_eq!(serde_json::to_value(st).unwrap(), st.as_str());
+        }
     }
 
     #[test]

@@ -104,6 +104,17 @@ pub enum ConsentStatus {
     OptedOut,
 }
 
+impl ConsentStatus {
+    /// As stored (serde's snake_case), for conditions on it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::OptedIn => "opted_in",
+            Self::OptedOut => "opted_out",
+        }
+    }
+}
+
 /// The derived head of one ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct ConsentState {

@@ -294,15 +294,6 @@ impl Store {
     }
 }
 
-/// A consent status as stored (serde's snake_case).
-fn consent_status_str(status: ConsentStatus) -> &'static str {
-    match status {
-        ConsentStatus::Unknown => "unknown",
-        ConsentStatus::OptedIn => "opted_in",
-        ConsentStatus::OptedOut => "opted_out",
-    }
-}
-
 /// An SDK value whose required fields were all set by the caller.
 fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
     r.map_err(|e| StoreError::Invalid(e.to_string()))

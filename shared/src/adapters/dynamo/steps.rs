@@ -1,6 +1,7 @@
 //! Outreach steps: the guarded claim with its lease, the send counter, and how a step ends.
 
 use super::*;
+use crate::domain::cart::CartStatus;
 
 impl Store {
     pub async fn get_step(
@@ -129,7 +130,7 @@ impl Store {
             .expression_attribute_names("#v", attr::VERSION)
             .expression_attribute_names("#st", attr::STATUS)
             .expression_attribute_values(":v", n(guard.cart_version))
-            .expression_attribute_values(":open", s("open"));
+            .expression_attribute_values(":open", s(CartStatus::Open.as_str()));
         let consent_check = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(key(customer_pk(m, &guard.phone), keys::consent_state_sk(guard.channel))))
@@ -137,7 +138,7 @@ impl Store {
             .expression_attribute_names("#seq", attr::SEQ)
             .expression_attribute_names("#st", attr::STATUS)
             .expression_attribute_values(":seq", n(guard.consent_seq))
-            .expression_attribute_values(":in", s(consent_status_str(ConsentStatus::OptedIn)));
+            .expression_attribute_values(":in", s(ConsentStatus::OptedIn.as_str()));
         let merchant_check = ConditionCheck::builder()
             .table_name(&self.table)
             .set_key(Some(key(merchant_pk(m), keys::PROFILE)))
