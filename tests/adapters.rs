@@ -67,7 +67,7 @@ async fn resources_are_created_once_with_the_template_settings() {
     let attrs = attrs.attributes().unwrap();
     let redrive: serde_json::Value =
         serde_json::from_str(attrs.get(&aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy).unwrap()).unwrap();
-    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "5");
+    assert_eq!(redrive["maxReceiveCount"].to_string().trim_matches('"'), "10");
     assert!(redrive["deadLetterTargetArn"].as_str().unwrap().ends_with(&names.dlq));
 
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());

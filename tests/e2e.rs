@@ -358,3 +358,24 @@ async fn privacy_topics_and_uninstall_are_stored_for_their_handling() {
     assert_eq!(stored[1].privacy.as_ref().unwrap().email.as_deref(), Some("ann.lee@example.com"));
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_closed_merchant_gets_no_carts_but_opt_outs_and_privacy_requests_still_count() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("e2e-closed", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    local.store().set_merchant_status(&m, callfy_shared::adapters::store::MerchantStatus::Closed).await.unwrap();
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("ignored")));
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+
+    let update = read_json("events/shopify/customers-marketing-consent-update.json");
+    let (status, answer) =
+        post_shopify(&local.base_url, "customers_marketing_consent/update", &unique("evt"), &update).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    let redact = json!({ "shop_id": 954889, "shop_domain": SHOP });
+    let (status, answer) = post_shopify(&local.base_url, "shop/redact", &unique("evt"), &redact).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("recorded")));
+    local.shutdown().await;
+}

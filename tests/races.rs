@@ -7,7 +7,7 @@ use callfy_integration_tests::*;
 use callfy_local::LocalHandle;
 use callfy_local::sandbox::InboundRequest;
 use callfy_shared::adapters::store::{
-    ClaimGuard, ClaimOutcome, SendCounter, SmsLogEntry, StepRecord, StepResult, StepState,
+    ClaimGuard, ClaimOutcome, SendCounter, SmsLogEntry, StepAvailability, StepRecord, StepResult, StepState,
 };
 use callfy_shared::adapters::store::{Store, StoreError};
 use callfy_shared::api_key::new_api_key;
@@ -151,13 +151,22 @@ impl OutreachWrites for Paused {
     }
     async fn skip(
         &self,
-        m: &MerchantId,
-        token: &CartToken,
-        step: u8,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.inner.skip(m, token, step, reason, now).await
+        self.inner.skip(target, seen, reason, now).await
+    }
+    async fn take_over(
+        &self,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        claim_id: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        OutreachWrites::take_over(&self.inner, target, seen, claim_id, body, now).await
     }
 }
 
@@ -232,6 +241,10 @@ async fn an_order_acknowledged_between_decision_and_claim_stops_the_send() {
 #[tokio::test]
 async fn a_stop_between_decision_and_claim_stops_the_send() {
     let (local, _) = opted_in("race-stop", immediate()).await;
+    // Unscheduled, the cart's step is not cancelled by the STOP: only the claim's condition on
+    // the consent state can stop this send.
+    let (m, token, phone) = ids();
+    local.store().set_outreach_scheduled(&m, &token, false).await.unwrap();
     let sandbox = Arc::clone(&local.sandbox);
     let paused = Paused::new(local.store()).before_claim(async move {
         let req = InboundRequest {
@@ -243,11 +256,8 @@ async fn a_stop_between_decision_and_claim_stops_the_send() {
         let answer = sandbox.receive(&req).await.expect("sms-inbound answers");
         assert!(answer.reply.is_some_and(|r| r.contains("unsubscribed")), "the STOP was confirmed");
     });
-    let (m, token, phone) = ids();
     let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
-    // The STOP cancelled the step itself, or the claim failed on the consent sequence and the
-    // new decision saw the opt-out: either way no message.
-    assert!(matches!(outcome, JobOutcome::Skipped(SkipReason::OptedOut) | JobOutcome::Duplicate), "{outcome:?}");
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut), "decided again after the claim failed");
     let sent = local.sandbox.messages();
     assert_eq!(sent.len(), 1, "only the STOP confirmation: {sent:?}");
     assert!(sent[0].body.contains("unsubscribed"), "{sent:?}");
@@ -394,8 +404,9 @@ async fn a_crash_after_the_claim_finishes_the_flow_with_no_duplicate() {
     assert_eq!(step.state, StepState::Claimed);
 
     // A redelivery while the lease holds waits for it instead of calling it a duplicate.
-    let early = local.functions().worker.process_job(&job(&token, 0)).await;
-    assert!(matches!(early, Err(OutreachError::InFlight { step: 0, .. })), "{early:?}");
+    let early = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(early, JobOutcome::Waiting { until: t0() + Duration::seconds(120) }, "looks again when the lease ends");
+    assert!(local.sandbox.messages().is_empty());
 
     // After the lease, the redelivery looks at Twilio, finds nothing, and sends once.
     clock.advance(Duration::seconds(121));
@@ -520,4 +531,27 @@ fn sms_inbound_app(local: &LocalHandle) -> sms_inbound::InboundApp {
         public_base_url: "http://127.0.0.1:3000".into(),
         clock: Arc::clone(&i.clock),
     }
+}
+
+#[tokio::test]
+async fn a_queued_stop_replayed_after_a_later_start_changes_nothing() {
+    let (local, clock) = opted_in("race-replay", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
+    let (m, _, phone) = ids();
+    let inbound = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };
+    let event = |name: &str| {
+        lambda_http::request::from_str(&read_json(&format!("events/{name}")).to_string()).expect("sample event")
+    };
+    assert_eq!(sms_inbound::handle(&inbound, event("twilio-sms-stop.json")).await.status(), 200);
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    clock.advance(Duration::minutes(1));
+    assert_eq!(sms_inbound::handle(&inbound, event("twilio-sms-start.json")).await.status(), 200);
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    let entries = local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len();
+
+    // The STOP's durable copy arrives after the START: its inline attempt finished, so it is done.
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.received, stats.failed), (1, 0));
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), entries);
+    local.shutdown().await;
 }

@@ -11,6 +11,7 @@ use crate::domain::delivery::Undeliverable;
 use crate::domain::flow::OutreachJob;
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, Merchant};
+use crate::domain::outreach::StepAvailability;
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, MerchantRecord, SendCounter, SmsLogEntry, StepRecord, StepResult,
 };
@@ -76,12 +77,21 @@ pub trait OutreachWrites: Send + Sync {
         token: &CartToken,
         step: u8,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records why the step will not go out, over the step as it was read.
     fn skip(
         &self,
-        m: &MerchantId,
-        token: &CartToken,
-        step: u8,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
         reason: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// Takes over the step on its own record, to log a message an earlier attempt sent.
+    fn take_over(
+        &self,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        claim_id: &str,
+        body_sha256: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
@@ -183,13 +193,22 @@ impl OutreachWrites for Store {
     }
     async fn skip(
         &self,
-        m: &MerchantId,
-        token: &CartToken,
-        step: u8,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
         reason: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.skip_step(m, token, step, reason, now).await
+        self.skip_seen(target, seen, reason, now).await
+    }
+    async fn take_over(
+        &self,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        Store::take_over(self, target, seen, claim_id, body_sha256, now).await
     }
 }
 

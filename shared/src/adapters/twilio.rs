@@ -29,15 +29,21 @@ impl TwilioError {
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Api { status, code, .. } => *status == 429 || *status >= 500 || *code == Some(20429),
-            Self::Timeout | Self::Connect(_) | Self::Transport(_) => true,
-            Self::Decode(_) => false,
+            // An answer we could not read still came from Twilio: look, then retry.
+            Self::Timeout | Self::Connect(_) | Self::Transport(_) | Self::Decode(_) => true,
         }
     }
 
-    /// Whether Twilio may have accepted the message although we got no answer: a retry must
-    /// first look for it, or the shopper could get it twice.
+    /// Whether Twilio may have accepted the message although we got no usable answer: a retry
+    /// must first look for it, or the shopper could get it twice. A 502 or 504 comes from a
+    /// gateway in front of Twilio's API and says nothing about what the API did; an unreadable
+    /// answer may have been a 201.
     pub fn may_have_sent(&self) -> bool {
-        matches!(self, Self::Timeout | Self::Transport(_))
+        match self {
+            Self::Api { status, .. } => matches!(status, 502 | 504),
+            Self::Timeout | Self::Transport(_) | Self::Decode(_) => true,
+            Self::Connect(_) => false,
+        }
     }
 
     pub fn code(&self) -> Option<i64> {

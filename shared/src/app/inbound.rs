@@ -135,10 +135,17 @@ async fn opt_in(
     }
 }
 
-/// The worker's replay of a queued message: finds its merchants and applies it again.
+/// The worker's replay of a queued message: applies it for the merchants whose inline attempt
+/// did not finish. The log marker is written last, so a merchant that has it has the whole
+/// message applied; replaying it there could undo a START texted since.
 pub async fn replay(store: &Store, msg: &InboundMessage) -> Result<Applied, StoreError> {
-    let merchants = store.merchants_for_senders(&msg.senders()).await?;
-    let applied = apply(store, msg, &merchants).await?;
+    let mut pending = Vec::new();
+    for record in store.merchants_for_senders(&msg.senders()).await? {
+        if !store.inbound_seen(&record.merchant.id, &msg.message_sid).await? {
+            pending.push(record);
+        }
+    }
+    let applied = apply(store, msg, &pending).await?;
     info!(sid = %msg.message_sid, phone = %msg.from.log_id(), changed = applied.affected.len(), first = applied.first, "queued inbound message applied");
     Ok(applied)
 }

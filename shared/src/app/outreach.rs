@@ -8,7 +8,7 @@
 
 use crate::adapters::dynamo::StoreError;
 use crate::adapters::queue::QueueError;
-use crate::adapters::twilio::{SendSms, SmsSender, TwilioError};
+use crate::adapters::twilio::{ListedMessage, SendSms, SmsSender, TwilioError};
 use crate::app::consent;
 use crate::clock::Clock;
 use crate::domain::cart::Cart;
@@ -16,6 +16,7 @@ use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
 use crate::domain::merchant::Channel;
 use crate::domain::message::{RecoverySms, segments};
+use crate::domain::outreach::Uncertain;
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
     StepRecord, StepResult, StepState,
@@ -23,6 +24,7 @@ use crate::domain::outreach::{
 use crate::domain::phone::Phone;
 use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway};
 use crate::signature::sha256_hex;
+use crate::telemetry::redact;
 use chrono::{DateTime, Duration, Utc};
 use std::sync::Arc;
 use thiserror::Error;
@@ -53,9 +55,6 @@ pub enum OutreachError {
     Queue(#[from] QueueError),
     #[error("Twilio failed, will retry: {0}")]
     TwilioRetry(TwilioError),
-    /// Another worker holds the step's lease; the redelivery after it ends decides.
-    #[error("step {step} is held by another attempt until {until}")]
-    InFlight { step: u8, until: DateTime<Utc> },
     #[error("what the decision read kept changing; will retry")]
     Contention,
 }
@@ -125,9 +124,31 @@ where
             info!(merchant = %m, step, "cart no longer exists; job dropped");
             return Ok(Pass::Done(JobOutcome::CartMissing));
         };
+        let seen = StepRecord::availability(step_record.as_ref(), now);
         let Some(merchant) = merchant else {
-            return self.skip(m, &cart, step, SkipReason::MerchantClosed, now).await;
+            return self.skip(m, &cart, step, &seen, SkipReason::MerchantClosed, now).await;
         };
+        match &seen {
+            // Sent, or held by a live lease: nothing to decide. A skipped or failed step is still
+            // decided, so a redelivery reports why nothing goes out.
+            StepAvailability::Taken(record) if matches!(record.state, StepState::Sent | StepState::Claimed) => {
+                return self.taken(&merchant, &cart, step, record, now).await;
+            }
+            // An earlier attempt went unanswered, or its holder vanished: before anything else
+            // is decided, ask Twilio whether it took that message. This is read-only, so the
+            // window between the claim and the send stays one request wide.
+            StepAvailability::Reclaimable { uncertain: Some(earlier), .. } => {
+                if let Some(phone) = &cart.phone {
+                    match self.find_earlier(phone, earlier).await {
+                        Ok(Some(found)) => return self.record_found(&merchant, &cart, step, &seen, found, now).await,
+                        Ok(None) => {}
+                        // Nothing changed: the message returns to the queue.
+                        Err(e) => return Err(OutreachError::TwilioRetry(e)),
+                    }
+                }
+            }
+            _ => {}
+        }
         let (consent, counter, undeliverable, has_outbound) = match &cart.phone {
             Some(phone) => tokio::try_join!(
                 self.store.consent(m, phone, Channel::Sms),
@@ -139,7 +160,7 @@ where
         };
         // A delivery report said this number cannot take texts (landline, not in service).
         if consent.allows_outreach() && undeliverable.is_some_and(|u| u.blocks(now)) {
-            return self.skip(m, &cart, step, SkipReason::Undeliverable, now).await;
+            return self.skip(m, &cart, step, &seen, SkipReason::Undeliverable, now).await;
         }
         let active = merchant.status == MerchantStatus::Active;
         let recent = counter.recent(token, step);
@@ -150,7 +171,7 @@ where
                 Ok(Pass::Done(JobOutcome::Waiting { until }))
             }
             Decision::Skip(reason) => {
-                let pass = self.skip(m, &cart, step, reason, now).await?;
+                let pass = self.skip(m, &cart, step, &seen, reason, now).await?;
                 // A step the channel cannot serve does not end the flow; anything else does.
                 if reason == SkipReason::ChannelNotAvailable {
                     self.schedule_next(&merchant, &cart, step, now).await?;
@@ -158,8 +179,7 @@ where
                 Ok(pass)
             }
             Decision::Send { channel } => {
-                let step_seen = StepRecord::availability(step_record.as_ref(), now);
-                let reads = Reads { consent, counter, step: step_seen, first_contact: !has_outbound };
+                let reads = Reads { consent, counter, step: seen, first_contact: !has_outbound };
                 self.send_step(&merchant, &cart, step, channel, reads, now).await
             }
         }
@@ -170,12 +190,55 @@ where
         m: &crate::MerchantId,
         cart: &Cart,
         step: u8,
+        seen: &StepAvailability,
         reason: SkipReason,
         now: DateTime<Utc>,
     ) -> Result<Pass, OutreachError> {
-        self.store.skip(m, &cart.token, step, reason.as_str(), now).await?;
+        if !self.store.skip((m, &cart.token, step), seen, reason.as_str(), now).await? {
+            // The step moved on since it was read (an opt-out's cancellation, another delivery).
+            if let Some(record) = self.store.step(m, &cart.token, step).await?
+                && !matches!(StepRecord::availability(Some(&record), now), StepAvailability::Taken(_))
+            {
+                return Ok(Pass::Stale);
+            }
+        }
         info!(merchant = %m, step, reason = reason.as_str(), "outreach step skipped");
         Ok(Pass::Done(JobOutcome::Skipped(reason)))
+    }
+
+    /// The message an unanswered attempt sent, if Twilio has it: sent to this number since the
+    /// attempt began, with the body that attempt rendered.
+    async fn find_earlier(&self, phone: &Phone, earlier: &Uncertain) -> Result<Option<ListedMessage>, TwilioError> {
+        let Some(wanted) = &earlier.body_sha256 else { return Ok(None) };
+        let listed = self.sms.recent_messages_to(phone.as_str()).await?;
+        Ok(listed.into_iter().find(|l| {
+            l.body.as_deref().is_some_and(|b| sha256_hex(b.as_bytes()) == *wanted)
+                && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
+        }))
+    }
+
+    /// Records a message an earlier attempt did send, whatever happened since: it cannot be
+    /// recalled, and its log is what delivery reports, the frequency rule and audits read.
+    async fn record_found(
+        &self,
+        merchant: &MerchantRecord,
+        cart: &Cart,
+        step: u8,
+        seen: &StepAvailability,
+        found: ListedMessage,
+        now: DateTime<Utc>,
+    ) -> Result<Pass, OutreachError> {
+        let Some(phone) = &cart.phone else { return Ok(Pass::Stale) };
+        let m = &merchant.merchant;
+        info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; recording it, not sending again");
+        let body = found.body.unwrap_or_default();
+        let claim_id = uuid::Uuid::new_v4().to_string();
+        let target = (&m.id, &cart.token, step);
+        if !self.store.take_over(target, seen, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
+            return Ok(Pass::Stale);
+        }
+        let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
+        attempt.record(found.sid, "queued".into(), body).await.map(Pass::Done)
     }
 
     async fn send_step(
@@ -191,12 +254,12 @@ where
         // `decide` guarantees both; the pattern keeps that promise checked here too.
         let (Some(phone), Some(url)) = (&cart.phone, &cart.recovery_url) else {
             let reason = if cart.phone.is_none() { SkipReason::NoPhone } else { SkipReason::NoRecoveryLink };
-            return self.skip(&m.id, cart, step, reason, now).await;
+            return self.skip(&m.id, cart, step, &reads.step, reason, now).await;
         };
         let sender = match (&m.sender.messaging_service_sid, &m.sender.from) {
             (Some(sid), _) => SmsSender::MessagingService(sid.clone()),
             (None, Some(from)) => SmsSender::From(from.as_str().to_string()),
-            (None, None) => return self.skip(&m.id, cart, step, SkipReason::NoSender, now).await,
+            (None, None) => return self.skip(&m.id, cart, step, &reads.step, SkipReason::NoSender, now).await,
         };
         let def = &m.flow[step as usize];
         let body = RecoverySms {
@@ -220,33 +283,13 @@ where
             step_seen: reads.step,
             counter: reads.counter,
         };
-        let uncertain = match self.store.claim(&guard, &claim_id, &body_sha256, now).await? {
-            ClaimOutcome::Claimed { uncertain } => uncertain,
+        match self.store.claim(&guard, &claim_id, &body_sha256, now).await? {
+            ClaimOutcome::Claimed { .. } => {}
             ClaimOutcome::Stale => return Ok(Pass::Stale),
             ClaimOutcome::Taken(record) => return self.taken(merchant, cart, step, &record, now).await,
-        };
-        let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
-
-        // An earlier attempt went unanswered (or its holder vanished): if Twilio took it after
-        // all, it must not go twice.
-        if let Some(earlier) = uncertain {
-            let wanted = earlier.body_sha256.unwrap_or_else(|| body_sha256.clone());
-            match self.sms.recent_messages_to(phone.as_str()).await {
-                Ok(listed) => {
-                    let found = listed.into_iter().find(|l| {
-                        l.body.as_deref().is_some_and(|b| sha256_hex(b.as_bytes()) == wanted)
-                            && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
-                    });
-                    if let Some(found) = found {
-                        info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; not sending again");
-                        let sent_body = found.body.unwrap_or(body);
-                        return attempt.record(found.sid, "queued".into(), sent_body).await.map(Pass::Done);
-                    }
-                }
-                Err(e) => return attempt.failed(e).await.map(Pass::Done),
-            }
         }
-
+        let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
+        // The one window left: what is acknowledged while this request is in flight.
         let request = SendSms {
             to: phone.as_str().to_string(),
             sender,
@@ -275,10 +318,19 @@ where
         match record.state {
             // A redelivery after a send whose follow-up scheduling may not have happened.
             StepState::Sent => self.schedule_next(merchant, cart, step, now).await?,
-            // Held by a live lease: come back when it ends, in case its holder dies.
+            // Held by a live lease: look again when it ends, in case its holder dies. This
+            // message is acknowledged, so waiting does not use up the queue's receive count.
             StepState::Claimed => {
                 let until = record.lease_until.unwrap_or(now);
-                return Err(OutreachError::InFlight { step, until });
+                let job = OutreachJob {
+                    merchant_id: cart.merchant_id.clone(),
+                    cart_token: cart.token.clone(),
+                    step,
+                    due_at: until,
+                };
+                self.queue.enqueue(&job, queue_delay(now, until) + 1).await?;
+                info!(merchant = %merchant.merchant.id, step, %until, "step held by another attempt; looking again when its lease ends");
+                return Ok(Pass::Done(JobOutcome::Waiting { until }));
             }
             _ => {}
         }
@@ -349,10 +401,13 @@ where
     async fn failed(&self, e: TwilioError) -> Result<JobOutcome, OutreachError> {
         let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
         let token = &self.cart.token;
+        // Stored with the step, outside the customer's partition: never the number.
+        let reason = redact(&e.to_string());
         if e.is_retryable() {
             let uncertain = e.may_have_sent();
-            let result = StepResult::Retry { reason: e.to_string(), uncertain };
+            let result = StepResult::Retry { reason, uncertain };
             app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
+            // A send that may have happened keeps its count until the retry finds out.
             if !uncertain {
                 app.store.release_count(&m.id, self.phone, token, self.step).await?;
             }
@@ -360,7 +415,7 @@ where
         }
         let code = e.code();
         warn!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
-        let result = StepResult::Failed { error_code: code, reason: e.to_string() };
+        let result = StepResult::Failed { error_code: code, reason };
         app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
         app.store.release_count(&m.id, self.phone, token, self.step).await?;
         if code == Some(TWILIO_UNSUBSCRIBED) {

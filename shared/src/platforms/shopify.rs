@@ -219,7 +219,9 @@ impl Checkout {
             _ => return None,
         };
         let consent_at = customer_consent.and_then(|c| c.consent_updated_at);
-        let occurred_at = clamp_platform_time(consent_at.or(self.updated_at).or(self.created_at)?, now);
+        // A box without its own time is dated when the checkout began, never later: an undated
+        // tick must not outrun an opt-out made while the checkout was open.
+        let occurred_at = clamp_platform_time(consent_at.or(self.created_at).or(self.updated_at)?, now);
         let client = self.client_details.clone().unwrap_or_default();
         Some(ConsentSignal {
             action,
@@ -534,7 +536,11 @@ mod tests {
             "created_at": "2026-06-01T09:00:00Z", "updated_at": "2099-01-01T00:00:00Z" }));
         assert_eq!(c.snapshot("US", now).unwrap().updated_at, cap);
         let s = c.sms_consent("e1", now).unwrap();
-        assert_eq!(s.occurred_at, cap);
+        assert_eq!(
+            s.occurred_at,
+            "2026-06-01T09:00:00Z".parse::<DateTime<Utc>>().unwrap(),
+            "an undated box: created_at"
+        );
         assert_eq!(s.evidence.platform_timestamp, None);
 
         let c = checkout(serde_json::json!({ "token": "t1", "created_at": "2099-01-01T00:00:00Z",
@@ -569,6 +575,11 @@ mod tests {
         assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:44:00Z"));
         let c = checkout(serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true,
             "created_at": "2026-06-01T10:40:00Z", "updated_at": "2026-06-01T10:55:00Z" }));
+        // Undated: when the checkout began, so a later update cannot make an old tick newer.
+        assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:40:00Z"));
+        let c = checkout(
+            serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true, "updated_at": "2026-06-01T10:55:00Z" }),
+        );
         assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:55:00Z"));
         let c = checkout(
             serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true, "created_at": "2026-06-01T10:40:00Z" }),

@@ -60,7 +60,7 @@ pub struct QueueSpec {
 pub const QUEUE: QueueSpec = QueueSpec {
     visibility_timeout_seconds: 180,
     message_retention_seconds: 345_600,
-    max_receive_count: 5,
+    max_receive_count: 10,
     dlq_retention_seconds: 1_209_600,
 };
 

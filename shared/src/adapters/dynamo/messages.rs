@@ -23,6 +23,12 @@ impl Store {
     /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
     /// `MessageSid` returns `false` and writes nothing. Each merchant's marker and log entry are
     /// one pair; pairs are written in transactions of at most 100 items, so any number of
+    /// Whether this merchant logged this inbound message already (its marker exists).
+    pub async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, StoreError> {
+        let marker = self.get(keys::event_pk(m, &keys::inbound_event_key(message_sid)), keys::EVENT, "GetItem").await?;
+        Ok(marker.is_some())
+    }
+
     /// merchants may share a sender. `true` when any pair was new.
     pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, StoreError> {
         let mut first = false;
@@ -43,7 +49,8 @@ impl Store {
                         ];
                         match self.transact(pair).await? {
                             TxOutcome::Done => first = true,
-                            TxOutcome::Cancelled(codes) if codes[0] == "ConditionalCheckFailed" => {}
+                            TxOutcome::Cancelled(codes)
+                                if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {}
                             TxOutcome::Cancelled(_) => return Err(StoreError::Conflict),
                         }
                     }

@@ -61,7 +61,8 @@ impl Store {
                     u = u.expression_attribute_values(":since", s(keys::sort_time(un.since)));
                 }
                 if *expired_claim {
-                    "#st = :claimed AND #att = :a AND #lease <= :now".to_string()
+                    // Claims written before leases existed have none: they count as expired.
+                    "#st = :claimed AND #att = :a AND (attribute_not_exists(#lease) OR #lease <= :now)".to_string()
                 } else {
                     u = u.expression_attribute_values(":retry", s(StepState::Retry.as_str()));
                     "#st = :retry AND #att = :a".to_string()
@@ -267,11 +268,17 @@ impl Store {
             TransactWriteItem::builder().update(built(step_update.build())?).build(),
             TransactWriteItem::builder().update(built(cart_update.build())?).build(),
         ];
-        match self.transact(items).await? {
-            TxOutcome::Done => Ok(true),
-            TxOutcome::Cancelled(codes) if codes.get(1).is_some_and(|c| c == "ConditionalCheckFailed") => Ok(false),
-            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+        // A conflict with a concurrent write to the cart is retried: the same items again.
+        for _ in 0..3 {
+            match self.transact(items.clone()).await? {
+                TxOutcome::Done => return Ok(true),
+                TxOutcome::Cancelled(codes) if codes.get(1).is_some_and(|c| c == "ConditionalCheckFailed") => {
+                    return Ok(false);
+                }
+                TxOutcome::Cancelled(_) => continue,
+            }
         }
+        Err(StoreError::Conflict)
     }
 
     /// Records how a claimed step ended; only the claim's holder may.
@@ -354,10 +361,71 @@ impl Store {
             .client
             .put_item()
             .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR #st = :retry")
+            // An attempt Twilio may have taken is left for the worker to resolve first.
+            .condition_expression(
+                "attribute_not_exists(#pk) OR (#st = :retry AND attribute_not_exists(uncertain_since))",
+            )
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#st", attr::STATE)
             .expression_attribute_values(":retry", s(StepState::Retry.as_str()));
         self.put_unless_taken(req).await
+    }
+
+    /// The worker's skip, over the step exactly as it read it (an expired claim or an uncertain
+    /// retry included, once the worker has asked Twilio and found nothing). `false` when the
+    /// step moved on in between.
+    pub async fn skip_seen(
+        &self,
+        (m, token, step): (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let condition = match seen {
+            StepAvailability::Fresh => "attribute_not_exists(#pk)",
+            StepAvailability::Reclaimable { expired_claim: false, .. } => "#st = :retry AND #att = :a",
+            StepAvailability::Reclaimable { expired_claim: true, .. } => {
+                "#st = :claimed AND #att = :a AND (attribute_not_exists(#lease) OR #lease <= :now)"
+            }
+            StepAvailability::Taken(_) => return Ok(false),
+        };
+        let mut item = key(keys::cart_pk(m, token), keys::step_sk(step));
+        item.insert(attr::STATE.into(), s(StepState::Skipped.as_str()));
+        item.insert("reason".into(), s(reason));
+        item.insert(attr::ATTEMPTS.into(), n(0));
+        item.insert("updated_at".into(), s(keys::sort_time(now)));
+        let mut req = self.client.put_item().set_item(Some(item)).condition_expression(condition);
+        req = match seen {
+            StepAvailability::Fresh => req.expression_attribute_names("#pk", attr::PK),
+            StepAvailability::Reclaimable { attempts, expired_claim, .. } => {
+                let req = req
+                    .expression_attribute_names("#st", attr::STATE)
+                    .expression_attribute_names("#att", attr::ATTEMPTS)
+                    .expression_attribute_values(":a", n(attempts));
+                if *expired_claim {
+                    req.expression_attribute_names("#lease", attr::LEASE_UNTIL)
+                        .expression_attribute_values(":claimed", s(StepState::Claimed.as_str()))
+                        .expression_attribute_values(":now", s(keys::sort_time(now)))
+                } else {
+                    req.expression_attribute_values(":retry", s(StepState::Retry.as_str()))
+                }
+            }
+            StepAvailability::Taken(_) => req,
+        };
+        self.put_unless_taken(req).await
+    }
+
+    /// Takes over a step on the step alone, to record a message an earlier attempt did send:
+    /// what happened since (an order, an opt-out) cannot undo a message Twilio already took.
+    pub async fn take_over(
+        &self,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let Some(update) = self.claim_update(target, seen, claim_id, body_sha256, now)? else { return Ok(false) };
+        Ok(matches!(self.transact(vec![TransactWriteItem::builder().update(update).build()]).await?, TxOutcome::Done))
     }
 }
