@@ -555,3 +555,18 @@ async fn a_queued_stop_replayed_after_a_later_start_changes_nothing() {
     assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), entries);
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_undeliverable_report_between_decision_and_claim_stops_the_send() {
+    let (local, _) = opted_in("race-reach", immediate()).await;
+    let (m, token, phone) = ids();
+    let store = local.store().clone();
+    let paused = Paused::new(local.store()).before_claim(async move {
+        let mark = Undeliverable { error_code: 30006, message_sid: "SMlandline".into(), at: t0() };
+        store.mark_undeliverable(&m, &phone, &mark, t0() + Duration::days(730)).await.unwrap();
+    });
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::Undeliverable));
+    assert!(local.sandbox.messages().is_empty());
+    local.shutdown().await;
+}

@@ -82,6 +82,10 @@ pub struct MessageResource {
 pub struct ListedMessage {
     pub sid: String,
     pub to: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
     pub body: Option<String>,
     /// RFC 2822, as Twilio writes it.
     pub date_created: Option<String>,

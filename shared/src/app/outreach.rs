@@ -14,7 +14,7 @@ use crate::clock::Clock;
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
-use crate::domain::merchant::Channel;
+use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::message::{RecoverySms, segments};
 use crate::domain::outreach::Uncertain;
 use crate::domain::outreach::{
@@ -91,6 +91,8 @@ enum Pass {
 
 /// What the decision was made from, beyond merchant and cart.
 struct Reads {
+    /// When the number's undeliverable mark was set, if it has one (that did not block).
+    reach_at: Option<DateTime<Utc>>,
     consent: ConsentState,
     counter: SendCounter,
     step: StepAvailability,
@@ -139,7 +141,7 @@ where
             // window between the claim and the send stays one request wide.
             StepAvailability::Reclaimable { uncertain: Some(earlier), .. } => {
                 if let Some(phone) = &cart.phone {
-                    match self.find_earlier(phone, earlier).await {
+                    match self.find_earlier(&merchant.merchant, &cart, phone, earlier).await {
                         Ok(Some(found)) => return self.record_found(&merchant, &cart, step, &seen, found, now).await,
                         Ok(None) => {}
                         // Nothing changed: the message returns to the queue.
@@ -159,7 +161,7 @@ where
             None => Default::default(),
         };
         // A delivery report said this number cannot take texts (landline, not in service).
-        if consent.allows_outreach() && undeliverable.is_some_and(|u| u.blocks(now)) {
+        if consent.allows_outreach() && undeliverable.as_ref().is_some_and(|u| u.blocks(now)) {
             return self.skip(m, &cart, step, &seen, SkipReason::Undeliverable, now).await;
         }
         let active = merchant.status == MerchantStatus::Active;
@@ -179,7 +181,8 @@ where
                 Ok(pass)
             }
             Decision::Send { channel } => {
-                let reads = Reads { consent, counter, step: seen, first_contact: !has_outbound };
+                let reach_at = undeliverable.map(|u| u.at);
+                let reads = Reads { reach_at, consent, counter, step: seen, first_contact: !has_outbound };
                 self.send_step(&merchant, &cart, step, channel, reads, now).await
             }
         }
@@ -207,13 +210,26 @@ where
     }
 
     /// The message an unanswered attempt sent, if Twilio has it: sent to this number since the
-    /// attempt began, with the body that attempt rendered.
-    async fn find_earlier(&self, phone: &Phone, earlier: &Uncertain) -> Result<Option<ListedMessage>, TwilioError> {
-        let Some(wanted) = &earlier.body_sha256 else { return Ok(None) };
+    /// attempt began, with the body that attempt rendered, or (should Twilio have re-encoded the
+    /// body) from this merchant's sender with this cart's link. Erring towards "found" sends
+    /// nothing twice; at worst a step is recorded as another message.
+    async fn find_earlier(
+        &self,
+        merchant: &Merchant,
+        cart: &Cart,
+        phone: &Phone,
+        earlier: &Uncertain,
+    ) -> Result<Option<ListedMessage>, TwilioError> {
         let listed = self.sms.recent_messages_to(phone.as_str()).await?;
+        let ours = |l: &ListedMessage| {
+            l.messaging_service_sid.is_some() && l.messaging_service_sid == merchant.sender.messaging_service_sid
+                || l.from.is_some() && l.from.as_deref() == merchant.sender.from.as_ref().map(Phone::as_str)
+        };
         Ok(listed.into_iter().find(|l| {
-            l.body.as_deref().is_some_and(|b| sha256_hex(b.as_bytes()) == *wanted)
-                && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
+            let body = l.body.as_deref().unwrap_or_default();
+            let same_body = earlier.body_sha256.as_deref() == Some(sha256_hex(body.as_bytes()).as_str());
+            let same_link = cart.recovery_url.as_deref().is_some_and(|u| body.contains(u)) && ours(l);
+            (same_body || same_link) && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
         }))
     }
 
@@ -282,6 +298,7 @@ where
             consent_seq: reads.consent.seq,
             step_seen: reads.step,
             counter: reads.counter,
+            reach_at: reads.reach_at,
         };
         match self.store.claim(&guard, &claim_id, &body_sha256, now).await? {
             ClaimOutcome::Claimed { .. } => {}

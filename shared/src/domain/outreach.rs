@@ -227,6 +227,8 @@ pub struct ClaimGuard {
     /// The step record as read.
     pub step_seen: StepAvailability,
     pub counter: SendCounter,
+    /// The number's undeliverable mark as read (its time), `None` when it had none.
+    pub reach_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -45,6 +45,9 @@ pub mod attr {
     pub const SEQ: &str = "seq";
     pub const ATTEMPTS: &str = "attempts";
     pub const LEASE_UNTIL: &str = "lease_until";
+    pub const UNCERTAIN_SINCE: &str = "uncertain_since";
+    /// When an undeliverable mark was set.
+    pub const AT: &str = "at";
     pub const CLAIM_ID: &str = "claim_id";
     pub const MERCHANT_ID: &str = "merchant_id";
     pub const STATUS_RANK: &str = "status_rank";

@@ -146,12 +146,27 @@ impl Store {
             .condition_expression("#st = :active")
             .expression_attribute_names("#st", attr::STATUS)
             .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()));
+        // A delivery report that the number cannot take texts, landed since the decision.
+        let reach = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(customer_pk(m, &guard.phone), keys::REACH_SMS)));
+        let reach = match guard.reach_at {
+            None => reach.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", attr::PK),
+            Some(at) => reach
+                .condition_expression("#at = :at")
+                .expression_attribute_names("#at", attr::AT)
+                .expression_attribute_values(
+                    ":at",
+                    serde_dynamo::to_attribute_value(at).map_err(|e| StoreError::Decode(e.to_string()))?,
+                ),
+        };
         let counter = self.counter_put(guard, &guard.counter.with_claim(token, step, now), now)?;
         let items = vec![
             TransactWriteItem::builder().update(step_update).build(),
             TransactWriteItem::builder().condition_check(built(cart_check.build())?).build(),
             TransactWriteItem::builder().condition_check(built(consent_check.build())?).build(),
             TransactWriteItem::builder().condition_check(built(merchant_check.build())?).build(),
+            TransactWriteItem::builder().condition_check(built(reach.build())?).build(),
             counter,
         ];
         match self.transact(items).await? {
