@@ -192,6 +192,15 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 }
 
+/// A function's typed settings: read once at init, naming any variable that is missing.
+pub trait Settings: Sized {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>;
+
+    fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+}
+
 /// webhook-ingest: the table, the queue, the Shopify app secret.
 #[derive(Clone)]
 pub struct IngestSettings {
@@ -229,12 +238,8 @@ pub struct InboundSettings {
     pub log_key: String,
 }
 
-impl IngestSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl Settings for IngestSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self {
             table_name: env.table_name()?,
@@ -245,12 +250,8 @@ impl IngestSettings {
     }
 }
 
-impl WorkerSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl Settings for WorkerSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self {
             table_name: env.table_name()?,
@@ -262,23 +263,15 @@ impl WorkerSettings {
     }
 }
 
-impl ConsentApiSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl Settings for ConsentApiSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self { table_name: env.table_name()?, log_key: env.log_key()? })
     }
 }
 
-impl InboundSettings {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+impl Settings for InboundSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         // Twilio signs its webhooks with the account's auth token, even where API keys call it.
         let twilio_auth_token = env.require_twilio()?.auth_token.ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))?;

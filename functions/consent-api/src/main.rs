@@ -1,5 +1,5 @@
 use callfy_shared::adapters::{aws, store::Store};
-use callfy_shared::config::ConsentApiSettings;
+use callfy_shared::config::{ConsentApiSettings, Settings};
 use callfy_shared::{SystemClock, telemetry};
 use consent_api::{ConsentApp, handle};
 use lambda_http::{Error, run, service_fn};

@@ -1,6 +1,6 @@
 use callfy_shared::adapters::twilio::TwilioClient;
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::WorkerSettings;
+use callfy_shared::config::{Settings, WorkerSettings};
 use callfy_shared::{SystemClock, telemetry};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use outreach_worker::{WorkerApp, handle_batch};

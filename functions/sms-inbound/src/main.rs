@@ -1,5 +1,5 @@
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::InboundSettings;
+use callfy_shared::config::{InboundSettings, Settings};
 use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use sms_inbound::{InboundApp, handle};

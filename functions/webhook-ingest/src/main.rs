@@ -1,5 +1,5 @@
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::IngestSettings;
+use callfy_shared::config::{IngestSettings, Settings};
 use callfy_shared::platforms::shopify::Shopify;
 use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};

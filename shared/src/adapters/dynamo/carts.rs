@@ -69,20 +69,7 @@ impl Store {
         token: &CartToken,
         scheduled: bool,
     ) -> Result<(), StoreError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
-            .update_expression("SET outreach_scheduled = :s, #v = #v + :one")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_names("#v", attr::VERSION)
-            .expression_attribute_values(":s", AttributeValue::Bool(scheduled))
-            .expression_attribute_values(":one", n(1))
-            .send()
-            .await
-            .map_err(|e| aws("UpdateItem", e))?;
-        Ok(())
+        self.set_cart_attribute(m, token, "outreach_scheduled", AttributeValue::Bool(scheduled)).await
     }
 
     pub async fn set_last_message_at(
@@ -91,15 +78,28 @@ impl Store {
         token: &CartToken,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.set_cart_attribute(m, token, "last_message_at", s(at.to_rfc3339())).await
+    }
+
+    /// Sets one attribute of an existing cart and bumps its version, so claims decided on the
+    /// cart before see it changed.
+    async fn set_cart_attribute(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        name: &str,
+        value: AttributeValue,
+    ) -> Result<(), StoreError> {
         self.client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
-            .update_expression("SET last_message_at = :t, #v = #v + :one")
+            .update_expression("SET #a = :v, #v = #v + :one")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#v", attr::VERSION)
-            .expression_attribute_values(":t", s(at.to_rfc3339()))
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":v", value)
             .expression_attribute_values(":one", n(1))
             .send()
             .await

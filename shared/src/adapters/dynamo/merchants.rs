@@ -113,38 +113,31 @@ impl Store {
 
     /// Stores the SHA-256 of a new API key; the key itself is never stored.
     pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), StoreError> {
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(merchant_pk(id), keys::PROFILE)))
-            .update_expression("SET api_key_sha256 = :h")
-            .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_values(":h", s(sha256_hex))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound(format!("merchant {id}")))
-            }
-            Err(e) => Err(aws("UpdateItem", e)),
-        }
+        self.set_profile_attribute(id, "api_key_sha256", s(sha256_hex)).await
     }
 
     /// Sets a merchant's status (closing stops outreach: every claim checks it).
     pub async fn set_merchant_status(&self, id: &MerchantId, status: MerchantStatus) -> Result<(), StoreError> {
+        self.set_profile_attribute(id, attr::STATUS, s(status.as_str())).await
+    }
+
+    /// Sets one attribute of an existing merchant; `NotFound` when there is none.
+    async fn set_profile_attribute(
+        &self,
+        id: &MerchantId,
+        name: &str,
+        value: AttributeValue,
+    ) -> Result<(), StoreError> {
         let res = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(merchant_pk(id), keys::PROFILE)))
-            .update_expression("SET #st = :s")
+            .update_expression("SET #a = :v")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_names("#st", attr::STATUS)
-            .expression_attribute_values(":s", s(status.as_str()))
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":v", value)
             .send()
             .await;
         match res {
