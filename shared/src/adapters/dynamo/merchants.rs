@@ -9,7 +9,7 @@ impl Store {
     pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
         merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
         let old = self.get_merchant(&merchant.id).await?;
-        let profile = serde_json::to_string(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let profile = serde_dynamo::to_attribute_value(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
                           created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
             .to_string();
@@ -17,7 +17,7 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(key(merchant_pk(&merchant.id), keys::PROFILE)))
             .expression_attribute_names("#st", attr::STATUS)
-            .expression_attribute_values(":p", s(profile))
+            .expression_attribute_values(":p", profile)
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()))
             .expression_attribute_values(":f", AttributeValue::Bool(false));
@@ -80,8 +80,10 @@ impl Store {
     }
 
     pub(super) fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
-        let profile = get_s(&item, "profile").ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
-        let merchant: Merchant = serde_json::from_str(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
+        let profile =
+            item.get("profile").cloned().ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
+        let merchant: Merchant =
+            serde_dynamo::from_attribute_value(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
         let status = match get_s(&item, attr::STATUS) {
             Some(v) if v == MerchantStatus::Closed.as_str() => MerchantStatus::Closed,
             _ => MerchantStatus::Active,
