@@ -3,18 +3,15 @@
 //! `handle` is the whole handler; `main.rs` only wires it to Lambda.
 
 use callfy_shared::adapters::queue::OutreachQueue;
-use callfy_shared::adapters::store::{MerchantRecord, SmsLogEntry, Store, StoreError};
-use callfy_shared::app::consent;
+use callfy_shared::adapters::store::{MerchantRecord, Store, StoreError};
+use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
-use callfy_shared::domain::consent::ConsentEvent;
-use callfy_shared::domain::delivery::{self, Undeliverable};
 use callfy_shared::domain::keywords::{Intent, classify};
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
 use callfy_shared::http::{error, header, json};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::{self, SigningKeys, TwilioSignatureError};
 use callfy_shared::{Clock, Phone};
-use chrono::{DateTime, Duration, Utc};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use std::sync::Arc;
@@ -139,10 +136,6 @@ fn xml_escape(s: &str) -> String {
     out
 }
 
-fn purge_at(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
-    now + Duration::days(i64::from(days))
-}
-
 async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
@@ -235,24 +228,6 @@ fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &StoreE
     twiml(Some(&stop_confirmation(&names, classify(&msg.body).lang)))
 }
 
-/// The logged message a report is about: by the `SID#` index, else (the index is eventually
-/// consistent) in the partition of the merchant that sent it and the number it went to.
-async fn find_outbound(app: &InboundApp, form: &Form, sid: &str) -> Result<Option<SmsLogEntry>, InboundError> {
-    if let Some(entry) = app.store.sms_by_sid(sid).await? {
-        return Ok(Some(entry));
-    }
-    let Some(to) = form.get("To").and_then(|t| Phone::parse(t, None).ok()) else {
-        return Ok(None);
-    };
-    let senders = [form.get("From").unwrap_or_default(), form.get("MessagingServiceSid").unwrap_or_default()];
-    for record in app.store.merchants_for_senders(&senders).await? {
-        if let Some(entry) = app.store.outbound_sms(&record.merchant.id, &to, sid).await? {
-            return Ok(Some(entry));
-        }
-    }
-    Ok(None)
-}
-
 async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
@@ -265,38 +240,18 @@ async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, Inbound
         Some(Ok(code)) => Some(code),
         Some(Err(_)) => return Ok(error(422, "invalid_field", "ErrorCode must be an integer")),
     };
-    let Some(entry) = find_outbound(app, form, sid).await? else {
-        info!(sid, status, "status callback for an unknown message; ignored");
-        return Ok(json(200, &serde_json::json!({ "status": "ignored" })));
+    let report = delivery::Report {
+        message_sid: sid,
+        status,
+        error_code,
+        to: form.get("To").and_then(|t| Phone::parse(t, None).ok()),
+        senders: [form.get("From").unwrap_or_default(), form.get("MessagingServiceSid").unwrap_or_default()],
     };
-    let now = app.clock.now();
-    app.store.update_sms_status(&entry, status, error_code, now).await?;
-    let merchant = app.store.get_merchant(&entry.merchant_id).await?;
-    let retention = merchant.as_ref().map(|r| r.merchant.retention_days.clone()).unwrap_or_default();
-    match error_code {
-        Some(delivery::UNSUBSCRIBED) => {
-            let event = ConsentEvent::carrier_opt_out(now, Some(sid));
-            match &merchant {
-                Some(record) => {
-                    consent::record(&app.store, &record.merchant, &entry.phone, &event, now).await?;
-                }
-                // The merchant is gone: the opt-out is still recorded, with default retention.
-                None => {
-                    let keep = purge_at(now, retention.consent_records);
-                    app.store.record_consent(&entry.merchant_id, &entry.phone, &event, keep).await?;
-                }
-            }
-        }
-        Some(code) if delivery::is_undeliverable(code) => {
-            let mark = Undeliverable { error_code: code, message_sid: sid.to_string(), at: now };
-            app.store
-                .mark_undeliverable(&entry.merchant_id, &entry.phone, &mark, purge_at(now, retention.sms_logs))
-                .await?;
-        }
-        _ => {}
-    }
-    info!(sid, merchant = %entry.merchant_id, phone = %entry.phone.log_id(), status, error_code = ?error_code, "delivery status recorded");
-    Ok(json(200, &serde_json::json!({ "status": "recorded" })))
+    let answer = match delivery::record(&app.store, &report, app.clock.now()).await? {
+        delivery::Outcome::Recorded => "recorded",
+        delivery::Outcome::Unknown => "ignored",
+    };
+    Ok(json(200, &serde_json::json!({ "status": answer })))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! call one of these and map the outcome to HTTP or SQS.
 
 pub mod consent;
+pub mod delivery;
 pub mod inbound;
 pub mod ingest;
 pub mod outreach;

@@ -183,7 +183,15 @@ where
             Decision::Send { channel } => {
                 let reach_at = undeliverable.map(|u| u.at);
                 let reads = Reads { reach_at, consent, counter, step: seen, first_contact: !has_outbound };
-                self.send_step(&merchant, &cart, step, channel, reads, now).await
+                match channel {
+                    Channel::Sms => self.send_step(&merchant, &cart, step, channel, reads, now).await,
+                    // The voice channel plugs in here, behind the same claim.
+                    Channel::Voice => {
+                        let pass = self.skip(m, &cart, step, &reads.step, SkipReason::ChannelNotAvailable, now).await?;
+                        self.schedule_next(&merchant, &cart, step, now).await?;
+                        Ok(pass)
+                    }
+                }
             }
         }
     }
