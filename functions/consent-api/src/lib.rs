@@ -1,10 +1,9 @@
 //! consent-api: merchants record and read consent (`POST /v1/consents`,
 //! `GET /v1/consents/{phone}`) with their API key. `handle` is the whole handler.
 
-use callfy_shared::adapters::store::{
-    ConsentAppend, IdempotencyRecord, MerchantRecord, MerchantStatus, Store, StoreError,
-};
+use callfy_shared::adapters::store::{IdempotencyRecord, MerchantRecord, MerchantStatus, Store, StoreError};
 use callfy_shared::api_key::key_merchant;
+use callfy_shared::app::consent::{self, ApiAnswer, ApiOutcome, ConsentError, Idempotency};
 use callfy_shared::domain::consent::{
     ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict,
 };
@@ -19,13 +18,12 @@ use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::warn;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// An event may be stamped a little ahead of our clock, not more.
 const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
-const WRITE_ATTEMPTS: usize = 4;
 
 pub struct ConsentApp {
     pub store: Store,
@@ -36,8 +34,8 @@ pub struct ConsentApp {
 pub enum ApiError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("the consent state kept changing under concurrent requests")]
-    Contention,
+    #[error(transparent)]
+    Consent(#[from] ConsentError),
 }
 
 pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
@@ -271,94 +269,46 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
     }
     let request_sha256 = sha256_hex(body);
     let now = app.clock.now();
-    for _ in 0..WRITE_ATTEMPTS {
-        if let Some(key) = idem_key
-            && let Some(prev) = app.store.get_idempotency(&m.id, key, now).await?
-        {
-            if ct_eq(prev.request_sha256.as_bytes(), request_sha256.as_bytes()) {
-                return Ok(respond(&prev, true));
-            }
-            return Ok(error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request"));
+    let (phone, event) = match parse_request(m, body, now) {
+        Ok(v) => v,
+        Err(rejection) => return Ok(rejection.response()),
+    };
+    let channel = event.channel;
+    let render = |outcome: ApiOutcome<'_>| match outcome {
+        ApiOutcome::Changed { entry, state } => (
+            201,
+            serde_json::json!({ "phone": phone, "channel": channel, "changed": true, "state": state_view(state), "entry": entry_view(entry) }),
+        ),
+        ApiOutcome::Unchanged { state } => (
+            200,
+            serde_json::json!({ "phone": phone, "channel": channel, "changed": false, "state": state_view(state) }),
+        ),
+        ApiOutcome::Refused(Verdict::OptedOutLater { at }) => (
+            409,
+            serde_json::json!({
+                "error": "opted_out_later",
+                "message": format!("an opt-out was recorded at {}, at or after this opt-in's occurred_at; an opt-in must be newer than the opt-out", at.to_rfc3339()),
+            }),
+        ),
+        ApiOutcome::Refused(Verdict::PersonOptedOut { at }) => (
+            409,
+            serde_json::json!({
+                "error": "opted_out_by_person",
+                "message": format!("the person opted out themself at {}; an opt-in must be newer and carry its own evidence", at.to_rfc3339()),
+            }),
+        ),
+        ApiOutcome::Refused(_) => {
+            (409, serde_json::json!({ "error": "refused", "message": "the ledger refused this event" }))
         }
-        let (phone, event) = match parse_request(m, body, now) {
-            Ok(v) => v,
-            Err(rejection) => return Ok(rejection.response()),
-        };
-        let state = app.store.consent_state(&m.id, &phone, event.channel).await?;
-        let answer = |status: u16, value: serde_json::Value| IdempotencyRecord {
-            request_sha256: request_sha256.clone(),
-            status,
-            body: value.to_string(),
-            created_at: now,
-        };
-        let (outcome, append) = match state.verdict(&event) {
-            Verdict::Accept => {
-                let append = ConsentAppend {
-                    merchant_id: m.id.clone(),
-                    phone: phone.clone(),
-                    state: state.clone(),
-                    event: event.clone(),
-                    purge_at: now + Duration::days(i64::from(m.retention_days.consent_records)),
-                };
-                (None, Some(append))
-            }
-            Verdict::Unchanged => (
-                Some(answer(
-                    200,
-                    serde_json::json!({ "phone": phone, "channel": event.channel, "changed": false, "state": state_view(&state) }),
-                )),
-                None,
-            ),
-            Verdict::OptedOutLater { at } => (
-                Some(answer(
-                    409,
-                    serde_json::json!({
-                        "error": "opted_out_later",
-                        "message": format!("an opt-out was recorded at {}, at or after this opt-in's occurred_at; an opt-in must be newer than the opt-out", at.to_rfc3339()),
-                    }),
-                )),
-                None,
-            ),
-            Verdict::PersonOptedOut { at } => (
-                Some(answer(
-                    409,
-                    serde_json::json!({
-                        "error": "opted_out_by_person",
-                        "message": format!("the person opted out themself at {}; an opt-in must be newer and carry its own evidence", at.to_rfc3339()),
-                    }),
-                )),
-                None,
-            ),
-        };
-        if let Some(answer) = outcome {
-            if let Some(key) = idem_key
-                && !app.store.put_idempotency(&m.id, key, &answer).await?
-            {
-                continue;
-            }
-            return Ok(respond(&answer, false));
-        }
-        let Some(append) = append else { continue };
-        let channel = event.channel;
-        let created = |entry: &LedgerEntry, next: &ConsentState| {
-            answer(
-                201,
-                serde_json::json!({ "phone": phone, "channel": channel, "changed": true, "state": state_view(next), "entry": entry_view(entry) }),
-            )
-        };
-        match app.store.append_consent_answered(&append, idem_key, created).await {
-            Ok(answer) => {
-                if event.action == ConsentAction::OptOut {
-                    callfy_shared::app::consent::after_opt_out(&app.store, m, &phone, now).await?;
-                }
-                info!(merchant = %m.id, phone = %phone.log_id(), channel = channel.as_str(), action = ?event.action, "consent recorded via API");
-                return Ok(respond(&answer, false));
-            }
-            Err(StoreError::Conflict) => continue,
-            Err(e) => return Err(e.into()),
+    };
+    let idem = Idempotency { key: idem_key, request_sha256: &request_sha256 };
+    match consent::record_for_merchant(&app.store, m, &phone, &event, idem, now, render).await? {
+        ApiAnswer::Fresh(answer) => Ok(respond(&answer, false)),
+        ApiAnswer::Replayed(answer) => Ok(respond(&answer, true)),
+        ApiAnswer::KeyReused => {
+            Ok(error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request"))
         }
     }
-    Err(ApiError::Contention)
 }
 
 async fn read(app: &ConsentApp, m: &Merchant, raw_phone: &str) -> Result<Response<Body>, ApiError> {

@@ -1,13 +1,18 @@
 //! Recording consent, and what an opt-out sets off: written once, for every caller (the
 //! consent API, inbound keywords, delivery reports, platform webhooks and the worker).
 
-use crate::adapters::dynamo::StoreError;
-use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentState};
+use crate::adapters::dynamo::{ConsentAppend, IdempotencyRecord, Store, StoreError};
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentState, LedgerEntry, Verdict};
 use crate::domain::merchant::Merchant;
 use crate::domain::phone::Phone;
 use crate::ports::ConsentLedger;
+use crate::signature::ct_eq;
 use chrono::{DateTime, Duration, Utc};
+use thiserror::Error;
 use tracing::info;
+
+/// Optimistic-concurrency retries when requests for one phone race.
+const WRITE_ATTEMPTS: usize = 4;
 
 /// What recording one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,4 +58,104 @@ pub async fn after_opt_out<L: ConsentLedger>(
     let cancelled = ledger.cancel_outreach(merchant, phone, now).await?;
     info!(merchant = %merchant.id, phone = %phone.log_id(), cancelled, "opt-out: pending outreach cancelled");
     Ok(cancelled)
+}
+
+#[derive(Debug, Error)]
+pub enum ConsentError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the consent state kept changing under concurrent requests")]
+    Contention,
+}
+
+/// What a merchant's request came to, for the function to put into words.
+#[derive(Debug, Clone, Copy)]
+pub enum ApiOutcome<'a> {
+    Changed { entry: &'a LedgerEntry, state: &'a ConsentState },
+    Unchanged { state: &'a ConsentState },
+    Refused(Verdict),
+}
+
+/// The answer to a request, and whether it replays one given before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiAnswer {
+    Fresh(IdempotencyRecord),
+    Replayed(IdempotencyRecord),
+    /// The `Idempotency-Key` was used with a different request.
+    KeyReused,
+}
+
+/// A request's `Idempotency-Key` and the SHA-256 of its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Idempotency<'a> {
+    pub key: Option<&'a str>,
+    pub request_sha256: &'a str,
+}
+
+/// Records a merchant's consent event. The answer `render` gives is stored with the ledger
+/// entry in one transaction under the request's `Idempotency-Key`, so a retry replays exactly
+/// what the first request was told; an opt-out then cancels queued outreach.
+pub async fn record_for_merchant(
+    store: &Store,
+    merchant: &Merchant,
+    phone: &Phone,
+    event: &ConsentEvent,
+    idem: Idempotency<'_>,
+    now: DateTime<Utc>,
+    render: impl Fn(ApiOutcome<'_>) -> (u16, serde_json::Value),
+) -> Result<ApiAnswer, ConsentError> {
+    let answer = |outcome: ApiOutcome<'_>| {
+        let (status, body) = render(outcome);
+        IdempotencyRecord {
+            request_sha256: idem.request_sha256.to_string(),
+            status,
+            body: body.to_string(),
+            created_at: now,
+        }
+    };
+    for _ in 0..WRITE_ATTEMPTS {
+        if let Some(key) = idem.key
+            && let Some(prev) = store.get_idempotency(&merchant.id, key, now).await?
+        {
+            if ct_eq(prev.request_sha256.as_bytes(), idem.request_sha256.as_bytes()) {
+                return Ok(ApiAnswer::Replayed(prev));
+            }
+            return Ok(ApiAnswer::KeyReused);
+        }
+        let state = store.consent_state(&merchant.id, phone, event.channel).await?;
+        let verdict = state.verdict(event);
+        let settled = match verdict {
+            Verdict::Accept => None,
+            Verdict::Unchanged => Some(answer(ApiOutcome::Unchanged { state: &state })),
+            refused => Some(answer(ApiOutcome::Refused(refused))),
+        };
+        if let Some(settled) = settled {
+            if let Some(key) = idem.key
+                && !store.put_idempotency(&merchant.id, key, &settled).await?
+            {
+                continue;
+            }
+            return Ok(ApiAnswer::Fresh(settled));
+        }
+        let append = ConsentAppend {
+            merchant_id: merchant.id.clone(),
+            phone: phone.clone(),
+            state,
+            event: event.clone(),
+            purge_at: purge_at(merchant, now),
+        };
+        let created = |entry: &LedgerEntry, next: &ConsentState| answer(ApiOutcome::Changed { entry, state: next });
+        match store.append_consent_answered(&append, idem.key, created).await {
+            Ok(stored) => {
+                if event.action == ConsentAction::OptOut {
+                    after_opt_out(store, merchant, phone, now).await?;
+                }
+                info!(merchant = %merchant.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, "consent recorded via API");
+                return Ok(ApiAnswer::Fresh(stored));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ConsentError::Contention)
 }
