@@ -449,3 +449,44 @@ async fn idempotency_records_bind_a_key_once() {
     assert!(store.put_idempotency(&m, "k2", &old).await.unwrap());
     assert!(store.get_idempotency(&m, "k2", Utc::now()).await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn one_inbound_message_is_logged_once_for_any_number_of_merchants_on_its_sender() {
+    let (store, _) = store("ad-inbound").await;
+    let phone = Phone::parse(PHONE, None).unwrap();
+    // 60 merchants: 120 items, more than one transaction may hold.
+    let entries: Vec<SmsLogEntry> = (0..60)
+        .map(|i| SmsLogEntry {
+            merchant_id: MerchantId::parse(&format!("shop{i}")).unwrap(),
+            phone: phone.clone(),
+            direction: Direction::Inbound,
+            message_sid: "SMshared".into(),
+            body: "STOP".into(),
+            status: "received".into(),
+            cart_token: None,
+            step: None,
+            segments: 1,
+            created_at: t0(),
+            purge_at: t0() + Duration::days(730),
+            status_history: std::collections::BTreeMap::from([("received".to_string(), t0())]),
+            error_code: None,
+        })
+        .collect();
+    assert!(store.record_inbound(&entries, t0()).await.unwrap(), "first delivery");
+    assert!(!store.record_inbound(&entries, t0()).await.unwrap(), "a redelivery writes nothing");
+    for e in [&entries[0], &entries[59]] {
+        assert_eq!(store.sms_log(&e.merchant_id, &phone).await.unwrap().len(), 1);
+        assert!(store.inbound_seen(&e.merchant_id, "SMshared").await.unwrap());
+    }
+    // A delivery that got only part of the way is finished by the next one, which counts as first.
+    let more: Vec<SmsLogEntry> = entries
+        .iter()
+        .cloned()
+        .chain((60..70).map(|i| SmsLogEntry {
+            merchant_id: MerchantId::parse(&format!("shop{i}")).unwrap(),
+            ..entries[0].clone()
+        }))
+        .collect();
+    assert!(store.record_inbound(&more, t0()).await.unwrap());
+    assert_eq!(store.sms_log(&more[69].merchant_id, &phone).await.unwrap().len(), 1);
+}
