@@ -100,25 +100,11 @@ pub fn unique(prefix: &str) -> String {
 
 /// A new cart for the demo merchant's shopper, as ingest would store it (version 1).
 pub fn new_cart(token: &str, at: chrono::DateTime<chrono::Utc>) -> callfy_shared::domain::cart::Cart {
-    use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
     use callfy_shared::{CartToken, MerchantId, Phone};
-    let snap = CheckoutSnapshot {
-        token: CartToken::parse(token).expect("test token"),
-        checkout_id: Some("42".into()),
-        phone: Some(Phone::parse(PHONE, None).expect("test phone")),
-        email: Some("ann@example.com".into()),
-        first_name: Some("Ann".into()),
-        recovery_url: Some("https://snowdevil.myshopify.com/r/abc".into()),
-        total_price: Some("1.00".into()),
-        currency: Some("USD".into()),
-        item_count: 1,
-        province_code: None,
-        country_code: Some("US".into()),
-        locale: None,
-        updated_at: at,
-        completed: false,
-    };
-    let mut cart = Cart::new(MerchantId::parse("snowdevil").expect("test merchant"), snap, at);
-    cart.version = 1;
-    cart
+    callfy_local::fixtures::demo_cart(
+        &MerchantId::parse("snowdevil").expect("test merchant"),
+        CartToken::parse(token).expect("test token"),
+        Phone::parse(PHONE, None).expect("test phone"),
+        at,
+    )
 }

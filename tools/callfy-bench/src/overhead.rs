@@ -16,7 +16,6 @@ use callfy_shared::adapters::dynamo::keys::{self, attr};
 use callfy_shared::adapters::store::{ConsentAppend, Direction, IngestWrite};
 use callfy_shared::adapters::twilio::{SendSms, SmsSender};
 use callfy_shared::app::outreach::JobOutcome;
-use callfy_shared::domain::cart::{Cart, CheckoutSnapshot};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::{Channel, Merchant};
@@ -138,24 +137,8 @@ async fn seed(
 ) -> Result<Target, String> {
     let phone = Phone::parse(&format!("+1415555{i:04}"), None).map_err(|e| format!("+1415555{i:04}: {e}"))?;
     let token = CartToken::parse(&format!("bench-{}", uuid::Uuid::new_v4().simple())).map_err(text)?;
-    let snap = CheckoutSnapshot {
-        token: token.clone(),
-        checkout_id: Some(i.to_string()),
-        phone: Some(phone.clone()),
-        email: Some("ann@example.com".into()),
-        first_name: Some("Ann".into()),
-        recovery_url: Some("https://snowdevil.myshopify.com/r/abc".into()),
-        total_price: Some("1.00".into()),
-        currency: Some("USD".into()),
-        item_count: 1,
-        province_code: None,
-        country_code: Some("US".into()),
-        locale: None,
-        updated_at: at,
-        completed: false,
-    };
-    let mut cart = Cart::new(m.clone(), snap, at);
-    cart.version = 1;
+    let mut cart = callfy_local::fixtures::demo_cart(m, token.clone(), phone.clone(), at);
+    cart.checkout_id = Some(i.to_string());
     let consent = ConsentAppend {
         merchant_id: m.clone(),
         phone: phone.clone(),

@@ -3,6 +3,7 @@
 //! queue into the worker with real `SqsEvent` batches, and offers a Twilio sandbox.
 
 pub mod contract;
+pub mod fixtures;
 pub mod resources;
 pub mod sandbox;
 pub mod server;
