@@ -1,8 +1,8 @@
-//! Typed configuration, read once at init from the environment (DESIGN.md §4).
+//! Typed configuration: each function's settings, read once at init from the environment
+//! (DESIGN.md §4), naming any variable that is missing or malformed.
 
 use crate::domain::phone::LOCAL_LOG_KEY;
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -38,81 +38,9 @@ pub struct TwilioConfig {
     pub auth_token: Option<String>,
 }
 
-#[derive(Clone)]
-pub struct Config {
-    pub table_name: String,
-    pub outreach_queue_url: String,
-    pub recordings_bucket: Option<String>,
-    pub public_base_url: String,
-    pub twilio: Option<TwilioConfig>,
-    pub shopify_api_secret: Option<String>,
-    /// Secret of a Twilio SharedKey, where Webhook Rules sign with one instead of the auth token.
-    pub twilio_webhook_shared_key: Option<String>,
-    pub http_addr: String,
-    pub local_now: Option<DateTime<Utc>>,
-    /// Keys `Phone::log_id`; pass it to `domain::phone::set_log_key` at init.
-    pub log_key: String,
-}
-
-impl std::fmt::Debug for Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Config")
-            .field("table_name", &self.table_name)
-            .field("outreach_queue_url", &self.outreach_queue_url)
-            .field("recordings_bucket", &self.recordings_bucket)
-            .field("public_base_url", &self.public_base_url)
-            .field("twilio", &self.twilio)
-            .field("shopify_api_secret", &self.shopify_api_secret.as_ref().map(|_| "***"))
-            .field("twilio_webhook_shared_key", &self.twilio_webhook_shared_key.as_ref().map(|_| "***"))
-            .field("http_addr", &self.http_addr)
-            .field("log_key", &"***")
-            .finish()
-    }
-}
-
 pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:3000";
 pub const MIN_LOG_KEY_BYTES: usize = 16;
-
-impl Config {
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Reads from any source of variables, so tests need not touch the process environment.
-    pub fn from_map(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        Self::from_lookup(|k| vars.get(k).cloned())
-    }
-
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let env = Env(get);
-        Ok(Self {
-            public_base_url: env.public_base_url()?,
-            outreach_queue_url: env.outreach_queue_url()?,
-            twilio: env.twilio()?,
-            local_now: env.local_now()?,
-            log_key: env.log_key()?,
-            table_name: env.table_name()?,
-            recordings_bucket: env.opt("RECORDINGS_BUCKET"),
-            shopify_api_secret: env.opt("SHOPIFY_API_SECRET"),
-            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY"),
-            http_addr: env.opt("CALLFY_HTTP_ADDR").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into()),
-        })
-    }
-
-    pub fn require_twilio(&self) -> Result<&TwilioConfig, ConfigError> {
-        self.twilio.as_ref().ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
-    }
-
-    /// Twilio signs its webhooks with the account's auth token, even when API keys call the API.
-    pub fn require_twilio_auth_token(&self) -> Result<&str, ConfigError> {
-        self.require_twilio()?.auth_token.as_deref().ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))
-    }
-
-    pub fn require_shopify_secret(&self) -> Result<&str, ConfigError> {
-        self.shopify_api_secret.as_deref().ok_or(ConfigError::Missing("SHOPIFY_API_SECRET"))
-    }
-}
 
 /// The environment, one typed reader per variable: each function's settings read only the
 /// variables that function uses.
@@ -299,6 +227,7 @@ fn validate_base_url(name: &'static str, value: &str) -> Result<(), ConfigError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
@@ -337,63 +266,75 @@ mod tests {
         assert_eq!(InboundSettings::from_lookup(lookup(&tokened)).unwrap().twilio_auth_token, "t");
     }
 
+    const BASE: [(&str, &str); 3] = [
+        ("TABLE_NAME", "callfy"),
+        ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach"),
+        ("PUBLIC_BASE_URL", "https://hooks.callfy.test/"),
+    ];
+
     fn base() -> HashMap<String, String> {
-        [
-            ("TABLE_NAME", "callfy"),
-            ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach"),
-            ("PUBLIC_BASE_URL", "https://hooks.callfy.test/"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+        BASE.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn env(vars: &HashMap<String, String>) -> Env<impl Fn(&str) -> Option<String> + '_> {
+        Env(move |k: &str| vars.get(k).cloned())
+    }
+
+    fn twilio_vars() -> HashMap<String, String> {
+        let mut vars = base();
+        vars.insert("TWILIO_ACCOUNT_SID".into(), format!("AC{}", "0".repeat(32)));
+        vars.insert("TWILIO_AUTH_TOKEN".into(), "token".into());
+        vars
     }
 
     #[test]
     fn reads_required_values_and_defaults() {
-        let cfg = Config::from_map(&base()).unwrap();
-        assert_eq!(cfg.table_name, "callfy");
-        assert_eq!(cfg.public_base_url, "https://hooks.callfy.test");
-        assert_eq!(cfg.http_addr, DEFAULT_HTTP_ADDR);
-        assert_eq!(cfg.log_key, LOCAL_LOG_KEY);
-        assert!(cfg.twilio.is_none());
-        assert_eq!(cfg.require_twilio().unwrap_err(), ConfigError::Missing("TWILIO_ACCOUNT_SID"));
+        let vars = base();
+        let e = env(&vars);
+        assert_eq!(e.table_name().unwrap(), "callfy");
+        assert_eq!(e.public_base_url().unwrap(), "https://hooks.callfy.test");
+        assert_eq!(e.log_key().unwrap(), LOCAL_LOG_KEY);
+        assert!(e.twilio().unwrap().is_none());
+        assert_eq!(e.require_twilio().unwrap_err(), ConfigError::Missing("TWILIO_ACCOUNT_SID"));
     }
 
     #[test]
     fn names_the_missing_variable() {
         for name in ["TABLE_NAME", "OUTREACH_QUEUE_URL", "PUBLIC_BASE_URL"] {
-            let mut vars = base();
+            let mut vars = twilio_vars();
             vars.remove(name);
-            let err = Config::from_map(&vars).unwrap_err();
+            let err = WorkerSettings::from_lookup(|k| vars.get(k).cloned()).err().unwrap();
             assert!(err.to_string().contains(name), "{err}");
         }
     }
 
     #[test]
     fn rejects_malformed_values_by_name() {
-        let mut vars = base();
+        let mut vars = twilio_vars();
         vars.insert("PUBLIC_BASE_URL".into(), "hooks.callfy.test".into());
-        assert!(Config::from_map(&vars).unwrap_err().to_string().contains("PUBLIC_BASE_URL"));
+        let err = WorkerSettings::from_lookup(|k| vars.get(k).cloned()).err().unwrap();
+        assert!(err.to_string().contains("PUBLIC_BASE_URL"));
 
         let mut vars = base();
         vars.insert("CALLFY_LOCAL_NOW".into(), "yesterday".into());
-        assert!(Config::from_map(&vars).unwrap_err().to_string().contains("CALLFY_LOCAL_NOW"));
+        assert!(env(&vars).local_now().unwrap_err().to_string().contains("CALLFY_LOCAL_NOW"));
 
-        let mut vars = base();
+        let mut vars = twilio_vars();
         vars.insert("TWILIO_ACCOUNT_SID".into(), "nope".into());
-        assert!(Config::from_map(&vars).unwrap_err().to_string().contains("TWILIO_ACCOUNT_SID"));
+        let err = WorkerSettings::from_lookup(|k| vars.get(k).cloned()).err().unwrap();
+        assert!(err.to_string().contains("TWILIO_ACCOUNT_SID"));
     }
 
     #[test]
     fn log_key_is_optional_but_never_blank_or_short() {
         let mut vars = base();
         vars.insert("CALLFY_LOG_KEY".into(), " 0123456789abcdef\n".into());
-        let cfg = Config::from_map(&vars).unwrap();
-        assert_eq!(cfg.log_key, "0123456789abcdef");
-        assert!(!format!("{cfg:?}").contains("0123456789abcdef"));
+        assert_eq!(env(&vars).log_key().unwrap(), "0123456789abcdef");
+        let settings = ConsentApiSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
+        assert_eq!(settings.log_key, "0123456789abcdef");
         for bad in ["", "  ", "0123456789abcde"] {
             vars.insert("CALLFY_LOG_KEY".into(), bad.into());
-            let err = Config::from_map(&vars).unwrap_err();
+            let err = ConsentApiSettings::from_lookup(|k| vars.get(k).cloned()).err().unwrap();
             assert!(matches!(err, ConfigError::Invalid { name: "CALLFY_LOG_KEY", .. }), "{bad:?}: {err}");
         }
     }
@@ -402,12 +343,11 @@ mod tests {
     fn twilio_needs_a_token_or_an_api_key() {
         let mut vars = base();
         vars.insert("TWILIO_ACCOUNT_SID".into(), format!("AC{}", "0".repeat(32)));
-        assert_eq!(Config::from_map(&vars).unwrap_err(), ConfigError::Missing("TWILIO_AUTH_TOKEN"));
+        assert_eq!(env(&vars).twilio().unwrap_err(), ConfigError::Missing("TWILIO_AUTH_TOKEN"));
 
         vars.insert("TWILIO_API_KEY_SID".into(), format!("SK{}", "1".repeat(32)));
         vars.insert("TWILIO_API_KEY_SECRET".into(), "secret".into());
-        let cfg = Config::from_map(&vars).unwrap();
-        let tw = cfg.twilio.unwrap();
+        let tw = WorkerSettings::from_lookup(|k| vars.get(k).cloned()).unwrap().twilio;
         assert_eq!(tw.api_base, DEFAULT_TWILIO_API_BASE);
         assert!(matches!(tw.auth, TwilioAuth::ApiKey { .. }));
         assert!(!format!("{:?}", tw.auth).contains("secret"));

@@ -16,7 +16,7 @@ pub mod telemetry;
 pub mod twilio_signature;
 
 pub use clock::{Clock, ManualClock, OffsetClock, SystemClock};
-pub use config::{Config, ConfigError};
+pub use config::ConfigError;
 pub use domain::ids::{CartToken, IdError, MerchantId};
 pub use domain::phone::{Phone, PhoneError};
 /// Shopify's payloads, where they always were.

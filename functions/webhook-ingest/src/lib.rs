@@ -26,12 +26,6 @@ pub struct IngestApp {
     pub clock: Arc<dyn Clock>,
 }
 
-impl IngestApp {
-    pub fn new(store: Store, queue: OutreachQueue, shopify_secret: String, clock: Arc<dyn Clock>) -> Self {
-        Self { store, queue, shopify: Shopify { app_secret: shopify_secret }, clock }
-    }
-}
-
 pub async fn handle(app: &IngestApp, req: Request) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/');
     let platform: &dyn Platform = match path {

@@ -77,13 +77,12 @@ impl LocalOptions {
         let addr = addr
             .parse()
             .map_err(|_| LocalError::Config(format!("CALLFY_HTTP_ADDR is not a socket address: {addr}")))?;
-        let clock: Arc<dyn Clock> = match var("CALLFY_LOCAL_NOW") {
+        let local_now = callfy_shared::config::Env(|k: &str| std::env::var(k).ok())
+            .local_now()
+            .map_err(|e| LocalError::Config(e.to_string()))?;
+        let clock: Arc<dyn Clock> = match local_now {
             None => Arc::new(SystemClock),
-            Some(v) => {
-                let start = chrono::DateTime::parse_from_rfc3339(&v)
-                    .map_err(|e| LocalError::Config(format!("CALLFY_LOCAL_NOW is not RFC 3339: {e}")))?;
-                Arc::new(OffsetClock::starting_at(start.to_utc()))
-            }
+            Some(start) => Arc::new(OffsetClock::starting_at(start)),
         };
         Ok(Self {
             addr,

@@ -161,29 +161,6 @@ impl Store {
         items.into_iter().next().map(from_item).transpose()
     }
 
-    /// Messages this merchant sent this phone at or after `since`, oldest first.
-    pub async fn outbound_since(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<SmsLogEntry>, StoreError> {
-        let items = self
-            .query_all(
-                self.client
-                    .query()
-                    .key_condition_expression("#pk = :pk AND #sk BETWEEN :from AND :to")
-                    .expression_attribute_names("#pk", attr::PK)
-                    .expression_attribute_names("#sk", attr::SK)
-                    .expression_attribute_values(":pk", s(customer_pk(m, phone)))
-                    .expression_attribute_values(":from", s(keys::sms_out_from(since)))
-                    .expression_attribute_values(":to", s(keys::SMS_OUT_END))
-                    .consistent_read(true),
-            )
-            .await?;
-        items.into_iter().map(from_item).collect()
-    }
-
     /// Whether this merchant has ever texted this phone (the first message introduces itself).
     pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
         let out = self

@@ -90,17 +90,11 @@ impl Store {
             StepAvailability::Reclaimable { uncertain, .. } => uncertain.clone(),
             _ => None,
         };
-        let Some(update) = self.claim_update((m, token, step), &seen, claim_id, body_sha256, now)? else {
-            return Ok(ClaimOutcome::Taken(record.ok_or_else(|| StoreError::NotFound("step claim".into()))?));
-        };
-        match self.transact(vec![TransactWriteItem::builder().update(update).build()]).await? {
-            TxOutcome::Done => Ok(ClaimOutcome::Claimed { uncertain }),
-            TxOutcome::Cancelled(_) => {
-                let record =
-                    self.get_step(m, token, step).await?.ok_or_else(|| StoreError::NotFound("step claim".into()))?;
-                Ok(ClaimOutcome::Taken(record))
-            }
+        if self.take_over((m, token, step), &seen, claim_id, body_sha256, now).await? {
+            return Ok(ClaimOutcome::Claimed { uncertain });
         }
+        let record = self.get_step(m, token, step).await?.ok_or_else(|| StoreError::NotFound("step claim".into()))?;
+        Ok(ClaimOutcome::Taken(record))
     }
 
     /// The claim before a send, in one transaction conditioned on everything the decision read:
