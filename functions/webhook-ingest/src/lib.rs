@@ -4,11 +4,11 @@
 //! wires it to Lambda.
 
 use callfy_shared::adapters::queue::OutreachQueue;
-use callfy_shared::adapters::store::{MerchantRecord, MerchantStatus, Store, StoreError};
+use callfy_shared::adapters::store::{MerchantRecord, Store, StoreError};
 use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
 use callfy_shared::http::{error, json};
 use callfy_shared::platforms::shopify::Shopify;
-use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
+use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, WebhookRequest};
 use callfy_shared::telemetry::redact;
 use callfy_shared::{Clock, MerchantId};
 use lambda_http::http::Method;
@@ -71,15 +71,6 @@ async fn webhook_answer(
     let m = &merchant.merchant.id;
     let now = app.clock.now();
     let event = platform.parse(req, &merchant.merchant, now)?;
-    // A closed merchant gets no more carts or orders; opt-outs and privacy requests still count.
-    let outreach_only = matches!(
-        event,
-        PlatformEvent::CartUpserted { .. } | PlatformEvent::CartDeleted { .. } | PlatformEvent::OrderPlaced { .. }
-    );
-    if merchant.status == MerchantStatus::Closed && outreach_only {
-        info!(merchant = %m, topic, "cart webhook for a closed merchant ignored");
-        return Ok(reply(Outcome::Ignored, topic));
-    }
     let event_key = format!("{}#{event_id}", platform.name());
     let ingest = Ingest { store: &app.store, queue: &app.queue };
     match ingest.apply(&merchant, &event_key, event, now).await {

@@ -5,12 +5,12 @@
 use crate::adapters::dynamo::{ConsentAppend, IngestOutcome, IngestWrite, Store, StoreError};
 use crate::adapters::queue::QueueError;
 use crate::app::consent;
+use crate::app::outreach::schedule_step;
 use crate::domain::cart::{Cart, CartStatus, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus, Verdict};
-use crate::domain::flow::{job_for, queue_delay};
 use crate::domain::ids::CartToken;
 use crate::domain::merchant::Channel;
-use crate::domain::outreach::MerchantRecord;
+use crate::domain::outreach::{MerchantRecord, MerchantStatus};
 use crate::domain::phone::Phone;
 use crate::platforms::{ConsentSignal, PlatformEvent, PrivacyRequest};
 use crate::ports::JobQueue;
@@ -74,6 +74,14 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         event: PlatformEvent,
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
+        // A closed merchant gets no more carts or orders; opt-outs and privacy requests still count.
+        let outreach_only = matches!(
+            event,
+            PlatformEvent::CartUpserted { .. } | PlatformEvent::CartDeleted { .. } | PlatformEvent::OrderPlaced { .. }
+        );
+        if merchant.status == MerchantStatus::Closed && outreach_only {
+            return Ok(Outcome::Ignored);
+        }
         match event {
             PlatformEvent::CartUpserted { snapshot, consent } => {
                 self.upsert_cart(merchant, event_key, *snapshot, consent, now).await
@@ -277,11 +285,9 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         event_key: &str,
         now: DateTime<Utc>,
     ) -> Result<(), IngestError> {
-        let Some(job) = job_for(&merchant.merchant, cart, 0) else {
-            return Ok(());
-        };
-        match self.queue.enqueue(&job, queue_delay(now, job.due_at)).await {
-            Ok(_) => {
+        match schedule_step(self.queue, &merchant.merchant, cart, 0, now).await {
+            Ok(None) => Ok(()),
+            Ok(Some(job)) => {
                 info!(
                     merchant = %cart.merchant_id,
                     phone = %cart.phone.as_ref().map(|p| p.log_id()).unwrap_or_default(),

@@ -370,11 +370,23 @@ where
         step: u8,
         now: DateTime<Utc>,
     ) -> Result<(), OutreachError> {
-        if let Some(job) = job_for(&merchant.merchant, cart, step + 1) {
-            self.queue.enqueue(&job, queue_delay(now, job.due_at)).await?;
-        }
+        schedule_step(&self.queue, &merchant.merchant, cart, step + 1, now).await?;
         Ok(())
     }
+}
+
+/// Queues flow step `step` of `cart`, held until it is due (as far as the queue allows). `None`
+/// when the flow has no such step. Ingest queues step 0 with it, the worker every later one.
+pub async fn schedule_step<Q: JobQueue>(
+    queue: &Q,
+    merchant: &Merchant,
+    cart: &Cart,
+    step: u8,
+    now: DateTime<Utc>,
+) -> Result<Option<OutreachJob>, QueueError> {
+    let Some(job) = job_for(merchant, cart, step) else { return Ok(None) };
+    queue.enqueue(&job, queue_delay(now, job.due_at)).await?;
+    Ok(Some(job))
 }
 
 /// One claimed attempt at a step; its ending is recorded by the claim's holder.
