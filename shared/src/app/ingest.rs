@@ -7,7 +7,7 @@ use crate::adapters::queue::QueueError;
 use crate::app::consent;
 use crate::app::outreach::schedule_step;
 use crate::domain::cart::{Cart, CartStatus, CheckoutSnapshot};
-use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, ConsentStatus, Verdict};
+use crate::domain::consent::{ConsentAction, ConsentSource, ConsentState, ConsentStatus, Verdict};
 use crate::domain::ids::CartToken;
 use crate::domain::merchant::Channel;
 use crate::domain::outreach::{MerchantRecord, MerchantStatus};
@@ -151,14 +151,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 status = state.status;
                 let mut note = None;
                 if let Some(sig) = &signal {
-                    let event = ConsentEvent {
-                        channel: Channel::Sms,
-                        action: sig.action,
-                        source: ConsentSource::Checkout,
-                        occurred_at: sig.occurred_at,
-                        recorded_at: now,
-                        evidence: sig.evidence.clone(),
-                    };
+                    let event = sig.sms_event(ConsentSource::Checkout, now);
                     match state.verdict(&event) {
                         _ if outdated => note = Some("outdated_checkout"),
                         Verdict::Accept => {
@@ -220,14 +213,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
-        let event = ConsentEvent {
-            channel: Channel::Sms,
-            action: signal.action,
-            source: ConsentSource::PlatformConsentWebhook,
-            occurred_at: signal.occurred_at,
-            recorded_at: now,
-            evidence: signal.evidence,
-        };
+        let event = signal.sms_event(ConsentSource::PlatformConsentWebhook, now);
         for _ in 0..WRITE_ATTEMPTS {
             let state = self.store.consent_state(&m.id, &phone, Channel::Sms).await?;
             // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.

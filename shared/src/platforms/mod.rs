@@ -4,9 +4,9 @@
 pub mod shopify;
 
 use crate::domain::cart::CheckoutSnapshot;
-use crate::domain::consent::ConsentAction;
-use crate::domain::consent::Evidence;
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use crate::domain::ids::CartToken;
+use crate::domain::merchant::Channel;
 use crate::domain::merchant::Merchant;
 use crate::domain::phone::Phone;
 use chrono::{DateTime, Utc};
@@ -77,6 +77,20 @@ pub struct ConsentSignal {
     pub action: ConsentAction,
     pub occurred_at: DateTime<Utc>,
     pub evidence: Evidence,
+}
+
+impl ConsentSignal {
+    /// The ledger event this signal is, as `source` reported it and recorded at `now`.
+    pub fn sms_event(&self, source: ConsentSource, now: DateTime<Utc>) -> ConsentEvent {
+        ConsentEvent {
+            channel: Channel::Sms,
+            action: self.action,
+            source,
+            occurred_at: self.occurred_at,
+            recorded_at: now,
+            evidence: self.evidence.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
