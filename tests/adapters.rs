@@ -123,13 +123,13 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
         event_key: "shopify#e1".into(),
         received_at: t0(),
         cart: Some((c.clone(), None)),
-        consent: Some(ConsentAppend {
+        consents: vec![ConsentAppend {
             merchant_id: m.clone(),
             phone: phone.clone(),
             state: Default::default(),
             event: event(ConsentAction::OptIn, t0()),
             purge_at: t0() + Duration::days(730),
-        }),
+        }],
     };
     assert_eq!(store.write_ingest(&write).await.unwrap(), IngestOutcome::Applied);
     assert_eq!(store.write_ingest(&write).await.unwrap(), IngestOutcome::Duplicate);
@@ -144,7 +144,7 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
     let conflict = IngestWrite {
         event_key: "shopify#e2".into(),
         cart: Some((stale.clone(), Some(7))),
-        consent: None,
+        consents: Vec::new(),
         ..write.clone()
     };
     assert!(matches!(store.write_ingest(&conflict).await, Err(StoreError::Conflict)));
@@ -154,7 +154,7 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
 
     // Forgetting an event lets its retry through; flags and timestamps bump the version.
     store.forget_event(&m, "shopify#e1").await.unwrap();
-    let retry = IngestWrite { cart: None, consent: None, ..write };
+    let retry = IngestWrite { cart: None, consents: Vec::new(), ..write };
     assert_eq!(store.write_ingest(&retry).await.unwrap(), IngestOutcome::Applied);
     store.set_outreach_scheduled(&m, &c.token, true).await.unwrap();
     store.set_last_message_at(&m, &c.token, t0()).await.unwrap();

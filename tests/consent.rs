@@ -79,7 +79,7 @@ async fn stop_confirms_once_records_evidence_and_cancels_queued_outreach_then_st
     let outbound: Vec<_> = local.sandbox.messages().into_iter().filter(|m| m.body != reply).collect();
     assert!(outbound.is_empty(), "{outbound:?}");
     let job = OutreachJob { merchant_id: m.clone(), cart_token: token.clone(), step: 0, due_at: t0() };
-    let again = outreach_worker::process_job(&local.functions().worker, &job).await.unwrap();
+    let again = outreach_worker::process_job(&local.functions().worker.outreach, &job).await.unwrap();
     assert_eq!(again, JobOutcome::Skipped(SkipReason::OptedOut));
 
     // A second STOP changes nothing and sends nothing; a redelivered STOP neither.
@@ -273,7 +273,7 @@ async fn delivery_reports_update_the_log_and_carrier_errors_opt_out_or_block_the
     assert_eq!(store.undeliverable(&m, &phone).await.unwrap().unwrap().error_code, 30006);
     clock.advance(Duration::hours(25));
     let job = OutreachJob { merchant_id: m.clone(), cart_token: token.clone(), step: 1, due_at: clock.now() };
-    let outcome = outreach_worker::process_job(&local.functions().worker, &job).await.unwrap();
+    let outcome = outreach_worker::process_job(&local.functions().worker.outreach, &job).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::Undeliverable));
 
     // 21610: the person opted out at the carrier.
@@ -474,7 +474,7 @@ async fn shopify_marketing_consent_updates_feed_the_ledger() {
 fn inbound_app(local: &LocalHandle, clock: &Arc<ManualClock>) -> sms_inbound::InboundApp {
     sms_inbound::InboundApp {
         store: local.store().clone(),
-        queue: local.functions().worker.queue.clone(),
+        queue: local.functions().worker.outreach.queue.clone(),
         replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
         auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
         shared_key: None,

@@ -111,7 +111,7 @@ async fn order_before_the_step_is_due_means_no_sms_and_records_revenue() {
         step: 0,
         due_at: t0() + Duration::minutes(30),
     };
-    let outcome = outreach_worker::process_job(&local.functions().worker, &job).await.unwrap();
+    let outcome = outreach_worker::process_job(&local.functions().worker.outreach, &job).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::CartRecovered));
     let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
     assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("cart_recovered")));

@@ -129,6 +129,17 @@ impl OutreachWrites for Paused {
         }
         OutreachWrites::finish_sent(&self.inner, entry, token, step, claim_id, now).await
     }
+    async fn finish_called(
+        &self,
+        entry: &callfy_shared::domain::voice::CallLogEntry,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        if self.crash_before_record {
+            return Err(crash());
+        }
+        OutreachWrites::finish_called(&self.inner, entry, claim_id, now).await
+    }
     async fn finish(
         &self,
         m: &MerchantId,
@@ -184,9 +195,10 @@ impl ConsentLedger for Paused {
         &self,
         merchant: &Merchant,
         phone: &Phone,
+        channel: Channel,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        ConsentLedger::cancel_outreach(&self.inner, merchant, phone, now).await
+        ConsentLedger::cancel_outreach(&self.inner, merchant, phone, channel, now).await
     }
 }
 
@@ -195,10 +207,10 @@ type PausedWorker =
 
 /// The local worker's clients behind the paused store.
 fn worker(local: &LocalHandle, store: Paused) -> PausedWorker {
-    let w = &local.functions().worker;
+    let w = &local.functions().worker.outreach;
     Outreach {
         store,
-        sms: w.sms.clone(),
+        twilio: w.twilio.clone(),
         queue: w.queue.clone(),
         clock: Arc::clone(&w.clock),
         public_base_url: w.public_base_url.clone(),
@@ -317,7 +329,7 @@ async fn second_cart(local: &LocalHandle, token: &str) -> CartToken {
         event_key: unique("test"),
         received_at: t0(),
         cart: Some((cart.clone(), None)),
-        consent: None,
+        consents: Vec::new(),
     };
     local.store().write_ingest(&write).await.unwrap();
     cart.token
@@ -327,7 +339,7 @@ async fn second_cart(local: &LocalHandle, token: &str) -> CartToken {
 async fn a_second_carts_send_between_decision_and_claim_holds_this_one() {
     let (local, _) = opted_in("race-freq", immediate()).await;
     let other = second_cart(&local, &unique("tok")).await;
-    let plain = local.functions().worker.clone();
+    let plain = local.functions().worker.outreach.clone();
     let other_job = job(&other, 0);
     let paused = Paused::new(local.store()).before_claim(async move {
         let outcome = plain.process_job(&other_job).await.unwrap();
@@ -347,7 +359,7 @@ async fn five_carts_of_one_phone_at_once_get_one_sms() {
     for _ in 0..4 {
         tokens.push(second_cart(&local, &unique("tok")).await);
     }
-    let w = &local.functions().worker;
+    let w = &local.functions().worker.outreach;
     let results =
         futures::future::join_all(tokens.iter().map(|t| async move { w.process_job(&job(t, 0)).await })).await;
     let sent = results.iter().filter(|r| matches!(r, Ok(JobOutcome::Sent { .. }))).count();
@@ -384,7 +396,7 @@ async fn a_stale_opt_in_does_not_outrun_a_newer_opt_out() {
     assert_eq!(cart.consent_note.as_deref(), Some("opted_out_later"), "the cart records why");
     assert!(!cart.outreach_scheduled);
     // Even a job that arrives anyway sends nothing.
-    let outcome = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    let outcome = local.functions().worker.outreach.process_job(&job(&token, 0)).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut));
     assert!(local.sandbox.messages().is_empty());
     local.shutdown().await;
@@ -404,18 +416,18 @@ async fn a_crash_after_the_claim_finishes_the_flow_with_no_duplicate() {
     assert_eq!(step.state, StepState::Claimed);
 
     // A redelivery while the lease holds waits for it instead of calling it a duplicate.
-    let early = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    let early = local.functions().worker.outreach.process_job(&job(&token, 0)).await.unwrap();
     assert_eq!(early, JobOutcome::Waiting { until: t0() + Duration::seconds(120) }, "looks again when the lease ends");
     assert!(local.sandbox.messages().is_empty());
 
     // After the lease, the redelivery looks at Twilio, finds nothing, and sends once.
     clock.advance(Duration::seconds(121));
-    let outcome = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    let outcome = local.functions().worker.outreach.process_job(&job(&token, 0)).await.unwrap();
     assert!(matches!(outcome, JobOutcome::Sent { .. }), "{outcome:?}");
-    assert_eq!(local.functions().worker.process_job(&job(&token, 0)).await.unwrap(), JobOutcome::Duplicate);
+    assert_eq!(local.functions().worker.outreach.process_job(&job(&token, 0)).await.unwrap(), JobOutcome::Duplicate);
     // The flow goes on to its next step.
     clock.advance(Duration::minutes(60));
-    let next = local.functions().worker.process_job(&job(&token, 1)).await.unwrap();
+    let next = local.functions().worker.outreach.process_job(&job(&token, 1)).await.unwrap();
     assert!(matches!(next, JobOutcome::Sent { .. }), "{next:?}");
     assert_eq!(local.sandbox.messages().len(), 2, "one message per step");
     local.shutdown().await;
@@ -434,7 +446,7 @@ async fn a_crash_after_twilio_accepted_records_the_message_once_it_is_found() {
 
     clock.advance(Duration::seconds(121));
     let sid = local.sandbox.messages()[0].sid.clone();
-    let outcome = local.functions().worker.process_job(&job(&token, 0)).await.unwrap();
+    let outcome = local.functions().worker.outreach.process_job(&job(&token, 0)).await.unwrap();
     assert_eq!(outcome, JobOutcome::Sent { message_sid: sid.clone() });
     assert_eq!(local.sandbox.messages().len(), 1, "found at Twilio, not sent again");
     let log = local.store().sms_log(&m, &phone).await.unwrap();
@@ -480,7 +492,7 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     let failing = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
     let inbound = sms_inbound::InboundApp {
         store: failing,
-        queue: local.functions().worker.queue.clone(),
+        queue: local.functions().worker.outreach.queue.clone(),
         replay_delay_seconds: 0,
         ..sms_inbound_app(&local)
     };

@@ -72,7 +72,7 @@ fn immediate() -> serde_json::Value {
 }
 
 async fn run(w: &World) -> Result<JobOutcome, WorkerError> {
-    outreach_worker::process_job(&w.local.functions().worker, &w.job).await
+    outreach_worker::process_job(&w.local.functions().worker.outreach, &w.job).await
 }
 
 #[tokio::test]
@@ -121,7 +121,7 @@ async fn error_21610_opts_the_number_out() {
 
     w.clock.advance(Duration::minutes(61));
     let next = OutreachJob { step: 1, ..w.job.clone() };
-    let outcome = outreach_worker::process_job(&w.local.functions().worker, &next).await.unwrap();
+    let outcome = outreach_worker::process_job(&w.local.functions().worker.outreach, &next).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::OptedOut));
     assert!(w.local.sandbox.messages().is_empty());
 }
@@ -189,12 +189,12 @@ async fn later_steps_are_follow_ups_with_the_discount() {
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
     w.clock.advance(Duration::minutes(60));
     let voice = OutreachJob { step: 1, ..w.job.clone() };
-    let outcome = outreach_worker::process_job(&w.local.functions().worker, &voice).await.unwrap();
+    let outcome = outreach_worker::process_job(&w.local.functions().worker.outreach, &voice).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::ChannelNotAvailable));
     w.clock.advance(Duration::minutes(60));
     let last = OutreachJob { step: 2, ..w.job.clone() };
     assert!(matches!(
-        outreach_worker::process_job(&w.local.functions().worker, &last).await.unwrap(),
+        outreach_worker::process_job(&w.local.functions().worker.outreach, &last).await.unwrap(),
         JobOutcome::Sent { .. }
     ));
     let sent = w.local.sandbox.messages();
@@ -228,16 +228,16 @@ async fn a_second_abandonment_within_a_day_waits_for_the_frequency_cap() {
         event_key: unique("test"),
         received_at: t0() + Duration::hours(2),
         cart: Some((second.clone(), None)),
-        consent: None,
+        consents: Vec::new(),
     };
     w.local.store().write_ingest(&write).await.unwrap();
     let job = OutreachJob { cart_token: second.token.clone(), ..w.job.clone() };
-    let outcome = outreach_worker::process_job(&w.local.functions().worker, &job).await.unwrap();
+    let outcome = outreach_worker::process_job(&w.local.functions().worker.outreach, &job).await.unwrap();
     assert_eq!(outcome, JobOutcome::Waiting { until: t0() + Duration::hours(24) });
     assert_eq!(w.local.sandbox.messages().len(), 1);
     w.clock.set(t0() + Duration::hours(24));
     assert!(matches!(
-        outreach_worker::process_job(&w.local.functions().worker, &job).await.unwrap(),
+        outreach_worker::process_job(&w.local.functions().worker.outreach, &job).await.unwrap(),
         JobOutcome::Sent { .. }
     ));
 }

@@ -138,13 +138,30 @@ pub struct IngestSettings {
     pub log_key: String,
 }
 
-/// outreach-worker: the table, the queue, Twilio, and the base URL its callbacks go to.
+/// outreach-worker: the table, the queue, Twilio, the base URL its callbacks go to, and the
+/// bucket recordings are copied to.
 #[derive(Clone)]
 pub struct WorkerSettings {
     pub table_name: String,
     pub outreach_queue_url: String,
     pub public_base_url: String,
     pub twilio: TwilioConfig,
+    pub recordings_bucket: String,
+    /// The KMS key recordings are encrypted with; unset = the bucket's default key.
+    pub recordings_kms_key_id: Option<String>,
+    pub log_key: String,
+}
+
+/// voice-callbacks: the table, the recordings queue, the URL Twilio signs, Twilio (its auth
+/// token signs the callbacks; key 1 texts the link).
+#[derive(Clone)]
+pub struct VoiceCallbackSettings {
+    pub table_name: String,
+    pub recordings_queue_url: String,
+    pub public_base_url: String,
+    pub twilio: TwilioConfig,
+    pub twilio_auth_token: String,
+    pub twilio_webhook_shared_key: Option<String>,
     pub log_key: String,
 }
 
@@ -186,6 +203,27 @@ impl Settings for WorkerSettings {
             outreach_queue_url: env.outreach_queue_url()?,
             public_base_url: env.public_base_url()?,
             twilio: env.require_twilio()?,
+            recordings_bucket: env.req("RECORDINGS_BUCKET")?,
+            recordings_kms_key_id: env.opt("RECORDINGS_KMS_KEY_ID"),
+            log_key: env.log_key()?,
+        })
+    }
+}
+
+impl Settings for VoiceCallbackSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        let twilio = env.require_twilio()?;
+        let twilio_auth_token = twilio.auth_token.clone().ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))?;
+        let recordings_queue_url = env.req("RECORDINGS_QUEUE_URL")?;
+        validate_base_url("RECORDINGS_QUEUE_URL", &recordings_queue_url)?;
+        Ok(Self {
+            table_name: env.table_name()?,
+            recordings_queue_url,
+            public_base_url: env.public_base_url()?,
+            twilio,
+            twilio_auth_token,
+            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY"),
             log_key: env.log_key()?,
         })
     }
@@ -258,6 +296,12 @@ mod tests {
         let sid = ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000");
         let keyed =
             [worker[0], worker[1], worker[2], sid, ("TWILIO_API_KEY_SID", "SK1"), ("TWILIO_API_KEY_SECRET", "x")];
+        assert!(matches!(
+            WorkerSettings::from_lookup(lookup(&keyed)),
+            Err(ConfigError::Missing("RECORDINGS_BUCKET"))
+        ));
+        let bucket = ("RECORDINGS_BUCKET", "callfy-recordings");
+        let keyed = [keyed[0], keyed[1], keyed[2], keyed[3], keyed[4], keyed[5], bucket];
         let w = WorkerSettings::from_lookup(lookup(&keyed)).unwrap();
         assert_eq!(w.public_base_url, "https://hooks.callfy.test");
         // sms-inbound verifies Twilio's signatures: an API key is not enough there.
@@ -282,6 +326,7 @@ mod tests {
 
     fn twilio_vars() -> HashMap<String, String> {
         let mut vars = base();
+        vars.insert("RECORDINGS_BUCKET".into(), "callfy-recordings".into());
         vars.insert("TWILIO_ACCOUNT_SID".into(), format!("AC{}", "0".repeat(32)));
         vars.insert("TWILIO_AUTH_TOKEN".into(), "token".into());
         vars
@@ -360,6 +405,8 @@ pub mod local_defaults {
     pub const TABLE_NAME: &str = "callfy-local";
     pub const QUEUE_NAME: &str = "callfy-outreach-local";
     pub const DLQ_NAME: &str = "callfy-outreach-dlq-local";
+    pub const RECORDINGS_QUEUE_NAME: &str = "callfy-recordings-local";
+    pub const RECORDINGS_DLQ_NAME: &str = "callfy-recordings-dlq-local";
     pub const BUCKET_NAME: &str = "callfy-recordings-local";
     pub const SHOPIFY_API_SECRET: &str = "callfy-local-shopify-secret";
     pub const TWILIO_ACCOUNT_SID: &str = "AC00000000000000000000000000000000";

@@ -1,7 +1,64 @@
-//! HTTP responses in the shape DESIGN.md §3 fixes: `{"error", "message"}` for every rejection.
+//! HTTP responses in the shape DESIGN.md §3 fixes: `{"error", "message"}` for every rejection;
+//! TwiML answers; and the one check every Twilio webhook passes through.
 
-use lambda_http::{Body, Response};
+use crate::domain::twiml::{self, Verb};
+use crate::telemetry::redact;
+use crate::twilio_signature::{self, SigningKeys, TwilioSignatureError};
+use lambda_http::{Body, Request, Response};
 use serde::Serialize;
+use tracing::warn;
+
+/// Twilio's webhooks are small forms; anything larger is not from Twilio.
+pub const MAX_TWILIO_BODY_BYTES: usize = 64 * 1024;
+
+/// A Twilio webhook's form, once its signature held.
+pub struct TwilioForm(pub Vec<(String, String)>);
+
+impl TwilioForm {
+    /// A field's trimmed value; an empty one counts as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
+    }
+}
+
+/// Checks `X-Twilio-Signature` over the URL Twilio called (our public base URL, the path and
+/// the query) and the form, in constant time. The rejection is the response to send: 413 for a
+/// body no webhook has, 400 for a form that is not one, 403 for a bad or missing signature,
+/// 500 when our SharedKey secret is not configured (Twilio retries later).
+pub fn verify_twilio(req: &Request, keys: SigningKeys<'_>, public_base_url: &str) -> Result<TwilioForm, Response<Body>> {
+    let path = req.uri().path().trim_end_matches('/');
+    let body: &[u8] = req.body().as_ref();
+    if body.len() > MAX_TWILIO_BODY_BYTES {
+        return Err(error(413, "payload_too_large", format!("body exceeds {MAX_TWILIO_BODY_BYTES} bytes")));
+    }
+    let url = match req.uri().query() {
+        Some(q) if !q.is_empty() => format!("{public_base_url}{path}?{q}"),
+        _ => format!("{public_base_url}{path}"),
+    };
+    let signature = header(req.headers(), twilio_signature::HEADER);
+    let settings = header(req.headers(), twilio_signature::SETTINGS_HEADER);
+    match twilio_signature::validate_request(keys, &url, body, signature, settings) {
+        Ok(p) => Ok(TwilioForm(p)),
+        Err(e @ TwilioSignatureError::Form(_)) => Err(error(400, "malformed_form", e.to_string())),
+        Err(e @ TwilioSignatureError::SharedKeyNotConfigured) => {
+            tracing::error!(route = %path, "{e}");
+            Err(error(500, "signing_key_not_configured", e.to_string()))
+        }
+        Err(e) => {
+            warn!(route = %path, reason = %redact(&e.to_string()), "rejected a Twilio request with a bad signature");
+            Err(error(403, "invalid_signature", e.to_string()))
+        }
+    }
+}
+
+/// A TwiML answer (`text/xml`); no verbs is an empty `<Response/>` that does nothing.
+pub fn twiml(verbs: &[Verb]) -> Response<Body> {
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/xml")
+        .body(Body::Text(twiml::response(verbs)))
+        .unwrap_or_else(|_| Response::new(Body::Empty))
+}
 
 pub fn json<T: Serialize>(status: u16, value: &T) -> Response<Body> {
     let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".into());

@@ -4,7 +4,10 @@
 
 use crate::adapters::dynamo::{Store, StoreError};
 use crate::adapters::queue::{OutreachQueue, QueueError};
-use crate::adapters::twilio::{ListedMessage, MessageResource, SendSms, TwilioClient, TwilioError};
+use crate::adapters::twilio::{
+    CallResource, ListedCall, ListedMessage, MessageResource, PlaceCall, SendSms, TwilioClient, TwilioError,
+};
+use crate::domain::voice::CallLogEntry;
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::delivery::Undeliverable;
@@ -61,6 +64,13 @@ pub trait OutreachWrites: Send + Sync {
         claim_id: &str,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// A placed call: its log entry and the step's `sent` state in one write.
+    fn finish_called(
+        &self,
+        entry: &CallLogEntry,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
     fn finish(
         &self,
         m: &MerchantId,
@@ -106,11 +116,13 @@ pub trait ConsentLedger: Send + Sync {
         event: &ConsentEvent,
         purge_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<ConsentState>, StoreError>> + Send;
-    /// Skips every unclaimed step of this phone's open carts; how many.
+    /// Skips every unclaimed step of `channel` of this phone's open carts (every step, for an
+    /// SMS opt-out); how many.
     fn cancel_outreach(
         &self,
         merchant: &Merchant,
         phone: &Phone,
+        channel: Channel,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
 }
@@ -119,6 +131,12 @@ pub trait ConsentLedger: Send + Sync {
 pub trait SmsGateway: Send + Sync {
     fn send_sms(&self, req: &SendSms) -> impl Future<Output = Result<MessageResource, TwilioError>> + Send;
     fn recent_messages_to(&self, to: &str) -> impl Future<Output = Result<Vec<ListedMessage>, TwilioError>> + Send;
+}
+
+/// Where calls are placed, and where a lost answer is looked for.
+pub trait VoiceGateway: Send + Sync {
+    fn place_call(&self, req: &PlaceCall) -> impl Future<Output = Result<CallResource, TwilioError>> + Send;
+    fn recent_calls_to(&self, to: &str) -> impl Future<Output = Result<Vec<ListedCall>, TwilioError>> + Send;
 }
 
 /// The outreach queue.
@@ -170,6 +188,9 @@ impl OutreachWrites for Store {
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         Store::finish_sent(self, entry, token, step, claim_id, now).await
+    }
+    async fn finish_called(&self, entry: &CallLogEntry, claim_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        Store::finish_called(self, entry, claim_id, now).await
     }
     async fn finish(
         &self,
@@ -226,9 +247,10 @@ impl ConsentLedger for Store {
         &self,
         merchant: &Merchant,
         phone: &Phone,
+        channel: Channel,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
-        Store::cancel_outreach(self, merchant, phone, now).await
+        Store::cancel_outreach(self, merchant, phone, channel, now).await
     }
 }
 
@@ -238,6 +260,15 @@ impl SmsGateway for TwilioClient {
     }
     async fn recent_messages_to(&self, to: &str) -> Result<Vec<ListedMessage>, TwilioError> {
         TwilioClient::recent_messages_to(self, to).await
+    }
+}
+
+impl VoiceGateway for TwilioClient {
+    async fn place_call(&self, req: &PlaceCall) -> Result<CallResource, TwilioError> {
+        TwilioClient::place_call(self, req).await
+    }
+    async fn recent_calls_to(&self, to: &str) -> Result<Vec<ListedCall>, TwilioError> {
+        TwilioClient::recent_calls_to(self, to).await
     }
 }
 

@@ -1,25 +1,37 @@
 //! outreach-worker: takes queued flow steps and, when consent and the cart still allow, sends
-//! at most one SMS per (cart, step); and applies inbound messages sms-inbound queued so that no
-//! opt-out is lost. The use cases are `callfy_shared::app::{outreach, inbound}`; this crate maps
-//! SQS batches onto them. `main.rs` only wires it.
+//! at most one SMS or places at most one call per (cart, step); applies inbound messages
+//! sms-inbound queued so that no opt-out is lost; and copies call recordings to S3 from the
+//! recordings queue. The use cases are `callfy_shared::app::{outreach, inbound, voice}`; this
+//! crate maps SQS batches onto them. `main.rs` only wires it.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use callfy_shared::adapters::queue::{OutreachQueue, QueuedWork};
 use callfy_shared::adapters::store::Store;
 use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::app::inbound;
+use callfy_shared::app::voice::{self, VoiceError};
 pub use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError as WorkerError, TWILIO_UNSUBSCRIBED};
 use callfy_shared::domain::flow::OutreachJob;
-use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway};
+use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
+use std::path::PathBuf;
 use callfy_shared::telemetry::redact;
 use futures::future::join_all;
 use tracing::warn;
 
-/// The worker as Lambda runs it: DynamoDB, Twilio and SQS behind the use case's ports.
+/// The outreach use case as Lambda runs it: DynamoDB, Twilio and SQS behind its ports.
 pub type WorkerApp = Outreach<Store, TwilioClient, OutreachQueue>;
 
+/// The worker: outreach, and the recordings bucket copies go to.
+pub struct Worker {
+    pub outreach: WorkerApp,
+    pub recordings: RecordingBucket,
+    /// Where a recording is staged between Twilio and S3 (Lambda's `/tmp`).
+    pub scratch: PathBuf,
+}
+
 /// Handles one SQS batch; failed messages are reported individually and return to the queue.
-pub async fn handle_batch(app: &WorkerApp, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle_batch(app: &Worker, event: SqsEvent) -> SqsBatchResponse {
     let results = join_all(event.records.into_iter().map(|record| async move {
         let id = record.message_id.clone().unwrap_or_default();
         (id, process_record(app, &record).await)
@@ -37,22 +49,43 @@ pub async fn handle_batch(app: &WorkerApp, event: SqsEvent) -> SqsBatchResponse 
     response
 }
 
-pub async fn process_record(app: &WorkerApp, record: &SqsMessage) -> Result<JobOutcome, WorkerError> {
+/// Why one queued item failed (it returns to its queue).
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error(transparent)]
+    Outreach(#[from] WorkerError),
+    #[error("recording copy: {0}")]
+    Recording(#[from] VoiceError),
+}
+
+/// What one queued item came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    Outreach(JobOutcome),
+    Recording(voice::CopyOutcome),
+}
+
+pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Processed, RecordError> {
     let body = record.body.as_deref().unwrap_or_default();
-    match serde_json::from_str::<QueuedWork>(body).map_err(|e| WorkerError::BadMessage(e.to_string()))? {
-        QueuedWork::Step(job) => app.process_job(&job).await,
+    let work = serde_json::from_str::<QueuedWork>(body).map_err(|e| WorkerError::BadMessage(e.to_string()))?;
+    let o = &app.outreach;
+    Ok(match work {
+        QueuedWork::Step(job) => Processed::Outreach(o.process_job(&job).await?),
         // Until it holds: a storage error returns the message to the queue.
         QueuedWork::Inbound { inbound: msg } => {
-            let applied = inbound::replay(&app.store, &msg).await?;
-            Ok(JobOutcome::InboundApplied { changed: applied.affected.len() })
+            let applied = inbound::replay(&o.store, &msg).await.map_err(WorkerError::from)?;
+            Processed::Outreach(JobOutcome::InboundApplied { changed: applied.affected.len() })
         }
-    }
+        QueuedWork::Recording { recording } => Processed::Recording(
+            voice::copy_recording(&o.store, &o.twilio, &app.recordings, &recording, &app.scratch).await?,
+        ),
+    })
 }
 
 pub async fn process_job<S, G, Q>(app: &Outreach<S, G, Q>, job: &OutreachJob) -> Result<JobOutcome, WorkerError>
 where
     S: OutreachReads + OutreachWrites + ConsentLedger,
-    G: SmsGateway,
+    G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {
     app.process_job(job).await

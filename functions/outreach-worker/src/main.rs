@@ -1,9 +1,10 @@
+use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::twilio::TwilioClient;
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
 use callfy_shared::config::{Settings, WorkerSettings};
 use callfy_shared::{SystemClock, telemetry};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use outreach_worker::{WorkerApp, handle_batch};
+use outreach_worker::{Worker, WorkerApp, handle_batch};
 use std::sync::Arc;
 
 #[tokio::main]
@@ -13,12 +14,16 @@ async fn main() -> Result<(), Error> {
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
-    let app = Arc::new(WorkerApp {
-        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
-        queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
-        sms: TwilioClient::new(&config.twilio)?,
-        clock: Arc::new(SystemClock),
-        public_base_url: config.public_base_url.clone(),
+    let app = Arc::new(Worker {
+        outreach: WorkerApp {
+            store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+            queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
+            twilio: TwilioClient::new(&config.twilio)?,
+            clock: Arc::new(SystemClock),
+            public_base_url: config.public_base_url.clone(),
+        },
+        recordings: RecordingBucket::new(aws::s3(&sdk), &config.recordings_bucket, config.recordings_kms_key_id.clone()),
+        scratch: std::env::temp_dir(),
     });
     run(service_fn(move |event: LambdaEvent<_>| {
         let app = Arc::clone(&app);

@@ -8,9 +8,10 @@ use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
 use callfy_shared::domain::keywords::{Intent, classify};
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
-use callfy_shared::http::{error, header, json};
+use callfy_shared::domain::twiml::Verb;
+use callfy_shared::http::{TwilioForm, error, json, verify_twilio};
 use callfy_shared::telemetry::redact;
-use callfy_shared::twilio_signature::{self, SigningKeys, TwilioSignatureError};
+use callfy_shared::twilio_signature::SigningKeys;
 use callfy_shared::{Clock, Phone};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -18,8 +19,6 @@ use std::sync::Arc;
 use thiserror::Error;
 use tracing::{info, warn};
 
-/// Twilio's webhooks are small forms; anything larger is not from Twilio.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The queued copy of an opt-out waits this long: the inline attempt (10 s Lambda timeout)
 /// has normally finished, so the copy only finds work when that attempt failed.
 pub const REPLAY_DELAY_SECONDS: i32 = 60;
@@ -55,29 +54,10 @@ pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
     if req.method() != Method::POST {
         return error(405, "method_not_allowed", "use POST");
     }
-    let body: &[u8] = req.body().as_ref();
-    if body.len() > MAX_BODY_BYTES {
-        return error(413, "payload_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"));
-    }
-    let url = match req.uri().query() {
-        Some(q) if !q.is_empty() => format!("{}{path}?{q}", app.public_base_url),
-        _ => format!("{}{path}", app.public_base_url),
-    };
-    let signature = header(req.headers(), twilio_signature::HEADER);
-    let settings = header(req.headers(), twilio_signature::SETTINGS_HEADER);
     let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
-    let params = match twilio_signature::validate_request(keys, &url, body, signature, settings) {
-        Ok(p) => Form(p),
-        Err(e @ TwilioSignatureError::Form(_)) => return error(400, "malformed_form", e.to_string()),
-        Err(e @ TwilioSignatureError::SharedKeyNotConfigured) => {
-            // Our configuration is missing, not the caller's fault: Twilio should retry later.
-            tracing::error!(route = %path, "{e}");
-            return error(500, "signing_key_not_configured", e.to_string());
-        }
-        Err(e) => {
-            warn!(route = %path, reason = %e, "rejected a Twilio request with a bad signature");
-            return error(403, "invalid_signature", e.to_string());
-        }
+    let params = match verify_twilio(&req, keys, &app.public_base_url) {
+        Ok(form) => form,
+        Err(rejection) => return rejection,
     };
     let result = match route {
         Route::Inbound => inbound(app, &params).await,
@@ -97,46 +77,15 @@ enum Route {
     Status,
 }
 
-struct Form(Vec<(String, String)>);
-
-impl Form {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.trim()).filter(|v| !v.is_empty())
-    }
-}
-
 /// A TwiML answer: one `<Message>`, or an empty `<Response/>` that sends nothing.
 pub fn twiml(message: Option<&str>) -> Response<Body> {
-    let body = match message {
-        Some(text) => format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Message>{}</Message></Response>",
-            xml_escape(text)
-        ),
-        None => "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response/>".to_string(),
-    };
-    Response::builder()
-        .status(200)
-        .header("content-type", "text/xml")
-        .body(Body::Text(body))
-        .unwrap_or_else(|_| Response::new(Body::Empty))
-}
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
+    match message {
+        Some(text) => callfy_shared::http::twiml(&[Verb::Message(text.to_string())]),
+        None => callfy_shared::http::twiml(&[]),
     }
-    out
 }
 
-async fn inbound(app: &InboundApp, form: &Form) -> Result<Response<Body>, InboundError> {
+async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
     };
@@ -228,7 +177,7 @@ fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &StoreE
     twiml(Some(&stop_confirmation(&names, classify(&msg.body).lang)))
 }
 
-async fn status(app: &InboundApp, form: &Form) -> Result<Response<Body>, InboundError> {
+async fn status(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
     };

@@ -3,5 +3,6 @@
 pub mod aws;
 pub mod dynamo;
 pub mod queue;
+pub mod recordings;
 pub mod store;
 pub mod twilio;

@@ -2,16 +2,19 @@
 
 use crate::app::inbound::InboundMessage;
 use crate::domain::flow::OutreachJob;
+use crate::domain::voice::RecordingCopy;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// What travels on the outreach queue: a flow step, or an inbound message to apply (again).
+/// What travels on the worker's queues: a flow step or an inbound message to apply (again) on
+/// the outreach queue; a recording to copy on the recordings queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum QueuedWork {
     Step(OutreachJob),
     Inbound { inbound: InboundMessage },
+    Recording { recording: RecordingCopy },
 }
 
 #[derive(Debug, Error)]
@@ -41,6 +44,11 @@ impl OutreachQueue {
     /// Makes an inbound message durable before anything else is done with it.
     pub async fn enqueue_inbound(&self, msg: &InboundMessage, delay_seconds: i32) -> Result<String, QueueError> {
         self.send(&QueuedWork::Inbound { inbound: msg.clone() }, delay_seconds).await
+    }
+
+    /// Queues the copy of a recording (on the recordings queue).
+    pub async fn enqueue_recording(&self, copy: &RecordingCopy) -> Result<String, QueueError> {
+        self.send(&QueuedWork::Recording { recording: copy.clone() }, 0).await
     }
 
     async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, QueueError> {

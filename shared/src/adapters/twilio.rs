@@ -1,4 +1,5 @@
-//! Twilio REST client (Messages API), over reqwest with basic auth and form encoding.
+//! Twilio REST client (Messages, Calls and Recordings), over reqwest with basic auth and form
+//! encoding.
 
 use crate::config::{TwilioAuth, TwilioConfig};
 use serde::Deserialize;
@@ -100,6 +101,56 @@ impl ListedMessage {
     }
 }
 
+/// `POST …/Calls.json`: an outbound call whose TwiML comes from `url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceCall {
+    pub to: String,
+    pub from: String,
+    pub url: String,
+    pub status_callback: String,
+    pub machine_detection: &'static str,
+    pub timeout_seconds: u32,
+    pub time_limit_seconds: u32,
+    /// `Some(callback)` records the call and reports the recording there.
+    pub recording_callback: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct CallResource {
+    pub sid: String,
+    pub status: Option<String>,
+}
+
+/// One entry of `GET …/Calls.json`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ListedCall {
+    pub sid: String,
+    #[serde(default)]
+    pub to: Option<String>,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    /// RFC 2822, as Twilio writes it.
+    #[serde(default)]
+    pub date_created: Option<String>,
+}
+
+impl ListedCall {
+    pub fn created_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.date_created
+            .as_deref()
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct CallList {
+    #[serde(default)]
+    calls: Vec<ListedCall>,
+}
+
 #[derive(Debug, Deserialize)]
 struct MessageList {
     #[serde(default)]
@@ -191,6 +242,112 @@ impl TwilioClient {
             .await
             .map_err(classify)?;
         Self::decode(resp).await
+    }
+}
+
+impl TwilioClient {
+    fn account_url(&self, tail: &str) -> String {
+        format!("{}/2010-04-01/Accounts/{}/{tail}", self.base, self.account_sid)
+    }
+
+    pub async fn place_call(&self, req: &PlaceCall) -> Result<CallResource, TwilioError> {
+        let (timeout, limit) = (req.timeout_seconds.to_string(), req.time_limit_seconds.to_string());
+        let mut form: Vec<(&str, &str)> = vec![
+            ("To", &req.to),
+            ("From", &req.from),
+            ("Url", &req.url),
+            ("Method", "POST"),
+            ("StatusCallback", &req.status_callback),
+            ("StatusCallbackMethod", "POST"),
+            ("MachineDetection", req.machine_detection),
+            ("Timeout", &timeout),
+            ("TimeLimit", &limit),
+        ];
+        for event in ["initiated", "ringing", "answered", "completed"] {
+            form.push(("StatusCallbackEvent", event));
+        }
+        if let Some(cb) = &req.recording_callback {
+            form.extend([
+                ("Record", "true"),
+                ("RecordingStatusCallback", cb.as_str()),
+                ("RecordingStatusCallbackMethod", "POST"),
+                ("RecordingStatusCallbackEvent", "completed"),
+            ]);
+        }
+        let resp = self
+            .http
+            .post(self.account_url("Calls.json"))
+            .basic_auth(&self.user, Some(&self.password))
+            .form(&form)
+            .send()
+            .await
+            .map_err(classify)?;
+        Self::decode(resp).await
+    }
+
+    /// The newest calls to `to` (Twilio lists newest first).
+    pub async fn recent_calls_to(&self, to: &str) -> Result<Vec<ListedCall>, TwilioError> {
+        let resp = self
+            .http
+            .get(self.account_url("Calls.json"))
+            .basic_auth(&self.user, Some(&self.password))
+            .query(&[("To", to), ("PageSize", "50")])
+            .send()
+            .await
+            .map_err(classify)?;
+        let list: CallList = Self::decode(resp).await?;
+        Ok(list.calls)
+    }
+
+    /// Streams a recording's WAV media into `path`, chunk by chunk; returns its size. The URL
+    /// is built from our API base and the SID, never taken from a callback.
+    pub async fn download_recording(&self, recording_sid: &str, path: &std::path::Path) -> Result<u64, TwilioError> {
+        use tokio::io::AsyncWriteExt;
+        let mut resp = self
+            .http
+            .get(self.account_url(&format!("Recordings/{recording_sid}.wav")))
+            .basic_auth(&self.user, Some(&self.password))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(classify)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return Err(TwilioError::Api { status, code: None, message: "recording download refused".into() });
+        }
+        let io = |e: std::io::Error| TwilioError::Transport(format!("writing the recording: {e}"));
+        let mut file = tokio::fs::File::create(path).await.map_err(io)?;
+        let mut size = 0u64;
+        while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+            size += chunk.len() as u64;
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+        file.flush().await.map_err(io)?;
+        Ok(size)
+    }
+
+    /// Deletes Twilio's copy of a recording; `false` when it was already gone.
+    pub async fn delete_recording(&self, recording_sid: &str) -> Result<bool, TwilioError> {
+        let resp = self
+            .http
+            .delete(self.account_url(&format!("Recordings/{recording_sid}.json")))
+            .basic_auth(&self.user, Some(&self.password))
+            .send()
+            .await
+            .map_err(classify)?;
+        match resp.status().as_u16() {
+            204 | 200 => Ok(true),
+            404 => Ok(false),
+            status => {
+                let body = resp.text().await.unwrap_or_default();
+                let err: Option<ApiError> = serde_json::from_str(&body).ok();
+                Err(TwilioError::Api {
+                    status,
+                    code: err.as_ref().and_then(|e| e.code),
+                    message: err.and_then(|e| e.message).unwrap_or_default(),
+                })
+            }
+        }
     }
 }
 

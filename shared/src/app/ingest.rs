@@ -9,7 +9,7 @@ use crate::app::outreach::schedule_step;
 use crate::domain::cart::{Cart, CartStatus, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, ConsentSource, ConsentState, ConsentStatus, Verdict};
 use crate::domain::ids::CartToken;
-use crate::domain::merchant::Channel;
+use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::outreach::{MerchantRecord, MerchantStatus};
 use crate::domain::phone::Phone;
 use crate::platforms::{ConsentSignal, PlatformEvent, PrivacyRequest};
@@ -104,7 +104,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             }
             PlatformEvent::OrderPlaced { token, order_id, revenue, currency } => {
                 self.update_cart(merchant, event_key, token, now, |cart, now| {
-                    cart.recover(order_id.clone(), revenue.clone(), currency.clone(), now)
+                    cart.recover(order_id.clone(), revenue.clone(), currency.clone(), merchant.merchant.attribution_window_days, now)
                 })
                 .await
             }
@@ -119,6 +119,29 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             }
             PlatformEvent::Ignored => Ok(Outcome::Ignored),
         }
+    }
+
+    /// Consent to AI calls from the checkout field the merchant configured for it: an opt-in
+    /// with the wording the merchant showed. An unticked or missing field withdraws nothing.
+    async fn voice_consent(
+        &self,
+        m: &Merchant,
+        phone: &Phone,
+        snap: &CheckoutSnapshot,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ConsentAppend>, StoreError> {
+        let Some(event) = m.voice.checkout_consent(&snap.attributes, snap.updated_at, now) else { return Ok(None) };
+        let state = self.store.consent_state(&m.id, phone, Channel::Voice).await?;
+        if state.verdict(&event) != Verdict::Accept {
+            return Ok(None);
+        }
+        Ok(Some(ConsentAppend {
+            merchant_id: m.id.clone(),
+            phone: phone.clone(),
+            state,
+            event,
+            purge_at: consent::purge_at(m, now),
+        }))
     }
 
     async fn upsert_cart(
@@ -179,12 +202,16 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             if schedule {
                 cart.outreach_scheduled = true;
             }
+            let mut consents: Vec<ConsentAppend> = append.into_iter().collect();
+            if let Some(phone) = cart.phone.as_ref().filter(|_| !outdated) {
+                consents.extend(self.voice_consent(m, phone, &snap, now).await?);
+            }
             let write = IngestWrite {
                 merchant_id: m.id.clone(),
                 event_key: event_key.to_string(),
                 received_at: now,
                 cart: Some((cart.clone(), expected)),
-                consent: append,
+                consents,
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
@@ -230,13 +257,13 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 event_key: event_key.to_string(),
                 received_at: now,
                 cart: None,
-                consent: append,
+                consents: append.into_iter().collect(),
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
                 Ok(IngestOutcome::Applied) => {
                     if applies && event.action == ConsentAction::OptOut {
-                        consent::after_opt_out(self.store, m, &phone, now).await?;
+                        consent::after_opt_out(self.store, m, &phone, Channel::Sms, now).await?;
                     }
                     return Ok(Outcome::Accepted);
                 }
@@ -317,7 +344,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 event_key: event_key.to_string(),
                 received_at: now,
                 cart,
-                consent: None,
+                consents: Vec::new(),
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),

@@ -6,3 +6,4 @@ pub mod delivery;
 pub mod inbound;
 pub mod ingest;
 pub mod outreach;
+pub mod voice;

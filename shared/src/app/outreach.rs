@@ -8,21 +8,22 @@
 
 use crate::adapters::dynamo::StoreError;
 use crate::adapters::queue::QueueError;
-use crate::adapters::twilio::{ListedMessage, SendSms, SmsSender, TwilioError};
+use crate::adapters::twilio::{ListedCall, ListedMessage, PlaceCall, SendSms, SmsSender, TwilioError};
 use crate::app::consent;
 use crate::clock::Clock;
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
 use crate::domain::merchant::{Channel, Merchant};
-use crate::domain::message::{RecoverySms, segments};
+use crate::domain::message::{RecoverySms, segments, tracked_link};
+use crate::domain::voice::{CallLogEntry, CallRef, RING_TIMEOUT_SECONDS};
 use crate::domain::outreach::Uncertain;
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
     StepRecord, StepResult, StepState,
 };
 use crate::domain::phone::Phone;
-use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway};
+use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
 use chrono::{DateTime, Duration, Utc};
@@ -39,7 +40,8 @@ const DECIDE_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct Outreach<S, G, Q> {
     pub store: S,
-    pub sms: G,
+    /// Twilio: messages and calls.
+    pub twilio: G,
     pub queue: Q,
     pub clock: Arc<dyn Clock>,
     pub public_base_url: String,
@@ -64,6 +66,10 @@ pub enum OutreachError {
 pub enum JobOutcome {
     Sent {
         message_sid: String,
+    },
+    /// A recovery call was placed.
+    Called {
+        call_sid: String,
     },
     Skipped(SkipReason),
     Waiting {
@@ -102,7 +108,7 @@ struct Reads {
 impl<S, G, Q> Outreach<S, G, Q>
 where
     S: OutreachReads + OutreachWrites + ConsentLedger,
-    G: SmsGateway,
+    G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {
     pub async fn process_job(&self, job: &OutreachJob) -> Result<JobOutcome, OutreachError> {
@@ -130,6 +136,8 @@ where
         let Some(merchant) = merchant else {
             return self.skip(m, &cart, step, &seen, SkipReason::MerchantClosed, now).await;
         };
+        // The step's own channel: a call reads (and its claim is conditioned on) the voice ledger.
+        let channel = merchant.merchant.flow.get(step as usize).map_or(Channel::Sms, |d| d.channel);
         match &seen {
             // Sent, or held by a live lease: nothing to decide. A skipped or failed step is still
             // decided, so a redelivery reports why nothing goes out.
@@ -141,7 +149,11 @@ where
             // window between the claim and the send stays one request wide.
             StepAvailability::Reclaimable { uncertain: Some(earlier), .. } => {
                 if let Some(phone) = &cart.phone {
-                    match self.find_earlier(&merchant.merchant, &cart, phone, earlier).await {
+                    let found = match channel {
+                        Channel::Sms => self.find_earlier(&merchant.merchant, &cart, phone, earlier).await,
+                        Channel::Voice => self.find_earlier_call(&merchant.merchant, phone, earlier).await,
+                    };
+                    match found {
                         Ok(Some(found)) => return self.record_found(&merchant, &cart, step, &seen, found, now).await,
                         Ok(None) => {}
                         // Nothing changed: the message returns to the queue.
@@ -153,15 +165,17 @@ where
         }
         let (consent, counter, undeliverable, has_outbound) = match &cart.phone {
             Some(phone) => tokio::try_join!(
-                self.store.consent(m, phone, Channel::Sms),
+                self.store.consent(m, phone, channel),
                 self.store.counter(m, phone),
                 self.store.undeliverable(m, phone),
                 self.store.has_outbound(m, phone),
             )?,
             None => Default::default(),
         };
-        // A delivery report said this number cannot take texts (landline, not in service).
-        if consent.allows_outreach() && undeliverable.as_ref().is_some_and(|u| u.blocks(now)) {
+        // A delivery report said this number cannot take texts (landline, not in service); it
+        // may still take a call.
+        if channel == Channel::Sms && consent.allows_outreach() && undeliverable.as_ref().is_some_and(|u| u.blocks(now))
+        {
             return self.skip(m, &cart, step, &seen, SkipReason::Undeliverable, now).await;
         }
         let active = merchant.status == MerchantStatus::Active;
@@ -174,8 +188,9 @@ where
             }
             Decision::Skip(reason) => {
                 let pass = self.skip(m, &cart, step, &seen, reason, now).await?;
-                // A step the channel cannot serve does not end the flow; anything else does.
-                if reason == SkipReason::ChannelNotAvailable {
+                // A step its channel cannot serve (no consent to calls, say) does not end the
+                // flow; anything else does.
+                if reason.continues_flow() && matches!(pass, Pass::Done(_)) {
                     self.schedule_next(&merchant, &cart, step, now).await?;
                 }
                 Ok(pass)
@@ -185,12 +200,7 @@ where
                 let reads = Reads { reach_at, consent, counter, step: seen, first_contact: !has_outbound };
                 match channel {
                     Channel::Sms => self.send_step(&merchant, &cart, step, channel, reads, now).await,
-                    // The voice channel plugs in here, behind the same claim.
-                    Channel::Voice => {
-                        let pass = self.skip(m, &cart, step, &reads.step, SkipReason::ChannelNotAvailable, now).await?;
-                        self.schedule_next(&merchant, &cart, step, now).await?;
-                        Ok(pass)
-                    }
+                    Channel::Voice => self.call_step(&merchant, &cart, step, reads, now).await,
                 }
             }
         }
@@ -227,8 +237,8 @@ where
         cart: &Cart,
         phone: &Phone,
         earlier: &Uncertain,
-    ) -> Result<Option<ListedMessage>, TwilioError> {
-        let listed = self.sms.recent_messages_to(phone.as_str()).await?;
+    ) -> Result<Option<Found>, TwilioError> {
+        let listed = self.twilio.recent_messages_to(phone.as_str()).await?;
         let ours = |l: &ListedMessage| {
             l.messaging_service_sid.is_some() && l.messaging_service_sid == merchant.sender.messaging_service_sid
                 || l.from.is_some() && l.from.as_deref() == merchant.sender.from.as_ref().map(Phone::as_str)
@@ -238,7 +248,27 @@ where
             let same_body = earlier.body_sha256.as_deref() == Some(sha256_hex(body.as_bytes()).as_str());
             let same_link = cart.recovery_url.as_deref().is_some_and(|u| body.contains(u)) && ours(l);
             (same_body || same_link) && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
-        }))
+        })
+        .map(Found::Message))
+    }
+
+    /// The call an unanswered attempt placed, if Twilio has it: to this number, from this
+    /// merchant's voice number, since the attempt began.
+    async fn find_earlier_call(
+        &self,
+        merchant: &Merchant,
+        phone: &Phone,
+        earlier: &Uncertain,
+    ) -> Result<Option<Found>, TwilioError> {
+        let Some(from) = &merchant.voice_from else { return Ok(None) };
+        let listed = self.twilio.recent_calls_to(phone.as_str()).await?;
+        Ok(listed
+            .into_iter()
+            .find(|c| {
+                c.from.as_deref() == Some(from.as_str())
+                    && c.created_at().is_some_and(|t| t >= earlier.since - Duration::minutes(1))
+            })
+            .map(Found::Call))
     }
 
     /// Records a message an earlier attempt did send, whatever happened since: it cannot be
@@ -249,20 +279,32 @@ where
         cart: &Cart,
         step: u8,
         seen: &StepAvailability,
-        found: ListedMessage,
+        found: Found,
         now: DateTime<Utc>,
     ) -> Result<Pass, OutreachError> {
         let Some(phone) = &cart.phone else { return Ok(Pass::Stale) };
         let m = &merchant.merchant;
-        info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; recording it, not sending again");
-        let body = found.body.unwrap_or_default();
         let claim_id = uuid::Uuid::new_v4().to_string();
         let target = (&m.id, &cart.token, step);
-        if !self.store.take_over(target, seen, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
-            return Ok(Pass::Stale);
-        }
         let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
-        attempt.record(found.sid, "queued".into(), body).await.map(Pass::Done)
+        match found {
+            Found::Message(found) => {
+                info!(merchant = %m.id, step, sid = %found.sid, "an unanswered attempt did reach Twilio; recording it, not sending again");
+                let body = found.body.unwrap_or_default();
+                if !self.store.take_over(target, seen, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
+                    return Ok(Pass::Stale);
+                }
+                attempt.record(found.sid, "queued".into(), body).await.map(Pass::Done)
+            }
+            Found::Call(call) => {
+                info!(merchant = %m.id, step, sid = %call.sid, "an unanswered call attempt did reach Twilio; recording it, not calling again");
+                if !self.store.take_over(target, seen, &claim_id, CALL_FINGERPRINT, now).await? {
+                    return Ok(Pass::Stale);
+                }
+                let status = call.status.unwrap_or_else(|| "queued".into());
+                attempt.record_call(call.sid, status).await.map(Pass::Done)
+            }
+        }
     }
 
     async fn send_step(
@@ -286,10 +328,12 @@ where
             (None, None) => return self.skip(&m.id, cart, step, &reads.step, SkipReason::NoSender, now).await,
         };
         let def = &m.flow[step as usize];
+        let link = tracked_link(url, channel.as_str());
         let body = RecoverySms {
             merchant_name: &m.name,
             first_name: cart.first_name.as_deref(),
-            recovery_url: url,
+            items: &cart.items,
+            recovery_url: &link,
             discount_code: def.discount_code.as_deref(),
             first_contact: reads.first_contact,
         }
@@ -321,11 +365,67 @@ where
             body: body.clone(),
             status_callback: Some(format!("{}/twilio/sms/status", self.public_base_url)),
         };
-        let outcome = match self.sms.send_sms(&request).await {
+        let outcome = match self.twilio.send_sms(&request).await {
             Ok(message) => {
                 let status = message.status.clone().unwrap_or_else(|| "queued".into());
                 attempt.record(message.sid, status, body).await
             }
+            Err(e) => attempt.failed(e).await,
+        };
+        outcome.map(Pass::Done)
+    }
+
+    /// Places the call of a voice step behind the same claim as a text: consent to calls, the
+    /// cart, the merchant and the phone's daily count, all as the decision read them.
+    async fn call_step(
+        &self,
+        merchant: &MerchantRecord,
+        cart: &Cart,
+        step: u8,
+        reads: Reads,
+        now: DateTime<Utc>,
+    ) -> Result<Pass, OutreachError> {
+        let m = &merchant.merchant;
+        let Some(phone) = &cart.phone else {
+            return self.skip(&m.id, cart, step, &reads.step, SkipReason::NoPhone, now).await;
+        };
+        let Some(from) = &m.voice_from else {
+            return self.skip(&m.id, cart, step, &reads.step, SkipReason::NoVoiceSender, now).await;
+        };
+        let claim_id = uuid::Uuid::new_v4().to_string();
+        let guard = ClaimGuard {
+            merchant_id: m.id.clone(),
+            cart: cart.token.clone(),
+            step,
+            phone: phone.clone(),
+            channel: Channel::Voice,
+            cart_version: cart.version,
+            consent_seq: reads.consent.seq,
+            step_seen: reads.step,
+            counter: reads.counter,
+            reach_at: reads.reach_at,
+        };
+        match self.store.claim(&guard, &claim_id, CALL_FINGERPRINT, now).await? {
+            ClaimOutcome::Claimed { .. } => {}
+            ClaimOutcome::Stale => return Ok(Pass::Stale),
+            ClaimOutcome::Taken(record) => return self.taken(merchant, cart, step, &record, now).await,
+        }
+        let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
+        let reference = CallRef { merchant_id: m.id.clone(), cart_token: cart.token.clone(), step }.query();
+        let base = &self.public_base_url;
+        let request = PlaceCall {
+            to: phone.as_str().to_string(),
+            from: from.as_str().to_string(),
+            url: format!("{base}/twilio/voice/answer?{reference}"),
+            status_callback: format!("{base}/twilio/voice/status?{reference}"),
+            // Voicemail is left after the greeting's beep; otherwise a machine is hung up on fast.
+            machine_detection: if m.voice.voicemail { "DetectMessageEnd" } else { "Enable" },
+            timeout_seconds: RING_TIMEOUT_SECONDS,
+            time_limit_seconds: m.voice.time_limit_seconds,
+            recording_callback: m.recording.enabled.then(|| format!("{base}/twilio/voice/recording?{reference}")),
+        };
+        let outcome = match self.twilio.place_call(&request).await {
+            Ok(call) => attempt.record_call(call.sid, call.status.unwrap_or_else(|| "queued".into())).await,
             Err(e) => attempt.failed(e).await,
         };
         outcome.map(Pass::Done)
@@ -341,8 +441,12 @@ where
         now: DateTime<Utc>,
     ) -> Result<Pass, OutreachError> {
         match record.state {
-            // A redelivery after a send whose follow-up scheduling may not have happened.
+            // A redelivery after a send (or a skip that lets the flow go on) whose follow-up
+            // scheduling may not have happened.
             StepState::Sent => self.schedule_next(merchant, cart, step, now).await?,
+            StepState::Skipped if record.reason.as_deref().is_some_and(SkipReason::continues_flow_named) => {
+                self.schedule_next(merchant, cart, step, now).await?
+            }
             // Held by a live lease: look again when it ends, in case its holder dies. This
             // message is acknowledged, so waiting does not use up the queue's receive count.
             StepState::Claimed => {
@@ -389,6 +493,15 @@ pub async fn schedule_step<Q: JobQueue>(
     Ok(Some(job))
 }
 
+/// What a claim of a call step records instead of a body's hash.
+const CALL_FINGERPRINT: &str = "call";
+
+/// What Twilio has of an attempt whose answer was lost.
+enum Found {
+    Message(ListedMessage),
+    Call(ListedCall),
+}
+
 /// One claimed attempt at a step; its ending is recorded by the claim's holder.
 struct Attempt<'a, S, G, Q> {
     app: &'a Outreach<S, G, Q>,
@@ -403,7 +516,7 @@ struct Attempt<'a, S, G, Q> {
 impl<S, G, Q> Attempt<'_, S, G, Q>
 where
     S: OutreachReads + OutreachWrites + ConsentLedger,
-    G: SmsGateway,
+    G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {
     /// The log entry and the step's `sent` state, in one write.
@@ -433,6 +546,33 @@ where
         info!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), sid = %sid, "recovery SMS sent");
         app.schedule_next(self.merchant, self.cart, self.step, now).await?;
         Ok(JobOutcome::Sent { message_sid: sid })
+    }
+
+    /// The call log entry and the step's `sent` state, in one write.
+    async fn record_call(&self, sid: String, status: String) -> Result<JobOutcome, OutreachError> {
+        let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
+        let entry = CallLogEntry {
+            merchant_id: m.id.clone(),
+            phone: self.phone.clone(),
+            call_sid: sid.clone(),
+            cart_token: self.cart.token.clone(),
+            step: self.step,
+            status,
+            created_at: now,
+            purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+            status_history: Default::default(),
+            duration_seconds: None,
+            answered_by: None,
+            error_code: None,
+            recording: None,
+        };
+        if !app.store.finish_called(&entry, self.claim_id, now).await? {
+            warn!(merchant = %m.id, step = self.step, sid = %sid, "call placed after the claim's lease ended; the new holder records it");
+            return Ok(JobOutcome::Called { call_sid: sid });
+        }
+        info!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), sid = %sid, "recovery call placed");
+        app.schedule_next(self.merchant, self.cart, self.step, now).await?;
+        Ok(JobOutcome::Called { call_sid: sid })
     }
 
     async fn failed(&self, e: TwilioError) -> Result<JobOutcome, OutreachError> {

@@ -1,12 +1,38 @@
 //! A shopper's checkout as Callfy keeps it: normalised from any platform.
 
 use crate::domain::ids::{CartToken, MerchantId};
+use crate::domain::merchant::Channel;
 use crate::domain::phone::Phone;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-/// Orders placed this long after our last message are still credited to Callfy.
-pub const ATTRIBUTION_WINDOW_DAYS: i64 = 5;
+/// At most this many line items are kept for the message's item summary.
+pub const MAX_ITEMS: usize = 10;
+const MAX_ITEM_TITLE_CHARS: usize = 80;
+
+/// One line of the cart, for the item summary in messages and calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CartItem {
+    pub title: String,
+    pub quantity: u32,
+}
+
+impl CartItem {
+    /// A line item as the platform sent it; a blank title is no item.
+    pub fn new(title: &str, quantity: u32) -> Option<Self> {
+        let title: String = title.split_whitespace().collect::<Vec<_>>().join(" ");
+        let title: String = title.chars().take(MAX_ITEM_TITLE_CHARS).collect();
+        (!title.is_empty()).then(|| Self { title, quantity: quantity.max(1) })
+    }
+}
+
+/// The last message or call the flow made for a cart: what a recovery is attributed to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Touch {
+    pub step: u8,
+    pub channel: Channel,
+    pub at: DateTime<Utc>,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -44,6 +70,9 @@ pub struct Recovery {
     pub recovered_at: DateTime<Utc>,
     /// True when the order came within the attribution window of a message we sent.
     pub attributed: bool,
+    /// The step and channel that preceded the recovery (last touch), when attributed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub touch: Option<Touch>,
 }
 
 /// What a platform told us about a checkout, normalised.
@@ -58,11 +87,14 @@ pub struct CheckoutSnapshot {
     pub total_price: Option<String>,
     pub currency: Option<String>,
     pub item_count: u32,
+    pub items: Vec<CartItem>,
     pub province_code: Option<String>,
     pub country_code: Option<String>,
     pub locale: Option<String>,
     pub updated_at: DateTime<Utc>,
     pub completed: bool,
+    /// Checkout attributes (Shopify `note_attributes`), for merchant-configured consent fields.
+    pub attributes: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +117,8 @@ pub struct Cart {
     pub currency: Option<String>,
     #[serde(default)]
     pub item_count: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<CartItem>,
     #[serde(default)]
     pub province_code: Option<String>,
     #[serde(default)]
@@ -99,6 +133,9 @@ pub struct Cart {
     pub outreach_scheduled: bool,
     #[serde(default)]
     pub last_message_at: Option<DateTime<Utc>>,
+    /// The step and channel of the last message or call, set with `last_message_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_touch: Option<Touch>,
     #[serde(default)]
     pub recovery: Option<Recovery>,
     /// Why the latest checkout's consent signal was not applied (`opted_out_later`, …).
@@ -122,6 +159,7 @@ impl Cart {
             total_price: None,
             currency: None,
             item_count: 0,
+            items: Vec::new(),
             province_code: None,
             country_code: None,
             locale: None,
@@ -130,6 +168,7 @@ impl Cart {
             updated_at: snap.updated_at,
             outreach_scheduled: false,
             last_message_at: None,
+            last_touch: None,
             recovery: None,
             consent_note: None,
             version: 0,
@@ -156,21 +195,31 @@ impl Cart {
         self.total_price = snap.total_price.or(self.total_price.take());
         self.currency = snap.currency.or(self.currency.take());
         self.item_count = snap.item_count;
+        self.items = snap.items.into_iter().take(MAX_ITEMS).collect();
         self.province_code = snap.province_code.or(self.province_code.take());
         self.country_code = snap.country_code.or(self.country_code.take());
         self.locale = snap.locale.or(self.locale.take());
     }
 
-    /// Records a matching order; a cart recovers once.
-    pub fn recover(&mut self, order_id: String, revenue: String, currency: String, now: DateTime<Utc>) -> bool {
+    /// Records a matching order; a cart recovers once. It is attributed to the last message or
+    /// call when the order came within `window_days` of it.
+    pub fn recover(
+        &mut self,
+        order_id: String,
+        revenue: String,
+        currency: String,
+        window_days: u32,
+        now: DateTime<Utc>,
+    ) -> bool {
         if self.status == CartStatus::Recovered {
             return false;
         }
         let attributed = self
             .last_message_at
-            .is_some_and(|sent| now >= sent && now - sent <= Duration::days(ATTRIBUTION_WINDOW_DAYS));
+            .is_some_and(|sent| now >= sent && now - sent <= Duration::days(i64::from(window_days)));
+        let touch = if attributed { self.last_touch.clone() } else { None };
         self.status = CartStatus::Recovered;
-        self.recovery = Some(Recovery { order_id, revenue, currency, recovered_at: now, attributed });
+        self.recovery = Some(Recovery { order_id, revenue, currency, recovered_at: now, attributed, touch });
         true
     }
 }
@@ -190,11 +239,13 @@ pub(crate) mod tests {
             total_price: Some("20.00".into()),
             currency: Some("USD".into()),
             item_count: 1,
+            items: vec![CartItem::new("Wax Puck", 1).unwrap()],
             province_code: Some("CA".into()),
             country_code: Some("US".into()),
             locale: None,
             updated_at: updated_at.parse().unwrap(),
             completed: false,
+            attributes: Vec::new(),
         }
     }
 
@@ -237,18 +288,28 @@ pub(crate) mod tests {
     fn recovery_is_attributed_only_within_the_window() {
         let now: DateTime<Utc> = "2026-06-10T12:00:00Z".parse().unwrap();
         let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
-        assert!(cart.recover("o1".into(), "20.00".into(), "USD".into(), now));
+        assert!(cart.recover("o1".into(), "20.00".into(), "USD".into(), 5, now));
         assert!(!cart.recovery.as_ref().unwrap().attributed, "no message sent");
-        assert!(!cart.recover("o1".into(), "20.00".into(), "USD".into(), now), "recovers once");
+        assert!(!cart.recover("o1".into(), "20.00".into(), "USD".into(), 5, now), "recovers once");
 
         let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
-        cart.last_message_at = Some(now - Duration::days(2));
-        cart.recover("o2".into(), "20.00".into(), "USD".into(), now);
-        assert!(cart.recovery.unwrap().attributed);
+        let call = Touch { step: 1, channel: Channel::Voice, at: now - Duration::days(2) };
+        cart.last_message_at = Some(call.at);
+        cart.last_touch = Some(call.clone());
+        cart.recover("o2".into(), "20.00".into(), "USD".into(), 5, now);
+        let recovery = cart.recovery.unwrap();
+        assert!(recovery.attributed);
+        assert_eq!(recovery.touch, Some(call), "the call that preceded the order is credited");
 
         let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
         cart.last_message_at = Some(now - Duration::days(6));
-        cart.recover("o3".into(), "20.00".into(), "USD".into(), now);
+        cart.recover("o3".into(), "20.00".into(), "USD".into(), 5, now);
         assert!(!cart.recovery.unwrap().attributed);
+
+        // The merchant's own window: 7 days credits the same order.
+        let mut cart = Cart::new(MerchantId::parse("m1").unwrap(), snapshot("2026-06-01T11:00:00Z"), now);
+        cart.last_message_at = Some(now - Duration::days(6));
+        cart.recover("o4".into(), "20.00".into(), "USD".into(), 7, now);
+        assert!(cart.recovery.unwrap().attributed);
     }
 }

@@ -45,6 +45,12 @@ pub enum SkipReason {
     FrequencyCap,
     /// A delivery report said the number cannot take SMS (landline, unknown, unreachable).
     Undeliverable,
+    /// A call step, and the person gave no written consent to AI calls.
+    NoVoiceConsent,
+    /// A call step, and the person asked for no more calls (key 9, API, or a texted STOP).
+    VoiceOptedOut,
+    /// A call step, and the merchant has no `voice_from` number.
+    NoVoiceSender,
 }
 
 impl SkipReason {
@@ -65,7 +71,23 @@ impl SkipReason {
             Self::QuietHours => "quiet_hours",
             Self::FrequencyCap => "frequency_cap",
             Self::Undeliverable => "undeliverable",
+            Self::NoVoiceConsent => "no_voice_consent",
+            Self::VoiceOptedOut => "voice_opted_out",
+            Self::NoVoiceSender => "no_voice_sender",
         }
+    }
+
+    /// A step skipped for a reason of its own channel lets the flow go on to its next step (a
+    /// shopper who takes texts but not calls still gets the texts); any other reason ends it.
+    pub const fn continues_flow(self) -> bool {
+        matches!(self, Self::ChannelNotAvailable | Self::NoVoiceConsent | Self::VoiceOptedOut | Self::NoVoiceSender)
+    }
+
+    /// `continues_flow` for a reason as a step record stores it.
+    pub fn continues_flow_named(name: &str) -> bool {
+        [Self::ChannelNotAvailable, Self::NoVoiceConsent, Self::VoiceOptedOut, Self::NoVoiceSender]
+            .iter()
+            .any(|r| r.as_str() == name)
     }
 }
 
@@ -121,14 +143,17 @@ pub fn decide(
     if cart.recovery_url.is_none() {
         return Decision::Skip(SkipReason::NoRecoveryLink);
     }
-    match consent.status {
-        ConsentStatus::OptedIn => {}
-        ConsentStatus::OptedOut => return Decision::Skip(SkipReason::OptedOut),
-        ConsentStatus::Unknown => return Decision::Skip(SkipReason::NoConsent),
-    }
     let Some(def) = merchant.flow.get(step as usize) else {
         return Decision::Skip(SkipReason::StepNotInFlow);
     };
+    // `consent` is the step's own channel's: a call needs consent to calls.
+    match (consent.status, def.channel) {
+        (ConsentStatus::OptedIn, _) => {}
+        (ConsentStatus::OptedOut, Channel::Sms) => return Decision::Skip(SkipReason::OptedOut),
+        (ConsentStatus::Unknown, Channel::Sms) => return Decision::Skip(SkipReason::NoConsent),
+        (ConsentStatus::OptedOut, Channel::Voice) => return Decision::Skip(SkipReason::VoiceOptedOut),
+        (ConsentStatus::Unknown, Channel::Voice) => return Decision::Skip(SkipReason::NoVoiceConsent),
+    }
     let due = cart.updated_at + Duration::minutes(i64::from(def.after_minutes));
     if now < due {
         return Decision::Wait { until: due };
@@ -137,9 +162,8 @@ pub fn decide(
     if now > deadline {
         return Decision::Skip(SkipReason::TooLate);
     }
-    // Voice outreach needs its own consent and the voice agent; until then the step is skipped.
-    if def.channel == Channel::Voice {
-        return Decision::Skip(SkipReason::ChannelNotAvailable);
+    if def.channel == Channel::Voice && merchant.voice_from.is_none() {
+        return Decision::Skip(SkipReason::NoVoiceSender);
     }
     let Some(phone) = &cart.phone else {
         return Decision::Skip(SkipReason::NoPhone);
@@ -231,10 +255,15 @@ mod tests {
         let out = ConsentState { status: ConsentStatus::OptedOut, ..Default::default() };
         assert_eq!(decide(now, &m, true, &c, &out, 0, &[]), Decision::Skip(SkipReason::OptedOut));
         assert_eq!(decide(now, &m, true, &c, &opted_in(), 7, &[]), Decision::Skip(SkipReason::StepNotInFlow));
+        // The call step (step 1) reads the voice ledger: no consent to calls skips only it.
+        let later = at("2026-06-01T21:00:00Z");
         assert_eq!(
-            decide(at("2026-06-01T21:00:00Z"), &m, true, &c, &opted_in(), 1, &[]),
-            Decision::Skip(SkipReason::ChannelNotAvailable)
+            decide(later, &m, true, &c, &ConsentState::default(), 1, &[]),
+            Decision::Skip(SkipReason::NoVoiceConsent)
         );
+        assert_eq!(decide(later, &m, true, &c, &out, 1, &[]), Decision::Skip(SkipReason::VoiceOptedOut));
+        assert!(SkipReason::NoVoiceConsent.continues_flow() && !SkipReason::OptedOut.continues_flow());
+        assert_eq!(decide(later, &m, true, &c, &opted_in(), 1, &[]), Decision::Send { channel: Channel::Voice });
         assert_eq!(
             decide(at("2026-06-03T17:06:00Z"), &m, true, &c, &opted_in(), 2, &[]),
             Decision::Skip(SkipReason::TooLate)

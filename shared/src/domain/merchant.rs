@@ -2,7 +2,8 @@
 
 use crate::domain::ids::MerchantId;
 use crate::domain::phone::Phone;
-use chrono::NaiveTime;
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -10,6 +11,10 @@ use thiserror::Error;
 pub const MAX_FLOW_MINUTES: u32 = 48 * 60;
 pub const MAX_FLOW_STEPS: usize = 3;
 pub const DEFAULT_RETENTION_DAYS: u32 = 730;
+/// Orders this long after the last message or call are credited to it (last touch).
+pub const DEFAULT_ATTRIBUTION_WINDOW_DAYS: u32 = 5;
+/// A call is cut off after this long unless the merchant sets otherwise (Twilio `TimeLimit`).
+pub const DEFAULT_CALL_TIME_LIMIT_SECONDS: u32 = 300;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{field}: {reason}")]
@@ -114,6 +119,76 @@ pub struct Recording {
     pub enabled: bool,
 }
 
+/// How the merchant's AI voice calls behave.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoiceSettings {
+    /// Leave a short message when a machine answers; otherwise hang up without one.
+    #[serde(default)]
+    pub voicemail: bool,
+    /// The merchant has approved the Spanish script: carts with a Spanish locale hear it.
+    #[serde(default)]
+    pub spanish: bool,
+    /// A checkout attribute (Shopify `note_attributes`) that, when truthy, is the shopper's
+    /// written consent to AI calls; `consent_text` is the wording shown next to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_attribute: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_text: Option<String>,
+    /// Longest call, in seconds (Twilio `TimeLimit`).
+    #[serde(default = "default_time_limit")]
+    pub time_limit_seconds: u32,
+}
+
+fn default_time_limit() -> u32 {
+    DEFAULT_CALL_TIME_LIMIT_SECONDS
+}
+
+impl Default for VoiceSettings {
+    fn default() -> Self {
+        Self {
+            voicemail: false,
+            spanish: false,
+            consent_attribute: None,
+            consent_text: None,
+            time_limit_seconds: DEFAULT_CALL_TIME_LIMIT_SECONDS,
+        }
+    }
+}
+
+impl VoiceSettings {
+    /// The consent to AI calls a checkout's attributes carry, if the merchant collects it: an
+    /// opt-in when the configured field is ticked (`yes`, `true`, `1`, `on`), with the wording
+    /// shown next to it as evidence. Never an opt-out: an unticked box withdraws nothing.
+    pub fn checkout_consent(
+        &self,
+        attributes: &[(String, String)],
+        checkout_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Option<ConsentEvent> {
+        let (name, text) = (self.consent_attribute.as_deref()?, self.consent_text.as_deref()?);
+        let (_, value) = attributes.iter().find(|(k, _)| k.trim().eq_ignore_ascii_case(name))?;
+        let ticked = matches!(value.trim().to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on");
+        ticked.then(|| ConsentEvent {
+            channel: Channel::Voice,
+            action: ConsentAction::OptIn,
+            source: ConsentSource::Checkout,
+            occurred_at: checkout_at,
+            recorded_at: now,
+            evidence: Evidence {
+                consent_text: Some(text.to_string()),
+                platform_timestamp: Some(checkout_at.to_rfc3339()),
+                collected_from: Some(format!("checkout_attribute:{name}")),
+                ..Default::default()
+            },
+        })
+    }
+}
+
+fn default_attribution_days() -> u32 {
+    DEFAULT_ATTRIBUTION_WINDOW_DAYS
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Merchant {
@@ -141,6 +216,11 @@ pub struct Merchant {
     pub recording: Recording,
     #[serde(default)]
     pub ai_agent_url: Option<String>,
+    #[serde(default)]
+    pub voice: VoiceSettings,
+    /// Days after the last message or call within which an order counts as recovered by it.
+    #[serde(default = "default_attribution_days")]
+    pub attribution_window_days: u32,
 }
 
 fn default_country() -> String {
@@ -250,10 +330,33 @@ impl Merchant {
             }
         }
         if let Some(url) = &self.ai_agent_url
-            && !url.starts_with("https://")
             && !url.starts_with("wss://")
         {
-            return Err(err("ai_agent_url", "must be an https or wss URL"));
+            // Twilio's ConversationRelay connects to a WebSocket.
+            return Err(err("ai_agent_url", "must be a wss:// URL (ConversationRelay)"));
+        }
+        let v = &self.voice;
+        match (&v.consent_attribute, &v.consent_text) {
+            (Some(a), Some(text)) => {
+                if a.trim().is_empty() || a.len() > 64 {
+                    return Err(err("voice.consent_attribute", "must be 1-64 characters"));
+                }
+                if text.trim().len() < 10 {
+                    return Err(err("voice.consent_text", "must be the consent wording the shopper saw"));
+                }
+            }
+            (Some(_), None) => {
+                // TCPA: consent to artificial-voice calls must be written and provable.
+                return Err(err("voice.consent_text", "required with voice.consent_attribute"));
+            }
+            (None, Some(_)) => return Err(err("voice.consent_attribute", "required with voice.consent_text")),
+            (None, None) => {}
+        }
+        if !(30..=3600).contains(&v.time_limit_seconds) {
+            return Err(err("voice.time_limit_seconds", "must be between 30 and 3600"));
+        }
+        if !(1..=30).contains(&self.attribution_window_days) {
+            return Err(err("attribution_window_days", "must be between 1 and 30"));
         }
         Ok(())
     }
@@ -330,6 +433,10 @@ pub(crate) mod tests {
             ("retention_days.sms_logs", Box::new(|v| v["retention_days"]["sms_logs"] = 0.into())),
             ("support.url", Box::new(|v| v["support"]["url"] = "http://x".into())),
             ("default_country", Box::new(|v| v["default_country"] = "XX".into())),
+            ("ai_agent_url", Box::new(|v| v["ai_agent_url"] = "https://agent.test".into())),
+            ("voice.consent_text", Box::new(|v| v["voice"] = serde_json::json!({ "consent_attribute": "x" }))),
+            ("voice.time_limit_seconds", Box::new(|v| v["voice"] = serde_json::json!({ "time_limit_seconds": 5 }))),
+            ("attribution_window_days", Box::new(|v| v["attribution_window_days"] = 0.into())),
         ];
         for (field, mutate) in cases {
             let e = with(mutate).unwrap_err();

@@ -1,5 +1,6 @@
 //! SMS bodies. The first message to a phone names the merchant and how to opt out (CTIA).
 
+use crate::domain::cart::CartItem;
 use crate::domain::keywords::Lang;
 
 /// Twilio's hard limit for one message body.
@@ -16,11 +17,77 @@ const MIN_MERCHANT_CHARS: usize = 20;
 
 const FIRST_CONTACT_WORDING: &str = "You left something in your cart. Complete your order: ";
 const FOLLOW_UP_WORDING: &str = "Your cart is still waiting: ";
+/// Longest item summary before it is shortened to the first item.
+const MAX_SUMMARY_CHARS: usize = 60;
+const SHORT_TITLE_CHARS: usize = 30;
+
+/// The campaign parameters merged into every recovery link, so the merchant's analytics
+/// credit the channel.
+pub const UTM_SOURCE: &str = "callfy";
+pub const UTM_CAMPAIGN: &str = "cart_recovery";
+
+/// The recovery link with `utm_source`, `utm_medium` (the channel) and `utm_campaign` merged
+/// into its query: parameters of the same name are replaced, every other one is kept.
+pub fn tracked_link(url: &str, medium: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else { return url.to_string() };
+    let ours = [("utm_source", UTM_SOURCE), ("utm_medium", medium), ("utm_campaign", UTM_CAMPAIGN)];
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| !ours.iter().any(|(name, _)| k == name))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    parsed.query_pairs_mut().clear().extend_pairs(kept).extend_pairs(ours);
+    parsed.to_string()
+}
+
+/// How much of the cart a message names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// Up to three items with their quantities.
+    Full,
+    /// The first item, shortened, and how many more.
+    Short,
+    None,
+}
+
+/// "Wax Puck (2), Edge Tuner and 1 more item": what the cart holds, in a few words.
+pub fn item_summary(items: &[CartItem], level: Summary) -> Option<String> {
+    let first = items.first()?;
+    let line = |i: &CartItem| if i.quantity > 1 { format!("{} ({})", i.title, i.quantity) } else { i.title.clone() };
+    let more = |n: usize| match n {
+        0 => String::new(),
+        1 => " and 1 more item".to_string(),
+        n => format!(" and {n} more items"),
+    };
+    match level {
+        Summary::None => None,
+        Summary::Full => {
+            let shown: Vec<String> = items.iter().take(3).map(line).collect();
+            let rest = items.len().saturating_sub(3);
+            let text = match (shown.as_slice(), rest) {
+                ([one], _) => one.clone(),
+                ([init @ .., last], 0) => format!("{} and {last}", init.join(", ")),
+                (all, rest) => format!("{}{}", all.join(", "), more(rest)),
+            };
+            if text.chars().count() <= MAX_SUMMARY_CHARS {
+                Some(text)
+            } else {
+                item_summary(items, Summary::Short)
+            }
+        }
+        Summary::Short => {
+            let title = truncate(&first.title, SHORT_TITLE_CHARS).trim_end();
+            Some(format!("{title}{}", more(items.len() - 1)))
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecoverySms<'a> {
     pub merchant_name: &'a str,
     pub first_name: Option<&'a str>,
+    pub items: &'a [CartItem],
+    /// The link as it goes out (see `tracked_link`).
     pub recovery_url: &'a str,
     pub discount_code: Option<&'a str>,
     /// True when this merchant has never texted this phone before.
@@ -38,39 +105,59 @@ pub fn usable_first_name(raw: &str) -> Option<&str> {
 
 impl RecoverySms<'_> {
     /// The body, within `MAX_RECOVERY_SEGMENTS` where possible. Optional parts go first: the
-    /// greeting, then the discount, then the longer wording, then the end of the merchant name.
-    /// The URL and the STOP line are never cut.
+    /// item summary (shortened, then dropped), the greeting, the discount, the longer wording,
+    /// then the end of the merchant name. The URL and the STOP line are never cut.
     pub fn render(&self) -> String {
         let name = self.first_name.and_then(usable_first_name);
         let discount = self.discount_code.map(str::trim).filter(|c| !c.is_empty());
         let long = self.first_contact;
         let merchant = self.merchant_name;
-        let tiers = [(name, discount, long), (None, discount, long), (None, None, long), (None, None, false)];
-        for (name, discount, long) in tiers {
-            let body = self.compose(merchant, name, discount, long);
+        let full = item_summary(self.items, Summary::Full);
+        let short = item_summary(self.items, Summary::Short);
+        let tiers = [
+            (full.as_deref(), name, discount, long),
+            (short.as_deref(), name, discount, long),
+            (None, name, discount, long),
+            (None, None, discount, long),
+            (None, None, None, long),
+            (None, None, None, false),
+        ];
+        for (summary, name, discount, long) in tiers {
+            let body = self.compose(merchant, summary, name, discount, long);
             if segments(&body) <= MAX_RECOVERY_SEGMENTS {
                 return body;
             }
         }
         for keep in (MIN_MERCHANT_CHARS..merchant.chars().count()).rev() {
-            let body = self.compose(truncate(merchant, keep).trim_end(), None, None, false);
+            let body = self.compose(truncate(merchant, keep).trim_end(), None, None, None, false);
             if segments(&body) <= MAX_RECOVERY_SEGMENTS {
                 return body;
             }
         }
         // Only a huge URL gets here: it goes whole, over budget, since a cut link is useless.
         // Past MAX_BODY_CHARS Twilio refuses the send, which beats sending a broken link.
-        self.compose(truncate(merchant, MIN_MERCHANT_CHARS).trim_end(), None, None, false)
+        self.compose(truncate(merchant, MIN_MERCHANT_CHARS).trim_end(), None, None, None, false)
     }
 
-    fn compose(&self, merchant: &str, name: Option<&str>, discount: Option<&str>, long_wording: bool) -> String {
-        let wording = if long_wording { FIRST_CONTACT_WORDING } else { FOLLOW_UP_WORDING };
+    fn compose(
+        &self,
+        merchant: &str,
+        summary: Option<&str>,
+        name: Option<&str>,
+        discount: Option<&str>,
+        long_wording: bool,
+    ) -> String {
         let mut body = format!("{merchant}: ");
         if let Some(name) = name {
             // A typographic apostrophe alone would switch the whole body to UCS-2 (half the room).
             body.push_str(&format!("Hi {}! ", name.replace('’', "'")));
         }
-        body.push_str(wording);
+        match (summary, long_wording) {
+            (Some(items), true) => body.push_str(&format!("You left {items} in your cart. Complete your order: ")),
+            (Some(items), false) => body.push_str(&format!("Still thinking about {items}? Your cart is waiting: ")),
+            (None, true) => body.push_str(FIRST_CONTACT_WORDING),
+            (None, false) => body.push_str(FOLLOW_UP_WORDING),
+        }
         body.push_str(self.recovery_url);
         if let Some(code) = discount {
             body.push_str(&format!(" Use code {code} at checkout."));
@@ -200,6 +287,7 @@ mod tests {
         let body = RecoverySms {
             merchant_name: "Snowdevil",
             first_name: Some("Ann"),
+            items: &[],
             recovery_url: "https://snowdevil.ca/r/abc",
             discount_code: None,
             first_contact: true,
@@ -216,6 +304,7 @@ mod tests {
         let body = RecoverySms {
             merchant_name: "Snowdevil",
             first_name: None,
+            items: &[],
             recovery_url: "https://snowdevil.ca/r/abc",
             discount_code: Some("COMEBACK10"),
             first_contact: false,
@@ -228,6 +317,7 @@ mod tests {
         RecoverySms {
             merchant_name: merchant,
             first_name: name,
+            items: &[],
             recovery_url: url,
             discount_code: code,
             first_contact: true,
@@ -301,6 +391,59 @@ mod tests {
         assert!(segments(&body) <= MAX_RECOVERY_SEGMENTS, "{body}");
         assert!(body.starts_with("Łódź Outdoor Supply: ") && body.contains(&u) && body.ends_with(STOP_LINE), "{body}");
         assert!(!body.contains("Hi Ann"), "a GSM-7 body would have room for it, UCS-2 has not: {body}");
+    }
+
+    fn items(list: &[(&str, u32)]) -> Vec<CartItem> {
+        list.iter().filter_map(|(t, q)| CartItem::new(t, *q)).collect()
+    }
+
+    #[test]
+    fn links_carry_the_campaign_and_keep_their_own_query() {
+        assert_eq!(
+            tracked_link("https://shop.test/r/abc?key=k1&utm_source=old#top", "sms"),
+            "https://shop.test/r/abc?key=k1&utm_source=callfy&utm_medium=sms&utm_campaign=cart_recovery#top"
+        );
+        assert_eq!(
+            tracked_link("https://shop.test/r/abc", "voice"),
+            "https://shop.test/r/abc?utm_source=callfy&utm_medium=voice&utm_campaign=cart_recovery"
+        );
+    }
+
+    #[test]
+    fn summarises_the_cart_and_trims_the_summary_before_anything_else() {
+        let cart = items(&[("Wax Puck", 2), ("Edge Tuner", 1), ("Scraper", 1), ("Gloves", 1)]);
+        assert_eq!(
+            item_summary(&cart, Summary::Full).unwrap(),
+            "Wax Puck (2), Edge Tuner, Scraper and 1 more item"
+        );
+        assert_eq!(item_summary(&cart[..2], Summary::Full).unwrap(), "Wax Puck (2) and Edge Tuner");
+        assert_eq!(item_summary(&cart, Summary::Short).unwrap(), "Wax Puck and 3 more items");
+        let link = tracked_link("https://snowdevil.ca/r/abc", "sms");
+        let body = RecoverySms {
+            merchant_name: "Snowdevil",
+            first_name: Some("Ann"),
+            items: &cart,
+            recovery_url: &link,
+            discount_code: Some("COMEBACK10"),
+            first_contact: true,
+        }
+        .render();
+        assert!(body.contains("You left Wax Puck (2), Edge Tuner, Scraper and 1 more item in your cart."), "{body}");
+        assert!(body.contains("Hi Ann") && body.contains("COMEBACK10") && body.contains(&link), "{body}");
+        assert!(segments(&body) <= MAX_RECOVERY_SEGMENTS);
+        // With a long link, the summary shrinks and goes before the greeting or the code.
+        let long = url(150);
+        let body = RecoverySms {
+            merchant_name: "Snowdevil",
+            first_name: Some("Ann"),
+            items: &cart,
+            recovery_url: &long,
+            discount_code: Some("COMEBACK10"),
+            first_contact: true,
+        }
+        .render();
+        assert!(!body.contains("Edge Tuner") && body.contains("Hi Ann") && body.contains("COMEBACK10"), "{body}");
+        assert!(segments(&body) <= MAX_RECOVERY_SEGMENTS, "{body}");
     }
 
     #[test]

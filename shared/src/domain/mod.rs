@@ -12,3 +12,5 @@ pub mod outreach;
 pub mod phone;
 pub mod quiet;
 pub mod time;
+pub mod twiml;
+pub mod voice;

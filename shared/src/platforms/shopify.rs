@@ -3,7 +3,7 @@
 use super::{
     ConsentSignal, MerchantRef, Platform, PlatformError, PlatformEvent, PrivacyKind, PrivacyRequest, WebhookRequest,
 };
-use crate::domain::cart::CheckoutSnapshot;
+use crate::domain::cart::{CartItem, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, Evidence};
 use crate::domain::ids::CartToken;
 use crate::domain::merchant::Merchant;
@@ -113,6 +113,15 @@ pub struct Checkout {
     pub completed_at: Option<DateTime<Utc>>,
     pub customer_locale: Option<String>,
     pub client_details: Option<ClientDetails>,
+    /// Custom checkout fields (`[{"name", "value"}]`); a merchant may collect call consent here.
+    #[serde(default)]
+    pub note_attributes: Vec<NoteAttribute>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NoteAttribute {
+    pub name: Option<String>,
+    pub value: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -199,11 +208,27 @@ impl Checkout {
             total_price: money_text(&self.total_price),
             currency: self.presentment_currency.clone().or_else(|| self.currency.clone()),
             item_count: self.line_items.iter().map(|l| l.quantity.unwrap_or(1)).sum(),
+            items: self
+                .line_items
+                .iter()
+                .filter_map(|l| CartItem::new(l.title.as_deref().unwrap_or_default(), l.quantity.unwrap_or(1)))
+                .collect(),
             province_code: self.addresses().find_map(|a| a.province_code.clone()),
             country_code: self.addresses().find_map(|a| a.country_code.clone()),
             locale: self.customer_locale.clone(),
             updated_at: self.updated_at.or(self.created_at).map_or(now, |t| clamp_platform_time(t, now)),
             completed: self.completed_at.is_some(),
+            attributes: self
+                .note_attributes
+                .iter()
+                .filter_map(|a| {
+                    let value = match a.value.as_ref()? {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    Some((a.name.clone()?, value))
+                })
+                .collect(),
         })
     }
 

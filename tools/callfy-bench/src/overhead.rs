@@ -81,7 +81,7 @@ pub async fn measure(sdk: &SdkConfig, merchant_json: &serde_json::Value, jobs: u
     }
     let (for_worker, for_bare) = targets.split_at(jobs + WARMUP);
 
-    let worker = &local.functions().worker;
+    let worker = &local.functions().worker.outreach;
     let db = Client::new(sdk);
     let table = local.resources.names.table.clone();
     let (mut w, mut b, mut t) = (Vec::new(), Vec::new(), Vec::new());
@@ -106,7 +106,7 @@ pub async fn measure(sdk: &SdkConfig, merchant_json: &serde_json::Value, jobs: u
             status_callback: Some(format!("{}/twilio/sms/status", worker.public_base_url)),
         };
         let began = Instant::now();
-        worker.sms.send_sms(&request).await.map_err(|e| format!("Twilio send {i}: {e}"))?;
+        worker.twilio.send_sms(&request).await.map_err(|e| format!("Twilio send {i}: {e}"))?;
         let twilio_took = began.elapsed();
 
         if i >= WARMUP {
@@ -158,7 +158,7 @@ async fn seed(
         event_key: format!("bench#{}", uuid::Uuid::new_v4().simple()),
         received_at: at,
         cart: Some((cart, None)),
-        consent: Some(consent),
+        consents: vec![consent],
     };
     local.store().write_ingest(&write).await.map_err(text)?;
     Ok(Target { merchant: m.clone(), token, phone })

@@ -20,7 +20,9 @@ use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
 use callfy_shared::http::error;
 use callfy_shared::{Clock, OffsetClock, SystemClock};
 use consent_api::ConsentApp;
-use outreach_worker::WorkerApp;
+use callfy_shared::adapters::recordings::RecordingBucket;
+use outreach_worker::{Worker, WorkerApp};
+use voice_callbacks::VoiceApp;
 use resources::{ResourceNames, Resources};
 use sandbox::Sandbox;
 use sms_inbound::InboundApp;
@@ -90,6 +92,10 @@ impl LocalOptions {
                 table: local_defaults::table_name(),
                 queue: var("CALLFY_LOCAL_QUEUE").unwrap_or_else(|| local_defaults::QUEUE_NAME.into()),
                 dlq: var("CALLFY_LOCAL_DLQ").unwrap_or_else(|| local_defaults::DLQ_NAME.into()),
+                recordings_queue: var("CALLFY_LOCAL_RECORDINGS_QUEUE")
+                    .unwrap_or_else(|| local_defaults::RECORDINGS_QUEUE_NAME.into()),
+                recordings_dlq: var("CALLFY_LOCAL_RECORDINGS_DLQ")
+                    .unwrap_or_else(|| local_defaults::RECORDINGS_DLQ_NAME.into()),
                 bucket: var("RECORDINGS_BUCKET").unwrap_or_else(|| local_defaults::BUCKET_NAME.into()),
             },
             shopify_secret: var("SHOPIFY_API_SECRET").unwrap_or_else(|| local_defaults::SHOPIFY_API_SECRET.into()),
@@ -127,9 +133,10 @@ impl LocalOptions {
 /// The functions as Lambda would run them, sharing one set of clients.
 pub struct Functions {
     pub ingest: IngestApp,
-    pub worker: WorkerApp,
+    pub worker: Worker,
     pub consent: ConsentApp,
     pub inbound: InboundApp,
+    pub voice: VoiceApp,
 }
 
 struct Shared {
@@ -137,6 +144,15 @@ struct Shared {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     queue_arn: String,
+    recordings_queue_url: String,
+    recordings_queue_arn: String,
+}
+
+/// Which of the worker's queues to poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerQueue {
+    Outreach,
+    Recordings,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -165,12 +181,17 @@ impl LocalHandle {
         &self.shared.functions.ingest.store
     }
 
-    /// One receive → `SqsEvent` → worker → delete-successes cycle.
+    /// One receive → `SqsEvent` → worker → delete-successes cycle on the outreach queue.
     pub async fn poll_once(&self, wait_seconds: i32) -> Result<PollStats, LocalError> {
-        poll_once(&self.shared, wait_seconds).await
+        poll_once(&self.shared, WorkerQueue::Outreach, wait_seconds).await
     }
 
-    /// Polls until the queue yields nothing visible.
+    /// The same on the recordings queue.
+    pub async fn poll_recordings(&self, wait_seconds: i32) -> Result<PollStats, LocalError> {
+        poll_once(&self.shared, WorkerQueue::Recordings, wait_seconds).await
+    }
+
+    /// Polls the outreach queue until it yields nothing visible.
     pub async fn drain(&self) -> Result<PollStats, LocalError> {
         let mut total = PollStats::default();
         loop {
@@ -218,6 +239,8 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
     };
     let twilio =
         TwilioClient::with_timeout(&twilio_cfg, opts.twilio_timeout).map_err(|e| LocalError::Config(e.to_string()))?;
+    let recordings_queue = OutreachQueue::new(sqs.clone(), &resources.recordings_queue_url);
+    let bucket = RecordingBucket::new(callfy_shared::adapters::aws::s3(sdk), &resources.names.bucket, None);
     let public_base_url = opts.public_base_url.clone().unwrap_or_else(|| base_url.clone());
     let functions = Functions {
         ingest: IngestApp {
@@ -226,12 +249,25 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
             shopify: callfy_shared::platforms::shopify::Shopify { app_secret: opts.shopify_secret.clone() },
             clock: Arc::clone(&opts.clock),
         },
-        worker: WorkerApp {
+        worker: Worker {
+            outreach: WorkerApp {
+                store: store.clone(),
+                queue: queue.clone(),
+                twilio: twilio.clone(),
+                clock: Arc::clone(&opts.clock),
+                public_base_url: public_base_url.trim_end_matches('/').to_string(),
+            },
+            recordings: bucket,
+            scratch: std::env::temp_dir(),
+        },
+        voice: VoiceApp {
             store: store.clone(),
-            queue: queue.clone(),
-            sms: twilio,
-            clock: Arc::clone(&opts.clock),
+            recordings_queue,
+            twilio,
+            auth_token: opts.twilio_auth_token.clone(),
+            shared_key: opts.twilio_webhook_shared_key.clone(),
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
+            clock: Arc::clone(&opts.clock),
         },
         consent: ConsentApp { store: store.clone(), clock: Arc::clone(&opts.clock) },
         inbound: InboundApp {
@@ -244,8 +280,16 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
             clock: Arc::clone(&opts.clock),
         },
     };
+    let recordings_queue_arn = queue_arn(&sqs, &resources.recordings_queue_url).await?;
     let queue_arn = queue_arn(&sqs, &resources.queue_url).await?;
-    let shared = Arc::new(Shared { functions, sqs, queue_url: resources.queue_url.clone(), queue_arn });
+    let shared = Arc::new(Shared {
+        functions,
+        sqs,
+        queue_url: resources.queue_url.clone(),
+        queue_arn,
+        recordings_queue_url: resources.recordings_queue_url.clone(),
+        recordings_queue_arn,
+    });
     let sandbox = Arc::new(Sandbox::new(
         &opts.twilio_account_sid,
         &opts.twilio_auth_token,
@@ -262,7 +306,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         "/local/clock",
         axum::routing::get(move || async move { axum::Json(serde_json::json!({ "now": clock.now().to_rfc3339() })) }),
     );
-    let (shutdown, mut rx) = watch::channel(false);
+    let (shutdown, rx) = watch::channel(false);
     let mut tasks = Vec::new();
     let mut server_rx = rx.clone();
     tasks.push(tokio::spawn(async move {
@@ -275,18 +319,22 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         }
     }));
     if opts.auto_poll {
-        let poller = Arc::clone(&shared);
-        tasks.push(tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = rx.changed() => break,
-                    res = poll_once(&poller, 1) => if let Err(e) = res {
-                        warn!(error = %e, "polling the outreach queue failed");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    },
+        for which in [WorkerQueue::Outreach, WorkerQueue::Recordings] {
+            let poller = Arc::clone(&shared);
+            let mut rx = rx.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = rx.changed() => break,
+                        res = poll_once(&poller, which, 1) => if let Err(e) = res {
+                            warn!(error = %e, queue = ?which, "polling a worker queue failed");
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        },
+                    }
                 }
-            }
-        }));
+            }));
+        }
+        drop(rx);
     }
     info!(%base_url, table = %resources.names.table, queue = %resources.queue_url, "callfy-local is up");
     Ok(LocalHandle { addr, base_url, sandbox, resources, shared, shutdown, tasks })
@@ -332,17 +380,23 @@ async fn route(
         consent_api::handle(&f.consent, request).await
     } else if path.starts_with("/twilio/sms") {
         sms_inbound::handle(&f.inbound, request).await
+    } else if path.starts_with("/twilio/voice") {
+        voice_callbacks::handle(&f.voice, request).await
     } else {
         error(404, "not_found", format!("no route for {path}"))
     };
     server::to_http(response)
 }
 
-async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, LocalError> {
+async fn poll_once(shared: &Shared, which: WorkerQueue, wait_seconds: i32) -> Result<PollStats, LocalError> {
+    let (queue_url, queue_arn) = match which {
+        WorkerQueue::Outreach => (&shared.queue_url, &shared.queue_arn),
+        WorkerQueue::Recordings => (&shared.recordings_queue_url, &shared.recordings_queue_arn),
+    };
     let out = shared
         .sqs
         .receive_message()
-        .queue_url(&shared.queue_url)
+        .queue_url(queue_url)
         .max_number_of_messages(10)
         .wait_time_seconds(wait_seconds)
         .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
@@ -368,7 +422,7 @@ async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, Loca
                 "attributes": attrs,
                 "messageAttributes": {},
                 "eventSource": "aws:sqs",
-                "eventSourceARN": shared.queue_arn,
+                "eventSourceARN": queue_arn,
                 "awsRegion": local_defaults::REGION,
             })
         })
@@ -386,7 +440,7 @@ async fn poll_once(shared: &Shared, wait_seconds: i32) -> Result<PollStats, Loca
         shared
             .sqs
             .delete_message()
-            .queue_url(&shared.queue_url)
+            .queue_url(queue_url)
             .receipt_handle(m.receipt_handle().unwrap_or_default())
             .send()
             .await

@@ -64,6 +64,15 @@ pub const QUEUE: QueueSpec = QueueSpec {
     dlq_retention_seconds: 1_209_600,
 };
 
+/// The recordings queue: a copy retries five times, then waits in its dead-letter queue (with an
+/// alarm) while Twilio still holds the recording.
+pub const RECORDINGS_QUEUE: QueueSpec = QueueSpec {
+    visibility_timeout_seconds: 180,
+    message_retention_seconds: 345_600,
+    max_receive_count: 5,
+    dlq_retention_seconds: 1_209_600,
+};
+
 pub struct BucketSpec {
     pub recordings_prefix: &'static str,
     pub expiration_days: i32,
@@ -76,6 +85,8 @@ pub struct ResourceNames {
     pub table: String,
     pub queue: String,
     pub dlq: String,
+    pub recordings_queue: String,
+    pub recordings_dlq: String,
     pub bucket: String,
 }
 
@@ -85,6 +96,8 @@ impl Default for ResourceNames {
             table: local_defaults::TABLE_NAME.into(),
             queue: local_defaults::QUEUE_NAME.into(),
             dlq: local_defaults::DLQ_NAME.into(),
+            recordings_queue: local_defaults::RECORDINGS_QUEUE_NAME.into(),
+            recordings_dlq: local_defaults::RECORDINGS_DLQ_NAME.into(),
             bucket: local_defaults::BUCKET_NAME.into(),
         }
     }
@@ -98,6 +111,8 @@ impl ResourceNames {
             table: format!("{prefix}-{id}"),
             queue: format!("{prefix}-q-{id}"),
             dlq: format!("{prefix}-dlq-{id}"),
+            recordings_queue: format!("{prefix}-rq-{id}"),
+            recordings_dlq: format!("{prefix}-rdlq-{id}"),
             bucket: format!("{prefix}-rec-{id}"),
         }
     }
@@ -108,15 +123,20 @@ pub struct Resources {
     pub names: ResourceNames,
     pub queue_url: String,
     pub dlq_url: String,
+    pub recordings_queue_url: String,
+    pub recordings_dlq_url: String,
 }
 
 /// Creates whatever is missing; existing resources are left as they are.
 pub async fn ensure(sdk: &SdkConfig, names: &ResourceNames) -> Result<Resources, ResourceError> {
     ensure_table(&aws_sdk_dynamodb::Client::new(sdk), &names.table).await?;
-    let (queue_url, dlq_url) = ensure_queues(&aws_sdk_sqs::Client::new(sdk), names).await?;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let (queue_url, dlq_url) = ensure_queues(&sqs, &names.queue, &names.dlq, &QUEUE).await?;
+    let (recordings_queue_url, recordings_dlq_url) =
+        ensure_queues(&sqs, &names.recordings_queue, &names.recordings_dlq, &RECORDINGS_QUEUE).await?;
     let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(true).build());
     ensure_bucket(&s3, &names.bucket).await?;
-    Ok(Resources { names: names.clone(), queue_url, dlq_url })
+    Ok(Resources { names: names.clone(), queue_url, dlq_url, recordings_queue_url, recordings_dlq_url })
 }
 
 fn key(name: &str, kind: KeyType) -> Result<KeySchemaElement, ResourceError> {
@@ -184,15 +204,20 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(),
     Ok(())
 }
 
-async fn ensure_queues(sqs: &aws_sdk_sqs::Client, names: &ResourceNames) -> Result<(String, String), ResourceError> {
+async fn ensure_queues(
+    sqs: &aws_sdk_sqs::Client,
+    queue_name: &str,
+    dlq_name: &str,
+    spec: &QueueSpec,
+) -> Result<(String, String), ResourceError> {
     let dlq = sqs
         .create_queue()
-        .queue_name(&names.dlq)
-        .attributes(QueueAttributeName::MessageRetentionPeriod, QUEUE.dlq_retention_seconds.to_string())
+        .queue_name(dlq_name)
+        .attributes(QueueAttributeName::MessageRetentionPeriod, spec.dlq_retention_seconds.to_string())
         .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
         .send()
         .await
-        .map_err(|e| fail(&names.dlq, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        .map_err(|e| fail(dlq_name, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
     let dlq_url = dlq.queue_url().unwrap_or_default().to_string();
     let attrs = sqs
         .get_queue_attributes()
@@ -200,19 +225,19 @@ async fn ensure_queues(sqs: &aws_sdk_sqs::Client, names: &ResourceNames) -> Resu
         .attribute_names(QueueAttributeName::QueueArn)
         .send()
         .await
-        .map_err(|e| fail(&names.dlq, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        .map_err(|e| fail(dlq_name, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
     let dlq_arn = attrs.attributes().and_then(|a| a.get(&QueueAttributeName::QueueArn)).cloned().unwrap_or_default();
-    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": QUEUE.max_receive_count });
+    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": spec.max_receive_count });
     let queue = sqs
         .create_queue()
-        .queue_name(&names.queue)
-        .attributes(QueueAttributeName::VisibilityTimeout, QUEUE.visibility_timeout_seconds.to_string())
-        .attributes(QueueAttributeName::MessageRetentionPeriod, QUEUE.message_retention_seconds.to_string())
+        .queue_name(queue_name)
+        .attributes(QueueAttributeName::VisibilityTimeout, spec.visibility_timeout_seconds.to_string())
+        .attributes(QueueAttributeName::MessageRetentionPeriod, spec.message_retention_seconds.to_string())
         .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
         .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
         .send()
         .await
-        .map_err(|e| fail(&names.queue, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
+        .map_err(|e| fail(queue_name, aws_sdk_sqs::error::DisplayErrorContext(e)))?;
     Ok((queue.queue_url().unwrap_or_default().to_string(), dlq_url))
 }
 

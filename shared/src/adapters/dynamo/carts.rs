@@ -46,7 +46,7 @@ impl Store {
                 items.push(put(&self.table, ptr, None, &[], &[])?);
             }
         }
-        if let Some(c) = &w.consent {
+        for c in &w.consents {
             items.extend(self.consent_items(c)?.0);
         }
         match self.transact(items).await? {
@@ -119,17 +119,25 @@ impl Store {
         &self,
         merchant: &Merchant,
         phone: &Phone,
+        channel: Channel,
         now: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         let m = &merchant.id;
-        let (steps, reason) = (merchant.flow.len() as u8, SkipReason::OptedOut.as_str());
+        let steps = merchant.flow.len() as u8;
+        // Stopping calls leaves the texts: only call steps go, with a reason that lets the flow
+        // go on past them.
+        let reason = match channel {
+            Channel::Sms => SkipReason::OptedOut.as_str(),
+            Channel::Voice => SkipReason::VoiceOptedOut.as_str(),
+        };
+        let applies = |c: Channel| channel == Channel::Sms || c == Channel::Voice;
         let mut cancelled = 0;
         for token in self.cart_tokens_for_phone(m, phone).await? {
             let Some(cart) = self.get_cart(m, &token).await? else { continue };
             if cart.status.is_closed() || !cart.outreach_scheduled {
                 continue;
             }
-            for step in 0..steps {
+            for step in (0..steps).filter(|s| applies(merchant.flow[*s as usize].channel)) {
                 if self.skip_step(m, &token, step, reason, now).await? {
                     cancelled += 1;
                 }

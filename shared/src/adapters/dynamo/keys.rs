@@ -15,6 +15,7 @@
 //! | `C#{merchant}#{phone}`          | `CONSENT#{ch}#{seq:012}`| consent ledger entry                   |                                       |
 //! | `C#{merchant}#{phone}`          | `SMS#OUT#{at}#{sid}`    | outbound SMS log                       | `SID#{sid}` / `C#{merchant}#{phone}`  |
 //! | `C#{merchant}#{phone}`          | `SMS#IN#{at}#{sid}`     | inbound SMS log                        | `SID#{sid}` / `C#{merchant}#{phone}`  |
+//! | `C#{merchant}#{phone}`          | `CALL#{at}#{sid}`       | call log (with its recording's state)  | `SID#{sid}` / `C#{merchant}#{phone}`  |
 //! | `C#{merchant}#{phone}`          | `FREQ`                  | send counter (frequency rule, versioned)|                                      |
 //! | `C#{merchant}#{phone}`          | `REACH#sms`             | undeliverable mark                     |                                       |
 //! | `V#{merchant}`                  | `REQ#{at}#{event key}`  | platform privacy request / uninstall   |                                       |
@@ -70,6 +71,7 @@ pub const SMS_OUT_PREFIX: &str = "SMS#OUT#";
 /// Sorts after every `SMS#OUT#{time}` key.
 pub const SMS_OUT_END: &str = "SMS#OUT#~";
 pub const MERCHANT_PREFIX: &str = "M#";
+pub const CALL_PREFIX: &str = "CALL#";
 
 pub fn merchant_pk(m: &MerchantId) -> String {
     format!("M#{m}")
@@ -141,6 +143,10 @@ pub fn sms_sk(direction: Direction, at: DateTime<Utc>, sid: &str) -> String {
         Direction::Inbound => "IN",
     };
     format!("SMS#{dir}#{}#{sid}", sort_time(at))
+}
+
+pub fn call_sk(at: DateTime<Utc>, sid: &str) -> String {
+    format!("{CALL_PREFIX}{}#{sid}", sort_time(at))
 }
 
 pub fn sms_out_from(since: DateTime<Utc>) -> String {

@@ -3,6 +3,8 @@
 
 pub mod keys;
 
+mod calls;
+pub use calls::CallUpdate;
 mod carts;
 mod consent;
 mod idempotency;
@@ -146,7 +148,8 @@ pub struct IngestWrite {
     pub received_at: DateTime<Utc>,
     /// The cart to store and the version it was read at (`None` = must not exist yet).
     pub cart: Option<(Cart, Option<u64>)>,
-    pub consent: Option<ConsentAppend>,
+    /// Ledger appends (SMS, and calls where the checkout carries that consent too).
+    pub consents: Vec<ConsentAppend>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

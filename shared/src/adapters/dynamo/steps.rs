@@ -1,7 +1,8 @@
 //! Outreach steps: the guarded claim with its lease, the send counter, and how a step ends.
 
 use super::*;
-use crate::domain::cart::CartStatus;
+use crate::domain::cart::{CartStatus, Touch};
+use crate::domain::voice::CallLogEntry;
 
 impl Store {
     pub async fn get_step(
@@ -248,8 +249,34 @@ impl Store {
         claim_id: &str,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let m = &entry.merchant_id;
-        let log = put(&self.table, Self::sms_log_item(entry)?, None, &[], &[])?;
+        let touch = Touch { step, channel: Channel::Sms, at: entry.created_at };
+        let log = Self::sms_log_item(entry)?;
+        self.finish_with_log(log, (&entry.merchant_id, token, step), claim_id, &entry.message_sid, &touch, now).await
+    }
+
+    /// The same for a placed call: its log entry, the step `sent`, the cart's last touch.
+    pub async fn finish_called(
+        &self,
+        entry: &CallLogEntry,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let touch = Touch { step: entry.step, channel: Channel::Voice, at: entry.created_at };
+        let log = Self::call_log_item(entry)?;
+        let target = (&entry.merchant_id, &entry.cart_token, entry.step);
+        self.finish_with_log(log, target, claim_id, &entry.call_sid, &touch, now).await
+    }
+
+    async fn finish_with_log(
+        &self,
+        log_item: Item,
+        (m, token, step): (&MerchantId, &CartToken, u8),
+        claim_id: &str,
+        sid: &str,
+        touch: &Touch,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let log = put(&self.table, log_item, None, &[], &[])?;
         let step_update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(keys::cart_pk(m, token), keys::step_sk(step))))
@@ -260,17 +287,21 @@ impl Store {
             .expression_attribute_names("#lease", attr::LEASE_UNTIL)
             .expression_attribute_values(":sent", s(StepState::Sent.as_str()))
             .expression_attribute_values(":claimed", s(StepState::Claimed.as_str()))
-            .expression_attribute_values(":sid", s(&entry.message_sid))
+            .expression_attribute_values(":sid", s(sid))
             .expression_attribute_values(":c", s(claim_id))
             .expression_attribute_values(":now", s(keys::sort_time(now)));
         let cart_update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
-            .update_expression("SET last_message_at = :t, #v = #v + :one")
+            .update_expression("SET last_message_at = :t, last_touch = :touch, #v = #v + :one")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#v", attr::VERSION)
-            .expression_attribute_values(":t", s(entry.created_at.to_rfc3339()))
+            .expression_attribute_values(":t", s(touch.at.to_rfc3339()))
+            .expression_attribute_values(
+                ":touch",
+                serde_dynamo::to_attribute_value(touch).map_err(|e| StoreError::Decode(e.to_string()))?,
+            )
             .expression_attribute_values(":one", n(1));
         let items = vec![
             log,

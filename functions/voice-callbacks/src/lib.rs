@@ -1,0 +1,163 @@
+//! voice-callbacks: Twilio's webhooks for the AI voice calls the worker places.
+//! - `POST /twilio/voice/answer`: the TwiML of an answered call (disclosure, then the merchant's
+//!   AI agent or the key menu; a machine gets voicemail or a hang-up);
+//! - `POST /twilio/voice/gather`: a key pressed (9 stops calls, 1 texts the link);
+//! - `POST /twilio/voice/status`: the call log;
+//! - `POST /twilio/voice/recording`: a recording is noted and its copy to S3 queued.
+//!
+//! Every route checks `X-Twilio-Signature` with the same code as sms-inbound. `handle` is the
+//! whole handler; the use case is `callfy_shared::app::voice`; `main.rs` only wires it.
+
+use callfy_shared::adapters::dynamo::CallUpdate;
+use callfy_shared::adapters::queue::OutreachQueue;
+use callfy_shared::adapters::store::Store;
+use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::app::voice::{Voice, VoiceError};
+use callfy_shared::domain::twiml::Verb;
+use callfy_shared::domain::voice::{CallRef, is_sid};
+use callfy_shared::http::{TwilioForm, error, json, twiml, verify_twilio};
+use callfy_shared::telemetry::redact;
+use callfy_shared::twilio_signature::SigningKeys;
+use callfy_shared::{Clock, Phone};
+use lambda_http::http::Method;
+use lambda_http::{Body, Request, Response};
+use std::sync::Arc;
+use tracing::warn;
+
+pub struct VoiceApp {
+    pub store: Store,
+    /// Where recording copies are queued for the worker.
+    pub recordings_queue: OutreachQueue,
+    /// Key 1 texts the link through Twilio.
+    pub twilio: TwilioClient,
+    /// The auth token Twilio signs webhooks with.
+    pub auth_token: String,
+    /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
+    pub shared_key: Option<String>,
+    /// The https base URL Twilio calls; signatures cover the URL Twilio used.
+    pub public_base_url: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Answer,
+    Gather,
+    Status,
+    Recording,
+}
+
+pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let route = match path.as_str() {
+        "/twilio/voice/answer" => Route::Answer,
+        "/twilio/voice/gather" => Route::Gather,
+        "/twilio/voice/status" => Route::Status,
+        "/twilio/voice/recording" => Route::Recording,
+        _ => return error(404, "not_found", format!("no route for {path}")),
+    };
+    if req.method() != Method::POST {
+        return error(405, "method_not_allowed", "use POST");
+    }
+    let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
+    let form = match verify_twilio(&req, keys, &app.public_base_url) {
+        Ok(form) => form,
+        Err(rejection) => return rejection,
+    };
+    let query = req.uri().query().unwrap_or_default();
+    let Some(reference) = CallRef::from_query(query) else {
+        return error(400, "missing_reference", "the callback URL lacks its call reference (m, c, s)");
+    };
+    let Some(call_sid) = form.get("CallSid").filter(|s| is_sid(s, "CA")) else {
+        return error(400, "missing_field", "CallSid is required (CA followed by 32 hex characters)");
+    };
+    let voice = Voice {
+        store: &app.store,
+        sms: &app.twilio,
+        recordings_queue: &app.recordings_queue,
+        public_base_url: &app.public_base_url,
+    };
+    let result = match route {
+        Route::Answer => voice.answer(&reference, call_sid, form.get("AnsweredBy")).await.map(|v| twiml(&v)),
+        Route::Gather => gather(app, &voice, &reference, call_sid, &form, query).await,
+        Route::Status => status(app, &voice, &reference, call_sid, &form).await,
+        Route::Recording => recording(&voice, &reference, call_sid, &form).await,
+    };
+    match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            warn!(route = %path, error = %redact(&e.to_string()), "voice callback failed");
+            match route {
+                // The person is on the line: a polite goodbye beats Twilio's error message.
+                Route::Answer | Route::Gather => twiml(&[Verb::Hangup]),
+                Route::Status | Route::Recording => error(503, "unavailable", "temporarily unable to process the request"),
+            }
+        }
+    }
+}
+
+async fn gather(
+    app: &VoiceApp,
+    voice: &Voice<'_, TwilioClient>,
+    r: &CallRef,
+    call_sid: &str,
+    form: &TwilioForm,
+    query: &str,
+) -> Result<Response<Body>, VoiceError> {
+    let attempt = query_value(query, "try").and_then(|t| t.parse::<u8>().ok()).unwrap_or(1);
+    let verbs = voice.gather(r, call_sid, form.get("Digits"), attempt, app.clock.now()).await?;
+    Ok(twiml(&verbs))
+}
+
+async fn status(
+    app: &VoiceApp,
+    voice: &Voice<'_, TwilioClient>,
+    r: &CallRef,
+    call_sid: &str,
+    form: &TwilioForm,
+) -> Result<Response<Body>, VoiceError> {
+    let Some(status) = form.get("CallStatus") else {
+        return Ok(error(400, "missing_field", "CallStatus is required"));
+    };
+    let number = |k: &str| form.get(k).map(|v| v.parse::<i64>());
+    let (duration, code) = match (number("CallDuration"), number("ErrorCode")) {
+        (Some(Err(_)), _) => return Ok(error(422, "invalid_field", "CallDuration must be an integer")),
+        (_, Some(Err(_))) => return Ok(error(422, "invalid_field", "ErrorCode must be an integer")),
+        (d, c) => (d.and_then(Result::ok), c.and_then(Result::ok)),
+    };
+    let update = CallUpdate {
+        status,
+        duration_seconds: duration.and_then(|d| u32::try_from(d).ok()),
+        answered_by: form.get("AnsweredBy"),
+        error_code: code,
+    };
+    let to = form.get("To").and_then(|t| Phone::parse(t, None).ok());
+    let recorded = voice.status(r, call_sid, to.as_ref(), &update, app.clock.now()).await?;
+    Ok(json(200, &serde_json::json!({ "status": if recorded { "recorded" } else { "ignored" } })))
+}
+
+async fn recording(
+    voice: &Voice<'_, TwilioClient>,
+    r: &CallRef,
+    call_sid: &str,
+    form: &TwilioForm,
+) -> Result<Response<Body>, VoiceError> {
+    let Some(recording_sid) = form.get("RecordingSid").filter(|s| is_sid(s, "RE")) else {
+        return Ok(error(400, "missing_field", "RecordingSid is required (RE followed by 32 hex characters)"));
+    };
+    match form.get("RecordingStatus") {
+        Some("completed") | None => {}
+        Some(other) => {
+            warn!(merchant = %r.merchant_id, call = call_sid, status = other, "recording did not complete; nothing to copy");
+            return Ok(json(200, &serde_json::json!({ "status": "ignored" })));
+        }
+    }
+    let duration = form.get("RecordingDuration").and_then(|d| d.parse().ok());
+    let first = voice.recording(r, call_sid, recording_sid, duration).await?;
+    Ok(json(200, &serde_json::json!({ "status": if first { "queued" } else { "requeued" } })))
+}
+
+fn query_value(query: &str, name: &str) -> Option<String> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query).ok()?;
+    pairs.into_iter().find(|(k, _)| k == name).map(|(_, v)| v)
+}

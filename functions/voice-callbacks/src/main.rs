@@ -1,0 +1,31 @@
+use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
+use callfy_shared::config::{Settings, VoiceCallbackSettings};
+use callfy_shared::{SystemClock, telemetry};
+use lambda_http::{Error, run, service_fn};
+use std::convert::Infallible;
+use std::sync::Arc;
+use voice_callbacks::{VoiceApp, handle};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    // Only the variables this function uses are read (and required).
+    let config = VoiceCallbackSettings::from_env()?;
+    // Log pseudonyms are keyed per deployment before the first line that could carry one.
+    telemetry::init_with_log_key(&config.log_key);
+    let sdk = aws::load_config().await;
+    let app = Arc::new(VoiceApp {
+        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+        recordings_queue: OutreachQueue::new(aws::sqs(&sdk), &config.recordings_queue_url),
+        twilio: TwilioClient::new(&config.twilio)?,
+        auth_token: config.twilio_auth_token.clone(),
+        shared_key: config.twilio_webhook_shared_key.clone(),
+        public_base_url: config.public_base_url.clone(),
+        clock: Arc::new(SystemClock),
+    });
+    run(service_fn(move |req| {
+        let app = Arc::clone(&app);
+        async move { Ok::<_, Infallible>(handle(&app, req).await) }
+    }))
+    .await
+}

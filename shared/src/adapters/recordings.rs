@@ -1,0 +1,59 @@
+//! The recordings bucket (S3): call recordings under `recordings/`, encrypted with KMS.
+
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use std::path::Path;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum BucketError {
+    #[error("S3 {op} failed: {code}: {message}")]
+    Aws { op: &'static str, code: String, message: String },
+    #[error("could not read the file to upload: {0}")]
+    File(String),
+}
+
+fn aws<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    op: &'static str,
+    e: aws_sdk_s3::error::SdkError<E, R>,
+) -> BucketError {
+    BucketError::Aws { op, code: e.code().unwrap_or("unknown").to_string(), message: DisplayErrorContext(&e).to_string() }
+}
+
+#[derive(Clone, Debug)]
+pub struct RecordingBucket {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    /// The customer-managed key; `None` uses the bucket's default KMS key.
+    kms_key_id: Option<String>,
+}
+
+impl RecordingBucket {
+    pub fn new(client: aws_sdk_s3::Client, bucket: impl Into<String>, kms_key_id: Option<String>) -> Self {
+        Self { client, bucket: bucket.into(), kms_key_id }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// Streams a local file to `key`, KMS-encrypted, with `metadata`.
+    pub async fn put_file(&self, key: &str, path: &Path, metadata: &[(&str, String)]) -> Result<(), BucketError> {
+        let body = ByteStream::from_path(path).await.map_err(|e| BucketError::File(e.to_string()))?;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("audio/wav")
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .set_ssekms_key_id(self.kms_key_id.clone())
+            .body(body);
+        for (k, v) in metadata {
+            req = req.metadata(*k, v);
+        }
+        req.send().await.map_err(|e| aws("PutObject", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,423 @@
+//! AI voice calls after they are placed: what a call says when answered, the keys pressed, the
+//! call's status, and its recording, from Twilio's callback to our encrypted copy in S3.
+
+use crate::adapters::dynamo::{CallUpdate, Store, StoreError};
+use crate::adapters::queue::{OutreachQueue, QueueError};
+use crate::adapters::recordings::{BucketError, RecordingBucket};
+use crate::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
+use crate::app::consent;
+use crate::domain::cart::{Cart, CartStatus};
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
+use crate::domain::flow::frequency_hold;
+use crate::domain::merchant::Channel;
+use crate::domain::message::{RecoverySms, Summary, item_summary, segments, tracked_link};
+use crate::domain::outreach::{
+    ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepAvailability, StepRecord,
+    StepResult, StepState,
+};
+use crate::domain::phone::Phone;
+use crate::domain::twiml::Verb;
+use crate::domain::voice::{
+    CallLogEntry, CallRecording, CallRef, CallScript, Choice, LINK_STEP_BASE, MENU_TRIES, RecordingCopy, is_machine,
+    is_sid, recording_key, unanswered,
+};
+use crate::ports::SmsGateway;
+use crate::signature::sha256_hex;
+use crate::telemetry::redact;
+use chrono::{DateTime, Duration, Utc};
+use std::path::Path;
+use thiserror::Error;
+use tracing::{info, warn};
+
+#[derive(Debug, Error)]
+pub enum VoiceError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error(transparent)]
+    Twilio(#[from] TwilioError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+    /// The call is not visible yet (the lookup index lags a write by moments): try again.
+    #[error("{0} not found yet")]
+    NotYet(&'static str),
+}
+
+/// Everything a call's answer and menu are made from.
+struct CallContext {
+    merchant: MerchantRecord,
+    cart: Cart,
+    phone: Phone,
+    /// The person may still be called (consent to calls, open cart, active merchant).
+    callable: bool,
+    /// The person may be texted (key 1 is offered).
+    textable: bool,
+}
+
+impl CallContext {
+    async fn load(store: &Store, r: &CallRef) -> Result<Option<Self>, StoreError> {
+        let (merchant, cart) = tokio::try_join!(store.get_merchant(&r.merchant_id), store.get_cart(&r.merchant_id, &r.cart_token))?;
+        let (Some(merchant), Some(cart)) = (merchant, cart) else { return Ok(None) };
+        let Some(phone) = cart.phone.clone() else { return Ok(None) };
+        let m = &merchant.merchant.id;
+        let (voice, sms) =
+            tokio::try_join!(store.consent_state(m, &phone, Channel::Voice), store.consent_state(m, &phone, Channel::Sms))?;
+        let live = merchant.status == MerchantStatus::Active && cart.status == CartStatus::Open;
+        let callable = live && voice.status == ConsentStatus::OptedIn;
+        let textable = callable && sms.status == ConsentStatus::OptedIn && cart.recovery_url.is_some();
+        Ok(Some(Self { merchant, cart, phone, callable, textable }))
+    }
+
+    fn script(&self, step: u8) -> CallScript<'_> {
+        let m = &self.merchant.merchant;
+        CallScript {
+            merchant_name: &m.name,
+            first_name: self.cart.first_name.as_deref(),
+            items: &self.cart.items,
+            recorded: m.recording.enabled,
+            lang: CallScript::lang_for(self.cart.locale.as_deref(), m.voice.spanish),
+            offer_link: self.textable,
+            discount_code: m.flow.get(step as usize).and_then(|d| d.discount_code.as_deref()),
+        }
+    }
+}
+
+/// The voice use case: DynamoDB, Twilio (to text a link), the queue recordings are copied from.
+pub struct Voice<'a, G> {
+    pub store: &'a Store,
+    pub sms: &'a G,
+    pub recordings_queue: &'a OutreachQueue,
+    pub public_base_url: &'a str,
+}
+
+fn gather_url(base: &str, r: &CallRef) -> String {
+    format!("{base}/twilio/voice/gather?{}", r.query())
+}
+
+impl<G: SmsGateway> Voice<'_, G> {
+    /// The TwiML for an answered call. Nothing is said once the person can no longer be called
+    /// (an order or an opt-out acknowledged since the call was placed).
+    pub async fn answer(&self, r: &CallRef, call_sid: &str, answered_by: Option<&str>) -> Result<Vec<Verb>, VoiceError> {
+        let Some(ctx) = CallContext::load(self.store, r).await? else {
+            warn!(merchant = %r.merchant_id, step = r.step, call = call_sid, "answered call for an unknown cart; hanging up");
+            return Ok(vec![Verb::Hangup]);
+        };
+        if !ctx.callable {
+            info!(merchant = %r.merchant_id, step = r.step, call = call_sid, "the person can no longer be called; hanging up");
+            return Ok(vec![Verb::Hangup]);
+        }
+        let m = &ctx.merchant.merchant;
+        let script = ctx.script(r.step);
+        if is_machine(answered_by) {
+            info!(merchant = %m.id, call = call_sid, voicemail = m.voice.voicemail, "a machine answered");
+            return Ok(if m.voice.voicemail { script.voicemail() } else { vec![Verb::Hangup] });
+        }
+        info!(merchant = %m.id, step = r.step, call = call_sid, phone = %ctx.phone.log_id(), agent = m.ai_agent_url.is_some(), "call answered");
+        let agent = m.ai_agent_url.as_deref().map(|url| {
+            // The agent hears about the cart, never the number it called.
+            let mut params = vec![
+                ("merchant".to_string(), m.name.clone()),
+                ("cart_ref".to_string(), r.query()),
+                ("language".to_string(), script.language().to_string()),
+                ("sms_link_available".to_string(), ctx.textable.to_string()),
+            ];
+            if let Some(name) = script.first_name.and_then(crate::domain::message::usable_first_name) {
+                params.push(("first_name".into(), name.to_string()));
+            }
+            if let Some(items) = item_summary(&ctx.cart.items, Summary::Full) {
+                params.push(("items".into(), items));
+            }
+            if let Some(code) = script.discount_code {
+                params.push(("discount_code".into(), code.to_string()));
+            }
+            (url, params)
+        });
+        Ok(script.answer(agent, &gather_url(self.public_base_url, r)))
+    }
+
+    /// A key pressed in the menu (or none, after the menu's timeout).
+    pub async fn gather(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        digits: Option<&str>,
+        attempt: u8,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verb>, VoiceError> {
+        let Some(ctx) = CallContext::load(self.store, r).await? else { return Ok(vec![Verb::Hangup]) };
+        let script = ctx.script(r.step);
+        let m = &ctx.merchant.merchant;
+        match Choice::from_digits(digits) {
+            Choice::StopCalls => {
+                // Recorded before the confirmation is spoken: the person hears a fact.
+                let event = ConsentEvent {
+                    channel: Channel::Voice,
+                    action: ConsentAction::OptOut,
+                    source: ConsentSource::KeyPress,
+                    occurred_at: now,
+                    recorded_at: now,
+                    evidence: Evidence {
+                        message_sid: Some(call_sid.to_string()),
+                        keyword: Some("key:9".into()),
+                        ..Default::default()
+                    },
+                };
+                consent::record(self.store, m, &ctx.phone, &event, now).await?;
+                info!(merchant = %m.id, call = call_sid, phone = %ctx.phone.log_id(), "key 9: no more calls");
+                Ok(script.stopped())
+            }
+            Choice::TextLink if ctx.textable => Ok(match self.text_link(&ctx, r.step, now).await? {
+                LinkOutcome::Sent => script.link_texted(true),
+                LinkOutcome::AlreadySent => script.link_texted(false),
+                LinkOutcome::Unavailable => script.link_unavailable(),
+            }),
+            _ if attempt < MENU_TRIES && ctx.callable => Ok(script.menu_verbs(&gather_url(self.public_base_url, r), attempt + 1)),
+            _ => Ok(script.goodbye()),
+        }
+    }
+
+    /// Key 1: the recovery link by text, at most once per call step however often 1 is pressed.
+    /// The text is claimed as the step's own side step (`LINK_STEP_BASE + step`) through the same
+    /// guarded claim as any text: SMS consent, the cart, the merchant and the daily count.
+    async fn text_link(&self, ctx: &CallContext, step: u8, now: DateTime<Utc>) -> Result<LinkOutcome, VoiceError> {
+        let (m, cart, phone) = (&ctx.merchant.merchant, &ctx.cart, &ctx.phone);
+        let link_step = LINK_STEP_BASE + step;
+        let (Some(url), Some(sender)) = (cart.recovery_url.as_deref(), sms_sender(ctx)) else {
+            return Ok(LinkOutcome::Unavailable);
+        };
+        for _ in 0..3 {
+            let (record, consent, counter, reach, has_outbound) = tokio::try_join!(
+                self.store.get_step(&m.id, &cart.token, link_step),
+                self.store.consent_state(&m.id, phone, Channel::Sms),
+                self.store.send_counter(&m.id, phone),
+                self.store.undeliverable(&m.id, phone),
+                self.store.has_outbound_sms(&m.id, phone),
+            )?;
+            let seen = StepRecord::availability(record.as_ref(), now);
+            match &seen {
+                StepAvailability::Taken(r) if matches!(r.state, StepState::Sent | StepState::Claimed) => {
+                    return Ok(LinkOutcome::AlreadySent);
+                }
+                // An attempt whose answer was lost may have sent it: never twice.
+                StepAvailability::Reclaimable { uncertain: Some(_), .. } => return Ok(LinkOutcome::AlreadySent),
+                StepAvailability::Taken(_) => return Ok(LinkOutcome::Unavailable),
+                _ => {}
+            }
+            let held = frequency_hold(now, &cart.token, &counter.recent(&cart.token, link_step)).is_some();
+            if consent.status != ConsentStatus::OptedIn || reach.as_ref().is_some_and(|u| u.blocks(now)) || held {
+                return Ok(LinkOutcome::Unavailable);
+            }
+            let link = tracked_link(url, Channel::Voice.as_str());
+            let body = RecoverySms {
+                merchant_name: &m.name,
+                first_name: cart.first_name.as_deref(),
+                items: &cart.items,
+                recovery_url: &link,
+                discount_code: m.flow.get(step as usize).and_then(|d| d.discount_code.as_deref()),
+                first_contact: !has_outbound,
+            }
+            .render();
+            let claim_id = uuid::Uuid::new_v4().to_string();
+            let guard = ClaimGuard {
+                merchant_id: m.id.clone(),
+                cart: cart.token.clone(),
+                step: link_step,
+                phone: phone.clone(),
+                channel: Channel::Sms,
+                cart_version: cart.version,
+                consent_seq: consent.seq,
+                step_seen: seen,
+                counter,
+                reach_at: reach.map(|u| u.at),
+            };
+            match self.store.claim(&guard, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
+                ClaimOutcome::Claimed { .. } => {}
+                ClaimOutcome::Taken(_) => return Ok(LinkOutcome::AlreadySent),
+                ClaimOutcome::Stale => continue,
+            }
+            let request = SendSms {
+                to: phone.as_str().to_string(),
+                sender: sender.clone(),
+                body: body.clone(),
+                status_callback: Some(format!("{}/twilio/sms/status", self.public_base_url)),
+            };
+            return match self.sms.send_sms(&request).await {
+                Ok(message) => {
+                    let entry = SmsLogEntry {
+                        merchant_id: m.id.clone(),
+                        phone: phone.clone(),
+                        direction: Direction::Outbound,
+                        message_sid: message.sid.clone(),
+                        segments: segments(&body) as u32,
+                        body,
+                        status: message.status.unwrap_or_else(|| "queued".into()),
+                        cart_token: Some(cart.token.clone()),
+                        step: Some(link_step),
+                        created_at: now,
+                        purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+                        status_history: Default::default(),
+                        error_code: None,
+                    };
+                    self.store.finish_sent(&entry, &cart.token, link_step, &claim_id, now).await?;
+                    info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, "key 1: link texted");
+                    Ok(LinkOutcome::Sent)
+                }
+                Err(e) => {
+                    // The person is on the line: no retry later. A send that may have happened
+                    // keeps its count; one that certainly did not gives it back.
+                    warn!(merchant = %m.id, step, error = %redact(&e.to_string()), "key 1: the link could not be texted");
+                    let result = StepResult::Failed { error_code: e.code(), reason: redact(&e.to_string()) };
+                    self.store.finish_step(&m.id, &cart.token, link_step, &claim_id, &result, now).await?;
+                    if !e.may_have_sent() {
+                        self.store.release_count(&m.id, phone, &cart.token, link_step).await?;
+                    }
+                    Ok(LinkOutcome::Unavailable)
+                }
+            };
+        }
+        Ok(LinkOutcome::Unavailable)
+    }
+
+    /// A call status callback: the call log moves forward; an unanswered call gives back its
+    /// place in the person's daily count.
+    pub async fn status(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        to: Option<&Phone>,
+        update: &CallUpdate<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, VoiceError> {
+        let Some(entry) = self.find_call(r, call_sid, to).await? else {
+            info!(merchant = %r.merchant_id, call = call_sid, status = update.status, "status for a call not logged yet; ignored");
+            return Ok(false);
+        };
+        self.store.update_call_status(&entry, update, now).await?;
+        if unanswered(update.status) {
+            self.store.release_count(&entry.merchant_id, &entry.phone, &entry.cart_token, entry.step).await?;
+        }
+        info!(merchant = %entry.merchant_id, call = call_sid, status = update.status, "call status");
+        Ok(true)
+    }
+
+    /// The call a callback is about: in the customer's partition (strongly consistent), else
+    /// through the SID index.
+    async fn find_call(&self, r: &CallRef, call_sid: &str, to: Option<&Phone>) -> Result<Option<CallLogEntry>, StoreError> {
+        let phone = match to {
+            Some(p) => Some(p.clone()),
+            None => self.store.get_cart(&r.merchant_id, &r.cart_token).await?.and_then(|c| c.phone),
+        };
+        if let Some(phone) = phone
+            && let Some(entry) = self.store.call_in_partition(&r.merchant_id, &phone, call_sid).await?
+        {
+            return Ok(Some(entry));
+        }
+        Ok(self.store.call_by_sid(call_sid).await?.filter(|e| e.merchant_id == r.merchant_id))
+    }
+
+    /// A recording is ready at Twilio: noted on its call, and its copy queued. A repeated
+    /// callback queues the copy again, which finds the work done.
+    pub async fn recording(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        recording_sid: &str,
+        duration_seconds: Option<u32>,
+    ) -> Result<bool, VoiceError> {
+        let Some(entry) = self.find_call(r, call_sid, None).await? else {
+            return Err(VoiceError::NotYet("call"));
+        };
+        let merchant = self.store.get_merchant(&r.merchant_id).await?;
+        let days = merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);
+        let rec = CallRecording {
+            recording_sid: recording_sid.to_string(),
+            duration_seconds,
+            s3_key: None,
+            twilio_deleted: false,
+            purge_at: entry.created_at + Duration::days(i64::from(days)),
+        };
+        let first = self.store.note_recording(&entry, &rec).await?;
+        let copy = RecordingCopy {
+            merchant_id: r.merchant_id.clone(),
+            call_sid: call_sid.to_string(),
+            recording_sid: recording_sid.to_string(),
+        };
+        self.recordings_queue.enqueue_recording(&copy).await?;
+        info!(merchant = %r.merchant_id, call = call_sid, recording = recording_sid, first, "recording noted; copy queued");
+        Ok(first)
+    }
+}
+
+fn sms_sender(ctx: &CallContext) -> Option<SmsSender> {
+    let s = &ctx.merchant.merchant.sender;
+    match (&s.messaging_service_sid, &s.from) {
+        (Some(sid), _) => Some(SmsSender::MessagingService(sid.clone())),
+        (None, Some(from)) => Some(SmsSender::From(from.as_str().to_string())),
+        (None, None) => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LinkOutcome {
+    Sent,
+    AlreadySent,
+    Unavailable,
+}
+
+/// What one copy attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CopyOutcome {
+    /// Stored in S3 under this key, and Twilio's copy deleted.
+    Copied { key: String, bytes: u64 },
+    /// Already stored: only Twilio's copy was (re)deleted.
+    AlreadyStored { key: String },
+}
+
+/// Copies a recording to S3, then deletes Twilio's copy; never the other way round. Every
+/// failure leaves Twilio's copy in place and returns an error, so the queue retries it (and
+/// after its receive limit, dead-letters it with an alarm). A copy that ran before finds its key
+/// on the call log and is not stored twice.
+pub async fn copy_recording(
+    store: &Store,
+    twilio: &TwilioClient,
+    bucket: &RecordingBucket,
+    job: &RecordingCopy,
+    scratch: &Path,
+) -> Result<CopyOutcome, VoiceError> {
+    if !is_sid(&job.call_sid, "CA") || !is_sid(&job.recording_sid, "RE") {
+        return Err(VoiceError::NotYet("a call with these SIDs"));
+    }
+    let Some(entry) = store.call_by_sid(&job.call_sid).await? else { return Err(VoiceError::NotYet("call")) };
+    let Some(rec) = entry.recording.clone().filter(|r| r.recording_sid == job.recording_sid) else {
+        return Err(VoiceError::NotYet("recording note"));
+    };
+    let (key, outcome) = match rec.s3_key.clone() {
+        Some(key) => (key.clone(), CopyOutcome::AlreadyStored { key }),
+        None => {
+            let key = recording_key(&entry.merchant_id, entry.created_at, &entry.call_sid);
+            let path = scratch.join(format!("{}-{}.wav", job.recording_sid, uuid::Uuid::new_v4().simple()));
+            let stored = async {
+                let bytes = twilio.download_recording(&job.recording_sid, &path).await?;
+                let metadata = [
+                    ("merchant", entry.merchant_id.to_string()),
+                    ("call-sid", entry.call_sid.clone()),
+                    ("purge-at", rec.purge_at.to_rfc3339()),
+                ];
+                bucket.put_file(&key, &path, &metadata).await?;
+                Ok::<u64, VoiceError>(bytes)
+            }
+            .await;
+            let _ = tokio::fs::remove_file(&path).await;
+            let bytes = stored?;
+            store.recording_stored(&entry, &job.recording_sid, &key).await?;
+            (key.clone(), CopyOutcome::Copied { key, bytes })
+        }
+    };
+    if !rec.twilio_deleted {
+        let existed = twilio.delete_recording(&job.recording_sid).await?;
+        store.recording_released(&entry, &job.recording_sid).await?;
+        info!(merchant = %entry.merchant_id, call = %entry.call_sid, %key, existed, "recording stored; Twilio's copy deleted");
+    }
+    Ok(outcome)
+}
