@@ -237,7 +237,7 @@ fn sandbox_answers_match_twilio_message_schema() {
 
 #[tokio::test]
 async fn prism_accepts_the_requests_the_twilio_client_makes() {
-    use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
+    use callfy_shared::adapters::twilio::{PlaceCall, SendSms, SmsSender, TwilioClient, TwilioError};
     use callfy_shared::config::{TwilioAuth, TwilioConfig};
     use callfy_shared::domain::message::RecoverySms;
 
@@ -252,6 +252,7 @@ async fn prism_accepts_the_requests_the_twilio_client_makes() {
     let body = RecoverySms {
         merchant_name: "Snowdevil",
         first_name: Some("Ann"),
+        items: &[],
         recovery_url: "https://snowdevil.myshopify.com/48723984/checkouts/cd8e/recover?key=9a6d",
         discount_code: Some("COMEBACK10"),
         first_contact: true,
@@ -278,6 +279,38 @@ async fn prism_accepts_the_requests_the_twilio_client_makes() {
         status_callback: Some("not a url".into()),
     };
     let err = client.send_sms(&broken).await.unwrap_err();
+    assert!(matches!(err, TwilioError::Api { status: 422, .. }), "{err}");
+
+    // The call the worker places, with and without recording, and the lookup of a lost answer.
+    let base = "https://hooks.callfy.example/twilio/voice";
+    for recording_callback in [None, Some(format!("{base}/recording?m=snowdevil&c=t&s=1"))] {
+        let call = PlaceCall {
+            to: PHONE.into(),
+            from: "+15005550006".into(),
+            url: format!("{base}/answer?m=snowdevil&c=t&s=1"),
+            status_callback: format!("{base}/status?m=snowdevil&c=t&s=1"),
+            machine_detection: "Enable",
+            timeout_seconds: 25,
+            time_limit_seconds: 300,
+            recording_callback,
+        };
+        let placed = client.place_call(&call).await.expect("Twilio's spec accepts the call");
+        assert!(placed.sid.starts_with("CA"), "{placed:?}");
+    }
+    client.recent_calls_to(PHONE).await.expect("Twilio's spec accepts the call list query");
+    let err = client
+        .place_call(&PlaceCall {
+            to: PHONE.into(),
+            from: "+15005550006".into(),
+            url: "not a url".into(),
+            status_callback: format!("{base}/status"),
+            machine_detection: "Enable",
+            timeout_seconds: 25,
+            time_limit_seconds: 300,
+            recording_callback: None,
+        })
+        .await
+        .unwrap_err();
     assert!(matches!(err, TwilioError::Api { status: 422, .. }), "{err}");
 }
 

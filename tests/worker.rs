@@ -59,7 +59,7 @@ async fn world(prefix: &str, flow: serde_json::Value, consent: Option<ConsentAct
             event_key: unique("test"),
             received_at: t0(),
             cart: Some((cart, None)),
-            consent,
+            consents: consent.into_iter().collect(),
         })
         .await
         .unwrap();
@@ -190,7 +190,8 @@ async fn later_steps_are_follow_ups_with_the_discount() {
     w.clock.advance(Duration::minutes(60));
     let voice = OutreachJob { step: 1, ..w.job.clone() };
     let outcome = outreach_worker::process_job(&w.local.functions().worker.outreach, &voice).await.unwrap();
-    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::ChannelNotAvailable));
+    // No consent to calls: the call step is skipped and the flow goes on to its last text.
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::NoVoiceConsent));
     w.clock.advance(Duration::minutes(60));
     let last = OutreachJob { step: 2, ..w.job.clone() };
     assert!(matches!(
@@ -199,7 +200,12 @@ async fn later_steps_are_follow_ups_with_the_discount() {
     ));
     let sent = w.local.sandbox.messages();
     assert_eq!(sent.len(), 2);
-    assert!(sent[1].body.starts_with("Snowdevil: Hi Ann! Your cart is still waiting"), "{}", sent[1].body);
+    assert!(
+        sent[1].body.starts_with("Snowdevil: Hi Ann! Still thinking about Wax Puck? Your cart is waiting"),
+        "{}",
+        sent[1].body
+    );
+    assert!(sent[1].body.contains("utm_source=callfy&utm_medium=sms&utm_campaign=cart_recovery"), "{}", sent[1].body);
     assert!(sent[1].body.contains("COMEBACK10"));
 }
 

@@ -296,10 +296,7 @@ mod tests {
         let sid = ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000");
         let keyed =
             [worker[0], worker[1], worker[2], sid, ("TWILIO_API_KEY_SID", "SK1"), ("TWILIO_API_KEY_SECRET", "x")];
-        assert!(matches!(
-            WorkerSettings::from_lookup(lookup(&keyed)),
-            Err(ConfigError::Missing("RECORDINGS_BUCKET"))
-        ));
+        assert!(matches!(WorkerSettings::from_lookup(lookup(&keyed)), Err(ConfigError::Missing("RECORDINGS_BUCKET"))));
         let bucket = ("RECORDINGS_BUCKET", "callfy-recordings");
         let keyed = [keyed[0], keyed[1], keyed[2], keyed[3], keyed[4], keyed[5], bucket];
         let w = WorkerSettings::from_lookup(lookup(&keyed)).unwrap();
@@ -392,6 +389,7 @@ mod tests {
 
         vars.insert("TWILIO_API_KEY_SID".into(), format!("SK{}", "1".repeat(32)));
         vars.insert("TWILIO_API_KEY_SECRET".into(), "secret".into());
+        vars.insert("RECORDINGS_BUCKET".into(), "callfy-recordings".into());
         let tw = WorkerSettings::from_lookup(|k| vars.get(k).cloned()).unwrap().twilio;
         assert_eq!(tw.api_base, DEFAULT_TWILIO_API_BASE);
         assert!(matches!(tw.auth, TwilioAuth::ApiKey { .. }));

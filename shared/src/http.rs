@@ -25,7 +25,11 @@ impl TwilioForm {
 /// the query) and the form, in constant time. The rejection is the response to send: 413 for a
 /// body no webhook has, 400 for a form that is not one, 403 for a bad or missing signature,
 /// 500 when our SharedKey secret is not configured (Twilio retries later).
-pub fn verify_twilio(req: &Request, keys: SigningKeys<'_>, public_base_url: &str) -> Result<TwilioForm, Response<Body>> {
+pub fn verify_twilio(
+    req: &Request,
+    keys: SigningKeys<'_>,
+    public_base_url: &str,
+) -> Result<TwilioForm, Response<Body>> {
     let path = req.uri().path().trim_end_matches('/');
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_TWILIO_BODY_BYTES {

@@ -7,7 +7,6 @@ use crate::adapters::queue::{OutreachQueue, QueueError};
 use crate::adapters::twilio::{
     CallResource, ListedCall, ListedMessage, MessageResource, PlaceCall, SendSms, TwilioClient, TwilioError,
 };
-use crate::domain::voice::CallLogEntry;
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::delivery::Undeliverable;
@@ -19,6 +18,7 @@ use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, MerchantRecord, SendCounter, SmsLogEntry, StepRecord, StepResult,
 };
 use crate::domain::phone::Phone;
+use crate::domain::voice::CallLogEntry;
 use chrono::{DateTime, Utc};
 use std::future::Future;
 
@@ -189,7 +189,12 @@ impl OutreachWrites for Store {
     ) -> Result<bool, StoreError> {
         Store::finish_sent(self, entry, token, step, claim_id, now).await
     }
-    async fn finish_called(&self, entry: &CallLogEntry, claim_id: &str, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    async fn finish_called(
+        &self,
+        entry: &CallLogEntry,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
         Store::finish_called(self, entry, claim_id, now).await
     }
     async fn finish(

@@ -6,17 +6,17 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use callfy_shared::adapters::queue::{OutreachQueue, QueuedWork};
+use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::store::Store;
 use callfy_shared::adapters::twilio::TwilioClient;
-use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::app::inbound;
-use callfy_shared::app::voice::{self, VoiceError};
 pub use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError as WorkerError, TWILIO_UNSUBSCRIBED};
+use callfy_shared::app::voice::{self, VoiceError};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
-use std::path::PathBuf;
 use callfy_shared::telemetry::redact;
 use futures::future::join_all;
+use std::path::PathBuf;
 use tracing::warn;
 
 /// The outreach use case as Lambda runs it: DynamoDB, Twilio and SQS behind its ports.

@@ -22,7 +22,11 @@ async fn main() -> Result<(), Error> {
             clock: Arc::new(SystemClock),
             public_base_url: config.public_base_url.clone(),
         },
-        recordings: RecordingBucket::new(aws::s3(&sdk), &config.recordings_bucket, config.recordings_kms_key_id.clone()),
+        recordings: RecordingBucket::new(
+            aws::s3(&sdk),
+            &config.recordings_bucket,
+            config.recordings_kms_key_id.clone(),
+        ),
         scratch: std::env::temp_dir(),
     });
     run(service_fn(move |event: LambdaEvent<_>| {

@@ -78,7 +78,9 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         public_base_url: &app.public_base_url,
     };
     let result = match route {
-        Route::Answer => voice.answer(&reference, call_sid, form.get("AnsweredBy")).await.map(|v| twiml(&v)),
+        Route::Answer => {
+            voice.answer(&reference, call_sid, form.get("AnsweredBy"), app.clock.now()).await.map(|v| twiml(&v))
+        }
         Route::Gather => gather(app, &voice, &reference, call_sid, &form, query).await,
         Route::Status => status(app, &voice, &reference, call_sid, &form).await,
         Route::Recording => recording(&voice, &reference, call_sid, &form).await,
@@ -90,7 +92,9 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
             match route {
                 // The person is on the line: a polite goodbye beats Twilio's error message.
                 Route::Answer | Route::Gather => twiml(&[Verb::Hangup]),
-                Route::Status | Route::Recording => error(503, "unavailable", "temporarily unable to process the request"),
+                Route::Status | Route::Recording => {
+                    error(503, "unavailable", "temporarily unable to process the request")
+                }
             }
         }
     }

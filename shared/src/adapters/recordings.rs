@@ -18,7 +18,11 @@ fn aws<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug
     op: &'static str,
     e: aws_sdk_s3::error::SdkError<E, R>,
 ) -> BucketError {
-    BucketError::Aws { op, code: e.code().unwrap_or("unknown").to_string(), message: DisplayErrorContext(&e).to_string() }
+    BucketError::Aws {
+        op,
+        code: e.code().unwrap_or("unknown").to_string(),
+        message: DisplayErrorContext(&e).to_string(),
+    }
 }
 
 #[derive(Clone, Debug)]

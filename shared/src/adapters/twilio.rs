@@ -263,15 +263,15 @@ impl TwilioClient {
             ("Timeout", &timeout),
             ("TimeLimit", &limit),
         ];
-        for event in ["initiated", "ringing", "answered", "completed"] {
-            form.push(("StatusCallbackEvent", event));
-        }
+        // No `StatusCallbackEvent`: Twilio then reports the final status (completed, busy,
+        // no-answer, failed) with duration and `AnsweredBy`, which is what the flow needs; the
+        // answer webhook itself tells us the call was picked up. The recording callback
+        // likewise defaults to `completed`.
         if let Some(cb) = &req.recording_callback {
             form.extend([
                 ("Record", "true"),
                 ("RecordingStatusCallback", cb.as_str()),
                 ("RecordingStatusCallbackMethod", "POST"),
-                ("RecordingStatusCallbackEvent", "completed"),
             ]);
         }
         let resp = self

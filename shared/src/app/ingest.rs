@@ -104,7 +104,13 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             }
             PlatformEvent::OrderPlaced { token, order_id, revenue, currency } => {
                 self.update_cart(merchant, event_key, token, now, |cart, now| {
-                    cart.recover(order_id.clone(), revenue.clone(), currency.clone(), merchant.merchant.attribution_window_days, now)
+                    cart.recover(
+                        order_id.clone(),
+                        revenue.clone(),
+                        currency.clone(),
+                        merchant.merchant.attribution_window_days,
+                        now,
+                    )
                 })
                 .await
             }

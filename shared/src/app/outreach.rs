@@ -16,13 +16,13 @@ use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::message::{RecoverySms, segments, tracked_link};
-use crate::domain::voice::{CallLogEntry, CallRef, RING_TIMEOUT_SECONDS};
 use crate::domain::outreach::Uncertain;
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
     StepRecord, StepResult, StepState,
 };
 use crate::domain::phone::Phone;
+use crate::domain::voice::{CallLogEntry, CallRef, RING_TIMEOUT_SECONDS};
 use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
@@ -243,13 +243,15 @@ where
             l.messaging_service_sid.is_some() && l.messaging_service_sid == merchant.sender.messaging_service_sid
                 || l.from.is_some() && l.from.as_deref() == merchant.sender.from.as_ref().map(Phone::as_str)
         };
-        Ok(listed.into_iter().find(|l| {
-            let body = l.body.as_deref().unwrap_or_default();
-            let same_body = earlier.body_sha256.as_deref() == Some(sha256_hex(body.as_bytes()).as_str());
-            let same_link = cart.recovery_url.as_deref().is_some_and(|u| body.contains(u)) && ours(l);
-            (same_body || same_link) && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
-        })
-        .map(Found::Message))
+        Ok(listed
+            .into_iter()
+            .find(|l| {
+                let body = l.body.as_deref().unwrap_or_default();
+                let same_body = earlier.body_sha256.as_deref() == Some(sha256_hex(body.as_bytes()).as_str());
+                let same_link = cart.recovery_url.as_deref().is_some_and(|u| body.contains(u)) && ours(l);
+                (same_body || same_link) && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
+            })
+            .map(Found::Message))
     }
 
     /// The call an unanswered attempt placed, if Twilio has it: to this number, from this

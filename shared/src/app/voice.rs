@@ -8,7 +8,6 @@ use crate::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use crate::app::consent;
 use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
-use crate::domain::flow::frequency_hold;
 use crate::domain::merchant::Channel;
 use crate::domain::message::{RecoverySms, Summary, item_summary, segments, tracked_link};
 use crate::domain::outreach::{
@@ -57,12 +56,15 @@ struct CallContext {
 
 impl CallContext {
     async fn load(store: &Store, r: &CallRef) -> Result<Option<Self>, StoreError> {
-        let (merchant, cart) = tokio::try_join!(store.get_merchant(&r.merchant_id), store.get_cart(&r.merchant_id, &r.cart_token))?;
+        let (merchant, cart) =
+            tokio::try_join!(store.get_merchant(&r.merchant_id), store.get_cart(&r.merchant_id, &r.cart_token))?;
         let (Some(merchant), Some(cart)) = (merchant, cart) else { return Ok(None) };
         let Some(phone) = cart.phone.clone() else { return Ok(None) };
         let m = &merchant.merchant.id;
-        let (voice, sms) =
-            tokio::try_join!(store.consent_state(m, &phone, Channel::Voice), store.consent_state(m, &phone, Channel::Sms))?;
+        let (voice, sms) = tokio::try_join!(
+            store.consent_state(m, &phone, Channel::Voice),
+            store.consent_state(m, &phone, Channel::Sms)
+        )?;
         let live = merchant.status == MerchantStatus::Active && cart.status == CartStatus::Open;
         let callable = live && voice.status == ConsentStatus::OptedIn;
         let textable = callable && sms.status == ConsentStatus::OptedIn && cart.recovery_url.is_some();
@@ -98,7 +100,13 @@ fn gather_url(base: &str, r: &CallRef) -> String {
 impl<G: SmsGateway> Voice<'_, G> {
     /// The TwiML for an answered call. Nothing is said once the person can no longer be called
     /// (an order or an opt-out acknowledged since the call was placed).
-    pub async fn answer(&self, r: &CallRef, call_sid: &str, answered_by: Option<&str>) -> Result<Vec<Verb>, VoiceError> {
+    pub async fn answer(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        answered_by: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verb>, VoiceError> {
         let Some(ctx) = CallContext::load(self.store, r).await? else {
             warn!(merchant = %r.merchant_id, step = r.step, call = call_sid, "answered call for an unknown cart; hanging up");
             return Ok(vec![Verb::Hangup]);
@@ -114,6 +122,11 @@ impl<G: SmsGateway> Voice<'_, G> {
             return Ok(if m.voice.voicemail { script.voicemail() } else { vec![Verb::Hangup] });
         }
         info!(merchant = %m.id, step = r.step, call = call_sid, phone = %ctx.phone.log_id(), agent = m.ai_agent_url.is_some(), "call answered");
+        // The log learns the call was picked up, and by whom (best effort: the call goes on).
+        let answered = CallUpdate { status: "in-progress", answered_by, ..Default::default() };
+        if let Err(e) = self.log_status(r, call_sid, &ctx.phone, &answered, now).await {
+            warn!(merchant = %m.id, call = call_sid, error = %redact(&e.to_string()), "could not log the answer");
+        }
         let agent = m.ai_agent_url.as_deref().map(|url| {
             // The agent hears about the cart, never the number it called.
             let mut params = vec![
@@ -172,14 +185,17 @@ impl<G: SmsGateway> Voice<'_, G> {
                 LinkOutcome::AlreadySent => script.link_texted(false),
                 LinkOutcome::Unavailable => script.link_unavailable(),
             }),
-            _ if attempt < MENU_TRIES && ctx.callable => Ok(script.menu_verbs(&gather_url(self.public_base_url, r), attempt + 1)),
+            _ if attempt < MENU_TRIES && ctx.callable => {
+                Ok(script.menu_verbs(&gather_url(self.public_base_url, r), attempt + 1))
+            }
             _ => Ok(script.goodbye()),
         }
     }
 
     /// Key 1: the recovery link by text, at most once per call step however often 1 is pressed.
     /// The text is claimed as the step's own side step (`LINK_STEP_BASE + step`) through the same
-    /// guarded claim as any text: SMS consent, the cart, the merchant and the daily count.
+    /// guarded claim as any text (SMS consent, the cart, the merchant, the phone's counter), so an
+    /// opt-out or order acknowledged meanwhile stops it.
     async fn text_link(&self, ctx: &CallContext, step: u8, now: DateTime<Utc>) -> Result<LinkOutcome, VoiceError> {
         let (m, cart, phone) = (&ctx.merchant.merchant, &ctx.cart, &ctx.phone);
         let link_step = LINK_STEP_BASE + step;
@@ -204,8 +220,9 @@ impl<G: SmsGateway> Voice<'_, G> {
                 StepAvailability::Taken(_) => return Ok(LinkOutcome::Unavailable),
                 _ => {}
             }
-            let held = frequency_hold(now, &cart.token, &counter.recent(&cart.token, link_step)).is_some();
-            if consent.status != ConsentStatus::OptedIn || reach.as_ref().is_some_and(|u| u.blocks(now)) || held {
+            // A text the person asked for on the call is an answer, not outreach: the daily cap
+            // does not hold it back, and it does not count against the flow's later steps.
+            if consent.status != ConsentStatus::OptedIn || reach.as_ref().is_some_and(|u| u.blocks(now)) {
                 return Ok(LinkOutcome::Unavailable);
             }
             let link = tracked_link(url, Channel::Voice.as_str());
@@ -260,6 +277,7 @@ impl<G: SmsGateway> Voice<'_, G> {
                         error_code: None,
                     };
                     self.store.finish_sent(&entry, &cart.token, link_step, &claim_id, now).await?;
+                    self.store.release_count(&m.id, phone, &cart.token, link_step).await?;
                     info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, "key 1: link texted");
                     Ok(LinkOutcome::Sent)
                 }
@@ -301,9 +319,28 @@ impl<G: SmsGateway> Voice<'_, G> {
         Ok(true)
     }
 
+    async fn log_status(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        phone: &Phone,
+        u: &CallUpdate<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(entry) = self.store.call_in_partition(&r.merchant_id, phone, call_sid).await? {
+            self.store.update_call_status(&entry, u, now).await?;
+        }
+        Ok(())
+    }
+
     /// The call a callback is about: in the customer's partition (strongly consistent), else
     /// through the SID index.
-    async fn find_call(&self, r: &CallRef, call_sid: &str, to: Option<&Phone>) -> Result<Option<CallLogEntry>, StoreError> {
+    async fn find_call(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        to: Option<&Phone>,
+    ) -> Result<Option<CallLogEntry>, StoreError> {
         let phone = match to {
             Some(p) => Some(p.clone()),
             None => self.store.get_cart(&r.merchant_id, &r.cart_token).await?.and_then(|c| c.phone),
@@ -329,7 +366,8 @@ impl<G: SmsGateway> Voice<'_, G> {
             return Err(VoiceError::NotYet("call"));
         };
         let merchant = self.store.get_merchant(&r.merchant_id).await?;
-        let days = merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);
+        let days =
+            merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);
         let rec = CallRecording {
             recording_sid: recording_sid.to_string(),
             duration_seconds,

@@ -1,8 +1,8 @@
 //! The merchant profile an operator puts with `callfy-admin merchant put` (DESIGN.md §5).
 
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use crate::domain::ids::MerchantId;
 use crate::domain::phone::Phone;
-use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;

@@ -69,11 +69,7 @@ pub fn item_summary(items: &[CartItem], level: Summary) -> Option<String> {
                 ([init @ .., last], 0) => format!("{} and {last}", init.join(", ")),
                 (all, rest) => format!("{}{}", all.join(", "), more(rest)),
             };
-            if text.chars().count() <= MAX_SUMMARY_CHARS {
-                Some(text)
-            } else {
-                item_summary(items, Summary::Short)
-            }
+            if text.chars().count() <= MAX_SUMMARY_CHARS { Some(text) } else { item_summary(items, Summary::Short) }
         }
         Summary::Short => {
             let title = truncate(&first.title, SHORT_TITLE_CHARS).trim_end();
@@ -412,10 +408,7 @@ mod tests {
     #[test]
     fn summarises_the_cart_and_trims_the_summary_before_anything_else() {
         let cart = items(&[("Wax Puck", 2), ("Edge Tuner", 1), ("Scraper", 1), ("Gloves", 1)]);
-        assert_eq!(
-            item_summary(&cart, Summary::Full).unwrap(),
-            "Wax Puck (2), Edge Tuner, Scraper and 1 more item"
-        );
+        assert_eq!(item_summary(&cart, Summary::Full).unwrap(), "Wax Puck (2), Edge Tuner, Scraper and 1 more item");
         assert_eq!(item_summary(&cart[..2], Summary::Full).unwrap(), "Wax Puck (2) and Edge Tuner");
         assert_eq!(item_summary(&cart, Summary::Short).unwrap(), "Wax Puck and 3 more items");
         let link = tracked_link("https://snowdevil.ca/r/abc", "sms");

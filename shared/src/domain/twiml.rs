@@ -4,12 +4,25 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verb {
     /// `<Say language=…>` text read by Twilio's text-to-speech.
-    Say { text: String, language: &'static str },
+    Say {
+        text: String,
+        language: &'static str,
+    },
     /// `<Gather numDigits="1">` around prompts; the digit is posted to `action`.
-    Gather { action: String, timeout_seconds: u32, prompts: Vec<Verb> },
+    Gather {
+        action: String,
+        timeout_seconds: u32,
+        prompts: Vec<Verb>,
+    },
     /// `<Connect><ConversationRelay>` to an AI agent's WebSocket, with `<Parameter>`s.
-    Relay { url: String, language: &'static str, parameters: Vec<(String, String)> },
-    Redirect { url: String },
+    Relay {
+        url: String,
+        language: &'static str,
+        parameters: Vec<(String, String)>,
+    },
+    Redirect {
+        url: String,
+    },
     Hangup,
     /// `<Message>`: the reply to an inbound SMS.
     Message(String),

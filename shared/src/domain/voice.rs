@@ -299,7 +299,8 @@ pub struct CallLogEntry {
     pub answered_by: Option<String>,
     #[serde(default)]
     pub error_code: Option<i64>,
-    #[serde(default)]
+    /// Absent (not null) until a recording exists: its first note is conditioned on that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<CallRecording>,
 }
 
@@ -379,10 +380,7 @@ mod tests {
         assert!(unanswered("busy") && !unanswered("completed"));
         assert!(is_machine(Some("machine_end_beep")) && !is_machine(Some("human")) && !is_machine(None));
         let at = "2026-06-03T10:00:00Z".parse().unwrap();
-        assert_eq!(
-            recording_key(&r.merchant_id, at, "CA0123"),
-            "recordings/snowdevil/2026/06/CA0123.wav"
-        );
+        assert_eq!(recording_key(&r.merchant_id, at, "CA0123"), "recordings/snowdevil/2026/06/CA0123.wav");
         assert_eq!(CallScript::lang_for(Some("es-MX"), true), Lang::Es);
         assert_eq!(CallScript::lang_for(Some("es-MX"), false), Lang::En);
     }

@@ -6,6 +6,7 @@ pub mod contract;
 pub mod fixtures;
 pub mod resources;
 pub mod sandbox;
+pub mod sandbox_voice;
 pub mod server;
 
 use aws_config::SdkConfig;
@@ -14,15 +15,14 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use callfy_shared::adapters::queue::OutreachQueue;
+use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::store::Store;
 use callfy_shared::adapters::twilio::TwilioClient;
 use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
 use callfy_shared::http::error;
 use callfy_shared::{Clock, OffsetClock, SystemClock};
 use consent_api::ConsentApp;
-use callfy_shared::adapters::recordings::RecordingBucket;
 use outreach_worker::{Worker, WorkerApp};
-use voice_callbacks::VoiceApp;
 use resources::{ResourceNames, Resources};
 use sandbox::Sandbox;
 use sms_inbound::InboundApp;
@@ -33,6 +33,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use voice_callbacks::VoiceApp;
 use webhook_ingest::IngestApp;
 
 /// Largest request body the local API accepts (API Gateway's limit is 10 MB).

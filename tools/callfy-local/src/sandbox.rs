@@ -2,6 +2,7 @@
 //! against Twilio's OpenAPI spec, answers as Twilio does, records and prints what was sent.
 
 use crate::contract::contract;
+use crate::sandbox_voice::SandboxCall;
 use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -73,11 +74,11 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn now(status: u16, body: Value) -> Self {
+    pub(crate) fn now(status: u16, body: Value) -> Self {
         Self { status, body, delay_ms: 0 }
     }
 
-    fn error(status: u16, code: i64, message: &str) -> Self {
+    pub(crate) fn error(status: u16, code: i64, message: &str) -> Self {
         Self::now(
             status,
             json!({ "code": code, "message": message, "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status }),
@@ -90,6 +91,7 @@ pub struct Sandbox {
     auth_token: String,
     clock: Arc<dyn Clock>,
     messages: Mutex<Vec<SandboxMessage>>,
+    calls: Mutex<Vec<SandboxCall>>,
     violations: Mutex<Vec<String>>,
     faults: Mutex<VecDeque<Fault>>,
     /// Where Twilio would deliver inbound messages: `{base}/twilio/sms`.
@@ -138,6 +140,7 @@ impl Sandbox {
             auth_token: auth_token.into(),
             clock,
             messages: Mutex::default(),
+            calls: Mutex::default(),
             violations: Mutex::default(),
             faults: Mutex::default(),
             webhook_base: webhook_base.trim_end_matches('/').to_string(),
@@ -149,8 +152,29 @@ impl Sandbox {
         }
     }
 
+    pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.clock.now()
+    }
+
+    pub(crate) fn account_sid(&self) -> String {
+        self.account_sid.clone()
+    }
+
+    pub(crate) fn webhook_base(&self) -> &str {
+        &self.webhook_base
+    }
+
+    /// Every call placed, oldest first.
+    pub fn calls(&self) -> Vec<SandboxCall> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn calls_mut(&self, f: impl FnOnce(&mut Vec<SandboxCall>)) {
+        f(&mut self.calls.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
     /// Posts a form to one of our webhooks, signed as Twilio signs it.
-    async fn post_signed(&self, url: &str, form: &[(String, String)]) -> Result<(u16, String), String> {
+    pub(crate) async fn post_signed(&self, url: &str, form: &[(String, String)]) -> Result<(u16, String), String> {
         let signature = twilio_signature::compute(&self.auth_token, url, form);
         let resp = self
             .http
@@ -249,9 +273,10 @@ impl Sandbox {
 
     pub fn clear(&self) {
         self.messages.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    fn take_fault(&self) -> Option<Fault> {
+    pub(crate) fn take_fault(&self) -> Option<Fault> {
         let mut faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         let front = faults.front_mut()?;
         front.count = front.count.saturating_sub(1);
@@ -262,7 +287,7 @@ impl Sandbox {
         Some(fault)
     }
 
-    fn violated(&self, problems: &[String]) -> bool {
+    pub(crate) fn violated(&self, problems: &[String]) -> bool {
         if problems.is_empty() {
             return false;
         }
@@ -270,7 +295,7 @@ impl Sandbox {
         true
     }
 
-    fn authorised(&self, account: &str, headers: &HeaderMap) -> bool {
+    pub(crate) fn authorised(&self, account: &str, headers: &HeaderMap) -> bool {
         let Some(encoded) =
             headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
         else {
@@ -465,10 +490,139 @@ async fn list(
     respond(sb.list_messages(&account, &headers, &query)).await
 }
 
+async fn create_call(
+    State(sb): State<Arc<Sandbox>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let form: Vec<(String, String)> = match serde_urlencoded::from_str(&body) {
+        Ok(f) => f,
+        Err(e) => return respond(Answer::error(400, 20001, &e.to_string())).await,
+    };
+    let answer = sb.create_call(&account, &headers, &form);
+    let sid = answer.body.get("sid").and_then(Value::as_str).map(str::to_string);
+    if sb.auto_status
+        && answer.status == 201
+        && let Some(sid) = sid
+    {
+        let sb = Arc::clone(&sb);
+        tokio::spawn(async move { sb.auto_play(&sid).await });
+    }
+    respond(answer).await
+}
+
+async fn list_calls(
+    State(sb): State<Arc<Sandbox>>,
+    Path(account): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let query: Vec<(String, String)> = match serde_urlencoded::from_str(query.as_deref().unwrap_or_default()) {
+        Ok(q) => q,
+        Err(e) => return respond(Answer::error(400, 20001, &e.to_string())).await,
+    };
+    respond(sb.list_calls(&account, &headers, &query)).await
+}
+
+/// `GET …/Recordings/{RE}.wav` (the media) and `DELETE …/Recordings/{RE}.json`.
+async fn recording_get(
+    State(sb): State<Arc<Sandbox>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(rec) = file.strip_suffix(".wav") else {
+        return respond(Answer::error(404, 20404, "only .wav media is served here")).await;
+    };
+    match sb.recording_media(&account, &headers, rec) {
+        Ok(bytes) => ([("content-type", "audio/x-wav")], bytes).into_response(),
+        Err(answer) => respond(answer).await,
+    }
+}
+
+async fn recording_delete(
+    State(sb): State<Arc<Sandbox>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(rec) = file.strip_suffix(".json") else {
+        return respond(Answer::error(404, 20404, "The requested resource was not found")).await;
+    };
+    let answer = sb.delete_recording(&account, &headers, rec);
+    if answer.status == 204 {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    respond(answer).await
+}
+
+#[derive(Debug, Deserialize)]
+struct AnswerRequest {
+    #[serde(default = "human")]
+    answered_by: String,
+}
+
+fn human() -> String {
+    "human".into()
+}
+
+#[derive(Debug, Deserialize)]
+struct DigitsRequest {
+    digits: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct EndRequest {
+    #[serde(default = "completed")]
+    status: String,
+    #[serde(default)]
+    duration: u32,
+}
+
+fn completed() -> String {
+    "completed".into()
+}
+
+fn turn_response(result: Result<crate::sandbox_voice::CallTurn, String>) -> Response {
+    match result {
+        Ok(turn) => axum::Json(turn).into_response(),
+        Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
+    }
+}
+
 /// Routes for the Twilio API and for inspecting the sandbox.
 pub fn router(sandbox: Arc<Sandbox>) -> Router {
     Router::new()
         .route("/2010-04-01/Accounts/{account}/Messages.json", post(create).get(list))
+        .route("/2010-04-01/Accounts/{account}/Calls.json", post(create_call).get(list_calls))
+        .route("/2010-04-01/Accounts/{account}/Recordings/{file}", get(recording_get).delete(recording_delete))
+        .route("/sandbox/calls", get(|State(sb): State<Arc<Sandbox>>| async move { axum::Json(sb.calls()) }))
+        .route(
+            "/sandbox/calls/{sid}/answer",
+            post(|State(sb): State<Arc<Sandbox>>, Path(sid): Path<String>, axum::Json(r): axum::Json<AnswerRequest>| async move {
+                turn_response(sb.answer_call(&sid, &r.answered_by).await)
+            }),
+        )
+        .route(
+            "/sandbox/calls/{sid}/digits",
+            post(|State(sb): State<Arc<Sandbox>>, Path(sid): Path<String>, axum::Json(r): axum::Json<DigitsRequest>| async move {
+                if sid == "latest" {
+                    return turn_response(sb.press_latest(&r.digits).await);
+                }
+                turn_response(sb.press(&sid, &r.digits).await)
+            }),
+        )
+        .route(
+            "/sandbox/calls/{sid}/end",
+            post(|State(sb): State<Arc<Sandbox>>, Path(sid): Path<String>, axum::Json(r): axum::Json<EndRequest>| async move {
+                match sb.end_call(&sid, &r.status, r.duration).await {
+                    Ok((status, recording)) => {
+                        axum::Json(json!({ "callback_status": status, "recording_callback_status": recording }))
+                            .into_response()
+                    }
+                    Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
+                }
+            }),
+        )
         .route(
             "/sandbox/messages",
             get(|State(sb): State<Arc<Sandbox>>| async move { axum::Json(sb.messages()) }).delete(

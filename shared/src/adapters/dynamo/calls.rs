@@ -35,15 +35,18 @@ impl Store {
         self.query_prefix(customer_pk(m, phone), keys::CALL_PREFIX).await?.into_iter().map(from_item).collect()
     }
 
-    /// A call by its SID, through the lookup index (eventually consistent: a caller that finds
-    /// nothing right after the call was placed retries).
+    /// A call by its SID: the lookup index finds its key (eventually consistent: a caller that
+    /// finds nothing right after the call was placed retries), then the item itself is read
+    /// strongly consistent, so its recording state is never a stale copy.
     pub async fn call_by_sid(&self, sid: &str) -> Result<Option<CallLogEntry>, StoreError> {
         let items = self.query_lookup(keys::sid_lookup(sid)).await?;
-        items
-            .into_iter()
-            .find(|i| get_s(i, attr::SK).is_some_and(|sk| sk.starts_with(keys::CALL_PREFIX)))
-            .map(from_item)
-            .transpose()
+        let Some(found) =
+            items.into_iter().find(|i| get_s(i, attr::SK).is_some_and(|sk| sk.starts_with(keys::CALL_PREFIX)))
+        else {
+            return Ok(None);
+        };
+        let (Some(pk), Some(sk)) = (get_s(&found, attr::PK), get_s(&found, attr::SK)) else { return Ok(None) };
+        self.get(pk.to_string(), sk.to_string(), "GetItem").await?.map(from_item).transpose()
     }
 
     /// A call read strongly consistent from the customer's partition.
