@@ -582,3 +582,39 @@ async fn an_undeliverable_report_between_decision_and_claim_stops_the_send() {
     assert!(local.sandbox.messages().is_empty());
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_opt_out_between_decision_and_claim_stops_the_call() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let voice = merchant(|v| {
+        v["flow"] = json!([{ "after_minutes": 0, "channel": "voice" }]);
+        v["voice"] = json!({ "consent_attribute": "callfy_voice_consent", "consent_text": "Call me about my cart with an automated assistant." });
+    });
+    let local = start_local("race-call", clock.clone(), &voice).await;
+    let mut body = checkout(t0());
+    body["note_attributes"] = json!([{ "name": "callfy_voice_consent", "value": "yes" }]);
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &body).await.0, 200);
+    let (m, token, phone) = ids();
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedIn);
+    // Unscheduled, the call step is not cancelled by the opt-out: only the claim's condition on
+    // the voice consent state can stop this call.
+    local.store().set_outreach_scheduled(&m, &token, false).await.unwrap();
+    let key = new_api_key(&m);
+    local.store().set_api_key_hash(&m, &sha256_hex(key.as_bytes())).await.unwrap();
+    let base = local.base_url.clone();
+    let paused = Paused::new(local.store()).before_claim(async move {
+        let resp = reqwest::Client::new()
+            .post(format!("{base}/v1/consents"))
+            .bearer_auth(&key)
+            .json(&json!({ "phone": PHONE, "channel": "voice", "action": "opt_out", "occurred_at": "2026-11-28T18:59:30Z" }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 201, "the opt-out from calls was acknowledged");
+    });
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert_eq!(outcome, JobOutcome::Skipped(SkipReason::VoiceOptedOut), "decided again after the claim failed");
+    assert!(local.sandbox.calls().is_empty(), "no call reached Twilio after the opt-out's 201");
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    local.shutdown().await;
+}

@@ -384,3 +384,26 @@ async fn forged_voice_callbacks_get_403_and_change_nothing() {
     assert_eq!(local.poll_recordings(0).await.unwrap().received, 0, "no copy was queued");
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_whose_answer_was_lost_is_found_at_twilio_not_placed_again() {
+    let (local, clock) = setup("voice-lost", voice_merchant(|_| {}), true).await;
+    let (m, token, phone) = ids();
+    // Twilio takes the call, and the answer never comes back in time.
+    local.sandbox.inject(callfy_local::sandbox::Fault::accept_then_hang(5_000));
+    clock.set(t0() + Duration::minutes(60));
+    let err = outreach_worker::process_job(&local.functions().worker.outreach, &job(1)).await.unwrap_err();
+    assert!(err.to_string().contains("Twilio"), "{err}");
+    assert_eq!(local.sandbox.calls().len(), 1);
+    let step = local.store().get_step(&m, &token, 1).await.unwrap().unwrap();
+    assert_eq!(step.state, StepState::Retry);
+    assert!(step.uncertain_since.is_some());
+    // The retry asks Twilio first, finds the call, records it, and places nothing more.
+    let JobOutcome::Called { call_sid } = run(&local, 1).await else { panic!("the found call is recorded") };
+    assert_eq!(local.sandbox.calls().len(), 1);
+    assert_eq!(call_sid, local.sandbox.calls()[0].sid);
+    let log = local.store().call_log(&m, &phone).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].call_sid, call_sid);
+    local.shutdown().await;
+}
