@@ -4,7 +4,7 @@
 use aws_lambda_events::event::sqs::SqsEvent;
 use callfy_integration_tests::*;
 use callfy_local::contract::contract;
-use callfy_local::resources::{BUCKET, QUEUE, TABLE};
+use callfy_local::resources::{BUCKET, QUEUE, RECORDINGS_QUEUE, TABLE};
 use callfy_local::sandbox::{MESSAGES_PATH, Sandbox};
 use callfy_shared::config::local_defaults;
 use callfy_shared::domain::flow::OutreachJob;
@@ -65,6 +65,18 @@ fn template_queues_and_bucket_match_the_local_ones() {
     assert_eq!(sqs_event["FunctionResponseTypes"][0].as_str(), Some("ReportBatchItemFailures"));
     assert!(sqs_event["BatchSize"].as_u64().unwrap() <= 10);
 
+    let rq = res(&t, "RecordingsQueue");
+    assert_eq!(rq["VisibilityTimeout"].as_u64(), Some(u64::from(RECORDINGS_QUEUE.visibility_timeout_seconds)));
+    assert_eq!(rq["MessageRetentionPeriod"].as_u64(), Some(u64::from(RECORDINGS_QUEUE.message_retention_seconds)));
+    assert_eq!(rq["RedrivePolicy"]["maxReceiveCount"].as_u64(), Some(u64::from(RECORDINGS_QUEUE.max_receive_count)));
+    let rdlq = res(&t, "RecordingsDeadLetterQueue");
+    assert_eq!(rdlq["MessageRetentionPeriod"].as_u64(), Some(u64::from(RECORDINGS_QUEUE.dlq_retention_seconds)));
+    assert!(worker["Timeout"].as_u64().unwrap() * 6 <= u64::from(RECORDINGS_QUEUE.visibility_timeout_seconds));
+    let copies = &worker["Events"]["Recordings"]["Properties"];
+    assert_eq!(copies["FunctionResponseTypes"][0].as_str(), Some("ReportBatchItemFailures"));
+    let alarm = res(&t, "RecordingsDeadLetterAlarm");
+    assert_eq!(alarm["MetricName"].as_str(), Some("ApproximateNumberOfMessagesVisible"));
+
     let bucket = res(&t, "RecordingsBucket");
     let rule = &bucket["LifecycleConfiguration"]["Rules"][0];
     assert_eq!(rule["Prefix"].as_str(), Some(BUCKET.recordings_prefix));
@@ -88,6 +100,7 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("OutreachWorkerFunction", "outreach-worker"),
         ("ConsentApiFunction", "consent-api"),
         ("SmsInboundFunction", "sms-inbound"),
+        ("VoiceCallbacksFunction", "voice-callbacks"),
     ] {
         let meta = &t["Resources"][name]["Metadata"];
         assert_eq!(meta["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
@@ -105,6 +118,10 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("ConsentApiFunction", "ReadConsent", "/v1/consents/{phone}", "GET"),
         ("SmsInboundFunction", "InboundSms", "/twilio/sms", "POST"),
         ("SmsInboundFunction", "SmsStatus", "/twilio/sms/status", "POST"),
+        ("VoiceCallbacksFunction", "VoiceAnswer", "/twilio/voice/answer", "POST"),
+        ("VoiceCallbacksFunction", "VoiceGather", "/twilio/voice/gather", "POST"),
+        ("VoiceCallbacksFunction", "VoiceStatus", "/twilio/voice/status", "POST"),
+        ("VoiceCallbacksFunction", "VoiceRecording", "/twilio/voice/recording", "POST"),
     ] {
         let route = &res(&t, function)["Events"][event]["Properties"];
         assert_eq!((route["Path"].as_str(), route["Method"].as_str()), (Some(path), Some(method)), "{function}");
@@ -120,21 +137,54 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         }
         assert!(!policies.contains("dynamodb:DeleteItem") && !policies.contains("dynamodb:Scan"), "{function}");
     }
+    // Recordings: only the worker writes them (PutObject on the prefix), nobody reads or deletes
+    // them yet (retention and the privacy path will), voice-callbacks only queues their copy.
+    let functions: Vec<&str> = t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::Serverless::Function"))
+        .map(|(k, _)| k.as_str().unwrap())
+        .collect();
+    for function in functions {
+        let policies = serde_json::to_string(&res(&t, function)["Policies"]).unwrap();
+        let s3: Vec<&str> = policies.match_indices("s3:").map(|(i, _)| &policies[i..i + 12]).collect();
+        match function {
+            "OutreachWorkerFunction" => {
+                assert_eq!(s3, vec!["s3:PutObject"], "{policies}");
+                assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
+            }
+            _ => assert!(s3.is_empty(), "{function} must not touch recordings: {policies}"),
+        }
+    }
+    let voice = serde_json::to_string(&res(&t, "VoiceCallbacksFunction")["Policies"]).unwrap();
+    assert!(voice.contains("sqs:SendMessage") && voice.contains("RecordingsQueue") && !voice.contains("OutreachQueue"));
 }
 
 #[test]
 fn twilio_sample_events_are_signed_for_the_local_runner() {
-    for file in
-        ["twilio-sms-stop.json", "twilio-sms-help.json", "twilio-sms-start.json", "twilio-sms-status-21610.json"]
-    {
+    for file in [
+        "twilio-sms-stop.json",
+        "twilio-sms-help.json",
+        "twilio-sms-start.json",
+        "twilio-sms-status-21610.json",
+        "twilio-voice-answer.json",
+        "twilio-voice-gather.json",
+        "twilio-voice-status.json",
+        "twilio-voice-recording.json",
+    ] {
         let e = event(file);
         let body = e["body"].as_str().unwrap();
-        let url = format!("http://127.0.0.1:3000{}", e["rawPath"].as_str().unwrap());
+        let query = e["rawQueryString"].as_str().unwrap_or_default();
+        let url = match query {
+            "" => format!("http://127.0.0.1:3000{}", e["rawPath"].as_str().unwrap()),
+            q => format!("http://127.0.0.1:3000{}?{q}", e["rawPath"].as_str().unwrap()),
+        };
         let sig = e["headers"]["x-twilio-signature"].as_str();
         let params =
             callfy_shared::twilio_signature::validate(local_defaults::TWILIO_AUTH_TOKEN, &url, body.as_bytes(), sig)
                 .unwrap_or_else(|err| panic!("{file}: {err}: run scripts/build-events"));
-        assert!(params.iter().any(|(k, _)| k == "MessageSid"), "{file}");
+        assert!(params.iter().any(|(k, _)| k == "MessageSid" || k == "CallSid"), "{file}");
         lambda_http::request::from_str(&e.to_string()).unwrap_or_else(|err| panic!("{file}: {err}"));
     }
     for file in ["consent-api-post.json", "consent-api-get.json", "shopify-marketing-consent-update.json"] {

@@ -407,3 +407,53 @@ async fn a_call_whose_answer_was_lost_is_found_at_twilio_not_placed_again() {
     assert_eq!(log[0].call_sid, call_sid);
     local.shutdown().await;
 }
+
+/// voice-callbacks as the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
+fn sample_app(local: &LocalHandle) -> voice_callbacks::VoiceApp {
+    let v = &local.functions().voice;
+    voice_callbacks::VoiceApp {
+        store: v.store.clone(),
+        recordings_queue: v.recordings_queue.clone(),
+        twilio: v.twilio.clone(),
+        auth_token: v.auth_token.clone(),
+        shared_key: None,
+        public_base_url: "http://127.0.0.1:3000".into(),
+        clock: Arc::clone(&v.clock),
+    }
+}
+
+fn sample(file: &str) -> lambda_http::Request {
+    lambda_http::request::from_str(&read_json(&format!("events/{file}")).to_string()).expect("sample event")
+}
+
+fn text(resp: lambda_http::Response<lambda_http::Body>) -> (u16, String) {
+    let status = resp.status().as_u16();
+    match resp.into_body() {
+        lambda_http::Body::Text(t) => (status, t),
+        other => (status, format!("{other:?}")),
+    }
+}
+
+#[tokio::test]
+async fn the_sample_events_drive_the_voice_handler_as_lambda_would() {
+    let (local, _) = setup("voice-samples", voice_merchant(|_| {}), true).await;
+    let app = sample_app(&local);
+    let (status, twiml) = text(voice_callbacks::handle(&app, sample("twilio-voice-answer.json")).await);
+    assert_eq!(status, 200);
+    assert!(twiml.contains("automated assistant calling on behalf of Snowdevil") && twiml.contains("<Gather"), "{twiml}");
+    let (status, twiml) = text(voice_callbacks::handle(&app, sample("twilio-voice-gather.json")).await);
+    assert_eq!(status, 200);
+    assert!(twiml.contains("You will not receive more calls from Snowdevil"), "{twiml}");
+    let (m, _, phone) = ids();
+    let last = local.store().consent_ledger(&m, &phone, Channel::Voice).await.unwrap().pop().unwrap().event;
+    assert_eq!(last.evidence.message_sid.as_deref(), Some("CA0000000000000000000000000000c001"));
+    // No call with the sample's SID was logged here: the status is acknowledged and ignored.
+    let (status, body) = text(voice_callbacks::handle(&app, sample("twilio-voice-status.json")).await);
+    assert_eq!((status, body.contains("ignored")), (200, true), "{body}");
+    // Anything else about the request being wrong is refused before it is read.
+    let mut tampered = read_json("events/twilio-voice-gather.json");
+    tampered["rawQueryString"] = "m=snowdevil&c=other&s=1&try=1".into();
+    let req = lambda_http::request::from_str(&tampered.to_string()).unwrap();
+    assert_eq!(voice_callbacks::handle(&app, req).await.status(), 403);
+    local.shutdown().await;
+}

@@ -17,7 +17,8 @@ async fn main() -> Result<(), Error> {
     let app = Arc::new(VoiceApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         recordings_queue: OutreachQueue::new(aws::sqs(&sdk), &config.recordings_queue_url),
-        twilio: TwilioClient::new(&config.twilio)?,
+        // Twilio waits 15 s for a call's TwiML: key 1's text gets 5 s of it.
+        twilio: TwilioClient::with_timeout(&config.twilio, std::time::Duration::from_secs(5))?,
         auth_token: config.twilio_auth_token.clone(),
         shared_key: config.twilio_webhook_shared_key.clone(),
         public_base_url: config.public_base_url.clone(),
