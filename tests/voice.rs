@@ -440,7 +440,10 @@ async fn the_sample_events_drive_the_voice_handler_as_lambda_would() {
     let app = sample_app(&local);
     let (status, twiml) = text(voice_callbacks::handle(&app, sample("twilio-voice-answer.json")).await);
     assert_eq!(status, 200);
-    assert!(twiml.contains("automated assistant calling on behalf of Snowdevil") && twiml.contains("<Gather"), "{twiml}");
+    assert!(
+        twiml.contains("automated assistant calling on behalf of Snowdevil") && twiml.contains("<Gather"),
+        "{twiml}"
+    );
     let (status, twiml) = text(voice_callbacks::handle(&app, sample("twilio-voice-gather.json")).await);
     assert_eq!(status, 200);
     assert!(twiml.contains("You will not receive more calls from Snowdevil"), "{twiml}");

@@ -21,19 +21,33 @@ impl TwilioForm {
     }
 }
 
+/// Why a Twilio webhook was refused, and the answer it gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl Rejection {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into() }
+    }
+
+    pub fn response(&self) -> Response<Body> {
+        error(self.status, self.code, self.message.clone())
+    }
+}
+
 /// Checks `X-Twilio-Signature` over the URL Twilio called (our public base URL, the path and
-/// the query) and the form, in constant time. The rejection is the response to send: 413 for a
-/// body no webhook has, 400 for a form that is not one, 403 for a bad or missing signature,
-/// 500 when our SharedKey secret is not configured (Twilio retries later).
-pub fn verify_twilio(
-    req: &Request,
-    keys: SigningKeys<'_>,
-    public_base_url: &str,
-) -> Result<TwilioForm, Response<Body>> {
+/// the query) and the form, in constant time. Refused: 413 for a body no webhook has, 400 for a
+/// form that is not one, 403 for a bad or missing signature, 500 when our SharedKey secret is
+/// not configured (Twilio retries later).
+pub fn verify_twilio(req: &Request, keys: SigningKeys<'_>, public_base_url: &str) -> Result<TwilioForm, Rejection> {
     let path = req.uri().path().trim_end_matches('/');
     let body: &[u8] = req.body().as_ref();
     if body.len() > MAX_TWILIO_BODY_BYTES {
-        return Err(error(413, "payload_too_large", format!("body exceeds {MAX_TWILIO_BODY_BYTES} bytes")));
+        return Err(Rejection::new(413, "payload_too_large", format!("body exceeds {MAX_TWILIO_BODY_BYTES} bytes")));
     }
     let url = match req.uri().query() {
         Some(q) if !q.is_empty() => format!("{public_base_url}{path}?{q}"),
@@ -43,14 +57,14 @@ pub fn verify_twilio(
     let settings = header(req.headers(), twilio_signature::SETTINGS_HEADER);
     match twilio_signature::validate_request(keys, &url, body, signature, settings) {
         Ok(p) => Ok(TwilioForm(p)),
-        Err(e @ TwilioSignatureError::Form(_)) => Err(error(400, "malformed_form", e.to_string())),
+        Err(e @ TwilioSignatureError::Form(_)) => Err(Rejection::new(400, "malformed_form", e.to_string())),
         Err(e @ TwilioSignatureError::SharedKeyNotConfigured) => {
             tracing::error!(route = %path, "{e}");
-            Err(error(500, "signing_key_not_configured", e.to_string()))
+            Err(Rejection::new(500, "signing_key_not_configured", e.to_string()))
         }
         Err(e) => {
             warn!(route = %path, reason = %redact(&e.to_string()), "rejected a Twilio request with a bad signature");
-            Err(error(403, "invalid_signature", e.to_string()))
+            Err(Rejection::new(403, "invalid_signature", e.to_string()))
         }
     }
 }

@@ -57,7 +57,7 @@ pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
     let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
     let params = match verify_twilio(&req, keys, &app.public_base_url) {
         Ok(form) => form,
-        Err(rejection) => return rejection,
+        Err(rejection) => return rejection.response(),
     };
     let result = match route {
         Route::Inbound => inbound(app, &params).await,

@@ -62,7 +62,7 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
     let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
     let form = match verify_twilio(&req, keys, &app.public_base_url) {
         Ok(form) => form,
-        Err(rejection) => return rejection,
+        Err(rejection) => return rejection.response(),
     };
     let query = req.uri().query().unwrap_or_default();
     let Some(reference) = CallRef::from_query(query) else {

@@ -1,6 +1,7 @@
 //! `callfy-bench`: cold start (init), first invocation and peak memory of each Lambda binary,
 //! next to a hello-world Lambda, each run as a fresh process against a local Runtime API; then
-//! the outreach worker's time per job next to its DynamoDB calls made bare (`overhead`).
+//! the outreach worker's time per job next to its DynamoDB calls made bare (`overhead`), and the
+//! voice answer's warm latency (the TwiML a picked-up call waits for).
 //! Needs the local AWS API (moto) at `AWS_ENDPOINT_URL`; `scripts/bench` sets everything up.
 
 mod overhead;
@@ -95,7 +96,9 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
     let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &res.names.table);
     let mut merchant_json: serde_json::Value =
         serde_json::from_str(&read(&args.root, "events/demo-merchant.json")?).map_err(|e| e.to_string())?;
-    merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" }]);
+    merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" },
+                                               { "after_minutes": 1, "channel": "voice" }]);
+    merchant_json["recording"] = serde_json::json!({ "enabled": true });
     let merchant = Merchant::from_json(&merchant_json.to_string()).map_err(|e| e.to_string())?;
     store.put_merchant(&merchant, SystemClock.now()).await.map_err(|e| e.to_string())?;
     // The consent API sample carries this placeholder key; make it valid in the bench table.
@@ -125,6 +128,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
     let env: Vec<(String, String)> = [
         ("TABLE_NAME", res.names.table.clone()),
         ("OUTREACH_QUEUE_URL", res.queue_url.clone()),
+        ("RECORDINGS_QUEUE_URL", res.recordings_queue_url.clone()),
         ("RECORDINGS_BUCKET", res.names.bucket.clone()),
         // The URL the Twilio sample events are signed for.
         ("PUBLIC_BASE_URL", "http://127.0.0.1:3000".into()),
@@ -148,7 +152,23 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
     let mut rows: Vec<(&str, Measurement, u64)> = Vec::new();
     let consent_get = read(&args.root, "events/consent-api-get.json")?;
     let sms_help = read(&args.root, "events/twilio-sms-help.json")?;
-    for name in ["hello-lambda", "webhook-ingest", "outreach-worker", "consent-api", "sms-inbound"] {
+    let voice_answer = read(&args.root, "events/twilio-voice-answer.json")?;
+    // The sample call's shopper consented to calls, so the answer runs its whole path.
+    let phone = callfy_shared::Phone::parse("+14155552671", None).map_err(|e| e.to_string())?;
+    let call_consent = callfy_shared::domain::consent::ConsentEvent {
+        channel: callfy_shared::domain::merchant::Channel::Voice,
+        action: callfy_shared::domain::consent::ConsentAction::OptIn,
+        source: callfy_shared::domain::consent::ConsentSource::Api,
+        occurred_at: SystemClock.now(),
+        recorded_at: SystemClock.now(),
+        evidence: callfy_shared::domain::consent::Evidence {
+            consent_text: Some("Call me about my cart with an automated assistant.".into()),
+            ..Default::default()
+        },
+    };
+    let far = SystemClock.now() + chrono::Duration::days(730);
+    store.record_consent(&merchant.id, &phone, &call_consent, far).await.map_err(|e| e.to_string())?;
+    for name in ["hello-lambda", "webhook-ingest", "outreach-worker", "consent-api", "sms-inbound", "voice-callbacks"] {
         let path = binary(&target, &args.profile, name);
         let size = std::fs::metadata(&path)
             .map_err(|e| format!("{}: {e} (build it with cargo build --profile {})", path.display(), args.profile))?
@@ -165,6 +185,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
                 }
                 "consent-api" => consent_get.clone().into_bytes(),
                 "sms-inbound" => sms_help.clone().into_bytes(),
+                "voice-callbacks" => voice_answer.clone().into_bytes(),
                 _ => sqs.clone().into_bytes(),
             };
             runs.push(measure(&path, &env, &event).await.map_err(|e| e.to_string())?);
@@ -188,5 +209,53 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
             *size as f64 / 1e6,
         );
     }
+    answer_latency(&store, &res, &voice_answer, args.runs.max(1) * 30).await
+}
+
+/// Warm latency of `POST /twilio/voice/answer` in-process (the same handler the binary runs),
+/// against the bench table: what a picked-up call waits for before it hears anything.
+async fn answer_latency(store: &Store, res: &resources::Resources, event: &str, requests: usize) -> Result<(), String> {
+    let sdk = callfy_shared::adapters::aws::load_config().await;
+    let twilio_cfg = callfy_shared::config::TwilioConfig {
+        api_base: "http://127.0.0.1:9".into(),
+        account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
+        auth: callfy_shared::config::TwilioAuth::AuthToken(local_defaults::TWILIO_AUTH_TOKEN.into()),
+        auth_token: Some(local_defaults::TWILIO_AUTH_TOKEN.into()),
+    };
+    let app = voice_callbacks::VoiceApp {
+        store: store.clone(),
+        recordings_queue: callfy_shared::adapters::queue::OutreachQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            &res.recordings_queue_url,
+        ),
+        twilio: callfy_shared::adapters::twilio::TwilioClient::new(&twilio_cfg).map_err(|e| e.to_string())?,
+        auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+        shared_key: None,
+        public_base_url: "http://127.0.0.1:3000".into(),
+        clock: Arc::new(SystemClock),
+    };
+    let mut samples = Vec::with_capacity(requests);
+    for i in 0..=requests {
+        let req = lambda_http::request::from_str(event).map_err(|e| e.to_string())?;
+        let started = std::time::Instant::now();
+        let resp = voice_callbacks::handle(&app, req).await;
+        if resp.status() != 200 {
+            return Err(format!("the answer returned HTTP {}", resp.status()));
+        }
+        // The first request warms the clients, as a Lambda's first invocation does.
+        if i > 0 {
+            samples.push(started.elapsed());
+        }
+    }
+    let l = callfy_bench::Latency::of(&samples).ok_or("no samples")?;
+    println!();
+    println!("| voice answer (warm, in-process, {} requests) | p50 | p99 | mean |", l.samples);
+    println!("|---|---|---|---|");
+    println!(
+        "| `POST /twilio/voice/answer` → TwiML | {} | {} | {} |",
+        callfy_bench::ms(l.p50),
+        callfy_bench::ms(l.p99),
+        callfy_bench::ms(l.mean)
+    );
     Ok(())
 }

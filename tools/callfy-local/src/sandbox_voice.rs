@@ -362,11 +362,11 @@ impl Sandbox {
         }
         let mut deleted = false;
         self.calls_mut(|calls| {
-            if let Some(c) = calls.iter_mut().find(|c| c.recording_sid.as_deref() == Some(rec)) {
-                if !c.recording_events.iter().any(|e| e == "deleted") {
-                    c.recording_events.push("deleted".into());
-                    deleted = true;
-                }
+            if let Some(c) = calls.iter_mut().find(|c| c.recording_sid.as_deref() == Some(rec))
+                && !c.recording_events.iter().any(|e| e == "deleted")
+            {
+                c.recording_events.push("deleted".into());
+                deleted = true;
             }
         });
         if deleted {
