@@ -460,3 +460,19 @@ async fn the_sample_events_drive_the_voice_handler_as_lambda_would() {
     assert_eq!(voice_callbacks::handle(&app, req).await.status(), 403);
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_call_twilio_refuses_is_recorded_and_the_texts_go_on() {
+    let (local, clock) = setup("voice-refused", voice_merchant(|_| {}), true).await;
+    let (m, token, _) = ids();
+    // 21215: the account has no permission to call that region.
+    local.sandbox.inject(callfy_local::sandbox::Fault::error(400, 21215));
+    clock.set(t0() + Duration::minutes(60));
+    assert_eq!(run(&local, 1).await, JobOutcome::Rejected { error_code: Some(21215) });
+    let step = local.store().get_step(&m, &token, 1).await.unwrap().unwrap();
+    assert_eq!((step.state, step.error_code), (StepState::Failed, Some(21215)));
+    assert!(local.sandbox.calls().is_empty());
+    clock.set(t0() + Duration::minutes(120));
+    assert!(matches!(run(&local, 2).await, JobOutcome::Sent { .. }));
+    local.shutdown().await;
+}

@@ -597,7 +597,12 @@ where
         let result = StepResult::Failed { error_code: code, reason };
         app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
         app.store.release_count(&m.id, self.phone, token, self.step).await?;
-        if code == Some(TWILIO_UNSUBSCRIBED) {
+        let channel = m.flow.get(self.step as usize).map_or(Channel::Sms, |d| d.channel);
+        if channel == Channel::Voice {
+            // A call Twilio refuses (a geo permission, a number that takes no calls) says
+            // nothing about texts: the flow goes on.
+            app.schedule_next(self.merchant, self.cart, self.step, now).await?;
+        } else if code == Some(TWILIO_UNSUBSCRIBED) {
             // Twilio says the person opted out at the carrier: our ledger says so too, and the
             // rest of the flow is cancelled like after any opt-out.
             let event = ConsentEvent::carrier_opt_out(now, None);
