@@ -292,6 +292,8 @@ async fn a_queue_outage_answers_503_and_the_platform_retry_schedules_the_step() 
         shopify: callfy_shared::platforms::shopify::Shopify {
             app_secret: callfy_shared::config::local_defaults::SHOPIFY_API_SECRET.into(),
         },
+        bigcommerce_api: local.functions().ingest.bigcommerce_api.clone(),
+        custom: callfy_shared::platforms::custom::Custom { clock: clock.clone() },
         clock,
     };
     let event_id = unique("evt");

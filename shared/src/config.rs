@@ -129,12 +129,14 @@ pub trait Settings: Sized {
     }
 }
 
-/// webhook-ingest: the table, the queue, the Shopify app secret.
+/// webhook-ingest: the table, the queue, the Shopify app secret, the BigCommerce API base.
 #[derive(Clone)]
 pub struct IngestSettings {
     pub table_name: String,
     pub outreach_queue_url: String,
     pub shopify_api_secret: String,
+    /// `BIGCOMMERCE_API_BASE`, default `https://api.bigcommerce.com`.
+    pub bigcommerce_api_base: String,
     pub log_key: String,
 }
 
@@ -190,6 +192,13 @@ impl Settings for IngestSettings {
             table_name: env.table_name()?,
             outreach_queue_url: env.outreach_queue_url()?,
             shopify_api_secret: env.req("SHOPIFY_API_SECRET")?,
+            bigcommerce_api_base: {
+                let base = env
+                    .opt("BIGCOMMERCE_API_BASE")
+                    .unwrap_or_else(|| crate::adapters::bigcommerce::DEFAULT_API_BASE.into());
+                validate_base_url("BIGCOMMERCE_API_BASE", &base)?;
+                base.trim_end_matches('/').to_string()
+            },
             log_key: env.log_key()?,
         })
     }

@@ -1,14 +1,21 @@
 //! webhook-ingest: platform webhooks in, carts and consent stored, outreach scheduled.
-//! A request is verified, its merchant found, its body parsed into one normalised event by its
-//! platform (`callfy_shared::platforms`), and the event applied by `app::ingest`. `main.rs` only
-//! wires it to Lambda.
+//! Routes: `POST /webhooks/shopify`, `/webhooks/woocommerce/{merchant}`,
+//! `/webhooks/bigcommerce/{merchant}`, `/webhooks/custom/{merchant}`. A request is verified, its
+//! merchant found, its body parsed into one normalised event by its platform
+//! (`callfy_shared::platforms`), and the event applied by `app::ingest`. `main.rs` only wires it
+//! to Lambda.
 
+use callfy_shared::adapters::bigcommerce::BigCommerceApi;
 use callfy_shared::adapters::queue::OutreachQueue;
 use callfy_shared::adapters::store::{MerchantRecord, Store, StoreError};
 use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
+use callfy_shared::domain::merchant::Platform as PlatformKind;
 use callfy_shared::http::{error, json};
+use callfy_shared::platforms::bigcommerce::{self, BigCommerce};
+use callfy_shared::platforms::custom::Custom;
 use callfy_shared::platforms::shopify::Shopify;
-use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, WebhookRequest};
+use callfy_shared::platforms::woocommerce::WooCommerce;
+use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
 use callfy_shared::telemetry::redact;
 use callfy_shared::{Clock, MerchantId};
 use lambda_http::http::Method;
@@ -23,15 +30,22 @@ pub struct IngestApp {
     pub store: Store,
     pub queue: OutreachQueue,
     pub shopify: Shopify,
+    /// The BigCommerce store API abandoned carts are read from.
+    pub bigcommerce_api: BigCommerceApi,
+    pub custom: Custom,
     pub clock: Arc<dyn Clock>,
 }
 
 pub async fn handle(app: &IngestApp, req: Request) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/');
-    let platform: &dyn Platform = match path {
-        "/webhooks/shopify" => &app.shopify,
-        _ => return error(404, "not_found", format!("no route for {path}")),
-    };
+    let (platform, kind, path_merchant): (&dyn Platform, PlatformKind, Option<&str>) =
+        match path.strip_prefix("/webhooks/").map(|rest| rest.split_once('/').unwrap_or((rest, ""))) {
+            Some(("shopify", "")) => (&app.shopify, PlatformKind::Shopify, None),
+            Some(("woocommerce", id)) if is_segment(id) => (&WooCommerce, PlatformKind::Woocommerce, Some(id)),
+            Some(("bigcommerce", id)) if is_segment(id) => (&BigCommerce, PlatformKind::Bigcommerce, Some(id)),
+            Some(("custom", id)) if is_segment(id) => (&app.custom, PlatformKind::Custom, Some(id)),
+            _ => return error(404, "not_found", format!("no route for {path}")),
+        };
     if req.method() != Method::POST {
         return error(405, "method_not_allowed", "use POST");
     }
@@ -39,8 +53,12 @@ pub async fn handle(app: &IngestApp, req: Request) -> Response<Body> {
     if body.len() > MAX_BODY_BYTES {
         return error(413, "payload_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes"));
     }
-    let webhook = WebhookRequest { headers: req.headers(), body, path_merchant: None };
-    match webhook_answer(app, platform, &webhook).await {
+    let webhook = WebhookRequest { headers: req.headers(), body, path_merchant };
+    if platform.is_ping(&webhook) {
+        info!(route = platform.name(), "platform test delivery answered; nothing stored");
+        return json(200, &serde_json::json!({ "status": "ping" }));
+    }
+    match webhook_answer(app, platform, kind, &webhook).await {
         Ok(resp) => resp,
         Err(e) => rejected(platform, &e),
     }
@@ -53,24 +71,45 @@ fn rejected(platform: &dyn Platform, e: &PlatformError) -> Response<Body> {
     error(e.status(), e.code(), e.to_string())
 }
 
+/// A merchant id in the path: one segment, nothing else.
+fn is_segment(s: &str) -> bool {
+    !s.is_empty() && !s.contains('/')
+}
+
 async fn webhook_answer(
     app: &IngestApp,
     platform: &dyn Platform,
+    kind: PlatformKind,
     req: &WebhookRequest<'_>,
 ) -> Result<Response<Body>, PlatformError> {
     // App-wide secrets are checked before anything is looked up.
     platform.verify(req, None)?;
     let merchant = match lookup(app, &platform.merchant_ref(req)?).await {
-        Ok(Some(m)) => m,
-        Ok(None) => return Ok(error(404, "unknown_merchant", "no merchant is registered for this webhook")),
+        // A merchant of another platform is no merchant on this route.
+        Ok(Some(m)) if m.merchant.platform == kind => m,
+        Ok(_) => return Ok(error(404, "unknown_merchant", "no merchant is registered for this webhook")),
         Err(e) => return Ok(unavailable(&e)),
     };
     platform.verify(req, Some(&merchant.merchant))?;
     let topic = platform.topic(req)?;
     let event_id = platform.event_id(req)?;
+    let (topic, event_id) = (topic.as_ref(), event_id.as_ref());
     let m = &merchant.merchant.id;
     let now = app.clock.now();
-    let event = platform.parse(req, &merchant.merchant, now)?;
+    let event = match platform.parse(req, &merchant.merchant, now)? {
+        // BigCommerce names the cart: read it from the store before anything is written, so a
+        // store API failure (503, BigCommerce retries) leaves nothing half-done.
+        PlatformEvent::CartToFetch { cart_id } => {
+            match bigcommerce::resolve(&app.bigcommerce_api, &merchant.merchant, &cart_id, now).await {
+                Ok(event) => event,
+                Err(e) => {
+                    warn!(merchant = %m, topic, error = %e, "store API failed; BigCommerce will retry");
+                    return Ok(error(503, "store_api_unavailable", "the store API could not be read; retry later"));
+                }
+            }
+        }
+        event => event,
+    };
     let event_key = format!("{}#{event_id}", platform.name());
     let ingest = Ingest { store: &app.store, queue: &app.queue };
     match ingest.apply(&merchant, &event_key, event, now).await {
@@ -88,8 +127,9 @@ async fn webhook_answer(
 async fn lookup(app: &IngestApp, r: &MerchantRef) -> Result<Option<MerchantRecord>, StoreError> {
     match r {
         MerchantRef::ShopDomain(domain) => app.store.merchant_by_shop_domain(domain).await,
+        // Per-merchant secrets: only this function reads them.
         MerchantRef::Id(id) => match MerchantId::parse(id) {
-            Ok(id) => app.store.get_merchant(&id).await,
+            Ok(id) => app.store.get_merchant_with_secrets(&id).await,
             Err(_) => Ok(None),
         },
     }

@@ -1,5 +1,7 @@
+use callfy_shared::adapters::bigcommerce::BigCommerceApi;
 use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
 use callfy_shared::config::{IngestSettings, Settings};
+use callfy_shared::platforms::custom::Custom;
 use callfy_shared::platforms::shopify::Shopify;
 use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
@@ -18,6 +20,9 @@ async fn main() -> Result<(), Error> {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
         shopify: Shopify { app_secret: config.shopify_api_secret.clone() },
+        // BigCommerce waits for our answer; a slow store API gets 5 s of it, then a 503 retry.
+        bigcommerce_api: BigCommerceApi::new(&config.bigcommerce_api_base, std::time::Duration::from_secs(5))?,
+        custom: Custom { clock: Arc::new(SystemClock) },
         clock: Arc::new(SystemClock),
     });
     run(service_fn(move |req| {

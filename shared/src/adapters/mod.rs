@@ -1,6 +1,7 @@
 //! Adapters translate the domain to AWS and Twilio. Clients are created once per process.
 
 pub mod aws;
+pub mod bigcommerce;
 pub mod dynamo;
 pub mod queue;
 pub mod recordings;

@@ -103,19 +103,17 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 .await
             }
             PlatformEvent::OrderPlaced { token, order_id, revenue, currency } => {
+                let window = merchant.merchant.attribution_window_days;
                 self.update_cart(merchant, event_key, token, now, |cart, now| {
-                    cart.recover(
-                        order_id.clone(),
-                        revenue.clone(),
-                        currency.clone(),
-                        merchant.merchant.attribution_window_days,
-                        now,
-                    )
+                    // A platform that only names the order is credited with the cart's total.
+                    let revenue = revenue.clone().or(cart.total_price.clone()).unwrap_or_else(|| "0.00".into());
+                    let currency = currency.clone().or(cart.currency.clone()).unwrap_or_default();
+                    cart.recover(order_id.clone(), revenue, currency, window, now)
                 })
                 .await
             }
-            PlatformEvent::ConsentChanged { phone, signal, withdraws_only } => {
-                self.consent_changed(merchant, event_key, phone, signal, withdraws_only, now).await
+            PlatformEvent::ConsentChanged { phone, channel, signal, withdraws_only } => {
+                self.consent_changed(merchant, event_key, (phone, channel), signal, withdraws_only, now).await
             }
             PlatformEvent::Privacy(request) => {
                 self.record_request(merchant, event_key, PlatformRequest::Privacy(request), now).await
@@ -124,6 +122,8 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 self.record_request(merchant, event_key, PlatformRequest::AppUninstalled, now).await
             }
             PlatformEvent::Ignored => Ok(Outcome::Ignored),
+            // Resolved by the platform before it is applied; one that reaches here is a bug.
+            PlatformEvent::CartToFetch { .. } => Ok(Outcome::Ignored),
         }
     }
 
@@ -180,7 +180,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 status = state.status;
                 let mut note = None;
                 if let Some(sig) = &signal {
-                    let event = sig.sms_event(ConsentSource::Checkout, now);
+                    let event = sig.event(Channel::Sms, ConsentSource::Checkout, now);
                     match state.verdict(&event) {
                         _ if outdated => note = Some("outdated_checkout"),
                         Verdict::Accept => {
@@ -234,21 +234,21 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         Err(IngestError::Contention)
     }
 
-    /// A platform says a customer's SMS consent changed: one ledger entry, written with the
-    /// delivery's dedupe marker. An opt-out also cancels queued outreach to that phone.
+    /// A platform says a customer's consent on `channel` changed: one ledger entry, written with
+    /// the delivery's dedupe marker. An opt-out also cancels queued outreach to that phone.
     async fn consent_changed(
         &self,
         merchant: &MerchantRecord,
         event_key: &str,
-        phone: Phone,
+        (phone, channel): (Phone, Channel),
         signal: ConsentSignal,
         withdraws_only: bool,
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
-        let event = signal.sms_event(ConsentSource::PlatformConsentWebhook, now);
+        let event = signal.event(channel, ConsentSource::PlatformConsentWebhook, now);
         for _ in 0..WRITE_ATTEMPTS {
-            let state = self.store.consent_state(&m.id, &phone, Channel::Sms).await?;
+            let state = self.store.consent_state(&m.id, &phone, channel).await?;
             // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.
             let applies = state.accepts(&event) && !(withdraws_only && state.status != ConsentStatus::OptedIn);
             let append = applies.then(|| ConsentAppend {
@@ -269,7 +269,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
                 Ok(IngestOutcome::Applied) => {
                     if applies && event.action == ConsentAction::OptOut {
-                        consent::after_opt_out(self.store, m, &phone, Channel::Sms, now).await?;
+                        consent::after_opt_out(self.store, m, &phone, channel, now).await?;
                     }
                     return Ok(Outcome::Accepted);
                 }

@@ -119,6 +119,59 @@ pub struct Recording {
     pub enabled: bool,
 }
 
+/// WooCommerce: where the checkout's SMS consent is kept in the order's `meta_data`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct WooCommerceSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consent_meta_key: Option<String>,
+}
+
+/// The order meta key WooCommerce stores SMS consent under unless the merchant says otherwise.
+pub const DEFAULT_WOO_CONSENT_META_KEY: &str = "callfy_sms_consent";
+
+impl WooCommerceSettings {
+    pub fn consent_key(&self) -> &str {
+        self.consent_meta_key.as_deref().unwrap_or(DEFAULT_WOO_CONSENT_META_KEY)
+    }
+}
+
+/// BigCommerce: the store and the API token carts are fetched with (a secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BigCommerceSettings {
+    pub store_hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
+}
+
+impl std::fmt::Debug for BigCommerceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BigCommerceSettings").field("store_hash", &self.store_hash).finish_non_exhaustive()
+    }
+}
+
+/// A merchant's secrets, stored apart from its profile and readable only by webhook ingest.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantSecrets {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bigcommerce_api_token: Option<String>,
+}
+
+impl std::fmt::Debug for MerchantSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MerchantSecrets(***)")
+    }
+}
+
+impl MerchantSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.webhook_secret.is_none() && self.bigcommerce_api_token.is_none()
+    }
+}
+
 /// How the merchant's AI voice calls behave.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -199,6 +252,10 @@ pub struct Merchant {
     pub shop_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woocommerce: Option<WooCommerceSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bigcommerce: Option<BigCommerceSettings>,
     pub sender: Sender,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice_from: Option<Phone>,
@@ -233,6 +290,32 @@ impl Merchant {
         self.flow.iter().filter(|s| s.channel == Channel::Sms).count().max(1)
     }
 
+    /// The profile as stored and shown: every secret taken out.
+    pub fn without_secrets(&self) -> Self {
+        let mut m = self.clone();
+        m.webhook_secret = None;
+        if let Some(bc) = &mut m.bigcommerce {
+            bc.api_token = None;
+        }
+        m
+    }
+
+    pub fn secrets(&self) -> MerchantSecrets {
+        MerchantSecrets {
+            webhook_secret: self.webhook_secret.clone(),
+            bigcommerce_api_token: self.bigcommerce.as_ref().and_then(|b| b.api_token.clone()),
+        }
+    }
+
+    /// The profile with its secrets put back (webhook ingest only).
+    pub fn with_secrets(mut self, secrets: MerchantSecrets) -> Self {
+        self.webhook_secret = secrets.webhook_secret;
+        if let Some(bc) = &mut self.bigcommerce {
+            bc.api_token = secrets.bigcommerce_api_token;
+        }
+        self
+    }
+
     /// Parses a merchant file and validates every field.
     pub fn from_json(json: &str) -> Result<Self, MerchantError> {
         let m: Merchant = serde_json::from_str(json).map_err(|e| err("merchant", e.to_string()))?;
@@ -255,15 +338,52 @@ impl Merchant {
                     return Err(err("shop_domain", "must be a lower-case host name like shop.myshopify.com"));
                 }
             }
-            _ => {
+            platform => {
                 let secret = self
                     .webhook_secret
                     .as_deref()
                     .ok_or_else(|| err("webhook_secret", "required for this platform"))?;
-                if secret.len() < 16 {
+                if platform == Platform::Custom {
+                    // Standard Webhooks: `whsec_` and the base64 of at least 24 random bytes.
+                    let key = secret.strip_prefix("whsec_").and_then(|k| {
+                        use base64::Engine;
+                        base64::engine::general_purpose::STANDARD.decode(k).ok()
+                    });
+                    if key.is_none_or(|k| k.len() < 24) {
+                        return Err(err("webhook_secret", "must be whsec_ and the base64 of at least 24 bytes"));
+                    }
+                } else if secret.len() < 16 {
                     return Err(err("webhook_secret", "must be at least 16 characters"));
                 }
             }
+        }
+        if self.woocommerce.is_some() && self.platform != Platform::Woocommerce {
+            return Err(err("woocommerce", "only for platform woocommerce"));
+        }
+        if let Some(key) = self.woocommerce.as_ref().and_then(|w| w.consent_meta_key.as_deref())
+            && (key.trim().is_empty() || key.len() > 64)
+        {
+            return Err(err("woocommerce.consent_meta_key", "must be 1-64 characters"));
+        }
+        match (&self.bigcommerce, self.platform) {
+            (Some(_), p) if p != Platform::Bigcommerce => {
+                return Err(err("bigcommerce", "only for platform bigcommerce"));
+            }
+            (None, Platform::Bigcommerce) => return Err(err("bigcommerce", "required for platform bigcommerce")),
+            (Some(bc), _) => {
+                let hash_ok = (1..=32).contains(&bc.store_hash.len())
+                    && bc.store_hash.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+                if !hash_ok {
+                    return Err(err(
+                        "bigcommerce.store_hash",
+                        "must be the store hash (lower-case letters and digits)",
+                    ));
+                }
+                if bc.api_token.as_deref().is_none_or(|t| t.trim().len() < 8) {
+                    return Err(err("bigcommerce.api_token", "required: the store API token carts are read with"));
+                }
+            }
+            (None, _) => {}
         }
         match (&self.sender.messaging_service_sid, &self.sender.from) {
             (Some(sid), None) => {

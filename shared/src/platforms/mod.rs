@@ -1,7 +1,10 @@
 //! Platforms behind one trait: each verifies its webhook, names the merchant and the delivery,
 //! and parses the body into one normalised event. Ingest (`app::ingest`) only sees the event.
 
+pub mod bigcommerce;
+pub mod custom;
 pub mod shopify;
+pub mod woocommerce;
 
 use crate::domain::cart::CheckoutSnapshot;
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
@@ -12,6 +15,7 @@ use crate::domain::phone::Phone;
 use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use thiserror::Error;
 
 /// A webhook as it arrived: the exact raw body (signatures cover it) and its headers.
@@ -50,6 +54,9 @@ pub enum PlatformError {
     /// 422: well-formed, but not something we can act on.
     #[error("{0} is missing or invalid")]
     Field(&'static str),
+    /// 422: the body breaks the published schema; `path` names the first violation.
+    #[error("{path}: {reason}")]
+    Schema { path: String, reason: String },
 }
 
 impl PlatformError {
@@ -57,7 +64,7 @@ impl PlatformError {
         match self {
             Self::Unauthenticated { .. } => 401,
             Self::MissingHeader(_) | Self::Malformed { .. } => 400,
-            Self::Field(_) => 422,
+            Self::Field(_) | Self::Schema { .. } => 422,
         }
     }
 
@@ -67,6 +74,7 @@ impl PlatformError {
             Self::MissingHeader(_) => "missing_header",
             Self::Malformed { .. } => "malformed_json",
             Self::Field(_) => "invalid_payload",
+            Self::Schema { .. } => "schema_violation",
         }
     }
 }
@@ -80,10 +88,10 @@ pub struct ConsentSignal {
 }
 
 impl ConsentSignal {
-    /// The ledger event this signal is, as `source` reported it and recorded at `now`.
-    pub fn sms_event(&self, source: ConsentSource, now: DateTime<Utc>) -> ConsentEvent {
+    /// The ledger event this signal is for `channel`, as `source` reported it, recorded at `now`.
+    pub fn event(&self, channel: Channel, source: ConsentSource, now: DateTime<Utc>) -> ConsentEvent {
         ConsentEvent {
-            channel: Channel::Sms,
+            channel,
             action: self.action,
             source,
             occurred_at: self.occurred_at,
@@ -132,22 +140,35 @@ pub enum PlatformEvent {
         token: Option<CartToken>,
         checkout_id: Option<String>,
     },
+    /// `revenue`/`currency` unknown (a platform that only names the order): the cart's total.
     OrderPlaced {
         token: Option<CartToken>,
         order_id: String,
-        revenue: String,
-        currency: String,
+        revenue: Option<String>,
+        currency: Option<String>,
     },
     /// `withdraws_only`: withdraws an opt-in we hold, never creates a record of a stranger.
     ConsentChanged {
         phone: Phone,
+        channel: Channel,
         signal: ConsentSignal,
         withdraws_only: bool,
+    },
+    /// A platform that sends only a cart's id (BigCommerce): the cart is read from the store's
+    /// API before anything is applied (`platforms::bigcommerce::resolve`).
+    CartToFetch {
+        cart_id: String,
     },
     Privacy(PrivacyRequest),
     AppUninstalled,
     /// A topic we do not act on.
     Ignored,
+}
+
+/// A JSON body as `T`; anything else is `400 malformed_json`.
+pub fn parse_json<T: for<'de> Deserialize<'de>>(topic: &str, body: &[u8]) -> Result<T, PlatformError> {
+    serde_json::from_slice(body)
+        .map_err(|e| PlatformError::Malformed { topic: topic.to_string(), reason: e.to_string() })
 }
 
 /// One platform's webhooks.
@@ -161,9 +182,13 @@ pub trait Platform: Send + Sync {
     /// request learns nothing about which merchants exist.
     fn verify(&self, req: &WebhookRequest<'_>, merchant: Option<&Merchant>) -> Result<bool, PlatformError>;
     /// The delivery's id: the same value on a redelivery.
-    fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError>;
+    fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError>;
     /// The topic, for logs and answers.
-    fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError>;
+    fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError>;
+    /// A platform's test delivery (WooCommerce's save-time ping): answered 200, nothing stored.
+    fn is_ping(&self, _req: &WebhookRequest<'_>) -> bool {
+        false
+    }
     /// The normalised event.
     fn parse(
         &self,

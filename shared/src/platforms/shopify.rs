@@ -6,12 +6,13 @@ use super::{
 use crate::domain::cart::{CartItem, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, Evidence};
 use crate::domain::ids::CartToken;
-use crate::domain::merchant::Merchant;
+use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
 use crate::domain::time::clamp_platform_time;
 use crate::signature::verify_hmac_sha256_base64;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use std::borrow::Cow;
 
 pub const TOPIC_HEADER: &str = "x-shopify-topic";
 pub const HMAC_HEADER: &str = "x-shopify-hmac-sha256";
@@ -140,10 +141,7 @@ pub struct CheckoutDeleted {
     pub token: Option<String>,
 }
 
-pub fn parse<T: for<'de> Deserialize<'de>>(topic: &str, body: &[u8]) -> Result<T, PlatformError> {
-    serde_json::from_slice(body)
-        .map_err(|e| PlatformError::Malformed { topic: topic.to_string(), reason: e.to_string() })
-}
+pub use super::parse_json as parse;
 
 /// Ids arrive as numbers or strings depending on API version; keep them as text.
 pub fn id_text(v: &Option<serde_json::Value>) -> Option<String> {
@@ -386,14 +384,15 @@ impl Platform for Shopify {
         Ok(true)
     }
 
-    fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError> {
+    fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError> {
         req.header(EVENT_ID_HEADER)
             .or_else(|| req.header(WEBHOOK_ID_HEADER))
+            .map(Cow::Borrowed)
             .ok_or(PlatformError::MissingHeader("X-Shopify-Event-Id or X-Shopify-Webhook-Id"))
     }
 
-    fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<&'a str, PlatformError> {
-        req.header(TOPIC_HEADER).ok_or(PlatformError::MissingHeader("X-Shopify-Topic"))
+    fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError> {
+        req.header(TOPIC_HEADER).map(Cow::Borrowed).ok_or(PlatformError::MissingHeader("X-Shopify-Topic"))
     }
 
     fn parse(
@@ -403,6 +402,7 @@ impl Platform for Shopify {
         now: DateTime<Utc>,
     ) -> Result<PlatformEvent, PlatformError> {
         let (topic_name, event_id) = (self.topic(req)?, self.event_id(req)?);
+        let (topic_name, event_id) = (topic_name.as_ref(), event_id.as_ref());
         let region = merchant.default_country.as_str();
         let body = req.body;
         Ok(match Topic::parse(topic_name) {
@@ -426,8 +426,8 @@ impl Platform for Shopify {
                 PlatformEvent::OrderPlaced {
                     token: o.checkout_token.as_deref().and_then(|t| CartToken::parse(t).ok()),
                     order_id: id_text(&o.id).unwrap_or_default(),
-                    revenue,
-                    currency,
+                    revenue: Some(revenue),
+                    currency: Some(currency),
                 }
             }
             Topic::MarketingConsentUpdate => {
@@ -438,7 +438,7 @@ impl Platform for Shopify {
                     .map(|t| t.with_timezone(&Utc));
                 match u.signal(region, event_id, triggered_at, now)? {
                     Some((phone, signal, withdraws_only)) => {
-                        PlatformEvent::ConsentChanged { phone, signal, withdraws_only }
+                        PlatformEvent::ConsentChanged { phone, channel: Channel::Sms, signal, withdraws_only }
                     }
                     None => PlatformEvent::Ignored,
                 }

@@ -2,6 +2,7 @@
 //! local AWS API (moto), serves every HTTP route through the real handlers, polls the outreach
 //! queue into the worker with real `SqsEvent` batches, and offers a Twilio sandbox.
 
+pub mod bigcommerce_store;
 pub mod contract;
 pub mod fixtures;
 pub mod resources;
@@ -61,6 +62,8 @@ pub struct LocalOptions {
     pub twilio_webhook_shared_key: Option<String>,
     /// Where Twilio calls go; `None` = the built-in sandbox on this server.
     pub twilio_api_base: Option<String>,
+    /// Where BigCommerce store API calls go; `None` = the stand-in on this server.
+    pub bigcommerce_api_base: Option<String>,
     /// The base URL callbacks are addressed to; `None` = this server.
     pub public_base_url: Option<String>,
     pub clock: Arc<dyn Clock>,
@@ -104,6 +107,7 @@ impl LocalOptions {
             twilio_auth_token: var("TWILIO_AUTH_TOKEN").unwrap_or_else(|| local_defaults::TWILIO_AUTH_TOKEN.into()),
             twilio_webhook_shared_key: var("TWILIO_WEBHOOK_SHARED_KEY"),
             twilio_api_base: var("TWILIO_API_BASE"),
+            bigcommerce_api_base: var("BIGCOMMERCE_API_BASE"),
             public_base_url: var("PUBLIC_BASE_URL"),
             clock,
             auto_poll: true,
@@ -122,6 +126,7 @@ impl LocalOptions {
             twilio_auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
             twilio_webhook_shared_key: None,
             twilio_api_base: None,
+            bigcommerce_api_base: None,
             public_base_url: None,
             clock,
             auto_poll: false,
@@ -167,6 +172,8 @@ pub struct LocalHandle {
     pub addr: SocketAddr,
     pub base_url: String,
     pub sandbox: Arc<Sandbox>,
+    /// The stand-in BigCommerce store API.
+    pub bigcommerce: Arc<bigcommerce_store::StoreStandIn>,
     pub resources: Resources,
     shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
@@ -248,6 +255,12 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
             store: store.clone(),
             queue: queue.clone(),
             shopify: callfy_shared::platforms::shopify::Shopify { app_secret: opts.shopify_secret.clone() },
+            bigcommerce_api: callfy_shared::adapters::bigcommerce::BigCommerceApi::new(
+                opts.bigcommerce_api_base.as_deref().unwrap_or(&base_url),
+                std::time::Duration::from_secs(3),
+            )
+            .map_err(|e| LocalError::Config(e.to_string()))?,
+            custom: callfy_shared::platforms::custom::Custom { clock: Arc::clone(&opts.clock) },
             clock: Arc::clone(&opts.clock),
         },
         worker: Worker {
@@ -299,8 +312,12 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         opts.sandbox_status_callbacks,
     ));
 
-    let app =
-        Router::new().fallback(route).with_state(Arc::clone(&shared)).merge(sandbox::router(Arc::clone(&sandbox)));
+    let bigcommerce = Arc::new(bigcommerce_store::StoreStandIn::with_demo_cart());
+    let app = Router::new()
+        .fallback(route)
+        .with_state(Arc::clone(&shared))
+        .merge(sandbox::router(Arc::clone(&sandbox)))
+        .merge(bigcommerce_store::router(Arc::clone(&bigcommerce)));
     // The runner's clock, so tools that stamp events (scripts/send-event) agree with it.
     let clock = Arc::clone(&opts.clock);
     let app = app.route(
@@ -338,7 +355,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         drop(rx);
     }
     info!(%base_url, table = %resources.names.table, queue = %resources.queue_url, "callfy-local is up");
-    Ok(LocalHandle { addr, base_url, sandbox, resources, shared, shutdown, tasks })
+    Ok(LocalHandle { addr, base_url, sandbox, bigcommerce, resources, shared, shutdown, tasks })
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, LocalError> {

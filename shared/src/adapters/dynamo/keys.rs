@@ -4,6 +4,7 @@
 //! | pk                              | sk                      | item                                   | GSI `lookup` (gsi1pk / gsi1sk)        |
 //! |---------------------------------|-------------------------|----------------------------------------|---------------------------------------|
 //! | `M#{merchant}`                  | `PROFILE`               | merchant profile, status, API key hash | `SHOP#{domain}` / `M#{merchant}`      |
+//! | `Z#{merchant}`                  | `SECRETS`               | webhook secret, store API token (only webhook ingest may read `Z#` keys) |                                       |
 //! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |
 //! | `S#{sender}`                    | `M#{merchant}`          | sender index (number or `MG…`)         |                                       |
 //! | `K#{merchant}#{token}`          | `CART`                  | cart (versioned)                       | `P#{merchant}#{phone}` / `CART#{token}` |
@@ -59,6 +60,9 @@ pub mod attr {
 }
 
 pub const PROFILE: &str = "PROFILE";
+pub const SECRETS: &str = "SECRETS";
+/// The partition-key prefix of merchant secrets: IAM denies it to every function but ingest.
+pub const SECRETS_PREFIX: &str = "Z#";
 pub const OWNER: &str = "OWNER";
 pub const CART: &str = "CART";
 pub const CHECKOUT: &str = "CHECKOUT";
@@ -75,6 +79,10 @@ pub const CALL_PREFIX: &str = "CALL#";
 
 pub fn merchant_pk(m: &MerchantId) -> String {
     format!("M#{m}")
+}
+
+pub fn secrets_pk(m: &MerchantId) -> String {
+    format!("{SECRETS_PREFIX}{m}")
 }
 
 pub fn shop_owner_pk(domain: &str) -> String {

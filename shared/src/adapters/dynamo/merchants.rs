@@ -1,6 +1,7 @@
 //! Merchants: profiles, shop-domain ownership, status, API key hashes and the sender index.
 
 use super::*;
+use crate::domain::merchant::MerchantSecrets;
 
 impl Store {
     /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
@@ -9,7 +10,9 @@ impl Store {
     pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
         merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
         let old = self.get_merchant(&merchant.id).await?;
-        let profile = serde_dynamo::to_attribute_value(merchant).map_err(|e| StoreError::Decode(e.to_string()))?;
+        // The profile is what `merchant get` shows and every function reads: no secrets in it.
+        let profile = serde_dynamo::to_attribute_value(merchant.without_secrets())
+            .map_err(|e| StoreError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
                           created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
             .to_string();
@@ -40,6 +43,17 @@ impl Store {
         }
         let mut items =
             vec![TransactWriteItem::builder().update(built(profile_update.update_expression(update).build())?).build()];
+        let secrets = merchant.secrets();
+        let secrets_key = key(keys::secrets_pk(&merchant.id), keys::SECRETS);
+        if secrets.is_empty() {
+            let del = Delete::builder().table_name(&self.table).set_key(Some(secrets_key));
+            items.push(TransactWriteItem::builder().delete(built(del.build())?).build());
+        } else {
+            let mut item = to_item(&secrets)?;
+            item.extend(secrets_key);
+            let put = Put::builder().table_name(&self.table).set_item(Some(item));
+            items.push(TransactWriteItem::builder().put(built(put.build())?).build());
+        }
         if let Some(d) = &domain {
             let mut owner = key(keys::shop_owner_pk(d), keys::OWNER);
             owner.insert(attr::MERCHANT_ID.into(), s(merchant.id.as_str()));
@@ -98,6 +112,18 @@ impl Store {
 
     pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
         self.get(merchant_pk(id), keys::PROFILE, "GetItem").await?.map(Self::decode_merchant).transpose()
+    }
+
+    /// The merchant with its webhook secret and store API token: for webhook ingest only (the
+    /// other functions' roles are denied the `Z#` keys).
+    pub async fn get_merchant_with_secrets(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+        let (record, secrets) =
+            tokio::try_join!(self.get_merchant(id), self.get(keys::secrets_pk(id), keys::SECRETS, "GetItem"))?;
+        let secrets: MerchantSecrets = secrets.map(from_item).transpose()?.unwrap_or_default();
+        Ok(record.map(|mut r| {
+            r.merchant = r.merchant.with_secrets(secrets);
+            r
+        }))
     }
 
     pub(super) async fn shop_owner(&self, domain: &str) -> Result<Option<MerchantId>, StoreError> {

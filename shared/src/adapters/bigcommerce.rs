@@ -1,0 +1,131 @@
+//! The BigCommerce store API (v3 carts and checkouts), read with the merchant's API token.
+
+use serde::Deserialize;
+use std::time::Duration;
+use thiserror::Error;
+
+pub const DEFAULT_API_BASE: &str = "https://api.bigcommerce.com";
+
+#[derive(Debug, Error)]
+pub enum StoreApiError {
+    #[error("HTTP {0} from the store API")]
+    Status(u16),
+    #[error("the store API did not answer: {0}")]
+    Transport(String),
+    #[error("unexpected answer from the store API: {0}")]
+    Decode(String),
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct StoreItem {
+    pub name: Option<String>,
+    pub quantity: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct StoreLineItems {
+    #[serde(default)]
+    pub physical_items: Vec<StoreItem>,
+    #[serde(default)]
+    pub digital_items: Vec<StoreItem>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct StoreCurrency {
+    pub code: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct RedirectUrls {
+    pub checkout_url: Option<String>,
+}
+
+/// `GET /stores/{hash}/v3/carts/{id}?include=redirect_urls` → `data`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreCart {
+    pub id: String,
+    pub email: Option<String>,
+    pub currency: Option<StoreCurrency>,
+    pub cart_amount: Option<f64>,
+    pub updated_time: Option<String>,
+    pub locale: Option<String>,
+    #[serde(default)]
+    pub line_items: Option<StoreLineItems>,
+    pub redirect_urls: Option<RedirectUrls>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+pub struct BillingAddress {
+    pub first_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub country_code: Option<String>,
+    pub state_or_province_code: Option<String>,
+}
+
+/// `GET /stores/{hash}/v3/checkouts/{id}` → `data`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct StoreCheckout {
+    pub billing_address: Option<BillingAddress>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Wrapped<T> {
+    data: T,
+}
+
+#[derive(Clone, Debug)]
+pub struct BigCommerceApi {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl BigCommerceApi {
+    /// `base` is `BIGCOMMERCE_API_BASE`; every request is bounded by `timeout` (the webhook's
+    /// answer waits for it).
+    pub fn new(base: &str, timeout: Duration) -> Result<Self, StoreApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2).min(timeout))
+            .timeout(timeout)
+            .user_agent("callfy/0.1")
+            .build()
+            .map_err(|e| StoreApiError::Transport(e.to_string()))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_string() })
+    }
+
+    async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str, token: &str) -> Result<Option<T>, StoreApiError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("x-auth-token", token)
+            .header("accept", "application/json")
+            .send()
+            .await
+            .map_err(|e| StoreApiError::Transport(e.to_string()))?;
+        match resp.status().as_u16() {
+            404 => Ok(None),
+            s if (200..300).contains(&s) => {
+                let bytes = resp.bytes().await.map_err(|e| StoreApiError::Transport(e.to_string()))?;
+                let wrapped: Wrapped<T> =
+                    serde_json::from_slice(&bytes).map_err(|e| StoreApiError::Decode(e.to_string()))?;
+                Ok(Some(wrapped.data))
+            }
+            s => Err(StoreApiError::Status(s)),
+        }
+    }
+
+    /// The cart with its checkout link; `None` when the store has no such cart (any more).
+    pub async fn cart(&self, store_hash: &str, token: &str, id: &str) -> Result<Option<StoreCart>, StoreApiError> {
+        self.get(&format!("/stores/{store_hash}/v3/carts/{id}?include=redirect_urls"), token).await
+    }
+
+    /// The checkout of that cart, for its billing address and phone.
+    pub async fn checkout(
+        &self,
+        store_hash: &str,
+        token: &str,
+        id: &str,
+    ) -> Result<Option<StoreCheckout>, StoreApiError> {
+        self.get(&format!("/stores/{store_hash}/v3/checkouts/{id}"), token).await
+    }
+}
