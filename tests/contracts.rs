@@ -158,7 +158,8 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         }
     }
     let voice = serde_json::to_string(&res(&t, "VoiceCallbacksFunction")["Policies"]).unwrap();
-    assert!(voice.contains("sqs:SendMessage") && voice.contains("RecordingsQueue") && !voice.contains("OutreachQueue"));
+    assert!(voice.contains("sqs:SendMessage") && voice.contains("RecordingsQueue") && voice.contains("OutreachQueue"));
+    assert!(!voice.contains("sqs:ReceiveMessage") && !voice.contains("sqs:DeleteMessage"));
 }
 
 #[test]

@@ -222,8 +222,14 @@ async fn key_9_stops_calls_and_leaves_texts() {
     let last = local.store().consent_ledger(&m, &phone, Channel::Voice).await.unwrap().pop().unwrap().event;
     assert_eq!((last.source, last.evidence.message_sid.as_deref()), (ConsentSource::KeyPress, Some(sid.as_str())));
     assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
-    // The texts go on: the last step still goes out.
-    clock.set(t0() + Duration::minutes(120));
+    // The checkout's call-consent box is still ticked on its next update: it is no new consent.
+    let mut update = checkout(t0() + Duration::minutes(61));
+    update["note_attributes"] = json!([{ "name": "callfy_voice_consent", "value": "yes" }]);
+    clock.set(t0() + Duration::minutes(62));
+    assert_eq!(post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &update).await.0, 200);
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    // The texts go on: the last step (due again after the update) still goes out.
+    clock.set(t0() + Duration::minutes(181));
     assert!(matches!(run(&local, 2).await, JobOutcome::Sent { .. }));
     local.shutdown().await;
 }
@@ -414,6 +420,8 @@ fn sample_app(local: &LocalHandle) -> voice_callbacks::VoiceApp {
     voice_callbacks::VoiceApp {
         store: v.store.clone(),
         recordings_queue: v.recordings_queue.clone(),
+        outreach_queue: v.outreach_queue.clone(),
+        replay_delay_seconds: 0,
         twilio: v.twilio.clone(),
         auth_token: v.auth_token.clone(),
         shared_key: None,
@@ -474,5 +482,119 @@ async fn a_call_twilio_refuses_is_recorded_and_the_texts_go_on() {
     assert!(local.sandbox.calls().is_empty());
     clock.set(t0() + Duration::minutes(120));
     assert!(matches!(run(&local, 2).await, JobOutcome::Sent { .. }));
+    local.shutdown().await;
+}
+
+/// Fails every DynamoDB write, as a storage outage would.
+#[derive(Debug)]
+struct FailWrites;
+
+impl aws_sdk_dynamodb::config::Intercept for FailWrites {
+    fn name(&self) -> &'static str {
+        "FailWrites"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
+        let write = ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem"].iter().any(|op| target.ends_with(op));
+        if write { Err("injected: storage unavailable".into()) } else { Ok(()) }
+    }
+}
+
+#[tokio::test]
+async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
+    let (local, clock) = setup("voice-key9-down", voice_merchant(|_| {}), true).await;
+    let (m, _, phone) = ids();
+    let sid = place_call(&local, &clock).await;
+    local.sandbox.answer_call(&sid, "human").await.unwrap();
+    // voice-callbacks with every DynamoDB write failing.
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(FailWrites).build();
+    let failing =
+        callfy_shared::adapters::store::Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
+    let v = &local.functions().voice;
+    let down = voice_callbacks::VoiceApp {
+        store: failing,
+        recordings_queue: v.recordings_queue.clone(),
+        outreach_queue: v.outreach_queue.clone(),
+        replay_delay_seconds: 0,
+        twilio: v.twilio.clone(),
+        auth_token: v.auth_token.clone(),
+        shared_key: None,
+        public_base_url: v.public_base_url.clone(),
+        clock: Arc::clone(&v.clock),
+    };
+    let call = local.sandbox.call(&sid).unwrap();
+    let url = call.gather_action.clone().unwrap();
+    let path_and_query = url.strip_prefix(&local.base_url).unwrap().to_string();
+    let form = vec![
+        ("CallSid".to_string(), sid.clone()),
+        ("Digits".to_string(), "9".to_string()),
+        ("To".to_string(), PHONE.to_string()),
+    ];
+    let body = serde_urlencoded::to_string(&form).unwrap();
+    let signature = twilio_signature::compute(callfy_shared::config::local_defaults::TWILIO_AUTH_TOKEN, &url, &form);
+    let req = lambda_http::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://127.0.0.1{path_and_query}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(twilio_signature::HEADER, signature)
+        .body(lambda_http::Body::Text(body))
+        .unwrap();
+    let (status, twiml) = text(voice_callbacks::handle(&down, req).await);
+    assert_eq!(status, 200);
+    assert!(twiml.contains("You will not receive more calls from Snowdevil"), "{twiml}");
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedIn);
+    // Storage is back: the worker applies the queued copy, once.
+    let stats = local.drain().await.unwrap();
+    assert_eq!(stats.failed, 0);
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    let last = local.store().consent_ledger(&m, &phone, Channel::Voice).await.unwrap().pop().unwrap().event;
+    assert_eq!(last.evidence.message_sid.as_deref(), Some(sid.as_str()));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_recording_of_a_call_not_yet_logged_is_copied_once_the_call_is() {
+    let (local, clock) = setup("voice-early-rec", voice_merchant(|_| {}), true).await;
+    let (m, _, phone) = ids();
+    // Twilio places the call, and its answer to us is lost.
+    local.sandbox.inject(callfy_local::sandbox::Fault::accept_then_hang(5_000));
+    clock.set(t0() + Duration::minutes(60));
+    assert!(outreach_worker::process_job(&local.functions().worker.outreach, &job(1)).await.is_err());
+    let sid = local.sandbox.calls()[0].sid.clone();
+    local.sandbox.answer_call(&sid, "human").await.unwrap();
+    let (_, recording_status) = local.sandbox.end_call(&sid, "completed", 20).await.unwrap();
+    assert_eq!(recording_status, Some(200), "the copy is queued even though the call is not logged yet");
+    let sqs = aws_sdk_sqs::Client::new(&sdk().await);
+    let received = sqs
+        .receive_message()
+        .queue_url(&local.resources.recordings_queue_url)
+        .send()
+        .await
+        .unwrap()
+        .messages
+        .unwrap_or_default();
+    assert_eq!(received.len(), 1);
+    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(json!({ "Records": [{
+        "messageId": received[0].message_id(), "body": received[0].body(), "attributes": {}, "messageAttributes": {},
+    }]}))
+    .unwrap();
+    let worker = &local.functions().worker;
+    let response = outreach_worker::handle_batch(worker, event.clone()).await;
+    assert_eq!(response.batch_item_failures.len(), 1, "no call logged yet: the copy waits in its queue");
+    assert_eq!(local.sandbox.call(&sid).unwrap().recording_events, Vec::<String>::new(), "Twilio keeps it");
+    // The worker's retry finds the call at Twilio and logs it; the copy's retry then completes.
+    assert!(matches!(run(&local, 1).await, JobOutcome::Called { .. }));
+    let response = outreach_worker::handle_batch(worker, event).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!(local.sandbox.call(&sid).unwrap().recording_events, vec!["fetched", "deleted"]);
+    let log = local.store().call_log(&m, &phone).await.unwrap();
+    let rec = log[0].recording.as_ref().unwrap();
+    assert!(rec.s3_key.is_some() && rec.twilio_deleted && rec.duration_seconds == Some(20), "{rec:?}");
     local.shutdown().await;
 }

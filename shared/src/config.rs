@@ -160,6 +160,8 @@ pub struct WorkerSettings {
 pub struct VoiceCallbackSettings {
     pub table_name: String,
     pub recordings_queue_url: String,
+    /// Where a key-9 opt-out is made durable before it is applied.
+    pub outreach_queue_url: String,
     pub public_base_url: String,
     pub twilio: TwilioConfig,
     pub twilio_auth_token: String,
@@ -229,6 +231,7 @@ impl Settings for VoiceCallbackSettings {
         Ok(Self {
             table_name: env.table_name()?,
             recordings_queue_url,
+            outreach_queue_url: env.outreach_queue_url()?,
             public_base_url: env.public_base_url()?,
             twilio,
             twilio_auth_token,

@@ -79,6 +79,17 @@ pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Process
         QueuedWork::Recording { recording } => Processed::Recording(
             voice::copy_recording(&o.store, &o.twilio, &app.recordings, &recording, &app.scratch).await?,
         ),
+        // Until it holds: a storage error returns the message to the queue.
+        QueuedWork::KeyOptOut { key_opt_out } => {
+            let merchant = o.store.get_merchant(&key_opt_out.merchant_id).await.map_err(WorkerError::from)?;
+            let changed = match merchant {
+                Some(m) => voice::apply_key_opt_out(&o.store, &m.merchant, &key_opt_out, true)
+                    .await
+                    .map_err(WorkerError::from)?,
+                None => false,
+            };
+            Processed::Outreach(JobOutcome::InboundApplied { changed: usize::from(changed) })
+        }
     })
 }
 

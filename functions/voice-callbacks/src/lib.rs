@@ -28,6 +28,10 @@ pub struct VoiceApp {
     pub store: Store,
     /// Where recording copies are queued for the worker.
     pub recordings_queue: OutreachQueue,
+    /// Where a key-9 opt-out is made durable (the worker replays it).
+    pub outreach_queue: OutreachQueue,
+    /// How long that copy waits before the worker applies it.
+    pub replay_delay_seconds: i32,
     /// Key 1 texts the link through Twilio.
     pub twilio: TwilioClient,
     /// The auth token Twilio signs webhooks with.
@@ -75,6 +79,8 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         store: &app.store,
         sms: &app.twilio,
         recordings_queue: &app.recordings_queue,
+        outreach_queue: &app.outreach_queue,
+        replay_delay_seconds: app.replay_delay_seconds,
         public_base_url: &app.public_base_url,
     };
     let result = match route {
@@ -109,7 +115,9 @@ async fn gather(
     query: &str,
 ) -> Result<Response<Body>, VoiceError> {
     let attempt = query_value(query, "try").and_then(|t| t.parse::<u8>().ok()).unwrap_or(1);
-    let verbs = voice.gather(r, call_sid, form.get("Digits"), attempt, app.clock.now()).await?;
+    // The number Twilio called, as it signed it: a key acts on that number.
+    let called = form.get("To").and_then(|t| Phone::parse(t, None).ok());
+    let verbs = voice.gather(r, call_sid, called.as_ref(), form.get("Digits"), attempt, app.clock.now()).await?;
     Ok(twiml(&verbs))
 }
 
@@ -157,8 +165,8 @@ async fn recording(
         }
     }
     let duration = form.get("RecordingDuration").and_then(|d| d.parse().ok());
-    let first = voice.recording(r, call_sid, recording_sid, duration).await?;
-    Ok(json(200, &serde_json::json!({ "status": if first { "queued" } else { "requeued" } })))
+    voice.recording(r, call_sid, recording_sid, duration).await?;
+    Ok(json(200, &serde_json::json!({ "status": "queued" })))
 }
 
 fn query_value(query: &str, name: &str) -> Option<String> {

@@ -17,6 +17,8 @@ async fn main() -> Result<(), Error> {
     let app = Arc::new(VoiceApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         recordings_queue: OutreachQueue::new(aws::sqs(&sdk), &config.recordings_queue_url),
+        outreach_queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
+        replay_delay_seconds: callfy_shared::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS,
         // Twilio waits 15 s for a call's TwiML: key 1's text gets 5 s of it.
         twilio: TwilioClient::with_timeout(&config.twilio, std::time::Duration::from_secs(5))?,
         auth_token: config.twilio_auth_token.clone(),

@@ -2,7 +2,7 @@
 
 use crate::app::inbound::InboundMessage;
 use crate::domain::flow::OutreachJob;
-use crate::domain::voice::RecordingCopy;
+use crate::domain::voice::{KeyOptOut, RecordingCopy};
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -15,6 +15,7 @@ pub enum QueuedWork {
     Step(OutreachJob),
     Inbound { inbound: InboundMessage },
     Recording { recording: RecordingCopy },
+    KeyOptOut { key_opt_out: KeyOptOut },
 }
 
 #[derive(Debug, Error)]
@@ -49,6 +50,11 @@ impl OutreachQueue {
     /// Queues the copy of a recording (on the recordings queue).
     pub async fn enqueue_recording(&self, copy: &RecordingCopy) -> Result<String, QueueError> {
         self.send(&QueuedWork::Recording { recording: copy.clone() }, 0).await
+    }
+
+    /// Makes a key-9 opt-out durable before it is applied (the worker replays it).
+    pub async fn enqueue_key_opt_out(&self, o: &KeyOptOut, delay_seconds: i32) -> Result<String, QueueError> {
+        self.send(&QueuedWork::KeyOptOut { key_opt_out: o.clone() }, delay_seconds).await
     }
 
     async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, QueueError> {

@@ -128,7 +128,10 @@ impl<Q: JobQueue> Ingest<'_, Q> {
     }
 
     /// Consent to AI calls from the checkout field the merchant configured for it: an opt-in
-    /// with the wording the merchant showed. An unticked or missing field withdraws nothing.
+    /// with the wording the merchant showed, for a number whose call ledger is empty. The box
+    /// stays ticked on every later update of the checkout, so it can never stand for a new
+    /// decision: after any opt-out (key 9, a texted STOP, the API) only an explicit consent
+    /// through the API opts back in. An unticked or missing field withdraws nothing.
     async fn voice_consent(
         &self,
         m: &Merchant,
@@ -138,7 +141,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
     ) -> Result<Option<ConsentAppend>, StoreError> {
         let Some(event) = m.voice.checkout_consent(&snap.attributes, snap.updated_at, now) else { return Ok(None) };
         let state = self.store.consent_state(&m.id, phone, Channel::Voice).await?;
-        if state.verdict(&event) != Verdict::Accept {
+        if state.status != ConsentStatus::Unknown || state.verdict(&event) != Verdict::Accept {
             return Ok(None);
         }
         Ok(Some(ConsentAppend {

@@ -449,6 +449,11 @@ where
             StepState::Skipped if record.reason.as_deref().is_some_and(SkipReason::continues_flow_named) => {
                 self.schedule_next(merchant, cart, step, now).await?
             }
+            // A call Twilio refused lets the texts go on, even if the first attempt to queue
+            // the next step failed.
+            StepState::Failed if self.channel_of(&merchant.merchant, step) == Channel::Voice => {
+                self.schedule_next(merchant, cart, step, now).await?
+            }
             // Held by a live lease: look again when it ends, in case its holder dies. This
             // message is acknowledged, so waiting does not use up the queue's receive count.
             StepState::Claimed => {
@@ -467,6 +472,10 @@ where
         }
         info!(merchant = %merchant.merchant.id, step, state = ?record.state, "step already taken; duplicate delivery ignored");
         Ok(Pass::Done(JobOutcome::Duplicate))
+    }
+
+    fn channel_of(&self, merchant: &Merchant, step: u8) -> Channel {
+        merchant.flow.get(step as usize).map_or(Channel::Sms, |d| d.channel)
     }
 
     async fn schedule_next(
@@ -596,13 +605,14 @@ where
         warn!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), error_code = ?code, "Twilio refused the message; dropped");
         let result = StepResult::Failed { error_code: code, reason };
         app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
-        app.store.release_count(&m.id, self.phone, token, self.step).await?;
-        let channel = m.flow.get(self.step as usize).map_or(Channel::Sms, |d| d.channel);
+        let channel = app.channel_of(m, self.step);
         if channel == Channel::Voice {
             // A call Twilio refuses (a geo permission, a number that takes no calls) says
-            // nothing about texts: the flow goes on.
+            // nothing about texts: the flow goes on (first, so a failure below cannot stop it).
             app.schedule_next(self.merchant, self.cart, self.step, now).await?;
-        } else if code == Some(TWILIO_UNSUBSCRIBED) {
+        }
+        app.store.release_count(&m.id, self.phone, token, self.step).await?;
+        if channel == Channel::Sms && code == Some(TWILIO_UNSUBSCRIBED) {
             // Twilio says the person opted out at the carrier: our ledger says so too, and the
             // rest of the flow is cancelled like after any opt-out.
             let event = ConsentEvent::carrier_opt_out(now, None);

@@ -7,8 +7,10 @@ use crate::adapters::recordings::{BucketError, RecordingBucket};
 use crate::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use crate::app::consent;
 use crate::domain::cart::{Cart, CartStatus};
-use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
+use crate::domain::consent::ConsentStatus;
+use crate::domain::keywords::Lang;
 use crate::domain::merchant::Channel;
+use crate::domain::merchant::Merchant;
 use crate::domain::message::{RecoverySms, Summary, item_summary, segments, tracked_link};
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepAvailability, StepRecord,
@@ -17,8 +19,8 @@ use crate::domain::outreach::{
 use crate::domain::phone::Phone;
 use crate::domain::twiml::Verb;
 use crate::domain::voice::{
-    CallLogEntry, CallRecording, CallRef, CallScript, Choice, LINK_STEP_BASE, MENU_TRIES, RecordingCopy, is_machine,
-    is_sid, recording_key, unanswered,
+    CallLogEntry, CallRecording, CallRef, CallScript, Choice, KeyOptOut, LINK_STEP_BASE, MENU_TRIES, RecordingCopy,
+    is_machine, is_sid, recording_key, unanswered,
 };
 use crate::ports::SmsGateway;
 use crate::signature::sha256_hex;
@@ -85,12 +87,39 @@ impl CallContext {
     }
 }
 
-/// The voice use case: DynamoDB, Twilio (to text a link), the queue recordings are copied from.
+/// The queued copy of a key-9 opt-out waits this long, so the inline attempt normally finishes
+/// first and the copy only finds work when that attempt failed.
+pub const KEY_OPT_OUT_REPLAY_DELAY_SECONDS: i32 = 60;
+
+/// The voice use case: DynamoDB, Twilio (to text a link), the queue recordings are copied from,
+/// and the outreach queue a key-9 opt-out is made durable on.
 pub struct Voice<'a, G> {
     pub store: &'a Store,
     pub sms: &'a G,
     pub recordings_queue: &'a OutreachQueue,
+    pub outreach_queue: &'a OutreachQueue,
+    /// How long the queued copy of a key-9 opt-out waits (`KEY_OPT_OUT_REPLAY_DELAY_SECONDS`).
+    pub replay_delay_seconds: i32,
     pub public_base_url: &'a str,
+}
+
+/// Applies a key-9 opt-out (inline, or its queued copy). A copy whose inline attempt finished
+/// (the ledger holds an entry with this call's SID) changes nothing, so it can never undo a
+/// newer opt-in made since.
+pub async fn apply_key_opt_out(
+    store: &Store,
+    merchant: &Merchant,
+    o: &KeyOptOut,
+    replay: bool,
+) -> Result<bool, StoreError> {
+    if replay {
+        let ledger = store.consent_ledger(&merchant.id, &o.phone, Channel::Voice).await?;
+        if ledger.iter().any(|e| e.event.evidence.message_sid.as_deref() == Some(o.call_sid.as_str())) {
+            return Ok(false);
+        }
+    }
+    let recorded = consent::record(store, merchant, &o.phone, &o.event(), o.at).await?;
+    Ok(recorded.state.is_some())
 }
 
 fn gather_url(base: &str, r: &CallRef) -> String {
@@ -149,38 +178,27 @@ impl<G: SmsGateway> Voice<'_, G> {
         Ok(script.answer(agent, &gather_url(self.public_base_url, r)))
     }
 
-    /// A key pressed in the menu (or none, after the menu's timeout).
+    /// A key pressed in the menu (or none, after the menu's timeout). `called` is the number
+    /// Twilio called (its signed `To`): a key acts on that number, whatever the cart says now.
     pub async fn gather(
         &self,
         r: &CallRef,
         call_sid: &str,
+        called: Option<&Phone>,
         digits: Option<&str>,
         attempt: u8,
         now: DateTime<Utc>,
     ) -> Result<Vec<Verb>, VoiceError> {
+        let choice = Choice::from_digits(digits);
+        if choice == Choice::StopCalls {
+            return self.stop_calls(r, call_sid, called, now).await;
+        }
         let Some(ctx) = CallContext::load(self.store, r).await? else { return Ok(vec![Verb::Hangup]) };
         let script = ctx.script(r.step);
-        let m = &ctx.merchant.merchant;
-        match Choice::from_digits(digits) {
-            Choice::StopCalls => {
-                // Recorded before the confirmation is spoken: the person hears a fact.
-                let event = ConsentEvent {
-                    channel: Channel::Voice,
-                    action: ConsentAction::OptOut,
-                    source: ConsentSource::KeyPress,
-                    occurred_at: now,
-                    recorded_at: now,
-                    evidence: Evidence {
-                        message_sid: Some(call_sid.to_string()),
-                        keyword: Some("key:9".into()),
-                        ..Default::default()
-                    },
-                };
-                consent::record(self.store, m, &ctx.phone, &event, now).await?;
-                info!(merchant = %m.id, call = call_sid, phone = %ctx.phone.log_id(), "key 9: no more calls");
-                Ok(script.stopped())
-            }
-            Choice::TextLink if ctx.textable => Ok(match self.text_link(&ctx, r.step, now).await? {
+        // The cart's number changed since the call was placed: nothing goes to the new one.
+        let same_number = called.is_none_or(|p| *p == ctx.phone);
+        match choice {
+            Choice::TextLink if ctx.textable && same_number => Ok(match self.text_link(&ctx, r.step, now).await? {
                 LinkOutcome::Sent => script.link_texted(true),
                 LinkOutcome::AlreadySent => script.link_texted(false),
                 LinkOutcome::Unavailable => script.link_unavailable(),
@@ -190,6 +208,52 @@ impl<G: SmsGateway> Voice<'_, G> {
             }
             _ => Ok(script.goodbye()),
         }
+    }
+
+    /// Key 9: the opt-out is queued first (Twilio does not retry a `<Gather>` action), then
+    /// applied, and only then confirmed; a storage failure is covered by the queued copy.
+    async fn stop_calls(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        called: Option<&Phone>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verb>, VoiceError> {
+        let ctx = CallContext::load(self.store, r).await?;
+        let Some(phone) = called.cloned().or_else(|| ctx.as_ref().map(|c| c.phone.clone())) else {
+            return Ok(vec![Verb::Hangup]);
+        };
+        let merchant = match &ctx {
+            Some(c) => Some(c.merchant.clone()),
+            None => self.store.get_merchant(&r.merchant_id).await?,
+        };
+        let Some(merchant) = merchant else { return Ok(vec![Verb::Hangup]) };
+        let m = &merchant.merchant;
+        let o = KeyOptOut { merchant_id: m.id.clone(), phone, call_sid: call_sid.to_string(), at: now };
+        let durable = match self.outreach_queue.enqueue_key_opt_out(&o, self.replay_delay_seconds).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(merchant = %m.id, call = call_sid, error = %redact(&e.to_string()), "could not queue the key-9 opt-out; applying it inline only");
+                false
+            }
+        };
+        match apply_key_opt_out(self.store, m, &o, false).await {
+            Ok(_) => info!(merchant = %m.id, call = call_sid, phone = %o.phone.log_id(), "key 9: no more calls"),
+            Err(e) if durable => {
+                warn!(merchant = %m.id, call = call_sid, error = %redact(&e.to_string()), "storage failed during key 9; the queued copy will apply it")
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let fallback = CallScript {
+            merchant_name: &m.name,
+            first_name: None,
+            items: &[],
+            recorded: false,
+            lang: Lang::En,
+            offer_link: false,
+            discount_code: None,
+        };
+        Ok(ctx.as_ref().map_or(fallback, |c| c.script(r.step)).stopped())
     }
 
     /// Key 1: the recovery link by text, at most once per call step however often 1 is pressed.
@@ -353,8 +417,10 @@ impl<G: SmsGateway> Voice<'_, G> {
         Ok(self.store.call_by_sid(call_sid).await?.filter(|e| e.merchant_id == r.merchant_id))
     }
 
-    /// A recording is ready at Twilio: noted on its call, and its copy queued. A repeated
-    /// callback queues the copy again, which finds the work done.
+    /// A recording is ready at Twilio: its copy is queued first (the durable part: the copy
+    /// notes the recording itself if need be, and retries until the call is logged), then the
+    /// recording is noted on its call when the call is already logged. A repeated callback
+    /// queues the copy again, which finds the work done.
     pub async fn recording(
         &self,
         r: &CallRef,
@@ -362,29 +428,36 @@ impl<G: SmsGateway> Voice<'_, G> {
         recording_sid: &str,
         duration_seconds: Option<u32>,
     ) -> Result<bool, VoiceError> {
-        let Some(entry) = self.find_call(r, call_sid, None).await? else {
-            return Err(VoiceError::NotYet("call"));
-        };
-        let merchant = self.store.get_merchant(&r.merchant_id).await?;
-        let days =
-            merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);
-        let rec = CallRecording {
-            recording_sid: recording_sid.to_string(),
-            duration_seconds,
-            s3_key: None,
-            twilio_deleted: false,
-            purge_at: entry.created_at + Duration::days(i64::from(days)),
-        };
-        let first = self.store.note_recording(&entry, &rec).await?;
         let copy = RecordingCopy {
             merchant_id: r.merchant_id.clone(),
             call_sid: call_sid.to_string(),
             recording_sid: recording_sid.to_string(),
+            duration_seconds,
         };
         self.recordings_queue.enqueue_recording(&copy).await?;
-        info!(merchant = %r.merchant_id, call = call_sid, recording = recording_sid, first, "recording noted; copy queued");
+        let first = match self.find_call(r, call_sid, None).await? {
+            Some(entry) => note(self.store, &entry, &copy).await?,
+            None => false,
+        };
+        info!(merchant = %r.merchant_id, call = call_sid, recording = recording_sid, first, "recording copy queued");
         Ok(first)
     }
+}
+
+/// Notes a recording on its call once, with its purge date (the merchant's
+/// `retention_days.recordings` after the call).
+async fn note(store: &Store, entry: &CallLogEntry, copy: &RecordingCopy) -> Result<bool, StoreError> {
+    let merchant = store.get_merchant(&entry.merchant_id).await?;
+    let days =
+        merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);
+    let rec = CallRecording {
+        recording_sid: copy.recording_sid.clone(),
+        duration_seconds: copy.duration_seconds,
+        s3_key: None,
+        twilio_deleted: false,
+        purge_at: entry.created_at + Duration::days(i64::from(days)),
+    };
+    store.note_recording(entry, &rec).await
 }
 
 fn sms_sender(ctx: &CallContext) -> Option<SmsSender> {
@@ -426,7 +499,12 @@ pub async fn copy_recording(
     if !is_sid(&job.call_sid, "CA") || !is_sid(&job.recording_sid, "RE") {
         return Err(VoiceError::NotYet("a call with these SIDs"));
     }
-    let Some(entry) = store.call_by_sid(&job.call_sid).await? else { return Err(VoiceError::NotYet("call")) };
+    let Some(mut entry) = store.call_by_sid(&job.call_sid).await? else { return Err(VoiceError::NotYet("call")) };
+    if entry.recording.is_none() {
+        // The callback came before the call was logged (a lost Calls.json answer): note it now.
+        note(store, &entry, job).await?;
+        entry = store.call_by_sid(&job.call_sid).await?.ok_or(VoiceError::NotYet("call"))?;
+    }
     let Some(rec) = entry.recording.clone().filter(|r| r.recording_sid == job.recording_sid) else {
         return Err(VoiceError::NotYet("recording note"));
     };

@@ -77,17 +77,34 @@ impl SkipReason {
         }
     }
 
-    /// A step skipped for a reason of its own channel lets the flow go on to its next step (a
-    /// shopper who takes texts but not calls still gets the texts); any other reason ends it.
+    /// A step skipped for a reason of its own channel lets the flow go on to its next step,
+    /// which decides on its own channel's consent (a shopper who takes calls but not texts, or
+    /// texts but not calls, still gets the other); a reason of the cart, the merchant or time
+    /// ends the flow.
     pub const fn continues_flow(self) -> bool {
-        matches!(self, Self::ChannelNotAvailable | Self::NoVoiceConsent | Self::VoiceOptedOut | Self::NoVoiceSender)
+        matches!(
+            self,
+            Self::ChannelNotAvailable
+                | Self::NoVoiceConsent
+                | Self::VoiceOptedOut
+                | Self::NoVoiceSender
+                | Self::OptedOut
+                | Self::Undeliverable
+        )
     }
 
     /// `continues_flow` for a reason as a step record stores it.
     pub fn continues_flow_named(name: &str) -> bool {
-        [Self::ChannelNotAvailable, Self::NoVoiceConsent, Self::VoiceOptedOut, Self::NoVoiceSender]
-            .iter()
-            .any(|r| r.as_str() == name)
+        [
+            Self::ChannelNotAvailable,
+            Self::NoVoiceConsent,
+            Self::VoiceOptedOut,
+            Self::NoVoiceSender,
+            Self::OptedOut,
+            Self::Undeliverable,
+        ]
+        .iter()
+        .any(|r| r.as_str() == name)
     }
 }
 
@@ -262,7 +279,7 @@ mod tests {
             Decision::Skip(SkipReason::NoVoiceConsent)
         );
         assert_eq!(decide(later, &m, true, &c, &out, 1, &[]), Decision::Skip(SkipReason::VoiceOptedOut));
-        assert!(SkipReason::NoVoiceConsent.continues_flow() && !SkipReason::OptedOut.continues_flow());
+        assert!(SkipReason::NoVoiceConsent.continues_flow() && !SkipReason::CartRecovered.continues_flow());
         assert_eq!(decide(later, &m, true, &c, &opted_in(), 1, &[]), Decision::Send { channel: Channel::Voice });
         assert_eq!(
             decide(at("2026-06-03T17:06:00Z"), &m, true, &c, &opted_in(), 2, &[]),

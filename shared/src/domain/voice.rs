@@ -266,10 +266,10 @@ fn spell(code: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CallRecording {
     pub recording_sid: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_seconds: Option<u32>,
-    /// The S3 key, once the copy is stored.
-    #[serde(default)]
+    /// The S3 key, once the copy is stored (absent, never null, until then: conditions test it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3_key: Option<String>,
     /// Twilio's copy was deleted (after ours was stored).
     #[serde(default)]
@@ -304,13 +304,45 @@ pub struct CallLogEntry {
     pub recording: Option<CallRecording>,
 }
 
-/// A queued copy of a recording to S3. Only identifiers travel: the copy finds the call by SID.
+/// A queued copy of a recording to S3. Only identifiers travel: the copy finds the call by SID
+/// (and notes the recording on it, should the callback not have managed to).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecordingCopy {
     pub merchant_id: MerchantId,
     pub call_sid: String,
     pub recording_sid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<u32>,
+}
+
+/// Key 9 pressed on a call: made durable on the queue before it is applied, since Twilio does
+/// not retry a `<Gather>` action. `phone` is the number that was called (Twilio's signed `To`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyOptOut {
+    pub merchant_id: MerchantId,
+    pub phone: Phone,
+    pub call_sid: String,
+    pub at: DateTime<Utc>,
+}
+
+impl KeyOptOut {
+    pub fn event(&self) -> crate::domain::consent::ConsentEvent {
+        use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+        ConsentEvent {
+            channel: crate::domain::merchant::Channel::Voice,
+            action: ConsentAction::OptOut,
+            source: ConsentSource::KeyPress,
+            occurred_at: self.at,
+            recorded_at: self.at,
+            evidence: Evidence {
+                message_sid: Some(self.call_sid.clone()),
+                keyword: Some("key:9".into()),
+                ..Default::default()
+            },
+        }
+    }
 }
 
 /// `recordings/{merchant}/{yyyy}/{mm}/{call_sid}.wav`, dated by the call.

@@ -212,6 +212,10 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
     answer_latency(&store, &res, &voice_answer, args.runs.max(1) * 30).await
 }
 
+fn aws_sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(sdk)
+}
+
 /// Warm latency of `POST /twilio/voice/answer` in-process (the same handler the binary runs),
 /// against the bench table: what a picked-up call waits for before it hears anything.
 async fn answer_latency(store: &Store, res: &resources::Resources, event: &str, requests: usize) -> Result<(), String> {
@@ -228,6 +232,8 @@ async fn answer_latency(store: &Store, res: &resources::Resources, event: &str, 
             aws_sdk_sqs::Client::new(&sdk),
             &res.recordings_queue_url,
         ),
+        outreach_queue: callfy_shared::adapters::queue::OutreachQueue::new(aws_sqs_client(&sdk), &res.queue_url),
+        replay_delay_seconds: 60,
         twilio: callfy_shared::adapters::twilio::TwilioClient::new(&twilio_cfg).map_err(|e| e.to_string())?,
         auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
         shared_key: None,

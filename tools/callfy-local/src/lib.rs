@@ -277,6 +277,8 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         voice: VoiceApp {
             store: store.clone(),
             recordings_queue,
+            outreach_queue: queue.clone(),
+            replay_delay_seconds: callfy_shared::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS,
             twilio,
             auth_token: opts.twilio_auth_token.clone(),
             shared_key: opts.twilio_webhook_shared_key.clone(),

@@ -110,7 +110,9 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(Self::call_key(entry)))
             .update_expression("SET #st = :s, #rank = :r")
-            .condition_expression("attribute_not_exists(#rank) OR #rank < :r")
+            // Never recreate an entry retention or a deletion removed in between.
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#rank) OR #rank < :r)")
+            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#st", attr::STATUS)
             .expression_attribute_names("#rank", attr::STATUS_RANK)
             .expression_attribute_values(":s", s(u.status))

@@ -124,13 +124,13 @@ impl Store {
     ) -> Result<usize, StoreError> {
         let m = &merchant.id;
         let steps = merchant.flow.len() as u8;
-        // Stopping calls leaves the texts: only call steps go, with a reason that lets the flow
-        // go on past them.
+        // An opt-out cancels its own channel's steps: a texted STOP records both channels, key 9
+        // only calls, so the texts of a flow go on after it.
         let reason = match channel {
             Channel::Sms => SkipReason::OptedOut.as_str(),
             Channel::Voice => SkipReason::VoiceOptedOut.as_str(),
         };
-        let applies = |c: Channel| channel == Channel::Sms || c == Channel::Voice;
+        let applies = |c: Channel| c == channel;
         let mut cancelled = 0;
         for token in self.cart_tokens_for_phone(m, phone).await? {
             let Some(cart) = self.get_cart(m, &token).await? else { continue };
