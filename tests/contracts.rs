@@ -114,6 +114,9 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
     // Every HTTP route of DESIGN §3 this code serves, on the function that serves it.
     for (function, event, path, method) in [
         ("WebhookIngestFunction", "Shopify", "/webhooks/shopify", "POST"),
+        ("WebhookIngestFunction", "WooCommerce", "/webhooks/woocommerce/{merchant_id}", "POST"),
+        ("WebhookIngestFunction", "BigCommerce", "/webhooks/bigcommerce/{merchant_id}", "POST"),
+        ("WebhookIngestFunction", "Custom", "/webhooks/custom/{merchant_id}", "POST"),
         ("ConsentApiFunction", "CreateConsent", "/v1/consents", "POST"),
         ("ConsentApiFunction", "ReadConsent", "/v1/consents/{phone}", "GET"),
         ("SmsInboundFunction", "InboundSms", "/twilio/sms", "POST"),
@@ -156,6 +159,16 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
             }
             _ => assert!(s3.is_empty(), "{function} must not touch recordings: {policies}"),
         }
+    }
+    // Merchant secrets (`Z#` partition keys) are readable by webhook ingest alone.
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        if r["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let name = name.as_str().unwrap();
+        let policies = serde_json::to_string(&r["Properties"]["Policies"]).unwrap();
+        let denied = policies.contains("\"Effect\":\"Deny\"") && policies.contains("Z#*");
+        assert_eq!(denied, name != "WebhookIngestFunction", "{name}: {policies}");
     }
     let voice = serde_json::to_string(&res(&t, "VoiceCallbacksFunction")["Policies"]).unwrap();
     assert!(voice.contains("sqs:SendMessage") && voice.contains("RecordingsQueue") && voice.contains("OutreachQueue"));

@@ -163,16 +163,38 @@ impl JsonSchema for Money {
     }
 }
 
+/// How many of an item: at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "u32")]
+pub struct Quantity(pub u32);
+
+impl Default for Quantity {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl TryFrom<u32> for Quantity {
+    type Error = String;
+    fn try_from(n: u32) -> Result<Self, String> {
+        if n >= 1 { Ok(Self(n)) } else { Err("must be at least 1".into()) }
+    }
+}
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> Cow<'static, str> {
+        "Quantity".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "type": "integer", "minimum": 1, "maximum": 4294967295u32 })
+    }
+}
+
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 pub struct Item {
     pub title: String,
-    #[serde(default = "one")]
-    #[schemars(range(min = 1))]
-    pub quantity: u32,
-}
-
-fn one() -> u32 {
-    1
+    #[serde(default)]
+    pub quantity: Quantity,
 }
 
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -269,28 +291,42 @@ pub fn schema_json() -> String {
 }
 
 /// Parses a body against the schema: `400` for what is not JSON, `422` naming the JSON path of
-/// the first violation (`$.data.phone`) for what breaks the schema.
+/// the first violation (`$.data.phone`) for what breaks the schema. The `type` is read first and
+/// `data` parsed as that event, so the path is exact whatever order the keys come in.
 pub fn parse_event(body: &[u8]) -> Result<CustomEvent, PlatformError> {
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    match serde_path_to_error::deserialize::<_, CustomEvent>(de) {
-        Ok(e) => Ok(e),
-        Err(err) => {
-            let path = err.path().to_string();
-            let inner = err.into_inner();
-            if !inner.is_data() {
-                return Err(PlatformError::Malformed { topic: "custom event".into(), reason: inner.to_string() });
-            }
-            let reason = inner.to_string();
-            // serde points a missing field at its parent: name the field itself.
-            let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
-            let mut json_path = if path == "." { "$".to_string() } else { format!("$.{path}") };
-            if let Some(field) = missing {
-                json_path = format!("{json_path}.{field}");
-            }
-            let reason = reason.split(" at line ").next().unwrap_or_default().to_string();
-            Err(PlatformError::Schema { path: json_path, reason })
-        }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| PlatformError::Malformed { topic: "custom event".into(), reason: e.to_string() })?;
+    let violation = |path: &str, reason: &str| PlatformError::Schema { path: path.into(), reason: reason.into() };
+    let Some(obj) = v.as_object() else { return Err(violation("$", "must be an object")) };
+    let kind = match obj.get("type") {
+        None => return Err(violation("$.type", "missing field `type`")),
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(_) => return Err(violation("$.type", "must be a string")),
+    };
+    let Some(data) = obj.get("data") else { return Err(violation("$.data", "missing field `data`")) };
+    match kind {
+        "cart.updated" => data_as(data).map(CustomEvent::CartUpdated),
+        "cart.completed" => data_as(data).map(CustomEvent::CartCompleted),
+        "consent.updated" => data_as(data).map(CustomEvent::ConsentUpdated),
+        other => Err(violation(
+            "$.type",
+            &format!("unknown event type {other:?}: expected cart.updated, cart.completed or consent.updated"),
+        )),
     }
+}
+
+fn data_as<T: for<'de> Deserialize<'de>>(data: &serde_json::Value) -> Result<T, PlatformError> {
+    serde_path_to_error::deserialize(data.clone()).map_err(|err| {
+        let path = err.path().to_string();
+        let reason = err.into_inner().to_string();
+        // serde points a missing field at its parent: name the field itself.
+        let missing = reason.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let mut json_path = if path == "." { "$.data".to_string() } else { format!("$.data.{path}") };
+        if let Some(field) = missing {
+            json_path = format!("{json_path}.{field}");
+        }
+        PlatformError::Schema { path: json_path, reason }
+    })
 }
 
 fn header<'a>(req: &WebhookRequest<'a>, name: &'static str) -> Result<&'a str, PlatformError> {
@@ -352,7 +388,8 @@ impl Platform for Custom {
                 });
                 // An unticked box on a checkout withdraws nothing: only a grant counts here.
                 let consent = consent.filter(|s| s.action == ConsentAction::OptIn);
-                let items: Vec<CartItem> = c.items.iter().filter_map(|i| CartItem::new(&i.title, i.quantity)).collect();
+                let items: Vec<CartItem> =
+                    c.items.iter().filter_map(|i| CartItem::new(&i.title, i.quantity.0)).collect();
                 let snapshot = CheckoutSnapshot {
                     token: c.cart_id.0.clone(),
                     checkout_id: None,
