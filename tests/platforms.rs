@@ -254,7 +254,9 @@ fn custom_body(file: &str) -> Vec<u8> {
     serde_json::to_vec(&e).unwrap()
 }
 
-fn custom_headers(m: &Merchant, id: &str, ts: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+type Headers = Vec<(&'static str, String)>;
+
+fn custom_headers(m: &Merchant, id: &str, ts: i64, body: &[u8]) -> Headers {
     let sig = custom::sign(m.webhook_secret.as_deref().unwrap(), id, ts, body).unwrap();
     vec![
         ("content-type", "application/json".into()),
@@ -308,7 +310,7 @@ async fn custom_platform_refuses_bad_missing_and_stale_signatures_and_names_sche
     let body = custom_body("cart-updated.json");
     let ts = t0().timestamp();
     let mut headers = custom_headers(&m, "msg_1", ts, &body);
-    let cases: Vec<(&str, Vec<(&'static str, String)>, &str)> = vec![
+    let cases: Vec<(&str, Headers, &str)> = vec![
         (
             "no signature",
             headers.iter().filter(|(k, _)| *k != "webhook-signature").cloned().collect(),

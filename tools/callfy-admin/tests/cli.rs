@@ -61,6 +61,23 @@ async fn merchant_put_get_and_api_key() {
     let again = admin(table, &["merchant", "api-key", "snowdevil"]);
     assert_ne!(text(&again.stdout).trim(), key, "every call issues a new key");
 
+    // A BigCommerce merchant's secrets are stored, but never shown.
+    let out = admin(table, &["merchant", "put", "--file", &format!("{root}/events/demo-merchant-bigcommerce.json")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = admin(table, &["merchant", "get", "snowdevil-bc"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let shown = text(&out.stdout);
+    assert!(shown.contains("b4rs7x"), "{shown}");
+    assert!(!shown.contains("callfy-local-bc-secret") && !shown.contains("callfy-local-bigcommerce-token"), "{shown}");
+    let bc = MerchantId::parse("snowdevil-bc").unwrap();
+    let full = store.get_merchant_with_secrets(&bc).await.unwrap().unwrap().merchant;
+    assert_eq!(full.webhook_secret.as_deref(), Some("callfy-local-bc-secret-00001"));
+    assert_eq!(full.bigcommerce.and_then(|b| b.api_token).as_deref(), Some("callfy-local-bigcommerce-token"));
+    assert!(
+        store.get_merchant(&bc).await.unwrap().unwrap().merchant.webhook_secret.is_none(),
+        "the profile holds none"
+    );
+
     // Errors name what is wrong and change nothing.
     let bad = std::env::temp_dir().join(format!("bad-merchant-{}.json", uuid::Uuid::new_v4()));
     let mut v: serde_json::Value =
