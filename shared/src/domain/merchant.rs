@@ -525,6 +525,35 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn platform_fields_and_secrets() {
+        let platform = |p: &str, extra: serde_json::Value| {
+            with(|v| {
+                v.as_object_mut().unwrap().remove("shop_domain");
+                v["platform"] = p.into();
+                for (k, val) in extra.as_object().unwrap() {
+                    v[k] = val.clone();
+                }
+            })
+        };
+        let secret = serde_json::json!({ "webhook_secret": "0123456789abcdef0123" });
+        assert!(platform("woocommerce", secret.clone()).is_ok());
+        assert_eq!(platform("woocommerce", serde_json::json!({})).unwrap_err().field, "webhook_secret");
+        assert_eq!(platform("bigcommerce", secret.clone()).unwrap_err().field, "bigcommerce");
+        let bc = serde_json::json!({ "webhook_secret": "0123456789abcdef0123", "bigcommerce": { "store_hash": "B4R!" , "api_token": "tok-123456" } });
+        assert_eq!(platform("bigcommerce", bc).unwrap_err().field, "bigcommerce.store_hash");
+        let bc =
+            serde_json::json!({ "webhook_secret": "0123456789abcdef0123", "bigcommerce": { "store_hash": "b4rs7x" } });
+        assert_eq!(platform("bigcommerce", bc).unwrap_err().field, "bigcommerce.api_token");
+        assert_eq!(platform("custom", secret).unwrap_err().field, "webhook_secret", "custom secrets are whsec_");
+        let whsec = serde_json::json!({ "webhook_secret": "whsec_Y2FsbGZ5LWxvY2FsLWN1c3RvbS1zZWNyZXQtMDAx" });
+        let m = platform("custom", whsec).unwrap();
+        // The profile as stored and shown carries no secret; they come back only on request.
+        assert!(m.without_secrets().webhook_secret.is_none());
+        assert_eq!(m.without_secrets().with_secrets(m.secrets()), m);
+        assert!(!format!("{:?}", m.secrets()).contains("whsec"));
+    }
+
+    #[test]
     fn accepts_the_design_example() {
         let m = with(|_| {}).unwrap();
         assert_eq!(m.id.as_str(), "snowdevil");
@@ -557,6 +586,8 @@ pub(crate) mod tests {
             ("voice.consent_text", Box::new(|v| v["voice"] = serde_json::json!({ "consent_attribute": "x" }))),
             ("voice.time_limit_seconds", Box::new(|v| v["voice"] = serde_json::json!({ "time_limit_seconds": 5 }))),
             ("attribution_window_days", Box::new(|v| v["attribution_window_days"] = 0.into())),
+            ("woocommerce", Box::new(|v| v["woocommerce"] = serde_json::json!({}))),
+            ("bigcommerce", Box::new(|v| v["bigcommerce"] = serde_json::json!({ "store_hash": "abc" }))),
         ];
         for (field, mutate) in cases {
             let e = with(mutate).unwrap_err();
