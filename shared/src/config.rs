@@ -169,6 +169,25 @@ pub struct VoiceCallbackSettings {
     pub log_key: String,
 }
 
+/// retention-purger: the table and the recordings bucket.
+#[derive(Clone)]
+pub struct PurgerSettings {
+    pub table_name: String,
+    pub recordings_bucket: String,
+    pub log_key: String,
+}
+
+impl Settings for PurgerSettings {
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        Ok(Self {
+            table_name: env.table_name()?,
+            recordings_bucket: env.req("RECORDINGS_BUCKET")?,
+            log_key: env.log_key()?,
+        })
+    }
+}
+
 /// consent-api: only the table.
 #[derive(Clone)]
 pub struct ConsentApiSettings {

@@ -42,6 +42,36 @@ impl RecordingBucket {
         &self.bucket
     }
 
+    /// Deletes objects (the purger and the deletion path only), up to 1000 a request.
+    pub async fn delete_keys(&self, keys: &[String]) -> Result<(), BucketError> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        for chunk in keys.chunks(1000) {
+            let objects: Vec<ObjectIdentifier> =
+                chunk.iter().filter_map(|k| ObjectIdentifier::builder().key(k).build().ok()).collect();
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| BucketError::File(e.to_string()))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| aws("DeleteObjects", e))?;
+            if let Some(err) = out.errors().first() {
+                return Err(BucketError::Aws {
+                    op: "DeleteObjects",
+                    code: err.code().unwrap_or("unknown").to_string(),
+                    message: err.message().unwrap_or_default().to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Streams a local file to `key`, KMS-encrypted, with `metadata`.
     pub async fn put_file(&self, key: &str, path: &Path, metadata: &[(&str, String)]) -> Result<(), BucketError> {
         let body = ByteStream::from_path(path).await.map_err(|e| BucketError::File(e.to_string()))?;

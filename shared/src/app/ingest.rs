@@ -175,6 +175,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 None => Cart::new(m.id.clone(), snap.clone(), now),
             };
             cart.version = expected.map_or(1, |v| v + 1);
+            cart.keep_for(m.retention_days.carts);
 
             let mut append = None;
             let mut status = ConsentStatus::Unknown;
@@ -345,6 +346,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 let expected = c.version;
                 change(&mut c, now).then(|| {
                     c.version = expected + 1;
+                    c.keep_for(m.retention_days.carts);
                     (c, Some(expected))
                 })
             });

@@ -6,4 +6,5 @@ pub mod delivery;
 pub mod inbound;
 pub mod ingest;
 pub mod outreach;
+pub mod retention;
 pub mod voice;

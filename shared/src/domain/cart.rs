@@ -144,6 +144,10 @@ pub struct Cart {
     /// Optimistic-locking counter, bumped on every write.
     #[serde(default)]
     pub version: u64,
+    /// When retention purges the cart with its steps and pointer (`retention_days.carts` after
+    /// its last update); set by ingest on every write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<DateTime<Utc>>,
 }
 
 impl Cart {
@@ -172,6 +176,7 @@ impl Cart {
             recovery: None,
             consent_note: None,
             version: 0,
+            purge_at: None,
         };
         cart.absorb(snap);
         cart
@@ -199,6 +204,11 @@ impl Cart {
         self.province_code = snap.province_code.or(self.province_code.take());
         self.country_code = snap.country_code.or(self.country_code.take());
         self.locale = snap.locale.or(self.locale.take());
+    }
+
+    /// Sets when retention purges this cart: `days` after its last update.
+    pub fn keep_for(&mut self, days: u32) {
+        self.purge_at = Some(self.updated_at + Duration::days(i64::from(days)));
     }
 
     /// Records a matching order; a cart recovers once. It is attributed to the last message or

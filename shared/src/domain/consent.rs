@@ -124,6 +124,16 @@ pub struct ConsentState {
     pub head_hash: Option<String>,
     pub last_source: Option<ConsentSource>,
     pub last_occurred_at: Option<DateTime<Utc>>,
+    /// The first entry retention kept (0 or 1: none purged yet); written only by the purger.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub first_seq: u64,
+    /// The hash of the last purged entry: where the kept chain starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_hash: Option<String>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ConsentState {
@@ -172,6 +182,8 @@ impl ConsentState {
             head_hash: Some(hash),
             last_source: Some(event.source),
             last_occurred_at: Some(event.occurred_at),
+            first_seq: self.first_seq,
+            checkpoint_hash: self.checkpoint_hash.clone(),
         }
     }
 }
@@ -215,22 +227,24 @@ pub enum ChainBreak {
 
 /// Re-walks a ledger (oldest first) and the state item on top of it.
 pub fn verify_chain(entries: &[LedgerEntry], state: &ConsentState) -> Result<u64, ChainBreak> {
-    let mut prev: Option<&LedgerEntry> = None;
+    // Retention purged the entries before `first_seq`; the chain starts at its checkpoint.
+    let first = state.first_seq.max(1);
+    let mut prev_hash: Option<String> = state.checkpoint_hash.clone();
     for (i, e) in entries.iter().enumerate() {
-        let expected = i as u64 + 1;
+        let expected = first + i as u64;
         if e.seq != expected {
             return Err(ChainBreak::Missing { expected, found: e.seq });
         }
-        let prev_hash = prev.map(|p| p.hash.as_str());
-        if e.prev_hash.as_deref() != prev_hash {
+        if e.prev_hash != prev_hash {
             return Err(ChainBreak::Unlinked { seq: e.seq, prev: expected - 1 });
         }
-        if entry_hash(prev_hash, e.seq, &e.event) != e.hash {
+        if entry_hash(prev_hash.as_deref(), e.seq, &e.event) != e.hash {
             return Err(ChainBreak::Altered { seq: e.seq });
         }
-        prev = Some(e);
+        prev_hash = Some(e.hash.clone());
     }
-    let (ledger_seq, head) = (entries.len() as u64, prev.map(|p| p.hash.clone()));
+    let ledger_seq = first - 1 + entries.len() as u64;
+    let head = prev_hash;
     if state.seq != ledger_seq || state.head_hash != head {
         return Err(ChainBreak::StateMismatch {
             state_seq: state.seq,

@@ -11,6 +11,10 @@ use thiserror::Error;
 pub const MAX_FLOW_MINUTES: u32 = 48 * 60;
 pub const MAX_FLOW_STEPS: usize = 3;
 pub const DEFAULT_RETENTION_DAYS: u32 = 730;
+/// Carts, steps and checkout pointers: personal data kept only as long as recovery needs it.
+pub const DEFAULT_CART_RETENTION_DAYS: u32 = 90;
+/// No kind is kept longer than this; only a legal hold keeps data past it.
+pub const MAX_RETENTION_DAYS: u32 = 730;
 /// Orders this long after the last message or call are credited to it (last touch).
 pub const DEFAULT_ATTRIBUTION_WINDOW_DAYS: u32 = 5;
 /// A call is cut off after this long unless the merchant sets otherwise (Twilio `TimeLimit`).
@@ -96,10 +100,16 @@ pub struct RetentionDays {
     pub consent_records: u32,
     #[serde(default = "default_retention")]
     pub recordings: u32,
+    #[serde(default = "default_cart_retention")]
+    pub carts: u32,
 }
 
 fn default_retention() -> u32 {
     DEFAULT_RETENTION_DAYS
+}
+
+fn default_cart_retention() -> u32 {
+    DEFAULT_CART_RETENTION_DAYS
 }
 
 impl Default for RetentionDays {
@@ -108,6 +118,7 @@ impl Default for RetentionDays {
             sms_logs: DEFAULT_RETENTION_DAYS,
             consent_records: DEFAULT_RETENTION_DAYS,
             recordings: DEFAULT_RETENTION_DAYS,
+            carts: DEFAULT_CART_RETENTION_DAYS,
         }
     }
 }
@@ -444,9 +455,11 @@ impl Merchant {
             ("retention_days.sms_logs", self.retention_days.sms_logs),
             ("retention_days.consent_records", self.retention_days.consent_records),
             ("retention_days.recordings", self.retention_days.recordings),
+            ("retention_days.carts", self.retention_days.carts),
         ] {
-            if !(1..=3650).contains(&days) {
-                return Err(err(field, "must be between 1 and 3650 days"));
+            // Longer than 24 months only under a legal hold, which suspends purging instead.
+            if !(1..=MAX_RETENTION_DAYS).contains(&days) {
+                return Err(err(field, "must be between 1 and 730 days (a legal hold keeps data longer)"));
             }
         }
         if let Some(url) = &self.ai_agent_url

@@ -11,6 +11,7 @@ pub mod message;
 pub mod outreach;
 pub mod phone;
 pub mod quiet;
+pub mod retention;
 pub mod time;
 pub mod twiml;
 pub mod voice;

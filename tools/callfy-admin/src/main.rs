@@ -34,6 +34,24 @@ enum Command {
         #[command(subcommand)]
         action: ConsentCommand,
     },
+    /// Run the retention purge now (as the daily schedule does), or show what it would delete.
+    Purge {
+        /// Count what is due; delete nothing, record nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Purge as of this instant (RFC 3339); default now.
+        #[arg(long)]
+        as_of: Option<String>,
+        /// The recordings bucket (default: $RECORDINGS_BUCKET, else the local default).
+        #[arg(long)]
+        bucket: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -57,6 +75,12 @@ enum MerchantAction {
     Get { id: String },
     /// Issue a new API key; it is printed once and only its SHA-256 is stored.
     ApiKey { id: String },
+    /// Suspend (on) or resume (off) every purge and deletion of a merchant's data.
+    LegalHold {
+        id: String,
+        #[arg(value_enum)]
+        state: OnOff,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -125,7 +149,33 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 println!("{key}");
                 eprintln!("Store this key now: it is shown only once.");
             }
+            MerchantAction::LegalHold { id, state } => {
+                let id = merchant_id(&id)?;
+                store.set_legal_hold(&id, state == OnOff::On).await?;
+                println!("legal hold for {id}: {}", if state == OnOff::On { "on" } else { "off" });
+            }
         },
+        Command::Purge { dry_run, as_of, bucket } => {
+            let as_of = match as_of {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| AdminError::Usage(format!("--as-of {t:?}: {e}")))?,
+                None => chrono::Utc::now(),
+            };
+            let bucket = bucket
+                .or_else(|| std::env::var("RECORDINGS_BUCKET").ok())
+                .unwrap_or_else(|| local_defaults::BUCKET_NAME.into());
+            let recordings = callfy_shared::adapters::recordings::RecordingBucket::new(aws::s3(&sdk), bucket, None);
+            let purger = callfy_shared::app::retention::Purger { store: &store, recordings: &recordings };
+            let opts = callfy_shared::app::retention::RunOptions {
+                as_of,
+                dry_run,
+                deadline: None,
+                started_at: chrono::Utc::now(),
+            };
+            let report = purger.run(opts).await.map_err(|e| AdminError::Usage(e.to_string()))?;
+            println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        }
         Command::Consent { action: ConsentCommand::Verify { merchant, phone } } => {
             verify(&store, &merchant_id(&merchant)?, &phone).await?;
         }

@@ -73,6 +73,8 @@ pub struct LocalOptions {
     pub twilio_timeout: std::time::Duration,
     /// The sandbox reports "sent" and "delivered" for each message (tests report by hand).
     pub sandbox_status_callbacks: bool,
+    /// Run the retention purge this often, as of the local clock (tests run it by hand).
+    pub purge_every: Option<std::time::Duration>,
 }
 
 impl LocalOptions {
@@ -113,6 +115,9 @@ impl LocalOptions {
             auto_poll: true,
             twilio_timeout: std::time::Duration::from_secs(10),
             sandbox_status_callbacks: true,
+            purge_every: Some(std::time::Duration::from_secs(
+                var("CALLFY_LOCAL_PURGE_SECONDS").and_then(|s| s.parse().ok()).unwrap_or(3600),
+            )),
         })
     }
 
@@ -132,6 +137,7 @@ impl LocalOptions {
             auto_poll: false,
             twilio_timeout: std::time::Duration::from_secs(3),
             sandbox_status_callbacks: false,
+            purge_every: None,
         }
     }
 }
@@ -143,6 +149,7 @@ pub struct Functions {
     pub consent: ConsentApp,
     pub inbound: InboundApp,
     pub voice: VoiceApp,
+    pub purger: retention_purger::PurgerApp,
 }
 
 struct Shared {
@@ -213,6 +220,16 @@ impl LocalHandle {
         }
     }
 
+    /// One retention purge as of `as_of` (what the daily schedule runs).
+    pub async fn purge(
+        &self,
+        as_of: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<callfy_shared::domain::retention::PurgeReport, callfy_shared::app::retention::PurgeError> {
+        purge(&self.shared, as_of, dry_run, deadline).await
+    }
+
     /// Runs until Ctrl-C.
     pub async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
@@ -271,9 +288,10 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
                 clock: Arc::clone(&opts.clock),
                 public_base_url: public_base_url.trim_end_matches('/').to_string(),
             },
-            recordings: bucket,
+            recordings: bucket.clone(),
             scratch: std::env::temp_dir(),
         },
+        purger: retention_purger::PurgerApp { store: store.clone(), recordings: bucket },
         voice: VoiceApp {
             store: store.clone(),
             recordings_queue,
@@ -354,10 +372,41 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
                 }
             }));
         }
-        drop(rx);
     }
+    if let Some(every) = opts.purge_every {
+        // The purger on a timer, as of the local clock (EventBridge's daily schedule in AWS).
+        let purger = Arc::clone(&shared);
+        let clock = Arc::clone(&opts.clock);
+        let mut rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = rx.changed() => break,
+                    _ = tokio::time::sleep(every) => {
+                        match purge(&purger, clock.now(), false, None).await {
+                            Ok(r) => info!(total = r.total(), "local retention purge"),
+                            Err(e) => warn!(error = %e, "local retention purge failed"),
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    drop(rx);
     info!(%base_url, table = %resources.names.table, queue = %resources.queue_url, "callfy-local is up");
     Ok(LocalHandle { addr, base_url, sandbox, bigcommerce, resources, shared, shutdown, tasks })
+}
+
+async fn purge(
+    shared: &Shared,
+    as_of: chrono::DateTime<chrono::Utc>,
+    dry_run: bool,
+    deadline: Option<std::time::Instant>,
+) -> Result<callfy_shared::domain::retention::PurgeReport, callfy_shared::app::retention::PurgeError> {
+    let p = &shared.functions.purger;
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings };
+    let opts = callfy_shared::app::retention::RunOptions { as_of, dry_run, deadline, started_at: chrono::Utc::now() };
+    purger.run(opts).await
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, LocalError> {

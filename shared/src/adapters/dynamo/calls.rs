@@ -150,20 +150,31 @@ impl Store {
         }
     }
 
-    /// Our copy is in S3 under `s3_key`.
+    /// Our copy is in S3 under `s3_key`: noted on the call, and a purge item (`REC#{call}`) put
+    /// with the recording's own purge date, in one transaction.
     pub async fn recording_stored(&self, entry: &CallLogEntry, sid: &str, s3_key: &str) -> Result<(), StoreError> {
-        self.client
-            .update_item()
+        let note = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::call_key(entry)))
             .update_expression("SET recording.s3_key = :k")
             .condition_expression("recording.recording_sid = :sid")
             .expression_attribute_values(":k", s(s3_key))
-            .expression_attribute_values(":sid", s(sid))
-            .send()
-            .await
-            .map_err(|e| aws("UpdateItem", e))?;
-        Ok(())
+            .expression_attribute_values(":sid", s(sid));
+        let pk = customer_pk(&entry.merchant_id, &entry.phone);
+        let purge_at = entry.recording.as_ref().map_or(entry.purge_at, |r| r.purge_at);
+        let mut rec = key(pk, format!("REC#{}", entry.call_sid));
+        rec.insert("s3_key".into(), s(s3_key));
+        rec.insert("call_sid".into(), s(&entry.call_sid));
+        rec.insert("log_sk".into(), s(keys::call_sk(entry.created_at, &entry.call_sid)));
+        let rec = with_purge(rec, purge_at);
+        let items = vec![
+            TransactWriteItem::builder().update(built(note.build())?).build(),
+            put(&self.table, rec, None, &[], &[])?,
+        ];
+        match self.transact(items).await? {
+            TxOutcome::Done => Ok(()),
+            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+        }
     }
 
     /// Twilio's copy is gone (deleted after ours was stored).

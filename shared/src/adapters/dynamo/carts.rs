@@ -24,7 +24,10 @@ impl Store {
             item.insert(attr::GSI1PK.into(), s(keys::phone_lookup(&cart.merchant_id, phone)));
             item.insert(attr::GSI1SK.into(), s(keys::cart_lookup_sk(&cart.token)));
         }
-        Ok(item)
+        Ok(match cart.purge_at {
+            Some(at) => with_purge(item, at),
+            None => item,
+        })
     }
 
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout

@@ -3,7 +3,11 @@
 use super::*;
 
 impl Store {
-    /// The two writes of an append (entry, new head), the entry and the state they leave.
+    /// The writes of an append, the entry and the state they leave. The new entry is the proof
+    /// outreach relies on, so it is kept while it is current (no purge date); the entry it
+    /// supersedes gets its purge date now; the state's purge date (the whole ledger's) moves to
+    /// `consent_records` days after this event. The state is updated field by field, leaving
+    /// the purger's checkpoint alone, and only at the sequence the append was decided on.
     pub(super) fn consent_items(
         &self,
         c: &ConsentAppend,
@@ -17,18 +21,49 @@ impl Store {
         let mut entry_item = to_item(&entry)?;
         entry_item.insert(attr::PK.into(), s(pk.clone()));
         entry_item.insert(attr::SK.into(), s(keys::consent_entry_sk(channel, seq)));
-        let entry_item = with_purge(entry_item, c.purge_at);
 
         let next = c.state.after(&c.event, hash);
-        let mut state_item = to_item(&next)?;
-        state_item.insert(attr::PK.into(), s(pk));
-        state_item.insert(attr::SK.into(), s(keys::consent_state_sk(channel)));
-        let state_put = if c.state.seq == 0 {
-            self.put_new(state_item)?
+        let bucket = keys::purge_bucket(c.purge_at, &pk);
+        let mut set = vec!["#pb = :pb".to_string(), "#pa = :pa".to_string()];
+        let mut state = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.clone(), keys::consent_state_sk(channel))))
+            .expression_attribute_names("#pb", attr::PURGE_BUCKET)
+            .expression_attribute_names("#pa", attr::PURGE_AT)
+            .expression_attribute_values(":pb", s(bucket.clone()))
+            .expression_attribute_values(":pa", s(keys::sort_time(c.purge_at)));
+        for (i, (name, value)) in to_item(&next)?.into_iter().enumerate() {
+            if name == "first_seq" || name == "checkpoint_hash" {
+                continue;
+            }
+            set.push(format!("#f{i} = :f{i}"));
+            state = state
+                .expression_attribute_names(format!("#f{i}"), name)
+                .expression_attribute_values(format!(":f{i}"), value);
+        }
+        state = state.expression_attribute_names("#seq", attr::SEQ);
+        state = if c.state.seq == 0 {
+            state.condition_expression("attribute_not_exists(#seq)")
         } else {
-            put(&self.table, state_item, Some("#seq = :seq"), &[("#seq", attr::SEQ)], &[(":seq", n(c.state.seq))])?
+            state.condition_expression("#seq = :prev").expression_attribute_values(":prev", n(c.state.seq))
         };
-        Ok((vec![self.put_new(entry_item)?, state_put], entry, next))
+        let state = built(state.update_expression(format!("SET {}", set.join(", "))).build())?;
+        let mut items = vec![self.put_new(entry_item)?, TransactWriteItem::builder().update(state).build()];
+        if c.state.seq > 0 {
+            // The entry just superseded: purged `consent_records` days from now.
+            let superseded = Update::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk, keys::consent_entry_sk(channel, c.state.seq))))
+                .update_expression("SET #pb = :pb, #pa = :pa")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#pb", attr::PURGE_BUCKET)
+                .expression_attribute_names("#pa", attr::PURGE_AT)
+                .expression_attribute_values(":pb", s(bucket))
+                .expression_attribute_values(":pa", s(keys::sort_time(c.purge_at)));
+            items.push(TransactWriteItem::builder().update(built(superseded.build())?).build());
+        }
+        Ok((items, entry, next))
     }
 
     /// The current consent state, strongly consistent: every send re-checks it.

@@ -81,6 +81,16 @@ pub fn merchant_pk(m: &MerchantId) -> String {
     format!("M#{m}")
 }
 
+/// The merchant a partition belongs to, for every per-merchant key format (`X#{merchant}…`).
+pub fn merchant_of(pk: &str) -> Option<&str> {
+    let (kind, rest) = pk.split_once('#')?;
+    match kind {
+        "M" | "V" | "Z" => Some(rest),
+        "C" | "K" | "X" | "E" | "I" | "P" => rest.split_once('#').map(|(m, _)| m),
+        _ => None,
+    }
+}
+
 pub fn secrets_pk(m: &MerchantId) -> String {
     format!("{SECRETS_PREFIX}{m}")
 }
@@ -180,8 +190,9 @@ pub fn sort_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub fn purge_bucket(at: DateTime<Utc>) -> String {
-    at.format("%Y-%m").to_string()
+/// The purge index partition of an item of partition `pk` due at `at` (day and shard).
+pub fn purge_bucket(at: DateTime<Utc>, pk: &str) -> String {
+    crate::domain::retention::purge_bucket(at, pk)
 }
 
 #[cfg(test)]

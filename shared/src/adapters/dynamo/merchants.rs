@@ -144,6 +144,11 @@ impl Store {
         self.set_profile_attribute(id, "api_key_sha256", s(sha256_hex)).await
     }
 
+    /// Puts a merchant's data under a legal hold (every purge and deletion suspended) or lifts it.
+    pub async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), StoreError> {
+        self.set_profile_attribute(id, "legal_hold", AttributeValue::Bool(on)).await
+    }
+
     /// Sets a merchant's status (closing stops outreach: every claim checks it).
     pub async fn set_merchant_status(&self, id: &MerchantId, status: MerchantStatus) -> Result<(), StoreError> {
         self.set_profile_attribute(id, attr::STATUS, s(status.as_str())).await

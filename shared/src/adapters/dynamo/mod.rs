@@ -10,6 +10,8 @@ mod consent;
 mod idempotency;
 mod merchants;
 mod messages;
+mod purge;
+pub use purge::{DueItem, MAX_BATCH_WRITE};
 mod requests;
 mod steps;
 
@@ -97,9 +99,11 @@ fn key(pk: String, sk: impl Into<String>) -> Item {
     HashMap::from([(attr::PK.to_string(), s(pk)), (attr::SK.to_string(), s(sk))])
 }
 
+/// Puts an item in the sparse purge index: its day and shard (`domain::retention`), and when.
 fn with_purge(mut item: Item, purge_at: DateTime<Utc>) -> Item {
-    item.insert(attr::PURGE_BUCKET.into(), s(keys::purge_bucket(purge_at)));
-    item.insert(attr::PURGE_AT.into(), s(purge_at.to_rfc3339()));
+    let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
+    item.insert(attr::PURGE_BUCKET.into(), s(keys::purge_bucket(purge_at, &pk)));
+    item.insert(attr::PURGE_AT.into(), s(keys::sort_time(purge_at)));
     item
 }
 

@@ -1,0 +1,42 @@
+//! retention-purger: a daily EventBridge schedule runs the retention purge
+//! (`callfy_shared::app::retention`). Its clock is the event: "now" is the Scheduled Event's
+//! `time`, so a delayed or replayed run purges as of its own schedule. `main.rs` only wires it.
+
+use callfy_shared::adapters::recordings::RecordingBucket;
+use callfy_shared::adapters::store::Store;
+use callfy_shared::app::retention::{PurgeError, Purger, RunOptions};
+use callfy_shared::domain::retention::PurgeReport;
+use chrono::{DateTime, Utc};
+use std::time::Instant;
+use thiserror::Error;
+
+pub struct PurgerApp {
+    pub store: Store,
+    pub recordings: RecordingBucket,
+}
+
+#[derive(Debug, Error)]
+pub enum PurgerError {
+    #[error("the event has no RFC 3339 `time`: {0}")]
+    BadEvent(String),
+    #[error(transparent)]
+    Purge(#[from] PurgeError),
+}
+
+/// The Scheduled Event's `time`: the instant this run purges as of.
+pub fn event_time(event: &serde_json::Value) -> Result<DateTime<Utc>, PurgerError> {
+    let time = event.get("time").and_then(|t| t.as_str()).ok_or_else(|| PurgerError::BadEvent("missing".into()))?;
+    DateTime::parse_from_rfc3339(time).map(|t| t.with_timezone(&Utc)).map_err(|e| PurgerError::BadEvent(e.to_string()))
+}
+
+/// One scheduled run, stopping cleanly before `deadline` (the next run continues).
+pub async fn handle(
+    app: &PurgerApp,
+    event: &serde_json::Value,
+    deadline: Option<Instant>,
+) -> Result<PurgeReport, PurgerError> {
+    let as_of = event_time(event)?;
+    let purger = Purger { store: &app.store, recordings: &app.recordings };
+    let opts = RunOptions { as_of, dry_run: false, deadline, started_at: Utc::now() };
+    Ok(purger.run(opts).await?)
+}

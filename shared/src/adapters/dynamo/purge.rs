@@ -1,0 +1,268 @@
+//! Retention's reads and deletes: only the sparse `purge` index is read (one day and shard at a
+//! time, so the cost follows what is due), and deletes go out 25 to a BatchWriteItem with
+//! `UnprocessedItems` retried; a consent entry goes with the ledger's checkpoint, in one
+//! transaction, so the hash chain still verifies from there.
+
+use super::*;
+use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
+
+/// DynamoDB's limit on one BatchWriteItem.
+pub const MAX_BATCH_WRITE: usize = 25;
+const PURGE_PK: &str = "PURGE";
+const WATERMARK: &str = "WATERMARK";
+
+/// One item the purge index says is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueItem {
+    pub pk: String,
+    pub sk: String,
+    pub purge_at: String,
+    /// What else the purger needs from the item (S3 key, sequence, hash, cart token …).
+    pub attrs: HashMap<String, String>,
+}
+
+impl DueItem {
+    pub fn merchant(&self) -> Option<&str> {
+        keys::merchant_of(&self.pk)
+    }
+}
+
+impl Store {
+    /// The items of one purge bucket due at or before `as_of` (ISO time).
+    pub async fn due_items(&self, bucket: &str, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, StoreError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .index_name(PURGE_INDEX)
+                    .key_condition_expression("#b = :b AND #a <= :t")
+                    .expression_attribute_names("#b", attr::PURGE_BUCKET)
+                    .expression_attribute_names("#a", attr::PURGE_AT)
+                    .expression_attribute_values(":b", s(bucket))
+                    .expression_attribute_values(":t", s(keys::sort_time(as_of))),
+            )
+            .await?;
+        Ok(items
+            .into_iter()
+            .filter_map(|i| {
+                let text = |k: &str| get_s(&i, k).map(str::to_string);
+                let mut attrs = HashMap::new();
+                for k in ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id"] {
+                    if let Some(v) = text(k) {
+                        attrs.insert(k.to_string(), v);
+                    }
+                }
+                if let Some(seq) = i.get(attr::SEQ).and_then(|v| v.as_n().ok()) {
+                    attrs.insert("seq".into(), seq.clone());
+                }
+                Some(DueItem { pk: text(attr::PK)?, sk: text(attr::SK)?, purge_at: text(attr::PURGE_AT)?, attrs })
+            })
+            .collect())
+    }
+
+    /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
+    /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
+    pub async fn batch_delete(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(MAX_BATCH_WRITE) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|(pk, sk)| {
+                    let del = DeleteRequest::builder().set_key(Some(key(pk.clone(), sk.clone()))).build();
+                    built(del).map(|d| WriteRequest::builder().delete_request(d).build())
+                })
+                .collect::<Result<_, _>>()?;
+            let mut delay = std::time::Duration::from_millis(50);
+            for attempt in 0.. {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .send()
+                    .await
+                    .map_err(|e| aws("BatchWriteItem", e))?;
+                pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+                if pending.is_empty() {
+                    break;
+                }
+                if attempt >= 8 {
+                    return Err(StoreError::Conflict);
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+            }
+        }
+        Ok(())
+    }
+
+    /// All items of one partition (a cart with its steps), keys only.
+    pub async fn partition_keys(&self, pk: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_values(":pk", s(pk))
+                    .projection_expression("#pk, #sk")
+                    .expression_attribute_names("#sk", attr::SK)
+                    .consistent_read(true),
+            )
+            .await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| Some((get_s(i, attr::PK)?.to_string(), get_s(i, attr::SK)?.to_string())))
+            .collect())
+    }
+
+    /// The keys of one partition whose sort key starts with `prefix`.
+    pub async fn prefix_keys(&self, pk: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+        Ok(self
+            .query_prefix(pk.to_string(), prefix)
+            .await?
+            .iter()
+            .filter_map(|i| Some((get_s(i, attr::PK)?.to_string(), get_s(i, attr::SK)?.to_string())))
+            .collect())
+    }
+
+    /// Deletes a superseded consent entry and moves the ledger's checkpoint past it, in one
+    /// transaction: the kept chain verifies from `hash`. Only ever moves the checkpoint forward.
+    pub async fn purge_consent_entry(&self, pk: &str, sk: &str, seq: u64, hash: &str) -> Result<bool, StoreError> {
+        let Some(state_sk) = sk.rsplit_once('#').map(|(head, _)| head.to_string()) else { return Ok(false) };
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_string(), sk)))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK);
+        let checkpoint = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_string(), state_sk)))
+            .update_expression("SET first_seq = :next, checkpoint_hash = :h")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(first_seq) OR first_seq <= :seq)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":next", n(seq + 1))
+            .expression_attribute_values(":seq", n(seq))
+            .expression_attribute_values(":h", s(hash));
+        let items = vec![
+            TransactWriteItem::builder().delete(built(delete.build())?).build(),
+            TransactWriteItem::builder().update(built(checkpoint.build())?).build(),
+        ];
+        Ok(matches!(self.transact(items).await?, TxOutcome::Done))
+    }
+
+    /// Moves an item's purge date (a ledger with recent activity, an item under legal hold).
+    pub async fn repurge(&self, pk: &str, sk: &str, purge_at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_string(), sk)))
+            .update_expression("SET #b = :b, #a = :a")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#b", attr::PURGE_BUCKET)
+            .expression_attribute_names("#a", attr::PURGE_AT)
+            .expression_attribute_values(":b", s(keys::purge_bucket(purge_at, pk)))
+            .expression_attribute_values(":a", s(keys::sort_time(purge_at)))
+            .send()
+            .await
+            .map(|_| ())
+            .or_else(|e| match e.as_service_error() {
+                Some(se) if se.is_conditional_check_failed_exception() => Ok(()),
+                _ => Err(aws("UpdateItem", e)),
+            })
+    }
+
+    /// The newest thing that happened in a customer partition (a message, a call, a consent
+    /// event): the whole ledger expires only once this is old enough.
+    pub async fn last_activity(&self, pk: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_values(":pk", s(pk))
+                    .consistent_read(true),
+            )
+            .await?;
+        let parse = |t: &str| DateTime::parse_from_rfc3339(t).ok().map(|t| t.with_timezone(&Utc));
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let sk = get_s(i, attr::SK)?;
+                if sk.starts_with(keys::SMS_PREFIX) || sk.starts_with(keys::CALL_PREFIX) {
+                    get_s(i, "created_at").and_then(parse)
+                } else if sk.starts_with("CONSENT#") {
+                    let recorded = i.get("event").and_then(|e| e.as_m().ok()).and_then(|m| m.get("recorded_at"));
+                    get_s(i, "last_occurred_at")
+                        .and_then(parse)
+                        .or_else(|| recorded?.as_s().ok().and_then(|t| parse(t)))
+                } else {
+                    None
+                }
+            })
+            .max())
+    }
+
+    /// After a recording's object is deleted: its purge item goes, and its call log entry
+    /// forgets it (the log itself is kept for as long as call logs are).
+    pub async fn recording_purged(&self, pk: &str, rec_sk: &str, log_sk: Option<&str>) -> Result<(), StoreError> {
+        if let Some(log_sk) = log_sk {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.to_string(), log_sk)))
+                .update_expression("REMOVE recording")
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", attr::PK)
+                .send()
+                .await;
+            if let Err(e) = res
+                && !e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception())
+            {
+                return Err(aws("UpdateItem", e));
+            }
+        }
+        self.delete(pk.to_string(), rec_sk).await
+    }
+
+    /// The last day a purge run finished completely.
+    pub async fn purge_watermark(&self) -> Result<Option<chrono::NaiveDate>, StoreError> {
+        let item = self.get(PURGE_PK.into(), WATERMARK, "GetItem").await?;
+        Ok(item.as_ref().and_then(|i| get_s(i, "through_day")).and_then(|d| d.parse().ok()))
+    }
+
+    /// Moves the watermark forward (never back).
+    pub async fn set_purge_watermark(&self, day: chrono::NaiveDate) -> Result<(), StoreError> {
+        let day = day.format("%Y-%m-%d").to_string();
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(PURGE_PK.into(), WATERMARK)))
+            .update_expression("SET through_day = :d")
+            .condition_expression("attribute_not_exists(through_day) OR through_day < :d")
+            .expression_attribute_values(":d", s(day))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    /// The audit record of one run (counts per merchant and kind; never a phone or a body).
+    pub async fn put_purge_report(&self, report: &crate::domain::retention::PurgeReport) -> Result<(), StoreError> {
+        let mut item = to_item(report)?;
+        let started = report.started_at.map(keys::sort_time).unwrap_or_default();
+        item.insert(attr::PK.into(), s(PURGE_PK));
+        item.insert(attr::SK.into(), s(format!("RUN#{started}#{}", uuid::Uuid::new_v4().simple())));
+        self.put_item(item).await
+    }
+
+    /// The audit records, oldest first.
+    pub async fn purge_reports(&self) -> Result<Vec<crate::domain::retention::PurgeReport>, StoreError> {
+        self.query_prefix(PURGE_PK.into(), "RUN#").await?.into_iter().map(from_item).collect()
+    }
+}

@@ -1,0 +1,192 @@
+//! The retention purge against moto, its clock driven by the run's `as_of` (as the scheduled
+//! event's `time` drives it in AWS): per kind, what is older than its retention goes and what is
+//! younger stays; the consent hash chain still verifies after old entries go; a legal hold keeps
+//! everything until it lifts; a recording's object goes with its log reference; an interrupted
+//! run resumes without deleting anything twice.
+
+use callfy_integration_tests::*;
+use callfy_local::LocalHandle;
+use callfy_local::sandbox::InboundRequest;
+use callfy_shared::domain::consent::{ConsentStatus, verify_chain};
+use callfy_shared::domain::merchant::Channel;
+use callfy_shared::domain::retention::PurgeKind;
+use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::json;
+use std::sync::Arc;
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-28T19:00:00Z".parse().unwrap()
+}
+
+fn ids() -> (MerchantId, CartToken, Phone) {
+    (
+        MerchantId::parse("snowdevil").unwrap(),
+        CartToken::parse("cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c").unwrap(),
+        Phone::parse(PHONE, None).unwrap(),
+    )
+}
+
+/// Short retention, so each kind's clock is visible in days.
+fn short() -> serde_json::Value {
+    json!({ "sms_logs": 30, "consent_records": 60, "recordings": 20, "carts": 10 })
+}
+
+async fn text_in(local: &LocalHandle, body: &str) {
+    let req = InboundRequest {
+        from: PHONE.into(),
+        to: "+15005550006".into(),
+        body: body.into(),
+        messaging_service_sid: Some("MG0123456789abcdef0123456789abcdef".into()),
+    };
+    local.sandbox.receive(&req).await.expect("sms-inbound answers");
+}
+
+#[tokio::test]
+async fn each_kind_goes_after_its_own_retention_and_the_chain_still_verifies() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-kinds", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    let (m, token, phone) = ids();
+    let store = local.store();
+    // Day 0: a checkout (opt-in, entry 1) and its text. Day 1: STOP (entry 2). Day 40: START (entry 3).
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    clock.set(t0() + Duration::days(1));
+    text_in(&local, "STOP").await;
+    clock.set(t0() + Duration::days(40));
+    text_in(&local, "START").await;
+    assert_eq!(store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), 3);
+    let sms_before = store.sms_log(&m, &phone).await.unwrap().len();
+    assert_eq!(sms_before, 3, "the text, and the STOP and START received");
+
+    // Nothing is due on day 5; a dry run on day 12 names the cart and deletes nothing.
+    let r = local.purge(t0() + Duration::days(5), false, None).await.unwrap();
+    assert_eq!(r.total(), r.of_kind(PurgeKind::Working), "only the day-old send counter: {r:?}");
+    let dry = local.purge(t0() + Duration::days(12), true, None).await.unwrap();
+    assert_eq!(dry.of_kind(PurgeKind::Cart), 1, "{dry:?}");
+    assert!(store.get_cart(&m, &token).await.unwrap().is_some(), "a dry run deletes nothing");
+
+    // Day 12: the cart (10 days after its last update) with its steps and its checkout pointer.
+    let r = local.purge(t0() + Duration::days(12), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Cart), 1, "{r:?}");
+    assert!(store.get_cart(&m, &token).await.unwrap().is_none());
+    assert!(store.get_step(&m, &token, 0).await.unwrap().is_none());
+    assert!(store.cart_token_for_checkout(&m, "981820079255243537").await.unwrap().is_none());
+    assert_eq!(store.sms_log(&m, &phone).await.unwrap().len(), sms_before, "logs are younger than 30 days");
+
+    // Day 32: the first text (day 0) and the STOP (day 1) are over 30 days old.
+    let r = local.purge(t0() + Duration::days(32), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 2, "{r:?}");
+    let left = store.sms_log(&m, &phone).await.unwrap();
+    assert!(left.iter().all(|e| e.created_at >= t0() + Duration::days(40)), "{left:?}");
+
+    // Day 62: entry 1 was superseded on day 1 (60 days ago): it goes, entries 2 and 3 stay,
+    // and the chain verifies from the checkpoint the purge left.
+    let r = local.purge(t0() + Duration::days(62), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::ConsentEntry), 1, "{r:?}");
+    let entries = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 3]);
+    let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!((state.first_seq, state.status), (2, ConsentStatus::OptedIn));
+    assert_eq!(verify_chain(&entries, &state), Ok(3));
+    // The voice ledger (STOP's) had nothing happen since day 1, but the phone had activity on
+    // day 40 (START): its ledger is kept and looked at again later.
+    assert_eq!(store.consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    assert!(r.deferred >= 1, "{r:?}");
+
+    // Tampering after the checkpoint is still caught.
+    let mut tampered = entries.clone();
+    tampered[1].event.occurred_at = t0();
+    assert!(verify_chain(&tampered, &state).is_err());
+    assert!(verify_chain(&entries[1..], &state).is_err(), "a removed entry after the checkpoint is caught");
+
+    // Day 101: nothing has happened for 60 days since day 40: the whole ledger goes.
+    let r = local.purge(t0() + Duration::days(101), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::ConsentLedger) >= 2, "{r:?}");
+    assert!(store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap().is_empty());
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::Unknown);
+
+    // Every run left an audit record with counts and no personal data.
+    let reports = store.purge_reports().await.unwrap();
+    assert!(reports.len() >= 5);
+    let text = serde_json::to_string(&reports).unwrap();
+    assert!(!text.contains("4155552671") && !text.contains("Ann"), "{text}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_legal_hold_keeps_everything_until_it_lifts() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-hold", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    local.store().set_legal_hold(&m, true).await.unwrap();
+    let r = local.purge(t0() + Duration::days(45), false, None).await.unwrap();
+    assert_eq!(r.total(), 0, "{r:?}");
+    assert!(r.held.get("snowdevil").copied().unwrap_or(0) >= 2, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_some());
+    assert_eq!(local.store().sms_log(&m, &phone).await.unwrap().len(), 1);
+    // Lifted: the next day's run purges what was held.
+    local.store().set_legal_hold(&m, false).await.unwrap();
+    let r = local.purge(t0() + Duration::days(46), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::Cart) == 1 && r.of_kind(PurgeKind::SmsLog) == 1, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_run_resumes_and_deletes_nothing_twice() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-resume", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let as_of = t0() + Duration::days(45);
+    let due = local.purge(as_of, true, None).await.unwrap().total();
+    assert!(due >= 3, "the cart, the text, the counter: {due}");
+    // A run out of time stops cleanly before its first batch and records where it stands.
+    let stopped = local.purge(as_of, false, Some(std::time::Instant::now())).await.unwrap();
+    assert!(!stopped.complete && stopped.total() == 0 && stopped.through_day.is_none(), "{stopped:?}");
+    // The next run does it all; a re-run finds nothing left.
+    let resumed = local.purge(as_of, false, None).await.unwrap();
+    assert!(resumed.complete);
+    assert_eq!(resumed.total(), due);
+    assert_eq!(local.purge(as_of, false, None).await.unwrap().total(), 0);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_recording_goes_with_its_log_reference_after_its_own_retention() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut v = read_json("events/demo-merchant-voice.json");
+    v["flow"] = json!([{ "after_minutes": 0, "channel": "voice" }]);
+    v["retention_days"] = short();
+    let voice = callfy_shared::domain::merchant::Merchant::from_json(&v.to_string()).unwrap();
+    let local = start_local("ret-rec", clock.clone(), &voice).await;
+    let mut body = checkout(t0());
+    body["note_attributes"] = json!([{ "name": "callfy_voice_consent", "value": "yes" }]);
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &body).await.0, 200);
+    local.drain().await.unwrap();
+    let sid = local.sandbox.calls()[0].sid.clone();
+    local.sandbox.answer_call(&sid, "human").await.unwrap();
+    local.sandbox.end_call(&sid, "completed", 10).await.unwrap();
+    assert_eq!(local.poll_recordings(0).await.unwrap().succeeded, 1);
+    let (m, _, phone) = ids();
+    let key = format!("recordings/snowdevil/2026/11/{sid}.wav");
+    let s3 = callfy_shared::adapters::aws::s3(&sdk().await);
+    let bucket = local.resources.names.bucket.clone();
+    assert!(s3.head_object().bucket(&bucket).key(&key).send().await.is_ok());
+
+    // Day 19: kept. Day 21: the object and its reference go; the call log (30 days) stays.
+    assert_eq!(local.purge(t0() + Duration::days(19), false, None).await.unwrap().of_kind(PurgeKind::Recording), 0);
+    let r = local.purge(t0() + Duration::days(21), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Recording), 1, "{r:?}");
+    assert!(s3.head_object().bucket(&bucket).key(&key).send().await.is_err(), "the object is gone");
+    let log = local.store().call_log(&m, &phone).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert!(log[0].recording.is_none(), "the log no longer points at it");
+    let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::CallLog), 1, "{r:?}");
+    assert!(local.store().call_log(&m, &phone).await.unwrap().is_empty());
+    local.shutdown().await;
+}
