@@ -101,6 +101,7 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("ConsentApiFunction", "consent-api"),
         ("SmsInboundFunction", "sms-inbound"),
         ("VoiceCallbacksFunction", "voice-callbacks"),
+        ("RetentionPurgerFunction", "retention-purger"),
     ] {
         let meta = &t["Resources"][name]["Metadata"];
         assert_eq!(meta["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
@@ -157,6 +158,11 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
                 assert_eq!(s3, vec!["s3:PutObject"], "{policies}");
                 assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
             }
+            // The purger alone deletes recordings, on the prefix only.
+            "RetentionPurgerFunction" => {
+                assert_eq!(s3, vec!["s3:DeleteObj"], "{policies}");
+                assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
+            }
             _ => assert!(s3.is_empty(), "{function} must not touch recordings: {policies}"),
         }
     }
@@ -170,6 +176,10 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         let denied = policies.contains("\"Effect\":\"Deny\"") && policies.contains("Z#*");
         assert_eq!(denied, name != "WebhookIngestFunction", "{name}: {policies}");
     }
+    // The purger runs daily, on a schedule whose time is its clock.
+    let daily = &res(&t, "RetentionPurgerFunction")["Events"]["Daily"];
+    assert_eq!(daily["Type"].as_str(), Some("Schedule"));
+    assert!(daily["Properties"]["Schedule"].as_str().unwrap().starts_with("cron("));
     let voice = serde_json::to_string(&res(&t, "VoiceCallbacksFunction")["Policies"]).unwrap();
     assert!(voice.contains("sqs:SendMessage") && voice.contains("RecordingsQueue") && voice.contains("OutreachQueue"));
     assert!(!voice.contains("sqs:ReceiveMessage") && !voice.contains("sqs:DeleteMessage"));

@@ -190,3 +190,23 @@ async fn a_recording_goes_with_its_log_reference_after_its_own_retention() {
     assert!(local.store().call_log(&m, &phone).await.unwrap().is_empty());
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_scheduled_event_drives_the_purger_as_lambda_would() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-event", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let mut event = read_json("events/eventbridge-purge-schedule.json");
+    // Its clock is the event: a run scheduled 45 days later purges as of then, whenever it runs.
+    event["time"] = (t0() + Duration::days(45)).to_rfc3339().into();
+    let report = retention_purger::handle(&local.functions().purger, &event, None).await.unwrap();
+    assert_eq!(report.as_of, Some(t0() + Duration::days(45)));
+    assert!(
+        report.complete && report.of_kind(PurgeKind::Cart) == 1 && report.of_kind(PurgeKind::SmsLog) == 1,
+        "{report:?}"
+    );
+    let bad = json!({ "detail-type": "Scheduled Event" });
+    assert!(retention_purger::handle(&local.functions().purger, &bad, None).await.is_err(), "no time, no run");
+    local.shutdown().await;
+}
