@@ -210,3 +210,54 @@ async fn the_scheduled_event_drives_the_purger_as_lambda_would() {
     assert!(retention_purger::handle(&local.functions().purger, &bad, None).await.is_err(), "no time, no run");
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_closed_account_is_erased_after_its_grace_period_and_not_before() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-close", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    // Shopify's app/uninstalled closes the account.
+    let (status, _) = post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await;
+    assert_eq!(status, 200);
+    let record = local.store().get_merchant(&m).await.unwrap().unwrap();
+    assert_eq!(record.status, callfy_shared::adapters::store::MerchantStatus::Closed);
+    // Day 29: within the 30-day grace period, nothing is erased.
+    let r = local.purge(t0() + Duration::days(29), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Erasure), 0, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_some());
+    // A legal hold taken meanwhile keeps it past the grace period …
+    local.store().set_legal_hold(&m, true).await.unwrap();
+    let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Erasure), 0, "{r:?}");
+    assert!(local.store().get_merchant(&m).await.unwrap().is_some());
+    // … and when it lifts, the next run erases everything: carts, logs, ledgers, the profile.
+    local.store().set_legal_hold(&m, false).await.unwrap();
+    let r = local.purge(t0() + Duration::days(32), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::Erasure) >= 5, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    assert!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().is_empty());
+    assert!(local.store().get_merchant(&m).await.unwrap().is_none(), "the account itself is gone");
+    assert!(local.store().merchant_by_shop_domain(SHOP).await.unwrap().is_none());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn shop_redact_erases_the_shops_customer_data_at_the_next_run() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-redact", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let body = json!({ "shop_id": 954889, "shop_domain": SHOP });
+    assert_eq!(post_shopify(&local.base_url, "shop/redact", &unique("evt"), &body).await.0, 200);
+    let r = local.purge(t0() + Duration::hours(1), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::Erasure) >= 4, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    assert!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().is_empty());
+    assert!(local.store().get_merchant(&m).await.unwrap().is_some(), "the account stays");
+    local.shutdown().await;
+}

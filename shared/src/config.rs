@@ -174,15 +174,25 @@ pub struct VoiceCallbackSettings {
 pub struct PurgerSettings {
     pub table_name: String,
     pub recordings_bucket: String,
+    /// `CLOSURE_GRACE_DAYS`, default 30: how long a closed account's data is kept.
+    pub closure_grace_days: u32,
     pub log_key: String,
 }
 
 impl Settings for PurgerSettings {
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
+        let closure_grace_days = match env.opt("CLOSURE_GRACE_DAYS") {
+            None => crate::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
+            Some(v) => v.parse().ok().filter(|d| (1..=365).contains(d)).ok_or(ConfigError::Invalid {
+                name: "CLOSURE_GRACE_DAYS",
+                reason: format!("expected 1 to 365 days, got {v:?}"),
+            })?,
+        };
         Ok(Self {
             table_name: env.table_name()?,
             recordings_bucket: env.req("RECORDINGS_BUCKET")?,
+            closure_grace_days,
             log_key: env.log_key()?,
         })
     }

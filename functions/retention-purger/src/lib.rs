@@ -13,6 +13,8 @@ use thiserror::Error;
 pub struct PurgerApp {
     pub store: Store,
     pub recordings: RecordingBucket,
+    /// Days a closed account's data is kept before erasure (`CLOSURE_GRACE_DAYS`).
+    pub closure_grace_days: u32,
 }
 
 #[derive(Debug, Error)]
@@ -37,6 +39,12 @@ pub async fn handle(
 ) -> Result<PurgeReport, PurgerError> {
     let as_of = event_time(event)?;
     let purger = Purger { store: &app.store, recordings: &app.recordings };
-    let opts = RunOptions { as_of, dry_run: false, deadline, started_at: Utc::now() };
+    let opts = RunOptions {
+        as_of,
+        dry_run: false,
+        deadline,
+        started_at: Utc::now(),
+        closure_grace_days: app.closure_grace_days,
+    };
     Ok(purger.run(opts).await?)
 }

@@ -18,6 +18,7 @@ async fn main() -> Result<(), Error> {
     let app = Arc::new(PurgerApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         recordings: RecordingBucket::new(aws::s3(&sdk), &config.recordings_bucket, None),
+        closure_grace_days: config.closure_grace_days,
     });
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let app = Arc::clone(&app);

@@ -42,6 +42,18 @@ impl RecordingBucket {
         &self.bucket
     }
 
+    /// Deletes every object under `prefix` (an account's recordings); how many.
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, BucketError> {
+        let mut keys = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        self.delete_keys(&keys).await?;
+        Ok(keys.len())
+    }
+
     /// Deletes objects (the purger and the deletion path only), up to 1000 a request.
     pub async fn delete_keys(&self, keys: &[String]) -> Result<(), BucketError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};

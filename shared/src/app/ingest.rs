@@ -295,6 +295,15 @@ impl<Q: JobQueue> Ingest<'_, Q> {
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
         let stored = self.store.record_platform_request(m, event_key, &request, now).await?;
+        match &request {
+            // Uninstalling closes the account: no more outreach, its data erased after the grace period.
+            PlatformRequest::AppUninstalled => self.store.close_merchant(&m.id, now).await?,
+            // The shop's customer data goes at the next purge run, without a grace period.
+            PlatformRequest::Privacy(p) if p.kind == crate::platforms::PrivacyKind::ShopRedact => {
+                self.store.request_shop_redaction(&m.id, now).await?
+            }
+            PlatformRequest::Privacy(_) => {}
+        }
         info!(merchant = %m.id, kind = request_kind(&request), stored, "platform request recorded");
         Ok(if stored { Outcome::Recorded } else { Outcome::Duplicate })
     }

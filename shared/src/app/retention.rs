@@ -3,7 +3,7 @@
 //! batches, recorded in an audit report without personal data. "Now" is the run's `as_of` (the
 //! schedule's time), so a late or replayed run purges as of its own schedule.
 
-use crate::adapters::dynamo::{DueItem, Store, StoreError};
+use crate::adapters::dynamo::{DueItem, Erasure, Store, StoreError};
 use crate::adapters::recordings::{BucketError, RecordingBucket};
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
@@ -33,7 +33,12 @@ pub struct RunOptions {
     pub deadline: Option<Instant>,
     /// When the run started (the wall clock, for the audit record).
     pub started_at: DateTime<Utc>,
+    /// A closed account's data is erased this many days after it closed.
+    pub closure_grace_days: u32,
 }
+
+/// The grace period of a closed account unless configured (`CLOSURE_GRACE_DAYS`).
+pub const DEFAULT_CLOSURE_GRACE_DAYS: u32 = 30;
 
 pub struct Purger<'a> {
     pub store: &'a Store,
@@ -52,12 +57,17 @@ impl Purger<'_> {
         let watermark = self.store.purge_watermark().await?;
         let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
         'days: for day in days_to_read(watermark, opts.as_of) {
-            for shard in 0..PURGE_SHARDS {
+            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                report.complete = false;
+                break 'days;
+            }
+            // A day's shards are read concurrently, then handled one after the other.
+            let reads = (0..PURGE_SHARDS).map(|shard| self.store.due_items_owned(bucket_of(day, shard), opts.as_of));
+            for due in futures::future::try_join_all(reads).await? {
                 if opts.deadline.is_some_and(|d| Instant::now() >= d) {
                     report.complete = false;
                     break 'days;
                 }
-                let due = self.store.due_items(&bucket_of(day, shard), opts.as_of).await?;
                 if !due.is_empty() {
                     self.purge(due, &opts, &mut merchants, &mut report).await?;
                 }
@@ -115,6 +125,7 @@ impl Purger<'_> {
                 continue;
             }
             match PurgeKind::of_sort_key(&item.sk) {
+                PurgeKind::Erasure => self.erase(item, &merchant, opts, merchants, report).await?,
                 PurgeKind::Recording => recordings.push(item),
                 PurgeKind::ConsentEntry => entries.push(item),
                 PurgeKind::ConsentLedger => self.ledger(item, &merchant, opts, merchants, report).await?,
@@ -170,6 +181,56 @@ impl Purger<'_> {
                 report.count(merchant, *kind, 1);
             }
         }
+        Ok(())
+    }
+
+    /// A closed account after its grace period (everything, the profile last), or a shop's
+    /// customer data at once (`shop/redact`). An account reopened meanwhile keeps its data.
+    async fn erase(
+        &self,
+        item: DueItem,
+        merchant: &str,
+        opts: &RunOptions,
+        merchants: &mut HashMap<String, Option<MerchantRecord>>,
+        report: &mut PurgeReport,
+    ) -> Result<(), PurgeError> {
+        let Ok(id) = MerchantId::parse(merchant) else { return Ok(()) };
+        let closure = item.sk == "CLOSURE";
+        let record = self.merchant(merchants, merchant).await?.clone();
+        if closure {
+            if record.as_ref().is_some_and(|r| r.status == crate::domain::outreach::MerchantStatus::Active) {
+                if !opts.dry_run {
+                    self.store.batch_delete(&[(item.pk, item.sk)]).await?;
+                }
+                return Ok(());
+            }
+            let requested = item
+                .attrs
+                .get("requested_at")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map_or(opts.as_of, |t| t.with_timezone(&Utc));
+            let until = requested + Duration::days(i64::from(opts.closure_grace_days));
+            if until > opts.as_of {
+                report.deferred += 1;
+                if !opts.dry_run {
+                    self.store.repurge(&item.pk, &item.sk, until).await?;
+                }
+                return Ok(());
+            }
+        }
+        let scope = if closure { Erasure::Account } else { Erasure::CustomerData };
+        let mut keys = self.store.merchant_keys(&id, scope).await?;
+        // The profile goes last: a crash before it leaves the erasure due, not half-forgotten.
+        keys.sort_by_key(|(pk, sk)| (pk.starts_with("M#") && sk == "PROFILE", pk.clone()));
+        if !keys.iter().any(|k| *k == (item.pk.clone(), item.sk.clone())) {
+            keys.insert(keys.len().saturating_sub(usize::from(closure)), (item.pk.clone(), item.sk.clone()));
+        }
+        if !opts.dry_run {
+            self.recordings.delete_prefix(&format!("recordings/{merchant}/")).await?;
+            self.store.batch_delete(&keys).await?;
+        }
+        info!(merchant, closure, items = keys.len(), "account data erased");
+        report.count(merchant, PurgeKind::Erasure, keys.len() as u64);
         Ok(())
     }
 

@@ -32,6 +32,8 @@ pub enum PurgeKind {
     Working,
     /// Platform privacy requests and uninstalls, kept as long as consent records.
     PlatformRequest,
+    /// A closed account after its grace period, or a shop's customer data (`shop/redact`).
+    Erasure,
 }
 
 impl PurgeKind {
@@ -45,6 +47,7 @@ impl PurgeKind {
             Self::Cart => "cart",
             Self::Working => "working",
             Self::PlatformRequest => "platform_request",
+            Self::Erasure => "erasure",
         }
     }
 
@@ -58,6 +61,7 @@ impl PurgeKind {
             s if s.starts_with("CONSENT#") => Self::ConsentLedger,
             "CART" => Self::Cart,
             s if s.starts_with("REQ#") => Self::PlatformRequest,
+            "CLOSURE" | "REDACT" => Self::Erasure,
             _ => Self::Working,
         }
     }

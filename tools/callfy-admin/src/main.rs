@@ -45,6 +45,9 @@ enum Command {
         /// The recordings bucket (default: $RECORDINGS_BUCKET, else the local default).
         #[arg(long)]
         bucket: Option<String>,
+        /// Days a closed account's data is kept before it is erased.
+        #[arg(long, default_value_t = callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS)]
+        grace_days: u32,
     },
 }
 
@@ -75,6 +78,8 @@ enum MerchantAction {
     Get { id: String },
     /// Issue a new API key; it is printed once and only its SHA-256 is stored.
     ApiKey { id: String },
+    /// Close a merchant: no more outreach, API keys refused, its data erased after the grace period.
+    Close { id: String },
     /// Suspend (on) or resume (off) every purge and deletion of a merchant's data.
     LegalHold {
         id: String,
@@ -149,13 +154,18 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 println!("{key}");
                 eprintln!("Store this key now: it is shown only once.");
             }
+            MerchantAction::Close { id } => {
+                let id = merchant_id(&id)?;
+                store.close_merchant(&id, chrono::Utc::now()).await?;
+                println!("merchant {id} closed; its data is erased after the grace period");
+            }
             MerchantAction::LegalHold { id, state } => {
                 let id = merchant_id(&id)?;
                 store.set_legal_hold(&id, state == OnOff::On).await?;
                 println!("legal hold for {id}: {}", if state == OnOff::On { "on" } else { "off" });
             }
         },
-        Command::Purge { dry_run, as_of, bucket } => {
+        Command::Purge { dry_run, as_of, bucket, grace_days } => {
             let as_of = match as_of {
                 Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
                     .map(|t| t.with_timezone(&chrono::Utc))
@@ -172,6 +182,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 dry_run,
                 deadline: None,
                 started_at: chrono::Utc::now(),
+                closure_grace_days: grace_days,
             };
             let report = purger.run(opts).await.map_err(|e| AdminError::Usage(e.to_string()))?;
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());

@@ -291,7 +291,11 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
             recordings: bucket.clone(),
             scratch: std::env::temp_dir(),
         },
-        purger: retention_purger::PurgerApp { store: store.clone(), recordings: bucket },
+        purger: retention_purger::PurgerApp {
+            store: store.clone(),
+            recordings: bucket,
+            closure_grace_days: callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
+        },
         voice: VoiceApp {
             store: store.clone(),
             recordings_queue,
@@ -405,7 +409,13 @@ async fn purge(
 ) -> Result<callfy_shared::domain::retention::PurgeReport, callfy_shared::app::retention::PurgeError> {
     let p = &shared.functions.purger;
     let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings };
-    let opts = callfy_shared::app::retention::RunOptions { as_of, dry_run, deadline, started_at: chrono::Utc::now() };
+    let opts = callfy_shared::app::retention::RunOptions {
+        as_of,
+        dry_run,
+        deadline,
+        started_at: chrono::Utc::now(),
+        closure_grace_days: p.closure_grace_days,
+    };
     purger.run(opts).await
 }
 

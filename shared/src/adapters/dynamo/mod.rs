@@ -11,7 +11,7 @@ mod idempotency;
 mod merchants;
 mod messages;
 mod purge;
-pub use purge::{DueItem, MAX_BATCH_WRITE};
+pub use purge::{DueItem, Erasure, MAX_BATCH_WRITE};
 mod requests;
 mod steps;
 

@@ -47,7 +47,7 @@ impl Store {
             .filter_map(|i| {
                 let text = |k: &str| get_s(&i, k).map(str::to_string);
                 let mut attrs = HashMap::new();
-                for k in ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id"] {
+                for k in ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at"] {
                     if let Some(v) = text(k) {
                         attrs.insert(k.to_string(), v);
                     }
@@ -58,6 +58,11 @@ impl Store {
                 Some(DueItem { pk: text(attr::PK)?, sk: text(attr::SK)?, purge_at: text(attr::PURGE_AT)?, attrs })
             })
             .collect())
+    }
+
+    /// `due_items` for a bucket name the caller built.
+    pub async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, StoreError> {
+        self.due_items(&bucket, as_of).await
     }
 
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
@@ -264,5 +269,79 @@ impl Store {
     /// The audit records, oldest first.
     pub async fn purge_reports(&self) -> Result<Vec<crate::domain::retention::PurgeReport>, StoreError> {
         self.query_prefix(PURGE_PK.into(), "RUN#").await?.into_iter().map(from_item).collect()
+    }
+}
+
+/// What an account-wide erasure removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    /// A closed account after its grace period: everything, the profile last.
+    Account,
+    /// Shopify `shop/redact`: every customer's data; the account itself stays.
+    CustomerData,
+}
+
+impl Store {
+    /// Closes a merchant: no more outreach (every claim checks the status), API keys refused,
+    /// and its data due for erasure once the grace period has passed (the purger decides when,
+    /// from `closed_at`). Idempotent.
+    pub async fn close_merchant(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.set_merchant_status(id, MerchantStatus::Closed).await?;
+        self.mark_erasure(id, "CLOSURE", at).await
+    }
+
+    /// Shopify `shop/redact`: the shop's customer data is due at once.
+    pub async fn request_shop_redaction(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.mark_erasure(id, "REDACT", at).await
+    }
+
+    async fn mark_erasure(&self, id: &MerchantId, sk: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let pk = merchant_pk(id);
+        let mut item = key(pk, sk);
+        item.insert("requested_at".into(), s(keys::sort_time(at)));
+        let item = with_purge(item, at);
+        // The first request's time counts: a repeat does not restart the grace period.
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK);
+        self.put_unless_taken(req).await.map(|_| ())
+    }
+
+    /// Every key of one merchant, found by a scan (an account erasure is rare; the daily purge
+    /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
+    pub async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, StoreError> {
+        let m = id.as_str();
+        let customer_prefixes =
+            [format!("C#{m}#"), format!("K#{m}#"), format!("X#{m}#"), format!("E#{m}#"), format!("I#{m}#")];
+        let mut keys = Vec::new();
+        let mut pages = self
+            .client
+            .scan()
+            .table_name(&self.table)
+            .projection_expression("#pk, #sk, #mid")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#sk", attr::SK)
+            .expression_attribute_names("#mid", attr::MERCHANT_ID)
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("Scan", e))?;
+            for i in page.items.unwrap_or_default() {
+                let (Some(pk), Some(sk)) = (get_s(&i, attr::PK), get_s(&i, attr::SK)) else { continue };
+                let customer = customer_prefixes.iter().any(|p| pk.starts_with(p.as_str())) || pk == format!("V#{m}");
+                let account = pk == format!("M#{m}")
+                    || pk == format!("Z#{m}")
+                    || (pk.starts_with("S#") && sk == format!("M#{m}"))
+                    || (pk.starts_with("D#") && sk == keys::OWNER && get_s(&i, attr::MERCHANT_ID) == Some(m));
+                if customer || (scope == Erasure::Account && account) {
+                    keys.push((pk.to_string(), sk.to_string()));
+                }
+            }
+        }
+        Ok(keys)
     }
 }
