@@ -527,7 +527,11 @@ async fn sample_events_drive_the_handlers() {
     let status = sms_inbound::handle(&inbound, sample("twilio-sms-status-21610.json")).await;
     assert_eq!((status.status().as_u16(), body(status).contains("ignored")), (200, true), "unknown SID");
 
-    let consent = consent_api::ConsentApp { store: store.clone(), clock: clock.clone() };
+    let consent = consent_api::ConsentApp {
+        store: store.clone(),
+        recordings: local.functions().consent.recordings.clone(),
+        clock: clock.clone(),
+    };
     let denied = consent_api::handle(&consent, sample("consent-api-post.json")).await;
     assert_eq!(denied.status(), 401, "the sample carries a placeholder key");
     let key = "cfy_live_snowdevil_".to_string() + &"0".repeat(64);

@@ -120,6 +120,9 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("WebhookIngestFunction", "Custom", "/webhooks/custom/{merchant_id}", "POST"),
         ("ConsentApiFunction", "CreateConsent", "/v1/consents", "POST"),
         ("ConsentApiFunction", "ReadConsent", "/v1/consents/{phone}", "GET"),
+        ("ConsentApiFunction", "PrivacyExport", "/v1/privacy/export", "POST"),
+        ("ConsentApiFunction", "PrivacyDelete", "/v1/privacy/delete", "POST"),
+        ("ConsentApiFunction", "PrivacyRequest", "/v1/privacy/requests/{id}", "GET"),
         ("SmsInboundFunction", "InboundSms", "/twilio/sms", "POST"),
         ("SmsInboundFunction", "SmsStatus", "/twilio/sms/status", "POST"),
         ("VoiceCallbacksFunction", "VoiceAnswer", "/twilio/voice/answer", "POST"),
@@ -140,6 +143,8 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
             _ => assert!(sqs.is_empty(), "{function}: {policies}"),
         }
         assert!(!policies.contains("dynamodb:DeleteItem") && !policies.contains("dynamodb:Scan"), "{function}");
+        // Only the privacy API (in consent-api) deletes, and only in batches of a person's items.
+        assert_eq!(policies.contains("dynamodb:BatchWriteItem"), function == "ConsentApiFunction", "{function}");
     }
     // Recordings: only the worker writes them (PutObject on the prefix), nobody reads or deletes
     // them yet (retention and the privacy path will), voice-callbacks only queues their copy.
@@ -166,9 +171,10 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
                 assert_eq!(s3, vec!["s3:PutObject"], "{policies}");
                 assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
             }
-            // The purger alone deletes recordings, on the prefix only.
+            // The purger and the privacy API alone delete recordings, on the prefix only.
+            "ConsentApiFunction" => assert_eq!(s3, vec!["s3:GetObject", "s3:DeleteObject"], "{policies}"),
             "RetentionPurgerFunction" => {
-                assert_eq!(s3, vec!["s3:DeleteObject", "s3:ListBucket"], "{policies}");
+                assert_eq!(s3, vec!["s3:DeleteObject", "s3:PutObject", "s3:ListBucket"], "{policies}");
                 assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
             }
             _ => assert!(s3.is_empty(), "{function} must not touch recordings: {policies}"),

@@ -198,10 +198,12 @@ impl Settings for PurgerSettings {
     }
 }
 
-/// consent-api: only the table.
+/// consent-api: the table, and the recordings bucket (exports link recordings, deletions
+/// remove them).
 #[derive(Clone)]
 pub struct ConsentApiSettings {
     pub table_name: String,
+    pub recordings_bucket: String,
     pub log_key: String,
 }
 
@@ -273,7 +275,11 @@ impl Settings for VoiceCallbackSettings {
 impl Settings for ConsentApiSettings {
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
-        Ok(Self { table_name: env.table_name()?, log_key: env.log_key()? })
+        Ok(Self {
+            table_name: env.table_name()?,
+            recordings_bucket: env.req("RECORDINGS_BUCKET")?,
+            log_key: env.log_key()?,
+        })
     }
 }
 
@@ -315,8 +321,9 @@ mod tests {
 
     #[test]
     fn each_function_asks_only_for_what_it_uses() {
-        // The consent API runs with nothing but its table.
-        let consent = ConsentApiSettings::from_lookup(lookup(&[("TABLE_NAME", "callfy")])).unwrap();
+        // The consent API runs with its table and the recordings bucket.
+        let consent =
+            ConsentApiSettings::from_lookup(lookup(&[("TABLE_NAME", "callfy"), ("RECORDINGS_BUCKET", "rec")])).unwrap();
         assert_eq!(consent.table_name, "callfy");
         assert!(matches!(ConsentApiSettings::from_lookup(lookup(&[])), Err(ConfigError::Missing("TABLE_NAME"))));
 
@@ -412,6 +419,7 @@ mod tests {
     fn log_key_is_optional_but_never_blank_or_short() {
         let mut vars = base();
         vars.insert("CALLFY_LOG_KEY".into(), " 0123456789abcdef\n".into());
+        vars.insert("RECORDINGS_BUCKET".into(), "rec".into());
         assert_eq!(env(&vars).log_key().unwrap(), "0123456789abcdef");
         let settings = ConsentApiSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
         assert_eq!(settings.log_key, "0123456789abcdef");

@@ -1,5 +1,7 @@
 //! consent-api: merchants record and read consent (`POST /v1/consents`,
-//! `GET /v1/consents/{phone}`) with their API key. `handle` is the whole handler.
+//! `GET /v1/consents/{phone}`) and make data-subject requests (`POST /v1/privacy/export`,
+//! `POST /v1/privacy/delete`, `GET /v1/privacy/requests/{id}`) with their API key. `handle` is
+//! the whole handler.
 
 use callfy_shared::adapters::store::{IdempotencyRecord, MerchantRecord, MerchantStatus, Store, StoreError};
 use callfy_shared::api_key::key_merchant;
@@ -27,6 +29,8 @@ const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 pub struct ConsentApp {
     pub store: Store,
+    /// Recordings: linked from exports, deleted with a person's data.
+    pub recordings: callfy_shared::adapters::recordings::RecordingBucket,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -36,6 +40,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Consent(#[from] ConsentError),
+    #[error("{0}")]
+    Privacy(String),
 }
 
 pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
@@ -50,6 +56,16 @@ pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
             return error(405, "method_not_allowed", "use GET");
         }
         Route::Read(percent_decode(phone))
+    } else if path == "/v1/privacy/export" || path == "/v1/privacy/delete" {
+        if req.method() != Method::POST {
+            return error(405, "method_not_allowed", "use POST");
+        }
+        Route::Privacy { delete: path.ends_with("delete") }
+    } else if let Some(id) = path.strip_prefix("/v1/privacy/requests/") {
+        if req.method() != Method::GET {
+            return error(405, "method_not_allowed", "use GET");
+        }
+        Route::PrivacyStatus(percent_decode(id))
     } else {
         return error(404, "not_found", format!("no route for {path}"));
     };
@@ -60,6 +76,8 @@ pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
     let result = match route {
         Route::Create => create(app, &merchant, &req).await,
         Route::Read(phone) => read(app, &merchant.merchant, &phone).await,
+        Route::Privacy { delete } => privacy(app, &merchant, &req, delete).await,
+        Route::PrivacyStatus(id) => privacy_status(app, &merchant.merchant, &id).await,
     };
     result.unwrap_or_else(|e| {
         warn!(merchant = %merchant.merchant.id, error = %redact(&e.to_string()), "consent request failed");
@@ -70,6 +88,79 @@ pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
 enum Route {
     Create,
     Read(String),
+    Privacy { delete: bool },
+    PrivacyStatus(String),
+}
+
+/// `{"phone": …}` or `{"email": …}`: whom a data-subject request is about.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectBody {
+    phone: Option<String>,
+    email: Option<String>,
+}
+
+async fn privacy(
+    app: &ConsentApp,
+    record: &MerchantRecord,
+    req: &Request,
+    delete: bool,
+) -> Result<Response<Body>, ApiError> {
+    use callfy_shared::app::privacy::{Deletion, Privacy, Subject, new_request_id};
+    let m = &record.merchant;
+    let body: &[u8] = req.body().as_ref();
+    if body.len() > MAX_BODY_BYTES {
+        return Ok(error(413, "payload_too_large", format!("body exceeds {MAX_BODY_BYTES} bytes")));
+    }
+    let parsed: SubjectBody = match serde_json::from_slice(body) {
+        Ok(b) => b,
+        Err(e) => return Ok(error(400, "malformed_json", e.to_string())),
+    };
+    let subject = match (parsed.phone, parsed.email) {
+        (Some(p), None) => match Phone::parse(&p, Some(&m.default_country)) {
+            Ok(p) => Subject::Phone(p),
+            Err(e) => return Ok(unprocessable("invalid_phone", "phone", format!("phone: {e}"))),
+        },
+        (None, Some(e)) if e.contains('@') && e.len() <= 254 => Subject::Email(e.trim().to_lowercase()),
+        (None, Some(_)) => return Ok(unprocessable("invalid_email", "email", "email: not an email address")),
+        _ => return Ok(unprocessable("invalid_subject", "phone", "give exactly one of phone or email")),
+    };
+    let privacy = Privacy { store: &app.store, recordings: &app.recordings };
+    let now = app.clock.now();
+    if !delete {
+        let doc = privacy.export(m, &subject, now).await.map_err(privacy_error)?;
+        return Ok(json(200, &doc));
+    }
+    Ok(match privacy.delete(record, &subject, &new_request_id(), now).await.map_err(privacy_error)? {
+        Deletion::Done { id, counts } => {
+            json(200, &serde_json::json!({ "id": id, "status": "done", "counts": counts }))
+        }
+        Deletion::Held { id } => json(
+            202,
+            &serde_json::json!({ "id": id, "status": "held", "message": "a legal hold is in force; the deletion is carried out when it lifts" }),
+        ),
+    })
+}
+
+async fn privacy_status(app: &ConsentApp, m: &Merchant, id: &str) -> Result<Response<Body>, ApiError> {
+    let Some(status) = app.store.privacy_status(&m.id, id).await? else {
+        return Ok(error(404, "unknown_request", format!("no data-subject request {id}")));
+    };
+    let mut view = serde_json::to_value(&status).unwrap_or_default();
+    if let Some(key) = &status.export_key {
+        let valid = callfy_shared::app::privacy::LINK_VALID;
+        let url = app.recordings.presign_get(key, valid).await.map_err(|e| ApiError::Privacy(e.to_string()))?;
+        view["export_url"] = url.into();
+        view["expires_at"] = (app.clock.now() + Duration::seconds(valid.as_secs() as i64)).to_rfc3339().into();
+    }
+    Ok(json(200, &view))
+}
+
+fn privacy_error(e: callfy_shared::app::privacy::PrivacyError) -> ApiError {
+    match e {
+        callfy_shared::app::privacy::PrivacyError::Store(e) => ApiError::Store(e),
+        other => ApiError::Privacy(other.to_string()),
+    }
 }
 
 fn percent_decode(s: &str) -> String {

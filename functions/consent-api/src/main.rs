@@ -15,6 +15,11 @@ async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await;
     let app = Arc::new(ConsentApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
+        recordings: callfy_shared::adapters::recordings::RecordingBucket::new(
+            aws::s3(&sdk),
+            &config.recordings_bucket,
+            None,
+        ),
         clock: Arc::new(SystemClock),
     });
     run(service_fn(move |req| {

@@ -42,6 +42,37 @@ impl RecordingBucket {
         &self.bucket
     }
 
+    /// A link to read `key` for `valid_for` (a data-subject export's recordings and file).
+    pub async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, BucketError> {
+        let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
+            .map_err(|e| BucketError::File(e.to_string()))?;
+        let req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .presigned(config)
+            .await
+            .map_err(|e| aws("GetObject (presign)", e))?;
+        Ok(req.uri().to_string())
+    }
+
+    /// Writes a JSON document (a data-subject export), KMS-encrypted.
+    pub async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_type("application/json")
+            .server_side_encryption(ServerSideEncryption::AwsKms)
+            .set_ssekms_key_id(self.kms_key_id.clone())
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| aws("PutObject", e))?;
+        Ok(())
+    }
+
     /// Deletes every object under `prefix` (an account's recordings); how many.
     pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, BucketError> {
         let mut keys = Vec::new();

@@ -140,6 +140,9 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         now: DateTime<Utc>,
     ) -> Result<Option<ConsentAppend>, StoreError> {
         let Some(event) = m.voice.checkout_consent(&snap.attributes, snap.updated_at, now) else { return Ok(None) };
+        if crate::app::privacy::predates_deletion(self.store.deletion_marker(&m.id, phone).await?, event.occurred_at) {
+            return Ok(None);
+        }
         let state = self.store.consent_state(&m.id, phone, Channel::Voice).await?;
         if state.status != ConsentStatus::Unknown || state.verdict(&event) != Verdict::Accept {
             return Ok(None);
@@ -180,13 +183,21 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             let mut append = None;
             let mut status = ConsentStatus::Unknown;
             if let Some(phone) = &cart.phone {
-                let state = self.store.consent_state(&m.id, phone, Channel::Sms).await?;
+                let (state, deleted_at) = tokio::try_join!(
+                    self.store.consent_state(&m.id, phone, Channel::Sms),
+                    self.store.deletion_marker(&m.id, phone)
+                )?;
                 status = state.status;
                 let mut note = None;
                 if let Some(sig) = &signal {
                     let event = sig.event(Channel::Sms, ConsentSource::Checkout, now);
                     match state.verdict(&event) {
                         _ if outdated => note = Some("outdated_checkout"),
+                        // The person's data was deleted on request after this box was ticked:
+                        // the opt-out that went with it still holds.
+                        _ if crate::app::privacy::predates_deletion(deleted_at, event.occurred_at) => {
+                            note = Some("deleted_subject")
+                        }
                         Verdict::Accept => {
                             status = ConsentState::status_after(event.action);
                             append = Some(ConsentAppend {
@@ -301,6 +312,22 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             // The shop's customer data goes at the next purge run, without a grace period.
             PlatformRequest::Privacy(p) if p.kind == crate::platforms::PrivacyKind::ShopRedact => {
                 self.store.request_shop_redaction(&m.id, now).await?
+            }
+            // A customer's data request or redaction: carried out by the next purge run.
+            PlatformRequest::Privacy(p) if stored => {
+                let action = match p.kind {
+                    crate::platforms::PrivacyKind::DataRequest => "export",
+                    _ => "delete",
+                };
+                let id = p.request_id.clone().unwrap_or_else(|| event_key.replace(['#', '/'], "-"));
+                let pending = crate::adapters::dynamo::PendingPrivacy {
+                    id,
+                    action: action.into(),
+                    phone: p.phone.clone(),
+                    email: p.email.clone(),
+                    requested_at: now,
+                };
+                self.store.put_pending_privacy(&m.id, &pending, now).await?;
             }
             PlatformRequest::Privacy(_) => {}
         }

@@ -6,5 +6,6 @@ pub mod delivery;
 pub mod inbound;
 pub mod ingest;
 pub mod outreach;
+pub mod privacy;
 pub mod retention;
 pub mod voice;

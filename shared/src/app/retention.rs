@@ -23,6 +23,13 @@ pub enum PurgeError {
     Bucket(#[from] BucketError),
 }
 
+fn privacy_error(e: crate::app::privacy::PrivacyError) -> PurgeError {
+    match e {
+        crate::app::privacy::PrivacyError::Store(e) => PurgeError::Store(e),
+        crate::app::privacy::PrivacyError::Bucket(e) => PurgeError::Bucket(e),
+    }
+}
+
 /// One purge run's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct RunOptions {
@@ -115,6 +122,11 @@ impl Purger<'_> {
         let mut entries: Vec<DueItem> = Vec::new();
         for item in due {
             let merchant = item.merchant().unwrap_or("-").to_string();
+            // A data-subject request decides about the hold itself: exports go ahead.
+            if PurgeKind::of_sort_key(&item.sk) == PurgeKind::Privacy {
+                self.privacy(item, &merchant, opts, merchants, report).await?;
+                continue;
+            }
             let held = self.merchant(merchants, &merchant).await?.as_ref().is_some_and(|r| r.legal_hold);
             if held {
                 // A legal hold suspends every purge: looked at again tomorrow.
@@ -181,6 +193,67 @@ impl Purger<'_> {
                 report.count(merchant, *kind, 1);
             }
         }
+        Ok(())
+    }
+
+    /// A data-subject request waiting for this run: an export is written to the bucket's
+    /// `exports/` prefix; a deletion is carried out unless a legal hold still holds it.
+    async fn privacy(
+        &self,
+        item: DueItem,
+        merchant: &str,
+        opts: &RunOptions,
+        merchants: &mut HashMap<String, Option<MerchantRecord>>,
+        report: &mut PurgeReport,
+    ) -> Result<(), PurgeError> {
+        let Some(record) = self.merchant(merchants, merchant).await?.clone() else {
+            if !opts.dry_run {
+                self.store.batch_delete(&[(item.pk, item.sk)]).await?;
+            }
+            return Ok(());
+        };
+        let Some(p) = self.store.pending_privacy(&item.pk, &item.sk).await? else { return Ok(()) };
+        let subject = match (&p.phone, &p.email) {
+            (Some(phone), _) => crate::app::privacy::Subject::Phone(phone.clone()),
+            (None, Some(email)) => crate::app::privacy::Subject::Email(email.clone()),
+            (None, None) => {
+                if !opts.dry_run {
+                    self.store.batch_delete(&[(item.pk, item.sk)]).await?;
+                }
+                return Ok(());
+            }
+        };
+        if p.action == "delete" && record.legal_hold {
+            *report.held.entry(merchant.to_string()).or_default() += 1;
+            if !opts.dry_run {
+                self.store.repurge(&item.pk, &item.sk, opts.as_of + Duration::days(1)).await?;
+            }
+            return Ok(());
+        }
+        report.count(merchant, PurgeKind::Privacy, 1);
+        if opts.dry_run {
+            return Ok(());
+        }
+        let privacy = crate::app::privacy::Privacy { store: self.store, recordings: self.recordings };
+        let m = &record.merchant;
+        let mut status = crate::adapters::dynamo::PrivacyStatus {
+            id: p.id.clone(),
+            action: p.action.clone(),
+            status: "done".into(),
+            export_key: None,
+            counts: Default::default(),
+            updated_at: opts.as_of,
+        };
+        if p.action == "export" {
+            let doc = privacy.export(m, &subject, opts.as_of).await.map_err(privacy_error)?;
+            let key = format!("exports/{}/{}.json", m.id, p.id);
+            self.recordings.put_json(&key, serde_json::to_vec_pretty(&doc).unwrap_or_default()).await?;
+            status.export_key = Some(key);
+        } else {
+            status.counts = privacy.erase(m, &subject, opts.as_of).await.map_err(privacy_error)?;
+        }
+        self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
+        self.store.batch_delete(&[(item.pk, item.sk)]).await?;
         Ok(())
     }
 

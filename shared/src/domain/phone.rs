@@ -85,6 +85,15 @@ impl Phone {
         self.log_id_with_key(log_key())
     }
 
+    /// The whole HMAC-SHA256 of the number under the deployment's key: what a deletion marker
+    /// and its proof keep instead of the number.
+    pub fn subject_id(&self) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(log_key()).expect("HMAC takes any key length");
+        mac.update(b"subject:");
+        mac.update(self.0.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
     /// `log_id` under an explicit key (HMAC-SHA256, first 8 bytes as hex).
     pub fn log_id_with_key(&self, key: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");

@@ -34,6 +34,8 @@ pub enum PurgeKind {
     PlatformRequest,
     /// A closed account after its grace period, or a shop's customer data (`shop/redact`).
     Erasure,
+    /// A data-subject request waiting for its run (a platform's request; a deletion held).
+    Privacy,
 }
 
 impl PurgeKind {
@@ -48,6 +50,7 @@ impl PurgeKind {
             Self::Working => "working",
             Self::PlatformRequest => "platform_request",
             Self::Erasure => "erasure",
+            Self::Privacy => "privacy_request",
         }
     }
 
@@ -62,6 +65,7 @@ impl PurgeKind {
             "CART" => Self::Cart,
             s if s.starts_with("REQ#") => Self::PlatformRequest,
             "CLOSURE" | "REDACT" => Self::Erasure,
+            s if s.starts_with("PRIVACY#") => Self::Privacy,
             _ => Self::Working,
         }
     }

@@ -293,7 +293,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
         },
         purger: retention_purger::PurgerApp {
             store: store.clone(),
-            recordings: bucket,
+            recordings: bucket.clone(),
             closure_grace_days: callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
         },
         voice: VoiceApp {
@@ -307,7 +307,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
             public_base_url: public_base_url.trim_end_matches('/').to_string(),
             clock: Arc::clone(&opts.clock),
         },
-        consent: ConsentApp { store: store.clone(), clock: Arc::clone(&opts.clock) },
+        consent: ConsentApp { store: store.clone(), recordings: bucket.clone(), clock: Arc::clone(&opts.clock) },
         inbound: InboundApp {
             store,
             queue,
@@ -455,7 +455,7 @@ async fn route(
     let f = &shared.functions;
     let response = if path.starts_with("/webhooks/") {
         webhook_ingest::handle(&f.ingest, request).await
-    } else if path == "/v1/consents" || path.starts_with("/v1/consents/") {
+    } else if path == "/v1/consents" || path.starts_with("/v1/consents/") || path.starts_with("/v1/privacy/") {
         consent_api::handle(&f.consent, request).await
     } else if path.starts_with("/twilio/sms") {
         sms_inbound::handle(&f.inbound, request).await

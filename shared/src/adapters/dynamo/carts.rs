@@ -48,6 +48,19 @@ impl Store {
                 ptr.insert("cart_token".into(), s(cart.token.as_str()));
                 items.push(put(&self.table, ptr, None, &[], &[])?);
             }
+            // Data-subject requests by email find the cart (and its phone) through this.
+            if let Some(email) = &cart.email {
+                let mut ptr = key(keys::email_pk(&w.merchant_id, email), keys::cart_lookup_sk(&cart.token));
+                ptr.insert("token".into(), s(cart.token.as_str()));
+                if let Some(phone) = &cart.phone {
+                    ptr.insert("phone".into(), s(phone.as_str()));
+                }
+                let ptr = match cart.purge_at {
+                    Some(at) => with_purge(ptr, at),
+                    None => ptr,
+                };
+                items.push(put(&self.table, ptr, None, &[], &[])?);
+            }
         }
         for c in &w.consents {
             items.extend(self.consent_items(c)?.0);

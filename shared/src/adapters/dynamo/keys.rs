@@ -5,6 +5,9 @@
 //! |---------------------------------|-------------------------|----------------------------------------|---------------------------------------|
 //! | `M#{merchant}`                  | `PROFILE`               | merchant profile, status, API key hash | `SHOP#{domain}` / `M#{merchant}`      |
 //! | `Z#{merchant}`                  | `SECRETS`               | webhook secret, store API token (only webhook ingest may read `Z#` keys) |                                       |
+//! | `Q#{merchant}#{sha256(email)}`  | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
+//! | `H#{merchant}#{hmac(phone)}`    | `DELETED`               | deletion marker: keeps an opt-out honoured after a data-subject deletion |  |
+//! | `V#{merchant}`                  | `DSR#{id}`, `PRIVACY#{id}` | data-subject request status and proof; a request waiting for its run | |
 //! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |
 //! | `S#{sender}`                    | `M#{merchant}`          | sender index (number or `MG…`)         |                                       |
 //! | `K#{merchant}#{token}`          | `CART`                  | cart (versioned)                       | `P#{merchant}#{phone}` / `CART#{token}` |
@@ -86,9 +89,19 @@ pub fn merchant_of(pk: &str) -> Option<&str> {
     let (kind, rest) = pk.split_once('#')?;
     match kind {
         "M" | "V" | "Z" => Some(rest),
-        "C" | "K" | "X" | "E" | "I" | "P" => rest.split_once('#').map(|(m, _)| m),
+        "C" | "K" | "X" | "E" | "I" | "P" | "Q" | "H" => rest.split_once('#').map(|(m, _)| m),
         _ => None,
     }
+}
+
+/// Email pointer: a cart found by its email (for data-subject requests by email).
+pub fn email_pk(m: &MerchantId, email: &str) -> String {
+    format!("Q#{m}#{}", crate::signature::sha256_hex(email.trim().to_lowercase().as_bytes()))
+}
+
+/// A deleted subject's marker: the HMAC of the phone, never the phone.
+pub fn deleted_pk(m: &MerchantId, subject: &str) -> String {
+    format!("H#{m}#{subject}")
 }
 
 pub fn secrets_pk(m: &MerchantId) -> String {

@@ -1,0 +1,267 @@
+//! Data-subject requests: everything held about a person at a merchant (by phone or email),
+//! exported as one document, or deleted. A deletion leaves only a marker keyed by an HMAC of the
+//! phone, which keeps the opt-out honoured, and a proof record (the HMAC, time, counts per kind).
+//! Under a legal hold a deletion is recorded and carried out when the hold lifts.
+
+use crate::adapters::dynamo::{PendingPrivacy, PrivacyStatus, Store, StoreError};
+use crate::adapters::recordings::{BucketError, RecordingBucket};
+use crate::domain::cart::Cart;
+use crate::domain::merchant::Merchant;
+use crate::domain::outreach::MerchantRecord;
+use crate::domain::phone::Phone;
+use crate::domain::retention::PurgeKind;
+use crate::signature::sha256_hex;
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use thiserror::Error;
+use tracing::info;
+
+/// How long an export's links work.
+pub const LINK_VALID: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[derive(Debug, Error)]
+pub enum PrivacyError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bucket(#[from] BucketError),
+}
+
+/// Whom a request is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    Phone(Phone),
+    Email(String),
+}
+
+impl Subject {
+    /// What the proof of a deletion keeps: an HMAC of the phone, a hash of the email.
+    pub fn proof_id(&self) -> String {
+        match self {
+            Self::Phone(p) => p.subject_id(),
+            Self::Email(e) => format!("email:{}", sha256_hex(e.trim().to_lowercase().as_bytes())),
+        }
+    }
+}
+
+/// What a deletion came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Done {
+        id: String,
+        counts: BTreeMap<String, u64>,
+    },
+    /// A legal hold: recorded, carried out when it lifts.
+    Held {
+        id: String,
+    },
+}
+
+pub struct Privacy<'a> {
+    pub store: &'a Store,
+    pub recordings: &'a RecordingBucket,
+}
+
+impl Privacy<'_> {
+    /// The person's phones and carts: by phone directly; by email through the carts that carry it.
+    async fn find(&self, m: &Merchant, subject: &Subject) -> Result<(Vec<Phone>, Vec<Cart>), StoreError> {
+        let mut phones: Vec<Phone> = Vec::new();
+        let mut carts: Vec<Cart> = Vec::new();
+        match subject {
+            Subject::Phone(p) => phones.push(p.clone()),
+            Subject::Email(e) => {
+                for (token, phone) in self.store.phones_for_email(&m.id, e).await? {
+                    if let Some(c) = self.store.get_cart(&m.id, &token).await? {
+                        carts.push(c);
+                    }
+                    if let Some(p) = phone.filter(|p| !phones.contains(p)) {
+                        phones.push(p);
+                    }
+                }
+            }
+        }
+        for p in &phones {
+            for c in self.store.carts_for_phone(&m.id, p).await? {
+                if !carts.iter().any(|k| k.token == c.token) {
+                    carts.push(c);
+                }
+            }
+        }
+        Ok((phones, carts))
+    }
+
+    /// One JSON document of everything held: carts, consent ledgers with their evidence, the
+    /// SMS and call logs, and each recording as a link valid for an hour.
+    pub async fn export(&self, m: &Merchant, subject: &Subject, now: DateTime<Utc>) -> Result<Value, PrivacyError> {
+        let (phones, carts) = self.find(m, subject).await?;
+        let mut people = Vec::new();
+        for phone in &phones {
+            let (mut consent, mut sms, mut calls, mut recordings) =
+                (serde_json::Map::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut ledgers: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
+            for item in self.store.customer_items(&m.id, phone).await? {
+                let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                match PurgeKind::of_sort_key(&sk) {
+                    PurgeKind::SmsLog => sms.push(serde_json::to_value(Store::decode_sms(item)?).unwrap_or_default()),
+                    PurgeKind::CallLog => {
+                        let call = Store::decode_call(item)?;
+                        if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
+                            let url = self.recordings.presign_get(&key, LINK_VALID).await?;
+                            recordings.push(json!({ "call_sid": call.call_sid, "url": url, "expires_at": now + chrono::Duration::seconds(LINK_VALID.as_secs() as i64) }));
+                        }
+                        calls.push(serde_json::to_value(call).unwrap_or_default());
+                    }
+                    PurgeKind::ConsentEntry => {
+                        let channel = sk.split('#').nth(1).unwrap_or_default().to_string();
+                        let entry = serde_json::to_value(Store::decode_entry(item)?).unwrap_or_default();
+                        ledgers.entry(channel).or_insert((Value::Null, Vec::new())).1.push(entry);
+                    }
+                    PurgeKind::ConsentLedger => {
+                        let channel = sk.split('#').nth(1).unwrap_or_default().to_string();
+                        let state = serde_json::to_value(Store::decode_state(item)?).unwrap_or_default();
+                        ledgers.entry(channel).or_insert((Value::Null, Vec::new())).0 = state;
+                    }
+                    _ => {}
+                }
+            }
+            for (channel, (state, entries)) in ledgers {
+                consent.insert(channel, json!({ "state": state, "entries": entries }));
+            }
+            people.push(json!({
+                "phone": phone, "consent": consent, "sms_log": sms, "call_log": calls, "recordings": recordings,
+            }));
+        }
+        Ok(json!({
+            "merchant": m.id,
+            "subject": match subject { Subject::Phone(p) => json!({ "phone": p }), Subject::Email(e) => json!({ "email": e }) },
+            "generated_at": now,
+            "carts": carts,
+            "phones": people,
+        }))
+    }
+
+    /// Deletes everything held about the person, recordings included, and answers with counts;
+    /// under a legal hold the request is recorded and carried out when the hold lifts.
+    pub async fn delete(
+        &self,
+        record: &MerchantRecord,
+        subject: &Subject,
+        id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Deletion, PrivacyError> {
+        let m = &record.merchant;
+        if record.legal_hold {
+            let (phone, email) = match subject {
+                Subject::Phone(p) => (Some(p.clone()), None),
+                Subject::Email(e) => (None, Some(e.clone())),
+            };
+            let pending =
+                PendingPrivacy { id: id.to_string(), action: "delete".into(), phone, email, requested_at: now };
+            self.store.put_pending_privacy(&m.id, &pending, now).await?;
+            let status = PrivacyStatus {
+                id: id.into(),
+                action: "delete".into(),
+                status: "held".into(),
+                export_key: None,
+                counts: BTreeMap::new(),
+                updated_at: now,
+            };
+            self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
+            info!(merchant = %m.id, id, "deletion recorded under a legal hold");
+            return Ok(Deletion::Held { id: id.into() });
+        }
+        let counts = self.erase(m, subject, now).await?;
+        let status = PrivacyStatus {
+            id: id.into(),
+            action: "delete".into(),
+            status: "done".into(),
+            export_key: None,
+            counts: counts.clone(),
+            updated_at: now,
+        };
+        self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
+        info!(merchant = %m.id, id, ?counts, "data-subject deletion done");
+        Ok(Deletion::Done { id: id.into(), counts })
+    }
+
+    /// The deletion itself: carts with their steps and pointers, each phone's partition, the
+    /// recordings; then a marker per phone so its opt-out outlives its data.
+    pub async fn erase(
+        &self,
+        m: &Merchant,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> Result<BTreeMap<String, u64>, PrivacyError> {
+        let (phones, carts) = self.find(m, subject).await?;
+        let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+        let mut keys: Vec<(String, String)> = Vec::new();
+        for cart in &carts {
+            keys.extend(self.store.partition_keys(&crate::adapters::dynamo::keys::cart_pk(&m.id, &cart.token)).await?);
+            if let Some(id) = &cart.checkout_id {
+                keys.push((crate::adapters::dynamo::keys::checkout_pk(&m.id, id), "CHECKOUT".into()));
+            }
+            if let Some(email) = &cart.email {
+                keys.push((
+                    crate::adapters::dynamo::keys::email_pk(&m.id, email),
+                    crate::adapters::dynamo::keys::cart_lookup_sk(&cart.token),
+                ));
+            }
+            *counts.entry(PurgeKind::Cart.as_str().into()).or_default() += 1;
+        }
+        if let Subject::Email(e) = subject {
+            for (token, _) in self.store.phones_for_email(&m.id, e).await? {
+                keys.push((
+                    crate::adapters::dynamo::keys::email_pk(&m.id, e),
+                    crate::adapters::dynamo::keys::cart_lookup_sk(&token),
+                ));
+            }
+        }
+        let mut objects = Vec::new();
+        for phone in &phones {
+            for item in self.store.customer_items(&m.id, phone).await? {
+                let (Some(pk), Some(sk)) =
+                    (item.get("pk").and_then(|v| v.as_s().ok()), item.get("sk").and_then(|v| v.as_s().ok()))
+                else {
+                    continue;
+                };
+                let kind = PurgeKind::of_sort_key(sk);
+                if kind == PurgeKind::CallLog
+                    && let Some(key) = Store::decode_call(item.clone())?.recording.and_then(|r| r.s3_key)
+                {
+                    objects.push(key);
+                    *counts.entry(PurgeKind::Recording.as_str().into()).or_default() += 1;
+                }
+                if kind == PurgeKind::Recording
+                    && let Some(key) = item.get("s3_key").and_then(|v| v.as_s().ok())
+                    && !objects.contains(key)
+                {
+                    objects.push(key.clone());
+                }
+                if kind != PurgeKind::Recording {
+                    *counts.entry(kind.as_str().into()).or_default() += 1;
+                }
+                keys.push((pk.clone(), sk.clone()));
+            }
+        }
+        // The recordings first: a crash after them leaves the request to be run again, never a
+        // log pointing at nothing while the object survives.
+        self.recordings.delete_keys(&objects).await?;
+        self.store.batch_delete(&keys).await?;
+        for phone in &phones {
+            self.store.put_deletion_marker(&m.id, phone, now).await?;
+        }
+        Ok(counts)
+    }
+}
+
+/// A new request id.
+pub fn new_request_id() -> String {
+    format!("dsr_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Whether a consent signal from a checkout predates a deletion of that phone's data: such an
+/// old ticked box must not opt the person back in.
+pub fn predates_deletion(deleted_at: Option<DateTime<Utc>>, occurred_at: DateTime<Utc>) -> bool {
+    deleted_at.is_some_and(|d| occurred_at <= d)
+}

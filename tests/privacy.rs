@@ -1,0 +1,179 @@
+//! Data-subject requests through the merchant API and Shopify's privacy topics: an export holds
+//! every kind of record of a customer seeded with all of them; a deletion leaves only the
+//! opt-out marker and a proof, and a later checkout with the old ticked box sends nothing; a
+//! legal hold defers a deletion until it lifts.
+
+use callfy_integration_tests::*;
+use callfy_local::LocalHandle;
+use callfy_shared::api_key::new_api_key;
+use callfy_shared::domain::merchant::Channel;
+use callfy_shared::signature::sha256_hex;
+use callfy_shared::{ManualClock, MerchantId, Phone};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn t0() -> DateTime<Utc> {
+    "2026-11-28T19:00:00Z".parse().unwrap()
+}
+
+/// The voice demo merchant with a text and a recorded call for one shopper, and an API key.
+async fn seeded(prefix: &str) -> (LocalHandle, Arc<ManualClock>, String, String) {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut v = read_json("events/demo-merchant-voice.json");
+    v["flow"] = json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 1, "channel": "voice" }]);
+    let m = callfy_shared::domain::merchant::Merchant::from_json(&v.to_string()).unwrap();
+    let local = start_local(prefix, clock.clone(), &m).await;
+    let mut body = checkout(t0());
+    body["note_attributes"] = json!([{ "name": "callfy_voice_consent", "value": "yes" }]);
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &body).await.0, 200);
+    local.drain().await.unwrap();
+    clock.set(t0() + Duration::minutes(1));
+    let job = callfy_shared::domain::flow::OutreachJob {
+        merchant_id: m.id.clone(),
+        cart_token: callfy_shared::CartToken::parse("cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c").unwrap(),
+        step: 1,
+        due_at: t0(),
+    };
+    outreach_worker::process_job(&local.functions().worker.outreach, &job).await.unwrap();
+    let sid = local.sandbox.calls()[0].sid.clone();
+    local.sandbox.answer_call(&sid, "human").await.unwrap();
+    local.sandbox.end_call(&sid, "completed", 12).await.unwrap();
+    assert_eq!(local.poll_recordings(0).await.unwrap().succeeded, 1);
+    let key = new_api_key(&m.id);
+    local.store().set_api_key_hash(&m.id, &sha256_hex(key.as_bytes())).await.unwrap();
+    (local, clock, key, sid)
+}
+
+async fn api(local: &LocalHandle, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let url = format!("{}{path}", local.base_url);
+    let mut req = if method == "GET" { client.get(url) } else { client.post(url) };
+    req = req.bearer_auth(key);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn ids() -> (MerchantId, Phone) {
+    (MerchantId::parse("snowdevil").unwrap(), Phone::parse(PHONE, None).unwrap())
+}
+
+#[tokio::test]
+async fn an_export_holds_every_kind_of_record_with_recordings_as_links() {
+    let (local, _, key, sid) = seeded("dsr-export").await;
+    for subject in [json!({ "phone": "(415) 555-2671" }), json!({ "email": "ANN.LEE@example.com" })] {
+        let (status, doc) = api(&local, &key, "POST", "/v1/privacy/export", Some(subject.clone())).await;
+        assert_eq!(status, 200, "{doc}");
+        assert_eq!(doc["carts"].as_array().unwrap().len(), 1, "{subject}: {doc}");
+        let person = &doc["phones"][0];
+        assert_eq!(person["phone"], PHONE);
+        assert!(!person["consent"]["sms"]["entries"].as_array().unwrap().is_empty());
+        assert!(person["consent"]["sms"]["entries"][0]["event"]["evidence"].is_object());
+        assert!(!person["consent"]["voice"]["entries"].as_array().unwrap().is_empty());
+        assert_eq!(person["sms_log"].as_array().unwrap().len(), 1);
+        assert_eq!(person["call_log"][0]["call_sid"], sid.as_str());
+        let url = person["recordings"][0]["url"].as_str().unwrap();
+        let wav = reqwest::get(url).await.unwrap();
+        assert_eq!(wav.status().as_u16(), 200, "the link works for an hour");
+        assert_eq!(&wav.bytes().await.unwrap()[..4], b"RIFF");
+    }
+    // Bad requests change nothing and say why.
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/export", Some(json!({ "phone": "12" }))).await;
+    assert_eq!((status, answer["field"].as_str()), (422, Some("phone")));
+    let (status, _) =
+        api(&local, &key, "POST", "/v1/privacy/export", Some(json!({ "phone": PHONE, "email": "a@b.c" }))).await;
+    assert_eq!(status, 422);
+    let (status, _) =
+        api(&local, "cfy_live_snowdevil_nope", "POST", "/v1/privacy/export", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!(status, 401);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sends_nothing() {
+    let (local, clock, key, sid) = seeded("dsr-delete").await;
+    let (m, phone) = ids();
+    clock.set(t0() + Duration::hours(2));
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let counts = &answer["counts"];
+    assert_eq!((counts["cart"].as_u64(), counts["recording"].as_u64()), (Some(1), Some(1)), "{answer}");
+    assert!(counts["sms_log"].as_u64().unwrap() >= 1 && counts["consent_entry"].as_u64().unwrap() >= 2, "{answer}");
+    let store = local.store();
+    assert!(store.customer_items(&m, &phone).await.unwrap().is_empty(), "the person's partition is empty");
+    assert!(store.carts_for_phone(&m, &phone).await.unwrap().is_empty());
+    let s3 = callfy_shared::adapters::aws::s3(&sdk().await);
+    let object = format!("recordings/snowdevil/2026/11/{sid}.wav");
+    assert!(s3.head_object().bucket(&local.resources.names.bucket).key(&object).send().await.is_err());
+    assert!(store.deletion_marker(&m, &phone).await.unwrap().is_some());
+    // The proof: counts, time, the subject's HMAC, never the number.
+    let id = answer["id"].as_str().unwrap();
+    let (status, proof) = api(&local, &key, "GET", &format!("/v1/privacy/requests/{id}"), None).await;
+    assert_eq!((status, proof["status"].as_str()), (200, Some("done")), "{proof}");
+    assert!(!proof.to_string().contains("4155552671"));
+
+    // The platform resends the old checkout, box still ticked from before the deletion.
+    clock.set(t0() + Duration::hours(3));
+    let messages = local.sandbox.messages().len();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), messages, "nothing is sent");
+    assert_eq!(
+        store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status,
+        callfy_shared::domain::consent::ConsentStatus::Unknown
+    );
+    let cart = store.carts_for_phone(&m, &phone).await.unwrap();
+    assert_eq!(cart[0].consent_note.as_deref(), Some("deleted_subject"));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_deletion_under_a_legal_hold_waits_for_it_to_lift() {
+    let (local, clock, key, _) = seeded("dsr-hold").await;
+    let (m, phone) = ids();
+    local.store().set_legal_hold(&m, true).await.unwrap();
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (202, Some("held")), "{answer}");
+    assert!(!local.store().customer_items(&m, &phone).await.unwrap().is_empty(), "kept under the hold");
+    let r = local.purge(t0() + Duration::days(1), false, None).await.unwrap();
+    assert!(r.held.contains_key("snowdevil"), "{r:?}");
+    assert!(!local.store().customer_items(&m, &phone).await.unwrap().is_empty());
+    local.store().set_legal_hold(&m, false).await.unwrap();
+    clock.set(t0() + Duration::days(2));
+    local.purge(t0() + Duration::days(2), false, None).await.unwrap();
+    assert!(local.store().customer_items(&m, &phone).await.unwrap().is_empty(), "carried out once lifted");
+    let id = answer["id"].as_str().unwrap();
+    let (_, status) = api(&local, &key, "GET", &format!("/v1/privacy/requests/{id}"), None).await;
+    assert_eq!(status["status"].as_str(), Some("done"), "{status}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn shopify_data_requests_are_exported_and_redactions_carried_out() {
+    let (local, _, key, _) = seeded("dsr-shopify").await;
+    let (m, phone) = ids();
+    let request = json!({ "shop_id": 954889, "shop_domain": SHOP, "orders_requested": [],
+        "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": PHONE }, "data_request": { "id": 9999 } });
+    assert_eq!(post_shopify(&local.base_url, "customers/data_request", &unique("evt"), &request).await.0, 200);
+    local.purge(t0() + Duration::hours(1), false, None).await.unwrap();
+    let (status, answer) = api(&local, &key, "GET", "/v1/privacy/requests/9999", None).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let url = answer["export_url"].as_str().unwrap();
+    let doc: Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    assert_eq!(doc["phones"][0]["phone"], PHONE);
+    let s3 = callfy_shared::adapters::aws::s3(&sdk().await);
+    let head =
+        s3.head_object().bucket(&local.resources.names.bucket).key("exports/snowdevil/9999.json").send().await.unwrap();
+    assert_eq!(head.server_side_encryption().map(|s| s.as_str()), Some("aws:kms"));
+
+    let redact = json!({ "shop_id": 954889, "shop_domain": SHOP, "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": PHONE }, "orders_to_redact": [] });
+    assert_eq!(post_shopify(&local.base_url, "customers/redact", &unique("evt"), &redact).await.0, 200);
+    local.purge(t0() + Duration::hours(2), false, None).await.unwrap();
+    assert!(local.store().customer_items(&m, &phone).await.unwrap().is_empty());
+    assert!(local.store().deletion_marker(&m, &phone).await.unwrap().is_some());
+    local.shutdown().await;
+}
