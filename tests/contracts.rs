@@ -248,6 +248,9 @@ fn shopify_sample_events_are_signed_and_match_their_payloads() {
             "customers-marketing-consent-update.json",
             "customers_marketing_consent/update",
         ),
+        ("shopify-customers-data-request.json", "customers-data-request.json", "customers/data_request"),
+        ("shopify-customers-redact.json", "customers-redact.json", "customers/redact"),
+        ("shopify-shop-redact.json", "shop-redact.json", "shop/redact"),
     ] {
         let e = event(file);
         let body = e["body"].as_str().unwrap();
