@@ -5,6 +5,7 @@
 //! Needs the local AWS API (moto) at `AWS_ENDPOINT_URL`; `scripts/bench` sets everything up.
 
 mod overhead;
+mod purge;
 
 use aws_config::SdkConfig;
 use callfy_bench::{Measurement, binary, measure, median};
@@ -37,7 +38,7 @@ struct Args {
     /// Outreach jobs for the worker-overhead measurement (at least 50), one at a time.
     #[arg(long, default_value_t = 200)]
     jobs: usize,
-    /// Run only this section (default: both).
+    /// Run only this section (default: all of them).
     #[arg(long, value_enum)]
     only: Option<Section>,
 }
@@ -48,6 +49,8 @@ enum Section {
     ColdStart,
     /// The outreach worker per job against the same DynamoDB calls made bare.
     Worker,
+    /// The retention purge on a large table against one holding only what is due.
+    Purger,
 }
 
 fn read(root: &std::path::Path, rel: &str) -> Result<String, String> {
@@ -70,14 +73,19 @@ async fn run(args: Args) -> Result<(), String> {
     if !endpoint.starts_with("http://127.0.0.1") {
         return Err("AWS_ENDPOINT_URL must point at the local AWS API (run scripts/bench)".into());
     }
-    if args.only != Some(Section::ColdStart) && args.jobs < overhead::MIN_JOBS {
+    if matches!(args.only, None | Some(Section::Worker)) && args.jobs < overhead::MIN_JOBS {
         return Err(format!("--jobs must be at least {}", overhead::MIN_JOBS));
     }
     let sdk = callfy_shared::adapters::aws::load_config().await;
-    if args.only != Some(Section::Worker) {
+    let all = args.only.is_none();
+    if all || args.only == Some(Section::ColdStart) {
         cold_start(&args, &sdk, &endpoint).await?;
     }
-    if args.only != Some(Section::ColdStart) {
+    if all || args.only == Some(Section::Purger) {
+        let report = purge::measure(&sdk, 50_000, 500, 2_000).await?;
+        purge::print(&report);
+    }
+    if all || args.only == Some(Section::Worker) {
         let merchant: serde_json::Value =
             serde_json::from_str(&read(&args.root, "events/demo-merchant.json")?).map_err(|e| e.to_string())?;
         let report = overhead::measure(&sdk, &merchant, args.jobs).await?;

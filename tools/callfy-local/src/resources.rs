@@ -78,7 +78,7 @@ pub struct BucketSpec {
     pub expiration_days: i32,
 }
 
-pub const BUCKET: BucketSpec = BucketSpec { recordings_prefix: "recordings/", expiration_days: 730 };
+pub const BUCKET: BucketSpec = BucketSpec { recordings_prefix: "recordings/", expiration_days: 760 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {

@@ -1,0 +1,148 @@
+//! The retention purge's cost: a run over a table of 50 000 items of which 500 are due, next to
+//! a table holding only those 500 (it reads only the purge index, so the two should be close),
+//! and its deletes per second next to BatchWriteItem alone on as many items.
+
+use aws_config::SdkConfig;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRequest};
+use callfy_local::resources::{self, ResourceNames};
+use callfy_shared::adapters::recordings::RecordingBucket;
+use callfy_shared::adapters::store::Store;
+use callfy_shared::app::retention::{Purger, RunOptions};
+use callfy_shared::domain::retention::purge_bucket;
+use chrono::{DateTime, Duration, Utc};
+use std::collections::HashMap;
+use std::time::Instant;
+
+pub struct Report {
+    pub big: std::time::Duration,
+    pub small: std::time::Duration,
+    pub due: usize,
+    pub total: usize,
+    pub purger_rate: f64,
+    pub bare_rate: f64,
+    pub rate_items: usize,
+}
+
+fn item(i: usize, purge_at: DateTime<Utc>) -> HashMap<String, AttributeValue> {
+    let pk = format!("C#bench#+1415{:07}", i % 9_000_000);
+    let s = |v: String| AttributeValue::S(v);
+    HashMap::from([
+        ("pk".to_string(), s(pk.clone())),
+        ("sk".to_string(), s(format!("SMS#OUT#2026-01-01T00:00:00.000Z#SM{i:032}"))),
+        ("body".to_string(), s("Snowdevil: your cart is waiting".into())),
+        ("purge_bucket".to_string(), s(purge_bucket(purge_at, &pk))),
+        ("purge_at".to_string(), s(purge_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+    ])
+}
+
+async fn write_all(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) -> Result<(), String> {
+    for chunk in items.chunks(25) {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|i| {
+                WriteRequest::builder()
+                    .put_request(PutRequest::builder().set_item(Some(i.clone())).build().unwrap())
+                    .build()
+            })
+            .collect();
+        while !pending.is_empty() {
+            let out = ddb.batch_write_item().request_items(table, pending).send().await.map_err(|e| e.to_string())?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+async fn table(sdk: &SdkConfig, prefix: &str) -> Result<(Store, RecordingBucket, String), String> {
+    let res = resources::ensure(sdk, &ResourceNames::unique(prefix)).await.map_err(|e| e.to_string())?;
+    let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &res.names.table);
+    let bucket = RecordingBucket::new(callfy_shared::adapters::aws::s3(sdk), &res.names.bucket, None);
+    Ok((store, bucket, res.names.table))
+}
+
+async fn timed_run(
+    store: &Store,
+    bucket: &RecordingBucket,
+    as_of: DateTime<Utc>,
+) -> Result<(std::time::Duration, u64), String> {
+    // As in production: the last complete run was the day before yesterday.
+    store.set_purge_watermark((as_of - Duration::days(2)).date_naive()).await.map_err(|e| e.to_string())?;
+    let purger = Purger { store, recordings: bucket };
+    let opts = RunOptions { as_of, dry_run: false, deadline: None, started_at: Utc::now(), closure_grace_days: 30 };
+    let started = Instant::now();
+    let report = purger.run(opts).await.map_err(|e| e.to_string())?;
+    Ok((started.elapsed(), report.total()))
+}
+
+pub async fn measure(sdk: &SdkConfig, total: usize, due: usize, rate_items: usize) -> Result<Report, String> {
+    let as_of = Utc::now();
+    let ddb = aws_sdk_dynamodb::Client::new(sdk);
+    let past = as_of - Duration::hours(1);
+    let future = as_of + Duration::days(365);
+
+    let (big, big_bucket, big_table) = table(sdk, "bench-purge-big").await?;
+    let items: Vec<_> = (0..total).map(|i| item(i, if i < due { past } else { future })).collect();
+    eprintln!("seeding {total} items ({due} due)…");
+    write_all(&ddb, &big_table, items).await?;
+    let (small, small_bucket, small_table) = table(sdk, "bench-purge-small").await?;
+    write_all(&ddb, &small_table, (0..due).map(|i| item(i, past)).collect()).await?;
+
+    let (big_time, n_big) = timed_run(&big, &big_bucket, as_of).await?;
+    let (small_time, n_small) = timed_run(&small, &small_bucket, as_of).await?;
+    if n_big != due as u64 || n_small != due as u64 {
+        return Err(format!("expected {due} deletions, got {n_big} and {n_small}"));
+    }
+
+    // Deletes per second: the purger on `rate_items` due items, and BatchWriteItem alone.
+    let (rate, rate_bucket, rate_table) = table(sdk, "bench-purge-rate").await?;
+    write_all(&ddb, &rate_table, (0..rate_items).map(|i| item(i, past)).collect()).await?;
+    let (purger_time, _) = timed_run(&rate, &rate_bucket, as_of).await?;
+    let (_, _, bare_table) = table(sdk, "bench-purge-bare").await?;
+    let keys: Vec<_> = (0..rate_items).map(|i| item(i, past)).collect();
+    write_all(&ddb, &bare_table, keys.clone()).await?;
+    let started = Instant::now();
+    for chunk in keys.chunks(25) {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|i| {
+                let key = HashMap::from([("pk".to_string(), i["pk"].clone()), ("sk".to_string(), i["sk"].clone())]);
+                WriteRequest::builder()
+                    .delete_request(DeleteRequest::builder().set_key(Some(key)).build().unwrap())
+                    .build()
+            })
+            .collect();
+        while !pending.is_empty() {
+            let out =
+                ddb.batch_write_item().request_items(&bare_table, pending).send().await.map_err(|e| e.to_string())?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(&bare_table)).unwrap_or_default();
+        }
+    }
+    let bare_time = started.elapsed();
+    Ok(Report {
+        big: big_time,
+        small: small_time,
+        due,
+        total,
+        purger_rate: rate_items as f64 / purger_time.as_secs_f64(),
+        bare_rate: rate_items as f64 / bare_time.as_secs_f64(),
+        rate_items,
+    })
+}
+
+pub fn print(r: &Report) {
+    println!();
+    println!("| retention purge (moto) | run time | due items deleted |");
+    println!("|---|---|---|");
+    println!("| table of {} items, {} due | {} | {} |", r.total, r.due, callfy_bench::ms(r.big), r.due);
+    println!("| table of only those {} | {} | {} |", r.due, callfy_bench::ms(r.small), r.due);
+    println!("| **ratio (budget: within 2×)** | **{:.2}×** | |", r.big.as_secs_f64() / r.small.as_secs_f64());
+    println!();
+    println!("| deleting {} due items | items/s |", r.rate_items);
+    println!("|---|---|");
+    println!("| the purger (index reads, batches, audit record) | {:.0} |", r.purger_rate);
+    println!("| BatchWriteItem alone (25 a call, same keys) | {:.0} |", r.bare_rate);
+}
