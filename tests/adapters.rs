@@ -76,7 +76,7 @@ async fn resources_are_created_once_with_the_template_settings() {
     assert_eq!(cfg.block_public_acls(), Some(true));
     assert_eq!(cfg.restrict_public_buckets(), Some(true));
     let lc = s3.get_bucket_lifecycle_configuration().bucket(&names.bucket).send().await.unwrap();
-    assert_eq!(lc.rules()[0].expiration().unwrap().days(), Some(730));
+    assert_eq!(lc.rules()[0].expiration().unwrap().days(), Some(callfy_local::resources::BUCKET.expiration_days));
     let enc = s3.get_bucket_encryption().bucket(&names.bucket).send().await.unwrap();
     let rule = &enc.server_side_encryption_configuration().unwrap().rules()[0];
     assert_eq!(rule.apply_server_side_encryption_by_default().unwrap().sse_algorithm().as_str(), "aws:kms");

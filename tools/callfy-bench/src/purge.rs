@@ -16,6 +16,9 @@ use std::time::Instant;
 pub struct Report {
     pub big: std::time::Duration,
     pub small: std::time::Duration,
+    /// The same purge-index Queries made bare on each table: what the store itself costs.
+    pub big_reads: std::time::Duration,
+    pub small_reads: std::time::Duration,
     pub due: usize,
     pub total: usize,
     pub purger_rate: f64,
@@ -64,6 +67,37 @@ async fn table(sdk: &SdkConfig, prefix: &str) -> Result<(Store, RecordingBucket,
     Ok((store, bucket, res.names.table))
 }
 
+/// The purge-index Queries a run makes (3 days × every shard), bare, timed.
+async fn bare_reads(
+    ddb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    as_of: DateTime<Utc>,
+) -> Result<std::time::Duration, String> {
+    let started = Instant::now();
+    for days_back in (0..3).rev() {
+        let day = (as_of - Duration::days(days_back)).date_naive();
+        for shard in 0..callfy_shared::domain::retention::PURGE_SHARDS {
+            let bucket = callfy_shared::domain::retention::bucket_of(day, shard);
+            let mut pages = ddb
+                .query()
+                .table_name(table)
+                .index_name("purge")
+                .key_condition_expression("purge_bucket = :b AND purge_at <= :t")
+                .expression_attribute_values(":b", AttributeValue::S(bucket))
+                .expression_attribute_values(
+                    ":t",
+                    AttributeValue::S(as_of.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                )
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                page.map_err(|e| e.to_string())?;
+            }
+        }
+    }
+    Ok(started.elapsed())
+}
+
 async fn timed_run(
     store: &Store,
     bucket: &RecordingBucket,
@@ -91,6 +125,8 @@ pub async fn measure(sdk: &SdkConfig, total: usize, due: usize, rate_items: usiz
     let (small, small_bucket, small_table) = table(sdk, "bench-purge-small").await?;
     write_all(&ddb, &small_table, (0..due).map(|i| item(i, past)).collect()).await?;
 
+    let big_reads = bare_reads(&ddb, &big_table, as_of).await?;
+    let small_reads = bare_reads(&ddb, &small_table, as_of).await?;
     let (big_time, n_big) = timed_run(&big, &big_bucket, as_of).await?;
     let (small_time, n_small) = timed_run(&small, &small_bucket, as_of).await?;
     if n_big != due as u64 || n_small != due as u64 {
@@ -125,6 +161,8 @@ pub async fn measure(sdk: &SdkConfig, total: usize, due: usize, rate_items: usiz
     Ok(Report {
         big: big_time,
         small: small_time,
+        big_reads,
+        small_reads,
         due,
         total,
         purger_rate: rate_items as f64 / purger_time.as_secs_f64(),
@@ -140,6 +178,8 @@ pub fn print(r: &Report) {
     println!("| table of {} items, {} due | {} | {} |", r.total, r.due, callfy_bench::ms(r.big), r.due);
     println!("| table of only those {} | {} | {} |", r.due, callfy_bench::ms(r.small), r.due);
     println!("| **ratio (budget: within 2×)** | **{:.2}×** | |", r.big.as_secs_f64() / r.small.as_secs_f64());
+    println!("| the same purge-index Queries, bare: large table | {} | |", callfy_bench::ms(r.big_reads));
+    println!("| the same purge-index Queries, bare: small table | {} | |", callfy_bench::ms(r.small_reads));
     println!();
     println!("| deleting {} due items | items/s |", r.rate_items);
     println!("|---|---|");
