@@ -71,6 +71,8 @@ impl Purger<'_> {
             // A day's shards are read concurrently, then handled one after the other.
             let reads = (0..PURGE_SHARDS).map(|shard| self.store.due_items_owned(bucket_of(day, shard), opts.as_of));
             for due in futures::future::try_join_all(reads).await? {
+                report.index_queries += 1;
+                report.index_reads += due.len() as u64;
                 if opts.deadline.is_some_and(|d| Instant::now() >= d) {
                     report.complete = false;
                     break 'days;

@@ -118,6 +118,12 @@ pub struct PurgeReport {
     pub held: BTreeMap<String, u64>,
     /// Items not yet due after a closer look (a ledger with recent activity), moved forward.
     pub deferred: u64,
+    /// Purge-index entries read: what the run's cost follows (never the table's size).
+    #[serde(default)]
+    pub index_reads: u64,
+    /// Purge-index queries made (days × shards).
+    #[serde(default)]
+    pub index_queries: u64,
     pub errors: Vec<String>,
     /// False when the run stopped at its time limit: the next run continues where it stopped.
     pub complete: bool,
