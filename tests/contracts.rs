@@ -174,7 +174,7 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
             // The purger and the privacy API alone delete recordings, on the prefix only.
             "ConsentApiFunction" => assert_eq!(s3, vec!["s3:GetObject", "s3:DeleteObject"], "{policies}"),
             "RetentionPurgerFunction" => {
-                assert_eq!(s3, vec!["s3:DeleteObject", "s3:PutObject", "s3:ListBucket"], "{policies}");
+                assert_eq!(s3, vec!["s3:DeleteObject", "s3:PutObject", "s3:GetObject", "s3:ListBucket"], "{policies}");
                 assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
             }
             _ => assert!(s3.is_empty(), "{function} must not touch recordings: {policies}"),

@@ -178,7 +178,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 None => Cart::new(m.id.clone(), snap.clone(), now),
             };
             cart.version = expected.map_or(1, |v| v + 1);
-            cart.keep_for(m.retention_days.carts);
+            cart.keep_for(m.retention_days.carts, now);
 
             let mut append = None;
             let mut status = ConsentStatus::Unknown;
@@ -262,6 +262,23 @@ impl<Q: JobQueue> Ingest<'_, Q> {
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
         let event = signal.event(channel, ConsentSource::PlatformConsentWebhook, now);
+        // A platform's opt-in dated before the person's data was deleted on request does not
+        // bring them back.
+        let deleted_at = self.store.deletion_marker(&m.id, &phone).await?;
+        if event.action == ConsentAction::OptIn && crate::app::privacy::predates_deletion(deleted_at, event.occurred_at)
+        {
+            let write = IngestWrite {
+                merchant_id: m.id.clone(),
+                event_key: event_key.to_string(),
+                received_at: now,
+                cart: None,
+                consents: Vec::new(),
+            };
+            return Ok(match self.store.write_ingest(&write).await? {
+                IngestOutcome::Duplicate => Outcome::Duplicate,
+                IngestOutcome::Applied => Outcome::Ignored,
+            });
+        }
         for _ in 0..WRITE_ATTEMPTS {
             let state = self.store.consent_state(&m.id, &phone, channel).await?;
             // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.
@@ -305,29 +322,31 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
-        let stored = self.store.record_platform_request(m, event_key, &request, now).await?;
+        // A customer's data request or redaction waits for the next purge run, recorded in the
+        // same transaction as the delivery's dedupe marker.
+        let pending = match &request {
+            PlatformRequest::Privacy(p) if p.kind != crate::platforms::PrivacyKind::ShopRedact => {
+                let action = match p.kind {
+                    crate::platforms::PrivacyKind::DataRequest => "export",
+                    _ => "delete",
+                };
+                Some(crate::adapters::dynamo::PendingPrivacy {
+                    id: p.request_id.clone().unwrap_or_else(|| event_key.replace(['#', '/'], "-")),
+                    action: action.into(),
+                    phone: p.phone.clone(),
+                    email: p.email.clone(),
+                    requested_at: now,
+                })
+            }
+            _ => None,
+        };
+        let stored = self.store.record_platform_request(m, event_key, &request, pending.as_ref(), now).await?;
         match &request {
             // Uninstalling closes the account: no more outreach, its data erased after the grace period.
             PlatformRequest::AppUninstalled => self.store.close_merchant(&m.id, now).await?,
             // The shop's customer data goes at the next purge run, without a grace period.
             PlatformRequest::Privacy(p) if p.kind == crate::platforms::PrivacyKind::ShopRedact => {
                 self.store.request_shop_redaction(&m.id, now).await?
-            }
-            // A customer's data request or redaction: carried out by the next purge run.
-            PlatformRequest::Privacy(p) if stored => {
-                let action = match p.kind {
-                    crate::platforms::PrivacyKind::DataRequest => "export",
-                    _ => "delete",
-                };
-                let id = p.request_id.clone().unwrap_or_else(|| event_key.replace(['#', '/'], "-"));
-                let pending = crate::adapters::dynamo::PendingPrivacy {
-                    id,
-                    action: action.into(),
-                    phone: p.phone.clone(),
-                    email: p.email.clone(),
-                    requested_at: now,
-                };
-                self.store.put_pending_privacy(&m.id, &pending, now).await?;
             }
             PlatformRequest::Privacy(_) => {}
         }
@@ -382,7 +401,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 let expected = c.version;
                 change(&mut c, now).then(|| {
                     c.version = expected + 1;
-                    c.keep_for(m.retention_days.carts);
+                    c.keep_for(m.retention_days.carts, now);
                     (c, Some(expected))
                 })
             });

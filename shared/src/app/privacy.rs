@@ -10,7 +10,6 @@ use crate::domain::merchant::Merchant;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeKind;
-use crate::signature::sha256_hex;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -40,7 +39,7 @@ impl Subject {
     pub fn proof_id(&self) -> String {
         match self {
             Self::Phone(p) => p.subject_id(),
-            Self::Email(e) => format!("email:{}", sha256_hex(e.trim().to_lowercase().as_bytes())),
+            Self::Email(e) => format!("email:{}", crate::domain::phone::keyed_hash("email", &e.trim().to_lowercase())),
         }
     }
 }
@@ -244,13 +243,13 @@ impl Privacy<'_> {
                 keys.push((pk.clone(), sk.clone()));
             }
         }
-        // The recordings first: a crash after them leaves the request to be run again, never a
-        // log pointing at nothing while the object survives.
-        self.recordings.delete_keys(&objects).await?;
-        self.store.batch_delete(&keys).await?;
+        // The markers first: from this moment an old ticked box cannot opt the person back in,
+        // even while the deletion is under way. Then the recordings, then the items.
         for phone in &phones {
             self.store.put_deletion_marker(&m.id, phone, now).await?;
         }
+        self.recordings.delete_keys(&objects).await?;
+        self.store.batch_delete(&keys).await?;
         Ok(counts)
     }
 }

@@ -206,9 +206,10 @@ impl Cart {
         self.locale = snap.locale.or(self.locale.take());
     }
 
-    /// Sets when retention purges this cart: `days` after its last update.
-    pub fn keep_for(&mut self, days: u32) {
-        self.purge_at = Some(self.updated_at + Duration::days(i64::from(days)));
+    /// Sets when retention purges this cart: `days` after its last update, and never before
+    /// `now` (a late or back-dated update must not land where the purger has already been).
+    pub fn keep_for(&mut self, days: u32, now: DateTime<Utc>) {
+        self.purge_at = Some((self.updated_at + Duration::days(i64::from(days))).max(now));
     }
 
     /// Records a matching order; a cart recovers once. It is attributed to the last message or

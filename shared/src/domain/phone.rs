@@ -20,6 +20,16 @@ fn log_key() -> &'static [u8] {
     LOG_KEY.get().map_or(LOCAL_LOG_KEY.as_bytes(), Vec::as_slice)
 }
 
+/// An HMAC-SHA256 of `text` (in its `purpose`'s domain) under the deployment's key: what is
+/// kept instead of a phone or an email where one must be recognised but never read back.
+pub fn keyed_hash(purpose: &str, text: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(log_key()).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.update(b":");
+    mac.update(text.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PhoneError {
     #[error("not a phone number")]
@@ -88,10 +98,7 @@ impl Phone {
     /// The whole HMAC-SHA256 of the number under the deployment's key: what a deletion marker
     /// and its proof keep instead of the number.
     pub fn subject_id(&self) -> String {
-        let mut mac = Hmac::<Sha256>::new_from_slice(log_key()).expect("HMAC takes any key length");
-        mac.update(b"subject:");
-        mac.update(self.0.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        keyed_hash("subject", &self.0)
     }
 
     /// `log_id` under an explicit key (HMAC-SHA256, first 8 bytes as hex).

@@ -76,9 +76,17 @@ pub const RECORDINGS_QUEUE: QueueSpec = QueueSpec {
 pub struct BucketSpec {
     pub recordings_prefix: &'static str,
     pub expiration_days: i32,
+    /// Data-subject exports: a merchant fetches one within days; none is kept for long.
+    pub exports_prefix: &'static str,
+    pub exports_expiration_days: i32,
 }
 
-pub const BUCKET: BucketSpec = BucketSpec { recordings_prefix: "recordings/", expiration_days: 760 };
+pub const BUCKET: BucketSpec = BucketSpec {
+    recordings_prefix: "recordings/",
+    expiration_days: 760,
+    exports_prefix: "exports/",
+    exports_expiration_days: 30,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceNames {
@@ -295,6 +303,15 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Reso
                         .status(ExpirationStatus::Enabled)
                         .filter(LifecycleRuleFilter::builder().prefix(BUCKET.recordings_prefix).build())
                         .expiration(LifecycleExpiration::builder().days(BUCKET.expiration_days).build())
+                        .build()
+                        .map_err(|e| err(e.to_string()))?,
+                )
+                .rules(
+                    LifecycleRule::builder()
+                        .id("expire-exports")
+                        .status(ExpirationStatus::Enabled)
+                        .filter(LifecycleRuleFilter::builder().prefix(BUCKET.exports_prefix).build())
+                        .expiration(LifecycleExpiration::builder().days(BUCKET.exports_expiration_days).build())
                         .build()
                         .map_err(|e| err(e.to_string()))?,
                 )

@@ -96,7 +96,7 @@ pub fn merchant_of(pk: &str) -> Option<&str> {
 
 /// Email pointer: a cart found by its email (for data-subject requests by email).
 pub fn email_pk(m: &MerchantId, email: &str) -> String {
-    format!("Q#{m}#{}", crate::signature::sha256_hex(email.trim().to_lowercase().as_bytes()))
+    format!("Q#{m}#{}", crate::domain::phone::keyed_hash("email", &email.trim().to_lowercase()))
 }
 
 /// A deleted subject's marker: the HMAC of the phone, never the phone.

@@ -142,11 +142,19 @@ impl Store {
         p: &PendingPrivacy,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
+        self.put_item(self.pending_privacy_item(m, p, at)?).await
+    }
+
+    pub(super) fn pending_privacy_item(
+        &self,
+        m: &MerchantId,
+        p: &PendingPrivacy,
+        at: DateTime<Utc>,
+    ) -> Result<Item, StoreError> {
         let mut item = to_item(p)?;
-        let pk = keys::request_pk(m);
-        item.insert(attr::PK.into(), s(pk));
+        item.insert(attr::PK.into(), s(keys::request_pk(m)));
         item.insert(attr::SK.into(), s(format!("PRIVACY#{}", p.id)));
-        self.put_item(with_purge(item, at)).await
+        Ok(with_purge(item, at))
     }
 
     pub async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, StoreError> {

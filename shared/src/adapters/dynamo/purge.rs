@@ -142,7 +142,11 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(key(pk.to_string(), state_sk)))
             .update_expression("SET first_seq = :next, checkpoint_hash = :h")
-            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(first_seq) OR first_seq <= :seq)")
+            // Contiguous only: the kept chain must start right after the last purged entry.
+            .condition_expression(
+                "attribute_exists(#pk) AND (first_seq = :seq OR (attribute_not_exists(first_seq) AND :seq = :one))",
+            )
+            .expression_attribute_values(":one", n(1))
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":next", n(seq + 1))
             .expression_attribute_values(":seq", n(seq))
@@ -152,6 +156,46 @@ impl Store {
             TransactWriteItem::builder().update(built(checkpoint.build())?).build(),
         ];
         Ok(matches!(self.transact(items).await?, TxOutcome::Done))
+    }
+
+    /// Deletes one item only if it still has the purge date that was read (a cart updated since
+    /// has a later one and stays); `false` when it changed or is gone.
+    pub async fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_string(), sk)))
+            .condition_expression("#a = :a")
+            .expression_attribute_names("#a", attr::PURGE_AT)
+            .expression_attribute_values(":a", s(purge_at))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("DeleteItem", e)),
+        }
+    }
+
+    /// Deletes a ledger's state only at the sequence that was read; `false` when an append came
+    /// in between (the ledger is alive again).
+    pub async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_string(), sk)))
+            .condition_expression("#seq = :seq")
+            .expression_attribute_names("#seq", attr::SEQ)
+            .expression_attribute_values(":seq", n(seq))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("DeleteItem", e)),
+        }
     }
 
     /// Moves an item's purge date (a ledger with recent activity, an item under legal hold).
@@ -315,8 +359,14 @@ impl Store {
     /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
     pub async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, StoreError> {
         let m = id.as_str();
-        let customer_prefixes =
-            [format!("C#{m}#"), format!("K#{m}#"), format!("X#{m}#"), format!("E#{m}#"), format!("I#{m}#")];
+        let customer_prefixes = [
+            format!("C#{m}#"),
+            format!("K#{m}#"),
+            format!("X#{m}#"),
+            format!("E#{m}#"),
+            format!("I#{m}#"),
+            format!("Q#{m}#"),
+        ];
         let mut keys = Vec::new();
         let mut pages = self
             .client
@@ -333,7 +383,9 @@ impl Store {
             for i in page.items.unwrap_or_default() {
                 let (Some(pk), Some(sk)) = (get_s(&i, attr::PK), get_s(&i, attr::SK)) else { continue };
                 let customer = customer_prefixes.iter().any(|p| pk.starts_with(p.as_str())) || pk == format!("V#{m}");
+                // Deletion markers keep opt-outs honoured while the account lives; they go with it.
                 let account = pk == format!("M#{m}")
+                    || pk.starts_with(&format!("H#{m}#"))
                     || pk == format!("Z#{m}")
                     || (pk.starts_with("S#") && sk == format!("M#{m}"))
                     || (pk.starts_with("D#") && sk == keys::OWNER && get_s(&i, attr::MERCHANT_ID) == Some(m));

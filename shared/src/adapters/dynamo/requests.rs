@@ -10,12 +10,16 @@ impl Store {
         merchant: &Merchant,
         event_key: &str,
         request: &PlatformRequest,
+        pending: Option<&PendingPrivacy>,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let stored = match request {
-            PlatformRequest::Privacy(p) => {
-                StoredRequest { kind: request_kind(request).into(), privacy: Some(p.clone()) }
-            }
+            // Whom it is about travels with the pending request, which goes once carried out;
+            // the record that stays names no one.
+            PlatformRequest::Privacy(p) => StoredRequest {
+                kind: request_kind(request).into(),
+                privacy: Some(crate::platforms::PrivacyRequest { phone: None, email: None, ..p.clone() }),
+            },
             PlatformRequest::AppUninstalled => StoredRequest { kind: request_kind(request).into(), privacy: None },
         };
         let mut item = to_item(&stored)?;
@@ -26,7 +30,12 @@ impl Store {
         item.insert(attr::STATUS.into(), s("pending"));
         // The request names a customer: it lives as long as the merchant's consent records.
         let purge_at = now + Duration::days(i64::from(merchant.retention_days.consent_records));
-        let items = vec![self.dedupe_marker(&merchant.id, event_key, now)?, self.put_new(with_purge(item, purge_at))?];
+        let mut items =
+            vec![self.dedupe_marker(&merchant.id, event_key, now)?, self.put_new(with_purge(item, purge_at))?];
+        if let Some(p) = pending {
+            // In the same transaction as the dedupe marker: a retry never finds it half-recorded.
+            items.push(put(&self.table, self.pending_privacy_item(&merchant.id, p, now)?, None, &[], &[])?);
+        }
         match self.transact(items).await? {
             TxOutcome::Done => Ok(true),
             TxOutcome::Cancelled(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => Ok(false),
