@@ -457,31 +457,6 @@ async fn a_crash_after_twilio_accepted_records_the_message_once_it_is_found() {
     local.shutdown().await;
 }
 
-/// Fails DynamoDB writes while switched on: storage going away under a request, at the SDK's
-/// network boundary (reads still work).
-#[derive(Debug)]
-struct FailWrites(Arc<std::sync::atomic::AtomicBool>);
-
-impl aws_sdk_dynamodb::config::Intercept for FailWrites {
-    fn name(&self) -> &'static str {
-        "FailWrites"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_sdk_dynamodb::config::RuntimeComponents,
-        _: &mut aws_sdk_dynamodb::config::ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
-        let write = ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem"].iter().any(|op| target.ends_with(op));
-        if write && self.0.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err("injected: storage unavailable".into());
-        }
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_storage_failure_during_stop_loses_nothing() {
     // Steps due in 30 minutes: the queue holds only what this test puts there now.

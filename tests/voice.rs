@@ -316,20 +316,7 @@ async fn a_recording_survives_s3_failing_twice_and_twilio_keeps_it_until_it_is_s
     let w = &local.functions().worker;
     let worker = Worker { outreach: w.outreach.clone(), recordings: failing, scratch: std::env::temp_dir() };
 
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let received = sqs
-        .receive_message()
-        .queue_url(&local.resources.recordings_queue_url)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    assert_eq!(received.len(), 1);
-    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(json!({ "Records": [{
-        "messageId": received[0].message_id(), "body": received[0].body(), "attributes": {}, "messageAttributes": {},
-    }]}))
-    .unwrap();
+    let event = one_queued_event(&local.resources.recordings_queue_url).await;
     let key = format!("recordings/snowdevil/2026/11/{sid}.wav");
     let s3 = callfy_shared::adapters::aws::s3(&sdk);
     for attempt in 1..=2 {
@@ -485,27 +472,6 @@ async fn a_call_twilio_refuses_is_recorded_and_the_texts_go_on() {
     local.shutdown().await;
 }
 
-/// Fails every DynamoDB write, as a storage outage would.
-#[derive(Debug)]
-struct FailWrites;
-
-impl aws_sdk_dynamodb::config::Intercept for FailWrites {
-    fn name(&self) -> &'static str {
-        "FailWrites"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_sdk_dynamodb::config::RuntimeComponents,
-        _: &mut aws_sdk_dynamodb::config::ConfigBag,
-    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
-        let write = ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem"].iter().any(|op| target.ends_with(op));
-        if write { Err("injected: storage unavailable".into()) } else { Ok(()) }
-    }
-}
-
 #[tokio::test]
 async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
     let (local, clock) = setup("voice-key9-down", voice_merchant(|_| {}), true).await;
@@ -513,7 +479,7 @@ async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
     let sid = place_call(&local, &clock).await;
     local.sandbox.answer_call(&sid, "human").await.unwrap();
     // voice-callbacks with every DynamoDB write failing.
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(FailWrites).build();
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(FailWrites::on()).build();
     let failing =
         callfy_shared::adapters::store::Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
     let v = &local.functions().voice;
@@ -570,20 +536,7 @@ async fn a_recording_of_a_call_not_yet_logged_is_copied_once_the_call_is() {
     local.sandbox.answer_call(&sid, "human").await.unwrap();
     let (_, recording_status) = local.sandbox.end_call(&sid, "completed", 20).await.unwrap();
     assert_eq!(recording_status, Some(200), "the copy is queued even though the call is not logged yet");
-    let sqs = aws_sdk_sqs::Client::new(&sdk().await);
-    let received = sqs
-        .receive_message()
-        .queue_url(&local.resources.recordings_queue_url)
-        .send()
-        .await
-        .unwrap()
-        .messages
-        .unwrap_or_default();
-    assert_eq!(received.len(), 1);
-    let event: aws_lambda_events::event::sqs::SqsEvent = serde_json::from_value(json!({ "Records": [{
-        "messageId": received[0].message_id(), "body": received[0].body(), "attributes": {}, "messageAttributes": {},
-    }]}))
-    .unwrap();
+    let event = one_queued_event(&local.resources.recordings_queue_url).await;
     let worker = &local.functions().worker;
     let response = outreach_worker::handle_batch(worker, event.clone()).await;
     assert_eq!(response.batch_item_failures.len(), 1, "no call logged yet: the copy waits in its queue");

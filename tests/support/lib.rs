@@ -108,3 +108,49 @@ pub fn new_cart(token: &str, at: chrono::DateTime<chrono::Utc>) -> callfy_shared
         at,
     )
 }
+
+/// Fails every DynamoDB write while its switch is on, at the SDK boundary, as a storage outage
+/// would (reads still work).
+#[derive(Debug, Clone)]
+pub struct FailWrites(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl FailWrites {
+    /// A switch that starts on.
+    pub fn on() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for FailWrites {
+    fn name(&self) -> &'static str {
+        "FailWrites"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
+        let write = ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem", "BatchWriteItem"]
+            .iter()
+            .any(|op| target.ends_with(op));
+        if write && self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("injected: storage unavailable".into());
+        }
+        Ok(())
+    }
+}
+
+/// The one message on a queue, as the SqsEvent Lambda would hand the worker.
+pub async fn one_queued_event(queue_url: &str) -> aws_lambda_events::event::sqs::SqsEvent {
+    let sqs = aws_sdk_sqs::Client::new(&sdk().await);
+    let received =
+        sqs.receive_message().queue_url(queue_url).send().await.expect("SQS answers").messages.unwrap_or_default();
+    assert_eq!(received.len(), 1, "one queued message");
+    serde_json::from_value(serde_json::json!({ "Records": [{
+        "messageId": received[0].message_id(), "body": received[0].body(), "attributes": {}, "messageAttributes": {},
+    }]}))
+    .expect("an SqsEvent")
+}

@@ -161,34 +161,25 @@ impl Store {
     /// Deletes one item only if it still has the purge date that was read (a cart updated since
     /// has a later one and stays); `false` when it changed or is gone.
     pub async fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> Result<bool, StoreError> {
+        self.delete_if(pk, sk, attr::PURGE_AT, s(purge_at)).await
+    }
+
+    /// Deletes a ledger's state only at the sequence that was read; `false` when an append came
+    /// in between (the ledger is alive again).
+    pub async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, StoreError> {
+        self.delete_if(pk, sk, attr::SEQ, n(seq)).await
+    }
+
+    /// Deletes an item only while `name` still holds `value`.
+    async fn delete_if(&self, pk: &str, sk: &str, name: &str, value: AttributeValue) -> Result<bool, StoreError> {
         let res = self
             .client
             .delete_item()
             .table_name(&self.table)
             .set_key(Some(key(pk.to_string(), sk)))
             .condition_expression("#a = :a")
-            .expression_attribute_names("#a", attr::PURGE_AT)
-            .expression_attribute_values(":a", s(purge_at))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(aws("DeleteItem", e)),
-        }
-    }
-
-    /// Deletes a ledger's state only at the sequence that was read; `false` when an append came
-    /// in between (the ledger is alive again).
-    pub async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, StoreError> {
-        let res = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk.to_string(), sk)))
-            .condition_expression("#seq = :seq")
-            .expression_attribute_names("#seq", attr::SEQ)
-            .expression_attribute_values(":seq", n(seq))
+            .expression_attribute_names("#a", name)
+            .expression_attribute_values(":a", value)
             .send()
             .await;
         match res {
