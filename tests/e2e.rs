@@ -354,10 +354,13 @@ async fn privacy_topics_and_uninstall_are_stored_for_their_handling() {
     let stored = local.store().platform_requests(&m).await.unwrap();
     let kinds: Vec<&str> = stored.iter().map(|r| r.kind.as_str()).collect();
     assert_eq!(kinds, ["data_request", "customer_redact", "shop_redact", "app_uninstalled"]);
+    // The record that stays names no one; whom it is about waits with the request itself.
     let first = stored[0].privacy.as_ref().unwrap();
-    assert_eq!(first.phone.as_ref(), Some(&phone), "the phone normalised to E.164");
+    assert_eq!((first.phone.as_ref(), first.email.as_deref()), (None, None));
     assert_eq!((first.request_id.as_deref(), first.customer_id.as_deref()), (Some("9999"), Some("191167")));
-    assert_eq!(stored[1].privacy.as_ref().unwrap().email.as_deref(), Some("ann.lee@example.com"));
+    let pending = local.store().pending_privacy(&format!("V#{m}"), "PRIVACY#9999").await.unwrap().unwrap();
+    assert_eq!(pending.phone.as_ref(), Some(&phone), "the phone normalised to E.164");
+    assert_eq!((pending.action.as_str(), pending.email.as_deref()), ("export", Some("ann.lee@example.com")));
     local.shutdown().await;
 }
 
