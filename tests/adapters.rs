@@ -490,3 +490,78 @@ async fn one_inbound_message_is_logged_once_for_any_number_of_merchants_on_its_s
     assert!(store.record_inbound(&more, t0()).await.unwrap());
     assert_eq!(store.sms_log(&more[69].merchant_id, &phone).await.unwrap().len(), 1);
 }
+
+/// Secrets are read from Secrets Manager (moto) at init: each `*_SECRET_ID` stands for the
+/// variables its secret holds, a rotated value is what the next process reads, and a missing
+/// or malformed secret is named without its value.
+#[tokio::test]
+async fn settings_read_their_secrets_from_secrets_manager() {
+    use callfy_shared::adapters::secrets::settings_from;
+    use callfy_shared::config::{ConfigError, IngestSettings, WorkerSettings};
+    let client = aws_sdk_secretsmanager::Client::new(&sdk().await);
+    let twilio_id = unique("callfy/twilio");
+    let log_id = unique("callfy/log-key");
+    let sid = format!("AC{}", "1".repeat(32));
+    let created = client
+        .create_secret()
+        .name(&twilio_id)
+        .secret_string(serde_json::json!({"account_sid": sid, "auth_token": "token-one"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    client.create_secret().name(&log_id).secret_string("k".repeat(48)).send().await.unwrap();
+    let env = |twilio: String| {
+        let log_id = log_id.clone();
+        move |k: &str| match k {
+            "TWILIO_SECRET_ID" => Some(twilio.clone()),
+            "LOG_KEY_SECRET_ID" => Some(log_id.clone()),
+            "TABLE_NAME" => Some("callfy".into()),
+            "OUTREACH_QUEUE_URL" => Some("http://127.0.0.1:5000/123456789012/outreach".into()),
+            "PUBLIC_BASE_URL" => Some("https://hooks.callfy.test".into()),
+            "RECORDINGS_BUCKET" => Some("rec".into()),
+            // A stale plaintext value loses to the secret.
+            "TWILIO_AUTH_TOKEN" => Some("plaintext-from-env".into()),
+            _ => None,
+        }
+    };
+    // By name or by ARN.
+    for id in [twilio_id.clone(), created.arn.clone().unwrap()] {
+        let w: WorkerSettings = settings_from(&client, env(id)).await.unwrap();
+        assert_eq!(w.twilio.account_sid, sid);
+        assert_eq!(w.twilio.auth_token.as_deref(), Some("token-one"));
+        assert_eq!(w.log_key, "k".repeat(48));
+    }
+
+    // Rotation: a new process reads the new value, no redeploy.
+    client
+        .put_secret_value()
+        .secret_id(&twilio_id)
+        .secret_string(serde_json::json!({"account_sid": sid, "auth_token": "token-two"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    let w: WorkerSettings = settings_from(&client, env(twilio_id.clone())).await.unwrap();
+    assert_eq!(w.twilio.auth_token.as_deref(), Some("token-two"));
+
+    // A missing secret names the variable and the id.
+    let err = settings_from::<WorkerSettings>(&client, env("callfy/none".into())).await.err().unwrap();
+    assert!(matches!(&err, ConfigError::Secret { id_var: "TWILIO_SECRET_ID", id, .. } if id == "callfy/none"), "{err}");
+    // A malformed one never shows its value.
+    let bad = unique("callfy/bad");
+    client.create_secret().name(&bad).secret_string("not json s3cr3t").send().await.unwrap();
+    let err = settings_from::<WorkerSettings>(&client, env(bad)).await.err().unwrap();
+    assert!(!err.to_string().contains("s3cr3t"), "{err}");
+
+    // Ingest reads only its own secrets: the Twilio id means nothing to it.
+    let shopify_id = unique("callfy/shopify");
+    client.create_secret().name(&shopify_id).secret_string(r#"{"api_secret":"shpss_1"}"#).send().await.unwrap();
+    let ingest_env = |k: &str| match k {
+        "SHOPIFY_SECRET_ID" => Some(shopify_id.clone()),
+        "TWILIO_SECRET_ID" => Some("callfy/none".into()),
+        "TABLE_NAME" => Some("callfy".into()),
+        "OUTREACH_QUEUE_URL" => Some("http://127.0.0.1:5000/123456789012/outreach".into()),
+        _ => None,
+    };
+    let i: IngestSettings = settings_from(&client, ingest_env).await.unwrap();
+    assert_eq!(i.shopify_api_secret, "shpss_1");
+}

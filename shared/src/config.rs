@@ -11,6 +11,64 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("environment variable {name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    /// Never carries the secret's value, only where it was looked for.
+    #[error("the secret named by {id_var} ({id}) could not be used: {reason}")]
+    Secret { id_var: &'static str, id: String, reason: String },
+}
+
+/// How a Secrets Manager secret supplies settings: `id_var` is the environment variable that
+/// names the secret (its ARN or name); the secret stands in for the variables in `fields`.
+#[derive(Debug)]
+pub struct SecretVars {
+    pub id_var: &'static str,
+    pub fields: SecretFields,
+}
+
+#[derive(Debug)]
+pub enum SecretFields {
+    /// A JSON object: each (key, variable) pair; absent keys leave the variable unset.
+    Json(&'static [(&'static str, &'static str)]),
+    /// The whole secret string is the variable's value.
+    Whole(&'static str),
+}
+
+pub const TWILIO_SECRET: SecretVars = SecretVars {
+    id_var: "TWILIO_SECRET_ID",
+    fields: SecretFields::Json(&[
+        ("account_sid", "TWILIO_ACCOUNT_SID"),
+        ("auth_token", "TWILIO_AUTH_TOKEN"),
+        ("api_key_sid", "TWILIO_API_KEY_SID"),
+        ("api_key_secret", "TWILIO_API_KEY_SECRET"),
+        ("webhook_shared_key", "TWILIO_WEBHOOK_SHARED_KEY"),
+    ]),
+};
+pub const SHOPIFY_SECRET: SecretVars =
+    SecretVars { id_var: "SHOPIFY_SECRET_ID", fields: SecretFields::Json(&[("api_secret", "SHOPIFY_API_SECRET")]) };
+pub const LOG_KEY_SECRET: SecretVars =
+    SecretVars { id_var: "LOG_KEY_SECRET_ID", fields: SecretFields::Whole("CALLFY_LOG_KEY") };
+
+impl SecretVars {
+    /// The variables a secret's string stands for. Errors name the secret, never its value.
+    pub fn values(&self, id: &str, secret: &str) -> Result<Vec<(&'static str, String)>, ConfigError> {
+        let fail = |reason: String| ConfigError::Secret { id_var: self.id_var, id: id.to_string(), reason };
+        match self.fields {
+            SecretFields::Whole(var) => Ok(vec![(var, secret.trim().to_string())]),
+            SecretFields::Json(fields) => {
+                let object: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(secret).map_err(|_| fail("expected a JSON object".into()))?;
+                let mut out = Vec::new();
+                for (key, var) in fields {
+                    match object.get(*key) {
+                        None | Some(serde_json::Value::Null) => {}
+                        Some(serde_json::Value::String(v)) if v.trim().is_empty() => {}
+                        Some(serde_json::Value::String(v)) => out.push((*var, v.trim().to_string())),
+                        Some(_) => return Err(fail(format!("key {key} must be a string"))),
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// How we authenticate to Twilio's REST API.
@@ -122,6 +180,10 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
 
 /// A function's typed settings: read once at init, naming any variable that is missing.
 pub trait Settings: Sized {
+    /// The secrets this function reads at init, when their `*_SECRET_ID` variables are set
+    /// (in AWS); locally the variables they stand for are set directly.
+    const SECRETS: &'static [SecretVars] = &[LOG_KEY_SECRET];
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>;
 
     fn from_env() -> Result<Self, ConfigError> {
@@ -219,6 +281,8 @@ pub struct InboundSettings {
 }
 
 impl Settings for IngestSettings {
+    const SECRETS: &'static [SecretVars] = &[SHOPIFY_SECRET, LOG_KEY_SECRET];
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self {
@@ -238,6 +302,8 @@ impl Settings for IngestSettings {
 }
 
 impl Settings for WorkerSettings {
+    const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self {
@@ -253,6 +319,8 @@ impl Settings for WorkerSettings {
 }
 
 impl Settings for VoiceCallbackSettings {
+    const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         let twilio = env.require_twilio()?;
@@ -284,6 +352,8 @@ impl Settings for ConsentApiSettings {
 }
 
 impl Settings for InboundSettings {
+    const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         // Twilio signs its webhooks with the account's auth token, even where API keys call it.

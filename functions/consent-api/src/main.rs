@@ -1,5 +1,5 @@
-use callfy_shared::adapters::{aws, store::Store};
-use callfy_shared::config::{ConsentApiSettings, Settings};
+use callfy_shared::adapters::{aws, secrets, store::Store};
+use callfy_shared::config::ConsentApiSettings;
 use callfy_shared::{SystemClock, telemetry};
 use consent_api::{ConsentApp, handle};
 use lambda_http::{Error, run, service_fn};
@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // Only the variables this function uses are read (and required).
-    let config = ConsentApiSettings::from_env()?;
+    let sdk = aws::load_config().await;
+    // Secrets come from Secrets Manager, once per process; only what this function uses.
+    let config: ConsentApiSettings = secrets::load_settings(&sdk).await?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
-    let sdk = aws::load_config().await;
     let app = Arc::new(ConsentApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         recordings: callfy_shared::adapters::recordings::RecordingBucket::new(

@@ -1,7 +1,7 @@
 use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::twilio::TwilioClient;
-use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::{Settings, WorkerSettings};
+use callfy_shared::adapters::{aws, queue::OutreachQueue, secrets, store::Store};
+use callfy_shared::config::WorkerSettings;
 use callfy_shared::{SystemClock, telemetry};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use outreach_worker::{Worker, WorkerApp, handle_batch};
@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // Only the variables this function uses are read (and required).
-    let config = WorkerSettings::from_env()?;
+    let sdk = aws::load_config().await;
+    // Secrets come from Secrets Manager, once per process; only what this function uses.
+    let config: WorkerSettings = secrets::load_settings(&sdk).await?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
-    let sdk = aws::load_config().await;
     let app = Arc::new(Worker {
         outreach: WorkerApp {
             store: Store::new(aws::dynamodb(&sdk), &config.table_name),

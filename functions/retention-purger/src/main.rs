@@ -1,6 +1,6 @@
 use callfy_shared::adapters::recordings::RecordingBucket;
-use callfy_shared::adapters::{aws, store::Store};
-use callfy_shared::config::{PurgerSettings, Settings};
+use callfy_shared::adapters::{aws, secrets, store::Store};
+use callfy_shared::config::PurgerSettings;
 use callfy_shared::telemetry;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use retention_purger::{PurgerApp, handle};
@@ -12,9 +12,10 @@ const SAFETY: Duration = Duration::from_secs(20);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let config = PurgerSettings::from_env()?;
-    telemetry::init_with_log_key(&config.log_key);
     let sdk = aws::load_config().await;
+    // Secrets come from Secrets Manager, once per process; only what this function uses.
+    let config: PurgerSettings = secrets::load_settings(&sdk).await?;
+    telemetry::init_with_log_key(&config.log_key);
     let app = Arc::new(PurgerApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         recordings: RecordingBucket::new(aws::s3(&sdk), &config.recordings_bucket, None),

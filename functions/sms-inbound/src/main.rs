@@ -1,5 +1,5 @@
-use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::{InboundSettings, Settings};
+use callfy_shared::adapters::{aws, queue::OutreachQueue, secrets, store::Store};
+use callfy_shared::config::InboundSettings;
 use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use sms_inbound::{InboundApp, handle};
@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // Only the variables this function uses are read (and required).
-    let config = InboundSettings::from_env()?;
+    let sdk = aws::load_config().await;
+    // Secrets come from Secrets Manager, once per process; only what this function uses.
+    let config: InboundSettings = secrets::load_settings(&sdk).await?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
-    let sdk = aws::load_config().await;
     let app = Arc::new(InboundApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),

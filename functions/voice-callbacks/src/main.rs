@@ -1,6 +1,6 @@
 use callfy_shared::adapters::twilio::TwilioClient;
-use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::{Settings, VoiceCallbackSettings};
+use callfy_shared::adapters::{aws, queue::OutreachQueue, secrets, store::Store};
+use callfy_shared::config::VoiceCallbackSettings;
 use callfy_shared::{SystemClock, telemetry};
 use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
@@ -9,11 +9,11 @@ use voice_callbacks::{VoiceApp, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // Only the variables this function uses are read (and required).
-    let config = VoiceCallbackSettings::from_env()?;
+    let sdk = aws::load_config().await;
+    // Secrets come from Secrets Manager, once per process; only what this function uses.
+    let config: VoiceCallbackSettings = secrets::load_settings(&sdk).await?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
-    let sdk = aws::load_config().await;
     let app = Arc::new(VoiceApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         recordings_queue: OutreachQueue::new(aws::sqs(&sdk), &config.recordings_queue_url),

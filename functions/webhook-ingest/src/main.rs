@@ -1,6 +1,6 @@
 use callfy_shared::adapters::bigcommerce::BigCommerceApi;
-use callfy_shared::adapters::{aws, queue::OutreachQueue, store::Store};
-use callfy_shared::config::{IngestSettings, Settings};
+use callfy_shared::adapters::{aws, queue::OutreachQueue, secrets, store::Store};
+use callfy_shared::config::IngestSettings;
 use callfy_shared::platforms::custom::Custom;
 use callfy_shared::platforms::shopify::Shopify;
 use callfy_shared::{SystemClock, telemetry};
@@ -11,11 +11,11 @@ use webhook_ingest::{IngestApp, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    // Only the variables this function uses are read (and required).
-    let config = IngestSettings::from_env()?;
+    let sdk = aws::load_config().await;
+    // Secrets come from Secrets Manager, once per process; only what this function uses.
+    let config: IngestSettings = secrets::load_settings(&sdk).await?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.
     telemetry::init_with_log_key(&config.log_key);
-    let sdk = aws::load_config().await;
     let app = Arc::new(IngestApp {
         store: Store::new(aws::dynamodb(&sdk), &config.table_name),
         queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),

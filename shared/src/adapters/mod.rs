@@ -5,5 +5,6 @@ pub mod bigcommerce;
 pub mod dynamo;
 pub mod queue;
 pub mod recordings;
+pub mod secrets;
 pub mod store;
 pub mod twilio;

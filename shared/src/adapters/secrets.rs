@@ -1,0 +1,57 @@
+//! Settings from Secrets Manager, read once per process at init (so a rotated secret needs no
+//! redeploy: the next process reads the new value).
+
+use crate::config::{ConfigError, SecretVars, Settings};
+use aws_config::SdkConfig;
+use std::collections::HashMap;
+
+/// Reads a secret's current string by id (ARN or name).
+pub trait SecretSource {
+    fn secret_string(&self, id: &str) -> impl Future<Output = Result<String, String>> + Send;
+}
+
+impl SecretSource for aws_sdk_secretsmanager::Client {
+    async fn secret_string(&self, id: &str) -> Result<String, String> {
+        let out = self.get_secret_value().secret_id(id).send().await.map_err(|e| {
+            use aws_sdk_secretsmanager::error::ProvideErrorMetadata;
+            let e = e.into_service_error();
+            format!("{}: {}", e.code().unwrap_or("error"), e.message().unwrap_or("GetSecretValue failed"))
+        })?;
+        out.secret_string.ok_or_else(|| "the secret has no string value".into())
+    }
+}
+
+/// The variables the secrets named in the environment stand for, fetched concurrently.
+pub async fn resolve(
+    source: &impl SecretSource,
+    secrets: &[SecretVars],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<HashMap<&'static str, String>, ConfigError> {
+    let named: Vec<(&SecretVars, String)> = secrets
+        .iter()
+        .filter_map(|s| env(s.id_var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).map(|id| (s, id)))
+        .collect();
+    let fetched = futures::future::join_all(named.iter().map(|(_, id)| source.secret_string(id))).await;
+    let mut vars = HashMap::new();
+    for ((secret, id), value) in named.iter().zip(fetched) {
+        let value = value.map_err(|reason| ConfigError::Secret { id_var: secret.id_var, id: id.clone(), reason })?;
+        vars.extend(secret.values(id, &value)?);
+    }
+    Ok(vars)
+}
+
+/// A function's settings: its secrets from Secrets Manager where `*_SECRET_ID` names them,
+/// everything else (and, locally, the secrets themselves) from the environment.
+pub async fn load_settings<S: Settings>(sdk: &SdkConfig) -> Result<S, ConfigError> {
+    // Building the client makes no request; only named secrets are fetched.
+    settings_from(&aws_sdk_secretsmanager::Client::new(sdk), |k| std::env::var(k).ok()).await
+}
+
+/// `load_settings` over any secret source and environment (tests use moto and a map).
+pub async fn settings_from<S: Settings>(
+    source: &impl SecretSource,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<S, ConfigError> {
+    let vars = resolve(source, S::SECRETS, &env).await?;
+    S::from_lookup(|k| vars.get(k).cloned().or_else(|| env(k)))
+}
