@@ -44,6 +44,31 @@ ensure_tools() {
   fi
 }
 
+# The template's checks and `sam build` (aws-sam-cli, checkov, cfn-lint, cargo-lambda) in a venv
+# of their own, apart from moto's: re-installed when scripts/requirements-infra.txt changes.
+INFRA_VENV="$CALLFY_CACHE/venv-infra"
+ensure_infra_tools() {
+  mkdir -p "$CALLFY_CACHE"
+  if ! command -v python3 >/dev/null 2>&1; then
+    log "installing python3"
+    apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+  fi
+  local stamp="$INFRA_VENV/.callfy-requirements"
+  if [ ! -x "$INFRA_VENV/bin/sam" ] || [ ! -x "$INFRA_VENV/bin/checkov" ] \
+    || ! cmp -s "$ROOT/scripts/requirements-infra.txt" "$stamp"; then
+    log "installing aws-sam-cli, checkov, cfn-lint and cargo-lambda into $INFRA_VENV"
+    python3 -m venv "$INFRA_VENV" 2>/dev/null || {
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+      python3 -m venv "$INFRA_VENV"
+    }
+    "$INFRA_VENV/bin/pip" install -q --upgrade pip >/dev/null
+    "$INFRA_VENV/bin/pip" install -q -r "$ROOT/scripts/requirements-infra.txt"
+    cp "$ROOT/scripts/requirements-infra.txt" "$stamp"
+  fi
+  # No usage reports from the tools (and no network needed for the checks).
+  export SAM_CLI_TELEMETRY=0
+}
+
 # start_moto PORT: starts moto on 127.0.0.1:PORT unless one answers there; sets AWS_ENDPOINT_URL.
 start_moto() {
   local port="$1"
