@@ -1,6 +1,9 @@
-//! `callfy-admin`: the operator's CLI for merchants (DESIGN.md §5).
-//! With only `AWS_ENDPOINT_URL` set it finds the resources `callfy-local` created.
+//! `callfy-admin`: the operator's CLI for merchants (DESIGN.md §5), dead-letter queues and
+//! recovery reports. With only `AWS_ENDPOINT_URL` set it finds the resources `callfy-local`
+//! created.
 
+use callfy_admin::dlq::{self, DeadLetterQueue};
+use callfy_admin::{html, report};
 use callfy_shared::MerchantId;
 use callfy_shared::Phone;
 use callfy_shared::adapters::aws;
@@ -13,7 +16,10 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "callfy-admin", about = "Operate Callfy: merchants, API keys, consent ledgers")]
+#[command(
+    name = "callfy-admin",
+    about = "Operate Callfy: merchants, API keys, consent ledgers, purges, dead-letter queues, recovery reports"
+)]
 struct Cli {
     /// DynamoDB table (default: $TABLE_NAME, else the local default).
     #[arg(long, global = true)]
@@ -48,6 +54,37 @@ enum Command {
         /// Days a closed account's data is kept before it is erased.
         #[arg(long, default_value_t = callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS)]
         grace_days: u32,
+    },
+    /// Dead-letter queues: replay what failed back to its queue.
+    Dlq {
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+    /// A merchant's recovery funnel: carts, consent, messages and calls, recoveries and revenue,
+    /// by step and channel, opt-outs and delivery failures (a table; --html writes a page).
+    Report {
+        merchant: String,
+        /// Only carts created on or after this day (2026-11-01) or instant (RFC 3339).
+        #[arg(long)]
+        since: Option<String>,
+        /// Also write the report as a self-contained HTML page with charts to this file.
+        #[arg(long)]
+        html: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// Move dead-lettered jobs back to their source queue, one at a time (sent, then deleted).
+    /// Queue URLs: $OUTREACH_DLQ_URL/$OUTREACH_QUEUE_URL and $RECORDINGS_DLQ_URL/$RECORDINGS_QUEUE_URL,
+    /// else the local defaults.
+    Replay {
+        /// Only this dead-letter queue (default: both).
+        #[arg(long, value_enum)]
+        queue: Option<DeadLetterQueue>,
+        /// List what is there; move nothing (every message stays in the dead-letter queue).
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -96,6 +133,10 @@ enum AdminError {
     Broken(String),
     #[error(transparent)]
     Store(#[from] callfy_shared::adapters::store::StoreError),
+    #[error(transparent)]
+    Dlq(#[from] dlq::DlqError),
+    #[error(transparent)]
+    Report(#[from] report::ReportError),
 }
 
 #[tokio::main]
@@ -189,6 +230,26 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         }
         Command::Consent { action: ConsentCommand::Verify { merchant, phone } } => {
             verify(&store, &merchant_id(&merchant)?, &phone).await?;
+        }
+        Command::Dlq { action: DlqAction::Replay { queue, dry_run } } => {
+            let sqs = aws::sqs(&sdk);
+            let queues = queue.map_or_else(|| DeadLetterQueue::ALL.to_vec(), |q| vec![q]);
+            for which in queues {
+                let pair = dlq::resolve(&sqs, which).await?;
+                dlq::replay(&sqs, Some(&store), &pair, dry_run, &mut std::io::stdout().lock()).await?;
+            }
+        }
+        Command::Report { merchant, since, html: html_file } => {
+            let id = merchant_id(&merchant)?;
+            let since = since.as_deref().map(report::parse_since).transpose()?;
+            let mut progress = |line: &str| eprintln!("{line}");
+            let figures = report::gather(&store, &id, since, chrono::Utc::now(), &mut progress).await?;
+            print!("{}", report::render_table(&figures));
+            if let Some(path) = html_file {
+                std::fs::write(&path, html::render_html(&figures))
+                    .map_err(|e| AdminError::Usage(format!("cannot write {}: {e}", path.display())))?;
+                eprintln!("wrote {}", path.display());
+            }
         }
     }
     Ok(())

@@ -14,6 +14,7 @@ mod privacy;
 mod purge;
 pub use privacy::{PendingPrivacy, PrivacyStatus};
 pub use purge::{DueItem, Erasure, MAX_BATCH_WRITE};
+pub mod report;
 mod requests;
 mod steps;
 
