@@ -107,10 +107,21 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         assert_eq!(meta["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
         assert_eq!(meta["BuildProperties"]["Binary"].as_str(), Some(binary), "{name}");
     }
+    // Secrets come from Secrets Manager at init, by id: no value (not even a dynamic reference,
+    // which CloudFormation would copy into the environment) is in the template.
     let text = std::fs::read_to_string(root().join("infra/template.yaml")).unwrap();
-    for secret in ["SHOPIFY_API_SECRET", "TWILIO_AUTH_TOKEN"] {
-        let line = text.lines().find(|l| l.trim_start().starts_with(secret)).unwrap();
-        assert!(line.contains("{{resolve:secretsmanager:"), "{secret} must come from Secrets Manager: {line}");
+    assert!(!text.contains("{{resolve:"), "no dynamic references: functions read secrets by id");
+    for value_var in ["SHOPIFY_API_SECRET", "TWILIO_AUTH_TOKEN", "TWILIO_ACCOUNT_SID", "CALLFY_LOG_KEY"] {
+        assert!(!text.lines().any(|l| l.trim_start().starts_with(value_var)), "{value_var} must be read by id");
+    }
+    assert_eq!(ref_name(&globals["Environment"]["Variables"]["LOG_KEY_SECRET_ID"]), Some("LogKeySecret"));
+    assert_eq!(
+        ref_name(&res(&t, "WebhookIngestFunction")["Environment"]["Variables"]["SHOPIFY_SECRET_ID"]),
+        Some("ShopifySecret")
+    );
+    for name in ["OutreachWorkerFunction", "SmsInboundFunction", "VoiceCallbacksFunction"] {
+        let id = &res(&t, name)["Environment"]["Variables"]["TWILIO_SECRET_ID"];
+        assert_eq!(ref_name(id), Some("TwilioSecret"), "{name}");
     }
     // Every HTTP route of DESIGN §3 this code serves, on the function that serves it.
     for (function, event, path, method) in [
@@ -199,6 +210,268 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
     let voice = serde_json::to_string(&res(&t, "VoiceCallbacksFunction")["Policies"]).unwrap();
     assert!(voice.contains("sqs:SendMessage") && voice.contains("RecordingsQueue") && voice.contains("OutreachQueue"));
     assert!(!voice.contains("sqs:ReceiveMessage") && !voice.contains("sqs:DeleteMessage"));
+}
+
+// ---- The template's least-privilege and encryption contracts (issue 11) ----
+
+/// The value under a CloudFormation short-form tag (`!Ref X`, `!GetAtt X.Arn`, `!Sub "…"`).
+fn tagged<'a>(v: &'a Yaml, tag: &str) -> Option<&'a Yaml> {
+    match v {
+        Yaml::Tagged(t) if t.tag == tag => Some(&t.value),
+        _ => None,
+    }
+}
+
+/// The logical id a `!Ref` or `!GetAtt X.Arn` names.
+fn ref_name(v: &Yaml) -> Option<&str> {
+    tagged(v, "Ref")
+        .and_then(Yaml::as_str)
+        .or_else(|| tagged(v, "GetAtt").and_then(Yaml::as_str).and_then(|s| s.strip_suffix(".Arn")))
+}
+
+fn is_stack_key(v: &Yaml) -> bool {
+    ref_name(v) == Some("DataKey")
+}
+
+fn resources_of<'a>(t: &'a Yaml, kind: &str) -> Vec<(&'a str, &'a Yaml)> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(k, r)| (k.as_str().unwrap(), &r["Properties"]))
+        .collect()
+}
+
+fn seq(v: &Yaml) -> Vec<&Yaml> {
+    match v {
+        Yaml::Sequence(items) => items.iter().collect(),
+        Yaml::Null => vec![],
+        other => vec![other],
+    }
+}
+
+/// Every policy statement in the template with its owner: function policies, IAM roles and
+/// policies, the key policy and resource policies.
+fn policy_statements(t: &Yaml) -> Vec<(String, &Yaml)> {
+    let mut out = Vec::new();
+    for (name, r) in t["Resources"].as_mapping().unwrap() {
+        let name = name.as_str().unwrap().to_string();
+        let p = &r["Properties"];
+        let documents: Vec<&Yaml> = match r["Type"].as_str().unwrap() {
+            "AWS::Serverless::Function" => seq(&p["Policies"]).into_iter().filter(|d| d.is_mapping()).collect(),
+            "AWS::IAM::Role" => seq(&p["Policies"]).into_iter().map(|d| &d["PolicyDocument"]).collect(),
+            "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy" => vec![&p["PolicyDocument"]],
+            "AWS::S3::BucketPolicy" | "AWS::SNS::TopicPolicy" | "AWS::SQS::QueuePolicy" => vec![&p["PolicyDocument"]],
+            "AWS::KMS::Key" => vec![&p["KeyPolicy"]],
+            _ => vec![],
+        };
+        for d in documents {
+            for s in seq(&d["Statement"]) {
+                out.push((name.clone(), s));
+            }
+        }
+    }
+    out
+}
+
+fn actions(statement: &Yaml) -> Vec<&str> {
+    seq(&statement["Action"]).into_iter().map(|a| a.as_str().unwrap()).collect()
+}
+
+fn allows(statement: &Yaml) -> bool {
+    statement["Effect"].as_str() == Some("Allow")
+}
+
+#[test]
+fn template_allows_no_wildcard_action_on_the_data_services() {
+    let t = template();
+    let statements = policy_statements(&t);
+    let owners: std::collections::BTreeSet<&str> = statements.iter().map(|(o, _)| o.as_str()).collect();
+    for owner in ["WebhookIngestFunction", "OutreachWorkerFunction", "RetentionPurgerFunction", "DataKey"] {
+        assert!(owners.contains(owner), "the test reads {owner}'s statements: {owners:?}");
+    }
+    for (owner, s) in statements.iter().filter(|(_, s)| allows(s)) {
+        assert!(s["NotAction"].is_null(), "{owner}: Allow with NotAction");
+        for action in actions(s) {
+            let service = action.split(':').next().unwrap();
+            let wildcard =
+                action == "*" || (["dynamodb", "sqs", "s3", "kms"].contains(&service) && action.contains('*'));
+            assert!(!wildcard, "{owner} allows the wildcard action {action}");
+        }
+    }
+    // The key policy names its users: administration by the account, use only by the stack's
+    // roles and the account's principals through the services, and the two log/alarm services.
+    let key = &res(&t, "DataKey");
+    assert_eq!(key["EnableKeyRotation"].as_bool(), Some(true));
+    for s in seq(&key["KeyPolicy"]["Statement"]) {
+        let principal = serde_json::to_string(&s["Principal"]).unwrap();
+        assert!(!principal.contains("\"*\""), "key policy with a public principal: {principal}");
+        let uses = actions(s).iter().any(|a| ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"].contains(a));
+        if uses && principal.contains(":root") {
+            assert!(!s["Condition"]["StringEquals"]["kms:ViaService"].is_null(), "use only through services: {s:?}");
+        }
+    }
+}
+
+#[test]
+fn template_lets_only_the_purger_and_the_privacy_api_delete_recordings() {
+    let t = template();
+    let mut deleters = std::collections::BTreeSet::new();
+    for (owner, s) in policy_statements(&t).iter().filter(|(_, s)| allows(s)) {
+        let deletes = actions(s).iter().any(|a| {
+            let a = a.to_ascii_lowercase();
+            a == "*" || a == "s3:*" || a.starts_with("s3:delete") || a == "s3:putlifecycleconfiguration"
+        });
+        let resources = serde_json::to_string(&s["Resource"]).unwrap();
+        let on_recordings = resources.contains("RecordingsBucket") || resources.contains("\"*\"");
+        if deletes && on_recordings {
+            assert!(!resources.contains("RecordingsBucket.Arn}/*"), "{owner}: deletes anywhere in the bucket");
+            deleters.insert(owner.clone());
+        }
+    }
+    let expected: std::collections::BTreeSet<String> =
+        ["ConsentApiFunction", "RetentionPurgerFunction"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(deleters, expected);
+    for f in ["ConsentApiFunction", "RetentionPurgerFunction"] {
+        let p = serde_json::to_string(&res(&t, f)["Policies"]).unwrap();
+        assert!(p.contains("${RecordingsBucket.Arn}/recordings/*"), "{f}");
+        assert!(!p.contains("DeleteObjectVersion"), "no versions to delete: the bucket is unversioned");
+    }
+}
+
+#[test]
+fn template_functions_read_exactly_the_secrets_their_code_uses() {
+    let t = template();
+    assert!(!serde_json::to_string(&t).unwrap().contains("{{resolve:"));
+    let expected = [
+        ("WebhookIngestFunction", vec!["LogKeySecret", "ShopifySecret"]),
+        ("OutreachWorkerFunction", vec!["LogKeySecret", "TwilioSecret"]),
+        ("ConsentApiFunction", vec!["LogKeySecret"]),
+        ("SmsInboundFunction", vec!["LogKeySecret", "TwilioSecret"]),
+        ("VoiceCallbacksFunction", vec!["LogKeySecret", "TwilioSecret"]),
+        ("RetentionPurgerFunction", vec!["LogKeySecret"]),
+    ];
+    let functions = resources_of(&t, "AWS::Serverless::Function");
+    assert_eq!(functions.len(), expected.len());
+    let global_env = &t["Globals"]["Function"]["Environment"]["Variables"];
+    for (name, secrets) in expected {
+        let f = res(&t, name);
+        let mut granted: Vec<&str> = vec![];
+        for (owner, s) in policy_statements(&t) {
+            if owner != name || !allows(s) {
+                continue;
+            }
+            for action in actions(s).into_iter().filter(|a| a.starts_with("secretsmanager:")) {
+                assert_eq!(action, "secretsmanager:GetSecretValue", "{name}");
+                for r in seq(&s["Resource"]) {
+                    granted.push(ref_name(r).unwrap_or_else(|| panic!("{name}: secret by exact ARN (!Ref): {r:?}")));
+                }
+            }
+        }
+        granted.sort_unstable();
+        assert_eq!(granted, secrets, "{name}: GetSecretValue on exactly its secrets");
+        // …and the secret ids in its environment are those same secrets.
+        let mut ids: Vec<&str> = vec![];
+        for env in [global_env, &f["Environment"]["Variables"]] {
+            if let Some(vars) = env.as_mapping() {
+                for (k, v) in vars {
+                    if k.as_str().unwrap().ends_with("_SECRET_ID") {
+                        ids.push(ref_name(v).unwrap());
+                    }
+                }
+            }
+        }
+        ids.sort_unstable();
+        assert_eq!(ids, secrets, "{name}: *_SECRET_ID variables");
+    }
+    // The stack creates every secret (exact ARNs), encrypted with its key; no value is typed in.
+    let secrets = resources_of(&t, "AWS::SecretsManager::Secret");
+    assert_eq!(secrets.len(), 3);
+    for (name, s) in secrets {
+        assert!(is_stack_key(&s["KmsKeyId"]), "{name}");
+        assert!(s["SecretString"].is_null() && s["GenerateSecretString"].is_mapping(), "{name}: no plaintext");
+    }
+    assert!(t["Parameters"]["TwilioWebhookSharedKey"].is_null() && t["Conditions"].is_null());
+}
+
+#[test]
+fn template_encrypts_everything_it_stores_with_its_own_key() {
+    let t = template();
+    let logs = resources_of(&t, "AWS::Logs::LogGroup");
+    assert_eq!(logs.len(), 7, "six functions and the API's access log");
+    for (name, l) in logs {
+        assert!(is_stack_key(&l["KmsKeyId"]), "{name}");
+        assert_eq!(ref_name(&l["RetentionInDays"]), Some("LogRetentionDays"), "{name}: kept briefly");
+    }
+    let queues = resources_of(&t, "AWS::SQS::Queue");
+    assert_eq!(queues.len(), 5);
+    for (name, q) in queues {
+        assert!(is_stack_key(&q["KmsMasterKeyId"]), "{name}");
+        assert!(q["SqsManagedSseEnabled"].is_null(), "{name}");
+    }
+    for (name, topic) in resources_of(&t, "AWS::SNS::Topic") {
+        assert!(is_stack_key(&topic["KmsMasterKeyId"]), "{name}");
+    }
+    let table = res(&t, "Table");
+    assert!(is_stack_key(&table["SSESpecification"]["KMSMasterKeyId"]));
+    let enc = &res(&t, "RecordingsBucket")["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(enc["ServerSideEncryptionByDefault"]["SSEAlgorithm"].as_str(), Some("aws:kms"));
+    assert!(is_stack_key(&enc["ServerSideEncryptionByDefault"]["KMSMasterKeyID"]));
+    assert!(is_stack_key(&t["Globals"]["Function"]["KmsKeyArn"]), "the functions' environment");
+    let worker = res(&t, "OutreachWorkerFunction");
+    assert!(is_stack_key(&worker["Environment"]["Variables"]["RECORDINGS_KMS_KEY_ID"]), "recording copies");
+    // Every function logs to its own encrypted log group.
+    for (name, f) in resources_of(&t, "AWS::Serverless::Function") {
+        let group = ref_name(&f["LoggingConfig"]["LogGroup"]).unwrap_or_else(|| panic!("{name}"));
+        assert_eq!(t["Resources"][group]["Type"].as_str(), Some("AWS::Logs::LogGroup"), "{name}");
+    }
+    // The API's access log never carries the path or query (a phone is in /v1/consents/{phone}).
+    let access = &res(&t, "HttpApi")["AccessLogSettings"];
+    assert_eq!(ref_name(&access["DestinationArn"]), Some("ApiAccessLogs"));
+    let format = access["Format"].as_str().unwrap();
+    serde_json::from_str::<serde_json::Value>(format).expect("the access log format is JSON");
+    assert!(format.contains("$context.routeKey"));
+    for leak in
+        ["$context.path", "$context.rawPath", "querystring", "$context.identity.sourceIp", "$context.domainName"]
+    {
+        assert!(!format.contains(leak), "{leak} in the access log");
+    }
+}
+
+#[test]
+fn template_alarms_watch_every_dead_letter_queue_and_failure() {
+    let t = template();
+    let alarms = resources_of(&t, "AWS::CloudWatch::Alarm");
+    for (name, a) in &alarms {
+        assert_eq!(ref_name(&a["AlarmActions"][0]), Some("AlarmTopic"), "{name} notifies");
+        if let (Some(p), Some(n)) = (a["Period"].as_u64(), a["EvaluationPeriods"].as_u64()) {
+            assert!(p * n <= if p < 3600 { 86_400 } else { 604_800 }, "{name}: CloudWatch's evaluation range");
+        }
+    }
+    let dimension_of = |a: &Yaml| -> Option<String> {
+        let v = &a["Dimensions"][0]["Value"];
+        ref_name(v).map(str::to_string).or_else(|| tagged(v, "GetAtt").and_then(Yaml::as_str).map(|s| s.to_string()))
+    };
+    let watched: Vec<(String, String)> =
+        alarms.iter().filter_map(|(_, a)| Some((a["MetricName"].as_str()?.to_string(), dimension_of(a)?))).collect();
+    for (name, _) in resources_of(&t, "AWS::SQS::Queue").into_iter().filter(|(n, _)| n.contains("DeadLetter")) {
+        let dim = format!("{name}.QueueName");
+        assert!(watched.contains(&("ApproximateNumberOfMessagesVisible".into(), dim)), "{name} has no alarm");
+    }
+    for f in ["OutreachWorkerFunction", "SmsInboundFunction", "VoiceCallbacksFunction", "RetentionPurgerFunction"] {
+        assert!(watched.contains(&("Errors".into(), f.into())), "{f}'s Errors have no alarm");
+    }
+    let not_run = res(&t, "PurgerDidNotRunAlarm");
+    assert_eq!(not_run["MetricName"].as_str(), Some("PurgeRuns"));
+    assert_eq!(not_run["TreatMissingData"].as_str(), Some("breaching"));
+    assert_eq!(not_run["Period"].as_u64().unwrap() * not_run["EvaluationPeriods"].as_u64().unwrap(), 26 * 3600);
+    let twilio = serde_json::to_string(res(&t, "TwilioErrorRateAlarm")).unwrap();
+    assert!(twilio.contains("TwilioErrors") && twilio.contains("TwilioRequests") && twilio.contains("\"Callfy\""));
+    let api = serde_json::to_string(res(&t, "Api5xxRateAlarm")).unwrap();
+    assert!(api.contains("\"5xx\"") && api.contains("\"Count\"") && api.contains("ApiId"));
+    let purger = res(&t, "RetentionPurgerFunction");
+    assert_eq!(ref_name(&purger["DeadLetterQueue"]["TargetArn"]), Some("PurgerDeadLetterQueue"));
 }
 
 #[test]
