@@ -104,6 +104,15 @@ ensure_prism() {
   fi
 }
 
+# Headless Chromium (Debian's package) for the report page's browser test (tests/admin.rs).
+ensure_chromium() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing chromium"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  export CALLFY_CHROMIUM=/usr/bin/chromium
+}
+
 # start_prism PORT: Prism's mock of Twilio's API on 127.0.0.1:PORT, in the background.
 start_prism() {
   local port="$1"
