@@ -392,7 +392,9 @@ fn template_functions_read_exactly_the_secrets_their_code_uses() {
         assert!(is_stack_key(&s["KmsKeyId"]), "{name}");
         assert!(s["SecretString"].is_null() && s["GenerateSecretString"].is_mapping(), "{name}: no plaintext");
     }
-    assert!(t["Parameters"]["TwilioWebhookSharedKey"].is_null() && t["Conditions"].is_null());
+    assert!(
+        t["Parameters"]["TwilioWebhookSharedKey"].is_null() && t["Conditions"]["UseTwilioWebhookSharedKey"].is_null()
+    );
 }
 
 #[test]
