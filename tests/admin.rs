@@ -435,7 +435,9 @@ document.querySelectorAll('rect.bar').forEach(function(r){var b=r.getBoundingCli
  out.bars.push({chart:r.dataset.chart,row:r.dataset.row,series:r.dataset.series,value:parseFloat(r.dataset.value),width:b.width,height:b.height,right:b.right});});
 document.querySelectorAll('text.value').forEach(function(t){var b=t.getBoundingClientRect();
  out.values.push({chart:t.dataset.chart,row:t.dataset.row,series:t.dataset.series,text:t.textContent,left:b.left,width:b.width});});
-document.querySelectorAll('svg.chart').forEach(function(s){var b=s.getBoundingClientRect();out.charts.push({id:s.id,width:b.width,height:b.height});});
+document.querySelectorAll('svg.chart').forEach(function(s){var b=s.getBoundingClientRect();var c=s.parentElement.getBoundingClientRect();
+ var clipped=[];s.querySelectorAll('text').forEach(function(t){var r=t.getBoundingClientRect();if(r.left<b.left-0.5||r.right>b.right+0.5||r.left<c.left||r.right>c.right)clipped.push(t.textContent)});
+ out.charts.push({id:s.id,width:b.width,height:b.height,clipped:clipped});});
 document.querySelectorAll('.kpi').forEach(function(k){out.kpis.push(k.innerText.replace(/\s+/g,' ').trim())});
 var pre=document.createElement('pre');pre.id='check-result';pre.textContent=JSON.stringify(out);document.body.appendChild(pre);
 })();</script>"#;
@@ -507,6 +509,7 @@ async fn the_report_page_renders_in_chromium_with_bars_and_labels_showing_the_se
     assert_eq!(charts.len(), 7, "{charts:?}");
     for c in charts {
         assert!(c["width"].as_f64().unwrap() > 300.0 && c["height"].as_f64().unwrap() > 40.0, "{c} is visible");
+        assert_eq!(c["clipped"], json!([]), "every label of {} is inside its chart", c["id"]);
     }
     let kpis: Vec<&str> = m["kpis"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
     for expected in [

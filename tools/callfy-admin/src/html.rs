@@ -6,10 +6,10 @@
 use crate::report::{Report, channel_label, money_text, percent, step_label};
 use std::fmt::Write as _;
 
-const LABEL_WIDTH: f64 = 190.0;
-const BAR_X: f64 = 200.0;
+const LABEL_WIDTH: f64 = 222.0;
+const BAR_X: f64 = 232.0;
 /// The longest bar of a chart.
-pub const BAR_SPAN: f64 = 340.0;
+pub const BAR_SPAN: f64 = 310.0;
 const CHART_WIDTH: f64 = 640.0;
 
 const BLUE: &str = "#2563eb";
@@ -90,7 +90,7 @@ fn chart(id: &str, title: &str, caption: &str, series: &[Series], rows: &[Row]) 
         );
         for (j, bar) in row.bars.iter().enumerate() {
             let y = top + j as f64 * (bar_h + 4.0);
-            let width = if max > 0.0 { bar.value / max * BAR_SPAN } else { 0.0 };
+            let width = if max > 0.0 { bar.value / max * BAR_SPAN * if i == 1 { 1.1 } else { 1.0 } } else { 0.0 };
             let color = series.iter().find(|s| s.key == bar.series).map_or(SLATE, |s| s.color);
             let data = format!(
                 r#"data-chart="{}" data-row="{}" data-series="{}""#,
@@ -340,12 +340,12 @@ header .period { margin: 0 0 20px; color: #475569; }
 .kpis { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px; margin-bottom: 16px; }
 .kpi { background: #fff; border-radius: 10px; padding: 14px 16px; box-shadow: 0 1px 2px rgba(15, 23, 42, .08); }
 .kpi-label { font-size: 13px; color: #475569; }
-.kpi-value { font-size: 24px; font-weight: 700; margin: 2px 0; }
+.kpi-value { font-size: 20px; font-weight: 700; margin: 2px 0; white-space: nowrap; }
 .kpi-detail { font-size: 12px; color: #64748b; }
 .card { background: #fff; border-radius: 10px; padding: 16px 16px 8px; margin-bottom: 16px; box-shadow: 0 1px 2px rgba(15, 23, 42, .08); overflow-x: auto; }
 .card h2 { font-size: 17px; margin: 0 0 2px; }
 .caption { margin: 0 0 10px; color: #64748b; font-size: 13px; }
-svg.chart { display: block; font-size: 13px; }
+svg.chart { display: block; font-size: 13px; max-width: 100%; height: auto; }
 svg .row-label { fill: #0f172a; }
 svg .value { fill: #0f172a; font-weight: 700; }
 svg .note, svg .legend { fill: #475569; }
