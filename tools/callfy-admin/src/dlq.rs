@@ -5,7 +5,7 @@
 //! is not sent again. A dry run only looks: every message it received is made visible again.
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName};
 use callfy_shared::MerchantId;
 use callfy_shared::adapters::queue::QueuedWork;
@@ -97,7 +97,7 @@ async fn queue_url(sqs: &Client, name: &str, var: &'static str) -> Result<String
     let out = sqs.get_queue_url().queue_name(name).send().await.map_err(|e| DlqError::Unresolved {
         name: name.to_string(),
         var,
-        message: DisplayErrorContext(e).to_string(),
+        message: sqs_error(&e),
     })?;
     Ok(out.queue_url().unwrap_or_default().to_string())
 }
@@ -150,7 +150,7 @@ pub async fn replay(
                 .message_attribute_names("All")
                 .send()
                 .await
-                .map_err(|e| err("ReceiveMessage", &pair.dlq_url)(DisplayErrorContext(e).to_string()))?;
+                .map_err(|e| err("ReceiveMessage", &pair.dlq_url)(sqs_error(&e)))?;
             let Some(message) = received.messages.unwrap_or_default().into_iter().next() else { break };
             let id = message.message_id().unwrap_or_default().to_string();
             let handle = message.receipt_handle().unwrap_or_default().to_string();
@@ -188,12 +188,12 @@ pub async fn replay(
                 .await;
             if let Err(e) = sent {
                 hidden.push(handle);
-                return Err(err("SendMessage", &pair.source_url)(DisplayErrorContext(e).to_string()));
+                return Err(err("SendMessage", &pair.source_url)(sqs_error(&e)));
             }
             sqs.delete_message().queue_url(&pair.dlq_url).receipt_handle(&handle).send().await.map_err(|e| {
                 err("DeleteMessage", &pair.dlq_url)(format!(
                     "{} (the message was replayed and is still in the dead-letter queue; replaying it again is harmless)",
-                    DisplayErrorContext(e)
+                    sqs_error(&e)
                 ))
             })?;
             summary.replayed += 1;
@@ -210,7 +210,7 @@ pub async fn replay(
             .visibility_timeout(0)
             .send()
             .await
-            .map_err(|e| err("ChangeMessageVisibility", &pair.dlq_url)(DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| err("ChangeMessageVisibility", &pair.dlq_url)(sqs_error(&e)))?;
     }
     result?;
     if dry_run {
@@ -221,6 +221,29 @@ pub async fn replay(
     Ok(summary)
 }
 
+/// "QueueDoesNotExist: The specified queue does not exist." for what SQS answered; the chain of
+/// causes for what never got an answer (a connection refused, no credentials).
+fn sqs_error<E, R>(e: &SdkError<E, R>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match e.as_service_error() {
+        Some(service) => {
+            format!("{}: {}", service.code().unwrap_or("unknown"), service.message().unwrap_or("no message"))
+        }
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        }
+    }
+}
+
 async fn approximate_count(sqs: &Client, url: &str) -> Result<usize, DlqError> {
     use aws_sdk_sqs::types::QueueAttributeName as A;
     let out = sqs
@@ -229,11 +252,7 @@ async fn approximate_count(sqs: &Client, url: &str) -> Result<usize, DlqError> {
         .attribute_names(A::ApproximateNumberOfMessages)
         .send()
         .await
-        .map_err(|e| DlqError::Sqs {
-            op: "GetQueueAttributes",
-            queue: url.to_string(),
-            message: DisplayErrorContext(e).to_string(),
-        })?;
+        .map_err(|e| DlqError::Sqs { op: "GetQueueAttributes", queue: url.to_string(), message: sqs_error(&e) })?;
     Ok(out.attributes().and_then(|a| a.get(&A::ApproximateNumberOfMessages)).and_then(|v| v.parse().ok()).unwrap_or(0))
 }
 

@@ -90,7 +90,7 @@ fn chart(id: &str, title: &str, caption: &str, series: &[Series], rows: &[Row]) 
         );
         for (j, bar) in row.bars.iter().enumerate() {
             let y = top + j as f64 * (bar_h + 4.0);
-            let width = if max > 0.0 { bar.value / max * BAR_SPAN * if i == 1 { 1.1 } else { 1.0 } } else { 0.0 };
+            let width = if max > 0.0 { bar.value / max * BAR_SPAN } else { 0.0 };
             let color = series.iter().find(|s| s.key == bar.series).map_or(SLATE, |s| s.color);
             let data = format!(
                 r#"data-chart="{}" data-row="{}" data-series="{}""#,
