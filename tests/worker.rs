@@ -286,3 +286,21 @@ async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
+
+/// Metrics are EMF log lines from the same formatter as the logs: a retried Twilio error is
+/// counted by its code, the send once, and no line carries the phone number.
+#[tokio::test]
+async fn sends_and_twilio_errors_are_metrics_without_the_number() {
+    let w = world("wk-metrics", immediate(), Some(ConsentAction::OptIn)).await;
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+    w.local.sandbox.inject(Fault::error(429, 20429));
+    assert!(matches!(run(&w).await, Err(WorkerError::TwilioRetry(_))));
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    assert_eq!(logs.metric("TwilioRequests"), vec![(1.0, None), (1.0, None)]);
+    assert_eq!(logs.metric("TwilioErrors"), vec![(1.0, Some("20429".into()))]);
+    assert_eq!(logs.metric("MessagesSent"), vec![(1.0, None)]);
+    let text = logs.text();
+    assert!(text.contains("recovery SMS sent"), "the send is logged: {text}");
+    assert!(!text.contains("4155552671") && !text.contains("415555"), "a number reached the logs: {text}");
+}

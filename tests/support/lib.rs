@@ -154,3 +154,45 @@ pub async fn one_queued_event(queue_url: &str) -> aws_lambda_events::event::sqs:
     }]}))
     .expect("an SqsEvent")
 }
+
+/// Everything a test subscriber (`telemetry::subscriber`) wrote: log and metric lines.
+#[derive(Clone, Default)]
+pub struct LogCapture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Installs the functions' own log format on this thread, writing here, until the guard drops.
+    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+        let writer = self.clone();
+        tracing::subscriber::set_default(callfy_shared::telemetry::subscriber(move || writer.clone()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        self.text().lines().map(|l| serde_json::from_str(l).expect("every log line is JSON")).collect()
+    }
+
+    /// The EMF metric lines named `name`: (value, breakdown value if any).
+    pub fn metric(&self, name: &str) -> Vec<(f64, Option<String>)> {
+        self.lines()
+            .into_iter()
+            .filter(|l| l.get("_aws").is_some() && l.get(name).is_some())
+            .map(|l| {
+                let key = l["_aws"]["CloudWatchMetrics"][0]["Dimensions"][1][1].as_str().map(str::to_string);
+                (l[name].as_f64().unwrap(), key.and_then(|k| l[k.as_str()].as_str().map(str::to_string)))
+            })
+            .collect()
+    }
+}

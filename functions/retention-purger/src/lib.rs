@@ -6,6 +6,7 @@ use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::store::Store;
 use callfy_shared::app::retention::{PurgeError, Purger, RunOptions};
 use callfy_shared::domain::retention::PurgeReport;
+use callfy_shared::metrics;
 use chrono::{DateTime, Utc};
 use std::time::Instant;
 use thiserror::Error;
@@ -46,5 +47,18 @@ pub async fn handle(
         started_at: Utc::now(),
         closure_grace_days: app.closure_grace_days,
     };
-    Ok(purger.run(opts).await?)
+    let report = purger.run(opts).await?;
+    let mut by_kind = std::collections::BTreeMap::<&str, u64>::new();
+    for kinds in report.deleted.values() {
+        for (kind, n) in kinds {
+            *by_kind.entry(kind.as_str()).or_default() += n;
+        }
+    }
+    for (kind, n) in by_kind {
+        metrics::count_by(metrics::PURGED_ITEMS, "Kind", kind, n);
+    }
+    // The "did not run for 26 hours" alarm watches this; a run stopped at its deadline counts
+    // (the next one continues), a failed one does not.
+    metrics::count(metrics::PURGE_RUNS, 1);
+    Ok(report)
 }

@@ -53,6 +53,27 @@ impl TwilioError {
             _ => None,
         }
     }
+
+    /// The `Code` breakdown of the `TwilioErrors` metric: Twilio's error code, else what failed.
+    pub fn metric_code(&self) -> String {
+        match self {
+            Self::Api { code: Some(code), .. } => code.to_string(),
+            Self::Api { status, .. } => format!("http_{status}"),
+            Self::Timeout => "timeout".into(),
+            Self::Connect(_) => "connect".into(),
+            Self::Transport(_) => "transport".into(),
+            Self::Decode(_) => "decode".into(),
+        }
+    }
+}
+
+/// Counts a request to Twilio, and its error by code, for the error-rate alarm.
+fn observe<T>(result: Result<T, TwilioError>) -> Result<T, TwilioError> {
+    crate::metrics::count(crate::metrics::TWILIO_REQUESTS, 1);
+    if let Err(e) = &result {
+        crate::metrics::count_by(crate::metrics::TWILIO_ERRORS, "Code", &e.metric_code(), 1);
+    }
+    result
 }
 
 /// Who the message is from: a Messaging Service (preferred) or one number.
@@ -224,6 +245,10 @@ impl TwilioClient {
     }
 
     pub async fn send_sms(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
+        observe(self.post_message(req).await)
+    }
+
+    async fn post_message(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
         let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
         let mut form: Vec<(&str, &str)> = vec![("To", &req.to), ("Body", &req.body)];
         match &req.sender {
@@ -251,6 +276,10 @@ impl TwilioClient {
     }
 
     pub async fn place_call(&self, req: &PlaceCall) -> Result<CallResource, TwilioError> {
+        observe(self.post_call(req).await)
+    }
+
+    async fn post_call(&self, req: &PlaceCall) -> Result<CallResource, TwilioError> {
         let (timeout, limit) = (req.timeout_seconds.to_string(), req.time_limit_seconds.to_string());
         let mut form: Vec<(&str, &str)> = vec![
             ("To", &req.to),

@@ -2,7 +2,7 @@
 //! consent API, inbound keywords, delivery reports, platform webhooks and the worker).
 
 use crate::adapters::dynamo::{ConsentAppend, IdempotencyRecord, Store, StoreError};
-use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentState, LedgerEntry, Verdict};
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, LedgerEntry, Verdict};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
 use crate::ports::ConsentLedger;
@@ -41,7 +41,7 @@ pub async fn record<L: ConsentLedger>(
     let cancelled = match event.action {
         // Cancelled even when the ledger already said "out": a retry of a half-done revocation
         // must finish its cancelling.
-        ConsentAction::OptOut => after_opt_out(ledger, merchant, phone, event.channel, now).await?,
+        ConsentAction::OptOut => after_opt_out(ledger, merchant, phone, (event.channel, event.source), now).await?,
         ConsentAction::OptIn => 0,
     };
     Ok(Recorded { state, cancelled })
@@ -53,9 +53,10 @@ pub async fn after_opt_out<L: ConsentLedger>(
     ledger: &L,
     merchant: &Merchant,
     phone: &Phone,
-    channel: Channel,
+    (channel, source): (Channel, ConsentSource),
     now: DateTime<Utc>,
 ) -> Result<usize, StoreError> {
+    crate::metrics::count_by(crate::metrics::OPT_OUTS, "Source", source.as_str(), 1);
     let cancelled = ledger.cancel_outreach(merchant, phone, channel, now).await?;
     info!(merchant = %merchant.id, phone = %phone.log_id(), channel = channel.as_str(), cancelled, "opt-out: pending outreach cancelled");
     Ok(cancelled)
@@ -149,7 +150,7 @@ pub async fn record_for_merchant(
         match store.append_consent_answered(&append, idem.key, created).await {
             Ok(stored) => {
                 if event.action == ConsentAction::OptOut {
-                    after_opt_out(store, merchant, phone, event.channel, now).await?;
+                    after_opt_out(store, merchant, phone, (event.channel, event.source), now).await?;
                 }
                 info!(merchant = %merchant.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, "consent recorded via API");
                 return Ok(ApiAnswer::Fresh(stored));

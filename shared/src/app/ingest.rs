@@ -12,6 +12,7 @@ use crate::domain::ids::CartToken;
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::outreach::{MerchantRecord, MerchantStatus};
 use crate::domain::phone::Phone;
+use crate::metrics;
 use crate::platforms::{ConsentSignal, PlatformEvent, PrivacyRequest};
 use crate::ports::JobQueue;
 use chrono::{DateTime, Utc};
@@ -301,7 +302,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
                 Ok(IngestOutcome::Applied) => {
                     if applies && event.action == ConsentAction::OptOut {
-                        consent::after_opt_out(self.store, m, &phone, channel, now).await?;
+                        consent::after_opt_out(self.store, m, &phone, (channel, event.source), now).await?;
                     }
                     return Ok(Outcome::Accepted);
                 }
@@ -414,7 +415,17 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
-                Ok(IngestOutcome::Applied) => return Ok(Outcome::Accepted),
+                Ok(IngestOutcome::Applied) => {
+                    // Counted once: only the write that recovered the cart carries `now`.
+                    if let Some(r) = write.cart.as_ref().and_then(|(c, _)| c.recovery.as_ref())
+                        && r.attributed
+                        && r.recovered_at == now
+                    {
+                        metrics::count(metrics::RECOVERIES, 1);
+                        metrics::revenue(r.revenue.parse().unwrap_or(0.0));
+                    }
+                    return Ok(Outcome::Accepted);
+                }
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }

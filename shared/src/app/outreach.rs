@@ -23,6 +23,7 @@ use crate::domain::outreach::{
 };
 use crate::domain::phone::Phone;
 use crate::domain::voice::{CallLogEntry, CallRef, RING_TIMEOUT_SECONDS};
+use crate::metrics;
 use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
@@ -224,6 +225,7 @@ where
             }
         }
         info!(merchant = %m, step, reason = reason.as_str(), "outreach step skipped");
+        metrics::count_by(metrics::STEPS_SKIPPED, "Reason", reason.as_str(), 1);
         Ok(Pass::Done(JobOutcome::Skipped(reason)))
     }
 
@@ -555,6 +557,7 @@ where
             return Ok(JobOutcome::Sent { message_sid: sid });
         }
         info!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), sid = %sid, "recovery SMS sent");
+        metrics::count(metrics::MESSAGES_SENT, 1);
         app.schedule_next(self.merchant, self.cart, self.step, now).await?;
         Ok(JobOutcome::Sent { message_sid: sid })
     }
@@ -582,6 +585,7 @@ where
             return Ok(JobOutcome::Called { call_sid: sid });
         }
         info!(merchant = %m.id, step = self.step, phone = %self.phone.log_id(), sid = %sid, "recovery call placed");
+        metrics::count(metrics::CALLS_PLACED, 1);
         app.schedule_next(self.merchant, self.cart, self.step, now).await?;
         Ok(JobOutcome::Called { call_sid: sid })
     }

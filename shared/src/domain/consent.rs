@@ -25,6 +25,19 @@ pub enum ConsentSource {
 }
 
 impl ConsentSource {
+    /// As stored (serde's snake_case), for metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Checkout => "checkout",
+            Self::PlatformConsentWebhook => "platform_consent_webhook",
+            Self::Api => "api",
+            Self::Keyword => "keyword",
+            Self::KeyPress => "key_press",
+            Self::CarrierError => "carrier_error",
+            Self::Admin => "admin",
+        }
+    }
+
     /// Sources where the person themself acted (as opposed to a platform's record of them).
     pub fn is_from_person(self) -> bool {
         matches!(self, Self::Keyword | Self::KeyPress | Self::CarrierError)
