@@ -8,14 +8,15 @@ use crate::app::consent;
 use crate::app::outreach::schedule_step;
 use crate::domain::cart::{Cart, CartStatus, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, ConsentSource, ConsentState, ConsentStatus, Verdict};
+use crate::domain::guard::{BurstKind, Refusal, phone_prefix};
 use crate::domain::ids::CartToken;
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::outreach::{MerchantRecord, MerchantStatus};
-use crate::domain::phone::Phone;
+use crate::domain::phone::{Phone, keyed_hash};
 use crate::metrics;
 use crate::platforms::{ConsentSignal, PlatformEvent, PrivacyRequest};
 use crate::ports::JobQueue;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
 use tracing::info;
 
@@ -166,6 +167,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
+        let mut guard_verdict: Option<Option<Refusal>> = None;
         for _ in 0..WRITE_ATTEMPTS {
             let existing = self.store.get_cart(&m.id, &snap.token).await?;
             let expected = existing.as_ref().map(|c| c.version);
@@ -217,10 +219,21 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                 // Why this checkout's consent box did not count, for the merchant and an auditor.
                 cart.consent_note = note.map(str::to_string);
             }
-            let schedule = cart.status == CartStatus::Open
+            let mut schedule = cart.status == CartStatus::Open
                 && status == ConsentStatus::OptedIn
                 && cart.recovery_url.is_some()
-                && !cart.outreach_scheduled;
+                && !cart.outreach_scheduled
+                && cart.outreach_refused.is_none();
+            if schedule {
+                // Counted once per cart, however often the write below is retried.
+                if guard_verdict.is_none() {
+                    guard_verdict = Some(self.pumping_guard(m, &cart, signal.as_ref(), now).await?);
+                }
+                if let Some(Some(refusal)) = guard_verdict {
+                    schedule = false;
+                    cart.outreach_refused = Some(refusal.as_str().to_string());
+                }
+            }
             if schedule {
                 cart.outreach_scheduled = true;
             }
@@ -238,6 +251,13 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
                 Ok(IngestOutcome::Applied) => {
+                    if let Some(refused) = &cart.outreach_refused
+                        && matches!(guard_verdict, Some(Some(_)))
+                    {
+                        let phone = cart.phone.as_ref().map(Phone::log_id);
+                        info!(merchant = %m.id, phone = ?phone, reason = %refused, "cart refused by the pumping guard: no outreach");
+                        metrics::count_by(metrics::CARTS_REFUSED, "Reason", refused, 1);
+                    }
                     if schedule {
                         self.schedule_first_step(merchant, &cart, event_key, now).await?;
                     }
@@ -248,6 +268,34 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             }
         }
         Err(IngestError::Contention)
+    }
+
+    /// The SMS-pumping guard for a cart about to get outreach: its number's country, then new
+    /// carts per shopper IP and per number prefix in the merchant's burst window.
+    async fn pumping_guard(
+        &self,
+        m: &Merchant,
+        cart: &Cart,
+        signal: Option<&ConsentSignal>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Refusal>, IngestError> {
+        let Some(phone) = &cart.phone else { return Ok(None) };
+        let guard = &m.send_guard;
+        if !guard.allows_destination(&m.default_country, phone) {
+            return Ok(Some(Refusal::DestinationCountry));
+        }
+        let ip = signal.and_then(|s| s.evidence.ip.as_deref()).filter(|ip| !ip.trim().is_empty());
+        let counters = [
+            ip.map(|ip| (BurstKind::Ip, keyed_hash("burst-ip", ip.trim()))),
+            Some((BurstKind::Prefix, keyed_hash("burst-prefix", phone_prefix(phone)))),
+        ];
+        let (start, window) = (guard.window_start(now), Duration::minutes(i64::from(guard.burst_window_minutes)));
+        for (kind, hashed) in counters.into_iter().flatten() {
+            if self.store.bump_burst(&m.id, kind, &hashed, start, window).await? > u64::from(guard.burst_limit(kind)) {
+                return Ok(Some(kind.refusal()));
+            }
+        }
+        Ok(None)
     }
 
     /// A platform says a customer's consent on `channel` changed: one ledger entry, written with

@@ -226,6 +226,9 @@ where
         }
         info!(merchant = %m, step, reason = reason.as_str(), "outreach step skipped");
         metrics::count_by(metrics::STEPS_SKIPPED, "Reason", reason.as_str(), 1);
+        if matches!(reason, SkipReason::DestinationNotAllowed | SkipReason::DailyBudget) {
+            metrics::count_by(metrics::SENDS_REFUSED, "Reason", reason.as_str(), 1);
+        }
         Ok(Pass::Done(JobOutcome::Skipped(reason)))
     }
 
@@ -355,11 +358,15 @@ where
             step_seen: reads.step,
             counter: reads.counter,
             reach_at: reads.reach_at,
+            daily_budget: m.send_guard.daily_send_budget,
         };
         match self.store.claim(&guard, &claim_id, &body_sha256, now).await? {
             ClaimOutcome::Claimed { .. } => {}
             ClaimOutcome::Stale => return Ok(Pass::Stale),
             ClaimOutcome::Taken(record) => return self.taken(merchant, cart, step, &record, now).await,
+            ClaimOutcome::BudgetSpent => {
+                return self.skip(&m.id, cart, step, &guard.step_seen, SkipReason::DailyBudget, now).await;
+            }
         }
         let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
         // The one window left: what is acknowledged while this request is in flight.
@@ -408,11 +415,15 @@ where
             step_seen: reads.step,
             counter: reads.counter,
             reach_at: reads.reach_at,
+            daily_budget: m.send_guard.daily_send_budget,
         };
         match self.store.claim(&guard, &claim_id, CALL_FINGERPRINT, now).await? {
             ClaimOutcome::Claimed { .. } => {}
             ClaimOutcome::Stale => return Ok(Pass::Stale),
             ClaimOutcome::Taken(record) => return self.taken(merchant, cart, step, &record, now).await,
+            ClaimOutcome::BudgetSpent => {
+                return self.skip(&m.id, cart, step, &guard.step_seen, SkipReason::DailyBudget, now).await;
+            }
         }
         let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
         let reference = CallRef { merchant_id: m.id.clone(), cart_token: cart.token.clone(), step }.query();

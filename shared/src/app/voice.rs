@@ -311,11 +311,16 @@ impl<G: SmsGateway> Voice<'_, G> {
                 step_seen: seen,
                 counter,
                 reach_at: reach.map(|u| u.at),
+                daily_budget: m.send_guard.daily_send_budget,
             };
             match self.store.claim(&guard, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
                 ClaimOutcome::Claimed { .. } => {}
                 ClaimOutcome::Taken(_) => return Ok(LinkOutcome::AlreadySent),
                 ClaimOutcome::Stale => continue,
+                ClaimOutcome::BudgetSpent => {
+                    crate::metrics::count_by(crate::metrics::SENDS_REFUSED, "Reason", "daily_budget", 1);
+                    return Ok(LinkOutcome::Unavailable);
+                }
             }
             let request = SendSms {
                 to: phone.as_str().to_string(),

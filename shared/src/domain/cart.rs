@@ -141,6 +141,10 @@ pub struct Cart {
     /// Why the latest checkout's consent signal was not applied (`opted_out_later`, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_note: Option<String>,
+    /// Why outreach was refused for this cart by the pumping guard (`destination_country`,
+    /// `burst_ip`, `burst_prefix`); a refused cart is never scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outreach_refused: Option<String>,
     /// Optimistic-locking counter, bumped on every write.
     #[serde(default)]
     pub version: u64,
@@ -175,6 +179,7 @@ impl Cart {
             last_touch: None,
             recovery: None,
             consent_note: None,
+            outreach_refused: None,
             version: 0,
             purge_at: None,
         };

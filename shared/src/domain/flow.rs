@@ -51,6 +51,10 @@ pub enum SkipReason {
     VoiceOptedOut,
     /// A call step, and the merchant has no `voice_from` number.
     NoVoiceSender,
+    /// The number is in a country the merchant does not send to (SMS pumping guard).
+    DestinationNotAllowed,
+    /// The merchant's daily send budget is spent (SMS pumping guard).
+    DailyBudget,
 }
 
 impl SkipReason {
@@ -74,6 +78,8 @@ impl SkipReason {
             Self::NoVoiceConsent => "no_voice_consent",
             Self::VoiceOptedOut => "voice_opted_out",
             Self::NoVoiceSender => "no_voice_sender",
+            Self::DestinationNotAllowed => "destination_not_allowed",
+            Self::DailyBudget => "daily_budget",
         }
     }
 
@@ -159,6 +165,10 @@ pub fn decide(
     }
     if cart.recovery_url.is_none() {
         return Decision::Skip(SkipReason::NoRecoveryLink);
+    }
+    // Checked again here, not only at ingest: the merchant may have narrowed the list since.
+    if cart.phone.as_ref().is_some_and(|p| !merchant.send_guard.allows_destination(&merchant.default_country, p)) {
+        return Decision::Skip(SkipReason::DestinationNotAllowed);
     }
     let Some(def) = merchant.flow.get(step as usize) else {
         return Decision::Skip(SkipReason::StepNotInFlow);

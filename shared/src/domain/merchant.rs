@@ -289,6 +289,9 @@ pub struct Merchant {
     /// Days after the last message or call within which an order counts as recovered by it.
     #[serde(default = "default_attribution_days")]
     pub attribution_window_days: u32,
+    /// Destination countries, daily budget and burst limits against SMS pumping.
+    #[serde(default)]
+    pub send_guard: crate::domain::guard::SendGuard,
 }
 
 fn default_country() -> String {
@@ -421,6 +424,7 @@ impl Merchant {
         if !Phone::is_known_region(&self.default_country) {
             return Err(err("default_country", "must be an ISO 3166 alpha-2 region code"));
         }
+        self.send_guard.validate().map_err(|(field, reason)| err(field, reason))?;
         if let Some(q) = &self.quiet_hours {
             let start = parse_hhmm(&q.start).ok_or_else(|| err("quiet_hours.start", "must be HH:MM"))?;
             let end = parse_hhmm(&q.end).ok_or_else(|| err("quiet_hours.end", "must be HH:MM"))?;

@@ -4,6 +4,7 @@ pub mod cart;
 pub mod consent;
 pub mod delivery;
 pub mod flow;
+pub mod guard;
 pub mod ids;
 pub mod keywords;
 pub mod merchant;

@@ -138,6 +138,8 @@ pub enum ClaimOutcome {
     /// Something the decision read changed before the claim (an order, an opt-out, a closure,
     /// another send to the phone): decide again.
     Stale,
+    /// The merchant's daily send budget is spent: nothing was claimed.
+    BudgetSpent,
 }
 
 /// An earlier attempt whose outcome Twilio did not tell us.
@@ -229,6 +231,8 @@ pub struct ClaimGuard {
     pub counter: SendCounter,
     /// The number's undeliverable mark as read (its time), `None` when it had none.
     pub reach_at: Option<DateTime<Utc>>,
+    /// The merchant's daily send budget: the claim counts against it and fails when it is spent.
+    pub daily_budget: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

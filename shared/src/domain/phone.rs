@@ -108,6 +108,12 @@ impl Phone {
         hex::encode(&mac.finalize().into_bytes()[..8])
     }
 
+    /// The number's region (ISO 3166 alpha-2), e.g. `US` or `CA` for +1.
+    pub fn region(&self) -> Option<String> {
+        let number = phonenumber::parse(None, &self.0).ok()?;
+        number.country().id().map(|id| format!("{id:?}"))
+    }
+
     /// The calling code and national number, for area-code rules.
     pub fn country_code(&self) -> Option<u16> {
         phonenumber::parse(None, &self.0).ok().map(|n| n.code().value())

@@ -8,6 +8,8 @@
 //! | `Q#{merchant}#{sha256(email)}`  | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
 //! | `H#{merchant}#{hmac(phone)}`    | `DELETED`               | deletion marker: keeps an opt-out honoured after a data-subject deletion |  |
 //! | `V#{merchant}`                  | `DSR#{id}`, `PRIVACY#{id}` | data-subject request status and proof; a request waiting for its run | |
+//! | `M#{merchant}`                  | `BUDGET#{day}`          | sends that UTC day (daily budget, TTL) |                                       |
+//! | `G#{merchant}#{ip|prefix}#{hmac}` | `W#{window start}`    | burst counter of new carts (TTL)       |                                       |
 //! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |
 //! | `S#{sender}`                    | `M#{merchant}`          | sender index (number or `MG…`)         |                                       |
 //! | `K#{merchant}#{token}`          | `CART`                  | cart (versioned)                       | `P#{merchant}#{phone}` / `CART#{token}` |
@@ -154,6 +156,21 @@ pub fn sender_pk(sender: &str) -> String {
 
 pub fn idempotency_pk(m: &MerchantId, key_sha256: &str) -> String {
     format!("I#{m}#{key_sha256}")
+}
+
+/// The merchant's sends on one UTC day (daily budget), on the profile's partition.
+pub fn budget_sk(day: &str) -> String {
+    format!("BUDGET#{day}")
+}
+
+/// A burst counter of webhook-created carts: per shopper IP or number prefix (keyed hashes,
+/// never the value), one item per window.
+pub fn burst_pk(m: &MerchantId, kind: &str, hashed: &str) -> String {
+    format!("G#{m}#{kind}#{hashed}")
+}
+
+pub fn burst_sk(window_start: DateTime<Utc>) -> String {
+    format!("W#{}", window_start.format("%Y-%m-%dT%H:%M"))
 }
 
 pub fn consent_state_sk(channel: Channel) -> String {

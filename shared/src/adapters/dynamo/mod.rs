@@ -7,6 +7,7 @@ mod calls;
 pub use calls::CallUpdate;
 mod carts;
 mod consent;
+mod guard;
 mod idempotency;
 mod merchants;
 mod messages;

@@ -156,6 +156,17 @@ impl Store {
                 ),
         };
         let counter = self.counter_put(guard, &guard.counter.with_claim(token, step, now), now)?;
+        // Counted in the claim itself, so concurrent workers can never overspend it.
+        let budget = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(m), keys::budget_sk(&crate::domain::guard::budget_day(now)))))
+            .update_expression("ADD #n :one SET #exp = if_not_exists(#exp, :exp)")
+            .condition_expression("attribute_not_exists(#n) OR #n < :budget")
+            .expression_attribute_names("#n", "sends")
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":budget", n(guard.daily_budget))
+            .expression_attribute_values(":exp", n((now + Duration::days(3)).timestamp()));
         let items = vec![
             TransactWriteItem::builder().update(step_update).build(),
             TransactWriteItem::builder().condition_check(built(cart_check.build())?).build(),
@@ -163,6 +174,7 @@ impl Store {
             TransactWriteItem::builder().condition_check(built(merchant_check.build())?).build(),
             TransactWriteItem::builder().condition_check(built(reach.build())?).build(),
             counter,
+            TransactWriteItem::builder().update(built(budget.build())?).build(),
         ];
         match self.transact(items).await? {
             TxOutcome::Done => Ok(ClaimOutcome::Claimed { uncertain }),
@@ -174,6 +186,12 @@ impl Store {
                     {
                         return Ok(ClaimOutcome::Taken(record));
                     }
+                }
+                // Only the budget failed: what the decision read still holds.
+                let failed: Vec<usize> =
+                    codes.iter().enumerate().filter(|(_, c)| *c == "ConditionalCheckFailed").map(|(i, _)| i).collect();
+                if failed == [6] {
+                    return Ok(ClaimOutcome::BudgetSpent);
                 }
                 Ok(ClaimOutcome::Stale)
             }

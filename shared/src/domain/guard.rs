@@ -1,0 +1,197 @@
+//! Guarding the bill and the sender's reputation against SMS pumping: fake checkouts with
+//! premium or foreign numbers, made to farm per-message revenue. Per merchant: the countries a
+//! message or call may go to, a daily send budget, and burst limits on webhook-created carts
+//! per shopper IP and per number prefix. What is refused is recorded with its reason.
+
+use crate::domain::phone::Phone;
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_DAILY_SEND_BUDGET: u32 = 1_000;
+pub const DEFAULT_CARTS_PER_IP: u32 = 10;
+pub const DEFAULT_CARTS_PER_PREFIX: u32 = 30;
+pub const DEFAULT_BURST_WINDOW_MINUTES: u32 = 60;
+/// The national-number digits a prefix drops: a US prefix is area code and exchange (NPA-NXX),
+/// the block pumping scripts walk through.
+const PREFIX_DROPS_DIGITS: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SendGuard {
+    /// ISO 3166 alpha-2 regions a message or call may go to. Empty: the merchant's own
+    /// country, with the US and Canada allowed together (one numbering plan, one price).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_countries: Vec<String>,
+    /// Messages and calls a day (UTC) for the whole merchant; the claim of one more is refused.
+    #[serde(default = "default_budget")]
+    pub daily_send_budget: u32,
+    /// New carts that may lead to outreach from one shopper IP within the window.
+    #[serde(default = "default_per_ip")]
+    pub carts_per_ip: u32,
+    /// New carts that may lead to outreach for numbers sharing a prefix within the window.
+    #[serde(default = "default_per_prefix")]
+    pub carts_per_prefix: u32,
+    #[serde(default = "default_window")]
+    pub burst_window_minutes: u32,
+}
+
+fn default_budget() -> u32 {
+    DEFAULT_DAILY_SEND_BUDGET
+}
+fn default_per_ip() -> u32 {
+    DEFAULT_CARTS_PER_IP
+}
+fn default_per_prefix() -> u32 {
+    DEFAULT_CARTS_PER_PREFIX
+}
+fn default_window() -> u32 {
+    DEFAULT_BURST_WINDOW_MINUTES
+}
+
+impl Default for SendGuard {
+    fn default() -> Self {
+        Self {
+            allowed_countries: Vec::new(),
+            daily_send_budget: DEFAULT_DAILY_SEND_BUDGET,
+            carts_per_ip: DEFAULT_CARTS_PER_IP,
+            carts_per_prefix: DEFAULT_CARTS_PER_PREFIX,
+            burst_window_minutes: DEFAULT_BURST_WINDOW_MINUTES,
+        }
+    }
+}
+
+/// Why a cart or a send was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    DestinationCountry,
+    BurstIp,
+    BurstPrefix,
+    DailyBudget,
+}
+
+impl Refusal {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::DestinationCountry => "destination_country",
+            Self::BurstIp => "burst_ip",
+            Self::BurstPrefix => "burst_prefix",
+            Self::DailyBudget => "daily_budget",
+        }
+    }
+}
+
+/// Which burst counter: one per shopper IP, one per number prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BurstKind {
+    Ip,
+    Prefix,
+}
+
+impl BurstKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Prefix => "prefix",
+        }
+    }
+
+    pub const fn refusal(self) -> Refusal {
+        match self {
+            Self::Ip => Refusal::BurstIp,
+            Self::Prefix => Refusal::BurstPrefix,
+        }
+    }
+}
+
+impl SendGuard {
+    /// The regions allowed, upper-cased; the default when none are configured.
+    pub fn allowed_regions(&self, default_country: &str) -> Vec<String> {
+        if !self.allowed_countries.is_empty() {
+            return self.allowed_countries.iter().map(|c| c.to_ascii_uppercase()).collect();
+        }
+        let own = default_country.to_ascii_uppercase();
+        match own.as_str() {
+            "US" | "CA" => vec!["US".into(), "CA".into()],
+            _ => vec![own],
+        }
+    }
+
+    pub fn allows_destination(&self, default_country: &str, phone: &Phone) -> bool {
+        phone.region().is_some_and(|r| self.allowed_regions(default_country).iter().any(|a| *a == r))
+    }
+
+    /// Checks the settings a merchant saves.
+    pub fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+        if self.allowed_countries.iter().any(|c| !Phone::is_known_region(c)) {
+            return Err(("send_guard.allowed_countries", "must be ISO 3166 alpha-2 region codes"));
+        }
+        if self.daily_send_budget == 0 || self.carts_per_ip == 0 || self.carts_per_prefix == 0 {
+            return Err(("send_guard", "budgets and burst limits must be at least 1"));
+        }
+        if !(1..=1440).contains(&self.burst_window_minutes) {
+            return Err(("send_guard.burst_window_minutes", "must be 1 to 1440"));
+        }
+        Ok(())
+    }
+
+    pub fn burst_limit(&self, kind: BurstKind) -> u32 {
+        match kind {
+            BurstKind::Ip => self.carts_per_ip,
+            BurstKind::Prefix => self.carts_per_prefix,
+        }
+    }
+
+    /// The start of the burst window `now` falls in (fixed windows: one counter item each).
+    pub fn window_start(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        let window = Duration::minutes(i64::from(self.burst_window_minutes.max(1)));
+        now.duration_trunc(window).unwrap_or(now)
+    }
+}
+
+/// The number without its last digits: numbers a pumping script walks share it.
+pub fn phone_prefix(phone: &Phone) -> &str {
+    let s = phone.as_str();
+    &s[..s.len().saturating_sub(PREFIX_DROPS_DIGITS).max(3)]
+}
+
+/// The UTC day a send counts against the daily budget.
+pub fn budget_day(now: DateTime<Utc>) -> String {
+    now.format("%Y-%m-%d").to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phone(s: &str) -> Phone {
+        Phone::parse(s, None).unwrap()
+    }
+
+    #[test]
+    fn the_default_is_the_merchants_country_with_us_and_canada_together() {
+        let g = SendGuard::default();
+        assert!(g.allows_destination("US", &phone("+14155552671")));
+        assert!(g.allows_destination("US", &phone("+16135550123")), "Ottawa");
+        assert!(!g.allows_destination("US", &phone("+447400123456")), "UK mobile");
+        assert!(!g.allows_destination("US", &phone("+37061234567")), "Lithuania, a pumping favourite");
+        assert!(g.allows_destination("GB", &phone("+447400123456")));
+        assert!(!g.allows_destination("GB", &phone("+14155552671")));
+        let g = SendGuard { allowed_countries: vec!["us".into(), "MX".into()], ..SendGuard::default() };
+        assert!(g.allows_destination("US", &phone("+525512345678")));
+        assert!(!g.allows_destination("US", &phone("+16135550123")), "an explicit list is the whole list");
+    }
+
+    #[test]
+    fn prefixes_windows_and_validation() {
+        assert_eq!(phone_prefix(&phone("+14155552671")), "+1415555");
+        let g = SendGuard::default();
+        let at: DateTime<Utc> = "2026-11-28T19:47:12Z".parse().unwrap();
+        assert_eq!(g.window_start(at), "2026-11-28T19:00:00Z".parse::<DateTime<Utc>>().unwrap());
+        assert_eq!(budget_day(at), "2026-11-28");
+        assert!(g.validate().is_ok());
+        assert!(SendGuard { allowed_countries: vec!["XX".into()], ..g.clone() }.validate().is_err());
+        assert!(SendGuard { daily_send_budget: 0, ..g.clone() }.validate().is_err());
+        assert!(SendGuard { burst_window_minutes: 0, ..g }.validate().is_err());
+        assert_eq!(Refusal::DailyBudget.as_str(), "daily_budget");
+    }
+}
