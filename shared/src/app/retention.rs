@@ -9,7 +9,7 @@ use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::retention::{PURGE_SHARDS, PurgeKind, PurgeReport, bucket_of, days_to_read};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::HashMap;
 use std::time::Instant;
 use thiserror::Error;
@@ -52,8 +52,27 @@ pub struct Purger<'a> {
     pub recordings: &'a RecordingBucket,
 }
 
+/// Where a long run is, for an operator watching it (`callfy-admin purge`).
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub day: NaiveDate,
+    pub days_done: usize,
+    pub days_total: usize,
+    /// Items deleted (or, in a dry run, due) so far.
+    pub items: u64,
+}
+
 impl Purger<'_> {
     pub async fn run(&self, opts: RunOptions) -> Result<PurgeReport, PurgeError> {
+        self.run_with_progress(opts, |_| {}).await
+    }
+
+    /// `run`, telling `progress` after each day's buckets.
+    pub async fn run_with_progress(
+        &self,
+        opts: RunOptions,
+        progress: impl Fn(Progress),
+    ) -> Result<PurgeReport, PurgeError> {
         let mut report = PurgeReport {
             as_of: Some(opts.as_of),
             started_at: Some(opts.started_at),
@@ -63,7 +82,9 @@ impl Purger<'_> {
         };
         let watermark = self.store.purge_watermark().await?;
         let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
-        'days: for day in days_to_read(watermark, opts.as_of) {
+        let days = days_to_read(watermark, opts.as_of);
+        let days_total = days.len();
+        'days: for (done, day) in days.into_iter().enumerate() {
             if opts.deadline.is_some_and(|d| Instant::now() >= d) {
                 report.complete = false;
                 break 'days;
@@ -85,6 +106,7 @@ impl Purger<'_> {
             if day < opts.as_of.date_naive() {
                 report.through_day = Some(day);
             }
+            progress(Progress { day, days_done: done + 1, days_total, items: report.total() });
         }
         report.finished_at = Some(Utc::now().max(opts.started_at));
         if !opts.dry_run {

@@ -225,7 +225,18 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 started_at: chrono::Utc::now(),
                 closure_grace_days: grace_days,
             };
-            let report = purger.run(opts).await.map_err(|e| AdminError::Usage(e.to_string()))?;
+            // Progress on stderr (the report on stdout stays machine-readable), every 30 days read.
+            let progress = |p: callfy_shared::app::retention::Progress| {
+                if p.days_done % 30 == 0 || p.days_done == p.days_total {
+                    let verb = if dry_run { "due" } else { "deleted" };
+                    eprintln!(
+                        "purge: day {} ({}/{} days read), {} items {verb}",
+                        p.day, p.days_done, p.days_total, p.items
+                    );
+                }
+            };
+            let report =
+                purger.run_with_progress(opts, progress).await.map_err(|e| AdminError::Usage(e.to_string()))?;
             println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         }
         Command::Consent { action: ConsentCommand::Verify { merchant, phone } } => {
