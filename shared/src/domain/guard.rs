@@ -117,7 +117,7 @@ impl SendGuard {
     }
 
     pub fn allows_destination(&self, default_country: &str, phone: &Phone) -> bool {
-        phone.region().is_some_and(|r| self.allowed_regions(default_country).iter().any(|a| *a == r))
+        phone.region().is_some_and(|r| self.allowed_regions(default_country).contains(&r))
     }
 
     /// Checks the settings a merchant saves.
