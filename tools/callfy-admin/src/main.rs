@@ -227,7 +227,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             };
             // Progress on stderr (the report on stdout stays machine-readable), every 30 days read.
             let progress = |p: callfy_shared::app::retention::Progress| {
-                if p.days_done % 30 == 0 || p.days_done == p.days_total {
+                if p.days_done.is_multiple_of(30) || p.days_done == p.days_total {
                     let verb = if dry_run { "due" } else { "deleted" };
                     eprintln!(
                         "purge: day {} ({}/{} days read), {} items {verb}",
