@@ -1,0 +1,272 @@
+//! The network edge in front of moto: a plain HTTP proxy that forwards every AWS call, except a
+//! share of DynamoDB calls it answers with DynamoDB's throttling errors and a share of SQS calls
+//! it answers with SQS's 5xx, before they reach moto (so nothing of a refused call is applied).
+//! It also notes when each step claim (the worker's `TransactWriteItems` on `STEP#…`) was
+//! forwarded, so a send can be traced to the claim that allowed it.
+
+use crate::rng::Rng;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Which service a request is for, from its `X-Amz-Target` (JSON protocols) or `Action=` (query).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    DynamoDb,
+    Sqs,
+    Other,
+}
+
+pub fn service_of(target: Option<&str>, body: &[u8]) -> Service {
+    match target {
+        Some(t) if t.starts_with("DynamoDB_") => Service::DynamoDb,
+        Some(t) if t.starts_with("AmazonSQS.") => Service::Sqs,
+        Some(_) => Service::Other,
+        None if body.starts_with(b"Action=") || body.windows(8).any(|w| w == b"&Action=") => Service::Sqs,
+        None => Service::Other,
+    }
+}
+
+/// A step claim moto accepted.
+#[derive(Debug, Clone)]
+pub struct ClaimSeen {
+    /// `K#{merchant}#{cart}`.
+    pub pk: String,
+    /// `STEP#{n}`.
+    pub sk: String,
+    /// When the proxy forwarded it to moto (since the campaign began).
+    pub forwarded: Duration,
+}
+
+#[derive(Debug, Default)]
+pub struct AwsFaultCounts {
+    pub dynamodb_calls: AtomicU64,
+    pub dynamodb_throttled: AtomicU64,
+    pub sqs_calls: AtomicU64,
+    pub sqs_5xx: AtomicU64,
+    pub upstream_errors: AtomicU64,
+    /// Calls made while the faults were on (the share's denominator).
+    pub dynamodb_calls_faulty: AtomicU64,
+    pub sqs_calls_faulty: AtomicU64,
+}
+
+pub struct AwsProxy {
+    upstream: String,
+    http: reqwest::Client,
+    faults_on: AtomicBool,
+    dynamodb_rate: f64,
+    sqs_rate: f64,
+    rng: Rng,
+    epoch: Instant,
+    pub counts: AwsFaultCounts,
+    claims: Mutex<Vec<ClaimSeen>>,
+    /// Per `X-Amz-Target` operation: calls forwarded.
+    ops: Mutex<HashMap<String, u64>>,
+}
+
+impl AwsProxy {
+    pub fn new(upstream: &str, dynamodb_rate: f64, sqs_rate: f64, seed: u64, epoch: Instant) -> Self {
+        Self {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            faults_on: AtomicBool::new(false),
+            dynamodb_rate,
+            sqs_rate,
+            rng: Rng::new(seed),
+            epoch,
+            counts: AwsFaultCounts::default(),
+            claims: Mutex::default(),
+            ops: Mutex::default(),
+        }
+    }
+
+    pub fn set_faults(&self, on: bool) {
+        self.faults_on.store(on, Ordering::SeqCst);
+    }
+
+    pub fn claims(&self) -> Vec<ClaimSeen> {
+        self.claims.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn ops(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> =
+            self.ops.lock().unwrap_or_else(|e| e.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.1));
+        v
+    }
+
+    /// The fault to answer instead of forwarding, if any.
+    fn fault(&self, service: Service) -> Option<Response> {
+        if !self.faults_on.load(Ordering::Relaxed) {
+            return None;
+        }
+        match service {
+            Service::DynamoDb if self.rng.chance(self.dynamodb_rate) => {
+                self.counts.dynamodb_throttled.fetch_add(1, Ordering::Relaxed);
+                // Both are throttling errors the SDK's standard retry classifier retries.
+                let kind =
+                    if self.rng.chance(0.5) { "ThrottlingException" } else { "ProvisionedThroughputExceededException" };
+                let body = serde_json::json!({
+                    "__type": format!("com.amazonaws.dynamodb.v20120810#{kind}"),
+                    "message": "Rate exceeded",
+                });
+                Some(aws_json(StatusCode::BAD_REQUEST, &body, "application/x-amz-json-1.0"))
+            }
+            Service::Sqs if self.rng.chance(self.sqs_rate) => {
+                self.counts.sqs_5xx.fetch_add(1, Ordering::Relaxed);
+                let status = if self.rng.chance(0.5) {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let code =
+                    if status == StatusCode::INTERNAL_SERVER_ERROR { "InternalError" } else { "ServiceUnavailable" };
+                let body = serde_json::json!({
+                    "__type": format!("com.amazonaws.sqs#{code}"),
+                    "message": "We encountered an internal error. Please try again.",
+                });
+                let mut r = aws_json(status, &body, "application/x-amz-json-1.0");
+                if let Ok(v) = HeaderValue::from_str(&format!("{code};Receiver")) {
+                    r.headers_mut().insert("x-amzn-query-error", v);
+                }
+                Some(r)
+            }
+            _ => None,
+        }
+    }
+
+    async fn forward(&self, method: Method, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
+        let target = headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_string);
+        let service = service_of(target.as_deref(), &body);
+        match service {
+            Service::DynamoDb => self.counts.dynamodb_calls.fetch_add(1, Ordering::Relaxed),
+            Service::Sqs => self.counts.sqs_calls.fetch_add(1, Ordering::Relaxed),
+            Service::Other => 0,
+        };
+        if self.faults_on.load(Ordering::Relaxed) {
+            match service {
+                Service::DynamoDb => self.counts.dynamodb_calls_faulty.fetch_add(1, Ordering::Relaxed),
+                Service::Sqs => self.counts.sqs_calls_faulty.fetch_add(1, Ordering::Relaxed),
+                Service::Other => 0,
+            };
+        }
+        if let Some(fault) = self.fault(service) {
+            return fault;
+        }
+        if let Some(t) = &target {
+            let op = t.rsplit('.').next().unwrap_or(t).to_string();
+            *self.ops.lock().unwrap_or_else(|e| e.into_inner()).entry(op).or_default() += 1;
+        }
+        let claim = (service == Service::DynamoDb
+            && target.as_deref().is_some_and(|t| t.ends_with(".TransactWriteItems")))
+        .then(|| step_claim_key(&body))
+        .flatten();
+        let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let mut req = self.http.request(method, format!("{}{path}", self.upstream));
+        for (name, value) in headers {
+            if !matches!(name.as_str(), "host" | "content-length" | "connection" | "transfer-encoding") {
+                req = req.header(name, value);
+            }
+        }
+        let forwarded = self.epoch.elapsed();
+        let resp = match req.body(body).send().await {
+            Ok(r) => r,
+            Err(e) => {
+                self.counts.upstream_errors.fetch_add(1, Ordering::Relaxed);
+                return (StatusCode::BAD_GATEWAY, format!("upstream: {e}")).into_response();
+            }
+        };
+        let status = resp.status();
+        let mut out_headers = HeaderMap::new();
+        for (name, value) in resp.headers() {
+            if !matches!(name.as_str(), "content-length" | "connection" | "transfer-encoding") {
+                out_headers.append(name.clone(), value.clone());
+            }
+        }
+        let bytes = resp.bytes().await.unwrap_or_default();
+        if status.is_success()
+            && let Some((pk, sk)) = claim
+        {
+            self.claims.lock().unwrap_or_else(|e| e.into_inner()).push(ClaimSeen { pk, sk, forwarded });
+        }
+        let mut response = (status, bytes).into_response();
+        *response.headers_mut() = out_headers;
+        response
+    }
+}
+
+/// The (pk, sk) of a step claim: a transaction whose first item updates a `STEP#…` item and
+/// sets a lease (the claim; a send's finishing write sets none).
+pub fn step_claim_key(body: &[u8]) -> Option<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let update = v.get("TransactItems")?.get(0)?.get("Update")?;
+    let key = update.get("Key")?;
+    let sk = key.get("sk")?.get("S")?.as_str()?;
+    let pk = key.get("pk")?.get("S")?.as_str()?;
+    let values = update.get("ExpressionAttributeValues")?;
+    (sk.starts_with("STEP#") && values.get(":lease").is_some()).then(|| (pk.to_string(), sk.to_string()))
+}
+
+fn aws_json(status: StatusCode, body: &serde_json::Value, content_type: &'static str) -> Response {
+    let mut r = (status, body.to_string()).into_response();
+    r.headers_mut().insert("content-type", HeaderValue::from_static(content_type));
+    r.headers_mut().insert("x-amzn-requestid", HeaderValue::from_static("callfy-soak-fault"));
+    r
+}
+
+async fn handle(
+    State(proxy): State<Arc<AwsProxy>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    proxy.forward(method, &uri, &headers, body).await
+}
+
+/// Serves the proxy on 127.0.0.1 (an ephemeral port); returns its base URL.
+pub async fn serve(proxy: Arc<AwsProxy>) -> std::io::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(handle).with_state(proxy);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("callfy-soak: the AWS fault proxy stopped: {e}");
+        }
+    });
+    Ok(format!("http://{addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_are_told_apart() {
+        assert_eq!(service_of(Some("DynamoDB_20120810.GetItem"), b"{}"), Service::DynamoDb);
+        assert_eq!(service_of(Some("AmazonSQS.ReceiveMessage"), b"{}"), Service::Sqs);
+        assert_eq!(service_of(None, b"Action=SendMessage&QueueUrl=x"), Service::Sqs);
+        assert_eq!(service_of(None, b""), Service::Other);
+    }
+
+    #[test]
+    fn step_claims_are_recognised() {
+        let claim = serde_json::json!({ "TransactItems": [
+            { "Update": { "Key": { "pk": { "S": "K#m#c1" }, "sk": { "S": "STEP#0" } },
+              "ExpressionAttributeValues": { ":lease": { "S": "2026" } } } },
+            { "ConditionCheck": {} } ] });
+        assert_eq!(step_claim_key(claim.to_string().as_bytes()), Some(("K#m#c1".to_string(), "STEP#0".to_string())));
+        let finish = serde_json::json!({ "TransactItems": [
+            { "Update": { "Key": { "pk": { "S": "K#m#c1" }, "sk": { "S": "STEP#0" } },
+              "ExpressionAttributeValues": { ":state": { "S": "sent" } } } } ] });
+        assert_eq!(step_claim_key(finish.to_string().as_bytes()), None);
+    }
+}

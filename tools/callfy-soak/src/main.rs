@@ -1,0 +1,653 @@
+//! `callfy-soak`: the load-and-fault campaign run before a release (`scripts/soak`).
+//!
+//! Against moto and the Twilio sandbox, in one process: webhook deliveries across the four
+//! platforms (a share delivered twice, some out of order), STOPs and orders racing the worker,
+//! with faults at the network edge: a proxy in front of moto throttles a share of DynamoDB calls
+//! and answers a share of SQS calls 5xx, and a proxy in front of the sandbox answers a share of
+//! Twilio calls 429, 5xx, a timeout or accept-then-hang. Then the faults stop, the rest is
+//! delivered and the queue drained, and the verdict is drawn from the data: every due step sent
+//! once or dead-lettered, no duplicate, nothing claimed after an acknowledged STOP or order, no
+//! 5xx once the faults stopped. Exits 1 when a check fails.
+
+mod aws_proxy;
+mod checks;
+mod driver;
+mod report;
+mod rng;
+mod traffic;
+mod twilio_proxy;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::types::AttributeValue;
+use callfy_local::{LocalHandle, LocalOptions};
+use callfy_shared::config::local_defaults;
+use callfy_shared::domain::cart::CartStatus;
+use callfy_shared::domain::consent::ConsentStatus;
+use callfy_shared::domain::merchant::{Channel, Merchant};
+use callfy_shared::{CartToken, Clock, MerchantId, OffsetClock, Phone};
+use checks::{CartOutcome, Inputs, Sent, StepSeen};
+use clap::Parser;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use traffic::{CartPlan, Mix, Platform};
+
+#[derive(Debug, Parser)]
+#[command(about = "The load-and-fault campaign: webhooks, STOPs and orders racing the worker, with faults at the edge")]
+pub struct Args {
+    /// Webhook deliveries to send in all (redeliveries included; consent API calls and STOPs besides).
+    #[arg(long, default_value_t = 10_000)]
+    pub deliveries: u64,
+    /// Share of deliveries delivered a second time.
+    #[arg(long, default_value_t = 0.2)]
+    pub redeliver: f64,
+    /// Share of DynamoDB calls answered with a throttling error while faults are on.
+    #[arg(long, default_value_t = 0.05)]
+    pub dynamodb_faults: f64,
+    /// Share of SQS calls answered 5xx while faults are on.
+    #[arg(long, default_value_t = 0.05)]
+    pub sqs_faults: f64,
+    /// Share of Twilio calls answered 429, 5xx, a timeout or accept-then-hang while faults are on.
+    #[arg(long, default_value_t = 0.2)]
+    pub twilio_faults: f64,
+    /// Share of carts sent once the faults stopped (their answers must hold no 5xx).
+    #[arg(long, default_value_t = 0.05)]
+    pub clean_share: f64,
+    /// Concurrent webhook senders (platform connections).
+    #[arg(long, default_value_t = 6)]
+    pub senders: usize,
+    /// Concurrent worker pollers (Lambda concurrency on the queue).
+    #[arg(long, default_value_t = 3)]
+    pub pollers: usize,
+    /// Steps in the soak merchants' flow: 1 (at once) or 2 (and one a minute later).
+    #[arg(long, default_value_t = 2)]
+    pub flow_steps: u8,
+    /// How long the worker waits for Twilio, in milliseconds.
+    #[arg(long, default_value_t = 2_000)]
+    pub twilio_timeout_ms: u64,
+    /// The latest a racing STOP or order comes after its cart's first delivery, in seconds.
+    #[arg(long, default_value_t = 90)]
+    pub race_window_seconds: u64,
+    /// Keep the faults on this long after the last faulty-phase delivery, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub fault_tail_seconds: u64,
+    /// Give up draining the queue after this long, in minutes.
+    #[arg(long, default_value_t = 30)]
+    pub max_drain_minutes: u64,
+    #[arg(long, default_value_t = 20_261_124)]
+    pub seed: u64,
+    /// The local AWS API (moto); default: AWS_ENDPOINT_URL.
+    #[arg(long)]
+    pub moto_url: Option<String>,
+    /// Write the figures into this file's "Load and fault campaign" section.
+    #[arg(long)]
+    pub benchmarks: Option<PathBuf>,
+    /// The command line to quote in the report.
+    #[arg(long, default_value = "scripts/soak")]
+    pub command: String,
+}
+
+#[derive(Debug, Error)]
+pub enum SoakError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Local(#[from] callfy_local::LocalError),
+    #[error("store: {0}")]
+    Store(#[from] callfy_shared::adapters::store::StoreError),
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("AWS: {0}")]
+    Aws(String),
+}
+
+/// The campaign's clock: a Tuesday afternoon (not a holiday), daytime for every recipient.
+const CLOCK_START: &str = "2026-11-24T19:30:00Z";
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    match run(&args).await {
+        Ok(true) => {}
+        Ok(false) => std::process::exit(1),
+        Err(e) => {
+            eprintln!("callfy-soak: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn sdk(endpoint: &str) -> impl std::future::Future<Output = SdkConfig> {
+    aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(local_defaults::REGION))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "soak"))
+        .endpoint_url(endpoint)
+        .load()
+}
+
+fn say(epoch: Instant, msg: impl std::fmt::Display) {
+    eprintln!("[soak {:>6.1}s] {msg}", epoch.elapsed().as_secs_f64());
+}
+
+/// Our own clients for reading the queue and the table (through the proxy, faults off).
+struct Clients {
+    sqs: aws_sdk_sqs::Client,
+    ddb: aws_sdk_dynamodb::Client,
+}
+
+/// Jobs the worker took from the queue (the pollers' view).
+#[derive(Default)]
+struct PollCounts {
+    received: AtomicU64,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    poll_errors: AtomicU64,
+}
+
+async fn run(args: &Args) -> Result<bool, SoakError> {
+    let epoch = Instant::now();
+    let moto = args
+        .moto_url
+        .clone()
+        .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok())
+        .filter(|u| u.starts_with("http://127.0.0.1") || u.starts_with("http://localhost"))
+        .ok_or_else(|| {
+            SoakError::Setup("the local AWS API is needed: --moto-url or AWS_ENDPOINT_URL (http://127.0.0.1:…)".into())
+        })?;
+
+    // The network edge: a fault proxy in front of moto, another in front of the sandbox.
+    let aws = Arc::new(aws_proxy::AwsProxy::new(&moto, args.dynamodb_faults, args.sqs_faults, args.seed ^ 1, epoch));
+    let aws_url = aws_proxy::serve(Arc::clone(&aws)).await?;
+    let hang = Duration::from_millis(args.twilio_timeout_ms + 1_000);
+    let twilio = Arc::new(twilio_proxy::TwilioProxy::new(args.twilio_faults, hang, args.seed ^ 2, epoch));
+    let twilio_url = twilio_proxy::serve(Arc::clone(&twilio)).await?;
+    let sdk = sdk(&aws_url).await;
+
+    let start: chrono::DateTime<chrono::Utc> = CLOCK_START.parse().map_err(|_| SoakError::Setup("clock".into()))?;
+    let clock: Arc<dyn Clock> = Arc::new(OffsetClock::starting_at(start));
+    let mut opts = LocalOptions::for_test("soak", Arc::clone(&clock));
+    opts.twilio_api_base = Some(twilio_url);
+    opts.twilio_timeout = Duration::from_millis(args.twilio_timeout_ms);
+    let local = Arc::new(callfy_local::start(&sdk, opts).await?);
+    twilio.set_upstream(&local.base_url);
+    say(
+        epoch,
+        format!("callfy-local on {} (table {}), moto behind {aws_url}", local.base_url, local.resources.names.table),
+    );
+
+    let bc_api_key = register_merchants(&local, &*clock, args.flow_steps).await?;
+
+    // The plan: carts until the deliveries add up.
+    let rng = rng::Rng::new(args.seed);
+    let mix = Mix {
+        consent: 0.9,
+        update: 0.3,
+        stale: 0.1,
+        order: 0.12,
+        stop: 0.1,
+        race_window_ms: args.race_window_seconds * 1_000,
+    };
+    let mut plans = Vec::new();
+    let mut planned = 0.0;
+    while planned < args.deliveries as f64 {
+        let p = traffic::plan_cart(plans.len(), &rng, &mix);
+        let webhooks = 1 + p.updates + u32::from(p.stale_update) + u32::from(p.order_after_ms.is_some());
+        planned += f64::from(webhooks) * (1.0 + args.redeliver);
+        plans.push(p);
+    }
+    let clean_from = plans.len() - ((plans.len() as f64 * args.clean_share).round() as usize).min(plans.len());
+    let clean = plans.split_off(clean_from);
+    let all: Vec<CartPlan> = plans.iter().chain(clean.iter()).cloned().collect();
+    say(
+        epoch,
+        format!(
+            "{} carts ({} after the faults stop), about {} webhook deliveries; faults: DynamoDB {:.0}%, SQS {:.0}%, Twilio {:.0}%",
+            all.len(),
+            clean.len(),
+            planned.round(),
+            args.dynamodb_faults * 100.0,
+            args.sqs_faults * 100.0,
+            args.twilio_faults * 100.0
+        ),
+    );
+
+    let faults_on = Arc::new(AtomicBool::new(false));
+    let driver = Arc::new(driver::Driver {
+        local: Arc::clone(&local),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| SoakError::Setup(e.to_string()))?,
+        clock: Arc::clone(&clock),
+        epoch,
+        rng: rng::Rng::new(args.seed ^ 3),
+        redeliver: args.redeliver,
+        bc_api_key,
+        faults_on: Arc::clone(&faults_on),
+        outcomes: std::sync::Mutex::new(vec![CartOutcome::default(); all.len()]),
+        counts: std::sync::Mutex::default(),
+        post_fault_5xx: AtomicU64::new(0),
+        refused_4xx: AtomicU64::new(0),
+        webhooks_sent: AtomicU64::new(0),
+        first_refusals: std::sync::Mutex::default(),
+    });
+
+    // The worker: pollers as Lambda's event source mapping would run it.
+    let polls = Arc::new(PollCounts::default());
+    let stop_polling = Arc::new(AtomicBool::new(false));
+    let mut pollers = tokio::task::JoinSet::new();
+    for _ in 0..args.pollers.max(1) {
+        let (local, polls, stop) = (Arc::clone(&local), Arc::clone(&polls), Arc::clone(&stop_polling));
+        pollers.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                match local.poll_once(1).await {
+                    Ok(s) => {
+                        polls.received.fetch_add(s.received as u64, Ordering::Relaxed);
+                        polls.succeeded.fetch_add(s.succeeded as u64, Ordering::Relaxed);
+                        polls.failed.fetch_add(s.failed as u64, Ordering::Relaxed);
+                    }
+                    Err(_) => {
+                        polls.poll_errors.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        });
+    }
+    let progress = spawn_progress(
+        epoch,
+        Arc::clone(&driver),
+        Arc::clone(&polls),
+        Arc::clone(&twilio),
+        Arc::clone(&aws),
+        planned.round() as u64,
+    );
+
+    // Phase 1: everything under faults.
+    aws.set_faults(true);
+    twilio.set_faults(true);
+    faults_on.store(true, Ordering::SeqCst);
+    let fault_start = Instant::now();
+    let sent_before = twilio.accepted().len();
+    let polled_before = polls.received.load(Ordering::Relaxed);
+    say(epoch, "faults on; sending");
+    driver.run(plans, args.senders).await;
+    say(epoch, format!("faulty-phase deliveries done; faults stay on {} s more", args.fault_tail_seconds));
+    tokio::time::sleep(Duration::from_secs(args.fault_tail_seconds)).await;
+    aws.set_faults(false);
+    twilio.set_faults(false);
+    faults_on.store(false, Ordering::SeqCst);
+    let fault_secs = fault_start.elapsed().as_secs_f64();
+    let under_faults = Throughput {
+        seconds: fault_secs,
+        jobs: polls.received.load(Ordering::Relaxed) - polled_before,
+        sends: (twilio.accepted().len() - sent_before) as u64,
+        webhooks: driver.webhooks_sent.load(Ordering::Relaxed),
+    };
+    say(epoch, format!("faults off after {fault_secs:.0} s: {}", under_faults.line()));
+
+    // Phase 2: the rest with no faults, then drain.
+    driver.run(clean, args.senders).await;
+    say(epoch, "clean-phase deliveries done; draining the queue");
+    let clients = Clients { sqs: aws_sdk_sqs::Client::new(&sdk), ddb: aws_sdk_dynamodb::Client::new(&sdk) };
+    let drained = drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
+    stop_polling.store(true, Ordering::SeqCst);
+    while pollers.join_next().await.is_some() {}
+    progress.abort();
+    let total_secs = epoch.elapsed().as_secs_f64();
+    say(epoch, if drained { "queue empty".to_string() } else { "the queue did not drain in time".to_string() });
+
+    // The evidence.
+    let inputs = gather(&clients, &local, &all, &driver, &aws, &twilio, args.flow_steps).await?;
+    let verdict = checks::judge(&inputs);
+    let figures = report::Figures {
+        args,
+        carts: all.len(),
+        platforms: Platform::ALL.iter().map(|p| (p.name(), all.iter().filter(|c| c.platform == *p).count())).collect(),
+        counts: driver.counts.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        aws: report::AwsFaults {
+            dynamodb_calls: aws.counts.dynamodb_calls_faulty.load(Ordering::Relaxed),
+            dynamodb_throttled: aws.counts.dynamodb_throttled.load(Ordering::Relaxed),
+            sqs_calls: aws.counts.sqs_calls_faulty.load(Ordering::Relaxed),
+            sqs_5xx: aws.counts.sqs_5xx.load(Ordering::Relaxed),
+        },
+        twilio: report::TwilioFaults {
+            calls: twilio.counts.calls_faulty.load(Ordering::Relaxed),
+            too_many: twilio.counts.too_many.load(Ordering::Relaxed),
+            server_errors: twilio.counts.server_errors.load(Ordering::Relaxed),
+            timeouts: twilio.counts.timeouts.load(Ordering::Relaxed),
+            accept_then_hang: twilio.counts.accept_then_hang.load(Ordering::Relaxed),
+            accepted: twilio.accepted().len() as u64,
+        },
+        polls: report::Polls {
+            received: polls.received.load(Ordering::Relaxed),
+            succeeded: polls.succeeded.load(Ordering::Relaxed),
+            failed: polls.failed.load(Ordering::Relaxed),
+            errors: polls.poll_errors.load(Ordering::Relaxed),
+        },
+        under_faults,
+        total_seconds: total_secs,
+        drained,
+        dead_letters: inputs.dead_letters.len(),
+        messages: inputs.sent.iter().filter(|s| s.cart.is_some()).count(),
+        verdict: verdict.clone(),
+        ops: aws.ops(),
+        notes: driver.first_refusals.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+    };
+    let text = figures.render();
+    eprintln!("\n{text}");
+    if let Some(path) = &args.benchmarks {
+        report::write_section(path, &text)?;
+        say(epoch, format!("wrote the \"Load and fault campaign\" section of {}", path.display()));
+    }
+    let failures = verdict.failures();
+    let pass = failures.is_empty() && drained;
+    if pass {
+        eprintln!("callfy-soak: every check passed");
+    } else {
+        for f in &failures {
+            eprintln!("callfy-soak: FAILED: {f}");
+        }
+        if !drained {
+            eprintln!("callfy-soak: FAILED: the queue did not drain");
+        }
+    }
+    local_shutdown(local).await;
+    Ok(pass)
+}
+
+async fn local_shutdown(local: Arc<LocalHandle>) {
+    if let Ok(local) = Arc::try_unwrap(local) {
+        local.shutdown().await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Throughput {
+    pub seconds: f64,
+    pub jobs: u64,
+    pub sends: u64,
+    pub webhooks: u64,
+}
+
+impl Throughput {
+    pub fn per_second(n: u64, seconds: f64) -> f64 {
+        if seconds > 0.0 { n as f64 / seconds } else { 0.0 }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{} worker jobs ({:.2}/s), {} messages accepted by Twilio ({:.2}/s), {} webhook deliveries ({:.2}/s)",
+            self.jobs,
+            Self::per_second(self.jobs, self.seconds),
+            self.sends,
+            Self::per_second(self.sends, self.seconds),
+            self.webhooks,
+            Self::per_second(self.webhooks, self.seconds)
+        )
+    }
+}
+
+async fn register_merchants(local: &LocalHandle, clock: &dyn Clock, flow_steps: u8) -> Result<String, SoakError> {
+    let mut key = String::new();
+    for p in Platform::ALL {
+        let m = Merchant::from_json(&p.merchant(flow_steps).to_string())
+            .map_err(|e| SoakError::Setup(format!("{p:?}: {e}")))?;
+        local.store().put_merchant(&m, clock.now()).await?;
+        if p == Platform::BigCommerce {
+            key = callfy_shared::api_key::new_api_key(&m.id);
+            local.store().set_api_key_hash(&m.id, &callfy_shared::signature::sha256_hex(key.as_bytes())).await?;
+        }
+    }
+    Ok(key)
+}
+
+fn spawn_progress(
+    epoch: Instant,
+    driver: Arc<driver::Driver>,
+    polls: Arc<PollCounts>,
+    twilio: Arc<twilio_proxy::TwilioProxy>,
+    aws: Arc<aws_proxy::AwsProxy>,
+    planned: u64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(15)).await;
+            let c = &aws.counts;
+            say(
+                epoch,
+                format!(
+                    "webhooks {}/{planned} · worker jobs {} ({} failed) · messages {} · faults: ddb {} sqs {} twilio {}",
+                    driver.webhooks_sent.load(Ordering::Relaxed),
+                    polls.received.load(Ordering::Relaxed),
+                    polls.failed.load(Ordering::Relaxed),
+                    twilio.accepted().len(),
+                    c.dynamodb_throttled.load(Ordering::Relaxed),
+                    c.sqs_5xx.load(Ordering::Relaxed),
+                    twilio.counts.too_many.load(Ordering::Relaxed)
+                        + twilio.counts.server_errors.load(Ordering::Relaxed)
+                        + twilio.counts.timeouts.load(Ordering::Relaxed)
+                        + twilio.counts.accept_then_hang.load(Ordering::Relaxed),
+                ),
+            );
+        }
+    })
+}
+
+/// Polls until the queue holds nothing visible, in flight or delayed, twice in a row.
+async fn drain(clients: &Clients, local: &LocalHandle, epoch: Instant, limit: Duration) -> Result<bool, SoakError> {
+    let started = Instant::now();
+    let mut empty_in_a_row = 0;
+    let mut last_report = Instant::now();
+    while started.elapsed() < limit {
+        let (visible, in_flight, delayed) = queue_depth(clients, local).await?;
+        if visible + in_flight + delayed == 0 {
+            empty_in_a_row += 1;
+            if empty_in_a_row >= 2 {
+                return Ok(true);
+            }
+        } else {
+            empty_in_a_row = 0;
+        }
+        if last_report.elapsed() >= Duration::from_secs(30) {
+            say(epoch, format!("draining: {visible} visible, {in_flight} in flight, {delayed} delayed"));
+            last_report = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    Ok(false)
+}
+
+async fn queue_depth(clients: &Clients, local: &LocalHandle) -> Result<(u64, u64, u64), SoakError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(&local.resources.queue_url)
+        .attribute_names(A::ApproximateNumberOfMessages)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .map_err(|e| SoakError::Aws(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+    let get = |a: A| out.attributes().and_then(|m| m.get(&a)).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Ok((
+        get(A::ApproximateNumberOfMessages),
+        get(A::ApproximateNumberOfMessagesNotVisible),
+        get(A::ApproximateNumberOfMessagesDelayed),
+    ))
+}
+
+/// Which cart and step a message body is about, from the link's marker and the step's code.
+fn attribute(body: &str, flow_steps: u8) -> Option<(usize, u8)> {
+    let at = body.find("/r/sc")? + "/r/sc".len();
+    let idx: usize = body.get(at..at + 6)?.parse().ok()?;
+    let step = u8::from(flow_steps > 1 && body.contains(traffic::STEP2_CODE));
+    Some((idx, step))
+}
+
+async fn gather(
+    clients: &Clients,
+    local: &LocalHandle,
+    carts: &[CartPlan],
+    driver: &driver::Driver,
+    aws: &aws_proxy::AwsProxy,
+    twilio: &twilio_proxy::TwilioProxy,
+    flow_steps: u8,
+) -> Result<Inputs, SoakError> {
+    let by_token: HashMap<(String, String), usize> =
+        carts.iter().map(|c| ((c.platform.merchant_id().to_string(), c.token.clone()), c.idx)).collect();
+    let posted: HashMap<String, Duration> = twilio.accepted().into_iter().map(|a| (a.sid, a.posted)).collect();
+    let sent: Vec<Sent> = local
+        .sandbox
+        .messages()
+        .into_iter()
+        .map(|m| {
+            let at = attribute(&m.body, flow_steps);
+            Sent {
+                posted: posted.get(&m.sid).copied(),
+                sid: m.sid,
+                cart: at.map(|a| a.0),
+                step: at.map(|a| a.1).unwrap_or_default(),
+                to: m.to,
+                body: m.body,
+            }
+        })
+        .collect();
+    let mut claims: HashMap<(usize, u8), Vec<Duration>> = HashMap::new();
+    for c in aws.claims() {
+        let Some(rest) = c.pk.strip_prefix("K#") else { continue };
+        let Some((m, token)) = rest.split_once('#') else { continue };
+        let Some(step) = c.sk.strip_prefix("STEP#").and_then(|s| s.parse::<u8>().ok()) else { continue };
+        if let Some(idx) = by_token.get(&(m.to_string(), token.to_string())) {
+            claims.entry((*idx, step)).or_default().push(c.forwarded);
+        }
+    }
+    let steps = step_records(clients, local, &by_token).await?;
+    let dead_letters = dead_letters(clients, local, &by_token).await?;
+    let outcomes = driver.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut orders_not_applied = Vec::new();
+    let mut stops_not_applied = Vec::new();
+    for (plan, o) in carts.iter().zip(&outcomes) {
+        let m = MerchantId::parse(plan.platform.merchant_id()).map_err(|e| SoakError::Setup(e.to_string()))?;
+        if o.order_acked.is_some() {
+            let token = CartToken::parse(&plan.token).map_err(|e| SoakError::Setup(e.to_string()))?;
+            let cart = local.store().get_cart(&m, &token).await?;
+            if !cart.is_some_and(|c| matches!(c.status, CartStatus::Recovered | CartStatus::Completed)) {
+                orders_not_applied.push(plan.idx);
+            }
+        }
+        if o.stop_acked.is_some() {
+            let phone = Phone::parse(&plan.phone, None).map_err(|e| SoakError::Setup(e.to_string()))?;
+            let state = local.store().consent_state(&m, &phone, Channel::Sms).await?;
+            if state.status != ConsentStatus::OptedOut {
+                stops_not_applied.push(plan.idx);
+            }
+        }
+    }
+    Ok(Inputs {
+        flow_steps,
+        carts: outcomes,
+        sent,
+        claims,
+        steps,
+        dead_letters,
+        post_fault_5xx: driver.post_fault_5xx.load(Ordering::Relaxed),
+        refused_4xx: driver.refused_4xx.load(Ordering::Relaxed),
+        orders_not_applied,
+        stops_not_applied,
+        contract_violations: local.sandbox.violations().len(),
+    })
+}
+
+/// Every step record in the table (one scan).
+async fn step_records(
+    clients: &Clients,
+    local: &LocalHandle,
+    by_token: &HashMap<(String, String), usize>,
+) -> Result<HashMap<(usize, u8), StepSeen>, SoakError> {
+    let client = &clients.ddb;
+    let mut out = HashMap::new();
+    let mut start: Option<HashMap<String, AttributeValue>> = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(local.store().table())
+            .filter_expression("begins_with(sk, :step)")
+            .expression_attribute_values(":step", AttributeValue::S("STEP#".into()))
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| SoakError::Aws(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+        for item in page.items() {
+            let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+            let (Some(pk), Some(sk)) = (s("pk"), s("sk")) else { continue };
+            let Some((m, token)) = pk.strip_prefix("K#").and_then(|r| r.split_once('#')) else { continue };
+            let Some(step) = sk.strip_prefix("STEP#").and_then(|n| n.parse::<u8>().ok()) else { continue };
+            let Some(idx) = by_token.get(&(m.to_string(), token.to_string())) else { continue };
+            let error_code = item.get("error_code").and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok());
+            out.insert(
+                (*idx, step),
+                StepSeen {
+                    state: s("state").unwrap_or_default(),
+                    reason: s("reason"),
+                    error_code,
+                    message_sid: s("message_sid"),
+                },
+            );
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// The jobs in the outreach dead-letter queue, read without deleting them.
+async fn dead_letters(
+    clients: &Clients,
+    local: &LocalHandle,
+    by_token: &HashMap<(String, String), usize>,
+) -> Result<Vec<(usize, u8)>, SoakError> {
+    let sqs = &clients.sqs;
+    let mut out = Vec::new();
+    loop {
+        let got = sqs
+            .receive_message()
+            .queue_url(&local.resources.dlq_url)
+            .max_number_of_messages(10)
+            .visibility_timeout(600)
+            .send()
+            .await
+            .map_err(|e| SoakError::Aws(aws_sdk_sqs::error::DisplayErrorContext(e).to_string()))?;
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return Ok(out);
+        }
+        for m in messages {
+            let v: serde_json::Value = serde_json::from_str(m.body().unwrap_or_default()).unwrap_or_default();
+            let merchant = v["merchant_id"].as_str().unwrap_or_default().to_string();
+            let token = v["cart_token"].as_str().unwrap_or_default().to_string();
+            if let (Some(idx), Some(step)) = (by_token.get(&(merchant, token)), v["step"].as_u64()) {
+                out.push((*idx, step as u8));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_their_cart_and_step() {
+        let body = "Soak: You left Wax Puck in your cart: https://soak-soak-api.example/r/sc000042/recover?k=9 Code SOAK2. Reply STOP to opt out.";
+        assert_eq!(attribute(body, 2), Some((42, 1)));
+        assert_eq!(attribute("Snowdevil: You will not receive more messages.", 2), None);
+        assert_eq!(attribute("https://x.example/r/sc000007/recover", 2), Some((7, 0)));
+    }
+}

@@ -1,0 +1,323 @@
+//! The campaign's figures as Markdown, printed and kept in BENCHMARKS.md's own section.
+
+use crate::checks::Verdict;
+use crate::driver::KindCounts;
+use crate::traffic::Kind;
+use crate::{Args, Throughput};
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+pub const HEADING: &str = "## Load and fault campaign";
+
+pub struct AwsFaults {
+    pub dynamodb_calls: u64,
+    pub dynamodb_throttled: u64,
+    pub sqs_calls: u64,
+    pub sqs_5xx: u64,
+}
+
+pub struct TwilioFaults {
+    pub calls: u64,
+    pub too_many: u64,
+    pub server_errors: u64,
+    pub timeouts: u64,
+    pub accept_then_hang: u64,
+    pub accepted: u64,
+}
+
+pub struct Polls {
+    pub received: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub errors: u64,
+}
+
+pub struct Figures<'a> {
+    pub args: &'a Args,
+    pub carts: usize,
+    pub platforms: Vec<(&'static str, usize)>,
+    pub counts: BTreeMap<Kind, KindCounts>,
+    pub aws: AwsFaults,
+    pub twilio: TwilioFaults,
+    pub polls: Polls,
+    pub under_faults: Throughput,
+    pub total_seconds: f64,
+    pub drained: bool,
+    pub dead_letters: usize,
+    pub messages: usize,
+    pub verdict: Verdict,
+    pub notes: Vec<String>,
+    /// DynamoDB and SQS operations that reached moto, most frequent first.
+    pub ops: Vec<(String, u64)>,
+}
+
+fn pct(n: u64, of: u64) -> String {
+    if of == 0 { "0 %".into() } else { format!("{:.1} %", n as f64 * 100.0 / of as f64) }
+}
+
+fn ok(pass: bool) -> &'static str {
+    if pass { "ok" } else { "**FAILED**" }
+}
+
+impl Figures<'_> {
+    pub fn render(&self) -> String {
+        let a = self.args;
+        let v = &self.verdict;
+        let mut s = String::new();
+        let _ = writeln!(s, "{HEADING}\n");
+        let _ = writeln!(
+            s,
+            "`{}` (seed {}), {} on this machine ({} s in all). Faults while on: {:.0} % of DynamoDB calls \
+             throttled, {:.0} % of SQS calls 5xx, {:.0} % of Twilio calls 429 / 5xx / timeout / accept-then-hang \
+             (Twilio timeout {} ms). {:.0} % of deliveries redelivered; {} senders, {} worker pollers, a {}-step flow.\n",
+            a.command,
+            a.seed,
+            chrono::Utc::now().format("%Y-%m-%d"),
+            self.total_seconds.round(),
+            a.dynamodb_faults * 100.0,
+            a.sqs_faults * 100.0,
+            a.twilio_faults * 100.0,
+            a.twilio_timeout_ms,
+            a.redeliver * 100.0,
+            a.senders,
+            a.pollers,
+            a.flow_steps,
+        );
+        let per: Vec<String> = self.platforms.iter().map(|(n, c)| format!("{n} {c}")).collect();
+        let _ = writeln!(s, "{} carts ({}).\n", self.carts, per.join(", "));
+        let _ = writeln!(s, "| requests | deliveries | attempts | 2xx (duplicate) | 4xx | 5xx | no answer | gave up |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+        let mut webhooks = 0;
+        for (kind, c) in &self.counts {
+            if !matches!(kind, Kind::Consent | Kind::Stop) {
+                webhooks += c.deliveries;
+            }
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} ({}) | {} | {} | {} | {} |",
+                kind_name(*kind),
+                c.deliveries,
+                c.attempts,
+                c.ok,
+                c.duplicate,
+                c.client_error,
+                c.server_error,
+                c.transport_error,
+                c.gave_up
+            );
+        }
+        let _ = writeln!(s, "\nWebhook deliveries in all: **{webhooks}**.\n");
+        let t = &self.twilio;
+        let _ = writeln!(s, "| faults injected (while on) | calls | faulted |");
+        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| DynamoDB throttling (`ThrottlingException`, `ProvisionedThroughputExceededException`) | {} | {} ({}) |",
+            self.aws.dynamodb_calls,
+            self.aws.dynamodb_throttled,
+            pct(self.aws.dynamodb_throttled, self.aws.dynamodb_calls)
+        );
+        let _ = writeln!(
+            s,
+            "| SQS 500/503 | {} | {} ({}) |",
+            self.aws.sqs_calls,
+            self.aws.sqs_5xx,
+            pct(self.aws.sqs_5xx, self.aws.sqs_calls)
+        );
+        let faulted = t.too_many + t.server_errors + t.timeouts + t.accept_then_hang;
+        let _ = writeln!(
+            s,
+            "| Twilio: 429 {}, 500/503 {}, timeout {}, accept-then-hang {} | {} | {} ({}) |\n",
+            t.too_many,
+            t.server_errors,
+            t.timeouts,
+            t.accept_then_hang,
+            t.calls,
+            faulted,
+            pct(faulted, t.calls)
+        );
+        let f = &self.under_faults;
+        let _ = writeln!(s, "| throughput under faults ({:.0} s) | count | per second |", f.seconds);
+        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| worker jobs taken from the queue | {} | {:.2} |",
+            f.jobs,
+            Throughput::per_second(f.jobs, f.seconds)
+        );
+        let _ = writeln!(
+            s,
+            "| messages accepted by Twilio | {} | {:.2} |",
+            f.sends,
+            Throughput::per_second(f.sends, f.seconds)
+        );
+        let _ = writeln!(
+            s,
+            "| webhook deliveries | {} | {:.2} |\n",
+            f.webhooks,
+            Throughput::per_second(f.webhooks, f.seconds)
+        );
+        let _ = writeln!(
+            s,
+            "The worker took {} jobs in all ({} done, {} handed back for a retry, {} polls failed at SQS); Twilio \
+             accepted {} messages, {} of them cart messages.\n",
+            self.polls.received, self.polls.succeeded, self.polls.failed, self.polls.errors, t.accepted, self.messages
+        );
+        let ops: Vec<String> = self.ops.iter().take(8).map(|(op, n)| format!("{op} {n}")).collect();
+        let _ = writeln!(s, "Calls that reached moto, most frequent first: {}.\n", ops.join(", "));
+        let _ = writeln!(s, "| check | result | |");
+        let _ = writeln!(s, "|---|---|---|");
+        let _ = writeln!(
+            s,
+            "| every due step sent exactly once or dead-lettered | {} due: {} sent once, {} dead-lettered, {} lost | {} |",
+            v.due,
+            v.due_sent_once,
+            v.due_dead_lettered,
+            v.lost.len(),
+            ok(v.lost.is_empty())
+        );
+        let _ = writeln!(
+            s,
+            "| duplicates (same cart and step; same number and body) | {}; {} | {} |",
+            v.duplicate_steps.len(),
+            v.duplicate_bodies,
+            ok(v.duplicate_steps.is_empty() && v.duplicate_bodies == 0)
+        );
+        let _ = writeln!(
+            s,
+            "| sends claimed after an acknowledged STOP or order | {} (in flight at the answer, claimed before it: {}) | {} |",
+            v.claimed_after_ack.len(),
+            v.in_flight_at_ack,
+            ok(v.claimed_after_ack.is_empty())
+        );
+        let _ = writeln!(
+            s,
+            "| racing carts' steps (STOP or order) | {} sent before the answer, {} not sent | |",
+            v.race_sent, v.race_not_sent
+        );
+        let _ = writeln!(
+            s,
+            "| messages without consent | {} | {} |",
+            v.sent_without_consent.len(),
+            ok(v.sent_without_consent.is_empty())
+        );
+        let _ = writeln!(
+            s,
+            "| 5xx to valid requests after the faults stopped | {} | {} |",
+            v.post_fault_5xx,
+            ok(v.post_fault_5xx == 0)
+        );
+        let _ = writeln!(s, "| valid requests refused (4xx) | {} | {} |", v.refused_4xx, ok(v.refused_4xx == 0));
+        let _ = writeln!(
+            s,
+            "| acknowledged orders applied; acknowledged STOPs applied | {} not; {} not | {} |",
+            v.orders_not_applied,
+            v.stops_not_applied,
+            ok(v.orders_not_applied == 0 && v.stops_not_applied == 0)
+        );
+        let _ = writeln!(
+            s,
+            "| requests breaking Twilio's contract | {} | {} |",
+            v.contract_violations,
+            ok(v.contract_violations == 0)
+        );
+        let _ = writeln!(
+            s,
+            "| queue drained (dead-letter queue: {}) | {} | {} |",
+            self.dead_letters,
+            self.drained,
+            ok(self.drained)
+        );
+        if !v.skip_reasons.is_empty() {
+            let reasons: Vec<String> = v.skip_reasons.iter().map(|(r, n)| format!("`{r}` {n}")).collect();
+            let _ = writeln!(s, "\nSteps not sent, by recorded state and reason: {}.", reasons.join(", "));
+        }
+        let failures = v.failures();
+        if failures.is_empty() && self.drained {
+            let _ = writeln!(s, "\n**Every check passed.**");
+        } else {
+            let _ = writeln!(s, "\n**Failed:** {}.", failures.join("; "));
+            if !v.recorded_as_other_step.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "- {} of the lost steps are recorded as sent with the message of an earlier step of the same cart \
+                     (after an unanswered attempt, the lookup at Twilio took that message for this step's)",
+                    v.recorded_as_other_step.len()
+                );
+            }
+            for (cart, step, rec) in v.lost.iter().take(10) {
+                let rec = rec.as_ref().map(|r| {
+                    format!(
+                        "state `{}`, reason {:?}, error {:?}, message {}",
+                        r.state,
+                        r.reason.as_deref().unwrap_or("-"),
+                        r.error_code,
+                        r.message_sid.as_deref().unwrap_or("-")
+                    )
+                });
+                let _ = writeln!(s, "- lost: cart {cart} step {step}: {}", rec.unwrap_or_else(|| "no record".into()));
+            }
+            for (cart, step, sid) in v.claimed_after_ack.iter().take(10) {
+                let _ = writeln!(s, "- claimed after the answer: cart {cart} step {step}, {sid}");
+            }
+            for ((cart, step), n) in v.duplicate_steps.iter().take(10) {
+                let _ = writeln!(s, "- duplicate: cart {cart} step {step} sent {n} times");
+            }
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "- {n}");
+        }
+        s
+    }
+}
+
+fn kind_name(k: Kind) -> &'static str {
+    match k {
+        Kind::Consent => "consent API opt-ins (BigCommerce)",
+        Kind::Create => "first deliveries",
+        Kind::Update => "updates",
+        Kind::Stale => "out-of-order updates",
+        Kind::Order => "orders (racing)",
+        Kind::Stop => "STOPs texted (racing; not retried)",
+    }
+}
+
+/// Markers around the section, so reruns replace it and nothing else.
+pub const START: &str = "<!-- soak:start -->";
+pub const END: &str = "<!-- soak:end -->";
+
+/// Replaces (or appends) this file's "Load and fault campaign" section; the rest is left as is.
+pub fn write_section(path: &Path, section: &str) -> std::io::Result<()> {
+    let existing = std::fs::read_to_string(path).unwrap_or_default();
+    std::fs::write(path, splice(&existing, section))
+}
+
+pub fn splice(existing: &str, section: &str) -> String {
+    let block = format!("{START}\n{}\n{END}", section.trim_end());
+    if existing.trim().is_empty() {
+        return format!("# Callfy benchmarks\n\n{block}\n");
+    }
+    match (existing.find(START), existing.find(END)) {
+        (Some(start), Some(end)) if end > start => {
+            format!("{}{block}{}", &existing[..start], &existing[end + END.len()..])
+        }
+        _ => format!("{}\n\n{block}\n", existing.trim_end()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_section_is_replaced() {
+        let theirs = "# Callfy benchmarks\n\n<!-- bench:start -->\n## Benchmarks\n\nA\n<!-- bench:end -->\n";
+        let once = splice(theirs, "## Load and fault campaign\n\nold\n");
+        assert_eq!(once, format!("{}\n\n{START}\n## Load and fault campaign\n\nold\n{END}\n", theirs.trim_end()));
+        let with_more = format!("{once}\n## Later section\n\nB\n");
+        let twice = splice(&with_more, "## Load and fault campaign\n\nnew");
+        assert_eq!(twice, with_more.replace("\nold\n", "\nnew\n"));
+        assert_eq!(splice("", "x"), format!("# Callfy benchmarks\n\n{START}\nx\n{END}\n"));
+    }
+}
