@@ -6,8 +6,13 @@ use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-#[tokio::main]
-async fn main() -> Result<(), Error> {
+fn main() -> Result<(), Error> {
+    // Before the runtime starts any thread: it sets an environment variable.
+    aws::prefer_ca_bundle_file();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
+}
+
+async fn serve() -> Result<(), Error> {
     let sdk = aws::load_config().await;
     // Secrets come from Secrets Manager, once per process; only what this function uses.
     let config: ConsentApiSettings = secrets::load_settings(&sdk).await?;

@@ -38,9 +38,12 @@ pub struct Measurement {
 
 #[derive(Default)]
 struct Run {
-    event: Vec<u8>,
-    served: bool,
+    /// The events to hand over, in order; the process is measured after the last response.
+    events: Vec<Vec<u8>>,
+    served: usize,
+    answered: usize,
     first_next: Option<Instant>,
+    /// The first invocation's response.
     responded: Option<Instant>,
     response: Option<Vec<u8>>,
     error: Option<String>,
@@ -58,12 +61,11 @@ async fn next(State(api): State<Api>) -> Response {
     let event = {
         let mut run = api.run.lock().unwrap_or_else(|e| e.into_inner());
         run.first_next.get_or_insert_with(Instant::now);
-        if run.served {
-            None
-        } else {
-            run.served = true;
-            Some(run.event.clone())
+        let next = run.events.get(run.served).cloned();
+        if next.is_some() {
+            run.served += 1;
         }
+        next
     };
     let Some(event) = event else {
         // Lambda freezes the process here; we keep it waiting until it is killed.
@@ -84,9 +86,14 @@ async fn next(State(api): State<Api>) -> Response {
 
 async fn response(State(api): State<Api>, Path(_id): Path<String>, body: axum::body::Bytes) -> StatusCode {
     let mut run = api.run.lock().unwrap_or_else(|e| e.into_inner());
-    run.responded = Some(Instant::now());
-    run.response = Some(body.to_vec());
-    api.done.notify_one();
+    run.answered += 1;
+    if run.responded.is_none() {
+        run.responded = Some(Instant::now());
+        run.response = Some(body.to_vec());
+    }
+    if run.answered == run.events.len() {
+        api.done.notify_one();
+    }
     StatusCode::ACCEPTED
 }
 
@@ -112,11 +119,21 @@ pub fn peak_rss_kib(pid: u32) -> u64 {
 
 /// Runs `binary` once as a fresh Lambda execution environment and measures it.
 pub async fn measure(binary: &FsPath, env: &[(String, String)], event: &[u8]) -> Result<Measurement, BenchError> {
+    measure_process(&[binary.as_os_str().into()], env, vec![event.to_vec()]).await
+}
+
+/// Runs `command` (a binary, or an interpreter and its script) as one Lambda execution
+/// environment that gets `events` one after the other (warm invocations), and measures init,
+/// the first invocation, and the peak resident set after the last one.
+pub async fn measure_process(
+    command: &[std::ffi::OsString],
+    env: &[(String, String)],
+    events: Vec<Vec<u8>>,
+) -> Result<Measurement, BenchError> {
+    let binary = FsPath::new(command.last().map(|c| c.as_os_str()).unwrap_or_default());
     let name = binary.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let api = Api {
-        run: Arc::new(Mutex::new(Run { event: event.to_vec(), ..Default::default() })),
-        done: Arc::new(Notify::new()),
-    };
+    let limit = Duration::from_secs(30 + events.len() as u64 / 10);
+    let api = Api { run: Arc::new(Mutex::new(Run { events, ..Default::default() })), done: Arc::new(Notify::new()) };
     let app = Router::new()
         .route("/2018-06-01/runtime/invocation/next", get(next))
         .route("/2018-06-01/runtime/invocation/{id}/response", post(response))
@@ -130,7 +147,8 @@ pub async fn measure(binary: &FsPath, env: &[(String, String)], event: &[u8]) ->
     });
 
     let start = Instant::now();
-    let mut child: Child = Command::new(binary)
+    let mut child: Child = Command::new(&command[0])
+        .args(&command[1..])
         .env_clear()
         .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .env("AWS_LAMBDA_RUNTIME_API", addr.to_string())
@@ -143,7 +161,6 @@ pub async fn measure(binary: &FsPath, env: &[(String, String)], event: &[u8]) ->
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| BenchError::Spawn(name.clone(), e))?;
-    let limit = Duration::from_secs(30);
     let waited = tokio::time::timeout(limit, api.done.notified()).await;
     let rss = peak_rss_kib(child.id());
     let _ = child.kill();

@@ -6,9 +6,10 @@
 
 mod overhead;
 mod purge;
+mod warm;
 
 use aws_config::SdkConfig;
-use callfy_bench::{Measurement, binary, measure, median};
+use callfy_bench::{Measurement, binary, measure_process, median};
 use callfy_local::resources::{self, ResourceNames};
 use callfy_local::sandbox::{self, Sandbox};
 use callfy_shared::adapters::store::Store;
@@ -24,8 +25,11 @@ use std::sync::Arc;
 #[command(about = "Measure Lambda init time and memory against a hello-world baseline")]
 struct Args {
     /// Fresh processes per function; the median is reported.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 21)]
     runs: usize,
+    /// Warm invocations of one process per function, for its peak memory (0 = skip).
+    #[arg(long, default_value_t = 1000)]
+    warm_invocations: usize,
     /// Cargo profile the binaries were built with.
     #[arg(long, default_value = "release")]
     profile: String,
@@ -38,6 +42,16 @@ struct Args {
     /// Outreach jobs for the worker-overhead measurement (at least 50), one at a time.
     #[arg(long, default_value_t = 200)]
     jobs: usize,
+    /// Requests per entry point for the warm-latency section.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Extra environment for the measured functions (KEY=VALUE, repeatable), e.g. to see what
+    /// a TLS root source costs: --env SSL_CERT_FILE=/path/to/one-cert.pem
+    #[arg(long = "env")]
+    extra_env: Vec<String>,
+    /// Write the cold-start figures here as JSON (scripts/bench draws the chart from them).
+    #[arg(long)]
+    chart_json: Option<PathBuf>,
     /// Run only this section (default: all of them).
     #[arg(long, value_enum)]
     only: Option<Section>,
@@ -51,6 +65,8 @@ enum Section {
     Worker,
     /// The retention purge on a large table against one holding only what is due.
     Purger,
+    /// Warm latency of every HTTP entry point against the AWS calls it makes.
+    Warm,
 }
 
 fn read(root: &std::path::Path, rel: &str) -> Result<String, String> {
@@ -79,11 +95,32 @@ async fn run(args: Args) -> Result<(), String> {
     let sdk = callfy_shared::adapters::aws::load_config().await;
     let all = args.only.is_none();
     if all || args.only == Some(Section::ColdStart) {
-        cold_start(&args, &sdk, &endpoint).await?;
+        let report = cold_start(&args, &sdk, &endpoint).await?;
+        if let Some(path) = &args.chart_json {
+            let rows: Vec<serde_json::Value> = report
+                .rows
+                .iter()
+                .map(|r| {
+                    let kind = match r.name {
+                        "hello-lambda" => "baseline-rust",
+                        "python-boto3" => "baseline-python",
+                        _ => "callfy",
+                    };
+                    serde_json::json!({ "name": r.name, "kind": kind, "init_ms": r.m.init.as_secs_f64() * 1e3 })
+                })
+                .collect();
+            std::fs::write(path, serde_json::to_vec_pretty(&rows).map_err(|e| e.to_string())?)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
     }
     if all || args.only == Some(Section::Purger) {
-        let report = purge::measure(&sdk, 50_000, 500, 2_000).await?;
+        let report = purge::measure(&sdk, 50_000, 500, 10_000).await?;
         purge::print(&report);
+    }
+    if all || args.only == Some(Section::Warm) {
+        let rows = warm::measure(&sdk, &args.root, args.requests).await?;
+        println!();
+        print!("{}", warm::table(&rows, args.requests));
     }
     if all || args.only == Some(Section::Worker) {
         let merchant: serde_json::Value =
@@ -94,7 +131,7 @@ async fn run(args: Args) -> Result<(), String> {
     Ok(())
 }
 
-async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), String> {
+async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<ColdReport, String> {
     let target = args
         .target_dir
         .clone()
@@ -148,16 +185,18 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
         ("AWS_ACCESS_KEY_ID", var("AWS_ACCESS_KEY_ID")),
         ("AWS_SECRET_ACCESS_KEY", var("AWS_SECRET_ACCESS_KEY")),
         ("AWS_REGION", local_defaults::REGION.into()),
+        // Lambda sets both; boto3 reads only this one.
+        ("AWS_DEFAULT_REGION", local_defaults::REGION.into()),
         ("RUST_LOG", "warn".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    .chain(args.extra_env.iter().filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())))
     .collect();
 
     let checkout: serde_json::Value =
         serde_json::from_str(&read(&args.root, "events/shopify-checkout-create.json")?).map_err(|e| e.to_string())?;
     let sqs = read(&args.root, "events/sqs-outreach.json")?;
-    let mut rows: Vec<(&str, Measurement, u64)> = Vec::new();
     let consent_get = read(&args.root, "events/consent-api-get.json")?;
     let sms_help = read(&args.root, "events/twilio-sms-help.json")?;
     let voice_answer = read(&args.root, "events/twilio-voice-answer.json")?;
@@ -176,100 +215,137 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<(), 
     };
     let far = SystemClock.now() + chrono::Duration::days(730);
     store.record_consent(&merchant.id, &phone, &call_consent, far).await.map_err(|e| e.to_string())?;
-    for name in ["hello-lambda", "webhook-ingest", "outreach-worker", "consent-api", "sms-inbound", "voice-callbacks"] {
-        let path = binary(&target, &args.profile, name);
-        let size = std::fs::metadata(&path)
-            .map_err(|e| format!("{}: {e} (build it with cargo build --profile {})", path.display(), args.profile))?
-            .len();
-        let mut runs = Vec::with_capacity(args.runs);
-        for _ in 0..args.runs {
-            let event = match name {
+    // The purger's first run starts from yesterday's watermark, as in production.
+    let yesterday = (SystemClock.now() - chrono::Duration::days(1)).date_naive();
+    store.set_purge_watermark(yesterday).await.map_err(|e| e.to_string())?;
+    let schedule = read(&args.root, "events/eventbridge-purge-schedule.json")?;
+    let schedule = {
+        let mut v: serde_json::Value = serde_json::from_str(&schedule).map_err(|e| e.to_string())?;
+        v["time"] = SystemClock.now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true).into();
+        v.to_string()
+    };
+    let python = std::env::var("CALLFY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let script = args.root.join("tools/callfy-bench/python/boto3_lambda.py");
+    let mut rows: Vec<ColdRow> = Vec::new();
+    let functions = [
+        "hello-lambda",
+        "python-boto3",
+        "webhook-ingest",
+        "outreach-worker",
+        "consent-api",
+        "sms-inbound",
+        "voice-callbacks",
+        "retention-purger",
+    ];
+    for name in functions {
+        let event = |i: usize| -> Vec<u8> {
+            match name {
                 "hello-lambda" => b"{\"hello\":\"world\"}".to_vec(),
+                "python-boto3" => b"{}".to_vec(),
                 // A fresh delivery each time: the same event id would short-cut as a duplicate.
                 "webhook-ingest" => {
                     let mut e = checkout.clone();
-                    e["headers"]["x-shopify-event-id"] = uuid::Uuid::new_v4().to_string().into();
+                    e["headers"]["x-shopify-event-id"] = format!("bench-{i}-{}", uuid::Uuid::new_v4()).into();
                     e.to_string().into_bytes()
                 }
                 "consent-api" => consent_get.clone().into_bytes(),
                 "sms-inbound" => sms_help.clone().into_bytes(),
                 "voice-callbacks" => voice_answer.clone().into_bytes(),
+                "retention-purger" => schedule.clone().into_bytes(),
                 _ => sqs.clone().into_bytes(),
-            };
-            runs.push(measure(&path, &env, &event).await.map_err(|e| e.to_string())?);
+            }
+        };
+        let command: Vec<std::ffi::OsString> = if name == "python-boto3" {
+            vec![python.clone().into(), script.clone().into()]
+        } else {
+            vec![binary(&target, &args.profile, name).into()]
+        };
+        let (size, zipped) = if name == "python-boto3" {
+            (None, None)
+        } else {
+            let path = binary(&target, &args.profile, name);
+            let size = std::fs::metadata(&path)
+                .map_err(|e| format!("{}: {e} (build it with cargo build --profile {})", path.display(), args.profile))?
+                .len();
+            (Some(size), Some(zipped_size(&path)?))
+        };
+        let mut runs = Vec::with_capacity(args.runs);
+        for i in 0..args.runs {
+            runs.push(measure_process(&command, &env, vec![event(i)]).await.map_err(|e| format!("{name}: {e}"))?);
         }
         let m = median(&runs).ok_or("no runs")?;
-        rows.push((name, m, size));
+        // Peak memory after many warm invocations of one process, not after one.
+        let warm = if args.warm_invocations > 0 {
+            let events = (0..args.warm_invocations).map(|i| event(10_000 + i)).collect();
+            let w = measure_process(&command, &env, events).await.map_err(|e| format!("{name}: {e}"))?;
+            Some(w.peak_rss_kib)
+        } else {
+            None
+        };
+        eprintln!("cold start: {name} done");
+        rows.push(ColdRow { name, m, warm_rss_kib: warm, size, zipped });
     }
-
-    let base = rows[0].1;
-    println!("| function | init (median of {}) | first invocation | peak RSS | binary |", args.runs);
-    println!("|---|---|---|---|---|");
-    for (name, m, size) in &rows {
-        let delta = |a: f64, b: f64| if *name == "hello-lambda" { String::new() } else { format!(" (+{:.1})", a - b) };
-        let init = m.init.as_secs_f64() * 1e3;
-        let rss = m.peak_rss_kib as f64 / 1024.0;
-        println!(
-            "| {name} | {init:.1} ms{} | {:.1} ms | {rss:.1} MiB{} | {:.1} MB |",
-            delta(init, base.init.as_secs_f64() * 1e3),
-            m.first_invoke.as_secs_f64() * 1e3,
-            delta(rss, base.peak_rss_kib as f64 / 1024.0),
-            *size as f64 / 1e6,
-        );
-    }
-    answer_latency(&store, &res, &voice_answer, args.runs.max(1) * 30).await
+    let table = cold_table(&rows, args.runs, args.warm_invocations);
+    println!("{table}");
+    Ok(ColdReport { rows, table })
 }
 
-fn aws_sqs_client(sdk: &SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(sdk)
+pub struct ColdRow {
+    pub name: &'static str,
+    pub m: Measurement,
+    pub warm_rss_kib: Option<u64>,
+    pub size: Option<u64>,
+    pub zipped: Option<u64>,
 }
 
-/// Warm latency of `POST /twilio/voice/answer` in-process (the same handler the binary runs),
-/// against the bench table: what a picked-up call waits for before it hears anything.
-async fn answer_latency(store: &Store, res: &resources::Resources, event: &str, requests: usize) -> Result<(), String> {
-    let sdk = callfy_shared::adapters::aws::load_config().await;
-    let twilio_cfg = callfy_shared::config::TwilioConfig {
-        api_base: "http://127.0.0.1:9".into(),
-        account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
-        auth: callfy_shared::config::TwilioAuth::AuthToken(local_defaults::TWILIO_AUTH_TOKEN.into()),
-        auth_token: Some(local_defaults::TWILIO_AUTH_TOKEN.into()),
-    };
-    let app = voice_callbacks::VoiceApp {
-        store: store.clone(),
-        recordings_queue: callfy_shared::adapters::queue::OutreachQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            &res.recordings_queue_url,
-        ),
-        outreach_queue: callfy_shared::adapters::queue::OutreachQueue::new(aws_sqs_client(&sdk), &res.queue_url),
-        replay_delay_seconds: 60,
-        twilio: callfy_shared::adapters::twilio::TwilioClient::new(&twilio_cfg).map_err(|e| e.to_string())?,
-        auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
-        shared_key: None,
-        public_base_url: "http://127.0.0.1:3000".into(),
-        clock: Arc::new(SystemClock),
-    };
-    let mut samples = Vec::with_capacity(requests);
-    for i in 0..=requests {
-        let req = lambda_http::request::from_str(event).map_err(|e| e.to_string())?;
-        let started = std::time::Instant::now();
-        let resp = voice_callbacks::handle(&app, req).await;
-        if resp.status() != 200 {
-            return Err(format!("the answer returned HTTP {}", resp.status()));
-        }
-        // The first request warms the clients, as a Lambda's first invocation does.
-        if i > 0 {
-            samples.push(started.elapsed());
-        }
+pub struct ColdReport {
+    pub rows: Vec<ColdRow>,
+    pub table: String,
+}
+
+/// The Lambda deployment package's size: the binary as `bootstrap` in a deflated zip.
+fn zipped_size(path: &std::path::Path) -> Result<u64, String> {
+    let python = std::env::var("CALLFY_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::env::temp_dir().join(format!("callfy-bench-{}.zip", uuid::Uuid::new_v4().simple()));
+    let status = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import sys, zipfile; z = zipfile.ZipFile(sys.argv[2], 'w', zipfile.ZIP_DEFLATED, compresslevel=9); \
+             z.write(sys.argv[1], 'bootstrap'); z.close()",
+        ])
+        .arg(path)
+        .arg(&out)
+        .status()
+        .map_err(|e| format!("zip: {e}"))?;
+    if !status.success() {
+        return Err("zip failed".into());
     }
-    let l = callfy_bench::Latency::of(&samples).ok_or("no samples")?;
-    println!();
-    println!("| voice answer (warm, in-process, {} requests) | p50 | p99 | mean |", l.samples);
-    println!("|---|---|---|---|");
-    println!(
-        "| `POST /twilio/voice/answer` → TwiML | {} | {} | {} |",
-        callfy_bench::ms(l.p50),
-        callfy_bench::ms(l.p99),
-        callfy_bench::ms(l.mean)
+    let size = std::fs::metadata(&out).map_err(|e| e.to_string())?.len();
+    let _ = std::fs::remove_file(&out);
+    Ok(size)
+}
+
+fn cold_table(rows: &[ColdRow], runs: usize, warm: usize) -> String {
+    let hello = rows.iter().find(|r| r.name == "hello-lambda").map(|r| r.m.init.as_secs_f64()).unwrap_or(1.0);
+    let python = rows.iter().find(|r| r.name == "python-boto3").map(|r| r.m.init.as_secs_f64()).unwrap_or(0.0);
+    let mut out = format!(
+        "| function | init (median of {runs}) | × hello (budget ≤ 1.5) | Python/boto3 ÷ this (budget ≥ 20) | first invocation | peak RSS, 1 invocation | peak RSS after {warm} (budget ≤ 48 MiB) | binary, stripped | zipped (budget ≤ 6 MB) |\n|---|---|---|---|---|---|---|---|---|\n"
     );
-    Ok(())
+    for r in rows {
+        let init = r.m.init.as_secs_f64();
+        let mb = |b: Option<u64>| b.map_or("—".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+        out.push_str(&format!(
+            "| {} | {:.1} ms | {:.1}× | {} | {:.1} ms | {:.1} MiB | {} | {} | {} |\n",
+            r.name,
+            init * 1e3,
+            init / hello,
+            if r.name == "python-boto3" { "—".to_string() } else { format!("{:.1}×", python / init) },
+            r.m.first_invoke.as_secs_f64() * 1e3,
+            r.m.peak_rss_kib as f64 / 1024.0,
+            r.warm_rss_kib.map_or("—".to_string(), |k| format!("{:.1} MiB", k as f64 / 1024.0)),
+            mb(r.size),
+            mb(r.zipped),
+        ));
+    }
+    out
 }

@@ -44,6 +44,21 @@ pub struct Report {
     pub bare: Latency,
     /// One `Messages.json` POST to the sandbox, through the worker's Twilio client.
     pub twilio: Latency,
+    /// 10-job batches processed as `handle_batch` does (concurrently).
+    pub batches: Batches,
+}
+
+pub const BATCH: usize = 10;
+
+pub struct Batches {
+    pub count: usize,
+    /// Wall time of a whole batch.
+    pub wall: Latency,
+    /// The slowest job of each batch, timed alone inside it.
+    pub slowest: Latency,
+    /// The sum of each batch's jobs: what one-at-a-time would cost.
+    pub sum: Latency,
+    pub jobs_per_second: f64,
 }
 
 /// A cart with an opted-in phone of its own.
@@ -71,6 +86,7 @@ pub async fn measure(sdk: &SdkConfig, merchant_json: &serde_json::Value, jobs: u
         callfy_local::start(sdk, LocalOptions::for_test("bench-worker", Arc::clone(&clock))).await.map_err(text)?;
     let mut merchant_json = merchant_json.clone();
     merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" }]);
+    merchant_json["send_guard"] = serde_json::json!({ "daily_send_budget": 1_000_000 });
     let merchant = Merchant::from_json(&merchant_json.to_string()).map_err(text)?;
     local.store().put_merchant(&merchant, start).await.map_err(text)?;
     let sender = merchant.sender.messaging_service_sid.clone().ok_or("the demo merchant has no Messaging Service")?;
@@ -115,16 +131,53 @@ pub async fn measure(sdk: &SdkConfig, merchant_json: &serde_json::Value, jobs: u
             t.push(twilio_took);
         }
     }
+    // Throughput: batches of ten, each job timed inside its batch, as `handle_batch` runs them.
+    let count = (jobs / BATCH).max(5);
+    let first = 2 * (jobs + WARMUP);
+    let mut batch_targets = Vec::with_capacity(count * BATCH);
+    for i in 0..count * BATCH {
+        batch_targets.push(seed(&local, &merchant.id, first + i, start).await?);
+    }
+    let (mut wall, mut slowest, mut sum) = (Vec::new(), Vec::new(), Vec::new());
+    let all_began = Instant::now();
+    for (b, batch) in batch_targets.chunks(BATCH).enumerate() {
+        let began = Instant::now();
+        let timed = futures::future::join_all(batch.iter().map(|bt| async move {
+            let job =
+                OutreachJob { merchant_id: bt.merchant.clone(), cart_token: bt.token.clone(), step: 0, due_at: start };
+            let began = Instant::now();
+            let outcome = worker.process_job(&job).await;
+            (outcome, began.elapsed())
+        }))
+        .await;
+        wall.push(began.elapsed());
+        for (outcome, _) in &timed {
+            match outcome {
+                Ok(JobOutcome::Sent { .. }) => {}
+                other => return Err(format!("batch {b}: a job did not send: {other:?}")),
+            }
+        }
+        slowest.push(timed.iter().map(|(_, d)| *d).max().unwrap_or_default());
+        sum.push(timed.iter().map(|(_, d)| *d).sum());
+    }
+    let jobs_per_second = (count * BATCH) as f64 / all_began.elapsed().as_secs_f64();
     let sent = local.sandbox.messages().len();
     local.shutdown().await;
-    if sent != 2 * (jobs + WARMUP) {
-        return Err(format!("the sandbox got {sent} messages, expected {}", 2 * (jobs + WARMUP)));
+    if sent != first + count * BATCH {
+        return Err(format!("the sandbox got {sent} messages, expected {}", first + count * BATCH));
     }
     Ok(Report {
         jobs,
         worker: Latency::of(&w).ok_or("no jobs")?,
         bare: Latency::of(&b).ok_or("no jobs")?,
         twilio: Latency::of(&t).ok_or("no jobs")?,
+        batches: Batches {
+            count,
+            wall: Latency::of(&wall).ok_or("no batches")?,
+            slowest: Latency::of(&slowest).ok_or("no batches")?,
+            sum: Latency::of(&sum).ok_or("no batches")?,
+            jobs_per_second,
+        },
     })
 }
 
@@ -439,4 +492,16 @@ pub fn print(r: &Report) {
         rest(r.worker.p50, r.bare.p50, r.twilio.p50),
         rest(r.worker.mean, r.bare.mean, r.twilio.mean),
     );
+    let b = &r.batches;
+    println!();
+    println!("| worker, {} batches of {BATCH} (concurrent, as `handle_batch`) | p50 | p99 |", b.count);
+    println!("|---|---|---|");
+    println!("| wall time per batch | {} | {} |", ms(b.wall.p50), ms(b.wall.p99));
+    println!("| the slowest job of the batch | {} | {} |", ms(b.slowest.p50), ms(b.slowest.p99));
+    println!("| the sum of the batch's jobs (one at a time) | {} | {} |", ms(b.sum.p50), ms(b.sum.p99));
+    println!(
+        "| **wall ÷ slowest job (p50; 1.0 = fully concurrent, {BATCH} = a sum)** | **{:.2}×** | |",
+        b.wall.p50.as_secs_f64() / b.slowest.p50.as_secs_f64()
+    );
+    println!("| throughput | {:.1} jobs/s | |", b.jobs_per_second);
 }

@@ -14,3 +14,12 @@ async fn measures_the_hello_world_baseline() {
     assert!(m.init.as_micros() > 0 && m.init.as_secs() < 5, "{m:?}");
     assert!(m.peak_rss_kib > 0, "{m:?}");
 }
+
+/// The memory figure is taken after many warm invocations of one process, each answered.
+#[tokio::test]
+async fn serves_many_warm_invocations_to_one_process() {
+    let bin = Path::new(env!("CARGO_BIN_EXE_hello-lambda"));
+    let events = (0..200).map(|i| format!("{{\"hello\":\"{i}\"}}").into_bytes()).collect();
+    let m = callfy_bench::measure_process(&[bin.as_os_str().into()], &[], events).await.expect("200 invocations");
+    assert!(m.peak_rss_kib > 0 && m.first_invoke.as_secs() < 5, "{m:?}");
+}
