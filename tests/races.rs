@@ -96,6 +96,13 @@ impl OutreachReads for Paused {
     async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
         self.inner.has_outbound(m, phone).await
     }
+    async fn logged_sids(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        self.inner.logged_sids(m, phone).await
+    }
 }
 
 impl OutreachWrites for Paused {

@@ -304,3 +304,33 @@ async fn sends_and_twilio_errors_are_metrics_without_the_number() {
     assert!(text.contains("recovery SMS sent"), "the send is logged: {text}");
     assert!(!text.contains("4155552671") && !text.contains("415555"), "a number reached the logs: {text}");
 }
+
+/// Found by the load-and-fault campaign: after an unanswered attempt (a 504), the retry looks
+/// for that attempt's message at Twilio. The previous step's message, a minute old and from
+/// the same sender with the same link, must not be taken for it: the step is sent, once.
+#[tokio::test]
+async fn an_unanswered_step_is_not_taken_for_the_previous_steps_message() {
+    let flow = json!([
+        { "after_minutes": 0, "channel": "sms" },
+        { "after_minutes": 1, "channel": "sms", "discount_code": "SECOND" },
+    ]);
+    let w = world("wk-lookup", flow, Some(ConsentAction::OptIn)).await;
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    w.clock.advance(Duration::minutes(1));
+    let second = OutreachJob { step: 1, due_at: t0() + Duration::minutes(1), ..w.job.clone() };
+    w.local.sandbox.inject(Fault::error(504, 20504));
+    let worker = &w.local.functions().worker.outreach;
+    assert!(matches!(outreach_worker::process_job(worker, &second).await, Err(WorkerError::TwilioRetry(_))));
+    assert_eq!(w.local.sandbox.messages().len(), 1, "nothing reached Twilio");
+    assert!(matches!(outreach_worker::process_job(worker, &second).await.unwrap(), JobOutcome::Sent { .. }));
+    let sent = w.local.sandbox.messages();
+    assert_eq!(sent.len(), 2, "the second step went out");
+    assert!(sent[1].body.contains("SECOND"), "{}", sent[1].body);
+    let step1 = w.local.store().get_step(&w.merchant, &w.token, 0).await.unwrap().unwrap();
+    let step2 = w.local.store().get_step(&w.merchant, &w.token, 1).await.unwrap().unwrap();
+    assert_ne!(step1.message_sid, step2.message_sid);
+    assert_eq!(step2.message_sid.as_deref(), Some(sent[1].sid.as_str()));
+    // And once only: a redelivery finds the step sent.
+    assert_eq!(outreach_worker::process_job(worker, &second).await.unwrap(), JobOutcome::Duplicate);
+    assert_eq!(w.local.sandbox.messages().len(), 2);
+}

@@ -45,6 +45,13 @@ pub trait OutreachReads: Send + Sync {
         phone: &Phone,
     ) -> impl Future<Output = Result<Option<Undeliverable>, StoreError>> + Send;
     fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    /// The SIDs of every message and call already logged to this phone: none of them can be an
+    /// unanswered attempt's, so a lookup at Twilio must not take one for it.
+    fn logged_sids(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<std::collections::HashSet<String>, StoreError>> + Send;
 }
 
 /// The outreach use case's writes: the guarded claim and the step outcomes.
@@ -166,6 +173,14 @@ impl OutreachReads for Store {
     }
     async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
         self.has_outbound_sms(m, phone).await
+    }
+    async fn logged_sids(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        let (texts, calls) = tokio::try_join!(self.sms_log(m, phone), self.call_log(m, phone))?;
+        Ok(texts.into_iter().map(|e| e.message_sid).chain(calls.into_iter().map(|c| c.call_sid)).collect())
     }
 }
 

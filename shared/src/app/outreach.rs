@@ -150,9 +150,12 @@ where
             // window between the claim and the send stays one request wide.
             StepAvailability::Reclaimable { uncertain: Some(earlier), .. } => {
                 if let Some(phone) = &cart.phone {
+                    // What earlier steps sent (the last one may be less than a minute old) is
+                    // logged, and is never this attempt's.
+                    let logged = self.store.logged_sids(m, phone).await?;
                     let found = match channel {
-                        Channel::Sms => self.find_earlier(&merchant.merchant, &cart, phone, earlier).await,
-                        Channel::Voice => self.find_earlier_call(&merchant.merchant, phone, earlier).await,
+                        Channel::Sms => self.find_earlier(&merchant.merchant, &cart, phone, earlier, &logged).await,
+                        Channel::Voice => self.find_earlier_call(&merchant.merchant, phone, earlier, &logged).await,
                     };
                     match found {
                         Ok(Some(found)) => return self.record_found(&merchant, &cart, step, &seen, found, now).await,
@@ -242,6 +245,7 @@ where
         cart: &Cart,
         phone: &Phone,
         earlier: &Uncertain,
+        logged: &std::collections::HashSet<String>,
     ) -> Result<Option<Found>, TwilioError> {
         let listed = self.twilio.recent_messages_to(phone.as_str()).await?;
         let ours = |l: &ListedMessage| {
@@ -250,6 +254,7 @@ where
         };
         Ok(listed
             .into_iter()
+            .filter(|l| !logged.contains(&l.sid))
             .find(|l| {
                 let body = l.body.as_deref().unwrap_or_default();
                 let same_body = earlier.body_sha256.as_deref() == Some(sha256_hex(body.as_bytes()).as_str());
@@ -266,11 +271,13 @@ where
         merchant: &Merchant,
         phone: &Phone,
         earlier: &Uncertain,
+        logged: &std::collections::HashSet<String>,
     ) -> Result<Option<Found>, TwilioError> {
         let Some(from) = &merchant.voice_from else { return Ok(None) };
         let listed = self.twilio.recent_calls_to(phone.as_str()).await?;
         Ok(listed
             .into_iter()
+            .filter(|c| !logged.contains(&c.sid))
             .find(|c| {
                 c.from.as_deref() == Some(from.as_str())
                     && c.created_at().is_some_and(|t| t >= earlier.since - Duration::minutes(1))
