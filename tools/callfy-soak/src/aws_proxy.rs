@@ -73,8 +73,11 @@ impl AwsProxy {
     pub fn new(upstream: &str, dynamodb_rate: f64, sqs_rate: f64, seed: u64, epoch: Instant) -> Self {
         Self {
             upstream: upstream.trim_end_matches('/').to_string(),
+            // Few idle connections: moto's server holds a thread (and its memory) per connection,
+            // and it applies DynamoDB calls one at a time anyway.
             http: reqwest::Client::builder()
-                .pool_max_idle_per_host(64)
+                .pool_max_idle_per_host(8)
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
             faults_on: AtomicBool::new(false),

@@ -94,7 +94,10 @@ pub struct Verdict {
     pub orders_not_applied: usize,
     pub stops_not_applied: usize,
     pub contract_violations: usize,
+    /// Steps not sent, by recorded state and reason.
     pub skip_reasons: BTreeMap<String, u64>,
+    /// Steps sent after a failed attempt, by that attempt's recorded reason.
+    pub sent_after: BTreeMap<String, u64>,
 }
 
 impl Verdict {
@@ -170,10 +173,15 @@ pub fn judge(i: &Inputs) -> Verdict {
             if !sent.is_empty() && !c.consent_acked {
                 v.sent_without_consent.push(cart);
             }
-            if let Some(rec) = i.steps.get(&(cart, step))
-                && let Some(reason) = &rec.reason
-            {
-                *v.skip_reasons.entry(format!("{}:{reason}", rec.state)).or_default() += 1;
+            if let Some(rec) = i.steps.get(&(cart, step)) {
+                let reason = rec.reason.clone().unwrap_or_else(|| "-".into());
+                if rec.state == "sent" {
+                    if rec.reason.is_some() {
+                        *v.sent_after.entry(reason).or_default() += 1;
+                    }
+                } else {
+                    *v.skip_reasons.entry(format!("{}: {reason}", rec.state)).or_default() += 1;
+                }
             }
             // Nothing may be claimed after the STOP or order was acknowledged.
             let ack = [c.stop_acked, c.order_acked].into_iter().flatten().min();

@@ -405,6 +405,14 @@ async fn register_merchants(local: &LocalHandle, clock: &dyn Clock, flow_steps: 
     Ok(key)
 }
 
+/// moto's resident memory in MiB, when scripts/soak told us its process (`CALLFY_SOAK_MOTO_PID`).
+fn moto_rss_mib() -> Option<u64> {
+    let pid = std::env::var("CALLFY_SOAK_MOTO_PID").ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: u64 = status.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
 fn spawn_progress(
     epoch: Instant,
     driver: Arc<driver::Driver>,
@@ -420,7 +428,7 @@ fn spawn_progress(
             say(
                 epoch,
                 format!(
-                    "webhooks {}/{planned} · worker jobs {} ({} failed) · messages {} · faults: ddb {} sqs {} twilio {}",
+                    "webhooks {}/{planned} · worker jobs {} ({} failed) · messages {} · faults: ddb {} sqs {} twilio {}{}",
                     driver.webhooks_sent.load(Ordering::Relaxed),
                     polls.received.load(Ordering::Relaxed),
                     polls.failed.load(Ordering::Relaxed),
@@ -431,6 +439,7 @@ fn spawn_progress(
                         + twilio.counts.server_errors.load(Ordering::Relaxed)
                         + twilio.counts.timeouts.load(Ordering::Relaxed)
                         + twilio.counts.accept_then_hang.load(Ordering::Relaxed),
+                    moto_rss_mib().map(|m| format!(" · moto {m} MiB")).unwrap_or_default(),
                 ),
             );
         }

@@ -233,6 +233,11 @@ impl Figures<'_> {
             let reasons: Vec<String> = v.skip_reasons.iter().map(|(r, n)| format!("`{r}` {n}")).collect();
             let _ = writeln!(s, "\nSteps not sent, by recorded state and reason: {}.", reasons.join(", "));
         }
+        if !v.sent_after.is_empty() {
+            let reasons: Vec<String> = v.sent_after.iter().map(|(r, n)| format!("{r} ({n})")).collect();
+            let _ =
+                writeln!(s, "\nSteps sent after a failed attempt, by that attempt's reason: {}.", reasons.join(", "));
+        }
         let failures = v.failures();
         if failures.is_empty() && self.drained {
             let _ = writeln!(s, "\n**Every check passed.**");
