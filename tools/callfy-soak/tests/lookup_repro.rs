@@ -1,11 +1,13 @@
-//! Reproduction of what the load-and-fault campaign found (BENCHMARKS.md, "Load and fault
+//! The reproduction of what the load-and-fault campaign found (BENCHMARKS.md, "Load and fault
 //! campaign"): after an attempt whose answer proved nothing (a timeout, a 502/504), the retry
-//! looks for that attempt's message at Twilio and accepts any message from the merchant's sender
-//! with the cart's link, created since a minute before the attempt began. The previous step's
-//! message of the same cart matches when it went out less than a minute before, so the step is
-//! recorded as sent with that message and never sent: a due message is lost.
+//! looked for that attempt's message at Twilio and accepted any message from the merchant's
+//! sender with the cart's link, created since a minute before the attempt began. The previous
+//! step's message of the same cart matched when it went out less than a minute before, so the
+//! step was recorded as sent with that message and never sent: a due message was lost. Fixed in
+//! 118c54f (the lookup skips messages already logged; `tests/worker.rs` covers it); this stays
+//! as the soak's own check of it.
 //!
-//! Ignored by default (it fails today, and it needs moto):
+//! Ignored by default (it needs moto):
 //!   scripts/soak --repro     # or, with moto on AWS_ENDPOINT_URL:
 //!   cargo test -p callfy-soak --test lookup_repro -- --ignored
 
@@ -28,7 +30,7 @@ fn t0() -> DateTime<Utc> {
 }
 
 #[tokio::test]
-#[ignore = "reproduces a lost step found by the soak (fails today); needs moto on AWS_ENDPOINT_URL"]
+#[ignore = "the lost step the soak found (fixed in 118c54f); needs moto on AWS_ENDPOINT_URL"]
 async fn an_unanswered_second_step_is_not_taken_for_the_first_steps_message() {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("moto: AWS_ENDPOINT_URL=http://127.0.0.1:…");
     let sdk = aws_config::defaults(BehaviorVersion::latest())
