@@ -77,7 +77,9 @@ start_moto() {
     return 0
   fi
   log "starting moto on 127.0.0.1:$port"
-  "$VENV/bin/python" "$ROOT/scripts/moto_server.py" -H 127.0.0.1 -p "$port" >"$CALLFY_CACHE/moto-$port.log" 2>&1 &
+  # CALLFY_MOTO_SCRIPT: another entry point (the bench and the soak use a variant whose
+  # transactions do not deep-copy the table).
+  "$VENV/bin/python" "${CALLFY_MOTO_SCRIPT:-$ROOT/scripts/moto_server.py}" -H 127.0.0.1 -p "$port" >"$CALLFY_CACHE/moto-$port.log" 2>&1 &
   MOTO_PID=$!
   for _ in $(seq 1 100); do
     if curl -fsS "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1; then
