@@ -84,6 +84,23 @@ impl Figures<'_> {
             a.pollers,
             a.flow_steps,
         );
+        let _ = writeln!(
+            s,
+            "How it works: `callfy-local` runs in-process with its AWS SDK pointed at a fault proxy in front of moto \
+             (throttling answers and SQS 5xx are given instead of forwarding, so nothing of a refused call is applied) \
+             and its Twilio API base pointed at a fault proxy in front of the sandbox (429 and 5xx are given instead of \
+             forwarding; a timeout hangs past the worker's Twilio timeout without forwarding; accept-then-hang forwards, \
+             Twilio records the message, and the answer never arrives). Carts go to the four platforms, each delivery \
+             signed as its platform signs it and retried after a 5xx as a platform would; STOPs (signed inbound SMS) and \
+             orders come on timers of their own within the race window after a cart's first delivery. Then the faults \
+             stop, the last carts are sent (their answers must hold no 5xx) and the queue is drained, dead-letter queue \
+             included. The checks read the table (one scan of the step records), the sandbox's records and the \
+             dead-letter queue; a send counts as after an acknowledged STOP or order when its step claim reached the \
+             store after our answer to it (claims are seen at the proxy), and as in flight when it was claimed before \
+             the answer and reached Twilio after. moto runs as `tools/callfy-soak/moto_soak.py`: `scripts/moto_server.py` \
+             with a DynamoDB transaction backing up only the items it names, instead of deep-copying the whole table \
+             once per item (which made stock moto grow by gigabytes a minute under this load).\n"
+        );
         let per: Vec<String> = self.platforms.iter().map(|(n, c)| format!("{n} {c}")).collect();
         let _ = writeln!(s, "{} carts ({}).\n", self.carts, per.join(", "));
         let _ = writeln!(s, "| requests | deliveries | attempts | 2xx (duplicate) | 4xx | 5xx | no answer | gave up |");
