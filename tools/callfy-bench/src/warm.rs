@@ -260,19 +260,12 @@ fn entries(root: &Path, merchants: &[Merchant]) -> Result<Vec<Entry>, String> {
     Ok(list)
 }
 
-pub async fn measure(sdk: &SdkConfig, root: &Path, requests: usize) -> Result<Vec<Row>, String> {
-    let log: Intervals = Arc::default();
-    // The SDK's default client, as every function gets it, wrapped.
-    let inner = match sdk.http_client() {
-        Some(c) => c,
-        None => {
-            use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).build_https()
-        }
-    };
-    let timed = sdk.to_builder().http_client(Timed { inner, log: Arc::clone(&log) }).build();
+/// A fresh `callfy-local` on its own resources, with the four demo merchants: each entry point
+/// is measured on a table of its own, so moto (whose GSI queries filter the whole table) is not
+/// slowed by what the entry points before it wrote.
+async fn fresh_local(timed: &SdkConfig, root: &Path) -> Result<(LocalHandle, Vec<Merchant>), String> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let local = callfy_local::start(&timed, LocalOptions::for_test("warm", Arc::clone(&clock)))
+    let local = callfy_local::start(timed, LocalOptions::for_test("warm", Arc::clone(&clock)))
         .await
         .map_err(|e| e.to_string())?;
     let mut merchants = Vec::new();
@@ -295,9 +288,25 @@ pub async fn measure(sdk: &SdkConfig, root: &Path, requests: usize) -> Result<Ve
         .set_api_key_hash(&merchants[0].id, &sha256_hex(demo_key.as_bytes()))
         .await
         .map_err(|e| e.to_string())?;
+    Ok((local, merchants))
+}
 
+pub async fn measure(sdk: &SdkConfig, root: &Path, requests: usize) -> Result<Vec<Row>, String> {
+    let log: Intervals = Arc::default();
+    // The SDK's default client, as every function gets it, wrapped.
+    let inner = match sdk.http_client() {
+        Some(c) => c,
+        None => {
+            use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).build_https()
+        }
+    };
+    let timed = sdk.to_builder().http_client(Timed { inner, log: Arc::clone(&log) }).build();
+    let names: Vec<&'static str> = entries(root, &[])?.iter().map(|e| e.name).collect();
     let mut rows = Vec::new();
-    for entry in entries(root, &merchants)? {
+    for (index, name) in names.into_iter().enumerate() {
+        let (local, merchants) = fresh_local(&timed, root).await?;
+        let entry = entries(root, &merchants)?.into_iter().nth(index).ok_or("no such entry")?;
         let (mut totals, mut aws) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
         let (mut sum_total, mut sum_aws) = (Duration::ZERO, Duration::ZERO);
         // Ten unmeasured first: connections, moto's first requests.
@@ -305,12 +314,12 @@ pub async fn measure(sdk: &SdkConfig, root: &Path, requests: usize) -> Result<Ve
             let req = (entry.build)(&local, i);
             log.lock().unwrap_or_else(|e| e.into_inner()).clear();
             let started = Instant::now();
-            let resp = req.send().await.map_err(|e| format!("{}: {e}", entry.name))?;
+            let resp = req.send().await.map_err(|e| format!("{name}: {e}"))?;
             let status = resp.status().as_u16();
             let _ = resp.bytes().await;
             let ended = Instant::now();
             if status != 200 {
-                return Err(format!("{}: HTTP {status}", entry.name));
+                return Err(format!("{name}: HTTP {status}"));
             }
             if i < 10 {
                 continue;
@@ -321,16 +330,16 @@ pub async fn measure(sdk: &SdkConfig, root: &Path, requests: usize) -> Result<Ve
             sum_total += ended - started;
             sum_aws += in_aws;
         }
+        local.shutdown().await;
         let overhead = (sum_total.as_secs_f64() - sum_aws.as_secs_f64()) / sum_aws.as_secs_f64().max(1e-9);
         rows.push(Row {
-            name: entry.name,
+            name,
             total: Latency::of(&totals).ok_or("no samples")?,
             aws: Latency::of(&aws).ok_or("no samples")?,
             overhead,
         });
-        eprintln!("warm: {} done ({requests} requests)", entry.name);
+        eprintln!("warm: {name} done ({requests} requests)");
     }
-    local.shutdown().await;
     Ok(rows)
 }
 
