@@ -30,6 +30,8 @@ pub async fn sdk() -> SdkConfig {
         .region(aws_config::Region::new(local_defaults::REGION))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
         .endpoint_url(endpoint)
+        // The functions' own HTTP stack, so every test's AWS call goes through it.
+        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
         .load()
         .await
 }

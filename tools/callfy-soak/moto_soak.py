@@ -6,7 +6,14 @@ table, once per item of the transaction: a claim (7 items) copies the table seve
 soak's load that makes each transaction cost time in proportion to the table, and moto's resident
 memory grows by gigabytes within minutes (freed copies fragment the heap). Here the transaction
 backs up only the items it names and, if it fails, puts exactly those back: the same
-all-or-nothing outcome, without the copies. Nothing else changes.
+all-or-nothing outcome, without the copies.
+
+And one change to Query: moto 5 answers every Query (on the table or a GSI) by sorting the whole
+table and filtering it, so each costs time in proportion to the table and the soak slows to a
+crawl as carts accumulate. Here a table Query starts from its partition and a GSI Query from an
+index of the GSI's hash key kept up to date on every write; moto's own code then sorts, filters,
+pages and projects those candidates as before. `CALLFY_MOTO_CHECK_QUERIES=1` also runs stock
+moto's Query and fails the call when the two disagree.
 """
 import copy
 import os
@@ -81,8 +88,143 @@ def transact_write_items(self, transact_items):
         raise
 
 
+def _index_keys(table, item):
+    """(GSI name, hash value) pairs this item is indexed under."""
+    keys = []
+    for index in table.global_indexes or []:
+        hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+        if len(hashes) == 1 and hashes[0] in item.attrs:
+            keys.append((index.name, item.attrs[hashes[0]]))
+    return keys
+
+
+def _reindex(table, h, r):
+    """Brings the GSI index up to date for the item at (h, r), whatever happened to it."""
+    idx = table.__dict__.setdefault("_callfy_idx", {})
+    rev = table.__dict__.setdefault("_callfy_rev", {})
+    for old in rev.pop((h, r), ()):
+        members = idx.get(old)
+        if members is not None:
+            members.discard((h, r))
+            if not members:
+                del idx[old]
+    item = _get(table, h, r)
+    if item is None:
+        return
+    keys = _index_keys(table, item)
+    for k in keys:
+        idx.setdefault(k, set()).add((h, r))
+    if keys:
+        rev[(h, r)] = keys
+
+
+def _item_key(table, item):
+    return item.hash_key, (item.range_key if table.has_range_key else None)
+
+
+_put = Table.put_item
+_delete = Table.delete_item
+_update = DynamoDBBackend.update_item
+_query = Table.query
+
+
+def put_item(self, *args, **kwargs):
+    item = _put(self, *args, **kwargs)
+    _reindex(self, *_item_key(self, item))
+    return item
+
+
+def delete_item(self, hash_key, range_key):
+    item = _delete(self, hash_key, range_key)
+    _reindex(self, hash_key, range_key if self.has_range_key else None)
+    return item
+
+
+def update_item(self, table_name, key, *args, **kwargs):
+    try:
+        return _update(self, table_name, key, *args, **kwargs)
+    finally:
+        table = self.tables.get(table_name)
+        if table is not None and table.hash_key_attr in key:
+            h = DynamoType(key[table.hash_key_attr])
+            r = DynamoType(key[table.range_key_attr]) if table.has_range_key and table.range_key_attr in key else None
+            _reindex(table, h, r)
+
+
+def _candidates(table, hash_key, index_name, hash_key_conditions):
+    """The items a Query can match, or None when this shortcut does not apply."""
+    if not index_name:
+        if hash_key is None or hash_key_conditions and len(hash_key_conditions) > 1:
+            return None
+        part = table.items.get(hash_key)
+        if part is None:
+            return []
+        return list(part.values()) if table.has_range_key else [part]
+    index = next((i for i in table.global_indexes or [] if i.name == index_name), None)
+    if index is None:
+        return None
+    hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
+    if len(hashes) != 1:
+        return None
+    wanted = hash_key
+    for attr, value in hash_key_conditions or []:
+        if attr == hashes[0]:
+            wanted = value
+    if wanted is None:
+        return None
+    if "_callfy_idx" not in table.__dict__:
+        for item in list(_all(table)):
+            _reindex(table, *_item_key(table, item))
+    found = []
+    for h, r in table.__dict__["_callfy_idx"].get((index_name, wanted), ()):
+        item = _get(table, h, r)
+        if item is not None:
+            found.append(item)
+    return found
+
+
+def _all(table):
+    for part in table.items.values():
+        if table.has_range_key:
+            yield from part.values()
+        else:
+            yield part
+
+
+def query(self, *args, **kwargs):
+    # moto's backend passes hash_key and index_name positionally, the key conditions by name
+    hash_key = args[0] if args else kwargs.get("hash_key")
+    index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
+    cands = _candidates(self, hash_key, index_name, kwargs.get("hash_key_conditions"))
+    if cands is None:
+        return _query(self, *args, **kwargs)
+    cands.sort(key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
+    self.all_items = lambda: list(cands)
+    try:
+        answer = _query(self, *args, **kwargs)
+    finally:
+        del self.all_items
+    if os.environ.get("CALLFY_MOTO_CHECK_QUERIES"):
+        stock = _query(self, *args, **kwargs)
+        if [i.to_json() for i in stock[0]] != [i.to_json() for i in answer[0]] or stock[2] != answer[2]:
+            raise AssertionError(f"indexed Query disagrees with moto's on {self.name} {index_name}")
+    return answer
+
+
+def _restore_and_reindex(table, h, r, item):
+    _restore_plain(table, h, r, item)
+    _reindex(table, h, r)
+
+
+_restore_plain = _restore
+_restore = _restore_and_reindex  # noqa: F811  (transact_write_items looks it up at call time)
+
 models.copy = _NoTableCopies()
 DynamoDBBackend.transact_write_items = transact_write_items
+Table.put_item = put_item
+Table.delete_item = delete_item
+DynamoDBBackend.update_item = update_item
+Table.query = query
 
 if __name__ == "__main__":
     moto_server.main()

@@ -7,14 +7,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use outreach_worker::{Worker, WorkerApp, handle_batch};
 use std::sync::Arc;
 
-fn main() -> Result<(), Error> {
-    // Before the runtime starts any thread: it sets an environment variable.
-    aws::prefer_ca_bundle_file();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
-}
-
-async fn serve() -> Result<(), Error> {
-    let sdk = aws::load_config().await;
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let sdk = aws::load_config().await?;
     // Secrets come from Secrets Manager, once per process; only what this function uses.
     let config: WorkerSettings = secrets::load_settings(&sdk).await?;
     // Log pseudonyms are keyed per deployment before the first line that could carry one.

@@ -10,14 +10,9 @@ use std::time::{Duration, Instant, SystemTime};
 /// Left for the audit record and the answer after the last batch.
 const SAFETY: Duration = Duration::from_secs(20);
 
-fn main() -> Result<(), Error> {
-    // Before the runtime starts any thread: it sets an environment variable.
-    aws::prefer_ca_bundle_file();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(serve())
-}
-
-async fn serve() -> Result<(), Error> {
-    let sdk = aws::load_config().await;
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    let sdk = aws::load_config().await?;
     // Secrets come from Secrets Manager, once per process; only what this function uses.
     let config: PurgerSettings = secrets::load_settings(&sdk).await?;
     telemetry::init_with_log_key(&config.log_key);

@@ -84,7 +84,7 @@ impl BigCommerceApi {
     /// `base` is `BIGCOMMERCE_API_BASE`; every request is bounded by `timeout` (the webhook's
     /// answer waits for it).
     pub fn new(base: &str, timeout: Duration) -> Result<Self, StoreApiError> {
-        let http = reqwest::Client::builder()
+        let http = super::http::client_builder()
             .connect_timeout(Duration::from_secs(2).min(timeout))
             .timeout(timeout)
             .user_agent("callfy/0.1")

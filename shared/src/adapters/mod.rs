@@ -3,6 +3,7 @@
 pub mod aws;
 pub mod bigcommerce;
 pub mod dynamo;
+pub mod http;
 pub mod queue;
 pub mod recordings;
 pub mod secrets;

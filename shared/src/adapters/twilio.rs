@@ -200,7 +200,7 @@ impl TwilioClient {
 
     /// `timeout` bounds the whole request; the worker's Lambda timeout leaves room for it.
     pub fn with_timeout(cfg: &TwilioConfig, timeout: Duration) -> Result<Self, TwilioError> {
-        let http = reqwest::Client::builder()
+        let http = super::http::client_builder()
             .connect_timeout(Duration::from_secs(3).min(timeout))
             .timeout(timeout)
             .user_agent("callfy/0.1")

@@ -170,7 +170,7 @@ fn describe(record: &MerchantRecord) -> serde_json::Value {
 
 async fn run(cli: Cli) -> Result<(), AdminError> {
     let table = cli.table.unwrap_or_else(local_defaults::table_name);
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await.map_err(|e| AdminError::Broken(format!("HTTP client: {e}")))?;
     let store = Store::new(aws::dynamodb(&sdk), table);
     match cli.command {
         Command::Merchant { action } => match action {

@@ -92,7 +92,7 @@ async fn run(args: Args) -> Result<(), String> {
     if matches!(args.only, None | Some(Section::Worker)) && args.jobs < overhead::MIN_JOBS {
         return Err(format!("--jobs must be at least {}", overhead::MIN_JOBS));
     }
-    let sdk = callfy_shared::adapters::aws::load_config().await;
+    let sdk = callfy_shared::adapters::aws::load_config().await.map_err(|e| format!("HTTP client: {e}"))?;
     let all = args.only.is_none();
     if all || args.only == Some(Section::ColdStart) {
         let report = cold_start(&args, &sdk, &endpoint).await?;

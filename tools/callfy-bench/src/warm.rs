@@ -293,13 +293,10 @@ async fn fresh_local(timed: &SdkConfig, root: &Path) -> Result<(LocalHandle, Vec
 
 pub async fn measure(sdk: &SdkConfig, root: &Path, requests: usize) -> Result<Vec<Row>, String> {
     let log: Intervals = Arc::default();
-    // The SDK's default client, as every function gets it, wrapped.
+    // The functions' own HTTP client (adapters::http), wrapped.
     let inner = match sdk.http_client() {
         Some(c) => c,
-        None => {
-            use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
-            aws_smithy_http_client::Builder::new().tls_provider(Provider::Rustls(CryptoMode::AwsLc)).build_https()
-        }
+        None => callfy_shared::adapters::http::sdk_http_client().map_err(|e| e.to_string())?,
     };
     let timed = sdk.to_builder().http_client(Timed { inner, log: Arc::clone(&log) }).build();
     let names: Vec<&'static str> = entries(root, &[])?.iter().map(|e| e.name).collect();

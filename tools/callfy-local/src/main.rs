@@ -21,7 +21,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let sdk = aws::load_config().await;
+    let sdk = match aws::load_config().await {
+        Ok(sdk) => sdk,
+        Err(e) => {
+            eprintln!("callfy-local: HTTP client: {e}");
+            return ExitCode::from(2);
+        }
+    };
     match start(&sdk, opts).await {
         Ok(handle) => {
             println!(

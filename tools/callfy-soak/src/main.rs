@@ -125,6 +125,8 @@ fn sdk(endpoint: &str) -> impl std::future::Future<Output = SdkConfig> {
         .region(aws_config::Region::new(local_defaults::REGION))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "soak"))
         .endpoint_url(endpoint)
+        // The functions' own HTTP stack: the faults at the proxy meet the code that runs in Lambda.
+        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
         .load()
 }
 

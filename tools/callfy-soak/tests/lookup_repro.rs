@@ -37,6 +37,7 @@ async fn an_unanswered_second_step_is_not_taken_for_the_first_steps_message() {
         .region(aws_config::Region::new(local_defaults::REGION))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "repro"))
         .endpoint_url(endpoint)
+        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
         .load()
         .await;
     let clock = Arc::new(ManualClock::new(t0()));
