@@ -99,6 +99,7 @@ fn connector_error(e: reqwest::Error) -> ConnectorError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn the_roots_are_compiled_in_and_no_alpn_is_offered() {
@@ -106,5 +107,64 @@ mod tests {
         assert!(webpki_roots::TLS_SERVER_ROOTS.len() > 100);
         assert!(tls.alpn_protocols.is_empty());
         assert!(client_builder().build().is_ok());
+    }
+
+    fn connector(read_timeout: Option<Duration>) -> SdkConnector {
+        SdkConnector { client: client_builder().build().expect("client"), read_timeout }
+    }
+
+    fn request(url: &str, body: &'static [u8]) -> HttpRequest {
+        let mut request = HttpRequest::new(SdkBody::from(body));
+        request.set_uri(url).expect("uri");
+        request.set_method("POST").expect("method");
+        request.headers_mut().insert("x-amz-target", "DynamoDB_20120810.GetItem");
+        request
+    }
+
+    #[tokio::test]
+    async fn a_request_and_its_answer_cross_whole() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&seen).contains("{\"Key\":1}") {
+                let n = socket.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the body never came");
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer =
+                "HTTP/1.1 400 Bad Request\r\nx-amzn-requestid: r-1\r\ncontent-length: 11\r\n\r\n{\"e\":\"bad\"}";
+            socket.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&seen).to_string()
+        });
+        let answer = connector(None).call(request(&url, b"{\"Key\":1}")).await.expect("an answer");
+        assert_eq!(answer.status().as_u16(), 400);
+        assert_eq!(answer.headers().get("x-amzn-requestid"), Some("r-1"));
+        assert_eq!(answer.body().bytes(), Some(&b"{\"e\":\"bad\"}"[..]));
+        let seen = server.await.expect("server");
+        assert!(seen.starts_with("POST / HTTP/1.1"), "{seen}");
+        assert!(seen.to_lowercase().contains("x-amz-target: dynamodb_20120810.getitem"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_and_a_silent_server_are_transient_to_the_sdk() {
+        let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", closed.local_addr().expect("addr"));
+        drop(closed);
+        let refused = connector(None).call(request(&url, b"{}")).await.expect_err("refused");
+        assert!(refused.is_io(), "{refused:?}");
+
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}/", silent.local_addr().expect("addr"));
+        let hold = tokio::spawn(async move {
+            let (socket, _) = silent.accept().await.expect("accept");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(socket);
+        });
+        let late = connector(Some(Duration::from_millis(200))).call(request(&url, b"{}")).await.expect_err("timeout");
+        assert!(late.is_timeout(), "{late:?}");
+        hold.abort();
     }
 }

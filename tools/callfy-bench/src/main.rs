@@ -100,6 +100,7 @@ async fn run(args: Args) -> Result<(), String> {
             let rows: Vec<serde_json::Value> = report
                 .rows
                 .iter()
+                .filter(|r| !STEPS.contains(&r.name))
                 .map(|r| {
                     let kind = match r.name {
                         "hello-lambda" => "baseline-rust",
@@ -231,6 +232,8 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     let functions = [
         "hello-lambda",
         "python-boto3",
+        "hello-sdk",
+        "hello-sdk-log",
         "webhook-ingest",
         "outreach-worker",
         "consent-api",
@@ -241,7 +244,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     for name in functions {
         let event = |i: usize| -> Vec<u8> {
             match name {
-                "hello-lambda" => b"{\"hello\":\"world\"}".to_vec(),
+                "hello-lambda" | "hello-sdk" | "hello-sdk-log" => b"{\"hello\":\"world\"}".to_vec(),
                 "python-boto3" => b"{}".to_vec(),
                 // A fresh delivery each time: the same event id would short-cut as a duplicate.
                 "webhook-ingest" => {
@@ -288,6 +291,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     }
     let table = cold_table(&rows, args.runs, args.warm_invocations);
     println!("{table}");
+    println!("{}", steps_table(&rows, args.runs));
     Ok(ColdReport { rows, table })
 }
 
@@ -326,13 +330,38 @@ fn zipped_size(path: &std::path::Path) -> Result<u64, String> {
     Ok(size)
 }
 
+/// Binaries between the hello-world baseline and a function, each adding one part of its init.
+const STEPS: [&str; 2] = ["hello-sdk", "hello-sdk-log"];
+
+/// What webhook-ingest's init is spent on: each step's init against the one before it.
+fn steps_table(rows: &[ColdRow], runs: usize) -> String {
+    let init = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.m.init.as_secs_f64() * 1e3);
+    let steps = [
+        ("hello-lambda", "the hello-world baseline (tokio, lambda_runtime)"),
+        ("hello-sdk", "+ the HTTPS client, the SDK configuration, DynamoDB and SQS clients"),
+        ("hello-sdk-log", "+ the JSON log subscriber"),
+        ("webhook-ingest", "+ settings, the app, and the rest of a 10× larger binary to load"),
+    ];
+    let mut out = format!(
+        "Where webhook-ingest's init goes: binaries that add one part at a time, measured as above (median of {runs}).\n\n| step | init | added |\n|---|---|---|\n"
+    );
+    let mut before: Option<f64> = None;
+    for (name, what) in steps {
+        let Some(ms) = init(name) else { continue };
+        let added = before.map_or("—".to_string(), |b| format!("{:+.1} ms", ms - b));
+        out.push_str(&format!("| `{name}`: {what} | {ms:.1} ms | {added} |\n"));
+        before = Some(ms);
+    }
+    out
+}
+
 fn cold_table(rows: &[ColdRow], runs: usize, warm: usize) -> String {
     let hello = rows.iter().find(|r| r.name == "hello-lambda").map(|r| r.m.init.as_secs_f64()).unwrap_or(1.0);
     let python = rows.iter().find(|r| r.name == "python-boto3").map(|r| r.m.init.as_secs_f64()).unwrap_or(0.0);
     let mut out = format!(
         "| function | init (median of {runs}) | × hello (budget ≤ 1.5) | Python/boto3 ÷ this (budget ≥ 20) | first invocation | peak RSS, 1 invocation | peak RSS after {warm} (budget ≤ 48 MiB) | binary, stripped | zipped (budget ≤ 6 MB) |\n|---|---|---|---|---|---|---|---|---|\n"
     );
-    for r in rows {
+    for r in rows.iter().filter(|r| !STEPS.contains(&r.name)) {
         let init = r.m.init.as_secs_f64();
         let mb = |b: Option<u64>| b.map_or("—".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
         out.push_str(&format!(
