@@ -98,8 +98,11 @@ impl Figures<'_> {
              dead-letter queue; a send counts as after an acknowledged STOP or order when its step claim reached the \
              store after our answer to it (claims are seen at the proxy), and as in flight when it was claimed before \
              the answer and reached Twilio after. moto runs as `tools/callfy-soak/moto_soak.py`: `scripts/moto_server.py` \
-             with a DynamoDB transaction backing up only the items it names, instead of deep-copying the whole table \
-             once per item (which made stock moto grow by gigabytes a minute under this load).\n"
+             with two changes: a DynamoDB transaction backs up only the items it names, instead of deep-copying the \
+             whole table once per item (which made stock moto grow by gigabytes a minute under this load), and a Query \
+             starts from its partition or from an index of the GSI's hash key, instead of sorting the whole table \
+             (which slowed the run as carts accumulated; `CALLFY_MOTO_CHECK_QUERIES=1` checks every answer against \
+             stock moto's). The functions' AWS calls go through their own HTTP client (`adapters::http`).\n"
         );
         let per: Vec<String> = self.platforms.iter().map(|(n, c)| format!("{n} {c}")).collect();
         let _ = writeln!(s, "{} carts ({}).\n", self.carts, per.join(", "));
