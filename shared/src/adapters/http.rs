@@ -35,9 +35,17 @@ pub fn client_builder() -> reqwest::ClientBuilder {
 
 /// The AWS SDK's HTTP client: requests go through one reqwest client (its pool, its TLS).
 pub fn sdk_http_client() -> Result<SharedHttpClient, reqwest::Error> {
-    // The SDK's own default: 3.1 s to connect; each operation's read timeout is applied per request.
-    let client = client_builder().connect_timeout(Duration::from_millis(3100)).build()?;
-    Ok(SharedHttpClient::new(SdkClient { client }))
+    Ok(SharedHttpClient::new(SdkClient { client: sdk_reqwest_client()? }))
+}
+
+/// As the SDK's own client: 3.1 s to connect, no redirects followed (a redirected request would
+/// lose its signature or its method), no proxy taken from the environment.
+fn sdk_reqwest_client() -> Result<reqwest::Client, reqwest::Error> {
+    client_builder()
+        .connect_timeout(Duration::from_millis(3100))
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
 }
 
 #[derive(Debug, Clone)]
@@ -70,16 +78,18 @@ impl HttpConnector for SdkConnector {
                 // Streaming uploads (a recording copied from a file) are passed through as they come.
                 None => builder.body(reqwest::Body::wrap(body)),
             };
-            if let Some(timeout) = read_timeout {
-                builder = builder.timeout(timeout);
+            // The read timeout ends at the answer's head, as the SDK's own client has it.
+            let response = match read_timeout {
+                Some(limit) => tokio::time::timeout(limit, builder.send())
+                    .await
+                    .map_err(|elapsed| ConnectorError::timeout(Box::new(elapsed)))?,
+                None => builder.send().await,
             }
-            let response = builder.send().await.map_err(connector_error)?;
-            let status = response.status();
-            let headers = response.headers().clone();
-            let bytes = response.bytes().await.map_err(connector_error)?;
-            let mut answer = http::Response::new(SdkBody::from(bytes));
-            *answer.status_mut() = status;
-            *answer.headers_mut() = headers;
+            .map_err(connector_error)?;
+            // The body streams to the SDK, whose stalled-stream protection and retry of a body
+            // broken mid-way apply to it as they do to its own client's.
+            let (head, body) = http::Response::<reqwest::Body>::from(response).into_parts();
+            let answer = http::Response::from_parts(head, SdkBody::from_body_1_x(body));
             HttpResponse::try_from(answer).map_err(|e| ConnectorError::other(e.into(), None))
         })
     }
@@ -110,7 +120,7 @@ mod tests {
     }
 
     fn connector(read_timeout: Option<Duration>) -> SdkConnector {
-        SdkConnector { client: client_builder().build().expect("client"), read_timeout }
+        SdkConnector { client: sdk_reqwest_client().expect("client"), read_timeout }
     }
 
     fn request(url: &str, body: &'static [u8]) -> HttpRequest {
@@ -121,31 +131,46 @@ mod tests {
         request
     }
 
-    #[tokio::test]
-    async fn a_request_and_its_answer_cross_whole() {
+    /// A server that takes one request (until `until` has arrived) and gives `answer`.
+    async fn serve_once(until: &'static str, answer: &'static str) -> (String, tokio::task::JoinHandle<String>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/", listener.local_addr().expect("addr"));
         let server = tokio::spawn(async move {
             let (mut socket, _) = listener.accept().await.expect("accept");
             let mut seen = Vec::new();
             let mut buf = [0u8; 4096];
-            while !String::from_utf8_lossy(&seen).contains("{\"Key\":1}") {
+            while !String::from_utf8_lossy(&seen).contains(until) {
                 let n = socket.read(&mut buf).await.expect("read");
-                assert!(n > 0, "the body never came");
+                assert!(n > 0, "the request never came whole");
                 seen.extend_from_slice(&buf[..n]);
             }
-            let answer =
-                "HTTP/1.1 400 Bad Request\r\nx-amzn-requestid: r-1\r\ncontent-length: 11\r\n\r\n{\"e\":\"bad\"}";
             socket.write_all(answer.as_bytes()).await.expect("write");
             String::from_utf8_lossy(&seen).to_string()
         });
+        (url, server)
+    }
+
+    #[tokio::test]
+    async fn a_request_and_its_answer_cross_whole() {
+        let answer = "HTTP/1.1 400 Bad Request\r\nx-amzn-requestid: r-1\r\ncontent-length: 11\r\n\r\n{\"e\":\"bad\"}";
+        let (url, server) = serve_once("{\"Key\":1}", answer).await;
         let answer = connector(None).call(request(&url, b"{\"Key\":1}")).await.expect("an answer");
         assert_eq!(answer.status().as_u16(), 400);
         assert_eq!(answer.headers().get("x-amzn-requestid"), Some("r-1"));
-        assert_eq!(answer.body().bytes(), Some(&b"{\"e\":\"bad\"}"[..]));
+        let body = aws_smithy_types::byte_stream::ByteStream::new(answer.into_body()).collect().await.expect("body");
+        assert_eq!(body.into_bytes().as_ref(), b"{\"e\":\"bad\"}");
         let seen = server.await.expect("server");
         assert!(seen.starts_with("POST / HTTP/1.1"), "{seen}");
         assert!(seen.to_lowercase().contains("x-amz-target: dynamodb_20120810.getitem"), "{seen}");
+    }
+
+    #[tokio::test]
+    async fn a_redirect_comes_back_to_the_sdk_unfollowed() {
+        let answer = "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://127.0.0.1:1/\r\ncontent-length: 0\r\n\r\n";
+        let (url, server) = serve_once("\r\n\r\n{}", answer).await;
+        let answer = connector(None).call(request(&url, b"{}")).await.expect("the redirect itself");
+        assert_eq!(answer.status().as_u16(), 307);
+        server.await.expect("server");
     }
 
     #[tokio::test]

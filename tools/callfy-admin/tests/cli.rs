@@ -25,6 +25,7 @@ async fn local_table(prefix: &str) -> (aws_config::SdkConfig, String) {
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "t"))
+        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
         .load()
         .await;
     let res = resources::ensure(&sdk, &ResourceNames::unique(prefix)).await.unwrap();
