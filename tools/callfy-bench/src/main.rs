@@ -46,7 +46,7 @@ struct Args {
     #[arg(long, default_value_t = 2000)]
     requests: usize,
     /// Extra environment for the measured functions (KEY=VALUE, repeatable), e.g. to see what
-    /// a TLS root source costs: --env SSL_CERT_FILE=/path/to/one-cert.pem
+    /// debug logging costs: --env RUST_LOG=debug
     #[arg(long = "env")]
     extra_env: Vec<String>,
     /// Write the cold-start figures here as JSON (scripts/bench draws the chart from them).
