@@ -1,7 +1,7 @@
 //! Helpers for integration tests: the local AWS API (moto), signed Shopify deliveries,
 //! sample payloads, and a `callfy-local` per test with its own resources.
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use callfy_local::{LocalHandle, LocalOptions};
 use callfy_shared::Clock;
 use callfy_shared::config::local_defaults;
@@ -26,14 +26,8 @@ pub async fn sdk() -> SdkConfig {
         endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
         "integration tests need the local AWS API: run them with scripts/test (AWS_ENDPOINT_URL={endpoint:?})"
     );
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(local_defaults::REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "tests"))
-        .endpoint_url(endpoint)
-        // The functions' own HTTP stack, so every test's AWS call goes through it.
-        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
-        .load()
-        .await
+    // The functions' own HTTP stack, so every test's AWS call goes through it.
+    callfy_shared::adapters::aws::local_config(&endpoint).await.expect("HTTP client")
 }
 
 pub fn read_json(relative: &str) -> Value {

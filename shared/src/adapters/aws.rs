@@ -7,6 +7,18 @@ pub async fn load_config() -> Result<SdkConfig, reqwest::Error> {
     Ok(aws_config::defaults(BehaviorVersion::latest()).http_client(http::sdk_http_client()?).load().await)
 }
 
+/// The local AWS API at `endpoint` (moto) with its placeholder credentials, through the same HTTP
+/// client as `load_config`: for tests and local tools, whose calls then take the functions' path.
+pub async fn local_config(endpoint: &str) -> Result<SdkConfig, reqwest::Error> {
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .region(aws_config::Region::new(crate::config::local_defaults::REGION))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "local"))
+        .endpoint_url(endpoint)
+        .http_client(http::sdk_http_client()?)
+        .load()
+        .await)
+}
+
 pub fn dynamodb(config: &SdkConfig) -> aws_sdk_dynamodb::Client {
     aws_sdk_dynamodb::Client::new(config)
 }

@@ -22,12 +22,7 @@ fn admin(table: &str, args: &[&str]) -> Output {
 async fn local_table(prefix: &str) -> (aws_config::SdkConfig, String) {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
     assert!(endpoint.starts_with("http://127.0.0.1"), "run through scripts/test (AWS_ENDPOINT_URL={endpoint:?})");
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "t"))
-        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
-        .load()
-        .await;
+    let sdk = callfy_shared::adapters::aws::local_config(&endpoint).await.expect("HTTP client");
     let res = resources::ensure(&sdk, &ResourceNames::unique(prefix)).await.unwrap();
     (sdk, res.names.table)
 }

@@ -17,10 +17,9 @@ mod rng;
 mod traffic;
 mod twilio_proxy;
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::SdkConfig;
 use aws_sdk_dynamodb::types::AttributeValue;
 use callfy_local::{LocalHandle, LocalOptions};
-use callfy_shared::config::local_defaults;
 use callfy_shared::domain::cart::CartStatus;
 use callfy_shared::domain::consent::ConsentStatus;
 use callfy_shared::domain::merchant::{Channel, Merchant};
@@ -120,14 +119,11 @@ async fn main() {
     }
 }
 
-fn sdk(endpoint: &str) -> impl std::future::Future<Output = SdkConfig> {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(local_defaults::REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "soak"))
-        .endpoint_url(endpoint)
-        // The functions' own HTTP stack: the faults at the proxy meet the code that runs in Lambda.
-        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
-        .load()
+/// Through the functions' own HTTP stack: the faults at the proxy meet the code that runs in Lambda.
+async fn sdk(endpoint: &str) -> Result<SdkConfig, SoakError> {
+    callfy_shared::adapters::aws::local_config(endpoint)
+        .await
+        .map_err(|e| SoakError::Setup(format!("HTTP client: {e}")))
 }
 
 fn say(epoch: Instant, msg: impl std::fmt::Display) {
@@ -166,7 +162,7 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let hang = Duration::from_millis(args.twilio_timeout_ms + 1_000);
     let twilio = Arc::new(twilio_proxy::TwilioProxy::new(args.twilio_faults, hang, args.seed ^ 2, epoch));
     let twilio_url = twilio_proxy::serve(Arc::clone(&twilio)).await?;
-    let sdk = sdk(&aws_url).await;
+    let sdk = sdk(&aws_url).await?;
 
     let start: chrono::DateTime<chrono::Utc> = CLOCK_START.parse().map_err(|_| SoakError::Setup("clock".into()))?;
     let clock: Arc<dyn Clock> = Arc::new(OffsetClock::starting_at(start));

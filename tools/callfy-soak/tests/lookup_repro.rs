@@ -11,11 +11,9 @@
 //!   scripts/soak --repro     # or, with moto on AWS_ENDPOINT_URL:
 //!   cargo test -p callfy-soak --test lookup_repro -- --ignored
 
-use aws_config::BehaviorVersion;
 use callfy_local::LocalOptions;
 use callfy_local::sandbox::Fault;
 use callfy_shared::adapters::store::{ConsentAppend, IngestWrite, StepState};
-use callfy_shared::config::local_defaults;
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::{Channel, Merchant};
@@ -33,13 +31,7 @@ fn t0() -> DateTime<Utc> {
 #[ignore = "the lost step the soak found (fixed in 118c54f); needs moto on AWS_ENDPOINT_URL"]
 async fn an_unanswered_second_step_is_not_taken_for_the_first_steps_message() {
     let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("moto: AWS_ENDPOINT_URL=http://127.0.0.1:…");
-    let sdk = aws_config::defaults(BehaviorVersion::latest())
-        .region(aws_config::Region::new(local_defaults::REGION))
-        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("testing", "testing", None, None, "repro"))
-        .endpoint_url(endpoint)
-        .http_client(callfy_shared::adapters::http::sdk_http_client().expect("HTTP client"))
-        .load()
-        .await;
+    let sdk = callfy_shared::adapters::aws::local_config(&endpoint).await.expect("HTTP client");
     let clock = Arc::new(ManualClock::new(t0()));
     let local = callfy_local::start(&sdk, LocalOptions::for_test("repro-lookup", clock.clone())).await.expect("local");
     // A flow whose second step comes a minute after the first.
