@@ -2,72 +2,12 @@
 
 use serde::Deserialize;
 use std::time::Duration;
-use thiserror::Error;
+pub use crate::ports::storefront::{
+    BillingAddress, RedirectUrls, StoreApiError, StoreCart, StoreCheckout, StoreCurrency, StoreItem, StoreLineItems,
+};
 
 pub const DEFAULT_API_BASE: &str = "https://api.bigcommerce.com";
 
-#[derive(Debug, Error)]
-pub enum StoreApiError {
-    #[error("HTTP {0} from the store API")]
-    Status(u16),
-    #[error("the store API did not answer: {0}")]
-    Transport(String),
-    #[error("unexpected answer from the store API: {0}")]
-    Decode(String),
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct StoreItem {
-    pub name: Option<String>,
-    pub quantity: Option<u32>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct StoreLineItems {
-    #[serde(default)]
-    pub physical_items: Vec<StoreItem>,
-    #[serde(default)]
-    pub digital_items: Vec<StoreItem>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct StoreCurrency {
-    pub code: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct RedirectUrls {
-    pub checkout_url: Option<String>,
-}
-
-/// `GET /stores/{hash}/v3/carts/{id}?include=redirect_urls` → `data`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoreCart {
-    pub id: String,
-    pub email: Option<String>,
-    pub currency: Option<StoreCurrency>,
-    pub cart_amount: Option<f64>,
-    pub updated_time: Option<String>,
-    pub locale: Option<String>,
-    #[serde(default)]
-    pub line_items: Option<StoreLineItems>,
-    pub redirect_urls: Option<RedirectUrls>,
-}
-
-#[derive(Debug, Clone, Deserialize, Default)]
-pub struct BillingAddress {
-    pub first_name: Option<String>,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub country_code: Option<String>,
-    pub state_or_province_code: Option<String>,
-}
-
-/// `GET /stores/{hash}/v3/checkouts/{id}` → `data`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct StoreCheckout {
-    pub billing_address: Option<BillingAddress>,
-}
 
 #[derive(Debug, Deserialize)]
 struct Wrapped<T> {
@@ -127,5 +67,14 @@ impl BigCommerceApi {
         id: &str,
     ) -> Result<Option<StoreCheckout>, StoreApiError> {
         self.get(&format!("/stores/{store_hash}/v3/checkouts/{id}"), token).await
+    }
+}
+
+impl crate::ports::StorefrontCarts for BigCommerceApi {
+    async fn cart(&self, store_hash: &str, token: &str, id: &str) -> Result<Option<StoreCart>, StoreApiError> {
+        BigCommerceApi::cart(self, store_hash, token, id).await
+    }
+    async fn checkout(&self, store_hash: &str, token: &str, id: &str) -> Result<Option<StoreCheckout>, StoreApiError> {
+        BigCommerceApi::checkout(self, store_hash, token, id).await
     }
 }

@@ -1,11 +1,10 @@
 //! The outreach queue (SQS).
 
-use crate::app::inbound::InboundMessage;
+use crate::domain::inbound::InboundMessage;
+use crate::ports::{JobQueue, PortError, WorkQueue};
 use crate::domain::flow::OutreachJob;
 use crate::domain::voice::{KeyOptOut, RecordingCopy};
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use serde::{Deserialize, Serialize};
-use thiserror::Error;
 
 /// What travels on the worker's queues: a flow step or an inbound message to apply (again) on
 /// the outreach queue; a recording to copy on the recordings queue.
@@ -16,14 +15,6 @@ pub enum QueuedWork {
     Inbound { inbound: InboundMessage },
     Recording { recording: RecordingCopy },
     KeyOptOut { key_opt_out: KeyOptOut },
-}
-
-#[derive(Debug, Error)]
-pub enum QueueError {
-    #[error("SQS {op} failed: {code}: {message}")]
-    Aws { op: &'static str, code: String, message: String },
-    #[error("job could not be encoded: {0}")]
-    Encode(String),
 }
 
 #[derive(Clone, Debug)]
@@ -38,27 +29,27 @@ impl OutreachQueue {
     }
 
     /// Enqueues `job`, held back `delay_seconds` (0..=900).
-    pub async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, QueueError> {
+    pub async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, PortError> {
         self.send(&QueuedWork::Step(job.clone()), delay_seconds).await
     }
 
     /// Makes an inbound message durable before anything else is done with it.
-    pub async fn enqueue_inbound(&self, msg: &InboundMessage, delay_seconds: i32) -> Result<String, QueueError> {
+    pub async fn enqueue_inbound(&self, msg: &InboundMessage, delay_seconds: i32) -> Result<String, PortError> {
         self.send(&QueuedWork::Inbound { inbound: msg.clone() }, delay_seconds).await
     }
 
     /// Queues the copy of a recording (on the recordings queue).
-    pub async fn enqueue_recording(&self, copy: &RecordingCopy) -> Result<String, QueueError> {
+    pub async fn enqueue_recording(&self, copy: &RecordingCopy) -> Result<String, PortError> {
         self.send(&QueuedWork::Recording { recording: copy.clone() }, 0).await
     }
 
     /// Makes a key-9 opt-out durable before it is applied (the worker replays it).
-    pub async fn enqueue_key_opt_out(&self, o: &KeyOptOut, delay_seconds: i32) -> Result<String, QueueError> {
+    pub async fn enqueue_key_opt_out(&self, o: &KeyOptOut, delay_seconds: i32) -> Result<String, PortError> {
         self.send(&QueuedWork::KeyOptOut { key_opt_out: o.clone() }, delay_seconds).await
     }
 
-    async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, QueueError> {
-        let body = serde_json::to_string(work).map_err(|e| QueueError::Encode(e.to_string()))?;
+    async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, PortError> {
+        let body = serde_json::to_string(work).map_err(|e| PortError::Encode(e.to_string()))?;
         let out = self
             .client
             .send_message()
@@ -67,11 +58,25 @@ impl OutreachQueue {
             .delay_seconds(delay_seconds.clamp(0, 900))
             .send()
             .await
-            .map_err(|e| QueueError::Aws {
-                op: "SendMessage",
-                code: e.code().unwrap_or("unknown").to_string(),
-                message: DisplayErrorContext(&e).to_string(),
-            })?;
+            .map_err(|e| super::aws::sdk_error("SQS", "SendMessage", e))?;
         Ok(out.message_id().unwrap_or_default().to_string())
+    }
+}
+
+impl JobQueue for OutreachQueue {
+    async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, PortError> {
+        OutreachQueue::enqueue(self, job, delay_seconds).await
+    }
+}
+
+impl WorkQueue for OutreachQueue {
+    async fn enqueue_inbound(&self, msg: &InboundMessage, delay_seconds: i32) -> Result<String, PortError> {
+        OutreachQueue::enqueue_inbound(self, msg, delay_seconds).await
+    }
+    async fn enqueue_recording(&self, copy: &RecordingCopy) -> Result<String, PortError> {
+        OutreachQueue::enqueue_recording(self, copy).await
+    }
+    async fn enqueue_key_opt_out(&self, o: &KeyOptOut, delay_seconds: i32) -> Result<String, PortError> {
+        OutreachQueue::enqueue_key_opt_out(self, o, delay_seconds).await
     }
 }

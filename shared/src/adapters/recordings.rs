@@ -1,28 +1,17 @@
 //! The recordings bucket (S3): call recordings under `recordings/`, encrypted with KMS.
 
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
+use crate::ports::{PortError, RecordingFiles};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use std::path::Path;
-use thiserror::Error;
 
-#[derive(Debug, Error)]
-pub enum BucketError {
-    #[error("S3 {op} failed: {code}: {message}")]
-    Aws { op: &'static str, code: String, message: String },
-    #[error("could not read the file to upload: {0}")]
-    File(String),
-}
-
-fn aws<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    op: &'static str,
-    e: aws_sdk_s3::error::SdkError<E, R>,
-) -> BucketError {
-    BucketError::Aws {
-        op,
-        code: e.code().unwrap_or("unknown").to_string(),
-        message: DisplayErrorContext(&e).to_string(),
-    }
+fn aws<E, R>(op: &'static str, e: aws_sdk_s3::error::SdkError<E, R>) -> PortError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    super::aws::sdk_error("S3", op, e)
 }
 
 #[derive(Clone, Debug)]
@@ -43,9 +32,9 @@ impl RecordingBucket {
     }
 
     /// A link to read `key` for `valid_for` (a data-subject export's recordings and file).
-    pub async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, BucketError> {
+    pub async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, PortError> {
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
-            .map_err(|e| BucketError::File(e.to_string()))?;
+            .map_err(|e| PortError::Invalid(e.to_string()))?;
         let req = self
             .client
             .get_object()
@@ -58,7 +47,7 @@ impl RecordingBucket {
     }
 
     /// Writes a JSON document (a data-subject export), KMS-encrypted.
-    pub async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), BucketError> {
+    pub async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -74,7 +63,7 @@ impl RecordingBucket {
     }
 
     /// Deletes every object under `prefix` (an account's recordings); how many.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, BucketError> {
+    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, PortError> {
         let mut keys = Vec::new();
         let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
@@ -86,7 +75,7 @@ impl RecordingBucket {
     }
 
     /// Deletes objects (the purger and the deletion path only), up to 1000 a request.
-    pub async fn delete_keys(&self, keys: &[String]) -> Result<(), BucketError> {
+    pub async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         for chunk in keys.chunks(1000) {
             let objects: Vec<ObjectIdentifier> =
@@ -95,7 +84,7 @@ impl RecordingBucket {
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| BucketError::File(e.to_string()))?;
+                .map_err(|e| PortError::Invalid(e.to_string()))?;
             let out = self
                 .client
                 .delete_objects()
@@ -105,19 +94,22 @@ impl RecordingBucket {
                 .await
                 .map_err(|e| aws("DeleteObjects", e))?;
             if let Some(err) = out.errors().first() {
-                return Err(BucketError::Aws {
-                    op: "DeleteObjects",
-                    code: err.code().unwrap_or("unknown").to_string(),
-                    message: err.message().unwrap_or_default().to_string(),
-                });
+                let code = err.code().unwrap_or("unknown").to_string();
+                let kind = if crate::ports::aws_code_is_transient(&code) {
+                    crate::ports::ErrorKind::Transient
+                } else {
+                    crate::ports::ErrorKind::Permanent
+                };
+                let message = err.message().unwrap_or_default().to_string();
+                return Err(PortError::service("S3", "DeleteObjects", code, kind, message));
             }
         }
         Ok(())
     }
 
     /// Streams a local file to `key`, KMS-encrypted, with `metadata`.
-    pub async fn put_file(&self, key: &str, path: &Path, metadata: &[(&str, String)]) -> Result<(), BucketError> {
-        let body = ByteStream::from_path(path).await.map_err(|e| BucketError::File(e.to_string()))?;
+    pub async fn put_file(&self, key: &str, path: &Path, metadata: &[(&str, String)]) -> Result<(), PortError> {
+        let body = ByteStream::from_path(path).await.map_err(|e| PortError::File(std::io::Error::other(e)))?;
         let mut req = self
             .client
             .put_object()
@@ -132,5 +124,23 @@ impl RecordingBucket {
         }
         req.send().await.map_err(|e| aws("PutObject", e))?;
         Ok(())
+    }
+}
+
+impl RecordingFiles for RecordingBucket {
+    async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, PortError> {
+        RecordingBucket::presign_get(self, key, valid_for).await
+    }
+    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
+        RecordingBucket::put_json(self, key, body).await
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, PortError> {
+        RecordingBucket::delete_prefix(self, prefix).await
+    }
+    async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
+        RecordingBucket::delete_keys(self, keys).await
+    }
+    async fn put_file(&self, key: &str, path: &Path, metadata: &[(&str, String)]) -> Result<(), PortError> {
+        RecordingBucket::put_file(self, key, path, metadata).await
     }
 }

@@ -1,11 +1,10 @@
 //! Recording consent, and what an opt-out sets off: written once, for every caller (the
 //! consent API, inbound keywords, delivery reports, platform webhooks and the worker).
 
-use crate::adapters::dynamo::{ConsentAppend, IdempotencyRecord, Store, StoreError};
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, LedgerEntry, Verdict};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
-use crate::ports::ConsentLedger;
+use crate::ports::{ConsentAppend, ConsentLedger, ConsentStore, IdempotencyRecord, IdempotencyStore, PortError};
 use crate::signature::ct_eq;
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
@@ -36,7 +35,7 @@ pub async fn record<L: ConsentLedger>(
     phone: &Phone,
     event: &ConsentEvent,
     now: DateTime<Utc>,
-) -> Result<Recorded, StoreError> {
+) -> Result<Recorded, PortError> {
     let state = ledger.record(&merchant.id, phone, event, purge_at(merchant, now)).await?;
     let cancelled = match event.action {
         // Cancelled even when the ledger already said "out": a retry of a half-done revocation
@@ -55,7 +54,7 @@ pub async fn after_opt_out<L: ConsentLedger>(
     phone: &Phone,
     (channel, source): (Channel, ConsentSource),
     now: DateTime<Utc>,
-) -> Result<usize, StoreError> {
+) -> Result<usize, PortError> {
     crate::metrics::count_by(crate::metrics::OPT_OUTS, "Source", source.as_str(), 1);
     let cancelled = ledger.cancel_outreach(merchant, phone, channel, now).await?;
     info!(merchant = %merchant.id, phone = %phone.log_id(), channel = channel.as_str(), cancelled, "opt-out: pending outreach cancelled");
@@ -65,9 +64,18 @@ pub async fn after_opt_out<L: ConsentLedger>(
 #[derive(Debug, Error)]
 pub enum ConsentError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] PortError),
     #[error("the consent state kept changing under concurrent requests")]
     Contention,
+}
+
+impl crate::ports::Classify for ConsentError {
+    fn kind(&self) -> crate::ports::ErrorKind {
+        match self {
+            Self::Store(e) => e.kind(),
+            Self::Contention => crate::ports::ErrorKind::Transient,
+        }
+    }
 }
 
 /// What a merchant's request came to, for the function to put into words.
@@ -97,15 +105,18 @@ pub struct Idempotency<'a> {
 /// Records a merchant's consent event. The answer `render` gives is stored with the ledger
 /// entry in one transaction under the request's `Idempotency-Key`, so a retry replays exactly
 /// what the first request was told; an opt-out then cancels queued outreach.
-pub async fn record_for_merchant(
-    store: &Store,
+pub async fn record_for_merchant<S>(
+    store: &S,
     merchant: &Merchant,
     phone: &Phone,
     event: &ConsentEvent,
     idem: Idempotency<'_>,
     now: DateTime<Utc>,
-    render: impl Fn(ApiOutcome<'_>) -> (u16, serde_json::Value),
-) -> Result<ApiAnswer, ConsentError> {
+    render: impl Fn(ApiOutcome<'_>) -> (u16, serde_json::Value) + Sync,
+) -> Result<ApiAnswer, ConsentError>
+where
+    S: ConsentStore + IdempotencyStore + ConsentLedger,
+{
     let answer = |outcome: ApiOutcome<'_>| {
         let (status, body) = render(outcome);
         IdempotencyRecord {
@@ -155,7 +166,7 @@ pub async fn record_for_merchant(
                 info!(merchant = %merchant.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, "consent recorded via API");
                 return Ok(ApiAnswer::Fresh(stored));
             }
-            Err(StoreError::Conflict) => continue,
+            Err(PortError::Conflict) => continue,
             Err(e) => return Err(e.into()),
         }
     }

@@ -1,7 +1,7 @@
 //! A delivery report on a message we sent: its status history, and what its error code says
 //! about the number (a carrier opt-out, a number that cannot take texts).
 
-use crate::adapters::dynamo::{Store, StoreError};
+use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError};
 use crate::app::consent;
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{self, Undeliverable};
@@ -31,7 +31,7 @@ pub enum Outcome {
 
 /// The logged message a report is about: by the `SID#` index, else (the index is eventually
 /// consistent) in the partition of the merchant that sent it and the number it went to.
-async fn find_outbound(store: &Store, r: &Report<'_>) -> Result<Option<SmsLogEntry>, StoreError> {
+async fn find_outbound(store: &(impl MessageLog + MerchantStore), r: &Report<'_>) -> Result<Option<SmsLogEntry>, PortError> {
     if let Some(entry) = store.sms_by_sid(r.message_sid).await? {
         return Ok(Some(entry));
     }
@@ -44,7 +44,10 @@ async fn find_outbound(store: &Store, r: &Report<'_>) -> Result<Option<SmsLogEnt
     Ok(None)
 }
 
-pub async fn record(store: &Store, r: &Report<'_>, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
+pub async fn record<S>(store: &S, r: &Report<'_>, now: DateTime<Utc>) -> Result<Outcome, PortError>
+where
+    S: MessageLog + MerchantStore + ConsentStore + ConsentLedger,
+{
     let Some(entry) = find_outbound(store, r).await? else {
         info!(sid = r.message_sid, status = r.status, "status callback for an unknown message; ignored");
         return Ok(Outcome::Unknown);

@@ -2,8 +2,6 @@
 //! transaction with its dedupe marker, so a redelivery changes nothing and a failure leaves
 //! nothing half-written. The function in front of it only verifies, parses and maps.
 
-use crate::adapters::dynamo::{ConsentAppend, IngestOutcome, IngestWrite, Store, StoreError};
-use crate::adapters::queue::QueueError;
 use crate::app::consent;
 use crate::app::outreach::schedule_step;
 use crate::domain::cart::{Cart, CartStatus, CheckoutSnapshot};
@@ -14,8 +12,11 @@ use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::outreach::{MerchantRecord, MerchantStatus};
 use crate::domain::phone::{Phone, keyed_hash};
 use crate::metrics;
-use crate::platforms::{ConsentSignal, PlatformEvent, PrivacyRequest};
-use crate::ports::JobQueue;
+use crate::platforms::{ConsentSignal, PlatformEvent, PlatformRequest};
+use crate::ports::{
+    BurstGuard, CartStore, Classify, ConsentAppend, ConsentLedger, ConsentStore, ErrorKind, IngestOutcome, IngestWrite,
+    JobQueue, PendingPrivacy, PlatformRequests, PortError, PrivacyStore,
+};
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
 use tracing::info;
@@ -25,13 +26,25 @@ const WRITE_ATTEMPTS: usize = 4;
 
 #[derive(Debug, Error)]
 pub enum IngestError {
+    /// The store or the queue failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
+    Port(#[from] PortError),
     #[error("the cart kept changing under concurrent deliveries")]
     Contention,
 }
+
+impl Classify for IngestError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Port(e) => e.kind(),
+            Self::Contention => ErrorKind::Transient,
+        }
+    }
+}
+
+/// What applying a delivery reads and writes.
+pub trait IngestStore: CartStore + ConsentStore + ConsentLedger + PrivacyStore + BurstGuard + PlatformRequests {}
+impl<T: CartStore + ConsentStore + ConsentLedger + PrivacyStore + BurstGuard + PlatformRequests> IngestStore for T {}
 
 /// What a delivery did, as the platform sees it in our 200 answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,19 +68,12 @@ impl Outcome {
 }
 
 /// The ingest use case: the store, and the queue the first step goes on.
-pub struct Ingest<'a, Q> {
-    pub store: &'a Store,
+pub struct Ingest<'a, S, Q> {
+    pub store: &'a S,
     pub queue: &'a Q,
 }
 
-/// What a platform request stores until the privacy and account use cases carry it out.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PlatformRequest {
-    Privacy(PrivacyRequest),
-    AppUninstalled,
-}
-
-impl<Q: JobQueue> Ingest<'_, Q> {
+impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
     /// Applies `event`, delivered as `event_key` (`{platform}#{event id}`), for `merchant`.
     pub async fn apply(
         &self,
@@ -140,7 +146,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
         phone: &Phone,
         snap: &CheckoutSnapshot,
         now: DateTime<Utc>,
-    ) -> Result<Option<ConsentAppend>, StoreError> {
+    ) -> Result<Option<ConsentAppend>, PortError> {
         let Some(event) = m.voice.checkout_consent(&snap.attributes, snap.updated_at, now) else { return Ok(None) };
         if crate::app::privacy::predates_deletion(self.store.deletion_marker(&m.id, phone).await?, event.occurred_at) {
             return Ok(None);
@@ -263,7 +269,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                     }
                     return Ok(Outcome::Accepted);
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -354,7 +360,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                     }
                     return Ok(Outcome::Accepted);
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -379,7 +385,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                     crate::platforms::PrivacyKind::DataRequest => "export",
                     _ => "delete",
                 };
-                Some(crate::adapters::dynamo::PendingPrivacy {
+                Some(PendingPrivacy {
                     id: p.request_id.clone().unwrap_or_else(|| event_key.replace(['#', '/'], "-")),
                     action: action.into(),
                     phone: p.phone.clone(),
@@ -399,7 +405,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
             }
             PlatformRequest::Privacy(_) => {}
         }
-        info!(merchant = %m.id, kind = request_kind(&request), stored, "platform request recorded");
+        info!(merchant = %m.id, kind = request.kind(), stored, "platform request recorded");
         Ok(if stored { Outcome::Recorded } else { Outcome::Duplicate })
     }
 
@@ -474,7 +480,7 @@ impl<Q: JobQueue> Ingest<'_, Q> {
                     }
                     return Ok(Outcome::Accepted);
                 }
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
@@ -482,13 +488,3 @@ impl<Q: JobQueue> Ingest<'_, Q> {
     }
 }
 
-pub fn request_kind(request: &PlatformRequest) -> &'static str {
-    match request {
-        PlatformRequest::Privacy(p) => match p.kind {
-            crate::platforms::PrivacyKind::DataRequest => "data_request",
-            crate::platforms::PrivacyKind::CustomerRedact => "customer_redact",
-            crate::platforms::PrivacyKind::ShopRedact => "shop_redact",
-        },
-        PlatformRequest::AppUninstalled => "app_uninstalled",
-    }
-}

@@ -6,9 +6,6 @@
 //! cart's send acknowledged in between makes it fail, and the step is decided again. The only
 //! window left is the Twilio request itself.
 
-use crate::adapters::dynamo::StoreError;
-use crate::adapters::queue::QueueError;
-use crate::adapters::twilio::{ListedCall, ListedMessage, PlaceCall, SendSms, SmsSender, TwilioError};
 use crate::app::consent;
 use crate::clock::Clock;
 use crate::domain::cart::Cart;
@@ -24,7 +21,10 @@ use crate::domain::outreach::{
 use crate::domain::phone::Phone;
 use crate::domain::voice::{CallLogEntry, CallRef, RING_TIMEOUT_SECONDS};
 use crate::metrics;
-use crate::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
+use crate::ports::telephony::{ListedCall, ListedMessage, PlaceCall, SendSms, SmsSender, TwilioError};
+use crate::ports::{
+    Classify, ConsentLedger, ErrorKind, JobQueue, OutreachReads, OutreachWrites, PortError, SmsGateway, VoiceGateway,
+};
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
 use chrono::{DateTime, Duration, Utc};
@@ -52,14 +52,23 @@ pub struct Outreach<S, G, Q> {
 pub enum OutreachError {
     #[error("message is not an outreach job: {0}")]
     BadMessage(String),
+    /// The store or the queue failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
+    Port(#[from] PortError),
     #[error("Twilio failed, will retry: {0}")]
-    TwilioRetry(TwilioError),
+    TwilioRetry(#[source] TwilioError),
     #[error("what the decision read kept changing; will retry")]
     Contention,
+}
+
+impl Classify for OutreachError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::BadMessage(_) => ErrorKind::Permanent,
+            Self::Port(e) => e.kind(),
+            Self::TwilioRetry(_) | Self::Contention => ErrorKind::Transient,
+        }
+    }
 }
 
 /// What one job came to.
@@ -518,7 +527,7 @@ pub async fn schedule_step<Q: JobQueue>(
     cart: &Cart,
     step: u8,
     now: DateTime<Utc>,
-) -> Result<Option<OutreachJob>, QueueError> {
+) -> Result<Option<OutreachJob>, PortError> {
     let Some(job) = job_for(merchant, cart, step) else { return Ok(None) };
     queue.enqueue(&job, queue_delay(now, job.due_at)).await?;
     Ok(Some(job))

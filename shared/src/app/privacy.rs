@@ -3,8 +3,10 @@
 //! phone, which keeps the opt-out honoured, and a proof record (the HMAC, time, counts per kind).
 //! Under a legal hold a deletion is recorded and carried out when the hold lifts.
 
-use crate::adapters::dynamo::{PendingPrivacy, PrivacyStatus, Store, StoreError};
-use crate::adapters::recordings::{BucketError, RecordingBucket};
+use crate::ports::{
+    CartStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore, PurgeStore,
+    RecordingFiles,
+};
 use crate::domain::cart::Cart;
 use crate::domain::merchant::Merchant;
 use crate::domain::outreach::MerchantRecord;
@@ -19,13 +21,20 @@ use tracing::info;
 /// How long an export's links work.
 pub const LINK_VALID: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The store or the recordings bucket failed.
 #[derive(Debug, Error)]
-pub enum PrivacyError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bucket(#[from] BucketError),
+#[error(transparent)]
+pub struct PrivacyError(#[from] pub PortError);
+
+impl crate::ports::Classify for PrivacyError {
+    fn kind(&self) -> crate::ports::ErrorKind {
+        self.0.kind()
+    }
 }
+
+/// What a data-subject request reads and erases.
+pub trait PrivacyData: CartStore + PrivacyStore + PurgeStore {}
+impl<T: CartStore + PrivacyStore + PurgeStore> PrivacyData for T {}
 
 /// Whom a request is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,14 +66,14 @@ pub enum Deletion {
     },
 }
 
-pub struct Privacy<'a> {
-    pub store: &'a Store,
-    pub recordings: &'a RecordingBucket,
+pub struct Privacy<'a, S, F> {
+    pub store: &'a S,
+    pub recordings: &'a F,
 }
 
-impl Privacy<'_> {
+impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
     /// The person's phones and carts: by phone directly; by email through the carts that carry it.
-    async fn find(&self, m: &Merchant, subject: &Subject) -> Result<(Vec<Phone>, Vec<Cart>), StoreError> {
+    async fn find(&self, m: &Merchant, subject: &Subject) -> Result<(Vec<Phone>, Vec<Cart>), PortError> {
         let mut phones: Vec<Phone> = Vec::new();
         let mut carts: Vec<Cart> = Vec::new();
         match subject {
@@ -99,29 +108,25 @@ impl Privacy<'_> {
             let (mut consent, mut sms, mut calls, mut recordings) =
                 (serde_json::Map::new(), Vec::new(), Vec::new(), Vec::new());
             let mut ledgers: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
-            for item in self.store.customer_items(&m.id, phone).await? {
-                let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-                match PurgeKind::of_sort_key(&sk) {
-                    PurgeKind::SmsLog => sms.push(serde_json::to_value(Store::decode_sms(item)?).unwrap_or_default()),
-                    PurgeKind::CallLog => {
-                        let call = Store::decode_call(item)?;
+            for record in self.store.customer_records(&m.id, phone).await? {
+                match record.data {
+                    CustomerData::Sms(entry) => sms.push(serde_json::to_value(entry).unwrap_or_default()),
+                    CustomerData::Call(call) => {
                         if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
                             let url = self.recordings.presign_get(&key, LINK_VALID).await?;
                             recordings.push(json!({ "call_sid": call.call_sid, "url": url, "expires_at": now + chrono::Duration::seconds(LINK_VALID.as_secs() as i64) }));
                         }
                         calls.push(serde_json::to_value(call).unwrap_or_default());
                     }
-                    PurgeKind::ConsentEntry => {
-                        let channel = sk.split('#').nth(1).unwrap_or_default().to_string();
-                        let entry = serde_json::to_value(Store::decode_entry(item)?).unwrap_or_default();
-                        ledgers.entry(channel).or_insert((Value::Null, Vec::new())).1.push(entry);
+                    CustomerData::ConsentEntry { channel, entry } => {
+                        let entry = serde_json::to_value(entry).unwrap_or_default();
+                        ledgers.entry(channel.as_str().to_string()).or_insert((Value::Null, Vec::new())).1.push(entry);
                     }
-                    PurgeKind::ConsentLedger => {
-                        let channel = sk.split('#').nth(1).unwrap_or_default().to_string();
-                        let state = serde_json::to_value(Store::decode_state(item)?).unwrap_or_default();
-                        ledgers.entry(channel).or_insert((Value::Null, Vec::new())).0 = state;
+                    CustomerData::ConsentState { channel, state } => {
+                        let state = serde_json::to_value(state).unwrap_or_default();
+                        ledgers.entry(channel.as_str().to_string()).or_insert((Value::Null, Vec::new())).0 = state;
                     }
-                    _ => {}
+                    CustomerData::Recording { .. } | CustomerData::Other => {}
                 }
             }
             for (channel, (state, entries)) in ledgers {
@@ -194,53 +199,32 @@ impl Privacy<'_> {
     ) -> Result<BTreeMap<String, u64>, PrivacyError> {
         let (phones, carts) = self.find(m, subject).await?;
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
-        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut keys: Vec<ItemKey> = Vec::new();
         for cart in &carts {
-            keys.extend(self.store.partition_keys(&crate::adapters::dynamo::keys::cart_pk(&m.id, &cart.token)).await?);
-            if let Some(id) = &cart.checkout_id {
-                keys.push((crate::adapters::dynamo::keys::checkout_pk(&m.id, id), "CHECKOUT".into()));
-            }
-            if let Some(email) = &cart.email {
-                keys.push((
-                    crate::adapters::dynamo::keys::email_pk(&m.id, email),
-                    crate::adapters::dynamo::keys::cart_lookup_sk(&cart.token),
-                ));
-            }
+            keys.extend(self.store.cart_keys(&m.id, cart).await?);
             *counts.entry(PurgeKind::Cart.as_str().into()).or_default() += 1;
         }
         if let Subject::Email(e) = subject {
-            for (token, _) in self.store.phones_for_email(&m.id, e).await? {
-                keys.push((
-                    crate::adapters::dynamo::keys::email_pk(&m.id, e),
-                    crate::adapters::dynamo::keys::cart_lookup_sk(&token),
-                ));
-            }
+            let tokens: Vec<_> = self.store.phones_for_email(&m.id, e).await?.into_iter().map(|(t, _)| t).collect();
+            keys.extend(self.store.email_pointer_keys(&m.id, e, &tokens));
         }
         let mut objects = Vec::new();
         for phone in &phones {
-            for item in self.store.customer_items(&m.id, phone).await? {
-                let (Some(pk), Some(sk)) =
-                    (item.get("pk").and_then(|v| v.as_s().ok()), item.get("sk").and_then(|v| v.as_s().ok()))
-                else {
-                    continue;
-                };
-                let kind = PurgeKind::of_sort_key(sk);
-                if kind == PurgeKind::CallLog
-                    && let Some(key) = Store::decode_call(item.clone())?.recording.and_then(|r| r.s3_key)
-                {
-                    objects.push(key);
-                    *counts.entry(PurgeKind::Recording.as_str().into()).or_default() += 1;
+            for record in self.store.customer_records(&m.id, phone).await? {
+                match &record.data {
+                    CustomerData::Call(call) => {
+                        if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
+                            objects.push(key);
+                            *counts.entry(PurgeKind::Recording.as_str().into()).or_default() += 1;
+                        }
+                    }
+                    CustomerData::Recording { s3_key: Some(key) } if !objects.contains(key) => objects.push(key.clone()),
+                    _ => {}
                 }
-                if kind == PurgeKind::Recording
-                    && let Some(key) = item.get("s3_key").and_then(|v| v.as_s().ok())
-                    && !objects.contains(key)
-                {
-                    objects.push(key.clone());
+                if record.kind != PurgeKind::Recording {
+                    *counts.entry(record.kind.as_str().into()).or_default() += 1;
                 }
-                if kind != PurgeKind::Recording {
-                    *counts.entry(kind.as_str().into()).or_default() += 1;
-                }
-                keys.push((pk.clone(), sk.clone()));
+                keys.push(record.key);
             }
         }
         // The markers first: from this moment an old ticked box cannot opt the person back in,

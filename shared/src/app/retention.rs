@@ -3,8 +3,8 @@
 //! batches, recorded in an audit report without personal data. "Now" is the run's `as_of` (the
 //! schedule's time), so a late or replayed run purges as of its own schedule.
 
-use crate::adapters::dynamo::{DueItem, Erasure, Store, StoreError};
-use crate::adapters::recordings::{BucketError, RecordingBucket};
+use crate::app::privacy::PrivacyData;
+use crate::ports::{DueItem, Erasure, MerchantStore, PortError, RecordingFiles};
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
@@ -15,20 +15,24 @@ use std::time::Instant;
 use thiserror::Error;
 use tracing::{info, warn};
 
+/// The store or the recordings bucket failed; the run stops and the next one continues.
 #[derive(Debug, Error)]
-pub enum PurgeError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bucket(#[from] BucketError),
+#[error(transparent)]
+pub struct PurgeError(#[from] pub PortError);
+
+impl crate::ports::Classify for PurgeError {
+    fn kind(&self) -> crate::ports::ErrorKind {
+        self.0.kind()
+    }
 }
 
 fn privacy_error(e: crate::app::privacy::PrivacyError) -> PurgeError {
-    match e {
-        crate::app::privacy::PrivacyError::Store(e) => PurgeError::Store(e),
-        crate::app::privacy::PrivacyError::Bucket(e) => PurgeError::Bucket(e),
-    }
+    PurgeError(e.0)
 }
+
+/// What the purge reads and deletes.
+pub trait PurgeData: PrivacyData + MerchantStore {}
+impl<T: PrivacyData + MerchantStore> PurgeData for T {}
 
 /// One purge run's settings.
 #[derive(Debug, Clone, Copy)]
@@ -47,9 +51,9 @@ pub struct RunOptions {
 /// The grace period of a closed account unless configured (`CLOSURE_GRACE_DAYS`).
 pub const DEFAULT_CLOSURE_GRACE_DAYS: u32 = 30;
 
-pub struct Purger<'a> {
-    pub store: &'a Store,
-    pub recordings: &'a RecordingBucket,
+pub struct Purger<'a, S, F> {
+    pub store: &'a S,
+    pub recordings: &'a F,
 }
 
 /// Where a long run is, for an operator watching it (`callfy-admin purge`).
@@ -62,7 +66,7 @@ pub struct Progress {
     pub items: u64,
 }
 
-impl Purger<'_> {
+impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
     pub async fn run(&self, opts: RunOptions) -> Result<PurgeReport, PurgeError> {
         self.run_with_progress(opts, |_| {}).await
     }
@@ -123,7 +127,7 @@ impl Purger<'_> {
         &self,
         cache: &'m mut HashMap<String, Option<MerchantRecord>>,
         id: &str,
-    ) -> Result<&'m Option<MerchantRecord>, StoreError> {
+    ) -> Result<&'m Option<MerchantRecord>, PortError> {
         if !cache.contains_key(id) {
             let record = match MerchantId::parse(id) {
                 Ok(m) => self.store.get_merchant(&m).await?,
@@ -272,7 +276,7 @@ impl Purger<'_> {
         }
         let privacy = crate::app::privacy::Privacy { store: self.store, recordings: self.recordings };
         let m = &record.merchant;
-        let mut status = crate::adapters::dynamo::PrivacyStatus {
+        let mut status = crate::ports::PrivacyStatus {
             id: p.id.clone(),
             action: p.action.clone(),
             status: "done".into(),

@@ -1,10 +1,6 @@
 //! AI voice calls after they are placed: what a call says when answered, the keys pressed, the
 //! call's status, and its recording, from Twilio's callback to our encrypted copy in S3.
 
-use crate::adapters::dynamo::{CallUpdate, Store, StoreError};
-use crate::adapters::queue::{OutreachQueue, QueueError};
-use crate::adapters::recordings::{BucketError, RecordingBucket};
-use crate::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
 use crate::app::consent;
 use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::consent::ConsentStatus;
@@ -22,7 +18,11 @@ use crate::domain::voice::{
     CallLogEntry, CallRecording, CallRef, CallScript, Choice, KeyOptOut, LINK_STEP_BASE, MENU_TRIES, RecordingCopy,
     is_machine, is_sid, recording_key, unanswered,
 };
-use crate::ports::SmsGateway;
+use crate::ports::telephony::{SendSms, SmsSender, TwilioError};
+use crate::ports::{
+    CallLog, CallUpdate, CartStore, Classify, ConsentLedger, ConsentStore, ErrorKind, MerchantStore, MessageLog,
+    PortError, RecordingFiles, RecordingSource, SmsGateway, StepStore, WorkQueue,
+};
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
 use chrono::{DateTime, Duration, Utc};
@@ -32,18 +32,29 @@ use tracing::{info, warn};
 
 #[derive(Debug, Error)]
 pub enum VoiceError {
+    /// The store, a queue or the recordings bucket failed.
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Queue(#[from] QueueError),
+    Port(#[from] PortError),
     #[error(transparent)]
     Twilio(#[from] TwilioError),
-    #[error(transparent)]
-    Bucket(#[from] BucketError),
     /// The call is not visible yet (the lookup index lags a write by moments): try again.
     #[error("{0} not found yet")]
     NotYet(&'static str),
 }
+
+impl Classify for VoiceError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Port(e) => e.kind(),
+            Self::Twilio(e) => e.kind(),
+            Self::NotYet(_) => ErrorKind::Transient,
+        }
+    }
+}
+
+/// What the voice callbacks read and write.
+pub trait VoiceStore: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog {}
+impl<T: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog> VoiceStore for T {}
 
 /// Everything a call's answer and menu are made from.
 struct CallContext {
@@ -57,7 +68,7 @@ struct CallContext {
 }
 
 impl CallContext {
-    async fn load(store: &Store, r: &CallRef) -> Result<Option<Self>, StoreError> {
+    async fn load(store: &impl VoiceStore, r: &CallRef) -> Result<Option<Self>, PortError> {
         let (merchant, cart) =
             tokio::try_join!(store.get_merchant(&r.merchant_id), store.get_cart(&r.merchant_id, &r.cart_token))?;
         let (Some(merchant), Some(cart)) = (merchant, cart) else { return Ok(None) };
@@ -93,11 +104,11 @@ pub const KEY_OPT_OUT_REPLAY_DELAY_SECONDS: i32 = 60;
 
 /// The voice use case: DynamoDB, Twilio (to text a link), the queue recordings are copied from,
 /// and the outreach queue a key-9 opt-out is made durable on.
-pub struct Voice<'a, G> {
-    pub store: &'a Store,
+pub struct Voice<'a, S, G, W> {
+    pub store: &'a S,
     pub sms: &'a G,
-    pub recordings_queue: &'a OutreachQueue,
-    pub outreach_queue: &'a OutreachQueue,
+    pub recordings_queue: &'a W,
+    pub outreach_queue: &'a W,
     /// How long the queued copy of a key-9 opt-out waits (`KEY_OPT_OUT_REPLAY_DELAY_SECONDS`).
     pub replay_delay_seconds: i32,
     pub public_base_url: &'a str,
@@ -107,11 +118,11 @@ pub struct Voice<'a, G> {
 /// (the ledger holds an entry with this call's SID) changes nothing, so it can never undo a
 /// newer opt-in made since.
 pub async fn apply_key_opt_out(
-    store: &Store,
+    store: &(impl ConsentStore + ConsentLedger),
     merchant: &Merchant,
     o: &KeyOptOut,
     replay: bool,
-) -> Result<bool, StoreError> {
+) -> Result<bool, PortError> {
     if replay {
         let ledger = store.consent_ledger(&merchant.id, &o.phone, Channel::Voice).await?;
         if ledger.iter().any(|e| e.event.evidence.message_sid.as_deref() == Some(o.call_sid.as_str())) {
@@ -126,7 +137,7 @@ fn gather_url(base: &str, r: &CallRef) -> String {
     format!("{base}/twilio/voice/gather?{}", r.query())
 }
 
-impl<G: SmsGateway> Voice<'_, G> {
+impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
     /// The TwiML for an answered call. Nothing is said once the person can no longer be called
     /// (an order or an opt-out acknowledged since the call was placed).
     pub async fn answer(
@@ -395,7 +406,7 @@ impl<G: SmsGateway> Voice<'_, G> {
         phone: &Phone,
         u: &CallUpdate<'_>,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         if let Some(entry) = self.store.call_in_partition(&r.merchant_id, phone, call_sid).await? {
             self.store.update_call_status(&entry, u, now).await?;
         }
@@ -409,7 +420,7 @@ impl<G: SmsGateway> Voice<'_, G> {
         r: &CallRef,
         call_sid: &str,
         to: Option<&Phone>,
-    ) -> Result<Option<CallLogEntry>, StoreError> {
+    ) -> Result<Option<CallLogEntry>, PortError> {
         let phone = match to {
             Some(p) => Some(p.clone()),
             None => self.store.get_cart(&r.merchant_id, &r.cart_token).await?.and_then(|c| c.phone),
@@ -451,7 +462,7 @@ impl<G: SmsGateway> Voice<'_, G> {
 
 /// Notes a recording on its call once, with its purge date (the merchant's
 /// `retention_days.recordings` after the call).
-async fn note(store: &Store, entry: &CallLogEntry, copy: &RecordingCopy) -> Result<bool, StoreError> {
+async fn note(store: &(impl MerchantStore + CallLog), entry: &CallLogEntry, copy: &RecordingCopy) -> Result<bool, PortError> {
     let merchant = store.get_merchant(&entry.merchant_id).await?;
     let days =
         merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);
@@ -495,9 +506,9 @@ pub enum CopyOutcome {
 /// after its receive limit, dead-letters it with an alarm). A copy that ran before finds its key
 /// on the call log and is not stored twice.
 pub async fn copy_recording(
-    store: &Store,
-    twilio: &TwilioClient,
-    bucket: &RecordingBucket,
+    store: &(impl MerchantStore + CallLog),
+    twilio: &impl RecordingSource,
+    bucket: &impl RecordingFiles,
     job: &RecordingCopy,
     scratch: &Path,
 ) -> Result<CopyOutcome, VoiceError> {

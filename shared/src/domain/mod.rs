@@ -6,6 +6,7 @@ pub mod delivery;
 pub mod flow;
 pub mod guard;
 pub mod ids;
+pub mod inbound;
 pub mod keywords;
 pub mod merchant;
 pub mod message;

@@ -1,9 +1,9 @@
-//! BigCommerce (REFERENCE.md, BigCommerce): thin webhook envelopes, authenticated by a secret
-//! custom header the merchant registers; the abandoned cart itself is read from the store's API
-//! (`resolve`, through `adapters::bigcommerce`).
+//! BigCommerce: thin webhook envelopes (ids only), authenticated by a secret custom header the
+//! merchant registers; the abandoned cart itself is read from the store's API (`resolve`, through
+//! the `StorefrontCarts` port).
 
 use super::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
-use crate::adapters::bigcommerce::{BigCommerceApi, StoreApiError, StoreCart, StoreCheckout};
+use crate::ports::storefront::{StoreApiError, StoreCart, StoreCheckout, StorefrontCarts};
 use crate::domain::cart::{CartItem, CheckoutSnapshot};
 use crate::domain::ids::CartToken;
 use crate::domain::merchant::Merchant;
@@ -137,7 +137,7 @@ pub struct ResolveError(#[from] pub StoreApiError);
 /// Reads the abandoned cart and its checkout (billing phone) from the store, concurrently, and
 /// turns them into the normalised event. A cart the store no longer has is ignored.
 pub async fn resolve(
-    api: &BigCommerceApi,
+    api: &impl StorefrontCarts,
     merchant: &Merchant,
     cart_id: &str,
     now: DateTime<Utc>,

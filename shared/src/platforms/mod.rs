@@ -197,3 +197,24 @@ pub trait Platform: Send + Sync {
         now: DateTime<Utc>,
     ) -> Result<PlatformEvent, PlatformError>;
 }
+
+/// What a platform request stores until the privacy and account use cases carry it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformRequest {
+    Privacy(PrivacyRequest),
+    AppUninstalled,
+}
+
+impl PlatformRequest {
+    /// The kind a stored request is filed under.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Privacy(p) => match p.kind {
+                PrivacyKind::DataRequest => "data_request",
+                PrivacyKind::CustomerRedact => "customer_redact",
+                PrivacyKind::ShopRedact => "shop_redact",
+            },
+            Self::AppUninstalled => "app_uninstalled",
+        }
+    }
+}

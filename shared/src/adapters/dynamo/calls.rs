@@ -4,17 +4,8 @@
 use super::*;
 use crate::domain::voice::{CallLogEntry, CallRecording, call_status_rank};
 
-/// What a call status callback reports.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CallUpdate<'a> {
-    pub status: &'a str,
-    pub duration_seconds: Option<u32>,
-    pub answered_by: Option<&'a str>,
-    pub error_code: Option<i64>,
-}
-
 impl Store {
-    pub(super) fn call_log_item(entry: &CallLogEntry) -> Result<Item, StoreError> {
+    pub(super) fn call_log_item(entry: &CallLogEntry) -> Result<Item, PortError> {
         let mut entry = entry.clone();
         entry.status_history.entry(entry.status.clone()).or_insert(entry.created_at);
         let mut item = to_item(&entry)?;
@@ -31,14 +22,14 @@ impl Store {
         key(customer_pk(&entry.merchant_id, &entry.phone), keys::call_sk(entry.created_at, &entry.call_sid))
     }
 
-    pub async fn call_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CallLogEntry>, StoreError> {
+    pub async fn call_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CallLogEntry>, PortError> {
         self.query_prefix(customer_pk(m, phone), keys::CALL_PREFIX).await?.into_iter().map(from_item).collect()
     }
 
     /// A call by its SID: the lookup index finds its key (eventually consistent: a caller that
     /// finds nothing right after the call was placed retries), then the item itself is read
     /// strongly consistent, so its recording state is never a stale copy.
-    pub async fn call_by_sid(&self, sid: &str) -> Result<Option<CallLogEntry>, StoreError> {
+    pub async fn call_by_sid(&self, sid: &str) -> Result<Option<CallLogEntry>, PortError> {
         let items = self.query_lookup(keys::sid_lookup(sid)).await?;
         let Some(found) =
             items.into_iter().find(|i| get_s(i, attr::SK).is_some_and(|sk| sk.starts_with(keys::CALL_PREFIX)))
@@ -55,7 +46,7 @@ impl Store {
         m: &MerchantId,
         phone: &Phone,
         sid: &str,
-    ) -> Result<Option<CallLogEntry>, StoreError> {
+    ) -> Result<Option<CallLogEntry>, PortError> {
         let items = self
             .query_all(
                 self.client
@@ -80,7 +71,7 @@ impl Store {
         entry: &CallLogEntry,
         u: &CallUpdate<'_>,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let mut set = vec!["status_history.#s = if_not_exists(status_history.#s, :t)".to_string()];
         let mut req = self
             .client
@@ -128,7 +119,7 @@ impl Store {
 
     /// Notes a recording on its call, once: a repeated callback finds it noted and changes
     /// nothing (in particular not a key already stored). `false` when it was noted before.
-    pub async fn note_recording(&self, entry: &CallLogEntry, rec: &CallRecording) -> Result<bool, StoreError> {
+    pub async fn note_recording(&self, entry: &CallLogEntry, rec: &CallRecording) -> Result<bool, PortError> {
         let res = self
             .client
             .update_item()
@@ -139,7 +130,7 @@ impl Store {
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(
                 ":r",
-                serde_dynamo::to_attribute_value(rec).map_err(|e| StoreError::Decode(e.to_string()))?,
+                serde_dynamo::to_attribute_value(rec).map_err(|e| PortError::Decode(e.to_string()))?,
             )
             .send()
             .await;
@@ -152,7 +143,7 @@ impl Store {
 
     /// Our copy is in S3 under `s3_key`: noted on the call, and a purge item (`REC#{call}`) put
     /// with the recording's own purge date, in one transaction.
-    pub async fn recording_stored(&self, entry: &CallLogEntry, sid: &str, s3_key: &str) -> Result<(), StoreError> {
+    pub async fn recording_stored(&self, entry: &CallLogEntry, sid: &str, s3_key: &str) -> Result<(), PortError> {
         let note = Update::builder()
             .table_name(&self.table)
             .set_key(Some(Self::call_key(entry)))
@@ -173,12 +164,12 @@ impl Store {
         ];
         match self.transact(items).await? {
             TxOutcome::Done => Ok(()),
-            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+            TxOutcome::Cancelled(_) => Err(PortError::Conflict),
         }
     }
 
     /// Twilio's copy is gone (deleted after ours was stored).
-    pub async fn recording_released(&self, entry: &CallLogEntry, sid: &str) -> Result<(), StoreError> {
+    pub async fn recording_released(&self, entry: &CallLogEntry, sid: &str) -> Result<(), PortError> {
         self.client
             .update_item()
             .table_name(&self.table)

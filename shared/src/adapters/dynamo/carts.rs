@@ -3,7 +3,7 @@
 use super::*;
 
 impl Store {
-    pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+    pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
         self.get(keys::cart_pk(m, token), keys::CART, "GetItem").await?.map(from_item).transpose()
     }
 
@@ -11,12 +11,12 @@ impl Store {
         &self,
         m: &MerchantId,
         checkout_id: &str,
-    ) -> Result<Option<CartToken>, StoreError> {
+    ) -> Result<Option<CartToken>, PortError> {
         let item = self.get(keys::checkout_pk(m, checkout_id), keys::CHECKOUT, "GetItem").await?;
         Ok(item.as_ref().and_then(|i| get_s(i, "cart_token")).and_then(|t| CartToken::parse(t).ok()))
     }
 
-    pub(super) fn cart_item(cart: &Cart) -> Result<Item, StoreError> {
+    pub(super) fn cart_item(cart: &Cart) -> Result<Item, PortError> {
         let mut item = to_item(cart)?;
         item.insert(attr::PK.into(), s(keys::cart_pk(&cart.merchant_id, &cart.token)));
         item.insert(attr::SK.into(), s(keys::CART));
@@ -32,7 +32,7 @@ impl Store {
 
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
     /// pointer and a consent append. A redelivery finds the marker and changes nothing.
-    pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, StoreError> {
+    pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, PortError> {
         let mut items = Vec::with_capacity(5);
         items.push(self.dedupe_marker(&w.merchant_id, &w.event_key, w.received_at)?);
 
@@ -70,12 +70,12 @@ impl Store {
             TxOutcome::Cancelled(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
                 Ok(IngestOutcome::Duplicate)
             }
-            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+            TxOutcome::Cancelled(_) => Err(PortError::Conflict),
         }
     }
 
     /// Forgets a delivery so the platform's retry is processed again (after a later step failed).
-    pub async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), StoreError> {
+    pub async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), PortError> {
         self.delete(keys::event_pk(m, event_key), keys::EVENT).await
     }
 
@@ -84,7 +84,7 @@ impl Store {
         m: &MerchantId,
         token: &CartToken,
         scheduled: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.set_cart_attribute(m, token, "outreach_scheduled", AttributeValue::Bool(scheduled)).await
     }
 
@@ -93,7 +93,7 @@ impl Store {
         m: &MerchantId,
         token: &CartToken,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.set_cart_attribute(m, token, "last_message_at", s(at.to_rfc3339())).await
     }
 
@@ -105,7 +105,7 @@ impl Store {
         token: &CartToken,
         name: &str,
         value: AttributeValue,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -124,7 +124,7 @@ impl Store {
     }
 
     /// The tokens of this phone's carts at this merchant.
-    pub async fn cart_tokens_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CartToken>, StoreError> {
+    pub async fn cart_tokens_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CartToken>, PortError> {
         let items = self.query_lookup(keys::phone_lookup(m, phone)).await?;
         Ok(items.iter().filter_map(|i| get_s(i, "token")).filter_map(|t| CartToken::parse(t).ok()).collect())
     }
@@ -137,7 +137,7 @@ impl Store {
         phone: &Phone,
         channel: Channel,
         now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<usize, PortError> {
         let m = &merchant.id;
         let steps = merchant.flow.len() as u8;
         // An opt-out cancels its own channel's steps: a texted STOP records both channels, key 9

@@ -11,7 +11,7 @@ impl Store {
     pub(super) fn consent_items(
         &self,
         c: &ConsentAppend,
-    ) -> Result<(Vec<TransactWriteItem>, LedgerEntry, ConsentState), StoreError> {
+    ) -> Result<(Vec<TransactWriteItem>, LedgerEntry, ConsentState), PortError> {
         let pk = customer_pk(&c.merchant_id, &c.phone);
         let channel = c.event.channel;
         let seq = c.state.seq + 1;
@@ -72,7 +72,7 @@ impl Store {
         m: &MerchantId,
         phone: &Phone,
         channel: Channel,
-    ) -> Result<ConsentState, StoreError> {
+    ) -> Result<ConsentState, PortError> {
         match self.get(customer_pk(m, phone), keys::consent_state_sk(channel), "GetItem").await? {
             Some(item) => from_item(item),
             None => Ok(ConsentState::default()),
@@ -80,7 +80,7 @@ impl Store {
     }
 
     /// Appends one event on top of the state it was decided against.
-    pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, StoreError> {
+    pub async fn append_consent(&self, c: &ConsentAppend) -> Result<ConsentState, PortError> {
         let (items, _, next) = self.consent_items(c)?;
         self.transact_append(items).await?;
         Ok(next)
@@ -93,7 +93,7 @@ impl Store {
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord,
-    ) -> Result<IdempotencyRecord, StoreError> {
+    ) -> Result<IdempotencyRecord, PortError> {
         let (mut items, entry, next) = self.consent_items(c)?;
         let record = answer(&entry, &next);
         if let Some(key) = idempotency_key {
@@ -104,10 +104,10 @@ impl Store {
         Ok(record)
     }
 
-    pub(super) async fn transact_append(&self, items: Vec<TransactWriteItem>) -> Result<(), StoreError> {
+    pub(super) async fn transact_append(&self, items: Vec<TransactWriteItem>) -> Result<(), PortError> {
         match self.transact(items).await? {
             TxOutcome::Done => Ok(()),
-            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+            TxOutcome::Cancelled(_) => Err(PortError::Conflict),
         }
     }
 
@@ -119,7 +119,7 @@ impl Store {
         phone: &Phone,
         event: &ConsentEvent,
         purge_at: DateTime<Utc>,
-    ) -> Result<Option<ConsentState>, StoreError> {
+    ) -> Result<Option<ConsentState>, PortError> {
         for _ in 0..4 {
             let state = self.consent_state(m, phone, event.channel).await?;
             if !state.accepts(event) {
@@ -129,11 +129,11 @@ impl Store {
                 ConsentAppend { merchant_id: m.clone(), phone: phone.clone(), state, event: event.clone(), purge_at };
             match self.append_consent(&append).await {
                 Ok(next) => return Ok(Some(next)),
-                Err(StoreError::Conflict) => continue,
+                Err(PortError::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(StoreError::Conflict)
+        Err(PortError::Conflict)
     }
 
     /// The whole ledger of one channel, oldest first.
@@ -142,7 +142,7 @@ impl Store {
         m: &MerchantId,
         phone: &Phone,
         channel: Channel,
-    ) -> Result<Vec<LedgerEntry>, StoreError> {
+    ) -> Result<Vec<LedgerEntry>, PortError> {
         let items = self.query_prefix(customer_pk(m, phone), keys::consent_entry_prefix(channel)).await?;
         items.into_iter().map(from_item).collect()
     }

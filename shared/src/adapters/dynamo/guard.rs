@@ -14,7 +14,7 @@ impl Store {
         hashed: &str,
         window_start: DateTime<Utc>,
         window: Duration,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<u64, PortError> {
         let out = self
             .client
             .update_item()
@@ -35,7 +35,7 @@ impl Store {
             .and_then(|a| a.get("carts"))
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| StoreError::Decode("burst counter without a count".into()))?;
+            .ok_or_else(|| PortError::Decode("burst counter without a count".into()))?;
         Ok(count)
     }
 }

@@ -13,7 +13,7 @@ impl Store {
         m: &MerchantId,
         key: &str,
         r: &IdempotencyRecord,
-    ) -> Result<Item, StoreError> {
+    ) -> Result<Item, PortError> {
         let mut item = to_item(r)?;
         item.insert(attr::PK.into(), s(Self::idempotency_pk(m, key)));
         item.insert(attr::SK.into(), s(keys::IDEMPOTENCY));
@@ -26,7 +26,7 @@ impl Store {
         m: &MerchantId,
         key: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+    ) -> Result<Option<IdempotencyRecord>, PortError> {
         let item = self.get(Self::idempotency_pk(m, key), keys::IDEMPOTENCY, "GetItem").await?;
         // DynamoDB's TTL deletes late; an expired record no longer binds the key.
         let fresh = item.filter(|i| {
@@ -44,7 +44,7 @@ impl Store {
         m: &MerchantId,
         key: &str,
         record: &IdempotencyRecord,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let item = self.idempotency_item(m, key, record)?;
         self.put_unless_taken(
             self.client

@@ -7,12 +7,12 @@ impl Store {
     /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
     /// The shop domain is claimed by a conditional write in the same transaction, so two
     /// merchants can never own one shop, however their writes interleave.
-    pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), StoreError> {
-        merchant.validate().map_err(|e| StoreError::Invalid(e.to_string()))?;
+    pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), PortError> {
+        merchant.validate().map_err(|e| PortError::Invalid(e.to_string()))?;
         let old = self.get_merchant(&merchant.id).await?;
         // The profile is what `merchant get` shows and every function reads: no secrets in it.
         let profile = serde_dynamo::to_attribute_value(merchant.without_secrets())
-            .map_err(|e| StoreError::Decode(e.to_string()))?;
+            .map_err(|e| PortError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
                           created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
             .to_string();
@@ -83,21 +83,21 @@ impl Store {
                     Some(d) => self.shop_owner(d).await?.map(|m| m.to_string()).unwrap_or_default(),
                     None => String::new(),
                 };
-                return Err(StoreError::Invalid(format!(
+                return Err(PortError::Invalid(format!(
                     "shop_domain {} already belongs to merchant {owner}",
                     domain.unwrap_or_default()
                 )));
             }
-            return Err(StoreError::Conflict);
+            return Err(PortError::Conflict);
         }
         self.sync_sender_index(merchant, old.as_ref().map(|r| &r.merchant)).await
     }
 
-    pub(super) fn decode_merchant(item: Item) -> Result<MerchantRecord, StoreError> {
+    pub(super) fn decode_merchant(item: Item) -> Result<MerchantRecord, PortError> {
         let profile =
-            item.get("profile").cloned().ok_or_else(|| StoreError::Decode("merchant without profile".into()))?;
+            item.get("profile").cloned().ok_or_else(|| PortError::Decode("merchant without profile".into()))?;
         let merchant: Merchant =
-            serde_dynamo::from_attribute_value(profile).map_err(|e| StoreError::Decode(e.to_string()))?;
+            serde_dynamo::from_attribute_value(profile).map_err(|e| PortError::Decode(e.to_string()))?;
         let status = match get_s(&item, attr::STATUS) {
             Some(v) if v == MerchantStatus::Closed.as_str() => MerchantStatus::Closed,
             _ => MerchantStatus::Active,
@@ -110,13 +110,13 @@ impl Store {
         })
     }
 
-    pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+    pub async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
         self.get(merchant_pk(id), keys::PROFILE, "GetItem").await?.map(Self::decode_merchant).transpose()
     }
 
     /// The merchant with its webhook secret and store API token: for webhook ingest only (the
     /// other functions' roles are denied the `Z#` keys).
-    pub async fn get_merchant_with_secrets(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, StoreError> {
+    pub async fn get_merchant_with_secrets(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
         let (record, secrets) =
             tokio::try_join!(self.get_merchant(id), self.get(keys::secrets_pk(id), keys::SECRETS, "GetItem"))?;
         let secrets: MerchantSecrets = secrets.map(from_item).transpose()?.unwrap_or_default();
@@ -126,31 +126,31 @@ impl Store {
         }))
     }
 
-    pub(super) async fn shop_owner(&self, domain: &str) -> Result<Option<MerchantId>, StoreError> {
+    pub(super) async fn shop_owner(&self, domain: &str) -> Result<Option<MerchantId>, PortError> {
         let item = self.get(keys::shop_owner_pk(domain), keys::OWNER, "GetItem").await?;
         Ok(item.as_ref().and_then(|i| get_s(i, attr::MERCHANT_ID)).and_then(|m| MerchantId::parse(m).ok()))
     }
 
     /// The merchant that owns a shop domain: one strongly consistent read of the ownership
     /// item, then the profile (which must still name the domain).
-    pub async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, StoreError> {
+    pub async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, PortError> {
         let Some(id) = self.shop_owner(domain).await? else { return Ok(None) };
         let record = self.get_merchant(&id).await?;
         Ok(record.filter(|r| r.merchant.shop_domain.as_deref().is_some_and(|d| d.eq_ignore_ascii_case(domain))))
     }
 
     /// Stores the SHA-256 of a new API key; the key itself is never stored.
-    pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), StoreError> {
+    pub async fn set_api_key_hash(&self, id: &MerchantId, sha256_hex: &str) -> Result<(), PortError> {
         self.set_profile_attribute(id, "api_key_sha256", s(sha256_hex)).await
     }
 
     /// Puts a merchant's data under a legal hold (every purge and deletion suspended) or lifts it.
-    pub async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), StoreError> {
+    pub async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), PortError> {
         self.set_profile_attribute(id, "legal_hold", AttributeValue::Bool(on)).await
     }
 
     /// Sets a merchant's status (closing stops outreach: every claim checks it).
-    pub async fn set_merchant_status(&self, id: &MerchantId, status: MerchantStatus) -> Result<(), StoreError> {
+    pub async fn set_merchant_status(&self, id: &MerchantId, status: MerchantStatus) -> Result<(), PortError> {
         self.set_profile_attribute(id, attr::STATUS, s(status.as_str())).await
     }
 
@@ -160,7 +160,7 @@ impl Store {
         id: &MerchantId,
         name: &str,
         value: AttributeValue,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let res = self
             .client
             .update_item()
@@ -176,14 +176,14 @@ impl Store {
         match res {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound(format!("merchant {id}")))
+                Err(PortError::NotFound(format!("merchant {id}")))
             }
             Err(e) => Err(aws("UpdateItem", e)),
         }
     }
 
     /// The merchants whose SMS sender is one of `senders` (numbers or Messaging Service SIDs).
-    pub async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, StoreError> {
+    pub async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, PortError> {
         let mut ids = std::collections::BTreeSet::new();
         for sender in senders.iter().filter(|s| !s.is_empty()) {
             for item in self.query_prefix(keys::sender_pk(sender), keys::MERCHANT_PREFIX).await? {
@@ -208,7 +208,7 @@ impl Store {
         &self,
         merchant: &Merchant,
         old: Option<&Merchant>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let new_keys = sender_keys(merchant);
         for k in &new_keys {
             let mut item = key(keys::sender_pk(k), merchant_pk(&merchant.id));

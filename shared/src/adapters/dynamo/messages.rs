@@ -3,7 +3,7 @@
 use super::*;
 
 impl Store {
-    pub(super) fn sms_log_item(entry: &SmsLogEntry) -> Result<Item, StoreError> {
+    pub(super) fn sms_log_item(entry: &SmsLogEntry) -> Result<Item, PortError> {
         let mut entry = entry.clone();
         entry.status_history.entry(entry.status.clone()).or_insert(entry.created_at);
         let mut item = to_item(&entry)?;
@@ -16,7 +16,7 @@ impl Store {
         Ok(with_purge(item, entry.purge_at))
     }
 
-    pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), StoreError> {
+    pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), PortError> {
         self.put_item(Self::sms_log_item(entry)?).await
     }
 
@@ -24,13 +24,13 @@ impl Store {
     /// `MessageSid` returns `false` and writes nothing. Each merchant's marker and log entry are
     /// one pair; pairs are written in transactions of at most 100 items, so any number of
     /// Whether this merchant logged this inbound message already (its marker exists).
-    pub async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, StoreError> {
+    pub async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
         let marker = self.get(keys::event_pk(m, &keys::inbound_event_key(message_sid)), keys::EVENT, "GetItem").await?;
         Ok(marker.is_some())
     }
 
     /// merchants may share a sender. `true` when any pair was new.
-    pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, StoreError> {
+    pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
         let mut first = false;
         for chunk in entries.chunks(MAX_TRANSACTION_ITEMS / 2) {
             let mut items = Vec::with_capacity(chunk.len() * 2);
@@ -51,11 +51,11 @@ impl Store {
                             TxOutcome::Done => first = true,
                             TxOutcome::Cancelled(codes)
                                 if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {}
-                            TxOutcome::Cancelled(_) => return Err(StoreError::Conflict),
+                            TxOutcome::Cancelled(_) => return Err(PortError::Conflict),
                         }
                     }
                 }
-                TxOutcome::Cancelled(_) => return Err(StoreError::Conflict),
+                TxOutcome::Cancelled(_) => return Err(PortError::Conflict),
             }
         }
         Ok(first)
@@ -69,7 +69,7 @@ impl Store {
         status: &str,
         error_code: Option<i64>,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let item_key = key(
             customer_pk(&entry.merchant_id, &entry.phone),
             keys::sms_sk(entry.direction, entry.created_at, &entry.message_sid),
@@ -116,22 +116,22 @@ impl Store {
         phone: &Phone,
         u: &Undeliverable,
         purge_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let mut item = to_item(u)?;
         item.insert(attr::PK.into(), s(customer_pk(m, phone)));
         item.insert(attr::SK.into(), s(keys::REACH_SMS));
         self.put_item(with_purge(item, purge_at)).await
     }
 
-    pub async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, StoreError> {
+    pub async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
         self.get(customer_pk(m, phone), keys::REACH_SMS, "GetItem").await?.map(from_item).transpose()
     }
 
-    pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, StoreError> {
+    pub async fn sms_log(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<SmsLogEntry>, PortError> {
         self.query_prefix(customer_pk(m, phone), keys::SMS_PREFIX).await?.into_iter().map(from_item).collect()
     }
 
-    pub async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, StoreError> {
+    pub async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
         self.query_lookup(keys::sid_lookup(sid)).await?.into_iter().next().map(from_item).transpose()
     }
 
@@ -142,7 +142,7 @@ impl Store {
         m: &MerchantId,
         phone: &Phone,
         sid: &str,
-    ) -> Result<Option<SmsLogEntry>, StoreError> {
+    ) -> Result<Option<SmsLogEntry>, PortError> {
         let items = self
             .query_all(
                 self.client
@@ -162,7 +162,7 @@ impl Store {
     }
 
     /// Whether this merchant has ever texted this phone (the first message introduces itself).
-    pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
+    pub async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
         let out = self
             .client
             .query()

@@ -1,10 +1,9 @@
-//! DynamoDB adapter: one table, `pk`/`sk` strings (DESIGN.md §7). The layout is in `keys`.
+//! DynamoDB adapter: one table, `pk`/`sk` strings, the layout in `keys` (docs/behaviour.md, Data model).
 //! Every Query goes through `query_all`, which follows `LastEvaluatedKey` to the end.
 
 pub mod keys;
 
 mod calls;
-pub use calls::CallUpdate;
 mod carts;
 mod consent;
 mod guard;
@@ -13,13 +12,17 @@ mod merchants;
 mod messages;
 mod privacy;
 mod purge;
-pub use privacy::{PendingPrivacy, PrivacyStatus};
-pub use purge::{DueItem, Erasure, MAX_BATCH_WRITE};
+pub use purge::MAX_BATCH_WRITE;
 pub mod report;
+mod ports;
 mod requests;
 mod steps;
 
-use crate::app::ingest::{PlatformRequest, request_kind};
+use crate::platforms::PlatformRequest;
+pub use crate::ports::{
+    CallUpdate, ConsentAppend, CustomerData, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome,
+    IngestWrite, ItemKey, PendingPrivacy, PortError, PrivacyStatus,
+};
 use crate::domain::cart::Cart;
 pub use crate::domain::consent::LedgerEntry;
 use crate::domain::consent::{ConsentEvent, ConsentState, ConsentStatus, entry_hash};
@@ -33,7 +36,7 @@ use crate::domain::outreach::{
 };
 use crate::domain::phone::Phone;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, Put, TransactWriteItem, Update};
@@ -42,7 +45,6 @@ use keys::attr;
 pub use keys::{LOOKUP_INDEX, PURGE_INDEX, customer_pk, merchant_pk};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use thiserror::Error;
 
 /// Shopify retries for 4 hours; a week covers every platform's redelivery.
 pub const DEDUPE_TTL_DAYS: i64 = 7;
@@ -53,30 +55,12 @@ pub const MAX_TRANSACTION_ITEMS: usize = 100;
 
 type Item = HashMap<String, AttributeValue>;
 
-#[derive(Debug, Error)]
-pub enum StoreError {
-    #[error("DynamoDB {op} failed: {code}: {message}")]
-    Aws { op: &'static str, code: String, message: String },
-    #[error("stored item could not be decoded: {0}")]
-    Decode(String),
-    #[error("a concurrent write changed the item; retry")]
-    Conflict,
-    #[error("{0} not found")]
-    NotFound(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-fn aws<E, R>(op: &'static str, e: SdkError<E, R>) -> StoreError
+fn aws<E, R>(op: &'static str, e: SdkError<E, R>) -> PortError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
-    StoreError::Aws {
-        op,
-        code: e.code().unwrap_or("unknown").to_string(),
-        message: DisplayErrorContext(&e).to_string(),
-    }
+    super::aws::sdk_error("DynamoDB", op, e)
 }
 
 fn s(v: impl Into<String>) -> AttributeValue {
@@ -91,12 +75,12 @@ fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
     item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
-fn to_item<T: Serialize>(value: &T) -> Result<Item, StoreError> {
-    serde_dynamo::to_item(value).map_err(|e| StoreError::Decode(e.to_string()))
+fn to_item<T: Serialize>(value: &T) -> Result<Item, PortError> {
+    serde_dynamo::to_item(value).map_err(|e| PortError::Decode(e.to_string()))
 }
 
-fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, StoreError> {
-    serde_dynamo::from_item(item).map_err(|e| StoreError::Decode(e.to_string()))
+fn from_item<T: for<'de> Deserialize<'de>>(item: Item) -> Result<T, PortError> {
+    serde_dynamo::from_item(item).map_err(|e| PortError::Decode(e.to_string()))
 }
 
 fn key(pk: String, sk: impl Into<String>) -> Item {
@@ -128,16 +112,6 @@ enum TxOutcome {
     Cancelled(Vec<String>),
 }
 
-/// A consent event to append on top of `state` (read beforehand, strongly consistent).
-#[derive(Debug, Clone)]
-pub struct ConsentAppend {
-    pub merchant_id: MerchantId,
-    pub phone: Phone,
-    pub state: ConsentState,
-    pub event: ConsentEvent,
-    pub purge_at: DateTime<Utc>,
-}
-
 /// A platform request as stored: its kind (`data_request`, `customer_redact`, `shop_redact`,
 /// `app_uninstalled`) and, for privacy requests, whom it is about.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,34 +119,6 @@ pub struct StoredRequest {
     pub kind: String,
     #[serde(default)]
     pub privacy: Option<crate::platforms::PrivacyRequest>,
-}
-
-/// Everything one webhook delivery changes, written in one transaction with its dedupe marker.
-#[derive(Debug, Clone)]
-pub struct IngestWrite {
-    pub merchant_id: MerchantId,
-    /// `{source}#{event id}`, unique per platform delivery.
-    pub event_key: String,
-    pub received_at: DateTime<Utc>,
-    /// The cart to store and the version it was read at (`None` = must not exist yet).
-    pub cart: Option<(Cart, Option<u64>)>,
-    /// Ledger appends (SMS, and calls where the checkout carries that consent too).
-    pub consents: Vec<ConsentAppend>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestOutcome {
-    Applied,
-    Duplicate,
-}
-
-/// The answer to a request made with an `Idempotency-Key`, replayed for its retries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    pub request_sha256: String,
-    pub status: u16,
-    pub body: String,
-    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Clone, Debug)]
@@ -190,7 +136,7 @@ impl Store {
         &self.table
     }
 
-    async fn get(&self, pk: String, sk: impl Into<String>, op: &'static str) -> Result<Option<Item>, StoreError> {
+    async fn get(&self, pk: String, sk: impl Into<String>, op: &'static str) -> Result<Option<Item>, PortError> {
         let out = self
             .client
             .get_item()
@@ -204,7 +150,7 @@ impl Store {
     }
 
     /// An unconditional put: the item's last writer wins.
-    async fn put_item(&self, item: Item) -> Result<(), StoreError> {
+    async fn put_item(&self, item: Item) -> Result<(), PortError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -216,7 +162,7 @@ impl Store {
     }
 
     /// A conditional put; `false` when its condition did not hold (nothing was written).
-    async fn put_unless_taken(&self, req: PutItemFluentBuilder) -> Result<bool, StoreError> {
+    async fn put_unless_taken(&self, req: PutItemFluentBuilder) -> Result<bool, PortError> {
         match req.table_name(&self.table).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
@@ -224,7 +170,7 @@ impl Store {
         }
     }
 
-    async fn delete(&self, pk: String, sk: impl Into<String>) -> Result<(), StoreError> {
+    async fn delete(&self, pk: String, sk: impl Into<String>) -> Result<(), PortError> {
         self.client
             .delete_item()
             .table_name(&self.table)
@@ -236,7 +182,7 @@ impl Store {
     }
 
     /// Every item a Query matches, following `LastEvaluatedKey` page after page.
-    async fn query_all(&self, query: QueryFluentBuilder) -> Result<Vec<Item>, StoreError> {
+    async fn query_all(&self, query: QueryFluentBuilder) -> Result<Vec<Item>, PortError> {
         let mut out = Vec::new();
         let mut pages = query.table_name(&self.table).into_paginator().send();
         while let Some(page) = pages.next().await {
@@ -247,7 +193,7 @@ impl Store {
     }
 
     /// The items of one partition whose sort key starts with `prefix`, strongly consistent.
-    async fn query_prefix(&self, pk: String, prefix: impl Into<String>) -> Result<Vec<Item>, StoreError> {
+    async fn query_prefix(&self, pk: String, prefix: impl Into<String>) -> Result<Vec<Item>, PortError> {
         self.query_all(
             self.client
                 .query()
@@ -262,7 +208,7 @@ impl Store {
     }
 
     /// The items of the `lookup` GSI under one key.
-    async fn query_lookup(&self, gsi1pk: String) -> Result<Vec<Item>, StoreError> {
+    async fn query_lookup(&self, gsi1pk: String) -> Result<Vec<Item>, PortError> {
         self.query_all(
             self.client
                 .query()
@@ -274,9 +220,9 @@ impl Store {
         .await
     }
 
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<TxOutcome, StoreError> {
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<TxOutcome, PortError> {
         if items.len() > MAX_TRANSACTION_ITEMS {
-            return Err(StoreError::Invalid(format!("{} items exceed one transaction", items.len())));
+            return Err(PortError::Invalid(format!("{} items exceed one transaction", items.len())));
         }
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(TxOutcome::Done),
@@ -292,7 +238,7 @@ impl Store {
         m: &MerchantId,
         event_key: &str,
         at: DateTime<Utc>,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<TransactWriteItem, PortError> {
         let mut marker = key(keys::event_pk(m, event_key), keys::EVENT);
         marker.insert("received_at".into(), s(at.to_rfc3339()));
         marker.insert(attr::EXPIRES_AT.into(), n((at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()));
@@ -300,14 +246,14 @@ impl Store {
     }
 
     /// A put that only creates.
-    fn put_new(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+    fn put_new(&self, item: Item) -> Result<TransactWriteItem, PortError> {
         put(&self.table, item, Some("attribute_not_exists(#pk)"), &[("#pk", attr::PK)], &[])
     }
 }
 
 /// An SDK value whose required fields were all set by the caller.
-fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
-    r.map_err(|e| StoreError::Invalid(e.to_string()))
+fn built<T>(r: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, PortError> {
+    r.map_err(|e| PortError::Invalid(e.to_string()))
 }
 
 fn put(
@@ -316,7 +262,7 @@ fn put(
     condition: Option<&str>,
     names: &[(&str, &str)],
     values: &[(&str, AttributeValue)],
-) -> Result<TransactWriteItem, StoreError> {
+) -> Result<TransactWriteItem, PortError> {
     let mut p = Put::builder().table_name(table).set_item(Some(item));
     if let Some(c) = condition {
         p = p.condition_expression(c);

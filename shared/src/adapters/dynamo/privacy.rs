@@ -2,41 +2,49 @@
 //! or email, the deletion marker that keeps an opt-out honoured, and the proof of a deletion.
 
 use super::*;
-use crate::domain::voice::CallLogEntry;
 
-/// What a data-subject request asks for, stored while it waits (a legal hold, a platform's
-/// request handled by the next purge run).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PendingPrivacy {
-    pub id: String,
-    /// `export` or `delete`.
-    pub action: String,
-    #[serde(default)]
-    pub phone: Option<Phone>,
-    #[serde(default)]
-    pub email: Option<String>,
-    pub requested_at: DateTime<Utc>,
+use crate::domain::retention::PurgeKind;
+
+/// One customer item as a record: its key, its kind by sort key, and what an export shows of it.
+fn customer_record(item: Item) -> Result<CustomerRecord, PortError> {
+    let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
+    let sk = get_s(&item, attr::SK).unwrap_or_default().to_string();
+    let kind = PurgeKind::of_sort_key(&sk);
+    let channel = || match sk.split('#').nth(1) {
+        Some("voice") => Channel::Voice,
+        _ => Channel::Sms,
+    };
+    let data = match kind {
+        PurgeKind::SmsLog => CustomerData::Sms(Box::new(from_item(item)?)),
+        PurgeKind::CallLog => CustomerData::Call(Box::new(from_item(item)?)),
+        PurgeKind::ConsentEntry => CustomerData::ConsentEntry { channel: channel(), entry: Box::new(from_item(item)?) },
+        PurgeKind::ConsentLedger => CustomerData::ConsentState { channel: channel(), state: Box::new(from_item(item)?) },
+        PurgeKind::Recording => CustomerData::Recording { s3_key: get_s(&item, "s3_key").map(str::to_string) },
+        _ => CustomerData::Other,
+    };
+    Ok(CustomerRecord { key: (pk, sk), kind, data })
 }
-
-/// The status of a data-subject request, as `GET /v1/privacy/requests/{id}` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PrivacyStatus {
-    pub id: String,
-    pub action: String,
-    /// `pending`, `held`, `done`.
-    pub status: String,
-    #[serde(default)]
-    pub export_key: Option<String>,
-    #[serde(default)]
-    pub counts: BTreeMap<String, u64>,
-    pub updated_at: DateTime<Utc>,
-}
-
-use std::collections::BTreeMap;
 
 impl Store {
-    /// Every item of a customer's partition (consent, messages, calls, counters).
-    pub async fn customer_items(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Item>, StoreError> {
+    /// Every record of a customer's partition, decoded as far as an export or an erasure needs.
+    pub async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
+        self.customer_items(m, phone).await?.into_iter().map(customer_record).collect()
+    }
+
+    /// Everything stored for one cart: its partition (cart, steps), its checkout and email pointers.
+    pub async fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> Result<Vec<ItemKey>, PortError> {
+        let mut out = self.partition_keys(&keys::cart_pk(m, &cart.token)).await?;
+        if let Some(id) = &cart.checkout_id {
+            out.push((keys::checkout_pk(m, id), "CHECKOUT".into()));
+        }
+        if let Some(email) = &cart.email {
+            out.push((keys::email_pk(m, email), keys::cart_lookup_sk(&cart.token)));
+        }
+        Ok(out)
+    }
+
+    /// Every item of a customer's partition (consent, messages, calls, counters), raw.
+    pub async fn customer_items(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Item>, PortError> {
         self.query_all(
             self.client
                 .query()
@@ -49,7 +57,7 @@ impl Store {
     }
 
     /// The carts of a phone at a merchant.
-    pub async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, StoreError> {
+    pub async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
         let mut carts = Vec::new();
         for token in self.cart_tokens_for_phone(m, phone).await? {
             if let Some(c) = self.get_cart(m, &token).await? {
@@ -64,7 +72,7 @@ impl Store {
         &self,
         m: &MerchantId,
         email: &str,
-    ) -> Result<Vec<(CartToken, Option<Phone>)>, StoreError> {
+    ) -> Result<Vec<(CartToken, Option<Phone>)>, PortError> {
         let items = self.query_prefix(keys::email_pk(m, email), "CART#").await?;
         Ok(items
             .iter()
@@ -75,22 +83,6 @@ impl Store {
             .collect())
     }
 
-    pub fn decode_call(item: Item) -> Result<CallLogEntry, StoreError> {
-        from_item(item)
-    }
-
-    pub fn decode_sms(item: Item) -> Result<SmsLogEntry, StoreError> {
-        from_item(item)
-    }
-
-    pub fn decode_entry(item: Item) -> Result<LedgerEntry, StoreError> {
-        from_item(item)
-    }
-
-    pub fn decode_state(item: Item) -> Result<ConsentState, StoreError> {
-        from_item(item)
-    }
-
     /// After a deletion: the phone's opt-out outlives its data. Only an HMAC of the number is
     /// kept, with when it was deleted.
     pub async fn put_deletion_marker(
@@ -98,14 +90,14 @@ impl Store {
         m: &MerchantId,
         phone: &Phone,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let mut item = key(keys::deleted_pk(m, &phone.subject_id()), "DELETED");
         item.insert("deleted_at".into(), s(keys::sort_time(at)));
         self.put_item(item).await
     }
 
     /// When this phone's data was deleted at the merchant's request, if it was.
-    pub async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
         let item = self.get(keys::deleted_pk(m, &phone.subject_id()), "DELETED", "GetItem").await?;
         Ok(item
             .as_ref()
@@ -121,7 +113,7 @@ impl Store {
         m: &MerchantId,
         status: &PrivacyStatus,
         subject: Option<&str>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let mut item = to_item(status)?;
         item.insert(attr::PK.into(), s(keys::request_pk(m)));
         item.insert(attr::SK.into(), s(format!("DSR#{}", status.id)));
@@ -131,7 +123,7 @@ impl Store {
         self.put_item(item).await
     }
 
-    pub async fn privacy_status(&self, m: &MerchantId, id: &str) -> Result<Option<PrivacyStatus>, StoreError> {
+    pub async fn privacy_status(&self, m: &MerchantId, id: &str) -> Result<Option<PrivacyStatus>, PortError> {
         self.get(keys::request_pk(m), format!("DSR#{id}"), "GetItem").await?.map(from_item).transpose()
     }
 
@@ -141,7 +133,7 @@ impl Store {
         m: &MerchantId,
         p: &PendingPrivacy,
         at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.put_item(self.pending_privacy_item(m, p, at)?).await
     }
 
@@ -150,14 +142,14 @@ impl Store {
         m: &MerchantId,
         p: &PendingPrivacy,
         at: DateTime<Utc>,
-    ) -> Result<Item, StoreError> {
+    ) -> Result<Item, PortError> {
         let mut item = to_item(p)?;
         item.insert(attr::PK.into(), s(keys::request_pk(m)));
         item.insert(attr::SK.into(), s(format!("PRIVACY#{}", p.id)));
         Ok(with_purge(item, at))
     }
 
-    pub async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, StoreError> {
+    pub async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, PortError> {
         self.get(pk.to_string(), sk, "GetItem").await?.map(from_item).transpose()
     }
 }

@@ -11,25 +11,9 @@ pub const MAX_BATCH_WRITE: usize = 25;
 const PURGE_PK: &str = "PURGE";
 const WATERMARK: &str = "WATERMARK";
 
-/// One item the purge index says is due.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DueItem {
-    pub pk: String,
-    pub sk: String,
-    pub purge_at: String,
-    /// What else the purger needs from the item (S3 key, sequence, hash, cart token …).
-    pub attrs: HashMap<String, String>,
-}
-
-impl DueItem {
-    pub fn merchant(&self) -> Option<&str> {
-        keys::merchant_of(&self.pk)
-    }
-}
-
 impl Store {
     /// The items of one purge bucket due at or before `as_of` (ISO time).
-    pub async fn due_items(&self, bucket: &str, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, StoreError> {
+    pub async fn due_items(&self, bucket: &str, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
         let items = self
             .query_all(
                 self.client
@@ -55,19 +39,21 @@ impl Store {
                 if let Some(seq) = i.get(attr::SEQ).and_then(|v| v.as_n().ok()) {
                     attrs.insert("seq".into(), seq.clone());
                 }
-                Some(DueItem { pk: text(attr::PK)?, sk: text(attr::SK)?, purge_at: text(attr::PURGE_AT)?, attrs })
+                let pk = text(attr::PK)?;
+                let merchant = keys::merchant_of(&pk).map(str::to_string);
+                Some(DueItem { merchant, pk, sk: text(attr::SK)?, purge_at: text(attr::PURGE_AT)?, attrs })
             })
             .collect())
     }
 
     /// `due_items` for a bucket name the caller built.
-    pub async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, StoreError> {
+    pub async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
         self.due_items(&bucket, as_of).await
     }
 
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
     /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
-    pub async fn batch_delete(&self, keys: &[(String, String)]) -> Result<(), StoreError> {
+    pub async fn batch_delete(&self, keys: &[(String, String)]) -> Result<(), PortError> {
         for chunk in keys.chunks(MAX_BATCH_WRITE) {
             let mut pending: Vec<WriteRequest> = chunk
                 .iter()
@@ -90,7 +76,7 @@ impl Store {
                     break;
                 }
                 if attempt >= 8 {
-                    return Err(StoreError::Conflict);
+                    return Err(PortError::Conflict);
                 }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(std::time::Duration::from_secs(2));
@@ -100,7 +86,7 @@ impl Store {
     }
 
     /// All items of one partition (a cart with its steps), keys only.
-    pub async fn partition_keys(&self, pk: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn partition_keys(&self, pk: &str) -> Result<Vec<(String, String)>, PortError> {
         let items = self
             .query_all(
                 self.client
@@ -120,7 +106,7 @@ impl Store {
     }
 
     /// The keys of one partition whose sort key starts with `prefix`.
-    pub async fn prefix_keys(&self, pk: &str, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn prefix_keys(&self, pk: &str, prefix: &str) -> Result<Vec<(String, String)>, PortError> {
         Ok(self
             .query_prefix(pk.to_string(), prefix)
             .await?
@@ -131,7 +117,7 @@ impl Store {
 
     /// Deletes a superseded consent entry and moves the ledger's checkpoint past it, in one
     /// transaction: the kept chain verifies from `hash`. Only ever moves the checkpoint forward.
-    pub async fn purge_consent_entry(&self, pk: &str, sk: &str, seq: u64, hash: &str) -> Result<bool, StoreError> {
+    pub async fn purge_consent_entry(&self, pk: &str, sk: &str, seq: u64, hash: &str) -> Result<bool, PortError> {
         let Some(state_sk) = sk.rsplit_once('#').map(|(head, _)| head.to_string()) else { return Ok(false) };
         let delete = Delete::builder()
             .table_name(&self.table)
@@ -160,18 +146,18 @@ impl Store {
 
     /// Deletes one item only if it still has the purge date that was read (a cart updated since
     /// has a later one and stays); `false` when it changed or is gone.
-    pub async fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> Result<bool, StoreError> {
+    pub async fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> Result<bool, PortError> {
         self.delete_if(pk, sk, attr::PURGE_AT, s(purge_at)).await
     }
 
     /// Deletes a ledger's state only at the sequence that was read; `false` when an append came
     /// in between (the ledger is alive again).
-    pub async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, StoreError> {
+    pub async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, PortError> {
         self.delete_if(pk, sk, attr::SEQ, n(seq)).await
     }
 
     /// Deletes an item only while `name` still holds `value`.
-    async fn delete_if(&self, pk: &str, sk: &str, name: &str, value: AttributeValue) -> Result<bool, StoreError> {
+    async fn delete_if(&self, pk: &str, sk: &str, name: &str, value: AttributeValue) -> Result<bool, PortError> {
         let res = self
             .client
             .delete_item()
@@ -190,7 +176,7 @@ impl Store {
     }
 
     /// Moves an item's purge date (a ledger with recent activity, an item under legal hold).
-    pub async fn repurge(&self, pk: &str, sk: &str, purge_at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn repurge(&self, pk: &str, sk: &str, purge_at: DateTime<Utc>) -> Result<(), PortError> {
         self.client
             .update_item()
             .table_name(&self.table)
@@ -213,7 +199,7 @@ impl Store {
 
     /// The newest thing that happened in a customer partition (a message, a call, a consent
     /// event): the whole ledger expires only once this is old enough.
-    pub async fn last_activity(&self, pk: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+    pub async fn last_activity(&self, pk: &str) -> Result<Option<DateTime<Utc>>, PortError> {
         let items = self
             .query_all(
                 self.client
@@ -245,7 +231,7 @@ impl Store {
 
     /// After a recording's object is deleted: its purge item goes, and its call log entry
     /// forgets it (the log itself is kept for as long as call logs are).
-    pub async fn recording_purged(&self, pk: &str, rec_sk: &str, log_sk: Option<&str>) -> Result<(), StoreError> {
+    pub async fn recording_purged(&self, pk: &str, rec_sk: &str, log_sk: Option<&str>) -> Result<(), PortError> {
         if let Some(log_sk) = log_sk {
             let res = self
                 .client
@@ -267,13 +253,13 @@ impl Store {
     }
 
     /// The last day a purge run finished completely.
-    pub async fn purge_watermark(&self) -> Result<Option<chrono::NaiveDate>, StoreError> {
+    pub async fn purge_watermark(&self) -> Result<Option<chrono::NaiveDate>, PortError> {
         let item = self.get(PURGE_PK.into(), WATERMARK, "GetItem").await?;
         Ok(item.as_ref().and_then(|i| get_s(i, "through_day")).and_then(|d| d.parse().ok()))
     }
 
     /// Moves the watermark forward (never back).
-    pub async fn set_purge_watermark(&self, day: chrono::NaiveDate) -> Result<(), StoreError> {
+    pub async fn set_purge_watermark(&self, day: chrono::NaiveDate) -> Result<(), PortError> {
         let day = day.format("%Y-%m-%d").to_string();
         let res = self
             .client
@@ -293,7 +279,7 @@ impl Store {
     }
 
     /// The audit record of one run (counts per merchant and kind; never a phone or a body).
-    pub async fn put_purge_report(&self, report: &crate::domain::retention::PurgeReport) -> Result<(), StoreError> {
+    pub async fn put_purge_report(&self, report: &crate::domain::retention::PurgeReport) -> Result<(), PortError> {
         let mut item = to_item(report)?;
         let started = report.started_at.map(keys::sort_time).unwrap_or_default();
         item.insert(attr::PK.into(), s(PURGE_PK));
@@ -302,35 +288,26 @@ impl Store {
     }
 
     /// The audit records, oldest first.
-    pub async fn purge_reports(&self) -> Result<Vec<crate::domain::retention::PurgeReport>, StoreError> {
+    pub async fn purge_reports(&self) -> Result<Vec<crate::domain::retention::PurgeReport>, PortError> {
         self.query_prefix(PURGE_PK.into(), "RUN#").await?.into_iter().map(from_item).collect()
     }
-}
-
-/// What an account-wide erasure removes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Erasure {
-    /// A closed account after its grace period: everything, the profile last.
-    Account,
-    /// Shopify `shop/redact`: every customer's data; the account itself stays.
-    CustomerData,
 }
 
 impl Store {
     /// Closes a merchant: no more outreach (every claim checks the status), API keys refused,
     /// and its data due for erasure once the grace period has passed (the purger decides when,
     /// from `closed_at`). Idempotent.
-    pub async fn close_merchant(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn close_merchant(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), PortError> {
         self.set_merchant_status(id, MerchantStatus::Closed).await?;
         self.mark_erasure(id, "CLOSURE", at).await
     }
 
     /// Shopify `shop/redact`: the shop's customer data is due at once.
-    pub async fn request_shop_redaction(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub async fn request_shop_redaction(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), PortError> {
         self.mark_erasure(id, "REDACT", at).await
     }
 
-    async fn mark_erasure(&self, id: &MerchantId, sk: &str, at: DateTime<Utc>) -> Result<(), StoreError> {
+    async fn mark_erasure(&self, id: &MerchantId, sk: &str, at: DateTime<Utc>) -> Result<(), PortError> {
         let pk = merchant_pk(id);
         let mut item = key(pk, sk);
         item.insert("requested_at".into(), s(keys::sort_time(at)));
@@ -348,7 +325,7 @@ impl Store {
 
     /// Every key of one merchant, found by a scan (an account erasure is rare; the daily purge
     /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
-    pub async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, StoreError> {
+    pub async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, PortError> {
         let m = id.as_str();
         let customer_prefixes = [
             format!("C#{m}#"),

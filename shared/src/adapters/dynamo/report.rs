@@ -41,7 +41,7 @@ impl Store {
         &self,
         m: &MerchantId,
         mut progress: impl FnMut(ScanProgress),
-    ) -> Result<Vec<CartWithSteps>, StoreError> {
+    ) -> Result<Vec<CartWithSteps>, PortError> {
         let prefix = format!("K#{m}#");
         let mut pages = self
             .client
@@ -78,7 +78,7 @@ impl Store {
     }
 
     /// A customer's whole partition at merchant `m`, decoded by kind (one Query, every page).
-    pub async fn customer_activity(&self, m: &MerchantId, phone: &Phone) -> Result<CustomerActivity, StoreError> {
+    pub async fn customer_activity(&self, m: &MerchantId, phone: &Phone) -> Result<CustomerActivity, PortError> {
         let items = self
             .query_all(
                 self.client

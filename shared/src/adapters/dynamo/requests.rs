@@ -12,15 +12,15 @@ impl Store {
         request: &PlatformRequest,
         pending: Option<&PendingPrivacy>,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let stored = match request {
             // Whom it is about travels with the pending request, which goes once carried out;
             // the record that stays names no one.
             PlatformRequest::Privacy(p) => StoredRequest {
-                kind: request_kind(request).into(),
+                kind: request.kind().into(),
                 privacy: Some(crate::platforms::PrivacyRequest { phone: None, email: None, ..p.clone() }),
             },
-            PlatformRequest::AppUninstalled => StoredRequest { kind: request_kind(request).into(), privacy: None },
+            PlatformRequest::AppUninstalled => StoredRequest { kind: request.kind().into(), privacy: None },
         };
         let mut item = to_item(&stored)?;
         item.insert(attr::PK.into(), s(keys::request_pk(&merchant.id)));
@@ -39,12 +39,12 @@ impl Store {
         match self.transact(items).await? {
             TxOutcome::Done => Ok(true),
             TxOutcome::Cancelled(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => Ok(false),
-            TxOutcome::Cancelled(_) => Err(StoreError::Conflict),
+            TxOutcome::Cancelled(_) => Err(PortError::Conflict),
         }
     }
 
     /// A merchant's stored platform requests, oldest first.
-    pub async fn platform_requests(&self, m: &MerchantId) -> Result<Vec<StoredRequest>, StoreError> {
+    pub async fn platform_requests(&self, m: &MerchantId) -> Result<Vec<StoredRequest>, PortError> {
         self.query_prefix(keys::request_pk(m), keys::REQUEST_PREFIX).await?.into_iter().map(from_item).collect()
     }
 }

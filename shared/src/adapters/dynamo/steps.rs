@@ -10,12 +10,12 @@ impl Store {
         m: &MerchantId,
         token: &CartToken,
         step: u8,
-    ) -> Result<Option<StepRecord>, StoreError> {
+    ) -> Result<Option<StepRecord>, PortError> {
         self.get(keys::cart_pk(m, token), keys::step_sk(step), "GetItem").await?.map(from_item).transpose()
     }
 
     /// The per-phone send counter, strongly consistent (version 0 when there is none).
-    pub async fn send_counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, StoreError> {
+    pub async fn send_counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, PortError> {
         match self.get(customer_pk(m, phone), keys::FREQ, "GetItem").await? {
             Some(item) => from_item(item),
             None => Ok(SendCounter::default()),
@@ -31,7 +31,7 @@ impl Store {
         claim_id: &str,
         body_sha256: &str,
         now: DateTime<Utc>,
-    ) -> Result<Option<Update>, StoreError> {
+    ) -> Result<Option<Update>, PortError> {
         let mut set = "SET #st = :claimed, #cid = :c, body_sha256 = :h, updated_at = :now, #lease = :lease, \
                        #att = if_not_exists(#att, :zero) + :one"
             .to_string();
@@ -84,7 +84,7 @@ impl Store {
         claim_id: &str,
         body_sha256: &str,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, PortError> {
         let record = self.get_step(m, token, step).await?;
         let seen = StepRecord::availability(record.as_ref(), now);
         let uncertain = match &seen {
@@ -94,7 +94,7 @@ impl Store {
         if self.take_over((m, token, step), &seen, claim_id, body_sha256, now).await? {
             return Ok(ClaimOutcome::Claimed { uncertain });
         }
-        let record = self.get_step(m, token, step).await?.ok_or_else(|| StoreError::NotFound("step claim".into()))?;
+        let record = self.get_step(m, token, step).await?.ok_or_else(|| PortError::NotFound("step claim".into()))?;
         Ok(ClaimOutcome::Taken(record))
     }
 
@@ -108,7 +108,7 @@ impl Store {
         claim_id: &str,
         body_sha256: &str,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, PortError> {
         let (m, token, step) = (&guard.merchant_id, &guard.cart, guard.step);
         let uncertain = match &guard.step_seen {
             StepAvailability::Reclaimable { uncertain, .. } => uncertain.clone(),
@@ -152,7 +152,7 @@ impl Store {
                 .expression_attribute_names("#at", attr::AT)
                 .expression_attribute_values(
                     ":at",
-                    serde_dynamo::to_attribute_value(at).map_err(|e| StoreError::Decode(e.to_string()))?,
+                    serde_dynamo::to_attribute_value(at).map_err(|e| PortError::Decode(e.to_string()))?,
                 ),
         };
         let counter = self.counter_put(guard, &guard.counter.with_claim(token, step, now), now)?;
@@ -204,7 +204,7 @@ impl Store {
         guard: &ClaimGuard,
         sends: &[CountedSend],
         now: DateTime<Utc>,
-    ) -> Result<TransactWriteItem, StoreError> {
+    ) -> Result<TransactWriteItem, PortError> {
         let next = SendCounter { version: guard.counter.version + 1, sends: sends.to_vec() };
         let mut item = to_item(&next)?;
         item.insert(attr::PK.into(), s(customer_pk(&guard.merchant_id, &guard.phone)));
@@ -226,7 +226,7 @@ impl Store {
         phone: &Phone,
         token: &CartToken,
         step: u8,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         for _ in 0..3 {
             let counter = self.send_counter(m, phone).await?;
             if counter.version == 0 || !counter.sends.iter().any(|s| s.cart == *token && s.step == step) {
@@ -243,7 +243,7 @@ impl Store {
                 .expression_attribute_names("#v", attr::VERSION)
                 .expression_attribute_values(
                     ":s",
-                    serde_dynamo::to_attribute_value(&sends).map_err(|e| StoreError::Decode(e.to_string()))?,
+                    serde_dynamo::to_attribute_value(&sends).map_err(|e| PortError::Decode(e.to_string()))?,
                 )
                 .expression_attribute_values(":v", n(counter.version))
                 .expression_attribute_values(":next", n(counter.version + 1));
@@ -266,7 +266,7 @@ impl Store {
         step: u8,
         claim_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let touch = Touch { step, channel: Channel::Sms, at: entry.created_at };
         let log = Self::sms_log_item(entry)?;
         self.finish_with_log(log, (&entry.merchant_id, token, step), claim_id, &entry.message_sid, &touch, now).await
@@ -278,7 +278,7 @@ impl Store {
         entry: &CallLogEntry,
         claim_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let touch = Touch { step: entry.step, channel: Channel::Voice, at: entry.created_at };
         let log = Self::call_log_item(entry)?;
         let target = (&entry.merchant_id, &entry.cart_token, entry.step);
@@ -293,7 +293,7 @@ impl Store {
         sid: &str,
         touch: &Touch,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let log = put(&self.table, log_item, None, &[], &[])?;
         let step_update = Update::builder()
             .table_name(&self.table)
@@ -318,7 +318,7 @@ impl Store {
             .expression_attribute_values(":t", s(touch.at.to_rfc3339()))
             .expression_attribute_values(
                 ":touch",
-                serde_dynamo::to_attribute_value(touch).map_err(|e| StoreError::Decode(e.to_string()))?,
+                serde_dynamo::to_attribute_value(touch).map_err(|e| PortError::Decode(e.to_string()))?,
             )
             .expression_attribute_values(":one", n(1));
         let items = vec![
@@ -336,7 +336,7 @@ impl Store {
                 TxOutcome::Cancelled(_) => continue,
             }
         }
-        Err(StoreError::Conflict)
+        Err(PortError::Conflict)
     }
 
     /// Records how a claimed step ended; only the claim's holder may.
@@ -348,7 +348,7 @@ impl Store {
         claim_id: &str,
         result: &StepResult,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         let mut req = self
             .client
             .update_item()
@@ -395,7 +395,7 @@ impl Store {
         match req.send().await {
             Ok(_) => Ok(()),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::Conflict)
+                Err(PortError::Conflict)
             }
             Err(e) => Err(aws("UpdateItem", e)),
         }
@@ -409,7 +409,7 @@ impl Store {
         step: u8,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let mut item = key(keys::cart_pk(m, token), keys::step_sk(step));
         item.insert(attr::STATE.into(), s(StepState::Skipped.as_str()));
         item.insert("reason".into(), s(reason));
@@ -438,7 +438,7 @@ impl Store {
         seen: &StepAvailability,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let condition = match seen {
             StepAvailability::Fresh => "attribute_not_exists(#pk)",
             StepAvailability::Reclaimable { expired_claim: false, .. } => "#st = :retry AND #att = :a",
@@ -482,7 +482,7 @@ impl Store {
         claim_id: &str,
         body_sha256: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         let Some(update) = self.claim_update(target, seen, claim_id, body_sha256, now)? else { return Ok(false) };
         Ok(matches!(self.transact(vec![TransactWriteItem::builder().update(update).build()]).await?, TxOutcome::Done))
     }

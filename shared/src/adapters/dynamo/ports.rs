@@ -1,0 +1,353 @@
+//! The store's ports, implemented by the DynamoDB adapter: each method is the adapter's own,
+//! so the item mapping stays next to its queries.
+
+use super::*;
+use crate::domain::guard::BurstKind;
+use crate::domain::voice::{CallLogEntry, CallRecording};
+use crate::platforms::PlatformRequest;
+use crate::ports::{
+    BurstGuard, CallLog, CallUpdate, CartStore, ConsentLedger, ConsentStore, CustomerRecord, DueItem, Erasure,
+    IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
+    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, PurgeStore, StepStore,
+};
+use crate::domain::retention::PurgeReport;
+use chrono::NaiveDate;
+
+impl MerchantStore for Store {
+    async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
+        Store::get_merchant(self, id).await
+    }
+    async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, PortError> {
+        Store::merchants_for_senders(self, senders).await
+    }
+}
+
+impl CartStore for Store {
+    async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
+        Store::get_cart(self, m, token).await
+    }
+    async fn cart_token_for_checkout(&self, m: &MerchantId, checkout_id: &str) -> Result<Option<CartToken>, PortError> {
+        Store::cart_token_for_checkout(self, m, checkout_id).await
+    }
+    async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, PortError> {
+        Store::write_ingest(self, w).await
+    }
+    async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), PortError> {
+        Store::forget_event(self, m, event_key).await
+    }
+    async fn set_outreach_scheduled(&self, m: &MerchantId, token: &CartToken, scheduled: bool) -> Result<(), PortError> {
+        Store::set_outreach_scheduled(self, m, token, scheduled).await
+    }
+    async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
+        Store::carts_for_phone(self, m, phone).await
+    }
+    async fn phones_for_email(&self, m: &MerchantId, email: &str) -> Result<Vec<(CartToken, Option<Phone>)>, PortError> {
+        Store::phones_for_email(self, m, email).await
+    }
+}
+
+impl ConsentStore for Store {
+    async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
+        Store::consent_state(self, m, phone, channel).await
+    }
+    async fn append_consent_answered(&self, c: &ConsentAppend, idempotency_key: Option<&str>, answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send) -> Result<IdempotencyRecord, PortError> {
+        Store::append_consent_answered(self, c, idempotency_key, answer).await
+    }
+    async fn record_consent(&self, m: &MerchantId, phone: &Phone, event: &ConsentEvent, purge_at: DateTime<Utc>) -> Result<Option<ConsentState>, PortError> {
+        Store::record_consent(self, m, phone, event, purge_at).await
+    }
+    async fn consent_ledger(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<Vec<LedgerEntry>, PortError> {
+        Store::consent_ledger(self, m, phone, channel).await
+    }
+}
+
+impl IdempotencyStore for Store {
+    async fn get_idempotency(&self, m: &MerchantId, key: &str, now: DateTime<Utc>) -> Result<Option<IdempotencyRecord>, PortError> {
+        Store::get_idempotency(self, m, key, now).await
+    }
+    async fn put_idempotency(&self, m: &MerchantId, key: &str, record: &IdempotencyRecord) -> Result<bool, PortError> {
+        Store::put_idempotency(self, m, key, record).await
+    }
+}
+
+impl MessageLog for Store {
+    async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
+        Store::sms_by_sid(self, sid).await
+    }
+    async fn outbound_sms(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
+        Store::outbound_sms(self, m, phone, sid).await
+    }
+    async fn update_sms_status(&self, entry: &SmsLogEntry, status: &str, error_code: Option<i64>, at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::update_sms_status(self, entry, status, error_code, at).await
+    }
+    async fn mark_undeliverable(&self, m: &MerchantId, phone: &Phone, u: &Undeliverable, purge_at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::mark_undeliverable(self, m, phone, u, purge_at).await
+    }
+    async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
+        Store::record_inbound(self, entries, now).await
+    }
+    async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
+        Store::inbound_seen(self, m, message_sid).await
+    }
+    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
+        Store::undeliverable(self, m, phone).await
+    }
+    async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
+        Store::has_outbound_sms(self, m, phone).await
+    }
+}
+
+impl StepStore for Store {
+    async fn get_step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, PortError> {
+        Store::get_step(self, m, token, step).await
+    }
+    async fn send_counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, PortError> {
+        Store::send_counter(self, m, phone).await
+    }
+    async fn claim(&self, guard: &ClaimGuard, claim_id: &str, body_sha256: &str, now: DateTime<Utc>) -> Result<ClaimOutcome, PortError> {
+        Store::claim(self, guard, claim_id, body_sha256, now).await
+    }
+    async fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> Result<(), PortError> {
+        Store::release_count(self, m, phone, token, step).await
+    }
+    async fn finish_sent(&self, entry: &SmsLogEntry, token: &CartToken, step: u8, claim_id: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
+        Store::finish_sent(self, entry, token, step, claim_id, now).await
+    }
+    async fn finish_step(&self, m: &MerchantId, token: &CartToken, step: u8, claim_id: &str, result: &StepResult, now: DateTime<Utc>) -> Result<(), PortError> {
+        Store::finish_step(self, m, token, step, claim_id, result, now).await
+    }
+}
+
+impl CallLog for Store {
+    async fn call_by_sid(&self, sid: &str) -> Result<Option<CallLogEntry>, PortError> {
+        Store::call_by_sid(self, sid).await
+    }
+    async fn call_in_partition(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<CallLogEntry>, PortError> {
+        Store::call_in_partition(self, m, phone, sid).await
+    }
+    async fn update_call_status(&self, entry: &CallLogEntry, u: &CallUpdate<'_>, at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::update_call_status(self, entry, u, at).await
+    }
+    async fn note_recording(&self, entry: &CallLogEntry, rec: &CallRecording) -> Result<bool, PortError> {
+        Store::note_recording(self, entry, rec).await
+    }
+    async fn recording_stored(&self, entry: &CallLogEntry, sid: &str, s3_key: &str) -> Result<(), PortError> {
+        Store::recording_stored(self, entry, sid, s3_key).await
+    }
+    async fn recording_released(&self, entry: &CallLogEntry, sid: &str) -> Result<(), PortError> {
+        Store::recording_released(self, entry, sid).await
+    }
+}
+
+impl BurstGuard for Store {
+    async fn bump_burst(&self, m: &MerchantId, kind: BurstKind, hashed: &str, window_start: DateTime<Utc>, window: Duration) -> Result<u64, PortError> {
+        Store::bump_burst(self, m, kind, hashed, window_start, window).await
+    }
+}
+
+impl PlatformRequests for Store {
+    async fn record_platform_request(&self, merchant: &Merchant, event_key: &str, request: &PlatformRequest, pending: Option<&PendingPrivacy>, now: DateTime<Utc>) -> Result<bool, PortError> {
+        Store::record_platform_request(self, merchant, event_key, request, pending, now).await
+    }
+    async fn request_shop_redaction(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::request_shop_redaction(self, id, at).await
+    }
+    async fn close_merchant(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::close_merchant(self, id, at).await
+    }
+}
+
+impl PrivacyStore for Store {
+    async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
+        Store::customer_records(self, m, phone).await
+    }
+    async fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> Result<Vec<ItemKey>, PortError> {
+        Store::cart_keys(self, m, cart).await
+    }
+    fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey> {
+        tokens.iter().map(|t| (keys::email_pk(m, email), keys::cart_lookup_sk(t))).collect()
+    }
+    async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::put_deletion_marker(self, m, phone, at).await
+    }
+    async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
+        Store::deletion_marker(self, m, phone).await
+    }
+    async fn put_privacy_status(&self, m: &MerchantId, status: &PrivacyStatus, subject: Option<&str>) -> Result<(), PortError> {
+        Store::put_privacy_status(self, m, status, subject).await
+    }
+    async fn put_pending_privacy(&self, m: &MerchantId, p: &PendingPrivacy, at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::put_pending_privacy(self, m, p, at).await
+    }
+    async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, PortError> {
+        Store::pending_privacy(self, pk, sk).await
+    }
+}
+
+impl PurgeStore for Store {
+    async fn purge_watermark(&self, ) -> Result<Option<NaiveDate>, PortError> {
+        Store::purge_watermark(self, ).await
+    }
+    async fn set_purge_watermark(&self, day: NaiveDate) -> Result<(), PortError> {
+        Store::set_purge_watermark(self, day).await
+    }
+    async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
+        Store::put_purge_report(self, report).await
+    }
+    async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
+        Store::due_items_owned(self, bucket, as_of).await
+    }
+    async fn repurge(&self, pk: &str, sk: &str, purge_at: DateTime<Utc>) -> Result<(), PortError> {
+        Store::repurge(self, pk, sk, purge_at).await
+    }
+    async fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> Result<bool, PortError> {
+        Store::delete_if_due(self, pk, sk, purge_at).await
+    }
+    async fn partition_keys(&self, pk: &str) -> Result<Vec<ItemKey>, PortError> {
+        Store::partition_keys(self, pk).await
+    }
+    async fn recording_purged(&self, pk: &str, rec_sk: &str, log_sk: Option<&str>) -> Result<(), PortError> {
+        Store::recording_purged(self, pk, rec_sk, log_sk).await
+    }
+    async fn purge_consent_entry(&self, pk: &str, sk: &str, seq: u64, hash: &str) -> Result<bool, PortError> {
+        Store::purge_consent_entry(self, pk, sk, seq, hash).await
+    }
+    async fn batch_delete(&self, keys: &[ItemKey]) -> Result<(), PortError> {
+        Store::batch_delete(self, keys).await
+    }
+    async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<ItemKey>, PortError> {
+        Store::merchant_keys(self, id, scope).await
+    }
+    async fn last_activity(&self, pk: &str) -> Result<Option<DateTime<Utc>>, PortError> {
+        Store::last_activity(self, pk).await
+    }
+    async fn prefix_keys(&self, pk: &str, prefix: &str) -> Result<Vec<ItemKey>, PortError> {
+        Store::prefix_keys(self, pk, prefix).await
+    }
+    async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, PortError> {
+        Store::delete_state_at(self, pk, sk, seq).await
+    }
+}
+
+impl OutreachReads for Store {
+    async fn merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
+        self.get_merchant(id).await
+    }
+    async fn cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
+        self.get_cart(m, token).await
+    }
+    async fn step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, PortError> {
+        self.get_step(m, token, step).await
+    }
+    async fn consent(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
+        self.consent_state(m, phone, channel).await
+    }
+    async fn counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, PortError> {
+        self.send_counter(m, phone).await
+    }
+    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
+        Store::undeliverable(self, m, phone).await
+    }
+    async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
+        self.has_outbound_sms(m, phone).await
+    }
+    async fn logged_sids(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> Result<std::collections::HashSet<String>, PortError> {
+        let (texts, calls) = tokio::try_join!(self.sms_log(m, phone), self.call_log(m, phone))?;
+        Ok(texts.into_iter().map(|e| e.message_sid).chain(calls.into_iter().map(|c| c.call_sid)).collect())
+    }
+}
+
+impl OutreachWrites for Store {
+    async fn claim(
+        &self,
+        guard: &ClaimGuard,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, PortError> {
+        Store::claim(self, guard, claim_id, body_sha256, now).await
+    }
+    async fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        Store::finish_sent(self, entry, token, step, claim_id, now).await
+    }
+    async fn finish_called(
+        &self,
+        entry: &CallLogEntry,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        Store::finish_called(self, entry, claim_id, now).await
+    }
+    async fn finish(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.finish_step(m, token, step, claim_id, result, now).await
+    }
+    async fn release_count(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        token: &CartToken,
+        step: u8,
+    ) -> Result<(), PortError> {
+        Store::release_count(self, m, phone, token, step).await
+    }
+    async fn skip(
+        &self,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.skip_seen(target, seen, reason, now).await
+    }
+    async fn take_over(
+        &self,
+        target: (&MerchantId, &CartToken, u8),
+        seen: &StepAvailability,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        Store::take_over(self, target, seen, claim_id, body_sha256, now).await
+    }
+}
+
+impl ConsentLedger for Store {
+    async fn record(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Option<ConsentState>, PortError> {
+        self.record_consent(m, phone, event, purge_at).await
+    }
+    async fn cancel_outreach(
+        &self,
+        merchant: &Merchant,
+        phone: &Phone,
+        channel: Channel,
+        now: DateTime<Utc>,
+    ) -> Result<usize, PortError> {
+        Store::cancel_outreach(self, merchant, phone, channel, now).await
+    }
+}
+

@@ -1,0 +1,63 @@
+//! An inbound text as Twilio delivered it: what is needed to apply it again later, the consent
+//! event a keyword in it makes, and its log entry.
+
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+use crate::domain::keywords::Classified;
+use crate::domain::merchant::Channel;
+use crate::domain::outreach::{Direction, MerchantRecord, SmsLogEntry};
+use crate::domain::phone::Phone;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An inbound message as Twilio delivered it: what is needed to apply it again later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundMessage {
+    pub message_sid: String,
+    pub from: Phone,
+    pub to: String,
+    #[serde(default)]
+    pub messaging_service_sid: String,
+    pub body: String,
+    pub segments: u32,
+    pub received_at: DateTime<Utc>,
+}
+
+impl InboundMessage {
+    pub fn senders(&self) -> [&str; 2] {
+        [self.to.as_str(), self.messaging_service_sid.as_str()]
+    }
+
+    pub fn event(&self, c: &Classified, action: ConsentAction, channel: Channel) -> ConsentEvent {
+        ConsentEvent {
+            channel,
+            action,
+            source: ConsentSource::Keyword,
+            occurred_at: self.received_at,
+            recorded_at: self.received_at,
+            evidence: Evidence {
+                message_sid: Some(self.message_sid.clone()),
+                keyword: c.rule.clone(),
+                collected_from: Some("sms_reply".into()),
+                ..Default::default()
+            },
+        }
+    }
+
+    pub fn log_entry(&self, r: &MerchantRecord) -> SmsLogEntry {
+        SmsLogEntry {
+            merchant_id: r.merchant.id.clone(),
+            phone: self.from.clone(),
+            direction: Direction::Inbound,
+            message_sid: self.message_sid.clone(),
+            body: self.body.clone(),
+            status: "received".into(),
+            cart_token: None,
+            step: None,
+            segments: self.segments,
+            created_at: self.received_at,
+            purge_at: self.received_at + Duration::days(i64::from(r.merchant.retention_days.sms_logs)),
+            status_history: Default::default(),
+            error_code: None,
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Ports: the capabilities the use cases call, owned by the core. Each is a small trait per
+//! capability; the types they exchange (and their one error vocabulary, `PortError`) live here
+//! too. Adapters implement them and import this module; nothing here imports an adapter.
+//!
+//! Architecture Invariant: this module depends on `domain` and `platforms` only, never on
+//! `adapters` or `app`, and holds no I/O.
+
+mod error;
+pub mod files;
+pub mod outreach;
+pub mod queue;
+pub mod records;
+pub mod storefront;
+pub mod store;
+pub mod telephony;
+
+pub use error::{BoxError, Classify, ErrorKind, PortError, aws_code_is_transient, chain};
+pub use files::RecordingFiles;
+pub use outreach::{ConsentLedger, OutreachReads, OutreachWrites};
+pub use queue::{JobQueue, WorkQueue};
+pub use records::*;
+pub use store::*;
+pub use storefront::StorefrontCarts;
+pub use telephony::{RecordingSource, SmsGateway, VoiceGateway};

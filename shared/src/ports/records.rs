@@ -1,0 +1,145 @@
+//! What the use cases hand the store and get back: plain data, no storage types. The adapter
+//! maps each to its items (attribute names, keys) next to its queries.
+
+use crate::domain::cart::Cart;
+use crate::domain::consent::{ConsentEvent, ConsentState, LedgerEntry};
+use crate::domain::ids::MerchantId;
+use crate::domain::merchant::Channel;
+use crate::domain::outreach::SmsLogEntry;
+use crate::domain::phone::Phone;
+use crate::domain::retention::PurgeKind;
+use crate::domain::voice::CallLogEntry;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+
+/// The address of one stored record (partition, sort key): opaque to the use cases, which only
+/// pass it back to delete or re-date the record.
+pub type ItemKey = (String, String);
+
+/// A consent event to append on top of `state` (read beforehand, strongly consistent).
+#[derive(Debug, Clone)]
+pub struct ConsentAppend {
+    pub merchant_id: MerchantId,
+    pub phone: Phone,
+    pub state: ConsentState,
+    pub event: ConsentEvent,
+    pub purge_at: DateTime<Utc>,
+}
+
+/// Everything one webhook delivery changes, written in one transaction with its dedupe marker.
+#[derive(Debug, Clone)]
+pub struct IngestWrite {
+    pub merchant_id: MerchantId,
+    /// `{source}#{event id}`, unique per platform delivery.
+    pub event_key: String,
+    pub received_at: DateTime<Utc>,
+    /// The cart to store and the version it was read at (`None` = must not exist yet).
+    pub cart: Option<(Cart, Option<u64>)>,
+    /// Ledger appends (SMS, and calls where the checkout carries that consent too).
+    pub consents: Vec<ConsentAppend>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    Applied,
+    Duplicate,
+}
+
+/// The answer to a request made with an `Idempotency-Key`, replayed for its retries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub request_sha256: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a data-subject request asks for, stored while it waits (a legal hold, a platform's
+/// request handled by the next purge run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingPrivacy {
+    pub id: String,
+    /// `export` or `delete`.
+    pub action: String,
+    #[serde(default)]
+    pub phone: Option<Phone>,
+    #[serde(default)]
+    pub email: Option<String>,
+    pub requested_at: DateTime<Utc>,
+}
+
+/// The status of a data-subject request, as `GET /v1/privacy/requests/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrivacyStatus {
+    pub id: String,
+    pub action: String,
+    /// `pending`, `held`, `done`.
+    pub status: String,
+    #[serde(default)]
+    pub export_key: Option<String>,
+    #[serde(default)]
+    pub counts: BTreeMap<String, u64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One record of a customer's partition, read back for an export or an erasure.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CustomerRecord {
+    pub key: ItemKey,
+    pub kind: PurgeKind,
+    pub data: CustomerData,
+}
+
+/// What a customer record holds, as far as an export or an erasure needs to know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CustomerData {
+    Sms(Box<SmsLogEntry>),
+    Call(Box<CallLogEntry>),
+    ConsentEntry { channel: Channel, entry: Box<LedgerEntry> },
+    ConsentState { channel: Channel, state: Box<ConsentState> },
+    /// A recording's own record (its S3 object, when known).
+    Recording { s3_key: Option<String> },
+    /// Counters, markers and the rest: erased, not exported.
+    Other,
+}
+
+/// One item the purge index says is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueItem {
+    pub pk: String,
+    pub sk: String,
+    pub purge_at: String,
+    /// The merchant whose record it is, when the key names one.
+    pub merchant: Option<String>,
+    /// What else the purger needs from the item (S3 key, sequence, hash, cart token …).
+    pub attrs: HashMap<String, String>,
+}
+
+impl DueItem {
+    pub fn merchant(&self) -> Option<&str> {
+        self.merchant.as_deref()
+    }
+
+    pub fn key(&self) -> ItemKey {
+        (self.pk.clone(), self.sk.clone())
+    }
+}
+
+/// What an account-wide erasure removes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Erasure {
+    /// A closed account after its grace period: everything, the profile last.
+    Account,
+    /// Shopify `shop/redact`: every customer's data; the account itself stays.
+    CustomerData,
+}
+
+/// What a call status callback reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CallUpdate<'a> {
+    pub status: &'a str,
+    pub duration_seconds: Option<u32>,
+    pub answered_by: Option<&'a str>,
+    pub error_code: Option<i64>,
+}
