@@ -3,6 +3,7 @@
 
 use crate::domain::phone::LOCAL_LOG_KEY;
 use chrono::{DateTime, Utc};
+pub use secrecy::{ExposeSecret, SecretString};
 use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -71,20 +72,12 @@ impl SecretVars {
     }
 }
 
-/// How we authenticate to Twilio's REST API.
-#[derive(Clone)]
+/// How we authenticate to Twilio's REST API. Secrets are `SecretString`s: `Debug` and logs show
+/// `[REDACTED]`, and using one takes an explicit `expose_secret()`.
+#[derive(Clone, Debug)]
 pub enum TwilioAuth {
-    AuthToken(String),
-    ApiKey { sid: String, secret: String },
-}
-
-impl std::fmt::Debug for TwilioAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::AuthToken(_) => f.write_str("AuthToken(***)"),
-            Self::ApiKey { sid, .. } => write!(f, "ApiKey({sid}, ***)"),
-        }
-    }
+    AuthToken(SecretString),
+    ApiKey { sid: String, secret: SecretString },
 }
 
 #[derive(Clone, Debug)]
@@ -93,8 +86,13 @@ pub struct TwilioConfig {
     pub account_sid: String,
     pub auth: TwilioAuth,
     /// The auth token signs Twilio's callbacks to us; an API key cannot.
-    pub auth_token: Option<String>,
+    pub auth_token: Option<SecretString>,
+    /// Bounds each request to Twilio's REST API (connect, send, answer).
+    pub timeout: std::time::Duration,
 }
+
+/// How long a Twilio request may take unless an entry point needs less.
+pub const DEFAULT_TWILIO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 pub const DEFAULT_TWILIO_API_BASE: &str = "https://api.twilio.com";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:3000";
@@ -142,12 +140,19 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         validate_base_url("TWILIO_API_BASE", &api_base)?;
         let auth_token = self.opt("TWILIO_AUTH_TOKEN");
         let auth = match (self.opt("TWILIO_API_KEY_SID"), self.opt("TWILIO_API_KEY_SECRET"), &auth_token) {
-            (Some(sid), Some(secret), _) => TwilioAuth::ApiKey { sid, secret },
+            (Some(sid), Some(secret), _) => TwilioAuth::ApiKey { sid, secret: secret.into() },
             (Some(_), None, _) => return Err(ConfigError::Missing("TWILIO_API_KEY_SECRET")),
-            (None, _, Some(token)) => TwilioAuth::AuthToken(token.clone()),
+            (None, _, Some(token)) => TwilioAuth::AuthToken(token.clone().into()),
             (None, _, None) => return Err(ConfigError::Missing("TWILIO_AUTH_TOKEN")),
         };
-        Ok(Some(TwilioConfig { api_base: api_base.trim_end_matches('/').to_string(), account_sid, auth, auth_token }))
+        let auth_token = auth_token.map(SecretString::from);
+        Ok(Some(TwilioConfig {
+            api_base: api_base.trim_end_matches('/').to_string(),
+            account_sid,
+            auth,
+            auth_token,
+            timeout: DEFAULT_TWILIO_TIMEOUT,
+        }))
     }
 
     pub fn require_twilio(&self) -> Result<TwilioConfig, ConfigError> {
@@ -166,14 +171,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
     }
 
     /// Set but empty is refused rather than defaulted: a blank secret is a deployment mistake.
-    pub fn log_key(&self) -> Result<String, ConfigError> {
+    pub fn log_key(&self) -> Result<SecretString, ConfigError> {
         match (self.0)("CALLFY_LOG_KEY").map(|v| v.trim().to_string()) {
-            None => Ok(LOCAL_LOG_KEY.to_string()),
+            None => Ok(LOCAL_LOG_KEY.into()),
             Some(v) if v.len() < MIN_LOG_KEY_BYTES => Err(ConfigError::Invalid {
                 name: "CALLFY_LOG_KEY",
                 reason: format!("expected at least {MIN_LOG_KEY_BYTES} bytes, got {}", v.len()),
             }),
-            Some(v) => Ok(v),
+            Some(v) => Ok(v.into()),
         }
     }
 }
@@ -186,25 +191,28 @@ pub trait Settings: Sized {
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError>;
 
+    /// The key log pseudonyms are made with (it may rotate: nothing durable depends on it).
+    fn log_key(&self) -> &SecretString;
+
     fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|k| std::env::var(k).ok())
     }
 }
 
 /// webhook-ingest: the table, the queue, the Shopify app secret, the BigCommerce API base.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct IngestSettings {
     pub table_name: String,
     pub outreach_queue_url: String,
-    pub shopify_api_secret: String,
+    pub shopify_api_secret: SecretString,
     /// `BIGCOMMERCE_API_BASE`, default `https://api.bigcommerce.com`.
     pub bigcommerce_api_base: String,
-    pub log_key: String,
+    pub log_key: SecretString,
 }
 
 /// outreach-worker: the table, the queue, Twilio, the base URL its callbacks go to, and the
 /// bucket recordings are copied to.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct WorkerSettings {
     pub table_name: String,
     pub outreach_queue_url: String,
@@ -213,12 +221,12 @@ pub struct WorkerSettings {
     pub recordings_bucket: String,
     /// The KMS key recordings are encrypted with; unset = the bucket's default key.
     pub recordings_kms_key_id: Option<String>,
-    pub log_key: String,
+    pub log_key: SecretString,
 }
 
 /// voice-callbacks: the table, the recordings queue, the URL Twilio signs, Twilio (its auth
 /// token signs the callbacks; key 1 texts the link).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct VoiceCallbackSettings {
     pub table_name: String,
     pub recordings_queue_url: String,
@@ -226,22 +234,26 @@ pub struct VoiceCallbackSettings {
     pub outreach_queue_url: String,
     pub public_base_url: String,
     pub twilio: TwilioConfig,
-    pub twilio_auth_token: String,
-    pub twilio_webhook_shared_key: Option<String>,
-    pub log_key: String,
+    pub twilio_auth_token: SecretString,
+    pub twilio_webhook_shared_key: Option<SecretString>,
+    pub log_key: SecretString,
 }
 
 /// retention-purger: the table and the recordings bucket.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct PurgerSettings {
     pub table_name: String,
     pub recordings_bucket: String,
     /// `CLOSURE_GRACE_DAYS`, default 30: how long a closed account's data is kept.
     pub closure_grace_days: u32,
-    pub log_key: String,
+    pub log_key: SecretString,
 }
 
 impl Settings for PurgerSettings {
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         let closure_grace_days = match env.opt("CLOSURE_GRACE_DAYS") {
@@ -262,33 +274,37 @@ impl Settings for PurgerSettings {
 
 /// consent-api: the table, and the recordings bucket (exports link recordings, deletions
 /// remove them).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct ConsentApiSettings {
     pub table_name: String,
     pub recordings_bucket: String,
-    pub log_key: String,
+    pub log_key: SecretString,
 }
 
 /// sms-inbound: the table, the queue (durable opt-outs), the URL Twilio signs, its signing keys.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct InboundSettings {
     pub table_name: String,
     pub outreach_queue_url: String,
     pub public_base_url: String,
-    pub twilio_auth_token: String,
-    pub twilio_webhook_shared_key: Option<String>,
-    pub log_key: String,
+    pub twilio_auth_token: SecretString,
+    pub twilio_webhook_shared_key: Option<SecretString>,
+    pub log_key: SecretString,
 }
 
 impl Settings for IngestSettings {
     const SECRETS: &'static [SecretVars] = &[SHOPIFY_SECRET, LOG_KEY_SECRET];
+
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self {
             table_name: env.table_name()?,
             outreach_queue_url: env.outreach_queue_url()?,
-            shopify_api_secret: env.req("SHOPIFY_API_SECRET")?,
+            shopify_api_secret: env.req("SHOPIFY_API_SECRET")?.into(),
             bigcommerce_api_base: {
                 let base = env
                     .opt("BIGCOMMERCE_API_BASE")
@@ -303,6 +319,10 @@ impl Settings for IngestSettings {
 
 impl Settings for WorkerSettings {
     const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
+
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
 
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
@@ -321,6 +341,10 @@ impl Settings for WorkerSettings {
 impl Settings for VoiceCallbackSettings {
     const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
 
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         let twilio = env.require_twilio()?;
@@ -334,13 +358,17 @@ impl Settings for VoiceCallbackSettings {
             public_base_url: env.public_base_url()?,
             twilio,
             twilio_auth_token,
-            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY"),
+            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY").map(SecretString::from),
             log_key: env.log_key()?,
         })
     }
 }
 
 impl Settings for ConsentApiSettings {
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         Ok(Self {
@@ -354,6 +382,10 @@ impl Settings for ConsentApiSettings {
 impl Settings for InboundSettings {
     const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
 
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
+
     fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let env = Env(get);
         // Twilio signs its webhooks with the account's auth token, even where API keys call it.
@@ -363,7 +395,7 @@ impl Settings for InboundSettings {
             outreach_queue_url: env.outreach_queue_url()?,
             public_base_url: env.public_base_url()?,
             twilio_auth_token,
-            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY"),
+            twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY").map(SecretString::from),
             log_key: env.log_key()?,
         })
     }
@@ -404,7 +436,7 @@ mod tests {
             Err(ConfigError::Missing("SHOPIFY_API_SECRET"))
         ));
         let with_secret = [ingest[0], ingest[1], ("SHOPIFY_API_SECRET", "s")];
-        assert_eq!(IngestSettings::from_lookup(lookup(&with_secret)).unwrap().shopify_api_secret, "s");
+        assert_eq!(IngestSettings::from_lookup(lookup(&with_secret)).unwrap().shopify_api_secret.expose_secret(), "s");
 
         let worker = [("TABLE_NAME", "callfy"), queue, ("PUBLIC_BASE_URL", "https://hooks.callfy.test/")];
         assert!(matches!(
@@ -422,7 +454,7 @@ mod tests {
         // sms-inbound verifies Twilio's signatures: an API key is not enough there.
         assert!(matches!(InboundSettings::from_lookup(lookup(&keyed)), Err(ConfigError::Missing("TWILIO_AUTH_TOKEN"))));
         let tokened = [worker[0], worker[1], worker[2], sid, ("TWILIO_AUTH_TOKEN", "t")];
-        assert_eq!(InboundSettings::from_lookup(lookup(&tokened)).unwrap().twilio_auth_token, "t");
+        assert_eq!(InboundSettings::from_lookup(lookup(&tokened)).unwrap().twilio_auth_token.expose_secret(), "t");
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -453,7 +485,7 @@ mod tests {
         let e = env(&vars);
         assert_eq!(e.table_name().unwrap(), "callfy");
         assert_eq!(e.public_base_url().unwrap(), "https://hooks.callfy.test");
-        assert_eq!(e.log_key().unwrap(), LOCAL_LOG_KEY);
+        assert_eq!(e.log_key().unwrap().expose_secret(), LOCAL_LOG_KEY);
         assert!(e.twilio().unwrap().is_none());
         assert_eq!(e.require_twilio().unwrap_err(), ConfigError::Missing("TWILIO_ACCOUNT_SID"));
     }
@@ -490,9 +522,9 @@ mod tests {
         let mut vars = base();
         vars.insert("CALLFY_LOG_KEY".into(), " 0123456789abcdef\n".into());
         vars.insert("RECORDINGS_BUCKET".into(), "rec".into());
-        assert_eq!(env(&vars).log_key().unwrap(), "0123456789abcdef");
+        assert_eq!(env(&vars).log_key().unwrap().expose_secret(), "0123456789abcdef");
         let settings = ConsentApiSettings::from_lookup(|k| vars.get(k).cloned()).unwrap();
-        assert_eq!(settings.log_key, "0123456789abcdef");
+        assert_eq!(settings.log_key.expose_secret(), "0123456789abcdef");
         for bad in ["", "  ", "0123456789abcde"] {
             vars.insert("CALLFY_LOG_KEY".into(), bad.into());
             let err = ConsentApiSettings::from_lookup(|k| vars.get(k).cloned()).err().unwrap();
@@ -514,6 +546,27 @@ mod tests {
         assert!(matches!(tw.auth, TwilioAuth::ApiKey { .. }));
         assert!(!format!("{:?}", tw.auth).contains("secret"));
     }
+
+    #[test]
+    fn secrets_never_print() {
+        let vars = [
+            ("TABLE_NAME", "callfy"),
+            ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach"),
+            ("PUBLIC_BASE_URL", "https://hooks.callfy.test"),
+            ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
+            ("TWILIO_AUTH_TOKEN", "tok-visible-if-leaked"),
+            ("TWILIO_WEBHOOK_SHARED_KEY", "shared-visible-if-leaked"),
+            ("CALLFY_LOG_KEY", "logkey-visible-if-leaked-0123"),
+        ];
+        let printed = format!("{:?}", InboundSettings::from_lookup(lookup(&vars)).unwrap());
+        for secret in ["tok-visible", "shared-visible", "logkey-visible"] {
+            assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+        }
+        let shopify = [vars[0], vars[1], ("SHOPIFY_API_SECRET", "shpss-visible-if-leaked")];
+        let printed = format!("{:?}", IngestSettings::from_lookup(lookup(&shopify)).unwrap());
+        assert!(!printed.contains("shpss-visible"), "{printed}");
+        assert!(printed.contains("REDACTED"), "{printed}");
+    }
 }
 
 /// Resource names and secrets `callfy-local` and `callfy-admin` share, so that with only
@@ -534,4 +587,5 @@ pub mod local_defaults {
     pub fn table_name() -> String {
         std::env::var("TABLE_NAME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| TABLE_NAME.into())
     }
+
 }

@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod platforms;
 pub mod ports;
 pub mod signature;
+pub mod startup;
 pub mod telemetry;
 pub mod twilio_signature;
 

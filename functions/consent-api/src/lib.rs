@@ -3,7 +3,8 @@
 //! `POST /v1/privacy/delete`, `GET /v1/privacy/requests/{id}`) with their API key. `handle` is
 //! the whole handler.
 
-use callfy_shared::adapters::store::{IdempotencyRecord, MerchantRecord, MerchantStatus, Store, StoreError};
+use callfy_shared::adapters::store::{IdempotencyRecord, MerchantRecord, MerchantStatus};
+use callfy_shared::ports::PortError;
 use callfy_shared::api_key::key_merchant;
 use callfy_shared::app::consent::{self, ApiAnswer, ApiOutcome, ConsentError, Idempotency};
 use callfy_shared::domain::consent::{
@@ -13,12 +14,11 @@ use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::http::{error, header, json};
 use callfy_shared::signature::{ct_eq, sha256_hex};
 use callfy_shared::telemetry::redact;
-use callfy_shared::{Clock, Phone};
+use callfy_shared::Phone;
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 use thiserror::Error;
 use tracing::warn;
 
@@ -27,17 +27,12 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 const MAX_CLOCK_SKEW_MINUTES: i64 = 5;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
-pub struct ConsentApp {
-    pub store: Store,
-    /// Recordings: linked from exports, deleted with a person's data.
-    pub recordings: callfy_shared::adapters::recordings::RecordingBucket,
-    pub clock: Arc<dyn Clock>,
-}
+pub use callfy_shared::startup::ConsentApp;
 
 #[derive(Debug, Error)]
 pub enum ApiError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] PortError),
     #[error(transparent)]
     Consent(#[from] ConsentError),
     #[error("{0}")]
@@ -157,10 +152,7 @@ async fn privacy_status(app: &ConsentApp, m: &Merchant, id: &str) -> Result<Resp
 }
 
 fn privacy_error(e: callfy_shared::app::privacy::PrivacyError) -> ApiError {
-    match e {
-        callfy_shared::app::privacy::PrivacyError::Store(e) => ApiError::Store(e),
-        other => ApiError::Privacy(other.to_string()),
-    }
+    ApiError::Store(e.0)
 }
 
 fn percent_decode(s: &str) -> String {

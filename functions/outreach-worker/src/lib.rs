@@ -5,10 +5,8 @@
 //! crate maps SQS batches onto them. `main.rs` only wires it.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use callfy_shared::adapters::queue::{OutreachQueue, QueuedWork};
-use callfy_shared::adapters::recordings::RecordingBucket;
-use callfy_shared::adapters::store::Store;
-use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::adapters::queue::QueuedWork;
+pub use callfy_shared::startup::{Worker, WorkerApp};
 use callfy_shared::app::inbound;
 pub use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError as WorkerError, TWILIO_UNSUBSCRIBED};
 use callfy_shared::app::voice::{self, VoiceError};
@@ -16,19 +14,7 @@ use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
 use callfy_shared::telemetry::redact;
 use futures::future::join_all;
-use std::path::PathBuf;
 use tracing::warn;
-
-/// The outreach use case as Lambda runs it: DynamoDB, Twilio and SQS behind its ports.
-pub type WorkerApp = Outreach<Store, TwilioClient, OutreachQueue>;
-
-/// The worker: outreach, and the recordings bucket copies go to.
-pub struct Worker {
-    pub outreach: WorkerApp,
-    pub recordings: RecordingBucket,
-    /// Where a recording is staged between Twilio and S3 (Lambda's `/tmp`).
-    pub scratch: PathBuf,
-}
 
 /// Handles one SQS batch; failed messages are reported individually and return to the queue.
 pub async fn handle_batch(app: &Worker, event: SqsEvent) -> SqsBatchResponse {

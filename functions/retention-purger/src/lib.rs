@@ -2,8 +2,6 @@
 //! (`callfy_shared::app::retention`). Its clock is the event: "now" is the Scheduled Event's
 //! `time`, so a delayed or replayed run purges as of its own schedule. `main.rs` only wires it.
 
-use callfy_shared::adapters::recordings::RecordingBucket;
-use callfy_shared::adapters::store::Store;
 use callfy_shared::app::retention::{PurgeError, Purger, RunOptions};
 use callfy_shared::domain::retention::PurgeReport;
 use callfy_shared::metrics;
@@ -11,12 +9,7 @@ use chrono::{DateTime, Utc};
 use std::time::Instant;
 use thiserror::Error;
 
-pub struct PurgerApp {
-    pub store: Store,
-    pub recordings: RecordingBucket,
-    /// Days a closed account's data is kept before erasure (`CLOSURE_GRACE_DAYS`).
-    pub closure_grace_days: u32,
-}
+pub use callfy_shared::startup::PurgerApp;
 
 #[derive(Debug, Error)]
 pub enum PurgerError {
@@ -61,4 +54,13 @@ pub async fn handle(
     // (the next one continues), a failed one does not.
     metrics::count(metrics::PURGE_RUNS, 1);
     Ok(report)
+}
+
+/// Left for the audit record and the answer after the last batch.
+const SAFETY: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// When a run stops taking batches: the invocation's deadline less time for the audit record.
+pub fn deadline(invocation_deadline: std::time::SystemTime) -> Instant {
+    let left = invocation_deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+    Instant::now() + left.saturating_sub(SAFETY)
 }

@@ -1,32 +1,21 @@
-use callfy_shared::adapters::recordings::RecordingBucket;
-use callfy_shared::adapters::{aws, secrets, store::Store};
-use callfy_shared::config::PurgerSettings;
-use callfy_shared::telemetry;
-use lambda_runtime::{Error, LambdaEvent, run, service_fn};
-use retention_purger::{PurgerApp, handle};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+//! Lambda entry point: the one builder assembles the purger; each scheduled run stops cleanly
+//! before the invocation's deadline.
 
-/// Left for the audit record and the answer after the last batch.
-const SAFETY: Duration = Duration::from_secs(20);
+// The purge's future nests every port call of a run (day → shard → batch → item).
+#![recursion_limit = "256"]
+
+use callfy_shared::startup;
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use retention_purger::{PurgerApp, deadline, handle};
+use std::sync::Arc;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let sdk = aws::load_config().await?;
-    // Secrets come from Secrets Manager, once per process; only what this function uses.
-    let config: PurgerSettings = secrets::load_settings(&sdk).await?;
-    telemetry::init_with_log_key(&config.log_key);
-    let app = Arc::new(PurgerApp {
-        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
-        recordings: RecordingBucket::new(aws::s3(&sdk), &config.recordings_bucket, None),
-        closure_grace_days: config.closure_grace_days,
-    });
+    let app = Arc::new(startup::lambda::<PurgerApp>().await?);
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| {
         let app = Arc::clone(&app);
         async move {
-            let left = event.context.deadline().duration_since(SystemTime::now()).unwrap_or_default();
-            let deadline = Instant::now() + left.saturating_sub(SAFETY);
-            let report = handle(&app, &event.payload, Some(deadline)).await?;
+            let report = handle(&app, &event.payload, Some(deadline(event.context.deadline()))).await?;
             Ok::<_, Error>(serde_json::to_value(&report)?)
         }
     }))

@@ -2,8 +2,10 @@
 //! plain revocations) and message status callbacks (`POST /twilio/sms/status`).
 //! `handle` is the whole handler; `main.rs` only wires it to Lambda.
 
-use callfy_shared::adapters::queue::OutreachQueue;
-use callfy_shared::adapters::store::{MerchantRecord, Store, StoreError};
+use callfy_shared::adapters::store::MerchantRecord;
+use callfy_shared::config::ExposeSecret;
+use callfy_shared::ports::PortError;
+pub use callfy_shared::startup::{INBOUND_REPLAY_DELAY_SECONDS as REPLAY_DELAY_SECONDS, InboundApp};
 use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
 use callfy_shared::domain::keywords::{Intent, classify};
@@ -12,36 +14,16 @@ use callfy_shared::domain::twiml::Verb;
 use callfy_shared::http::{TwilioForm, error, json, verify_twilio};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
-use callfy_shared::{Clock, Phone};
+use callfy_shared::Phone;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use std::sync::Arc;
 use thiserror::Error;
 use tracing::{info, warn};
-
-/// The queued copy of an opt-out waits this long: the inline attempt (10 s Lambda timeout)
-/// has normally finished, so the copy only finds work when that attempt failed.
-pub const REPLAY_DELAY_SECONDS: i32 = 60;
-
-pub struct InboundApp {
-    pub store: Store,
-    /// Where an opt-out is made durable before it is applied.
-    pub queue: OutreachQueue,
-    /// How long the queued copy waits, so the inline attempt normally finishes first.
-    pub replay_delay_seconds: i32,
-    /// The auth token Twilio signs webhooks with.
-    pub auth_token: String,
-    /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
-    pub shared_key: Option<String>,
-    /// The https base URL Twilio calls; signatures cover the URL Twilio used.
-    pub public_base_url: String,
-    pub clock: Arc<dyn Clock>,
-}
 
 #[derive(Debug, Error)]
 pub enum InboundError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] PortError),
 }
 
 pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
@@ -54,7 +36,10 @@ pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
     if req.method() != Method::POST {
         return error(405, "method_not_allowed", "use POST");
     }
-    let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
+    let keys = SigningKeys {
+        auth_token: app.auth_token.expose_secret(),
+        shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
+    };
     let params = match verify_twilio(&req, keys, &app.public_base_url) {
         Ok(form) => form,
         Err(rejection) => return rejection.response(),
@@ -171,7 +156,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
 
 /// Storage failed during an opt-out whose copy is on the queue: the person is told, once, that
 /// they are unsubscribed (the copy makes it true within minutes and sends nothing itself).
-fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &StoreError) -> Response<Body> {
+fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &PortError) -> Response<Body> {
     warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&e.to_string()), "storage failed during an opt-out; the queued copy will apply it");
     let names: Vec<&str> = merchants.iter().map(|r| r.merchant.name.as_str()).collect();
     twiml(Some(&stop_confirmation(&names, classify(&msg.body).lang)))

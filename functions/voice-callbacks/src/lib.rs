@@ -8,40 +8,22 @@
 //! Every route checks `X-Twilio-Signature` with the same code as sms-inbound. `handle` is the
 //! whole handler; the use case is `callfy_shared::app::voice`; `main.rs` only wires it.
 
-use callfy_shared::adapters::dynamo::CallUpdate;
-use callfy_shared::adapters::queue::OutreachQueue;
-use callfy_shared::adapters::store::Store;
-use callfy_shared::adapters::twilio::TwilioClient;
+use callfy_shared::config::ExposeSecret;
+use callfy_shared::ports::CallUpdate;
+pub use callfy_shared::startup::VoiceApp;
+
+/// The voice use case over the adapters `VoiceApp` holds.
+type LambdaVoice<'a> = Voice<'a, callfy_shared::adapters::store::Store, callfy_shared::adapters::twilio::TwilioClient, callfy_shared::adapters::queue::OutreachQueue>;
 use callfy_shared::app::voice::{Voice, VoiceError};
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::domain::voice::{CallRef, is_sid};
 use callfy_shared::http::{TwilioForm, error, json, twiml, verify_twilio};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
-use callfy_shared::{Clock, Phone};
+use callfy_shared::Phone;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use std::sync::Arc;
 use tracing::warn;
-
-pub struct VoiceApp {
-    pub store: Store,
-    /// Where recording copies are queued for the worker.
-    pub recordings_queue: OutreachQueue,
-    /// Where a key-9 opt-out is made durable (the worker replays it).
-    pub outreach_queue: OutreachQueue,
-    /// How long that copy waits before the worker applies it.
-    pub replay_delay_seconds: i32,
-    /// Key 1 texts the link through Twilio.
-    pub twilio: TwilioClient,
-    /// The auth token Twilio signs webhooks with.
-    pub auth_token: String,
-    /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
-    pub shared_key: Option<String>,
-    /// The https base URL Twilio calls; signatures cover the URL Twilio used.
-    pub public_base_url: String,
-    pub clock: Arc<dyn Clock>,
-}
 
 #[derive(Clone, Copy)]
 enum Route {
@@ -63,7 +45,10 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
     if req.method() != Method::POST {
         return error(405, "method_not_allowed", "use POST");
     }
-    let keys = SigningKeys { auth_token: &app.auth_token, shared_key: app.shared_key.as_deref() };
+    let keys = SigningKeys {
+        auth_token: app.auth_token.expose_secret(),
+        shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
+    };
     let form = match verify_twilio(&req, keys, &app.public_base_url) {
         Ok(form) => form,
         Err(rejection) => return rejection.response(),
@@ -108,7 +93,7 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
 
 async fn gather(
     app: &VoiceApp,
-    voice: &Voice<'_, TwilioClient>,
+    voice: &LambdaVoice<'_>,
     r: &CallRef,
     call_sid: &str,
     form: &TwilioForm,
@@ -123,7 +108,7 @@ async fn gather(
 
 async fn status(
     app: &VoiceApp,
-    voice: &Voice<'_, TwilioClient>,
+    voice: &LambdaVoice<'_>,
     r: &CallRef,
     call_sid: &str,
     form: &TwilioForm,
@@ -149,7 +134,7 @@ async fn status(
 }
 
 async fn recording(
-    voice: &Voice<'_, TwilioClient>,
+    voice: &LambdaVoice<'_>,
     r: &CallRef,
     call_sid: &str,
     form: &TwilioForm,

@@ -1,7 +1,6 @@
-use callfy_shared::adapters::twilio::TwilioClient;
-use callfy_shared::adapters::{aws, queue::OutreachQueue, secrets, store::Store};
-use callfy_shared::config::VoiceCallbackSettings;
-use callfy_shared::{SystemClock, telemetry};
+//! Lambda entry point: the one builder assembles the app; `handle` answers each request.
+
+use callfy_shared::startup;
 use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,23 +8,7 @@ use voice_callbacks::{VoiceApp, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let sdk = aws::load_config().await?;
-    // Secrets come from Secrets Manager, once per process; only what this function uses.
-    let config: VoiceCallbackSettings = secrets::load_settings(&sdk).await?;
-    // Log pseudonyms are keyed per deployment before the first line that could carry one.
-    telemetry::init_with_log_key(&config.log_key);
-    let app = Arc::new(VoiceApp {
-        store: Store::new(aws::dynamodb(&sdk), &config.table_name),
-        recordings_queue: OutreachQueue::new(aws::sqs(&sdk), &config.recordings_queue_url),
-        outreach_queue: OutreachQueue::new(aws::sqs(&sdk), &config.outreach_queue_url),
-        replay_delay_seconds: callfy_shared::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS,
-        // Twilio waits 15 s for a call's TwiML: key 1's text gets 5 s of it.
-        twilio: TwilioClient::with_timeout(&config.twilio, std::time::Duration::from_secs(5))?,
-        auth_token: config.twilio_auth_token.clone(),
-        shared_key: config.twilio_webhook_shared_key.clone(),
-        public_base_url: config.public_base_url.clone(),
-        clock: Arc::new(SystemClock),
-    });
+    let app = Arc::new(startup::lambda::<VoiceApp>().await?);
     run(service_fn(move |req| {
         let app = Arc::clone(&app);
         async move { Ok::<_, Infallible>(handle(&app, req).await) }

@@ -5,36 +5,23 @@
 //! (`callfy_shared::platforms`), and the event applied by `app::ingest`. `main.rs` only wires it
 //! to Lambda.
 
-use callfy_shared::adapters::bigcommerce::BigCommerceApi;
-use callfy_shared::adapters::queue::OutreachQueue;
-use callfy_shared::adapters::store::{MerchantRecord, Store, StoreError};
+use callfy_shared::adapters::store::MerchantRecord;
+use callfy_shared::ports::PortError;
+pub use callfy_shared::startup::IngestApp;
 use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
 use callfy_shared::domain::merchant::Platform as PlatformKind;
 use callfy_shared::http::{error, json};
 use callfy_shared::platforms::bigcommerce::{self, BigCommerce};
-use callfy_shared::platforms::custom::Custom;
-use callfy_shared::platforms::shopify::Shopify;
 use callfy_shared::platforms::woocommerce::WooCommerce;
 use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
 use callfy_shared::telemetry::redact;
-use callfy_shared::{Clock, MerchantId};
+use callfy_shared::MerchantId;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
-use std::sync::Arc;
 use tracing::{info, warn};
 
 /// Larger bodies are refused before any parsing.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
-
-pub struct IngestApp {
-    pub store: Store,
-    pub queue: OutreachQueue,
-    pub shopify: Shopify,
-    /// The BigCommerce store API abandoned carts are read from.
-    pub bigcommerce_api: BigCommerceApi,
-    pub custom: Custom,
-    pub clock: Arc<dyn Clock>,
-}
 
 pub async fn handle(app: &IngestApp, req: Request) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/');
@@ -124,7 +111,7 @@ async fn webhook_answer(
     }
 }
 
-async fn lookup(app: &IngestApp, r: &MerchantRef) -> Result<Option<MerchantRecord>, StoreError> {
+async fn lookup(app: &IngestApp, r: &MerchantRef) -> Result<Option<MerchantRecord>, PortError> {
     match r {
         MerchantRef::ShopDomain(domain) => app.store.merchant_by_shop_domain(domain).await,
         // Per-merchant secrets: only this function reads them.
@@ -143,7 +130,7 @@ fn retry_later(_: &IngestError) -> Response<Body> {
     error(503, "unavailable", "temporarily unable to process the webhook; retry later")
 }
 
-fn unavailable(e: &StoreError) -> Response<Body> {
+fn unavailable(e: &PortError) -> Response<Body> {
     warn!(error = %redact(&e.to_string()), "store unavailable");
     error(503, "unavailable", "temporarily unable to process the webhook; retry later")
 }

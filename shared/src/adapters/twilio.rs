@@ -1,7 +1,7 @@
 //! Twilio REST client (Messages, Calls and Recordings), over reqwest with basic auth and form
 //! encoding.
 
-use crate::config::{TwilioAuth, TwilioConfig};
+use crate::config::{ExposeSecret, SecretString, TwilioAuth, TwilioConfig};
 use serde::Deserialize;
 pub use crate::ports::telephony::{
     CallResource, ListedCall, ListedMessage, MessageResource, PlaceCall, SendSms, SmsSender, TwilioError,
@@ -44,12 +44,12 @@ pub struct TwilioClient {
     base: String,
     account_sid: String,
     user: String,
-    password: String,
+    password: SecretString,
 }
 
 impl TwilioClient {
     pub fn new(cfg: &TwilioConfig) -> Result<Self, TwilioError> {
-        Self::with_timeout(cfg, Duration::from_secs(10))
+        Self::with_timeout(cfg, cfg.timeout)
     }
 
     /// `timeout` bounds the whole request; the worker's Lambda timeout leaves room for it.
@@ -73,7 +73,7 @@ impl TwilioClient {
         let resp = self
             .http
             .get(url)
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
             .query(&[("To", to), ("PageSize", "50")])
             .send()
             .await
@@ -115,7 +115,7 @@ impl TwilioClient {
         let resp = self
             .http
             .post(url)
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
             .form(&form)
             .send()
             .await
@@ -160,7 +160,7 @@ impl TwilioClient {
         let resp = self
             .http
             .post(self.account_url("Calls.json"))
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
             .form(&form)
             .send()
             .await
@@ -173,7 +173,7 @@ impl TwilioClient {
         let resp = self
             .http
             .get(self.account_url("Calls.json"))
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
             .query(&[("To", to), ("PageSize", "50")])
             .send()
             .await
@@ -189,7 +189,7 @@ impl TwilioClient {
         let mut resp = self
             .http
             .get(self.account_url(&format!("Recordings/{recording_sid}.wav")))
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
             .timeout(Duration::from_secs(60))
             .send()
             .await
@@ -214,7 +214,7 @@ impl TwilioClient {
         let resp = self
             .http
             .delete(self.account_url(&format!("Recordings/{recording_sid}.json")))
-            .basic_auth(&self.user, Some(&self.password))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
             .send()
             .await
             .map_err(classify)?;

@@ -1,5 +1,6 @@
 //! Shopify webhook payloads (REFERENCE.md, Shopify) and their normalisation.
 
+use crate::config::ExposeSecret;
 use super::{
     ConsentSignal, MerchantRef, Platform, PlatformError, PlatformEvent, PrivacyKind, PrivacyRequest, WebhookRequest,
 };
@@ -353,7 +354,7 @@ impl PrivacyPayload {
 /// Shopify: HMAC-SHA256 of the raw body with the app's client secret; the shop domain names
 /// the merchant.
 pub struct Shopify {
-    pub app_secret: String,
+    pub app_secret: crate::config::SecretString,
 }
 
 impl Platform for Shopify {
@@ -375,7 +376,7 @@ impl Platform for Shopify {
             code: "missing_signature",
             message: "X-Shopify-Hmac-Sha256 header is required".into(),
         })?;
-        if !verify_hmac_sha256_base64(self.app_secret.as_bytes(), req.body, hmac) {
+        if !verify_hmac_sha256_base64(self.app_secret.expose_secret().as_bytes(), req.body, hmac) {
             return Err(PlatformError::Unauthenticated {
                 code: "invalid_signature",
                 message: "X-Shopify-Hmac-Sha256 does not match the body".into(),

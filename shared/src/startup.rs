@@ -1,0 +1,271 @@
+//! One assembly (after zero2prod's `startup.rs`): typed settings → adapters → each entry
+//! point's wired use cases. The six Lambda mains call `lambda::<App>()`; the local runner, the
+//! tools and the tests call `App::assemble` with settings of their own. There is no second wiring
+//! to drift.
+//!
+//! Architecture Invariant: this is the only module that names both a use case's ports and the
+//! adapters behind them.
+
+use crate::adapters::bigcommerce::BigCommerceApi;
+use crate::adapters::queue::OutreachQueue;
+use crate::adapters::recordings::RecordingBucket;
+use crate::adapters::store::Store;
+use crate::adapters::twilio::TwilioClient;
+use crate::adapters::{aws, secrets};
+use crate::app::outreach::Outreach;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{
+    ConfigError, ConsentApiSettings, ExposeSecret, InboundSettings, IngestSettings, PurgerSettings, SecretString,
+    Settings, VoiceCallbackSettings, WorkerSettings,
+};
+use crate::platforms::custom::Custom;
+use crate::platforms::shopify::Shopify;
+use crate::ports::storefront::StoreApiError;
+use crate::ports::telephony::TwilioError;
+use aws_config::SdkConfig;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use thiserror::Error;
+
+/// BigCommerce waits for our answer: a slow store API gets this much of it, then a 503 retry.
+pub const STORE_API_TIMEOUT: Duration = Duration::from_secs(5);
+/// Twilio waits 15 s for a call's TwiML: key 1's text gets this much of it.
+pub const TWIML_TWILIO_TIMEOUT: Duration = Duration::from_secs(5);
+/// The queued copy of an inbound opt-out waits this long: the inline attempt (10 s Lambda
+/// timeout) has normally finished, so the copy only finds work when that attempt failed.
+pub const INBOUND_REPLAY_DELAY_SECONDS: i32 = 60;
+
+#[derive(Debug, Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("the HTTPS client could not be built")]
+    Http(#[from] reqwest::Error),
+    #[error("the Twilio client could not be built")]
+    Twilio(#[from] TwilioError),
+    #[error("the BigCommerce client could not be built")]
+    StoreApi(#[from] StoreApiError),
+}
+
+/// The AWS clients, each built on first use and then shared: one of each per process, and none
+/// built that an entry point does not use (client construction is part of a cold start).
+#[derive(Debug)]
+pub struct Clients {
+    sdk: SdkConfig,
+    dynamodb: OnceLock<aws_sdk_dynamodb::Client>,
+    sqs: OnceLock<aws_sdk_sqs::Client>,
+    s3: OnceLock<aws_sdk_s3::Client>,
+}
+
+impl Clients {
+    pub fn new(sdk: &SdkConfig) -> Self {
+        Self { sdk: sdk.clone(), dynamodb: OnceLock::new(), sqs: OnceLock::new(), s3: OnceLock::new() }
+    }
+
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        self.dynamodb.get_or_init(|| aws::dynamodb(&self.sdk)).clone()
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        self.sqs.get_or_init(|| aws::sqs(&self.sdk)).clone()
+    }
+
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        self.s3.get_or_init(|| aws::s3(&self.sdk)).clone()
+    }
+
+    pub fn store(&self, table: &str) -> Store {
+        Store::new(self.dynamodb(), table)
+    }
+
+    pub fn queue(&self, url: &str) -> OutreachQueue {
+        OutreachQueue::new(self.sqs(), url)
+    }
+
+    pub fn bucket(&self, name: &str, kms_key_id: Option<String>) -> RecordingBucket {
+        RecordingBucket::new(self.s3(), name, kms_key_id)
+    }
+}
+
+/// An entry point's dependencies, assembled from its typed settings.
+pub trait Assemble: Sized {
+    type Settings: Settings;
+
+    fn assemble(clients: &Clients, settings: &Self::Settings, clock: Arc<dyn Clock>) -> Result<Self, StartupError>;
+}
+
+/// What a Lambda's `main` calls: the SDK configuration and settings (secrets from Secrets
+/// Manager, once per process), logging keyed before the first line that could carry a
+/// pseudonym, then the entry point assembled on the system clock.
+pub async fn lambda<A: Assemble>() -> Result<A, StartupError> {
+    let sdk = aws::load_config().await?;
+    let settings: A::Settings = secrets::load_settings(&sdk).await?;
+    crate::telemetry::init_with_log_key(settings.log_key().expose_secret());
+    A::assemble(&Clients::new(&sdk), &settings, Arc::new(SystemClock))
+}
+
+/// webhook-ingest.
+pub struct IngestApp {
+    pub store: Store,
+    pub queue: OutreachQueue,
+    pub shopify: Shopify,
+    /// The BigCommerce store API abandoned carts are read from.
+    pub bigcommerce_api: BigCommerceApi,
+    pub custom: Custom,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Assemble for IngestApp {
+    type Settings = IngestSettings;
+
+    fn assemble(c: &Clients, s: &IngestSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self {
+            store: c.store(&s.table_name),
+            queue: c.queue(&s.outreach_queue_url),
+            shopify: Shopify { app_secret: s.shopify_api_secret.clone() },
+            bigcommerce_api: BigCommerceApi::new(&s.bigcommerce_api_base, STORE_API_TIMEOUT)?,
+            custom: Custom { clock: Arc::clone(&clock) },
+            clock,
+        })
+    }
+}
+
+/// The outreach use case as Lambda runs it: DynamoDB, Twilio and SQS behind its ports.
+pub type WorkerApp = Outreach<Store, TwilioClient, OutreachQueue>;
+
+/// outreach-worker: outreach, and the bucket recordings are copied to.
+pub struct Worker {
+    pub outreach: WorkerApp,
+    pub recordings: RecordingBucket,
+    /// Where a recording is staged between Twilio and S3 (Lambda's `/tmp`).
+    pub scratch: PathBuf,
+}
+
+impl Assemble for Worker {
+    type Settings = WorkerSettings;
+
+    fn assemble(c: &Clients, s: &WorkerSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self {
+            outreach: Outreach {
+                store: c.store(&s.table_name),
+                queue: c.queue(&s.outreach_queue_url),
+                twilio: TwilioClient::new(&s.twilio)?,
+                clock,
+                public_base_url: s.public_base_url.clone(),
+            },
+            recordings: c.bucket(&s.recordings_bucket, s.recordings_kms_key_id.clone()),
+            scratch: std::env::temp_dir(),
+        })
+    }
+}
+
+/// consent-api.
+pub struct ConsentApp {
+    pub store: Store,
+    /// Exports link recordings; deletions remove them.
+    pub recordings: RecordingBucket,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Assemble for ConsentApp {
+    type Settings = ConsentApiSettings;
+
+    fn assemble(c: &Clients, s: &ConsentApiSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self { store: c.store(&s.table_name), recordings: c.bucket(&s.recordings_bucket, None), clock })
+    }
+}
+
+/// sms-inbound.
+pub struct InboundApp {
+    pub store: Store,
+    /// Where an opt-out is made durable before it is applied.
+    pub queue: OutreachQueue,
+    /// How long the queued copy waits, so the inline attempt normally finishes first.
+    pub replay_delay_seconds: i32,
+    /// The auth token Twilio signs webhooks with.
+    pub auth_token: SecretString,
+    /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
+    pub shared_key: Option<SecretString>,
+    /// The https base URL Twilio calls; signatures cover the URL Twilio used.
+    pub public_base_url: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Assemble for InboundApp {
+    type Settings = InboundSettings;
+
+    fn assemble(c: &Clients, s: &InboundSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self {
+            store: c.store(&s.table_name),
+            queue: c.queue(&s.outreach_queue_url),
+            replay_delay_seconds: INBOUND_REPLAY_DELAY_SECONDS,
+            auth_token: s.twilio_auth_token.clone(),
+            shared_key: s.twilio_webhook_shared_key.clone(),
+            public_base_url: s.public_base_url.clone(),
+            clock,
+        })
+    }
+}
+
+/// voice-callbacks.
+pub struct VoiceApp {
+    pub store: Store,
+    /// Where recording copies are queued for the worker.
+    pub recordings_queue: OutreachQueue,
+    /// Where a key-9 opt-out is made durable (the worker replays it).
+    pub outreach_queue: OutreachQueue,
+    /// How long that copy waits before the worker applies it.
+    pub replay_delay_seconds: i32,
+    /// Key 1 texts the link through Twilio.
+    pub twilio: TwilioClient,
+    /// The auth token Twilio signs webhooks with.
+    pub auth_token: SecretString,
+    /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
+    pub shared_key: Option<SecretString>,
+    /// The https base URL Twilio calls; signatures cover the URL Twilio used.
+    pub public_base_url: String,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Assemble for VoiceApp {
+    type Settings = VoiceCallbackSettings;
+
+    fn assemble(c: &Clients, s: &VoiceCallbackSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self {
+            store: c.store(&s.table_name),
+            recordings_queue: c.queue(&s.recordings_queue_url),
+            outreach_queue: c.queue(&s.outreach_queue_url),
+            replay_delay_seconds: crate::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS,
+            twilio: TwilioClient::with_timeout(&s.twilio, TWIML_TWILIO_TIMEOUT.min(s.twilio.timeout))?,
+            auth_token: s.twilio_auth_token.clone(),
+            shared_key: s.twilio_webhook_shared_key.clone(),
+            public_base_url: s.public_base_url.clone(),
+            clock,
+        })
+    }
+}
+
+/// retention-purger.
+pub struct PurgerApp {
+    pub store: Store,
+    pub recordings: RecordingBucket,
+    /// Days a closed account's data is kept before erasure (`CLOSURE_GRACE_DAYS`).
+    pub closure_grace_days: u32,
+}
+
+impl Assemble for PurgerApp {
+    type Settings = PurgerSettings;
+
+    fn assemble(c: &Clients, s: &PurgerSettings, _clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        Ok(Self {
+            store: c.store(&s.table_name),
+            recordings: c.bucket(&s.recordings_bucket, None),
+            closure_grace_days: s.closure_grace_days,
+        })
+    }
+}
