@@ -5,10 +5,11 @@ use callfy_local::resources::{self, ResourceNames};
 use callfy_local::sandbox::Sandbox;
 use callfy_shared::adapters::queue::OutreachQueue;
 use callfy_shared::adapters::store::{
-    ClaimOutcome, ConsentAppend, Direction, IngestOutcome, IngestWrite, MerchantStatus, SmsLogEntry, StepResult,
-    StepState, Store, StoreError,
+    ClaimOutcome, ConsentAppend, Direction, IngestOutcome, IngestWrite, MerchantStatus, PortError, SmsLogEntry,
+    StepResult, StepState, Store,
 };
 use callfy_shared::adapters::twilio::{SendSms, SmsSender, TwilioClient, TwilioError};
+use callfy_shared::config::ExposeSecret;
 use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence, entry_hash};
 use callfy_shared::domain::flow::OutreachJob;
@@ -104,12 +105,12 @@ async fn merchants_round_trip_with_lookup_by_shop_and_hashed_api_keys() {
     assert_eq!(got.merchant.name, "Snowdevil Inc");
 
     let unknown = MerchantId::parse("nobody").unwrap();
-    assert!(matches!(store.set_api_key_hash(&unknown, &hash).await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.set_api_key_hash(&unknown, &hash).await, Err(PortError::NotFound(_))));
     assert!(store.get_merchant(&unknown).await.unwrap().is_none());
 
     // A second merchant cannot claim the same shop.
     let thief = merchant(|v| v["id"] = "thief".into());
-    assert!(matches!(store.put_merchant(&thief, t0()).await, Err(StoreError::Invalid(_))));
+    assert!(matches!(store.put_merchant(&thief, t0()).await, Err(PortError::Invalid(_))));
 }
 
 #[tokio::test]
@@ -147,7 +148,7 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
         consents: Vec::new(),
         ..write.clone()
     };
-    assert!(matches!(store.write_ingest(&conflict).await, Err(StoreError::Conflict)));
+    assert!(matches!(store.write_ingest(&conflict).await, Err(PortError::Conflict)));
     assert_eq!(store.get_cart(&m, &c.token).await.unwrap().unwrap().total_price.as_deref(), Some("1.00"));
     let ok = IngestWrite { cart: Some((stale, Some(1))), ..conflict };
     assert_eq!(store.write_ingest(&ok).await.unwrap(), IngestOutcome::Applied);
@@ -183,7 +184,7 @@ async fn the_consent_ledger_appends_with_a_hash_chain_and_rejects_stale_state() 
     // Appending on top of an outdated head fails: the ledger never forks.
     assert!(matches!(
         store.append_consent(&append(s1, ConsentAction::OptIn, t0() + Duration::hours(2))).await,
-        Err(StoreError::Conflict)
+        Err(PortError::Conflict)
     ));
 
     let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
@@ -214,7 +215,7 @@ async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     assert_eq!((rec.state, rec.claim_id.as_deref()), (StepState::Claimed, Some("a")));
     // Only the holder may finish.
     let retry = StepResult::Retry { reason: "503".into(), uncertain: false };
-    assert!(matches!(store.finish_step(&m, &token, 0, "b", &retry, t0()).await, Err(StoreError::Conflict)));
+    assert!(matches!(store.finish_step(&m, &token, 0, "b", &retry, t0()).await, Err(PortError::Conflict)));
     store.finish_step(&m, &token, 0, "a", &retry, t0()).await.unwrap();
     assert_eq!(
         store.claim_step(&m, &token, 0, "c", "body-hash", t0()).await.unwrap(),
@@ -319,6 +320,7 @@ fn twilio(base: &str, token: &str) -> TwilioClient {
         account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
         auth: TwilioAuth::AuthToken(token.into()),
         auth_token: Some(token.into()),
+        timeout: callfy_shared::config::DEFAULT_TWILIO_TIMEOUT,
     })
     .unwrap()
 }
@@ -378,6 +380,7 @@ async fn twilio_timeouts_and_unreachable_hosts_are_retryable() {
         account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
         auth: TwilioAuth::AuthToken("t".into()),
         auth_token: None,
+        timeout: callfy_shared::config::DEFAULT_TWILIO_TIMEOUT,
     };
     let client = TwilioClient::with_timeout(&cfg, std::time::Duration::from_millis(300)).unwrap();
     let err = client.send_sms(&sms(PHONE)).await.unwrap_err();
@@ -528,8 +531,8 @@ async fn settings_read_their_secrets_from_secrets_manager() {
     for id in [twilio_id.clone(), created.arn.clone().unwrap()] {
         let w: WorkerSettings = settings_from(&client, env(id)).await.unwrap();
         assert_eq!(w.twilio.account_sid, sid);
-        assert_eq!(w.twilio.auth_token.as_deref(), Some("token-one"));
-        assert_eq!(w.log_key, "k".repeat(48));
+        assert_eq!(w.twilio.auth_token.as_ref().map(|t| t.expose_secret()), Some("token-one"));
+        assert_eq!(w.log_key.expose_secret(), "k".repeat(48));
     }
 
     // Rotation: a new process reads the new value, no redeploy.
@@ -541,7 +544,7 @@ async fn settings_read_their_secrets_from_secrets_manager() {
         .await
         .unwrap();
     let w: WorkerSettings = settings_from(&client, env(twilio_id.clone())).await.unwrap();
-    assert_eq!(w.twilio.auth_token.as_deref(), Some("token-two"));
+    assert_eq!(w.twilio.auth_token.as_ref().map(|t| t.expose_secret()), Some("token-two"));
 
     // A missing secret names the variable and the id.
     let err = settings_from::<WorkerSettings>(&client, env("callfy/none".into())).await.err().unwrap();
@@ -563,5 +566,5 @@ async fn settings_read_their_secrets_from_secrets_manager() {
         _ => None,
     };
     let i: IngestSettings = settings_from(&client, ingest_env).await.unwrap();
-    assert_eq!(i.shopify_api_secret, "shpss_1");
+    assert_eq!(i.shopify_api_secret.expose_secret(), "shpss_1");
 }

@@ -615,6 +615,7 @@ async fn prism_accepts_the_requests_the_twilio_client_makes() {
         account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
         auth: TwilioAuth::AuthToken(local_defaults::TWILIO_AUTH_TOKEN.into()),
         auth_token: None,
+        timeout: callfy_shared::config::DEFAULT_TWILIO_TIMEOUT,
     })
     .unwrap();
     let body = RecoverySms {

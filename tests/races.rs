@@ -9,7 +9,7 @@ use callfy_local::sandbox::InboundRequest;
 use callfy_shared::adapters::store::{
     ClaimGuard, ClaimOutcome, SendCounter, SmsLogEntry, StepAvailability, StepRecord, StepResult, StepState,
 };
-use callfy_shared::adapters::store::{Store, StoreError};
+use callfy_shared::adapters::store::{PortError, Store};
 use callfy_shared::api_key::new_api_key;
 use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError};
 use callfy_shared::domain::cart::Cart;
@@ -67,40 +67,36 @@ impl Paused {
     }
 }
 
-fn crash() -> StoreError {
-    StoreError::Aws { op: "test", code: "Crash".into(), message: "the worker died here".into() }
+fn crash() -> PortError {
+    PortError::unavailable("test", "Crash", "the worker died here")
 }
 
 impl OutreachReads for Paused {
     async fn merchant(
         &self,
         id: &MerchantId,
-    ) -> Result<Option<callfy_shared::adapters::store::MerchantRecord>, StoreError> {
+    ) -> Result<Option<callfy_shared::adapters::store::MerchantRecord>, PortError> {
         self.inner.merchant(id).await
     }
-    async fn cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, StoreError> {
+    async fn cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
         self.inner.cart(m, token).await
     }
-    async fn step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, StoreError> {
+    async fn step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, PortError> {
         self.inner.step(m, token, step).await
     }
-    async fn consent(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, StoreError> {
+    async fn consent(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
         self.inner.consent(m, phone, channel).await
     }
-    async fn counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, StoreError> {
+    async fn counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, PortError> {
         self.inner.counter(m, phone).await
     }
-    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, StoreError> {
+    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
         OutreachReads::undeliverable(&self.inner, m, phone).await
     }
-    async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, StoreError> {
+    async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
         self.inner.has_outbound(m, phone).await
     }
-    async fn logged_sids(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-    ) -> Result<std::collections::HashSet<String>, StoreError> {
+    async fn logged_sids(&self, m: &MerchantId, phone: &Phone) -> Result<std::collections::HashSet<String>, PortError> {
         self.inner.logged_sids(m, phone).await
     }
 }
@@ -112,7 +108,7 @@ impl OutreachWrites for Paused {
         claim_id: &str,
         body: &str,
         now: DateTime<Utc>,
-    ) -> Result<ClaimOutcome, StoreError> {
+    ) -> Result<ClaimOutcome, PortError> {
         let action = self.before_claim.lock().unwrap().take();
         if let Some(action) = action {
             action().await;
@@ -130,7 +126,7 @@ impl OutreachWrites for Paused {
         step: u8,
         claim_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         if self.crash_before_record {
             return Err(crash());
         }
@@ -141,7 +137,7 @@ impl OutreachWrites for Paused {
         entry: &callfy_shared::domain::voice::CallLogEntry,
         claim_id: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         if self.crash_before_record {
             return Err(crash());
         }
@@ -155,16 +151,10 @@ impl OutreachWrites for Paused {
         claim_id: &str,
         result: &StepResult,
         now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), PortError> {
         self.inner.finish(m, token, step, claim_id, result, now).await
     }
-    async fn release_count(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-        token: &CartToken,
-        step: u8,
-    ) -> Result<(), StoreError> {
+    async fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> Result<(), PortError> {
         OutreachWrites::release_count(&self.inner, m, phone, token, step).await
     }
     async fn skip(
@@ -173,7 +163,7 @@ impl OutreachWrites for Paused {
         seen: &StepAvailability,
         reason: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         self.inner.skip(target, seen, reason, now).await
     }
     async fn take_over(
@@ -183,7 +173,7 @@ impl OutreachWrites for Paused {
         claim_id: &str,
         body: &str,
         now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<bool, PortError> {
         OutreachWrites::take_over(&self.inner, target, seen, claim_id, body, now).await
     }
 }
@@ -195,7 +185,7 @@ impl ConsentLedger for Paused {
         phone: &Phone,
         event: &ConsentEvent,
         purge_at: DateTime<Utc>,
-    ) -> Result<Option<ConsentState>, StoreError> {
+    ) -> Result<Option<ConsentState>, PortError> {
         self.inner.record(m, phone, event, purge_at).await
     }
     async fn cancel_outreach(
@@ -204,7 +194,7 @@ impl ConsentLedger for Paused {
         phone: &Phone,
         channel: Channel,
         now: DateTime<Utc>,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<usize, PortError> {
         ConsentLedger::cancel_outreach(&self.inner, merchant, phone, channel, now).await
     }
 }
@@ -417,7 +407,7 @@ async fn a_crash_after_the_claim_finishes_the_flow_with_no_duplicate() {
     let mut paused = Paused::new(local.store());
     paused.crash_after_claim = true;
     let crashed = worker(&local, paused).process_job(&job(&token, 0)).await;
-    assert!(matches!(crashed, Err(OutreachError::Store(_))), "{crashed:?}");
+    assert!(matches!(crashed, Err(OutreachError::Port(_))), "{crashed:?}");
     assert!(local.sandbox.messages().is_empty());
     let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
     assert_eq!(step.state, StepState::Claimed);
@@ -447,7 +437,7 @@ async fn a_crash_after_twilio_accepted_records_the_message_once_it_is_found() {
     let mut paused = Paused::new(local.store());
     paused.crash_before_record = true;
     let crashed = worker(&local, paused).process_job(&job(&token, 0)).await;
-    assert!(matches!(crashed, Err(OutreachError::Store(_))), "{crashed:?}");
+    assert!(matches!(crashed, Err(OutreachError::Port(_))), "{crashed:?}");
     assert_eq!(local.sandbox.messages().len(), 1, "Twilio took it");
     assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty(), "but nothing recorded it");
 

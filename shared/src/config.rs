@@ -587,5 +587,4 @@ pub mod local_defaults {
     pub fn table_name() -> String {
         std::env::var("TABLE_NAME").ok().filter(|v| !v.is_empty()).unwrap_or_else(|| TABLE_NAME.into())
     }
-
 }

@@ -3,8 +3,8 @@
 //! `POST /v1/privacy/delete`, `GET /v1/privacy/requests/{id}`) with their API key. `handle` is
 //! the whole handler.
 
+use callfy_shared::Phone;
 use callfy_shared::adapters::store::{IdempotencyRecord, MerchantRecord, MerchantStatus};
-use callfy_shared::ports::PortError;
 use callfy_shared::api_key::key_merchant;
 use callfy_shared::app::consent::{self, ApiAnswer, ApiOutcome, ConsentError, Idempotency};
 use callfy_shared::domain::consent::{
@@ -12,9 +12,9 @@ use callfy_shared::domain::consent::{
 };
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::http::{error, header, json};
+use callfy_shared::ports::PortError;
 use callfy_shared::signature::{ct_eq, sha256_hex};
 use callfy_shared::telemetry::redact;
-use callfy_shared::Phone;
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};

@@ -1,10 +1,10 @@
 //! Lambda entry point: the one builder assembles the app; `handle` answers each request.
 
 use callfy_shared::startup;
+use consent_api::{ConsentApp, handle};
 use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
 use std::sync::Arc;
-use consent_api::{ConsentApp, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

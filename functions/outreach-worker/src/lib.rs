@@ -6,12 +6,12 @@
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use callfy_shared::adapters::queue::QueuedWork;
-pub use callfy_shared::startup::{Worker, WorkerApp};
 use callfy_shared::app::inbound;
 pub use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError as WorkerError, TWILIO_UNSUBSCRIBED};
 use callfy_shared::app::voice::{self, VoiceError};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
+pub use callfy_shared::startup::{Worker, WorkerApp};
 use callfy_shared::telemetry::redact;
 use futures::future::join_all;
 use tracing::warn;

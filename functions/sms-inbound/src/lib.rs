@@ -2,19 +2,19 @@
 //! plain revocations) and message status callbacks (`POST /twilio/sms/status`).
 //! `handle` is the whole handler; `main.rs` only wires it to Lambda.
 
+use callfy_shared::Phone;
 use callfy_shared::adapters::store::MerchantRecord;
-use callfy_shared::config::ExposeSecret;
-use callfy_shared::ports::PortError;
-pub use callfy_shared::startup::{INBOUND_REPLAY_DELAY_SECONDS as REPLAY_DELAY_SECONDS, InboundApp};
 use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
+use callfy_shared::config::ExposeSecret;
 use callfy_shared::domain::keywords::{Intent, classify};
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::http::{TwilioForm, error, json, verify_twilio};
+use callfy_shared::ports::PortError;
+pub use callfy_shared::startup::{INBOUND_REPLAY_DELAY_SECONDS as REPLAY_DELAY_SECONDS, InboundApp};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
-use callfy_shared::Phone;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use thiserror::Error;

@@ -2,9 +2,9 @@
 
 use callfy_shared::startup;
 use lambda_http::{Error, run, service_fn};
+use sms_inbound::{InboundApp, handle};
 use std::convert::Infallible;
 use std::sync::Arc;
-use sms_inbound::{InboundApp, handle};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {

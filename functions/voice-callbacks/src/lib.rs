@@ -13,14 +13,19 @@ use callfy_shared::ports::CallUpdate;
 pub use callfy_shared::startup::VoiceApp;
 
 /// The voice use case over the adapters `VoiceApp` holds.
-type LambdaVoice<'a> = Voice<'a, callfy_shared::adapters::store::Store, callfy_shared::adapters::twilio::TwilioClient, callfy_shared::adapters::queue::OutreachQueue>;
+type LambdaVoice<'a> = Voice<
+    'a,
+    callfy_shared::adapters::store::Store,
+    callfy_shared::adapters::twilio::TwilioClient,
+    callfy_shared::adapters::queue::OutreachQueue,
+>;
+use callfy_shared::Phone;
 use callfy_shared::app::voice::{Voice, VoiceError};
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::domain::voice::{CallRef, is_sid};
 use callfy_shared::http::{TwilioForm, error, json, twiml, verify_twilio};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
-use callfy_shared::Phone;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use tracing::warn;

@@ -5,17 +5,17 @@
 //! (`callfy_shared::platforms`), and the event applied by `app::ingest`. `main.rs` only wires it
 //! to Lambda.
 
+use callfy_shared::MerchantId;
 use callfy_shared::adapters::store::MerchantRecord;
-use callfy_shared::ports::PortError;
-pub use callfy_shared::startup::IngestApp;
 use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
 use callfy_shared::domain::merchant::Platform as PlatformKind;
 use callfy_shared::http::{error, json};
 use callfy_shared::platforms::bigcommerce::{self, BigCommerce};
 use callfy_shared::platforms::woocommerce::WooCommerce;
 use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
+use callfy_shared::ports::PortError;
+pub use callfy_shared::startup::IngestApp;
 use callfy_shared::telemetry::redact;
-use callfy_shared::MerchantId;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use tracing::{info, warn};

@@ -43,9 +43,9 @@ where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
+    use crate::ports::{ErrorKind, PortError, aws_code_is_transient};
     use aws_smithy_runtime_api::client::result::SdkError;
     use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-    use crate::ports::{ErrorKind, PortError, aws_code_is_transient};
     let code = e.code().unwrap_or("unknown").to_string();
     let kind = match &e {
         SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Transient,

@@ -1,13 +1,12 @@
 //! The BigCommerce store API (v3 carts and checkouts), read with the merchant's API token.
 
-use serde::Deserialize;
-use std::time::Duration;
 pub use crate::ports::storefront::{
     BillingAddress, RedirectUrls, StoreApiError, StoreCart, StoreCheckout, StoreCurrency, StoreItem, StoreLineItems,
 };
+use serde::Deserialize;
+use std::time::Duration;
 
 pub const DEFAULT_API_BASE: &str = "https://api.bigcommerce.com";
-
 
 #[derive(Debug, Deserialize)]
 struct Wrapped<T> {

@@ -1,9 +1,9 @@
 //! The outreach queue (SQS).
 
-use crate::domain::inbound::InboundMessage;
-use crate::ports::{JobQueue, PortError, WorkQueue};
 use crate::domain::flow::OutreachJob;
+use crate::domain::inbound::InboundMessage;
 use crate::domain::voice::{KeyOptOut, RecordingCopy};
+use crate::ports::{JobQueue, PortError, WorkQueue};
 use serde::{Deserialize, Serialize};
 
 /// What travels on the worker's queues: a flow step or an inbound message to apply (again) on

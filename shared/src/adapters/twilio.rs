@@ -2,13 +2,12 @@
 //! encoding.
 
 use crate::config::{ExposeSecret, SecretString, TwilioAuth, TwilioConfig};
-use serde::Deserialize;
 pub use crate::ports::telephony::{
     CallResource, ListedCall, ListedMessage, MessageResource, PlaceCall, SendSms, SmsSender, TwilioError,
 };
 use crate::ports::{RecordingSource, SmsGateway, VoiceGateway};
+use serde::Deserialize;
 use std::time::Duration;
-
 
 /// Counts a request to Twilio, and its error by code, for the error-rate alarm.
 fn observe<T>(result: Result<T, TwilioError>) -> Result<T, TwilioError> {
@@ -18,7 +17,6 @@ fn observe<T>(result: Result<T, TwilioError>) -> Result<T, TwilioError> {
     }
     result
 }
-
 
 #[derive(Debug, Deserialize)]
 struct CallList {

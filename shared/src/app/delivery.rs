@@ -1,13 +1,13 @@
 //! A delivery report on a message we sent: its status history, and what its error code says
 //! about the number (a carrier opt-out, a number that cannot take texts).
 
-use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError};
 use crate::app::consent;
 use crate::domain::consent::ConsentEvent;
 use crate::domain::delivery::{self, Undeliverable};
 use crate::domain::merchant::RetentionDays;
 use crate::domain::outreach::SmsLogEntry;
 use crate::domain::phone::Phone;
+use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError};
 use chrono::{DateTime, Duration, Utc};
 use tracing::info;
 
@@ -31,7 +31,10 @@ pub enum Outcome {
 
 /// The logged message a report is about: by the `SID#` index, else (the index is eventually
 /// consistent) in the partition of the merchant that sent it and the number it went to.
-async fn find_outbound(store: &(impl MessageLog + MerchantStore), r: &Report<'_>) -> Result<Option<SmsLogEntry>, PortError> {
+async fn find_outbound(
+    store: &(impl MessageLog + MerchantStore),
+    r: &Report<'_>,
+) -> Result<Option<SmsLogEntry>, PortError> {
     if let Some(entry) = store.sms_by_sid(r.message_sid).await? {
         return Ok(Some(entry));
     }

@@ -4,13 +4,13 @@
 //! it holds, so a storage failure cannot lose a revocation (Twilio does not retry inbound
 //! webhooks).
 
-use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError};
 use crate::app::consent;
 use crate::domain::consent::{ConsentAction, ConsentStatus};
+pub use crate::domain::inbound::InboundMessage;
 use crate::domain::keywords::{Classified, Intent, classify};
 use crate::domain::merchant::Channel;
 use crate::domain::outreach::{MerchantRecord, SmsLogEntry};
-pub use crate::domain::inbound::InboundMessage;
+use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError};
 use tracing::info;
 
 /// What applying an inbound message reads and writes.
@@ -30,7 +30,11 @@ pub struct Applied {
 /// Applies `msg` for `merchants` (those on its sender). Every step is idempotent, so a replay
 /// of a message applied before changes nothing; the log marker, written last, tells a first
 /// delivery from a redelivery.
-pub async fn apply<S: InboundStore>(store: &S, msg: &InboundMessage, merchants: &[MerchantRecord]) -> Result<Applied, PortError> {
+pub async fn apply<S: InboundStore>(
+    store: &S,
+    msg: &InboundMessage,
+    merchants: &[MerchantRecord],
+) -> Result<Applied, PortError> {
     let classified = classify(&msg.body);
     let mut affected = Vec::new();
     for record in merchants {

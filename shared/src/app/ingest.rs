@@ -487,4 +487,3 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         Err(IngestError::Contention)
     }
 }
-

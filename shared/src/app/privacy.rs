@@ -3,15 +3,15 @@
 //! phone, which keeps the opt-out honoured, and a proof record (the HMAC, time, counts per kind).
 //! Under a legal hold a deletion is recorded and carried out when the hold lifts.
 
-use crate::ports::{
-    CartStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore, PurgeStore,
-    RecordingFiles,
-};
 use crate::domain::cart::Cart;
 use crate::domain::merchant::Merchant;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeKind;
+use crate::ports::{
+    CartStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore, PurgeStore,
+    RecordingFiles,
+};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -218,7 +218,9 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                             *counts.entry(PurgeKind::Recording.as_str().into()).or_default() += 1;
                         }
                     }
-                    CustomerData::Recording { s3_key: Some(key) } if !objects.contains(key) => objects.push(key.clone()),
+                    CustomerData::Recording { s3_key: Some(key) } if !objects.contains(key) => {
+                        objects.push(key.clone())
+                    }
                     _ => {}
                 }
                 if record.kind != PurgeKind::Recording {

@@ -4,11 +4,11 @@
 //! schedule's time), so a late or replayed run purges as of its own schedule.
 
 use crate::app::privacy::PrivacyData;
-use crate::ports::{DueItem, Erasure, MerchantStore, PortError, RecordingFiles};
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::retention::{PURGE_SHARDS, PurgeKind, PurgeReport, bucket_of, days_to_read};
+use crate::ports::{DueItem, Erasure, MerchantStore, PortError, RecordingFiles};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::collections::HashMap;
 use std::time::Instant;

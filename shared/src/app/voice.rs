@@ -53,7 +53,10 @@ impl Classify for VoiceError {
 }
 
 /// What the voice callbacks read and write.
-pub trait VoiceStore: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog {}
+pub trait VoiceStore:
+    MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog
+{
+}
 impl<T: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog> VoiceStore for T {}
 
 /// Everything a call's answer and menu are made from.
@@ -462,7 +465,11 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
 
 /// Notes a recording on its call once, with its purge date (the merchant's
 /// `retention_days.recordings` after the call).
-async fn note(store: &(impl MerchantStore + CallLog), entry: &CallLogEntry, copy: &RecordingCopy) -> Result<bool, PortError> {
+async fn note(
+    store: &(impl MerchantStore + CallLog),
+    entry: &CallLogEntry,
+    copy: &RecordingCopy,
+) -> Result<bool, PortError> {
     let merchant = store.get_merchant(&entry.merchant_id).await?;
     let days =
         merchant.map_or(crate::domain::merchant::DEFAULT_RETENTION_DAYS, |m| m.merchant.retention_days.recordings);

@@ -3,12 +3,12 @@
 //! the `StorefrontCarts` port).
 
 use super::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
-use crate::ports::storefront::{StoreApiError, StoreCart, StoreCheckout, StorefrontCarts};
 use crate::domain::cart::{CartItem, CheckoutSnapshot};
 use crate::domain::ids::CartToken;
 use crate::domain::merchant::Merchant;
 use crate::domain::phone::Phone;
 use crate::domain::time::clamp_platform_time;
+use crate::ports::storefront::{StoreApiError, StoreCart, StoreCheckout, StorefrontCarts};
 use crate::signature::ct_eq;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;

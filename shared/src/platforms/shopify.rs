@@ -1,9 +1,9 @@
 //! Shopify webhook payloads (REFERENCE.md, Shopify) and their normalisation.
 
-use crate::config::ExposeSecret;
 use super::{
     ConsentSignal, MerchantRef, Platform, PlatformError, PlatformEvent, PrivacyKind, PrivacyRequest, WebhookRequest,
 };
+use crate::config::ExposeSecret;
 use crate::domain::cart::{CartItem, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, Evidence};
 use crate::domain::ids::CartToken;

@@ -6,8 +6,11 @@ use std::path::Path;
 
 pub trait RecordingFiles: Send + Sync {
     /// A link to read `key` for `valid_for` (a data-subject export's recordings and file).
-    fn presign_get(&self, key: &str, valid_for: std::time::Duration)
-    -> impl Future<Output = Result<String, PortError>> + Send;
+    fn presign_get(
+        &self,
+        key: &str,
+        valid_for: std::time::Duration,
+    ) -> impl Future<Output = Result<String, PortError>> + Send;
     /// Writes a JSON document (a data-subject export), encrypted at rest.
     fn put_json(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Deletes every object under `prefix` (an account's recordings); how many.

@@ -10,8 +10,8 @@ pub mod files;
 pub mod outreach;
 pub mod queue;
 pub mod records;
-pub mod storefront;
 pub mod store;
+pub mod storefront;
 pub mod telephony;
 
 pub use error::{BoxError, Classify, ErrorKind, PortError, aws_code_is_transient, chain};

@@ -96,10 +96,18 @@ pub struct CustomerRecord {
 pub enum CustomerData {
     Sms(Box<SmsLogEntry>),
     Call(Box<CallLogEntry>),
-    ConsentEntry { channel: Channel, entry: Box<LedgerEntry> },
-    ConsentState { channel: Channel, state: Box<ConsentState> },
+    ConsentEntry {
+        channel: Channel,
+        entry: Box<LedgerEntry>,
+    },
+    ConsentState {
+        channel: Channel,
+        state: Box<ConsentState>,
+    },
     /// A recording's own record (its S3 object, when known).
-    Recording { s3_key: Option<String> },
+    Recording {
+        s3_key: Option<String>,
+    },
     /// Counters, markers and the rest: erased, not exported.
     Other,
 }

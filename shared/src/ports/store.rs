@@ -5,8 +5,8 @@
 
 use super::PortError;
 use super::records::{
-    ConsentAppend, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome, IngestWrite, ItemKey,
-    PendingPrivacy, PrivacyStatus, CallUpdate,
+    CallUpdate, ConsentAppend, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome, IngestWrite,
+    ItemKey, PendingPrivacy, PrivacyStatus,
 };
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState, LedgerEntry};
@@ -14,7 +14,9 @@ use crate::domain::delivery::Undeliverable;
 use crate::domain::guard::BurstKind;
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, Merchant};
-use crate::domain::outreach::{ClaimGuard, ClaimOutcome, MerchantRecord, SendCounter, SmsLogEntry, StepRecord, StepResult};
+use crate::domain::outreach::{
+    ClaimGuard, ClaimOutcome, MerchantRecord, SendCounter, SmsLogEntry, StepRecord, StepResult,
+};
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeReport;
 use crate::domain::voice::{CallLogEntry, CallRecording};
@@ -26,44 +28,99 @@ use std::future::Future;
 pub trait MerchantStore: Send + Sync {
     fn get_merchant(&self, id: &MerchantId) -> impl Future<Output = Result<Option<MerchantRecord>, PortError>> + Send;
     /// The merchants whose SMS sender is one of `senders` (numbers or Messaging Service SIDs).
-    fn merchants_for_senders(&self, senders: &[&str]) -> impl Future<Output = Result<Vec<MerchantRecord>, PortError>> + Send;
+    fn merchants_for_senders(
+        &self,
+        senders: &[&str],
+    ) -> impl Future<Output = Result<Vec<MerchantRecord>, PortError>> + Send;
 }
 
 /// Carts, the webhook deliveries that change them (with their dedupe markers), and lookups by checkout, phone and email.
 pub trait CartStore: Send + Sync {
-    fn get_cart(&self, m: &MerchantId, token: &CartToken) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send;
-    fn cart_token_for_checkout(&self, m: &MerchantId, checkout_id: &str) -> impl Future<Output = Result<Option<CartToken>, PortError>> + Send;
+    fn get_cart(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+    ) -> impl Future<Output = Result<Option<Cart>, PortError>> + Send;
+    fn cart_token_for_checkout(
+        &self,
+        m: &MerchantId,
+        checkout_id: &str,
+    ) -> impl Future<Output = Result<Option<CartToken>, PortError>> + Send;
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
     /// pointer and a consent append. A redelivery finds the marker and changes nothing.
     fn write_ingest(&self, w: &IngestWrite) -> impl Future<Output = Result<IngestOutcome, PortError>> + Send;
     /// Forgets a delivery so the platform's retry is processed again (after a later step failed).
     fn forget_event(&self, m: &MerchantId, event_key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
-    fn set_outreach_scheduled(&self, m: &MerchantId, token: &CartToken, scheduled: bool) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn set_outreach_scheduled(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        scheduled: bool,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The carts of a phone at a merchant.
-    fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<Vec<Cart>, PortError>> + Send;
+    fn carts_for_phone(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<Vec<Cart>, PortError>> + Send;
     /// The phones an email's carts name (the email pointers written with each cart).
-    fn phones_for_email(&self, m: &MerchantId, email: &str) -> impl Future<Output = Result<Vec<(CartToken, Option<Phone>)>, PortError>> + Send;
+    fn phones_for_email(
+        &self,
+        m: &MerchantId,
+        email: &str,
+    ) -> impl Future<Output = Result<Vec<(CartToken, Option<Phone>)>, PortError>> + Send;
 }
 
 /// The consent ledger: per (merchant, phone, channel) a state and its hash-chained entries. Every append is conditional on the state it was decided from.
 pub trait ConsentStore: Send + Sync {
     /// The current consent state, strongly consistent: every send re-checks it.
-    fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> impl Future<Output = Result<ConsentState, PortError>> + Send;
+    fn consent_state(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> impl Future<Output = Result<ConsentState, PortError>> + Send;
     /// Appends, and stores the answer `answer` builds from the new entry under an idempotency
     /// key in the same transaction, so a retry replays exactly what this request was told.
-    fn append_consent_answered(&self, c: &ConsentAppend, idempotency_key: Option<&str>, answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send) -> impl Future<Output = Result<IdempotencyRecord, PortError>> + Send;
+    fn append_consent_answered(
+        &self,
+        c: &ConsentAppend,
+        idempotency_key: Option<&str>,
+        answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
+    ) -> impl Future<Output = Result<IdempotencyRecord, PortError>> + Send;
     /// Appends `event` if the current state accepts it, re-reading on concurrent appends.
     /// Returns the new state, or `None` when the ledger already says this (or refuses it).
-    fn record_consent(&self, m: &MerchantId, phone: &Phone, event: &ConsentEvent, purge_at: DateTime<Utc>) -> impl Future<Output = Result<Option<ConsentState>, PortError>> + Send;
+    fn record_consent(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<ConsentState>, PortError>> + Send;
     /// The whole ledger of one channel, oldest first.
-    fn consent_ledger(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> impl Future<Output = Result<Vec<LedgerEntry>, PortError>> + Send;
+    fn consent_ledger(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> impl Future<Output = Result<Vec<LedgerEntry>, PortError>> + Send;
 }
 
 /// Answers given under an `Idempotency-Key`, replayed for the request's retries.
 pub trait IdempotencyStore: Send + Sync {
-    fn get_idempotency(&self, m: &MerchantId, key: &str, now: DateTime<Utc>) -> impl Future<Output = Result<Option<IdempotencyRecord>, PortError>> + Send;
+    fn get_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, PortError>> + Send;
     /// Stores an answer; `false` when the key already holds one.
-    fn put_idempotency(&self, m: &MerchantId, key: &str, record: &IdempotencyRecord) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn put_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        record: &IdempotencyRecord,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
 /// The SMS log (outbound and inbound) and what delivery reports say about a number.
@@ -71,42 +128,103 @@ pub trait MessageLog: Send + Sync {
     fn sms_by_sid(&self, sid: &str) -> impl Future<Output = Result<Option<SmsLogEntry>, PortError>> + Send;
     /// One outbound message, read strongly consistent from the customer's partition: for a
     /// delivery report that arrives before the `SID#` index has caught up.
-    fn outbound_sms(&self, m: &MerchantId, phone: &Phone, sid: &str) -> impl Future<Output = Result<Option<SmsLogEntry>, PortError>> + Send;
+    fn outbound_sms(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> impl Future<Output = Result<Option<SmsLogEntry>, PortError>> + Send;
     /// Records a delivery report on a logged message. The history keeps every status once; the
     /// current status only moves forward, whatever order the callbacks arrive in.
-    fn update_sms_status(&self, entry: &SmsLogEntry, status: &str, error_code: Option<i64>, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
-    fn mark_undeliverable(&self, m: &MerchantId, phone: &Phone, u: &Undeliverable, purge_at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn update_sms_status(
+        &self,
+        entry: &SmsLogEntry,
+        status: &str,
+        error_code: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn mark_undeliverable(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        u: &Undeliverable,
+        purge_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// merchants may share a sender. `true` when any pair was new.
-    fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn record_inbound(
+        &self,
+        entries: &[SmsLogEntry],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
     /// `MessageSid` returns `false` and writes nothing. Each merchant's marker and log entry are
     /// one pair; pairs are written in transactions of at most 100 items, so any number of
     /// Whether this merchant logged this inbound message already (its marker exists).
     fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
-    fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<Option<Undeliverable>, PortError>> + Send;
+    fn undeliverable(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<Option<Undeliverable>, PortError>> + Send;
     /// Whether this merchant has ever texted this phone (the first message introduces itself).
     fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
 
 /// Flow steps of a cart, their claims, and the per-phone send counter the claims keep.
 pub trait StepStore: Send + Sync {
-    fn get_step(&self, m: &MerchantId, token: &CartToken, step: u8) -> impl Future<Output = Result<Option<StepRecord>, PortError>> + Send;
+    fn get_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+    ) -> impl Future<Output = Result<Option<StepRecord>, PortError>> + Send;
     /// The per-phone send counter, strongly consistent (version 0 when there is none).
-    fn send_counter(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<SendCounter, PortError>> + Send;
+    fn send_counter(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<SendCounter, PortError>> + Send;
     /// The claim before a send, in one transaction conditioned on everything the decision read:
     /// the step as read, the cart's version (open at that version), the channel's consent state
     /// (opted in at that sequence), the merchant's status (active) and the phone's send counter
     /// (at its version, which the claim bumps). Anything acknowledged before it makes it fail.
-    fn claim(&self, guard: &ClaimGuard, claim_id: &str, body_sha256: &str, now: DateTime<Utc>) -> impl Future<Output = Result<ClaimOutcome, PortError>> + Send;
+    fn claim(
+        &self,
+        guard: &ClaimGuard,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ClaimOutcome, PortError>> + Send;
     /// Takes a claimed step's count back off the phone's counter after a send that certainly did
     /// not happen. Best effort: a count left behind only makes the rule stricter.
-    fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn release_count(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        token: &CartToken,
+        step: u8,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Records a sent message and the step's `sent` state in one transaction (with the cart's
     /// last-message time), so a sent message is never without its log entry. `false` when the
     /// claim was no longer ours (a lease overtaken): the new holder finds the message at Twilio.
-    fn finish_sent(&self, entry: &SmsLogEntry, token: &CartToken, step: u8, claim_id: &str, now: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Records how a claimed step ended; only the claim's holder may.
-    fn finish_step(&self, m: &MerchantId, token: &CartToken, step: u8, claim_id: &str, result: &StepResult, now: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn finish_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// The call log and the state of each call's recording.
@@ -116,34 +234,72 @@ pub trait CallLog: Send + Sync {
     /// strongly consistent, so its recording state is never a stale copy.
     fn call_by_sid(&self, sid: &str) -> impl Future<Output = Result<Option<CallLogEntry>, PortError>> + Send;
     /// A call read strongly consistent from the customer's partition.
-    fn call_in_partition(&self, m: &MerchantId, phone: &Phone, sid: &str) -> impl Future<Output = Result<Option<CallLogEntry>, PortError>> + Send;
+    fn call_in_partition(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> impl Future<Output = Result<Option<CallLogEntry>, PortError>> + Send;
     /// Records a status callback. The history keeps each status once; the current status only
     /// moves forward, whatever order Twilio's callbacks arrive in.
-    fn update_call_status(&self, entry: &CallLogEntry, u: &CallUpdate<'_>, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn update_call_status(
+        &self,
+        entry: &CallLogEntry,
+        u: &CallUpdate<'_>,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Notes a recording on its call, once: a repeated callback finds it noted and changes
     /// nothing (in particular not a key already stored). `false` when it was noted before.
-    fn note_recording(&self, entry: &CallLogEntry, rec: &CallRecording) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn note_recording(
+        &self,
+        entry: &CallLogEntry,
+        rec: &CallRecording,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Our copy is in S3 under `s3_key`: noted on the call, and a purge item (`REC#{call}`) put
     /// with the recording's own purge date, in one transaction.
-    fn recording_stored(&self, entry: &CallLogEntry, sid: &str, s3_key: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn recording_stored(
+        &self,
+        entry: &CallLogEntry,
+        sid: &str,
+        s3_key: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Twilio's copy is gone (deleted after ours was stored).
-    fn recording_released(&self, entry: &CallLogEntry, sid: &str) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn recording_released(&self, entry: &CallLogEntry, sid: &str)
+    -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Counters of the SMS-pumping guard, one per window.
 pub trait BurstGuard: Send + Sync {
     /// Counts one more new cart for `hashed` (a keyed hash of the shopper's IP or the number's
     /// prefix) in the window starting at `window_start`; returns the count, this cart included.
-    fn bump_burst(&self, m: &MerchantId, kind: BurstKind, hashed: &str, window_start: DateTime<Utc>, window: Duration) -> impl Future<Output = Result<u64, PortError>> + Send;
+    fn bump_burst(
+        &self,
+        m: &MerchantId,
+        kind: BurstKind,
+        hashed: &str,
+        window_start: DateTime<Utc>,
+        window: Duration,
+    ) -> impl Future<Output = Result<u64, PortError>> + Send;
 }
 
 /// Platform requests (privacy topics, uninstalls) and the account changes they lead to.
 pub trait PlatformRequests: Send + Sync {
     /// Stores a privacy request or an uninstall with its delivery's dedupe marker; `false` for
     /// a redelivery. Kept as `pending` until the privacy or account use case carries it out.
-    fn record_platform_request(&self, merchant: &Merchant, event_key: &str, request: &PlatformRequest, pending: Option<&PendingPrivacy>, now: DateTime<Utc>) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn record_platform_request(
+        &self,
+        merchant: &Merchant,
+        event_key: &str,
+        request: &PlatformRequest,
+        pending: Option<&PendingPrivacy>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Shopify `shop/redact`: the shop's customer data is due at once.
-    fn request_shop_redaction(&self, id: &MerchantId, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn request_shop_redaction(
+        &self,
+        id: &MerchantId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Closes a merchant: no more outreach (every claim checks the status), API keys refused,
     /// and its data due for erasure once the grace period has passed (the purger decides when,
     /// from `closed_at`). Idempotent.
@@ -154,7 +310,11 @@ pub trait PlatformRequests: Send + Sync {
 pub trait PrivacyStore: Send + Sync {
     /// Every record of a customer's partition (consent, messages, calls, counters), decoded as
     /// far as an export or an erasure needs.
-    fn customer_records(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<Vec<CustomerRecord>, PortError>> + Send;
+    fn customer_records(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<Vec<CustomerRecord>, PortError>> + Send;
     /// Everything stored for one cart: its partition (cart, steps) and its checkout and email
     /// pointers.
     fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
@@ -162,46 +322,94 @@ pub trait PrivacyStore: Send + Sync {
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey>;
     /// After a deletion: the phone's opt-out outlives its data. Only an HMAC of the number is
     /// kept, with when it was deleted.
-    fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn put_deletion_marker(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// When this phone's data was deleted at the merchant's request, if it was.
-    fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> impl Future<Output = Result<Option<DateTime<Utc>>, PortError>> + Send;
+    fn deletion_marker(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<Option<DateTime<Utc>>, PortError>> + Send;
     /// A request's status (`V#{merchant}` / `DSR#{id}`), with no personal data: the proof of a
     /// deletion is its subject's HMAC, its time and its counts.
-    fn put_privacy_status(&self, m: &MerchantId, status: &PrivacyStatus, subject: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn put_privacy_status(
+        &self,
+        m: &MerchantId,
+        status: &PrivacyStatus,
+        subject: Option<&str>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// A request that waits (a hold; a platform's request for the next purge run), due at `at`.
-    fn put_pending_privacy(&self, m: &MerchantId, p: &PendingPrivacy, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
-    fn pending_privacy(&self, pk: &str, sk: &str) -> impl Future<Output = Result<Option<PendingPrivacy>, PortError>> + Send;
+    fn put_pending_privacy(
+        &self,
+        m: &MerchantId,
+        p: &PendingPrivacy,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn pending_privacy(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> impl Future<Output = Result<Option<PendingPrivacy>, PortError>> + Send;
 }
 
 /// The retention purge: the purge index day by day, conditional deletes, re-dating, the watermark and the audit record. Keys are opaque `ItemKey`s.
 pub trait PurgeStore: Send + Sync {
     /// The last day a purge run finished completely.
-    fn purge_watermark(&self, ) -> impl Future<Output = Result<Option<NaiveDate>, PortError>> + Send;
+    fn purge_watermark(&self) -> impl Future<Output = Result<Option<NaiveDate>, PortError>> + Send;
     /// Moves the watermark forward (never back).
     fn set_purge_watermark(&self, day: NaiveDate) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The audit record of one run (counts per merchant and kind; never a phone or a body).
     fn put_purge_report(&self, report: &PurgeReport) -> impl Future<Output = Result<(), PortError>> + Send;
     /// `due_items` for a bucket name the caller built.
-    fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> impl Future<Output = Result<Vec<DueItem>, PortError>> + Send;
+    fn due_items_owned(
+        &self,
+        bucket: String,
+        as_of: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<DueItem>, PortError>> + Send;
     /// Moves an item's purge date (a ledger with recent activity, an item under legal hold).
-    fn repurge(&self, pk: &str, sk: &str, purge_at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn repurge(
+        &self,
+        pk: &str,
+        sk: &str,
+        purge_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Deletes one item only if it still has the purge date that was read (a cart updated since
     /// has a later one and stays); `false` when it changed or is gone.
-    fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str)
+    -> impl Future<Output = Result<bool, PortError>> + Send;
     /// All items of one partition (a cart with its steps), keys only.
     fn partition_keys(&self, pk: &str) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
     /// After a recording's object is deleted: its purge item goes, and its call log entry
     /// forgets it (the log itself is kept for as long as call logs are).
-    fn recording_purged(&self, pk: &str, rec_sk: &str, log_sk: Option<&str>) -> impl Future<Output = Result<(), PortError>> + Send;
+    fn recording_purged(
+        &self,
+        pk: &str,
+        rec_sk: &str,
+        log_sk: Option<&str>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Deletes a superseded consent entry and moves the ledger's checkpoint past it, in one
     /// transaction: the kept chain verifies from `hash`. Only ever moves the checkpoint forward.
-    fn purge_consent_entry(&self, pk: &str, sk: &str, seq: u64, hash: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    fn purge_consent_entry(
+        &self,
+        pk: &str,
+        sk: &str,
+        seq: u64,
+        hash: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
     /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
     fn batch_delete(&self, keys: &[ItemKey]) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Every key of one merchant, found by a scan (an account erasure is rare; the daily purge
     /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
-    fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
+    fn merchant_keys(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+    ) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
     /// The newest thing that happened in a customer partition (a message, a call, a consent
     /// event): the whole ledger expires only once this is old enough.
     fn last_activity(&self, pk: &str) -> impl Future<Output = Result<Option<DateTime<Utc>>, PortError>> + Send;

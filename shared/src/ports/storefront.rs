@@ -67,7 +67,6 @@ pub struct StoreCheckout {
     pub billing_address: Option<BillingAddress>,
 }
 
-
 impl super::Classify for StoreApiError {
     fn kind(&self) -> super::ErrorKind {
         match self {

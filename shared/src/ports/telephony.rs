@@ -179,7 +179,11 @@ pub trait VoiceGateway: Send + Sync {
 /// A call recording at the provider: fetched to a file, then deleted there.
 pub trait RecordingSource: Send + Sync {
     /// Writes the recording to `path`; its size in bytes.
-    fn download_recording(&self, recording_sid: &str, path: &Path) -> impl Future<Output = Result<u64, TwilioError>> + Send;
+    fn download_recording(
+        &self,
+        recording_sid: &str,
+        path: &Path,
+    ) -> impl Future<Output = Result<u64, TwilioError>> + Send;
     /// `false` when it was already gone.
     fn delete_recording(&self, recording_sid: &str) -> impl Future<Output = Result<bool, TwilioError>> + Send;
 }

@@ -18,7 +18,7 @@
 use callfy_shared::MerchantId;
 use callfy_shared::Phone;
 use callfy_shared::adapters::dynamo::report::{CartWithSteps, CustomerActivity, ScanProgress};
-use callfy_shared::adapters::store::{StepState, Store, StoreError};
+use callfy_shared::adapters::store::{PortError, StepState, Store};
 use callfy_shared::domain::consent::{ConsentAction, ConsentStatus};
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::domain::outreach::Direction;
@@ -31,7 +31,7 @@ pub enum ReportError {
     #[error("no merchant {0}")]
     NoMerchant(MerchantId),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] PortError),
     #[error("--since {0:?}: expected a date (2026-11-01) or an RFC 3339 instant")]
     Since(String),
 }

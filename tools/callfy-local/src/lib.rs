@@ -15,15 +15,16 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
-use callfy_shared::adapters::queue::OutreachQueue;
-use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::store::Store;
-use callfy_shared::adapters::twilio::TwilioClient;
-use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
+use callfy_shared::config::{
+    ConsentApiSettings, InboundSettings, IngestSettings, PurgerSettings, SecretString, TwilioAuth, TwilioConfig,
+    VoiceCallbackSettings, WorkerSettings, local_defaults,
+};
 use callfy_shared::http::error;
+use callfy_shared::startup::{Assemble, Clients};
 use callfy_shared::{Clock, OffsetClock, SystemClock};
 use consent_api::ConsentApp;
-use outreach_worker::{Worker, WorkerApp};
+use outreach_worker::Worker;
 use resources::{ResourceNames, Resources};
 use sandbox::Sandbox;
 use sms_inbound::InboundApp;
@@ -244,6 +245,108 @@ impl LocalHandle {
     }
 }
 
+/// The six entry points, assembled by the one builder (`callfy_shared::startup`) from the
+/// settings Lambda would read, pointed at this machine's resources and stand-ins.
+fn assemble(
+    sdk: &SdkConfig,
+    opts: &LocalOptions,
+    resources: &Resources,
+    base_url: &str,
+    public_base_url: &str,
+) -> Result<Functions, LocalError> {
+    let clients = Clients::new(sdk);
+    let clock = || Arc::clone(&opts.clock);
+    let log_key = SecretString::from(callfy_shared::domain::phone::LOCAL_LOG_KEY);
+    let auth_token = SecretString::from(opts.twilio_auth_token.as_str());
+    let shared_key = opts.twilio_webhook_shared_key.as_deref().map(SecretString::from);
+    let twilio = TwilioConfig {
+        api_base: opts.twilio_api_base.clone().unwrap_or_else(|| base_url.to_string()),
+        account_sid: opts.twilio_account_sid.clone(),
+        auth: TwilioAuth::AuthToken(auth_token.clone()),
+        auth_token: Some(auth_token.clone()),
+        timeout: opts.twilio_timeout,
+    };
+    let table_name = resources.names.table.clone();
+    let config = |e: callfy_shared::startup::StartupError| LocalError::Config(e.to_string());
+    Ok(Functions {
+        ingest: IngestApp::assemble(
+            &clients,
+            &IngestSettings {
+                table_name: table_name.clone(),
+                outreach_queue_url: resources.queue_url.clone(),
+                shopify_api_secret: SecretString::from(opts.shopify_secret.as_str()),
+                bigcommerce_api_base: opts.bigcommerce_api_base.clone().unwrap_or_else(|| base_url.to_string()),
+                log_key: log_key.clone(),
+            },
+            clock(),
+        )
+        .map_err(config)?,
+        worker: Worker::assemble(
+            &clients,
+            &WorkerSettings {
+                table_name: table_name.clone(),
+                outreach_queue_url: resources.queue_url.clone(),
+                public_base_url: public_base_url.to_string(),
+                twilio: twilio.clone(),
+                recordings_bucket: resources.names.bucket.clone(),
+                recordings_kms_key_id: None,
+                log_key: log_key.clone(),
+            },
+            clock(),
+        )
+        .map_err(config)?,
+        consent: ConsentApp::assemble(
+            &clients,
+            &ConsentApiSettings {
+                table_name: table_name.clone(),
+                recordings_bucket: resources.names.bucket.clone(),
+                log_key: log_key.clone(),
+            },
+            clock(),
+        )
+        .map_err(config)?,
+        inbound: InboundApp::assemble(
+            &clients,
+            &InboundSettings {
+                table_name: table_name.clone(),
+                outreach_queue_url: resources.queue_url.clone(),
+                public_base_url: public_base_url.to_string(),
+                twilio_auth_token: auth_token.clone(),
+                twilio_webhook_shared_key: shared_key.clone(),
+                log_key: log_key.clone(),
+            },
+            clock(),
+        )
+        .map_err(config)?,
+        voice: VoiceApp::assemble(
+            &clients,
+            &VoiceCallbackSettings {
+                table_name: table_name.clone(),
+                recordings_queue_url: resources.recordings_queue_url.clone(),
+                outreach_queue_url: resources.queue_url.clone(),
+                public_base_url: public_base_url.to_string(),
+                twilio,
+                twilio_auth_token: auth_token,
+                twilio_webhook_shared_key: shared_key,
+                log_key: log_key.clone(),
+            },
+            clock(),
+        )
+        .map_err(config)?,
+        purger: retention_purger::PurgerApp::assemble(
+            &clients,
+            &PurgerSettings {
+                table_name,
+                recordings_bucket: resources.names.bucket.clone(),
+                closure_grace_days: callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
+                log_key,
+            },
+            clock(),
+        )
+        .map_err(config)?,
+    })
+}
+
 pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, LocalError> {
     let resources = resources::ensure(sdk, &opts.names).await?;
     let listener = tokio::net::TcpListener::bind(opts.addr)
@@ -252,72 +355,10 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
     let addr = listener.local_addr().map_err(|source| LocalError::Bind { addr: opts.addr.to_string(), source })?;
     let base_url = format!("http://{addr}");
 
-    let ddb = aws_sdk_dynamodb::Client::new(sdk);
-    let sqs = aws_sdk_sqs::Client::new(sdk);
-    let store = Store::new(ddb, &resources.names.table);
-    let queue = OutreachQueue::new(sqs.clone(), &resources.queue_url);
-    let twilio_cfg = TwilioConfig {
-        api_base: opts.twilio_api_base.clone().unwrap_or_else(|| base_url.clone()),
-        account_sid: opts.twilio_account_sid.clone(),
-        auth: TwilioAuth::AuthToken(opts.twilio_auth_token.clone()),
-        auth_token: Some(opts.twilio_auth_token.clone()),
-    };
-    let twilio =
-        TwilioClient::with_timeout(&twilio_cfg, opts.twilio_timeout).map_err(|e| LocalError::Config(e.to_string()))?;
-    let recordings_queue = OutreachQueue::new(sqs.clone(), &resources.recordings_queue_url);
-    let bucket = RecordingBucket::new(callfy_shared::adapters::aws::s3(sdk), &resources.names.bucket, None);
     let public_base_url = opts.public_base_url.clone().unwrap_or_else(|| base_url.clone());
-    let functions = Functions {
-        ingest: IngestApp {
-            store: store.clone(),
-            queue: queue.clone(),
-            shopify: callfy_shared::platforms::shopify::Shopify { app_secret: opts.shopify_secret.clone() },
-            bigcommerce_api: callfy_shared::adapters::bigcommerce::BigCommerceApi::new(
-                opts.bigcommerce_api_base.as_deref().unwrap_or(&base_url),
-                std::time::Duration::from_secs(3),
-            )
-            .map_err(|e| LocalError::Config(e.to_string()))?,
-            custom: callfy_shared::platforms::custom::Custom { clock: Arc::clone(&opts.clock) },
-            clock: Arc::clone(&opts.clock),
-        },
-        worker: Worker {
-            outreach: WorkerApp {
-                store: store.clone(),
-                queue: queue.clone(),
-                twilio: twilio.clone(),
-                clock: Arc::clone(&opts.clock),
-                public_base_url: public_base_url.trim_end_matches('/').to_string(),
-            },
-            recordings: bucket.clone(),
-            scratch: std::env::temp_dir(),
-        },
-        purger: retention_purger::PurgerApp {
-            store: store.clone(),
-            recordings: bucket.clone(),
-            closure_grace_days: callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
-        },
-        voice: VoiceApp {
-            store: store.clone(),
-            recordings_queue,
-            outreach_queue: queue.clone(),
-            replay_delay_seconds: callfy_shared::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS,
-            twilio,
-            auth_token: opts.twilio_auth_token.clone(),
-            shared_key: opts.twilio_webhook_shared_key.clone(),
-            public_base_url: public_base_url.trim_end_matches('/').to_string(),
-            clock: Arc::clone(&opts.clock),
-        },
-        consent: ConsentApp { store: store.clone(), recordings: bucket.clone(), clock: Arc::clone(&opts.clock) },
-        inbound: InboundApp {
-            store,
-            queue,
-            replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
-            auth_token: opts.twilio_auth_token.clone(),
-            shared_key: opts.twilio_webhook_shared_key.clone(),
-            public_base_url: public_base_url.trim_end_matches('/').to_string(),
-            clock: Arc::clone(&opts.clock),
-        },
-    };
+    let public_base_url = public_base_url.trim_end_matches('/').to_string();
+    let functions = assemble(sdk, &opts, &resources, &base_url, &public_base_url)?;
+    let sqs = aws_sdk_sqs::Client::new(sdk);
     let recordings_queue_arn = queue_arn(&sqs, &resources.recordings_queue_url).await?;
     let queue_arn = queue_arn(&sqs, &resources.queue_url).await?;
     let shared = Arc::new(Shared {

@@ -96,7 +96,7 @@ pub enum SoakError {
     #[error(transparent)]
     Local(#[from] callfy_local::LocalError),
     #[error("store: {0}")]
-    Store(#[from] callfy_shared::adapters::store::StoreError),
+    Store(#[from] callfy_shared::adapters::store::PortError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("AWS: {0}")]

@@ -8,12 +8,7 @@ impl Store {
         keys::idempotency_pk(m, &crate::signature::sha256_hex(key.as_bytes()))
     }
 
-    pub(super) fn idempotency_item(
-        &self,
-        m: &MerchantId,
-        key: &str,
-        r: &IdempotencyRecord,
-    ) -> Result<Item, PortError> {
+    pub(super) fn idempotency_item(&self, m: &MerchantId, key: &str, r: &IdempotencyRecord) -> Result<Item, PortError> {
         let mut item = to_item(r)?;
         item.insert(attr::PK.into(), s(Self::idempotency_pk(m, key)));
         item.insert(attr::SK.into(), s(keys::IDEMPOTENCY));

@@ -155,12 +155,7 @@ impl Store {
     }
 
     /// Sets one attribute of an existing merchant; `NotFound` when there is none.
-    async fn set_profile_attribute(
-        &self,
-        id: &MerchantId,
-        name: &str,
-        value: AttributeValue,
-    ) -> Result<(), PortError> {
+    async fn set_profile_attribute(&self, id: &MerchantId, name: &str, value: AttributeValue) -> Result<(), PortError> {
         let res = self
             .client
             .update_item()
@@ -204,11 +199,7 @@ impl Store {
         Ok(out)
     }
 
-    pub(super) async fn sync_sender_index(
-        &self,
-        merchant: &Merchant,
-        old: Option<&Merchant>,
-    ) -> Result<(), PortError> {
+    pub(super) async fn sync_sender_index(&self, merchant: &Merchant, old: Option<&Merchant>) -> Result<(), PortError> {
         let new_keys = sender_keys(merchant);
         for k in &new_keys {
             let mut item = key(keys::sender_pk(k), merchant_pk(&merchant.id));

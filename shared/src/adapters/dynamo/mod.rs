@@ -13,16 +13,11 @@ mod messages;
 mod privacy;
 mod purge;
 pub use purge::MAX_BATCH_WRITE;
-pub mod report;
 mod ports;
+pub mod report;
 mod requests;
 mod steps;
 
-use crate::platforms::PlatformRequest;
-pub use crate::ports::{
-    CallUpdate, ConsentAppend, CustomerData, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome,
-    IngestWrite, ItemKey, PendingPrivacy, PortError, PrivacyStatus,
-};
 use crate::domain::cart::Cart;
 pub use crate::domain::consent::LedgerEntry;
 use crate::domain::consent::{ConsentEvent, ConsentState, ConsentStatus, entry_hash};
@@ -35,6 +30,11 @@ use crate::domain::outreach::{
     StepRecord, StepResult, StepState, lease_until,
 };
 use crate::domain::phone::Phone;
+use crate::platforms::PlatformRequest;
+pub use crate::ports::{
+    CallUpdate, ConsentAppend, CustomerData, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome,
+    IngestWrite, ItemKey, PendingPrivacy, PortError, PrivacyStatus,
+};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder;

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::domain::guard::BurstKind;
+use crate::domain::retention::PurgeReport;
 use crate::domain::voice::{CallLogEntry, CallRecording};
 use crate::platforms::PlatformRequest;
 use crate::ports::{
@@ -10,7 +11,6 @@ use crate::ports::{
     IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
     PlatformRequests, PortError, PrivacyStatus, PrivacyStore, PurgeStore, StepStore,
 };
-use crate::domain::retention::PurgeReport;
 use chrono::NaiveDate;
 
 impl MerchantStore for Store {
@@ -35,13 +35,22 @@ impl CartStore for Store {
     async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), PortError> {
         Store::forget_event(self, m, event_key).await
     }
-    async fn set_outreach_scheduled(&self, m: &MerchantId, token: &CartToken, scheduled: bool) -> Result<(), PortError> {
+    async fn set_outreach_scheduled(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        scheduled: bool,
+    ) -> Result<(), PortError> {
         Store::set_outreach_scheduled(self, m, token, scheduled).await
     }
     async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
         Store::carts_for_phone(self, m, phone).await
     }
-    async fn phones_for_email(&self, m: &MerchantId, email: &str) -> Result<Vec<(CartToken, Option<Phone>)>, PortError> {
+    async fn phones_for_email(
+        &self,
+        m: &MerchantId,
+        email: &str,
+    ) -> Result<Vec<(CartToken, Option<Phone>)>, PortError> {
         Store::phones_for_email(self, m, email).await
     }
 }
@@ -50,19 +59,40 @@ impl ConsentStore for Store {
     async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
         Store::consent_state(self, m, phone, channel).await
     }
-    async fn append_consent_answered(&self, c: &ConsentAppend, idempotency_key: Option<&str>, answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send) -> Result<IdempotencyRecord, PortError> {
+    async fn append_consent_answered(
+        &self,
+        c: &ConsentAppend,
+        idempotency_key: Option<&str>,
+        answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
+    ) -> Result<IdempotencyRecord, PortError> {
         Store::append_consent_answered(self, c, idempotency_key, answer).await
     }
-    async fn record_consent(&self, m: &MerchantId, phone: &Phone, event: &ConsentEvent, purge_at: DateTime<Utc>) -> Result<Option<ConsentState>, PortError> {
+    async fn record_consent(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Option<ConsentState>, PortError> {
         Store::record_consent(self, m, phone, event, purge_at).await
     }
-    async fn consent_ledger(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<Vec<LedgerEntry>, PortError> {
+    async fn consent_ledger(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> Result<Vec<LedgerEntry>, PortError> {
         Store::consent_ledger(self, m, phone, channel).await
     }
 }
 
 impl IdempotencyStore for Store {
-    async fn get_idempotency(&self, m: &MerchantId, key: &str, now: DateTime<Utc>) -> Result<Option<IdempotencyRecord>, PortError> {
+    async fn get_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, PortError> {
         Store::get_idempotency(self, m, key, now).await
     }
     async fn put_idempotency(&self, m: &MerchantId, key: &str, record: &IdempotencyRecord) -> Result<bool, PortError> {
@@ -77,10 +107,22 @@ impl MessageLog for Store {
     async fn outbound_sms(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
         Store::outbound_sms(self, m, phone, sid).await
     }
-    async fn update_sms_status(&self, entry: &SmsLogEntry, status: &str, error_code: Option<i64>, at: DateTime<Utc>) -> Result<(), PortError> {
+    async fn update_sms_status(
+        &self,
+        entry: &SmsLogEntry,
+        status: &str,
+        error_code: Option<i64>,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         Store::update_sms_status(self, entry, status, error_code, at).await
     }
-    async fn mark_undeliverable(&self, m: &MerchantId, phone: &Phone, u: &Undeliverable, purge_at: DateTime<Utc>) -> Result<(), PortError> {
+    async fn mark_undeliverable(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        u: &Undeliverable,
+        purge_at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         Store::mark_undeliverable(self, m, phone, u, purge_at).await
     }
     async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
@@ -104,16 +146,37 @@ impl StepStore for Store {
     async fn send_counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, PortError> {
         Store::send_counter(self, m, phone).await
     }
-    async fn claim(&self, guard: &ClaimGuard, claim_id: &str, body_sha256: &str, now: DateTime<Utc>) -> Result<ClaimOutcome, PortError> {
+    async fn claim(
+        &self,
+        guard: &ClaimGuard,
+        claim_id: &str,
+        body_sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, PortError> {
         Store::claim(self, guard, claim_id, body_sha256, now).await
     }
     async fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> Result<(), PortError> {
         Store::release_count(self, m, phone, token, step).await
     }
-    async fn finish_sent(&self, entry: &SmsLogEntry, token: &CartToken, step: u8, claim_id: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
+    async fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
         Store::finish_sent(self, entry, token, step, claim_id, now).await
     }
-    async fn finish_step(&self, m: &MerchantId, token: &CartToken, step: u8, claim_id: &str, result: &StepResult, now: DateTime<Utc>) -> Result<(), PortError> {
+    async fn finish_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         Store::finish_step(self, m, token, step, claim_id, result, now).await
     }
 }
@@ -122,10 +185,20 @@ impl CallLog for Store {
     async fn call_by_sid(&self, sid: &str) -> Result<Option<CallLogEntry>, PortError> {
         Store::call_by_sid(self, sid).await
     }
-    async fn call_in_partition(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<CallLogEntry>, PortError> {
+    async fn call_in_partition(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> Result<Option<CallLogEntry>, PortError> {
         Store::call_in_partition(self, m, phone, sid).await
     }
-    async fn update_call_status(&self, entry: &CallLogEntry, u: &CallUpdate<'_>, at: DateTime<Utc>) -> Result<(), PortError> {
+    async fn update_call_status(
+        &self,
+        entry: &CallLogEntry,
+        u: &CallUpdate<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         Store::update_call_status(self, entry, u, at).await
     }
     async fn note_recording(&self, entry: &CallLogEntry, rec: &CallRecording) -> Result<bool, PortError> {
@@ -140,13 +213,27 @@ impl CallLog for Store {
 }
 
 impl BurstGuard for Store {
-    async fn bump_burst(&self, m: &MerchantId, kind: BurstKind, hashed: &str, window_start: DateTime<Utc>, window: Duration) -> Result<u64, PortError> {
+    async fn bump_burst(
+        &self,
+        m: &MerchantId,
+        kind: BurstKind,
+        hashed: &str,
+        window_start: DateTime<Utc>,
+        window: Duration,
+    ) -> Result<u64, PortError> {
         Store::bump_burst(self, m, kind, hashed, window_start, window).await
     }
 }
 
 impl PlatformRequests for Store {
-    async fn record_platform_request(&self, merchant: &Merchant, event_key: &str, request: &PlatformRequest, pending: Option<&PendingPrivacy>, now: DateTime<Utc>) -> Result<bool, PortError> {
+    async fn record_platform_request(
+        &self,
+        merchant: &Merchant,
+        event_key: &str,
+        request: &PlatformRequest,
+        pending: Option<&PendingPrivacy>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
         Store::record_platform_request(self, merchant, event_key, request, pending, now).await
     }
     async fn request_shop_redaction(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), PortError> {
@@ -173,10 +260,20 @@ impl PrivacyStore for Store {
     async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
         Store::deletion_marker(self, m, phone).await
     }
-    async fn put_privacy_status(&self, m: &MerchantId, status: &PrivacyStatus, subject: Option<&str>) -> Result<(), PortError> {
+    async fn put_privacy_status(
+        &self,
+        m: &MerchantId,
+        status: &PrivacyStatus,
+        subject: Option<&str>,
+    ) -> Result<(), PortError> {
         Store::put_privacy_status(self, m, status, subject).await
     }
-    async fn put_pending_privacy(&self, m: &MerchantId, p: &PendingPrivacy, at: DateTime<Utc>) -> Result<(), PortError> {
+    async fn put_pending_privacy(
+        &self,
+        m: &MerchantId,
+        p: &PendingPrivacy,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         Store::put_pending_privacy(self, m, p, at).await
     }
     async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, PortError> {
@@ -185,8 +282,8 @@ impl PrivacyStore for Store {
 }
 
 impl PurgeStore for Store {
-    async fn purge_watermark(&self, ) -> Result<Option<NaiveDate>, PortError> {
-        Store::purge_watermark(self, ).await
+    async fn purge_watermark(&self) -> Result<Option<NaiveDate>, PortError> {
+        Store::purge_watermark(self).await
     }
     async fn set_purge_watermark(&self, day: NaiveDate) -> Result<(), PortError> {
         Store::set_purge_watermark(self, day).await
@@ -251,11 +348,7 @@ impl OutreachReads for Store {
     async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
         self.has_outbound_sms(m, phone).await
     }
-    async fn logged_sids(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-    ) -> Result<std::collections::HashSet<String>, PortError> {
+    async fn logged_sids(&self, m: &MerchantId, phone: &Phone) -> Result<std::collections::HashSet<String>, PortError> {
         let (texts, calls) = tokio::try_join!(self.sms_log(m, phone), self.call_log(m, phone))?;
         Ok(texts.into_iter().map(|e| e.message_sid).chain(calls.into_iter().map(|c| c.call_sid)).collect())
     }
@@ -281,12 +374,7 @@ impl OutreachWrites for Store {
     ) -> Result<bool, PortError> {
         Store::finish_sent(self, entry, token, step, claim_id, now).await
     }
-    async fn finish_called(
-        &self,
-        entry: &CallLogEntry,
-        claim_id: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool, PortError> {
+    async fn finish_called(&self, entry: &CallLogEntry, claim_id: &str, now: DateTime<Utc>) -> Result<bool, PortError> {
         Store::finish_called(self, entry, claim_id, now).await
     }
     async fn finish(
@@ -300,13 +388,7 @@ impl OutreachWrites for Store {
     ) -> Result<(), PortError> {
         self.finish_step(m, token, step, claim_id, result, now).await
     }
-    async fn release_count(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-        token: &CartToken,
-        step: u8,
-    ) -> Result<(), PortError> {
+    async fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> Result<(), PortError> {
         Store::release_count(self, m, phone, token, step).await
     }
     async fn skip(
@@ -350,4 +432,3 @@ impl ConsentLedger for Store {
         Store::cancel_outreach(self, merchant, phone, channel, now).await
     }
 }
-

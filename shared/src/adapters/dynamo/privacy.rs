@@ -18,7 +18,9 @@ fn customer_record(item: Item) -> Result<CustomerRecord, PortError> {
         PurgeKind::SmsLog => CustomerData::Sms(Box::new(from_item(item)?)),
         PurgeKind::CallLog => CustomerData::Call(Box::new(from_item(item)?)),
         PurgeKind::ConsentEntry => CustomerData::ConsentEntry { channel: channel(), entry: Box::new(from_item(item)?) },
-        PurgeKind::ConsentLedger => CustomerData::ConsentState { channel: channel(), state: Box::new(from_item(item)?) },
+        PurgeKind::ConsentLedger => {
+            CustomerData::ConsentState { channel: channel(), state: Box::new(from_item(item)?) }
+        }
         PurgeKind::Recording => CustomerData::Recording { s3_key: get_s(&item, "s3_key").map(str::to_string) },
         _ => CustomerData::Other,
     };
@@ -85,12 +87,7 @@ impl Store {
 
     /// After a deletion: the phone's opt-out outlives its data. Only an HMAC of the number is
     /// kept, with when it was deleted.
-    pub async fn put_deletion_marker(
-        &self,
-        m: &MerchantId,
-        phone: &Phone,
-        at: DateTime<Utc>,
-    ) -> Result<(), PortError> {
+    pub async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
         let mut item = key(keys::deleted_pk(m, &phone.subject_id()), "DELETED");
         item.insert("deleted_at".into(), s(keys::sort_time(at)));
         self.put_item(item).await

@@ -5,12 +5,7 @@ use crate::domain::cart::{CartStatus, Touch};
 use crate::domain::voice::CallLogEntry;
 
 impl Store {
-    pub async fn get_step(
-        &self,
-        m: &MerchantId,
-        token: &CartToken,
-        step: u8,
-    ) -> Result<Option<StepRecord>, PortError> {
+    pub async fn get_step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, PortError> {
         self.get(keys::cart_pk(m, token), keys::step_sk(step), "GetItem").await?.map(from_item).transpose()
     }
 
