@@ -171,7 +171,9 @@ fn describe(record: &MerchantRecord) -> serde_json::Value {
 async fn run(cli: Cli) -> Result<(), AdminError> {
     let table = cli.table.unwrap_or_else(local_defaults::table_name);
     let sdk = aws::load_config().await.map_err(|e| AdminError::Broken(format!("HTTP client: {e}")))?;
-    let store = Store::new(aws::dynamodb(&sdk), table);
+    // The functions' own assembly of clients and adapters.
+    let clients = callfy_shared::startup::Clients::new(&sdk);
+    let store = clients.store(&table);
     match cli.command {
         Command::Merchant { action } => match action {
             MerchantAction::Put { file } => {
@@ -216,7 +218,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             let bucket = bucket
                 .or_else(|| std::env::var("RECORDINGS_BUCKET").ok())
                 .unwrap_or_else(|| local_defaults::BUCKET_NAME.into());
-            let recordings = callfy_shared::adapters::recordings::RecordingBucket::new(aws::s3(&sdk), bucket, None);
+            let recordings = clients.bucket(&bucket, None);
             let purger = callfy_shared::app::retention::Purger { store: &store, recordings: &recordings };
             let opts = callfy_shared::app::retention::RunOptions {
                 as_of,

@@ -12,7 +12,6 @@ use aws_config::SdkConfig;
 use callfy_bench::{Measurement, binary, measure_process, median};
 use callfy_local::resources::{self, ResourceNames};
 use callfy_local::sandbox::{self, Sandbox};
-use callfy_shared::adapters::store::Store;
 use callfy_shared::config::local_defaults;
 use callfy_shared::domain::merchant::Merchant;
 use callfy_shared::{Clock, SystemClock};
@@ -140,7 +139,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
         .or_else(|| std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("target"));
     let res = resources::ensure(sdk, &ResourceNames::unique("bench")).await.map_err(|e| e.to_string())?;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &res.names.table);
+    let store = callfy_shared::startup::Clients::new(sdk).store(&res.names.table);
     let mut merchant_json: serde_json::Value =
         serde_json::from_str(&read(&args.root, "events/demo-merchant.json")?).map_err(|e| e.to_string())?;
     merchant_json["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" },

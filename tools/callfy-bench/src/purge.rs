@@ -65,8 +65,8 @@ async fn write_all(
 
 async fn table(sdk: &SdkConfig, prefix: &str) -> Result<(Store, RecordingBucket, String), String> {
     let res = resources::ensure(sdk, &ResourceNames::unique(prefix)).await.map_err(|e| e.to_string())?;
-    let store = Store::new(aws_sdk_dynamodb::Client::new(sdk), &res.names.table);
-    let bucket = RecordingBucket::new(callfy_shared::adapters::aws::s3(sdk), &res.names.bucket, None);
+    let clients = callfy_shared::startup::Clients::new(sdk);
+    let (store, bucket) = (clients.store(&res.names.table), clients.bucket(&res.names.bucket, None));
     Ok((store, bucket, res.names.table))
 }
 
