@@ -1,7 +1,10 @@
-//! HTTP responses in the shape DESIGN.md §3 fixes: `{"error", "message"}` for every rejection;
-//! TwiML answers; and the one check every Twilio webhook passes through.
+//! HTTP responses in one shape: `{"error", "message"}` for every rejection (400 malformed, 401
+//! bad signature or key, 404 unknown merchant, 409, 413, 422, 429, 503 retry later); TwiML
+//! answers; the one mapping of a failure to an answer; and the one check every Twilio webhook
+//! passes through.
 
 use crate::domain::twiml::{self, Verb};
+use crate::ports::{Classify, ErrorKind, chain};
 use crate::telemetry::redact;
 use crate::twilio_signature::{self, SigningKeys, TwilioSignatureError};
 use lambda_http::{Body, Request, Response};
@@ -91,6 +94,29 @@ pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response<Bo
     json(status, &serde_json::json!({ "error": code, "message": message.into() }))
 }
 
+/// The one mapping of a failed use case to an answer, for every HTTP entry point. A transient
+/// failure (throttling, a timeout, a lost race) is 503: the caller retries, and every write is
+/// idempotent or conditional, so a retry is safe. A permanent one is 500: retrying unchanged
+/// cannot help, and an operator must look. Logged once, with its cause chain, phones redacted.
+pub fn failure<E>(e: &E, retry_message: &str) -> Response<Body>
+where
+    E: Classify + std::error::Error + 'static,
+{
+    let cause = redact(&chain(e));
+    match e.kind() {
+        ErrorKind::Transient => {
+            warn!(error = %cause, "request failed; the caller may retry");
+            let mut resp = error(503, "unavailable", retry_message);
+            resp.headers_mut().insert("retry-after", http::HeaderValue::from_static("1"));
+            resp
+        }
+        ErrorKind::Permanent => {
+            tracing::error!(error = %cause, "request failed permanently");
+            error(500, "internal_error", "the request could not be processed; retrying it unchanged will not help")
+        }
+    }
+}
+
 /// A header's value as text, if present and valid UTF-8.
 pub fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
@@ -99,6 +125,15 @@ pub fn header<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transient_failure_is_503_and_a_permanent_one_500() {
+        use crate::ports::PortError;
+        let busy = failure(&PortError::unavailable("DynamoDB", "PutItem", "throttled"), "retry later");
+        assert_eq!(busy.status(), 503);
+        assert_eq!(busy.headers().get("retry-after").unwrap(), "1");
+        assert_eq!(failure(&PortError::Decode("no pk".into()), "retry later").status(), 500);
+    }
 
     #[test]
     fn error_bodies_have_code_and_message() {

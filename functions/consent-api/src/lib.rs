@@ -11,10 +11,9 @@ use callfy_shared::domain::consent::{
     ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict,
 };
 use callfy_shared::domain::merchant::{Channel, Merchant};
-use callfy_shared::http::{error, header, json};
-use callfy_shared::ports::PortError;
+use callfy_shared::http::{error, failure, header, json};
+use callfy_shared::ports::{Classify, ErrorKind, PortError};
 use callfy_shared::signature::{ct_eq, sha256_hex};
-use callfy_shared::telemetry::redact;
 use chrono::{DateTime, Duration, Utc};
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -35,8 +34,15 @@ pub enum ApiError {
     Store(#[from] PortError),
     #[error(transparent)]
     Consent(#[from] ConsentError),
-    #[error("{0}")]
-    Privacy(String),
+}
+
+impl Classify for ApiError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Store(e) => e.kind(),
+            Self::Consent(e) => e.kind(),
+        }
+    }
 }
 
 pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
@@ -75,8 +81,8 @@ pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
         Route::PrivacyStatus(id) => privacy_status(app, &merchant.merchant, &id).await,
     };
     result.unwrap_or_else(|e| {
-        warn!(merchant = %merchant.merchant.id, error = %redact(&e.to_string()), "consent request failed");
-        error(503, "unavailable", "temporarily unable to process the request; retry with the same Idempotency-Key")
+        warn!(merchant = %merchant.merchant.id, "consent request failed");
+        failure(&e, "temporarily unable to process the request; retry with the same Idempotency-Key")
     })
 }
 
@@ -144,7 +150,7 @@ async fn privacy_status(app: &ConsentApp, m: &Merchant, id: &str) -> Result<Resp
     let mut view = serde_json::to_value(&status).unwrap_or_default();
     if let Some(key) = &status.export_key {
         let valid = callfy_shared::app::privacy::LINK_VALID;
-        let url = app.recordings.presign_get(key, valid).await.map_err(|e| ApiError::Privacy(e.to_string()))?;
+        let url = app.recordings.presign_get(key, valid).await?;
         view["export_url"] = url.into();
         view["expires_at"] = (app.clock.now() + Duration::seconds(valid.as_secs() as i64)).to_rfc3339().into();
     }
@@ -184,10 +190,7 @@ async fn authenticate(app: &ConsentApp, req: &Request) -> Result<MerchantRecord,
     let record = match app.store.get_merchant(&id).await {
         Ok(Some(r)) => r,
         Ok(None) => return Err(unauthorized()),
-        Err(e) => {
-            warn!(error = %redact(&e.to_string()), "store unavailable");
-            return Err(error(503, "unavailable", "temporarily unable to process the request"));
-        }
+        Err(e) => return Err(failure(&e, "temporarily unable to process the request")),
     };
     let stored = record.api_key_sha256.as_deref().unwrap_or_default();
     if !ct_eq(sha256_hex(key.as_bytes()).as_bytes(), stored.as_bytes()) {

@@ -10,6 +10,7 @@ use callfy_shared::app::inbound;
 pub use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError as WorkerError, TWILIO_UNSUBSCRIBED};
 use callfy_shared::app::voice::{self, VoiceError};
 use callfy_shared::domain::flow::OutreachJob;
+use callfy_shared::ports::{Classify, ErrorKind};
 use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
 pub use callfy_shared::startup::{Worker, WorkerApp};
 use callfy_shared::telemetry::redact;
@@ -26,7 +27,17 @@ pub async fn handle_batch(app: &Worker, event: SqsEvent) -> SqsBatchResponse {
     let mut response = SqsBatchResponse::default();
     for (id, result) in results {
         if let Err(e) = result {
-            warn!(message_id = %id, error = %redact(&e.to_string()), "queued work failed; returned to the queue");
+            // Both kinds go back to the queue: a transient failure is retried, a permanent one
+            // reaches the dead-letter queue after maxReceiveCount (and its alarm).
+            let cause = redact(&callfy_shared::ports::chain(&e));
+            match e.kind() {
+                ErrorKind::Transient => {
+                    warn!(message_id = %id, error = %cause, "queued work failed; returned to the queue")
+                }
+                ErrorKind::Permanent => {
+                    tracing::error!(message_id = %id, error = %cause, "queued work cannot succeed; it will be dead-lettered")
+                }
+            }
             let mut failure = BatchItemFailure::default();
             failure.item_identifier = id;
             response.batch_item_failures.push(failure);
@@ -42,6 +53,15 @@ pub enum RecordError {
     Outreach(#[from] WorkerError),
     #[error("recording copy: {0}")]
     Recording(#[from] VoiceError),
+}
+
+impl Classify for RecordError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Outreach(e) => e.kind(),
+            Self::Recording(e) => e.kind(),
+        }
+    }
 }
 
 /// What one queued item came to.

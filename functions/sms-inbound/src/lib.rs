@@ -10,7 +10,7 @@ use callfy_shared::config::ExposeSecret;
 use callfy_shared::domain::keywords::{Intent, classify};
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
 use callfy_shared::domain::twiml::Verb;
-use callfy_shared::http::{TwilioForm, error, json, verify_twilio};
+use callfy_shared::http::{TwilioForm, error, failure, json, verify_twilio};
 use callfy_shared::ports::PortError;
 pub use callfy_shared::startup::{INBOUND_REPLAY_DELAY_SECONDS as REPLAY_DELAY_SECONDS, InboundApp};
 use callfy_shared::telemetry::redact;
@@ -24,6 +24,14 @@ use tracing::{info, warn};
 pub enum InboundError {
     #[error(transparent)]
     Store(#[from] PortError),
+}
+
+impl callfy_shared::ports::Classify for InboundError {
+    fn kind(&self) -> callfy_shared::ports::ErrorKind {
+        match self {
+            Self::Store(e) => e.kind(),
+        }
+    }
 }
 
 pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
@@ -51,8 +59,8 @@ pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
     match result {
         Ok(resp) => resp,
         Err(e) => {
-            warn!(route = %path, error = %redact(&e.to_string()), "Twilio webhook failed; Twilio may retry");
-            error(503, "unavailable", "temporarily unable to process the request")
+            warn!(route = %path, "Twilio webhook failed; Twilio may retry");
+            failure(&e, "temporarily unable to process the request")
         }
     }
 }

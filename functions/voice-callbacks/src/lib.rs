@@ -23,7 +23,7 @@ use callfy_shared::Phone;
 use callfy_shared::app::voice::{Voice, VoiceError};
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::domain::voice::{CallRef, is_sid};
-use callfy_shared::http::{TwilioForm, error, json, twiml, verify_twilio};
+use callfy_shared::http::{TwilioForm, error, failure, json, twiml, verify_twilio};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
 use lambda_http::http::Method;
@@ -88,9 +88,7 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
             match route {
                 // The person is on the line: a polite goodbye beats Twilio's error message.
                 Route::Answer | Route::Gather => twiml(&[Verb::Hangup]),
-                Route::Status | Route::Recording => {
-                    error(503, "unavailable", "temporarily unable to process the request")
-                }
+                Route::Status | Route::Recording => failure(&e, "temporarily unable to process the request"),
             }
         }
     }

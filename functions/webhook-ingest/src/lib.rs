@@ -9,7 +9,7 @@ use callfy_shared::MerchantId;
 use callfy_shared::adapters::store::MerchantRecord;
 use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
 use callfy_shared::domain::merchant::Platform as PlatformKind;
-use callfy_shared::http::{error, json};
+use callfy_shared::http::{error, failure, json};
 use callfy_shared::platforms::bigcommerce::{self, BigCommerce};
 use callfy_shared::platforms::woocommerce::WooCommerce;
 use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
@@ -126,11 +126,12 @@ fn reply(outcome: Outcome, topic: &str) -> Response<Body> {
     json(200, &serde_json::json!({ "status": outcome.as_str(), "topic": topic }))
 }
 
-fn retry_later(_: &IngestError) -> Response<Body> {
-    error(503, "unavailable", "temporarily unable to process the webhook; retry later")
+const RETRY_LATER: &str = "temporarily unable to process the webhook; retry later";
+
+fn retry_later(e: &IngestError) -> Response<Body> {
+    failure(e, RETRY_LATER)
 }
 
 fn unavailable(e: &PortError) -> Response<Body> {
-    warn!(error = %redact(&e.to_string()), "store unavailable");
-    error(503, "unavailable", "temporarily unable to process the webhook; retry later")
+    failure(e, RETRY_LATER)
 }

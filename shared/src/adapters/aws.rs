@@ -32,8 +32,9 @@ pub fn s3(config: &SdkConfig) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(config).force_path_style(true).build())
 }
 
-/// An SDK failure in the ports' vocabulary: throttling, 5xx, timeouts and dropped connections
-/// are transient; everything else is permanent. The SDK error stays as the cause.
+/// An SDK failure in the ports' vocabulary: a request the service calls malformed or forbidden
+/// is permanent; throttling, 5xx, timeouts, dropped connections and the rest are transient.
+/// The SDK error stays as the cause.
 pub fn sdk_error<E, R>(
     service: &'static str,
     op: &'static str,
@@ -43,14 +44,14 @@ where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    use crate::ports::{ErrorKind, PortError, aws_code_is_transient};
+    use crate::ports::{ErrorKind, PortError, aws_code_is_permanent};
     use aws_smithy_runtime_api::client::result::SdkError;
     use aws_smithy_types::error::metadata::ProvideErrorMetadata;
     let code = e.code().unwrap_or("unknown").to_string();
     let kind = match &e {
-        SdkError::TimeoutError(_) | SdkError::DispatchFailure(_) | SdkError::ResponseError(_) => ErrorKind::Transient,
-        SdkError::ServiceError(_) if aws_code_is_transient(&code) => ErrorKind::Transient,
-        _ => ErrorKind::Permanent,
+        SdkError::ConstructionFailure(_) => ErrorKind::Permanent,
+        SdkError::ServiceError(_) if aws_code_is_permanent(&code) => ErrorKind::Permanent,
+        _ => ErrorKind::Transient,
     };
     PortError::service(service, op, code, kind, e)
 }

@@ -91,26 +91,33 @@ impl Classify for PortError {
     }
 }
 
-/// AWS error codes that say "try again later" (throttling, capacity, a transient fault).
-pub fn aws_code_is_transient(code: &str) -> bool {
+/// AWS error codes that say the request itself is wrong: retrying it unchanged cannot succeed.
+/// Any other failure counts as transient: a retry is bounded (the queue's redrive policy, the
+/// platform's schedule) and every write is conditional, so retrying the unknown is the safe side.
+pub fn aws_code_is_permanent(code: &str) -> bool {
     matches!(
         code,
-        "ProvisionedThroughputExceededException"
-            | "ThrottlingException"
-            | "Throttling"
-            | "RequestLimitExceeded"
-            | "RequestThrottled"
-            | "SlowDown"
-            | "InternalServerError"
-            | "InternalError"
-            | "InternalFailure"
-            | "ServiceUnavailable"
-            | "TransactionConflictException"
-            | "TransactionInProgressException"
-            | "LimitExceededException"
-            | "RequestTimeout"
-            | "RequestTimeoutException"
-            | "KMS.ThrottlingException"
+        "ValidationException"
+            | "SerializationException"
+            | "AccessDeniedException"
+            | "AccessDenied"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "MissingAuthenticationTokenException"
+            | "IncompleteSignature"
+            | "InvalidClientTokenId"
+            | "InvalidParameterValue"
+            | "InvalidParameterCombination"
+            | "MissingParameter"
+            | "InvalidAction"
+            | "MalformedQueryString"
+            | "InvalidMessageContents"
+            | "UnsupportedOperation"
+            | "ItemCollectionSizeLimitExceededException"
+            | "NoSuchBucket"
+            | "InvalidArgument"
+            | "KMS.DisabledException"
+            | "KMS.NotFoundException"
     )
 }
 
@@ -142,8 +149,8 @@ mod tests {
         assert!(throttled.is_transient());
         assert!(PortError::Conflict.is_transient());
         assert!(!PortError::Decode("missing pk".into()).is_transient());
-        assert!(aws_code_is_transient("ThrottlingException"));
-        assert!(!aws_code_is_transient("ValidationException"));
+        assert!(aws_code_is_permanent("ValidationException"));
+        assert!(!aws_code_is_permanent("ProvisionedThroughputExceededException"));
     }
 
     #[test]
