@@ -1,0 +1,874 @@
+//! The ports in memory: the fast tier's stand-in for DynamoDB, SQS, S3 and Twilio. Each method
+//! keeps the port's contract as far as the use-case tests rely on it (appends conditional on the
+//! sequence they read, idempotent logs); any method can be made to fail, and every call is
+//! recorded, so a test injects a fault through a port and checks what did and did not happen.
+//! The integration tests run the same use cases against moto.
+
+#![allow(dead_code)]
+
+use callfy_shared::domain::cart::Cart;
+use callfy_shared::domain::consent::{ConsentEvent, ConsentState, LedgerEntry, entry_hash};
+use callfy_shared::domain::delivery::Undeliverable;
+use callfy_shared::domain::flow::OutreachJob;
+use callfy_shared::domain::guard::BurstKind;
+use callfy_shared::domain::inbound::InboundMessage;
+use callfy_shared::domain::merchant::{Channel, Merchant};
+use callfy_shared::domain::outreach::{
+    ClaimGuard, ClaimOutcome, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability, StepRecord,
+    StepResult,
+};
+use callfy_shared::domain::retention::{PurgeKind, PurgeReport};
+use callfy_shared::domain::voice::{CallLogEntry, CallRecording, KeyOptOut, RecordingCopy};
+use callfy_shared::platforms::PlatformRequest;
+use callfy_shared::ports::telephony::{
+    CallResource, ListedCall, ListedMessage, MessageResource, PlaceCall, SendSms, TwilioError,
+};
+use callfy_shared::ports::*;
+use callfy_shared::{CartToken, MerchantId, Phone};
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+type Key = (String, String);
+
+fn person(m: &MerchantId, phone: &Phone) -> Key {
+    (m.to_string(), phone.as_str().to_string())
+}
+
+#[derive(Default)]
+pub struct State {
+    pub merchants: HashMap<String, MerchantRecord>,
+    pub carts: HashMap<Key, Cart>,
+    pub events: HashSet<(String, String)>,
+    pub consent: HashMap<(Key, &'static str), (ConsentState, Vec<LedgerEntry>)>,
+    pub idempotency: HashMap<Key, IdempotencyRecord>,
+    pub sms: Vec<SmsLogEntry>,
+    pub inbound_seen: HashSet<Key>,
+    pub undeliverable: HashMap<Key, Undeliverable>,
+    pub calls: Vec<CallLogEntry>,
+    pub deletion_markers: HashMap<Key, DateTime<Utc>>,
+    pub privacy: Vec<PrivacyStatus>,
+    pub pending_privacy: Vec<PendingPrivacy>,
+    pub requests: Vec<String>,
+    pub cancelled: Vec<(Key, &'static str)>,
+    pub due: Vec<DueItem>,
+    pub deleted: Vec<ItemKey>,
+    pub watermark: Option<NaiveDate>,
+    pub reports: Vec<PurgeReport>,
+    pub claims: Vec<(String, u8)>,
+    pub steps: HashMap<(Key, u8), StepRecord>,
+    pub bursts: HashMap<String, u64>,
+}
+
+/// Every port in memory, behind one lock; clones share the state.
+#[derive(Clone, Default)]
+pub struct Memory {
+    pub state: Arc<Mutex<State>>,
+    faults: Arc<Mutex<HashMap<&'static str, usize>>>,
+    calls: Arc<Mutex<Vec<&'static str>>>,
+    hooks: Arc<Mutex<HashMap<&'static str, Hook>>>,
+}
+
+type Hook = Box<dyn FnOnce(&Memory) + Send>;
+
+impl Memory {
+    /// The next `times` calls of `method` fail as an outage would (transient).
+    pub fn fail(&self, method: &'static str, times: usize) {
+        self.faults.lock().unwrap().insert(method, times);
+    }
+
+    /// Runs `f` once, the next time `method` is called, before it reads or writes: another
+    /// request's write landing between a use case's read and its conditional write.
+    pub fn before(&self, method: &'static str, f: impl FnOnce(&Memory) + Send + 'static) {
+        self.hooks.lock().unwrap().insert(method, Box::new(f));
+    }
+
+    /// How often `method` was called.
+    pub fn called(&self, method: &str) -> usize {
+        self.calls.lock().unwrap().iter().filter(|m| **m == method).count()
+    }
+
+    fn enter(&self, method: &'static str) -> Result<(), PortError> {
+        self.calls.lock().unwrap().push(method);
+        let hook = self.hooks.lock().unwrap().remove(method);
+        if let Some(hook) = hook {
+            hook(self);
+        }
+        let mut faults = self.faults.lock().unwrap();
+        match faults.get_mut(method) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                Err(PortError::unavailable("memory", method, "injected outage"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn s(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap()
+    }
+
+    pub fn add_merchant(&self, merchant: Merchant) {
+        let record =
+            MerchantRecord { merchant, status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false };
+        self.s().merchants.insert(record.merchant.id.to_string(), record);
+    }
+
+    pub fn add_cart(&self, cart: Cart) {
+        self.s().carts.insert((cart.merchant_id.to_string(), cart.token.to_string()), cart);
+    }
+
+    pub fn add_sms(&self, entry: SmsLogEntry) {
+        self.s().sms.push(entry);
+    }
+
+    pub fn add_call(&self, entry: CallLogEntry) {
+        self.s().calls.push(entry);
+    }
+
+    pub fn ledger(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> (ConsentState, Vec<LedgerEntry>) {
+        self.s().consent.get(&(person(m, phone), channel.as_str())).cloned().unwrap_or_default()
+    }
+
+    /// Appends as the adapter does: only on top of the sequence the caller read.
+    pub fn append(&self, c: &ConsentAppend) -> Result<(LedgerEntry, ConsentState), PortError> {
+        let mut s = self.s();
+        let slot = s.consent.entry((person(&c.merchant_id, &c.phone), c.event.channel.as_str())).or_default();
+        if slot.0.seq != c.state.seq {
+            return Err(PortError::Conflict);
+        }
+        let seq = c.state.seq + 1;
+        let hash = entry_hash(c.state.head_hash.as_deref(), seq, &c.event);
+        let entry =
+            LedgerEntry { seq, hash: hash.clone(), prev_hash: c.state.head_hash.clone(), event: c.event.clone() };
+        let next = c.state.after(&c.event, hash);
+        slot.0 = next.clone();
+        slot.1.push(entry.clone());
+        Ok((entry, next))
+    }
+}
+
+impl MerchantStore for Memory {
+    async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
+        self.enter("get_merchant")?;
+        Ok(self.s().merchants.get(id.as_str()).cloned())
+    }
+    async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, PortError> {
+        self.enter("merchants_for_senders")?;
+        let s = self.s();
+        let mut out: Vec<MerchantRecord> = s
+            .merchants
+            .values()
+            .filter(|r| {
+                let m = &r.merchant;
+                let mut ids: Vec<String> = m.sender.messaging_service_sid.iter().cloned().collect();
+                ids.extend(m.sender.from.iter().chain(m.voice_from.iter()).map(|p| p.as_str().to_string()));
+                senders.iter().any(|x| !x.is_empty() && ids.iter().any(|i| i == x))
+            })
+            .cloned()
+            .collect();
+        out.sort_by(|a, b| a.merchant.id.as_str().cmp(b.merchant.id.as_str()));
+        Ok(out)
+    }
+}
+
+impl CartStore for Memory {
+    async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
+        self.enter("get_cart")?;
+        Ok(self.s().carts.get(&(m.to_string(), token.to_string())).cloned())
+    }
+    async fn cart_token_for_checkout(&self, m: &MerchantId, checkout_id: &str) -> Result<Option<CartToken>, PortError> {
+        self.enter("cart_token_for_checkout")?;
+        let s = self.s();
+        Ok(s.carts
+            .values()
+            .find(|c| c.merchant_id == *m && c.checkout_id.as_deref() == Some(checkout_id))
+            .map(|c| c.token.clone()))
+    }
+    async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, PortError> {
+        self.enter("write_ingest")?;
+        let event = (w.merchant_id.to_string(), w.event_key.clone());
+        if self.s().events.contains(&event) {
+            return Ok(IngestOutcome::Duplicate);
+        }
+        if let Some((cart, read_at)) = &w.cart {
+            let key = (cart.merchant_id.to_string(), cart.token.to_string());
+            let current = self.s().carts.get(&key).map(|c| c.version);
+            if current != *read_at {
+                return Err(PortError::Conflict);
+            }
+        }
+        // One transaction: every consent append holds, or nothing is written.
+        let snapshot: Vec<_> =
+            w.consents.iter().map(|c| self.ledger(&c.merchant_id, &c.phone, c.event.channel).0.seq).collect();
+        if w.consents.iter().zip(snapshot).any(|(c, seq)| c.state.seq != seq) {
+            return Err(PortError::Conflict);
+        }
+        for c in &w.consents {
+            self.append(c)?;
+        }
+        let mut s = self.s();
+        if let Some((cart, _)) = &w.cart {
+            let mut cart = cart.clone();
+            cart.version += 1;
+            s.carts.insert((cart.merchant_id.to_string(), cart.token.to_string()), cart);
+        }
+        s.events.insert(event);
+        Ok(IngestOutcome::Applied)
+    }
+    async fn forget_event(&self, m: &MerchantId, event_key: &str) -> Result<(), PortError> {
+        self.enter("forget_event")?;
+        self.s().events.remove(&(m.to_string(), event_key.to_string()));
+        Ok(())
+    }
+    async fn set_outreach_scheduled(&self, _: &MerchantId, _: &CartToken, _: bool) -> Result<(), PortError> {
+        self.enter("set_outreach_scheduled")
+    }
+    async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
+        self.enter("carts_for_phone")?;
+        Ok(self
+            .s()
+            .carts
+            .values()
+            .filter(|c| c.merchant_id == *m && c.phone.as_ref() == Some(phone))
+            .cloned()
+            .collect())
+    }
+    async fn phones_for_email(
+        &self,
+        m: &MerchantId,
+        email: &str,
+    ) -> Result<Vec<(CartToken, Option<Phone>)>, PortError> {
+        self.enter("phones_for_email")?;
+        let s = self.s();
+        Ok(s.carts
+            .values()
+            .filter(|c| c.merchant_id == *m && c.email.as_deref() == Some(email))
+            .map(|c| (c.token.clone(), c.phone.clone()))
+            .collect())
+    }
+}
+
+impl ConsentStore for Memory {
+    async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
+        self.enter("consent_state")?;
+        Ok(self.ledger(m, phone, channel).0)
+    }
+    async fn append_consent_answered(
+        &self,
+        c: &ConsentAppend,
+        idempotency_key: Option<&str>,
+        answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
+    ) -> Result<IdempotencyRecord, PortError> {
+        self.enter("append_consent_answered")?;
+        let (entry, next) = self.append(c)?;
+        let record = answer(&entry, &next);
+        if let Some(key) = idempotency_key {
+            self.s().idempotency.insert((c.merchant_id.to_string(), key.to_string()), record.clone());
+        }
+        Ok(record)
+    }
+    async fn record_consent(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Option<ConsentState>, PortError> {
+        self.enter("record_consent")?;
+        let state = self.ledger(m, phone, event.channel).0;
+        if !state.accepts(event) {
+            return Ok(None);
+        }
+        let append =
+            ConsentAppend { merchant_id: m.clone(), phone: phone.clone(), state, event: event.clone(), purge_at };
+        Ok(Some(self.append(&append)?.1))
+    }
+    async fn consent_ledger(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> Result<Vec<LedgerEntry>, PortError> {
+        self.enter("consent_ledger")?;
+        Ok(self.ledger(m, phone, channel).1)
+    }
+}
+
+impl ConsentLedger for Memory {
+    async fn record(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+    ) -> Result<Option<ConsentState>, PortError> {
+        ConsentStore::record_consent(self, m, phone, event, purge_at).await
+    }
+    async fn cancel_outreach(
+        &self,
+        merchant: &Merchant,
+        phone: &Phone,
+        channel: Channel,
+        _: DateTime<Utc>,
+    ) -> Result<usize, PortError> {
+        self.enter("cancel_outreach")?;
+        self.s().cancelled.push((person(&merchant.id, phone), channel.as_str()));
+        Ok(0)
+    }
+}
+
+impl IdempotencyStore for Memory {
+    async fn get_idempotency(
+        &self,
+        m: &MerchantId,
+        key: &str,
+        _: DateTime<Utc>,
+    ) -> Result<Option<IdempotencyRecord>, PortError> {
+        self.enter("get_idempotency")?;
+        Ok(self.s().idempotency.get(&(m.to_string(), key.to_string())).cloned())
+    }
+    async fn put_idempotency(&self, m: &MerchantId, key: &str, record: &IdempotencyRecord) -> Result<bool, PortError> {
+        self.enter("put_idempotency")?;
+        let mut s = self.s();
+        let k = (m.to_string(), key.to_string());
+        if s.idempotency.contains_key(&k) {
+            return Ok(false);
+        }
+        s.idempotency.insert(k, record.clone());
+        Ok(true)
+    }
+}
+
+impl MessageLog for Memory {
+    async fn sms_by_sid(&self, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
+        self.enter("sms_by_sid")?;
+        Ok(self.s().sms.iter().find(|e| e.message_sid == sid).cloned())
+    }
+    async fn outbound_sms(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
+        self.enter("outbound_sms")?;
+        Ok(self.s().sms.iter().find(|e| e.merchant_id == *m && e.phone == *phone && e.message_sid == sid).cloned())
+    }
+    async fn update_sms_status(
+        &self,
+        entry: &SmsLogEntry,
+        status: &str,
+        error_code: Option<i64>,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("update_sms_status")?;
+        if let Some(e) = self.s().sms.iter_mut().find(|e| e.message_sid == entry.message_sid) {
+            e.status = status.to_string();
+            e.error_code = error_code;
+        }
+        Ok(())
+    }
+    async fn mark_undeliverable(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        u: &Undeliverable,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("mark_undeliverable")?;
+        self.s().undeliverable.insert(person(m, phone), u.clone());
+        Ok(())
+    }
+    async fn record_inbound(&self, entries: &[SmsLogEntry], _: DateTime<Utc>) -> Result<bool, PortError> {
+        self.enter("record_inbound")?;
+        let mut s = self.s();
+        let mut first = false;
+        for e in entries {
+            if s.inbound_seen.insert((e.merchant_id.to_string(), e.message_sid.clone())) {
+                s.sms.push(e.clone());
+                first = true;
+            }
+        }
+        Ok(first)
+    }
+    async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
+        self.enter("inbound_seen")?;
+        Ok(self.s().inbound_seen.contains(&(m.to_string(), message_sid.to_string())))
+    }
+    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
+        self.enter("undeliverable")?;
+        Ok(self.s().undeliverable.get(&person(m, phone)).cloned())
+    }
+    async fn has_outbound_sms(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
+        self.enter("has_outbound_sms")?;
+        Ok(self.s().sms.iter().any(|e| e.merchant_id == *m && e.phone == *phone))
+    }
+}
+
+impl CallLog for Memory {
+    async fn call_by_sid(&self, sid: &str) -> Result<Option<CallLogEntry>, PortError> {
+        self.enter("call_by_sid")?;
+        Ok(self.s().calls.iter().find(|c| c.call_sid == sid).cloned())
+    }
+    async fn call_in_partition(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> Result<Option<CallLogEntry>, PortError> {
+        self.enter("call_in_partition")?;
+        Ok(self.s().calls.iter().find(|c| c.merchant_id == *m && c.phone == *phone && c.call_sid == sid).cloned())
+    }
+    async fn update_call_status(
+        &self,
+        entry: &CallLogEntry,
+        u: &CallUpdate<'_>,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("update_call_status")?;
+        if let Some(c) = self.s().calls.iter_mut().find(|c| c.call_sid == entry.call_sid) {
+            c.status = u.status.to_string();
+        }
+        Ok(())
+    }
+    async fn note_recording(&self, entry: &CallLogEntry, rec: &CallRecording) -> Result<bool, PortError> {
+        self.enter("note_recording")?;
+        let mut s = self.s();
+        let Some(c) = s.calls.iter_mut().find(|c| c.call_sid == entry.call_sid) else { return Ok(false) };
+        let first = c.recording.is_none();
+        if first {
+            c.recording = Some(rec.clone());
+        }
+        Ok(first)
+    }
+    async fn recording_stored(&self, entry: &CallLogEntry, _: &str, s3_key: &str) -> Result<(), PortError> {
+        self.enter("recording_stored")?;
+        if let Some(r) =
+            self.s().calls.iter_mut().find(|c| c.call_sid == entry.call_sid).and_then(|c| c.recording.as_mut())
+        {
+            r.s3_key = Some(s3_key.to_string());
+        }
+        Ok(())
+    }
+    async fn recording_released(&self, entry: &CallLogEntry, _: &str) -> Result<(), PortError> {
+        self.enter("recording_released")?;
+        if let Some(r) =
+            self.s().calls.iter_mut().find(|c| c.call_sid == entry.call_sid).and_then(|c| c.recording.as_mut())
+        {
+            r.twilio_deleted = true;
+        }
+        Ok(())
+    }
+}
+
+impl BurstGuard for Memory {
+    async fn bump_burst(
+        &self,
+        m: &MerchantId,
+        kind: BurstKind,
+        hashed: &str,
+        start: DateTime<Utc>,
+        _: Duration,
+    ) -> Result<u64, PortError> {
+        self.enter("bump_burst")?;
+        let mut s = self.s();
+        let n = s.bursts.entry(format!("{m}#{kind:?}#{hashed}#{start}")).or_default();
+        *n += 1;
+        Ok(*n)
+    }
+}
+
+impl PlatformRequests for Memory {
+    async fn record_platform_request(
+        &self,
+        m: &Merchant,
+        event_key: &str,
+        request: &PlatformRequest,
+        pending: Option<&PendingPrivacy>,
+        _: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.enter("record_platform_request")?;
+        let mut s = self.s();
+        if !s.events.insert((m.id.to_string(), event_key.to_string())) {
+            return Ok(false);
+        }
+        s.requests.push(request.kind().to_string());
+        s.pending_privacy.extend(pending.cloned());
+        Ok(true)
+    }
+    async fn request_shop_redaction(&self, _: &MerchantId, _: DateTime<Utc>) -> Result<(), PortError> {
+        self.enter("request_shop_redaction")
+    }
+    async fn close_merchant(&self, id: &MerchantId, _: DateTime<Utc>) -> Result<(), PortError> {
+        self.enter("close_merchant")?;
+        if let Some(r) = self.s().merchants.get_mut(id.as_str()) {
+            r.status = MerchantStatus::Closed;
+        }
+        Ok(())
+    }
+}
+
+impl PrivacyStore for Memory {
+    async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
+        self.enter("customer_records")?;
+        let s = self.s();
+        let pk = format!("C#{m}#{}", phone.as_str());
+        let mut out = Vec::new();
+        for e in s.sms.iter().filter(|e| e.merchant_id == *m && e.phone == *phone) {
+            let key = (pk.clone(), format!("SMS#{}", e.message_sid));
+            out.push(CustomerRecord { key, kind: PurgeKind::SmsLog, data: CustomerData::Sms(Box::new(e.clone())) });
+        }
+        for c in s.calls.iter().filter(|c| c.merchant_id == *m && c.phone == *phone) {
+            let key = (pk.clone(), format!("CALL#{}", c.call_sid));
+            out.push(CustomerRecord { key, kind: PurgeKind::CallLog, data: CustomerData::Call(Box::new(c.clone())) });
+        }
+        for ((who, name), (state, entries)) in &s.consent {
+            if *who != person(m, phone) {
+                continue;
+            }
+            let channel = &if *name == "voice" { Channel::Voice } else { Channel::Sms };
+            let key = (pk.clone(), format!("CONSENT#{}", channel.as_str()));
+            let data = CustomerData::ConsentState { channel: *channel, state: Box::new(state.clone()) };
+            out.push(CustomerRecord { key, kind: PurgeKind::ConsentLedger, data });
+            for e in entries {
+                let key = (pk.clone(), format!("CONSENT#{}#{:012}", channel.as_str(), e.seq));
+                let data = CustomerData::ConsentEntry { channel: *channel, entry: Box::new(e.clone()) };
+                out.push(CustomerRecord { key, kind: PurgeKind::ConsentEntry, data });
+            }
+        }
+        Ok(out)
+    }
+    async fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("cart_keys")?;
+        Ok(vec![(format!("K#{m}#{}", cart.token), "CART".into())])
+    }
+    fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey> {
+        tokens.iter().map(|t| (format!("E#{m}#{email}"), format!("CART#{t}"))).collect()
+    }
+    async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
+        self.enter("put_deletion_marker")?;
+        self.s().deletion_markers.insert(person(m, phone), at);
+        Ok(())
+    }
+    async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
+        self.enter("deletion_marker")?;
+        Ok(self.s().deletion_markers.get(&person(m, phone)).copied())
+    }
+    async fn put_privacy_status(
+        &self,
+        _: &MerchantId,
+        status: &PrivacyStatus,
+        _: Option<&str>,
+    ) -> Result<(), PortError> {
+        self.enter("put_privacy_status")?;
+        self.s().privacy.push(status.clone());
+        Ok(())
+    }
+    async fn put_pending_privacy(&self, _: &MerchantId, p: &PendingPrivacy, _: DateTime<Utc>) -> Result<(), PortError> {
+        self.enter("put_pending_privacy")?;
+        self.s().pending_privacy.push(p.clone());
+        Ok(())
+    }
+    async fn pending_privacy(&self, _: &str, sk: &str) -> Result<Option<PendingPrivacy>, PortError> {
+        self.enter("pending_privacy")?;
+        Ok(self.s().pending_privacy.iter().find(|p| sk.ends_with(&p.id)).cloned())
+    }
+}
+
+impl PurgeStore for Memory {
+    async fn purge_watermark(&self) -> Result<Option<NaiveDate>, PortError> {
+        self.enter("purge_watermark")?;
+        Ok(self.s().watermark)
+    }
+    async fn set_purge_watermark(&self, day: NaiveDate) -> Result<(), PortError> {
+        self.enter("set_purge_watermark")?;
+        self.s().watermark = Some(day);
+        Ok(())
+    }
+    async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
+        self.enter("put_purge_report")?;
+        self.s().reports.push(report.clone());
+        Ok(())
+    }
+    async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
+        self.enter("due_items_owned")?;
+        let as_of = as_of.format("%Y-%m-%dT%H:%M:%S").to_string();
+        Ok(self
+            .s()
+            .due
+            .iter()
+            .filter(|d| bucket.starts_with(&d.purge_at[..10]) && d.purge_at <= as_of)
+            .cloned()
+            .collect())
+    }
+    async fn repurge(&self, pk: &str, sk: &str, _: DateTime<Utc>) -> Result<(), PortError> {
+        self.enter("repurge")?;
+        self.s().due.retain(|d| !(d.pk == pk && d.sk == sk));
+        Ok(())
+    }
+    async fn delete_if_due(&self, pk: &str, sk: &str, _: &str) -> Result<bool, PortError> {
+        self.enter("delete_if_due")?;
+        let mut s = self.s();
+        s.due.retain(|d| !(d.pk == pk && d.sk == sk));
+        s.deleted.push((pk.to_string(), sk.to_string()));
+        Ok(true)
+    }
+    async fn partition_keys(&self, _: &str) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("partition_keys")?;
+        Ok(Vec::new())
+    }
+    async fn recording_purged(&self, _: &str, _: &str, _: Option<&str>) -> Result<(), PortError> {
+        self.enter("recording_purged")
+    }
+    async fn purge_consent_entry(&self, _: &str, _: &str, _: u64, _: &str) -> Result<bool, PortError> {
+        self.enter("purge_consent_entry")?;
+        Ok(true)
+    }
+    async fn batch_delete(&self, keys: &[ItemKey]) -> Result<(), PortError> {
+        self.enter("batch_delete")?;
+        let mut s = self.s();
+        s.due.retain(|d| !keys.contains(&d.key()));
+        s.deleted.extend(keys.iter().cloned());
+        Ok(())
+    }
+    async fn merchant_keys(&self, _: &MerchantId, _: Erasure) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("merchant_keys")?;
+        Ok(Vec::new())
+    }
+    async fn last_activity(&self, _: &str) -> Result<Option<DateTime<Utc>>, PortError> {
+        self.enter("last_activity")?;
+        Ok(None)
+    }
+    async fn prefix_keys(&self, _: &str, _: &str) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("prefix_keys")?;
+        Ok(Vec::new())
+    }
+    async fn delete_state_at(&self, _: &str, _: &str, _: u64) -> Result<bool, PortError> {
+        self.enter("delete_state_at")?;
+        Ok(true)
+    }
+}
+
+impl OutreachReads for Memory {
+    async fn merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
+        MerchantStore::get_merchant(self, id).await
+    }
+    async fn cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
+        CartStore::get_cart(self, m, token).await
+    }
+    async fn step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, PortError> {
+        self.enter("step")?;
+        Ok(self.s().steps.get(&((m.to_string(), token.to_string()), step)).cloned())
+    }
+    async fn consent(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
+        ConsentStore::consent_state(self, m, phone, channel).await
+    }
+    async fn counter(&self, _: &MerchantId, _: &Phone) -> Result<SendCounter, PortError> {
+        self.enter("counter")?;
+        Ok(SendCounter::default())
+    }
+    async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
+        MessageLog::undeliverable(self, m, phone).await
+    }
+    async fn has_outbound(&self, m: &MerchantId, phone: &Phone) -> Result<bool, PortError> {
+        MessageLog::has_outbound_sms(self, m, phone).await
+    }
+    async fn logged_sids(&self, m: &MerchantId, phone: &Phone) -> Result<HashSet<String>, PortError> {
+        self.enter("logged_sids")?;
+        let s = self.s();
+        Ok(s.sms.iter().filter(|e| e.merchant_id == *m && e.phone == *phone).map(|e| e.message_sid.clone()).collect())
+    }
+}
+
+impl OutreachWrites for Memory {
+    async fn claim(&self, guard: &ClaimGuard, _: &str, _: &str, _: DateTime<Utc>) -> Result<ClaimOutcome, PortError> {
+        self.enter("claim")?;
+        self.s().claims.push((guard.cart.to_string(), guard.step));
+        Ok(ClaimOutcome::Claimed { uncertain: None })
+    }
+    async fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        _: &CartToken,
+        _: u8,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.enter("finish_sent")?;
+        self.s().sms.push(entry.clone());
+        Ok(true)
+    }
+    async fn finish_called(&self, entry: &CallLogEntry, _: &str, _: DateTime<Utc>) -> Result<bool, PortError> {
+        self.enter("finish_called")?;
+        self.s().calls.push(entry.clone());
+        Ok(true)
+    }
+    async fn finish(
+        &self,
+        _: &MerchantId,
+        _: &CartToken,
+        _: u8,
+        _: &str,
+        _: &StepResult,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("finish")
+    }
+    async fn release_count(&self, _: &MerchantId, _: &Phone, _: &CartToken, _: u8) -> Result<(), PortError> {
+        self.enter("release_count")
+    }
+    async fn skip(
+        &self,
+        _: (&MerchantId, &CartToken, u8),
+        _: &StepAvailability,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.enter("skip")?;
+        Ok(true)
+    }
+    async fn take_over(
+        &self,
+        _: (&MerchantId, &CartToken, u8),
+        _: &StepAvailability,
+        _: &str,
+        _: &str,
+        _: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.enter("take_over")?;
+        Ok(true)
+    }
+}
+
+/// The queues in memory: what was enqueued, and an outage switch.
+#[derive(Clone, Default)]
+pub struct Queue {
+    pub jobs: Arc<Mutex<Vec<OutreachJob>>>,
+    pub work: Arc<Mutex<Vec<String>>>,
+    pub down: Arc<Mutex<bool>>,
+}
+
+impl Queue {
+    fn check(&self) -> Result<(), PortError> {
+        if *self.down.lock().unwrap() {
+            Err(PortError::unavailable("memory", "SendMessage", "queue down"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl JobQueue for Queue {
+    async fn enqueue(&self, job: &OutreachJob, _: i32) -> Result<String, PortError> {
+        self.check()?;
+        self.jobs.lock().unwrap().push(job.clone());
+        Ok(format!("msg-{}", self.jobs.lock().unwrap().len()))
+    }
+}
+
+impl WorkQueue for Queue {
+    async fn enqueue_inbound(&self, msg: &InboundMessage, _: i32) -> Result<String, PortError> {
+        self.check()?;
+        self.work.lock().unwrap().push(msg.message_sid.clone());
+        Ok("inbound".into())
+    }
+    async fn enqueue_recording(&self, copy: &RecordingCopy) -> Result<String, PortError> {
+        self.check()?;
+        self.work.lock().unwrap().push(copy.recording_sid.clone());
+        Ok("recording".into())
+    }
+    async fn enqueue_key_opt_out(&self, o: &KeyOptOut, _: i32) -> Result<String, PortError> {
+        self.check()?;
+        self.work.lock().unwrap().push(o.call_sid.clone());
+        Ok("key".into())
+    }
+}
+
+/// Twilio and the recordings bucket in memory.
+#[derive(Clone, Default)]
+pub struct Telephony {
+    pub sent: Arc<Mutex<Vec<SendSms>>>,
+    pub placed: Arc<Mutex<Vec<PlaceCall>>>,
+    pub deleted_recordings: Arc<Mutex<Vec<String>>>,
+    pub objects: Arc<Mutex<BTreeMap<String, usize>>>,
+    /// The bucket refuses writes.
+    pub bucket_down: Arc<Mutex<bool>>,
+    /// Twilio answers this error to every send.
+    pub send_error: Arc<Mutex<Option<(u16, i64)>>>,
+}
+
+impl SmsGateway for Telephony {
+    async fn send_sms(&self, req: &SendSms) -> Result<MessageResource, TwilioError> {
+        if let Some((status, code)) = *self.send_error.lock().unwrap() {
+            return Err(TwilioError::Api { status, code: Some(code), message: String::new() });
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push(req.clone());
+        Ok(MessageResource {
+            sid: format!("SM{:032}", sent.len()),
+            status: Some("queued".into()),
+            num_segments: Some("1".into()),
+            error_code: None,
+        })
+    }
+    async fn recent_messages_to(&self, _: &str) -> Result<Vec<ListedMessage>, TwilioError> {
+        Ok(Vec::new())
+    }
+}
+
+impl VoiceGateway for Telephony {
+    async fn place_call(&self, req: &PlaceCall) -> Result<CallResource, TwilioError> {
+        let mut placed = self.placed.lock().unwrap();
+        placed.push(req.clone());
+        Ok(CallResource { sid: format!("CA{:032}", placed.len()), status: Some("queued".into()) })
+    }
+    async fn recent_calls_to(&self, _: &str) -> Result<Vec<ListedCall>, TwilioError> {
+        Ok(Vec::new())
+    }
+}
+
+impl RecordingSource for Telephony {
+    async fn download_recording(&self, _: &str, path: &Path) -> Result<u64, TwilioError> {
+        std::fs::write(path, b"RIFF....WAVE").map_err(|e| TwilioError::Transport(e.to_string()))?;
+        Ok(12)
+    }
+    async fn delete_recording(&self, recording_sid: &str) -> Result<bool, TwilioError> {
+        self.deleted_recordings.lock().unwrap().push(recording_sid.to_string());
+        Ok(true)
+    }
+}
+
+impl RecordingFiles for Telephony {
+    async fn presign_get(&self, key: &str, _: std::time::Duration) -> Result<String, PortError> {
+        Ok(format!("https://bucket.test/{key}?signed"))
+    }
+    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
+        self.put(key, body.len())
+    }
+    async fn delete_prefix(&self, prefix: &str) -> Result<usize, PortError> {
+        let mut objects = self.objects.lock().unwrap();
+        let before = objects.len();
+        objects.retain(|k, _| !k.starts_with(prefix));
+        Ok(before - objects.len())
+    }
+    async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
+        if *self.bucket_down.lock().unwrap() {
+            return Err(PortError::unavailable("memory", "DeleteObjects", "bucket down"));
+        }
+        let mut objects = self.objects.lock().unwrap();
+        for k in keys {
+            objects.remove(k);
+        }
+        Ok(())
+    }
+    async fn put_file(&self, key: &str, path: &Path, _: &[(&str, String)]) -> Result<(), PortError> {
+        let len = std::fs::metadata(path).map_err(PortError::File)?.len() as usize;
+        self.put(key, len)
+    }
+}
+
+impl Telephony {
+    fn put(&self, key: &str, len: usize) -> Result<(), PortError> {
+        if *self.bucket_down.lock().unwrap() {
+            return Err(PortError::unavailable("memory", "PutObject", "bucket down"));
+        }
+        self.objects.lock().unwrap().insert(key.to_string(), len);
+        Ok(())
+    }
+}

@@ -1,0 +1,359 @@
+//! The fast tier: every use case over its ports in memory (no moto), with a fault injected
+//! through a port, asserting what changed and what did not. `cargo test -p callfy-shared`.
+
+mod memory;
+
+use callfy_shared::app::consent::{self, ApiAnswer, ConsentError, Idempotency};
+use callfy_shared::app::ingest::{Ingest, IngestError};
+use callfy_shared::app::outreach::{Outreach, OutreachError};
+use callfy_shared::app::privacy::{Privacy, Subject};
+use callfy_shared::app::retention::{Purger, RunOptions};
+use callfy_shared::app::{delivery, inbound, voice};
+use callfy_shared::domain::cart::{Cart, CartItem, CheckoutSnapshot};
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
+use callfy_shared::domain::inbound::InboundMessage;
+use callfy_shared::domain::merchant::{Channel, Merchant};
+use callfy_shared::domain::outreach::{Direction, MerchantRecord, MerchantStatus, SmsLogEntry};
+use callfy_shared::domain::voice::{CallLogEntry, CallRecording, KeyOptOut, RecordingCopy};
+use callfy_shared::platforms::{ConsentSignal, PlatformEvent};
+use callfy_shared::ports::{Classify, ErrorKind, PortError};
+use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
+use chrono::{DateTime, TimeZone, Utc};
+use memory::{Memory, Queue, Telephony};
+use std::sync::Arc;
+
+const PHONE: &str = "+14155552671";
+const CALL_SID: &str = "CA00000000000000000000000000000001";
+const RECORDING_SID: &str = "RE00000000000000000000000000000001";
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 6, 10, 17, 0, 0).unwrap()
+}
+
+fn merchant() -> Merchant {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/demo-merchant.json");
+    Merchant::from_json(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn record() -> MerchantRecord {
+    MerchantRecord { merchant: merchant(), status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false }
+}
+
+fn phone() -> Phone {
+    Phone::parse(PHONE, None).unwrap()
+}
+
+fn snapshot(token: &str, at: DateTime<Utc>) -> CheckoutSnapshot {
+    CheckoutSnapshot {
+        token: CartToken::parse(token).unwrap(),
+        checkout_id: Some("42".into()),
+        phone: Some(phone()),
+        email: Some("ann@example.com".into()),
+        first_name: Some("Ann".into()),
+        recovery_url: Some("https://snowdevil.myshopify.com/r/abc".into()),
+        total_price: Some("1.00".into()),
+        currency: Some("USD".into()),
+        item_count: 1,
+        items: CartItem::new("Wax Puck", 1).into_iter().collect(),
+        province_code: None,
+        country_code: Some("US".into()),
+        locale: None,
+        updated_at: at,
+        completed: false,
+        attributes: Vec::new(),
+    }
+}
+
+fn cart(token: &str) -> Cart {
+    let mut c = Cart::new(merchant().id, snapshot(token, t0()), t0());
+    c.version = 1;
+    c
+}
+
+fn opt_in(channel: Channel, at: DateTime<Utc>) -> ConsentEvent {
+    ConsentEvent {
+        channel,
+        action: ConsentAction::OptIn,
+        source: ConsentSource::Api,
+        occurred_at: at,
+        recorded_at: at,
+        evidence: Evidence { consent_text: Some("Text me about my cart".into()), ..Default::default() },
+    }
+}
+
+fn transient<E: Classify>(r: &Result<impl std::fmt::Debug, E>) -> bool {
+    matches!(r, Err(e) if e.kind() == ErrorKind::Transient)
+}
+
+#[tokio::test]
+async fn a_consent_write_that_fails_is_not_answered_and_its_retry_records_it_once() {
+    let mem = Memory::default();
+    let m = merchant();
+    let event = opt_in(Channel::Sms, t0());
+    let idem = Idempotency { key: Some("req-1"), request_sha256: "abc" };
+    let render = |_: consent::ApiOutcome<'_>| (201, serde_json::json!({ "ok": true }));
+
+    mem.fail("append_consent_answered", 1);
+    let failed = consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await;
+    assert!(matches!(failed, Err(ConsentError::Store(ref e)) if e.is_transient()), "{failed:?}");
+    assert!(mem.ledger(&m.id, &phone(), Channel::Sms).1.is_empty(), "nothing half-written");
+    assert!(mem.state.lock().unwrap().idempotency.is_empty(), "no answer stored for a failed write");
+
+    let first = consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await.unwrap();
+    assert!(matches!(first, ApiAnswer::Fresh(_)));
+    let replay = consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await.unwrap();
+    assert!(matches!(replay, ApiAnswer::Replayed(_)), "the retry replays the first answer");
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).1.len(), 1);
+}
+
+#[tokio::test]
+async fn a_stop_landing_between_the_read_and_the_write_is_never_overwritten() {
+    let mem = Memory::default();
+    let m = merchant();
+    let event = opt_in(Channel::Sms, t0());
+    let idem = Idempotency { key: None, request_sha256: "abc" };
+    let render = |_: consent::ApiOutcome<'_>| (201, serde_json::json!({ "ok": true }));
+    let (id, p) = (m.id.clone(), phone());
+    // The API read the ledger empty; a texted STOP is appended before its write.
+    mem.before("append_consent_answered", move |mem| {
+        let stop = ConsentEvent {
+            action: ConsentAction::OptOut,
+            source: ConsentSource::Keyword,
+            ..opt_in(Channel::Sms, t0())
+        };
+        let append = callfy_shared::ports::ConsentAppend {
+            merchant_id: id,
+            phone: p,
+            state: Default::default(),
+            event: stop,
+            purge_at: t0(),
+        };
+        mem.append(&append).expect("the STOP lands first");
+    });
+    consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await.unwrap();
+    let (state, entries) = mem.ledger(&m.id, &phone(), Channel::Sms);
+    assert_eq!(entries[0].event.action, ConsentAction::OptOut, "the STOP keeps its place in the ledger");
+    assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=entries.len() as u64).collect::<Vec<_>>());
+    assert_eq!(state.seq, entries.len() as u64, "the state is the head of the chain");
+    assert!(mem.called("consent_state") >= 2, "the write lost its condition and was decided again");
+}
+
+#[tokio::test]
+async fn a_carrier_opt_out_report_whose_status_write_fails_changes_nothing_until_redelivered() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    mem.add_sms(SmsLogEntry {
+        merchant_id: m.id.clone(),
+        phone: phone(),
+        direction: Direction::Outbound,
+        message_sid: "SM1".into(),
+        body: "your cart".into(),
+        status: "sent".into(),
+        cart_token: None,
+        step: Some(0),
+        segments: 1,
+        created_at: t0(),
+        purge_at: t0(),
+        status_history: Default::default(),
+        error_code: None,
+    });
+    let report = delivery::Report {
+        message_sid: "SM1",
+        status: "undelivered",
+        error_code: Some(21610),
+        to: Some(phone()),
+        senders: ["", ""],
+    };
+    mem.fail("update_sms_status", 1);
+    assert!(transient(&delivery::record(&mem, &report, t0()).await));
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::Unknown);
+
+    assert_eq!(delivery::record(&mem, &report, t0()).await.unwrap(), delivery::Outcome::Recorded);
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
+}
+
+fn stop_message() -> InboundMessage {
+    InboundMessage {
+        message_sid: "SMin1".into(),
+        from: phone(),
+        to: "+15005550006".into(),
+        messaging_service_sid: "MG0123456789abcdef0123456789abcdef".into(),
+        body: "STOP".into(),
+        segments: 1,
+        received_at: t0(),
+    }
+}
+
+#[tokio::test]
+async fn a_stop_whose_log_write_fails_is_already_honoured_and_its_replay_changes_nothing_more() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    let msg = stop_message();
+    let merchants = vec![record()];
+
+    mem.fail("record_inbound", 1);
+    assert!(transient(&inbound::apply(&mem, &msg, &merchants).await));
+    // The opt-out is written before the log marker: the failure loses nothing.
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+
+    let replayed = inbound::replay(&mem, &msg).await.unwrap();
+    assert!(replayed.first, "the replay writes the log marker the failed attempt did not");
+    assert!(replayed.affected.is_empty(), "the opt-out was already recorded");
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).1.len(), 1, "one ledger entry, not two");
+    assert!(!inbound::replay(&mem, &msg).await.unwrap().first, "a second replay is a redelivery");
+}
+
+#[tokio::test]
+async fn a_delivery_whose_transaction_fails_stores_nothing_and_queues_nothing() {
+    let mem = Memory::default();
+    let queue = Queue::default();
+    let r = record();
+    let ingest = Ingest { store: &mem, queue: &queue };
+    let signal = ConsentSignal {
+        action: ConsentAction::OptIn,
+        occurred_at: t0(),
+        evidence: Evidence { consent_text: Some("Text me".into()), ..Default::default() },
+    };
+    let event =
+        || PlatformEvent::CartUpserted { snapshot: Box::new(snapshot("tok-1", t0())), consent: Some(signal.clone()) };
+
+    mem.fail("write_ingest", 1);
+    let failed = ingest.apply(&r, "shopify#e1", event(), t0()).await;
+    assert!(matches!(failed, Err(IngestError::Port(ref e)) if e.is_transient()), "{failed:?}");
+    assert!(mem.state.lock().unwrap().carts.is_empty());
+    assert!(queue.jobs.lock().unwrap().is_empty(), "nothing scheduled for a delivery not stored");
+
+    // The platform's retry goes through, once.
+    ingest.apply(&r, "shopify#e1", event(), t0()).await.unwrap();
+    assert_eq!(mem.state.lock().unwrap().carts.len(), 1);
+    let again = ingest.apply(&r, "shopify#e1", event(), t0()).await.unwrap();
+    assert_eq!(again.as_str(), "duplicate");
+}
+
+#[tokio::test]
+async fn an_outreach_step_whose_consent_read_fails_sends_nothing_and_claims_nothing() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    let c = cart("tok-2");
+    mem.add_cart(c.clone());
+    let job = callfy_shared::domain::flow::job_for(&m, &c, 0).expect("the demo flow has a first step");
+    let twilio = Telephony::default();
+    let clock = Arc::new(ManualClock::new(job.due_at + chrono::Duration::minutes(1)));
+    let outreach = Outreach {
+        store: mem.clone(),
+        twilio: twilio.clone(),
+        queue: Queue::default(),
+        clock,
+        public_base_url: "https://hooks.callfy.test".into(),
+    };
+    mem.fail("consent_state", 1);
+    let failed = outreach.process_job(&job).await;
+    assert!(matches!(failed, Err(OutreachError::Port(ref e)) if e.is_transient()), "{failed:?}");
+    assert!(twilio.sent.lock().unwrap().is_empty() && twilio.placed.lock().unwrap().is_empty());
+    assert_eq!(mem.called("claim"), 0, "no claim without a complete decision");
+}
+
+#[tokio::test]
+async fn a_deletion_whose_recordings_cannot_be_deleted_keeps_the_opt_out_marker_and_the_items() {
+    let mem = Memory::default();
+    let files = Telephony::default();
+    let r = record();
+    mem.add_cart(cart("tok-3"));
+    mem.state.lock().unwrap().deleted.clear();
+    *files.bucket_down.lock().unwrap() = true;
+    let privacy = Privacy { store: &mem, recordings: &files };
+    let failed = privacy.delete(&r, &Subject::Phone(phone()), "dsr_1", t0()).await;
+    assert!(matches!(failed, Err(ref e) if e.kind() == ErrorKind::Transient), "{failed:?}");
+    let s = mem.state.lock().unwrap();
+    assert!(s.deletion_markers.contains_key(&(r.merchant.id.to_string(), PHONE.into())), "marker first");
+    assert!(s.deleted.is_empty(), "no item deleted while the recordings remain");
+    assert!(s.privacy.is_empty(), "not reported done");
+}
+
+#[tokio::test]
+async fn a_purge_run_whose_index_read_fails_reports_nothing_and_keeps_its_watermark() {
+    let mem = Memory::default();
+    let files = Telephony::default();
+    let purger = Purger { store: &mem, recordings: &files };
+    mem.fail("due_items_owned", 1);
+    let opts = RunOptions { as_of: t0(), dry_run: false, deadline: None, started_at: t0(), closure_grace_days: 30 };
+    let failed = purger.run(opts).await;
+    assert!(matches!(failed, Err(ref e) if e.kind() == ErrorKind::Transient), "{failed:?}");
+    let s = mem.state.lock().unwrap();
+    assert!(s.reports.is_empty() && s.watermark.is_none(), "the next run starts where this one did");
+}
+
+fn call(sid: &str) -> CallLogEntry {
+    CallLogEntry {
+        merchant_id: merchant().id,
+        phone: phone(),
+        call_sid: sid.into(),
+        cart_token: CartToken::parse("tok-4").unwrap(),
+        step: 1,
+        status: "completed".into(),
+        created_at: t0(),
+        purge_at: t0(),
+        status_history: Default::default(),
+        duration_seconds: Some(30),
+        answered_by: None,
+        error_code: None,
+        recording: Some(CallRecording {
+            recording_sid: RECORDING_SID.into(),
+            duration_seconds: Some(30),
+            s3_key: None,
+            twilio_deleted: false,
+            purge_at: t0(),
+        }),
+    }
+}
+
+#[tokio::test]
+async fn a_recording_that_cannot_be_stored_stays_at_twilio_for_the_retry() {
+    let mem = Memory::default();
+    mem.add_merchant(merchant());
+    mem.add_call(call(CALL_SID));
+    let twilio = Telephony::default();
+    *twilio.bucket_down.lock().unwrap() = true;
+    let copy = RecordingCopy {
+        merchant_id: merchant().id,
+        call_sid: CALL_SID.into(),
+        recording_sid: RECORDING_SID.into(),
+        duration_seconds: Some(30),
+    };
+    let scratch = std::env::temp_dir();
+    let failed = voice::copy_recording(&mem, &twilio, &twilio, &copy, &scratch).await;
+    assert!(matches!(failed, Err(voice::VoiceError::Port(ref e)) if e.is_transient()), "{failed:?}");
+    assert!(twilio.deleted_recordings.lock().unwrap().is_empty(), "Twilio's copy is the only one");
+
+    *twilio.bucket_down.lock().unwrap() = false;
+    voice::copy_recording(&mem, &twilio, &twilio, &copy, &scratch).await.unwrap();
+    assert_eq!(twilio.deleted_recordings.lock().unwrap().as_slice(), [RECORDING_SID]);
+    assert_eq!(twilio.objects.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_nine_whose_ledger_write_fails_is_applied_by_its_queued_replay() {
+    let mem = Memory::default();
+    let m = merchant();
+    let o = KeyOptOut { merchant_id: m.id.clone(), phone: phone(), call_sid: "CA2".into(), at: t0() };
+    mem.fail("record_consent", 1);
+    let failed = voice::apply_key_opt_out(&mem, &m, &o, false).await;
+    assert!(matches!(failed, Err(PortError::Service { .. })), "{failed:?}");
+    assert!(voice::apply_key_opt_out(&mem, &m, &o, true).await.unwrap(), "the replay records it");
+    assert!(!voice::apply_key_opt_out(&mem, &m, &o, true).await.unwrap(), "and only once");
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+}
+
+#[test]
+fn every_use_case_error_says_whether_to_retry() {
+    let outage = || PortError::unavailable("memory", "op", "down");
+    assert_eq!(ConsentError::Store(outage()).kind(), ErrorKind::Transient);
+    assert_eq!(ConsentError::Contention.kind(), ErrorKind::Transient);
+    assert_eq!(OutreachError::BadMessage("x".into()).kind(), ErrorKind::Permanent);
+    assert_eq!(IngestError::Port(PortError::Decode("x".into())).kind(), ErrorKind::Permanent);
+    let _ = MerchantId::parse("snowdevil").unwrap();
+}
