@@ -1,5 +1,5 @@
 //! Typed configuration: each function's settings, read once at init from the environment
-//! (DESIGN.md §4), naming any variable that is missing or malformed.
+//! (names in docs/operations.md, Configuration), naming any variable that is missing or malformed.
 
 use crate::domain::phone::LOCAL_LOG_KEY;
 use chrono::{DateTime, Utc};
@@ -72,12 +72,21 @@ impl SecretVars {
     }
 }
 
-/// How we authenticate to Twilio's REST API. Secrets are `SecretString`s: `Debug` and logs show
-/// `[REDACTED]`, and using one takes an explicit `expose_secret()`.
-#[derive(Clone, Debug)]
+/// How we authenticate to Twilio's REST API. Secrets are `SecretString`s: using one takes an
+/// explicit `expose_secret()`.
+#[derive(Clone)]
 pub enum TwilioAuth {
     AuthToken(SecretString),
     ApiKey { sid: String, secret: SecretString },
+}
+
+impl std::fmt::Debug for TwilioAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::AuthToken(_) => f.write_str("AuthToken(***)"),
+            Self::ApiKey { sid, .. } => write!(f, "ApiKey({sid}, ***)"),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -570,7 +579,7 @@ mod tests {
 }
 
 /// Resource names and secrets `callfy-local` and `callfy-admin` share, so that with only
-/// `AWS_ENDPOINT_URL` set they find each other (DESIGN.md §8).
+/// `AWS_ENDPOINT_URL` set they find each other.
 pub mod local_defaults {
     pub const TABLE_NAME: &str = "callfy-local";
     pub const QUEUE_NAME: &str = "callfy-outreach-local";

@@ -1,4 +1,4 @@
-//! `X-Twilio-Signature`, computed exactly as Twilio does (REFERENCE.md, Twilio section):
+//! `X-Twilio-Signature`, computed exactly as Twilio does (its "Webhooks security" guide):
 //! the full URL, then each form parameter's name and value with names sorted, HMAC-SHA1 with
 //! the auth token, base64. JSON bodies are covered by a `bodySHA256` query parameter instead.
 //!

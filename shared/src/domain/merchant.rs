@@ -1,4 +1,4 @@
-//! The merchant profile an operator puts with `callfy-admin merchant put` (DESIGN.md §5).
+//! The merchant profile an operator puts with `callfy-admin merchant put` (fields in docs/operations.md).
 
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use crate::domain::ids::MerchantId;

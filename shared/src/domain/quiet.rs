@@ -1,4 +1,5 @@
-//! Quiet hours in the recipient's local time (REFERENCE.md, Compliance (US)).
+//! Quiet hours in the recipient's local time: the TCPA's 8 am to 9 pm and the stricter state
+//! windows (docs/behaviour.md).
 //!
 //! The recipient's zones come from the shipping/billing address when known, else the phone's
 //! area code (libphonenumber's data; a code spanning zones yields all of them), else the

@@ -1,4 +1,5 @@
-//! Shopify webhook payloads (REFERENCE.md, Shopify) and their normalisation.
+//! Shopify webhook payloads (checkouts, orders, customer consent, privacy topics, uninstall;
+//! see docs/platforms.md) and their normalisation.
 
 use super::{
     ConsentSignal, MerchantRef, Platform, PlatformError, PlatformEvent, PrivacyKind, PrivacyRequest, WebhookRequest,

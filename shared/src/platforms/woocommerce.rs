@@ -1,4 +1,4 @@
-//! WooCommerce (REFERENCE.md, WooCommerce): order webhooks, signed per merchant. Core has no
+//! WooCommerce (docs/platforms.md): order webhooks, signed per merchant. Core has no
 //! cart webhook, so a `pending` or `failed` order with a billing phone is the abandoned cart
 //! (its `payment_url` the way back), and a paid status is its recovery.
 

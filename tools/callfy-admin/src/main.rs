@@ -1,4 +1,4 @@
-//! `callfy-admin`: the operator's CLI for merchants (DESIGN.md §5), dead-letter queues and
+//! `callfy-admin`: the operator's CLI for merchants (docs/operations.md), dead-letter queues and
 //! recovery reports. With only `AWS_ENDPOINT_URL` set it finds the resources `callfy-local`
 //! created.
 
