@@ -166,7 +166,7 @@ impl std::fmt::Debug for BigCommerceSettings {
 #[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MerchantSecrets {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<crate::domain::secret::SecretText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bigcommerce_api_token: Option<String>,
 }
@@ -262,7 +262,7 @@ pub struct Merchant {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shop_domain: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub webhook_secret: Option<String>,
+    pub webhook_secret: Option<crate::domain::secret::SecretText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub woocommerce: Option<WooCommerceSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -566,6 +566,7 @@ pub(crate) mod tests {
         let m = platform("custom", whsec).unwrap();
         // The profile as stored and shown carries no secret; they come back only on request.
         assert!(m.without_secrets().webhook_secret.is_none());
+        assert!(!format!("{m:?}").contains("whsec_"), "a printed profile shows no secret");
         assert_eq!(m.without_secrets().with_secrets(m.secrets()), m);
         assert!(!format!("{:?}", m.secrets()).contains("whsec"));
     }

@@ -14,6 +14,7 @@ pub mod outreach;
 pub mod phone;
 pub mod quiet;
 pub mod retention;
+pub mod secret;
 pub mod time;
 pub mod twiml;
 pub mod voice;

@@ -133,7 +133,11 @@ fn twilio_post(
 
 fn entries(root: &Path, merchants: &[Merchant]) -> Result<Vec<Entry>, String> {
     let secret = |id: &str| {
-        merchants.iter().find(|m| m.id.as_str() == id).and_then(|m| m.webhook_secret.clone()).unwrap_or_default()
+        merchants
+            .iter()
+            .find(|m| m.id.as_str() == id)
+            .and_then(|m| m.webhook_secret.as_deref().map(str::to_string))
+            .unwrap_or_default()
     };
     let shopify = read_json(root, "events/shopify/checkouts-create.json")?;
     let woo = read_json(root, "events/woocommerce/order-pending.json")?;
