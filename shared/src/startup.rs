@@ -250,6 +250,9 @@ impl Assemble for VoiceApp {
     }
 }
 
+/// The voice use case over the adapters `VoiceApp` holds (borrowed per request).
+pub type VoiceCase<'a> = crate::app::voice::Voice<'a, Store, TwilioClient, OutreachQueue>;
+
 /// retention-purger.
 pub struct PurgerApp {
     pub store: Store,

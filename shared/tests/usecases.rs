@@ -263,7 +263,12 @@ async fn a_deletion_whose_recordings_cannot_be_deleted_keeps_the_opt_out_marker_
     let files = Telephony::default();
     let r = record();
     mem.add_cart(cart("tok-3"));
-    mem.state.lock().unwrap().deleted.clear();
+    let mut recorded = call(CALL_SID);
+    if let Some(rec) = recorded.recording.as_mut() {
+        rec.s3_key = Some("recordings/snowdevil/2026/06/10/call.wav".into());
+    }
+    mem.add_call(recorded);
+    files.objects.lock().unwrap().insert("recordings/snowdevil/2026/06/10/call.wav".into(), 12);
     *files.bucket_down.lock().unwrap() = true;
     let privacy = Privacy { store: &mem, recordings: &files };
     let failed = privacy.delete(&r, &Subject::Phone(phone()), "dsr_1", t0()).await;

@@ -4,14 +4,15 @@
 //! the whole handler.
 
 use callfy_shared::Phone;
-use callfy_shared::adapters::store::{IdempotencyRecord, MerchantRecord, MerchantStatus};
 use callfy_shared::api_key::key_merchant;
 use callfy_shared::app::consent::{self, ApiAnswer, ApiOutcome, ConsentError, Idempotency};
 use callfy_shared::domain::consent::{
     ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict,
 };
 use callfy_shared::domain::merchant::{Channel, Merchant};
+use callfy_shared::domain::outreach::{MerchantRecord, MerchantStatus};
 use callfy_shared::http::{error, failure, header, json};
+use callfy_shared::ports::IdempotencyRecord;
 use callfy_shared::ports::{Classify, ErrorKind, PortError};
 use callfy_shared::signature::{ct_eq, sha256_hex};
 use chrono::{DateTime, Duration, Utc};

@@ -3,15 +3,15 @@
 //! `handle` is the whole handler; `main.rs` only wires it to Lambda.
 
 use callfy_shared::Phone;
-use callfy_shared::adapters::store::MerchantRecord;
 use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
 use callfy_shared::config::ExposeSecret;
 use callfy_shared::domain::keywords::{Intent, classify};
 use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
+use callfy_shared::domain::outreach::MerchantRecord;
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::http::{TwilioForm, error, failure, json, verify_twilio};
-use callfy_shared::ports::PortError;
+use callfy_shared::ports::{PortError, chain};
 pub use callfy_shared::startup::{INBOUND_REPLAY_DELAY_SECONDS as REPLAY_DELAY_SECONDS, InboundApp};
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
@@ -105,7 +105,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         && match app.queue.enqueue_inbound(&msg, app.replay_delay_seconds).await {
             Ok(_) => true,
             Err(e) => {
-                warn!(sid, phone = %from.log_id(), error = %redact(&e.to_string()), "could not queue the opt-out; applying it inline only");
+                warn!(sid, phone = %from.log_id(), error = %redact(&chain(&e)), "could not queue the opt-out; applying it inline only");
                 false
             }
         };
@@ -165,7 +165,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
 /// Storage failed during an opt-out whose copy is on the queue: the person is told, once, that
 /// they are unsubscribed (the copy makes it true within minutes and sends nothing itself).
 fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &PortError) -> Response<Body> {
-    warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&e.to_string()), "storage failed during an opt-out; the queued copy will apply it");
+    warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&chain(e)), "storage failed during an opt-out; the queued copy will apply it");
     let names: Vec<&str> = merchants.iter().map(|r| r.merchant.name.as_str()).collect();
     twiml(Some(&stop_confirmation(&names, classify(&msg.body).lang)))
 }

@@ -8,22 +8,15 @@
 //! Every route checks `X-Twilio-Signature` with the same code as sms-inbound. `handle` is the
 //! whole handler; the use case is `callfy_shared::app::voice`; `main.rs` only wires it.
 
-use callfy_shared::config::ExposeSecret;
-use callfy_shared::ports::CallUpdate;
-pub use callfy_shared::startup::VoiceApp;
-
-/// The voice use case over the adapters `VoiceApp` holds.
-type LambdaVoice<'a> = Voice<
-    'a,
-    callfy_shared::adapters::store::Store,
-    callfy_shared::adapters::twilio::TwilioClient,
-    callfy_shared::adapters::queue::OutreachQueue,
->;
 use callfy_shared::Phone;
-use callfy_shared::app::voice::{Voice, VoiceError};
+use callfy_shared::app::voice::VoiceError;
+use callfy_shared::config::ExposeSecret;
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::domain::voice::{CallRef, is_sid};
 use callfy_shared::http::{TwilioForm, error, failure, json, twiml, verify_twilio};
+use callfy_shared::ports::{CallUpdate, chain};
+pub use callfy_shared::startup::VoiceApp;
+use callfy_shared::startup::VoiceCase as LambdaVoice;
 use callfy_shared::telemetry::redact;
 use callfy_shared::twilio_signature::SigningKeys;
 use lambda_http::http::Method;
@@ -65,7 +58,7 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
     let Some(call_sid) = form.get("CallSid").filter(|s| is_sid(s, "CA")) else {
         return error(400, "missing_field", "CallSid is required (CA followed by 32 hex characters)");
     };
-    let voice = Voice {
+    let voice = LambdaVoice {
         store: &app.store,
         sms: &app.twilio,
         recordings_queue: &app.recordings_queue,
@@ -83,14 +76,14 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
     };
     match result {
         Ok(resp) => resp,
-        Err(e) => {
-            warn!(route = %path, error = %redact(&e.to_string()), "voice callback failed");
-            match route {
-                // The person is on the line: a polite goodbye beats Twilio's error message.
-                Route::Answer | Route::Gather => twiml(&[Verb::Hangup]),
-                Route::Status | Route::Recording => failure(&e, "temporarily unable to process the request"),
+        Err(e) => match route {
+            // The person is on the line: a polite goodbye beats Twilio's error message.
+            Route::Answer | Route::Gather => {
+                warn!(route = %path, error = %redact(&chain(&e)), "voice callback failed; the call ends politely");
+                twiml(&[Verb::Hangup])
             }
-        }
+            Route::Status | Route::Recording => failure(&e, "temporarily unable to process the request"),
+        },
     }
 }
 

@@ -6,16 +6,15 @@
 //! to Lambda.
 
 use callfy_shared::MerchantId;
-use callfy_shared::adapters::store::MerchantRecord;
 use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
 use callfy_shared::domain::merchant::Platform as PlatformKind;
+use callfy_shared::domain::outreach::MerchantRecord;
 use callfy_shared::http::{error, failure, json};
 use callfy_shared::platforms::bigcommerce::{self, BigCommerce};
 use callfy_shared::platforms::woocommerce::WooCommerce;
 use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
 use callfy_shared::ports::PortError;
 pub use callfy_shared::startup::IngestApp;
-use callfy_shared::telemetry::redact;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use tracing::{info, warn};
@@ -105,7 +104,7 @@ async fn webhook_answer(
             Ok(reply(outcome, topic))
         }
         Err(e) => {
-            warn!(merchant = %m, topic, error = %redact(&e.to_string()), "webhook failed; platform will retry");
+            warn!(merchant = %m, topic, "webhook failed; the platform will retry");
             Ok(retry_later(&e))
         }
     }

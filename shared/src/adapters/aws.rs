@@ -44,7 +44,7 @@ where
     E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    use crate::ports::{ErrorKind, PortError, aws_code_is_permanent};
+    use crate::ports::{ErrorKind, PortError};
     use aws_smithy_runtime_api::client::result::SdkError;
     use aws_smithy_types::error::metadata::ProvideErrorMetadata;
     let code = e.code().unwrap_or("unknown").to_string();
@@ -54,4 +54,54 @@ where
         _ => ErrorKind::Transient,
     };
     PortError::service(service, op, code, kind, e)
+}
+
+/// AWS error codes that say the request itself is wrong: retrying it unchanged cannot succeed.
+/// A queue that does not exist stays transient: it is what a queue outage or a redeploy in
+/// progress looks like, and the platform's retry then schedules the step.
+/// Any other failure counts as transient: a retry is bounded (the queue's redrive policy, the
+/// platform's schedule) and every write is conditional, so retrying the unknown is the safe side.
+pub fn aws_code_is_permanent(code: &str) -> bool {
+    matches!(
+        code,
+        "ValidationException"
+            | "SerializationException"
+            | "AccessDeniedException"
+            | "AccessDenied"
+            | "UnrecognizedClientException"
+            | "InvalidSignatureException"
+            | "MissingAuthenticationTokenException"
+            | "IncompleteSignature"
+            | "InvalidClientTokenId"
+            | "InvalidParameterValue"
+            | "InvalidParameterCombination"
+            | "MissingParameter"
+            | "InvalidAction"
+            | "MalformedQueryString"
+            | "InvalidMessageContents"
+            | "UnsupportedOperation"
+            | "ItemCollectionSizeLimitExceededException"
+            | "NoSuchBucket"
+            | "InvalidArgument"
+            | "KMS.DisabledException"
+            | "KMS.NotFoundException"
+            | "ResourceNotFoundException"
+            | "KmsAccessDenied"
+            | "KmsDisabled"
+            | "KmsNotFound"
+            | "KmsInvalidState"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_request_is_permanent_and_throttling_is_not() {
+        assert!(aws_code_is_permanent("ValidationException"));
+        assert!(aws_code_is_permanent("ResourceNotFoundException"));
+        assert!(!aws_code_is_permanent("ProvisionedThroughputExceededException"));
+        assert!(!aws_code_is_permanent("ThrottlingException"));
+    }
 }

@@ -95,7 +95,7 @@ impl RecordingBucket {
                 .map_err(|e| aws("DeleteObjects", e))?;
             if let Some(err) = out.errors().first() {
                 let code = err.code().unwrap_or("unknown").to_string();
-                let kind = if crate::ports::aws_code_is_permanent(&code) {
+                let kind = if super::aws::aws_code_is_permanent(&code) {
                     crate::ports::ErrorKind::Permanent
                 } else {
                     crate::ports::ErrorKind::Transient

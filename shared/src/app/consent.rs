@@ -160,8 +160,13 @@ where
         let created = |entry: &LedgerEntry, next: &ConsentState| answer(ApiOutcome::Changed { entry, state: next });
         match store.append_consent_answered(&append, idem.key, created).await {
             Ok(stored) => {
-                if event.action == ConsentAction::OptOut {
-                    after_opt_out(store, merchant, phone, (event.channel, event.source), now).await?;
+                // The opt-out and its answer are stored: a failure to cancel now must not turn
+                // into an error (a retry would only replay the answer). A queued step still
+                // cannot go out: its claim is conditioned on the consent sequence it read.
+                if event.action == ConsentAction::OptOut
+                    && let Err(e) = after_opt_out(store, merchant, phone, (event.channel, event.source), now).await
+                {
+                    tracing::warn!(merchant = %merchant.id, phone = %phone.log_id(), error = %crate::telemetry::redact(&crate::ports::chain(&e)), "opt-out recorded; cancelling queued outreach failed");
                 }
                 info!(merchant = %merchant.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, "consent recorded via API");
                 return Ok(ApiAnswer::Fresh(stored));

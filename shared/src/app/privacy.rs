@@ -126,6 +126,7 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                         let state = serde_json::to_value(state).unwrap_or_default();
                         ledgers.entry(channel.as_str().to_string()).or_insert((Value::Null, Vec::new())).0 = state;
                     }
+                    CustomerData::Unreadable(reason) => return Err(PortError::Decode(reason).into()),
                     CustomerData::Recording { .. } | CustomerData::Other => {}
                 }
             }

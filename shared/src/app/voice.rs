@@ -21,7 +21,7 @@ use crate::domain::voice::{
 use crate::ports::telephony::{SendSms, SmsSender, TwilioError};
 use crate::ports::{
     CallLog, CallUpdate, CartStore, Classify, ConsentLedger, ConsentStore, ErrorKind, MerchantStore, MessageLog,
-    PortError, RecordingFiles, RecordingSource, SmsGateway, StepStore, WorkQueue,
+    PortError, RecordingFiles, RecordingSource, SmsGateway, StepStore, WorkQueue, chain,
 };
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
@@ -168,7 +168,7 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         // The log learns the call was picked up, and by whom (best effort: the call goes on).
         let answered = CallUpdate { status: "in-progress", answered_by, ..Default::default() };
         if let Err(e) = self.log_status(r, call_sid, &ctx.phone, &answered, now).await {
-            warn!(merchant = %m.id, call = call_sid, error = %redact(&e.to_string()), "could not log the answer");
+            warn!(merchant = %m.id, call = call_sid, error = %redact(&chain(&e)), "could not log the answer");
         }
         let agent = m.ai_agent_url.as_deref().map(|url| {
             // The agent hears about the cart, never the number it called.
@@ -247,14 +247,14 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         let durable = match self.outreach_queue.enqueue_key_opt_out(&o, self.replay_delay_seconds).await {
             Ok(_) => true,
             Err(e) => {
-                warn!(merchant = %m.id, call = call_sid, error = %redact(&e.to_string()), "could not queue the key-9 opt-out; applying it inline only");
+                warn!(merchant = %m.id, call = call_sid, error = %redact(&chain(&e)), "could not queue the key-9 opt-out; applying it inline only");
                 false
             }
         };
         match apply_key_opt_out(self.store, m, &o, false).await {
             Ok(_) => info!(merchant = %m.id, call = call_sid, phone = %o.phone.log_id(), "key 9: no more calls"),
             Err(e) if durable => {
-                warn!(merchant = %m.id, call = call_sid, error = %redact(&e.to_string()), "storage failed during key 9; the queued copy will apply it")
+                warn!(merchant = %m.id, call = call_sid, error = %redact(&chain(&e)), "storage failed during key 9; the queued copy will apply it")
             }
             Err(e) => return Err(e.into()),
         }

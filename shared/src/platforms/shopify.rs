@@ -4,7 +4,6 @@
 use super::{
     ConsentSignal, MerchantRef, Platform, PlatformError, PlatformEvent, PrivacyKind, PrivacyRequest, WebhookRequest,
 };
-use crate::config::ExposeSecret;
 use crate::domain::cart::{CartItem, CheckoutSnapshot};
 use crate::domain::consent::{ConsentAction, Evidence};
 use crate::domain::ids::CartToken;
@@ -13,6 +12,7 @@ use crate::domain::phone::Phone;
 use crate::domain::time::clamp_platform_time;
 use crate::signature::verify_hmac_sha256_base64;
 use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -355,7 +355,7 @@ impl PrivacyPayload {
 /// Shopify: HMAC-SHA256 of the raw body with the app's client secret; the shop domain names
 /// the merchant.
 pub struct Shopify {
-    pub app_secret: crate::config::SecretString,
+    pub app_secret: secrecy::SecretString,
 }
 
 impl Platform for Shopify {

@@ -1,5 +1,5 @@
 //! One error vocabulary for every port: each failure says whether trying again may help, and
-//! keeps what caused it. Handlers turn it into an answer in one place (`http::port_failure`
+//! keeps what caused it. Handlers turn it into an answer in one place (`http::failure`
 //! for HTTP, the worker's batch for SQS).
 
 use std::error::Error as StdError;
@@ -91,36 +91,6 @@ impl Classify for PortError {
     }
 }
 
-/// AWS error codes that say the request itself is wrong: retrying it unchanged cannot succeed.
-/// Any other failure counts as transient: a retry is bounded (the queue's redrive policy, the
-/// platform's schedule) and every write is conditional, so retrying the unknown is the safe side.
-pub fn aws_code_is_permanent(code: &str) -> bool {
-    matches!(
-        code,
-        "ValidationException"
-            | "SerializationException"
-            | "AccessDeniedException"
-            | "AccessDenied"
-            | "UnrecognizedClientException"
-            | "InvalidSignatureException"
-            | "MissingAuthenticationTokenException"
-            | "IncompleteSignature"
-            | "InvalidClientTokenId"
-            | "InvalidParameterValue"
-            | "InvalidParameterCombination"
-            | "MissingParameter"
-            | "InvalidAction"
-            | "MalformedQueryString"
-            | "InvalidMessageContents"
-            | "UnsupportedOperation"
-            | "ItemCollectionSizeLimitExceededException"
-            | "NoSuchBucket"
-            | "InvalidArgument"
-            | "KMS.DisabledException"
-            | "KMS.NotFoundException"
-    )
-}
-
 /// Every cause of `e`, outermost first, joined: what a log line shows.
 pub fn chain(e: &(dyn StdError + 'static)) -> String {
     let mut out = e.to_string();
@@ -149,8 +119,6 @@ mod tests {
         assert!(throttled.is_transient());
         assert!(PortError::Conflict.is_transient());
         assert!(!PortError::Decode("missing pk".into()).is_transient());
-        assert!(aws_code_is_permanent("ValidationException"));
-        assert!(!aws_code_is_permanent("ProvisionedThroughputExceededException"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod store;
 pub mod storefront;
 pub mod telephony;
 
-pub use error::{BoxError, Classify, ErrorKind, PortError, aws_code_is_permanent, chain};
+pub use error::{BoxError, Classify, ErrorKind, PortError, chain};
 pub use files::RecordingFiles;
 pub use outreach::{ConsentLedger, OutreachReads, OutreachWrites};
 pub use queue::{JobQueue, WorkQueue};

@@ -110,6 +110,9 @@ pub enum CustomerData {
     },
     /// Counters, markers and the rest: erased, not exported.
     Other,
+    /// A record that could not be decoded: an erasure still deletes it by its key; an export
+    /// fails rather than leave it out.
+    Unreadable(String),
 }
 
 /// One item the purge index says is due.

@@ -132,7 +132,7 @@ enum AdminError {
     #[error("{0}")]
     Broken(String),
     #[error(transparent)]
-    Store(#[from] callfy_shared::adapters::store::PortError),
+    Store(#[from] callfy_shared::ports::PortError),
     #[error(transparent)]
     Dlq(#[from] dlq::DlqError),
     #[error(transparent)]

@@ -18,10 +18,12 @@
 use callfy_shared::MerchantId;
 use callfy_shared::Phone;
 use callfy_shared::adapters::dynamo::report::{CartWithSteps, CustomerActivity, ScanProgress};
-use callfy_shared::adapters::store::{PortError, StepState, Store};
+use callfy_shared::adapters::store::Store;
 use callfy_shared::domain::consent::{ConsentAction, ConsentStatus};
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::domain::outreach::Direction;
+use callfy_shared::domain::outreach::StepState;
+use callfy_shared::ports::PortError;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -227,6 +227,15 @@ impl Store {
         match self.client.transact_write_items().set_transact_items(Some(items)).send().await {
             Ok(_) => Ok(TxOutcome::Done),
             Err(e) => match cancellation_codes(&e) {
+                // A malformed or oversized transaction fails the same way every time.
+                Some(codes)
+                    if codes
+                        .iter()
+                        .any(|c| matches!(c.as_str(), "ValidationError" | "ItemCollectionSizeLimitExceeded")) =>
+                {
+                    let kind = crate::ports::ErrorKind::Permanent;
+                    Err(PortError::service("DynamoDB", "TransactWriteItems", codes.join(","), kind, e))
+                }
                 Some(codes) => Ok(TxOutcome::Cancelled(codes)),
                 None => Err(aws("TransactWriteItems", e)),
             },

@@ -6,7 +6,7 @@ use super::*;
 use crate::domain::retention::PurgeKind;
 
 /// One customer item as a record: its key, its kind by sort key, and what an export shows of it.
-fn customer_record(item: Item) -> Result<CustomerRecord, PortError> {
+fn customer_record(item: Item) -> CustomerRecord {
     let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
     let sk = get_s(&item, attr::SK).unwrap_or_default().to_string();
     let kind = PurgeKind::of_sort_key(&sk);
@@ -14,23 +14,27 @@ fn customer_record(item: Item) -> Result<CustomerRecord, PortError> {
         Some("voice") => Channel::Voice,
         _ => Channel::Sms,
     };
-    let data = match kind {
-        PurgeKind::SmsLog => CustomerData::Sms(Box::new(from_item(item)?)),
-        PurgeKind::CallLog => CustomerData::Call(Box::new(from_item(item)?)),
-        PurgeKind::ConsentEntry => CustomerData::ConsentEntry { channel: channel(), entry: Box::new(from_item(item)?) },
-        PurgeKind::ConsentLedger => {
-            CustomerData::ConsentState { channel: channel(), state: Box::new(from_item(item)?) }
+    let decoded = match kind {
+        PurgeKind::SmsLog => from_item(item).map(|e| CustomerData::Sms(Box::new(e))),
+        PurgeKind::CallLog => from_item(item).map(|c| CustomerData::Call(Box::new(c))),
+        PurgeKind::ConsentEntry => {
+            from_item(item).map(|e| CustomerData::ConsentEntry { channel: channel(), entry: Box::new(e) })
         }
-        PurgeKind::Recording => CustomerData::Recording { s3_key: get_s(&item, "s3_key").map(str::to_string) },
-        _ => CustomerData::Other,
+        PurgeKind::ConsentLedger => {
+            from_item(item).map(|s| CustomerData::ConsentState { channel: channel(), state: Box::new(s) })
+        }
+        PurgeKind::Recording => Ok(CustomerData::Recording { s3_key: get_s(&item, "s3_key").map(str::to_string) }),
+        _ => Ok(CustomerData::Other),
     };
-    Ok(CustomerRecord { key: (pk, sk), kind, data })
+    // One broken item must not block a deletion (or every later purge run).
+    let data = decoded.unwrap_or_else(|e| CustomerData::Unreadable(e.to_string()));
+    CustomerRecord { key: (pk, sk), kind, data }
 }
 
 impl Store {
     /// Every record of a customer's partition, decoded as far as an export or an erasure needs.
     pub async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
-        self.customer_items(m, phone).await?.into_iter().map(customer_record).collect()
+        Ok(self.customer_items(m, phone).await?.into_iter().map(customer_record).collect())
     }
 
     /// Everything stored for one cart: its partition (cart, steps), its checkout and email pointers.

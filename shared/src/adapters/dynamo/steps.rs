@@ -89,7 +89,7 @@ impl Store {
         if self.take_over((m, token, step), &seen, claim_id, body_sha256, now).await? {
             return Ok(ClaimOutcome::Claimed { uncertain });
         }
-        let record = self.get_step(m, token, step).await?.ok_or_else(|| PortError::NotFound("step claim".into()))?;
+        let record = self.get_step(m, token, step).await?.ok_or(PortError::Conflict)?;
         Ok(ClaimOutcome::Taken(record))
     }
 
