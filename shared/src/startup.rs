@@ -63,10 +63,6 @@ impl Clients {
         Self { sdk: sdk.clone(), dynamodb: OnceLock::new(), sqs: OnceLock::new(), s3: OnceLock::new() }
     }
 
-    pub fn sdk(&self) -> &SdkConfig {
-        &self.sdk
-    }
-
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
         self.dynamodb.get_or_init(|| aws::dynamodb(&self.sdk)).clone()
     }

@@ -130,10 +130,10 @@ async fn privacy(
     let privacy = Privacy { store: &app.store, recordings: &app.recordings };
     let now = app.clock.now();
     if !delete {
-        let doc = privacy.export(m, &subject, now).await.map_err(privacy_error)?;
+        let doc = privacy.export(m, &subject, now).await?;
         return Ok(json(200, &doc));
     }
-    Ok(match privacy.delete(record, &subject, &new_request_id(), now).await.map_err(privacy_error)? {
+    Ok(match privacy.delete(record, &subject, &new_request_id(), now).await? {
         Deletion::Done { id, counts } => {
             json(200, &serde_json::json!({ "id": id, "status": "done", "counts": counts }))
         }
@@ -158,8 +158,10 @@ async fn privacy_status(app: &ConsentApp, m: &Merchant, id: &str) -> Result<Resp
     Ok(json(200, &view))
 }
 
-fn privacy_error(e: callfy_shared::app::privacy::PrivacyError) -> ApiError {
-    ApiError::Store(e.0)
+impl From<callfy_shared::app::privacy::PrivacyError> for ApiError {
+    fn from(e: callfy_shared::app::privacy::PrivacyError) -> Self {
+        Self::Store(e.0)
+    }
 }
 
 fn percent_decode(s: &str) -> String {

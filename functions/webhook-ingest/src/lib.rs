@@ -6,14 +6,14 @@
 //! to Lambda.
 
 use callfy_shared::MerchantId;
-use callfy_shared::app::ingest::{Ingest, IngestError, Outcome};
+use callfy_shared::app::ingest::{Ingest, Outcome};
 use callfy_shared::domain::merchant::Platform as PlatformKind;
 use callfy_shared::domain::outreach::MerchantRecord;
 use callfy_shared::http::{error, failure, json};
 use callfy_shared::platforms::bigcommerce::{self, BigCommerce};
 use callfy_shared::platforms::woocommerce::WooCommerce;
 use callfy_shared::platforms::{MerchantRef, Platform, PlatformError, PlatformEvent, WebhookRequest};
-use callfy_shared::ports::PortError;
+use callfy_shared::ports::{Classify, PortError};
 pub use callfy_shared::startup::IngestApp;
 use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
@@ -74,7 +74,7 @@ async fn webhook_answer(
         // A merchant of another platform is no merchant on this route.
         Ok(Some(m)) if m.merchant.platform == kind => m,
         Ok(_) => return Ok(error(404, "unknown_merchant", "no merchant is registered for this webhook")),
-        Err(e) => return Ok(unavailable(&e)),
+        Err(e) => return Ok(retry_later(&e)),
     };
     platform.verify(req, Some(&merchant.merchant))?;
     let topic = platform.topic(req)?;
@@ -127,10 +127,6 @@ fn reply(outcome: Outcome, topic: &str) -> Response<Body> {
 
 const RETRY_LATER: &str = "temporarily unable to process the webhook; retry later";
 
-fn retry_later(e: &IngestError) -> Response<Body> {
-    failure(e, RETRY_LATER)
-}
-
-fn unavailable(e: &PortError) -> Response<Body> {
+fn retry_later<E: Classify + std::error::Error + 'static>(e: &E) -> Response<Body> {
     failure(e, RETRY_LATER)
 }

@@ -50,7 +50,7 @@ where
     let code = e.code().unwrap_or("unknown").to_string();
     let kind = match &e {
         SdkError::ConstructionFailure(_) => ErrorKind::Permanent,
-        SdkError::ServiceError(_) if aws_code_is_permanent(&code) => ErrorKind::Permanent,
+        SdkError::ServiceError(_) => code_kind(&code),
         _ => ErrorKind::Transient,
     };
     PortError::service(service, op, code, kind, e)
@@ -61,6 +61,12 @@ where
 /// progress looks like, and the platform's retry then schedules the step.
 /// Any other failure counts as transient: a retry is bounded (the queue's redrive policy, the
 /// platform's schedule) and every write is conditional, so retrying the unknown is the safe side.
+/// What an AWS error code (or a transaction's cancellation reason) says about retrying: the one
+/// place the adapters classify AWS failures.
+pub fn code_kind(code: &str) -> crate::ports::ErrorKind {
+    if aws_code_is_permanent(code) { crate::ports::ErrorKind::Permanent } else { crate::ports::ErrorKind::Transient }
+}
+
 pub fn aws_code_is_permanent(code: &str) -> bool {
     matches!(
         code,
@@ -90,6 +96,9 @@ pub fn aws_code_is_permanent(code: &str) -> bool {
             | "KmsDisabled"
             | "KmsNotFound"
             | "KmsInvalidState"
+            // TransactWriteItems cancellation reasons: a malformed or oversized transaction.
+            | "ValidationError"
+            | "ItemCollectionSizeLimitExceeded"
     )
 }
 

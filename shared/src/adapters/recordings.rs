@@ -95,11 +95,7 @@ impl RecordingBucket {
                 .map_err(|e| aws("DeleteObjects", e))?;
             if let Some(err) = out.errors().first() {
                 let code = err.code().unwrap_or("unknown").to_string();
-                let kind = if super::aws::aws_code_is_permanent(&code) {
-                    crate::ports::ErrorKind::Permanent
-                } else {
-                    crate::ports::ErrorKind::Transient
-                };
+                let kind = super::aws::code_kind(&code);
                 let message = err.message().unwrap_or_default().to_string();
                 return Err(PortError::service("S3", "DeleteObjects", code, kind, message));
             }

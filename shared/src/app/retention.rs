@@ -26,8 +26,10 @@ impl crate::ports::Classify for PurgeError {
     }
 }
 
-fn privacy_error(e: crate::app::privacy::PrivacyError) -> PurgeError {
-    PurgeError(e.0)
+impl From<crate::app::privacy::PrivacyError> for PurgeError {
+    fn from(e: crate::app::privacy::PrivacyError) -> Self {
+        Self(e.0)
+    }
 }
 
 /// What the purge reads and deletes.
@@ -285,12 +287,12 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             updated_at: opts.as_of,
         };
         if p.action == "export" {
-            let doc = privacy.export(m, &subject, opts.as_of).await.map_err(privacy_error)?;
+            let doc = privacy.export(m, &subject, opts.as_of).await?;
             let key = format!("exports/{}/{}.json", m.id, p.id);
             self.recordings.put_json(&key, serde_json::to_vec_pretty(&doc).unwrap_or_default()).await?;
             status.export_key = Some(key);
         } else {
-            status.counts = privacy.erase(m, &subject, opts.as_of).await.map_err(privacy_error)?;
+            status.counts = privacy.erase(m, &subject, opts.as_of).await?;
         }
         self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
         self.store.batch_delete(&[(item.pk, item.sk)]).await?;

@@ -133,20 +133,23 @@ impl Memory {
 
     /// Appends as the adapter does: only on top of the sequence the caller read.
     pub fn append(&self, c: &ConsentAppend) -> Result<(LedgerEntry, ConsentState), PortError> {
-        let mut s = self.s();
-        let slot = s.consent.entry((person(&c.merchant_id, &c.phone), c.event.channel.as_str())).or_default();
-        if slot.0.seq != c.state.seq {
-            return Err(PortError::Conflict);
-        }
-        let seq = c.state.seq + 1;
-        let hash = entry_hash(c.state.head_hash.as_deref(), seq, &c.event);
-        let entry =
-            LedgerEntry { seq, hash: hash.clone(), prev_hash: c.state.head_hash.clone(), event: c.event.clone() };
-        let next = c.state.after(&c.event, hash);
-        slot.0 = next.clone();
-        slot.1.push(entry.clone());
-        Ok((entry, next))
+        append_in(&mut self.s(), c)
     }
+}
+
+/// One append, under the caller's lock (a transaction holds it for all its appends).
+fn append_in(s: &mut State, c: &ConsentAppend) -> Result<(LedgerEntry, ConsentState), PortError> {
+    let slot = s.consent.entry((person(&c.merchant_id, &c.phone), c.event.channel.as_str())).or_default();
+    if slot.0.seq != c.state.seq {
+        return Err(PortError::Conflict);
+    }
+    let seq = c.state.seq + 1;
+    let hash = entry_hash(c.state.head_hash.as_deref(), seq, &c.event);
+    let entry = LedgerEntry { seq, hash: hash.clone(), prev_hash: c.state.head_hash.clone(), event: c.event.clone() };
+    let next = c.state.after(&c.event, hash);
+    slot.0 = next.clone();
+    slot.1.push(entry.clone());
+    Ok((entry, next))
 }
 
 impl MerchantStore for Memory {
@@ -188,31 +191,29 @@ impl CartStore for Memory {
     }
     async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, PortError> {
         self.enter("write_ingest")?;
+        // One lock for the whole transaction, as DynamoDB checks and writes every item at once.
+        let mut s = self.s();
         let event = (w.merchant_id.to_string(), w.event_key.clone());
-        if self.s().events.contains(&event) {
+        if s.events.contains(&event) {
             return Ok(IngestOutcome::Duplicate);
         }
-        if let Some((cart, read_at)) = &w.cart {
-            let key = (cart.merchant_id.to_string(), cart.token.to_string());
-            let current = self.s().carts.get(&key).map(|c| c.version);
-            if current != *read_at {
-                return Err(PortError::Conflict);
-            }
+        if let Some((cart, read_at)) = &w.cart
+            && s.carts.get(&(cart.merchant_id.to_string(), cart.token.to_string())).map(|c| c.version) != *read_at
+        {
+            return Err(PortError::Conflict);
         }
-        // One transaction: every consent append holds, or nothing is written.
-        let snapshot: Vec<_> =
-            w.consents.iter().map(|c| self.ledger(&c.merchant_id, &c.phone, c.event.channel).0.seq).collect();
-        if w.consents.iter().zip(snapshot).any(|(c, seq)| c.state.seq != seq) {
+        let seqs = |s: &State, c: &ConsentAppend| {
+            s.consent.get(&(person(&c.merchant_id, &c.phone), c.event.channel.as_str())).map_or(0, |l| l.0.seq)
+        };
+        if w.consents.iter().any(|c| c.state.seq != seqs(&s, c)) {
             return Err(PortError::Conflict);
         }
         for c in &w.consents {
-            self.append(c)?;
+            append_in(&mut s, c)?;
         }
-        let mut s = self.s();
         if let Some((cart, _)) = &w.cart {
             // Stored as given: the use case has set the version it writes.
-            let cart = cart.clone();
-            s.carts.insert((cart.merchant_id.to_string(), cart.token.to_string()), cart);
+            s.carts.insert((cart.merchant_id.to_string(), cart.token.to_string()), cart.clone());
         }
         s.events.insert(event);
         Ok(IngestOutcome::Applied)
@@ -262,15 +263,16 @@ impl ConsentStore for Memory {
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> Result<IdempotencyRecord, PortError> {
         self.enter("append_consent_answered")?;
-        let (entry, next) = self.append(c)?;
+        let mut s = self.s();
+        // A create-only put in the same transaction: a key already used cancels it all.
+        let k = idempotency_key.map(|key| (c.merchant_id.to_string(), key.to_string()));
+        if k.as_ref().is_some_and(|k| s.idempotency.contains_key(k)) {
+            return Err(PortError::Conflict);
+        }
+        let (entry, next) = append_in(&mut s, c)?;
         let record = answer(&entry, &next);
-        if let Some(key) = idempotency_key {
-            // A create-only put in the same transaction: a key already used cancels it.
-            let k = (c.merchant_id.to_string(), key.to_string());
-            if self.s().idempotency.contains_key(&k) {
-                return Err(PortError::Conflict);
-            }
-            self.s().idempotency.insert(k, record.clone());
+        if let Some(k) = k {
+            s.idempotency.insert(k, record.clone());
         }
         Ok(record)
     }

@@ -228,11 +228,7 @@ impl Store {
             Ok(_) => Ok(TxOutcome::Done),
             Err(e) => match cancellation_codes(&e) {
                 // A malformed or oversized transaction fails the same way every time.
-                Some(codes)
-                    if codes
-                        .iter()
-                        .any(|c| matches!(c.as_str(), "ValidationError" | "ItemCollectionSizeLimitExceeded")) =>
-                {
+                Some(codes) if codes.iter().any(|c| super::aws::aws_code_is_permanent(c)) => {
                     let kind = crate::ports::ErrorKind::Permanent;
                     Err(PortError::service("DynamoDB", "TransactWriteItems", codes.join(","), kind, e))
                 }
