@@ -101,6 +101,7 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("ConsentApiFunction", "consent-api"),
         ("SmsInboundFunction", "sms-inbound"),
         ("VoiceCallbacksFunction", "voice-callbacks"),
+        ("VoiceAgentFunction", "voice-agent"),
         ("RetentionPurgerFunction", "retention-purger"),
     ] {
         let meta = &t["Resources"][name]["Metadata"];
@@ -119,7 +120,7 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ref_name(&res(&t, "WebhookIngestFunction")["Environment"]["Variables"]["SHOPIFY_SECRET_ID"]),
         Some("ShopifySecret")
     );
-    for name in ["OutreachWorkerFunction", "SmsInboundFunction", "VoiceCallbacksFunction"] {
+    for name in ["OutreachWorkerFunction", "SmsInboundFunction", "VoiceCallbacksFunction", "VoiceAgentFunction"] {
         let id = &res(&t, name)["Environment"]["Variables"]["TWILIO_SECRET_ID"];
         assert_eq!(ref_name(id), Some("TwilioSecret"), "{name}");
     }
@@ -140,6 +141,8 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("VoiceCallbacksFunction", "VoiceGather", "/twilio/voice/gather", "POST"),
         ("VoiceCallbacksFunction", "VoiceStatus", "/twilio/voice/status", "POST"),
         ("VoiceCallbacksFunction", "VoiceRecording", "/twilio/voice/recording", "POST"),
+        ("VoiceCallbacksFunction", "VoiceRelayEnded", "/twilio/voice/relay-ended", "POST"),
+        ("VoiceCallbacksFunction", "VoiceIncoming", "/twilio/voice/incoming", "POST"),
     ] {
         let route = &res(&t, function)["Events"][event]["Properties"];
         assert_eq!((route["Path"].as_str(), route["Method"].as_str()), (Some(path), Some(method)), "{function}");
@@ -350,6 +353,7 @@ fn template_functions_read_exactly_the_secrets_their_code_uses() {
         ("ConsentApiFunction", vec!["LogKeySecret"]),
         ("SmsInboundFunction", vec!["LogKeySecret", "TwilioSecret"]),
         ("VoiceCallbacksFunction", vec!["LogKeySecret", "TwilioSecret"]),
+        ("VoiceAgentFunction", vec!["LogKeySecret", "TwilioSecret"]),
         ("RetentionPurgerFunction", vec!["LogKeySecret"]),
     ];
     let functions = resources_of(&t, "AWS::Serverless::Function");
@@ -401,7 +405,7 @@ fn template_functions_read_exactly_the_secrets_their_code_uses() {
 fn template_encrypts_everything_it_stores_with_its_own_key() {
     let t = template();
     let logs = resources_of(&t, "AWS::Logs::LogGroup");
-    assert_eq!(logs.len(), 7, "six functions and the API's access log");
+    assert_eq!(logs.len(), 9, "seven functions, the HTTP API's and the WebSocket API's access logs");
     for (name, l) in logs {
         assert!(is_stack_key(&l["KmsKeyId"]), "{name}");
         assert_eq!(ref_name(&l["RetentionInDays"]), Some("LogRetentionDays"), "{name}: kept briefly");
@@ -461,9 +465,31 @@ fn template_alarms_watch_every_dead_letter_queue_and_failure() {
         let dim = format!("{name}.QueueName");
         assert!(watched.contains(&("ApproximateNumberOfMessagesVisible".into(), dim)), "{name} has no alarm");
     }
-    for f in ["OutreachWorkerFunction", "SmsInboundFunction", "VoiceCallbacksFunction", "RetentionPurgerFunction"] {
+    for f in [
+        "OutreachWorkerFunction",
+        "SmsInboundFunction",
+        "VoiceCallbacksFunction",
+        "VoiceAgentFunction",
+        "RetentionPurgerFunction",
+    ] {
         assert!(watched.contains(&("Errors".into(), f.into())), "{f}'s Errors have no alarm");
     }
+    assert!(
+        alarms.iter().any(|(_, a)| a["MetricName"].as_str() == Some("AgentModelFallbacks")),
+        "Bedrock failures and throttling (the agent's fallback) raise an alarm"
+    );
+    // The agent's WebSocket API: its three routes, replies to its own connections only, and
+    // Bedrock on the configured model only.
+    for route in ["$connect", "$default", "$disconnect"] {
+        assert!(
+            resources_of(&t, "AWS::ApiGatewayV2::Route").iter().any(|(_, r)| r["RouteKey"].as_str() == Some(route)),
+            "{route}"
+        );
+    }
+    let agent = serde_json::to_string(&res(&t, "VoiceAgentFunction")["Policies"]).unwrap();
+    assert!(agent.contains("execute-api:ManageConnections") && agent.contains("@connections"), "{agent}");
+    assert!(agent.contains("bedrock:InvokeModelWithResponseStream") && agent.contains("foundation-model/"), "{agent}");
+    assert!(!agent.contains("bedrock:*") && !agent.contains("\"execute-api:*\""), "{agent}");
     let not_run = res(&t, "PurgerDidNotRunAlarm");
     assert_eq!(not_run["MetricName"].as_str(), Some("PurgeRuns"));
     assert_eq!(not_run["TreatMissingData"].as_str(), Some("breaching"));

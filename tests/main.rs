@@ -4,6 +4,8 @@
 
 mod adapters;
 mod admin;
+mod agent;
+mod bedrock;
 mod consent;
 mod contracts;
 mod e2e;

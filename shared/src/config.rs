@@ -130,6 +130,24 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         Ok(url.trim_end_matches('/').to_string())
     }
 
+    /// `PUBLIC_WS_URL`, default `ws://{CALLFY_HTTP_ADDR}/twilio/voice/relay` (the local runner).
+    pub fn public_ws_url(&self) -> Result<String, ConfigError> {
+        let url = self.opt("PUBLIC_WS_URL").unwrap_or_else(|| {
+            format!(
+                "ws://{}/twilio/voice/relay",
+                self.opt("CALLFY_HTTP_ADDR").unwrap_or_else(|| DEFAULT_HTTP_ADDR.into())
+            )
+        });
+        let ok = (url.starts_with("wss://") || url.starts_with("ws://")) && !url.contains('?');
+        if !ok {
+            return Err(ConfigError::Invalid {
+                name: "PUBLIC_WS_URL",
+                reason: format!("expected a ws:// or wss:// URL without a query, got {url:?}"),
+            });
+        }
+        Ok(url.trim_end_matches('/').to_string())
+    }
+
     pub fn outreach_queue_url(&self) -> Result<String, ConfigError> {
         let url = self.req("OUTREACH_QUEUE_URL")?;
         validate_base_url("OUTREACH_QUEUE_URL", &url)?;
@@ -245,7 +263,77 @@ pub struct VoiceCallbackSettings {
     pub twilio: TwilioConfig,
     pub twilio_auth_token: SecretString,
     pub twilio_webhook_shared_key: Option<SecretString>,
+    /// The voice agent's WebSocket (`PUBLIC_WS_URL`): the answer TwiML connects calls to it.
+    pub public_ws_url: String,
     pub log_key: SecretString,
+}
+
+/// Which conversation model the voice agent talks through (`AGENT_MODEL`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AgentModel {
+    /// The deterministic agent in our code (local and test default).
+    Scripted,
+    /// Amazon Bedrock ConverseStream with this model id.
+    Bedrock(String),
+}
+
+impl AgentModel {
+    pub fn parse(v: Option<&str>) -> Result<Self, ConfigError> {
+        match v.map(str::trim) {
+            None | Some("" | "scripted") => Ok(Self::Scripted),
+            Some(v) => match v.strip_prefix("bedrock:") {
+                Some(id) if !id.is_empty() && !id.contains(char::is_whitespace) => Ok(Self::Bedrock(id.to_string())),
+                _ => Err(ConfigError::Invalid {
+                    name: "AGENT_MODEL",
+                    reason: format!("expected `scripted` or `bedrock:<model id>`, got {v:?}"),
+                }),
+            },
+        }
+    }
+}
+
+/// voice-agent: the ConversationRelay WebSocket.
+#[derive(Clone, Debug)]
+pub struct VoiceAgentSettings {
+    pub table_name: String,
+    /// Where a key-9 opt-out is made durable before it is applied.
+    pub outreach_queue_url: String,
+    /// Callback URLs of the link text.
+    pub public_base_url: String,
+    /// The URL Twilio opens (signatures cover it).
+    pub public_ws_url: String,
+    /// Texts the recovery link.
+    pub twilio: TwilioConfig,
+    pub twilio_auth_token: SecretString,
+    pub agent_model: AgentModel,
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: Bedrock elsewhere (a stand-in in tests).
+    pub bedrock_endpoint: Option<String>,
+    pub log_key: SecretString,
+}
+
+impl Settings for VoiceAgentSettings {
+    const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
+
+    fn log_key(&self) -> &SecretString {
+        &self.log_key
+    }
+
+    fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env(get);
+        let twilio = env.require_twilio()?;
+        let twilio_auth_token = twilio.auth_token.clone().ok_or(ConfigError::Missing("TWILIO_AUTH_TOKEN"))?;
+        Ok(Self {
+            table_name: env.table_name()?,
+            outreach_queue_url: env.outreach_queue_url()?,
+            public_base_url: env.public_base_url()?,
+            public_ws_url: env.public_ws_url()?,
+            twilio,
+            twilio_auth_token,
+            agent_model: AgentModel::parse(env.opt("AGENT_MODEL").as_deref())?,
+            bedrock_endpoint: env.opt("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+            log_key: env.log_key()?,
+        })
+    }
 }
 
 /// retention-purger: the table and the recordings bucket.
@@ -368,6 +456,7 @@ impl Settings for VoiceCallbackSettings {
             twilio,
             twilio_auth_token,
             twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY").map(SecretString::from),
+            public_ws_url: env.public_ws_url()?,
             log_key: env.log_key()?,
         })
     }

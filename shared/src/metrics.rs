@@ -23,6 +23,10 @@ pub const PURGED_ITEMS: &str = "PurgedItems";
 pub const PURGE_RUNS: &str = "PurgeRuns";
 pub const CARTS_REFUSED: &str = "CartsRefused";
 pub const SENDS_REFUSED: &str = "SendsRefused";
+/// Voice agent calls by outcome (`Outcome` dimension).
+pub const AGENT_OUTCOMES: &str = "AgentOutcomes";
+/// Turns the scripted agent answered because the model failed, was slow, throttled or over budget (`Reason`).
+pub const AGENT_MODEL_FALLBACKS: &str = "AgentModelFallbacks";
 
 /// Adds `n` to a total.
 pub fn count(name: &'static str, n: u64) {

@@ -6,27 +6,35 @@
 //! Architecture Invariant: this is the only module that names both a use case's ports and the
 //! adapters behind them.
 
+use crate::adapters::bedrock::BedrockModel;
 use crate::adapters::bigcommerce::BigCommerceApi;
 use crate::adapters::queue::OutreachQueue;
 use crate::adapters::recordings::RecordingBucket;
+use crate::adapters::relay::ApiGatewayRelay;
+use crate::adapters::scripted::ScriptedModel;
 use crate::adapters::store::Store;
 use crate::adapters::twilio::TwilioClient;
 use crate::adapters::{aws, secrets};
+use crate::app::agent::{Agent, AgentLimits};
 use crate::app::outreach::Outreach;
 use crate::clock::{Clock, SystemClock};
+use crate::config::{AgentModel, VoiceAgentSettings};
 use crate::config::{
     ConfigError, ConsentApiSettings, ExposeSecret, InboundSettings, IngestSettings, PurgerSettings, SecretString,
     Settings, VoiceCallbackSettings, WorkerSettings,
 };
 use crate::platforms::custom::Custom;
 use crate::platforms::shopify::Shopify;
+use crate::ports::agent::{ModelEvent, ModelRequest};
 use crate::ports::storefront::StoreApiError;
 use crate::ports::telephony::TwilioError;
+use crate::ports::{ConversationModel, PortError, RelayConnections};
 use aws_config::SdkConfig;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use thiserror::Error;
+use tokio::sync::mpsc::Sender;
 
 /// BigCommerce waits for our answer: a slow store API gets this much of it, then a 503 retry.
 pub const STORE_API_TIMEOUT: Duration = Duration::from_secs(5);
@@ -225,6 +233,8 @@ pub struct VoiceApp {
     pub shared_key: Option<SecretString>,
     /// The https base URL Twilio calls; signatures cover the URL Twilio used.
     pub public_base_url: String,
+    /// The voice agent's WebSocket URL, for the answer TwiML.
+    pub public_ws_url: String,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -241,6 +251,7 @@ impl Assemble for VoiceApp {
             auth_token: s.twilio_auth_token.clone(),
             shared_key: s.twilio_webhook_shared_key.clone(),
             public_base_url: s.public_base_url.clone(),
+            public_ws_url: s.public_ws_url.clone(),
             clock,
         })
     }
@@ -248,6 +259,105 @@ impl Assemble for VoiceApp {
 
 /// The voice use case over the adapters `VoiceApp` holds (borrowed per request).
 pub type VoiceCase<'a> = crate::app::voice::Voice<'a, Store, TwilioClient, OutreachQueue>;
+
+/// The model the agent talks through: Bedrock, or the scripted agent.
+pub enum AgentModelAdapter {
+    Scripted(ScriptedModel),
+    Bedrock(BedrockModel),
+}
+
+impl ConversationModel for AgentModelAdapter {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Scripted(m) => m.name(),
+            Self::Bedrock(m) => m.name(),
+        }
+    }
+
+    async fn converse(&self, req: &ModelRequest, out: Sender<ModelEvent>) -> Result<(), PortError> {
+        match self {
+            Self::Scripted(m) => m.converse(req, out).await,
+            Self::Bedrock(m) => m.converse(req, out).await,
+        }
+    }
+}
+
+/// voice-agent, over the connection its replies go out on (API Gateway's `@connections` in
+/// Lambda, the local runner's sockets locally).
+pub struct AgentApp<R> {
+    pub store: Store,
+    pub model: AgentModelAdapter,
+    pub fallback: ScriptedModel,
+    pub relay: R,
+    pub twilio: TwilioClient,
+    pub outreach_queue: OutreachQueue,
+    /// The token Twilio signs the WebSocket upgrade with.
+    pub auth_token: SecretString,
+    pub public_base_url: String,
+    pub public_ws_url: String,
+    pub limits: AgentLimits,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl<R> AgentApp<R> {
+    /// The agent over a given connection adapter (the local runner passes its own).
+    pub fn with_relay(
+        c: &Clients,
+        s: &VoiceAgentSettings,
+        clock: Arc<dyn Clock>,
+        relay: R,
+    ) -> Result<Self, StartupError> {
+        let model = match &s.agent_model {
+            AgentModel::Scripted => AgentModelAdapter::Scripted(ScriptedModel::default()),
+            AgentModel::Bedrock(id) => {
+                let sdk = match &s.bedrock_endpoint {
+                    Some(url) => c.sdk.to_builder().endpoint_url(url).build(),
+                    None => c.sdk.clone(),
+                };
+                AgentModelAdapter::Bedrock(BedrockModel::new(&sdk, id))
+            }
+        };
+        Ok(Self {
+            store: c.store(&s.table_name),
+            model,
+            fallback: ScriptedModel::default(),
+            relay,
+            twilio: TwilioClient::with_timeout(&s.twilio, TWIML_TWILIO_TIMEOUT.min(s.twilio.timeout))?,
+            outreach_queue: c.queue(&s.outreach_queue_url),
+            auth_token: s.twilio_auth_token.clone(),
+            public_base_url: s.public_base_url.clone(),
+            public_ws_url: s.public_ws_url.clone(),
+            limits: AgentLimits::default(),
+            clock,
+        })
+    }
+
+    /// The use case, borrowing this app's adapters.
+    pub fn agent(&self) -> Agent<'_, Store, AgentModelAdapter, ScriptedModel, R, TwilioClient, OutreachQueue>
+    where
+        R: RelayConnections,
+    {
+        Agent {
+            store: &self.store,
+            model: &self.model,
+            fallback: &self.fallback,
+            relay: &self.relay,
+            sms: &self.twilio,
+            outreach_queue: &self.outreach_queue,
+            public_base_url: &self.public_base_url,
+            limits: self.limits,
+        }
+    }
+}
+
+impl Assemble for AgentApp<ApiGatewayRelay> {
+    type Settings = VoiceAgentSettings;
+
+    fn assemble(c: &Clients, s: &VoiceAgentSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let relay = ApiGatewayRelay::new(&c.sdk, &ApiGatewayRelay::endpoint_for(&s.public_ws_url));
+        Self::with_relay(c, s, clock, relay)
+    }
+}
 
 /// retention-purger.
 pub struct PurgerApp {

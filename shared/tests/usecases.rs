@@ -306,6 +306,8 @@ fn call(sid: &str) -> CallLogEntry {
         duration_seconds: Some(30),
         answered_by: None,
         error_code: None,
+        outcome: None,
+        summary: None,
         recording: Some(CallRecording {
             recording_sid: RECORDING_SID.into(),
             duration_seconds: Some(30),

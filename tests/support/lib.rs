@@ -1,6 +1,8 @@
 //! Helpers for integration tests: the local AWS API (moto), signed Shopify deliveries,
 //! sample payloads, and a `callfy-local` per test with its own resources.
 
+pub mod bedrock;
+
 use aws_config::SdkConfig;
 use callfy_local::{LocalHandle, LocalOptions};
 use callfy_shared::Clock;
@@ -82,10 +84,20 @@ pub async fn post_raw(base_url: &str, topic: &str, event_id: &str, raw: Vec<u8>,
 
 /// Starts `callfy-local` on its own resources and registers `merchant`.
 pub async fn start_local(prefix: &str, clock: Arc<dyn Clock>, merchant: &Merchant) -> LocalHandle {
+    start_local_with(prefix, clock, merchant, |_| {}).await
+}
+
+/// `start_local` with the test's changes to the runner's options.
+pub async fn start_local_with(
+    prefix: &str,
+    clock: Arc<dyn Clock>,
+    merchant: &Merchant,
+    change: impl FnOnce(&mut LocalOptions),
+) -> LocalHandle {
     let sdk = sdk().await;
-    let handle = callfy_local::start(&sdk, LocalOptions::for_test(prefix, Arc::clone(&clock)))
-        .await
-        .expect("callfy-local starts");
+    let mut opts = LocalOptions::for_test(prefix, Arc::clone(&clock));
+    change(&mut opts);
+    let handle = callfy_local::start(&sdk, opts).await.expect("callfy-local starts");
     handle.store().put_merchant(merchant, clock.now()).await.expect("merchant stored");
     handle
 }

@@ -3,7 +3,10 @@
 //!   AI agent or the key menu; a machine gets voicemail or a hang-up);
 //! - `POST /twilio/voice/gather`: a key pressed (9 stops calls, 1 texts the link);
 //! - `POST /twilio/voice/status`: the call log;
-//! - `POST /twilio/voice/recording`: a recording is noted and its copy to S3 queued.
+//! - `POST /twilio/voice/recording`: a recording is noted and its copy to S3 queued;
+//! - `POST /twilio/voice/relay-ended`: the voice agent's session ended (outcome, transfer);
+//! - `POST /twilio/voice/incoming`: a call to a merchant's `voice_from`, answered by the
+//!   automated opt-out line (say stop or press 9).
 //!
 //! Every route checks `X-Twilio-Signature` with the same code as sms-inbound. `handle` is the
 //! whole handler; the use case is `callfy_shared::app::voice`; `main.rs` only wires it.
@@ -29,6 +32,7 @@ enum Route {
     Gather,
     Status,
     Recording,
+    RelayEnded,
 }
 
 pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
@@ -38,6 +42,8 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         "/twilio/voice/gather" => Route::Gather,
         "/twilio/voice/status" => Route::Status,
         "/twilio/voice/recording" => Route::Recording,
+        "/twilio/voice/relay-ended" => Route::RelayEnded,
+        "/twilio/voice/incoming" => return incoming(app, req).await,
         _ => return error(404, "not_found", format!("no route for {path}")),
     };
     if req.method() != Method::POST {
@@ -65,6 +71,7 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         outreach_queue: &app.outreach_queue,
         replay_delay_seconds: app.replay_delay_seconds,
         public_base_url: &app.public_base_url,
+        public_ws_url: &app.public_ws_url,
     };
     let result = match route {
         Route::Answer => {
@@ -73,12 +80,16 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         Route::Gather => gather(app, &voice, &reference, call_sid, &form, query).await,
         Route::Status => status(app, &voice, &reference, call_sid, &form).await,
         Route::Recording => recording(&voice, &reference, call_sid, &form).await,
+        Route::RelayEnded => voice
+            .relay_ended(&reference, call_sid, form.get("HandoffData"), form.get("SessionStatus"))
+            .await
+            .map(|v| twiml(&v)),
     };
     match result {
         Ok(resp) => resp,
         Err(e) => match route {
             // The person is on the line: a polite goodbye beats Twilio's error message.
-            Route::Answer | Route::Gather => {
+            Route::Answer | Route::Gather | Route::RelayEnded => {
                 warn!(route = %path, error = %redact(&chain(&e)), "voice callback failed; the call ends politely");
                 twiml(&[Verb::Hangup])
             }
@@ -148,6 +159,56 @@ async fn recording(
     let duration = form.get("RecordingDuration").and_then(|d| d.parse().ok());
     voice.recording(r, call_sid, recording_sid, duration).await?;
     Ok(json(200, &serde_json::json!({ "status": "queued" })))
+}
+
+/// The automated opt-out line: a call to a merchant's `voice_from`. The first request offers
+/// the menu; its `<Gather>` posts the key or the words back here.
+async fn incoming(app: &VoiceApp, req: Request) -> Response<Body> {
+    if req.method() != Method::POST {
+        return error(405, "method_not_allowed", "use POST");
+    }
+    let keys = SigningKeys {
+        auth_token: app.auth_token.expose_secret(),
+        shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
+    };
+    let form = match verify_twilio(&req, keys, &app.public_base_url) {
+        Ok(form) => form,
+        Err(rejection) => return rejection.response(),
+    };
+    let (Some(called), Some(caller)) = (
+        form.get("To").and_then(|t| Phone::parse(t, None).ok()),
+        form.get("From").and_then(|t| Phone::parse(t, None).ok()),
+    ) else {
+        return twiml(&[Verb::Hangup]);
+    };
+    let call_sid = form.get("CallSid").unwrap_or_default();
+    let voice = LambdaVoice {
+        store: &app.store,
+        sms: &app.twilio,
+        recordings_queue: &app.recordings_queue,
+        outreach_queue: &app.outreach_queue,
+        replay_delay_seconds: app.replay_delay_seconds,
+        public_base_url: &app.public_base_url,
+        public_ws_url: &app.public_ws_url,
+    };
+    let (digits, speech) = (form.get("Digits"), form.get("SpeechResult"));
+    if digits.is_none() && speech.is_none() {
+        return twiml(&voice.opt_out_line("this store"));
+    }
+    match voice.opt_out_line_choice(&called, &caller, call_sid, digits, speech, app.clock.now()).await {
+        Ok(verbs) => twiml(&verbs),
+        Err(e) => {
+            warn!(error = %redact(&chain(&e)), "the opt-out line could not record the opt-out");
+            // Twilio will not call back: say so rather than pretend.
+            twiml(&[
+                Verb::Say {
+                    text: "Sorry, we could not record that. Please try again later.".into(),
+                    language: "en-US",
+                },
+                Verb::Hangup,
+            ])
+        }
+    }
 }
 
 fn query_value(query: &str, name: &str) -> Option<String> {

@@ -1,6 +1,7 @@
 //! Use cases, one file each. Each takes its ports and a `now`; functions only verify, parse,
 //! call one of these and map the outcome to HTTP or SQS.
 
+pub mod agent;
 pub mod consent;
 pub mod delivery;
 pub mod inbound;

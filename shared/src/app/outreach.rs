@@ -606,6 +606,8 @@ where
             answered_by: None,
             error_code: None,
             recording: None,
+            outcome: None,
+            summary: None,
         };
         if !app.store.finish_called(&entry, self.claim_id, now).await? {
             warn!(merchant = %m.id, step = self.step, sid = %sid, "call placed after the claim's lease ended; the new holder records it");

@@ -105,12 +105,16 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         let (phones, carts) = self.find(m, subject).await?;
         let mut people = Vec::new();
         for phone in &phones {
-            let (mut consent, mut sms, mut calls, mut recordings) =
-                (serde_json::Map::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut consent, mut sms, mut calls, mut recordings, mut conversations) =
+                (serde_json::Map::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let mut ledgers: BTreeMap<String, (Value, Vec<Value>)> = BTreeMap::new();
             for record in self.store.customer_records(&m.id, phone).await? {
                 match record.data {
                     CustomerData::Sms(entry) => sms.push(serde_json::to_value(entry).unwrap_or_default()),
+                    CustomerData::Conversation(c) => conversations.push(json!({
+                        "call_sid": c.call_sid, "started_at": c.started_at, "outcome": c.outcome,
+                        "tools_used": c.tools_used, "transcript": c.transcript,
+                    })),
                     CustomerData::Call(call) => {
                         if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
                             let url = self.recordings.presign_get(&key, LINK_VALID).await?;
@@ -135,6 +139,7 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
             }
             people.push(json!({
                 "phone": phone, "consent": consent, "sms_log": sms, "call_log": calls, "recordings": recordings,
+                "conversations": conversations,
             }));
         }
         Ok(json!({

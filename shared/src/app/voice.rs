@@ -2,12 +2,15 @@
 //! call's status, and its recording, from Twilio's callback to our encrypted copy in S3.
 
 use crate::app::consent;
+use crate::domain::agent::{self, Brief, Outcome, spoken_number};
 use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::consent::ConsentStatus;
+use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use crate::domain::keywords::Lang;
+use crate::domain::merchant::AgentMode;
 use crate::domain::merchant::Channel;
 use crate::domain::merchant::Merchant;
-use crate::domain::message::{RecoverySms, Summary, item_summary, segments, tracked_link};
+use crate::domain::message::{RecoverySms, segments, tracked_link};
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepAvailability, StepRecord,
     StepResult, StepState,
@@ -18,10 +21,11 @@ use crate::domain::voice::{
     CallLogEntry, CallRecording, CallRef, CallScript, Choice, KeyOptOut, LINK_STEP_BASE, MENU_TRIES, RecordingCopy,
     is_machine, is_sid, recording_key, unanswered,
 };
+use crate::ports::agent::SessionKey;
 use crate::ports::telephony::{SendSms, SmsSender, TwilioError};
 use crate::ports::{
-    CallLog, CallUpdate, CartStore, Classify, ConsentLedger, ConsentStore, ErrorKind, MerchantStore, MessageLog,
-    PortError, RecordingFiles, RecordingSource, SmsGateway, StepStore, WorkQueue, chain,
+    AgentSessions, CallLog, CallUpdate, CartStore, Classify, ConsentLedger, ConsentStore, ErrorKind, MerchantStore,
+    MessageLog, PortError, RecordingFiles, RecordingSource, SmsGateway, StepStore, WorkQueue, chain,
 };
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
@@ -52,26 +56,29 @@ impl Classify for VoiceError {
     }
 }
 
-/// What the voice callbacks read and write.
+/// What the voice callbacks (and the voice agent) read and write.
 pub trait VoiceStore:
-    MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog
+    MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog + AgentSessions
 {
 }
-impl<T: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog> VoiceStore for T {}
+impl<T: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog + AgentSessions>
+    VoiceStore for T
+{
+}
 
 /// Everything a call's answer and menu are made from.
-struct CallContext {
-    merchant: MerchantRecord,
-    cart: Cart,
-    phone: Phone,
+pub(crate) struct CallContext {
+    pub(crate) merchant: MerchantRecord,
+    pub(crate) cart: Cart,
+    pub(crate) phone: Phone,
     /// The person may still be called (consent to calls, open cart, active merchant).
-    callable: bool,
+    pub(crate) callable: bool,
     /// The person may be texted (key 1 is offered).
-    textable: bool,
+    pub(crate) textable: bool,
 }
 
 impl CallContext {
-    async fn load(store: &impl VoiceStore, r: &CallRef) -> Result<Option<Self>, PortError> {
+    pub(crate) async fn load(store: &impl VoiceStore, r: &CallRef) -> Result<Option<Self>, PortError> {
         let (merchant, cart) =
             tokio::try_join!(store.get_merchant(&r.merchant_id), store.get_cart(&r.merchant_id, &r.cart_token))?;
         let (Some(merchant), Some(cart)) = (merchant, cart) else { return Ok(None) };
@@ -94,9 +101,33 @@ impl CallContext {
             first_name: self.cart.first_name.as_deref(),
             items: &self.cart.items,
             recorded: m.recording.enabled,
-            lang: CallScript::lang_for(self.cart.locale.as_deref(), m.voice.spanish),
+            lang: self.lang(),
             offer_link: self.textable,
             discount_code: m.flow.get(step as usize).and_then(|d| d.discount_code.as_deref()),
+            callback: m.support.phone.as_ref().map(spoken_number),
+            opt_out_line: m.voice_from.as_ref().map(spoken_number),
+        }
+    }
+
+    pub(crate) fn lang(&self) -> Lang {
+        let m = &self.merchant.merchant;
+        CallScript::lang_for(self.cart.locale.as_deref(), m.voice.spanish)
+    }
+
+    /// What the voice agent knows: the cart and the merchant, never the number, email or address.
+    pub(crate) fn brief(&self, step: u8) -> Brief {
+        let m = &self.merchant.merchant;
+        Brief {
+            merchant_name: m.name.clone(),
+            first_name: self.cart.first_name.clone(),
+            items: self.cart.items.clone(),
+            total: self.cart.total_price.clone(),
+            currency: self.cart.currency.clone(),
+            discount_code: m.flow.get(step as usize).and_then(|d| d.discount_code.clone()),
+            can_text: self.textable && sms_sender(self).is_some(),
+            support_phone: m.support.phone.as_ref().map(spoken_number),
+            can_transfer: m.voice.transfer_to_support && m.support.phone.is_some(),
+            lang: self.lang(),
         }
     }
 }
@@ -115,6 +146,8 @@ pub struct Voice<'a, S, G, W> {
     /// How long the queued copy of a key-9 opt-out waits (`KEY_OPT_OUT_REPLAY_DELAY_SECONDS`).
     pub replay_delay_seconds: i32,
     pub public_base_url: &'a str,
+    /// The voice agent's WebSocket URL (the answer TwiML connects calls to it).
+    pub public_ws_url: &'a str,
 }
 
 /// Applies a key-9 opt-out (inline, or its queued copy). A copy whose inline attempt finished
@@ -164,32 +197,121 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
             info!(merchant = %m.id, call = call_sid, voicemail = m.voice.voicemail, "a machine answered");
             return Ok(if m.voice.voicemail { script.voicemail() } else { vec![Verb::Hangup] });
         }
-        info!(merchant = %m.id, step = r.step, call = call_sid, phone = %ctx.phone.log_id(), agent = m.ai_agent_url.is_some(), "call answered");
+        let agent = m.voice.agent == AgentMode::Callfy;
+        info!(merchant = %m.id, step = r.step, call = call_sid, phone = %ctx.phone.log_id(), agent, "call answered");
         // The log learns the call was picked up, and by whom (best effort: the call goes on).
         let answered = CallUpdate { status: "in-progress", answered_by, ..Default::default() };
         if let Err(e) = self.log_status(r, call_sid, &ctx.phone, &answered, now).await {
             warn!(merchant = %m.id, call = call_sid, error = %redact(&chain(&e)), "could not log the answer");
         }
-        let agent = m.ai_agent_url.as_deref().map(|url| {
-            // The agent hears about the cart, never the number it called.
-            let mut params = vec![
-                ("merchant".to_string(), m.name.clone()),
-                ("cart_ref".to_string(), r.query()),
-                ("language".to_string(), script.language().to_string()),
-                ("sms_link_available".to_string(), ctx.textable.to_string()),
-            ];
-            if let Some(name) = script.first_name.and_then(crate::domain::message::usable_first_name) {
-                params.push(("first_name".into(), name.to_string()));
-            }
-            if let Some(items) = item_summary(&ctx.cart.items, Summary::Full) {
-                params.push(("items".into(), items));
-            }
-            if let Some(code) = script.discount_code {
-                params.push(("discount_code".into(), code.to_string()));
-            }
-            (url, params)
-        });
-        Ok(script.answer(agent, &gather_url(self.public_base_url, r)))
+        if !agent {
+            return Ok(script.answer(&gather_url(self.public_base_url, r)));
+        }
+        // Our agent: Twilio speaks the fixed greeting, then relays the call to our WebSocket.
+        // Only the call reference travels, never the number or the cart.
+        let brief = ctx.brief(r.step);
+        Ok(vec![Verb::Relay {
+            action: format!("{}/twilio/voice/relay-ended?{}", self.public_base_url, r.query()),
+            url: agent::ws_url(self.public_ws_url, r),
+            welcome_greeting: agent::greeting(&brief, m.recording.enabled),
+            language: script.language(),
+            parameters: vec![(agent::WS_REF_PARAM.to_string(), agent::ws_ref_value(r))],
+        }])
+    }
+
+    /// ConversationRelay's session ended (`<Connect action>`): the outcome and a one-line
+    /// summary go to the call log; a transfer the agent agreed to dials the merchant's line.
+    pub async fn relay_ended(
+        &self,
+        r: &CallRef,
+        call_sid: &str,
+        handoff: Option<&str>,
+        session_status: Option<&str>,
+    ) -> Result<Vec<Verb>, VoiceError> {
+        let (outcome, transfer) = Outcome::from_relay_end(handoff, session_status);
+        let Some(entry) = self.find_call(r, call_sid, None).await? else {
+            info!(merchant = %r.merchant_id, call = call_sid, "relay ended for a call not logged; hanging up");
+            return Ok(vec![Verb::Hangup]);
+        };
+        let key = SessionKey {
+            merchant_id: entry.merchant_id.clone(),
+            phone: entry.phone.clone(),
+            call_sid: call_sid.into(),
+        };
+        let session = self.store.session(&key).await?;
+        // Our own record of the outcome wins over what came back through Twilio.
+        let outcome = session.as_ref().and_then(|s| s.outcome).unwrap_or(outcome);
+        let summary = session.as_ref().map_or_else(
+            || format!("no conversation, {}", outcome.as_str()),
+            |s| {
+                let mut s = s.clone();
+                s.outcome = Some(outcome);
+                s.summarise()
+            },
+        );
+        self.store.note_outcome(&entry, outcome, &summary).await?;
+        crate::metrics::count_by(crate::metrics::AGENT_OUTCOMES, "Outcome", outcome.as_str(), 1);
+        info!(merchant = %entry.merchant_id, call = call_sid, outcome = outcome.as_str(), transfer, "agent session ended");
+        let merchant = self.store.get_merchant(&r.merchant_id).await?;
+        let line = merchant
+            .as_ref()
+            .filter(|m| transfer && m.merchant.voice.transfer_to_support)
+            .and_then(|m| m.merchant.support.phone.clone());
+        Ok(match line {
+            Some(p) => vec![Verb::Dial { number: p.as_str().to_string() }],
+            None => vec![Verb::Hangup],
+        })
+    }
+
+    /// A call to `voice_from`: the automated opt-out line (say stop or press 9).
+    pub fn opt_out_line(&self, merchant_name: &str) -> Vec<Verb> {
+        CallScript::opt_out_line_menu(merchant_name, &format!("{}/twilio/voice/incoming", self.public_base_url))
+    }
+
+    /// What the opt-out line heard: key 9 or a spoken opt-out stops `caller`'s calls from every
+    /// merchant that calls from `called`. Returns whether anything was recorded.
+    pub async fn opt_out_line_choice(
+        &self,
+        called: &Phone,
+        caller: &Phone,
+        call_sid: &str,
+        digits: Option<&str>,
+        speech: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Verb>, VoiceError> {
+        let by_key = Choice::from_digits(digits) == Choice::StopCalls;
+        let spoken = speech.and_then(|s| crate::domain::keywords::classify_spoken(s, Lang::En));
+        if !by_key && spoken.is_none() {
+            return Ok(vec![Verb::Say { text: "Goodbye.".into(), language: "en-US" }, Verb::Hangup]);
+        }
+        let merchants = self.store.merchants_for_senders(&[called.as_str()]).await?;
+        let mut names = Vec::new();
+        for record in merchants.iter().filter(|m| m.merchant.voice_from.as_ref() == Some(called)) {
+            let m = &record.merchant;
+            let event = ConsentEvent {
+                channel: Channel::Voice,
+                action: ConsentAction::OptOut,
+                source: if by_key { ConsentSource::KeyPress } else { ConsentSource::Spoken },
+                occurred_at: now,
+                recorded_at: now,
+                evidence: Evidence {
+                    message_sid: Some(call_sid.to_string()),
+                    keyword: Some(spoken.as_ref().map_or("key:9".to_string(), |(_, rule)| rule.clone())),
+                    words: speech.filter(|_| !by_key).map(str::to_string),
+                    collected_from: Some("opt_out_line".into()),
+                    ..Default::default()
+                },
+            };
+            consent::record(self.store, m, caller, &event, now).await?;
+            info!(merchant = %m.id, phone = %caller.log_id(), call = call_sid, "opt-out line: no more calls");
+            names.push(m.name.clone());
+        }
+        let text = if names.is_empty() {
+            "This number is not on any call list of ours. Goodbye.".to_string()
+        } else {
+            format!("You will not receive more calls from {}. Goodbye.", names.join(" or "))
+        };
+        Ok(vec![Verb::Say { text, language: "en-US" }, Verb::Hangup])
     }
 
     /// A key pressed in the menu (or none, after the menu's timeout). `called` is the number
@@ -212,11 +334,13 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         // The cart's number changed since the call was placed: nothing goes to the new one.
         let same_number = called.is_none_or(|p| *p == ctx.phone);
         match choice {
-            Choice::TextLink if ctx.textable && same_number => Ok(match self.text_link(&ctx, r.step, now).await? {
-                LinkOutcome::Sent => script.link_texted(true),
-                LinkOutcome::AlreadySent => script.link_texted(false),
-                LinkOutcome::Unavailable => script.link_unavailable(),
-            }),
+            Choice::TextLink if ctx.textable && same_number => {
+                Ok(match text_link(self.store, self.sms, self.public_base_url, &ctx, r.step, now).await? {
+                    LinkOutcome::Sent => script.link_texted(true),
+                    LinkOutcome::AlreadySent => script.link_texted(false),
+                    LinkOutcome::Unavailable => script.link_unavailable(),
+                })
+            }
             _ if attempt < MENU_TRIES && ctx.callable => {
                 Ok(script.menu_verbs(&gather_url(self.public_base_url, r), attempt + 1))
             }
@@ -266,118 +390,10 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
             lang: Lang::En,
             offer_link: false,
             discount_code: None,
+            callback: None,
+            opt_out_line: None,
         };
         Ok(ctx.as_ref().map_or(fallback, |c| c.script(r.step)).stopped())
-    }
-
-    /// Key 1: the recovery link by text, at most once per call step however often 1 is pressed.
-    /// The text is claimed as the step's own side step (`LINK_STEP_BASE + step`) through the same
-    /// guarded claim as any text (SMS consent, the cart, the merchant, the phone's counter), so an
-    /// opt-out or order acknowledged meanwhile stops it.
-    async fn text_link(&self, ctx: &CallContext, step: u8, now: DateTime<Utc>) -> Result<LinkOutcome, VoiceError> {
-        let (m, cart, phone) = (&ctx.merchant.merchant, &ctx.cart, &ctx.phone);
-        let link_step = LINK_STEP_BASE + step;
-        let (Some(url), Some(sender)) = (cart.recovery_url.as_deref(), sms_sender(ctx)) else {
-            return Ok(LinkOutcome::Unavailable);
-        };
-        for _ in 0..3 {
-            let (record, consent, counter, reach, has_outbound) = tokio::try_join!(
-                self.store.get_step(&m.id, &cart.token, link_step),
-                self.store.consent_state(&m.id, phone, Channel::Sms),
-                self.store.send_counter(&m.id, phone),
-                self.store.undeliverable(&m.id, phone),
-                self.store.has_outbound_sms(&m.id, phone),
-            )?;
-            let seen = StepRecord::availability(record.as_ref(), now);
-            match &seen {
-                StepAvailability::Taken(r) if matches!(r.state, StepState::Sent | StepState::Claimed) => {
-                    return Ok(LinkOutcome::AlreadySent);
-                }
-                // An attempt whose answer was lost may have sent it: never twice.
-                StepAvailability::Reclaimable { uncertain: Some(_), .. } => return Ok(LinkOutcome::AlreadySent),
-                StepAvailability::Taken(_) => return Ok(LinkOutcome::Unavailable),
-                _ => {}
-            }
-            // A text the person asked for on the call is an answer, not outreach: the daily cap
-            // does not hold it back, and it does not count against the flow's later steps.
-            if consent.status != ConsentStatus::OptedIn || reach.as_ref().is_some_and(|u| u.blocks(now)) {
-                return Ok(LinkOutcome::Unavailable);
-            }
-            let link = tracked_link(url, Channel::Voice.as_str());
-            let body = RecoverySms {
-                merchant_name: &m.name,
-                first_name: cart.first_name.as_deref(),
-                items: &cart.items,
-                recovery_url: &link,
-                discount_code: m.flow.get(step as usize).and_then(|d| d.discount_code.as_deref()),
-                first_contact: !has_outbound,
-            }
-            .render();
-            let claim_id = uuid::Uuid::new_v4().to_string();
-            let guard = ClaimGuard {
-                merchant_id: m.id.clone(),
-                cart: cart.token.clone(),
-                step: link_step,
-                phone: phone.clone(),
-                channel: Channel::Sms,
-                cart_version: cart.version,
-                consent_seq: consent.seq,
-                step_seen: seen,
-                counter,
-                reach_at: reach.map(|u| u.at),
-                daily_budget: m.send_guard.daily_send_budget,
-            };
-            match self.store.claim(&guard, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
-                ClaimOutcome::Claimed { .. } => {}
-                ClaimOutcome::Taken(_) => return Ok(LinkOutcome::AlreadySent),
-                ClaimOutcome::Stale => continue,
-                ClaimOutcome::BudgetSpent => {
-                    crate::metrics::count_by(crate::metrics::SENDS_REFUSED, "Reason", "daily_budget", 1);
-                    return Ok(LinkOutcome::Unavailable);
-                }
-            }
-            let request = SendSms {
-                to: phone.as_str().to_string(),
-                sender: sender.clone(),
-                body: body.clone(),
-                status_callback: Some(format!("{}/twilio/sms/status", self.public_base_url)),
-            };
-            return match self.sms.send_sms(&request).await {
-                Ok(message) => {
-                    let entry = SmsLogEntry {
-                        merchant_id: m.id.clone(),
-                        phone: phone.clone(),
-                        direction: Direction::Outbound,
-                        message_sid: message.sid.clone(),
-                        segments: segments(&body) as u32,
-                        body,
-                        status: message.status.unwrap_or_else(|| "queued".into()),
-                        cart_token: Some(cart.token.clone()),
-                        step: Some(link_step),
-                        created_at: now,
-                        purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
-                        status_history: Default::default(),
-                        error_code: None,
-                    };
-                    self.store.finish_sent(&entry, &cart.token, link_step, &claim_id, now).await?;
-                    self.store.release_count(&m.id, phone, &cart.token, link_step).await?;
-                    info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, "key 1: link texted");
-                    Ok(LinkOutcome::Sent)
-                }
-                Err(e) => {
-                    // The person is on the line: no retry later. A send that may have happened
-                    // keeps its count; one that certainly did not gives it back.
-                    warn!(merchant = %m.id, step, error = %redact(&e.to_string()), "key 1: the link could not be texted");
-                    let result = StepResult::Failed { error_code: e.code(), reason: redact(&e.to_string()) };
-                    self.store.finish_step(&m.id, &cart.token, link_step, &claim_id, &result, now).await?;
-                    if !e.may_have_sent() {
-                        self.store.release_count(&m.id, phone, &cart.token, link_step).await?;
-                    }
-                    Ok(LinkOutcome::Unavailable)
-                }
-            };
-        }
-        Ok(LinkOutcome::Unavailable)
     }
 
     /// A call status callback: the call log moves forward; an unanswered call gives back its
@@ -463,6 +479,123 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
     }
 }
 
+/// Key 1: the recovery link by text, at most once per call step however often 1 is pressed.
+/// The text is claimed as the step's own side step (`LINK_STEP_BASE + step`) through the same
+/// guarded claim as any text (SMS consent, the cart, the merchant, the phone's counter), so an
+/// opt-out or order acknowledged meanwhile stops it.
+pub(crate) async fn text_link(
+    store: &impl VoiceStore,
+    sms: &impl SmsGateway,
+    public_base_url: &str,
+    ctx: &CallContext,
+    step: u8,
+    now: DateTime<Utc>,
+) -> Result<LinkOutcome, VoiceError> {
+    let (m, cart, phone) = (&ctx.merchant.merchant, &ctx.cart, &ctx.phone);
+    let link_step = LINK_STEP_BASE + step;
+    let (Some(url), Some(sender)) = (cart.recovery_url.as_deref(), sms_sender(ctx)) else {
+        return Ok(LinkOutcome::Unavailable);
+    };
+    for _ in 0..3 {
+        let (record, consent, counter, reach, has_outbound) = tokio::try_join!(
+            store.get_step(&m.id, &cart.token, link_step),
+            store.consent_state(&m.id, phone, Channel::Sms),
+            store.send_counter(&m.id, phone),
+            store.undeliverable(&m.id, phone),
+            store.has_outbound_sms(&m.id, phone),
+        )?;
+        let seen = StepRecord::availability(record.as_ref(), now);
+        match &seen {
+            StepAvailability::Taken(r) if matches!(r.state, StepState::Sent | StepState::Claimed) => {
+                return Ok(LinkOutcome::AlreadySent);
+            }
+            // An attempt whose answer was lost may have sent it: never twice.
+            StepAvailability::Reclaimable { uncertain: Some(_), .. } => return Ok(LinkOutcome::AlreadySent),
+            StepAvailability::Taken(_) => return Ok(LinkOutcome::Unavailable),
+            _ => {}
+        }
+        // A text the person asked for on the call is an answer, not outreach: the daily cap
+        // does not hold it back, and it does not count against the flow's later steps.
+        if consent.status != ConsentStatus::OptedIn || reach.as_ref().is_some_and(|u| u.blocks(now)) {
+            return Ok(LinkOutcome::Unavailable);
+        }
+        let link = tracked_link(url, Channel::Voice.as_str());
+        let body = RecoverySms {
+            merchant_name: &m.name,
+            first_name: cart.first_name.as_deref(),
+            items: &cart.items,
+            recovery_url: &link,
+            discount_code: m.flow.get(step as usize).and_then(|d| d.discount_code.as_deref()),
+            first_contact: !has_outbound,
+        }
+        .render();
+        let claim_id = uuid::Uuid::new_v4().to_string();
+        let guard = ClaimGuard {
+            merchant_id: m.id.clone(),
+            cart: cart.token.clone(),
+            step: link_step,
+            phone: phone.clone(),
+            channel: Channel::Sms,
+            cart_version: cart.version,
+            consent_seq: consent.seq,
+            step_seen: seen,
+            counter,
+            reach_at: reach.map(|u| u.at),
+            daily_budget: m.send_guard.daily_send_budget,
+        };
+        match store.claim(&guard, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
+            ClaimOutcome::Claimed { .. } => {}
+            ClaimOutcome::Taken(_) => return Ok(LinkOutcome::AlreadySent),
+            ClaimOutcome::Stale => continue,
+            ClaimOutcome::BudgetSpent => {
+                crate::metrics::count_by(crate::metrics::SENDS_REFUSED, "Reason", "daily_budget", 1);
+                return Ok(LinkOutcome::Unavailable);
+            }
+        }
+        let request = SendSms {
+            to: phone.as_str().to_string(),
+            sender: sender.clone(),
+            body: body.clone(),
+            status_callback: Some(format!("{}/twilio/sms/status", public_base_url)),
+        };
+        return match sms.send_sms(&request).await {
+            Ok(message) => {
+                let entry = SmsLogEntry {
+                    merchant_id: m.id.clone(),
+                    phone: phone.clone(),
+                    direction: Direction::Outbound,
+                    message_sid: message.sid.clone(),
+                    segments: segments(&body) as u32,
+                    body,
+                    status: message.status.unwrap_or_else(|| "queued".into()),
+                    cart_token: Some(cart.token.clone()),
+                    step: Some(link_step),
+                    created_at: now,
+                    purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
+                    status_history: Default::default(),
+                    error_code: None,
+                };
+                store.finish_sent(&entry, &cart.token, link_step, &claim_id, now).await?;
+                store.release_count(&m.id, phone, &cart.token, link_step).await?;
+                info!(merchant = %m.id, step, phone = %phone.log_id(), sid = %message.sid, "key 1: link texted");
+                Ok(LinkOutcome::Sent)
+            }
+            Err(e) => {
+                // The person is on the line: no retry later. A send that may have happened
+                // keeps its count; one that certainly did not gives it back.
+                warn!(merchant = %m.id, step, error = %redact(&e.to_string()), "key 1: the link could not be texted");
+                let result = StepResult::Failed { error_code: e.code(), reason: redact(&e.to_string()) };
+                store.finish_step(&m.id, &cart.token, link_step, &claim_id, &result, now).await?;
+                if !e.may_have_sent() {
+                    store.release_count(&m.id, phone, &cart.token, link_step).await?;
+                }
+                Ok(LinkOutcome::Unavailable)
+            }
+        };
+    }
+    Ok(LinkOutcome::Unavailable)
+}
+
 /// Notes a recording on its call once, with its purge date (the merchant's
 /// `retention_days.recordings` after the call).
 async fn note(
@@ -493,7 +626,7 @@ fn sms_sender(ctx: &CallContext) -> Option<SmsSender> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LinkOutcome {
+pub(crate) enum LinkOutcome {
     Sent,
     AlreadySent,
     Unavailable,

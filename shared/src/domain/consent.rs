@@ -20,6 +20,8 @@ pub enum ConsentSource {
     Api,
     Keyword,
     KeyPress,
+    /// Said to the voice agent (the words are the evidence).
+    Spoken,
     CarrierError,
     Admin,
 }
@@ -33,6 +35,7 @@ impl ConsentSource {
             Self::Api => "api",
             Self::Keyword => "keyword",
             Self::KeyPress => "key_press",
+            Self::Spoken => "spoken",
             Self::CarrierError => "carrier_error",
             Self::Admin => "admin",
         }
@@ -40,7 +43,7 @@ impl ConsentSource {
 
     /// Sources where the person themself acted (as opposed to a platform's record of them).
     pub fn is_from_person(self) -> bool {
-        matches!(self, Self::Keyword | Self::KeyPress | Self::CarrierError)
+        matches!(self, Self::Keyword | Self::KeyPress | Self::Spoken | Self::CarrierError)
     }
 }
 
@@ -70,6 +73,9 @@ pub struct Evidence {
     /// For keyword events: the classifier rule that matched (e.g. `keyword:stop`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyword: Option<String>,
+    /// For spoken opt-outs: the words as transcribed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub words: Option<String>,
 }
 
 impl Evidence {

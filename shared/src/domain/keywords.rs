@@ -4,7 +4,8 @@
 //!
 //! The rules are data: extend the tables, and the table test at the bottom, together.
 
-use serde::Serialize;
+use crate::domain::agent::Scope;
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -16,7 +17,7 @@ pub enum Intent {
 }
 
 /// The language to answer in: a Spanish keyword gets a Spanish reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Lang {
     #[default]
@@ -157,6 +158,93 @@ pub fn classify(text: &str) -> Classified {
     other
 }
 
+/// Spoken revocations heard by the voice agent, with what each covers: "stop calling" → calls,
+/// "stop texting" → texts, "stop", "stop all", "don't contact me" → both. Matched as phrases
+/// anywhere in a prompt; whole-prompt keywords (below) only when the prompt is nothing else.
+const SPOKEN_PHRASES: &[(&str, Scope, Lang)] = &[
+    ("stop calling", Scope::Calls, Lang::En),
+    ("quit calling", Scope::Calls, Lang::En),
+    ("stop phoning", Scope::Calls, Lang::En),
+    ("stop the calls", Scope::Calls, Lang::En),
+    ("stop these calls", Scope::Calls, Lang::En),
+    ("no more calls", Scope::Calls, Lang::En),
+    ("dont call", Scope::Calls, Lang::En),
+    ("do not call", Scope::Calls, Lang::En),
+    ("never call", Scope::Calls, Lang::En),
+    ("take me off your call list", Scope::Calls, Lang::En),
+    ("stop texting", Scope::Texts, Lang::En),
+    ("stop the texts", Scope::Texts, Lang::En),
+    ("no more texts", Scope::Texts, Lang::En),
+    ("dont text", Scope::Texts, Lang::En),
+    ("do not text", Scope::Texts, Lang::En),
+    ("stop messaging", Scope::Texts, Lang::En),
+    ("stop contacting", Scope::Both, Lang::En),
+    ("dont contact", Scope::Both, Lang::En),
+    ("do not contact", Scope::Both, Lang::En),
+    ("take me off", Scope::Both, Lang::En),
+    ("remove my number", Scope::Both, Lang::En),
+    ("remove me from", Scope::Both, Lang::En),
+    ("delete my number", Scope::Both, Lang::En),
+    ("lose my number", Scope::Both, Lang::En),
+    ("leave me alone", Scope::Both, Lang::En),
+    ("opt me out", Scope::Both, Lang::En),
+    ("opt out", Scope::Both, Lang::En),
+    ("unsubscribe", Scope::Both, Lang::En),
+    ("wrong number", Scope::Both, Lang::En),
+    ("stop all", Scope::Both, Lang::En),
+    // Spanish.
+    ("no me llame", Scope::Calls, Lang::Es),
+    ("no me llamen", Scope::Calls, Lang::Es),
+    ("deje de llamarme", Scope::Calls, Lang::Es),
+    ("dejen de llamarme", Scope::Calls, Lang::Es),
+    ("no mas llamadas", Scope::Calls, Lang::Es),
+    ("no me escriba", Scope::Texts, Lang::Es),
+    ("no mas mensajes", Scope::Texts, Lang::Es),
+    ("no me contacte", Scope::Both, Lang::Es),
+    ("no me contacten", Scope::Both, Lang::Es),
+    ("numero equivocado", Scope::Both, Lang::Es),
+];
+
+/// Whole-prompt spoken keywords (after dropping filler such as "please", "no", "I said").
+const SPOKEN_KEYWORDS: &[(&str, Scope, Lang)] = &[
+    ("stop", Scope::Both, Lang::En),
+    ("stop stop", Scope::Both, Lang::En),
+    ("stop it", Scope::Both, Lang::En),
+    ("stop all", Scope::Both, Lang::En),
+    ("quit", Scope::Both, Lang::En),
+    ("end", Scope::Both, Lang::En),
+    ("cancel", Scope::Both, Lang::En),
+    ("unsubscribe", Scope::Both, Lang::En),
+    ("alto", Scope::Both, Lang::Es),
+    ("parar", Scope::Both, Lang::Es),
+    ("para", Scope::Both, Lang::Es),
+    ("basta", Scope::Both, Lang::Es),
+];
+
+const SPOKEN_FILLER: &[&str] = &["no", "i", "said", "just", "hey", "oh", "well", "um", "uh", "yes", "si", "ya"];
+
+/// What the voice agent hears as a revocation, and what it covers; `None` for anything else.
+/// English forms are always heard; Spanish ones too when the call is in Spanish.
+pub fn classify_spoken(text: &str, call_lang: Lang) -> Option<(Scope, String)> {
+    let norm = normalise(text);
+    if norm.is_empty() {
+        return None;
+    }
+    let heard = |lang: Lang| lang == Lang::En || call_lang == Lang::Es;
+    let core: Vec<&str> = norm.split(' ').filter(|w| !FILLER.contains(w) && !SPOKEN_FILLER.contains(w)).collect();
+    let core = core.join(" ");
+    if let Some((kw, scope, _)) =
+        SPOKEN_KEYWORDS.iter().find(|(kw, _, lang)| heard(*lang) && (*kw == norm || *kw == core))
+    {
+        return Some((*scope, format!("spoken_keyword:{kw}")));
+    }
+    let padded = format!(" {norm} ");
+    SPOKEN_PHRASES
+        .iter()
+        .find(|(p, _, lang)| heard(*lang) && padded.contains(&format!(" {p} ")))
+        .map(|(p, scope, _)| (*scope, format!("spoken_phrase:{p}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +330,34 @@ mod tests {
     #[test]
     fn normalises_case_accents_and_punctuation() {
         assert_eq!(normalise("  Don't   STOP—Más! "), "dont stop mas");
+    }
+
+    #[test]
+    fn hears_spoken_opt_outs_and_what_they_cover() {
+        use Scope::*;
+        let cases: &[(&str, Lang, Option<Scope>)] = &[
+            ("Please stop calling me.", Lang::En, Some(Calls)),
+            ("Don't call me again", Lang::En, Some(Calls)),
+            ("no more calls", Lang::En, Some(Calls)),
+            ("Take me off your list", Lang::En, Some(Both)),
+            ("remove my number", Lang::En, Some(Both)),
+            ("Stop.", Lang::En, Some(Both)),
+            ("No, stop!", Lang::En, Some(Both)),
+            ("I said stop", Lang::En, Some(Both)),
+            ("stop all", Lang::En, Some(Both)),
+            ("don't contact me", Lang::En, Some(Both)),
+            ("stop texting me", Lang::En, Some(Texts)),
+            ("when does the sale stop?", Lang::En, None),
+            ("what was in my cart", Lang::En, None),
+            ("can you stop by the store", Lang::En, None),
+            ("no me llame más", Lang::Es, Some(Calls)),
+            ("Deje de llamarme por favor", Lang::Es, Some(Calls)),
+            ("alto", Lang::Es, Some(Both)),
+            ("no me llame", Lang::En, None),
+            ("Stop calling", Lang::Es, Some(Calls)),
+        ];
+        for (text, lang, want) in cases {
+            assert_eq!(classify_spoken(text, *lang).map(|(s, _)| s), *want, "{text:?}");
+        }
     }
 }

@@ -202,6 +202,23 @@ pub struct VoiceSettings {
     /// Longest call, in seconds (Twilio `TimeLimit`).
     #[serde(default = "default_time_limit")]
     pub time_limit_seconds: u32,
+    /// Who talks on an answered call: Callfy's AI agent (default) or the key menu.
+    #[serde(default)]
+    pub agent: AgentMode,
+    /// The agent may transfer a caller who asks for a person to `support.phone`.
+    #[serde(default)]
+    pub transfer_to_support: bool,
+}
+
+/// Who talks on an answered call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentMode {
+    /// Callfy's own AI agent over ConversationRelay.
+    #[default]
+    Callfy,
+    /// The key menu: 1 = link by text, 9 = no more calls.
+    Keypad,
 }
 
 fn default_time_limit() -> u32 {
@@ -216,6 +233,8 @@ impl Default for VoiceSettings {
             consent_attribute: None,
             consent_text: None,
             time_limit_seconds: DEFAULT_CALL_TIME_LIMIT_SECONDS,
+            agent: AgentMode::Callfy,
+            transfer_to_support: false,
         }
     }
 }
@@ -282,7 +301,9 @@ pub struct Merchant {
     pub retention_days: RetentionDays,
     #[serde(default)]
     pub recording: Recording,
-    #[serde(default)]
+    /// Retired (a merchant's own agent heard the number and every word, with no opt-out path of
+    /// ours): still read, so a file that sets it is refused with a message naming `voice.agent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ai_agent_url: Option<String>,
     #[serde(default)]
     pub voice: VoiceSettings,
@@ -466,11 +487,14 @@ impl Merchant {
                 return Err(err(field, "must be between 1 and 730 days (a legal hold keeps data longer)"));
             }
         }
-        if let Some(url) = &self.ai_agent_url
-            && !url.starts_with("wss://")
-        {
-            // Twilio's ConversationRelay connects to a WebSocket.
-            return Err(err("ai_agent_url", "must be a wss:// URL (ConversationRelay)"));
+        if self.ai_agent_url.is_some() {
+            return Err(err(
+                "ai_agent_url",
+                "is retired: calls are answered by Callfy's own AI agent; remove it, and set voice.agent to \"callfy\" (the default) or \"keypad\"",
+            ));
+        }
+        if self.voice.transfer_to_support && self.support.phone.is_none() {
+            return Err(err("voice.transfer_to_support", "needs support.phone"));
         }
         let v = &self.voice;
         match (&v.consent_attribute, &v.consent_text) {
@@ -531,7 +555,7 @@ pub(crate) mod tests {
                       { "after_minutes": 240, "channel": "voice" },
                       { "after_minutes": 1440, "channel": "sms", "discount_code": "COMEBACK10" } ],
             "retention_days": { "sms_logs": 730, "consent_records": 730, "recordings": 730 },
-            "recording": { "enabled": true }, "ai_agent_url": null
+            "recording": { "enabled": true }
         })
     }
 

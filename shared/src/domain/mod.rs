@@ -1,5 +1,6 @@
 //! Pure domain rules: no AWS types, no I/O, time passed in.
 
+pub mod agent;
 pub mod cart;
 pub mod consent;
 pub mod delivery;

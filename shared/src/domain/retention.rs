@@ -21,6 +21,8 @@ pub enum PurgeKind {
     CallLog,
     /// `retention_days.recordings` after the call: the S3 object and its log reference.
     Recording,
+    /// `retention_days.recordings` after the call: the voice agent's session and transcript.
+    Transcript,
     /// `retention_days.consent_records` after the entry was superseded.
     ConsentEntry,
     /// A phone's whole ledger on one channel, `retention_days.consent_records` after the last
@@ -44,6 +46,7 @@ impl PurgeKind {
             Self::SmsLog => "sms_log",
             Self::CallLog => "call_log",
             Self::Recording => "recording",
+            Self::Transcript => "transcript",
             Self::ConsentEntry => "consent_entry",
             Self::ConsentLedger => "consent_ledger",
             Self::Cart => "cart",
@@ -60,6 +63,7 @@ impl PurgeKind {
             s if s.starts_with("SMS#") => Self::SmsLog,
             s if s.starts_with("CALL#") => Self::CallLog,
             s if s.starts_with("REC#") => Self::Recording,
+            s if s.starts_with("AGENT#") => Self::Transcript,
             s if s.starts_with("CONSENT#") && s.matches('#').count() >= 2 => Self::ConsentEntry,
             s if s.starts_with("CONSENT#") => Self::ConsentLedger,
             "CART" => Self::Cart,

@@ -14,11 +14,23 @@ pub enum Verb {
         timeout_seconds: u32,
         prompts: Vec<Verb>,
     },
-    /// `<Connect><ConversationRelay>` to an AI agent's WebSocket, with `<Parameter>`s.
+    /// `<Connect action><ConversationRelay>` to our voice agent's WebSocket: Twilio speaks
+    /// `welcome_greeting` first, then relays speech and keys; `action` hears how it ended.
     Relay {
+        action: String,
         url: String,
+        welcome_greeting: String,
         language: &'static str,
         parameters: Vec<(String, String)>,
+    },
+    /// `<Gather input="dtmf speech">` around one prompt: a key or words are posted to `action`.
+    GatherSpeech {
+        action: String,
+        prompt: String,
+    },
+    /// `<Dial>` a number (a transfer to the merchant's support line).
+    Dial {
+        number: String,
     },
     Redirect {
         url: String,
@@ -60,14 +72,27 @@ fn write(verb: &Verb, out: &mut String) {
             }
             out.push_str("</Gather>");
         }
-        Verb::Relay { url, language, parameters } => {
-            out.push_str(&format!("<Connect><ConversationRelay url=\"{}\" language=\"{language}\">", escape(url)));
+        Verb::Relay { action, url, welcome_greeting, language, parameters } => {
+            out.push_str(&format!(
+                "<Connect action=\"{}\"><ConversationRelay url=\"{}\" welcomeGreeting=\"{}\" language=\"{language}\" interruptible=\"any\" welcomeGreetingInterruptible=\"dtmf\" dtmfDetection=\"true\">",
+                escape(action),
+                escape(url),
+                escape(welcome_greeting)
+            ));
             for (name, value) in parameters {
                 out.push_str(&format!("<Parameter name=\"{}\" value=\"{}\"/>", escape(name), escape(value)));
             }
             out.push_str("</ConversationRelay></Connect>");
         }
         Verb::Redirect { url } => out.push_str(&format!("<Redirect method=\"POST\">{}</Redirect>", escape(url))),
+        Verb::GatherSpeech { action, prompt } => {
+            out.push_str(&format!(
+                "<Gather input=\"dtmf speech\" numDigits=\"1\" timeout=\"6\" speechTimeout=\"auto\" method=\"POST\" action=\"{}\"><Say language=\"en-US\">{}</Say></Gather>",
+                escape(action),
+                escape(prompt)
+            ));
+        }
+        Verb::Dial { number } => out.push_str(&format!("<Dial>{}</Dial>", escape(number))),
         Verb::Hangup => out.push_str("<Hangup/>"),
         Verb::Message(text) => out.push_str(&format!("<Message>{}</Message>", escape(text))),
     }
@@ -108,10 +133,17 @@ mod tests {
         assert!(doc.ends_with("<Hangup/></Response>"), "{doc}");
         assert!(response(&[]).ends_with("<Response/>"));
         let relay = response(&[Verb::Relay {
+            action: "https://x.test/twilio/voice/relay-ended?m=a".into(),
+            welcome_greeting: "Hello & welcome".into(),
             url: "wss://agent.test/ws".into(),
             language: "es-US",
             parameters: vec![("first_name".into(), "Zoë \"Z\"".into())],
         }]);
         assert!(relay.contains("<Parameter name=\"first_name\" value=\"Zoë &quot;Z&quot;\"/>"), "{relay}");
+        assert!(relay.contains("<Connect action=\"https://x.test/twilio/voice/relay-ended?m=a\">"), "{relay}");
+        assert!(
+            relay.contains("welcomeGreeting=\"Hello &amp; welcome\"") && relay.contains("dtmfDetection=\"true\""),
+            "{relay}"
+        );
     }
 }

@@ -105,6 +105,10 @@ pub struct CallScript<'a> {
     /// Key 1 is offered only to someone we may text.
     pub offer_link: bool,
     pub discount_code: Option<&'a str>,
+    /// The merchant's callback number, digit by digit.
+    pub callback: Option<String>,
+    /// The number that answers with the automated opt-out line (`voice_from`), digit by digit.
+    pub opt_out_line: Option<String>,
 }
 
 impl CallScript<'_> {
@@ -181,16 +185,10 @@ impl CallScript<'_> {
         text
     }
 
-    /// The answer of a call a person picked up: the disclosure, then the merchant's AI agent
-    /// (with the cart's context and no phone number) or the key menu.
-    pub fn answer(&self, agent: Option<(&str, Vec<(String, String)>)>, gather_url: &str) -> Vec<Verb> {
+    /// The keypad answer of a call a person picked up: the disclosure, then the key menu.
+    pub fn answer(&self, gather_url: &str) -> Vec<Verb> {
         let mut verbs = vec![self.say(self.disclosure())];
-        match agent {
-            Some((url, parameters)) => {
-                verbs.push(Verb::Relay { url: url.to_string(), language: self.language(), parameters })
-            }
-            None => verbs.extend(self.menu_verbs(gather_url, 1)),
-        }
+        verbs.extend(self.menu_verbs(gather_url, 1));
         verbs
     }
 
@@ -207,18 +205,47 @@ impl CallScript<'_> {
         ]
     }
 
-    /// A machine answered and the merchant leaves voicemail: who called and how to stop.
+    /// A machine answered and the merchant leaves voicemail: who called, the callback number,
+    /// and a number whose automated line takes an opt-out (47 CFR 64.1200(b)(2)).
     pub fn voicemail(&self) -> Vec<Verb> {
         let m = self.merchant_name;
-        let text = match self.lang {
+        let mut text = match self.lang {
             Lang::En => format!(
-                "Hello, this is an automated assistant calling on behalf of {m} about the cart you left on their store. Your cart is saved for you. To stop these calls, reply STOP to any text from {m}. Goodbye."
+                "Hello, this is an automated assistant calling on behalf of {m} about the cart you left on their store. Your cart is saved for you."
             ),
             Lang::Es => format!(
-                "Hola, le habla un asistente automatizado en nombre de {m} sobre el carrito que dejó en su tienda. Su carrito está guardado. Para no recibir más llamadas, responda PARAR a cualquier mensaje de {m}. Adiós."
+                "Hola, le habla un asistente automatizado en nombre de {m} sobre el carrito que dejó en su tienda. Su carrito está guardado."
             ),
         };
+        if let Some(cb) = &self.callback {
+            text.push_str(&match self.lang {
+                Lang::En => format!(" You can reach {m} at {cb}."),
+                Lang::Es => format!(" Puede comunicarse con {m} al {cb}."),
+            });
+        }
+        text.push_str(&match (self.lang, &self.opt_out_line) {
+            (Lang::En, Some(line)) => format!(
+                " To stop these calls, call {line} and say stop or press 9, or reply STOP to any text from {m}. Goodbye."
+            ),
+            (Lang::En, None) => format!(" To stop these calls, reply STOP to any text from {m}. Goodbye."),
+            (Lang::Es, Some(line)) => format!(
+                " Para no recibir más llamadas, llame al {line} y diga alto o marque 9, o responda PARAR a cualquier mensaje de {m}. Adiós."
+            ),
+            (Lang::Es, None) => format!(" Para no recibir más llamadas, responda PARAR a cualquier mensaje de {m}. Adiós."),
+        });
         vec![self.say(text), Verb::Hangup]
+    }
+
+    /// The automated opt-out line (a call to `voice_from`): say stop or press 9.
+    pub fn opt_out_line_menu(merchant_name: &str, action: &str) -> Vec<Verb> {
+        let text = format!(
+            "You have reached the automated line of {merchant_name}. To stop calls from {merchant_name} to this number, say stop or press 9."
+        );
+        vec![
+            Verb::GatherSpeech { action: action.to_string(), prompt: text },
+            Verb::Say { text: "Goodbye.".into(), language: "en-US" },
+            Verb::Hangup,
+        ]
     }
 
     pub fn stopped(&self) -> Vec<Verb> {
@@ -302,6 +329,12 @@ pub struct CallLogEntry {
     /// Absent (not null) until a recording exists: its first note is conditioned on that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<CallRecording>,
+    /// How an agent call ended (from ConversationRelay's `action` callback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<crate::domain::agent::Outcome>,
+    /// One line on what happened (turns, tools, outcome), never what was said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
 }
 
 /// A queued copy of a recording to S3. Only identifiers travel: the copy finds the call by SID
@@ -371,28 +404,29 @@ mod tests {
             lang,
             offer_link,
             discount_code: Some("COMEBACK10"),
+            callback: Some("1 8 0 0 5 5 5 0 1 0 0".into()),
+            opt_out_line: Some("1 5 0 0 5 5 5 0 0 0 6".into()),
         }
     }
 
     #[test]
     fn the_call_names_the_merchant_says_it_is_automated_and_recorded() {
-        let doc = response(&script(Lang::En, true, true).answer(None, "https://x.test/twilio/voice/gather?m=a"));
+        let doc = response(&script(Lang::En, true, true).answer("https://x.test/twilio/voice/gather?m=a"));
         assert!(doc.contains("automated assistant calling on behalf of Snowdevil"), "{doc}");
         assert!(doc.contains("This call is recorded."), "{doc}");
         assert!(doc.contains("press 1") && doc.contains("press 9") && doc.contains("Wax Puck (2)"), "{doc}");
         assert!(doc.contains("action=\"https://x.test/twilio/voice/gather?m=a&amp;try=1\""), "{doc}");
-        let unrecorded = response(&script(Lang::En, false, false).answer(None, "https://x.test/g?m=a"));
+        let unrecorded = response(&script(Lang::En, false, false).answer("https://x.test/g?m=a"));
         assert!(!unrecorded.contains("recorded") && !unrecorded.contains("press 1"), "{unrecorded}");
-        let es = response(&script(Lang::Es, true, true).answer(None, "https://x.test/g?m=a"));
+        let es = response(&script(Lang::Es, true, true).answer("https://x.test/g?m=a"));
         assert!(es.contains("es-US") && es.contains("en nombre de Snowdevil") && es.contains("se graba"), "{es}");
     }
 
     #[test]
-    fn the_agent_gets_the_cart_not_the_number() {
-        let params = vec![("merchant".to_string(), "Snowdevil".to_string())];
-        let doc = response(&script(Lang::En, false, true).answer(Some(("wss://agent.test/ws", params)), "unused"));
-        assert!(doc.contains("<Connect><ConversationRelay url=\"wss://agent.test/ws\""), "{doc}");
-        assert!(!doc.contains("<Gather"), "{doc}");
+    fn voicemail_gives_the_callback_number_and_the_opt_out_line() {
+        let doc = response(&script(Lang::En, false, true).voicemail());
+        assert!(doc.contains("on behalf of Snowdevil") && doc.contains("reach Snowdevil at 1 8 0 0"), "{doc}");
+        assert!(doc.contains("call 1 5 0 0 5 5 5 0 0 0 6 and say stop or press 9"), "{doc}");
     }
 
     #[test]

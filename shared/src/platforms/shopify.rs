@@ -266,6 +266,7 @@ impl Checkout {
                 platform_event_id: Some(event_id.to_string()),
                 message_sid: None,
                 keyword: None,
+                words: None,
             },
         })
     }

@@ -5,6 +5,7 @@
 //! Architecture Invariant: this module depends on `domain` and `platforms` only, never on
 //! `adapters` or `app`, and holds no I/O.
 
+pub mod agent;
 mod error;
 pub mod files;
 pub mod outreach;
@@ -14,6 +15,7 @@ pub mod store;
 pub mod storefront;
 pub mod telephony;
 
+pub use agent::{AgentSessions, ConversationModel, RelayConnections};
 pub use error::{BoxError, Classify, ErrorKind, PortError, chain};
 pub use files::RecordingFiles;
 pub use outreach::{ConsentLedger, OutreachReads, OutreachWrites};

@@ -104,6 +104,8 @@ pub enum CustomerData {
         channel: Channel,
         state: Box<ConsentState>,
     },
+    /// A voice agent conversation: the session and its transcript.
+    Conversation(Box<crate::domain::agent::AgentSession>),
     /// A recording's own record (its S3 object, when known).
     Recording {
         s3_key: Option<String>,

@@ -266,6 +266,13 @@ pub trait CallLog: Send + Sync {
     /// Twilio's copy is gone (deleted after ours was stored).
     fn recording_released(&self, entry: &CallLogEntry, sid: &str)
     -> impl Future<Output = Result<(), PortError>> + Send;
+    /// How an agent call ended, and a one-line summary (no transcript text).
+    fn note_outcome(
+        &self,
+        entry: &CallLogEntry,
+        outcome: crate::domain::agent::Outcome,
+        summary: &str,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Counters of the SMS-pumping guard, one per window.

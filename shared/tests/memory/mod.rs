@@ -59,6 +59,10 @@ pub struct State {
     pub claims: Vec<(String, u8)>,
     pub steps: HashMap<(Key, u8), StepRecord>,
     pub bursts: HashMap<String, u64>,
+    /// Agent connections: the call reference and, after `setup`, the session's call SID.
+    pub connections: HashMap<String, (callfy_shared::domain::voice::CallRef, Option<String>, u32)>,
+    pub sessions: HashMap<String, callfy_shared::domain::agent::AgentSession>,
+    pub merchant_tokens: HashMap<(String, String), u64>,
 }
 
 /// Every port in memory, behind one lock; clones share the state.
@@ -461,6 +465,141 @@ impl CallLog for Memory {
             r.twilio_deleted = true;
         }
         Ok(())
+    }
+    async fn note_outcome(
+        &self,
+        entry: &CallLogEntry,
+        outcome: callfy_shared::domain::agent::Outcome,
+        summary: &str,
+    ) -> Result<(), PortError> {
+        self.enter("note_outcome")?;
+        if let Some(c) = self.s().calls.iter_mut().find(|c| c.call_sid == entry.call_sid) {
+            c.outcome = Some(outcome);
+            c.summary = Some(summary.to_string());
+        }
+        Ok(())
+    }
+}
+
+impl AgentSessions for Memory {
+    async fn bind_connection(
+        &self,
+        connection_id: &str,
+        call: &callfy_shared::domain::voice::CallRef,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("bind_connection")?;
+        self.s().connections.insert(connection_id.to_string(), (call.clone(), None, 0));
+        Ok(())
+    }
+    async fn connection(&self, connection_id: &str) -> Result<Option<agent::ConnectionBinding>, PortError> {
+        self.enter("connection")?;
+        let s = self.s();
+        let Some((call, sid, _)) = s.connections.get(connection_id) else { return Ok(None) };
+        let session = sid.as_ref().and_then(|sid| s.sessions.get(sid)).map(|x| agent::SessionKey {
+            merchant_id: x.merchant_id.clone(),
+            phone: x.phone.clone(),
+            call_sid: x.call_sid.clone(),
+        });
+        Ok(Some(agent::ConnectionBinding { call: call.clone(), session }))
+    }
+    async fn open_session(
+        &self,
+        connection_id: &str,
+        session: &callfy_shared::domain::agent::AgentSession,
+    ) -> Result<callfy_shared::domain::agent::AgentSession, PortError> {
+        self.enter("open_session")?;
+        let mut s = self.s();
+        let stored = s.sessions.entry(session.call_sid.clone()).or_insert_with(|| session.clone()).clone();
+        if let Some(c) = s.connections.get_mut(connection_id) {
+            c.1 = Some(session.call_sid.clone());
+        }
+        Ok(stored)
+    }
+    async fn session(
+        &self,
+        key: &agent::SessionKey,
+    ) -> Result<Option<callfy_shared::domain::agent::AgentSession>, PortError> {
+        self.enter("session")?;
+        Ok(self.s().sessions.get(&key.call_sid).cloned())
+    }
+    async fn next_turn(
+        &self,
+        key: &agent::SessionKey,
+        seen: u32,
+        line: Option<&callfy_shared::domain::agent::TranscriptLine>,
+    ) -> Result<bool, PortError> {
+        self.enter("next_turn")?;
+        let mut s = self.s();
+        let Some(x) = s.sessions.get_mut(&key.call_sid) else { return Ok(false) };
+        if x.turn != seen {
+            return Ok(false);
+        }
+        x.turn = seen + 1;
+        x.transcript.extend(line.cloned());
+        Ok(true)
+    }
+    async fn say(
+        &self,
+        key: &agent::SessionKey,
+        line: &callfy_shared::domain::agent::TranscriptLine,
+    ) -> Result<bool, PortError> {
+        self.enter("say")?;
+        let mut s = self.s();
+        let Some(x) = s.sessions.get_mut(&key.call_sid) else { return Ok(false) };
+        if x.turn != line.turn {
+            return Ok(false);
+        }
+        x.transcript.push(line.clone());
+        Ok(true)
+    }
+    async fn use_tool(&self, key: &agent::SessionKey, tool: &str, once: bool) -> Result<bool, PortError> {
+        self.enter("use_tool")?;
+        let mut s = self.s();
+        let Some(x) = s.sessions.get_mut(&key.call_sid) else { return Ok(false) };
+        if once && x.tools_used.iter().any(|t| t == tool) {
+            return Ok(false);
+        }
+        x.tools_used.push(tool.to_string());
+        Ok(true)
+    }
+    async fn spend(&self, key: &agent::SessionKey, tokens: u32) -> Result<u32, PortError> {
+        self.enter("spend")?;
+        let mut s = self.s();
+        let Some(x) = s.sessions.get_mut(&key.call_sid) else { return Ok(0) };
+        x.tokens_used += tokens;
+        Ok(x.tokens_used)
+    }
+    async fn malformed(&self, connection_id: &str) -> Result<u32, PortError> {
+        self.enter("malformed")?;
+        let mut s = self.s();
+        let Some(c) = s.connections.get_mut(connection_id) else { return Ok(u32::MAX) };
+        c.2 += 1;
+        Ok(c.2)
+    }
+    async fn finish_session(
+        &self,
+        key: &agent::SessionKey,
+        outcome: callfy_shared::domain::agent::Outcome,
+        overwrite: bool,
+        end: bool,
+    ) -> Result<(), PortError> {
+        self.enter("finish_session")?;
+        let mut s = self.s();
+        if let Some(x) = s.sessions.get_mut(&key.call_sid) {
+            if overwrite || x.outcome.is_none() {
+                x.outcome = Some(outcome);
+            }
+            x.ended |= end;
+        }
+        Ok(())
+    }
+    async fn merchant_spend(&self, m: &MerchantId, day: &str, tokens: u32) -> Result<u64, PortError> {
+        self.enter("merchant_spend")?;
+        let mut s = self.s();
+        let total = s.merchant_tokens.entry((m.to_string(), day.to_string())).or_default();
+        *total += u64::from(tokens);
+        Ok(*total)
     }
 }
 

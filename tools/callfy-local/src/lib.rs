@@ -5,8 +5,10 @@
 pub mod bigcommerce_store;
 pub mod contract;
 pub mod fixtures;
+pub mod relay;
 pub mod resources;
 pub mod sandbox;
+pub mod sandbox_relay;
 pub mod sandbox_voice;
 pub mod server;
 
@@ -17,14 +19,15 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use callfy_shared::adapters::store::Store;
 use callfy_shared::config::{
-    ConsentApiSettings, InboundSettings, IngestSettings, PurgerSettings, SecretString, TwilioAuth, TwilioConfig,
-    VoiceCallbackSettings, WorkerSettings, local_defaults,
+    AgentModel, ConsentApiSettings, InboundSettings, IngestSettings, PurgerSettings, SecretString, TwilioAuth,
+    TwilioConfig, VoiceAgentSettings, VoiceCallbackSettings, WorkerSettings, local_defaults,
 };
 use callfy_shared::http::error;
 use callfy_shared::startup::{Assemble, Clients};
 use callfy_shared::{Clock, OffsetClock, SystemClock};
 use consent_api::ConsentApp;
 use outreach_worker::Worker;
+use relay::LocalRelay;
 use resources::{ResourceNames, Resources};
 use sandbox::Sandbox;
 use sms_inbound::InboundApp;
@@ -35,6 +38,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
+use voice_agent::AgentApp;
 use voice_callbacks::VoiceApp;
 use webhook_ingest::IngestApp;
 
@@ -76,6 +80,12 @@ pub struct LocalOptions {
     pub sandbox_status_callbacks: bool,
     /// Run the retention purge this often, as of the local clock (tests run it by hand).
     pub purge_every: Option<std::time::Duration>,
+    /// The voice agent's model (`AGENT_MODEL`, default the scripted agent).
+    pub agent_model: AgentModel,
+    /// Where Bedrock calls go (`AWS_ENDPOINT_URL_BEDROCK_RUNTIME`).
+    pub bedrock_endpoint: Option<String>,
+    /// The agent's WebSocket URL as Twilio reaches it; `None` = this server's `/twilio/voice/relay`.
+    pub public_ws_url: Option<String>,
 }
 
 impl LocalOptions {
@@ -119,6 +129,10 @@ impl LocalOptions {
             purge_every: Some(std::time::Duration::from_secs(
                 var("CALLFY_LOCAL_PURGE_SECONDS").and_then(|s| s.parse().ok()).unwrap_or(3600),
             )),
+            agent_model: AgentModel::parse(var("AGENT_MODEL").as_deref())
+                .map_err(|e| LocalError::Config(e.to_string()))?,
+            bedrock_endpoint: var("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+            public_ws_url: var("PUBLIC_WS_URL"),
         })
     }
 
@@ -139,6 +153,9 @@ impl LocalOptions {
             twilio_timeout: std::time::Duration::from_secs(3),
             sandbox_status_callbacks: false,
             purge_every: None,
+            agent_model: AgentModel::Scripted,
+            bedrock_endpoint: None,
+            public_ws_url: None,
         }
     }
 }
@@ -150,6 +167,7 @@ pub struct Functions {
     pub consent: ConsentApp,
     pub inbound: InboundApp,
     pub voice: VoiceApp,
+    pub agent: Arc<AgentApp<LocalRelay>>,
     pub purger: retention_purger::PurgerApp,
 }
 
@@ -253,6 +271,7 @@ fn assemble(
     resources: &Resources,
     base_url: &str,
     public_base_url: &str,
+    public_ws_url: &str,
 ) -> Result<Functions, LocalError> {
     let clients = Clients::new(sdk);
     let clock = || Arc::clone(&opts.clock);
@@ -325,14 +344,34 @@ fn assemble(
                 recordings_queue_url: resources.recordings_queue_url.clone(),
                 outreach_queue_url: resources.queue_url.clone(),
                 public_base_url: public_base_url.to_string(),
-                twilio,
-                twilio_auth_token: auth_token,
+                twilio: twilio.clone(),
+                twilio_auth_token: auth_token.clone(),
                 twilio_webhook_shared_key: shared_key,
+                public_ws_url: public_ws_url.to_string(),
                 log_key: log_key.clone(),
             },
             clock(),
         )
         .map_err(config)?,
+        agent: Arc::new(
+            AgentApp::with_relay(
+                &clients,
+                &VoiceAgentSettings {
+                    table_name: table_name.clone(),
+                    outreach_queue_url: resources.queue_url.clone(),
+                    public_base_url: public_base_url.to_string(),
+                    public_ws_url: public_ws_url.to_string(),
+                    twilio,
+                    twilio_auth_token: auth_token,
+                    agent_model: opts.agent_model.clone(),
+                    bedrock_endpoint: opts.bedrock_endpoint.clone(),
+                    log_key: log_key.clone(),
+                },
+                clock(),
+                LocalRelay::default(),
+            )
+            .map_err(config)?,
+        ),
         purger: retention_purger::PurgerApp::assemble(
             &clients,
             &PurgerSettings {
@@ -357,7 +396,9 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
 
     let public_base_url = opts.public_base_url.clone().unwrap_or_else(|| base_url.clone());
     let public_base_url = public_base_url.trim_end_matches('/').to_string();
-    let functions = assemble(sdk, &opts, &resources, &base_url, &public_base_url)?;
+    let public_ws_url = opts.public_ws_url.clone().unwrap_or_else(|| format!("ws://{addr}/twilio/voice/relay"));
+    let functions = assemble(sdk, &opts, &resources, &base_url, &public_base_url, &public_ws_url)?;
+    let agent = Arc::clone(&functions.agent);
     let sqs = aws_sdk_sqs::Client::new(sdk);
     let recordings_queue_arn = queue_arn(&sqs, &resources.recordings_queue_url).await?;
     let queue_arn = queue_arn(&sqs, &resources.queue_url).await?;
@@ -379,6 +420,7 @@ pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, L
 
     let bigcommerce = Arc::new(bigcommerce_store::StoreStandIn::with_demo_cart());
     let app = Router::new()
+        .route("/twilio/voice/relay", axum::routing::get(relay::upgrade).with_state(agent))
         .fallback(route)
         .with_state(Arc::clone(&shared))
         .merge(sandbox::router(Arc::clone(&sandbox)))

@@ -99,6 +99,8 @@ pub struct Sandbox {
     /// Send "sent" then "delivered" callbacks for each accepted message, as Twilio does.
     auto_status: bool,
     http: reqwest::Client,
+    /// Open ConversationRelay sessions of calls `run-local` plays, by call SID (`call-in --say`).
+    pub(crate) relays: Mutex<std::collections::HashMap<String, Arc<crate::sandbox_relay::RelaySession>>>,
 }
 
 /// What the webhook answered to an inbound message, and the reply Twilio would then send.
@@ -145,6 +147,7 @@ impl Sandbox {
             faults: Mutex::default(),
             webhook_base: webhook_base.trim_end_matches('/').to_string(),
             auto_status,
+            relays: Mutex::default(),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(15))
                 .build()
@@ -154,6 +157,10 @@ impl Sandbox {
 
     pub(crate) fn now(&self) -> chrono::DateTime<chrono::Utc> {
         self.clock.now()
+    }
+
+    pub(crate) fn auth_token(&self) -> &str {
+        &self.auth_token
     }
 
     pub(crate) fn account_sid(&self) -> String {
@@ -571,6 +578,11 @@ struct DigitsRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct SayRequest {
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct EndRequest {
     #[serde(default = "completed")]
     status: String,
@@ -606,9 +618,24 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
             "/sandbox/calls/{sid}/digits",
             post(|State(sb): State<Arc<Sandbox>>, Path(sid): Path<String>, axum::Json(r): axum::Json<DigitsRequest>| async move {
                 if sid == "latest" {
+                    if let Some(reply) = sb.press_latest_agent(&r.digits).await {
+                        return match reply {
+                            Ok(reply) => axum::Json(reply).into_response(),
+                            Err(e) => (StatusCode::CONFLICT, e).into_response(),
+                        };
+                    }
                     return turn_response(sb.press_latest(&r.digits).await);
                 }
                 turn_response(sb.press(&sid, &r.digits).await)
+            }),
+        )
+        .route(
+            "/sandbox/calls/latest/say",
+            post(|State(sb): State<Arc<Sandbox>>, axum::Json(r): axum::Json<SayRequest>| async move {
+                match sb.say_latest(&r.text).await {
+                    Ok(reply) => axum::Json(reply).into_response(),
+                    Err(e) => (StatusCode::CONFLICT, e).into_response(),
+                }
             }),
         )
         .route(

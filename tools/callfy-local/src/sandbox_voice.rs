@@ -31,6 +31,12 @@ pub struct SandboxCall {
     /// The `<Redirect>` Twilio follows when no key is pressed.
     pub redirect: Option<String>,
     pub recording_sid: Option<String>,
+    /// The agent's WebSocket, when the answer connected the call to it.
+    #[serde(default)]
+    pub relay_url: Option<String>,
+    /// The `<Connect action>` posted when the agent's session ends.
+    #[serde(default)]
+    pub relay_action: Option<String>,
     /// Order of events on the recording, for tests: "fetched", "deleted".
     pub recording_events: Vec<String>,
 }
@@ -44,7 +50,10 @@ pub struct CallTurn {
     pub redirect: Option<String>,
     pub hangup: bool,
     pub relay_url: Option<String>,
+    pub relay_action: Option<String>,
     pub relay_parameters: Vec<(String, String)>,
+    /// A `<Dial>`ed number (a transfer).
+    pub dial: Option<String>,
     pub twiml: String,
 }
 
@@ -69,7 +78,16 @@ impl CallTurn {
                     turn.redirect = Some(unescape(&rest[end + 1..body_end]));
                 }
                 "Hangup" => turn.hangup = true,
-                "ConversationRelay" => turn.relay_url = attr(tag, "url"),
+                "Connect" => turn.relay_action = attr(tag, "action"),
+                "ConversationRelay" => {
+                    turn.relay_url = attr(tag, "url");
+                    // Twilio speaks the welcome greeting before anything the agent sends.
+                    turn.said.extend(attr(tag, "welcomeGreeting"));
+                }
+                "Dial" => {
+                    let body_end = rest.find("</Dial>").unwrap_or(end);
+                    turn.dial = Some(unescape(&rest[end + 1..body_end]));
+                }
                 "Parameter" => {
                     if let (Some(n), Some(v)) = (attr(tag, "name"), attr(tag, "value")) {
                         turn.relay_parameters.push((n, v));
@@ -165,6 +183,8 @@ impl Sandbox {
             redirect: None,
             recording_sid: None,
             recording_events: Vec::new(),
+            relay_url: None,
+            relay_action: None,
         };
         println!("[twilio-sandbox] call {} to {} from {}", call.sid, masked(&call.to), call.from);
         let resource = self.call_resource(&call);
@@ -247,6 +267,10 @@ impl Sandbox {
                 c.said.extend(turn.said.iter().cloned());
                 c.gather_action = turn.gather_action.clone();
                 c.redirect = turn.redirect.clone();
+                if turn.relay_url.is_some() {
+                    c.relay_url = turn.relay_url.clone();
+                    c.relay_action = turn.relay_action.clone();
+                }
                 c.status = "in-progress".into();
             }
         });
@@ -382,6 +406,10 @@ impl Sandbox {
     pub async fn auto_play(&self, sid: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(800)).await;
         match self.answer_call(sid, "human").await {
+            Ok(turn) if turn.relay_url.is_some() => {
+                self.converse(sid).await;
+                return;
+            }
             Ok(turn) if turn.gather_action.is_some() => {
                 println!(
                     "[twilio-sandbox] call {sid} is waiting for a key: scripts/call-in 1 (text me the link) or scripts/call-in 9 (no more calls)"

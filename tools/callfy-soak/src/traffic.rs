@@ -87,7 +87,6 @@ impl Platform {
             "flow": flow,
             "retention_days": { "sms_logs": 730, "consent_records": 730, "recordings": 730 },
             "recording": { "enabled": false },
-            "ai_agent_url": null,
             "send_guard": { "daily_send_budget": 10_000_000, "carts_per_ip": 10_000_000, "carts_per_prefix": 10_000_000 },
         });
         match self {

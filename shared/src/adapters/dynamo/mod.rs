@@ -3,6 +3,7 @@
 
 pub mod keys;
 
+mod agent;
 mod calls;
 mod carts;
 mod consent;

@@ -210,6 +210,14 @@ impl CallLog for Store {
     async fn recording_released(&self, entry: &CallLogEntry, sid: &str) -> Result<(), PortError> {
         Store::recording_released(self, entry, sid).await
     }
+    async fn note_outcome(
+        &self,
+        entry: &CallLogEntry,
+        outcome: crate::domain::agent::Outcome,
+        summary: &str,
+    ) -> Result<(), PortError> {
+        Store::note_outcome(self, entry, outcome, summary).await
+    }
 }
 
 impl BurstGuard for Store {
@@ -430,5 +438,71 @@ impl ConsentLedger for Store {
         now: DateTime<Utc>,
     ) -> Result<usize, PortError> {
         Store::cancel_outreach(self, merchant, phone, channel, now).await
+    }
+}
+
+impl crate::ports::AgentSessions for Store {
+    async fn bind_connection(
+        &self,
+        connection_id: &str,
+        call: &crate::domain::voice::CallRef,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        Store::bind_connection(self, connection_id, call, now).await
+    }
+    async fn connection(
+        &self,
+        connection_id: &str,
+    ) -> Result<Option<crate::ports::agent::ConnectionBinding>, PortError> {
+        Store::connection(self, connection_id).await
+    }
+    async fn open_session(
+        &self,
+        connection_id: &str,
+        session: &crate::domain::agent::AgentSession,
+    ) -> Result<crate::domain::agent::AgentSession, PortError> {
+        Store::open_session(self, connection_id, session).await
+    }
+    async fn session(
+        &self,
+        key: &crate::ports::agent::SessionKey,
+    ) -> Result<Option<crate::domain::agent::AgentSession>, PortError> {
+        Store::session(self, key).await
+    }
+    async fn next_turn(
+        &self,
+        key: &crate::ports::agent::SessionKey,
+        seen: u32,
+        line: Option<&crate::domain::agent::TranscriptLine>,
+    ) -> Result<bool, PortError> {
+        Store::next_turn(self, key, seen, line).await
+    }
+    async fn say(
+        &self,
+        key: &crate::ports::agent::SessionKey,
+        line: &crate::domain::agent::TranscriptLine,
+    ) -> Result<bool, PortError> {
+        Store::say(self, key, line).await
+    }
+    async fn use_tool(&self, key: &crate::ports::agent::SessionKey, tool: &str, once: bool) -> Result<bool, PortError> {
+        Store::use_tool(self, key, tool, once).await
+    }
+    async fn spend(&self, key: &crate::ports::agent::SessionKey, tokens: u32) -> Result<u32, PortError> {
+        Store::spend(self, key, tokens).await
+    }
+    async fn malformed(&self, connection_id: &str) -> Result<u32, PortError> {
+        Store::malformed(self, connection_id).await
+    }
+    async fn finish_session(
+        &self,
+        key: &crate::ports::agent::SessionKey,
+        outcome: crate::domain::agent::Outcome,
+        overwrite: bool,
+        end: bool,
+    ) -> Result<(), PortError> {
+        Store::finish_session(self, key, outcome, overwrite, end).await
+    }
+    async fn merchant_spend(&self, m: &MerchantId, day: &str, tokens: u32) -> Result<u64, PortError> {
+        Store::merchant_spend(self, m, day, tokens).await
     }
 }

@@ -23,6 +23,7 @@ fn customer_record(item: Item) -> CustomerRecord {
         PurgeKind::ConsentLedger => {
             from_item(item).map(|s| CustomerData::ConsentState { channel: channel(), state: Box::new(s) })
         }
+        PurgeKind::Transcript => from_item(item).map(|c| CustomerData::Conversation(Box::new(c))),
         PurgeKind::Recording => Ok(CustomerData::Recording { s3_key: get_s(&item, "s3_key").map(str::to_string) }),
         _ => Ok(CustomerData::Other),
     };

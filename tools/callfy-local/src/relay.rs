@@ -1,0 +1,84 @@
+//! The voice agent's WebSocket on the local runner's one port (`GET /twilio/voice/relay`):
+//! the upgrade is checked by the same `voice_agent::connect` as `$connect` in Lambda (refused
+//! before the upgrade), and every text frame goes to `voice_agent::message` in a task of its
+//! own, concurrently, as API Gateway invokes Lambda per message.
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use callfy_shared::domain::agent::{RelayOut, WS_REF_PARAM};
+use callfy_shared::ports::{PortError, RelayConnections};
+use futures::{SinkExt, StreamExt};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use voice_agent::AgentApp;
+
+/// The open sockets, by connection id: the local stand-in for API Gateway's `@connections`.
+#[derive(Clone, Default)]
+pub struct LocalRelay {
+    sockets: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>,
+}
+
+impl LocalRelay {
+    fn register(&self, id: &str) -> mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), tx);
+        rx
+    }
+
+    fn forget(&self, id: &str) {
+        self.sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+}
+
+impl RelayConnections for LocalRelay {
+    async fn post(&self, connection_id: &str, msg: &RelayOut) -> Result<(), PortError> {
+        let tx = self.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(connection_id).cloned();
+        match tx {
+            Some(tx) if tx.send(msg.json()).is_ok() => Ok(()),
+            _ => Err(PortError::NotFound("connection gone".into())),
+        }
+    }
+}
+
+pub async fn upgrade(
+    State(app): State<Arc<AgentApp<LocalRelay>>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let signature = headers.get(callfy_shared::twilio_signature::HEADER).and_then(|v| v.to_str().ok());
+    if let Err(r) = voice_agent::connect(&app, &id, signature, query.get(WS_REF_PARAM).map(String::as_str)).await {
+        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+        return (status, r.reason).into_response();
+    }
+    ws.on_upgrade(move |socket| serve(app, id, socket))
+}
+
+async fn serve(app: Arc<AgentApp<LocalRelay>>, id: String, socket: WebSocket) {
+    let mut outgoing = app.relay.register(&id);
+    let (mut sink, mut stream) = socket.split();
+    let writer = tokio::spawn(async move {
+        while let Some(text) = outgoing.recv().await {
+            if sink.send(Message::Text(text.into())).await.is_err() {
+                break;
+            }
+        }
+    });
+    while let Some(Ok(frame)) = stream.next().await {
+        match frame {
+            Message::Text(text) => {
+                let (app, id) = (Arc::clone(&app), id.clone());
+                tokio::spawn(async move { voice_agent::message(&app, &id, text.as_str()).await });
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    app.relay.forget(&id);
+    writer.abort();
+    voice_agent::disconnect(&app, &id).await;
+}
