@@ -309,3 +309,70 @@ async fn a_transcript_is_exported_and_gone_after_deletion_and_purge() {
     assert!(store.customer_items(&m, &phone).await.unwrap().is_empty());
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn asking_for_a_person_transfers_to_the_merchant_line_when_enabled() {
+    let merchant = agent_merchant(|v| v["voice"]["transfer_to_support"] = true.into());
+    let (local, clock) = start("agent-person", merchant, None).await;
+    let (sid, relay) = answered(&local, &clock).await;
+    let reply = relay.say("Can I talk to a real person?").await.unwrap();
+    assert!(reply.text.contains("connect you to Snowdevil"), "{reply:?}");
+    let handoff = reply.ended.expect("the agent hands the call back to Twilio");
+    assert!(handoff.contains("\"transfer\":true"), "{handoff}");
+    let after = local.sandbox.relay_ended(&sid, Some(&handoff)).await.unwrap();
+    assert_eq!(after.dial.as_deref(), Some("+18005550100"), "{}", after.twiml);
+    local.shutdown().await;
+
+    // Without the setting the agent gives the number and the call goes on.
+    let (local, clock) = start("agent-person-off", agent_merchant(|_| {}), None).await;
+    let (_, relay) = answered(&local, &clock).await;
+    let reply = relay.say("I want to speak to someone").await.unwrap();
+    assert!(reply.text.contains("1 8 0 0 5 5 5 0 1 0 0") && reply.ended.is_none(), "{reply:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_number_calls_come_from_answers_with_an_automated_opt_out_line() {
+    let (local, _clock) = start("agent-optout-line", agent_merchant(|_| {}), None).await;
+    let token = callfy_shared::config::local_defaults::TWILIO_AUTH_TOKEN;
+    let url = format!("{}/twilio/voice/incoming", local.base_url);
+    let post = |form: Vec<(&str, &str)>| {
+        let form: Vec<(String, String)> = form.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let signature = twilio_signature::compute(token, &url, &form);
+        let url = url.clone();
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .header("x-twilio-signature", signature)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let sid = "CA0000000000000000000000000000f001";
+    let base = vec![("CallSid", sid), ("From", PHONE), ("To", "+15005550006"), ("Direction", "inbound")];
+    let (status, menu) = post(base.clone()).await;
+    assert_eq!(status, 200);
+    assert!(menu.contains("say stop or press 9") && menu.contains("input=\"dtmf speech\""), "{menu}");
+    let mut pressed = base.clone();
+    pressed.push(("Digits", "9"));
+    let (status, answer) = post(pressed).await;
+    assert_eq!(status, 200);
+    assert!(answer.contains("You will not receive more calls from Snowdevil"), "{answer}");
+    let (m, _, phone) = ids();
+    let store = local.store();
+    assert_eq!(store.consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    // A forged request changes nothing.
+    let resp = reqwest::Client::new()
+        .post(&url)
+        .header("x-twilio-signature", "forged")
+        .form(&[("From", PHONE), ("To", "+15005550006"), ("SpeechResult", "stop")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    local.shutdown().await;
+}

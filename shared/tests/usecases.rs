@@ -364,3 +364,113 @@ fn every_use_case_error_says_whether_to_retry() {
     assert_eq!(IngestError::Port(PortError::Decode("x".into())).kind(), ErrorKind::Permanent);
     let _ = MerchantId::parse("snowdevil").unwrap();
 }
+
+mod agent {
+    use super::*;
+    use callfy_shared::adapters::scripted::ScriptedModel;
+    use callfy_shared::app::agent::{Agent, AgentLimits};
+    use callfy_shared::domain::voice::CallRef;
+    use memory::Relay;
+
+    const CONN: &str = "conn-1";
+
+    /// A merchant, an open cart, consent to texts and calls, and the call placed for step 1.
+    async fn seeded() -> (Memory, Merchant, CallRef) {
+        let mem = Memory::default();
+        let mut m = merchant();
+        m.voice_from = Some(Phone::parse("+15005550006", None).unwrap());
+        mem.add_merchant(m.clone());
+        let mut cart = Cart::new(m.id.clone(), snapshot("tok-agent", t0()), t0());
+        cart.phone = Some(phone());
+        mem.add_cart(cart);
+        for channel in [Channel::Sms, Channel::Voice] {
+            let event = ConsentEvent {
+                channel,
+                action: ConsentAction::OptIn,
+                source: ConsentSource::Checkout,
+                occurred_at: t0(),
+                recorded_at: t0(),
+                evidence: Evidence::default(),
+            };
+            consent::record(&mem, &m, &phone(), &event, t0()).await.unwrap();
+        }
+        let mut entry = call(CALL_SID);
+        entry.cart_token = CartToken::parse("tok-agent").unwrap();
+        entry.recording = None;
+        mem.state.lock().unwrap().calls.push(entry);
+        let r = CallRef { merchant_id: m.id.clone(), cart_token: CartToken::parse("tok-agent").unwrap(), step: 1 };
+        (mem, m, r)
+    }
+
+    fn setup_msg() -> String {
+        serde_json::json!({ "type": "setup", "callSid": CALL_SID, "from": "+15005550006", "to": PHONE }).to_string()
+    }
+
+    fn prompt(words: &str) -> String {
+        serde_json::json!({ "type": "prompt", "voicePrompt": words, "last": true }).to_string()
+    }
+
+    #[tokio::test]
+    async fn a_newer_turn_landing_between_the_read_and_the_write_silences_the_older_one() {
+        let (mem, _, r) = seeded().await;
+        let (model, relay, sms, queue) =
+            (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
+        let agent = Agent {
+            store: &mem,
+            model: &model,
+            fallback: &model,
+            relay: &relay,
+            sms: &sms,
+            outreach_queue: &queue,
+            public_base_url: "https://callfy.test",
+            limits: AgentLimits::default(),
+        };
+        agent.connect(CONN, &r, t0()).await.unwrap();
+        agent.message(CONN, &setup_msg(), t0()).await.unwrap();
+        assert!(relay.sent.lock().unwrap().is_empty(), "nothing is said after setup");
+        // A newer prompt takes the turn after this one read it and before its first words.
+        mem.before("say", |m| {
+            let mut s = m.state.lock().unwrap();
+            s.sessions.get_mut(CALL_SID).unwrap().turn += 1;
+        });
+        agent.message(CONN, &prompt("what is in my cart"), t0()).await.unwrap();
+        assert!(relay.texts().is_empty(), "the older turn sent nothing: {:?}", relay.texts());
+        // The next prompt speaks normally.
+        agent.message(CONN, &prompt("what is in my cart"), t0()).await.unwrap();
+        assert!(relay.texts().concat().contains("Wax Puck"), "{:?}", relay.texts());
+    }
+
+    #[tokio::test]
+    async fn an_opt_out_is_heard_before_the_model_and_a_failed_write_is_queued() {
+        let (mem, _, r) = seeded().await;
+        let (model, relay, sms, queue) =
+            (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
+        let agent = Agent {
+            store: &mem,
+            model: &model,
+            fallback: &model,
+            relay: &relay,
+            sms: &sms,
+            outreach_queue: &queue,
+            public_base_url: "https://callfy.test",
+            limits: AgentLimits::default(),
+        };
+        agent.connect(CONN, &r, t0()).await.unwrap();
+        agent.message(CONN, &setup_msg(), t0()).await.unwrap();
+        // The ledger write fails: the voice opt-out is made durable on the queue instead.
+        mem.fail("record_consent", 1);
+        agent.message(CONN, &prompt("Don't call me again"), t0()).await.unwrap();
+        assert_eq!(queue.work.lock().unwrap().as_slice(), [CALL_SID.to_string()]);
+        assert!(relay.ended().is_some_and(|h| h.contains("opted_out")));
+        assert!(relay.texts().concat().contains("not receive more calls"), "{:?}", relay.texts());
+        // Ten malformed frames end a session.
+        let (mem2, _, r2) = seeded().await;
+        let relay2 = Relay::default();
+        let agent2 = Agent { store: &mem2, relay: &relay2, ..agent };
+        agent2.connect("c2", &r2, t0()).await.unwrap();
+        for _ in 0..10 {
+            agent2.message("c2", "{not json", t0()).await.unwrap();
+        }
+        assert!(relay2.ended().is_some_and(|h| h.contains("failed")));
+    }
+}

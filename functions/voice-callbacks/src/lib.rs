@@ -192,10 +192,12 @@ async fn incoming(app: &VoiceApp, req: Request) -> Response<Body> {
         public_ws_url: &app.public_ws_url,
     };
     let (digits, speech) = (form.get("Digits"), form.get("SpeechResult"));
-    if digits.is_none() && speech.is_none() {
-        return twiml(&voice.opt_out_line("this store"));
-    }
-    match voice.opt_out_line_choice(&called, &caller, call_sid, digits, speech, app.clock.now()).await {
+    let answer = if digits.is_none() && speech.is_none() {
+        voice.opt_out_line(&called).await
+    } else {
+        voice.opt_out_line_choice(&called, &caller, call_sid, digits, speech, app.clock.now()).await
+    };
+    match answer {
         Ok(verbs) => twiml(&verbs),
         Err(e) => {
             warn!(error = %redact(&chain(&e)), "the opt-out line could not record the opt-out");

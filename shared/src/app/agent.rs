@@ -10,7 +10,8 @@ use crate::app::consent;
 use crate::app::voice::{CallContext, LinkOutcome, VoiceError, VoiceStore, text_link};
 use crate::domain::agent::{
     AgentSession, Brief, CALL_TOKEN_CAP, EndReason, Line, MAX_MALFORMED, MAX_TURNS, Outcome, Phrases, RelayIn,
-    RelayOut, Scope, Speaker, Tool, TranscriptLine, line, opt_out_confirmation, system_prompt, tool_specs,
+    RelayOut, Scope, Speaker, Tool, TranscriptLine, guard_phrase, line, opt_out_confirmation, system_prompt,
+    tool_specs,
 };
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use crate::domain::keywords::classify_spoken;
@@ -356,6 +357,7 @@ where
                     Some(ModelEvent::Text(t)) => {
                         heard = true;
                         for p in phrases.push(&t) {
+                            let p = guard_phrase(&p, live.session.lang);
                             if !self.speak(connection_id, &live.key, turn, &p, false).await? {
                                 return Ok(Streamed::Superseded);
                             }
@@ -393,6 +395,7 @@ where
             }
         }
         if let Some(rest) = phrases.finish() {
+            let rest = guard_phrase(&rest, live.session.lang);
             if !self.speak(connection_id, &live.key, turn, &rest, false).await? {
                 return Ok(Streamed::Superseded);
             }

@@ -263,9 +263,17 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         })
     }
 
-    /// A call to `voice_from`: the automated opt-out line (say stop or press 9).
-    pub fn opt_out_line(&self, merchant_name: &str) -> Vec<Verb> {
-        CallScript::opt_out_line_menu(merchant_name, &format!("{}/twilio/voice/incoming", self.public_base_url))
+    /// A call to `voice_from`: the automated opt-out line (say stop or press 9), in the name of
+    /// the merchants that call from that number.
+    pub async fn opt_out_line(&self, called: &Phone) -> Result<Vec<Verb>, VoiceError> {
+        let merchants = self.store.merchants_for_senders(&[called.as_str()]).await?;
+        let names: Vec<&str> = merchants
+            .iter()
+            .filter(|m| m.merchant.voice_from.as_ref() == Some(called))
+            .map(|m| m.merchant.name.as_str())
+            .collect();
+        let name = if names.is_empty() { "this store".to_string() } else { names.join(" or ") };
+        Ok(CallScript::opt_out_line_menu(&name, &format!("{}/twilio/voice/incoming", self.public_base_url)))
     }
 
     /// What the opt-out line heard: key 9 or a spoken opt-out stops `caller`'s calls from every

@@ -511,6 +511,9 @@ pub fn scripted_reply(brief: &Brief, prompt: &str) -> Scripted {
     let es = brief.lang == Lang::Es;
     let say = |text: String| Scripted { text, tool: None };
     let tool = |text: String, name: &'static str| Scripted { text, tool: Some((name, serde_json::json!({}))) };
+    if has_any(&norm, ABUSE) {
+        return Scripted { text: String::new(), tool: Some(("end_call", serde_json::json!({ "reason": "abuse" }))) };
+    }
     if has_any(&norm, &["person", "human", "agent", "representative", "someone", "persona", "operador"]) {
         return tool(String::new(), "reach_a_person");
     }
@@ -570,6 +573,24 @@ pub fn scripted_reply(brief: &Brief, prompt: &str) -> Scripted {
     };
     say(offer.to_string())
 }
+
+/// Our code's guard on what the model says: a phrase that reads out a web address is replaced
+/// (the link goes by text, never spoken), whatever the model was told.
+pub fn guard_phrase(phrase: &str, lang: Lang) -> std::borrow::Cow<'_, str> {
+    let lower = phrase.to_ascii_lowercase();
+    let url =
+        lower.contains("http://") || lower.contains("https://") || lower.contains("www.") || lower.contains(".com/");
+    if !url {
+        return std::borrow::Cow::Borrowed(phrase);
+    }
+    std::borrow::Cow::Owned(match lang {
+        Lang::En => "I can text you the link instead. ".to_string(),
+        Lang::Es => "Puedo enviarle el enlace por texto. ".to_string(),
+    })
+}
+
+/// Words that end a call politely (abuse), for the scripted agent.
+const ABUSE: &[&str] = &["fuck", "fucking", "shit", "bitch", "asshole", "bastard", "idiot", "stupid bot"];
 
 // ---- Phrases ----
 
@@ -773,6 +794,17 @@ mod tests {
         assert_eq!(scripted_reply(&b, "Not now, thanks").tool.map(|t| t.0), Some("end_call"));
         assert_eq!(scripted_reply(&b, "can I talk to a person").tool.map(|t| t.0), Some("reach_a_person"));
         assert!(scripted_reply(&b, "hmm").text.contains("text you a link"));
+        assert_eq!(
+            scripted_reply(&b, "you stupid bot").tool,
+            Some(("end_call", serde_json::json!({ "reason": "abuse" })))
+        );
+    }
+
+    #[test]
+    fn a_url_is_never_spoken() {
+        assert_eq!(guard_phrase("Go to https://shop.test/cart.", Lang::En), "I can text you the link instead. ");
+        assert_eq!(guard_phrase("visit www.snowdevil.ca", Lang::Es), "Puedo enviarle el enlace por texto. ");
+        assert_eq!(guard_phrase("You left a board.", Lang::En), "You left a board.");
     }
 
     #[test]

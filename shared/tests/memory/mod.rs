@@ -824,6 +824,48 @@ impl OutreachReads for Memory {
     }
 }
 
+impl StepStore for Memory {
+    async fn get_step(&self, m: &MerchantId, token: &CartToken, step: u8) -> Result<Option<StepRecord>, PortError> {
+        OutreachReads::step(self, m, token, step).await
+    }
+    async fn send_counter(&self, m: &MerchantId, phone: &Phone) -> Result<SendCounter, PortError> {
+        OutreachReads::counter(self, m, phone).await
+    }
+    async fn claim(
+        &self,
+        guard: &ClaimGuard,
+        id: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ClaimOutcome, PortError> {
+        OutreachWrites::claim(self, guard, id, body, now).await
+    }
+    async fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> Result<(), PortError> {
+        OutreachWrites::release_count(self, m, phone, token, step).await
+    }
+    async fn finish_sent(
+        &self,
+        entry: &SmsLogEntry,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        OutreachWrites::finish_sent(self, entry, token, step, claim_id, now).await
+    }
+    async fn finish_step(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+        step: u8,
+        claim_id: &str,
+        result: &StepResult,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        OutreachWrites::finish(self, m, token, step, claim_id, result, now).await
+    }
+}
+
 impl OutreachWrites for Memory {
     async fn claim(&self, guard: &ClaimGuard, _: &str, _: &str, _: DateTime<Utc>) -> Result<ClaimOutcome, PortError> {
         self.enter("claim")?;
@@ -1021,6 +1063,42 @@ impl Telephony {
             return Err(PortError::unavailable("memory", "PutObject", "bucket down"));
         }
         self.objects.lock().unwrap().insert(key.to_string(), len);
+        Ok(())
+    }
+}
+
+/// The agent's relay connection in memory: every message sent, in order.
+#[derive(Clone, Default)]
+pub struct Relay {
+    pub sent: Arc<Mutex<Vec<(String, callfy_shared::domain::agent::RelayOut)>>>,
+}
+
+impl Relay {
+    pub fn texts(&self) -> Vec<String> {
+        use callfy_shared::domain::agent::RelayOut;
+        self.sent
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(_, m)| match m {
+                RelayOut::Text { token, .. } if !token.is_empty() => Some(token.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn ended(&self) -> Option<String> {
+        use callfy_shared::domain::agent::RelayOut;
+        self.sent.lock().unwrap().iter().find_map(|(_, m)| match m {
+            RelayOut::End { handoff_data } => Some(handoff_data.clone()),
+            _ => None,
+        })
+    }
+}
+
+impl RelayConnections for Relay {
+    async fn post(&self, connection_id: &str, msg: &callfy_shared::domain::agent::RelayOut) -> Result<(), PortError> {
+        self.sent.lock().unwrap().push((connection_id.to_string(), msg.clone()));
         Ok(())
     }
 }

@@ -60,6 +60,8 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// The voice agent's transcript of one call (both sides, with turns and times).
+    Transcript { merchant: String, call_sid: String },
     /// A merchant's recovery funnel: carts, consent, messages and calls, recoveries and revenue,
     /// by step and channel, opt-outs and delivery failures (a table; --html writes a page).
     Report {
@@ -250,6 +252,40 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             for which in queues {
                 let pair = dlq::resolve(&sqs, which).await?;
                 dlq::replay(&sqs, Some(&store), &pair, dry_run, &mut std::io::stdout().lock()).await?;
+            }
+        }
+        Command::Transcript { merchant, call_sid } => {
+            let id = merchant_id(&merchant)?;
+            let call = store
+                .call_by_sid(&call_sid)
+                .await?
+                .filter(|c| c.merchant_id == id)
+                .ok_or_else(|| AdminError::Usage(format!("no call {call_sid} for {id}")))?;
+            let key = callfy_shared::ports::agent::SessionKey {
+                merchant_id: id.clone(),
+                phone: call.phone.clone(),
+                call_sid: call_sid.clone(),
+            };
+            let session = store.session(&key).await?.ok_or_else(|| {
+                AdminError::Usage(format!("call {call_sid} has no agent transcript (purged or deleted?)"))
+            })?;
+            println!(
+                "call {call_sid} to {} ({}), outcome {}",
+                call.phone.masked(),
+                id,
+                session.outcome.map_or("-", |o| o.as_str())
+            );
+            for l in &session.transcript {
+                let who = match l.speaker {
+                    callfy_shared::domain::agent::Speaker::Caller => "shopper",
+                    callfy_shared::domain::agent::Speaker::Agent => "agent",
+                };
+                println!(
+                    "{} [turn {}] {who}: {}",
+                    l.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    l.turn,
+                    l.text
+                );
             }
         }
         Command::Report { merchant, since, html: html_file } => {

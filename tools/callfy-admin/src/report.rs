@@ -212,6 +212,30 @@ pub struct Report {
     pub people_messaged: u64,
     pub opt_outs: u64,
     pub failures: Failures,
+    /// Calls the voice agent answered, with how each ended (oldest first).
+    pub agent_calls: Vec<AgentCall>,
+}
+
+/// One voice agent call: its step, outcome and summary; the transcript is one command away
+/// (`callfy-admin transcript MERCHANT CALL_SID`), never in the report itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentCall {
+    pub call_sid: String,
+    pub step: u8,
+    pub at: DateTime<Utc>,
+    pub outcome: String,
+    pub summary: String,
+}
+
+impl Report {
+    /// Agent call outcomes per step: (step, outcome, calls), in step then outcome order.
+    pub fn outcomes_by_step(&self) -> Vec<(u8, String, u64)> {
+        let mut counts: std::collections::BTreeMap<(u8, String), u64> = Default::default();
+        for c in &self.agent_calls {
+            *counts.entry((c.step, c.outcome.clone())).or_default() += 1;
+        }
+        counts.into_iter().map(|((s, o), n)| (s, o, n)).collect()
+    }
 }
 
 impl Report {
@@ -322,6 +346,7 @@ pub fn compute(
         people_messaged: 0,
         opt_outs: 0,
         failures: Failures::default(),
+        agent_calls: Vec::new(),
     };
     let mut steps: BTreeMap<u8, StepFigures> = merchant
         .flow
@@ -426,6 +451,15 @@ pub fn compute(
             }
         }
         for l in who.calls.iter().filter(|l| l.cart_token == cart.token) {
+            if let Some(outcome) = l.outcome {
+                r.agent_calls.push(AgentCall {
+                    call_sid: l.call_sid.clone(),
+                    step: l.step,
+                    at: l.created_at,
+                    outcome: outcome.as_str().to_string(),
+                    summary: l.summary.clone().unwrap_or_default(),
+                });
+            }
             match l.status.as_str() {
                 "failed" => r.failures.calls_failed += 1,
                 "no-answer" => r.failures.calls_no_answer += 1,
@@ -446,6 +480,7 @@ pub fn compute(
         })
         .count() as u64;
     r.by_step = steps.into_values().collect();
+    r.agent_calls.sort_by(|a, b| (a.at, &a.call_sid).cmp(&(b.at, &b.call_sid)));
     r
 }
 
@@ -507,6 +542,27 @@ pub fn render_table(r: &Report) -> String {
     let _ = writeln!(o, "{:<32} {:>8}", "DELIVERY FAILURES", r.failures.total());
     for (label, n) in r.failures.rows() {
         let _ = writeln!(o, "{label:<32} {n:>8}");
+    }
+    if !r.agent_calls.is_empty() {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{:<10} {:<12} {:>8}", "AGENT CALLS", "OUTCOME", "CALLS");
+        for (step, outcome, n) in r.outcomes_by_step() {
+            let _ = writeln!(o, "{:<10} {outcome:<12} {n:>8}", step_label(step));
+        }
+        let _ = writeln!(o);
+        for c in &r.agent_calls {
+            let _ = writeln!(
+                o,
+                "{} {} {:<10} {:<12} {}  (transcript: callfy-admin transcript {} {})",
+                c.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                c.call_sid,
+                step_label(c.step),
+                c.outcome,
+                c.summary,
+                r.merchant,
+                c.call_sid
+            );
+        }
     }
     o
 }
