@@ -14,7 +14,7 @@ use callfy_shared::domain::consent::ConsentStatus;
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::ports::agent::SessionKey;
 use callfy_shared::signature::sha256_hex;
-use callfy_shared::{ManualClock, twilio_signature};
+use callfy_shared::{ManualClock, Phone, twilio_signature};
 use chrono::Duration;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -153,6 +153,16 @@ async fn asking_twice_for_the_link_texts_it_once_and_the_outcome_is_recorded() {
     assert_eq!(call.outcome.map(|o| o.as_str()), Some("link_sent"));
     let summary = call.summary.unwrap();
     assert!(summary.contains("send_recovery_link") && !summary.contains("cart"), "{summary}");
+    // The report: outcomes per step, and per call the command that shows its transcript.
+    let report = callfy_admin::report::gather(local.store(), &m, None, t0() + Duration::hours(2), &mut |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.outcomes_by_step(), vec![(1, "link_sent".to_string(), 1)]);
+    let table = callfy_admin::report::render_table(&report);
+    assert!(table.contains("AGENT CALLS") && table.contains(&format!("callfy-admin transcript snowdevil {sid}")), "{table}");
+    assert!(!table.contains("Can you text me"), "no transcript text in the report");
+    let page = callfy_admin::html::render_html(&report);
+    assert!(page.contains("Voice agent calls") && page.contains(&sid));
     local.shutdown().await;
 }
 
@@ -374,5 +384,44 @@ async fn the_number_calls_come_from_answers_with_an_automated_opt_out_line() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn call_test_calls_the_merchants_own_phone_with_consent_recorded_as_such() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let merchant = agent_merchant(|_| {});
+    let local = start_local("agent-calltest", clock.clone(), &merchant).await;
+    let own = Phone::parse("+14155550123", None).unwrap();
+    let queue = callfy_shared::adapters::queue::OutreachQueue::new(
+        aws_sdk_sqs::Client::new(&sdk().await),
+        &local.resources.queue_url,
+    );
+    let done = callfy_admin::calltest::call_test(local.store(), &queue, &merchant, &own, t0()).await.unwrap();
+    assert_eq!(done.step, 1);
+    local.drain().await.unwrap();
+    let calls = local.sandbox.calls();
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0].to, own.as_str());
+    let ledger = local.store().consent_ledger(&merchant.id, &own, Channel::Voice).await.unwrap();
+    assert_eq!(ledger[0].event.source.as_str(), "admin");
+    assert_eq!(ledger[0].event.evidence.collected_from.as_deref(), Some("call_test"));
+    // The agent answers it like any call.
+    let turn = local.sandbox.answer_call(&calls[0].sid, "human").await.unwrap();
+    assert!(turn.said[0].contains("on behalf of Snowdevil"), "{:?}", turn.said);
+    // A number that opted out is never called, tests included.
+    let (m, _, phone) = ids();
+    let out = callfy_shared::domain::consent::ConsentEvent {
+        channel: Channel::Voice,
+        action: callfy_shared::domain::consent::ConsentAction::OptOut,
+        source: callfy_shared::domain::consent::ConsentSource::Keyword,
+        occurred_at: t0(),
+        recorded_at: t0(),
+        evidence: Default::default(),
+    };
+    callfy_shared::app::consent::record(local.store(), &merchant, &phone, &out, t0()).await.unwrap();
+    let refused = callfy_admin::calltest::call_test(local.store(), &queue, &merchant, &phone, t0()).await;
+    assert!(refused.is_err_and(|e| e.to_string().contains("opted out")));
+    let _ = m;
     local.shutdown().await;
 }

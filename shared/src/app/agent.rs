@@ -124,7 +124,7 @@ where
             RelayIn::Prompt { voice_prompt, last, .. } if last => self.prompt(connection_id, &voice_prompt, now).await,
             RelayIn::Prompt { .. } => Ok(()),
             RelayIn::Dtmf { digit } => self.dtmf(connection_id, &digit, now).await,
-            RelayIn::Interrupt { .. } => self.interrupt(connection_id).await,
+            RelayIn::Interrupt { .. } => self.interrupt(connection_id, now).await,
             RelayIn::Error { description } => {
                 let call = self
                     .store
@@ -238,11 +238,11 @@ where
         let elapsed = (now - session.started_at).num_seconds();
         if !live.ctx.callable {
             // An order or an opt-out was acknowledged since the call began.
-            self.speak(connection_id, &live.key, turn, &line(Line::Goodbye, &brief), true).await?;
+            self.speak(connection_id, &live.key, (turn, now), &line(Line::Goodbye, &brief), true).await?;
             return self.end(connection_id, &live.key, Outcome::Completed, false).await;
         }
         if turn > MAX_TURNS || elapsed > i64::from(m.voice.time_limit_seconds) {
-            self.speak(connection_id, &live.key, turn, &line(Line::TooLong, &brief), true).await?;
+            self.speak(connection_id, &live.key, (turn, now), &line(Line::TooLong, &brief), true).await?;
             return self.end(connection_id, &live.key, Outcome::Completed, false).await;
         }
         let mut history = session.history();
@@ -270,7 +270,7 @@ where
                 metrics::count_by(metrics::AGENT_MODEL_FALLBACKS, "Reason", reason, 1);
                 warn!(call = %live.key.call_sid, model = self.model.name(), reason, "the scripted agent takes this turn");
                 if reason != "budget"
-                    && !self.speak(connection_id, &live.key, turn, &line(Line::Apology, &brief), false).await?
+                    && !self.speak(connection_id, &live.key, (turn, now), &line(Line::Apology, &brief), false).await?
                 {
                     return Ok(());
                 }
@@ -283,7 +283,7 @@ where
         };
         let Streamed::Done { tools, spoke } = streamed else { return Ok(()) };
         if spoke && tools.is_empty() {
-            self.speak(connection_id, &live.key, turn, "", true).await?;
+            self.speak(connection_id, &live.key, (turn, now), "", true).await?;
         }
         for (name, input) in tools {
             match Tool::parse(&name, &input) {
@@ -358,7 +358,7 @@ where
                         heard = true;
                         for p in phrases.push(&t) {
                             let p = guard_phrase(&p, live.session.lang);
-                            if !self.speak(connection_id, &live.key, turn, &p, false).await? {
+                            if !self.speak(connection_id, &live.key, (turn, now), &p, false).await? {
                                 return Ok(Streamed::Superseded);
                             }
                             spoke = true;
@@ -396,7 +396,7 @@ where
         }
         if let Some(rest) = phrases.finish() {
             let rest = guard_phrase(&rest, live.session.lang);
-            if !self.speak(connection_id, &live.key, turn, &rest, false).await? {
+            if !self.speak(connection_id, &live.key, (turn, now), &rest, false).await? {
                 return Ok(Streamed::Superseded);
             }
             spoke = true;
@@ -437,7 +437,7 @@ where
                         LinkOutcome::Unavailable => Line::LinkUnavailable,
                     }
                 };
-                self.speak(connection_id, key, turn, &line(said, brief), true).await?;
+                self.speak(connection_id, key, (turn, now), &line(said, brief), true).await?;
                 // The link is the last thing to do on a call: a session whose link just went out
                 // stays open for questions, but its outcome is already recorded.
                 Ok(false)
@@ -454,14 +454,14 @@ where
                     EndReason::Completed | EndReason::Abuse => Outcome::Completed,
                 };
                 if reason == EndReason::Abuse {
-                    self.speak(connection_id, key, turn, &line(Line::Abuse, brief), true).await?;
+                    self.speak(connection_id, key, (turn, now), &line(Line::Abuse, brief), true).await?;
                 }
                 self.end(connection_id, key, outcome, false).await?;
                 Ok(true)
             }
             Tool::ReachAPerson => {
                 self.store.use_tool(key, tool.name(), false).await?;
-                self.speak(connection_id, key, turn, &line(Line::Person, brief), true).await?;
+                self.speak(connection_id, key, (turn, now), &line(Line::Person, brief), true).await?;
                 if brief.can_transfer {
                     self.store.finish_session(key, Outcome::Completed, false, true).await?;
                     self.post(connection_id, &RelayOut::end(Outcome::Completed, true)).await;
@@ -481,9 +481,8 @@ where
     }
 
     /// An interrupt starts a new turn, so the older turn's remaining words are never sent.
-    async fn interrupt(&self, connection_id: &str) -> Result<(), VoiceError> {
+    async fn interrupt(&self, connection_id: &str, now: DateTime<Utc>) -> Result<(), VoiceError> {
         let Some(live) = self.live(connection_id).await? else { return Ok(()) };
-        let now = Utc::now();
         if let Some((_, turn)) = self.take_turn(&live.key, live.session, None, now).await? {
             info!(call = %live.key.call_sid, turn, "interrupted: the older turn stops");
         }
@@ -541,7 +540,7 @@ where
         }
         info!(merchant = %m.id, call = %key.call_sid, phone = %key.phone.log_id(), scope = ?scope, source = source.as_str(), "agent: opt-out recorded");
         let confirmation = opt_out_confirmation(&m.name, live.session.lang, scope == Scope::Calls);
-        self.speak(connection_id, key, turn, &confirmation, true).await?;
+        self.speak(connection_id, key, (turn, now), &confirmation, true).await?;
         self.store.finish_session(key, Outcome::OptedOut, true, true).await?;
         self.post(connection_id, &RelayOut::end(Outcome::OptedOut, false)).await;
         Ok(())
@@ -566,12 +565,12 @@ where
         &self,
         connection_id: &str,
         key: &SessionKey,
-        turn: u32,
+        (turn, now): (u32, DateTime<Utc>),
         text: &str,
         last: bool,
     ) -> Result<bool, VoiceError> {
         if !text.is_empty() {
-            let l = TranscriptLine { turn, speaker: Speaker::Agent, text: text.to_string(), at: Utc::now() };
+            let l = TranscriptLine { turn, speaker: Speaker::Agent, text: text.to_string(), at: now };
             if !self.store.say(key, &l).await? {
                 return Ok(false);
             }

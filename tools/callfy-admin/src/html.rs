@@ -300,6 +300,37 @@ pub fn render_html(r: &Report) -> String {
         &[Series { key: "failures", legend: "Failures", color: RED }],
         &failure_rows,
     ));
+    if !r.agent_calls.is_empty() {
+        let outcome_rows: Vec<Row> = r
+            .outcomes_by_step()
+            .iter()
+            .map(|(step, outcome, n)| Row {
+                label: format!("Step {} · {outcome}", step + 1),
+                bars: vec![count_bar("calls", *n, None)],
+            })
+            .collect();
+        body.push_str(&chart(
+            "agent",
+            "Voice agent calls",
+            "How each call the AI agent answered ended, by flow step.",
+            &[Series { key: "calls", legend: "Calls", color: BLUE }],
+            &outcome_rows,
+        ));
+        body.push_str(r#"<section class="card"><h2>Agent calls</h2><p class="caption">Each call's transcript is shown by <code>callfy-admin transcript MERCHANT CALL_SID</code> (it holds what the shopper said, so it is not in this page).</p><ul>"#);
+        for c in &r.agent_calls {
+            let _ = write!(
+                body,
+                "<li><code>{}</code> step {} · {} · {} — <code>callfy-admin transcript {} {}</code></li>",
+                escape(&c.call_sid),
+                c.step + 1,
+                escape(&c.outcome),
+                escape(&c.summary),
+                escape(r.merchant.as_str()),
+                escape(&c.call_sid)
+            );
+        }
+        body.push_str("</ul></section>");
+    }
     if r.other_orders > 0 {
         let _ = write!(
             body,

@@ -60,6 +60,9 @@ enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Place a test call from the merchant's voice agent to the merchant's own PHONE (its own
+    /// cart and consent evidence; the worker places it under every rule, quiet hours included).
+    CallTest { merchant: String, phone: String },
     /// The voice agent's transcript of one call (both sides, with turns and times).
     Transcript { merchant: String, call_sid: String },
     /// A merchant's recovery funnel: carts, consent, messages and calls, recoveries and revenue,
@@ -253,6 +256,36 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 let pair = dlq::resolve(&sqs, which).await?;
                 dlq::replay(&sqs, Some(&store), &pair, dry_run, &mut std::io::stdout().lock()).await?;
             }
+        }
+        Command::CallTest { merchant, phone } => {
+            let id = merchant_id(&merchant)?;
+            let record = store.get_merchant(&id).await?.ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
+            let phone = Phone::parse(&phone, Some(&record.merchant.default_country))
+                .map_err(|e| AdminError::Usage(format!("{phone:?}: {e}")))?;
+            let queue_url = match std::env::var("OUTREACH_QUEUE_URL").ok().filter(|v| !v.is_empty()) {
+                Some(url) => url,
+                None => clients
+                    .sqs()
+                    .get_queue_url()
+                    .queue_name(local_defaults::QUEUE_NAME)
+                    .send()
+                    .await
+                    .map_err(|e| AdminError::Usage(format!("set OUTREACH_QUEUE_URL: {e}")))?
+                    .queue_url()
+                    .unwrap_or_default()
+                    .to_string(),
+            };
+            let queue = clients.queue(&queue_url);
+            let done = callfy_admin::calltest::call_test(&store, &queue, &record.merchant, &phone, chrono::Utc::now())
+                .await
+                .map_err(|e| AdminError::Usage(e.to_string()))?;
+            println!(
+                "test call queued: {} cart {} step {} to {} (the worker places it now, or after quiet hours)",
+                id,
+                done.cart,
+                done.step + 1,
+                phone.masked()
+            );
         }
         Command::Transcript { merchant, call_sid } => {
             let id = merchant_id(&merchant)?;
