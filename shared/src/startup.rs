@@ -332,6 +332,15 @@ impl<R> AgentApp<R> {
         })
     }
 
+    /// With `Some(latency)`, the scripted agent stands in for a model that takes that long to
+    /// start answering (benchmarks of the agent's own overhead).
+    pub fn with_model_latency(mut self, latency: Option<Duration>) -> Self {
+        if let Some(first_token_delay) = latency {
+            self.model = AgentModelAdapter::Scripted(ScriptedModel { first_token_delay });
+        }
+        self
+    }
+
     /// The use case, borrowing this app's adapters.
     pub fn agent(&self) -> Agent<'_, Store, AgentModelAdapter, ScriptedModel, R, TwilioClient, OutreachQueue>
     where

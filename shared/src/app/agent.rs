@@ -230,11 +230,17 @@ where
         if let Some((scope, rule)) = classify_spoken(words, live.session.lang) {
             return self.opt_out(connection_id, &live, scope, ConsentSource::Spoken, &rule, Some(words), now).await;
         }
-        let Some((session, turn)) = self.take_turn(&live.key, live.session.clone(), Some(words), now).await? else {
+        // The turn and the merchant's spend so far, in one round trip.
+        let m = &live.ctx.merchant.merchant;
+        let day = now.format("%Y-%m-%d").to_string();
+        let (taken, merchant_tokens) = tokio::try_join!(
+            self.take_turn(&live.key, live.session.clone(), Some(words), now),
+            async { Ok::<_, VoiceError>(self.store.merchant_spend(&m.id, &day, 0).await?) }
+        )?;
+        let Some((session, turn)) = taken else {
             return Ok(());
         };
         let brief = live.ctx.brief(live.call.step);
-        let m = &live.ctx.merchant.merchant;
         let elapsed = (now - session.started_at).num_seconds();
         if !live.ctx.callable {
             // An order or an opt-out was acknowledged since the call began.
@@ -257,9 +263,8 @@ where
             tools: tool_specs(),
             max_tokens: MAX_ANSWER_TOKENS,
         };
-        let over_budget = session.tokens_used >= self.limits.call_tokens
-            || self.store.merchant_spend(&m.id, &now.format("%Y-%m-%d").to_string(), 0).await?
-                >= self.limits.merchant_daily_tokens;
+        let over_budget =
+            session.tokens_used >= self.limits.call_tokens || merchant_tokens >= self.limits.merchant_daily_tokens;
         let streamed = if over_budget {
             Streamed::Failed("budget")
         } else {

@@ -4,6 +4,7 @@
 //! voice answer's warm latency (the TwiML a picked-up call waits for).
 //! Needs the local AWS API (moto) at `AWS_ENDPOINT_URL`; `scripts/bench` sets everything up.
 
+mod agent;
 mod overhead;
 mod purge;
 mod warm;
@@ -41,6 +42,9 @@ struct Args {
     /// Outreach jobs for the worker-overhead measurement (at least 50), one at a time.
     #[arg(long, default_value_t = 200)]
     jobs: usize,
+    /// Calls (10 prompts each) per model for the voice agent section.
+    #[arg(long, default_value_t = 20)]
+    agent_calls: usize,
     /// Requests per entry point for the warm-latency section.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
@@ -66,6 +70,8 @@ enum Section {
     Purger,
     /// Warm latency of every HTTP entry point against the AWS calls it makes.
     Warm,
+    /// The voice agent's own time from a prompt to its first words.
+    Agent,
 }
 
 fn read(root: &std::path::Path, rel: &str) -> Result<String, String> {
@@ -117,6 +123,11 @@ async fn run(args: Args) -> Result<(), String> {
         let rows = warm::measure(&sdk, &args.root, args.requests).await?;
         println!();
         print!("{}", warm::table(&rows, args.requests));
+    }
+    if all || args.only == Some(Section::Agent) {
+        let rows = agent::measure(&sdk, &args.root, args.agent_calls).await?;
+        println!();
+        print!("{}", agent::table(&rows));
     }
     if all || args.only == Some(Section::Worker) {
         let merchant: serde_json::Value =
@@ -189,6 +200,9 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
         // Lambda sets both; boto3 reads only this one.
         ("AWS_DEFAULT_REGION", local_defaults::REGION.into()),
         ("RUST_LOG", "warn".into()),
+        // The URL events/voice-agent/connect.json is signed for.
+        ("PUBLIC_WS_URL", "wss://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/live".into()),
+        ("AGENT_MODEL", "scripted".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -201,6 +215,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     let consent_get = read(&args.root, "events/consent-api-get.json")?;
     let sms_help = read(&args.root, "events/twilio-sms-help.json")?;
     let voice_answer = read(&args.root, "events/twilio-voice-answer.json")?;
+    let agent_connect = read(&args.root, "events/voice-agent/connect.json")?;
     // The sample call's shopper consented to calls, so the answer runs its whole path.
     let phone = callfy_shared::Phone::parse("+14155552671", None).map_err(|e| e.to_string())?;
     let call_consent = callfy_shared::domain::consent::ConsentEvent {
@@ -238,6 +253,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
         "consent-api",
         "sms-inbound",
         "voice-callbacks",
+        "voice-agent",
         "retention-purger",
     ];
     for name in functions {
@@ -254,6 +270,8 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
                 "consent-api" => consent_get.clone().into_bytes(),
                 "sms-inbound" => sms_help.clone().into_bytes(),
                 "voice-callbacks" => voice_answer.clone().into_bytes(),
+                // `$connect`, signed for the sample's PUBLIC_WS_URL: a verified upgrade and one write.
+                "voice-agent" => agent_connect.clone().into_bytes(),
                 "retention-purger" => schedule.clone().into_bytes(),
                 _ => sqs.clone().into_bytes(),
             }

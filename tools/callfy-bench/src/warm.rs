@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-type Intervals = Arc<Mutex<Vec<(Instant, Instant)>>>;
+pub(crate) type Intervals = Arc<Mutex<Vec<(Instant, Instant)>>>;
 
 /// The SDK's HTTP client, recording when each AWS request was in flight.
 #[derive(Debug, Clone)]
@@ -58,8 +58,17 @@ impl HttpConnector for TimedConnector {
     }
 }
 
+/// `sdk` with every AWS request's time in flight recorded in `log`.
+pub(crate) fn timed_sdk(sdk: &SdkConfig, log: &Intervals) -> Result<SdkConfig, String> {
+    let inner = match sdk.http_client() {
+        Some(c) => c,
+        None => callfy_shared::adapters::http::sdk_http_client().map_err(|e| e.to_string())?,
+    };
+    Ok(sdk.to_builder().http_client(Timed { inner, log: Arc::clone(log) }).build())
+}
+
 /// How long, within `[from, to]`, at least one AWS call was in flight.
-fn covered(intervals: &[(Instant, Instant)], from: Instant, to: Instant) -> Duration {
+pub(crate) fn covered(intervals: &[(Instant, Instant)], from: Instant, to: Instant) -> Duration {
     let mut spans: Vec<(Instant, Instant)> =
         intervals.iter().filter(|(s, e)| *e > from && *s < to).map(|(s, e)| ((*s).max(from), (*e).min(to))).collect();
     spans.sort();

@@ -86,6 +86,8 @@ pub struct LocalOptions {
     pub bedrock_endpoint: Option<String>,
     /// The agent's WebSocket URL as Twilio reaches it; `None` = this server's `/twilio/voice/relay`.
     pub public_ws_url: Option<String>,
+    /// Benchmarks: the scripted agent stands in for a model that takes this long to start.
+    pub agent_model_latency: Option<std::time::Duration>,
 }
 
 impl LocalOptions {
@@ -133,6 +135,7 @@ impl LocalOptions {
                 .map_err(|e| LocalError::Config(e.to_string()))?,
             bedrock_endpoint: var("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
             public_ws_url: var("PUBLIC_WS_URL"),
+            agent_model_latency: None,
         })
     }
 
@@ -156,6 +159,7 @@ impl LocalOptions {
             agent_model: AgentModel::Scripted,
             bedrock_endpoint: None,
             public_ws_url: None,
+            agent_model_latency: None,
         }
     }
 }
@@ -370,7 +374,8 @@ fn assemble(
                 clock(),
                 LocalRelay::default(),
             )
-            .map_err(config)?,
+            .map_err(config)?
+            .with_model_latency(opts.agent_model_latency),
         ),
         purger: retention_purger::PurgerApp::assemble(
             &clients,

@@ -36,6 +36,9 @@ pub struct AgentReply {
     pub elapsed_ms: u64,
     /// From sending to the first message of the reply.
     pub first_ms: Option<u64>,
+    /// The same, exactly (benchmarks).
+    #[serde(skip)]
+    pub first: Option<Duration>,
 }
 
 impl RelaySession {
@@ -125,6 +128,7 @@ impl RelaySession {
             let mut last_at = None;
             for (i, (at, m)) in msgs.iter().enumerate().skip(from) {
                 if i == from {
+                    reply.first = Some(at.duration_since(sent_at));
                     reply.first_ms = Some(at.duration_since(sent_at).as_millis() as u64);
                 }
                 last_at = Some(*at);

@@ -70,13 +70,16 @@ impl Store {
             })
         })();
         let Some(call) = parsed else { return Err(PortError::Decode("connection pointer".into())) };
+        // The index entry's own key names the partition: no second read of the call.
         let session = match get_s(&item, "call_sid") {
             None => None,
-            Some(sid) => self.call_by_sid(sid).await?.map(|e| SessionKey {
-                merchant_id: e.merchant_id,
-                phone: e.phone,
-                call_sid: e.call_sid,
-            }),
+            Some(sid) => self
+                .query_lookup(keys::sid_lookup(sid))
+                .await?
+                .iter()
+                .filter(|i| get_s(i, attr::SK).is_some_and(|sk| sk.starts_with(keys::CALL_PREFIX)))
+                .find_map(|i| get_s(i, attr::PK).and_then(keys::parse_customer_pk))
+                .map(|(merchant_id, phone)| SessionKey { merchant_id, phone, call_sid: sid.to_string() }),
         };
         Ok(Some(ConnectionBinding { call, session }))
     }

@@ -122,6 +122,12 @@ pub fn customer_pk(m: &MerchantId, phone: &Phone) -> String {
     format!("C#{m}#{}", phone.as_str())
 }
 
+/// The merchant and number of a customer partition key (as `customer_pk` wrote it).
+pub fn parse_customer_pk(pk: &str) -> Option<(MerchantId, Phone)> {
+    let (m, phone) = pk.strip_prefix("C#")?.rsplit_once('#')?;
+    Some((MerchantId::parse(m).ok()?, Phone::parse(phone, None).ok()?))
+}
+
 pub fn cart_pk(m: &MerchantId, token: &CartToken) -> String {
     format!("K#{m}#{token}")
 }
