@@ -261,6 +261,7 @@ async fn sms_log_is_kept_per_customer_and_found_by_sid() {
         purge_at: t0() + Duration::days(730),
         status_history: std::collections::BTreeMap::from([("queued".to_string(), t0())]),
         error_code: None,
+        senders: vec!["MG0123456789abcdef0123456789abcdef".into()],
     };
     store.put_sms_log(&entry).await.unwrap();
     assert!(store.has_outbound_sms(&m, &phone).await.unwrap());
@@ -473,14 +474,22 @@ async fn one_inbound_message_is_logged_once_for_any_number_of_merchants_on_its_s
             purge_at: t0() + Duration::days(730),
             status_history: std::collections::BTreeMap::from([("received".to_string(), t0())]),
             error_code: None,
+            senders: vec!["+15005550006".into()],
         })
         .collect();
     assert!(store.record_inbound(&entries, t0()).await.unwrap(), "first delivery");
     assert!(!store.record_inbound(&entries, t0()).await.unwrap(), "a redelivery writes nothing");
     for e in [&entries[0], &entries[59]] {
         assert_eq!(store.sms_log(&e.merchant_id, &phone).await.unwrap().len(), 1);
-        assert!(store.inbound_seen(&e.merchant_id, "SMshared").await.unwrap());
+        assert_eq!(store.inbound_sms(&e.merchant_id, &phone, "SMshared").await.unwrap().as_ref(), Some(e));
+        assert!(!store.inbound_applied(&e.merchant_id, "SMshared").await.unwrap(), "stored, not yet applied");
     }
+    // Applied for two merchants: once only.
+    let two = [entries[0].merchant_id.clone(), entries[59].merchant_id.clone()];
+    assert!(store.finish_inbound(&two, "SMshared").await.unwrap());
+    assert!(!store.finish_inbound(&two, "SMshared").await.unwrap(), "a second copy is a redelivery");
+    assert!(store.inbound_applied(&two[0], "SMshared").await.unwrap());
+    assert!(!store.inbound_applied(&entries[1].merchant_id, "SMshared").await.unwrap());
     // A delivery that got only part of the way is finished by the next one, which counts as first.
     let more: Vec<SmsLogEntry> = entries
         .iter()

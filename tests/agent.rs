@@ -154,12 +154,14 @@ async fn asking_twice_for_the_link_texts_it_once_and_the_outcome_is_recorded() {
     let summary = call.summary.unwrap();
     assert!(summary.contains("send_recovery_link") && !summary.contains("cart"), "{summary}");
     // The report: outcomes per step, and per call the command that shows its transcript.
-    let report = callfy_admin::report::gather(local.store(), &m, None, t0() + Duration::hours(2), &mut |_| {})
-        .await
-        .unwrap();
+    let report =
+        callfy_admin::report::gather(local.store(), &m, None, t0() + Duration::hours(2), &mut |_| {}).await.unwrap();
     assert_eq!(report.outcomes_by_step(), vec![(1, "link_sent".to_string(), 1)]);
     let table = callfy_admin::report::render_table(&report);
-    assert!(table.contains("AGENT CALLS") && table.contains(&format!("callfy-admin transcript snowdevil {sid}")), "{table}");
+    assert!(
+        table.contains("AGENT CALLS") && table.contains(&format!("callfy-admin transcript snowdevil {sid}")),
+        "{table}"
+    );
     assert!(!table.contains("Can you text me"), "no transcript text in the report");
     let page = callfy_admin::html::render_html(&report);
     assert!(page.contains("Voice agent calls") && page.contains(&sid));

@@ -477,6 +477,7 @@ fn inbound_app(local: &LocalHandle, clock: &Arc<ManualClock>) -> sms_inbound::In
         queue: local.functions().worker.outreach.queue.clone(),
         replay_delay_seconds: sms_inbound::REPLAY_DELAY_SECONDS,
         auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+        previous_auth_token: None,
         shared_key: None,
         // The URL the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).
         public_base_url: "http://127.0.0.1:3000".into(),
@@ -600,6 +601,77 @@ async fn a_redelivered_message_is_answered_once_and_a_shared_sender_opts_out_of_
     assert_eq!((r.status, r.reply), (200, None));
     let p = Phone::parse("+14155550199", None).unwrap();
     assert!(store.sms_log(&MerchantId::parse("snowdevil").unwrap(), &p).await.unwrap().is_empty());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_texted_opt_out_covers_what_its_words_name() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-scope", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    let store = local.store();
+    opted_in_checkout(&local).await;
+
+    let calls = text_in(&local, "Please stop calling me").await;
+    let reply = calls.reply.expect("confirmed");
+    assert!(reply.contains("Snowdevil will not call you") && !reply.contains("unsubscribed"), "{reply}");
+    assert_eq!(store.consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    let ledger = store.consent_ledger(&m, &phone, Channel::Voice).await.unwrap();
+    assert_eq!(ledger.last().unwrap().event.evidence.keyword.as_deref(), Some("phrase:stop calling"));
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    assert!(store.get_step(&m, &token, 0).await.unwrap().is_none(), "the queued text is not cancelled");
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.succeeded, stats.failed), (1, 0));
+    let sent = local.sandbox.messages();
+    assert!(sent.iter().any(|s| s.body.contains("Reply STOP to opt out")), "texts go on: {sent:?}");
+
+    clock.advance(Duration::minutes(1));
+    let texts = text_in(&local, "stop texting me please").await;
+    assert!(texts.reply.expect("confirmed").contains("unsubscribed from Snowdevil text messages"));
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_to_a_number_the_merchant_no_longer_uses_still_opts_out() {
+    const OLD: &str = "+15005550010";
+    const NEW: &str = "+15005550011";
+    let on = |number: &str| merchant(|v| v["sender"] = json!({ "from": number }));
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("consent-old-sender", clock.clone(), &on(OLD)).await;
+    let (m, _, phone) = ids();
+    let store = local.store();
+    opted_in_checkout(&local).await;
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.succeeded, stats.failed), (1, 0));
+    let sent = local.sandbox.messages();
+    assert_eq!((sent.len(), sent[0].from.as_deref()), (1, Some(OLD)));
+    let log = store.sms_log(&m, &phone).await.unwrap();
+    assert_eq!(log[0].senders, vec![OLD.to_string()], "the log says which sender the text went out from");
+
+    // The merchant moves to a new number; the person answers the text they got, from the old one.
+    clock.advance(Duration::days(3));
+    store.put_merchant(&on(NEW), clock.now()).await.unwrap();
+    assert!(store.merchants_for_senders(&[OLD]).await.unwrap().is_empty(), "no merchant sends from it now");
+    let req = InboundRequest { from: PHONE.into(), to: OLD.into(), body: "STOP".into(), messaging_service_sid: None };
+    let stop = local.sandbox.receive(&req).await.expect("sms-inbound answers");
+    assert_eq!(stop.status, 200);
+    let reply = stop.reply.expect("one confirmation");
+    assert!(reply.contains("unsubscribed from Snowdevil"), "{reply}");
+    for channel in [Channel::Sms, Channel::Voice] {
+        assert_eq!(store.consent_state(&m, &phone, channel).await.unwrap().status, ConsentStatus::OptedOut);
+    }
+    let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(ledger.last().unwrap().event.evidence.message_sid.as_deref(), Some(stop.message_sid.as_str()));
+    let inbound: Vec<_> =
+        store.sms_log(&m, &phone).await.unwrap().into_iter().filter(|e| e.direction == Direction::Inbound).collect();
+    assert_eq!(inbound.len(), 1);
+    assert_eq!((inbound[0].body.as_str(), inbound[0].senders.clone()), ("STOP", vec![OLD.to_string()]));
+
+    // Someone the merchant never texted from that number reaches nobody through it.
+    let stranger = InboundRequest { from: "+14155550199".into(), ..req };
+    let r = local.sandbox.receive(&stranger).await.unwrap();
+    assert_eq!((r.status, r.reply), (200, None));
     local.shutdown().await;
 }
 

@@ -116,6 +116,14 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         assert!(!text.lines().any(|l| l.trim_start().starts_with(value_var)), "{value_var} must be read by id");
     }
     assert_eq!(ref_name(&globals["Environment"]["Variables"]["LOG_KEY_SECRET_ID"]), Some("LogKeySecret"));
+    // Every function loads the one marker key (§3d); it is kept if the stack is deleted.
+    assert_eq!(ref_name(&globals["Environment"]["Variables"]["MARKER_KEY_SECRET_ID"]), Some("MarkerKeySecret"));
+    assert_eq!(t["Resources"]["MarkerKeySecret"]["DeletionPolicy"].as_str(), Some("Retain"));
+    // Export files are written under the stack's key, like recordings.
+    for f in ["OutreachWorkerFunction", "RetentionPurgerFunction"] {
+        let kms = &res(&t, f)["Environment"]["Variables"]["RECORDINGS_KMS_KEY_ID"];
+        assert_eq!(tagged(kms, "GetAtt").and_then(Yaml::as_str), Some("DataKey.Arn"), "{f}: the stack's key");
+    }
     assert_eq!(
         ref_name(&res(&t, "WebhookIngestFunction")["Environment"]["Variables"]["SHOPIFY_SECRET_ID"]),
         Some("ShopifySecret")
@@ -348,13 +356,13 @@ fn template_functions_read_exactly_the_secrets_their_code_uses() {
     let t = template();
     assert!(!serde_json::to_string(&t).unwrap().contains("{{resolve:"));
     let expected = [
-        ("WebhookIngestFunction", vec!["LogKeySecret", "ShopifySecret"]),
-        ("OutreachWorkerFunction", vec!["LogKeySecret", "TwilioSecret"]),
-        ("ConsentApiFunction", vec!["LogKeySecret"]),
-        ("SmsInboundFunction", vec!["LogKeySecret", "TwilioSecret"]),
-        ("VoiceCallbacksFunction", vec!["LogKeySecret", "TwilioSecret"]),
-        ("VoiceAgentFunction", vec!["LogKeySecret", "TwilioSecret"]),
-        ("RetentionPurgerFunction", vec!["LogKeySecret"]),
+        ("WebhookIngestFunction", vec!["LogKeySecret", "MarkerKeySecret", "ShopifySecret"]),
+        ("OutreachWorkerFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
+        ("ConsentApiFunction", vec!["LogKeySecret", "MarkerKeySecret"]),
+        ("SmsInboundFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
+        ("VoiceCallbacksFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
+        ("VoiceAgentFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
+        ("RetentionPurgerFunction", vec!["LogKeySecret", "MarkerKeySecret"]),
     ];
     let functions = resources_of(&t, "AWS::Serverless::Function");
     assert_eq!(functions.len(), expected.len());
@@ -391,7 +399,7 @@ fn template_functions_read_exactly_the_secrets_their_code_uses() {
     }
     // The stack creates every secret (exact ARNs), encrypted with its key; no value is typed in.
     let secrets = resources_of(&t, "AWS::SecretsManager::Secret");
-    assert_eq!(secrets.len(), 3);
+    assert_eq!(secrets.len(), 4);
     for (name, s) in secrets {
         assert!(is_stack_key(&s["KmsKeyId"]), "{name}");
         assert!(s["SecretString"].is_null() && s["GenerateSecretString"].is_mapping(), "{name}: no plaintext");

@@ -14,6 +14,8 @@ mod platforms;
 mod privacy;
 mod races;
 mod retention;
+mod rotation;
+mod suppression;
 mod twilio_signature;
 mod voice;
 mod worker;

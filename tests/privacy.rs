@@ -175,5 +175,31 @@ async fn shopify_data_requests_are_exported_and_redactions_carried_out() {
     local.purge(t0() + Duration::hours(2), false, None).await.unwrap();
     assert!(local.store().customer_items(&m, &phone).await.unwrap().is_empty());
     assert!(local.store().deletion_marker(&m, &phone).await.unwrap().is_some());
+    // The export file made for the person goes with them.
+    let gone = s3.head_object().bucket(&local.resources.names.bucket).key("exports/snowdevil/9999.json").send().await;
+    assert!(gone.is_err(), "the export file was deleted with the person");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shopify_redaction_answers_at_once_and_is_carried_out_when_received() {
+    let (local, clock, key, _sid) = seeded("dsr-shopify-now").await;
+    let (m, phone) = ids();
+    clock.set(t0() + Duration::hours(2));
+    let redact = json!({ "shop_id": 954889, "shop_domain": SHOP, "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": PHONE }, "orders_to_redact": [] });
+    let redact_id = unique("evt");
+    assert_eq!(post_shopify(&local.base_url, "customers/redact", &redact_id, &redact).await.0, 200);
+    // The status answers from the moment the request is accepted (no purge run needed); a
+    // redaction has no request id of Shopify's, so it is named after its delivery.
+    let pending_id = format!("shopify-{redact_id}");
+    let (status, answer) = api(&local, &key, "GET", &format!("/v1/privacy/requests/{pending_id}"), None).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    // The worker carries it out from the queue: no nightly run in between.
+    local.drain().await.unwrap();
+    let (status, answer) = api(&local, &key, "GET", &format!("/v1/privacy/requests/{pending_id}"), None).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    assert!(answer["counts"]["recording"].as_u64() == Some(1), "{answer}");
+    assert!(local.store().customer_items(&m, &phone).await.unwrap().is_empty());
+    assert!(local.store().carts_for_phone(&m, &phone).await.unwrap().is_empty());
     local.shutdown().await;
 }

@@ -511,6 +511,7 @@ fn sms_inbound_app(local: &LocalHandle) -> sms_inbound::InboundApp {
         queue: i.queue.clone(),
         replay_delay_seconds: i.replay_delay_seconds,
         auth_token: i.auth_token.clone(),
+        previous_auth_token: None,
         shared_key: None,
         public_base_url: "http://127.0.0.1:3000".into(),
         clock: Arc::clone(&i.clock),
@@ -532,9 +533,10 @@ async fn a_queued_stop_replayed_after_a_later_start_changes_nothing() {
     assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
     let entries = local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len();
 
-    // The STOP's durable copy arrives after the START: its inline attempt finished, so it is done.
+    // The STOP's durable copy arrives after the START: its inline attempt finished, so it is done
+    // (and so is the START's own copy).
     let stats = local.drain().await.unwrap();
-    assert_eq!((stats.received, stats.failed), (1, 0));
+    assert_eq!((stats.received, stats.failed), (2, 0));
     assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
     assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), entries);
     local.shutdown().await;
@@ -560,7 +562,7 @@ async fn a_call_opt_out_between_decision_and_claim_stops_the_call() {
     let clock = Arc::new(ManualClock::new(t0()));
     let voice = merchant(|v| {
         v["flow"] = json!([{ "after_minutes": 0, "channel": "voice" }]);
-        v["voice"] = json!({ "consent_attribute": "callfy_voice_consent", "consent_text": "Call me about my cart with an automated assistant." });
+        v["voice"] = json!({ "consent_attribute": "callfy_voice_consent", "consent_text": "Call me about my cart with an automated assistant.", "consent_attribute_rendered": true });
     });
     let local = start_local("race-call", clock.clone(), &voice).await;
     let mut body = checkout(t0());

@@ -245,13 +245,21 @@ async fn a_closed_account_is_erased_after_its_grace_period_and_not_before() {
 }
 
 #[tokio::test]
-async fn shop_redact_erases_the_shops_customer_data_at_the_next_run() {
+async fn shop_redact_erases_an_uninstalled_shops_customer_data_at_the_next_run_and_never_a_live_shops() {
     let clock = Arc::new(ManualClock::new(t0()));
     let local = start_local("ret-redact", clock.clone(), &merchant(|_| {})).await;
     let (m, token, phone) = ids();
     assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
     local.drain().await.unwrap();
     let body = json!({ "shop_id": 954889, "shop_domain": SHOP });
+    // The app is installed: a shop/redact (captured, replayed, mis-addressed) erases nothing,
+    // now or at the next run.
+    assert_eq!(post_shopify(&local.base_url, "shop/redact", &unique("evt"), &body).await.0, 200);
+    let r = local.purge(t0() + Duration::hours(1), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Erasure), 0, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_some());
+    // Uninstalled (Shopify sends shop/redact 48 hours later): the shop's customer data goes.
+    assert_eq!(post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await.0, 200);
     assert_eq!(post_shopify(&local.base_url, "shop/redact", &unique("evt"), &body).await.0, 200);
     let r = local.purge(t0() + Duration::hours(1), false, None).await.unwrap();
     assert!(r.of_kind(PurgeKind::Erasure) >= 4, "{r:?}");

@@ -117,8 +117,8 @@ fn matches_twilio_request_validator_on_randomised_requests() {
     for ((case, result), (token, request_url, body, our_sig, settings)) in cases.iter().zip(&results).zip(&ours) {
         // The SharedKey cases carry the secret as the shared key, the others as the auth token.
         let keys = match settings {
-            Some(_) => SigningKeys { auth_token: "not-this-one", shared_key: Some(token) },
-            None => SigningKeys { auth_token: token, shared_key: None },
+            Some(_) => SigningKeys { shared_key: Some(token), ..SigningKeys::auth_token("not-this-one") },
+            None => SigningKeys::auth_token(token),
         };
         let validate = |url: &str, body: &[u8], sig: &str| validate_request(keys, url, body, Some(sig), *settings);
         let theirs = result["signature"].as_str().unwrap();

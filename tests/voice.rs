@@ -404,6 +404,7 @@ fn sample_app(local: &LocalHandle) -> voice_callbacks::VoiceApp {
         replay_delay_seconds: 0,
         twilio: v.twilio.clone(),
         auth_token: v.auth_token.clone(),
+        previous_auth_token: None,
         shared_key: None,
         public_base_url: "http://127.0.0.1:3000".into(),
         clock: Arc::clone(&v.clock),
@@ -484,6 +485,7 @@ async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
         replay_delay_seconds: 0,
         twilio: v.twilio.clone(),
         auth_token: v.auth_token.clone(),
+        previous_auth_token: None,
         shared_key: None,
         public_base_url: v.public_base_url.clone(),
         clock: Arc::clone(&v.clock),
@@ -543,5 +545,15 @@ async fn a_recording_of_a_call_not_yet_logged_is_copied_once_the_call_is() {
     let log = local.store().call_log(&m, &phone).await.unwrap();
     let rec = log[0].recording.as_ref().unwrap();
     assert!(rec.s3_key.is_some() && rec.twilio_deleted && rec.duration_seconds == Some(20), "{rec:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_checkout_attribute_without_the_merchants_rendering_confirmation_is_not_consent_to_calls() {
+    let merchant = voice_merchant(|v| v["voice"]["consent_attribute_rendered"] = false.into());
+    let (local, _clock) = setup("voice-attr-unconfirmed", merchant, true).await;
+    let (m, _, phone) = ids();
+    assert!(local.store().consent_ledger(&m, &phone, Channel::Voice).await.unwrap().is_empty());
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::Unknown);
     local.shutdown().await;
 }

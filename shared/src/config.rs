@@ -38,6 +38,7 @@ pub const TWILIO_SECRET: SecretVars = SecretVars {
     fields: SecretFields::Json(&[
         ("account_sid", "TWILIO_ACCOUNT_SID"),
         ("auth_token", "TWILIO_AUTH_TOKEN"),
+        ("auth_token_previous", "TWILIO_AUTH_TOKEN_PREVIOUS"),
         ("api_key_sid", "TWILIO_API_KEY_SID"),
         ("api_key_secret", "TWILIO_API_KEY_SECRET"),
         ("webhook_shared_key", "TWILIO_WEBHOOK_SHARED_KEY"),
@@ -47,6 +48,11 @@ pub const SHOPIFY_SECRET: SecretVars =
     SecretVars { id_var: "SHOPIFY_SECRET_ID", fields: SecretFields::Json(&[("api_secret", "SHOPIFY_API_SECRET")]) };
 pub const LOG_KEY_SECRET: SecretVars =
     SecretVars { id_var: "LOG_KEY_SECRET_ID", fields: SecretFields::Whole("CALLFY_LOG_KEY") };
+
+/// The marker key (§3d): suppression records, deletion markers and email pointers. Every binary,
+/// `callfy-admin` included, loads it the same way (`secrets::load_marker_key`).
+pub const MARKER_KEY_SECRET: SecretVars =
+    SecretVars { id_var: "MARKER_KEY_SECRET_ID", fields: SecretFields::Whole("CALLFY_MARKER_KEY") };
 
 impl SecretVars {
     /// The variables a secret's string stands for. Errors name the secret, never its value.
@@ -186,6 +192,12 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         self.twilio()?.ok_or(ConfigError::Missing("TWILIO_ACCOUNT_SID"))
     }
 
+    /// `TWILIO_AUTH_TOKEN_PREVIOUS`: while a token rotation is under way, Twilio's signatures
+    /// made with the previous auth token are accepted too.
+    pub fn twilio_auth_token_previous(&self) -> Option<SecretString> {
+        self.opt("TWILIO_AUTH_TOKEN_PREVIOUS").map(SecretString::from)
+    }
+
     pub fn local_now(&self) -> Result<Option<DateTime<Utc>>, ConfigError> {
         self.opt("CALLFY_LOCAL_NOW")
             .map(|v| {
@@ -195,6 +207,21 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
                 })
             })
             .transpose()
+    }
+
+    /// `CALLFY_MARKER_KEY` (from `MARKER_KEY_SECRET_ID` in AWS), else the local default shared by
+    /// every local binary. In Lambda there is no default: markers under a public key would match
+    /// nothing a deployment wrote, and the key must never change once data exists.
+    pub fn marker_key(&self) -> Result<SecretString, ConfigError> {
+        match self.opt("CALLFY_MARKER_KEY") {
+            Some(v) if v.len() < MIN_LOG_KEY_BYTES => Err(ConfigError::Invalid {
+                name: "CALLFY_MARKER_KEY",
+                reason: format!("expected at least {MIN_LOG_KEY_BYTES} bytes, got {}", v.len()),
+            }),
+            Some(v) => Ok(v.into()),
+            None if self.opt("AWS_LAMBDA_FUNCTION_NAME").is_some() => Err(ConfigError::Missing("MARKER_KEY_SECRET_ID")),
+            None => Ok(crate::domain::phone::LOCAL_MARKER_KEY.into()),
+        }
     }
 
     /// Set but empty is refused rather than defaulted: a blank secret is a deployment mistake.
@@ -262,6 +289,8 @@ pub struct VoiceCallbackSettings {
     pub public_base_url: String,
     pub twilio: TwilioConfig,
     pub twilio_auth_token: SecretString,
+    /// `TWILIO_AUTH_TOKEN_PREVIOUS`: also accepted while a token rotation is under way.
+    pub twilio_auth_token_previous: Option<SecretString>,
     pub twilio_webhook_shared_key: Option<SecretString>,
     /// The voice agent's WebSocket (`PUBLIC_WS_URL`): the answer TwiML connects calls to it.
     pub public_ws_url: String,
@@ -305,6 +334,8 @@ pub struct VoiceAgentSettings {
     /// Texts the recovery link.
     pub twilio: TwilioConfig,
     pub twilio_auth_token: SecretString,
+    /// `TWILIO_AUTH_TOKEN_PREVIOUS`: also accepted while a token rotation is under way.
+    pub twilio_auth_token_previous: Option<SecretString>,
     pub agent_model: AgentModel,
     /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME`: Bedrock elsewhere (a stand-in in tests).
     pub bedrock_endpoint: Option<String>,
@@ -329,6 +360,7 @@ impl Settings for VoiceAgentSettings {
             public_ws_url: env.public_ws_url()?,
             twilio,
             twilio_auth_token,
+            twilio_auth_token_previous: env.twilio_auth_token_previous(),
             agent_model: AgentModel::parse(env.opt("AGENT_MODEL").as_deref())?,
             bedrock_endpoint: env.opt("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
             log_key: env.log_key()?,
@@ -343,6 +375,8 @@ pub struct PurgerSettings {
     pub recordings_bucket: String,
     /// `CLOSURE_GRACE_DAYS`, default 30: how long a closed account's data is kept.
     pub closure_grace_days: u32,
+    /// `RECORDINGS_KMS_KEY_ID`: export files are written under the stack's key.
+    pub recordings_kms_key_id: Option<String>,
     pub log_key: SecretString,
 }
 
@@ -364,6 +398,7 @@ impl Settings for PurgerSettings {
             table_name: env.table_name()?,
             recordings_bucket: env.req("RECORDINGS_BUCKET")?,
             closure_grace_days,
+            recordings_kms_key_id: env.opt("RECORDINGS_KMS_KEY_ID"),
             log_key: env.log_key()?,
         })
     }
@@ -385,6 +420,8 @@ pub struct InboundSettings {
     pub outreach_queue_url: String,
     pub public_base_url: String,
     pub twilio_auth_token: SecretString,
+    /// `TWILIO_AUTH_TOKEN_PREVIOUS`: also accepted while a token rotation is under way.
+    pub twilio_auth_token_previous: Option<SecretString>,
     pub twilio_webhook_shared_key: Option<SecretString>,
     pub log_key: SecretString,
 }
@@ -455,6 +492,7 @@ impl Settings for VoiceCallbackSettings {
             public_base_url: env.public_base_url()?,
             twilio,
             twilio_auth_token,
+            twilio_auth_token_previous: env.twilio_auth_token_previous(),
             twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY").map(SecretString::from),
             public_ws_url: env.public_ws_url()?,
             log_key: env.log_key()?,
@@ -493,6 +531,7 @@ impl Settings for InboundSettings {
             outreach_queue_url: env.outreach_queue_url()?,
             public_base_url: env.public_base_url()?,
             twilio_auth_token,
+            twilio_auth_token_previous: env.twilio_auth_token_previous(),
             twilio_webhook_shared_key: env.opt("TWILIO_WEBHOOK_SHARED_KEY").map(SecretString::from),
             log_key: env.log_key()?,
         })
@@ -553,6 +592,10 @@ mod tests {
         assert!(matches!(InboundSettings::from_lookup(lookup(&keyed)), Err(ConfigError::Missing("TWILIO_AUTH_TOKEN"))));
         let tokened = [worker[0], worker[1], worker[2], sid, ("TWILIO_AUTH_TOKEN", "t")];
         assert_eq!(InboundSettings::from_lookup(lookup(&tokened)).unwrap().twilio_auth_token.expose_secret(), "t");
+        assert!(InboundSettings::from_lookup(lookup(&tokened)).unwrap().twilio_auth_token_previous.is_none());
+        let rotating = [tokened[0], tokened[1], tokened[2], sid, tokened[4], ("TWILIO_AUTH_TOKEN_PREVIOUS", " old ")];
+        let inbound = InboundSettings::from_lookup(lookup(&rotating)).unwrap();
+        assert_eq!(inbound.twilio_auth_token_previous.as_ref().map(|t| t.expose_secret()), Some("old"));
     }
 
     const BASE: [(&str, &str); 3] = [
@@ -646,6 +689,15 @@ mod tests {
     }
 
     #[test]
+    fn twilio_secret_may_hold_the_previous_auth_token() {
+        let json = r#"{"account_sid":"AC1","auth_token":"new","auth_token_previous":"old"}"#;
+        let values = TWILIO_SECRET.values("arn:twilio", json).unwrap();
+        assert!(values.contains(&("TWILIO_AUTH_TOKEN_PREVIOUS", "old".to_string())), "{values:?}");
+        let done = TWILIO_SECRET.values("arn:twilio", r#"{"auth_token":"new","auth_token_previous":""}"#).unwrap();
+        assert!(done.iter().all(|(var, _)| *var != "TWILIO_AUTH_TOKEN_PREVIOUS"), "{done:?}");
+    }
+
+    #[test]
     fn secrets_never_print() {
         let vars = [
             ("TABLE_NAME", "callfy"),
@@ -653,11 +705,12 @@ mod tests {
             ("PUBLIC_BASE_URL", "https://hooks.callfy.test"),
             ("TWILIO_ACCOUNT_SID", "AC00000000000000000000000000000000"),
             ("TWILIO_AUTH_TOKEN", "tok-visible-if-leaked"),
+            ("TWILIO_AUTH_TOKEN_PREVIOUS", "prev-visible-if-leaked"),
             ("TWILIO_WEBHOOK_SHARED_KEY", "shared-visible-if-leaked"),
             ("CALLFY_LOG_KEY", "logkey-visible-if-leaked-0123"),
         ];
         let printed = format!("{:?}", InboundSettings::from_lookup(lookup(&vars)).unwrap());
-        for secret in ["tok-visible", "shared-visible", "logkey-visible"] {
+        for secret in ["tok-visible", "prev-visible", "shared-visible", "logkey-visible"] {
             assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
         let shopify = [vars[0], vars[1], ("SHOPIFY_API_SECRET", "shpss-visible-if-leaked")];

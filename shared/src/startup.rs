@@ -108,7 +108,9 @@ pub trait Assemble: Sized {
 /// pseudonym, then the entry point assembled on the system clock.
 pub async fn lambda<A: Assemble>() -> Result<A, StartupError> {
     let sdk = aws::load_config().await?;
-    let settings: A::Settings = secrets::load_settings(&sdk).await?;
+    let (settings, marker) = tokio::join!(secrets::load_settings::<A::Settings>(&sdk), secrets::init_marker_key(&sdk));
+    let settings = settings?;
+    marker?;
     crate::telemetry::init_with_log_key(settings.log_key().expose_secret());
     A::assemble(&Clients::new(&sdk), &settings, Arc::new(SystemClock))
 }
@@ -193,6 +195,8 @@ pub struct InboundApp {
     pub replay_delay_seconds: i32,
     /// The auth token Twilio signs webhooks with.
     pub auth_token: SecretString,
+    /// The previous auth token, accepted too while a rotation is under way.
+    pub previous_auth_token: Option<SecretString>,
     /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
     pub shared_key: Option<SecretString>,
     /// The https base URL Twilio calls; signatures cover the URL Twilio used.
@@ -209,6 +213,7 @@ impl Assemble for InboundApp {
             queue: c.queue(&s.outreach_queue_url),
             replay_delay_seconds: INBOUND_REPLAY_DELAY_SECONDS,
             auth_token: s.twilio_auth_token.clone(),
+            previous_auth_token: s.twilio_auth_token_previous.clone(),
             shared_key: s.twilio_webhook_shared_key.clone(),
             public_base_url: s.public_base_url.clone(),
             clock,
@@ -229,6 +234,8 @@ pub struct VoiceApp {
     pub twilio: TwilioClient,
     /// The auth token Twilio signs webhooks with.
     pub auth_token: SecretString,
+    /// The previous auth token, accepted too while a rotation is under way.
+    pub previous_auth_token: Option<SecretString>,
     /// The SharedKey secret, where a Twilio Webhook Rule signs with one instead.
     pub shared_key: Option<SecretString>,
     /// The https base URL Twilio calls; signatures cover the URL Twilio used.
@@ -249,6 +256,7 @@ impl Assemble for VoiceApp {
             replay_delay_seconds: crate::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS,
             twilio: TwilioClient::with_timeout(&s.twilio, TWIML_TWILIO_TIMEOUT.min(s.twilio.timeout))?,
             auth_token: s.twilio_auth_token.clone(),
+            previous_auth_token: s.twilio_auth_token_previous.clone(),
             shared_key: s.twilio_webhook_shared_key.clone(),
             public_base_url: s.public_base_url.clone(),
             public_ws_url: s.public_ws_url.clone(),
@@ -293,6 +301,8 @@ pub struct AgentApp<R> {
     pub outreach_queue: OutreachQueue,
     /// The token Twilio signs the WebSocket upgrade with.
     pub auth_token: SecretString,
+    /// The previous auth token, accepted too while a rotation is under way.
+    pub previous_auth_token: Option<SecretString>,
     pub public_base_url: String,
     pub public_ws_url: String,
     pub limits: AgentLimits,
@@ -325,6 +335,7 @@ impl<R> AgentApp<R> {
             twilio: TwilioClient::with_timeout(&s.twilio, TWIML_TWILIO_TIMEOUT.min(s.twilio.timeout))?,
             outreach_queue: c.queue(&s.outreach_queue_url),
             auth_token: s.twilio_auth_token.clone(),
+            previous_auth_token: s.twilio_auth_token_previous.clone(),
             public_base_url: s.public_base_url.clone(),
             public_ws_url: s.public_ws_url.clone(),
             limits: AgentLimits::default(),
@@ -382,7 +393,7 @@ impl Assemble for PurgerApp {
     fn assemble(c: &Clients, s: &PurgerSettings, _clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
         Ok(Self {
             store: c.store(&s.table_name),
-            recordings: c.bucket(&s.recordings_bucket, None),
+            recordings: c.bucket(&s.recordings_bucket, s.recordings_kms_key_id.clone()),
             closure_grace_days: s.closure_grace_days,
         })
     }

@@ -39,12 +39,22 @@ impl Algorithm {
     }
 }
 
-/// The secrets Twilio may sign with: the account's auth token, and the SharedKey secret for
-/// webhooks that a Webhook Rule signs.
+/// The secrets Twilio may sign with: the account's auth token (and, while it is being rotated,
+/// the previous one: `TWILIO_AUTH_TOKEN_PREVIOUS`), and the SharedKey secret for webhooks that a
+/// Webhook Rule signs.
 #[derive(Clone, Copy)]
 pub struct SigningKeys<'a> {
     pub auth_token: &'a str,
+    /// Accepted as well as `auth_token` while set (a token rotation's window).
+    pub previous_auth_token: Option<&'a str>,
     pub shared_key: Option<&'a str>,
+}
+
+impl<'a> SigningKeys<'a> {
+    /// Only the current auth token.
+    pub fn auth_token(auth_token: &'a str) -> Self {
+        Self { auth_token, previous_auth_token: None, shared_key: None }
+    }
 }
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -97,12 +107,13 @@ pub fn validate(
     body: &[u8],
     signature: Option<&str>,
 ) -> Result<Vec<(String, String)>, TwilioSignatureError> {
-    validate_request(SigningKeys { auth_token, shared_key: None }, url, body, signature, None)
+    validate_request(SigningKeys::auth_token(auth_token), url, body, signature, None)
 }
 
 /// Validates a request as `validate` does, honouring `X-Twilio-Webhooks-Signature-Settings`:
-/// with the header, the SharedKey secret and the header's algorithm; without it, the auth token
-/// and HMAC-SHA1.
+/// with the header, the SharedKey secret and the header's algorithm; without it, HMAC-SHA1 with
+/// the auth token or, while one is configured, the previous auth token. Every candidate is
+/// compared in constant time, and all of them are always tried.
 pub fn validate_request(
     keys: SigningKeys<'_>,
     url: &str,
@@ -113,9 +124,9 @@ pub fn validate_request(
     let signature = signature.map(str::trim).filter(|s| !s.is_empty()).ok_or(TwilioSignatureError::Missing)?;
     let settings = settings.map(str::trim).filter(|s| !s.is_empty());
     let algorithm = Algorithm::from_settings(settings)?;
-    let secret = match settings {
-        None => keys.auth_token,
-        Some(_) => keys.shared_key.ok_or(TwilioSignatureError::SharedKeyNotConfigured)?,
+    let secrets: Vec<&str> = match settings {
+        None => std::iter::once(keys.auth_token).chain(keys.previous_auth_token.filter(|t| !t.is_empty())).collect(),
+        Some(_) => vec![keys.shared_key.ok_or(TwilioSignatureError::SharedKeyNotConfigured)?],
     };
     let params: Vec<(String, String)> = match body_sha256_param(url) {
         Some(expected) => {
@@ -137,9 +148,11 @@ pub fn validate_request(
         forms.push(unique);
     }
     let mut ok = false;
-    for candidate in port_variants(url) {
-        for form in &forms {
-            ok |= ct_eq(compute_with(algorithm, secret, &candidate, form).as_bytes(), signature.as_bytes());
+    for secret in &secrets {
+        for candidate in port_variants(url) {
+            for form in &forms {
+                ok |= ct_eq(compute_with(algorithm, secret, &candidate, form).as_bytes(), signature.as_bytes());
+            }
         }
     }
     if ok { Ok(params) } else { Err(TwilioSignatureError::Mismatch) }
@@ -248,7 +261,7 @@ mod tests {
     #[test]
     fn shared_key_signatures_follow_the_settings_header() {
         let body = serde_urlencoded::to_string(vector_params()).unwrap();
-        let keys = SigningKeys { auth_token: "12345", shared_key: Some("shared-secret") };
+        let keys = SigningKeys { auth_token: "12345", previous_auth_token: None, shared_key: Some("shared-secret") };
         let settings = Some("key=KS0123456789abcdef0123456789abcdef,algorithm=HMAC_SHA256");
         let sig = compute_with(Algorithm::HmacSha256, "shared-secret", URL, &vector_params());
         assert_ne!(sig, compute_with(Algorithm::HmacSha256, "12345", URL, &vector_params()));
@@ -257,7 +270,7 @@ mod tests {
         assert_eq!(validate_request(keys, URL, body.as_bytes(), Some(&sig), None), Err(TwilioSignatureError::Mismatch));
         // The auth token's SHA-1 signature still passes when no header is sent.
         assert!(validate_request(keys, URL, body.as_bytes(), Some("RSOYDt4T1cUTdK1PDd93/VVr8B8="), None).is_ok());
-        let unconfigured = SigningKeys { auth_token: "12345", shared_key: None };
+        let unconfigured = SigningKeys::auth_token("12345");
         assert_eq!(
             validate_request(unconfigured, URL, body.as_bytes(), Some(&sig), settings),
             Err(TwilioSignatureError::SharedKeyNotConfigured)
@@ -268,6 +281,55 @@ mod tests {
         );
         assert_eq!(Algorithm::from_settings(Some("key=KS1")), Ok(Algorithm::HmacSha1));
         assert_eq!(Algorithm::from_settings(Some(" key=KS1 , algorithm = hmac_sha256 ")), Ok(Algorithm::HmacSha256));
+    }
+
+    #[test]
+    fn previous_auth_token_is_accepted_only_while_configured() {
+        let body = serde_urlencoded::to_string(vector_params()).unwrap();
+        // Signed with the previous token ("12345"); the current one is "new-token".
+        let old_sig = "RSOYDt4T1cUTdK1PDd93/VVr8B8=";
+        let new_sig = compute("new-token", URL, &vector_params());
+        let rotating = SigningKeys { auth_token: "new-token", previous_auth_token: Some("12345"), shared_key: None };
+        assert_eq!(validate_request(rotating, URL, body.as_bytes(), Some(old_sig), None).unwrap(), vector_params());
+        assert!(validate_request(rotating, URL, body.as_bytes(), Some(&new_sig), None).is_ok());
+        // Either form of the URL, with either token.
+        let with_port = "https://mycompany.com:443/myapp.php?foo=1&bar=2";
+        assert!(validate_request(rotating, with_port, body.as_bytes(), Some(old_sig), None).is_ok());
+        // A third token, or a tampered body, is still refused.
+        let wrong = compute("wrong-token", URL, &vector_params());
+        assert_eq!(
+            validate_request(rotating, URL, body.as_bytes(), Some(&wrong), None),
+            Err(TwilioSignatureError::Mismatch)
+        );
+        let tampered = body.replace("1234", "9999");
+        assert_eq!(
+            validate_request(rotating, URL, tampered.as_bytes(), Some(old_sig), None),
+            Err(TwilioSignatureError::Mismatch)
+        );
+        // Without a previous token (or with a blank one), the old signature is refused.
+        let current_only = SigningKeys::auth_token("new-token");
+        assert_eq!(
+            validate_request(current_only, URL, body.as_bytes(), Some(old_sig), None),
+            Err(TwilioSignatureError::Mismatch)
+        );
+        let blank = SigningKeys { previous_auth_token: Some(""), ..current_only };
+        assert_eq!(
+            validate_request(blank, URL, body.as_bytes(), Some(old_sig), None),
+            Err(TwilioSignatureError::Mismatch)
+        );
+        // A SharedKey-signed request is checked with the SharedKey only, never a token.
+        let settings = Some("key=KS1,algorithm=HMAC_SHA256");
+        let shared = SigningKeys { shared_key: Some("shared-secret"), ..rotating };
+        let by_old_token = compute_with(Algorithm::HmacSha256, "12345", URL, &vector_params());
+        assert_eq!(
+            validate_request(shared, URL, body.as_bytes(), Some(&by_old_token), settings),
+            Err(TwilioSignatureError::Mismatch)
+        );
+        // An empty body (the voice agent's WebSocket upgrade) signed with the previous token.
+        let ws = "wss://ws.callfy.test/relay?call=abc";
+        let ws_sig = compute("12345", ws, &[]);
+        assert!(validate_request(rotating, ws, b"", Some(&ws_sig), None).is_ok());
+        assert_eq!(validate_request(current_only, ws, b"", Some(&ws_sig), None), Err(TwilioSignatureError::Mismatch));
     }
 
     #[test]

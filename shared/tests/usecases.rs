@@ -157,6 +157,7 @@ async fn a_carrier_opt_out_report_whose_status_write_fails_changes_nothing_until
         purge_at: t0(),
         status_history: Default::default(),
         error_code: None,
+        senders: Vec::new(),
     });
     let report = delivery::Report {
         message_sid: "SM1",
@@ -185,25 +186,129 @@ fn stop_message() -> InboundMessage {
     }
 }
 
+/// The inbound messages stored for a person at a merchant.
+fn stored_inbound(mem: &Memory, m: &MerchantId) -> Vec<SmsLogEntry> {
+    let s = mem.state.lock().unwrap();
+    s.sms.iter().filter(|e| e.merchant_id == *m && e.direction == Direction::Inbound).cloned().collect()
+}
+
 #[tokio::test]
-async fn a_stop_whose_log_write_fails_is_already_honoured_and_its_replay_changes_nothing_more() {
+async fn a_stop_whose_storing_fails_is_not_classified_and_its_queued_copy_applies_it() {
     let mem = Memory::default();
     let m = merchant();
     mem.add_merchant(m.clone());
     let msg = stop_message();
-    let merchants = vec![record()];
+    let merchants = inbound::merchants_for(&mem, &msg).await.unwrap();
+    assert_eq!(merchants.len(), 1);
 
     mem.fail("record_inbound", 1);
-    assert!(transient(&inbound::apply(&mem, &msg, &merchants).await));
-    // The opt-out is written before the log marker: the failure loses nothing.
-    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
-    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+    assert!(transient(&inbound::receive(&mem, &msg, &merchants).await));
+    // Nothing is made of a message that is not stored: the queued copy is what applies it.
+    assert!(stored_inbound(&mem, &m.id).is_empty());
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::Unknown);
 
     let replayed = inbound::replay(&mem, &msg).await.unwrap();
-    assert!(replayed.first, "the replay writes the log marker the failed attempt did not");
-    assert!(replayed.affected.is_empty(), "the opt-out was already recorded");
+    assert!(replayed.first, "the copy stores, classifies and applies it");
+    assert_eq!(replayed.affected.len(), 1);
+    assert_eq!(stored_inbound(&mem, &m.id).len(), 1);
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+    let again = inbound::replay(&mem, &msg).await.unwrap();
+    assert!(!again.first && again.affected.is_empty(), "a second copy is a redelivery");
     assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).1.len(), 1, "one ledger entry, not two");
-    assert!(!inbound::replay(&mem, &msg).await.unwrap().first, "a second replay is a redelivery");
+    assert_eq!(stored_inbound(&mem, &m.id).len(), 1, "stored once");
+}
+
+#[tokio::test]
+async fn a_failure_between_storing_and_classifying_loses_nothing_and_the_replay_classifies_what_was_stored() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    let msg = stop_message();
+    let merchants = inbound::merchants_for(&mem, &msg).await.unwrap();
+
+    assert!(inbound::receive(&mem, &msg, &merchants).await.unwrap(), "stored as received: the first write");
+    // The next step fails (the inline attempt crashes) before the message is classified.
+    mem.fail("inbound_applied", 1);
+    assert!(transient(&inbound::apply(&mem, &msg, &merchants).await));
+    let stored = stored_inbound(&mem, &m.id);
+    assert_eq!(stored.len(), 1);
+    assert_eq!((stored[0].body.as_str(), stored[0].status.as_str()), ("STOP", "received"));
+    assert_eq!((stored[0].phone.clone(), stored[0].created_at), (phone(), t0()));
+    assert_eq!(stored[0].purge_at, t0() + chrono::Duration::days(i64::from(m.retention_days.sms_logs)));
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::Unknown, "not applied yet");
+
+    // The queued copy, taken later: what is classified and recorded is the stored message, as
+    // it was received (its time, not the copy's).
+    let copy = InboundMessage { received_at: t0() + chrono::Duration::minutes(1), ..msg.clone() };
+    let replayed = inbound::replay(&mem, &copy).await.unwrap();
+    assert!(replayed.first);
+    assert_eq!(replayed.classified.rule.as_deref(), Some("keyword:stop"));
+    for channel in [Channel::Sms, Channel::Voice] {
+        let (state, entries) = mem.ledger(&m.id, &phone(), channel);
+        assert_eq!(state.status, ConsentStatus::OptedOut, "{channel:?}");
+        assert_eq!(entries[0].event.occurred_at, t0());
+        assert_eq!(entries[0].event.evidence.message_sid.as_deref(), Some("SMin1"));
+    }
+    assert_eq!(stored_inbound(&mem, &m.id).len(), 1, "the copy stores nothing twice");
+}
+
+#[tokio::test]
+async fn a_texted_stop_covers_what_its_words_name() {
+    for (body, sms, voice) in [
+        ("Please stop calling me", ConsentStatus::Unknown, ConsentStatus::OptedOut),
+        ("stop texting me", ConsentStatus::OptedOut, ConsentStatus::Unknown),
+        ("Stop all", ConsentStatus::OptedOut, ConsentStatus::OptedOut),
+        ("don't contact me", ConsentStatus::OptedOut, ConsentStatus::OptedOut),
+    ] {
+        let mem = Memory::default();
+        let m = merchant();
+        mem.add_merchant(m.clone());
+        let msg = InboundMessage { body: body.into(), ..stop_message() };
+        let merchants = inbound::merchants_for(&mem, &msg).await.unwrap();
+        inbound::receive(&mem, &msg, &merchants).await.unwrap();
+        let applied = inbound::apply(&mem, &msg, &merchants).await.unwrap();
+        assert_eq!(applied.affected.len(), 1, "{body}");
+        assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, sms, "{body}: texts");
+        assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, voice, "{body}: calls");
+    }
+}
+
+#[tokio::test]
+async fn a_stop_to_a_number_the_merchant_no_longer_texts_from_reaches_every_merchant_that_did() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    let old = "+15005550010";
+    mem.add_sms(SmsLogEntry {
+        merchant_id: m.id.clone(),
+        phone: phone(),
+        direction: Direction::Outbound,
+        message_sid: "SMout1".into(),
+        body: "your cart".into(),
+        status: "delivered".into(),
+        cart_token: None,
+        step: Some(0),
+        segments: 1,
+        created_at: t0(),
+        purge_at: t0(),
+        status_history: Default::default(),
+        error_code: None,
+        senders: vec![old.into()],
+    });
+    // The merchant now texts from its Messaging Service; the reply goes to the old number.
+    let msg = InboundMessage { to: old.into(), messaging_service_sid: String::new(), ..stop_message() };
+    let merchants = inbound::merchants_for(&mem, &msg).await.unwrap();
+    assert_eq!(merchants.iter().map(|r| r.merchant.id.clone()).collect::<Vec<_>>(), vec![m.id.clone()]);
+    inbound::receive(&mem, &msg, &merchants).await.unwrap();
+    assert_eq!(inbound::apply(&mem, &msg, &merchants).await.unwrap().affected.len(), 1);
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
+    assert_eq!(stored_inbound(&mem, &m.id)[0].senders, vec![old.to_string()]);
+
+    // Someone that merchant never texted from that number reaches nobody.
+    let stranger = Phone::parse("+14155550199", None).unwrap();
+    let msg = InboundMessage { from: stranger, message_sid: "SMin2".into(), ..msg };
+    assert!(inbound::merchants_for(&mem, &msg).await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -280,7 +385,7 @@ async fn a_deletion_whose_recordings_cannot_be_deleted_keeps_the_opt_out_marker_
 }
 
 #[tokio::test]
-async fn a_purge_run_whose_index_read_fails_reports_nothing_and_keeps_its_watermark() {
+async fn a_purge_run_whose_index_read_fails_records_its_error_and_keeps_its_watermark() {
     let mem = Memory::default();
     let files = Telephony::default();
     let purger = Purger { store: &mem, recordings: &files };
@@ -289,7 +394,10 @@ async fn a_purge_run_whose_index_read_fails_reports_nothing_and_keeps_its_waterm
     let failed = purger.run(opts).await;
     assert!(matches!(failed, Err(ref e) if e.kind() == ErrorKind::Transient), "{failed:?}");
     let s = mem.state.lock().unwrap();
-    assert!(s.reports.is_empty() && s.watermark.is_none(), "the next run starts where this one did");
+    assert!(s.watermark.is_none(), "the next run starts where this one did");
+    // The failed run still leaves its audit record, with the error and what it did.
+    assert_eq!(s.reports.len(), 1);
+    assert!(!s.reports[0].complete && s.reports[0].errors.len() == 1, "{:?}", s.reports[0]);
 }
 
 fn call(sid: &str) -> CallLogEntry {

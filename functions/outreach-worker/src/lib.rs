@@ -53,6 +53,8 @@ pub enum RecordError {
     Outreach(#[from] WorkerError),
     #[error("recording copy: {0}")]
     Recording(#[from] VoiceError),
+    #[error("privacy request: {0}")]
+    Privacy(#[from] callfy_shared::app::retention::PurgeError),
 }
 
 impl Classify for RecordError {
@@ -60,6 +62,7 @@ impl Classify for RecordError {
         match self {
             Self::Outreach(e) => e.kind(),
             Self::Recording(e) => e.kind(),
+            Self::Privacy(e) => e.kind(),
         }
     }
 }
@@ -69,6 +72,7 @@ impl Classify for RecordError {
 pub enum Processed {
     Outreach(JobOutcome),
     Recording(voice::CopyOutcome),
+    Privacy,
 }
 
 pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Processed, RecordError> {
@@ -95,6 +99,12 @@ pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Process
                 None => false,
             };
             Processed::Outreach(JobOutcome::InboundApplied { changed: usize::from(changed) })
+        }
+        // A platform's data-subject request, carried out as soon as it was received.
+        QueuedWork::Privacy { privacy } => {
+            let purger = callfy_shared::app::retention::Purger { store: &o.store, recordings: &app.recordings };
+            purger.carry_out(&privacy, o.clock.now()).await?;
+            Processed::Privacy
         }
     })
 }

@@ -7,7 +7,7 @@ use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
 use callfy_shared::config::ExposeSecret;
 use callfy_shared::domain::keywords::{Intent, classify};
-use callfy_shared::domain::message::{HelpInfo, help_reply, start_confirmation, stop_confirmation};
+use callfy_shared::domain::message::{HelpInfo, help_reply, opt_out_reply, start_confirmation};
 use callfy_shared::domain::outreach::MerchantRecord;
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::http::{TwilioForm, error, failure, json, verify_twilio};
@@ -46,6 +46,7 @@ pub async fn handle(app: &InboundApp, req: Request) -> Response<Body> {
     }
     let keys = SigningKeys {
         auth_token: app.auth_token.expose_secret(),
+        previous_auth_token: app.previous_auth_token.as_ref().map(|t| t.expose_secret()),
         shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
     };
     let params = match verify_twilio(&req, keys, &app.public_base_url) {
@@ -98,29 +99,35 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         received_at: app.clock.now(),
     };
     let from = &msg.from;
-    let classified = classify(&msg.body);
-    // Twilio does not retry an inbound webhook: a revocation is made durable on the queue
-    // before anything else, and the worker applies that copy until it holds.
-    let durable = classified.intent == Intent::OptOut
-        && match app.queue.enqueue_inbound(&msg, app.replay_delay_seconds).await {
-            Ok(_) => true,
-            Err(e) => {
-                warn!(sid, phone = %from.log_id(), error = %redact(&chain(&e)), "could not queue the opt-out; applying it inline only");
-                false
-            }
-        };
-    let merchants = match app.store.merchants_for_senders(&msg.senders()).await {
-        Ok(m) => m,
-        Err(e) if durable => return Ok(queued_opt_out(&msg, &[], &e)),
-        Err(e) => return Err(e.into()),
+    // Twilio does not retry an inbound webhook. The message is stored as received first (its
+    // log entry under every merchant it reached), a copy goes on the queue, and only then is it
+    // classified and applied; the worker applies the copy, from what was stored, wherever the
+    // inline attempt did not finish.
+    let (merchants, stored) = match inbound::merchants_for(&app.store, &msg).await {
+        Ok(m) if m.is_empty() => {
+            warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
+            return Ok(twiml(None));
+        }
+        Ok(m) => {
+            let stored = inbound::receive(&app.store, &msg, &m).await;
+            (m, stored)
+        }
+        Err(e) => (Vec::new(), Err(e)),
     };
-    if merchants.is_empty() {
-        warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses; ignored");
-        return Ok(twiml(None));
-    }
-    let Applied { classified, affected, first } = match inbound::apply(&app.store, &msg, &merchants).await {
+    let queued = match app.queue.enqueue_inbound(&msg, app.replay_delay_seconds).await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(sid, phone = %from.log_id(), error = %redact(&chain(&e)), "could not queue the inbound message; applying it inline only");
+            false
+        }
+    };
+    let applied = match stored {
+        Ok(_) => inbound::apply(&app.store, &msg, &merchants).await,
+        Err(e) => Err(e),
+    };
+    let Applied { classified, affected, first } = match applied {
         Ok(applied) => applied,
-        Err(e) if durable => return Ok(queued_opt_out(&msg, &merchants, &e)),
+        Err(e) if queued => return Ok(queued_copy(&msg, &merchants, &e)),
         Err(e) => return Err(e.into()),
     };
     let ids: Vec<&str> = merchants.iter().map(|r| r.merchant.id.as_str()).collect();
@@ -140,7 +147,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
     let names: Vec<&str> = affected.iter().map(|r| r.merchant.name.as_str()).collect();
     let reply = match classified.intent {
         // A repeated STOP changes nothing and gets nothing: one confirmation only.
-        Intent::OptOut if !affected.is_empty() => Some(stop_confirmation(&names, classified.lang)),
+        Intent::OptOut if !affected.is_empty() => Some(opt_out_reply(&names, classified.lang, classified.scope)),
         Intent::OptIn if !affected.is_empty() => {
             let max = affected.iter().map(|r| r.merchant.max_sms_per_cart()).max().unwrap_or(1);
             Some(start_confirmation(&names, max))
@@ -162,12 +169,17 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
     Ok(twiml(reply.as_deref()))
 }
 
-/// Storage failed during an opt-out whose copy is on the queue: the person is told, once, that
-/// they are unsubscribed (the copy makes it true within minutes and sends nothing itself).
-fn queued_opt_out(msg: &InboundMessage, merchants: &[MerchantRecord], e: &PortError) -> Response<Body> {
-    warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&chain(e)), "storage failed during an opt-out; the queued copy will apply it");
+/// Storage failed, and the message's copy is on the queue: the copy applies it within minutes
+/// and sends nothing itself, so an opt-out is confirmed now, once (for what its words cover);
+/// anything else gets no answer.
+fn queued_copy(msg: &InboundMessage, merchants: &[MerchantRecord], e: &PortError) -> Response<Body> {
+    warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&chain(e)), "storage failed during an inbound message; the queued copy will apply it");
+    let c = classify(&msg.body);
+    if c.intent != Intent::OptOut {
+        return twiml(None);
+    }
     let names: Vec<&str> = merchants.iter().map(|r| r.merchant.name.as_str()).collect();
-    twiml(Some(&stop_confirmation(&names, classify(&msg.body).lang)))
+    twiml(Some(&opt_out_reply(&names, c.lang, c.scope)))
 }
 
 async fn status(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {

@@ -42,7 +42,11 @@ pub async fn connect<R: RelayConnections>(
     let value = call_param.ok_or_else(|| Refusal::new(400, format!("the URL lacks its `{WS_REF_PARAM}` parameter")))?;
     let call = ws_ref_parse(value).ok_or_else(|| Refusal::new(400, "the call reference is malformed"))?;
     let url = ws_url(&app.public_ws_url, &call);
-    let keys = SigningKeys { auth_token: app.auth_token.expose_secret(), shared_key: None };
+    let keys = SigningKeys {
+        auth_token: app.auth_token.expose_secret(),
+        previous_auth_token: app.previous_auth_token.as_ref().map(|t| t.expose_secret()),
+        shared_key: None,
+    };
     match twilio_signature::validate_request(keys, &url, b"", signature, None) {
         Ok(_) => {}
         Err(TwilioSignatureError::Missing) => return Err(Refusal::new(401, "X-Twilio-Signature is missing")),

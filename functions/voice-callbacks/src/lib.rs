@@ -51,6 +51,7 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
     }
     let keys = SigningKeys {
         auth_token: app.auth_token.expose_secret(),
+        previous_auth_token: app.previous_auth_token.as_ref().map(|t| t.expose_secret()),
         shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
     };
     let form = match verify_twilio(&req, keys, &app.public_base_url) {
@@ -169,6 +170,7 @@ async fn incoming(app: &VoiceApp, req: Request) -> Response<Body> {
     }
     let keys = SigningKeys {
         auth_token: app.auth_token.expose_secret(),
+        previous_auth_token: app.previous_auth_token.as_ref().map(|t| t.expose_secret()),
         shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
     };
     let form = match verify_twilio(&req, keys, &app.public_base_url) {

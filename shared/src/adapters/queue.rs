@@ -15,6 +15,7 @@ pub enum QueuedWork {
     Inbound { inbound: InboundMessage },
     Recording { recording: RecordingCopy },
     KeyOptOut { key_opt_out: KeyOptOut },
+    Privacy { privacy: crate::ports::PrivacyWork },
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +49,10 @@ impl OutreachQueue {
         self.send(&QueuedWork::KeyOptOut { key_opt_out: o.clone() }, delay_seconds).await
     }
 
+    pub async fn enqueue_privacy(&self, work: &crate::ports::PrivacyWork) -> Result<String, PortError> {
+        self.send(&QueuedWork::Privacy { privacy: work.clone() }, 0).await
+    }
+
     async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, PortError> {
         let body = serde_json::to_string(work).map_err(|e| PortError::Encode(e.to_string()))?;
         let out = self
@@ -66,6 +71,9 @@ impl OutreachQueue {
 impl JobQueue for OutreachQueue {
     async fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> Result<String, PortError> {
         OutreachQueue::enqueue(self, job, delay_seconds).await
+    }
+    async fn enqueue_privacy(&self, work: &crate::ports::PrivacyWork) -> Result<String, PortError> {
+        OutreachQueue::enqueue_privacy(self, work).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! Settings from Secrets Manager, read once per process at init (so a rotated secret needs no
 //! redeploy: the next process reads the new value).
 
-use crate::config::{ConfigError, SecretVars, Settings};
+use crate::config::{ConfigError, Env, MARKER_KEY_SECRET, SecretString, SecretVars, Settings};
 use aws_config::SdkConfig;
 use std::collections::HashMap;
 
@@ -54,4 +54,28 @@ pub async fn settings_from<S: Settings>(
 ) -> Result<S, ConfigError> {
     let vars = resolve(source, S::SECRETS, &env).await?;
     S::from_lookup(|k| vars.get(k).cloned().or_else(|| env(k)))
+}
+
+/// The marker key, loaded the same way by every binary (§3d): Secrets Manager when
+/// `MARKER_KEY_SECRET_ID` is set, else `CALLFY_MARKER_KEY`, else the shared local default (never
+/// in Lambda).
+pub async fn load_marker_key(sdk: &SdkConfig) -> Result<SecretString, ConfigError> {
+    marker_key_from(&aws_sdk_secretsmanager::Client::new(sdk), |k| std::env::var(k).ok()).await
+}
+
+/// `load_marker_key` over any secret source and environment.
+pub async fn marker_key_from(
+    source: &impl SecretSource,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<SecretString, ConfigError> {
+    let vars = resolve(source, &[MARKER_KEY_SECRET], &env).await?;
+    Env(|k: &str| vars.get(k).cloned().or_else(|| env(k))).marker_key()
+}
+
+/// Loads the marker key and sets it for the process (before anything reads or writes a marker).
+pub async fn init_marker_key(sdk: &SdkConfig) -> Result<(), ConfigError> {
+    use secrecy::ExposeSecret;
+    let key = load_marker_key(sdk).await?;
+    crate::domain::phone::set_marker_key(key.expose_secret().as_bytes());
+    Ok(())
 }

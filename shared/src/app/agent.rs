@@ -233,10 +233,10 @@ where
         // The turn and the merchant's spend so far, in one round trip.
         let m = &live.ctx.merchant.merchant;
         let day = now.format("%Y-%m-%d").to_string();
-        let (taken, merchant_tokens) = tokio::try_join!(
-            self.take_turn(&live.key, live.session.clone(), Some(words), now),
-            async { Ok::<_, VoiceError>(self.store.merchant_spend(&m.id, &day, 0).await?) }
-        )?;
+        let (taken, merchant_tokens) =
+            tokio::try_join!(self.take_turn(&live.key, live.session.clone(), Some(words), now), async {
+                Ok::<_, VoiceError>(self.store.merchant_spend(&m.id, &day, 0).await?)
+            })?;
         let Some((session, turn)) = taken else {
             return Ok(());
         };

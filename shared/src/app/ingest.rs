@@ -396,12 +396,35 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             _ => None,
         };
         let stored = self.store.record_platform_request(m, event_key, &request, pending.as_ref(), now).await?;
+        if let (true, Some(p)) = (stored, &pending) {
+            // The request answers from the moment it is accepted, and is carried out now by the
+            // worker (the nightly purge finishes any the worker could not).
+            let accepted = crate::ports::PrivacyStatus {
+                id: p.id.clone(),
+                action: p.action.clone(),
+                status: "accepted".into(),
+                export_key: None,
+                counts: Default::default(),
+                updated_at: now,
+            };
+            self.store.put_privacy_status(&m.id, &accepted, None).await?;
+            let work = crate::ports::PrivacyWork { merchant_id: m.id.clone(), id: p.id.clone() };
+            if let Err(e) = self.queue.enqueue_privacy(&work).await {
+                tracing::warn!(merchant = %m.id, error = %crate::telemetry::redact(&crate::ports::chain(&e)), "could not queue the privacy request; the nightly purge carries it out");
+            }
+        }
         match &request {
             // Uninstalling closes the account: no more outreach, its data erased after the grace period.
             PlatformRequest::AppUninstalled => self.store.close_merchant(&m.id, now).await?,
-            // The shop's customer data goes at the next purge run, without a grace period.
+            // The shop's customer data goes at the next purge run, without a grace period, but
+            // only for an uninstalled app: a captured or mis-addressed delivery must never wipe
+            // a live shop. For an installed shop it is recorded and acknowledged, nothing more.
             PlatformRequest::Privacy(p) if p.kind == crate::platforms::PrivacyKind::ShopRedact => {
-                self.store.request_shop_redaction(&m.id, now).await?
+                if merchant.status == crate::domain::outreach::MerchantStatus::Active {
+                    tracing::warn!(merchant = %m.id, "shop/redact for an installed shop: acknowledged, nothing erased");
+                } else {
+                    self.store.request_shop_redaction(&m.id, now).await?
+                }
             }
             PlatformRequest::Privacy(_) => {}
         }

@@ -317,7 +317,8 @@ where
                 if !self.store.take_over(target, seen, &claim_id, &sha256_hex(body.as_bytes()), now).await? {
                     return Ok(Pass::Stale);
                 }
-                attempt.record(found.sid, "queued".into(), body).await.map(Pass::Done)
+                let senders = found.messaging_service_sid.into_iter().chain(found.from).filter(|s| !s.is_empty());
+                attempt.record(found.sid, "queued".into(), body, senders.collect()).await.map(Pass::Done)
             }
             Found::Call(call) => {
                 info!(merchant = %m.id, step, sid = %call.sid, "an unanswered call attempt did reach Twilio; recording it, not calling again");
@@ -385,6 +386,7 @@ where
             }
         }
         let attempt = Attempt { app: self, merchant, cart, step, claim_id: &claim_id, phone, now };
+        let senders = vec![sender.as_str().to_string()];
         // The one window left: what is acknowledged while this request is in flight.
         let request = SendSms {
             to: phone.as_str().to_string(),
@@ -395,7 +397,7 @@ where
         let outcome = match self.twilio.send_sms(&request).await {
             Ok(message) => {
                 let status = message.status.clone().unwrap_or_else(|| "queued".into());
-                attempt.record(message.sid, status, body).await
+                attempt.record(message.sid, status, body, senders).await
             }
             Err(e) => attempt.failed(e).await,
         };
@@ -559,8 +561,14 @@ where
     G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {
-    /// The log entry and the step's `sent` state, in one write.
-    async fn record(&self, sid: String, status: String, body: String) -> Result<JobOutcome, OutreachError> {
+    /// The log entry (with the sender it went out from) and the step's `sent` state, in one write.
+    async fn record(
+        &self,
+        sid: String,
+        status: String,
+        body: String,
+        senders: Vec<String>,
+    ) -> Result<JobOutcome, OutreachError> {
         let (app, m, now) = (self.app, &self.merchant.merchant, self.now);
         let entry = SmsLogEntry {
             merchant_id: m.id.clone(),
@@ -576,6 +584,7 @@ where
             purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
             status_history: Default::default(),
             error_code: None,
+            senders,
         };
         if !app.store.finish_sent(&entry, &self.cart.token, self.step, self.claim_id, now).await? {
             // Our lease ran out and another attempt holds the step: it finds this message at

@@ -9,7 +9,7 @@ use crate::domain::outreach::MerchantRecord;
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeKind;
 use crate::ports::{
-    CartStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore, PurgeStore,
+    CartStore, ConsentStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore, PurgeStore,
     RecordingFiles,
 };
 use chrono::{DateTime, Utc};
@@ -33,8 +33,8 @@ impl crate::ports::Classify for PrivacyError {
 }
 
 /// What a data-subject request reads and erases.
-pub trait PrivacyData: CartStore + PrivacyStore + PurgeStore {}
-impl<T: CartStore + PrivacyStore + PurgeStore> PrivacyData for T {}
+pub trait PrivacyData: CartStore + ConsentStore + PrivacyStore + PurgeStore {}
+impl<T: CartStore + ConsentStore + PrivacyStore + PurgeStore> PrivacyData for T {}
 
 /// Whom a request is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +48,7 @@ impl Subject {
     pub fn proof_id(&self) -> String {
         match self {
             Self::Phone(p) => p.subject_id(),
-            Self::Email(e) => format!("email:{}", crate::domain::phone::keyed_hash("email", &e.trim().to_lowercase())),
+            Self::Email(e) => format!("email:{}", crate::domain::phone::marker_hash("email", &e.trim().to_lowercase())),
         }
     }
 }
@@ -218,6 +218,12 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         for phone in &phones {
             for record in self.store.customer_records(&m.id, phone).await? {
                 match &record.data {
+                    // An opt-out outlives the person's data: kept as a suppression record.
+                    CustomerData::ConsentState { channel, state } => {
+                        if let Some(sup) = state.suppression() {
+                            self.store.keep_suppression(&m.id, phone, *channel, &sup).await?;
+                        }
+                    }
                     CustomerData::Call(call) => {
                         if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
                             objects.push(key);
@@ -233,6 +239,18 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                     *counts.entry(record.kind.as_str().into()).or_default() += 1;
                 }
                 keys.push(record.key);
+            }
+        }
+        // Export files made for this person (by the request's subject or any of their numbers).
+        let mut subjects = vec![subject.proof_id()];
+        subjects.extend(phones.iter().map(|p| Subject::Phone(p.clone()).proof_id()));
+        subjects.dedup();
+        for proof in &subjects {
+            for key in self.store.export_keys_for(&m.id, proof).await? {
+                if !objects.contains(&key) {
+                    objects.push(key);
+                    *counts.entry("export_file".into()).or_default() += 1;
+                }
             }
         }
         // The markers first: from this moment an old ticked box cannot opt the person back in,

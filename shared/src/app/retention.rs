@@ -86,6 +86,40 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             complete: true,
             ..Default::default()
         };
+        match self.read_days(&opts, &progress, &mut report).await {
+            Ok(()) => {}
+            Err(e) => {
+                // A run that fails still leaves its audit record: the error, and what it did.
+                report.complete = false;
+                report.errors.push(crate::telemetry::redact(&crate::ports::chain(&e)));
+                report.finished_at = Some(Utc::now().max(opts.started_at));
+                if !opts.dry_run
+                    && let Err(w) = self.store.put_purge_report(&report).await
+                {
+                    warn!(error = %crate::telemetry::redact(&crate::ports::chain(&w)), "could not write the failed run's audit record");
+                }
+                return Err(e);
+            }
+        }
+        report.finished_at = Some(Utc::now().max(opts.started_at));
+        if !opts.dry_run {
+            if let Some(day) = report.through_day {
+                self.store.set_purge_watermark(day).await?;
+            }
+            self.store.put_purge_report(&report).await?;
+        }
+        info!(as_of = %opts.as_of, dry_run = opts.dry_run, total = report.total(), complete = report.complete, "purge run");
+        Ok(report)
+    }
+
+    /// The run's reading and deleting, day by day, into `report`.
+    async fn read_days(
+        &self,
+        opts: &RunOptions,
+        progress: &impl Fn(Progress),
+        report: &mut PurgeReport,
+    ) -> Result<(), PurgeError> {
+        let opts = *opts;
         let watermark = self.store.purge_watermark().await?;
         let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
         let days = days_to_read(watermark, opts.as_of);
@@ -105,24 +139,18 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
                     break 'days;
                 }
                 if !due.is_empty() {
-                    self.purge(due, &opts, &mut merchants, &mut report).await?;
+                    self.purge(due, &opts, &mut merchants, report).await?;
                 }
             }
-            // Today's buckets may still receive items due later today: they stay open.
-            if day < opts.as_of.date_naive() {
+            // Today's buckets may still receive items due later today: they stay open. A run as
+            // of a future instant never moves the watermark past today either: days it read
+            // early still get items written later, and the next run reads them again.
+            if day < opts.as_of.date_naive() && day < opts.started_at.date_naive() {
                 report.through_day = Some(day);
             }
             progress(Progress { day, days_done: done + 1, days_total, items: report.total() });
         }
-        report.finished_at = Some(Utc::now().max(opts.started_at));
-        if !opts.dry_run {
-            if let Some(day) = report.through_day {
-                self.store.set_purge_watermark(day).await?;
-            }
-            self.store.put_purge_report(&report).await?;
-        }
-        info!(as_of = %opts.as_of, dry_run = opts.dry_run, total = report.total(), complete = report.complete, "purge run");
-        Ok(report)
+        Ok(())
     }
 
     async fn merchant<'m>(
@@ -238,6 +266,28 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         Ok(())
     }
 
+    /// A platform's data-subject request carried out when received (the worker, from the queue)
+    /// rather than at the next run; one it cannot finish stays pending for the purger.
+    pub async fn carry_out(&self, work: &crate::ports::PrivacyWork, as_of: DateTime<Utc>) -> Result<(), PurgeError> {
+        let (pk, sk) = self.store.pending_privacy_key(&work.merchant_id, &work.id);
+        let item = DueItem {
+            pk,
+            sk,
+            purge_at: as_of.to_rfc3339(),
+            merchant: Some(work.merchant_id.to_string()),
+            attrs: Default::default(),
+        };
+        let opts = RunOptions {
+            as_of,
+            dry_run: false,
+            deadline: None,
+            started_at: as_of,
+            closure_grace_days: DEFAULT_CLOSURE_GRACE_DAYS,
+        };
+        let (mut merchants, mut report) = (HashMap::new(), PurgeReport::default());
+        self.privacy(item, work.merchant_id.as_str(), &opts, &mut merchants, &mut report).await
+    }
+
     /// A data-subject request waiting for this run: an export is written to the bucket's
     /// `exports/` prefix; a deletion is carried out unless a legal hold still holds it.
     async fn privacy(
@@ -293,6 +343,13 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             status.export_key = Some(key);
         } else {
             status.counts = privacy.erase(m, &subject, opts.as_of).await?;
+            // Every identifier the platform sent: the email reaches carts the phone does not.
+            if let (Some(_), Some(email)) = (&p.phone, &p.email) {
+                let more = privacy.erase(m, &crate::app::privacy::Subject::Email(email.clone()), opts.as_of).await?;
+                for (kind, n) in more {
+                    *status.counts.entry(kind).or_default() += n;
+                }
+            }
         }
         self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
         self.store.batch_delete(&[(item.pk, item.sk)]).await?;
@@ -312,6 +369,15 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         let Ok(id) = MerchantId::parse(merchant) else { return Ok(()) };
         let closure = item.sk == "CLOSURE";
         let record = self.merchant(merchants, merchant).await?.clone();
+        let installed = record.as_ref().is_some_and(|r| r.status == crate::domain::outreach::MerchantStatus::Active);
+        if !closure && installed {
+            // `shop/redact` for a shop that is installed again (or never left): nothing erased.
+            warn!(merchant, "shop redaction due for an installed shop: dropped, nothing erased");
+            if !opts.dry_run {
+                self.store.batch_delete(&[(item.pk, item.sk)]).await?;
+            }
+            return Ok(());
+        }
         if closure {
             if record.as_ref().is_some_and(|r| r.status == crate::domain::outreach::MerchantStatus::Active) {
                 if !opts.dry_run {
@@ -378,6 +444,12 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         }
         let keys = self.store.prefix_keys(&item.pk, &item.sk).await?;
         if !opts.dry_run {
+            // An opt-out outlives its ledger: its suppression record is kept first.
+            if let Some((m, phone, channel, state)) = self.store.ledger_head(&item.pk, &item.sk).await?
+                && let Some(sup) = state.suppression()
+            {
+                self.store.keep_suppression(&m, &phone, channel, &sup).await?;
+            }
             // The state first, at the sequence read: an append in between keeps the ledger.
             let seq: u64 = item.attrs.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
             if !self.store.delete_state_at(&item.pk, &item.sk, seq).await? {

@@ -582,6 +582,7 @@ pub(crate) async fn text_link(
                     purge_at: now + Duration::days(i64::from(m.retention_days.sms_logs)),
                     status_history: Default::default(),
                     error_code: None,
+                    senders: vec![sender.as_str().to_string()],
                 };
                 store.finish_sent(&entry, &cart.token, link_step, &claim_id, now).await?;
                 store.release_count(&m.id, phone, &cart.token, link_step).await?;

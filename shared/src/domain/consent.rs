@@ -155,7 +155,38 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// What survives of a channel's opt-out when everything else about the person is gone
+/// (retention, a deletion request, `customers/redact`, account closure): its date and source,
+/// stored under a keyed hash. No platform consent older than it can turn it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Suppression {
+    pub at: DateTime<Utc>,
+    pub source: ConsentSource,
+}
+
 impl ConsentState {
+    /// The state of a channel whose ledger is gone but whose opt-out was kept: opted out as of
+    /// that date, so the usual verdicts refuse any older (or unsubstantiated) opt-in.
+    pub fn suppressed(s: &Suppression) -> Self {
+        Self {
+            status: ConsentStatus::OptedOut,
+            seq: 0,
+            head_hash: None,
+            last_source: Some(s.source),
+            last_occurred_at: Some(s.at),
+            first_seq: 0,
+            checkpoint_hash: None,
+        }
+    }
+
+    /// The suppression this state implies, if it is an opt-out.
+    pub fn suppression(&self) -> Option<Suppression> {
+        match (self.status, self.last_occurred_at, self.last_source) {
+            (ConsentStatus::OptedOut, Some(at), Some(source)) => Some(Suppression { at, source }),
+            _ => None,
+        }
+    }
+
     pub fn allows_outreach(&self) -> bool {
         self.status == ConsentStatus::OptedIn
     }

@@ -1,5 +1,6 @@
 //! An inbound text as Twilio delivered it: what is needed to apply it again later, the consent
-//! event a keyword in it makes, and its log entry.
+//! event a keyword in it makes, and its log entry (the message as received, stored before it is
+//! classified).
 
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
 use crate::domain::keywords::Classified;
@@ -58,6 +59,7 @@ impl InboundMessage {
             purge_at: self.received_at + Duration::days(i64::from(r.merchant.retention_days.sms_logs)),
             status_history: Default::default(),
             error_code: None,
+            senders: self.senders().iter().filter(|s| !s.is_empty()).map(|s| s.to_string()).collect(),
         }
     }
 }

@@ -199,6 +199,12 @@ pub struct VoiceSettings {
     pub consent_attribute: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_text: Option<String>,
+    /// The merchant confirms the checkout renders `consent_attribute` as a box right next to
+    /// `consent_text`. A checkout attribute is data the shopper's browser writes, not the
+    /// merchant's record of written consent: without this confirmation it is never taken as
+    /// consent to calls.
+    #[serde(default)]
+    pub consent_attribute_rendered: bool,
     /// Longest call, in seconds (Twilio `TimeLimit`).
     #[serde(default = "default_time_limit")]
     pub time_limit_seconds: u32,
@@ -232,6 +238,7 @@ impl Default for VoiceSettings {
             spanish: false,
             consent_attribute: None,
             consent_text: None,
+            consent_attribute_rendered: false,
             time_limit_seconds: DEFAULT_CALL_TIME_LIMIT_SECONDS,
             agent: AgentMode::Callfy,
             transfer_to_support: false,
@@ -249,6 +256,9 @@ impl VoiceSettings {
         checkout_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Option<ConsentEvent> {
+        if !self.consent_attribute_rendered {
+            return None;
+        }
         let (name, text) = (self.consent_attribute.as_deref()?, self.consent_text.as_deref()?);
         let (_, value) = attributes.iter().find(|(k, _)| k.trim().eq_ignore_ascii_case(name))?;
         let ticked = matches!(value.trim().to_ascii_lowercase().as_str(), "yes" | "true" | "1" | "on");
@@ -262,6 +272,10 @@ impl VoiceSettings {
                 consent_text: Some(text.to_string()),
                 platform_timestamp: Some(checkout_at.to_rfc3339()),
                 collected_from: Some(format!("checkout_attribute:{name}")),
+                // What makes the attribute consent: the merchant's confirmation that the box is
+                // rendered next to this wording, and the value the checkout carried.
+                opt_in_level: Some("merchant_confirmed_rendering".into()),
+                keyword: Some(format!("{name}={}", value.trim())),
                 ..Default::default()
             },
         })
@@ -513,6 +527,12 @@ impl Merchant {
             (None, Some(_)) => return Err(err("voice.consent_attribute", "required with voice.consent_text")),
             (None, None) => {}
         }
+        if v.consent_attribute_rendered && v.consent_attribute.is_none() {
+            return Err(err(
+                "voice.consent_attribute_rendered",
+                "needs voice.consent_attribute and voice.consent_text",
+            ));
+        }
         if !(30..=3600).contains(&v.time_limit_seconds) {
             return Err(err("voice.time_limit_seconds", "must be between 30 and 3600"));
         }
@@ -635,5 +655,22 @@ pub(crate) mod tests {
             let e = with(mutate).unwrap_err();
             assert_eq!(e.field, field, "{e}");
         }
+    }
+
+    #[test]
+    fn a_checkout_attribute_is_consent_to_calls_only_when_the_merchant_confirms_its_rendering() {
+        let at: DateTime<Utc> = "2026-06-01T10:00:00Z".parse().unwrap();
+        let mut v = VoiceSettings {
+            consent_attribute: Some("callfy_voice_consent".into()),
+            consent_text: Some("Call me about my cart with an automated assistant.".into()),
+            ..Default::default()
+        };
+        let ticked = vec![("callfy_voice_consent".to_string(), "yes".to_string())];
+        assert_eq!(v.checkout_consent(&ticked, at, at), None, "shopper-writable data alone is not consent");
+        v.consent_attribute_rendered = true;
+        let event = v.checkout_consent(&ticked, at, at).expect("confirmed rendering");
+        assert_eq!(event.evidence.opt_in_level.as_deref(), Some("merchant_confirmed_rendering"));
+        assert_eq!(event.evidence.keyword.as_deref(), Some("callfy_voice_consent=yes"));
+        assert!(event.evidence.consent_text.is_some());
     }
 }

@@ -189,6 +189,23 @@ pub fn stop_confirmation(merchants: &[&str], lang: Lang) -> String {
     }
 }
 
+/// The confirmation of a texted opt-out, for what it covers: one that stops only calls says so
+/// and leaves the texts (and their STOP) as they were.
+pub fn opt_out_reply(merchants: &[&str], lang: Lang, scope: crate::domain::agent::Scope) -> String {
+    let who = names(merchants, lang);
+    match (scope, lang) {
+        (crate::domain::agent::Scope::Calls, Lang::En) => {
+            format!("OK, {who} will not call you again. Reply STOP to stop text messages too.")
+        }
+        (crate::domain::agent::Scope::Calls, Lang::Es) => {
+            format!(
+                "De acuerdo, {who} no volverá a llamarle. Responda PARAR para dejar de recibir también mensajes de texto."
+            )
+        }
+        _ => stop_confirmation(merchants, lang),
+    }
+}
+
 /// Confirms a keyword re-subscription.
 pub fn start_confirmation(merchants: &[&str], max_per_cart: usize) -> String {
     format!(
@@ -481,6 +498,11 @@ mod tests {
             assert!(ayuda.contains(part), "{ayuda} lacks {part}");
         }
         assert!(stop_confirmation(&["Snowdevil", "Acme"], Lang::Es).contains("Snowdevil y Acme"));
+        use crate::domain::agent::Scope;
+        let calls = opt_out_reply(&["Snowdevil"], Lang::En, Scope::Calls);
+        assert!(calls.contains("Snowdevil will not call") && !calls.contains("unsubscribed"), "{calls}");
+        assert_eq!(opt_out_reply(&["Snowdevil"], Lang::En, Scope::Texts), stop_confirmation(&["Snowdevil"], Lang::En));
+        assert_eq!(opt_out_reply(&["Snowdevil"], Lang::Es, Scope::Both), stop_confirmation(&["Snowdevil"], Lang::Es));
         assert!(start_confirmation(&["Snowdevil"], 3).starts_with("Snowdevil:"));
     }
 }

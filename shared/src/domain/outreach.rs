@@ -263,6 +263,10 @@ pub struct SmsLogEntry {
     pub status_history: BTreeMap<String, DateTime<Utc>>,
     #[serde(default)]
     pub error_code: Option<i64>,
+    /// The sender the message went out from or came in to (a number, a Messaging Service SID):
+    /// a reply to a sender the merchant no longer uses still reaches the merchant that used it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
 }
 
 impl SmsLogEntry {

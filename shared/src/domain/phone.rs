@@ -20,8 +20,35 @@ fn log_key() -> &'static [u8] {
     LOG_KEY.get().map_or(LOCAL_LOG_KEY.as_bytes(), Vec::as_slice)
 }
 
-/// An HMAC-SHA256 of `text` (in its `purpose`'s domain) under the deployment's key: what is
-/// kept instead of a phone or an email where one must be recognised but never read back.
+/// The marker key when none was set (local runs, tests): shared by every local binary, so what
+/// `callfy-admin` writes matches what the functions read. Deployments set their own (§3d).
+pub const LOCAL_MARKER_KEY: &str = "callfy-local-marker-key-not-secret";
+
+static MARKER_KEY: OnceLock<Vec<u8>> = OnceLock::new();
+
+/// Sets the process-wide marker key, once at init. Unlike the log key it never rotates:
+/// suppression records, deletion markers and email pointers are found by it.
+pub fn set_marker_key(key: &[u8]) {
+    let _ = MARKER_KEY.set(key.to_vec());
+}
+
+fn marker_key() -> &'static [u8] {
+    MARKER_KEY.get().map_or(LOCAL_MARKER_KEY.as_bytes(), Vec::as_slice)
+}
+
+/// An HMAC-SHA256 of `text` (in its `purpose`'s domain) under the marker key: what durable
+/// lookups keep instead of a phone or an email (suppression records, deletion markers, email
+/// pointers). Independent of the log key, which may rotate.
+pub fn marker_hash(purpose: &str, text: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(marker_key()).expect("HMAC takes any key length");
+    mac.update(purpose.as_bytes());
+    mac.update(b":");
+    mac.update(text.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// An HMAC-SHA256 of `text` (in its `purpose`'s domain) under the log key, for short-lived
+/// pseudonyms (burst counters of a window); durable lookups use `marker_hash`.
 pub fn keyed_hash(purpose: &str, text: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(log_key()).expect("HMAC takes any key length");
     mac.update(purpose.as_bytes());
@@ -95,10 +122,10 @@ impl Phone {
         self.log_id_with_key(log_key())
     }
 
-    /// The whole HMAC-SHA256 of the number under the deployment's key: what a deletion marker
-    /// and its proof keep instead of the number.
+    /// The whole HMAC-SHA256 of the number under the marker key: what a deletion marker and its
+    /// proof keep instead of the number.
     pub fn subject_id(&self) -> String {
-        keyed_hash("subject", &self.0)
+        marker_hash("subject", &self.0)
     }
 
     /// `log_id` under an explicit key (HMAC-SHA256, first 8 bytes as hex).

@@ -19,7 +19,7 @@ pub use agent::{AgentSessions, ConversationModel, RelayConnections};
 pub use error::{BoxError, Classify, ErrorKind, PortError, chain};
 pub use files::RecordingFiles;
 pub use outreach::{ConsentLedger, OutreachReads, OutreachWrites};
-pub use queue::{JobQueue, WorkQueue};
+pub use queue::{JobQueue, PrivacyWork, WorkQueue};
 pub use records::*;
 pub use store::*;
 pub use storefront::StorefrontCarts;

@@ -11,6 +11,17 @@ use std::future::Future;
 pub trait JobQueue: Send + Sync {
     /// Enqueues `job`, held back `delay_seconds` (0..=900); the message id.
     fn enqueue(&self, job: &OutreachJob, delay_seconds: i32) -> impl Future<Output = Result<String, PortError>> + Send;
+    /// Queues a platform's data-subject request (stored as pending) to be carried out now by
+    /// the worker; the nightly purge carries out any the worker could not.
+    fn enqueue_privacy(&self, work: &PrivacyWork) -> impl Future<Output = Result<String, PortError>> + Send;
+}
+
+/// A pending data-subject request to carry out, by its merchant and id.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacyWork {
+    pub merchant_id: crate::domain::ids::MerchantId,
+    pub id: String,
 }
 
 /// Work that is made durable first and applied (or replayed) by the worker.

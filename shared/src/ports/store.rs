@@ -104,6 +104,15 @@ pub trait ConsentStore: Send + Sync {
         phone: &Phone,
         channel: Channel,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, PortError>> + Send;
+    /// Keeps a channel's opt-out (its date and source, under a keyed hash) before its ledger is
+    /// removed; a newer suppression record is never replaced. Appends keep it up to date.
+    fn keep_suppression(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+        sup: &crate::domain::consent::Suppression,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Answers given under an `Idempotency-Key`, replayed for the request's retries.
@@ -150,17 +159,44 @@ pub trait MessageLog: Send + Sync {
         u: &Undeliverable,
         purge_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// merchants may share a sender. `true` when any pair was new.
+    /// Stores one inbound message as received, before anything is made of it, under every
+    /// merchant it reached, once: a redelivery of the same `MessageSid` returns `false` and writes
+    /// nothing. Each merchant's marker (pending until `finish_inbound`) and log entry are one
+    /// pair; pairs are written in transactions of at most 100 items, so any number of merchants
+    /// may share a sender. `true` when any pair was new.
     fn record_inbound(
         &self,
         entries: &[SmsLogEntry],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
-    /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
-    /// `MessageSid` returns `false` and writes nothing. Each merchant's marker and log entry are
-    /// one pair; pairs are written in transactions of at most 100 items, so any number of
-    /// Whether this merchant logged this inbound message already (its marker exists).
-    fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Whether this merchant has applied this inbound message (its marker is no longer pending).
+    fn inbound_applied(
+        &self,
+        m: &MerchantId,
+        message_sid: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Marks a stored inbound message applied for these merchants, last; `true` when any of
+    /// them was still pending (so a redelivery, or a second copy, is answered nothing).
+    fn finish_inbound(
+        &self,
+        merchants: &[MerchantId],
+        message_sid: &str,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// One inbound message as stored, read strongly consistent from the customer's partition.
+    fn inbound_sms(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> impl Future<Output = Result<Option<SmsLogEntry>, PortError>> + Send;
+    /// The merchants that texted `phone` from one of `senders` (numbers or Messaging Service
+    /// SIDs), whichever sender they use now: an index item written with each outbound text,
+    /// found by a keyed hash of (sender, phone). Eventually consistent.
+    fn merchants_that_texted(
+        &self,
+        phone: &Phone,
+        senders: &[&str],
+    ) -> impl Future<Output = Result<Vec<MerchantId>, PortError>> + Send;
     fn undeliverable(
         &self,
         m: &MerchantId,
@@ -315,6 +351,12 @@ pub trait PlatformRequests: Send + Sync {
 
 /// What data-subject requests read and leave behind: deletion markers, request status, requests waiting for a legal hold to lift.
 pub trait PrivacyStore: Send + Sync {
+    /// The export files made for a subject (its proof id), so a deletion removes them too.
+    fn export_keys_for(
+        &self,
+        m: &MerchantId,
+        subject: &str,
+    ) -> impl Future<Output = Result<Vec<String>, PortError>> + Send;
     /// Every record of a customer's partition (consent, messages, calls, counters), decoded as
     /// far as an export or an erasure needs.
     fn customer_records(
@@ -361,10 +403,18 @@ pub trait PrivacyStore: Send + Sync {
         pk: &str,
         sk: &str,
     ) -> impl Future<Output = Result<Option<PendingPrivacy>, PortError>> + Send;
+    /// Where a pending request of `m` with this id is kept (its purge-index item).
+    fn pending_privacy_key(&self, m: &MerchantId, id: &str) -> ItemKey;
 }
 
 /// The retention purge: the purge index day by day, conditional deletes, re-dating, the watermark and the audit record. Keys are opaque `ItemKey`s.
 pub trait PurgeStore: Send + Sync {
+    /// The ledger head a due `CONSENT#{channel}` item stands for: whose, which channel, its state.
+    fn ledger_head(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> impl Future<Output = Result<Option<(MerchantId, Phone, Channel, ConsentState)>, PortError>> + Send;
     /// The last day a purge run finished completely.
     fn purge_watermark(&self) -> impl Future<Output = Result<Option<NaiveDate>, PortError>> + Send;
     /// Moves the watermark forward (never back).

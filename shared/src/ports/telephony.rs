@@ -75,6 +75,15 @@ pub enum SmsSender {
     From(String),
 }
 
+impl SmsSender {
+    /// The Messaging Service SID or the number, as an inbound reply names it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::MessagingService(s) | Self::From(s) => s,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendSms {
     pub to: String,

@@ -14,8 +14,8 @@ use callfy_shared::domain::guard::BurstKind;
 use callfy_shared::domain::inbound::InboundMessage;
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::domain::outreach::{
-    ClaimGuard, ClaimOutcome, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability, StepRecord,
-    StepResult,
+    ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
+    StepRecord, StepResult,
 };
 use callfy_shared::domain::retention::{PurgeKind, PurgeReport};
 use callfy_shared::domain::voice::{CallLogEntry, CallRecording, KeyOptOut, RecordingCopy};
@@ -44,7 +44,9 @@ pub struct State {
     pub consent: HashMap<(Key, &'static str), (ConsentState, Vec<LedgerEntry>)>,
     pub idempotency: HashMap<Key, IdempotencyRecord>,
     pub sms: Vec<SmsLogEntry>,
+    /// Inbound messages stored (their markers), and those applied.
     pub inbound_seen: HashSet<Key>,
+    pub inbound_applied: HashSet<Key>,
     pub undeliverable: HashMap<Key, Undeliverable>,
     pub calls: Vec<CallLogEntry>,
     pub deletion_markers: HashMap<Key, DateTime<Utc>>,
@@ -63,6 +65,7 @@ pub struct State {
     pub connections: HashMap<String, (callfy_shared::domain::voice::CallRef, Option<String>, u32)>,
     pub sessions: HashMap<String, callfy_shared::domain::agent::AgentSession>,
     pub merchant_tokens: HashMap<(String, String), u64>,
+    pub suppressions: HashMap<(Key, &'static str), callfy_shared::domain::consent::Suppression>,
 }
 
 /// Every port in memory, behind one lock; clones share the state.
@@ -305,6 +308,21 @@ impl ConsentStore for Memory {
         self.enter("consent_ledger")?;
         Ok(self.ledger(m, phone, channel).1)
     }
+    async fn keep_suppression(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+        sup: &callfy_shared::domain::consent::Suppression,
+    ) -> Result<(), PortError> {
+        self.enter("keep_suppression")?;
+        let mut s = self.s();
+        let kept = s.suppressions.entry((person(m, phone), channel.as_str())).or_insert(*sup);
+        if kept.at < sup.at {
+            *kept = *sup;
+        }
+        Ok(())
+    }
 }
 
 impl ConsentLedger for Memory {
@@ -398,9 +416,44 @@ impl MessageLog for Memory {
         }
         Ok(first)
     }
-    async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
-        self.enter("inbound_seen")?;
-        Ok(self.s().inbound_seen.contains(&(m.to_string(), message_sid.to_string())))
+    async fn inbound_applied(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
+        self.enter("inbound_applied")?;
+        Ok(self.s().inbound_applied.contains(&(m.to_string(), message_sid.to_string())))
+    }
+    async fn finish_inbound(&self, merchants: &[MerchantId], message_sid: &str) -> Result<bool, PortError> {
+        self.enter("finish_inbound")?;
+        let mut s = self.s();
+        let mut first = false;
+        for m in merchants {
+            let key = (m.to_string(), message_sid.to_string());
+            // Only a stored message is marked (DynamoDB's update is conditional on its marker).
+            if s.inbound_seen.contains(&key) && s.inbound_applied.insert(key) {
+                first = true;
+            }
+        }
+        Ok(first)
+    }
+    async fn inbound_sms(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
+        self.enter("inbound_sms")?;
+        let s = self.s();
+        let found = s.sms.iter().find(|e| {
+            e.merchant_id == *m && e.phone == *phone && e.message_sid == sid && e.direction == Direction::Inbound
+        });
+        Ok(found.cloned())
+    }
+    async fn merchants_that_texted(&self, phone: &Phone, senders: &[&str]) -> Result<Vec<MerchantId>, PortError> {
+        self.enter("merchants_that_texted")?;
+        let s = self.s();
+        let mut ids: Vec<MerchantId> = s
+            .sms
+            .iter()
+            .filter(|e| e.direction == Direction::Outbound && e.phone == *phone)
+            .filter(|e| e.senders.iter().any(|x| !x.is_empty() && senders.contains(&x.as_str())))
+            .map(|e| e.merchant_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        Ok(ids)
     }
     async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
         self.enter("undeliverable")?;
@@ -651,6 +704,10 @@ impl PlatformRequests for Memory {
 }
 
 impl PrivacyStore for Memory {
+    async fn export_keys_for(&self, _: &MerchantId, _: &str) -> Result<Vec<String>, PortError> {
+        self.enter("export_keys_for")?;
+        Ok(Vec::new())
+    }
     async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
         self.enter("customer_records")?;
         let s = self.s();
@@ -715,9 +772,20 @@ impl PrivacyStore for Memory {
         self.enter("pending_privacy")?;
         Ok(self.s().pending_privacy.iter().find(|p| sk.ends_with(&p.id)).cloned())
     }
+    fn pending_privacy_key(&self, m: &MerchantId, id: &str) -> ItemKey {
+        (format!("V#{m}"), format!("PRIVACY#{id}"))
+    }
 }
 
 impl PurgeStore for Memory {
+    async fn ledger_head(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<(MerchantId, Phone, Channel, ConsentState)>, PortError> {
+        self.enter("ledger_head")?;
+        Ok(None)
+    }
     async fn purge_watermark(&self) -> Result<Option<NaiveDate>, PortError> {
         self.enter("purge_watermark")?;
         Ok(self.s().watermark)
@@ -949,6 +1017,11 @@ impl JobQueue for Queue {
         self.check()?;
         self.jobs.lock().unwrap().push(job.clone());
         Ok(format!("msg-{}", self.jobs.lock().unwrap().len()))
+    }
+    async fn enqueue_privacy(&self, work: &PrivacyWork) -> Result<String, PortError> {
+        self.check()?;
+        self.work.lock().unwrap().push(work.id.clone());
+        Ok("privacy".into())
     }
 }
 

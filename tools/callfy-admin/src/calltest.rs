@@ -105,7 +105,8 @@ pub async fn call_test(
         },
     };
     consent::record(store, merchant, phone, &event, now).await?;
-    let job = OutreachJob { merchant_id: merchant.id.clone(), cart_token: token.clone(), step: step as u8, due_at: now };
+    let job =
+        OutreachJob { merchant_id: merchant.id.clone(), cart_token: token.clone(), step: step as u8, due_at: now };
     queue.enqueue(&job, 0).await?;
     Ok(CallTest { cart: token, step: step as u8 })
 }

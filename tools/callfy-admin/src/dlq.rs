@@ -325,6 +325,9 @@ async fn describe(work: &QueuedWork, channels: &mut ChannelLookup<'_>) -> String
             "recording copy: merchant {}, call {}, recording {}",
             recording.merchant_id, recording.call_sid, recording.recording_sid
         ),
+        QueuedWork::Privacy { privacy } => {
+            format!("data-subject request: merchant {}, request {}", privacy.merchant_id, privacy.id)
+        }
         QueuedWork::KeyOptOut { key_opt_out: o } => format!(
             "key-9 opt-out: merchant {}, phone {}, call {}, at {}",
             o.merchant_id,

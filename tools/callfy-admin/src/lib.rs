@@ -5,4 +5,5 @@
 pub mod calltest;
 pub mod dlq;
 pub mod html;
+pub mod purge;
 pub mod report;

@@ -54,6 +54,9 @@ enum Command {
         /// Days a closed account's data is kept before it is erased.
         #[arg(long, default_value_t = callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS)]
         grace_days: u32,
+        /// Allow an --as-of in the future (it deletes data before its retention ends).
+        #[arg(long)]
+        force: bool,
     },
     /// Dead-letter queues: replay what failed back to its queue.
     Dlq {
@@ -176,6 +179,10 @@ fn describe(record: &MerchantRecord) -> serde_json::Value {
 async fn run(cli: Cli) -> Result<(), AdminError> {
     let table = cli.table.unwrap_or_else(local_defaults::table_name);
     let sdk = aws::load_config().await.map_err(|e| AdminError::Broken(format!("HTTP client: {e}")))?;
+    // The functions' marker key, loaded as they load it: what this tool writes, they find.
+    callfy_shared::adapters::secrets::init_marker_key(&sdk)
+        .await
+        .map_err(|e| AdminError::Usage(format!("marker key: {e}")))?;
     // The functions' own assembly of clients and adapters.
     let clients = callfy_shared::startup::Clients::new(&sdk);
     let store = clients.store(&table);
@@ -213,13 +220,14 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 println!("legal hold for {id}: {}", if state == OnOff::On { "on" } else { "off" });
             }
         },
-        Command::Purge { dry_run, as_of, bucket, grace_days } => {
+        Command::Purge { dry_run, as_of, bucket, grace_days, force } => {
             let as_of = match as_of {
                 Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
                     .map(|t| t.with_timezone(&chrono::Utc))
                     .map_err(|e| AdminError::Usage(format!("--as-of {t:?}: {e}")))?,
                 None => chrono::Utc::now(),
             };
+            callfy_admin::purge::check_as_of(as_of, chrono::Utc::now(), force, dry_run).map_err(AdminError::Usage)?;
             let bucket = bucket
                 .or_else(|| std::env::var("RECORDINGS_BUCKET").ok())
                 .unwrap_or_else(|| local_defaults::BUCKET_NAME.into());
@@ -259,7 +267,8 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
         }
         Command::CallTest { merchant, phone } => {
             let id = merchant_id(&merchant)?;
-            let record = store.get_merchant(&id).await?.ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
+            let record =
+                store.get_merchant(&id).await?.ok_or_else(|| AdminError::Usage(format!("no merchant {id}")))?;
             let phone = Phone::parse(&phone, Some(&record.merchant.default_country))
                 .map_err(|e| AdminError::Usage(format!("{phone:?}: {e}")))?;
             let queue_url = match std::env::var("OUTREACH_QUEUE_URL").ok().filter(|v| !v.is_empty()) {

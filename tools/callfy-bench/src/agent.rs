@@ -51,7 +51,8 @@ async fn one(
     let local = callfy_local::start(&timed, opts).await.map_err(|e| e.to_string())?;
     let text = std::fs::read_to_string(root.join("events/demo-merchant-voice.json")).map_err(|e| e.to_string())?;
     let mut v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-    v["flow"] = serde_json::json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "voice" }]);
+    v["flow"] =
+        serde_json::json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "voice" }]);
     v["send_guard"] = serde_json::json!({ "daily_send_budget": 100000 });
     let merchant = Merchant::from_json(&v.to_string()).map_err(|e| e.to_string())?;
     local.store().put_merchant(&merchant, t0()).await.map_err(|e| e.to_string())?;
@@ -118,9 +119,8 @@ async fn calls_on(
             step: 1,
             due_at: clock.now(),
         };
-        let outcome = outreach_worker::process_job(&local.functions().worker.outreach, &job)
-            .await
-            .map_err(|e| e.to_string())?;
+        let outcome =
+            outreach_worker::process_job(&local.functions().worker.outreach, &job).await.map_err(|e| e.to_string())?;
         let outreach_worker::JobOutcome::Called { call_sid } = outcome else {
             return Err(format!("no call placed: {outcome:?}"));
         };

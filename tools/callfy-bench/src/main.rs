@@ -203,6 +203,8 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
         // The URL events/voice-agent/connect.json is signed for.
         ("PUBLIC_WS_URL", "wss://a1b2c3d4e5.execute-api.us-east-1.amazonaws.com/live".into()),
         ("AGENT_MODEL", "scripted".into()),
+        // In Lambda the marker key has no default (§3d): the measured functions get one.
+        ("CALLFY_MARKER_KEY", "callfy-bench-marker-key-0123456789".into()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))

@@ -63,6 +63,8 @@ pub struct LocalOptions {
     pub shopify_secret: String,
     pub twilio_account_sid: String,
     pub twilio_auth_token: String,
+    /// The previous auth token, accepted too during a rotation (`TWILIO_AUTH_TOKEN_PREVIOUS`).
+    pub twilio_auth_token_previous: Option<String>,
     /// A Twilio SharedKey secret for webhooks signed with one (`TWILIO_WEBHOOK_SHARED_KEY`).
     pub twilio_webhook_shared_key: Option<String>,
     /// Where Twilio calls go; `None` = the built-in sandbox on this server.
@@ -120,6 +122,7 @@ impl LocalOptions {
             shopify_secret: var("SHOPIFY_API_SECRET").unwrap_or_else(|| local_defaults::SHOPIFY_API_SECRET.into()),
             twilio_account_sid: var("TWILIO_ACCOUNT_SID").unwrap_or_else(|| local_defaults::TWILIO_ACCOUNT_SID.into()),
             twilio_auth_token: var("TWILIO_AUTH_TOKEN").unwrap_or_else(|| local_defaults::TWILIO_AUTH_TOKEN.into()),
+            twilio_auth_token_previous: var("TWILIO_AUTH_TOKEN_PREVIOUS"),
             twilio_webhook_shared_key: var("TWILIO_WEBHOOK_SHARED_KEY"),
             twilio_api_base: var("TWILIO_API_BASE"),
             bigcommerce_api_base: var("BIGCOMMERCE_API_BASE"),
@@ -147,6 +150,7 @@ impl LocalOptions {
             shopify_secret: local_defaults::SHOPIFY_API_SECRET.into(),
             twilio_account_sid: local_defaults::TWILIO_ACCOUNT_SID.into(),
             twilio_auth_token: local_defaults::TWILIO_AUTH_TOKEN.into(),
+            twilio_auth_token_previous: None,
             twilio_webhook_shared_key: None,
             twilio_api_base: None,
             bigcommerce_api_base: None,
@@ -281,6 +285,7 @@ fn assemble(
     let clock = || Arc::clone(&opts.clock);
     let log_key = SecretString::from(callfy_shared::domain::phone::LOCAL_LOG_KEY);
     let auth_token = SecretString::from(opts.twilio_auth_token.as_str());
+    let previous_auth_token = opts.twilio_auth_token_previous.as_deref().map(SecretString::from);
     let shared_key = opts.twilio_webhook_shared_key.as_deref().map(SecretString::from);
     let twilio = TwilioConfig {
         api_base: opts.twilio_api_base.clone().unwrap_or_else(|| base_url.to_string()),
@@ -335,6 +340,7 @@ fn assemble(
                 outreach_queue_url: resources.queue_url.clone(),
                 public_base_url: public_base_url.to_string(),
                 twilio_auth_token: auth_token.clone(),
+                twilio_auth_token_previous: previous_auth_token.clone(),
                 twilio_webhook_shared_key: shared_key.clone(),
                 log_key: log_key.clone(),
             },
@@ -350,6 +356,7 @@ fn assemble(
                 public_base_url: public_base_url.to_string(),
                 twilio: twilio.clone(),
                 twilio_auth_token: auth_token.clone(),
+                twilio_auth_token_previous: previous_auth_token.clone(),
                 twilio_webhook_shared_key: shared_key,
                 public_ws_url: public_ws_url.to_string(),
                 log_key: log_key.clone(),
@@ -367,6 +374,7 @@ fn assemble(
                     public_ws_url: public_ws_url.to_string(),
                     twilio,
                     twilio_auth_token: auth_token,
+                    twilio_auth_token_previous: previous_auth_token,
                     agent_model: opts.agent_model.clone(),
                     bedrock_endpoint: opts.bedrock_endpoint.clone(),
                     log_key: log_key.clone(),
@@ -383,6 +391,7 @@ fn assemble(
                 table_name,
                 recordings_bucket: resources.names.bucket.clone(),
                 closure_grace_days: callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
+                recordings_kms_key_id: None,
                 log_key,
             },
             clock(),
@@ -392,6 +401,8 @@ fn assemble(
 }
 
 pub async fn start(sdk: &SdkConfig, opts: LocalOptions) -> Result<LocalHandle, LocalError> {
+    // The marker key as every binary loads it (the shared local default unless set).
+    callfy_shared::adapters::secrets::init_marker_key(sdk).await.map_err(|e| LocalError::Config(e.to_string()))?;
     let resources = resources::ensure(sdk, &opts.names).await?;
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await

@@ -49,6 +49,20 @@ impl Store {
         };
         let state = built(state.update_expression(format!("SET {}", set.join(", "))).build())?;
         let mut items = vec![self.put_new(entry_item)?, TransactWriteItem::builder().update(state).build()];
+        // The suppression record moves with the ledger: an opt-out leaves one (date and source
+        // under a keyed hash), an opt-in the person or merchant made since removes it.
+        let suppression = key(keys::suppression_pk(&c.merchant_id, &c.phone, channel), keys::SUPPRESSION_SK);
+        items.push(match next.suppression() {
+            Some(sup) => {
+                let mut item = suppression;
+                item.extend(to_item(&sup)?);
+                item.insert("at_sort".into(), s(keys::sort_time(sup.at)));
+                put(&self.table, item, None, &[], &[])?
+            }
+            None => TransactWriteItem::builder()
+                .delete(built(Delete::builder().table_name(&self.table).set_key(Some(suppression)).build())?)
+                .build(),
+        });
         if c.state.seq > 0 {
             // The entry just superseded: purged `consent_records` days from now.
             let superseded = Update::builder()
@@ -75,7 +89,70 @@ impl Store {
     ) -> Result<ConsentState, PortError> {
         match self.get(customer_pk(m, phone), keys::consent_state_sk(channel), "GetItem").await? {
             Some(item) => from_item(item),
-            None => Ok(ConsentState::default()),
+            // No ledger (never one, or retention, a deletion or a closure removed it): a kept
+            // opt-out still answers.
+            None => Ok(self
+                .suppression(m, phone, channel)
+                .await?
+                .map_or_else(ConsentState::default, |s| ConsentState::suppressed(&s))),
+        }
+    }
+
+    /// A ledger head by its key (the purger's due item).
+    pub async fn ledger_head(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(MerchantId, Phone, Channel, ConsentState)>, PortError> {
+        let Some((m, phone)) = keys::parse_customer_pk(pk) else { return Ok(None) };
+        let channel = match sk.strip_prefix("CONSENT#") {
+            Some("voice") => Channel::Voice,
+            Some("sms") => Channel::Sms,
+            _ => return Ok(None),
+        };
+        let Some(item) = self.get(pk.to_string(), sk.to_string(), "GetItem").await? else { return Ok(None) };
+        Ok(Some((m, phone, channel, from_item(item)?)))
+    }
+
+    /// A channel's suppression record, if an opt-out left one.
+    pub async fn suppression(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+    ) -> Result<Option<Suppression>, PortError> {
+        self.get(keys::suppression_pk(m, phone, channel), keys::SUPPRESSION_SK, "GetItem")
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// Keeps an opt-out before its ledger goes (retention, deletion, closure): ledgers written
+    /// before suppression records existed get theirs here. A newer record is never replaced.
+    pub async fn keep_suppression(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+        sup: &Suppression,
+    ) -> Result<(), PortError> {
+        let mut item = key(keys::suppression_pk(m, phone, channel), keys::SUPPRESSION_SK);
+        item.extend(to_item(sup)?);
+        item.insert("at_sort".into(), s(keys::sort_time(sup.at)));
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk) OR at_sort < :at")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":at", s(keys::sort_time(sup.at)))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws("PutItem", e)),
         }
     }
 

@@ -7,6 +7,9 @@
 //! | `Z#{merchant}`                  | `SECRETS`               | webhook secret, store API token (only webhook ingest may read `Z#` keys) |                                       |
 //! | `Q#{merchant}#{sha256(email)}`  | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
 //! | `H#{merchant}#{hmac(phone)}`    | `DELETED`               | deletion marker: keeps an opt-out honoured after a data-subject deletion |  |
+//! | `U#{merchant}#{hmac(channel, phone)}` | `SUPPRESSION`     | suppression record: an opt-out's date and source, kept through retention, deletion and closure (no purge date) | |
+//! | `WS#{connection}`               | `CONN`                  | voice agent connection → call reference (TTL a day) |                            |
+//! | `C#{merchant}#{phone}`          | `AGENT#{call}`          | voice agent session and transcript     |                                       |
 //! | `V#{merchant}`                  | `DSR#{id}`, `PRIVACY#{id}` | data-subject request status and proof; a request waiting for its run | |
 //! | `M#{merchant}`                  | `BUDGET#{day}`          | sends that UTC day (daily budget, TTL) |                                       |
 //! | `G#{merchant}#{ip|prefix}#{hmac}` | `W#{window start}`    | burst counter of new carts (TTL)       |                                       |
@@ -20,7 +23,8 @@
 //! | `C#{merchant}#{phone}`          | `CONSENT#{ch}`          | consent state (head of the ledger)     |                                       |
 //! | `C#{merchant}#{phone}`          | `CONSENT#{ch}#{seq:012}`| consent ledger entry                   |                                       |
 //! | `C#{merchant}#{phone}`          | `SMS#OUT#{at}#{sid}`    | outbound SMS log                       | `SID#{sid}` / `C#{merchant}#{phone}`  |
-//! | `C#{merchant}#{phone}`          | `SMS#IN#{at}#{sid}`     | inbound SMS log                        | `SID#{sid}` / `C#{merchant}#{phone}`  |
+//! | `C#{merchant}#{phone}`          | `SMS#IN#{at}#{sid}`     | inbound SMS log (stored before it is classified) | `SID#{sid}` / `C#{merchant}#{phone}` |
+//! | `C#{merchant}#{phone}`          | `SENDER#{sender}`       | this merchant texted this phone from that sender (purged with the SMS log) | `TX#{hmac(sender, phone)}` / `M#{merchant}` |
 //! | `C#{merchant}#{phone}`          | `CALL#{at}#{sid}`       | call log (with its recording's state)  | `SID#{sid}` / `C#{merchant}#{phone}`  |
 //! | `C#{merchant}#{phone}`          | `FREQ`                  | send counter (frequency rule, versioned)|                                      |
 //! | `C#{merchant}#{phone}`          | `REACH#sms`             | undeliverable mark                     |                                       |
@@ -59,6 +63,8 @@ pub mod attr {
     pub const MERCHANT_ID: &str = "merchant_id";
     pub const STATUS_RANK: &str = "status_rank";
     pub const MESSAGE_SID: &str = "message_sid";
+    /// On an inbound message's marker: stored, not yet applied.
+    pub const PENDING: &str = "pending";
     pub const EXPIRES_AT: &str = "expires_at";
     pub const PURGE_BUCKET: &str = "purge_bucket";
     pub const PURGE_AT: &str = "purge_at";
@@ -77,6 +83,8 @@ pub const FREQ: &str = "FREQ";
 pub const REACH_SMS: &str = "REACH#sms";
 pub const SMS_PREFIX: &str = "SMS#";
 pub const SMS_OUT_PREFIX: &str = "SMS#OUT#";
+pub const SMS_IN_PREFIX: &str = "SMS#IN#";
+pub const SENDER_PREFIX: &str = "SENDER#";
 /// Sorts after every `SMS#OUT#{time}` key.
 pub const SMS_OUT_END: &str = "SMS#OUT#~";
 pub const MERCHANT_PREFIX: &str = "M#";
@@ -98,7 +106,7 @@ pub fn merchant_of(pk: &str) -> Option<&str> {
 
 /// Email pointer: a cart found by its email (for data-subject requests by email).
 pub fn email_pk(m: &MerchantId, email: &str) -> String {
-    format!("Q#{m}#{}", crate::domain::phone::keyed_hash("email", &email.trim().to_lowercase()))
+    format!("Q#{m}#{}", crate::domain::phone::marker_hash("email", &email.trim().to_lowercase()))
 }
 
 /// A deleted subject's marker: the HMAC of the phone, never the phone.
@@ -121,6 +129,15 @@ pub fn shop_lookup(domain: &str) -> String {
 pub fn customer_pk(m: &MerchantId, phone: &Phone) -> String {
     format!("C#{m}#{}", phone.as_str())
 }
+
+/// A channel's suppression record: the opt-out that outlives every other record of the person,
+/// under a keyed hash of (merchant, channel, number), never the number.
+pub fn suppression_pk(m: &MerchantId, phone: &Phone, channel: Channel) -> String {
+    let id = crate::domain::phone::marker_hash("suppression", &format!("{m}|{}|{}", channel.as_str(), phone.as_str()));
+    format!("U#{m}#{id}")
+}
+
+pub const SUPPRESSION_SK: &str = "SUPPRESSION";
 
 /// The merchant and number of a customer partition key (as `customer_pk` wrote it).
 pub fn parse_customer_pk(pk: &str) -> Option<(MerchantId, Phone)> {
@@ -209,6 +226,17 @@ pub fn sms_out_from(since: DateTime<Utc>) -> String {
 
 pub fn sid_lookup(sid: &str) -> String {
     format!("SID#{sid}")
+}
+
+/// The sender a merchant texted a phone from, in that phone's partition.
+pub fn sender_sk(sender: &str) -> String {
+    format!("{SENDER_PREFIX}{sender}")
+}
+
+/// Which merchants texted `phone` from `sender`: a keyed hash of the pair under the marker key,
+/// never the number.
+pub fn sender_lookup(sender: &str, phone: &Phone) -> String {
+    format!("TX#{}", crate::domain::phone::marker_hash("sender", &format!("{sender}|{}", phone.as_str())))
 }
 
 pub fn request_pk(m: &MerchantId) -> String {

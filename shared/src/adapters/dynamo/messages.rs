@@ -1,6 +1,8 @@
-//! The SMS log (outbound and inbound, with delivery status) and reachability marks.
+//! The SMS log (outbound and inbound, with delivery status), inbound markers, the index of the
+//! senders a merchant texted a phone from, and reachability marks.
 
 use super::*;
+use crate::domain::outreach::Direction;
 
 impl Store {
     pub(super) fn sms_log_item(entry: &SmsLogEntry) -> Result<Item, PortError> {
@@ -20,22 +22,98 @@ impl Store {
         self.put_item(Self::sms_log_item(entry)?).await
     }
 
-    /// Logs one inbound message under every merchant it reached, once: a redelivery of the same
-    /// `MessageSid` returns `false` and writes nothing. Each merchant's marker and log entry are
-    /// one pair; pairs are written in transactions of at most 100 items, so any number of
-    /// Whether this merchant logged this inbound message already (its marker exists).
-    pub async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
-        let marker = self.get(keys::event_pk(m, &keys::inbound_event_key(message_sid)), keys::EVENT, "GetItem").await?;
-        Ok(marker.is_some())
+    /// The index items of an outbound message: one per sender it went out from, in the
+    /// customer's partition, found by a keyed hash of (sender, phone) (`merchants_that_texted`).
+    /// Rewritten by every text, so the latest one's purge date holds.
+    pub(super) fn sender_items(entry: &SmsLogEntry) -> Vec<Item> {
+        if entry.direction != Direction::Outbound {
+            return Vec::new();
+        }
+        entry
+            .senders
+            .iter()
+            .filter(|sender| !sender.is_empty())
+            .map(|sender| {
+                let mut item = key(customer_pk(&entry.merchant_id, &entry.phone), keys::sender_sk(sender));
+                item.insert(attr::GSI1PK.into(), s(keys::sender_lookup(sender, &entry.phone)));
+                item.insert(attr::GSI1SK.into(), s(merchant_pk(&entry.merchant_id)));
+                item.insert(attr::MERCHANT_ID.into(), s(entry.merchant_id.as_str()));
+                item.insert("sender".into(), s(sender.as_str()));
+                item.insert("last_sent_at".into(), s(entry.created_at.to_rfc3339()));
+                with_purge(item, entry.purge_at)
+            })
+            .collect()
     }
 
-    /// merchants may share a sender. `true` when any pair was new.
+    /// The merchants that texted `phone` from one of `senders`, whatever sender they use now.
+    pub async fn merchants_that_texted(&self, phone: &Phone, senders: &[&str]) -> Result<Vec<MerchantId>, PortError> {
+        let mut ids = std::collections::BTreeSet::new();
+        for sender in senders.iter().filter(|s| !s.is_empty()) {
+            for item in self.query_lookup(keys::sender_lookup(sender, phone)).await? {
+                if let Some(id) = get_s(&item, attr::MERCHANT_ID).and_then(|v| MerchantId::parse(v).ok()) {
+                    ids.insert(id);
+                }
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// An inbound message's marker: written with its log entry when it is stored, `pending`
+    /// until the message has been applied.
+    fn inbound_marker(
+        &self,
+        m: &MerchantId,
+        message_sid: &str,
+        at: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, PortError> {
+        let mut marker = key(keys::event_pk(m, &keys::inbound_event_key(message_sid)), keys::EVENT);
+        marker.insert("received_at".into(), s(at.to_rfc3339()));
+        marker.insert(attr::PENDING.into(), AttributeValue::Bool(true));
+        marker.insert(attr::EXPIRES_AT.into(), n((at + Duration::days(DEDUPE_TTL_DAYS)).timestamp()));
+        self.put_new(marker)
+    }
+
+    /// Whether this merchant has applied this inbound message: its marker exists and is no longer
+    /// pending (a marker from before messages were stored first has no `pending`: applied).
+    pub async fn inbound_applied(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
+        let marker = self.get(keys::event_pk(m, &keys::inbound_event_key(message_sid)), keys::EVENT, "GetItem").await?;
+        Ok(marker.is_some_and(|i| !i.get(attr::PENDING).is_some_and(|v| v.as_bool().is_ok_and(|b| *b))))
+    }
+
+    /// Marks a stored inbound message applied for each merchant; `true` when any was pending.
+    pub async fn finish_inbound(&self, merchants: &[MerchantId], message_sid: &str) -> Result<bool, PortError> {
+        let mut first = false;
+        for m in merchants {
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(keys::event_pk(m, &keys::inbound_event_key(message_sid)), keys::EVENT)))
+                .update_expression("REMOVE #p")
+                .condition_expression("#p = :t")
+                .expression_attribute_names("#p", attr::PENDING)
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .send()
+                .await;
+            match res {
+                Ok(_) => first = true,
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(aws("UpdateItem", e)),
+            }
+        }
+        Ok(first)
+    }
+
+    /// Stores one inbound message as received, under every merchant it reached, once: a
+    /// redelivery of the same `MessageSid` returns `false` and writes nothing. Each merchant's
+    /// marker and log entry are one pair; pairs are written in transactions of at most 100 items,
+    /// so any number of merchants may share a sender. `true` when any pair was new.
     pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
         let mut first = false;
         for chunk in entries.chunks(MAX_TRANSACTION_ITEMS / 2) {
             let mut items = Vec::with_capacity(chunk.len() * 2);
             for e in chunk {
-                items.push(self.dedupe_marker(&e.merchant_id, &keys::inbound_event_key(&e.message_sid), now)?);
+                items.push(self.inbound_marker(&e.merchant_id, &e.message_sid, now)?);
                 items.push(put(&self.table, Self::sms_log_item(e)?, None, &[], &[])?);
             }
             match self.transact(items).await? {
@@ -44,7 +122,7 @@ impl Store {
                     // Some pairs of this chunk were written before: write the others one by one.
                     for e in chunk {
                         let pair = vec![
-                            self.dedupe_marker(&e.merchant_id, &keys::inbound_event_key(&e.message_sid), now)?,
+                            self.inbound_marker(&e.merchant_id, &e.message_sid, now)?,
                             put(&self.table, Self::sms_log_item(e)?, None, &[], &[])?,
                         ];
                         match self.transact(pair).await? {
@@ -143,6 +221,26 @@ impl Store {
         phone: &Phone,
         sid: &str,
     ) -> Result<Option<SmsLogEntry>, PortError> {
+        self.sms_in_partition(m, phone, sid, keys::SMS_OUT_PREFIX).await
+    }
+
+    /// One inbound message as stored, read strongly consistent from the customer's partition.
+    pub async fn inbound_sms(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+    ) -> Result<Option<SmsLogEntry>, PortError> {
+        self.sms_in_partition(m, phone, sid, keys::SMS_IN_PREFIX).await
+    }
+
+    async fn sms_in_partition(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        sid: &str,
+        prefix: &str,
+    ) -> Result<Option<SmsLogEntry>, PortError> {
         let items = self
             .query_all(
                 self.client
@@ -153,7 +251,7 @@ impl Store {
                     .expression_attribute_names("#sk", attr::SK)
                     .expression_attribute_names("#sid", attr::MESSAGE_SID)
                     .expression_attribute_values(":pk", s(customer_pk(m, phone)))
-                    .expression_attribute_values(":p", s(keys::SMS_OUT_PREFIX))
+                    .expression_attribute_values(":p", s(prefix))
                     .expression_attribute_values(":sid", s(sid))
                     .consistent_read(true),
             )

@@ -21,7 +21,7 @@ mod steps;
 
 use crate::domain::cart::Cart;
 pub use crate::domain::consent::LedgerEntry;
-use crate::domain::consent::{ConsentEvent, ConsentState, ConsentStatus, entry_hash};
+use crate::domain::consent::{ConsentEvent, ConsentState, ConsentStatus, Suppression, entry_hash};
 use crate::domain::delivery::{Undeliverable, status_rank};
 use crate::domain::flow::SkipReason;
 use crate::domain::ids::{CartToken, MerchantId};

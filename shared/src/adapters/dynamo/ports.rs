@@ -56,6 +56,15 @@ impl CartStore for Store {
 }
 
 impl ConsentStore for Store {
+    async fn keep_suppression(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        channel: Channel,
+        sup: &crate::domain::consent::Suppression,
+    ) -> Result<(), PortError> {
+        Store::keep_suppression(self, m, phone, channel, sup).await
+    }
     async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
         Store::consent_state(self, m, phone, channel).await
     }
@@ -128,8 +137,17 @@ impl MessageLog for Store {
     async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
         Store::record_inbound(self, entries, now).await
     }
-    async fn inbound_seen(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
-        Store::inbound_seen(self, m, message_sid).await
+    async fn inbound_applied(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
+        Store::inbound_applied(self, m, message_sid).await
+    }
+    async fn finish_inbound(&self, merchants: &[MerchantId], message_sid: &str) -> Result<bool, PortError> {
+        Store::finish_inbound(self, merchants, message_sid).await
+    }
+    async fn inbound_sms(&self, m: &MerchantId, phone: &Phone, sid: &str) -> Result<Option<SmsLogEntry>, PortError> {
+        Store::inbound_sms(self, m, phone, sid).await
+    }
+    async fn merchants_that_texted(&self, phone: &Phone, senders: &[&str]) -> Result<Vec<MerchantId>, PortError> {
+        Store::merchants_that_texted(self, phone, senders).await
     }
     async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {
         Store::undeliverable(self, m, phone).await
@@ -253,6 +271,9 @@ impl PlatformRequests for Store {
 }
 
 impl PrivacyStore for Store {
+    async fn export_keys_for(&self, m: &MerchantId, subject: &str) -> Result<Vec<String>, PortError> {
+        Store::export_keys_for(self, m, subject).await
+    }
     async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
         Store::customer_records(self, m, phone).await
     }
@@ -287,9 +308,19 @@ impl PrivacyStore for Store {
     async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, PortError> {
         Store::pending_privacy(self, pk, sk).await
     }
+    fn pending_privacy_key(&self, m: &MerchantId, id: &str) -> ItemKey {
+        Store::pending_privacy_key(m, id)
+    }
 }
 
 impl PurgeStore for Store {
+    async fn ledger_head(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(MerchantId, Phone, Channel, ConsentState)>, PortError> {
+        Store::ledger_head(self, pk, sk).await
+    }
     async fn purge_watermark(&self) -> Result<Option<NaiveDate>, PortError> {
         Store::purge_watermark(self).await
     }

@@ -125,6 +125,25 @@ impl Store {
         self.put_item(item).await
     }
 
+    /// The export files made for a subject (by its proof id), so a deletion removes them too.
+    pub async fn export_keys_for(&self, m: &MerchantId, subject: &str) -> Result<Vec<String>, PortError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk AND begins_with(#sk, :p)")
+                    .filter_expression("subject = :s AND attribute_exists(export_key)")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_names("#sk", attr::SK)
+                    .expression_attribute_values(":pk", s(keys::request_pk(m)))
+                    .expression_attribute_values(":p", s("DSR#"))
+                    .expression_attribute_values(":s", s(subject))
+                    .consistent_read(true),
+            )
+            .await?;
+        Ok(items.iter().filter_map(|i| get_s(i, "export_key").map(str::to_string)).collect())
+    }
+
     pub async fn privacy_status(&self, m: &MerchantId, id: &str) -> Result<Option<PrivacyStatus>, PortError> {
         self.get(keys::request_pk(m), format!("DSR#{id}"), "GetItem").await?.map(from_item).transpose()
     }
@@ -149,6 +168,11 @@ impl Store {
         item.insert(attr::PK.into(), s(keys::request_pk(m)));
         item.insert(attr::SK.into(), s(format!("PRIVACY#{}", p.id)));
         Ok(with_purge(item, at))
+    }
+
+    /// Where a pending request of `m` with this id is kept.
+    pub fn pending_privacy_key(m: &MerchantId, id: &str) -> (String, String) {
+        (keys::request_pk(m), format!("PRIVACY#{id}"))
     }
 
     pub async fn pending_privacy(&self, pk: &str, sk: &str) -> Result<Option<PendingPrivacy>, PortError> {

@@ -264,7 +264,9 @@ impl Store {
     ) -> Result<bool, PortError> {
         let touch = Touch { step, channel: Channel::Sms, at: entry.created_at };
         let log = Self::sms_log_item(entry)?;
-        self.finish_with_log(log, (&entry.merchant_id, token, step), claim_id, &entry.message_sid, &touch, now).await
+        let senders = Self::sender_items(entry);
+        let target = (&entry.merchant_id, token, step);
+        self.finish_with_log(log, senders, target, claim_id, &entry.message_sid, &touch, now).await
     }
 
     /// The same for a placed call: its log entry, the step `sent`, the cart's last touch.
@@ -277,12 +279,16 @@ impl Store {
         let touch = Touch { step: entry.step, channel: Channel::Voice, at: entry.created_at };
         let log = Self::call_log_item(entry)?;
         let target = (&entry.merchant_id, &entry.cart_token, entry.step);
-        self.finish_with_log(log, target, claim_id, &entry.call_sid, &touch, now).await
+        self.finish_with_log(log, Vec::new(), target, claim_id, &entry.call_sid, &touch, now).await
     }
 
+    /// The log item, the step `sent`, the cart's last touch and any `extra` items (the sender
+    /// index of a text), in one transaction.
+    #[allow(clippy::too_many_arguments)]
     async fn finish_with_log(
         &self,
         log_item: Item,
+        extra: Vec<Item>,
         (m, token, step): (&MerchantId, &CartToken, u8),
         claim_id: &str,
         sid: &str,
@@ -316,11 +322,14 @@ impl Store {
                 serde_dynamo::to_attribute_value(touch).map_err(|e| PortError::Decode(e.to_string()))?,
             )
             .expression_attribute_values(":one", n(1));
-        let items = vec![
+        let mut items = vec![
             log,
             TransactWriteItem::builder().update(built(step_update.build())?).build(),
             TransactWriteItem::builder().update(built(cart_update.build())?).build(),
         ];
+        for item in extra {
+            items.push(put(&self.table, item, None, &[], &[])?);
+        }
         // A conflict with a concurrent write to the cart is retried: the same items again.
         for _ in 0..3 {
             match self.transact(items.clone()).await? {
