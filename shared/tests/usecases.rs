@@ -571,6 +571,10 @@ mod agent {
         assert_eq!(queue.work.lock().unwrap().as_slice(), [CALL_SID.to_string()]);
         assert!(relay.ended().is_some_and(|h| h.contains("opted_out")));
         assert!(relay.texts().concat().contains("not receive more calls"), "{:?}", relay.texts());
+        // The session ended with the opt-out: a later prompt takes no turn and says nothing.
+        let said = relay.texts().len();
+        agent.message(CONN, &prompt("what is in my cart"), t0()).await.unwrap();
+        assert_eq!(relay.texts().len(), said);
         // Ten malformed frames end a session.
         let (mem2, _, r2) = seeded().await;
         let relay2 = Relay::default();
@@ -580,5 +584,30 @@ mod agent {
             agent2.message("c2", "{not json", t0()).await.unwrap();
         }
         assert!(relay2.ended().is_some_and(|h| h.contains("failed")));
+    }
+
+    #[tokio::test]
+    async fn key_9_is_honoured_even_when_the_cart_can_no_longer_be_read() {
+        let (mem, _, r) = seeded().await;
+        let (model, relay, sms, queue) =
+            (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
+        let agent = Agent {
+            store: &mem,
+            model: &model,
+            fallback: &model,
+            relay: &relay,
+            sms: &sms,
+            outreach_queue: &queue,
+            public_base_url: "https://callfy.test",
+            limits: AgentLimits::default(),
+        };
+        agent.connect(CONN, &r, t0()).await.unwrap();
+        agent.message(CONN, &setup_msg(), t0()).await.unwrap();
+        // The cart went (retention, a deletion) while the call was on.
+        mem.state.lock().unwrap().carts.clear();
+        agent.message(CONN, r#"{"type":"dtmf","digit":"9"}"#, t0()).await.unwrap();
+        assert_eq!(mem.ledger(&r.merchant_id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+        assert_eq!(queue.work.lock().unwrap().as_slice(), [CALL_SID.to_string()], "made durable first");
+        assert!(relay.ended().is_some_and(|h| h.contains("opted_out")));
     }
 }

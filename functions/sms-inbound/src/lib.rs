@@ -99,10 +99,17 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         received_at: app.clock.now(),
     };
     let from = &msg.from;
-    // Twilio does not retry an inbound webhook. The message is stored as received first (its
-    // log entry under every merchant it reached), a copy goes on the queue, and only then is it
-    // classified and applied; the worker applies the copy, from what was stored, wherever the
-    // inline attempt did not finish.
+    // Twilio does not retry an inbound webhook. A copy goes on the queue before anything else
+    // (no store access can time out before it), the message is stored as received (its log
+    // entry under every merchant it reached), and only then is it classified and applied; the
+    // worker applies the copy, from what was stored, wherever the inline attempt did not finish.
+    let queued = match app.queue.enqueue_inbound(&msg, app.replay_delay_seconds).await {
+        Ok(_) => true,
+        Err(e) => {
+            warn!(sid, phone = %from.log_id(), error = %redact(&chain(&e)), "could not queue the inbound message; applying it inline only");
+            false
+        }
+    };
     let (merchants, stored) = match inbound::merchants_for(&app.store, &msg).await {
         Ok(m) if m.is_empty() => {
             warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
@@ -113,13 +120,6 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
             (m, stored)
         }
         Err(e) => (Vec::new(), Err(e)),
-    };
-    let queued = match app.queue.enqueue_inbound(&msg, app.replay_delay_seconds).await {
-        Ok(_) => true,
-        Err(e) => {
-            warn!(sid, phone = %from.log_id(), error = %redact(&chain(&e)), "could not queue the inbound message; applying it inline only");
-            false
-        }
     };
     let applied = match stored {
         Ok(_) => inbound::apply(&app.store, &msg, &merchants).await,

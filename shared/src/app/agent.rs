@@ -7,6 +7,7 @@
 //! opt-out never waits for the model.
 
 use crate::app::consent;
+use crate::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS;
 use crate::app::voice::{CallContext, LinkOutcome, VoiceError, VoiceStore, text_link};
 use crate::domain::agent::{
     AgentSession, Brief, CALL_TOKEN_CAP, EndReason, Line, MAX_MALFORMED, MAX_TURNS, Outcome, Phrases, RelayIn,
@@ -14,6 +15,7 @@ use crate::domain::agent::{
     tool_specs,
 };
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+use crate::domain::keywords::Lang;
 use crate::domain::keywords::classify_spoken;
 use crate::domain::merchant::Channel;
 use crate::domain::voice::{CallRef, KeyOptOut, is_sid};
@@ -75,6 +77,14 @@ struct Live {
     session: AgentSession,
     ctx: CallContext,
     call: CallRef,
+}
+
+/// Whom an opt-out is recorded for, and how it is confirmed.
+struct OptOutTarget {
+    key: SessionKey,
+    merchant: crate::domain::merchant::Merchant,
+    lang: Lang,
+    turn: u32,
 }
 
 /// How streaming one model answer ended.
@@ -213,22 +223,36 @@ where
         let Some(binding) = binding else { return Ok(None) };
         let Some(key) = binding.session else { return Ok(None) };
         let (session, ctx) = tokio::try_join!(self.store.session(&key), CallContext::load(self.store, &binding.call))?;
-        let (Some(session), Some(ctx)) = (session, ctx) else { return Ok(None) };
+        let (Some(session), Some(mut ctx)) = (session, ctx) else { return Ok(None) };
+        if ctx.phone != key.phone {
+            // The cart's number changed since the call was placed: nothing goes to the new one,
+            // and the person on the line is not the cart's any more.
+            ctx.callable = false;
+            ctx.textable = false;
+        }
         Ok(Some(Live { key, session, ctx, call: binding.call }))
     }
 
     async fn prompt(&self, connection_id: &str, words: &str, now: DateTime<Utc>) -> Result<(), VoiceError> {
-        let Some(live) = self.live(connection_id).await? else {
+        let live = self.live(connection_id).await?;
+        // Opt-out first, whatever the model is doing, and whatever else could be read: without a
+        // session the Spanish table is heard too (it includes the English one).
+        let lang = live.as_ref().map_or(Lang::Es, |l| l.session.lang);
+        if let Some((scope, rule)) = classify_spoken(words, lang) {
+            let Some(target) = self.opt_out_target(connection_id, live.as_ref()).await? else {
+                warn!("an opt-out on a connection bound to no call: ending it");
+                self.post(connection_id, &RelayOut::end(Outcome::Failed, false)).await;
+                return Ok(());
+            };
+            return self.opt_out(connection_id, &target, scope, ConsentSource::Spoken, &rule, Some(words), now).await;
+        }
+        let Some(live) = live else {
             warn!("prompt on a connection without a session: ending it");
             self.post(connection_id, &RelayOut::end(Outcome::Failed, false)).await;
             return Ok(());
         };
         if live.session.ended {
             return Ok(());
-        }
-        // Opt-out first, whatever the model is doing.
-        if let Some((scope, rule)) = classify_spoken(words, live.session.lang) {
-            return self.opt_out(connection_id, &live, scope, ConsentSource::Spoken, &rule, Some(words), now).await;
         }
         // The turn and the merchant's spend so far, in one round trip.
         let m = &live.ctx.merchant.merchant;
@@ -289,6 +313,10 @@ where
         let Streamed::Done { tools, spoke } = streamed else { return Ok(()) };
         if spoke && tools.is_empty() {
             self.speak(connection_id, &live.key, (turn, now), "", true).await?;
+        }
+        // A tool of a turn an opt-out (or another ending) overtook is not carried out.
+        if !tools.is_empty() && self.store.session(&live.key).await?.is_none_or(|s| s.ended) {
+            return Ok(());
         }
         for (name, input) in tools {
             match Tool::parse(&name, &input) {
@@ -374,10 +402,10 @@ where
                         tools.push((name, input));
                     }
                     Some(ModelEvent::Usage { input_tokens, output_tokens }) => {
-                        let tokens = input_tokens.saturating_add(output_tokens);
-                        self.store.spend(&live.key, tokens).await?;
+                        // The call's cap counts what the model wrote; the merchant's day, all of it.
+                        self.store.spend(&live.key, output_tokens).await?;
                         let day = now.format("%Y-%m-%d").to_string();
-                        self.store.merchant_spend(&live.key.merchant_id, &day, tokens).await?;
+                        self.store.merchant_spend(&live.key.merchant_id, &day, input_tokens.saturating_add(output_tokens)).await?;
                     }
                 },
                 res = &mut call, if !call_done => {
@@ -449,7 +477,9 @@ where
             }
             Tool::OptOut(scope) => {
                 let rule = "model_tool:opt_out";
-                self.opt_out(connection_id, live, scope, ConsentSource::Spoken, rule, Some(words), now).await?;
+                if let Some(target) = self.opt_out_target(connection_id, Some(live)).await? {
+                    self.opt_out(connection_id, &target, scope, ConsentSource::Spoken, rule, Some(words), now).await?;
+                }
                 Ok(true)
             }
             Tool::EndCall(reason) => {
@@ -481,8 +511,12 @@ where
         if digit.trim() != "9" {
             return Ok(());
         }
-        let Some(live) = self.live(connection_id).await? else { return Ok(()) };
-        self.opt_out(connection_id, &live, Scope::Calls, ConsentSource::KeyPress, "key:9", None, now).await
+        let live = self.live(connection_id).await?;
+        let Some(target) = self.opt_out_target(connection_id, live.as_ref()).await? else {
+            warn!("key 9 on a connection bound to no call: nothing to opt out");
+            return Ok(());
+        };
+        self.opt_out(connection_id, &target, Scope::Calls, ConsentSource::KeyPress, "key:9", None, now).await
     }
 
     /// An interrupt starts a new turn, so the older turn's remaining words are never sent.
@@ -495,24 +529,32 @@ where
     }
 
     /// Records the opt-out (for what its words cover), cancels pending steps, says one
-    /// confirmation naming the merchant and ends the session. The model is silenced first.
+    /// confirmation naming the merchant and ends the session. A voice opt-out is made durable on
+    /// the queue first (the WebSocket message is never resent); the session is ended before the
+    /// confirmation, so no older turn's words and no later prompt speak after it.
     #[allow(clippy::too_many_arguments)]
     async fn opt_out(
         &self,
         connection_id: &str,
-        live: &Live,
+        target: &OptOutTarget,
         scope: Scope,
         source: ConsentSource,
         rule: &str,
         words: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<(), VoiceError> {
-        let key = &live.key;
-        let turn = match self.take_turn(key, live.session.clone(), words, now).await? {
-            Some((_, t)) => t,
-            None => live.session.turn + 1,
-        };
-        let m = &live.ctx.merchant.merchant;
+        let (key, m) = (&target.key, &target.merchant);
+        if scope.channels().contains(&Channel::Voice) {
+            let o = KeyOptOut {
+                merchant_id: m.id.clone(),
+                phone: key.phone.clone(),
+                call_sid: key.call_sid.clone(),
+                at: now,
+            };
+            if let Err(e) = self.outreach_queue.enqueue_key_opt_out(&o, KEY_OPT_OUT_REPLAY_DELAY_SECONDS).await {
+                warn!(merchant = %m.id, call = %key.call_sid, error = %redact(&chain(&e)), "could not queue the voice opt-out; recording it inline only");
+            }
+        }
         for channel in scope.channels() {
             let event = ConsentEvent {
                 channel: *channel,
@@ -528,27 +570,56 @@ where
                     ..Default::default()
                 },
             };
-            if let Err(e) = consent::record(self.store, m, &key.phone, &event, now).await {
-                // A voice opt-out is made durable on the queue instead; the worker applies it.
-                warn!(merchant = %m.id, call = %key.call_sid, error = %redact(&chain(&e)), "could not record the opt-out inline");
+            let mut recorded = consent::record(self.store, m, &key.phone, &event, now).await;
+            if recorded.is_err() {
+                recorded = consent::record(self.store, m, &key.phone, &event, now).await;
+            }
+            if let Err(e) = recorded {
+                warn!(merchant = %m.id, call = %key.call_sid, channel = channel.as_str(), error = %redact(&chain(&e)), "could not record the opt-out inline");
+                // Calls: the queued copy applies it. Texts have no copy: the error is the answer.
                 if *channel != Channel::Voice {
                     return Err(e.into());
                 }
-                let o = KeyOptOut {
-                    merchant_id: m.id.clone(),
-                    phone: key.phone.clone(),
-                    call_sid: key.call_sid.clone(),
-                    at: now,
-                };
-                self.outreach_queue.enqueue_key_opt_out(&o, 0).await?;
             }
         }
         info!(merchant = %m.id, call = %key.call_sid, phone = %key.phone.log_id(), scope = ?scope, source = source.as_str(), "agent: opt-out recorded");
-        let confirmation = opt_out_confirmation(&m.name, live.session.lang, scope == Scope::Calls);
-        self.speak(connection_id, key, (turn, now), &confirmation, true).await?;
-        self.store.finish_session(key, Outcome::OptedOut, true, true).await?;
+        if let Err(e) = self.store.finish_session(key, Outcome::OptedOut, true, true).await {
+            warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not end the session after an opt-out");
+        }
+        let confirmation = opt_out_confirmation(&m.name, target.lang, scope == Scope::Calls);
+        let line = TranscriptLine { turn: target.turn, speaker: Speaker::Agent, text: confirmation.clone(), at: now };
+        if let Err(e) = self.store.append_line(key, &line).await {
+            warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not note the confirmation in the transcript");
+        }
+        self.post(connection_id, &RelayOut::Text { token: confirmation, last: true }).await;
         self.post(connection_id, &RelayOut::end(Outcome::OptedOut, false)).await;
         Ok(())
+    }
+
+    /// Whom an opt-out heard on `connection_id` is about: the live session, else (no session or
+    /// cart to read) the call the connection is bound to.
+    async fn opt_out_target(
+        &self,
+        connection_id: &str,
+        live: Option<&Live>,
+    ) -> Result<Option<OptOutTarget>, VoiceError> {
+        if let Some(l) = live {
+            return Ok(Some(OptOutTarget {
+                key: l.key.clone(),
+                merchant: l.ctx.merchant.merchant.clone(),
+                lang: l.session.lang,
+                turn: l.session.turn + 1,
+            }));
+        }
+        let Some(key) = self.store.connection(connection_id).await?.and_then(|b| b.session) else { return Ok(None) };
+        let Some(record) = self.store.get_merchant(&key.merchant_id).await? else { return Ok(None) };
+        let session = self.store.session(&key).await?;
+        Ok(Some(OptOutTarget {
+            lang: session.as_ref().map_or(Lang::En, |s| s.lang),
+            turn: session.as_ref().map_or(1, |s| s.turn + 1),
+            key,
+            merchant: record.merchant,
+        }))
     }
 
     async fn end(

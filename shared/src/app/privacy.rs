@@ -221,7 +221,7 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                     // An opt-out outlives the person's data: kept as a suppression record.
                     CustomerData::ConsentState { channel, state } => {
                         if let Some(sup) = state.suppression() {
-                            self.store.keep_suppression(&m.id, phone, *channel, &sup).await?;
+                            self.store.keep_suppression(&m.id, phone, *channel, &sup, state.seq).await?;
                         }
                     }
                     CustomerData::Call(call) => {

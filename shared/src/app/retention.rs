@@ -200,22 +200,21 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
                 PurgeKind::ConsentEntry => entries.push(item),
                 PurgeKind::ConsentLedger => self.ledger(item, &merchant, opts, merchants, report).await?,
                 PurgeKind::Cart => {
-                    // The cart first, only at the purge date read: one updated since stays.
-                    if !opts.dry_run && !self.store.delete_if_due(&item.pk, &item.sk, &item.purge_at).await? {
-                        report.deferred += 1;
-                        continue;
-                    }
-                    let mut keys = if opts.dry_run {
-                        vec![(item.pk.clone(), item.sk.clone())]
-                    } else {
-                        let mut rest = self.store.partition_keys(&item.pk).await?;
-                        // Counted once, though already deleted.
-                        rest.push((item.pk.clone(), item.sk.clone()));
-                        rest
-                    };
+                    // The cart with its steps and checkout pointer, in one transaction, only at
+                    // the purge date read: one updated since stays whole.
+                    let mut keys = if opts.dry_run { Vec::new() } else { self.store.partition_keys(&item.pk).await? };
                     if let (Some(id), Some(m)) = (item.attrs.get("checkout_id"), item.merchant()) {
                         keys.push((format!("X#{m}#{id}"), "CHECKOUT".into()));
                     }
+                    if !opts.dry_run
+                        && !self.store.delete_cart_if_due(&item.pk, &item.sk, &item.purge_at, &keys).await?
+                    {
+                        report.deferred += 1;
+                        continue;
+                    }
+                    keys.retain(|k| *k != (item.pk.clone(), item.sk.clone()));
+                    keys.push((item.pk.clone(), item.sk.clone()));
+                    // Counted here; deleting them again below is no error.
                     for k in keys {
                         plain.push((merchant.clone(), k, PurgeKind::Cart));
                     }
@@ -407,6 +406,18 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             keys.insert(keys.len().saturating_sub(usize::from(closure)), (item.pk.clone(), item.sk.clone()));
         }
         if !opts.dry_run {
+            // Opt-outs outlive the account: ledgers older than suppression records get theirs
+            // before they go (later ones keep theirs in step with every append).
+            for (pk, sk) in keys
+                .iter()
+                .filter(|(pk, sk)| pk.starts_with("C#") && sk.starts_with("CONSENT#") && sk.matches('#').count() == 1)
+            {
+                if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
+                    && let Some(sup) = state.suppression()
+                {
+                    self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+                }
+            }
             self.recordings.delete_prefix(&format!("recordings/{merchant}/")).await?;
             self.recordings.delete_prefix(&format!("exports/{merchant}/")).await?;
             self.store.batch_delete(&keys).await?;
@@ -448,7 +459,7 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             if let Some((m, phone, channel, state)) = self.store.ledger_head(&item.pk, &item.sk).await?
                 && let Some(sup) = state.suppression()
             {
-                self.store.keep_suppression(&m, &phone, channel, &sup).await?;
+                self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
             }
             // The state first, at the sequence read: an append in between keeps the ledger.
             let seq: u64 = item.attrs.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0);

@@ -288,7 +288,8 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         now: DateTime<Utc>,
     ) -> Result<Vec<Verb>, VoiceError> {
         let by_key = Choice::from_digits(digits) == Choice::StopCalls;
-        let spoken = speech.and_then(|s| crate::domain::keywords::classify_spoken(s, Lang::En));
+        // The voicemail that gives this number is in English or Spanish: both are heard.
+        let spoken = speech.and_then(|s| crate::domain::keywords::classify_spoken(s, Lang::Es));
         if !by_key && spoken.is_none() {
             return Ok(vec![Verb::Say { text: "Goodbye.".into(), language: "en-US" }, Verb::Hangup]);
         }

@@ -615,10 +615,15 @@ impl Phrases {
                 })
                 .map(|(i, c)| i + c.len_utf8())
                 .or_else(|| {
-                    (self.buf.len() > PHRASE_MAX_CHARS)
-                        .then(|| self.buf[..PHRASE_MAX_CHARS].rfind(' '))
-                        .flatten()
-                        .filter(|i| *i > 0)
+                    if self.buf.len() <= PHRASE_MAX_CHARS {
+                        return None;
+                    }
+                    // A byte index inside a multi-byte character ("é", "—") is no place to cut.
+                    let mut end = PHRASE_MAX_CHARS;
+                    while !self.buf.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    self.buf[..end].rfind(' ').filter(|i| *i > 0)
                 });
             let Some(cut) = cut else { break };
             let phrase: String = self.buf.drain(..cut).collect();
@@ -816,6 +821,10 @@ mod tests {
         }
         out.extend(p.finish());
         assert_eq!(out, vec!["You left Wax Puck.", " Want the link?"]);
+        // Byte 80 falls inside the second "é": the cut moves back to a character boundary.
+        let accents = format!("{}aaéé ñandú — {}", "word ".repeat(15), "más ".repeat(30));
+        assert!(!accents.is_char_boundary(PHRASE_MAX_CHARS));
+        assert!(!Phrases::default().push(&accents).is_empty(), "no panic on a multi-byte boundary");
         let long = "word ".repeat(40);
         let parts = Phrases::default().push(&long);
         assert!(!parts.is_empty() && parts.iter().all(|s| s.len() <= PHRASE_MAX_CHARS), "{parts:?}");

@@ -87,7 +87,7 @@ pub trait AgentSessions: Send + Sync {
     ) -> impl Future<Output = Result<AgentSession, PortError>> + Send;
     fn session(&self, key: &SessionKey) -> impl Future<Output = Result<Option<AgentSession>, PortError>> + Send;
     /// Moves the session from turn `seen` to `seen + 1`, recording `line` (the caller's words)
-    /// in the same write. `false` when another message moved it first.
+    /// in the same write. `false` when another message moved it first or the session ended.
     fn next_turn(
         &self,
         key: &SessionKey,
@@ -97,6 +97,12 @@ pub trait AgentSessions: Send + Sync {
     /// Records the agent's words of `line.turn`, only while that is still the session's turn:
     /// `false` means a newer turn began and nothing more of this one may be sent.
     fn say(&self, key: &SessionKey, line: &TranscriptLine) -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// Appends a line whatever the turn (an opt-out's confirmation, after it ended the session).
+    fn append_line(
+        &self,
+        key: &SessionKey,
+        line: &TranscriptLine,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Notes a tool call; with `once`, `false` when the tool was already used in this call.
     fn use_tool(
         &self,

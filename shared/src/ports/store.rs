@@ -105,13 +105,15 @@ pub trait ConsentStore: Send + Sync {
         channel: Channel,
     ) -> impl Future<Output = Result<Vec<LedgerEntry>, PortError>> + Send;
     /// Keeps a channel's opt-out (its date and source, under a keyed hash) before its ledger is
-    /// removed; a newer suppression record is never replaced. Appends keep it up to date.
+    /// removed, only while the ledger's head is at `seq` (an opt-in since keeps the person in);
+    /// a newer suppression record is never replaced. Appends keep it up to date.
     fn keep_suppression(
         &self,
         m: &MerchantId,
         phone: &Phone,
         channel: Channel,
         sup: &crate::domain::consent::Suppression,
+        seq: u64,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
@@ -438,6 +440,17 @@ pub trait PurgeStore: Send + Sync {
     /// has a later one and stays); `false` when it changed or is gone.
     fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str)
     -> impl Future<Output = Result<bool, PortError>> + Send;
+    /// A due cart with what hangs off it (its steps, its checkout pointer) in one transaction,
+    /// only while the cart still holds the purge date read: `false` when it was updated since
+    /// (then nothing is deleted). A crash can never leave steps without their cart or the
+    /// reverse.
+    fn delete_cart_if_due(
+        &self,
+        pk: &str,
+        sk: &str,
+        purge_at: &str,
+        with: &[ItemKey],
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// All items of one partition (a cart with its steps), keys only.
     fn partition_keys(&self, pk: &str) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
     /// After a recording's object is deleted: its purge item goes, and its call log entry

@@ -314,6 +314,7 @@ impl ConsentStore for Memory {
         phone: &Phone,
         channel: Channel,
         sup: &callfy_shared::domain::consent::Suppression,
+        _: u64,
     ) -> Result<(), PortError> {
         self.enter("keep_suppression")?;
         let mut s = self.s();
@@ -585,7 +586,7 @@ impl AgentSessions for Memory {
         self.enter("next_turn")?;
         let mut s = self.s();
         let Some(x) = s.sessions.get_mut(&key.call_sid) else { return Ok(false) };
-        if x.turn != seen {
+        if x.turn != seen || x.ended {
             return Ok(false);
         }
         x.turn = seen + 1;
@@ -600,11 +601,22 @@ impl AgentSessions for Memory {
         self.enter("say")?;
         let mut s = self.s();
         let Some(x) = s.sessions.get_mut(&key.call_sid) else { return Ok(false) };
-        if x.turn != line.turn {
+        if x.turn != line.turn || x.ended {
             return Ok(false);
         }
         x.transcript.push(line.clone());
         Ok(true)
+    }
+    async fn append_line(
+        &self,
+        key: &agent::SessionKey,
+        line: &callfy_shared::domain::agent::TranscriptLine,
+    ) -> Result<(), PortError> {
+        self.enter("append_line")?;
+        if let Some(x) = self.s().sessions.get_mut(&key.call_sid) {
+            x.transcript.push(line.clone());
+        }
+        Ok(())
     }
     async fn use_tool(&self, key: &agent::SessionKey, tool: &str, once: bool) -> Result<bool, PortError> {
         self.enter("use_tool")?;
@@ -821,6 +833,14 @@ impl PurgeStore for Memory {
         let mut s = self.s();
         s.due.retain(|d| !(d.pk == pk && d.sk == sk));
         s.deleted.push((pk.to_string(), sk.to_string()));
+        Ok(true)
+    }
+    async fn delete_cart_if_due(&self, pk: &str, sk: &str, _: &str, with: &[ItemKey]) -> Result<bool, PortError> {
+        self.enter("delete_cart_if_due")?;
+        let mut s = self.s();
+        s.due.retain(|d| !(d.pk == pk && d.sk == sk));
+        s.deleted.push((pk.to_string(), sk.to_string()));
+        s.deleted.extend(with.iter().cloned());
         Ok(true)
     }
     async fn partition_keys(&self, _: &str) -> Result<Vec<ItemKey>, PortError> {

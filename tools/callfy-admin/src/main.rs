@@ -125,6 +125,8 @@ enum MerchantAction {
     ApiKey { id: String },
     /// Close a merchant: no more outreach, API keys refused, its data erased after the grace period.
     Close { id: String },
+    /// Reopen a closed merchant within its grace period (its data, opt-outs included, intact).
+    Reopen { id: String },
     /// Suspend (on) or resume (off) every purge and deletion of a merchant's data.
     LegalHold {
         id: String,
@@ -208,6 +210,20 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 store.set_api_key_hash(&id, &sha256_hex(key.as_bytes())).await?;
                 println!("{key}");
                 eprintln!("Store this key now: it is shown only once.");
+            }
+            MerchantAction::Reopen { id } => {
+                let id = merchant_id(&id)?;
+                let record = store
+                    .get_merchant(&id)
+                    .await?
+                    .ok_or_else(|| AdminError::Usage(format!("no merchant {id} (erased after its grace period?)")))?;
+                if record.status == MerchantStatus::Active {
+                    println!("{id} is open");
+                } else {
+                    // The pending erasure finds the account open and drops itself.
+                    store.set_merchant_status(&id, MerchantStatus::Active).await?;
+                    println!("{id} reopened; its pending erasure is dropped at the next run");
+                }
             }
             MerchantAction::Close { id } => {
                 let id = merchant_id(&id)?;

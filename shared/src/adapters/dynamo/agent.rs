@@ -128,8 +128,10 @@ impl Store {
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key(k)))
-            .condition_expression("attribute_exists(#pk) AND turn = :seen")
+            // An ended session takes no new turn (an opt-out ended it).
+            .condition_expression("attribute_exists(#pk) AND turn = :seen AND ended <> :yes")
             .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":seen", n(seen))
             .expression_attribute_values(":next", n(seen + 1));
         req = match line {
@@ -148,13 +150,30 @@ impl Store {
             .table_name(&self.table)
             .set_key(Some(session_key(k)))
             .update_expression("SET transcript = list_append(transcript, :l)")
-            .condition_expression("attribute_exists(#pk) AND turn = :t")
+            .condition_expression("attribute_exists(#pk) AND turn = :t AND ended <> :yes")
             .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":t", n(line.turn))
             .expression_attribute_values(":l", AttributeValue::L(vec![av(line)?]))
             .send()
             .await;
         Ok(conditional(res, "UpdateItem")?.is_some())
+    }
+
+    /// Appends a line whatever the turn (the confirmation of an opt-out that ended the session).
+    pub async fn append_line(&self, k: &SessionKey, line: &TranscriptLine) -> Result<(), PortError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(k)))
+            .update_expression("SET transcript = list_append(transcript, :l)")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":l", AttributeValue::L(vec![av(line)?]))
+            .send()
+            .await;
+        conditional(res, "UpdateItem").map(|_| ())
     }
 
     pub async fn use_tool(&self, k: &SessionKey, tool: &str, once: bool) -> Result<bool, PortError> {

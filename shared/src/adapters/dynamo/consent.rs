@@ -128,31 +128,37 @@ impl Store {
     }
 
     /// Keeps an opt-out before its ledger goes (retention, deletion, closure): ledgers written
-    /// before suppression records existed get theirs here. A newer record is never replaced.
+    /// before suppression records existed get theirs here. Only while the ledger head still has
+    /// the sequence that was read (an opt-in appended since keeps the person opted in), and a
+    /// newer suppression record is never replaced.
     pub async fn keep_suppression(
         &self,
         m: &MerchantId,
         phone: &Phone,
         channel: Channel,
         sup: &Suppression,
+        seq: u64,
     ) -> Result<(), PortError> {
         let mut item = key(keys::suppression_pk(m, phone, channel), keys::SUPPRESSION_SK);
         item.extend(to_item(sup)?);
         item.insert("at_sort".into(), s(keys::sort_time(sup.at)));
-        let res = self
-            .client
-            .put_item()
+        let head = ConditionCheck::builder()
             .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(#pk) OR at_sort < :at")
-            .expression_attribute_names("#pk", attr::PK)
-            .expression_attribute_values(":at", s(keys::sort_time(sup.at)))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(aws("PutItem", e)),
+            .set_key(Some(key(customer_pk(m, phone), keys::consent_state_sk(channel))))
+            .condition_expression("#seq = :seq")
+            .expression_attribute_names("#seq", attr::SEQ)
+            .expression_attribute_values(":seq", n(seq));
+        let put = put(
+            &self.table,
+            item,
+            Some("attribute_not_exists(#pk) OR at_sort < :at"),
+            &[("#pk", attr::PK)],
+            &[(":at", s(keys::sort_time(sup.at)))],
+        )?;
+        let items = vec![TransactWriteItem::builder().condition_check(built(head.build())?).build(), put];
+        match self.transact(items).await? {
+            // Either the ledger moved on (an opt-in) or a newer record is kept: nothing to do.
+            TxOutcome::Done | TxOutcome::Cancelled(_) => Ok(()),
         }
     }
 

@@ -62,8 +62,9 @@ impl ConsentStore for Store {
         phone: &Phone,
         channel: Channel,
         sup: &crate::domain::consent::Suppression,
+        seq: u64,
     ) -> Result<(), PortError> {
-        Store::keep_suppression(self, m, phone, channel, sup).await
+        Store::keep_suppression(self, m, phone, channel, sup, seq).await
     }
     async fn consent_state(&self, m: &MerchantId, phone: &Phone, channel: Channel) -> Result<ConsentState, PortError> {
         Store::consent_state(self, m, phone, channel).await
@@ -339,6 +340,15 @@ impl PurgeStore for Store {
     async fn delete_if_due(&self, pk: &str, sk: &str, purge_at: &str) -> Result<bool, PortError> {
         Store::delete_if_due(self, pk, sk, purge_at).await
     }
+    async fn delete_cart_if_due(
+        &self,
+        pk: &str,
+        sk: &str,
+        purge_at: &str,
+        with: &[ItemKey],
+    ) -> Result<bool, PortError> {
+        Store::delete_cart_if_due(self, pk, sk, purge_at, with).await
+    }
     async fn partition_keys(&self, pk: &str) -> Result<Vec<ItemKey>, PortError> {
         Store::partition_keys(self, pk).await
     }
@@ -514,6 +524,13 @@ impl crate::ports::AgentSessions for Store {
         line: &crate::domain::agent::TranscriptLine,
     ) -> Result<bool, PortError> {
         Store::say(self, key, line).await
+    }
+    async fn append_line(
+        &self,
+        key: &crate::ports::agent::SessionKey,
+        line: &crate::domain::agent::TranscriptLine,
+    ) -> Result<(), PortError> {
+        Store::append_line(self, key, line).await
     }
     async fn use_tool(&self, key: &crate::ports::agent::SessionKey, tool: &str, once: bool) -> Result<bool, PortError> {
         Store::use_tool(self, key, tool, once).await

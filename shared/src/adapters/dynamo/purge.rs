@@ -150,6 +150,43 @@ impl Store {
         self.delete_if(pk, sk, attr::PURGE_AT, s(purge_at)).await
     }
 
+    /// A due cart and what hangs off it, in one transaction conditioned on the cart's purge date.
+    /// Past one transaction's size, the rest goes afterwards (only ever steps of a cart that is
+    /// already gone).
+    pub async fn delete_cart_if_due(
+        &self,
+        pk: &str,
+        sk: &str,
+        purge_at: &str,
+        with: &[ItemKey],
+    ) -> Result<bool, PortError> {
+        let others: Vec<&ItemKey> = with.iter().filter(|(p, s)| !(p == pk && s == sk)).collect();
+        let (first, rest) = others.split_at(others.len().min(MAX_TRANSACTION_ITEMS - 1));
+        let cart = Delete::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk.to_string(), sk)))
+            .condition_expression("#a = :a")
+            .expression_attribute_names("#a", attr::PURGE_AT)
+            .expression_attribute_values(":a", s(purge_at));
+        let mut items = vec![TransactWriteItem::builder().delete(built(cart.build())?).build()];
+        for (p, s) in first {
+            let d = Delete::builder().table_name(&self.table).set_key(Some(key(p.clone(), s.clone())));
+            items.push(TransactWriteItem::builder().delete(built(d.build())?).build());
+        }
+        match self.transact(items).await? {
+            TxOutcome::Done => {}
+            TxOutcome::Cancelled(codes) if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {
+                return Ok(false);
+            }
+            TxOutcome::Cancelled(_) => return Err(PortError::Conflict),
+        }
+        if !rest.is_empty() {
+            let rest: Vec<ItemKey> = rest.iter().map(|k| (*k).clone()).collect();
+            self.batch_delete(&rest).await?;
+        }
+        Ok(true)
+    }
+
     /// Deletes a ledger's state only at the sequence that was read; `false` when an append came
     /// in between (the ledger is alive again).
     pub async fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> Result<bool, PortError> {
