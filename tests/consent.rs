@@ -368,6 +368,13 @@ async fn consent_api_round_trips_with_evidence_and_rejects_bad_keys_and_phones()
     let (status, answer, _) = api(&local, Method::POST, "/v1/consents", Some(&key), Some("req-1"), Some(changed)).await;
     assert_eq!((status, answer["error"].as_str()), (422, Some("idempotency_key_reused")));
     assert_eq!(store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), 1);
+    // A day later the key no longer replays, and is not silently reused either: a clear 422
+    // (before, a conflict with the record DynamoDB had not yet expired answered 503).
+    clock.advance(chrono::Duration::hours(25));
+    let (status, answer, _) =
+        api(&local, Method::POST, "/v1/consents", Some(&key), Some("req-1"), Some(opt_in.clone())).await;
+    assert_eq!((status, answer["error"].as_str()), (422, Some("idempotency_key_expired")), "{answer}");
+    clock.advance(chrono::Duration::hours(-25));
 
     // Bad input: a clear 4xx naming the field, nothing written.
     let mut bad_phone = opt_in.clone();

@@ -397,6 +397,11 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
         ApiAnswer::KeyReused => {
             Ok(error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request"))
         }
+        ApiAnswer::KeyExpired => Ok(error(
+            422,
+            "idempotency_key_expired",
+            "this Idempotency-Key was used more than 24 hours ago; send this request with a new key",
+        )),
     }
 }
 

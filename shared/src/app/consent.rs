@@ -93,7 +93,12 @@ pub enum ApiAnswer {
     Replayed(IdempotencyRecord),
     /// The `Idempotency-Key` was used with a different request.
     KeyReused,
+    /// The `Idempotency-Key` was used more than its window ago: a new request needs a new key.
+    KeyExpired,
 }
+
+/// How long an `Idempotency-Key` replays its answer (the store forgets it some time after).
+pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
 
 /// A request's `Idempotency-Key` and the SHA-256 of its body.
 #[derive(Debug, Clone, Copy)]
@@ -130,6 +135,11 @@ where
         if let Some(key) = idem.key
             && let Some(prev) = store.get_idempotency(&merchant.id, key, now).await?
         {
+            // Past its window a key binds nothing, but it is not free either until the store
+            // forgets it: answered plainly rather than left to fail as a conflict.
+            if prev.created_at + Duration::hours(IDEMPOTENCY_WINDOW_HOURS) <= now {
+                return Ok(ApiAnswer::KeyExpired);
+            }
             if ct_eq(prev.request_sha256.as_bytes(), idem.request_sha256.as_bytes()) {
                 return Ok(ApiAnswer::Replayed(prev));
             }
