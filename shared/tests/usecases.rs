@@ -510,6 +510,26 @@ mod agent {
         (mem, m, r)
     }
 
+    /// The agent over the in-memory ports, the scripted agent as its model and its fallback.
+    fn agent_over<'a>(
+        mem: &'a Memory,
+        model: &'a ScriptedModel,
+        relay: &'a Relay,
+        sms: &'a Telephony,
+        queue: &'a Queue,
+    ) -> Agent<'a, Memory, ScriptedModel, ScriptedModel, Relay, Telephony, Queue> {
+        Agent {
+            store: mem,
+            model,
+            fallback: model,
+            relay,
+            sms,
+            outreach_queue: queue,
+            public_base_url: "https://callfy.test",
+            limits: AgentLimits::default(),
+        }
+    }
+
     fn setup_msg() -> String {
         serde_json::json!({ "type": "setup", "callSid": CALL_SID, "from": "+15005550006", "to": PHONE }).to_string()
     }
@@ -523,16 +543,7 @@ mod agent {
         let (mem, _, r) = seeded().await;
         let (model, relay, sms, queue) =
             (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
-        let agent = Agent {
-            store: &mem,
-            model: &model,
-            fallback: &model,
-            relay: &relay,
-            sms: &sms,
-            outreach_queue: &queue,
-            public_base_url: "https://callfy.test",
-            limits: AgentLimits::default(),
-        };
+        let agent = agent_over(&mem, &model, &relay, &sms, &queue);
         agent.connect(CONN, &r, t0()).await.unwrap();
         agent.message(CONN, &setup_msg(), t0()).await.unwrap();
         assert!(relay.sent.lock().unwrap().is_empty(), "nothing is said after setup");
@@ -553,16 +564,7 @@ mod agent {
         let (mem, _, r) = seeded().await;
         let (model, relay, sms, queue) =
             (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
-        let agent = Agent {
-            store: &mem,
-            model: &model,
-            fallback: &model,
-            relay: &relay,
-            sms: &sms,
-            outreach_queue: &queue,
-            public_base_url: "https://callfy.test",
-            limits: AgentLimits::default(),
-        };
+        let agent = agent_over(&mem, &model, &relay, &sms, &queue);
         agent.connect(CONN, &r, t0()).await.unwrap();
         agent.message(CONN, &setup_msg(), t0()).await.unwrap();
         // The ledger write fails: the voice opt-out is made durable on the queue instead.
@@ -591,16 +593,7 @@ mod agent {
         let (mem, _, r) = seeded().await;
         let (model, relay, sms, queue) =
             (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
-        let agent = Agent {
-            store: &mem,
-            model: &model,
-            fallback: &model,
-            relay: &relay,
-            sms: &sms,
-            outreach_queue: &queue,
-            public_base_url: "https://callfy.test",
-            limits: AgentLimits::default(),
-        };
+        let agent = agent_over(&mem, &model, &relay, &sms, &queue);
         agent.connect(CONN, &r, t0()).await.unwrap();
         agent.message(CONN, &setup_msg(), t0()).await.unwrap();
         // The cart went (retention, a deletion) while the call was on.

@@ -12,7 +12,8 @@
 use aws_lambda_events::apigw::{ApiGatewayProxyResponse, ApiGatewayWebsocketProxyRequest};
 use aws_lambda_events::encodings::Body;
 use callfy_shared::config::ExposeSecret;
-use callfy_shared::domain::agent::{WS_REF_PARAM, ws_ref_parse, ws_url};
+use callfy_shared::domain::agent::{WS_REF_PARAM, ws_url};
+use callfy_shared::domain::voice::CallRef;
 use callfy_shared::ports::{Classify, ErrorKind, RelayConnections, chain};
 pub use callfy_shared::startup::AgentApp;
 use callfy_shared::telemetry::redact;
@@ -40,7 +41,7 @@ pub async fn connect<R: RelayConnections>(
     call_param: Option<&str>,
 ) -> Result<(), Refusal> {
     let value = call_param.ok_or_else(|| Refusal::new(400, format!("the URL lacks its `{WS_REF_PARAM}` parameter")))?;
-    let call = ws_ref_parse(value).ok_or_else(|| Refusal::new(400, "the call reference is malformed"))?;
+    let call = CallRef::from_query(value).ok_or_else(|| Refusal::new(400, "the call reference is malformed"))?;
     let url = ws_url(&app.public_ws_url, &call);
     let keys = SigningKeys {
         auth_token: app.auth_token.expose_secret(),

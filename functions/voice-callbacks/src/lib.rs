@@ -26,6 +26,7 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use tracing::warn;
 
+/// The callbacks about a call we placed (they carry its reference).
 #[derive(Clone, Copy)]
 enum Route {
     Answer,
@@ -37,13 +38,14 @@ enum Route {
 
 pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
     let path = req.uri().path().trim_end_matches('/').to_string();
+    // `None`: the opt-out line, which answers calls we did not place.
     let route = match path.as_str() {
-        "/twilio/voice/answer" => Route::Answer,
-        "/twilio/voice/gather" => Route::Gather,
-        "/twilio/voice/status" => Route::Status,
-        "/twilio/voice/recording" => Route::Recording,
-        "/twilio/voice/relay-ended" => Route::RelayEnded,
-        "/twilio/voice/incoming" => return incoming(app, req).await,
+        "/twilio/voice/answer" => Some(Route::Answer),
+        "/twilio/voice/gather" => Some(Route::Gather),
+        "/twilio/voice/status" => Some(Route::Status),
+        "/twilio/voice/recording" => Some(Route::Recording),
+        "/twilio/voice/relay-ended" => Some(Route::RelayEnded),
+        "/twilio/voice/incoming" => None,
         _ => return error(404, "not_found", format!("no route for {path}")),
     };
     if req.method() != Method::POST {
@@ -58,13 +60,6 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         Ok(form) => form,
         Err(rejection) => return rejection.response(),
     };
-    let query = req.uri().query().unwrap_or_default();
-    let Some(reference) = CallRef::from_query(query) else {
-        return error(400, "missing_reference", "the callback URL lacks its call reference (m, c, s)");
-    };
-    let Some(call_sid) = form.get("CallSid").filter(|s| is_sid(s, "CA")) else {
-        return error(400, "missing_field", "CallSid is required (CA followed by 32 hex characters)");
-    };
     let voice = LambdaVoice {
         store: &app.store,
         sms: &app.twilio,
@@ -73,6 +68,14 @@ pub async fn handle(app: &VoiceApp, req: Request) -> Response<Body> {
         replay_delay_seconds: app.replay_delay_seconds,
         public_base_url: &app.public_base_url,
         public_ws_url: &app.public_ws_url,
+    };
+    let Some(route) = route else { return incoming(app, &voice, &form).await };
+    let query = req.uri().query().unwrap_or_default();
+    let Some(reference) = CallRef::from_query(query) else {
+        return error(400, "missing_reference", "the callback URL lacks its call reference (m, c, s)");
+    };
+    let Some(call_sid) = form.get("CallSid").filter(|s| is_sid(s, "CA")) else {
+        return error(400, "missing_field", "CallSid is required (CA followed by 32 hex characters)");
     };
     let result = match route {
         Route::Answer => {
@@ -164,19 +167,7 @@ async fn recording(
 
 /// The automated opt-out line: a call to a merchant's `voice_from`. The first request offers
 /// the menu; its `<Gather>` posts the key or the words back here.
-async fn incoming(app: &VoiceApp, req: Request) -> Response<Body> {
-    if req.method() != Method::POST {
-        return error(405, "method_not_allowed", "use POST");
-    }
-    let keys = SigningKeys {
-        auth_token: app.auth_token.expose_secret(),
-        previous_auth_token: app.previous_auth_token.as_ref().map(|t| t.expose_secret()),
-        shared_key: app.shared_key.as_ref().map(|k| k.expose_secret()),
-    };
-    let form = match verify_twilio(&req, keys, &app.public_base_url) {
-        Ok(form) => form,
-        Err(rejection) => return rejection.response(),
-    };
+async fn incoming(app: &VoiceApp, voice: &LambdaVoice<'_>, form: &TwilioForm) -> Response<Body> {
     let (Some(called), Some(caller)) = (
         form.get("To").and_then(|t| Phone::parse(t, None).ok()),
         form.get("From").and_then(|t| Phone::parse(t, None).ok()),
@@ -184,15 +175,6 @@ async fn incoming(app: &VoiceApp, req: Request) -> Response<Body> {
         return twiml(&[Verb::Hangup]);
     };
     let call_sid = form.get("CallSid").unwrap_or_default();
-    let voice = LambdaVoice {
-        store: &app.store,
-        sms: &app.twilio,
-        recordings_queue: &app.recordings_queue,
-        outreach_queue: &app.outreach_queue,
-        replay_delay_seconds: app.replay_delay_seconds,
-        public_base_url: &app.public_base_url,
-        public_ws_url: &app.public_ws_url,
-    };
     let (digits, speech) = (form.get("Digits"), form.get("SpeechResult"));
     let answer = if digits.is_none() && speech.is_none() {
         voice.opt_out_line(&called).await

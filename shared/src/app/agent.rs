@@ -196,8 +196,6 @@ where
             turn: 0,
             started_at: now,
             tools_used: Vec::new(),
-            link_sent: false,
-            malformed: 0,
             tokens_used: 0,
             outcome: None,
             ended: false,

@@ -97,9 +97,6 @@ pub enum ApiAnswer {
     KeyExpired,
 }
 
-/// How long an `Idempotency-Key` replays its answer (the store forgets it some time after).
-pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
-
 /// A request's `Idempotency-Key` and the SHA-256 of its body.
 #[derive(Debug, Clone, Copy)]
 pub struct Idempotency<'a> {
@@ -133,11 +130,11 @@ where
     };
     for _ in 0..WRITE_ATTEMPTS {
         if let Some(key) = idem.key
-            && let Some(prev) = store.get_idempotency(&merchant.id, key, now).await?
+            && let Some(prev) = store.get_idempotency(&merchant.id, key).await?
         {
             // Past its window a key binds nothing, but it is not free either until the store
             // forgets it: answered plainly rather than left to fail as a conflict.
-            if prev.created_at + Duration::hours(IDEMPOTENCY_WINDOW_HOURS) <= now {
+            if prev.created_at + Duration::hours(crate::ports::IDEMPOTENCY_WINDOW_HOURS) <= now {
                 return Ok(ApiAnswer::KeyExpired);
             }
             if ct_eq(prev.request_sha256.as_bytes(), idem.request_sha256.as_bytes()) {

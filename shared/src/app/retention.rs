@@ -408,10 +408,8 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         if !opts.dry_run {
             // Opt-outs outlive the account: ledgers older than suppression records get theirs
             // before they go (later ones keep theirs in step with every append).
-            for (pk, sk) in keys
-                .iter()
-                .filter(|(pk, sk)| pk.starts_with("C#") && sk.starts_with("CONSENT#") && sk.matches('#').count() == 1)
-            {
+            // (`ledger_head` answers only for a customer's ledger head.)
+            for (pk, sk) in keys.iter().filter(|(_, sk)| PurgeKind::of_sort_key(sk) == PurgeKind::ConsentLedger) {
                 if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
                     && let Some(sup) = state.suppression()
                 {

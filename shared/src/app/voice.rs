@@ -215,7 +215,7 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
             url: agent::ws_url(self.public_ws_url, r),
             welcome_greeting: agent::greeting(&brief, m.recording.enabled),
             language: script.language(),
-            parameters: vec![(agent::WS_REF_PARAM.to_string(), agent::ws_ref_value(r))],
+            parameters: vec![(agent::WS_REF_PARAM.to_string(), r.query())],
         }])
     }
 

@@ -156,21 +156,10 @@ impl Outcome {
 /// map, so the URL Twilio signed is rebuilt from `PUBLIC_WS_URL` and this one value.
 pub const WS_REF_PARAM: &str = "call";
 
-/// `{ws_url}?call={m}.{c}.{s}` (merchant ids and cart tokens never contain `.` … but are
-/// percent-encoded all the same).
+/// `{PUBLIC_WS_URL}?call={the call reference's own query, percent-encoded}`.
 pub fn ws_url(public_ws_url: &str, r: &crate::domain::voice::CallRef) -> String {
-    let value = ws_ref_value(r);
-    let q = serde_urlencoded::to_string([(WS_REF_PARAM, value.as_str())]).unwrap_or_default();
+    let q = serde_urlencoded::to_string([(WS_REF_PARAM, r.query().as_str())]).unwrap_or_default();
     format!("{public_ws_url}?{q}")
-}
-
-pub fn ws_ref_value(r: &crate::domain::voice::CallRef) -> String {
-    r.query()
-}
-
-/// The call reference from the parameter's value.
-pub fn ws_ref_parse(value: &str) -> Option<crate::domain::voice::CallRef> {
-    crate::domain::voice::CallRef::from_query(value)
 }
 
 // ---- What is said ----
@@ -673,10 +662,6 @@ pub struct AgentSession {
     pub started_at: DateTime<Utc>,
     #[serde(default)]
     pub tools_used: Vec<String>,
-    #[serde(default)]
-    pub link_sent: bool,
-    #[serde(default)]
-    pub malformed: u32,
     #[serde(default)]
     pub tokens_used: u32,
     /// Absent until set: its first setting is conditioned on that.

@@ -46,6 +46,9 @@ pub enum IngestOutcome {
     Duplicate,
 }
 
+/// How long an `Idempotency-Key` replays its answer: the use case's rule, and the store's TTL.
+pub const IDEMPOTENCY_WINDOW_HOURS: i64 = 24;
+
 /// The answer to a request made with an `Idempotency-Key`, replayed for its retries.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {

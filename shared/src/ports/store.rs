@@ -123,7 +123,6 @@ pub trait IdempotencyStore: Send + Sync {
         &self,
         m: &MerchantId,
         key: &str,
-        now: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, PortError>> + Send;
     /// Stores an answer; `false` when the key already holds one.
     fn put_idempotency(

@@ -350,12 +350,7 @@ impl ConsentLedger for Memory {
 }
 
 impl IdempotencyStore for Memory {
-    async fn get_idempotency(
-        &self,
-        m: &MerchantId,
-        key: &str,
-        _: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, PortError> {
+    async fn get_idempotency(&self, m: &MerchantId, key: &str) -> Result<Option<IdempotencyRecord>, PortError> {
         self.enter("get_idempotency")?;
         Ok(self.s().idempotency.get(&(m.to_string(), key.to_string())).cloned())
     }

@@ -8,10 +8,10 @@ use callfy_shared::adapters::queue::OutreachQueue;
 use callfy_shared::adapters::store::Store;
 use callfy_shared::app::consent;
 use callfy_shared::domain::cart::{Cart, CartItem, CheckoutSnapshot};
-use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
+use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence, Verdict};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::{Channel, Merchant};
-use callfy_shared::ports::{IngestWrite, PortError};
+use callfy_shared::ports::{ConsentAppend, IngestWrite, PortError};
 use callfy_shared::{CartToken, Phone};
 use chrono::{DateTime, Utc};
 
@@ -48,10 +48,6 @@ pub async fn call_test(
     if store.get_merchant(&merchant.id).await?.is_none() {
         return Err(CallTestError::Refused(format!("no merchant {}", merchant.id)));
     }
-    // A test never overrides an opt-out: whoever said stop is not called, tests included.
-    if store.consent_state(&merchant.id, phone, Channel::Voice).await?.status == ConsentStatus::OptedOut {
-        return Err(CallTestError::Refused("this number opted out of calls; it is not called, tests included".into()));
-    }
     // Calls need a link to offer: the store's own front page stands in for a cart's.
     let store_url = merchant
         .shop_domain
@@ -82,14 +78,13 @@ pub async fn call_test(
     };
     let mut cart = Cart::new(merchant.id.clone(), snap, now);
     cart.version = 1;
-    let write = IngestWrite {
-        merchant_id: merchant.id.clone(),
-        event_key: format!("admin#{token}"),
-        received_at: now,
-        cart: Some((cart, None)),
-        consents: Vec::new(),
-    };
-    store.write_ingest(&write).await?;
+    // A test never overrides an opt-out: whoever said stop is not called, tests included. The
+    // consent is appended with the cart, in one transaction conditioned on the state read here,
+    // so an opt-out that lands in between cancels the whole test.
+    let state = store.consent_state(&merchant.id, phone, Channel::Voice).await?;
+    if state.status == ConsentStatus::OptedOut {
+        return Err(CallTestError::Refused("this number opted out of calls; it is not called, tests included".into()));
+    }
     let event = ConsentEvent {
         channel: Channel::Voice,
         action: ConsentAction::OptIn,
@@ -104,7 +99,30 @@ pub async fn call_test(
             ..Default::default()
         },
     };
-    consent::record(store, merchant, phone, &event, now).await?;
+    let consents = match state.verdict(&event) {
+        Verdict::Accept => vec![ConsentAppend {
+            merchant_id: merchant.id.clone(),
+            phone: phone.clone(),
+            state,
+            event,
+            purge_at: consent::purge_at(merchant, now),
+        }],
+        _ => Vec::new(),
+    };
+    let write = IngestWrite {
+        merchant_id: merchant.id.clone(),
+        event_key: format!("admin#{token}"),
+        received_at: now,
+        cart: Some((cart, None)),
+        consents,
+    };
+    match store.write_ingest(&write).await {
+        Ok(_) => {}
+        Err(PortError::Conflict) => {
+            return Err(CallTestError::Refused("the number's consent changed meanwhile; nothing was queued".into()));
+        }
+        Err(e) => return Err(e.into()),
+    }
     let job =
         OutreachJob { merchant_id: merchant.id.clone(), cart_token: token.clone(), step: step as u8, due_at: now };
     queue.enqueue(&job, 0).await?;

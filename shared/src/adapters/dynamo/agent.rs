@@ -41,6 +41,18 @@ where
 }
 
 impl Store {
+    /// An update of the session item (`#pk` names its key attribute for the conditions).
+    fn update_session(
+        &self,
+        k: &SessionKey,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(k)))
+            .expression_attribute_names("#pk", attr::PK)
+    }
+
     pub async fn bind_connection(
         &self,
         connection_id: &str,
@@ -124,13 +136,9 @@ impl Store {
 
     pub async fn next_turn(&self, k: &SessionKey, seen: u32, line: Option<&TranscriptLine>) -> Result<bool, PortError> {
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(k)))
+            .update_session(k)
             // An ended session takes no new turn (an opt-out ended it).
             .condition_expression("attribute_exists(#pk) AND turn = :seen AND ended <> :yes")
-            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":seen", n(seen))
             .expression_attribute_values(":next", n(seen + 1));
@@ -145,13 +153,9 @@ impl Store {
 
     pub async fn say(&self, k: &SessionKey, line: &TranscriptLine) -> Result<bool, PortError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(k)))
+            .update_session(k)
             .update_expression("SET transcript = list_append(transcript, :l)")
             .condition_expression("attribute_exists(#pk) AND turn = :t AND ended <> :yes")
-            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":yes", AttributeValue::Bool(true))
             .expression_attribute_values(":t", n(line.turn))
             .expression_attribute_values(":l", AttributeValue::L(vec![av(line)?]))
@@ -163,13 +167,9 @@ impl Store {
     /// Appends a line whatever the turn (the confirmation of an opt-out that ended the session).
     pub async fn append_line(&self, k: &SessionKey, line: &TranscriptLine) -> Result<(), PortError> {
         let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(k)))
+            .update_session(k)
             .update_expression("SET transcript = list_append(transcript, :l)")
             .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":l", AttributeValue::L(vec![av(line)?]))
             .send()
             .await;
@@ -178,12 +178,8 @@ impl Store {
 
     pub async fn use_tool(&self, k: &SessionKey, tool: &str, once: bool) -> Result<bool, PortError> {
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(k)))
+            .update_session(k)
             .update_expression("SET tools_used = list_append(tools_used, :l)")
-            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":l", AttributeValue::L(vec![s(tool)]));
         req = if once {
             req.condition_expression("attribute_exists(#pk) AND NOT contains(tools_used, :t)")
@@ -196,13 +192,9 @@ impl Store {
 
     pub async fn spend(&self, k: &SessionKey, tokens: u32) -> Result<u32, PortError> {
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(k)))
+            .update_session(k)
             .update_expression("ADD tokens_used :n")
             .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":n", n(tokens))
             .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
             .send()
@@ -238,13 +230,9 @@ impl Store {
         let set = if overwrite { "outcome = :o" } else { "outcome = if_not_exists(outcome, :o)" };
         let set = if end { format!("SET {set}, ended = :t") } else { format!("SET {set}") };
         let mut req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(k)))
+            .update_session(k)
             .update_expression(set)
             .condition_expression("attribute_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_values(":o", av(&outcome)?);
         if end {
             req = req.expression_attribute_values(":t", AttributeValue::Bool(true));

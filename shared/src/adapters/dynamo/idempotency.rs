@@ -18,12 +18,7 @@ impl Store {
 
     /// The record under this key, fresh or past its window: DynamoDB's TTL deletes late, and
     /// the use case answers a key past its window itself (it must not look unused).
-    pub async fn get_idempotency(
-        &self,
-        m: &MerchantId,
-        key: &str,
-        _now: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, PortError> {
+    pub async fn get_idempotency(&self, m: &MerchantId, key: &str) -> Result<Option<IdempotencyRecord>, PortError> {
         let item = self.get(Self::idempotency_pk(m, key), keys::IDEMPOTENCY, "GetItem").await?;
         item.map(from_item).transpose()
     }

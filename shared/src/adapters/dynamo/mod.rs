@@ -50,7 +50,7 @@ use std::collections::HashMap;
 /// Shopify retries for 4 hours; a week covers every platform's redelivery.
 pub const DEDUPE_TTL_DAYS: i64 = 7;
 /// How long an `Idempotency-Key` replays its first answer.
-pub const IDEMPOTENCY_TTL_HOURS: i64 = 24;
+pub use crate::ports::IDEMPOTENCY_WINDOW_HOURS as IDEMPOTENCY_TTL_HOURS;
 /// DynamoDB's limit on the items of one transaction.
 pub const MAX_TRANSACTION_ITEMS: usize = 100;
 

@@ -97,13 +97,8 @@ impl ConsentStore for Store {
 }
 
 impl IdempotencyStore for Store {
-    async fn get_idempotency(
-        &self,
-        m: &MerchantId,
-        key: &str,
-        now: DateTime<Utc>,
-    ) -> Result<Option<IdempotencyRecord>, PortError> {
-        Store::get_idempotency(self, m, key, now).await
+    async fn get_idempotency(&self, m: &MerchantId, key: &str) -> Result<Option<IdempotencyRecord>, PortError> {
+        Store::get_idempotency(self, m, key).await
     }
     async fn put_idempotency(&self, m: &MerchantId, key: &str, record: &IdempotencyRecord) -> Result<bool, PortError> {
         Store::put_idempotency(self, m, key, record).await
