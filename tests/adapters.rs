@@ -53,7 +53,7 @@ async fn resources_are_created_once_with_the_template_settings() {
     let mut gsis: Vec<String> =
         table.global_secondary_indexes().iter().filter_map(|g| g.index_name().map(String::from)).collect();
     gsis.sort();
-    assert_eq!(gsis, vec!["lookup", "purge"]);
+    assert_eq!(gsis, vec!["lookup", "purge", "tenant"]);
     let ttl = ddb.describe_time_to_live().table_name(&names.table).send().await.unwrap();
     assert_eq!(ttl.time_to_live_description().unwrap().attribute_name(), Some("expires_at"));
 
@@ -532,6 +532,8 @@ async fn settings_read_their_secrets_from_secrets_manager() {
             "OUTREACH_QUEUE_URL" => Some("http://127.0.0.1:5000/123456789012/outreach".into()),
             "PUBLIC_BASE_URL" => Some("https://hooks.callfy.test".into()),
             "RECORDINGS_BUCKET" => Some("rec".into()),
+            // The worker verifies Shopify webhooks' queued copies; set directly (no secret id).
+            "SHOPIFY_API_SECRET" => Some("shopify-app-secret".into()),
             // A stale plaintext value loses to the secret.
             "TWILIO_AUTH_TOKEN" => Some("plaintext-from-env".into()),
             _ => None,
@@ -573,6 +575,7 @@ async fn settings_read_their_secrets_from_secrets_manager() {
         "TWILIO_SECRET_ID" => Some("callfy/none".into()),
         "TABLE_NAME" => Some("callfy".into()),
         "OUTREACH_QUEUE_URL" => Some("http://127.0.0.1:5000/123456789012/outreach".into()),
+        "RECORDINGS_BUCKET" => Some("rec".into()),
         _ => None,
     };
     let i: IngestSettings = settings_from(&client, ingest_env).await.unwrap();

@@ -538,6 +538,7 @@ async fn sample_events_drive_the_handlers() {
     let consent = consent_api::ConsentApp {
         store: store.clone(),
         recordings: local.functions().consent.recordings.clone(),
+        queue: local.functions().consent.queue.clone(),
         clock: clock.clone(),
     };
     let denied = consent_api::handle(&consent, sample("consent-api-post.json")).await;
@@ -709,5 +710,76 @@ async fn concurrent_opt_outs_append_once_and_keep_the_chain_intact() {
     let ledger = store.consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
     let state = store.consent_state(&m, &phone, Channel::Sms).await.unwrap();
     assert_eq!(verify_chain(&ledger, &state), Ok(2));
+    local.shutdown().await;
+}
+
+/// One API request with its `Retry-After` header: (status, Retry-After, body).
+async fn api_with_retry_after(
+    local: &LocalHandle,
+    method: reqwest::Method,
+    path: &str,
+    key: &str,
+    body: Option<Value>,
+) -> (u16, Option<String>, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", local.base_url)).bearer_auth(key);
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let retry_after = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (resp.status().as_u16(), retry_after, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Fair shares: merchant A floods the API past its bucket and gets 429 with `Retry-After` and
+/// the reason, while merchant B's requests at the same moment all succeed; after waiting what
+/// it was told, A is served again.
+#[tokio::test]
+async fn an_api_flood_from_one_merchant_is_throttled_while_another_merchants_requests_succeed() {
+    use reqwest::Method;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let a = merchant(|v| v["api_limit"] = json!({ "rate_per_second": 2, "burst": 5 }));
+    let local = start_local("api-limit", clock.clone(), &a).await;
+    let b = merchant(|v| {
+        v["id"] = "othershop".into();
+        v["name"] = "Other Shop".into();
+        v["shop_domain"] = "othershop.myshopify.com".into();
+        v["sender"] = json!({ "messaging_service_sid": "MGfedcba9876543210fedcba9876543210" });
+    });
+    let store = local.store();
+    store.put_merchant(&b, t0()).await.unwrap();
+    let (key_a, key_b) = (new_api_key(&a.id), new_api_key(&b.id));
+    store.set_api_key_hash(&a.id, &sha256_hex(key_a.as_bytes())).await.unwrap();
+    store.set_api_key_hash(&b.id, &sha256_hex(key_b.as_bytes())).await.unwrap();
+    let logs = LogCapture::default();
+    let _guard = logs.install();
+
+    // 20 requests from A and 5 from B, all at once (the clock stands still).
+    let read = "/v1/consents/%2B14155552671";
+    let flood = (0..20).map(|_| api_with_retry_after(&local, Method::GET, read, &key_a, None));
+    let opt_in = json!({ "phone": "+14155552671", "channel": "sms", "action": "opt_in",
+        "evidence": { "consent_text": "Send me cart reminders by text. Reply STOP to opt out." } });
+    let write = api_with_retry_after(&local, Method::POST, "/v1/consents", &key_b, Some(opt_in));
+    let reads = (0..4).map(|_| api_with_retry_after(&local, Method::GET, read, &key_b, None));
+    let (a_answers, b_write, b_reads) =
+        tokio::join!(futures::future::join_all(flood), write, futures::future::join_all(reads));
+
+    assert_eq!(b_write.0, 201, "{}", b_write.2);
+    assert!(b_reads.iter().all(|(status, _, _)| *status == 200), "{b_reads:?}");
+    let served = a_answers.iter().filter(|(status, _, _)| *status == 200).count();
+    let throttled: Vec<_> = a_answers.iter().filter(|(status, _, _)| *status == 429).collect();
+    assert_eq!((served, throttled.len()), (5, 15), "A's burst, then 429s: {a_answers:?}");
+    for (_, retry_after, body) in &throttled {
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!((body["error"].as_str(), body["retry_after_seconds"].as_u64()), (Some("rate_limited"), Some(1)));
+        assert!(body["message"].as_str().unwrap().contains("snowdevil"), "{body}");
+    }
+    let refusals: Vec<Value> =
+        logs.lines().into_iter().filter(|l| l["message"] == "API request over the merchant's limit").collect();
+    assert_eq!(refusals.len(), 15, "each refusal is logged");
+    assert!(refusals.iter().all(|l| l["merchant"] == "snowdevil"), "with the merchant it refused");
+
+    // Waiting what it was told gives A a token again.
+    clock.advance(Duration::seconds(1));
+    assert_eq!(api_with_retry_after(&local, Method::GET, read, &key_a, None).await.0, 200);
     local.shutdown().await;
 }

@@ -32,17 +32,14 @@ fn template_table_matches_the_local_table() {
     let table = res(&t, "Table");
     assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
     assert_eq!(strs(&table["KeySchema"], "AttributeName"), vec![TABLE.hash, TABLE.range]);
-    let mut expected_attrs = vec![TABLE.hash.to_string(), TABLE.range.to_string()];
-    for g in TABLE.gsis {
-        expected_attrs.extend([g.hash.to_string(), g.range.to_string()]);
-    }
-    assert_eq!(strs(&table["AttributeDefinitions"], "AttributeName"), expected_attrs);
+    assert_eq!(strs(&table["AttributeDefinitions"], "AttributeName"), TABLE.attributes());
     let gsis = table["GlobalSecondaryIndexes"].as_sequence().unwrap();
     assert_eq!(gsis.len(), TABLE.gsis.len());
     for (yaml, spec) in gsis.iter().zip(TABLE.gsis) {
         assert_eq!(yaml["IndexName"].as_str(), Some(spec.name));
         assert_eq!(strs(&yaml["KeySchema"], "AttributeName"), vec![spec.hash, spec.range]);
-        assert_eq!(yaml["Projection"]["ProjectionType"].as_str(), Some("ALL"));
+        let projection = if spec.keys_only { "KEYS_ONLY" } else { "ALL" };
+        assert_eq!(yaml["Projection"]["ProjectionType"].as_str(), Some(projection));
     }
     assert_eq!(table["TimeToLiveSpecification"]["AttributeName"].as_str(), Some(TABLE.ttl_attribute));
     assert_eq!(table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(), Some(true));
@@ -81,6 +78,11 @@ fn template_queues_and_bucket_match_the_local_ones() {
     let rule = &bucket["LifecycleConfiguration"]["Rules"][0];
     assert_eq!(rule["Prefix"].as_str(), Some(BUCKET.recordings_prefix));
     assert_eq!(rule["ExpirationInDays"].as_i64(), Some(i64::from(BUCKET.expiration_days)));
+    // Raw webhook bodies (personal data) never outlive two days, whatever happens to their copy.
+    let rules = bucket["LifecycleConfiguration"]["Rules"].as_sequence().unwrap();
+    let deliveries = rules.iter().find(|r| r["Prefix"].as_str() == Some(BUCKET.deliveries_prefix)).unwrap();
+    assert_eq!(deliveries["ExpirationInDays"].as_i64(), Some(i64::from(BUCKET.deliveries_expiration_days)));
+    assert!(deliveries["ExpirationInDays"].as_i64().is_some_and(|days| (1..=2).contains(&days)));
     let pab = &bucket["PublicAccessBlockConfiguration"];
     for k in ["BlockPublicAcls", "BlockPublicPolicy", "IgnorePublicAcls", "RestrictPublicBuckets"] {
         assert_eq!(pab[k].as_bool(), Some(true), "{k}");
@@ -155,15 +157,12 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         let route = &res(&t, function)["Events"][event]["Properties"];
         assert_eq!((route["Path"].as_str(), route["Method"].as_str()), (Some(path), Some(method)), "{function}");
     }
-    // Least privilege: the consent API gets no SQS rights; sms-inbound may only send (the
-    // durable copy of an opt-out), never receive or delete.
+    // Least privilege: the consent API and sms-inbound may only send (a deletion's Twilio
+    // copies for the worker; the durable copy of an opt-out), never receive or delete.
     for function in ["ConsentApiFunction", "SmsInboundFunction"] {
         let policies = serde_json::to_string(&res(&t, function)["Policies"]).unwrap();
         let sqs: Vec<&str> = policies.match_indices("sqs:").map(|(i, _)| &policies[i..i + 15]).collect();
-        match function {
-            "SmsInboundFunction" => assert!(sqs.iter().all(|a| a.starts_with("sqs:SendMessage")), "{sqs:?}"),
-            _ => assert!(sqs.is_empty(), "{function}: {policies}"),
-        }
+        assert!(!sqs.is_empty() && sqs.iter().all(|a| a.starts_with("sqs:SendMessage")), "{function}: {sqs:?}");
         assert!(!policies.contains("dynamodb:DeleteItem") && !policies.contains("dynamodb:Scan"), "{function}");
         // Only the privacy API (in consent-api) deletes, and only in batches of a person's items.
         assert_eq!(policies.contains("dynamodb:BatchWriteItem"), function == "ConsentApiFunction", "{function}");
@@ -189,9 +188,20 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
             .filter(|a| *a != "s3:prefix")
             .collect();
         match function {
+            // Recordings are written (and, for a platform's data-subject request, read for an
+            // export's links or deleted); a webhook body under deliveries/ is read and deleted
+            // once its delivery is processed.
             "OutreachWorkerFunction" => {
-                assert_eq!(s3, vec!["s3:PutObject"], "{policies}");
+                assert_eq!(s3, vec!["s3:PutObject", "s3:GetObject", "s3:DeleteObject"], "{policies}");
                 assert!(policies.contains("${RecordingsBucket.Arn}/recordings/*"), "{policies}");
+                assert!(policies.contains("${RecordingsBucket.Arn}/deliveries/*"), "{policies}");
+            }
+            // A webhook body too large for a queue message, written (and removed again if its
+            // copy could not be queued), on that prefix only.
+            "WebhookIngestFunction" => {
+                assert_eq!(s3, vec!["s3:PutObject", "s3:DeleteObject"], "{policies}");
+                assert!(policies.contains("${RecordingsBucket.Arn}/deliveries/*"), "{policies}");
+                assert!(!policies.contains("/recordings/"), "{policies}");
             }
             // The purger and the privacy API alone delete recordings, on the prefix only.
             "ConsentApiFunction" => assert_eq!(s3, vec!["s3:GetObject", "s3:DeleteObject"], "{policies}"),
@@ -202,7 +212,11 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
             _ => assert!(s3.is_empty(), "{function} must not touch recordings: {policies}"),
         }
     }
-    // Merchant secrets (`Z#` partition keys) are readable by webhook ingest alone.
+    // Merchant secrets (`Z#` partition keys) are readable by webhook ingest, and by the worker
+    // to verify a webhook's durable copy (GetItem only); nothing else of the worker's touches them.
+    let worker = serde_json::to_string(&res(&t, "OutreachWorkerFunction")["Policies"]).unwrap();
+    let worker_deny = &worker[..worker.find("Z#*").unwrap_or(0)];
+    assert!(worker_deny.contains("dynamodb:PutItem") && !worker_deny.contains("dynamodb:GetItem"), "{worker}");
     for (name, r) in t["Resources"].as_mapping().unwrap() {
         if r["Type"].as_str() != Some("AWS::Serverless::Function") {
             continue;
@@ -312,7 +326,7 @@ fn template_allows_no_wildcard_action_on_the_data_services() {
         }
     }
     // The key policy names its users: administration by the account, use only by the stack's
-    // roles and the account's principals through the services, and the two log/alarm services.
+    // roles and OperatorRoleArns through the services, and the two log/alarm services.
     let key = &res(&t, "DataKey");
     assert_eq!(key["EnableKeyRotation"].as_bool(), Some(true));
     for s in seq(&key["KeyPolicy"]["Statement"]) {
@@ -321,6 +335,9 @@ fn template_allows_no_wildcard_action_on_the_data_services() {
         let uses = actions(s).iter().any(|a| ["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey"].contains(a));
         if uses && principal.contains(":root") {
             assert!(!s["Condition"]["StringEquals"]["kms:ViaService"].is_null(), "use only through services: {s:?}");
+            // Not every principal of the account: the stack's roles and named operators only.
+            let named = serde_json::to_string(&s["Condition"]["ArnLike"]["aws:PrincipalArn"]).unwrap();
+            assert!(named.contains("role/${AWS::StackName}-*"), "use only by named principals: {s:?}");
         }
     }
 }
@@ -335,15 +352,28 @@ fn template_lets_only_the_purger_and_the_privacy_api_delete_recordings() {
             a == "*" || a == "s3:*" || a.starts_with("s3:delete") || a == "s3:putlifecycleconfiguration"
         });
         let resources = serde_json::to_string(&s["Resource"]).unwrap();
-        let on_recordings = resources.contains("RecordingsBucket") || resources.contains("\"*\"");
+        // Webhook bodies waiting under deliveries/ are not recordings (checked below).
+        let deliveries_only =
+            resources.contains("${RecordingsBucket.Arn}/deliveries/*") && !resources.contains("/recordings/");
+        let on_recordings = (resources.contains("RecordingsBucket") && !deliveries_only) || resources.contains("\"*\"");
         if deletes && on_recordings {
             assert!(!resources.contains("RecordingsBucket.Arn}/*"), "{owner}: deletes anywhere in the bucket");
             deleters.insert(owner.clone());
         }
     }
+    // The worker carries out a platform's data-subject request when it is received.
     let expected: std::collections::BTreeSet<String> =
-        ["ConsentApiFunction", "RetentionPurgerFunction"].iter().map(|s| s.to_string()).collect();
+        ["ConsentApiFunction", "OutreachWorkerFunction", "RetentionPurgerFunction"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     assert_eq!(deleters, expected);
+    // Webhook bodies (deliveries/) are deleted by the worker once processed, and by ingest when
+    // their copy could not be queued; neither reaches past that prefix.
+    for f in ["WebhookIngestFunction", "OutreachWorkerFunction"] {
+        let p = serde_json::to_string(&res(&t, f)["Policies"]).unwrap();
+        assert!(p.contains("s3:DeleteObject") && p.contains("${RecordingsBucket.Arn}/deliveries/*"), "{f}: {p}");
+    }
     for f in ["ConsentApiFunction", "RetentionPurgerFunction"] {
         let p = serde_json::to_string(&res(&t, f)["Policies"]).unwrap();
         assert!(p.contains("${RecordingsBucket.Arn}/recordings/*"), "{f}");
@@ -357,7 +387,7 @@ fn template_functions_read_exactly_the_secrets_their_code_uses() {
     assert!(!serde_json::to_string(&t).unwrap().contains("{{resolve:"));
     let expected = [
         ("WebhookIngestFunction", vec!["LogKeySecret", "MarkerKeySecret", "ShopifySecret"]),
-        ("OutreachWorkerFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
+        ("OutreachWorkerFunction", vec!["LogKeySecret", "MarkerKeySecret", "ShopifySecret", "TwilioSecret"]),
         ("ConsentApiFunction", vec!["LogKeySecret", "MarkerKeySecret"]),
         ("SmsInboundFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
         ("VoiceCallbacksFunction", vec!["LogKeySecret", "MarkerKeySecret", "TwilioSecret"]),
@@ -683,6 +713,8 @@ async fn prism_accepts_the_requests_the_twilio_client_makes() {
     };
     let err = client.send_sms(&broken).await.unwrap_err();
     assert!(matches!(err, TwilioError::Api { status: 422, .. }), "{err}");
+    // A deletion's redaction of Twilio's copy of a message (an empty Body).
+    assert!(client.redact_message("SM0123456789abcdef0123456789abcdef").await.expect("Twilio's spec accepts it"));
 
     // The call the worker places, with and without recording, and the lookup of a lost answer.
     let base = "https://hooks.callfy.example/twilio/voice";

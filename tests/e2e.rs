@@ -289,11 +289,7 @@ async fn a_queue_outage_answers_503_and_the_platform_retry_schedules_the_step() 
     let broken = webhook_ingest::IngestApp {
         store: local.store().clone(),
         queue: callfy_shared::adapters::queue::OutreachQueue::new(sqs, format!("{}-gone", local.resources.queue_url)),
-        shopify: callfy_shared::platforms::shopify::Shopify {
-            app_secret: callfy_shared::config::local_defaults::SHOPIFY_API_SECRET.into(),
-        },
-        bigcommerce_api: local.functions().ingest.bigcommerce_api.clone(),
-        custom: callfy_shared::platforms::custom::Custom { clock: clock.clone() },
+        webhooks: local.functions().ingest.webhooks.clone(),
         clock,
     };
     let event_id = unique("evt");
@@ -382,5 +378,105 @@ async fn a_closed_merchant_gets_no_carts_but_opt_outs_and_privacy_requests_still
     let redact = json!({ "shop_id": 954889, "shop_domain": SHOP });
     let (status, answer) = post_shopify(&local.base_url, "shop/redact", &unique("evt"), &redact).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("recorded")));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_repeated_shopify_event_id_is_acknowledged_and_changes_nothing() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("e2e-event-id", clock.clone(), &merchant(|_| {})).await;
+    let event_id = unique("evt");
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &event_id, &checkout(t0())).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")));
+    // Another delivery of that event (another subscription, or a retry whose payload we would
+    // read differently): acknowledged, applied once.
+    let mut again = checkout(t0() + Duration::seconds(30));
+    again["total_price"] = "1.00".into();
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/update", &event_id, &again).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("duplicate")), "{answer}");
+    let (m, token, phone) = ids();
+    let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert_eq!((cart.total_price.as_deref(), cart.version, cart.updated_at), (Some("593.92"), 1, t0()));
+    assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), 1);
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_privacy_or_uninstall_topic_with_another_topics_body_is_refused_with_422_and_changes_nothing() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("e2e-shapes", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, _) = ids();
+    let data_request = read_json("events/shopify/customers-data-request.json");
+    let redact = read_json("events/shopify/customers-redact.json");
+    let shop_redact = read_json("events/shopify/shop-redact.json");
+    let mut other_shop = shop_redact.clone();
+    other_shop["shop_domain"] = "someone-else.myshopify.com".into();
+    for (topic, body) in [
+        ("customers/redact", &data_request),
+        ("customers/data_request", &redact),
+        ("shop/redact", &redact),
+        ("shop/redact", &other_shop),
+        ("app/uninstalled", &checkout(t0())),
+        ("app/uninstalled", &shop_redact),
+        ("customers/redact", &checkout(t0())),
+    ] {
+        let (status, answer) = post_shopify(&local.base_url, topic, &unique("evt"), body).await;
+        assert_eq!((status, answer["error"].as_str()), (422, Some("wrong_topic_shape")), "{topic}: {answer}");
+    }
+    assert!(local.store().platform_requests(&m).await.unwrap().is_empty(), "nothing recorded");
+    let record = local.store().get_merchant(&m).await.unwrap().unwrap();
+    assert_eq!(record.status, callfy_shared::adapters::store::MerchantStatus::Active, "not uninstalled");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert_eq!(local.drain().await.unwrap().received, 0, "nothing queued");
+
+    // Each body under its own topic is what it says.
+    for (topic, body) in [("customers/data_request", &data_request), ("customers/redact", &redact)] {
+        let (status, answer) = post_shopify(&local.base_url, topic, &unique("evt"), body).await;
+        assert_eq!((status, answer["status"].as_str()), (200, Some("recorded")), "{topic}: {answer}");
+    }
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_day_late_checkout_update_is_applied_and_an_older_one_changes_nothing() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let one_step = merchant(|v| v["flow"] = json!([{ "after_minutes": 0, "channel": "sms" }]));
+    let local = start_local("e2e-late", clock.clone(), &one_step).await;
+    let (m, token, phone) = ids();
+    let (day_ago, later) = (t0() - Duration::hours(25), t0() - Duration::hours(24));
+    // The checkout, delivered a day after it happened (Shopify retries for hours, and a
+    // backlog can hold a delivery longer): never stale, applied and texted.
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(day_ago)).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    // Its update, a day late too: applied.
+    let mut update = checkout(day_ago);
+    update["updated_at"] = later.to_rfc3339().into();
+    update["total_price"] = "648.92".into();
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &update).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert_eq!((cart.total_price.as_deref(), cart.updated_at), (Some("648.92"), later));
+
+    // An update older than the one stored, arriving after it: timestamps only order updates.
+    let mut older = checkout(day_ago);
+    older["updated_at"] = (later - Duration::minutes(30)).to_rfc3339().into();
+    older["total_price"] = "1.00".into();
+    older["line_items"] = json!([{ "title": "Wax Puck", "quantity": 9, "price": "0.11" }]);
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &older).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let after = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert_eq!(
+        (after.total_price.as_deref(), after.updated_at, &after.items, after.status),
+        (Some("648.92"), later, &cart.items, CartStatus::Open),
+        "the older update changed nothing"
+    );
+    assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), 1);
+
+    local.drain().await.unwrap();
+    let sent = local.sandbox.messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert!(sent[0].body.contains("Freeride Snowboard 158"), "{}", sent[0].body);
     local.shutdown().await;
 }

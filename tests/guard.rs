@@ -130,3 +130,78 @@ async fn the_daily_budget_holds_under_concurrent_claims() {
     assert_eq!(logs.metric("SendsRefused"), vec![(1.0, Some("daily_budget".into())); 2]);
     local.shutdown().await;
 }
+
+/// The day's count is sharded over several items (no one hot item for a large merchant's sends),
+/// and still exact: 50 claims of 50 carts (50 people) at once against a budget of 20 give
+/// exactly 20 claims and 30 `BudgetSpent`, and every shard ends at its share.
+#[tokio::test]
+async fn fifty_concurrent_claims_against_a_sharded_budget_of_twenty_claim_exactly_twenty() {
+    use callfy_shared::Phone;
+    use callfy_shared::adapters::store::{ClaimGuard, ClaimOutcome, ConsentAppend, IngestWrite, StepAvailability};
+    use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+    use callfy_shared::domain::guard::{BudgetShards, budget_day};
+    use callfy_shared::domain::merchant::Channel;
+
+    let clock = Arc::new(ManualClock::new(t0()));
+    let merchant = merchant(|v| v["send_guard"] = json!({ "daily_send_budget": 20 }));
+    let local = start_local("guard-budget50", clock, &merchant).await;
+    let (m, store) = (merchant.id.clone(), local.store());
+    let mut guards = Vec::new();
+    for i in 0..50 {
+        let phone = Phone::parse(&format!("+1415555{:04}", 3000 + i), None).unwrap();
+        let token = CartToken::parse(&unique("tok")).unwrap();
+        let cart = callfy_local::fixtures::demo_cart(&m, token.clone(), phone.clone(), t0());
+        let event = ConsentEvent {
+            channel: Channel::Sms,
+            action: ConsentAction::OptIn,
+            source: ConsentSource::Checkout,
+            occurred_at: t0(),
+            recorded_at: t0(),
+            evidence: Evidence::default(),
+        };
+        let consent = ConsentAppend {
+            merchant_id: m.clone(),
+            phone: phone.clone(),
+            state: Default::default(),
+            event,
+            purge_at: t0() + chrono::Duration::days(730),
+        };
+        let write = IngestWrite {
+            merchant_id: m.clone(),
+            event_key: unique("budget50"),
+            received_at: t0(),
+            cart: Some((cart, None)),
+            consents: vec![consent],
+        };
+        store.write_ingest(&write).await.unwrap();
+        let consent_seq = store.consent_state(&m, &phone, Channel::Sms).await.unwrap().seq;
+        guards.push(ClaimGuard {
+            merchant_id: m.clone(),
+            cart: token,
+            step: 0,
+            phone,
+            channel: Channel::Sms,
+            cart_version: 1,
+            consent_seq,
+            step_seen: StepAvailability::Fresh,
+            counter: Default::default(),
+            reach_at: None,
+            daily_budget: 20,
+        });
+    }
+
+    // Every claim at once, each with its own id (so they start on different shards).
+    let ids: Vec<String> = guards.iter().map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let claims = guards.iter().zip(&ids).map(|(g, id)| store.claim(g, id, "body", t0()));
+    let outcomes = futures::future::join_all(claims).await;
+    let claimed = outcomes.iter().filter(|o| matches!(o, Ok(ClaimOutcome::Claimed { .. }))).count();
+    let spent = outcomes.iter().filter(|o| matches!(o, Ok(ClaimOutcome::BudgetSpent))).count();
+    assert_eq!((claimed, spent), (20, 30), "{outcomes:?}");
+    let counts = store.budget_counts(&m, &budget_day(t0())).await.unwrap();
+    let shards = BudgetShards::new(20);
+    assert_eq!(counts.len() as u32, shards.count(), "the count is spread over every shard");
+    for (shard, sends) in &counts {
+        assert_eq!(*sends, u64::from(shards.share(*shard)), "shard {shard} ends at its share");
+    }
+    local.shutdown().await;
+}

@@ -10,6 +10,7 @@ mod consent;
 mod contracts;
 mod e2e;
 mod guard;
+mod ingest;
 mod platforms;
 mod privacy;
 mod races;

@@ -203,3 +203,93 @@ async fn a_shopify_redaction_answers_at_once_and_is_carried_out_when_received() 
     assert!(local.store().carts_for_phone(&m, &phone).await.unwrap().is_empty());
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_deletion_redacts_twilios_copies_at_once_and_the_purger_retries_what_failed() {
+    let (local, clock, key, _) = seeded("dsr-twilio").await;
+    clock.set(t0() + Duration::hours(2));
+    let sent = local.sandbox.messages();
+    assert_eq!(sent.len(), 1);
+    assert!(!sent[0].body.is_empty());
+    // Twilio refuses the first redaction (a 500): the copy stays recorded, never skipped.
+    local.sandbox.inject(callfy_local::sandbox::Fault { status: 500, code: 20500, count: 1, accept_then_hang_ms: 0 });
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["counts"]["twilio_message"].as_u64()), (200, Some(1)), "{answer}");
+    let id = answer["id"].as_str().unwrap().to_string();
+    // The status answers at once, with what Twilio still holds.
+    let path = format!("/v1/privacy/requests/{id}");
+    let (_, st) = api(&local, &key, "GET", &path, None).await;
+    assert_eq!(st["provider_copies_pending"]["twilio_message"].as_u64(), Some(1), "{st}");
+    local.drain().await.unwrap();
+    assert!(!local.sandbox.messages()[0].body.is_empty(), "the injected failure kept the body");
+    let (_, st) = api(&local, &key, "GET", &path, None).await;
+    assert_eq!(st["provider_copies_pending"]["twilio_message"].as_u64(), Some(1), "{st}");
+    // The purger queues it again; the worker redacts it; nothing is left pending.
+    let r = local.purge(t0() + Duration::hours(3), false, None).await.unwrap();
+    assert_eq!(r.provider_copies_requeued, 1, "{r:?}");
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages()[0].body, "", "Twilio's copy of the text is redacted");
+    let (_, st) = api(&local, &key, "GET", &path, None).await;
+    assert_eq!(st["provider_copies_pending"], json!({}), "{st}");
+    assert!(local.sandbox.violations().is_empty(), "{:?}", local.sandbox.violations());
+    let r = local.purge(t0() + Duration::days(2), false, None).await.unwrap();
+    assert_eq!(r.provider_copies_requeued, 0, "{r:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_legal_hold_keeps_recordings_out_of_the_lifecycle_rule_and_release_brings_them_back() {
+    let (local, _, key, sid) = seeded("dsr-heldrec").await;
+    let (m, _) = ids();
+    let s3 = callfy_shared::adapters::aws::s3(&sdk().await);
+    let bucket = &local.resources.names.bucket;
+    let live = format!("recordings/snowdevil/2026/11/{sid}.wav");
+    let held = format!("held/{live}");
+    let exists = |k: String| {
+        let s3 = s3.clone();
+        async move { s3.head_object().bucket(bucket).key(k).send().await.is_ok() }
+    };
+    assert!(exists(live.clone()).await);
+    let files = &local.functions().purger.recordings;
+    let moved = callfy_shared::app::retention::set_legal_hold(local.store(), files, &m, true).await.unwrap();
+    assert_eq!(moved, 1);
+    assert!(!exists(live.clone()).await && exists(held.clone()).await, "no lifecycle rule covers held/");
+    assert!(local.store().get_merchant(&m).await.unwrap().unwrap().legal_hold);
+    // An export under the hold still links the recording where the hold keeps it.
+    let (status, doc) = api(&local, &key, "POST", "/v1/privacy/export", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!(status, 200);
+    let url = doc["phones"][0]["recordings"][0]["url"].as_str().unwrap();
+    assert_eq!(reqwest::get(url).await.unwrap().status().as_u16(), 200, "{url}");
+    // Released: back under recordings/, where retention and the lifecycle rule apply again.
+    callfy_shared::app::retention::set_legal_hold(local.store(), files, &m, false).await.unwrap();
+    assert!(exists(live.clone()).await && !exists(held).await);
+    assert!(!local.store().get_merchant(&m).await.unwrap().unwrap().legal_hold);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shopify_redaction_reaches_carts_by_customer_id_too() {
+    let (local, clock, _key, _sid) = seeded("dsr-customer-id").await;
+    let m = MerchantId::parse("snowdevil").unwrap();
+    // The same Shopify customer, another number and email: only the customer id links them.
+    let mut other = checkout(t0());
+    other["token"] = "0123456789abcdef0123456789abcdef".into();
+    other["id"] = 981820079255243999_u64.into();
+    other["email"] = "a.lee.work@example.com".into();
+    other["phone"] = "+14155550199".into();
+    other["customer"]["id"] = 191167.into();
+    other["customer"]["email"] = "a.lee.work@example.com".into();
+    other["customer"]["phone"] = "+14155550199".into();
+    other["sms_marketing_phone"] = "+14155550199".into();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &other).await.0, 200);
+    let token = callfy_shared::CartToken::parse("0123456789abcdef0123456789abcdef").unwrap();
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_some());
+    clock.set(t0() + Duration::hours(2));
+    let redact = json!({ "shop_id": 954889, "shop_domain": SHOP, "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": PHONE }, "orders_to_redact": [] });
+    assert_eq!(post_shopify(&local.base_url, "customers/redact", &unique("evt"), &redact).await.0, 200);
+    let stats = local.drain().await.unwrap();
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none(), "found by the customer id: {stats:?}");
+    let other_phone = Phone::parse("+14155550199", None).unwrap();
+    assert!(local.store().carts_for_phone(&m, &other_phone).await.unwrap().is_empty());
+    local.shutdown().await;
+}

@@ -146,7 +146,7 @@ async fn an_interrupted_run_resumes_and_deletes_nothing_twice() {
     assert!(due >= 3, "the cart, the text, the counter: {due}");
     // A run out of time stops cleanly before its first batch and records where it stands.
     let stopped = local.purge(as_of, false, Some(std::time::Instant::now())).await.unwrap();
-    assert!(!stopped.complete && stopped.total() == 0 && stopped.through_day.is_none(), "{stopped:?}");
+    assert!(!stopped.complete && stopped.total() == 0 && stopped.index_queries == 0, "{stopped:?}");
     // The next run does it all; a re-run finds nothing left.
     let resumed = local.purge(as_of, false, None).await.unwrap();
     assert!(resumed.complete);
@@ -267,5 +267,121 @@ async fn shop_redact_erases_an_uninstalled_shops_customer_data_at_the_next_run_a
     assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
     assert!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().is_empty());
     assert!(local.store().get_merchant(&m).await.unwrap().is_some(), "the account stays");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn data_due_long_ago_is_purged_however_old_its_date() {
+    // Written by a clock set years early (or imported): due long before any run of ours.
+    let early: DateTime<Utc> = "2019-03-01T19:00:00Z".parse().unwrap();
+    let clock = Arc::new(ManualClock::new(early));
+    let local = start_local("ret-old", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(early)).await.0, 200);
+    local.drain().await.unwrap();
+    assert_eq!(local.store().sms_log(&m, &phone).await.unwrap().len(), 1);
+    clock.set(t0());
+    let r = local.purge(t0(), false, None).await.unwrap();
+    assert!(r.complete && r.of_kind(PurgeKind::Cart) == 1 && r.of_kind(PurgeKind::SmsLog) == 1, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn closing_an_account_cancels_its_queued_steps_at_once_and_its_erasure_reads_it_alone() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let two_texts = json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 120, "channel": "sms" }]);
+    let local = start_local("ret-cancel", clock.clone(), &merchant(|v| v["flow"] = two_texts)).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1);
+    // Another merchant's customer in the same table.
+    let other = merchant(|v| {
+        v["id"] = "othershop".into();
+        v["shop_domain"] = "othershop.myshopify.com".into();
+    });
+    local.store().put_merchant(&other, t0()).await.unwrap();
+    let opt_in = callfy_shared::domain::consent::ConsentEvent {
+        channel: Channel::Sms,
+        action: callfy_shared::domain::consent::ConsentAction::OptIn,
+        source: callfy_shared::domain::consent::ConsentSource::Api,
+        occurred_at: t0(),
+        recorded_at: t0(),
+        evidence: Default::default(),
+    };
+    local.store().record_consent(&other.id, &phone, &opt_in, t0() + Duration::days(730)).await.unwrap();
+
+    // Uninstalled: the second text, due in two hours, is cancelled now, not when it comes due.
+    assert_eq!(post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await.0, 200);
+    local.drain().await.unwrap();
+    let step = local.store().get_step(&m, &token, 1).await.unwrap().expect("the step is recorded at once");
+    assert_eq!(step.reason.as_deref(), Some("merchant_closed"), "{step:?}");
+    clock.set(t0() + Duration::hours(3));
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1, "nothing more is sent");
+
+    // After the grace period the account goes; the other merchant's customer stays.
+    let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::Erasure) >= 5, "{r:?}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert!(local.store().get_merchant(&m).await.unwrap().is_none());
+    let kept = local.store().consent_state(&other.id, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(kept.status, ConsentStatus::OptedIn, "another merchant's data is out of scope");
+    assert!(local.store().get_merchant(&other.id).await.unwrap().is_some());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shortened_retention_applies_to_data_already_stored() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-shorten", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    assert_eq!(local.store().sms_log(&m, &phone).await.unwrap().len(), 1);
+    // Kept for the default 24 months: nothing of the log is due after 40 days.
+    let r = local.purge(t0() + Duration::days(40), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 0, "{r:?}");
+    // The merchant shortens its SMS log retention to 30 days: the stored text is now past due.
+    let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30 }));
+    let moved =
+        callfy_shared::app::retention::save_merchant(local.store(), &shorter, t0() + Duration::days(40)).await.unwrap();
+    assert!(moved >= 1, "{moved}");
+    let r = local.purge(t0() + Duration::days(41), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    // Consent records keep their own (unchanged) retention.
+    assert!(!local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().is_empty());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_index_migration_tags_and_reshards_items_an_earlier_version_wrote() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-migrate", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, _) = ids();
+    let ddb = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    // A cart as an earlier version wrote it: no tag, a purge entry in a day bucket, long due.
+    ddb.put_item()
+        .table_name(local.store().table())
+        .item("pk", s("K#snowdevil#0000000000000000000000000000beef"))
+        .item("sk", s("CART"))
+        .item("purge_bucket", s("2026-03-01#5"))
+        .item("purge_at", s("2026-03-01T00:00:00.000Z"))
+        .send()
+        .await
+        .unwrap();
+    let before = local.store().tenant_items(&m).await.unwrap();
+    assert!(!before.iter().any(|(pk, _)| pk.ends_with("beef")));
+    assert!(local.store().migrate_indexes().await.unwrap() >= 1);
+    let after = local.store().tenant_items(&m).await.unwrap();
+    assert!(after.iter().any(|(pk, _)| pk.ends_with("beef")), "{after:?}");
+    assert_eq!(local.store().migrate_indexes().await.unwrap(), 0, "nothing changes twice");
+    // The purger now reads it where it is.
+    let r = local.purge(t0(), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Cart), 1, "{r:?}");
     local.shutdown().await;
 }

@@ -306,7 +306,12 @@ async fn a_recording_survives_s3_failing_twice_and_twilio_keeps_it_until_it_is_s
     let failing =
         RecordingBucket::new(aws_sdk_s3::Client::from_conf(conf.build()), &local.resources.names.bucket, None);
     let w = &local.functions().worker;
-    let worker = Worker { outreach: w.outreach.clone(), recordings: failing, scratch: std::env::temp_dir() };
+    let worker = Worker {
+        outreach: w.outreach.clone(),
+        recordings: failing,
+        scratch: std::env::temp_dir(),
+        webhooks: w.webhooks.clone(),
+    };
 
     let event = one_queued_event(&local.resources.recordings_queue_url).await;
     let key = format!("recordings/snowdevil/2026/11/{sid}.wav");

@@ -198,6 +198,14 @@ impl<F: Fn(&str) -> Option<String>> Env<F> {
         self.opt("TWILIO_AUTH_TOKEN_PREVIOUS").map(SecretString::from)
     }
 
+    /// `BIGCOMMERCE_API_BASE`, default `https://api.bigcommerce.com`, without a trailing slash.
+    pub fn bigcommerce_api_base(&self) -> Result<String, ConfigError> {
+        let base =
+            self.opt("BIGCOMMERCE_API_BASE").unwrap_or_else(|| crate::adapters::bigcommerce::DEFAULT_API_BASE.into());
+        validate_base_url("BIGCOMMERCE_API_BASE", &base)?;
+        Ok(base.trim_end_matches('/').to_string())
+    }
+
     pub fn local_now(&self) -> Result<Option<DateTime<Utc>>, ConfigError> {
         self.opt("CALLFY_LOCAL_NOW")
             .map(|v| {
@@ -253,7 +261,8 @@ pub trait Settings: Sized {
     }
 }
 
-/// webhook-ingest: the table, the queue, the Shopify app secret, the BigCommerce API base.
+/// webhook-ingest: the table, the queue, the Shopify app secret, the BigCommerce API base, and
+/// the bucket a webhook body too large for a queue message waits in.
 #[derive(Clone, Debug)]
 pub struct IngestSettings {
     pub table_name: String,
@@ -261,11 +270,16 @@ pub struct IngestSettings {
     pub shopify_api_secret: SecretString,
     /// `BIGCOMMERCE_API_BASE`, default `https://api.bigcommerce.com`.
     pub bigcommerce_api_base: String,
+    /// `RECORDINGS_BUCKET`: large webhook bodies wait under `deliveries/`.
+    pub recordings_bucket: String,
+    /// The KMS key those bodies are encrypted with; unset = the bucket's default key.
+    pub recordings_kms_key_id: Option<String>,
     pub log_key: SecretString,
 }
 
-/// outreach-worker: the table, the queue, Twilio, the base URL its callbacks go to, and the
-/// bucket recordings are copied to.
+/// outreach-worker: the table, the queue, Twilio, the base URL its callbacks go to, the bucket
+/// recordings are copied to, and what verifying a webhook's durable copy needs (the Shopify app
+/// secret, the BigCommerce API base).
 #[derive(Clone, Debug)]
 pub struct WorkerSettings {
     pub table_name: String,
@@ -275,6 +289,9 @@ pub struct WorkerSettings {
     pub recordings_bucket: String,
     /// The KMS key recordings are encrypted with; unset = the bucket's default key.
     pub recordings_kms_key_id: Option<String>,
+    pub shopify_api_secret: SecretString,
+    /// `BIGCOMMERCE_API_BASE`, default `https://api.bigcommerce.com`.
+    pub bigcommerce_api_base: String,
     pub log_key: SecretString,
 }
 
@@ -377,6 +394,8 @@ pub struct PurgerSettings {
     pub closure_grace_days: u32,
     /// `RECORDINGS_KMS_KEY_ID`: export files are written under the stack's key.
     pub recordings_kms_key_id: Option<String>,
+    /// Where a deletion's unconfirmed Twilio copies are queued again for the worker.
+    pub outreach_queue_url: String,
     pub log_key: SecretString,
 }
 
@@ -399,17 +418,19 @@ impl Settings for PurgerSettings {
             recordings_bucket: env.req("RECORDINGS_BUCKET")?,
             closure_grace_days,
             recordings_kms_key_id: env.opt("RECORDINGS_KMS_KEY_ID"),
+            outreach_queue_url: env.outreach_queue_url()?,
             log_key: env.log_key()?,
         })
     }
 }
 
-/// consent-api: the table, and the recordings bucket (exports link recordings, deletions
-/// remove them).
+/// consent-api: the table, the recordings bucket (exports link recordings, deletions remove
+/// them), and the queue a deletion's Twilio copies go to (the worker holds Twilio's keys).
 #[derive(Clone, Debug)]
 pub struct ConsentApiSettings {
     pub table_name: String,
     pub recordings_bucket: String,
+    pub outreach_queue_url: String,
     pub log_key: SecretString,
 }
 
@@ -439,20 +460,16 @@ impl Settings for IngestSettings {
             table_name: env.table_name()?,
             outreach_queue_url: env.outreach_queue_url()?,
             shopify_api_secret: env.req("SHOPIFY_API_SECRET")?.into(),
-            bigcommerce_api_base: {
-                let base = env
-                    .opt("BIGCOMMERCE_API_BASE")
-                    .unwrap_or_else(|| crate::adapters::bigcommerce::DEFAULT_API_BASE.into());
-                validate_base_url("BIGCOMMERCE_API_BASE", &base)?;
-                base.trim_end_matches('/').to_string()
-            },
+            bigcommerce_api_base: env.bigcommerce_api_base()?,
+            recordings_bucket: env.req("RECORDINGS_BUCKET")?,
+            recordings_kms_key_id: env.opt("RECORDINGS_KMS_KEY_ID"),
             log_key: env.log_key()?,
         })
     }
 }
 
 impl Settings for WorkerSettings {
-    const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, LOG_KEY_SECRET];
+    const SECRETS: &'static [SecretVars] = &[TWILIO_SECRET, SHOPIFY_SECRET, LOG_KEY_SECRET];
 
     fn log_key(&self) -> &SecretString {
         &self.log_key
@@ -467,6 +484,8 @@ impl Settings for WorkerSettings {
             twilio: env.require_twilio()?,
             recordings_bucket: env.req("RECORDINGS_BUCKET")?,
             recordings_kms_key_id: env.opt("RECORDINGS_KMS_KEY_ID"),
+            shopify_api_secret: env.req("SHOPIFY_API_SECRET")?.into(),
+            bigcommerce_api_base: env.bigcommerce_api_base()?,
             log_key: env.log_key()?,
         })
     }
@@ -510,6 +529,7 @@ impl Settings for ConsentApiSettings {
         Ok(Self {
             table_name: env.table_name()?,
             recordings_bucket: env.req("RECORDINGS_BUCKET")?,
+            outreach_queue_url: env.outreach_queue_url()?,
             log_key: env.log_key()?,
         })
     }
@@ -560,20 +580,27 @@ mod tests {
 
     #[test]
     fn each_function_asks_only_for_what_it_uses() {
-        // The consent API runs with its table and the recordings bucket.
+        // The consent API runs with its table, the recordings bucket and the queue (a
+        // deletion's Twilio copies go to the worker).
+        let queue = ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach");
         let consent =
-            ConsentApiSettings::from_lookup(lookup(&[("TABLE_NAME", "callfy"), ("RECORDINGS_BUCKET", "rec")])).unwrap();
+            ConsentApiSettings::from_lookup(lookup(&[("TABLE_NAME", "callfy"), ("RECORDINGS_BUCKET", "rec"), queue]))
+                .unwrap();
         assert_eq!(consent.table_name, "callfy");
         assert!(matches!(ConsentApiSettings::from_lookup(lookup(&[])), Err(ConfigError::Missing("TABLE_NAME"))));
 
-        let queue = ("OUTREACH_QUEUE_URL", "http://127.0.0.1:5000/123456789012/outreach");
         let ingest = [("TABLE_NAME", "callfy"), queue];
         assert!(matches!(
             IngestSettings::from_lookup(lookup(&ingest)),
             Err(ConfigError::Missing("SHOPIFY_API_SECRET"))
         ));
         let with_secret = [ingest[0], ingest[1], ("SHOPIFY_API_SECRET", "s")];
-        assert_eq!(IngestSettings::from_lookup(lookup(&with_secret)).unwrap().shopify_api_secret.expose_secret(), "s");
+        assert!(matches!(
+            IngestSettings::from_lookup(lookup(&with_secret)),
+            Err(ConfigError::Missing("RECORDINGS_BUCKET"))
+        ));
+        let with_bucket = [ingest[0], ingest[1], with_secret[2], ("RECORDINGS_BUCKET", "rec")];
+        assert_eq!(IngestSettings::from_lookup(lookup(&with_bucket)).unwrap().shopify_api_secret.expose_secret(), "s");
 
         let worker = [("TABLE_NAME", "callfy"), queue, ("PUBLIC_BASE_URL", "https://hooks.callfy.test/")];
         assert!(matches!(
@@ -586,6 +613,10 @@ mod tests {
         assert!(matches!(WorkerSettings::from_lookup(lookup(&keyed)), Err(ConfigError::Missing("RECORDINGS_BUCKET"))));
         let bucket = ("RECORDINGS_BUCKET", "callfy-recordings");
         let keyed = [keyed[0], keyed[1], keyed[2], keyed[3], keyed[4], keyed[5], bucket];
+        // The worker verifies webhooks' durable copies: Shopify's with the app secret.
+        assert!(matches!(WorkerSettings::from_lookup(lookup(&keyed)), Err(ConfigError::Missing("SHOPIFY_API_SECRET"))));
+        let shopify = ("SHOPIFY_API_SECRET", "s");
+        let keyed = [keyed[0], keyed[1], keyed[2], keyed[3], keyed[4], keyed[5], keyed[6], shopify];
         let w = WorkerSettings::from_lookup(lookup(&keyed)).unwrap();
         assert_eq!(w.public_base_url, "https://hooks.callfy.test");
         // sms-inbound verifies Twilio's signatures: an API key is not enough there.
@@ -682,6 +713,7 @@ mod tests {
         vars.insert("TWILIO_API_KEY_SID".into(), format!("SK{}", "1".repeat(32)));
         vars.insert("TWILIO_API_KEY_SECRET".into(), "secret".into());
         vars.insert("RECORDINGS_BUCKET".into(), "callfy-recordings".into());
+        vars.insert("SHOPIFY_API_SECRET".into(), "s".into());
         let tw = WorkerSettings::from_lookup(|k| vars.get(k).cloned()).unwrap().twilio;
         assert_eq!(tw.api_base, DEFAULT_TWILIO_API_BASE);
         assert!(matches!(tw.auth, TwilioAuth::ApiKey { .. }));
@@ -713,7 +745,8 @@ mod tests {
         for secret in ["tok-visible", "prev-visible", "shared-visible", "logkey-visible"] {
             assert!(!printed.contains(secret), "{secret} leaked: {printed}");
         }
-        let shopify = [vars[0], vars[1], ("SHOPIFY_API_SECRET", "shpss-visible-if-leaked")];
+        let shopify =
+            [vars[0], vars[1], ("SHOPIFY_API_SECRET", "shpss-visible-if-leaked"), ("RECORDINGS_BUCKET", "rec")];
         let printed = format!("{:?}", IngestSettings::from_lookup(lookup(&shopify)).unwrap());
         assert!(!printed.contains("shpss-visible"), "{printed}");
         assert!(printed.contains("REDACTED"), "{printed}");

@@ -1,5 +1,5 @@
 //! HTTP responses in one shape: `{"error", "message"}` for every rejection (400 malformed, 401
-//! bad signature or key, 404 unknown merchant, 409, 413, 422, 429, 503 retry later); TwiML
+//! bad signature or key, 404 unknown merchant, 409, 413, 422, 429 throttled, 503 retry later); TwiML
 //! answers; the one mapping of a failure to an answer; and the one check every Twilio webhook
 //! passes through.
 
@@ -94,6 +94,19 @@ pub fn error(status: u16, code: &str, message: impl Into<String>) -> Response<Bo
     json(status, &serde_json::json!({ "error": code, "message": message.into() }))
 }
 
+/// 429 for a caller over its limit: `Retry-After` in whole seconds, and the same in the body
+/// (`retry_after_seconds`) for clients that read only JSON.
+pub fn throttled(retry_after_seconds: u32, message: impl Into<String>) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": "rate_limited",
+        "message": message.into(),
+        "retry_after_seconds": retry_after_seconds,
+    });
+    let mut resp = json(429, &body);
+    resp.headers_mut().insert("retry-after", http::HeaderValue::from(retry_after_seconds));
+    resp
+}
+
 /// The one mapping of a failed use case to an answer, for every HTTP entry point. A transient
 /// failure (throttling, a timeout, a lost race) is 503: the caller retries, and every write is
 /// idempotent or conditional, so a retry is safe. A permanent one is 500: retrying unchanged
@@ -133,6 +146,16 @@ mod tests {
         assert_eq!(busy.status(), 503);
         assert_eq!(busy.headers().get("retry-after").unwrap(), "1");
         assert_eq!(failure(&PortError::Decode("no pk".into()), "retry later").status(), 500);
+    }
+
+    #[test]
+    fn a_throttled_answer_says_when_to_retry_in_the_header_and_the_body() {
+        let resp = throttled(3, "over the limit");
+        assert_eq!(resp.status(), 429);
+        assert_eq!(resp.headers().get("retry-after").unwrap(), "3");
+        let Body::Text(text) = resp.body() else { panic!("text body") };
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!((v["error"].as_str(), v["retry_after_seconds"].as_u64()), (Some("rate_limited"), Some(3)));
     }
 
     #[test]

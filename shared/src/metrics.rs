@@ -23,6 +23,8 @@ pub const PURGED_ITEMS: &str = "PurgedItems";
 pub const PURGE_RUNS: &str = "PurgeRuns";
 pub const CARTS_REFUSED: &str = "CartsRefused";
 pub const SENDS_REFUSED: &str = "SendsRefused";
+/// Merchant API requests answered 429 because the merchant was over its `api_limit`.
+pub const API_THROTTLED: &str = "ApiThrottled";
 /// Voice agent calls by outcome (`Outcome` dimension).
 pub const AGENT_OUTCOMES: &str = "AgentOutcomes";
 /// Turns the scripted agent answered because the model failed, was slow, throttled or over budget (`Reason`).

@@ -14,15 +14,18 @@ use crate::adapters::relay::ApiGatewayRelay;
 use crate::adapters::scripted::ScriptedModel;
 use crate::adapters::store::Store;
 use crate::adapters::twilio::TwilioClient;
+use crate::adapters::webhook_bodies::WebhookBodyBucket;
 use crate::adapters::{aws, secrets};
 use crate::app::agent::{Agent, AgentLimits};
 use crate::app::outreach::Outreach;
+use crate::app::webhook::{REPLAY_DELAY_SECONDS, Webhooks};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AgentModel, VoiceAgentSettings};
 use crate::config::{
     ConfigError, ConsentApiSettings, ExposeSecret, InboundSettings, IngestSettings, PurgerSettings, SecretString,
     Settings, VoiceCallbackSettings, WorkerSettings,
 };
+use crate::platforms::Platforms;
 use crate::platforms::custom::Custom;
 use crate::platforms::shopify::Shopify;
 use crate::ports::agent::{ModelEvent, ModelRequest};
@@ -115,47 +118,120 @@ pub async fn lambda<A: Assemble>() -> Result<A, StartupError> {
     A::assemble(&Clients::new(&sdk), &settings, Arc::new(SystemClock))
 }
 
+/// What verifying and applying a platform webhook needs besides the store and the queue:
+/// webhook-ingest applies a delivery inline, the worker its durable copy (`app::webhook`).
+#[derive(Clone)]
+pub struct WebhookParts {
+    /// Every platform, with the app-wide Shopify secret.
+    pub platforms: Platforms,
+    /// The BigCommerce store API abandoned carts are read from.
+    pub bigcommerce_api: BigCommerceApi,
+    /// Where a body too large for a queue message waits (`deliveries/` in the recordings bucket).
+    pub bodies: WebhookBodyBucket,
+    /// How long a delivery's copy waits before the worker takes it.
+    pub replay_delay_seconds: i32,
+}
+
+impl WebhookParts {
+    pub fn new(
+        c: &Clients,
+        shopify_api_secret: &SecretString,
+        bigcommerce_api_base: &str,
+        bucket: &str,
+        kms_key_id: Option<String>,
+        clock: &Arc<dyn Clock>,
+    ) -> Result<Self, StartupError> {
+        Ok(Self {
+            platforms: Platforms {
+                shopify: Shopify { app_secret: shopify_api_secret.clone() },
+                custom: Custom { clock: Arc::clone(clock) },
+            },
+            bigcommerce_api: BigCommerceApi::new(bigcommerce_api_base, STORE_API_TIMEOUT)?,
+            bodies: WebhookBodyBucket::new(c.s3(), bucket, kms_key_id),
+            replay_delay_seconds: REPLAY_DELAY_SECONDS,
+        })
+    }
+
+    /// The use case over these parts and the given store and queue.
+    pub fn over<'a>(&'a self, store: &'a Store, queue: &'a OutreachQueue) -> WebhookCase<'a> {
+        Webhooks {
+            store,
+            queue,
+            bodies: &self.bodies,
+            storefront: &self.bigcommerce_api,
+            platforms: &self.platforms,
+            replay_delay_seconds: self.replay_delay_seconds,
+        }
+    }
+}
+
+/// The webhook use case over the adapters Lambda runs it on.
+pub type WebhookCase<'a> = Webhooks<'a, Store, OutreachQueue, WebhookBodyBucket, BigCommerceApi>;
+
 /// webhook-ingest.
 pub struct IngestApp {
     pub store: Store,
+    /// Where first steps and deliveries' durable copies go.
     pub queue: OutreachQueue,
-    pub shopify: Shopify,
-    /// The BigCommerce store API abandoned carts are read from.
-    pub bigcommerce_api: BigCommerceApi,
-    pub custom: Custom,
+    pub webhooks: WebhookParts,
     pub clock: Arc<dyn Clock>,
+}
+
+impl IngestApp {
+    /// The use case, borrowing this app's adapters.
+    pub fn webhooks(&self) -> WebhookCase<'_> {
+        self.webhooks.over(&self.store, &self.queue)
+    }
 }
 
 impl Assemble for IngestApp {
     type Settings = IngestSettings;
 
     fn assemble(c: &Clients, s: &IngestSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        Ok(Self {
-            store: c.store(&s.table_name),
-            queue: c.queue(&s.outreach_queue_url),
-            shopify: Shopify { app_secret: s.shopify_api_secret.clone() },
-            bigcommerce_api: BigCommerceApi::new(&s.bigcommerce_api_base, STORE_API_TIMEOUT)?,
-            custom: Custom { clock: Arc::clone(&clock) },
-            clock,
-        })
+        let webhooks = WebhookParts::new(
+            c,
+            &s.shopify_api_secret,
+            &s.bigcommerce_api_base,
+            &s.recordings_bucket,
+            s.recordings_kms_key_id.clone(),
+            &clock,
+        )?;
+        Ok(Self { store: c.store(&s.table_name), queue: c.queue(&s.outreach_queue_url), webhooks, clock })
     }
 }
 
 /// The outreach use case as Lambda runs it: DynamoDB, Twilio and SQS behind its ports.
 pub type WorkerApp = Outreach<Store, TwilioClient, OutreachQueue>;
 
-/// outreach-worker: outreach, and the bucket recordings are copied to.
+/// outreach-worker: outreach, the bucket recordings are copied to, and what replaying a
+/// webhook's durable copy needs.
 pub struct Worker {
     pub outreach: WorkerApp,
     pub recordings: RecordingBucket,
     /// Where a recording is staged between Twilio and S3 (Lambda's `/tmp`).
     pub scratch: PathBuf,
+    pub webhooks: WebhookParts,
+}
+
+impl Worker {
+    /// The webhook use case, over the outreach use case's store and queue.
+    pub fn webhooks(&self) -> WebhookCase<'_> {
+        self.webhooks.over(&self.outreach.store, &self.outreach.queue)
+    }
 }
 
 impl Assemble for Worker {
     type Settings = WorkerSettings;
 
     fn assemble(c: &Clients, s: &WorkerSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
+        let webhooks = WebhookParts::new(
+            c,
+            &s.shopify_api_secret,
+            &s.bigcommerce_api_base,
+            &s.recordings_bucket,
+            s.recordings_kms_key_id.clone(),
+            &clock,
+        )?;
         Ok(Self {
             outreach: Outreach {
                 store: c.store(&s.table_name),
@@ -166,6 +242,7 @@ impl Assemble for Worker {
             },
             recordings: c.bucket(&s.recordings_bucket, s.recordings_kms_key_id.clone()),
             scratch: std::env::temp_dir(),
+            webhooks,
         })
     }
 }
@@ -175,6 +252,8 @@ pub struct ConsentApp {
     pub store: Store,
     /// Exports link recordings; deletions remove them.
     pub recordings: RecordingBucket,
+    /// A deletion's Twilio copies are removed by the worker.
+    pub queue: OutreachQueue,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -182,7 +261,12 @@ impl Assemble for ConsentApp {
     type Settings = ConsentApiSettings;
 
     fn assemble(c: &Clients, s: &ConsentApiSettings, clock: Arc<dyn Clock>) -> Result<Self, StartupError> {
-        Ok(Self { store: c.store(&s.table_name), recordings: c.bucket(&s.recordings_bucket, None), clock })
+        Ok(Self {
+            store: c.store(&s.table_name),
+            recordings: c.bucket(&s.recordings_bucket, None),
+            queue: c.queue(&s.outreach_queue_url),
+            clock,
+        })
     }
 }
 
@@ -383,6 +467,8 @@ impl Assemble for AgentApp<ApiGatewayRelay> {
 pub struct PurgerApp {
     pub store: Store,
     pub recordings: RecordingBucket,
+    /// A deletion's unconfirmed Twilio copies are queued again for the worker.
+    pub queue: OutreachQueue,
     /// Days a closed account's data is kept before erasure (`CLOSURE_GRACE_DAYS`).
     pub closure_grace_days: u32,
 }
@@ -394,6 +480,7 @@ impl Assemble for PurgerApp {
         Ok(Self {
             store: c.store(&s.table_name),
             recordings: c.bucket(&s.recordings_bucket, s.recordings_kms_key_id.clone()),
+            queue: c.queue(&s.outreach_queue_url),
             closure_grace_days: s.closure_grace_days,
         })
     }

@@ -47,6 +47,7 @@ fn snapshot(token: &str, at: DateTime<Utc>) -> CheckoutSnapshot {
     CheckoutSnapshot {
         token: CartToken::parse(token).unwrap(),
         checkout_id: Some("42".into()),
+        customer_id: None,
         phone: Some(phone()),
         email: Some("ann@example.com".into()),
         first_name: Some("Ann".into()),
@@ -385,16 +386,16 @@ async fn a_deletion_whose_recordings_cannot_be_deleted_keeps_the_opt_out_marker_
 }
 
 #[tokio::test]
-async fn a_purge_run_whose_index_read_fails_records_its_error_and_keeps_its_watermark() {
+async fn a_purge_run_whose_index_read_fails_records_its_error() {
     let mem = Memory::default();
     let files = Telephony::default();
-    let purger = Purger { store: &mem, recordings: &files };
-    mem.fail("due_items_owned", 1);
+    let queue = Queue::default();
+    let purger = Purger { store: &mem, recordings: &files, queue: &queue };
+    mem.fail("due_page", 1);
     let opts = RunOptions { as_of: t0(), dry_run: false, deadline: None, started_at: t0(), closure_grace_days: 30 };
     let failed = purger.run(opts).await;
     assert!(matches!(failed, Err(ref e) if e.kind() == ErrorKind::Transient), "{failed:?}");
     let s = mem.state.lock().unwrap();
-    assert!(s.watermark.is_none(), "the next run starts where this one did");
     // The failed run still leaves its audit record, with the error and what it did.
     assert_eq!(s.reports.len(), 1);
     assert!(!s.reports[0].complete && s.reports[0].errors.len() == 1, "{:?}", s.reports[0]);
@@ -463,11 +464,53 @@ async fn a_key_nine_whose_ledger_write_fails_is_applied_by_its_queued_replay() {
     assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
 }
 
+#[tokio::test]
+async fn a_merchant_over_its_api_burst_is_throttled_and_another_merchant_is_not() {
+    use callfy_shared::app::limits::{Admission, admit};
+    use callfy_shared::domain::ratelimit::ApiLimit;
+    let mem = Memory::default();
+    let (a, b) = (MerchantId::parse("merchant-a").unwrap(), MerchantId::parse("merchant-b").unwrap());
+    let limit = ApiLimit { rate_per_second: 2, burst: 5 };
+    let mut admitted = 0;
+    for _ in 0..12 {
+        match admit(&mem, &a, &limit, t0()).await.unwrap() {
+            Admission::Admitted => admitted += 1,
+            Admission::Throttled { retry_after_seconds } => assert_eq!(retry_after_seconds, 1),
+        }
+    }
+    assert_eq!(admitted, 5, "the burst, then nothing until a token comes back");
+    assert_eq!(admit(&mem, &b, &limit, t0()).await.unwrap(), Admission::Admitted, "b has its own bucket");
+    let later = t0() + chrono::Duration::milliseconds(500);
+    assert_eq!(admit(&mem, &a, &limit, later).await.unwrap(), Admission::Admitted, "one token in half a second");
+    assert!(matches!(admit(&mem, &a, &limit, later).await.unwrap(), Admission::Throttled { .. }));
+}
+
+#[tokio::test]
+async fn a_quiet_api_bucket_that_another_request_makes_busy_between_the_steps_still_gives_a_token() {
+    use callfy_shared::app::limits::{Admission, LimitError, admit};
+    use callfy_shared::domain::ratelimit::{ApiLimit, micros};
+    let mem = Memory::default();
+    let m = MerchantId::parse("merchant-a").unwrap();
+    let limit = ApiLimit { rate_per_second: 10, burst: 3 };
+    // Another instance takes the first token just before this request's "quiet" step is written.
+    let (id, taken) = (m.to_string(), micros(t0()) + limit.interval());
+    mem.before("bucket_step", move |mem| {
+        mem.state.lock().unwrap().api_buckets.insert(id, taken);
+    });
+    assert_eq!(admit(&mem, &m, &limit, t0()).await.unwrap(), Admission::Admitted);
+    assert_eq!(mem.state.lock().unwrap().api_buckets[m.as_str()], taken + limit.interval(), "the busy step");
+    assert_eq!(mem.called("bucket"), 0, "no read was needed");
+    // The store failing is a failure to retry (503), never a free pass or a 429.
+    mem.fail("take_step", 1);
+    assert!(matches!(admit(&mem, &m, &limit, t0()).await, Err(LimitError::Store(ref e)) if e.is_transient()));
+}
+
 #[test]
 fn every_use_case_error_says_whether_to_retry() {
     let outage = || PortError::unavailable("memory", "op", "down");
     assert_eq!(ConsentError::Store(outage()).kind(), ErrorKind::Transient);
     assert_eq!(ConsentError::Contention.kind(), ErrorKind::Transient);
+    assert_eq!(callfy_shared::app::limits::LimitError::Contention.kind(), ErrorKind::Transient);
     assert_eq!(OutreachError::BadMessage("x".into()).kind(), ErrorKind::Permanent);
     assert_eq!(IngestError::Port(PortError::Decode("x".into())).kind(), ErrorKind::Permanent);
     let _ = MerchantId::parse("snowdevil").unwrap();

@@ -151,6 +151,36 @@ impl aws_sdk_dynamodb::config::Intercept for FailWrites {
     }
 }
 
+/// Fails every DynamoDB call while its switch is on, at the SDK boundary: the store cannot be
+/// reached at all (reads fail too, so not even the merchant can be looked up).
+#[derive(Debug, Clone)]
+pub struct FailAll(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl FailAll {
+    /// A switch that starts on.
+    pub fn on() -> Self {
+        Self(Arc::new(std::sync::atomic::AtomicBool::new(true)))
+    }
+}
+
+impl aws_sdk_dynamodb::config::Intercept for FailAll {
+    fn name(&self) -> &'static str {
+        "FailAll"
+    }
+
+    fn read_before_transmit(
+        &self,
+        _: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if self.0.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err("injected: storage unreachable".into());
+        }
+        Ok(())
+    }
+}
+
 /// The one message on a queue, as the SqsEvent Lambda would hand the worker.
 pub async fn one_queued_event(queue_url: &str) -> aws_lambda_events::event::sqs::SqsEvent {
     let sqs = aws_sdk_sqs::Client::new(&sdk().await);

@@ -1,17 +1,19 @@
 //! consent-api: merchants record and read consent (`POST /v1/consents`,
 //! `GET /v1/consents/{phone}`) and make data-subject requests (`POST /v1/privacy/export`,
 //! `POST /v1/privacy/delete`, `GET /v1/privacy/requests/{id}`) with their API key. `handle` is
-//! the whole handler.
+//! the whole handler. Each authenticated request takes a token from its merchant's bucket
+//! (`api_limit`, `app::limits`): a merchant over it gets 429 with `Retry-After`, and only it.
 
 use callfy_shared::Phone;
 use callfy_shared::api_key::key_merchant;
 use callfy_shared::app::consent::{self, ApiAnswer, ApiOutcome, ConsentError, Idempotency};
+use callfy_shared::app::limits::{self, Admission};
 use callfy_shared::domain::consent::{
     ConsentAction, ConsentEvent, ConsentSource, ConsentState, Evidence, LedgerEntry, Verdict,
 };
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::domain::outreach::{MerchantRecord, MerchantStatus};
-use callfy_shared::http::{error, failure, header, json};
+use callfy_shared::http::{error, failure, header, json, throttled};
 use callfy_shared::ports::IdempotencyRecord;
 use callfy_shared::ports::{Classify, ErrorKind, PortError};
 use callfy_shared::signature::{ct_eq, sha256_hex};
@@ -20,7 +22,7 @@ use lambda_http::http::Method;
 use lambda_http::{Body, Request, Response};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracing::warn;
+use tracing::{info, warn};
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// An event may be stamped a little ahead of our clock, not more.
@@ -75,6 +77,10 @@ pub async fn handle(app: &ConsentApp, req: Request) -> Response<Body> {
         Ok(m) => m,
         Err(resp) => return resp,
     };
+    // After the key is checked, so nobody can spend another merchant's share with made-up keys.
+    if let Err(resp) = take_token(app, &merchant.merchant).await {
+        return resp;
+    }
     let result = match route {
         Route::Create => create(app, &merchant, &req).await,
         Route::Read(phone) => read(app, &merchant.merchant, &phone).await,
@@ -135,6 +141,14 @@ async fn privacy(
     }
     Ok(match privacy.delete(record, &subject, &new_request_id(), now).await? {
         Deletion::Done { id, counts } => {
+            // Twilio's copies go through the worker (it holds Twilio's keys); they are recorded,
+            // so a queue failure leaves them for the purger, and the answer stands.
+            if counts.keys().any(|k| k.starts_with("twilio_")) {
+                let work = callfy_shared::ports::PrivacyWork { merchant_id: m.id.clone(), id: id.clone() };
+                if let Err(e) = callfy_shared::ports::JobQueue::enqueue_provider_copies(&app.queue, &work).await {
+                    tracing::warn!(merchant = %m.id, error = %callfy_shared::telemetry::redact(&callfy_shared::ports::chain(&e)), "could not queue a deletion's Twilio copies; the purger will");
+                }
+            }
             json(200, &serde_json::json!({ "id": id, "status": "done", "counts": counts }))
         }
         Deletion::Held { id } => json(
@@ -145,9 +159,17 @@ async fn privacy(
 }
 
 async fn privacy_status(app: &ConsentApp, m: &Merchant, id: &str) -> Result<Response<Body>, ApiError> {
-    let Some(status) = app.store.privacy_status(&m.id, id).await? else {
+    let Some(mut status) = app.store.privacy_status(&m.id, id).await? else {
         return Ok(error(404, "unknown_request", format!("no data-subject request {id}")));
     };
+    // What Twilio still holds, read live: the worker crosses each copy off as it goes.
+    let mut pending = std::collections::BTreeMap::<String, u64>::new();
+    for copy in callfy_shared::ports::PrivacyStore::provider_copies(&app.store, &m.id, id).await? {
+        *pending.entry(copy.kind().to_string()).or_default() += 1;
+    }
+    if status.counts.keys().any(|k| k.starts_with("twilio_")) || !pending.is_empty() {
+        status.provider_copies_pending = Some(pending);
+    }
     let mut view = serde_json::to_value(&status).unwrap_or_default();
     if let Some(key) = &status.export_key {
         let valid = callfy_shared::app::privacy::LINK_VALID;
@@ -204,6 +226,28 @@ async fn authenticate(app: &ConsentApp, req: &Request) -> Result<MerchantRecord,
         return Err(error(403, "merchant_closed", "this merchant account is closed"));
     }
     Ok(record)
+}
+
+/// One token from the merchant's bucket, or the 429 that says when to come back. Only this
+/// merchant's requests draw on it; a store failure is a 503 like any other (the request's own
+/// work needs the same table).
+async fn take_token(app: &ConsentApp, m: &Merchant) -> Result<(), Response<Body>> {
+    let limit = &m.api_limit;
+    match limits::admit(&app.store, &m.id, limit, app.clock.now()).await {
+        Ok(Admission::Admitted) => Ok(()),
+        Ok(Admission::Throttled { retry_after_seconds }) => {
+            callfy_shared::metrics::count(callfy_shared::metrics::API_THROTTLED, 1);
+            info!(merchant = %m.id, retry_after_seconds, "API request over the merchant's limit");
+            Err(throttled(
+                retry_after_seconds,
+                format!(
+                    "merchant {} is over its API limit of {} requests a second (bursts of {}); retry after {retry_after_seconds} s",
+                    m.id, limit.rate_per_second, limit.burst
+                ),
+            ))
+        }
+        Err(e) => Err(failure(&e, "temporarily unable to process the request")),
+    }
 }
 
 /// What a merchant may state as evidence; the rest (message SIDs, keywords) is ours to record.

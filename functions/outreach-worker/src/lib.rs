@@ -1,14 +1,16 @@
 //! outreach-worker: takes queued flow steps and, when consent and the cart still allow, sends
 //! at most one SMS or places at most one call per (cart, step); applies inbound messages
-//! sms-inbound queued so that no opt-out is lost; and copies call recordings to S3 from the
-//! recordings queue. The use cases are `callfy_shared::app::{outreach, inbound, voice}`; this
-//! crate maps SQS batches onto them. `main.rs` only wires it.
+//! sms-inbound queued so that no opt-out is lost; verifies and applies the durable copies of
+//! platform webhooks webhook-ingest queued; and copies call recordings to S3 from the
+//! recordings queue. The use cases are `callfy_shared::app::{outreach, inbound, webhook, voice}`;
+//! this crate maps SQS batches onto them. `main.rs` only wires it.
 
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use callfy_shared::adapters::queue::QueuedWork;
-use callfy_shared::app::inbound;
 pub use callfy_shared::app::outreach::{JobOutcome, Outreach, OutreachError as WorkerError, TWILIO_UNSUBSCRIBED};
 use callfy_shared::app::voice::{self, VoiceError};
+use callfy_shared::app::webhook::{Replayed, WebhookError};
+use callfy_shared::app::{inbound, privacy};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::ports::{Classify, ErrorKind};
 use callfy_shared::ports::{ConsentLedger, JobQueue, OutreachReads, OutreachWrites, SmsGateway, VoiceGateway};
@@ -55,6 +57,8 @@ pub enum RecordError {
     Recording(#[from] VoiceError),
     #[error("privacy request: {0}")]
     Privacy(#[from] callfy_shared::app::retention::PurgeError),
+    #[error("queued webhook: {0}")]
+    Webhook(#[from] WebhookError),
 }
 
 impl Classify for RecordError {
@@ -63,6 +67,7 @@ impl Classify for RecordError {
             Self::Outreach(e) => e.kind(),
             Self::Recording(e) => e.kind(),
             Self::Privacy(e) => e.kind(),
+            Self::Webhook(e) => e.kind(),
         }
     }
 }
@@ -73,6 +78,15 @@ pub enum Processed {
     Outreach(JobOutcome),
     Recording(voice::CopyOutcome),
     Privacy,
+    Webhook(Replayed),
+}
+
+async fn provider_copies(app: &Worker, work: &callfy_shared::ports::PrivacyWork) -> Result<(), RecordError> {
+    let o = &app.outreach;
+    privacy::remove_provider_copies(&o.store, &o.twilio, &work.merchant_id, &work.id)
+        .await
+        .map_err(|e| RecordError::Privacy(e.into()))?;
+    Ok(())
 }
 
 pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Processed, RecordError> {
@@ -102,10 +116,30 @@ pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Process
         }
         // A platform's data-subject request, carried out as soon as it was received.
         QueuedWork::Privacy { privacy } => {
-            let purger = callfy_shared::app::retention::Purger { store: &o.store, recordings: &app.recordings };
+            let purger =
+                callfy_shared::app::retention::Purger { store: &o.store, recordings: &app.recordings, queue: &o.queue };
+            // A deletion queues its Twilio copies for the next item below.
             purger.carry_out(&privacy, o.clock.now()).await?;
             Processed::Privacy
         }
+        // A closed account: what it still had queued is cancelled (claims refuse it meanwhile).
+        QueuedWork::Closure { closure } => {
+            let record = o.store.get_merchant(&closure).await.map_err(WorkerError::from)?;
+            let cancelled = match record {
+                Some(r) if r.status == callfy_shared::domain::outreach::MerchantStatus::Closed => {
+                    o.store.cancel_merchant_outreach(&r.merchant, o.clock.now()).await.map_err(WorkerError::from)?
+                }
+                _ => 0,
+            };
+            Processed::Outreach(JobOutcome::InboundApplied { changed: cancelled })
+        }
+        // A deletion's copies at Twilio; what fails stays recorded for the purger to queue again.
+        QueuedWork::ProviderCopies { provider_copies: work } => {
+            provider_copies(app, &work).await?;
+            Processed::Privacy
+        }
+        // A platform webhook's durable copy: verified again, then applied unless it was already.
+        QueuedWork::Webhook { webhook } => Processed::Webhook(app.webhooks().replay(&webhook, o.clock.now()).await?),
     })
 }
 

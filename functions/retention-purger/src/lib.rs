@@ -32,7 +32,7 @@ pub async fn handle(
     deadline: Option<Instant>,
 ) -> Result<PurgeReport, PurgerError> {
     let as_of = event_time(event)?;
-    let purger = Purger { store: &app.store, recordings: &app.recordings };
+    let purger = Purger { store: &app.store, recordings: &app.recordings, queue: &app.queue };
     let opts = RunOptions {
         as_of,
         dry_run: false,

@@ -12,3 +12,4 @@ pub mod scripted;
 pub mod secrets;
 pub mod store;
 pub mod twilio;
+pub mod webhook_bodies;

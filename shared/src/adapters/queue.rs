@@ -3,11 +3,12 @@
 use crate::domain::flow::OutreachJob;
 use crate::domain::inbound::InboundMessage;
 use crate::domain::voice::{KeyOptOut, RecordingCopy};
-use crate::ports::{JobQueue, PortError, WorkQueue};
+use crate::ports::{JobQueue, PortError, QueuedWebhook, WebhookQueue, WorkQueue};
 use serde::{Deserialize, Serialize};
 
-/// What travels on the worker's queues: a flow step or an inbound message to apply (again) on
-/// the outreach queue; a recording to copy on the recordings queue.
+/// What travels on the worker's queues: a flow step, or an inbound message or a platform
+/// webhook's durable copy to verify and apply (again), on the outreach queue; a recording to copy
+/// on the recordings queue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum QueuedWork {
@@ -16,6 +17,9 @@ pub enum QueuedWork {
     Recording { recording: RecordingCopy },
     KeyOptOut { key_opt_out: KeyOptOut },
     Privacy { privacy: crate::ports::PrivacyWork },
+    ProviderCopies { provider_copies: crate::ports::PrivacyWork },
+    Closure { closure: crate::domain::ids::MerchantId },
+    Webhook { webhook: QueuedWebhook },
 }
 
 #[derive(Clone, Debug)]
@@ -53,6 +57,21 @@ impl OutreachQueue {
         self.send(&QueuedWork::Privacy { privacy: work.clone() }, 0).await
     }
 
+    /// Queues the cancellation of a closed account's queued steps, for the worker.
+    pub async fn enqueue_closure(&self, m: &crate::domain::ids::MerchantId) -> Result<String, PortError> {
+        self.send(&QueuedWork::Closure { closure: m.clone() }, 0).await
+    }
+
+    /// Queues the removal of a deletion's copies at Twilio, for the worker.
+    pub async fn enqueue_provider_copies(&self, work: &crate::ports::PrivacyWork) -> Result<String, PortError> {
+        self.send(&QueuedWork::ProviderCopies { provider_copies: work.clone() }, 0).await
+    }
+
+    /// Makes a platform webhook durable before it is applied (the worker replays it).
+    pub async fn enqueue_webhook(&self, webhook: &QueuedWebhook, delay_seconds: i32) -> Result<String, PortError> {
+        self.send(&QueuedWork::Webhook { webhook: webhook.clone() }, delay_seconds).await
+    }
+
     async fn send(&self, work: &QueuedWork, delay_seconds: i32) -> Result<String, PortError> {
         let body = serde_json::to_string(work).map_err(|e| PortError::Encode(e.to_string()))?;
         let out = self
@@ -75,6 +94,12 @@ impl JobQueue for OutreachQueue {
     async fn enqueue_privacy(&self, work: &crate::ports::PrivacyWork) -> Result<String, PortError> {
         OutreachQueue::enqueue_privacy(self, work).await
     }
+    async fn enqueue_provider_copies(&self, work: &crate::ports::PrivacyWork) -> Result<String, PortError> {
+        OutreachQueue::enqueue_provider_copies(self, work).await
+    }
+    async fn enqueue_closure(&self, m: &crate::domain::ids::MerchantId) -> Result<String, PortError> {
+        OutreachQueue::enqueue_closure(self, m).await
+    }
 }
 
 impl WorkQueue for OutreachQueue {
@@ -86,5 +111,11 @@ impl WorkQueue for OutreachQueue {
     }
     async fn enqueue_key_opt_out(&self, o: &KeyOptOut, delay_seconds: i32) -> Result<String, PortError> {
         OutreachQueue::enqueue_key_opt_out(self, o, delay_seconds).await
+    }
+}
+
+impl WebhookQueue for OutreachQueue {
+    async fn enqueue_webhook(&self, webhook: &QueuedWebhook, delay_seconds: i32) -> Result<String, PortError> {
+        OutreachQueue::enqueue_webhook(self, webhook, delay_seconds).await
     }
 }

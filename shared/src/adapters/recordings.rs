@@ -1,5 +1,6 @@
 //! The recordings bucket (S3): call recordings under `recordings/`, encrypted with KMS.
 
+use crate::domain::retention::HELD_PREFIX;
 use crate::ports::{PortError, RecordingFiles};
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
@@ -31,8 +32,15 @@ impl RecordingBucket {
         &self.bucket
     }
 
-    /// A link to read `key` for `valid_for` (a data-subject export's recordings and file).
+    /// A link to read `key` for `valid_for` (a data-subject export's recordings and file); a
+    /// recording under a legal hold is read where the hold keeps it.
     pub async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, PortError> {
+        let held = format!("{HELD_PREFIX}{key}");
+        let key = if key.starts_with("recordings/") && !self.exists(key).await? && self.exists(&held).await? {
+            held.as_str()
+        } else {
+            key
+        };
         let config = aws_sdk_s3::presigning::PresigningConfig::expires_in(valid_for)
             .map_err(|e| PortError::Invalid(e.to_string()))?;
         let req = self
@@ -74,8 +82,57 @@ impl RecordingBucket {
         Ok(keys.len())
     }
 
-    /// Deletes objects (the purger and the deletion path only), up to 1000 a request.
+    async fn exists(&self, key: &str) -> Result<bool, PortError> {
+        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            Err(e) => Err(aws("HeadObject", e)),
+        }
+    }
+
+    /// Moves every object under `from` to the same name under `to` (copied, encrypted like the
+    /// original, then deleted); how many. A legal hold moves an account's recordings out of the
+    /// lifecycle rule's reach and back: S3 lifecycle filters cannot exclude a tag.
+    pub async fn move_prefix(&self, from: &str, to: &str) -> Result<usize, PortError> {
+        let mut keys = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(from).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| aws("ListObjectsV2", e))?;
+            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
+        }
+        for key in &keys {
+            let target = format!("{to}{}", &key[from.len()..]);
+            let source = format!("{}/{}", self.bucket, urlencoding(key));
+            self.client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(&target)
+                .copy_source(source)
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(self.kms_key_id.clone())
+                .send()
+                .await
+                .map_err(|e| aws("CopyObject", e))?;
+        }
+        // Exactly the originals (`delete_keys` would take the held copies with them).
+        self.delete_objects(&keys).await?;
+        Ok(keys.len())
+    }
+
+    /// Deletes objects (the purger and the deletion path only), up to 1000 a request. A
+    /// recording's copy under a legal hold's prefix goes with it.
     pub async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
+        let with_held: Vec<String> = keys
+            .iter()
+            .flat_map(|k| {
+                let held = k.starts_with("recordings/").then(|| format!("{HELD_PREFIX}{k}"));
+                std::iter::once(k.clone()).chain(held)
+            })
+            .collect();
+        self.delete_objects(&with_held).await
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<(), PortError> {
         use aws_sdk_s3::types::{Delete, ObjectIdentifier};
         for chunk in keys.chunks(1000) {
             let objects: Vec<ObjectIdentifier> =
@@ -123,7 +180,20 @@ impl RecordingBucket {
     }
 }
 
+/// An S3 key in a `CopySource` (path segments percent-encoded, slashes kept).
+fn urlencoding(key: &str) -> String {
+    key.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 impl RecordingFiles for RecordingBucket {
+    async fn move_prefix(&self, from: &str, to: &str) -> Result<usize, PortError> {
+        RecordingBucket::move_prefix(self, from, to).await
+    }
     async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, PortError> {
         RecordingBucket::presign_get(self, key, valid_for).await
     }

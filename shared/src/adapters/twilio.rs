@@ -207,6 +207,32 @@ impl TwilioClient {
         Ok(size)
     }
 
+    /// Redacts a message at Twilio (`POST …/Messages/{sid}.json` with an empty `Body`); `false`
+    /// when Twilio no longer has it.
+    pub async fn redact_message(&self, message_sid: &str) -> Result<bool, TwilioError> {
+        let resp = self
+            .http
+            .post(self.account_url(&format!("Messages/{message_sid}.json")))
+            .basic_auth(&self.user, Some(self.password.expose_secret()))
+            .form(&[("Body", "")])
+            .send()
+            .await
+            .map_err(classify)?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            status => {
+                let body = resp.text().await.unwrap_or_default();
+                let err: Option<ApiError> = serde_json::from_str(&body).ok();
+                Err(TwilioError::Api {
+                    status,
+                    code: err.as_ref().and_then(|e| e.code),
+                    message: err.and_then(|e| e.message).unwrap_or_default(),
+                })
+            }
+        }
+    }
+
     /// Deletes Twilio's copy of a recording; `false` when it was already gone.
     pub async fn delete_recording(&self, recording_sid: &str) -> Result<bool, TwilioError> {
         let resp = self
@@ -229,6 +255,12 @@ impl TwilioClient {
                 })
             }
         }
+    }
+}
+
+impl crate::ports::ProviderCopies for TwilioClient {
+    async fn redact_message(&self, message_sid: &str) -> Result<bool, TwilioError> {
+        TwilioClient::redact_message(self, message_sid).await
     }
 }
 

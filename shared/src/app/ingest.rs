@@ -390,6 +390,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                     action: action.into(),
                     phone: p.phone.clone(),
                     email: p.email.clone(),
+                    customer_id: p.customer_id.clone(),
                     requested_at: now,
                 })
             }
@@ -406,6 +407,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                 export_key: None,
                 counts: Default::default(),
                 updated_at: now,
+                provider_copies_pending: None,
             };
             self.store.put_privacy_status(&m.id, &accepted, None).await?;
             let work = crate::ports::PrivacyWork { merchant_id: m.id.clone(), id: p.id.clone() };
@@ -415,7 +417,13 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         }
         match &request {
             // Uninstalling closes the account: no more outreach, its data erased after the grace period.
-            PlatformRequest::AppUninstalled => self.store.close_merchant(&m.id, now).await?,
+            // Its queued steps are cancelled by the worker (every claim refuses meanwhile).
+            PlatformRequest::AppUninstalled => {
+                self.store.close_merchant(&m.id, now).await?;
+                if let Err(e) = self.queue.enqueue_closure(&m.id).await {
+                    tracing::warn!(merchant = %m.id, error = %crate::telemetry::redact(&crate::ports::chain(&e)), "could not queue the closure's step cancellation; claims refuse a closed account anyway");
+                }
+            }
             // The shop's customer data goes at the next purge run, without a grace period, but
             // only for an uninstalled app: a captured or mis-addressed delivery must never wipe
             // a live shop. For an installed shop it is recorded and acknowledged, nothing more.

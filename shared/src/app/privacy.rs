@@ -9,14 +9,17 @@ use crate::domain::outreach::MerchantRecord;
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeKind;
 use crate::ports::{
-    CartStore, ConsentStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore, PurgeStore,
-    RecordingFiles,
+    CartStore, ConsentStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore,
+    ProviderCopies, ProviderCopy, PurgeStore, RecordingFiles,
 };
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use thiserror::Error;
 use tracing::info;
+
+/// When the purger first retries a provider copy the worker has not confirmed removed.
+pub const PROVIDER_RETRY_AFTER: chrono::Duration = chrono::Duration::minutes(15);
 
 /// How long an export's links work.
 pub const LINK_VALID: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -41,14 +44,26 @@ impl<T: CartStore + ConsentStore + PrivacyStore + PurgeStore> PrivacyData for T 
 pub enum Subject {
     Phone(Phone),
     Email(String),
+    /// A platform's customer id (Shopify's `customers/redact`).
+    Customer(String),
 }
 
 impl Subject {
-    /// What the proof of a deletion keeps: an HMAC of the phone, a hash of the email.
+    /// What the proof of a deletion keeps: an HMAC of the phone, a hash of the email or id.
     pub fn proof_id(&self) -> String {
         match self {
             Self::Phone(p) => p.subject_id(),
             Self::Email(e) => format!("email:{}", crate::domain::phone::marker_hash("email", &e.trim().to_lowercase())),
+            Self::Customer(id) => format!("customer:{}", crate::domain::phone::marker_hash("customer", id)),
+        }
+    }
+
+    /// What the subject's cart pointers are keyed by, when it is not a phone.
+    fn pointer(&self) -> Option<String> {
+        match self {
+            Self::Phone(_) => None,
+            Self::Email(e) => Some(e.clone()),
+            Self::Customer(id) => Some(crate::domain::cart::customer_ref(id)),
         }
     }
 }
@@ -76,10 +91,11 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
     async fn find(&self, m: &Merchant, subject: &Subject) -> Result<(Vec<Phone>, Vec<Cart>), PortError> {
         let mut phones: Vec<Phone> = Vec::new();
         let mut carts: Vec<Cart> = Vec::new();
-        match subject {
-            Subject::Phone(p) => phones.push(p.clone()),
-            Subject::Email(e) => {
-                for (token, phone) in self.store.phones_for_email(&m.id, e).await? {
+        // Through the carts that carry the email or customer id.
+        match (subject, subject.pointer()) {
+            (Subject::Phone(p), _) => phones.push(p.clone()),
+            (_, Some(e)) => {
+                for (token, phone) in self.store.phones_for_email(&m.id, &e).await? {
                     if let Some(c) = self.store.get_cart(&m.id, &token).await? {
                         carts.push(c);
                     }
@@ -88,6 +104,7 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                     }
                 }
             }
+            (_, None) => {}
         }
         for p in &phones {
             for c in self.store.carts_for_phone(&m.id, p).await? {
@@ -144,7 +161,11 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         }
         Ok(json!({
             "merchant": m.id,
-            "subject": match subject { Subject::Phone(p) => json!({ "phone": p }), Subject::Email(e) => json!({ "email": e }) },
+            "subject": match subject {
+                Subject::Phone(p) => json!({ "phone": p }),
+                Subject::Email(e) => json!({ "email": e }),
+                Subject::Customer(id) => json!({ "customer_id": id }),
+            },
             "generated_at": now,
             "carts": carts,
             "phones": people,
@@ -162,12 +183,19 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
     ) -> Result<Deletion, PrivacyError> {
         let m = &record.merchant;
         if record.legal_hold {
-            let (phone, email) = match subject {
-                Subject::Phone(p) => (Some(p.clone()), None),
-                Subject::Email(e) => (None, Some(e.clone())),
+            let (phone, email, customer_id) = match subject {
+                Subject::Phone(p) => (Some(p.clone()), None, None),
+                Subject::Email(e) => (None, Some(e.clone()), None),
+                Subject::Customer(c) => (None, None, Some(c.clone())),
             };
-            let pending =
-                PendingPrivacy { id: id.to_string(), action: "delete".into(), phone, email, requested_at: now };
+            let pending = PendingPrivacy {
+                id: id.to_string(),
+                action: "delete".into(),
+                phone,
+                email,
+                customer_id,
+                requested_at: now,
+            };
             self.store.put_pending_privacy(&m.id, &pending, now).await?;
             let status = PrivacyStatus {
                 id: id.into(),
@@ -176,12 +204,13 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                 export_key: None,
                 counts: BTreeMap::new(),
                 updated_at: now,
+                provider_copies_pending: None,
             };
             self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
             info!(merchant = %m.id, id, "deletion recorded under a legal hold");
             return Ok(Deletion::Held { id: id.into() });
         }
-        let counts = self.erase(m, subject, now).await?;
+        let counts = self.erase(m, subject, id, now).await?;
         let status = PrivacyStatus {
             id: id.into(),
             action: "delete".into(),
@@ -189,18 +218,22 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
             export_key: None,
             counts: counts.clone(),
             updated_at: now,
+            provider_copies_pending: None,
         };
         self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
         info!(merchant = %m.id, id, ?counts, "data-subject deletion done");
         Ok(Deletion::Done { id: id.into(), counts })
     }
 
-    /// The deletion itself: carts with their steps and pointers, each phone's partition, the
-    /// recordings; then a marker per phone so its opt-out outlives its data.
+    /// The deletion itself (request `request`): carts with their steps and pointers, each
+    /// phone's partition, the recordings; a marker per phone so its opt-out outlives its data;
+    /// and, recorded before the logs naming them go, the copies Twilio holds, for the worker to
+    /// remove.
     pub async fn erase(
         &self,
         m: &Merchant,
         subject: &Subject,
+        request: &str,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, u64>, PrivacyError> {
         let (phones, carts) = self.find(m, subject).await?;
@@ -210,14 +243,18 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
             keys.extend(self.store.cart_keys(&m.id, cart).await?);
             *counts.entry(PurgeKind::Cart.as_str().into()).or_default() += 1;
         }
-        if let Subject::Email(e) = subject {
-            let tokens: Vec<_> = self.store.phones_for_email(&m.id, e).await?.into_iter().map(|(t, _)| t).collect();
-            keys.extend(self.store.email_pointer_keys(&m.id, e, &tokens));
+        if let Some(e) = subject.pointer() {
+            let tokens: Vec<_> = self.store.phones_for_email(&m.id, &e).await?.into_iter().map(|(t, _)| t).collect();
+            keys.extend(self.store.email_pointer_keys(&m.id, &e, &tokens));
         }
         let mut objects = Vec::new();
+        let mut copies: Vec<ProviderCopy> = Vec::new();
         for phone in &phones {
             for record in self.store.customer_records(&m.id, phone).await? {
                 match &record.data {
+                    CustomerData::Sms(entry) if !entry.message_sid.is_empty() => {
+                        copies.push(ProviderCopy::Message(entry.message_sid.clone()))
+                    }
                     // An opt-out outlives the person's data: kept as a suppression record.
                     CustomerData::ConsentState { channel, state } => {
                         if let Some(sup) = state.suppression() {
@@ -228,6 +265,9 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                         if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
                             objects.push(key);
                             *counts.entry(PurgeKind::Recording.as_str().into()).or_default() += 1;
+                        }
+                        if let Some(rec) = call.recording.as_ref().filter(|r| !r.twilio_deleted) {
+                            copies.push(ProviderCopy::Recording(rec.recording_sid.clone()));
                         }
                     }
                     CustomerData::Recording { s3_key: Some(key) } if !objects.contains(key) => {
@@ -253,6 +293,16 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                 }
             }
         }
+        copies.sort();
+        copies.dedup();
+        for c in &copies {
+            *counts.entry(c.kind().into()).or_default() += 1;
+        }
+        // Twilio's copies are recorded before the logs naming them go: a crash in between
+        // leaves them due for the purger, never forgotten.
+        if !copies.is_empty() {
+            self.store.put_provider_copies(&m.id, request, &copies, now + PROVIDER_RETRY_AFTER).await?;
+        }
         // The markers first: from this moment an old ticked box cannot opt the person back in,
         // even while the deletion is under way. Then the recordings, then the items.
         for phone in &phones {
@@ -262,6 +312,46 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         self.store.batch_delete(&keys).await?;
         Ok(counts)
     }
+}
+
+/// What removing a request's provider copies came to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopiesRemoved {
+    pub removed: u64,
+    /// Failed this time; still recorded, retried (the purger queues them again).
+    pub pending: u64,
+}
+
+/// Removes the copies Twilio holds for a deletion request: message bodies redacted, recordings
+/// deleted. Each one confirmed (or already gone) is crossed off; one that fails stays recorded
+/// and is retried later, never skipped.
+pub async fn remove_provider_copies<S: PrivacyStore, P: ProviderCopies>(
+    store: &S,
+    provider: &P,
+    m: &crate::domain::ids::MerchantId,
+    request: &str,
+) -> Result<CopiesRemoved, PortError> {
+    let mut out = CopiesRemoved::default();
+    for copy in store.provider_copies(m, request).await? {
+        let done = match &copy {
+            ProviderCopy::Message(sid) => provider.redact_message(sid).await,
+            ProviderCopy::Recording(sid) => provider.delete_recording(sid).await,
+        };
+        match done {
+            Ok(_) => {
+                store.provider_copy_removed(m, request, &copy).await?;
+                out.removed += 1;
+            }
+            Err(e) => {
+                tracing::warn!(merchant = %m, request, kind = copy.kind(), error = %e, "a provider copy could not be removed; retried later");
+                out.pending += 1;
+            }
+        }
+    }
+    if out.removed + out.pending > 0 {
+        info!(merchant = %m, request, removed = out.removed, pending = out.pending, "provider copies");
+    }
+    Ok(out)
 }
 
 /// A new request id.

@@ -1,15 +1,15 @@
 //! The retention purge: everything whose purge date has come, read from the sparse purge index
-//! one day and shard at a time (the cost follows what is due, not the table), deleted in
-//! batches, recorded in an audit report without personal data. "Now" is the run's `as_of` (the
+//! one shard and page at a time, however old its date (the cost follows what is due, not the
+//! table), deleted in batches, recorded in an audit report without personal data. "Now" is the run's `as_of` (the
 //! schedule's time), so a late or replayed run purges as of its own schedule.
 
 use crate::app::privacy::PrivacyData;
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
-use crate::domain::retention::{PURGE_SHARDS, PurgeKind, PurgeReport, bucket_of, days_to_read};
-use crate::ports::{DueItem, Erasure, MerchantStore, PortError, RecordingFiles};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport};
+use crate::ports::{DueItem, Erasure, JobQueue, MerchantStore, PortError, PrivacyWork, PurgeStore, RecordingFiles};
+use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::time::Instant;
 use thiserror::Error;
@@ -50,30 +50,78 @@ pub struct RunOptions {
     pub closure_grace_days: u32,
 }
 
+/// A merchant's new settings are saved; a retention it shortened applies to what is already
+/// stored: those purge dates move earlier, and the next run deletes what is now past them.
+/// How many items moved.
+pub async fn save_merchant<S: PurgeStore + MerchantStore>(
+    store: &S,
+    merchant: &crate::domain::merchant::Merchant,
+    now: DateTime<Utc>,
+) -> Result<u64, PurgeError> {
+    let old = store.get_merchant(&merchant.id).await?;
+    store.put_merchant(merchant, now).await?;
+    let Some(old) = old else { return Ok(0) };
+    let shifts = crate::domain::retention::shortening(&old.merchant.retention_days, &merchant.retention_days);
+    if shifts.is_empty() {
+        return Ok(0);
+    }
+    let moved = store.redate(&merchant.id, &shifts).await?;
+    info!(merchant = %merchant.id, moved, "retention shortened: stored purge dates moved earlier");
+    Ok(moved)
+}
+
+/// Sets or lifts a merchant's legal hold. The purger keeps everything while it holds, and S3
+/// must too: the account's recordings move under `held/` (no lifecycle rule covers it) when the
+/// hold is set, and back under `recordings/` when it lifts. How many recordings moved.
+pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
+    store: &S,
+    files: &F,
+    m: &MerchantId,
+    on: bool,
+) -> Result<usize, PurgeError> {
+    let (live, held) = (format!("recordings/{m}/"), format!("{HELD_PREFIX}recordings/{m}/"));
+    let moved = if on {
+        // The flag first: from now on no run deletes; then the objects leave the rule's reach.
+        store.set_legal_hold(m, true).await?;
+        files.move_prefix(&live, &held).await?
+    } else {
+        // The objects back first: a run after the flag lifts finds them where it looks.
+        let moved = files.move_prefix(&held, &live).await?;
+        store.set_legal_hold(m, false).await?;
+        moved
+    };
+    info!(merchant = %m, on, moved, "legal hold");
+    Ok(moved)
+}
+
+/// Items an account erasure deletes between two looks at the run's deadline.
+const ERASURE_SLICE: usize = 500;
+
 /// The grace period of a closed account unless configured (`CLOSURE_GRACE_DAYS`).
 pub const DEFAULT_CLOSURE_GRACE_DAYS: u32 = 30;
 
-pub struct Purger<'a, S, F> {
+pub struct Purger<'a, S, F, Q> {
     pub store: &'a S,
     pub recordings: &'a F,
+    /// Where a deletion's unconfirmed Twilio copies go again, for the worker.
+    pub queue: &'a Q,
 }
 
 /// Where a long run is, for an operator watching it (`callfy-admin purge`).
 #[derive(Debug, Clone, Copy)]
 pub struct Progress {
-    pub day: NaiveDate,
-    pub days_done: usize,
-    pub days_total: usize,
+    pub shards_done: u32,
+    pub shards_total: u32,
     /// Items deleted (or, in a dry run, due) so far.
     pub items: u64,
 }
 
-impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
+impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
     pub async fn run(&self, opts: RunOptions) -> Result<PurgeReport, PurgeError> {
         self.run_with_progress(opts, |_| {}).await
     }
 
-    /// `run`, telling `progress` after each day's buckets.
+    /// `run`, telling `progress` after each shard.
     pub async fn run_with_progress(
         &self,
         opts: RunOptions,
@@ -86,7 +134,7 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             complete: true,
             ..Default::default()
         };
-        match self.read_days(&opts, &progress, &mut report).await {
+        match self.read_shards(&opts, &progress, &mut report).await {
             Ok(()) => {}
             Err(e) => {
                 // A run that fails still leaves its audit record: the error, and what it did.
@@ -103,52 +151,42 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         }
         report.finished_at = Some(Utc::now().max(opts.started_at));
         if !opts.dry_run {
-            if let Some(day) = report.through_day {
-                self.store.set_purge_watermark(day).await?;
-            }
             self.store.put_purge_report(&report).await?;
         }
         info!(as_of = %opts.as_of, dry_run = opts.dry_run, total = report.total(), complete = report.complete, "purge run");
         Ok(report)
     }
 
-    /// The run's reading and deleting, day by day, into `report`.
-    async fn read_days(
+    /// The run's reading and deleting, shard by shard and page by page, into `report`. What a
+    /// page's handling leaves due (a ledger with an append in between) is past the cursor and
+    /// read again by the next run.
+    async fn read_shards(
         &self,
         opts: &RunOptions,
         progress: &impl Fn(Progress),
         report: &mut PurgeReport,
     ) -> Result<(), PurgeError> {
         let opts = *opts;
-        let watermark = self.store.purge_watermark().await?;
         let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
-        let days = days_to_read(watermark, opts.as_of);
-        let days_total = days.len();
-        'days: for (done, day) in days.into_iter().enumerate() {
-            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                report.complete = false;
-                break 'days;
-            }
-            // A day's shards are read concurrently, then handled one after the other.
-            let reads = (0..PURGE_SHARDS).map(|shard| self.store.due_items_owned(bucket_of(day, shard), opts.as_of));
-            for due in futures::future::try_join_all(reads).await? {
-                report.index_queries += 1;
-                report.index_reads += due.len() as u64;
+        for shard in 0..PURGE_SHARDS {
+            let mut after = None;
+            loop {
                 if opts.deadline.is_some_and(|d| Instant::now() >= d) {
                     report.complete = false;
-                    break 'days;
+                    return Ok(());
                 }
+                let (due, next) = self.store.due_page(shard, opts.as_of, after).await?;
+                report.index_queries += 1;
+                report.index_reads += due.len() as u64;
                 if !due.is_empty() {
                     self.purge(due, &opts, &mut merchants, report).await?;
                 }
+                match next {
+                    Some(cursor) => after = Some(cursor),
+                    None => break,
+                }
             }
-            // Today's buckets may still receive items due later today: they stay open. A run as
-            // of a future instant never moves the watermark past today either: days it read
-            // early still get items written later, and the next run reads them again.
-            if day < opts.as_of.date_naive() && day < opts.started_at.date_naive() {
-                report.through_day = Some(day);
-            }
-            progress(Progress { day, days_done: done + 1, days_total, items: report.total() });
+            progress(Progress { shards_done: shard + 1, shards_total: PURGE_SHARDS, items: report.total() });
         }
         Ok(())
     }
@@ -178,6 +216,7 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         let mut plain: Vec<(String, (String, String), PurgeKind)> = Vec::new();
         let mut recordings: Vec<DueItem> = Vec::new();
         let mut entries: Vec<DueItem> = Vec::new();
+        let mut requeue: std::collections::BTreeSet<(MerchantId, String)> = Default::default();
         for item in due {
             let merchant = item.merchant().unwrap_or("-").to_string();
             // A data-subject request decides about the hold itself: exports go ahead.
@@ -196,6 +235,17 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             }
             match PurgeKind::of_sort_key(&item.sk) {
                 PurgeKind::Erasure => self.erase(item, &merchant, opts, merchants, report).await?,
+                // A deletion's Twilio copy the worker could not remove yet: queued for it again,
+                // and looked at again tomorrow until the worker crosses it off.
+                PurgeKind::ProviderCopy => {
+                    if let (Some(request), Ok(m)) = (item.attrs.get("request"), MerchantId::parse(&merchant)) {
+                        requeue.insert((m, request.clone()));
+                    }
+                    report.provider_copies_requeued += 1;
+                    if !opts.dry_run {
+                        self.store.repurge(&item.pk, &item.sk, opts.as_of + Duration::days(1)).await?;
+                    }
+                }
                 PurgeKind::Recording => recordings.push(item),
                 PurgeKind::ConsentEntry => entries.push(item),
                 PurgeKind::ConsentLedger => self.ledger(item, &merchant, opts, merchants, report).await?,
@@ -220,6 +270,11 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
                     }
                 }
                 kind => plain.push((merchant, (item.pk, item.sk), kind)),
+            }
+        }
+        if !opts.dry_run {
+            for (merchant_id, id) in requeue {
+                self.queue.enqueue_provider_copies(&PrivacyWork { merchant_id, id }).await?;
             }
         }
         // Recordings: the objects first, then their purge items and log references.
@@ -304,10 +359,11 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             return Ok(());
         };
         let Some(p) = self.store.pending_privacy(&item.pk, &item.sk).await? else { return Ok(()) };
-        let subject = match (&p.phone, &p.email) {
-            (Some(phone), _) => crate::app::privacy::Subject::Phone(phone.clone()),
-            (None, Some(email)) => crate::app::privacy::Subject::Email(email.clone()),
-            (None, None) => {
+        let subject = match (&p.phone, &p.email, &p.customer_id) {
+            (Some(phone), _, _) => crate::app::privacy::Subject::Phone(phone.clone()),
+            (None, Some(email), _) => crate::app::privacy::Subject::Email(email.clone()),
+            (None, None, Some(id)) => crate::app::privacy::Subject::Customer(id.clone()),
+            (None, None, None) => {
                 if !opts.dry_run {
                     self.store.batch_delete(&[(item.pk, item.sk)]).await?;
                 }
@@ -327,6 +383,7 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         }
         let privacy = crate::app::privacy::Privacy { store: self.store, recordings: self.recordings };
         let m = &record.merchant;
+        let queue_copies = p.action != "export";
         let mut status = crate::ports::PrivacyStatus {
             id: p.id.clone(),
             action: p.action.clone(),
@@ -334,6 +391,7 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             export_key: None,
             counts: Default::default(),
             updated_at: opts.as_of,
+            provider_copies_pending: None,
         };
         if p.action == "export" {
             let doc = privacy.export(m, &subject, opts.as_of).await?;
@@ -341,10 +399,15 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
             self.recordings.put_json(&key, serde_json::to_vec_pretty(&doc).unwrap_or_default()).await?;
             status.export_key = Some(key);
         } else {
-            status.counts = privacy.erase(m, &subject, opts.as_of).await?;
-            // Every identifier the platform sent: the email reaches carts the phone does not.
-            if let (Some(_), Some(email)) = (&p.phone, &p.email) {
-                let more = privacy.erase(m, &crate::app::privacy::Subject::Email(email.clone()), opts.as_of).await?;
+            status.counts = privacy.erase(m, &subject, &p.id, opts.as_of).await?;
+            // Every identifier the platform sent: the email and the customer id reach carts the
+            // phone does not.
+            let others = [
+                p.email.clone().map(crate::app::privacy::Subject::Email),
+                p.customer_id.clone().map(crate::app::privacy::Subject::Customer),
+            ];
+            for other in others.into_iter().flatten().filter(|o| *o != subject) {
+                let more = privacy.erase(m, &other, &p.id, opts.as_of).await?;
                 for (kind, n) in more {
                     *status.counts.entry(kind).or_default() += n;
                 }
@@ -352,6 +415,13 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         }
         self.store.put_privacy_status(&m.id, &status, Some(&subject.proof_id())).await?;
         self.store.batch_delete(&[(item.pk, item.sk)]).await?;
+        if queue_copies && status.counts.keys().any(|k| k.starts_with("twilio_")) {
+            // Twilio's copies: the worker holds Twilio's keys (a failure here leaves them due).
+            let work = PrivacyWork { merchant_id: m.id.clone(), id: p.id.clone() };
+            if let Err(e) = self.queue.enqueue_provider_copies(&work).await {
+                warn!(error = %crate::telemetry::redact(&crate::ports::chain(&e)), "could not queue a deletion's Twilio copies; the next run will");
+            }
+        }
         Ok(())
     }
 
@@ -400,11 +470,22 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
         }
         let scope = if closure { Erasure::Account } else { Erasure::CustomerData };
         let mut keys = self.store.merchant_keys(&id, scope).await?;
-        // The profile goes last: a crash before it leaves the erasure due, not half-forgotten.
-        keys.sort_by_key(|(pk, sk)| (pk.starts_with("M#") && sk == "PROFILE", pk.clone()));
-        if !keys.iter().any(|k| *k == (item.pk.clone(), item.sk.clone())) {
-            keys.insert(keys.len().saturating_sub(usize::from(closure)), (item.pk.clone(), item.sk.clone()));
+        let erasure = (item.pk.clone(), item.sk.clone());
+        if !keys.contains(&erasure) {
+            keys.push(erasure.clone());
         }
+        // The erasure item, then the profile, go last: a crash or a deadline before them leaves
+        // the erasure due (the next run finishes it), never half-forgotten.
+        keys.sort_by_key(|k| {
+            let rank = if *k == erasure {
+                1
+            } else if k.0.starts_with("M#") && k.1 == "PROFILE" {
+                2
+            } else {
+                0
+            };
+            (rank, k.0.clone())
+        });
         if !opts.dry_run {
             // Opt-outs outlive the account: ledgers older than suppression records get theirs
             // before they go (later ones keep theirs in step with every append).
@@ -417,8 +498,21 @@ impl<S: PurgeData, F: RecordingFiles> Purger<'_, S, F> {
                 }
             }
             self.recordings.delete_prefix(&format!("recordings/{merchant}/")).await?;
+            self.recordings.delete_prefix(&format!("{HELD_PREFIX}recordings/{merchant}/")).await?;
             self.recordings.delete_prefix(&format!("exports/{merchant}/")).await?;
-            self.store.batch_delete(&keys).await?;
+            // In slices, the run's deadline checked between them: a large account left part-way
+            // keeps its erasure item (deleted last) and the next run finishes it.
+            let mut done = 0;
+            for slice in keys.chunks(ERASURE_SLICE) {
+                if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                    report.complete = false;
+                    report.count(merchant, PurgeKind::Erasure, done);
+                    info!(merchant, closure, items = done, "account erasure continues next run");
+                    return Ok(());
+                }
+                self.store.batch_delete(slice).await?;
+                done += slice.len() as u64;
+            }
         }
         info!(merchant, closure, items = keys.len(), "account data erased");
         report.count(merchant, PurgeKind::Erasure, keys.len() as u64);

@@ -75,11 +75,19 @@ pub struct Recovery {
     pub touch: Option<Touch>,
 }
 
+/// What a platform customer id is looked up by, beside an email: `customer:{id}` (no email has
+/// that shape), so a `customers/redact` finds the carts its customer id names.
+pub fn customer_ref(id: &str) -> String {
+    format!("customer:{id}")
+}
+
 /// What a platform told us about a checkout, normalised.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckoutSnapshot {
     pub token: CartToken,
     pub checkout_id: Option<String>,
+    /// The platform's customer id (Shopify's), so `customers/redact` finds the carts by it.
+    pub customer_id: Option<String>,
     pub phone: Option<Phone>,
     pub email: Option<String>,
     pub first_name: Option<String>,
@@ -103,6 +111,8 @@ pub struct Cart {
     pub token: CartToken,
     #[serde(default)]
     pub checkout_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
     #[serde(default)]
     pub phone: Option<Phone>,
     #[serde(default)]
@@ -160,6 +170,7 @@ impl Cart {
             merchant_id,
             token: snap.token.clone(),
             checkout_id: None,
+            customer_id: None,
             phone: None,
             email: None,
             first_name: None,
@@ -198,6 +209,7 @@ impl Cart {
         }
         self.updated_at = snap.updated_at;
         self.checkout_id = snap.checkout_id.or(self.checkout_id.take());
+        self.customer_id = snap.customer_id.or(self.customer_id.take());
         self.phone = snap.phone.or(self.phone.take());
         self.email = snap.email.or(self.email.take());
         self.first_name = snap.first_name.or(self.first_name.take());
@@ -248,6 +260,7 @@ pub(crate) mod tests {
         CheckoutSnapshot {
             token: CartToken::parse("tok1").unwrap(),
             checkout_id: Some("123".into()),
+            customer_id: None,
             phone: Some(Phone::parse("+14155552671", None).unwrap()),
             email: None,
             first_name: Some("Ann".into()),

@@ -159,6 +159,55 @@ pub fn budget_day(now: DateTime<Utc>) -> String {
     now.format("%Y-%m-%d").to_string()
 }
 
+/// Most shards a day's send count is split into. DynamoDB cancels transactions that meet on
+/// one item, so a single count would make a large merchant's concurrent claims fail one
+/// another; ten items let ten claims through at once.
+pub const MAX_BUDGET_SHARDS: u32 = 10;
+
+/// A daily budget split into shards, each counting up to its own share: the shares sum to the
+/// budget exactly, so the total never exceeds it, and a claim gives up only when it has seen
+/// every shard at its share (a shard only fills during a day), so the budget is reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetShards {
+    budget: u32,
+}
+
+impl BudgetShards {
+    pub fn new(budget: u32) -> Self {
+        Self { budget }
+    }
+
+    /// Never more shards than the budget, so every share is at least one send.
+    pub fn count(&self) -> u32 {
+        self.budget.clamp(1, MAX_BUDGET_SHARDS)
+    }
+
+    /// Shard `shard`'s share: the budget divided evenly, the remainder to the first shards.
+    pub fn share(&self, shard: u32) -> u32 {
+        let n = self.count();
+        if shard >= n {
+            return 0;
+        }
+        self.budget / n + u32::from(shard < self.budget % n)
+    }
+
+    /// The shards in the order a claim tries them: from one picked by the claim's id (claims
+    /// spread evenly), then round the rest.
+    pub fn order(&self, claim_id: &str) -> Vec<u32> {
+        let n = self.count();
+        // FNV-1a: a stable spread of ids, not a secret.
+        let hash =
+            claim_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+        let start = (hash % u64::from(n)) as u32;
+        (0..n).map(|i| (start + i) % n).collect()
+    }
+
+    /// Of `order`, the shards after the first that still have room, given each shard's count.
+    pub fn with_room(&self, order: &[u32], counts: impl Fn(u32) -> u64) -> Vec<u32> {
+        order.iter().skip(1).copied().filter(|&s| counts(s) < u64::from(self.share(s))).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +242,39 @@ mod tests {
         assert!(SendGuard { daily_send_budget: 0, ..g.clone() }.validate().is_err());
         assert!(SendGuard { burst_window_minutes: 0, ..g }.validate().is_err());
         assert_eq!(Refusal::DailyBudget.as_str(), "daily_budget");
+    }
+
+    #[test]
+    fn budget_shares_sum_to_the_budget_and_each_is_at_least_one() {
+        for budget in [1, 2, 3, 9, 10, 11, 20, 999, 1000, 1001] {
+            let shards = BudgetShards::new(budget);
+            let n = shards.count();
+            assert!((1..=MAX_BUDGET_SHARDS).contains(&n) && n <= budget);
+            assert_eq!((0..n).map(|s| shards.share(s)).sum::<u32>(), budget, "budget {budget}");
+            assert!((0..n).all(|s| shards.share(s) >= 1));
+            assert_eq!(shards.share(n), 0, "no shard past the last");
+        }
+        let twenty = BudgetShards::new(20);
+        assert_eq!((0..10).map(|s| twenty.share(s)).collect::<Vec<_>>(), vec![2; 10]);
+        let eleven = BudgetShards::new(11);
+        assert_eq!((eleven.share(0), eleven.share(1)), (2, 1));
+    }
+
+    #[test]
+    fn claims_start_on_shards_spread_by_their_ids_and_walk_the_rest() {
+        let shards = BudgetShards::new(1000);
+        let mut starts = std::collections::HashSet::new();
+        for i in 0..200 {
+            let order = shards.order(&format!("claim-{i}"));
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..10).collect::<Vec<_>>(), "every shard once");
+            starts.insert(order[0]);
+        }
+        assert_eq!(starts.len(), 10, "claims spread over every shard");
+        // Shards 2 and 5 are full: the walk after shard 0 skips them.
+        let order: Vec<u32> = (0..10).collect();
+        let counts = |s: u32| if s == 2 || s == 5 { 100 } else { 3 };
+        assert_eq!(shards.with_room(&order, counts), vec![1, 3, 4, 6, 7, 8, 9]);
     }
 }

@@ -327,6 +327,9 @@ pub struct Merchant {
     /// Destination countries, daily budget and burst limits against SMS pumping.
     #[serde(default)]
     pub send_guard: crate::domain::guard::SendGuard,
+    /// This merchant's share of the signed JSON API (requests a second, burst).
+    #[serde(default)]
+    pub api_limit: crate::domain::ratelimit::ApiLimit,
 }
 
 fn default_country() -> String {
@@ -460,6 +463,7 @@ impl Merchant {
             return Err(err("default_country", "must be an ISO 3166 alpha-2 region code"));
         }
         self.send_guard.validate().map_err(|(field, reason)| err(field, reason))?;
+        self.api_limit.validate().map_err(|(field, reason)| err(field, reason))?;
         if let Some(q) = &self.quiet_hours {
             let start = parse_hhmm(&q.start).ok_or_else(|| err("quiet_hours.start", "must be HH:MM"))?;
             let end = parse_hhmm(&q.end).ok_or_else(|| err("quiet_hours.end", "must be HH:MM"))?;
@@ -648,6 +652,7 @@ pub(crate) mod tests {
             ("voice.consent_text", Box::new(|v| v["voice"] = serde_json::json!({ "consent_attribute": "x" }))),
             ("voice.time_limit_seconds", Box::new(|v| v["voice"] = serde_json::json!({ "time_limit_seconds": 5 }))),
             ("attribution_window_days", Box::new(|v| v["attribution_window_days"] = 0.into())),
+            ("api_limit.burst", Box::new(|v| v["api_limit"] = serde_json::json!({ "burst": 0 }))),
             ("woocommerce", Box::new(|v| v["woocommerce"] = serde_json::json!({}))),
             ("bigcommerce", Box::new(|v| v["bigcommerce"] = serde_json::json!({ "store_hash": "abc" }))),
         ];

@@ -14,6 +14,7 @@ pub mod message;
 pub mod outreach;
 pub mod phone;
 pub mod quiet;
+pub mod ratelimit;
 pub mod retention;
 pub mod secret;
 pub mod time;

@@ -1,15 +1,18 @@
 //! Retention: what expires when, where due items are found, and what a purge run reports.
 //! Pure rules; the purger (`app::retention`) reads the due items and deletes them.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-/// Due items are spread over this many index partitions per day, so one day's (or month's)
-/// writes never all land on one partition of the purge index.
-pub const PURGE_SHARDS: u32 = 8;
-/// The first day a purge run ever looks at (nothing older was ever written).
-pub const PURGE_EPOCH: &str = "2026-01-01";
+/// Where a legal hold keeps an account's recordings in the bucket: no lifecycle rule covers
+/// it (S3 lifecycle filters cannot exclude a tag), so S3 keeps them while the hold does.
+pub const HELD_PREFIX: &str = "held/";
+
+/// Items that retention purges are spread over this many partitions of the purge index (by a
+/// stable hash of their key), each sorted by purge date: a run reads, per shard, everything due
+/// at or before its `as_of`, however old, and nothing else, so its cost follows what is due.
+pub const PURGE_SHARDS: u32 = 16;
 
 /// The kinds of data retention purges, each on its own clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,6 +41,9 @@ pub enum PurgeKind {
     Erasure,
     /// A data-subject request waiting for its run (a platform's request; a deletion held).
     Privacy,
+    /// A deleted person's copy at the provider (a Twilio message body or recording) whose
+    /// removal has not been confirmed yet: the purger queues it again, never skips it.
+    ProviderCopy,
 }
 
 impl PurgeKind {
@@ -54,6 +60,7 @@ impl PurgeKind {
             Self::PlatformRequest => "platform_request",
             Self::Erasure => "erasure",
             Self::Privacy => "privacy_request",
+            Self::ProviderCopy => "provider_copy",
         }
     }
 
@@ -70,9 +77,43 @@ impl PurgeKind {
             s if s.starts_with("REQ#") => Self::PlatformRequest,
             "CLOSURE" | "REDACT" => Self::Erasure,
             s if s.starts_with("PRIVACY#") => Self::Privacy,
+            s if s.starts_with("TWILIO#") => Self::ProviderCopy,
             _ => Self::Working,
         }
     }
+}
+
+impl PurgeKind {
+    /// The kind of an item by its whole key: an email pointer (`Q#…`) lives and goes as long as
+    /// its cart.
+    pub fn of_key(pk: &str, sk: &str) -> Self {
+        if pk.starts_with("Q#") { Self::Cart } else { Self::of_sort_key(sk) }
+    }
+}
+
+/// How much earlier each kind's stored purge dates fall when a merchant shortens its retention
+/// from `old` to `new` (kinds whose setting did not shrink are absent): a shortened setting
+/// applies to what is already stored, not only to new writes.
+pub fn shortening(
+    old: &crate::domain::merchant::RetentionDays,
+    new: &crate::domain::merchant::RetentionDays,
+) -> Vec<(PurgeKind, Duration)> {
+    let shrink = |o: u32, n: u32| (n < o).then(|| Duration::days(i64::from(o - n)));
+    let mut out = Vec::new();
+    for (days, kinds) in [
+        (shrink(old.sms_logs, new.sms_logs), &[PurgeKind::SmsLog, PurgeKind::CallLog][..]),
+        (shrink(old.recordings, new.recordings), &[PurgeKind::Recording, PurgeKind::Transcript][..]),
+        (
+            shrink(old.consent_records, new.consent_records),
+            &[PurgeKind::ConsentEntry, PurgeKind::ConsentLedger, PurgeKind::PlatformRequest][..],
+        ),
+        (shrink(old.carts, new.carts), &[PurgeKind::Cart][..]),
+    ] {
+        if let Some(d) = days {
+            out.extend(kinds.iter().map(|k| (*k, d)));
+        }
+    }
+    out
 }
 
 /// A stable shard of a partition key (FNV-1a), so an item's bucket never moves.
@@ -85,28 +126,15 @@ pub fn shard_of(pk: &str) -> u32 {
     h % PURGE_SHARDS
 }
 
-/// The purge index partition of an item due at `purge_at`: its day and its shard.
-pub fn purge_bucket(purge_at: DateTime<Utc>, pk: &str) -> String {
-    bucket_of(purge_at.date_naive(), shard_of(pk))
+/// The purge index partition of an item of partition `pk`: its shard. The item's purge date is
+/// the index's sort key, so moving the date never moves the item out of reach.
+pub fn purge_bucket(pk: &str) -> String {
+    shard_bucket(shard_of(pk))
 }
 
-pub fn bucket_of(day: NaiveDate, shard: u32) -> String {
-    format!("{}#{shard}", day.format("%Y-%m-%d"))
-}
-
-/// The days a run reads: from the day after the last complete run (or the epoch) through
-/// `as_of`'s day.
-pub fn days_to_read(watermark: Option<NaiveDate>, as_of: DateTime<Utc>) -> Vec<NaiveDate> {
-    let epoch = NaiveDate::parse_from_str(PURGE_EPOCH, "%Y-%m-%d").unwrap_or_default();
-    let first = watermark.map_or(epoch, |w| w + Duration::days(1)).max(epoch);
-    let last = as_of.date_naive();
-    let mut days = Vec::new();
-    let mut d = first;
-    while d <= last {
-        days.push(d);
-        d += Duration::days(1);
-    }
-    days
+/// The purge index partition of one shard.
+pub fn shard_bucket(shard: u32) -> String {
+    format!("P{shard:02}")
 }
 
 /// What one purge run did, without personal data: counts per merchant and kind.
@@ -122,17 +150,18 @@ pub struct PurgeReport {
     pub held: BTreeMap<String, u64>,
     /// Items not yet due after a closer look (a ledger with recent activity), moved forward.
     pub deferred: u64,
+    /// A deletion's Twilio copies not yet confirmed removed, queued for the worker again.
+    #[serde(default)]
+    pub provider_copies_requeued: u64,
     /// Purge-index entries read: what the run's cost follows (never the table's size).
     #[serde(default)]
     pub index_reads: u64,
-    /// Purge-index queries made (days × shards).
+    /// Purge-index queries made (pages × shards).
     #[serde(default)]
     pub index_queries: u64,
     pub errors: Vec<String>,
     /// False when the run stopped at its time limit: the next run continues where it stopped.
     pub complete: bool,
-    /// The last day all of whose due items were handled.
-    pub through_day: Option<NaiveDate>,
 }
 
 impl PurgeReport {
@@ -156,22 +185,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_buckets_and_days() {
+    fn a_shortened_retention_moves_only_its_kinds() {
+        use crate::domain::merchant::RetentionDays;
+        let old = RetentionDays { sms_logs: 730, consent_records: 730, recordings: 730, carts: 30 };
+        let new = RetentionDays { sms_logs: 30, consent_records: 730, recordings: 800, carts: 30 };
+        assert_eq!(
+            shortening(&old, &new),
+            vec![(PurgeKind::SmsLog, Duration::days(700)), (PurgeKind::CallLog, Duration::days(700))]
+        );
+        assert!(shortening(&new, &old).iter().all(|(k, _)| *k == PurgeKind::Recording || *k == PurgeKind::Transcript));
+        assert_eq!(PurgeKind::of_key("Q#m#abc", "CART#t"), PurgeKind::Cart);
+    }
+
+    #[test]
+    fn kinds_and_shards() {
         assert_eq!(PurgeKind::of_sort_key("SMS#OUT#2026-01-01T00:00:00.000Z#SM1"), PurgeKind::SmsLog);
         assert_eq!(PurgeKind::of_sort_key("CONSENT#sms#000000000003"), PurgeKind::ConsentEntry);
         assert_eq!(PurgeKind::of_sort_key("CONSENT#sms"), PurgeKind::ConsentLedger);
         assert_eq!(PurgeKind::of_sort_key("CART"), PurgeKind::Cart);
         assert_eq!(PurgeKind::of_sort_key("REC#CA1"), PurgeKind::Recording);
         assert_eq!(PurgeKind::of_sort_key("FREQ"), PurgeKind::Working);
-        let at: DateTime<Utc> = "2026-06-01T10:00:00Z".parse().unwrap();
-        let b = purge_bucket(at, "C#snowdevil#+14155552671");
-        assert!(b.starts_with("2026-06-01#") && shard_of("C#snowdevil#+14155552671") < PURGE_SHARDS, "{b}");
+        let b = purge_bucket("C#snowdevil#+14155552671");
+        assert_eq!(b, shard_bucket(shard_of("C#snowdevil#+14155552671")), "{b}");
+        assert!(b.starts_with('P') && shard_of("C#snowdevil#+14155552671") < PURGE_SHARDS, "{b}");
         let shards: std::collections::HashSet<u32> =
-            (0..100).map(|i| shard_of(&format!("C#m#+1415555{i:04}"))).collect();
+            (0..400).map(|i| shard_of(&format!("C#m#+1415555{i:04}"))).collect();
         assert_eq!(shards.len() as u32, PURGE_SHARDS, "phones spread over every shard");
-        let days = days_to_read(Some("2026-05-30".parse().unwrap()), at);
-        assert_eq!(days.len(), 2);
-        assert_eq!(days_to_read(None, "2026-01-02T00:00:00Z".parse().unwrap()).len(), 2);
-        assert!(days_to_read(Some("2026-06-01".parse().unwrap()), at).is_empty());
     }
 }

@@ -12,10 +12,19 @@ use crate::ports::storefront::{StoreApiError, StoreCart, StoreCheckout, Storefro
 use crate::signature::ct_eq;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
 /// BigCommerce does not sign webhooks: the merchant registers this header with its secret.
 pub const SECRET_HEADER: &str = "x-callfy-secret";
+/// What a delivery's durable copy carries instead of `SECRET_HEADER`: the SHA-256 (hex) of the
+/// value sent. The secret itself never goes on the queue, and this header means nothing on
+/// the public route (only `verify_queued` reads it).
+pub const SECRET_DIGEST_HEADER: &str = "x-callfy-secret-sha256";
+
+fn sha256_hex(value: &[u8]) -> String {
+    hex::encode(Sha256::digest(value))
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BigCommerce;
@@ -51,6 +60,26 @@ fn text(v: &Option<serde_json::Value>) -> Option<String> {
     }
 }
 
+fn wrong_secret() -> PlatformError {
+    PlatformError::Unauthenticated {
+        code: "invalid_signature",
+        message: "X-Callfy-Secret does not match the merchant's webhook secret".into(),
+    }
+}
+
+/// A webhook of another store, even with the right secret, is not this merchant's.
+fn same_store(req: &WebhookRequest<'_>, merchant: &Merchant) -> Result<(), PlatformError> {
+    let store = merchant.bigcommerce.as_ref().map(|b| format!("stores/{}", b.store_hash));
+    let producer = envelope(req.body).ok().and_then(|e| e.producer);
+    if producer.is_some() && producer != store {
+        return Err(PlatformError::Unauthenticated {
+            code: "invalid_signature",
+            message: "the webhook's producer is not this merchant's store".into(),
+        });
+    }
+    Ok(())
+}
+
 /// A BigCommerce cart id is our cart token (UUIDs: letters, digits, hyphens).
 pub fn cart_token(id: &str) -> Result<CartToken, PlatformError> {
     CartToken::parse(id).map_err(|_| PlatformError::Field("data.id"))
@@ -73,21 +102,39 @@ impl Platform for BigCommerce {
         })?;
         let secret = merchant.webhook_secret.as_deref().unwrap_or_default();
         if secret.is_empty() || !ct_eq(given.as_bytes(), secret.as_bytes()) {
-            return Err(PlatformError::Unauthenticated {
-                code: "invalid_signature",
-                message: "X-Callfy-Secret does not match the merchant's webhook secret".into(),
-            });
+            return Err(wrong_secret());
         }
-        // A webhook of another store, even with the right secret, is not this merchant's.
-        let store = merchant.bigcommerce.as_ref().map(|b| format!("stores/{}", b.store_hash));
-        let producer = envelope(req.body).ok().and_then(|e| e.producer);
-        if producer.is_some() && producer != store {
-            return Err(PlatformError::Unauthenticated {
-                code: "invalid_signature",
-                message: "the webhook's producer is not this merchant's store".into(),
-            });
-        }
+        same_store(req, merchant)?;
         Ok(true)
+    }
+
+    fn header_names(&self) -> &'static [&'static str] {
+        &[SECRET_HEADER]
+    }
+
+    fn durable_headers(&self, req: &WebhookRequest<'_>) -> Vec<(String, String)> {
+        req.header(SECRET_HEADER)
+            .map(|given| vec![(SECRET_DIGEST_HEADER.to_string(), sha256_hex(given.as_bytes()))])
+            .unwrap_or_default()
+    }
+
+    /// The copy carries the digest of the secret that was sent: it must be the digest of the
+    /// merchant's secret, compared in constant time.
+    fn verify_queued(
+        &self,
+        req: &WebhookRequest<'_>,
+        merchant: &Merchant,
+        _received_at: DateTime<Utc>,
+    ) -> Result<(), PlatformError> {
+        let given = req.header(SECRET_DIGEST_HEADER).ok_or_else(|| PlatformError::Unauthenticated {
+            code: "missing_signature",
+            message: "X-Callfy-Secret header is required (register it on the webhook)".into(),
+        })?;
+        let secret = merchant.webhook_secret.as_deref().unwrap_or_default();
+        if secret.is_empty() || !ct_eq(given.as_bytes(), sha256_hex(secret.as_bytes()).as_bytes()) {
+            return Err(wrong_secret());
+        }
+        same_store(req, merchant)
     }
 
     /// The envelope's `hash` with its `created_at`: the same on a redelivery.
@@ -180,6 +227,7 @@ fn snapshot(
     CheckoutSnapshot {
         token,
         checkout_id: Some(cart.id.clone()),
+        customer_id: None,
         phone: billing.and_then(|b| b.phone.as_deref()).and_then(|p| Phone::parse(p, Some(region)).ok()),
         email: billing.and_then(|b| b.email.clone()).or(cart.email.clone()).map(|e| e.trim().to_lowercase()),
         first_name: billing.and_then(|b| b.first_name.clone()),

@@ -353,6 +353,22 @@ impl Platform for Custom {
         Ok(true)
     }
 
+    fn header_names(&self) -> &'static [&'static str] {
+        &[ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER]
+    }
+
+    /// The timestamp is judged as of when webhook-ingest received the delivery, not when the
+    /// worker gets to its copy: the copy waits a minute, and longer when it is retried.
+    fn verify_queued(
+        &self,
+        req: &WebhookRequest<'_>,
+        merchant: &Merchant,
+        received_at: DateTime<Utc>,
+    ) -> Result<(), PlatformError> {
+        let (id, ts, sig) = (header(req, ID_HEADER)?, header(req, TIMESTAMP_HEADER)?, header(req, SIGNATURE_HEADER)?);
+        verify(merchant.webhook_secret.as_deref().unwrap_or_default(), id, ts, sig, req.body, received_at)
+    }
+
     fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError> {
         req.header(ID_HEADER).map(Cow::Borrowed).ok_or(PlatformError::MissingHeader("webhook-id"))
     }
@@ -393,6 +409,7 @@ impl Platform for Custom {
                 let snapshot = CheckoutSnapshot {
                     token: c.cart_id.0.clone(),
                     checkout_id: None,
+                    customer_id: None,
                     phone: Some(c.phone.0.clone()),
                     email: None,
                     first_name: c.first_name.clone(),

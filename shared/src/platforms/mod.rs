@@ -57,6 +57,9 @@ pub enum PlatformError {
     /// 422: the body breaks the published schema; `path` names the first violation.
     #[error("{path}: {reason}")]
     Schema { path: String, reason: String },
+    /// 422: the body is not the shape of the topic its header names (a body of another topic).
+    #[error("the body is not a {topic} payload: {reason}")]
+    WrongShape { topic: String, reason: String },
 }
 
 impl PlatformError {
@@ -64,7 +67,7 @@ impl PlatformError {
         match self {
             Self::Unauthenticated { .. } => 401,
             Self::MissingHeader(_) | Self::Malformed { .. } => 400,
-            Self::Field(_) | Self::Schema { .. } => 422,
+            Self::Field(_) | Self::Schema { .. } | Self::WrongShape { .. } => 422,
         }
     }
 
@@ -75,6 +78,7 @@ impl PlatformError {
             Self::Malformed { .. } => "malformed_json",
             Self::Field(_) => "invalid_payload",
             Self::Schema { .. } => "schema_violation",
+            Self::WrongShape { .. } => "wrong_topic_shape",
         }
     }
 }
@@ -189,6 +193,25 @@ pub trait Platform: Send + Sync {
     fn is_ping(&self, _req: &WebhookRequest<'_>) -> bool {
         false
     }
+    /// The headers this platform reads (lowercase): what a delivery's durable copy keeps.
+    fn header_names(&self) -> &'static [&'static str];
+    /// The headers a delivery's durable copy carries (`app::webhook`). A header that is itself a
+    /// secret is replaced by what `verify_queued` can check it with.
+    fn durable_headers(&self, req: &WebhookRequest<'_>) -> Vec<(String, String)> {
+        keep_headers(req, self.header_names())
+    }
+    /// Checks a delivery's durable copy, as received at `received_at`, with every secret that
+    /// applies (app-wide and the merchant's): the worker acts on nothing this refuses.
+    fn verify_queued(
+        &self,
+        req: &WebhookRequest<'_>,
+        merchant: &Merchant,
+        _received_at: DateTime<Utc>,
+    ) -> Result<(), PlatformError> {
+        self.verify(req, None)?;
+        self.verify(req, Some(merchant))?;
+        Ok(())
+    }
     /// The normalised event.
     fn parse(
         &self,
@@ -196,6 +219,37 @@ pub trait Platform: Send + Sync {
         merchant: &Merchant,
         now: DateTime<Utc>,
     ) -> Result<PlatformEvent, PlatformError>;
+}
+
+/// The headers of `req` named in `names` that it has, as sent.
+pub fn keep_headers(req: &WebhookRequest<'_>, names: &[&str]) -> Vec<(String, String)> {
+    names
+        .iter()
+        .filter_map(|name| {
+            let value = req.headers.get(*name)?.to_str().ok()?;
+            Some(((*name).to_string(), value.to_string()))
+        })
+        .collect()
+}
+
+/// Every platform, with the app-wide settings some need: what webhook-ingest and the worker
+/// verify and parse deliveries with.
+#[derive(Clone)]
+pub struct Platforms {
+    pub shopify: shopify::Shopify,
+    pub custom: custom::Custom,
+}
+
+impl Platforms {
+    pub fn get(&self, kind: crate::domain::merchant::Platform) -> &dyn Platform {
+        use crate::domain::merchant::Platform as Kind;
+        match kind {
+            Kind::Shopify => &self.shopify,
+            Kind::Woocommerce => &woocommerce::WooCommerce,
+            Kind::Bigcommerce => &bigcommerce::BigCommerce,
+            Kind::Custom => &self.custom,
+        }
+    }
 }
 
 /// What a platform request stores until the privacy and account use cases carry it out.

@@ -22,6 +22,16 @@ pub const SHOP_DOMAIN_HEADER: &str = "x-shopify-shop-domain";
 pub const EVENT_ID_HEADER: &str = "x-shopify-event-id";
 pub const WEBHOOK_ID_HEADER: &str = "x-shopify-webhook-id";
 pub const TRIGGERED_AT_HEADER: &str = "x-shopify-triggered-at";
+/// What Shopify sends with every delivery.
+pub const HEADERS: &[&str] = &[
+    TOPIC_HEADER,
+    HMAC_HEADER,
+    SHOP_DOMAIN_HEADER,
+    EVENT_ID_HEADER,
+    WEBHOOK_ID_HEADER,
+    TRIGGERED_AT_HEADER,
+    "x-shopify-api-version",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topic {
@@ -196,6 +206,7 @@ impl Checkout {
         Ok(CheckoutSnapshot {
             token,
             checkout_id: id_text(&self.id),
+            customer_id: self.customer.as_ref().and_then(|c| id_text(&c.id)),
             phone: self.sms_phone(default_region),
             email: self
                 .email
@@ -353,8 +364,64 @@ impl PrivacyPayload {
     }
 }
 
+/// What a body of a privacy or uninstall topic must have, and keys of other topics' bodies it
+/// must not. These topics erase data or close an account, and Shopify's HMAC covers the body but
+/// not the `X-Shopify-Topic` header: a body is acted on only as the topic its shape says it is.
+struct Shape {
+    required: &'static [&'static str],
+    foreign: &'static [&'static str],
+}
+
+/// Keys only the other topics' bodies have (checkouts, orders, marketing consent).
+const OTHER_TOPIC_KEYS: &[&str] = &["token", "checkout_token", "line_items", "sms_marketing_consent", "phone_number"];
+
+fn shape(topic: Topic) -> Option<Shape> {
+    Some(match topic {
+        Topic::CustomersDataRequest => {
+            Shape { required: &["shop_domain", "customer", "data_request"], foreign: &["orders_to_redact"] }
+        }
+        Topic::CustomersRedact => Shape {
+            required: &["shop_domain", "customer", "orders_to_redact"],
+            foreign: &["data_request", "orders_requested"],
+        },
+        Topic::ShopRedact => Shape {
+            required: &["shop_id", "shop_domain"],
+            foreign: &["customer", "data_request", "orders_requested", "orders_to_redact"],
+        },
+        // The shop resource.
+        Topic::AppUninstalled => Shape {
+            required: &["id"],
+            foreign: &["shop_id", "shop_domain", "customer", "data_request", "orders_requested", "orders_to_redact"],
+        },
+        _ => return None,
+    })
+}
+
+/// Refuses (422) a body of a privacy or uninstall topic that is not that topic's shape, or that
+/// names another shop than the one the delivery is for.
+pub fn check_shape(topic_name: &str, body: &[u8], shop_domain: &str) -> Result<(), PlatformError> {
+    let Some(shape) = shape(Topic::parse(topic_name)) else { return Ok(()) };
+    let wrong = |reason: String| PlatformError::WrongShape { topic: topic_name.to_string(), reason };
+    let value: serde_json::Value = parse(topic_name, body)?;
+    let Some(fields) = value.as_object() else { return Err(wrong("expected a JSON object".into())) };
+    if let Some(missing) = shape.required.iter().find(|k| fields.get(**k).is_none_or(serde_json::Value::is_null)) {
+        return Err(wrong(format!("`{missing}` is missing")));
+    }
+    if let Some(extra) = shape.foreign.iter().chain(OTHER_TOPIC_KEYS).find(|k| fields.contains_key(**k)) {
+        return Err(wrong(format!("`{extra}` belongs to another topic")));
+    }
+    // The shop the body names (`shop_domain` of the privacy topics, `myshopify_domain` of the
+    // shop resource) must be the shop the delivery is for.
+    let named = fields.get("shop_domain").or_else(|| fields.get("myshopify_domain")).and_then(|d| d.as_str());
+    if named.is_some_and(|d| !d.trim().eq_ignore_ascii_case(shop_domain)) {
+        return Err(wrong("the body names another shop".into()));
+    }
+    Ok(())
+}
+
 /// Shopify: HMAC-SHA256 of the raw body with the app's client secret; the shop domain names
 /// the merchant.
+#[derive(Clone)]
 pub struct Shopify {
     pub app_secret: secrecy::SecretString,
 }
@@ -398,6 +465,10 @@ impl Platform for Shopify {
         req.header(TOPIC_HEADER).map(Cow::Borrowed).ok_or(PlatformError::MissingHeader("X-Shopify-Topic"))
     }
 
+    fn header_names(&self) -> &'static [&'static str] {
+        HEADERS
+    }
+
     fn parse(
         &self,
         req: &WebhookRequest<'_>,
@@ -408,6 +479,10 @@ impl Platform for Shopify {
         let (topic_name, event_id) = (topic_name.as_ref(), event_id.as_ref());
         let region = merchant.default_country.as_str();
         let body = req.body;
+        let MerchantRef::ShopDomain(shop) = self.merchant_ref(req)? else {
+            return Err(PlatformError::MissingHeader("X-Shopify-Shop-Domain"));
+        };
+        check_shape(topic_name, body, &shop)?;
         Ok(match Topic::parse(topic_name) {
             Topic::CheckoutCreate | Topic::CheckoutUpdate => {
                 let c: Checkout = parse(topic_name, body)?;
@@ -613,6 +688,47 @@ mod tests {
             serde_json::json!({ "token": "t1", "buyer_accepts_sms_marketing": true, "created_at": "2026-06-01T10:40:00Z" }),
         );
         assert_eq!(c.sms_consent("e1", now).unwrap().occurred_at, at("2026-06-01T10:40:00Z"));
+    }
+
+    #[test]
+    fn privacy_and_uninstall_bodies_must_be_their_topics_shape() {
+        let shop = "snowdevil.myshopify.com";
+        let check = |topic: &str, v: serde_json::Value| check_shape(topic, v.to_string().as_bytes(), shop);
+        let data_request = serde_json::json!({ "shop_id": 1, "shop_domain": shop, "orders_requested": [],
+            "customer": { "id": 2, "email": "a@example.com" }, "data_request": { "id": 9 } });
+        let redact =
+            serde_json::json!({ "shop_id": 1, "shop_domain": shop, "customer": { "id": 2 }, "orders_to_redact": [] });
+        let shop_redact = serde_json::json!({ "shop_id": 1, "shop_domain": shop });
+        let uninstalled = serde_json::json!({ "id": 1, "domain": "snowdevil.ca", "myshopify_domain": shop });
+        for (topic, body) in [
+            ("customers/data_request", &data_request),
+            ("customers/redact", &redact),
+            ("shop/redact", &shop_redact),
+            ("app/uninstalled", &uninstalled),
+        ] {
+            assert_eq!(check(topic, body.clone()), Ok(()), "{topic}");
+        }
+        let refused = |topic: &str, v: &serde_json::Value| {
+            let e = check(topic, v.clone()).unwrap_err();
+            assert_eq!((e.status(), e.code()), (422, "wrong_topic_shape"), "{topic}: {e}");
+        };
+        refused("customers/redact", &data_request);
+        refused("customers/data_request", &redact);
+        refused("shop/redact", &redact);
+        refused("app/uninstalled", &shop_redact);
+        refused("customers/redact", &serde_json::json!({ "token": "t1", "customer": {}, "shop_domain": shop }));
+        refused("shop/redact", &serde_json::json!({ "shop_id": 1, "shop_domain": "other.myshopify.com" }));
+        refused("app/uninstalled", &serde_json::json!([1]));
+        refused(
+            "app/uninstalled",
+            &serde_json::json!({ "id": 7, "phone_number": "+13125551212",
+            "sms_marketing_consent": { "state": "unsubscribed" } }),
+        );
+        assert_eq!(
+            check("checkouts/create", serde_json::json!({ "token": "t1" })),
+            Ok(()),
+            "other topics: their parsers"
+        );
     }
 
     #[test]

@@ -12,11 +12,23 @@ use crate::domain::time::clamp_platform_time;
 use crate::signature::verify_hmac_sha256_base64;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 use std::borrow::Cow;
 
 pub const SIGNATURE_HEADER: &str = "x-wc-webhook-signature";
 pub const TOPIC_HEADER: &str = "x-wc-webhook-topic";
 pub const DELIVERY_HEADER: &str = "x-wc-webhook-delivery-id";
+pub const RESOURCE_HEADER: &str = "x-wc-webhook-resource";
+/// What WooCommerce sends with every delivery.
+pub const HEADERS: &[&str] = &[
+    SIGNATURE_HEADER,
+    TOPIC_HEADER,
+    DELIVERY_HEADER,
+    RESOURCE_HEADER,
+    "x-wc-webhook-source",
+    "x-wc-webhook-event",
+    "x-wc-webhook-id",
+];
 
 /// WooCommerce signs with each merchant's own secret: checked once the merchant is known.
 #[derive(Debug, Clone, Copy, Default)]
@@ -119,6 +131,7 @@ impl WooOrder {
         Ok(CheckoutSnapshot {
             token: order_token(id)?,
             checkout_id: Some(id.to_string()),
+            customer_id: None,
             phone: self.billing.phone.as_deref().and_then(|p| Phone::parse(p, Some(region)).ok()),
             email: self.billing.email.clone().map(|e| e.trim().to_lowercase()).filter(|e| !e.is_empty()),
             first_name: self.billing.first_name.clone(),
@@ -208,8 +221,32 @@ impl Platform for WooCommerce {
         Ok(true)
     }
 
+    fn header_names(&self) -> &'static [&'static str] {
+        HEADERS
+    }
+
+    /// The delivery's content, not its `X-WC-Webhook-Delivery-ID`: WooCommerce derives that from
+    /// the webhook id and the second it fired, so two deliveries of one webhook in one second
+    /// (the paid update right after the pending one) share it. The resource, its id and
+    /// `date_modified_gmt` say what changed when; a hash of the exact body tells two changes in
+    /// one second apart, and is the same on a redelivery of the same body.
     fn event_id<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError> {
-        req.header(DELIVERY_HEADER).map(Cow::Borrowed).ok_or(PlatformError::MissingHeader("X-WC-Webhook-Delivery-ID"))
+        #[derive(Deserialize)]
+        struct Keyed {
+            id: Option<serde_json::Value>,
+            date_modified_gmt: Option<String>,
+        }
+        // A body that is not JSON still names itself by its hash; parsing refuses it later.
+        let keyed = serde_json::from_slice::<Keyed>(req.body).ok();
+        let id = match keyed.as_ref().and_then(|k| k.id.as_ref()) {
+            Some(serde_json::Value::Number(n)) => n.to_string(),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
+            _ => "-".into(),
+        };
+        let modified = keyed.and_then(|k| k.date_modified_gmt).filter(|m| !m.is_empty()).unwrap_or_else(|| "-".into());
+        let resource = req.header(RESOURCE_HEADER).unwrap_or("-");
+        let digest = hex::encode(&Sha256::digest(req.body)[..16]);
+        Ok(Cow::Owned(format!("{resource}:{id}:{modified}:{digest}")))
     }
 
     fn topic<'a>(&self, req: &WebhookRequest<'a>) -> Result<Cow<'a, str>, PlatformError> {
@@ -232,7 +269,11 @@ impl Platform for WooCommerce {
         Ok(match OrderState::of(status) {
             OrderState::Abandoned => {
                 let snapshot = order.snapshot(&merchant.default_country, now)?;
-                let delivery = self.event_id(req)?;
+                // Evidence keeps the id WooCommerce gave the delivery, when it gave one.
+                let delivery = match req.header(DELIVERY_HEADER) {
+                    Some(id) => Cow::Borrowed(id),
+                    None => self.event_id(req)?,
+                };
                 let settings = merchant.woocommerce.clone().unwrap_or_default();
                 PlatformEvent::CartUpserted {
                     snapshot: Box::new(snapshot),
@@ -292,5 +333,27 @@ mod tests {
         assert_eq!(OrderState::of("processing"), OrderState::Paid);
         assert_eq!(OrderState::of("trash"), OrderState::Closed);
         assert_eq!(OrderState::of("checkout-draft"), OrderState::Other);
+    }
+
+    #[test]
+    fn deliveries_are_named_by_their_content_not_woocommerces_delivery_id() {
+        let headers = |delivery: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(DELIVERY_HEADER, delivery.parse().unwrap());
+            h.insert(RESOURCE_HEADER, "order".parse().unwrap());
+            h
+        };
+        let id = |h: &http::HeaderMap, body: &[u8]| {
+            let req = WebhookRequest { headers: h, body, path_merchant: Some("m") };
+            WooCommerce.event_id(&req).unwrap().into_owned()
+        };
+        let (same_second, later) = (headers("d-1"), headers("d-2"));
+        let pending = br#"{"id":727,"status":"pending","date_modified_gmt":"2026-06-10T17:44:51"}"#;
+        let paid = br#"{"id":727,"status":"processing","date_modified_gmt":"2026-06-10T17:44:51"}"#;
+        let first = id(&same_second, pending);
+        assert!(first.starts_with("order:727:2026-06-10T17:44:51:"), "{first}");
+        assert_ne!(first, id(&same_second, paid), "one delivery id, two changes in one second");
+        assert_eq!(first, id(&later, pending), "the same body again is the same delivery");
+        assert!(id(&same_second, b"not json").starts_with("order:-:-:"));
     }
 }

@@ -15,6 +15,8 @@ pub trait RecordingFiles: Send + Sync {
     fn put_json(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Deletes every object under `prefix` (an account's recordings); how many.
     fn delete_prefix(&self, prefix: &str) -> impl Future<Output = Result<usize, PortError>> + Send;
+    /// Moves every object under `from` to the same name under `to`; how many.
+    fn move_prefix(&self, from: &str, to: &str) -> impl Future<Output = Result<usize, PortError>> + Send;
     /// Deletes objects (the purger and the deletion path only).
     fn delete_keys(&self, keys: &[String]) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Stores a local file (a recording staged from the provider) under `key`, with `metadata`.

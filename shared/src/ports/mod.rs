@@ -14,6 +14,7 @@ pub mod records;
 pub mod store;
 pub mod storefront;
 pub mod telephony;
+pub mod webhooks;
 
 pub use agent::{AgentSessions, ConversationModel, RelayConnections};
 pub use error::{BoxError, Classify, ErrorKind, PortError, chain};
@@ -23,4 +24,5 @@ pub use queue::{JobQueue, PrivacyWork, WorkQueue};
 pub use records::*;
 pub use store::*;
 pub use storefront::StorefrontCarts;
-pub use telephony::{RecordingSource, SmsGateway, VoiceGateway};
+pub use telephony::{ProviderCopies, RecordingSource, SmsGateway, VoiceGateway};
+pub use webhooks::{QueuedWebhook, WebhookBodies, WebhookBody, WebhookMerchants, WebhookQueue};

@@ -14,6 +14,14 @@ pub trait JobQueue: Send + Sync {
     /// Queues a platform's data-subject request (stored as pending) to be carried out now by
     /// the worker; the nightly purge carries out any the worker could not.
     fn enqueue_privacy(&self, work: &PrivacyWork) -> impl Future<Output = Result<String, PortError>> + Send;
+    /// Queues the cancellation of a closed account's queued steps, for the worker.
+    fn enqueue_closure(
+        &self,
+        m: &crate::domain::ids::MerchantId,
+    ) -> impl Future<Output = Result<String, PortError>> + Send;
+    /// Queues the removal of a deletion's copies at the provider (Twilio), for the worker, the
+    /// one function that holds the provider's credentials.
+    fn enqueue_provider_copies(&self, work: &PrivacyWork) -> impl Future<Output = Result<String, PortError>> + Send;
 }
 
 /// A pending data-subject request to carry out, by its merchant and id.

@@ -69,6 +69,9 @@ pub struct PendingPrivacy {
     pub phone: Option<Phone>,
     #[serde(default)]
     pub email: Option<String>,
+    /// The platform's customer id (Shopify `customers/redact`).
+    #[serde(default)]
+    pub customer_id: Option<String>,
     pub requested_at: DateTime<Utc>,
 }
 
@@ -84,6 +87,34 @@ pub struct PrivacyStatus {
     #[serde(default)]
     pub counts: BTreeMap<String, u64>,
     pub updated_at: DateTime<Utc>,
+    /// The provider's copies (Twilio messages and recordings) still to remove, per kind: read
+    /// live from the store when the status is asked for, never stored with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider_copies_pending: Option<BTreeMap<String, u64>>,
+}
+
+/// A copy the provider (Twilio) keeps of a person's data, removed when the person is deleted:
+/// a message's body (redacted) or a recording (deleted).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ProviderCopy {
+    Message(String),
+    Recording(String),
+}
+
+impl ProviderCopy {
+    /// The kind, as request statuses count it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Message(_) => "twilio_message",
+            Self::Recording(_) => "twilio_recording",
+        }
+    }
+
+    pub fn sid(&self) -> &str {
+        match self {
+            Self::Message(s) | Self::Recording(s) => s,
+        }
+    }
 }
 
 /// One record of a customer's partition, read back for an export or an erasure.
@@ -140,6 +171,14 @@ impl DueItem {
     pub fn key(&self) -> ItemKey {
         (self.pk.clone(), self.sk.clone())
     }
+}
+
+/// Where a purge shard's next page starts: the last item read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeCursor {
+    pub pk: String,
+    pub sk: String,
+    pub purge_at: String,
 }
 
 /// What an account-wide erasure removes.

@@ -6,7 +6,7 @@
 use super::PortError;
 use super::records::{
     CallUpdate, ConsentAppend, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome, IngestWrite,
-    ItemKey, PendingPrivacy, PrivacyStatus,
+    ItemKey, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor,
 };
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState, LedgerEntry};
@@ -18,10 +18,11 @@ use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, MerchantRecord, SendCounter, SmsLogEntry, StepRecord, StepResult,
 };
 use crate::domain::phone::Phone;
+use crate::domain::ratelimit::BucketStep;
 use crate::domain::retention::PurgeReport;
 use crate::domain::voice::{CallLogEntry, CallRecording};
 use crate::platforms::PlatformRequest;
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use std::future::Future;
 
 /// Merchants: their profile and settings, and which merchants an inbound number belongs to.
@@ -32,6 +33,14 @@ pub trait MerchantStore: Send + Sync {
         &self,
         senders: &[&str],
     ) -> impl Future<Output = Result<Vec<MerchantRecord>, PortError>> + Send;
+    /// Sets or lifts the merchant's legal hold (every purge waits while it holds).
+    fn set_legal_hold(&self, id: &MerchantId, on: bool) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Creates or replaces a merchant's settings, keeping its status, API key and legal hold.
+    fn put_merchant(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Carts, the webhook deliveries that change them (with their dedupe markers), and lookups by checkout, phone and email.
@@ -326,6 +335,20 @@ pub trait BurstGuard: Send + Sync {
     ) -> impl Future<Output = Result<u64, PortError>> + Send;
 }
 
+/// Each merchant's API token bucket (the rule is `domain::ratelimit`; the store keeps one number).
+pub trait ApiBuckets: Send + Sync {
+    /// Applies the first of `steps` whose guard holds on the merchant's bucket, each step as
+    /// one atomic conditional write; its index, or `None` when no guard held.
+    fn take_step(
+        &self,
+        m: &MerchantId,
+        steps: &[BucketStep],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Option<usize>, PortError>> + Send;
+    /// The bucket's `tat`, strongly consistent; `None` when there is none.
+    fn bucket(&self, m: &MerchantId) -> impl Future<Output = Result<Option<i64>, PortError>> + Send;
+}
+
 /// Platform requests (privacy topics, uninstalls) and the account changes they lead to.
 pub trait PlatformRequests: Send + Sync {
     /// Stores a privacy request or an uninstall with its delivery's dedupe marker; `false` for
@@ -348,6 +371,13 @@ pub trait PlatformRequests: Send + Sync {
     /// and its data due for erasure once the grace period has passed (the purger decides when,
     /// from `closed_at`). Idempotent.
     fn close_merchant(&self, id: &MerchantId, at: DateTime<Utc>) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// A closed account's steps not yet claimed, on every open cart, are cancelled (skipped as
+    /// `merchant_closed`); how many.
+    fn cancel_merchant_outreach(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<usize, PortError>> + Send;
 }
 
 /// What data-subject requests read and leave behind: deletion markers, request status, requests waiting for a legal hold to lift.
@@ -384,6 +414,28 @@ pub trait PrivacyStore: Send + Sync {
         m: &MerchantId,
         phone: &Phone,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, PortError>> + Send;
+    /// Records the provider's copies a deletion must remove (durable before the data naming them
+    /// is deleted), due for the purger's retry at `retry_at`.
+    fn put_provider_copies(
+        &self,
+        m: &MerchantId,
+        request: &str,
+        copies: &[ProviderCopy],
+        retry_at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The provider's copies a request still has to remove.
+    fn provider_copies(
+        &self,
+        m: &MerchantId,
+        request: &str,
+    ) -> impl Future<Output = Result<Vec<ProviderCopy>, PortError>> + Send;
+    /// One copy is gone at the provider.
+    fn provider_copy_removed(
+        &self,
+        m: &MerchantId,
+        request: &str,
+        copy: &ProviderCopy,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// A request's status (`V#{merchant}` / `DSR#{id}`), with no personal data: the proof of a
     /// deletion is its subject's HMAC, its time and its counts.
     fn put_privacy_status(
@@ -408,7 +460,7 @@ pub trait PrivacyStore: Send + Sync {
     fn pending_privacy_key(&self, m: &MerchantId, id: &str) -> ItemKey;
 }
 
-/// The retention purge: the purge index day by day, conditional deletes, re-dating, the watermark and the audit record. Keys are opaque `ItemKey`s.
+/// The retention purge: the purge index shard by shard, conditional deletes, re-dating and the audit record. Keys are opaque `ItemKey`s.
 pub trait PurgeStore: Send + Sync {
     /// The ledger head a due `CONSENT#{channel}` item stands for: whose, which channel, its state.
     fn ledger_head(
@@ -416,18 +468,23 @@ pub trait PurgeStore: Send + Sync {
         pk: &str,
         sk: &str,
     ) -> impl Future<Output = Result<Option<(MerchantId, Phone, Channel, ConsentState)>, PortError>> + Send;
-    /// The last day a purge run finished completely.
-    fn purge_watermark(&self) -> impl Future<Output = Result<Option<NaiveDate>, PortError>> + Send;
-    /// Moves the watermark forward (never back).
-    fn set_purge_watermark(&self, day: NaiveDate) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The audit record of one run (counts per merchant and kind; never a phone or a body).
     fn put_purge_report(&self, report: &PurgeReport) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// `due_items` for a bucket name the caller built.
-    fn due_items_owned(
+    /// Moves merchant `m`'s stored purge dates of each kind earlier by its shift (a shortened
+    /// retention), each conditional on the date read; how many moved.
+    fn redate(
         &self,
-        bucket: String,
+        m: &MerchantId,
+        shifts: &[(crate::domain::retention::PurgeKind, Duration)],
+    ) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// One page of what is due in purge shard `shard` at `as_of`, however old, oldest first,
+    /// after `after`; the next page's start when there is more.
+    fn due_page(
+        &self,
+        shard: u32,
         as_of: DateTime<Utc>,
-    ) -> impl Future<Output = Result<Vec<DueItem>, PortError>> + Send;
+        after: Option<PurgeCursor>,
+    ) -> impl Future<Output = Result<(Vec<DueItem>, Option<PurgeCursor>), PortError>> + Send;
     /// Moves an item's purge date (a ledger with recent activity, an item under legal hold).
     fn repurge(
         &self,

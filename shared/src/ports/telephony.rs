@@ -196,3 +196,9 @@ pub trait RecordingSource: Send + Sync {
     /// `false` when it was already gone.
     fn delete_recording(&self, recording_sid: &str) -> impl Future<Output = Result<bool, TwilioError>> + Send;
 }
+
+/// The provider's copies of a deleted person's data: message bodies redacted, recordings deleted.
+pub trait ProviderCopies: RecordingSource {
+    /// Empties a message's body at the provider; `false` when the message is gone.
+    fn redact_message(&self, message_sid: &str) -> impl Future<Output = Result<bool, TwilioError>> + Send;
+}

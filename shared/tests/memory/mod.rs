@@ -17,7 +17,7 @@ use callfy_shared::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
     StepRecord, StepResult,
 };
-use callfy_shared::domain::retention::{PurgeKind, PurgeReport};
+use callfy_shared::domain::retention::{PurgeKind, PurgeReport, shard_of};
 use callfy_shared::domain::voice::{CallLogEntry, CallRecording, KeyOptOut, RecordingCopy};
 use callfy_shared::platforms::PlatformRequest;
 use callfy_shared::ports::telephony::{
@@ -25,7 +25,7 @@ use callfy_shared::ports::telephony::{
 };
 use callfy_shared::ports::*;
 use callfy_shared::{CartToken, MerchantId, Phone};
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{DateTime, Duration, Utc};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -55,8 +55,8 @@ pub struct State {
     pub requests: Vec<String>,
     pub cancelled: Vec<(Key, &'static str)>,
     pub due: Vec<DueItem>,
+    pub provider_copies: std::collections::BTreeSet<(String, String, ProviderCopy)>,
     pub deleted: Vec<ItemKey>,
-    pub watermark: Option<NaiveDate>,
     pub reports: Vec<PurgeReport>,
     pub claims: Vec<(String, u8)>,
     pub steps: HashMap<(Key, u8), StepRecord>,
@@ -66,6 +66,8 @@ pub struct State {
     pub sessions: HashMap<String, callfy_shared::domain::agent::AgentSession>,
     pub merchant_tokens: HashMap<(String, String), u64>,
     pub suppressions: HashMap<(Key, &'static str), callfy_shared::domain::consent::Suppression>,
+    /// Merchants' API buckets (`tat`).
+    pub api_buckets: HashMap<String, i64>,
 }
 
 /// Every port in memory, behind one lock; clones share the state.
@@ -160,6 +162,32 @@ fn append_in(s: &mut State, c: &ConsentAppend) -> Result<(LedgerEntry, ConsentSt
 }
 
 impl MerchantStore for Memory {
+    async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), PortError> {
+        self.enter("set_legal_hold")?;
+        if let Some(r) = self.s().merchants.get_mut(id.as_str()) {
+            r.legal_hold = on;
+        }
+        Ok(())
+    }
+    async fn put_merchant(&self, merchant: &Merchant, _: DateTime<Utc>) -> Result<(), PortError> {
+        self.enter("put_merchant")?;
+        let mut s = self.s();
+        match s.merchants.get_mut(merchant.id.as_str()) {
+            Some(r) => r.merchant = merchant.clone(),
+            None => {
+                s.merchants.insert(
+                    merchant.id.to_string(),
+                    MerchantRecord {
+                        merchant: merchant.clone(),
+                        status: MerchantStatus::Active,
+                        api_key_sha256: None,
+                        legal_hold: false,
+                    },
+                );
+            }
+        }
+        Ok(())
+    }
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
         self.enter("get_merchant")?;
         Ok(self.s().merchants.get(id.as_str()).cloned())
@@ -680,6 +708,31 @@ impl BurstGuard for Memory {
     }
 }
 
+impl ApiBuckets for Memory {
+    /// Each step is its own atomic write, as in DynamoDB: another request may land between two.
+    async fn take_step(
+        &self,
+        m: &MerchantId,
+        steps: &[callfy_shared::domain::ratelimit::BucketStep],
+        _: DateTime<Utc>,
+    ) -> Result<Option<usize>, PortError> {
+        self.enter("take_step")?;
+        for (i, step) in steps.iter().enumerate() {
+            self.enter("bucket_step")?;
+            let mut s = self.s();
+            if let Some(next) = step.apply(s.api_buckets.get(m.as_str()).copied()) {
+                s.api_buckets.insert(m.to_string(), next);
+                return Ok(Some(i));
+            }
+        }
+        Ok(None)
+    }
+    async fn bucket(&self, m: &MerchantId) -> Result<Option<i64>, PortError> {
+        self.enter("bucket")?;
+        Ok(self.s().api_buckets.get(m.as_str()).copied())
+    }
+}
+
 impl PlatformRequests for Memory {
     async fn record_platform_request(
         &self,
@@ -708,9 +761,42 @@ impl PlatformRequests for Memory {
         }
         Ok(())
     }
+    async fn cancel_merchant_outreach(&self, _: &Merchant, _: DateTime<Utc>) -> Result<usize, PortError> {
+        self.enter("cancel_merchant_outreach")?;
+        Ok(0)
+    }
 }
 
 impl PrivacyStore for Memory {
+    async fn put_provider_copies(
+        &self,
+        m: &MerchantId,
+        request: &str,
+        copies: &[ProviderCopy],
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("put_provider_copies")?;
+        let mut s = self.s();
+        for c in copies {
+            s.provider_copies.insert((m.to_string(), request.to_string(), c.clone()));
+        }
+        Ok(())
+    }
+    async fn provider_copies(&self, m: &MerchantId, request: &str) -> Result<Vec<ProviderCopy>, PortError> {
+        self.enter("provider_copies")?;
+        Ok(self
+            .s()
+            .provider_copies
+            .iter()
+            .filter(|(mm, r, _)| *mm == m.as_str() && r == request)
+            .map(|(_, _, c)| c.clone())
+            .collect())
+    }
+    async fn provider_copy_removed(&self, m: &MerchantId, request: &str, c: &ProviderCopy) -> Result<(), PortError> {
+        self.enter("provider_copy_removed")?;
+        self.s().provider_copies.remove(&(m.to_string(), request.to_string(), c.clone()));
+        Ok(())
+    }
     async fn export_keys_for(&self, _: &MerchantId, _: &str) -> Result<Vec<String>, PortError> {
         self.enter("export_keys_for")?;
         Ok(Vec::new())
@@ -793,30 +879,29 @@ impl PurgeStore for Memory {
         self.enter("ledger_head")?;
         Ok(None)
     }
-    async fn purge_watermark(&self) -> Result<Option<NaiveDate>, PortError> {
-        self.enter("purge_watermark")?;
-        Ok(self.s().watermark)
-    }
-    async fn set_purge_watermark(&self, day: NaiveDate) -> Result<(), PortError> {
-        self.enter("set_purge_watermark")?;
-        self.s().watermark = Some(day);
-        Ok(())
-    }
     async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
         self.enter("put_purge_report")?;
         self.s().reports.push(report.clone());
         Ok(())
     }
-    async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
-        self.enter("due_items_owned")?;
+    async fn redate(&self, _: &MerchantId, _: &[(PurgeKind, Duration)]) -> Result<u64, PortError> {
+        self.enter("redate")?;
+        Ok(0)
+    }
+    async fn due_page(
+        &self,
+        shard: u32,
+        as_of: DateTime<Utc>,
+        after: Option<PurgeCursor>,
+    ) -> Result<(Vec<DueItem>, Option<PurgeCursor>), PortError> {
+        self.enter("due_page")?;
+        // One page per shard: everything due in it.
+        if after.is_some() {
+            return Ok((Vec::new(), None));
+        }
         let as_of = as_of.format("%Y-%m-%dT%H:%M:%S").to_string();
-        Ok(self
-            .s()
-            .due
-            .iter()
-            .filter(|d| bucket.starts_with(&d.purge_at[..10]) && d.purge_at <= as_of)
-            .cloned()
-            .collect())
+        let due = self.s().due.iter().filter(|d| shard_of(&d.pk) == shard && d.purge_at <= as_of).cloned().collect();
+        Ok((due, None))
     }
     async fn repurge(&self, pk: &str, sk: &str, _: DateTime<Utc>) -> Result<(), PortError> {
         self.enter("repurge")?;
@@ -1038,6 +1123,16 @@ impl JobQueue for Queue {
         self.work.lock().unwrap().push(work.id.clone());
         Ok("privacy".into())
     }
+    async fn enqueue_closure(&self, m: &MerchantId) -> Result<String, PortError> {
+        self.check()?;
+        self.work.lock().unwrap().push(format!("closure:{m}"));
+        Ok("closure".into())
+    }
+    async fn enqueue_provider_copies(&self, work: &PrivacyWork) -> Result<String, PortError> {
+        self.check()?;
+        self.work.lock().unwrap().push(format!("copies:{}", work.id));
+        Ok("copies".into())
+    }
 }
 
 impl WorkQueue for Queue {
@@ -1064,11 +1159,22 @@ pub struct Telephony {
     pub sent: Arc<Mutex<Vec<SendSms>>>,
     pub placed: Arc<Mutex<Vec<PlaceCall>>>,
     pub deleted_recordings: Arc<Mutex<Vec<String>>>,
+    pub redacted_messages: Arc<Mutex<Vec<String>>>,
     pub objects: Arc<Mutex<BTreeMap<String, usize>>>,
     /// The bucket refuses writes.
     pub bucket_down: Arc<Mutex<bool>>,
     /// Twilio answers this error to every send.
     pub send_error: Arc<Mutex<Option<(u16, i64)>>>,
+}
+
+impl ProviderCopies for Telephony {
+    async fn redact_message(&self, message_sid: &str) -> Result<bool, TwilioError> {
+        if let Some((status, code)) = *self.send_error.lock().unwrap() {
+            return Err(TwilioError::Api { status, code: Some(code), message: String::new() });
+        }
+        self.redacted_messages.lock().unwrap().push(message_sid.to_string());
+        Ok(true)
+    }
 }
 
 impl SmsGateway for Telephony {
@@ -1113,6 +1219,16 @@ impl RecordingSource for Telephony {
 }
 
 impl RecordingFiles for Telephony {
+    async fn move_prefix(&self, from: &str, to: &str) -> Result<usize, PortError> {
+        let mut objects = self.objects.lock().unwrap();
+        let keys: Vec<String> = objects.keys().filter(|k| k.starts_with(from)).cloned().collect();
+        for k in &keys {
+            if let Some(size) = objects.remove(k) {
+                objects.insert(format!("{to}{}", &k[from.len()..]), size);
+            }
+        }
+        Ok(keys.len())
+    }
     async fn presign_get(&self, key: &str, _: std::time::Duration) -> Result<String, PortError> {
         Ok(format!("https://bucket.test/{key}?signed"))
     }

@@ -60,6 +60,7 @@ pub async fn call_test(
     let snap = CheckoutSnapshot {
         token: token.clone(),
         checkout_id: None,
+        customer_id: None,
         phone: Some(phone.clone()),
         email: None,
         first_name: None,

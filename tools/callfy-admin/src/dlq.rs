@@ -93,6 +93,17 @@ pub async fn resolve(sqs: &Client, which: DeadLetterQueue) -> Result<QueuePair, 
     Ok(QueuePair { name: which.name(), dlq_url, source_url })
 }
 
+/// The source queue's URL alone (`OUTREACH_QUEUE_URL` or `RECORDINGS_QUEUE_URL`, else the
+/// queue `callfy-local` creates).
+pub async fn source_url(sqs: &Client, which: DeadLetterQueue) -> Result<String, DlqError> {
+    let (_, source_var) = which.env_vars();
+    let (_, source_name) = which.local_names();
+    match std::env::var(source_var).ok().filter(|v| !v.is_empty()) {
+        Some(url) => Ok(url),
+        None => queue_url(sqs, source_name, source_var).await,
+    }
+}
+
 async fn queue_url(sqs: &Client, name: &str, var: &'static str) -> Result<String, DlqError> {
     let out = sqs.get_queue_url().queue_name(name).send().await.map_err(|e| DlqError::Unresolved {
         name: name.to_string(),
@@ -328,12 +339,22 @@ async fn describe(work: &QueuedWork, channels: &mut ChannelLookup<'_>) -> String
         QueuedWork::Privacy { privacy } => {
             format!("data-subject request: merchant {}, request {}", privacy.merchant_id, privacy.id)
         }
+        QueuedWork::Closure { closure } => format!("closed account's queued steps: merchant {closure}"),
+        QueuedWork::ProviderCopies { provider_copies: p } => {
+            format!("Twilio copies of a deletion: merchant {}, request {}", p.merchant_id, p.id)
+        }
         QueuedWork::KeyOptOut { key_opt_out: o } => format!(
             "key-9 opt-out: merchant {}, phone {}, call {}, at {}",
             o.merchant_id,
             o.phone.masked(),
             o.call_sid,
             o.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        QueuedWork::Webhook { webhook: w } => format!(
+            "platform webhook: {:?}, merchant {}, received {}",
+            w.platform,
+            w.path_merchant.as_deref().unwrap_or("by shop domain"),
+            w.received_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
         ),
     }
 }

@@ -79,6 +79,9 @@ enum Command {
         #[arg(long)]
         html: Option<std::path::PathBuf>,
     },
+    /// Once, on a table written by an earlier version: tags each merchant's items for the
+    /// `tenant` index and moves purge-index entries to their shard (a scan). Safe to run again.
+    MigrateIndexes,
 }
 
 #[derive(Subcommand)]
@@ -195,8 +198,16 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                     .map_err(|e| AdminError::Usage(format!("cannot read {}: {e}", file.display())))?;
                 let merchant =
                     Merchant::from_json(&text).map_err(|e| AdminError::Usage(format!("invalid merchant: {e}")))?;
-                store.put_merchant(&merchant, chrono::Utc::now()).await?;
+                // A shortened retention applies to what is already stored, too.
+                let moved = callfy_shared::app::retention::save_merchant(&store, &merchant, chrono::Utc::now())
+                    .await
+                    .map_err(|e| AdminError::Usage(e.to_string()))?;
                 println!("merchant {} saved", merchant.id);
+                if moved > 0 {
+                    println!(
+                        "retention shortened: {moved} stored items re-dated; the next purge run deletes what is past due"
+                    );
+                }
             }
             MerchantAction::Get { id } => {
                 let id = merchant_id(&id)?;
@@ -227,13 +238,28 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
             }
             MerchantAction::Close { id } => {
                 let id = merchant_id(&id)?;
-                store.close_merchant(&id, chrono::Utc::now()).await?;
-                println!("merchant {id} closed; its data is erased after the grace period");
+                let now = chrono::Utc::now();
+                store.close_merchant(&id, now).await?;
+                let cancelled = match store.get_merchant(&id).await? {
+                    Some(r) => store.cancel_merchant_outreach(&r.merchant, now).await?,
+                    None => 0,
+                };
+                println!(
+                    "merchant {id} closed; {cancelled} queued steps cancelled; its data is erased after the grace period"
+                );
             }
             MerchantAction::LegalHold { id, state } => {
                 let id = merchant_id(&id)?;
-                store.set_legal_hold(&id, state == OnOff::On).await?;
-                println!("legal hold for {id}: {}", if state == OnOff::On { "on" } else { "off" });
+                let bucket = std::env::var("RECORDINGS_BUCKET").unwrap_or_else(|_| local_defaults::BUCKET_NAME.into());
+                let files = clients.bucket(&bucket, std::env::var("RECORDINGS_KMS_KEY_ID").ok());
+                // S3 keeps the recordings too: they move under held/, out of the lifecycle rule.
+                let moved = callfy_shared::app::retention::set_legal_hold(&store, &files, &id, state == OnOff::On)
+                    .await
+                    .map_err(|e| AdminError::Usage(e.to_string()))?;
+                println!(
+                    "legal hold for {id}: {} ({moved} recordings moved)",
+                    if state == OnOff::On { "on" } else { "off" }
+                );
             }
         },
         Command::Purge { dry_run, as_of, bucket, grace_days, force } => {
@@ -248,7 +274,18 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 .or_else(|| std::env::var("RECORDINGS_BUCKET").ok())
                 .unwrap_or_else(|| local_defaults::BUCKET_NAME.into());
             let recordings = clients.bucket(&bucket, None);
-            let purger = callfy_shared::app::retention::Purger { store: &store, recordings: &recordings };
+            // Unconfirmed Twilio copies of deletions go back to the outreach queue.
+            // (A dry run queues nothing: it runs without a queue.)
+            let queue_url =
+                match callfy_admin::dlq::source_url(&clients.sqs(), callfy_admin::dlq::DeadLetterQueue::Outreach).await
+                {
+                    Ok(url) => url,
+                    Err(_) if dry_run => String::new(),
+                    Err(e) => return Err(AdminError::Usage(e.to_string())),
+                };
+            let queue = clients.queue(&queue_url);
+            let purger =
+                callfy_shared::app::retention::Purger { store: &store, recordings: &recordings, queue: &queue };
             let opts = callfy_shared::app::retention::RunOptions {
                 as_of,
                 dry_run,
@@ -256,15 +293,10 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 started_at: chrono::Utc::now(),
                 closure_grace_days: grace_days,
             };
-            // Progress on stderr (the report on stdout stays machine-readable), every 30 days read.
+            // Progress on stderr (the report on stdout stays machine-readable), after each shard.
             let progress = |p: callfy_shared::app::retention::Progress| {
-                if p.days_done.is_multiple_of(30) || p.days_done == p.days_total {
-                    let verb = if dry_run { "due" } else { "deleted" };
-                    eprintln!(
-                        "purge: day {} ({}/{} days read), {} items {verb}",
-                        p.day, p.days_done, p.days_total, p.items
-                    );
-                }
+                let verb = if dry_run { "due" } else { "deleted" };
+                eprintln!("purge: {}/{} index shards read, {} items {verb}", p.shards_done, p.shards_total, p.items);
             };
             let report =
                 purger.run_with_progress(opts, progress).await.map_err(|e| AdminError::Usage(e.to_string()))?;
@@ -280,6 +312,10 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 let pair = dlq::resolve(&sqs, which).await?;
                 dlq::replay(&sqs, Some(&store), &pair, dry_run, &mut std::io::stdout().lock()).await?;
             }
+        }
+        Command::MigrateIndexes => {
+            let changed = store.migrate_indexes().await?;
+            println!("{changed} items brought up to this version's indexes");
         }
         Command::CallTest { merchant, phone } => {
             let id = merchant_id(&merchant)?;

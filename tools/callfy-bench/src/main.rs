@@ -233,9 +233,6 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     };
     let far = SystemClock.now() + chrono::Duration::days(730);
     store.record_consent(&merchant.id, &phone, &call_consent, far).await.map_err(|e| e.to_string())?;
-    // The purger's first run starts from yesterday's watermark, as in production.
-    let yesterday = (SystemClock.now() - chrono::Duration::days(1)).date_naive();
-    store.set_purge_watermark(yesterday).await.map_err(|e| e.to_string())?;
     let schedule = read(&args.root, "events/eventbridge-purge-schedule.json")?;
     let schedule = {
         let mut v: serde_json::Value = serde_json::from_str(&schedule).map_err(|e| e.to_string())?;

@@ -370,7 +370,7 @@ async fn bare_job(db: &Client, table: &str, t: &Target, now: DateTime<Utc>) -> R
             ("at".to_string(), s(now.to_rfc3339())),
         ]))]),
     );
-    counter.insert(attr::PURGE_BUCKET.into(), s(keys::purge_bucket(now + Duration::days(2), &customer)));
+    counter.insert(attr::PURGE_BUCKET.into(), s(callfy_shared::domain::retention::purge_bucket(&customer)));
     counter.insert(attr::PURGE_AT.into(), s(keys::sort_time(now + Duration::days(2))));
     let counter = Put::builder()
         .table_name(table)
@@ -412,7 +412,7 @@ async fn bare_job(db: &Client, table: &str, t: &Target, now: DateTime<Utc>) -> R
         (attr::STATUS_RANK, n(1)),
         (attr::GSI1PK, s(keys::sid_lookup(&sid))),
         (attr::GSI1SK, s(&customer)),
-        (attr::PURGE_BUCKET, s(keys::purge_bucket(purge_at, &customer))),
+        (attr::PURGE_BUCKET, s(callfy_shared::domain::retention::purge_bucket(&customer))),
         (attr::PURGE_AT, s(keys::sort_time(purge_at))),
     ] {
         log.insert(name.to_string(), value);

@@ -36,7 +36,7 @@ fn item(i: usize, purge_at: DateTime<Utc>) -> HashMap<String, AttributeValue> {
         ("pk".to_string(), s(pk.clone())),
         ("sk".to_string(), s(format!("SMS#OUT#2026-01-01T00:00:00.000Z#SM{i:032}"))),
         ("body".to_string(), s("Snowdevil: your cart is waiting".into())),
-        ("purge_bucket".to_string(), s(purge_bucket(purge_at, &pk))),
+        ("purge_bucket".to_string(), s(purge_bucket(&pk))),
         ("purge_at".to_string(), s(purge_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
     ])
 }
@@ -63,24 +63,29 @@ async fn write_all(
     Ok(())
 }
 
-async fn table(sdk: &SdkConfig, prefix: &str) -> Result<(Store, RecordingBucket, String), String> {
+async fn table(sdk: &SdkConfig, prefix: &str) -> Result<(Store, Files, String), String> {
     let res = resources::ensure(sdk, &ResourceNames::unique(prefix)).await.map_err(|e| e.to_string())?;
     let clients = callfy_shared::startup::Clients::new(sdk);
     let (store, bucket) = (clients.store(&res.names.table), clients.bucket(&res.names.bucket, None));
-    Ok((store, bucket, res.names.table))
+    Ok((store, Files { bucket, queue: clients.queue(&res.queue_url) }, res.names.table))
 }
 
-/// The purge-index Queries a run makes (3 days × every shard), bare, timed.
+/// The purger's bucket and queue.
+struct Files {
+    bucket: RecordingBucket,
+    queue: callfy_shared::adapters::queue::OutreachQueue,
+}
+
+/// The purge-index Queries a run makes (every shard, every page), bare, timed.
 async fn bare_reads(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
     as_of: DateTime<Utc>,
 ) -> Result<std::time::Duration, String> {
     let started = Instant::now();
-    for days_back in (0..3).rev() {
-        let day = (as_of - Duration::days(days_back)).date_naive();
+    {
         for shard in 0..callfy_shared::domain::retention::PURGE_SHARDS {
-            let bucket = callfy_shared::domain::retention::bucket_of(day, shard);
+            let bucket = callfy_shared::domain::retention::shard_bucket(shard);
             let mut pages = ddb
                 .query()
                 .table_name(table)
@@ -103,12 +108,10 @@ async fn bare_reads(
 
 async fn timed_run(
     store: &Store,
-    bucket: &RecordingBucket,
+    files: &Files,
     as_of: DateTime<Utc>,
 ) -> Result<(std::time::Duration, u64, u64), String> {
-    // As in production: the last complete run was the day before yesterday.
-    store.set_purge_watermark((as_of - Duration::days(2)).date_naive()).await.map_err(|e| e.to_string())?;
-    let purger = Purger { store, recordings: bucket };
+    let purger = Purger { store, recordings: &files.bucket, queue: &files.queue };
     let opts = RunOptions { as_of, dry_run: false, deadline: None, started_at: Utc::now(), closure_grace_days: 30 };
     let started = Instant::now();
     let report = purger.run(opts).await.map_err(|e| e.to_string())?;

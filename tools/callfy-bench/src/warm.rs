@@ -291,6 +291,8 @@ async fn fresh_local(timed: &SdkConfig, root: &Path) -> Result<(LocalHandle, Vec
         let mut json = read_json(root, file)?;
         // The bench sends thousands of carts from one IP: the pumping guard must not refuse them.
         json["send_guard"] = serde_json::json!({ "carts_per_ip": 1_000_000, "carts_per_prefix": 1_000_000 });
+        // Nor may the consent API's per-merchant bucket: 2 000 requests as fast as they go.
+        json["api_limit"] = serde_json::json!({ "rate_per_second": 1000, "burst": 10_000 });
         let m = Merchant::from_json(&json.to_string()).map_err(|e| format!("{file}: {e}"))?;
         local.store().put_merchant(&m, clock.now()).await.map_err(|e| e.to_string())?;
         merchants.push(m);

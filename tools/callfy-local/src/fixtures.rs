@@ -9,6 +9,7 @@ pub fn demo_cart(merchant: &MerchantId, token: CartToken, phone: Phone, at: Date
     let snap = CheckoutSnapshot {
         token,
         checkout_id: Some("42".into()),
+        customer_id: None,
         phone: Some(phone),
         email: Some("ann@example.com".into()),
         first_name: Some("Ann".into()),

@@ -90,6 +90,8 @@ pub struct LocalOptions {
     pub public_ws_url: Option<String>,
     /// Benchmarks: the scripted agent stands in for a model that takes this long to start.
     pub agent_model_latency: Option<std::time::Duration>,
+    /// How long a webhook's durable copy waits on the queue (tests that replay it set 0).
+    pub webhook_replay_delay_seconds: i32,
 }
 
 impl LocalOptions {
@@ -139,6 +141,7 @@ impl LocalOptions {
             bedrock_endpoint: var("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
             public_ws_url: var("PUBLIC_WS_URL"),
             agent_model_latency: None,
+            webhook_replay_delay_seconds: callfy_shared::app::webhook::REPLAY_DELAY_SECONDS,
         })
     }
 
@@ -164,6 +167,7 @@ impl LocalOptions {
             bedrock_endpoint: None,
             public_ws_url: None,
             agent_model_latency: None,
+            webhook_replay_delay_seconds: callfy_shared::app::webhook::REPLAY_DELAY_SECONDS,
         }
     }
 }
@@ -295,6 +299,7 @@ fn assemble(
         timeout: opts.twilio_timeout,
     };
     let table_name = resources.names.table.clone();
+    let bigcommerce_api_base = opts.bigcommerce_api_base.clone().unwrap_or_else(|| base_url.to_string());
     let config = |e: callfy_shared::startup::StartupError| LocalError::Config(e.to_string());
     Ok(Functions {
         ingest: IngestApp::assemble(
@@ -303,12 +308,18 @@ fn assemble(
                 table_name: table_name.clone(),
                 outreach_queue_url: resources.queue_url.clone(),
                 shopify_api_secret: SecretString::from(opts.shopify_secret.as_str()),
-                bigcommerce_api_base: opts.bigcommerce_api_base.clone().unwrap_or_else(|| base_url.to_string()),
+                bigcommerce_api_base: bigcommerce_api_base.clone(),
+                recordings_bucket: resources.names.bucket.clone(),
+                recordings_kms_key_id: None,
                 log_key: log_key.clone(),
             },
             clock(),
         )
-        .map_err(config)?,
+        .map_err(config)
+        .map(|mut ingest| {
+            ingest.webhooks.replay_delay_seconds = opts.webhook_replay_delay_seconds;
+            ingest
+        })?,
         worker: Worker::assemble(
             &clients,
             &WorkerSettings {
@@ -318,6 +329,8 @@ fn assemble(
                 twilio: twilio.clone(),
                 recordings_bucket: resources.names.bucket.clone(),
                 recordings_kms_key_id: None,
+                shopify_api_secret: SecretString::from(opts.shopify_secret.as_str()),
+                bigcommerce_api_base,
                 log_key: log_key.clone(),
             },
             clock(),
@@ -328,6 +341,7 @@ fn assemble(
             &ConsentApiSettings {
                 table_name: table_name.clone(),
                 recordings_bucket: resources.names.bucket.clone(),
+                outreach_queue_url: resources.queue_url.clone(),
                 log_key: log_key.clone(),
             },
             clock(),
@@ -392,6 +406,7 @@ fn assemble(
                 recordings_bucket: resources.names.bucket.clone(),
                 closure_grace_days: callfy_shared::app::retention::DEFAULT_CLOSURE_GRACE_DAYS,
                 recordings_kms_key_id: None,
+                outreach_queue_url: resources.queue_url.clone(),
                 log_key,
             },
             clock(),
@@ -507,7 +522,7 @@ async fn purge(
     deadline: Option<std::time::Instant>,
 ) -> Result<callfy_shared::domain::retention::PurgeReport, callfy_shared::app::retention::PurgeError> {
     let p = &shared.functions.purger;
-    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings };
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings, queue: &p.queue };
     let opts = callfy_shared::app::retention::RunOptions {
         as_of,
         dry_run,

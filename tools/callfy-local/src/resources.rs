@@ -30,6 +30,8 @@ pub struct GsiSpec {
     pub name: &'static str,
     pub hash: &'static str,
     pub range: &'static str,
+    /// Only the keys are projected (an index that finds items, never serves them).
+    pub keys_only: bool,
 }
 
 pub struct TableSpec {
@@ -44,11 +46,27 @@ pub const TABLE: TableSpec = TableSpec {
     hash: "pk",
     range: "sk",
     gsis: &[
-        GsiSpec { name: "lookup", hash: "gsi1pk", range: "gsi1sk" },
-        GsiSpec { name: "purge", hash: "purge_bucket", range: "purge_at" },
+        GsiSpec { name: "lookup", hash: "gsi1pk", range: "gsi1sk", keys_only: false },
+        GsiSpec { name: "purge", hash: "purge_bucket", range: "purge_at", keys_only: false },
+        GsiSpec { name: "tenant", hash: "tenant", range: "pk", keys_only: true },
     ],
     ttl_attribute: "expires_at",
 };
+
+impl TableSpec {
+    /// Every key attribute of the table and its indexes, once each, in order of first use.
+    pub fn attributes(&self) -> Vec<&'static str> {
+        let mut attrs = vec![self.hash, self.range];
+        for g in self.gsis {
+            for a in [g.hash, g.range] {
+                if !attrs.contains(&a) {
+                    attrs.push(a);
+                }
+            }
+        }
+        attrs
+    }
+}
 
 pub struct QueueSpec {
     pub visibility_timeout_seconds: u32,
@@ -79,6 +97,10 @@ pub struct BucketSpec {
     /// Data-subject exports: a merchant fetches one within days; none is kept for long.
     pub exports_prefix: &'static str,
     pub exports_expiration_days: i32,
+    /// Webhook bodies too large for a queue message: the worker deletes each once its delivery
+    /// is processed; this removes any left behind (they hold personal data).
+    pub deliveries_prefix: &'static str,
+    pub deliveries_expiration_days: i32,
 }
 
 pub const BUCKET: BucketSpec = BucketSpec {
@@ -86,6 +108,8 @@ pub const BUCKET: BucketSpec = BucketSpec {
     expiration_days: 760,
     exports_prefix: "exports/",
     exports_expiration_days: 30,
+    deliveries_prefix: callfy_shared::adapters::webhook_bodies::PREFIX,
+    deliveries_expiration_days: 2,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,10 +179,7 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(),
     if ddb.describe_table().table_name(table).send().await.is_ok() {
         return Ok(());
     }
-    let mut attrs = vec![TABLE.hash, TABLE.range];
-    for g in TABLE.gsis {
-        attrs.extend([g.hash, g.range]);
-    }
+    let attrs = TABLE.attributes();
     let mut req = ddb
         .create_table()
         .table_name(table)
@@ -180,7 +201,11 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(),
                 .index_name(g.name)
                 .key_schema(key(g.hash, KeyType::Hash)?)
                 .key_schema(key(g.range, KeyType::Range)?)
-                .projection(Projection::builder().projection_type(ProjectionType::All).build())
+                .projection(
+                    Projection::builder()
+                        .projection_type(if g.keys_only { ProjectionType::KeysOnly } else { ProjectionType::All })
+                        .build(),
+                )
                 .build()
                 .map_err(|e| fail("table", e))?,
         );
@@ -312,6 +337,15 @@ async fn ensure_bucket(s3: &aws_sdk_s3::Client, bucket: &str) -> Result<(), Reso
                         .status(ExpirationStatus::Enabled)
                         .filter(LifecycleRuleFilter::builder().prefix(BUCKET.exports_prefix).build())
                         .expiration(LifecycleExpiration::builder().days(BUCKET.exports_expiration_days).build())
+                        .build()
+                        .map_err(|e| err(e.to_string()))?,
+                )
+                .rules(
+                    LifecycleRule::builder()
+                        .id("expire-deliveries")
+                        .status(ExpirationStatus::Enabled)
+                        .filter(LifecycleRuleFilter::builder().prefix(BUCKET.deliveries_prefix).build())
+                        .expiration(LifecycleExpiration::builder().days(BUCKET.deliveries_expiration_days).build())
                         .build()
                         .map_err(|e| err(e.to_string()))?,
                 )

@@ -18,6 +18,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 pub const MESSAGES_PATH: &str = "/2010-04-01/Accounts/{AccountSid}/Messages.json";
+pub const MESSAGE_PATH: &str = "/2010-04-01/Accounts/{AccountSid}/Messages/{Sid}.json";
 
 /// Twilio's magic test numbers: sending to them fails with these errors.
 const MAGIC_TO: &[(&str, i64, &str)] = &[
@@ -366,6 +367,32 @@ impl Sandbox {
         Answer { status: 201, body: resource, delay_ms }
     }
 
+    /// Redacts a message as `POST …/Messages/{Sid}.json` with an empty `Body` does: the body is
+    /// emptied, the message stays. The one update a deletion makes.
+    pub fn update_message(&self, account: &str, headers: &HeaderMap, sid: &str, form: &[(String, String)]) -> Answer {
+        if !self.authorised(account, headers) {
+            return Answer::error(401, 20003, "Authenticate");
+        }
+        let problems = contract().check_form(MESSAGE_PATH, "post", form);
+        if self.violated(&problems) {
+            return Answer::error(400, 21601, &problems.join("; "));
+        }
+        if form.iter().find(|(k, _)| k == "Body").is_none_or(|(_, v)| !v.is_empty()) {
+            return Answer::error(400, 21602, "Only an empty Body (redaction) is supported here.");
+        }
+        if let Some(fault) = self.take_fault() {
+            return Answer::error(fault.status, fault.code, "Injected by the sandbox");
+        }
+        let mut messages = self.messages.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(m) = messages.iter_mut().find(|m| m.sid == sid) else {
+            return Answer::error(404, 20404, "The requested resource was not found");
+        };
+        m.body.clear();
+        println!("[twilio-sandbox] SMS {sid} redacted");
+        let resource = self.resource(m);
+        Answer::now(200, resource)
+    }
+
     /// Lists messages as `GET …/Messages.json` would: newest first, optionally filtered by `To`.
     pub fn list_messages(&self, account: &str, headers: &HeaderMap, query: &[(String, String)]) -> Answer {
         if !self.authorised(account, headers) {
@@ -439,6 +466,23 @@ async fn respond(answer: Answer) -> Response {
     }
     let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (status, axum::Json(answer.body)).into_response()
+}
+
+/// `POST …/Messages/{Sid}.json`: a redaction.
+async fn update(
+    State(sb): State<Arc<Sandbox>>,
+    Path((account, file)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let Some(sid) = file.strip_suffix(".json") else {
+        return respond(Answer::error(404, 20404, "The requested resource was not found")).await;
+    };
+    let form: Vec<(String, String)> = match serde_urlencoded::from_str(&body) {
+        Ok(f) => f,
+        Err(e) => return respond(Answer::error(400, 20001, &e.to_string())).await,
+    };
+    respond(sb.update_message(&account, &headers, sid, &form)).await
 }
 
 async fn create(
@@ -605,6 +649,7 @@ fn turn_response(result: Result<crate::sandbox_voice::CallTurn, String>) -> Resp
 pub fn router(sandbox: Arc<Sandbox>) -> Router {
     Router::new()
         .route("/2010-04-01/Accounts/{account}/Messages.json", post(create).get(list))
+        .route("/2010-04-01/Accounts/{account}/Messages/{file}", post(update))
         .route("/2010-04-01/Accounts/{account}/Calls.json", post(create_call).get(list_calls))
         .route("/2010-04-01/Accounts/{account}/Recordings/{file}", get(recording_get).delete(recording_delete))
         .route("/sandbox/calls", get(|State(sb): State<Arc<Sandbox>>| async move { axum::Json(sb.calls()) }))

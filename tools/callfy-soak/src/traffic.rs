@@ -88,6 +88,8 @@ impl Platform {
             "retention_days": { "sms_logs": 730, "consent_records": 730, "recordings": 730 },
             "recording": { "enabled": false },
             "send_guard": { "daily_send_budget": 10_000_000, "carts_per_ip": 10_000_000, "carts_per_prefix": 10_000_000 },
+            // The campaign checks delivery, not each merchant's share of the API.
+            "api_limit": { "rate_per_second": 1000, "burst": 10_000 },
         });
         match self {
             Self::Shopify => m["shop_domain"] = SHOP_DOMAIN.into(),

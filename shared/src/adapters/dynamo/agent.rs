@@ -104,7 +104,7 @@ impl Store {
         };
         let mut item = to_item(session)?;
         item.extend(session_key(&k));
-        let item = with_purge(item, session.purge_at);
+        let item = self.with_purge(item, session.purge_at);
         let res = self
             .client
             .put_item()

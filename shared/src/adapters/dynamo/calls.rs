@@ -5,7 +5,7 @@ use super::*;
 use crate::domain::voice::{CallLogEntry, CallRecording, call_status_rank};
 
 impl Store {
-    pub(super) fn call_log_item(entry: &CallLogEntry) -> Result<Item, PortError> {
+    pub(super) fn call_log_item(&self, entry: &CallLogEntry) -> Result<Item, PortError> {
         let mut entry = entry.clone();
         entry.status_history.entry(entry.status.clone()).or_insert(entry.created_at);
         let mut item = to_item(&entry)?;
@@ -15,7 +15,7 @@ impl Store {
         item.insert(attr::STATUS_RANK.into(), n(call_status_rank(&entry.status)));
         item.insert(attr::GSI1PK.into(), s(keys::sid_lookup(&entry.call_sid)));
         item.insert(attr::GSI1SK.into(), s(pk));
-        Ok(with_purge(item, entry.purge_at))
+        Ok(self.with_purge(self.tagged(item, &entry.merchant_id), entry.purge_at))
     }
 
     fn call_key(entry: &CallLogEntry) -> Item {
@@ -157,7 +157,7 @@ impl Store {
         rec.insert("s3_key".into(), s(s3_key));
         rec.insert("call_sid".into(), s(&entry.call_sid));
         rec.insert("log_sk".into(), s(keys::call_sk(entry.created_at, &entry.call_sid)));
-        let rec = with_purge(rec, purge_at);
+        let rec = self.with_purge(rec, purge_at);
         let items = vec![
             TransactWriteItem::builder().update(built(note.build())?).build(),
             put(&self.table, rec, None, &[], &[])?,

@@ -16,7 +16,7 @@ impl Store {
         Ok(item.as_ref().and_then(|i| get_s(i, "cart_token")).and_then(|t| CartToken::parse(t).ok()))
     }
 
-    pub(super) fn cart_item(cart: &Cart) -> Result<Item, PortError> {
+    pub(super) fn cart_item(&self, cart: &Cart) -> Result<Item, PortError> {
         let mut item = to_item(cart)?;
         item.insert(attr::PK.into(), s(keys::cart_pk(&cart.merchant_id, &cart.token)));
         item.insert(attr::SK.into(), s(keys::CART));
@@ -24,8 +24,9 @@ impl Store {
             item.insert(attr::GSI1PK.into(), s(keys::phone_lookup(&cart.merchant_id, phone)));
             item.insert(attr::GSI1SK.into(), s(keys::cart_lookup_sk(&cart.token)));
         }
+        let item = self.tagged(item, &cart.merchant_id);
         Ok(match cart.purge_at {
-            Some(at) => with_purge(item, at),
+            Some(at) => self.with_purge(item, at),
             None => item,
         })
     }
@@ -37,7 +38,7 @@ impl Store {
         items.push(self.dedupe_marker(&w.merchant_id, &w.event_key, w.received_at)?);
 
         if let Some((cart, expected)) = &w.cart {
-            let item = Self::cart_item(cart)?;
+            let item = self.cart_item(cart)?;
             let tw = match expected {
                 None => self.put_new(item)?,
                 Some(v) => put(&self.table, item, Some("#v = :v"), &[("#v", attr::VERSION)], &[(":v", n(v))])?,
@@ -46,7 +47,7 @@ impl Store {
             if let Some(id) = &cart.checkout_id {
                 let mut ptr = key(keys::checkout_pk(&w.merchant_id, id), keys::CHECKOUT);
                 ptr.insert("cart_token".into(), s(cart.token.as_str()));
-                items.push(put(&self.table, ptr, None, &[], &[])?);
+                items.push(put(&self.table, self.tagged(ptr, &w.merchant_id), None, &[], &[])?);
             }
             // Data-subject requests by email find the cart (and its phone) through this.
             if let Some(email) = &cart.email {
@@ -55,8 +56,24 @@ impl Store {
                 if let Some(phone) = &cart.phone {
                     ptr.insert("phone".into(), s(phone.as_str()));
                 }
+                let ptr = self.tagged(ptr, &w.merchant_id);
                 let ptr = match cart.purge_at {
-                    Some(at) => with_purge(ptr, at),
+                    Some(at) => self.with_purge(ptr, at),
+                    None => ptr,
+                };
+                items.push(put(&self.table, ptr, None, &[], &[])?);
+            }
+            // And by the platform's customer id (Shopify's `customers/redact` names it).
+            if let Some(id) = &cart.customer_id {
+                let pk = keys::email_pk(&w.merchant_id, &crate::domain::cart::customer_ref(id));
+                let mut ptr = key(pk, keys::cart_lookup_sk(&cart.token));
+                ptr.insert("token".into(), s(cart.token.as_str()));
+                if let Some(phone) = &cart.phone {
+                    ptr.insert("phone".into(), s(phone.as_str()));
+                }
+                let ptr = self.tagged(ptr, &w.merchant_id);
+                let ptr = match cart.purge_at {
+                    Some(at) => self.with_purge(ptr, at),
                     None => ptr,
                 };
                 items.push(put(&self.table, ptr, None, &[], &[])?);
@@ -127,6 +144,33 @@ impl Store {
     pub async fn cart_tokens_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CartToken>, PortError> {
         let items = self.query_lookup(keys::phone_lookup(m, phone)).await?;
         Ok(items.iter().filter_map(|i| get_s(i, "token")).filter_map(|t| CartToken::parse(t).ok()).collect())
+    }
+
+    /// After an account closes: skips every step not yet claimed on the merchant's open carts
+    /// (found through the `tenant` index), so nothing stays queued for a closed account.
+    pub async fn cancel_merchant_outreach(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<usize, PortError> {
+        let m = &merchant.id;
+        let prefix = format!("K#{m}#");
+        let tokens: std::collections::BTreeSet<String> = self
+            .tenant_items(m)
+            .await?
+            .into_iter()
+            .filter(|(_, sk)| sk == keys::CART)
+            .filter_map(|(pk, _)| pk.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        let mut cancelled = 0;
+        for token in tokens.iter().filter_map(|t| CartToken::parse(t).ok()) {
+            let Some(cart) = self.get_cart(m, &token).await? else { continue };
+            if cart.status.is_closed() || !cart.outreach_scheduled {
+                continue;
+            }
+            for step in 0..merchant.flow.len() as u8 {
+                if self.skip_step(m, &token, step, SkipReason::MerchantClosed.as_str(), now).await? {
+                    cancelled += 1;
+                }
+            }
+        }
+        Ok(cancelled)
     }
 
     /// After an opt-out: skips every step of the merchant's flow not yet claimed on this phone's

@@ -21,9 +21,10 @@ impl Store {
         let mut entry_item = to_item(&entry)?;
         entry_item.insert(attr::PK.into(), s(pk.clone()));
         entry_item.insert(attr::SK.into(), s(keys::consent_entry_sk(channel, seq)));
+        let entry_item = self.tagged(entry_item, &c.merchant_id);
 
         let next = c.state.after(&c.event, hash);
-        let bucket = keys::purge_bucket(c.purge_at, &pk);
+        let bucket = self.purge_bucket(&pk);
         let mut set = vec!["#pb = :pb".to_string(), "#pa = :pa".to_string()];
         let mut state = Update::builder()
             .table_name(&self.table)

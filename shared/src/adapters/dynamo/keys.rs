@@ -11,7 +11,8 @@
 //! | `WS#{connection}`               | `CONN`                  | voice agent connection → call reference (TTL a day) |                            |
 //! | `C#{merchant}#{phone}`          | `AGENT#{call}`          | voice agent session and transcript     |                                       |
 //! | `V#{merchant}`                  | `DSR#{id}`, `PRIVACY#{id}` | data-subject request status and proof; a request waiting for its run | |
-//! | `M#{merchant}`                  | `BUDGET#{day}`          | sends that UTC day (daily budget, TTL) |                                       |
+//! | `M#{merchant}`                  | `BUDGET#{day}#{shard}`  | sends that UTC day, one of the budget's shards (daily budget, TTL) |           |
+//! | `L#{merchant}`                  | `API_BUCKET`            | the merchant's API token bucket (`tat`, TTL; no personal data) |               |
 //! | `G#{merchant}#{ip|prefix}#{hmac}` | `W#{window start}`    | burst counter of new carts (TTL)       |                                       |
 //! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |
 //! | `S#{sender}`                    | `M#{merchant}`          | sender index (number or `MG…`)         |                                       |
@@ -32,7 +33,7 @@
 //!
 //! Carts, steps and dedupe markers get a partition each, so a large merchant's traffic spreads
 //! over the table. A customer's consent, messages and counter share one partition, so export and
-//! deletion are one Query. Items that retention purges carry `purge_bucket` (YYYY-MM) and
+//! deletion are one Query. Items that retention purges carry `purge_bucket` (day and shard) and
 //! `purge_at` for the sparse `purge` GSI.
 
 use crate::domain::ids::{CartToken, MerchantId};
@@ -43,6 +44,16 @@ use chrono::{DateTime, Utc};
 
 pub const LOOKUP_INDEX: &str = "lookup";
 pub const PURGE_INDEX: &str = "purge";
+/// Sparse, keys only: one tagged item per partition a merchant's data lives in (`tenant` →
+/// `pk`), so erasing or re-dating one merchant reads that merchant alone, never the table.
+pub const TENANT_INDEX: &str = "tenant";
+/// Partitions of the `tenant` index per merchant, so one large merchant's writes spread.
+pub const TENANT_SHARDS: u32 = 8;
+
+/// The `tenant` index partition of an item of merchant `m` in partition `pk`.
+pub fn tenant(m: &MerchantId, pk: &str) -> String {
+    format!("{m}#{}", crate::domain::retention::shard_of(pk) % TENANT_SHARDS)
+}
 
 /// Attribute names that appear in key conditions, conditions and updates.
 pub mod attr {
@@ -50,6 +61,8 @@ pub mod attr {
     pub const SK: &str = "sk";
     pub const GSI1PK: &str = "gsi1pk";
     pub const GSI1SK: &str = "gsi1sk";
+    /// The merchant an item's partition belongs to, sharded (`tenant` GSI).
+    pub const TENANT: &str = "tenant";
     pub const STATUS: &str = "status";
     pub const STATE: &str = "state";
     pub const VERSION: &str = "version";
@@ -66,6 +79,10 @@ pub mod attr {
     /// On an inbound message's marker: stored, not yet applied.
     pub const PENDING: &str = "pending";
     pub const EXPIRES_AT: &str = "expires_at";
+    /// An API bucket's theoretical arrival time (`domain::ratelimit`), microseconds.
+    pub const TAT: &str = "tat";
+    /// A budget shard's count of sends.
+    pub const SENDS: &str = "sends";
     pub const PURGE_BUCKET: &str = "purge_bucket";
     pub const PURGE_AT: &str = "purge_at";
 }
@@ -98,7 +115,7 @@ pub fn merchant_pk(m: &MerchantId) -> String {
 pub fn merchant_of(pk: &str) -> Option<&str> {
     let (kind, rest) = pk.split_once('#')?;
     match kind {
-        "M" | "V" | "Z" => Some(rest),
+        "M" | "V" | "Z" | "L" => Some(rest),
         "C" | "K" | "X" | "E" | "I" | "P" | "Q" | "H" => rest.split_once('#').map(|(m, _)| m),
         _ => None,
     }
@@ -181,10 +198,29 @@ pub fn idempotency_pk(m: &MerchantId, key_sha256: &str) -> String {
     format!("I#{m}#{key_sha256}")
 }
 
-/// The merchant's sends on one UTC day (daily budget), on the profile's partition.
-pub fn budget_sk(day: &str) -> String {
-    format!("BUDGET#{day}")
+/// One shard of the merchant's sends on one UTC day (daily budget), on the profile's
+/// partition: shards are separate items, so concurrent claims do not meet on one.
+pub fn budget_sk(day: &str, shard: u32) -> String {
+    format!("BUDGET#{day}#{shard:02}")
 }
+
+/// Every shard of one day's count (and only that day's).
+pub fn budget_prefix(day: &str) -> String {
+    format!("BUDGET#{day}#")
+}
+
+/// The shard a `budget_sk` names.
+pub fn budget_shard(sk: &str) -> Option<u32> {
+    sk.rsplit_once('#')?.1.parse().ok()
+}
+
+/// A merchant's API token bucket, on a partition of its own: a flood of API requests writes
+/// there, never where the merchant's profile and outreach claims are.
+pub fn api_bucket_pk(m: &MerchantId) -> String {
+    format!("L#{m}")
+}
+
+pub const API_BUCKET: &str = "API_BUCKET";
 
 /// A burst counter of webhook-created carts: per shopper IP or number prefix (keyed hashes,
 /// never the value), one item per window.
@@ -254,11 +290,6 @@ pub fn sort_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// The purge index partition of an item of partition `pk` due at `at` (day and shard).
-pub fn purge_bucket(at: DateTime<Utc>, pk: &str) -> String {
-    crate::domain::retention::purge_bucket(at, pk)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +305,10 @@ mod tests {
         assert!(early < late && late.as_str() < SMS_OUT_END);
         assert!(early.starts_with(SMS_OUT_PREFIX));
         assert_eq!(shop_owner_pk("Snow.MyShopify.com"), "D#snow.myshopify.com");
+        let shard = budget_sk("2026-11-28", 3);
+        assert_eq!(shard, "BUDGET#2026-11-28#03");
+        assert!(shard.starts_with(&budget_prefix("2026-11-28")) && !shard.starts_with(&budget_prefix("2026-11-2")));
+        assert_eq!(budget_shard(&shard), Some(3));
+        assert_eq!(merchant_of(&api_bucket_pk(&m)), Some("snowdevil"));
     }
 }

@@ -57,6 +57,7 @@ impl Store {
         if let Some(d) = &domain {
             let mut owner = key(keys::shop_owner_pk(d), keys::OWNER);
             owner.insert(attr::MERCHANT_ID.into(), s(merchant.id.as_str()));
+            let owner = self.tagged(owner, &merchant.id);
             let put = Put::builder()
                 .table_name(&self.table)
                 .set_item(Some(owner))
@@ -114,8 +115,9 @@ impl Store {
         self.get(merchant_pk(id), keys::PROFILE, "GetItem").await?.map(Self::decode_merchant).transpose()
     }
 
-    /// The merchant with its webhook secret and store API token: for webhook ingest only (the
-    /// other functions' roles are denied the `Z#` keys).
+    /// The merchant with its webhook secret and store API token: for webhook ingest, and the
+    /// worker verifying a webhook's queued copy (the other functions' roles are denied the `Z#`
+    /// keys; the worker's may only read them).
     pub async fn get_merchant_with_secrets(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
         let (record, secrets) =
             tokio::try_join!(self.get_merchant(id), self.get(keys::secrets_pk(id), keys::SECRETS, "GetItem"))?;
@@ -204,7 +206,7 @@ impl Store {
         for k in &new_keys {
             let mut item = key(keys::sender_pk(k), merchant_pk(&merchant.id));
             item.insert(attr::MERCHANT_ID.into(), s(merchant.id.as_str()));
-            self.put_item(item).await?;
+            self.put_item(self.tagged(item, &merchant.id)).await?;
         }
         for k in old.map(sender_keys).unwrap_or_default().into_iter().filter(|k| !new_keys.contains(k)) {
             self.delete(keys::sender_pk(&k), merchant_pk(&merchant.id)).await?;

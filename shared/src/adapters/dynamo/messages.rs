@@ -5,7 +5,7 @@ use super::*;
 use crate::domain::outreach::Direction;
 
 impl Store {
-    pub(super) fn sms_log_item(entry: &SmsLogEntry) -> Result<Item, PortError> {
+    pub(super) fn sms_log_item(&self, entry: &SmsLogEntry) -> Result<Item, PortError> {
         let mut entry = entry.clone();
         entry.status_history.entry(entry.status.clone()).or_insert(entry.created_at);
         let mut item = to_item(&entry)?;
@@ -15,17 +15,17 @@ impl Store {
         item.insert(attr::STATUS_RANK.into(), n(entry.status_rank()));
         item.insert(attr::GSI1PK.into(), s(keys::sid_lookup(&entry.message_sid)));
         item.insert(attr::GSI1SK.into(), s(pk));
-        Ok(with_purge(item, entry.purge_at))
+        Ok(self.with_purge(self.tagged(item, &entry.merchant_id), entry.purge_at))
     }
 
     pub async fn put_sms_log(&self, entry: &SmsLogEntry) -> Result<(), PortError> {
-        self.put_item(Self::sms_log_item(entry)?).await
+        self.put_item(self.sms_log_item(entry)?).await
     }
 
     /// The index items of an outbound message: one per sender it went out from, in the
     /// customer's partition, found by a keyed hash of (sender, phone) (`merchants_that_texted`).
     /// Rewritten by every text, so the latest one's purge date holds.
-    pub(super) fn sender_items(entry: &SmsLogEntry) -> Vec<Item> {
+    pub(super) fn sender_items(&self, entry: &SmsLogEntry) -> Vec<Item> {
         if entry.direction != Direction::Outbound {
             return Vec::new();
         }
@@ -40,7 +40,7 @@ impl Store {
                 item.insert(attr::MERCHANT_ID.into(), s(entry.merchant_id.as_str()));
                 item.insert("sender".into(), s(sender.as_str()));
                 item.insert("last_sent_at".into(), s(entry.created_at.to_rfc3339()));
-                with_purge(item, entry.purge_at)
+                self.with_purge(item, entry.purge_at)
             })
             .collect()
     }
@@ -114,7 +114,7 @@ impl Store {
             let mut items = Vec::with_capacity(chunk.len() * 2);
             for e in chunk {
                 items.push(self.inbound_marker(&e.merchant_id, &e.message_sid, now)?);
-                items.push(put(&self.table, Self::sms_log_item(e)?, None, &[], &[])?);
+                items.push(put(&self.table, self.sms_log_item(e)?, None, &[], &[])?);
             }
             match self.transact(items).await? {
                 TxOutcome::Done => first = true,
@@ -123,7 +123,7 @@ impl Store {
                     for e in chunk {
                         let pair = vec![
                             self.inbound_marker(&e.merchant_id, &e.message_sid, now)?,
-                            put(&self.table, Self::sms_log_item(e)?, None, &[], &[])?,
+                            put(&self.table, self.sms_log_item(e)?, None, &[], &[])?,
                         ];
                         match self.transact(pair).await? {
                             TxOutcome::Done => first = true,
@@ -198,7 +198,7 @@ impl Store {
         let mut item = to_item(u)?;
         item.insert(attr::PK.into(), s(customer_pk(m, phone)));
         item.insert(attr::SK.into(), s(keys::REACH_SMS));
-        self.put_item(with_purge(item, purge_at)).await
+        self.put_item(self.with_purge(item, purge_at)).await
     }
 
     pub async fn undeliverable(&self, m: &MerchantId, phone: &Phone) -> Result<Option<Undeliverable>, PortError> {

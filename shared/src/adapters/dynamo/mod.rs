@@ -15,9 +15,11 @@ mod privacy;
 mod purge;
 pub use purge::MAX_BATCH_WRITE;
 mod ports;
+mod ratelimit;
 pub mod report;
 mod requests;
 mod steps;
+mod webhooks;
 
 use crate::domain::cart::Cart;
 pub use crate::domain::consent::LedgerEntry;
@@ -34,7 +36,7 @@ use crate::domain::phone::Phone;
 use crate::platforms::PlatformRequest;
 pub use crate::ports::{
     CallUpdate, ConsentAppend, CustomerData, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome,
-    IngestWrite, ItemKey, PendingPrivacy, PortError, PrivacyStatus,
+    IngestWrite, ItemKey, PendingPrivacy, PortError, PrivacyStatus, ProviderCopy,
 };
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
@@ -88,12 +90,26 @@ fn key(pk: String, sk: impl Into<String>) -> Item {
     HashMap::from([(attr::PK.to_string(), s(pk)), (attr::SK.to_string(), s(sk))])
 }
 
-/// Puts an item in the sparse purge index: its day and shard (`domain::retention`), and when.
-fn with_purge(mut item: Item, purge_at: DateTime<Utc>) -> Item {
-    let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
-    item.insert(attr::PURGE_BUCKET.into(), s(keys::purge_bucket(purge_at, &pk)));
-    item.insert(attr::PURGE_AT.into(), s(keys::sort_time(purge_at)));
-    item
+impl Store {
+    /// Puts an item in the sparse purge index: its day and shard (`domain::retention`), and when.
+    fn with_purge(&self, mut item: Item, purge_at: DateTime<Utc>) -> Item {
+        let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
+        item.insert(attr::PURGE_BUCKET.into(), s(self.purge_bucket(&pk)));
+        item.insert(attr::PURGE_AT.into(), s(keys::sort_time(purge_at)));
+        item
+    }
+
+    /// Tags an item for the `tenant` index: its partition belongs to merchant `m`.
+    fn tagged(&self, mut item: Item, m: &MerchantId) -> Item {
+        let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
+        item.insert(attr::TENANT.into(), s(keys::tenant(m, &pk)));
+        item
+    }
+
+    /// The purge index partition of an item of partition `pk` (`domain::retention`).
+    fn purge_bucket(&self, pk: &str) -> String {
+        crate::domain::retention::purge_bucket(pk)
+    }
 }
 
 /// What inbound messages to a merchant arrive addressed to: its number, Messaging Service, or

@@ -7,11 +7,10 @@ use crate::domain::retention::PurgeReport;
 use crate::domain::voice::{CallLogEntry, CallRecording};
 use crate::platforms::PlatformRequest;
 use crate::ports::{
-    BurstGuard, CallLog, CallUpdate, CartStore, ConsentLedger, ConsentStore, CustomerRecord, DueItem, Erasure,
-    IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
-    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, PurgeStore, StepStore,
+    ApiBuckets, BurstGuard, CallLog, CallUpdate, CartStore, ConsentLedger, ConsentStore, CustomerRecord, DueItem,
+    Erasure, IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
+    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, ProviderCopy, PurgeCursor, PurgeStore, StepStore,
 };
-use chrono::NaiveDate;
 
 impl MerchantStore for Store {
     async fn get_merchant(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
@@ -19,6 +18,12 @@ impl MerchantStore for Store {
     }
     async fn merchants_for_senders(&self, senders: &[&str]) -> Result<Vec<MerchantRecord>, PortError> {
         Store::merchants_for_senders(self, senders).await
+    }
+    async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), PortError> {
+        Store::put_merchant(self, merchant, now).await
+    }
+    async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), PortError> {
+        Store::set_legal_hold(self, id, on).await
     }
 }
 
@@ -247,6 +252,20 @@ impl BurstGuard for Store {
     }
 }
 
+impl ApiBuckets for Store {
+    async fn take_step(
+        &self,
+        m: &MerchantId,
+        steps: &[crate::domain::ratelimit::BucketStep],
+        now: DateTime<Utc>,
+    ) -> Result<Option<usize>, PortError> {
+        Store::take_api_step(self, m, steps, now).await
+    }
+    async fn bucket(&self, m: &MerchantId) -> Result<Option<i64>, PortError> {
+        Store::api_bucket(self, m).await
+    }
+}
+
 impl PlatformRequests for Store {
     async fn record_platform_request(
         &self,
@@ -264,9 +283,27 @@ impl PlatformRequests for Store {
     async fn close_merchant(&self, id: &MerchantId, at: DateTime<Utc>) -> Result<(), PortError> {
         Store::close_merchant(self, id, at).await
     }
+    async fn cancel_merchant_outreach(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<usize, PortError> {
+        Store::cancel_merchant_outreach(self, merchant, now).await
+    }
 }
 
 impl PrivacyStore for Store {
+    async fn put_provider_copies(
+        &self,
+        m: &MerchantId,
+        request: &str,
+        copies: &[ProviderCopy],
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        Store::put_provider_copies(self, m, request, copies, retry_at).await
+    }
+    async fn provider_copies(&self, m: &MerchantId, request: &str) -> Result<Vec<ProviderCopy>, PortError> {
+        Store::provider_copies(self, m, request).await
+    }
+    async fn provider_copy_removed(&self, m: &MerchantId, request: &str, copy: &ProviderCopy) -> Result<(), PortError> {
+        Store::provider_copy_removed(self, m, request, copy).await
+    }
     async fn export_keys_for(&self, m: &MerchantId, subject: &str) -> Result<Vec<String>, PortError> {
         Store::export_keys_for(self, m, subject).await
     }
@@ -317,17 +354,23 @@ impl PurgeStore for Store {
     ) -> Result<Option<(MerchantId, Phone, Channel, ConsentState)>, PortError> {
         Store::ledger_head(self, pk, sk).await
     }
-    async fn purge_watermark(&self) -> Result<Option<NaiveDate>, PortError> {
-        Store::purge_watermark(self).await
-    }
-    async fn set_purge_watermark(&self, day: NaiveDate) -> Result<(), PortError> {
-        Store::set_purge_watermark(self, day).await
-    }
     async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
         Store::put_purge_report(self, report).await
     }
-    async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
-        Store::due_items_owned(self, bucket, as_of).await
+    async fn redate(
+        &self,
+        m: &MerchantId,
+        shifts: &[(crate::domain::retention::PurgeKind, chrono::Duration)],
+    ) -> Result<u64, PortError> {
+        Store::redate(self, m, shifts).await
+    }
+    async fn due_page(
+        &self,
+        shard: u32,
+        as_of: DateTime<Utc>,
+        after: Option<PurgeCursor>,
+    ) -> Result<(Vec<DueItem>, Option<PurgeCursor>), PortError> {
+        Store::due_page(self, shard, as_of, after).await
     }
     async fn repurge(&self, pk: &str, sk: &str, purge_at: DateTime<Utc>) -> Result<(), PortError> {
         Store::repurge(self, pk, sk, purge_at).await

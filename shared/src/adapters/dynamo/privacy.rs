@@ -32,6 +32,14 @@ fn customer_record(item: Item) -> CustomerRecord {
     CustomerRecord { key: (pk, sk), kind, data }
 }
 
+/// `TWILIO#{request}#MSG#{sid}` / `…#REC#{sid}` under the merchant's request partition.
+fn provider_copy_sk(request: &str, c: &ProviderCopy) -> String {
+    match c {
+        ProviderCopy::Message(sid) => format!("TWILIO#{request}#MSG#{sid}"),
+        ProviderCopy::Recording(sid) => format!("TWILIO#{request}#REC#{sid}"),
+    }
+}
+
 impl Store {
     /// Every record of a customer's partition, decoded as far as an export or an erasure needs.
     pub async fn customer_records(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CustomerRecord>, PortError> {
@@ -46,6 +54,9 @@ impl Store {
         }
         if let Some(email) = &cart.email {
             out.push((keys::email_pk(m, email), keys::cart_lookup_sk(&cart.token)));
+        }
+        if let Some(id) = &cart.customer_id {
+            out.push((keys::email_pk(m, &crate::domain::cart::customer_ref(id)), keys::cart_lookup_sk(&cart.token)));
         }
         Ok(out)
     }
@@ -95,7 +106,7 @@ impl Store {
     pub async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
         let mut item = key(keys::deleted_pk(m, &phone.subject_id()), "DELETED");
         item.insert("deleted_at".into(), s(keys::sort_time(at)));
-        self.put_item(item).await
+        self.put_item(self.tagged(item, m)).await
     }
 
     /// When this phone's data was deleted at the merchant's request, if it was.
@@ -123,6 +134,50 @@ impl Store {
             item.insert("subject".into(), s(subject));
         }
         self.put_item(item).await
+    }
+
+    /// Records the provider's copies a deletion must remove, due for the purger at `retry_at`.
+    pub async fn put_provider_copies(
+        &self,
+        m: &MerchantId,
+        request: &str,
+        copies: &[ProviderCopy],
+        retry_at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let puts = copies.iter().map(|c| {
+            let mut item = key(keys::request_pk(m), provider_copy_sk(request, c));
+            item.insert("request".into(), s(request));
+            item.insert("copy_kind".into(), s(c.kind()));
+            self.put_item(self.with_purge(item, retry_at))
+        });
+        futures::future::try_join_all(puts).await.map(|_| ())
+    }
+
+    /// The provider's copies a request still has to remove.
+    pub async fn provider_copies(&self, m: &MerchantId, request: &str) -> Result<Vec<ProviderCopy>, PortError> {
+        let prefix = format!("TWILIO#{request}#");
+        Ok(self
+            .prefix_keys(&keys::request_pk(m), &prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(_, sk)| {
+                let rest = sk.strip_prefix(&prefix)?;
+                match rest.split_once('#')? {
+                    ("MSG", sid) => Some(ProviderCopy::Message(sid.to_string())),
+                    ("REC", sid) => Some(ProviderCopy::Recording(sid.to_string())),
+                    _ => None,
+                }
+            })
+            .collect())
+    }
+
+    pub async fn provider_copy_removed(
+        &self,
+        m: &MerchantId,
+        request: &str,
+        c: &ProviderCopy,
+    ) -> Result<(), PortError> {
+        self.delete(keys::request_pk(m), provider_copy_sk(request, c)).await
     }
 
     /// The export files made for a subject (by its proof id), so a deletion removes them too.
@@ -167,7 +222,7 @@ impl Store {
         let mut item = to_item(p)?;
         item.insert(attr::PK.into(), s(keys::request_pk(m)));
         item.insert(attr::SK.into(), s(format!("PRIVACY#{}", p.id)));
-        Ok(with_purge(item, at))
+        Ok(self.with_purge(item, at))
     }
 
     /// Where a pending request of `m` with this id is kept.

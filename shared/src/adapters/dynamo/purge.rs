@@ -1,59 +1,83 @@
-//! Retention's reads and deletes: only the sparse `purge` index is read (one day and shard at a
-//! time, so the cost follows what is due), and deletes go out 25 to a BatchWriteItem with
+//! Retention's reads and deletes: only the sparse `purge` index is read (one shard and page at a
+//! time, only what is due, so the cost follows it), and deletes go out 25 to a BatchWriteItem with
 //! `UnprocessedItems` retried; a consent entry goes with the ledger's checkpoint, in one
 //! transaction, so the hash chain still verifies from there.
 
 use super::*;
+use crate::domain::retention::PurgeKind;
+use crate::ports::PurgeCursor;
 use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 
 /// DynamoDB's limit on one BatchWriteItem.
 pub const MAX_BATCH_WRITE: usize = 25;
 const PURGE_PK: &str = "PURGE";
-const WATERMARK: &str = "WATERMARK";
+/// Items per purge-index page: a run checks its deadline between pages.
+const DUE_PAGE: i32 = 500;
+
+/// A purge-index item as the purger needs it.
+fn due_item(i: Item) -> Option<DueItem> {
+    let text = |k: &str| get_s(&i, k).map(str::to_string);
+    let mut attrs = HashMap::new();
+    for k in ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at", "request"] {
+        if let Some(v) = text(k) {
+            attrs.insert(k.to_string(), v);
+        }
+    }
+    if let Some(seq) = i.get(attr::SEQ).and_then(|v| v.as_n().ok()) {
+        attrs.insert("seq".into(), seq.clone());
+    }
+    let pk = text(attr::PK)?;
+    let merchant = keys::merchant_of(&pk).map(str::to_string);
+    Some(DueItem { merchant, pk, sk: text(attr::SK)?, purge_at: text(attr::PURGE_AT)?, attrs })
+}
 
 impl Store {
-    /// The items of one purge bucket due at or before `as_of` (ISO time).
-    pub async fn due_items(&self, bucket: &str, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
-        let items = self
-            .query_all(
-                self.client
-                    .query()
-                    .index_name(PURGE_INDEX)
-                    .key_condition_expression("#b = :b AND #a <= :t")
-                    .expression_attribute_names("#b", attr::PURGE_BUCKET)
-                    .expression_attribute_names("#a", attr::PURGE_AT)
-                    .expression_attribute_values(":b", s(bucket))
-                    .expression_attribute_values(":t", s(keys::sort_time(as_of))),
-            )
-            .await?;
-        Ok(items
-            .into_iter()
-            .filter_map(|i| {
-                let text = |k: &str| get_s(&i, k).map(str::to_string);
-                let mut attrs = HashMap::new();
-                for k in ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at"] {
-                    if let Some(v) = text(k) {
-                        attrs.insert(k.to_string(), v);
-                    }
-                }
-                if let Some(seq) = i.get(attr::SEQ).and_then(|v| v.as_n().ok()) {
-                    attrs.insert("seq".into(), seq.clone());
-                }
-                let pk = text(attr::PK)?;
-                let merchant = keys::merchant_of(&pk).map(str::to_string);
-                Some(DueItem { merchant, pk, sk: text(attr::SK)?, purge_at: text(attr::PURGE_AT)?, attrs })
+    /// One page of the items of purge shard `shard` due at or before `as_of`, oldest first,
+    /// after `after` (the last item of the previous page); the next page's start when there is
+    /// more. However old a purge date, its item is in reach.
+    pub async fn due_page(
+        &self,
+        shard: u32,
+        as_of: DateTime<Utc>,
+        after: Option<PurgeCursor>,
+    ) -> Result<(Vec<DueItem>, Option<PurgeCursor>), PortError> {
+        let bucket = crate::domain::retention::shard_bucket(shard);
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(PURGE_INDEX)
+            .key_condition_expression("#b = :b AND #a <= :t")
+            .expression_attribute_names("#b", attr::PURGE_BUCKET)
+            .expression_attribute_names("#a", attr::PURGE_AT)
+            .expression_attribute_values(":b", s(bucket.clone()))
+            .expression_attribute_values(":t", s(keys::sort_time(as_of)))
+            .limit(DUE_PAGE);
+        if let Some(c) = after {
+            let mut start = key(c.pk, c.sk);
+            start.insert(attr::PURGE_BUCKET.into(), s(bucket));
+            start.insert(attr::PURGE_AT.into(), s(c.purge_at));
+            query = query.set_exclusive_start_key(Some(start));
+        }
+        let out = query.send().await.map_err(|e| aws("Query", e))?;
+        let items: Vec<DueItem> = out.items.unwrap_or_default().into_iter().filter_map(due_item).collect();
+        let next = out.last_evaluated_key.and_then(|k| {
+            Some(PurgeCursor {
+                pk: get_s(&k, attr::PK)?.to_string(),
+                sk: get_s(&k, attr::SK)?.to_string(),
+                purge_at: get_s(&k, attr::PURGE_AT)?.to_string(),
             })
-            .collect())
-    }
-
-    /// `due_items` for a bucket name the caller built.
-    pub async fn due_items_owned(&self, bucket: String, as_of: DateTime<Utc>) -> Result<Vec<DueItem>, PortError> {
-        self.due_items(&bucket, as_of).await
+        });
+        Ok((items, next))
     }
 
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
     /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
     pub async fn batch_delete(&self, keys: &[(String, String)]) -> Result<(), PortError> {
+        // DynamoDB refuses a batch naming one key twice (a cart's pointer found two ways); the
+        // order is kept (what must go last still goes last).
+        let mut seen = std::collections::HashSet::new();
+        let keys: Vec<(String, String)> = keys.iter().filter(|k| seen.insert(*k)).cloned().collect();
         for chunk in keys.chunks(MAX_BATCH_WRITE) {
             let mut pending: Vec<WriteRequest> = chunk
                 .iter()
@@ -223,7 +247,7 @@ impl Store {
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#b", attr::PURGE_BUCKET)
             .expression_attribute_names("#a", attr::PURGE_AT)
-            .expression_attribute_values(":b", s(keys::purge_bucket(purge_at, pk)))
+            .expression_attribute_values(":b", s(self.purge_bucket(pk)))
             .expression_attribute_values(":a", s(keys::sort_time(purge_at)))
             .send()
             .await
@@ -289,32 +313,6 @@ impl Store {
         self.delete(pk.to_string(), rec_sk).await
     }
 
-    /// The last day a purge run finished completely.
-    pub async fn purge_watermark(&self) -> Result<Option<chrono::NaiveDate>, PortError> {
-        let item = self.get(PURGE_PK.into(), WATERMARK, "GetItem").await?;
-        Ok(item.as_ref().and_then(|i| get_s(i, "through_day")).and_then(|d| d.parse().ok()))
-    }
-
-    /// Moves the watermark forward (never back).
-    pub async fn set_purge_watermark(&self, day: chrono::NaiveDate) -> Result<(), PortError> {
-        let day = day.format("%Y-%m-%d").to_string();
-        let res = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(key(PURGE_PK.into(), WATERMARK)))
-            .update_expression("SET through_day = :d")
-            .condition_expression("attribute_not_exists(through_day) OR through_day < :d")
-            .expression_attribute_values(":d", s(day))
-            .send()
-            .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(aws("UpdateItem", e)),
-        }
-    }
-
     /// The audit record of one run (counts per merchant and kind; never a phone or a body).
     pub async fn put_purge_report(&self, report: &crate::domain::retention::PurgeReport) -> Result<(), PortError> {
         let mut item = to_item(report)?;
@@ -348,7 +346,7 @@ impl Store {
         let pk = merchant_pk(id);
         let mut item = key(pk, sk);
         item.insert("requested_at".into(), s(keys::sort_time(at)));
-        let item = with_purge(item, at);
+        let item = self.with_purge(item, at);
         // The first request's time counts: a repeat does not restart the grace period.
         let req = self
             .client
@@ -360,45 +358,173 @@ impl Store {
         self.put_unless_taken(req).await.map(|_| ())
     }
 
-    /// Every key of one merchant, found by a scan (an account erasure is rare; the daily purge
-    /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
+    /// Every item a merchant's erasure removes, found through the `tenant` index (that
+    /// merchant's partitions alone, never a table scan): the customer data (carts, pointers,
+    /// customers' partitions, requests) and, for a closed account, the account itself (profile,
+    /// secrets, API bucket, deletion markers, its sender and shop-domain entries). Suppression
+    /// records are never among them; dedupe and idempotency markers expire on their own.
     pub async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, PortError> {
         let m = id.as_str();
-        let customer_prefixes = [
-            format!("C#{m}#"),
-            format!("K#{m}#"),
-            format!("X#{m}#"),
-            format!("E#{m}#"),
-            format!("I#{m}#"),
-            format!("Q#{m}#"),
-        ];
+        let owned = |pk: &str, kinds: &[&str]| {
+            pk.split_once('#').is_some_and(|(kind, rest)| kinds.contains(&kind) && rest.split('#').next() == Some(m))
+        };
+        let customer_kinds = ["C", "K", "X", "Q"];
+        let mut partitions: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         let mut keys = Vec::new();
+        for (pk, sk) in self.tenant_items(id).await? {
+            if owned(&pk, &customer_kinds) || (scope == Erasure::Account && owned(&pk, &["H"])) {
+                partitions.insert(pk);
+            } else if scope == Erasure::Account && (pk.starts_with("S#") || pk.starts_with("D#")) {
+                // Shared partitions: only this merchant's entry in them.
+                keys.push((pk, sk));
+            }
+        }
+        partitions.insert(keys::request_pk(id));
+        if scope == Erasure::Account {
+            partitions.insert(merchant_pk(id));
+            partitions.insert(keys::secrets_pk(id));
+            partitions.insert(keys::api_bucket_pk(id));
+        }
+        for pk in partitions {
+            keys.extend(self.partition_keys(&pk).await?);
+        }
+        Ok(keys)
+    }
+
+    /// Moves the purge dates of merchant `id`'s items of each kind earlier by its shift (a
+    /// shortened retention), each at the date read (an item rewritten since keeps its new one);
+    /// how many moved. The shard of the purge index does not change, so the next run reads them
+    /// however far back their new dates fall.
+    pub async fn redate(&self, id: &MerchantId, shifts: &[(PurgeKind, chrono::Duration)]) -> Result<u64, PortError> {
+        let partitions: std::collections::BTreeSet<String> =
+            self.tenant_items(id).await?.into_iter().map(|(pk, _)| pk).collect();
+        let mut moved = 0;
+        for pk in partitions {
+            let items = self
+                .query_all(
+                    self.client
+                        .query()
+                        .key_condition_expression("#pk = :pk")
+                        .expression_attribute_names("#pk", attr::PK)
+                        .expression_attribute_values(":pk", s(pk.clone()))
+                        .projection_expression("#pk, #sk, #a")
+                        .expression_attribute_names("#sk", attr::SK)
+                        .expression_attribute_names("#a", attr::PURGE_AT)
+                        .consistent_read(true),
+                )
+                .await?;
+            for i in items {
+                let (Some(sk), Some(at)) = (get_s(&i, attr::SK), get_s(&i, attr::PURGE_AT)) else { continue };
+                let kind = PurgeKind::of_key(&pk, sk);
+                let Some((_, shift)) = shifts.iter().find(|(k, _)| *k == kind) else { continue };
+                let Ok(old) = DateTime::parse_from_rfc3339(at) else { continue };
+                let new = old.with_timezone(&Utc) - *shift;
+                let res = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(key(pk.clone(), sk)))
+                    .update_expression("SET #a = :new")
+                    .condition_expression("#a = :old")
+                    .expression_attribute_names("#a", attr::PURGE_AT)
+                    .expression_attribute_values(":new", s(keys::sort_time(new)))
+                    .expression_attribute_values(":old", s(at))
+                    .send()
+                    .await;
+                match res {
+                    Ok(_) => moved += 1,
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                    Err(e) => return Err(aws("UpdateItem", e)),
+                }
+            }
+        }
+        Ok(moved)
+    }
+
+    /// Brings a table written by an earlier version up to this one's indexes (a one-off scan by
+    /// the operator's tool, `callfy-admin migrate-indexes`): each merchant's items tagged for the
+    /// `tenant` index (its own partitions, its entries in shared ones), and purge-index entries
+    /// of the earlier day-bucket form moved to their shard. How many items changed; running it
+    /// again changes nothing.
+    pub async fn migrate_indexes(&self) -> Result<u64, PortError> {
+        let mut changed = 0;
         let mut pages = self
             .client
             .scan()
             .table_name(&self.table)
-            .projection_expression("#pk, #sk, #mid")
+            .projection_expression("#pk, #sk, #t, #mid, #b")
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#sk", attr::SK)
+            .expression_attribute_names("#t", attr::TENANT)
             .expression_attribute_names("#mid", attr::MERCHANT_ID)
+            .expression_attribute_names("#b", attr::PURGE_BUCKET)
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws("Scan", e))?;
             for i in page.items.unwrap_or_default() {
                 let (Some(pk), Some(sk)) = (get_s(&i, attr::PK), get_s(&i, attr::SK)) else { continue };
-                let customer = customer_prefixes.iter().any(|p| pk.starts_with(p.as_str())) || pk == format!("V#{m}");
-                // Deletion markers keep opt-outs honoured while the account lives; they go with it.
-                let account = pk == format!("M#{m}")
-                    || pk.starts_with(&format!("H#{m}#"))
-                    || pk == format!("Z#{m}")
-                    || (pk.starts_with("S#") && sk == format!("M#{m}"))
-                    || (pk.starts_with("D#") && sk == keys::OWNER && get_s(&i, attr::MERCHANT_ID) == Some(m));
-                if customer || (scope == Erasure::Account && account) {
-                    keys.push((pk.to_string(), sk.to_string()));
+                let owner = match pk.split_once('#') {
+                    Some(("C" | "K" | "X" | "Q" | "H", rest)) => rest.split('#').next().map(str::to_string),
+                    Some(("S" | "D", _)) => get_s(&i, attr::MERCHANT_ID).map(str::to_string),
+                    _ => None,
+                };
+                let tenant = owner
+                    .and_then(|m| MerchantId::parse(&m).ok())
+                    .filter(|_| !i.contains_key(attr::TENANT))
+                    .map(|m| keys::tenant(&m, pk));
+                let bucket = get_s(&i, attr::PURGE_BUCKET)
+                    .map(|b| (b, self.purge_bucket(pk)))
+                    .filter(|(old, new)| old != new)
+                    .map(|(_, new)| new);
+                let mut set = Vec::new();
+                let mut update =
+                    self.client.update_item().table_name(&self.table).set_key(Some(key(pk.to_string(), sk)));
+                if let Some(t) = tenant {
+                    set.push("#t = :t");
+                    update =
+                        update.expression_attribute_names("#t", attr::TENANT).expression_attribute_values(":t", s(t));
                 }
+                if let Some(b) = bucket {
+                    set.push("#b = :b");
+                    update = update
+                        .expression_attribute_names("#b", attr::PURGE_BUCKET)
+                        .expression_attribute_values(":b", s(b));
+                }
+                if set.is_empty() {
+                    continue;
+                }
+                update
+                    .update_expression(format!("SET {}", set.join(", ")))
+                    .condition_expression("attribute_exists(#pk)")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .send()
+                    .await
+                    .map_err(|e| aws("UpdateItem", e))?;
+                changed += 1;
             }
         }
-        Ok(keys)
+        Ok(changed)
+    }
+
+    /// The keys of the items tagged for merchant `id` in the `tenant` index, every shard.
+    pub async fn tenant_items(&self, id: &MerchantId) -> Result<Vec<(String, String)>, PortError> {
+        let mut out = Vec::new();
+        for shard in 0..keys::TENANT_SHARDS {
+            let items = self
+                .query_all(
+                    self.client
+                        .query()
+                        .index_name(keys::TENANT_INDEX)
+                        .key_condition_expression("#t = :t")
+                        .expression_attribute_names("#t", attr::TENANT)
+                        .expression_attribute_values(":t", s(format!("{id}#{shard}"))),
+                )
+                .await?;
+            out.extend(
+                items.iter().filter_map(|i| Some((get_s(i, attr::PK)?.to_string(), get_s(i, attr::SK)?.to_string()))),
+            );
+        }
+        Ok(out)
     }
 }

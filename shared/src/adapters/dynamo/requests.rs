@@ -31,7 +31,7 @@ impl Store {
         // The request names a customer: it lives as long as the merchant's consent records.
         let purge_at = now + Duration::days(i64::from(merchant.retention_days.consent_records));
         let mut items =
-            vec![self.dedupe_marker(&merchant.id, event_key, now)?, self.put_new(with_purge(item, purge_at))?];
+            vec![self.dedupe_marker(&merchant.id, event_key, now)?, self.put_new(self.with_purge(item, purge_at))?];
         if let Some(p) = pending {
             // In the same transaction as the dedupe marker: a retry never finds it half-recorded.
             items.push(put(&self.table, self.pending_privacy_item(&merchant.id, p, now)?, None, &[], &[])?);

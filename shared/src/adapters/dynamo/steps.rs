@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::domain::cart::{CartStatus, Touch};
+use crate::domain::guard::{BudgetShards, budget_day};
 use crate::domain::voice::CallLogEntry;
 
 impl Store {
@@ -96,7 +97,9 @@ impl Store {
     /// The claim before a send, in one transaction conditioned on everything the decision read:
     /// the step as read, the cart's version (open at that version), the channel's consent state
     /// (opted in at that sequence), the merchant's status (active) and the phone's send counter
-    /// (at its version, which the claim bumps). Anything acknowledged before it makes it fail.
+    /// (at its version, which the claim bumps), and it counts one send on a shard of the
+    /// merchant's daily budget. Anything acknowledged before it makes it fail; a full shard
+    /// sends it to the others, and only all of them full is `BudgetSpent`.
     pub async fn claim(
         &self,
         guard: &ClaimGuard,
@@ -151,46 +154,82 @@ impl Store {
                 ),
         };
         let counter = self.counter_put(guard, &guard.counter.with_claim(token, step, now), now)?;
-        // Counted in the claim itself, so concurrent workers can never overspend it.
-        let budget = Update::builder()
-            .table_name(&self.table)
-            .set_key(Some(key(merchant_pk(m), keys::budget_sk(&crate::domain::guard::budget_day(now)))))
-            .update_expression("ADD #n :one SET #exp = if_not_exists(#exp, :exp)")
-            .condition_expression("attribute_not_exists(#n) OR #n < :budget")
-            .expression_attribute_names("#n", "sends")
-            .expression_attribute_names("#exp", attr::EXPIRES_AT)
-            .expression_attribute_values(":one", n(1))
-            .expression_attribute_values(":budget", n(guard.daily_budget))
-            .expression_attribute_values(":exp", n((now + Duration::days(3)).timestamp()));
-        let items = vec![
+        let base = vec![
             TransactWriteItem::builder().update(step_update).build(),
             TransactWriteItem::builder().condition_check(built(cart_check.build())?).build(),
             TransactWriteItem::builder().condition_check(built(consent_check.build())?).build(),
             TransactWriteItem::builder().condition_check(built(merchant_check.build())?).build(),
             TransactWriteItem::builder().condition_check(built(reach.build())?).build(),
             counter,
-            TransactWriteItem::builder().update(built(budget.build())?).build(),
         ];
-        match self.transact(items).await? {
-            TxOutcome::Done => Ok(ClaimOutcome::Claimed { uncertain }),
-            TxOutcome::Cancelled(codes) => {
-                if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") {
-                    // The step itself moved on: someone else holds or finished it.
-                    if let Some(record) = self.get_step(m, token, step).await?
-                        && matches!(StepRecord::availability(Some(&record), now), StepAvailability::Taken(_))
-                    {
-                        return Ok(ClaimOutcome::Taken(record));
-                    }
+        let budget_at = base.len();
+        // Counted in the claim itself, on one shard of the day's count, so concurrent workers can
+        // never overspend it and do not all meet on one item.
+        let shards = BudgetShards::new(guard.daily_budget);
+        let day = budget_day(now);
+        let mut order = shards.order(claim_id);
+        while let Some(&shard) = order.first() {
+            let mut items = base.clone();
+            items.push(self.budget_count(m, &day, shard, shards.share(shard), now)?);
+            let codes = match self.transact(items).await? {
+                TxOutcome::Done => return Ok(ClaimOutcome::Claimed { uncertain }),
+                TxOutcome::Cancelled(codes) => codes,
+            };
+            if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") {
+                // The step itself moved on: someone else holds or finished it.
+                if let Some(record) = self.get_step(m, token, step).await?
+                    && matches!(StepRecord::availability(Some(&record), now), StepAvailability::Taken(_))
+                {
+                    return Ok(ClaimOutcome::Taken(record));
                 }
-                // Only the budget failed: what the decision read still holds.
-                let failed: Vec<usize> =
-                    codes.iter().enumerate().filter(|(_, c)| *c == "ConditionalCheckFailed").map(|(i, _)| i).collect();
-                if failed == [6] {
-                    return Ok(ClaimOutcome::BudgetSpent);
-                }
-                Ok(ClaimOutcome::Stale)
             }
+            let failed: Vec<usize> =
+                codes.iter().enumerate().filter(|(_, c)| *c == "ConditionalCheckFailed").map(|(i, _)| i).collect();
+            if failed != [budget_at] {
+                return Ok(ClaimOutcome::Stale);
+            }
+            // Only this shard was full, and what the decision read still holds: try the shards
+            // with room, as counted now. Each pass drops at least the shard just tried.
+            let counts = self.budget_counts(m, &day).await?;
+            order = shards.with_room(&order, |s| counts.get(&s).copied().unwrap_or(0));
         }
+        // Every shard is at its share: the day's budget is spent.
+        Ok(ClaimOutcome::BudgetSpent)
+    }
+
+    /// One more send on shard `shard` of the day's count, conditioned on the shard's share.
+    fn budget_count(
+        &self,
+        m: &MerchantId,
+        day: &str,
+        shard: u32,
+        share: u32,
+        now: DateTime<Utc>,
+    ) -> Result<TransactWriteItem, PortError> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(m), keys::budget_sk(day, shard))))
+            .update_expression("ADD #n :one SET #exp = if_not_exists(#exp, :exp)")
+            .condition_expression("attribute_not_exists(#n) OR #n < :share")
+            .expression_attribute_names("#n", attr::SENDS)
+            .expression_attribute_names("#exp", attr::EXPIRES_AT)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":share", n(share))
+            .expression_attribute_values(":exp", n((now + Duration::days(3)).timestamp()));
+        Ok(TransactWriteItem::builder().update(built(update.build())?).build())
+    }
+
+    /// Sends counted on each shard of the merchant's day (`budget_day`), strongly consistent.
+    pub async fn budget_counts(&self, m: &MerchantId, day: &str) -> Result<HashMap<u32, u64>, PortError> {
+        let items = self.query_prefix(merchant_pk(m), keys::budget_prefix(day)).await?;
+        Ok(items
+            .iter()
+            .filter_map(|i| {
+                let shard = keys::budget_shard(get_s(i, attr::SK)?)?;
+                let sends = i.get(attr::SENDS)?.as_n().ok()?.parse().ok()?;
+                Some((shard, sends))
+            })
+            .collect())
     }
 
     /// The counter item after a claim, conditioned on the version the decision read.
@@ -205,7 +244,7 @@ impl Store {
         item.insert(attr::PK.into(), s(customer_pk(&guard.merchant_id, &guard.phone)));
         item.insert(attr::SK.into(), s(keys::FREQ));
         // The counter only matters for a day; it is purged with the customer's other data.
-        let item = with_purge(item, now + Duration::days(2));
+        let item = self.with_purge(item, now + Duration::days(2));
         if guard.counter.version == 0 {
             self.put_new(item)
         } else {
@@ -263,8 +302,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, PortError> {
         let touch = Touch { step, channel: Channel::Sms, at: entry.created_at };
-        let log = Self::sms_log_item(entry)?;
-        let senders = Self::sender_items(entry);
+        let log = self.sms_log_item(entry)?;
+        let senders = self.sender_items(entry);
         let target = (&entry.merchant_id, token, step);
         self.finish_with_log(log, senders, target, claim_id, &entry.message_sid, &touch, now).await
     }
@@ -277,7 +316,7 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<bool, PortError> {
         let touch = Touch { step: entry.step, channel: Channel::Voice, at: entry.created_at };
-        let log = Self::call_log_item(entry)?;
+        let log = self.call_log_item(entry)?;
         let target = (&entry.merchant_id, &entry.cart_token, entry.step);
         self.finish_with_log(log, Vec::new(), target, claim_id, &entry.call_sid, &touch, now).await
     }
