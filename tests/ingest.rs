@@ -260,3 +260,44 @@ async fn a_large_body_waits_in_the_bucket_and_is_deleted_once_processed() {
     assert_eq!(local.sandbox.messages().len(), 2);
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_delivery_applied_by_an_attempt_that_died_before_queuing_its_first_step_still_gets_it() {
+    let local = start("ing-crash").await;
+    let (status, _) = post_woo(&local, &pending_order(0)).await;
+    assert_eq!(status, 200);
+    // The attempt "died" after its write: its step-0 job never reached the queue. Only the
+    // delivery's copy is left.
+    let sqs = callfy_shared::adapters::aws::sqs(&sdk().await);
+    let got =
+        sqs.receive_message().queue_url(&local.resources.queue_url).max_number_of_messages(10).send().await.unwrap();
+    let mut kept = 0;
+    for msg in got.messages() {
+        let body = msg.body().unwrap_or_default();
+        let copy = serde_json::from_str::<Value>(body).is_ok_and(|v| v.get("webhook").is_some());
+        if copy {
+            kept += 1;
+            sqs.change_message_visibility()
+                .queue_url(&local.resources.queue_url)
+                .receipt_handle(msg.receipt_handle().unwrap())
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            sqs.delete_message()
+                .queue_url(&local.resources.queue_url)
+                .receipt_handle(msg.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(kept, 1, "the delivery's copy is still queued");
+    // The copy finds the delivery applied and the cart's first step untaken: it queues it again.
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1, "the text goes out, once");
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1);
+    local.shutdown().await;
+}

@@ -17,7 +17,7 @@
 //! (`WebhookBodies`) and is deleted once its delivery is processed, applied or dropped.
 
 use crate::app::ingest::{Ingest, IngestError, IngestStore, Outcome};
-use crate::domain::ids::MerchantId;
+use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::Platform as PlatformKind;
 use crate::domain::outreach::MerchantRecord;
 use crate::platforms::bigcommerce::{self, ResolveError};
@@ -120,7 +120,7 @@ pub struct Webhooks<'a, S, Q, B, A> {
 
 impl<S, Q, B, A> Webhooks<'_, S, Q, B, A>
 where
-    S: IngestStore + WebhookMerchants,
+    S: IngestStore + WebhookMerchants + crate::ports::StepStore,
     Q: JobQueue + WebhookQueue,
     B: WebhookBodies,
     A: StorefrontCarts,
@@ -229,6 +229,13 @@ where
             return Ok(dropped(w, "it lacks its topic or id"));
         };
         if self.store.delivery_applied(m, &event_key).await? {
+            // Applied inline; had that attempt died between its write and queuing step 0, the
+            // cart would wait for ever. Queue it again: a step's claim lets one job through.
+            if let Ok(PlatformEvent::CartUpserted { snapshot, .. }) =
+                platform.parse(&req, &merchant.merchant, w.received_at)
+            {
+                self.first_step_again(&merchant, &snapshot.token, now).await?;
+            }
             return Ok(Replayed::Applied(Outcome::Duplicate));
         }
         // Parsed as of when it was received, as the inline attempt did; applied as of now.
@@ -242,6 +249,22 @@ where
         let outcome = self.apply(&merchant, &event_key, event, now).await?;
         info!(merchant = %m, topic = %topic, event_key, outcome = outcome.as_str(), "queued webhook processed");
         Ok(Replayed::Applied(outcome))
+    }
+
+    /// Step 0 of a cart whose outreach is scheduled but which no job has taken yet, queued again.
+    async fn first_step_again(
+        &self,
+        merchant: &MerchantRecord,
+        token: &CartToken,
+        now: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let m = &merchant.merchant.id;
+        let Some(cart) = self.store.get_cart(m, token).await? else { return Ok(()) };
+        if !cart.outreach_scheduled || cart.status.is_closed() || self.store.get_step(m, token, 0).await?.is_some() {
+            return Ok(());
+        }
+        crate::app::outreach::schedule_step(self.queue, &merchant.merchant, &cart, 0, now).await?;
+        Ok(())
     }
 
     /// The merchant a delivery names, with its secrets; one of another platform is none.
