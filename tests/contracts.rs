@@ -140,6 +140,7 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("WebhookIngestFunction", "WooCommerce", "/webhooks/woocommerce/{merchant_id}", "POST"),
         ("WebhookIngestFunction", "BigCommerce", "/webhooks/bigcommerce/{merchant_id}", "POST"),
         ("WebhookIngestFunction", "Custom", "/webhooks/custom/{merchant_id}", "POST"),
+        ("WebhookIngestFunction", "RecoveryLink", "/r/{code}", "GET"),
         ("ConsentApiFunction", "CreateConsent", "/v1/consents", "POST"),
         ("ConsentApiFunction", "ReadConsent", "/v1/consents/{phone}", "GET"),
         ("ConsentApiFunction", "PrivacyExport", "/v1/privacy/export", "POST"),
@@ -532,6 +533,13 @@ fn template_alarms_watch_every_dead_letter_queue_and_failure() {
     assert_eq!(not_run["MetricName"].as_str(), Some("PurgeRuns"));
     assert_eq!(not_run["TreatMissingData"].as_str(), Some("breaching"));
     assert_eq!(not_run["Period"].as_u64().unwrap() * not_run["EvaluationPeriods"].as_u64().unwrap(), 26 * 3600);
+    // Silence is an alarm: the purger's daily check emits MerchantSilent (Service only); no run
+    // is the PurgerDidNotRunAlarm's business, so missing data does not breach here.
+    let silent = res(&t, "MerchantSilentAlarm");
+    assert_eq!(silent["MetricName"].as_str(), Some("MerchantSilent"));
+    assert_eq!(silent["Dimensions"].as_sequence().map(Vec::len), Some(1));
+    assert_eq!(silent["TreatMissingData"].as_str(), Some("notBreaching"));
+    assert_eq!(silent["ComparisonOperator"].as_str(), Some("GreaterThanThreshold"));
     let twilio = serde_json::to_string(res(&t, "TwilioErrorRateAlarm")).unwrap();
     assert!(twilio.contains("TwilioErrors") && twilio.contains("TwilioRequests") && twilio.contains("\"Callfy\""));
     let api = serde_json::to_string(res(&t, "Api5xxRateAlarm")).unwrap();

@@ -246,8 +246,11 @@ async fn bigcommerce_abandoned_cart_is_read_from_the_store_and_texted_once() {
     local.drain().await.unwrap();
     let sent = local.sandbox.messages();
     assert_eq!(sent.len(), 1, "{sent:?}");
+    // BigCommerce's redirect URLs are single-use: the text links to our redirect instead.
     assert!(
-        sent[0].body.contains("loadInCheckout") && sent[0].body.contains("Wax Puck (2) and Edge Tuner"),
+        sent[0].body.contains(&format!("{}/r/", local.base_url))
+            && !sent[0].body.contains("loadInCheckout")
+            && sent[0].body.contains("Wax Puck (2) and Edge Tuner"),
         "{}",
         sent[0].body
     );

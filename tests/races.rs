@@ -101,6 +101,25 @@ impl OutreachReads for Paused {
     }
 }
 
+impl callfy_shared::ports::RecoveryLinks for Paused {
+    async fn save_link(&self, link: &callfy_shared::domain::link::RecoveryLink) -> Result<(), PortError> {
+        self.inner.save_link(link).await
+    }
+    async fn find_link(
+        &self,
+        code: &callfy_shared::domain::link::LinkCode,
+    ) -> Result<Option<callfy_shared::domain::link::RecoveryLink>, PortError> {
+        self.inner.find_link(code).await
+    }
+    async fn count_click(
+        &self,
+        link: &callfy_shared::domain::link::RecoveryLink,
+        at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.inner.count_click(link, at).await
+    }
+}
+
 impl OutreachWrites for Paused {
     async fn claim(
         &self,

@@ -21,8 +21,12 @@ pub const TWILIO_REQUESTS: &str = "TwilioRequests";
 pub const TWILIO_ERRORS: &str = "TwilioErrors";
 pub const PURGED_ITEMS: &str = "PurgedItems";
 pub const PURGE_RUNS: &str = "PurgeRuns";
+/// Merchants the daily check found without a platform delivery for longer than their threshold.
+pub const MERCHANT_SILENT: &str = "MerchantSilent";
 pub const CARTS_REFUSED: &str = "CartsRefused";
 pub const SENDS_REFUSED: &str = "SendsRefused";
+/// Clicks on our recovery links (`/r/{code}`), by channel.
+pub const LINK_CLICKS: &str = "LinkClicks";
 /// Merchant API requests answered 429 because the merchant was over its `api_limit`.
 pub const API_THROTTLED: &str = "ApiThrottled";
 /// Voice agent calls by outcome (`Outcome` dimension).

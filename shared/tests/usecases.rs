@@ -647,3 +647,133 @@ mod agent {
         assert!(relay.ended().is_some_and(|h| h.contains("opted_out")));
     }
 }
+
+/// A BigCommerce store API that makes a new single-use URL per call, or is down.
+#[derive(Default)]
+struct StubStoreApi {
+    made: std::sync::atomic::AtomicU32,
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl callfy_shared::ports::StorefrontCarts for StubStoreApi {
+    async fn cart(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<callfy_shared::ports::storefront::StoreCart>, callfy_shared::ports::storefront::StoreApiError>
+    {
+        Ok(None)
+    }
+    async fn checkout(
+        &self,
+        _: &str,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<callfy_shared::ports::storefront::StoreCheckout>, callfy_shared::ports::storefront::StoreApiError>
+    {
+        Ok(None)
+    }
+    async fn fresh_redirect(
+        &self,
+        _: &str,
+        token: &str,
+        id: &str,
+    ) -> Result<Option<callfy_shared::ports::storefront::RedirectUrls>, callfy_shared::ports::storefront::StoreApiError>
+    {
+        use std::sync::atomic::Ordering;
+        if self.down.load(Ordering::SeqCst) {
+            return Err(callfy_shared::ports::storefront::StoreApiError::Status(503));
+        }
+        assert!(!token.is_empty(), "the merchant's token is sent");
+        let n = self.made.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(Some(callfy_shared::ports::storefront::RedirectUrls {
+            checkout_url: Some(format!("https://store.test/checkout/{id}?t={n}")),
+            cart_url: None,
+        }))
+    }
+}
+
+#[tokio::test]
+async fn a_merchant_counting_clicks_texts_our_stored_link_and_a_retry_renders_the_same_one() {
+    use callfy_shared::domain::link::LinkCode;
+    use callfy_shared::ports::{ConsentStore, RecoveryLinks};
+    let mem = Memory::default();
+    let mut m = merchant();
+    m.links.track_clicks = true;
+    mem.add_merchant(m.clone());
+    let c = cart("tok-links");
+    mem.add_cart(c.clone());
+    ConsentStore::record_consent(
+        &mem,
+        &m.id,
+        &phone(),
+        &opt_in(Channel::Sms, t0()),
+        t0() + chrono::Duration::days(730),
+    )
+    .await
+    .unwrap();
+    let job = callfy_shared::domain::flow::job_for(&m, &c, 0).expect("the demo flow has a first step");
+    let twilio = Telephony::default();
+    let outreach = Outreach {
+        store: mem.clone(),
+        twilio: twilio.clone(),
+        queue: Queue::default(),
+        clock: Arc::new(ManualClock::new(job.due_at + chrono::Duration::minutes(1))),
+        public_base_url: "https://hooks.callfy.test".into(),
+    };
+    // The link is stored before the claim: a store outage sends nothing.
+    mem.fail("save_link", 1);
+    assert!(transient(&outreach.process_job(&job).await));
+    assert!(twilio.sent.lock().unwrap().is_empty());
+    outreach.process_job(&job).await.unwrap();
+    let body = twilio.sent.lock().unwrap()[0].body.clone();
+    let code = LinkCode::for_message(&m.id, &c.token, 0, Channel::Sms);
+    assert!(body.contains(&code.url("https://hooks.callfy.test")), "{body}");
+    assert!(!body.contains("snowdevil.myshopify.com"), "{body}");
+    let link = mem.find_link(&code).await.unwrap().unwrap();
+    assert_eq!((link.step, link.channel, link.clicks), (0, Channel::Sms, 0));
+    assert_eq!(mem.state.lock().unwrap().links.len(), 1, "one link however often it was tried");
+}
+
+#[tokio::test]
+async fn a_bigcommerce_click_gets_a_fresh_url_each_time_and_is_counted_even_if_the_store_is_down() {
+    use callfy_shared::app::links::{Click, ClickError, Clicks, message_link};
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../events/demo-merchant-bigcommerce.json");
+    let m = Merchant::from_json(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mem = Memory::default();
+    mem.add_merchant(m.clone());
+    let mut c = Cart::new(m.id.clone(), snapshot("bc-cart-1", t0()), t0());
+    c.version = 1;
+    mem.add_cart(c.clone());
+    let url = c.recovery_url.clone().unwrap();
+    let link = message_link(&mem, "https://hooks.callfy.test", &m, &c, &url, 0, Channel::Sms, t0()).await.unwrap();
+    assert!(link.starts_with("https://hooks.callfy.test/r/") && !link.contains(&url), "{link}");
+    let code = link.rsplit('/').next().unwrap().to_string();
+
+    let api = StubStoreApi::default();
+    let clock: Arc<dyn callfy_shared::clock::Clock> = Arc::new(ManualClock::new(t0()));
+    let clicks = Clicks { store: &mem, storefront: &api, clock: &clock };
+    let first = clicks.open(&code).await.unwrap();
+    let second = clicks.open(&code).await.unwrap();
+    match (&first, &second) {
+        (Click::Redirect(a), Click::Redirect(b)) => {
+            assert_ne!(a, b);
+            assert!(a.starts_with("https://store.test/checkout/bc-cart-1?t=1") && a.contains("utm_medium=sms"), "{a}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(api.made.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(mem.state.lock().unwrap().links[&code].clicks, 2);
+    // Unknown and malformed codes: nothing read, nothing counted.
+    assert_eq!(clicks.open("ZZZZZZZZZZZ").await.unwrap(), Click::Unknown);
+    assert_eq!(clicks.open("../x").await.unwrap(), Click::Unknown);
+    // A failed count never costs the shopper the cart.
+    mem.fail("count_click", 1);
+    assert!(matches!(clicks.open(&code).await.unwrap(), Click::Redirect(_)));
+    // The store is down: a transient failure (503), the click still counted.
+    api.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let down = clicks.open(&code).await;
+    assert!(matches!(down, Err(ClickError::StoreApi(_))) && transient(&down), "{down:?}");
+    assert_eq!(mem.state.lock().unwrap().links[&code].clicks, 3);
+}

@@ -145,7 +145,7 @@ pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Process
 
 pub async fn process_job<S, G, Q>(app: &Outreach<S, G, Q>, job: &OutreachJob) -> Result<JobOutcome, WorkerError>
 where
-    S: OutreachReads + OutreachWrites + ConsentLedger,
+    S: OutreachReads + OutreachWrites + ConsentLedger + callfy_shared::ports::RecoveryLinks,
     G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {

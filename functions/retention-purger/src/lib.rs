@@ -32,6 +32,12 @@ pub async fn handle(
     deadline: Option<Instant>,
 ) -> Result<PurgeReport, PurgerError> {
     let as_of = event_time(event)?;
+    // Silence is an alarm: the merchants whose platforms stopped delivering (a cheap read of the
+    // merchant registry, before the purge can use up the run). A failure here is logged and
+    // does not stop the purge; the next run checks again.
+    if let Err(e) = callfy_shared::app::silence::check(&app.store, as_of).await {
+        tracing::error!(error = %callfy_shared::telemetry::redact(&callfy_shared::ports::chain(&e)), "silence check failed");
+    }
     let purger = Purger { store: &app.store, recordings: &app.recordings, queue: &app.queue };
     let opts = RunOptions {
         as_of,

@@ -41,6 +41,36 @@ impl BigCommerceApi {
             .send()
             .await
             .map_err(|e| StoreApiError::Transport(e.to_string()))?;
+        Self::data(resp).await
+    }
+
+    /// The cart with its checkout link; `None` when the store has no such cart (any more).
+    pub async fn cart(&self, store_hash: &str, token: &str, id: &str) -> Result<Option<StoreCart>, StoreApiError> {
+        self.get(&format!("/stores/{store_hash}/v3/carts/{id}?include=redirect_urls"), token).await
+    }
+
+    /// A fresh set of the cart's (single-use) redirect URLs; `None` when the store has no such
+    /// cart (any more).
+    pub async fn fresh_redirect(
+        &self,
+        store_hash: &str,
+        token: &str,
+        id: &str,
+    ) -> Result<Option<RedirectUrls>, StoreApiError> {
+        let resp = self
+            .http
+            .post(format!("{}/stores/{store_hash}/v3/carts/{id}/redirect_urls", self.base))
+            .header("x-auth-token", token)
+            .header("accept", "application/json")
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .map_err(|e| StoreApiError::Transport(e.to_string()))?;
+        Self::data(resp).await
+    }
+
+    async fn data<T: for<'de> Deserialize<'de>>(resp: reqwest::Response) -> Result<Option<T>, StoreApiError> {
         match resp.status().as_u16() {
             404 => Ok(None),
             s if (200..300).contains(&s) => {
@@ -51,11 +81,6 @@ impl BigCommerceApi {
             }
             s => Err(StoreApiError::Status(s)),
         }
-    }
-
-    /// The cart with its checkout link; `None` when the store has no such cart (any more).
-    pub async fn cart(&self, store_hash: &str, token: &str, id: &str) -> Result<Option<StoreCart>, StoreApiError> {
-        self.get(&format!("/stores/{store_hash}/v3/carts/{id}?include=redirect_urls"), token).await
     }
 
     /// The checkout of that cart, for its billing address and phone.
@@ -75,5 +100,13 @@ impl crate::ports::StorefrontCarts for BigCommerceApi {
     }
     async fn checkout(&self, store_hash: &str, token: &str, id: &str) -> Result<Option<StoreCheckout>, StoreApiError> {
         BigCommerceApi::checkout(self, store_hash, token, id).await
+    }
+    async fn fresh_redirect(
+        &self,
+        store_hash: &str,
+        token: &str,
+        id: &str,
+    ) -> Result<Option<RedirectUrls>, StoreApiError> {
+        BigCommerceApi::fresh_redirect(self, store_hash, token, id).await
     }
 }

@@ -5,6 +5,7 @@ pub mod bedrock;
 pub mod bigcommerce;
 pub mod dynamo;
 pub mod http;
+pub mod platform_api;
 pub mod queue;
 pub mod recordings;
 pub mod relay;

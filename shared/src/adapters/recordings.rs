@@ -86,6 +86,8 @@ impl RecordingBucket {
         match self.client.head_object().bucket(&self.bucket).key(key).send().await {
             Ok(_) => Ok(true),
             Err(e) if e.as_service_error().is_some_and(|e| e.is_not_found()) => Ok(false),
+            // Without ListBucket, S3 answers a missing key with 403: absent all the same.
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 403) => Ok(false),
             Err(e) => Err(aws("HeadObject", e)),
         }
     }

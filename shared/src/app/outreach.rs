@@ -12,7 +12,7 @@ use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState};
 use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
 use crate::domain::merchant::{Channel, Merchant};
-use crate::domain::message::{RecoverySms, segments, tracked_link};
+use crate::domain::message::{RecoverySms, segments};
 use crate::domain::outreach::Uncertain;
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SendCounter, SmsLogEntry, StepAvailability,
@@ -23,7 +23,8 @@ use crate::domain::voice::{CallLogEntry, CallRef, RING_TIMEOUT_SECONDS};
 use crate::metrics;
 use crate::ports::telephony::{ListedCall, ListedMessage, PlaceCall, SendSms, SmsSender, TwilioError};
 use crate::ports::{
-    Classify, ConsentLedger, ErrorKind, JobQueue, OutreachReads, OutreachWrites, PortError, SmsGateway, VoiceGateway,
+    Classify, ConsentLedger, ErrorKind, JobQueue, OutreachReads, OutreachWrites, PortError, RecoveryLinks, SmsGateway,
+    VoiceGateway,
 };
 use crate::signature::sha256_hex;
 use crate::telemetry::redact;
@@ -117,7 +118,7 @@ struct Reads {
 
 impl<S, G, Q> Outreach<S, G, Q>
 where
-    S: OutreachReads + OutreachWrites + ConsentLedger,
+    S: OutreachReads + OutreachWrites + ConsentLedger + RecoveryLinks,
     G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {
@@ -163,7 +164,9 @@ where
                     // logged, and is never this attempt's.
                     let logged = self.store.logged_sids(m, phone).await?;
                     let found = match channel {
-                        Channel::Sms => self.find_earlier(&merchant.merchant, &cart, phone, earlier, &logged).await,
+                        Channel::Sms => {
+                            self.find_earlier(&merchant.merchant, &cart, step, phone, earlier, &logged).await
+                        }
                         Channel::Voice => self.find_earlier_call(&merchant.merchant, phone, earlier, &logged).await,
                     };
                     match found {
@@ -252,11 +255,19 @@ where
         &self,
         merchant: &Merchant,
         cart: &Cart,
+        step: u8,
         phone: &Phone,
         earlier: &Uncertain,
         logged: &std::collections::HashSet<String>,
     ) -> Result<Option<Found>, TwilioError> {
         let listed = self.twilio.recent_messages_to(phone.as_str()).await?;
+        // The link this step's text carried: ours names the step itself, the store's the cart.
+        let link = if crate::domain::link::wraps(merchant) {
+            let code = crate::domain::link::LinkCode::for_message(&merchant.id, &cart.token, step, Channel::Sms);
+            Some(code.url(&self.public_base_url))
+        } else {
+            cart.recovery_url.clone()
+        };
         let ours = |l: &ListedMessage| {
             l.messaging_service_sid.is_some() && l.messaging_service_sid == merchant.sender.messaging_service_sid
                 || l.from.is_some() && l.from.as_deref() == merchant.sender.from.as_ref().map(Phone::as_str)
@@ -267,7 +278,7 @@ where
             .find(|l| {
                 let body = l.body.as_deref().unwrap_or_default();
                 let same_body = earlier.body_sha256.as_deref() == Some(sha256_hex(body.as_bytes()).as_str());
-                let same_link = cart.recovery_url.as_deref().is_some_and(|u| body.contains(u)) && ours(l);
+                let same_link = link.as_deref().is_some_and(|u| body.contains(u)) && ours(l);
                 (same_body || same_link) && l.created_at().is_some_and(|c| c >= earlier.since - Duration::minutes(1))
             })
             .map(Found::Message))
@@ -352,7 +363,11 @@ where
             (None, None) => return self.skip(&m.id, cart, step, &reads.step, SkipReason::NoSender, now).await,
         };
         let def = &m.flow[step as usize];
-        let link = tracked_link(url, channel.as_str());
+        // The store's URL, or ours (`/r/{code}`: BigCommerce's URLs are single-use, or the
+        // merchant counts clicks), stored before the claim so a retry renders the same body.
+        let link =
+            crate::app::links::message_link(&self.store, &self.public_base_url, m, cart, url, step, channel, now)
+                .await?;
         let body = RecoverySms {
             merchant_name: &m.name,
             first_name: cart.first_name.as_deref(),
@@ -557,7 +572,7 @@ struct Attempt<'a, S, G, Q> {
 
 impl<S, G, Q> Attempt<'_, S, G, Q>
 where
-    S: OutreachReads + OutreachWrites + ConsentLedger,
+    S: OutreachReads + OutreachWrites + ConsentLedger + RecoveryLinks,
     G: SmsGateway + VoiceGateway,
     Q: JobQueue,
 {

@@ -343,7 +343,7 @@ pub async fn remove_provider_copies<S: PrivacyStore, P: ProviderCopies>(
                 out.removed += 1;
             }
             Err(e) => {
-                tracing::warn!(merchant = %m, request, kind = copy.kind(), error = %e, "a provider copy could not be removed; retried later");
+                tracing::warn!(merchant = %m, request, kind = copy.kind(), error = %crate::telemetry::redact(&e.to_string()), "a provider copy could not be removed; retried later");
                 out.pending += 1;
             }
         }

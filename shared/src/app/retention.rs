@@ -474,13 +474,13 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
         if !keys.contains(&erasure) {
             keys.push(erasure.clone());
         }
-        // The erasure item, then the profile, go last: a crash or a deadline before them leaves
+        // The profile, then the erasure item, go last: a crash or a deadline before them leaves
         // the erasure due (the next run finishes it), never half-forgotten.
         keys.sort_by_key(|k| {
             let rank = if *k == erasure {
-                1
-            } else if k.0.starts_with("M#") && k.1 == "PROFILE" {
                 2
+            } else if k.0.starts_with("M#") && k.1 == "PROFILE" {
+                1
             } else {
                 0
             };

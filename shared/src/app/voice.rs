@@ -10,7 +10,7 @@ use crate::domain::keywords::Lang;
 use crate::domain::merchant::AgentMode;
 use crate::domain::merchant::Channel;
 use crate::domain::merchant::Merchant;
-use crate::domain::message::{RecoverySms, segments, tracked_link};
+use crate::domain::message::{RecoverySms, segments};
 use crate::domain::outreach::{
     ClaimGuard, ClaimOutcome, Direction, MerchantRecord, MerchantStatus, SmsLogEntry, StepAvailability, StepRecord,
     StepResult, StepState,
@@ -58,11 +58,28 @@ impl Classify for VoiceError {
 
 /// What the voice callbacks (and the voice agent) read and write.
 pub trait VoiceStore:
-    MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog + AgentSessions
+    MerchantStore
+    + CartStore
+    + ConsentStore
+    + ConsentLedger
+    + StepStore
+    + MessageLog
+    + CallLog
+    + AgentSessions
+    + crate::ports::RecoveryLinks
 {
 }
-impl<T: MerchantStore + CartStore + ConsentStore + ConsentLedger + StepStore + MessageLog + CallLog + AgentSessions>
-    VoiceStore for T
+impl<
+    T: MerchantStore
+        + CartStore
+        + ConsentStore
+        + ConsentLedger
+        + StepStore
+        + MessageLog
+        + CallLog
+        + AgentSessions
+        + crate::ports::RecoveryLinks,
+> VoiceStore for T
 {
 }
 
@@ -528,7 +545,10 @@ pub(crate) async fn text_link(
         if consent.status != ConsentStatus::OptedIn || reach.as_ref().is_some_and(|u| u.blocks(now)) {
             return Ok(LinkOutcome::Unavailable);
         }
-        let link = tracked_link(url, Channel::Voice.as_str());
+        // The link asked for on the call: ours for a BigCommerce cart or a merchant counting
+        // clicks (the call's step, channel voice), else the store's.
+        let link =
+            crate::app::links::message_link(store, public_base_url, m, cart, url, step, Channel::Voice, now).await?;
         let body = RecoverySms {
             merchant_name: &m.name,
             first_name: cart.first_name.as_deref(),

@@ -120,7 +120,7 @@ pub struct Webhooks<'a, S, Q, B, A> {
 
 impl<S, Q, B, A> Webhooks<'_, S, Q, B, A>
 where
-    S: IngestStore + WebhookMerchants + crate::ports::StepStore,
+    S: IngestStore + WebhookMerchants + crate::ports::StepStore + crate::ports::DeliveryStamps,
     Q: JobQueue + WebhookQueue,
     B: WebhookBodies,
     A: StorefrontCarts,
@@ -152,6 +152,7 @@ where
         if matches!(event, PlatformEvent::Ignored) {
             // Nothing to apply, now or later: no copy.
             info!(merchant = %m, topic, event_key, outcome = "ignored", "webhook processed");
+            self.stamp(m, r.received_at).await;
             return Ok(Accepted::Applied { outcome: Outcome::Ignored, topic });
         }
         // Durable before anything that can fail for a while: the store API, the store, the queue.
@@ -162,7 +163,7 @@ where
                 false
             }
         };
-        match self.apply(&merchant, &event_key, event, r.received_at).await {
+        let accepted = match self.apply(&merchant, &event_key, event, r.received_at).await {
             Ok(outcome) => {
                 info!(merchant = %m, topic, event_key, outcome = outcome.as_str(), "webhook processed");
                 Ok(Accepted::Applied { outcome, topic })
@@ -186,6 +187,18 @@ where
                 warn!(merchant = %m, topic, "webhook failed and could not be queued; the platform must retry");
                 Err(AcceptError::Unavailable(e))
             }
+        };
+        if accepted.is_ok() {
+            self.stamp(m, r.received_at).await;
+        }
+        accepted
+    }
+
+    /// Silence is an alarm: records the day of a verified delivery (at most one write per
+    /// merchant per day). A failure only costs the stamp, never the delivery.
+    async fn stamp(&self, m: &MerchantId, at: DateTime<Utc>) {
+        if let Err(e) = self.store.stamp_delivery(m, &crate::domain::silence::day_of(at)).await {
+            warn!(merchant = %m, error = %redact(&crate::ports::chain(&e)), "could not stamp the merchant's delivery day");
         }
     }
 
@@ -248,6 +261,7 @@ where
         };
         let outcome = self.apply(&merchant, &event_key, event, now).await?;
         info!(merchant = %m, topic = %topic, event_key, outcome = outcome.as_str(), "queued webhook processed");
+        self.stamp(m, w.received_at).await;
         Ok(Replayed::Applied(outcome))
     }
 

@@ -130,12 +130,68 @@ pub struct Recording {
     pub enabled: bool,
 }
 
-/// WooCommerce: where the checkout's SMS consent is kept in the order's `meta_data`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+/// WooCommerce: where the checkout's SMS consent is kept in the order's `meta_data`, and (for
+/// `callfy-admin backfill`, optional) the store's URL and REST API key; the key and its secret
+/// are secrets, stored apart from the profile.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct WooCommerceSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consent_meta_key: Option<String>,
+    /// The store's base URL (`https://shop.example`), the REST API lives under `/wp-json/wc/v3`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_secret: Option<String>,
+}
+
+impl std::fmt::Debug for WooCommerceSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WooCommerceSettings")
+            .field("consent_meta_key", &self.consent_meta_key)
+            .field("store_url", &self.store_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Shopify: the Admin API access token (`read_checkouts`, `read_orders`) `callfy-admin
+/// backfill` reads abandoned checkouts and orders with (optional; a secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ShopifySettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_api_token: Option<String>,
+}
+
+impl std::fmt::Debug for ShopifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShopifySettings").finish_non_exhaustive()
+    }
+}
+
+/// Alerts about the merchant's platform deliveries (issue 21, "silence is an alarm").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Alerts {
+    /// Hours without a platform delivery after which the daily check reports the merchant
+    /// silent (`MerchantSilent`); default 24, `0` turns the check off for this merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub silence_hours: Option<u32>,
+}
+
+/// Hours without a delivery before a merchant is reported silent, unless it says otherwise.
+pub const DEFAULT_SILENCE_HOURS: u32 = 24;
+
+impl Alerts {
+    /// The silence threshold; `None` when the check is off.
+    pub fn silence_threshold(&self) -> Option<chrono::Duration> {
+        match self.silence_hours.unwrap_or(DEFAULT_SILENCE_HOURS) {
+            0 => None,
+            h => Some(chrono::Duration::hours(i64::from(h))),
+        }
+    }
 }
 
 /// The order meta key WooCommerce stores SMS consent under unless the merchant says otherwise.
@@ -169,6 +225,12 @@ pub struct MerchantSecrets {
     pub webhook_secret: Option<crate::domain::secret::SecretText>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bigcommerce_api_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shopify_admin_api_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woocommerce_consumer_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub woocommerce_consumer_secret: Option<String>,
 }
 
 impl std::fmt::Debug for MerchantSecrets {
@@ -179,7 +241,11 @@ impl std::fmt::Debug for MerchantSecrets {
 
 impl MerchantSecrets {
     pub fn is_empty(&self) -> bool {
-        self.webhook_secret.is_none() && self.bigcommerce_api_token.is_none()
+        self.webhook_secret.is_none()
+            && self.bigcommerce_api_token.is_none()
+            && self.shopify_admin_api_token.is_none()
+            && self.woocommerce_consumer_key.is_none()
+            && self.woocommerce_consumer_secret.is_none()
     }
 }
 
@@ -300,6 +366,8 @@ pub struct Merchant {
     pub woocommerce: Option<WooCommerceSettings>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bigcommerce: Option<BigCommerceSettings>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shopify: Option<ShopifySettings>,
     pub sender: Sender,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub voice_from: Option<Phone>,
@@ -330,6 +398,21 @@ pub struct Merchant {
     /// This merchant's share of the signed JSON API (requests a second, burst).
     #[serde(default)]
     pub api_limit: crate::domain::ratelimit::ApiLimit,
+    /// When the merchant's silence raises an alert.
+    #[serde(default, skip_serializing_if = "is_default_alerts")]
+    pub alerts: Alerts,
+    /// Our own recovery links: `track_clicks` wraps every link in `/r/{code}` (BigCommerce's
+    /// always are: its redirect URLs are single-use).
+    #[serde(default, skip_serializing_if = "is_default_links")]
+    pub links: crate::domain::link::LinkSettings,
+}
+
+fn is_default_links(l: &crate::domain::link::LinkSettings) -> bool {
+    *l == crate::domain::link::LinkSettings::default()
+}
+
+fn is_default_alerts(a: &Alerts) -> bool {
+    *a == Alerts::default()
 }
 
 fn default_country() -> String {
@@ -349,6 +432,13 @@ impl Merchant {
         if let Some(bc) = &mut m.bigcommerce {
             bc.api_token = None;
         }
+        if let Some(sh) = &mut m.shopify {
+            sh.admin_api_token = None;
+        }
+        if let Some(w) = &mut m.woocommerce {
+            w.consumer_key = None;
+            w.consumer_secret = None;
+        }
         m
     }
 
@@ -356,6 +446,9 @@ impl Merchant {
         MerchantSecrets {
             webhook_secret: self.webhook_secret.clone(),
             bigcommerce_api_token: self.bigcommerce.as_ref().and_then(|b| b.api_token.clone()),
+            shopify_admin_api_token: self.shopify.as_ref().and_then(|s| s.admin_api_token.clone()),
+            woocommerce_consumer_key: self.woocommerce.as_ref().and_then(|w| w.consumer_key.clone()),
+            woocommerce_consumer_secret: self.woocommerce.as_ref().and_then(|w| w.consumer_secret.clone()),
         }
     }
 
@@ -364,6 +457,13 @@ impl Merchant {
         self.webhook_secret = secrets.webhook_secret;
         if let Some(bc) = &mut self.bigcommerce {
             bc.api_token = secrets.bigcommerce_api_token;
+        }
+        if let Some(sh) = &mut self.shopify {
+            sh.admin_api_token = secrets.shopify_admin_api_token;
+        }
+        if let Some(w) = &mut self.woocommerce {
+            w.consumer_key = secrets.woocommerce_consumer_key;
+            w.consumer_secret = secrets.woocommerce_consumer_secret;
         }
         self
     }
@@ -416,6 +516,22 @@ impl Merchant {
             && (key.trim().is_empty() || key.len() > 64)
         {
             return Err(err("woocommerce.consent_meta_key", "must be 1-64 characters"));
+        }
+        if let Some(w) = &self.woocommerce {
+            if let Some(url) = &w.store_url
+                && !(url.starts_with("https://") || url.starts_with("http://127.0.0.1"))
+            {
+                return Err(err("woocommerce.store_url", "must be an https URL"));
+            }
+            if w.consumer_key.is_some() != w.consumer_secret.is_some() {
+                return Err(err("woocommerce.consumer_key", "give consumer_key and consumer_secret together"));
+            }
+        }
+        if self.shopify.is_some() && self.platform != Platform::Shopify {
+            return Err(err("shopify", "only for platform shopify"));
+        }
+        if self.alerts.silence_hours.is_some_and(|h| h > 24 * 30) {
+            return Err(err("alerts.silence_hours", "must be 0 (off) to 720 hours"));
         }
         match (&self.bigcommerce, self.platform) {
             (Some(_), p) if p != Platform::Bigcommerce => {

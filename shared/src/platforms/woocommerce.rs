@@ -327,7 +327,7 @@ mod tests {
             let o = order("pending", serde_json::json!([{ "key": "callfy_sms_consent", "value": falsy }]));
             assert!(o.sms_consent(&WooCommerceSettings::default(), "d", now).is_none(), "{falsy}");
         }
-        let custom = WooCommerceSettings { consent_meta_key: Some("_sms_ok".into()) };
+        let custom = WooCommerceSettings { consent_meta_key: Some("_sms_ok".into()), ..Default::default() };
         let o = order("pending", serde_json::json!([{ "key": "_sms_ok", "value": true }]));
         assert!(o.sms_consent(&custom, "d", now).is_some());
         assert_eq!(OrderState::of("processing"), OrderState::Paid);

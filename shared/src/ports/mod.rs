@@ -8,21 +8,25 @@
 pub mod agent;
 mod error;
 pub mod files;
+pub mod history;
 pub mod outreach;
 pub mod queue;
 pub mod records;
 pub mod store;
 pub mod storefront;
 pub mod telephony;
+pub mod watch;
 pub mod webhooks;
 
 pub use agent::{AgentSessions, ConversationModel, RelayConnections};
 pub use error::{BoxError, Classify, ErrorKind, PortError, chain};
 pub use files::RecordingFiles;
+pub use history::PlatformHistory;
 pub use outreach::{ConsentLedger, OutreachReads, OutreachWrites};
 pub use queue::{JobQueue, PrivacyWork, WorkQueue};
 pub use records::*;
 pub use store::*;
 pub use storefront::StorefrontCarts;
 pub use telephony::{ProviderCopies, RecordingSource, SmsGateway, VoiceGateway};
+pub use watch::{DeliveryStamps, WatchedMerchants};
 pub use webhooks::{QueuedWebhook, WebhookBodies, WebhookBody, WebhookMerchants, WebhookQueue};

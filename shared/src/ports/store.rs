@@ -545,3 +545,23 @@ pub trait PurgeStore: Send + Sync {
     /// in between (the ledger is alive again).
     fn delete_state_at(&self, pk: &str, sk: &str, seq: u64) -> impl Future<Output = Result<bool, PortError>> + Send;
 }
+
+/// Our own recovery links (`/r/{code}`), kept in their cart's partition: purged, exported and
+/// deleted with the cart.
+pub trait RecoveryLinks: Send + Sync {
+    /// Stores a message's link, unless it is stored already (its clicks are kept).
+    fn save_link(&self, link: &crate::domain::link::RecoveryLink)
+    -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The link a code names; `None` for an unknown code (or one purged with its cart).
+    fn find_link(
+        &self,
+        code: &crate::domain::link::LinkCode,
+    ) -> impl Future<Output = Result<Option<crate::domain::link::RecoveryLink>, PortError>> + Send;
+    /// Counts one click on a stored link (an atomic counter, only while the link exists):
+    /// `false` when it is gone.
+    fn count_click(
+        &self,
+        link: &crate::domain::link::RecoveryLink,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, PortError>> + Send;
+}

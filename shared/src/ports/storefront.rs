@@ -36,6 +36,8 @@ pub struct StoreCurrency {
 #[derive(Debug, Clone, Deserialize, Default)]
 pub struct RedirectUrls {
     pub checkout_url: Option<String>,
+    #[serde(default)]
+    pub cart_url: Option<String>,
 }
 
 /// `GET /stores/{hash}/v3/carts/{id}?include=redirect_urls` → `data`.
@@ -93,4 +95,12 @@ pub trait StorefrontCarts: Send + Sync {
         token: &str,
         id: &str,
     ) -> impl Future<Output = Result<Option<StoreCheckout>, StoreApiError>> + Send;
+    /// A fresh set of the cart's redirect URLs (`POST /v3/carts/{id}/redirect_urls`): each is
+    /// single-use, so one is made per click. `None` when the store has no such cart (any more).
+    fn fresh_redirect(
+        &self,
+        store_hash: &str,
+        token: &str,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<RedirectUrls>, StoreApiError>> + Send;
 }

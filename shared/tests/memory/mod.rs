@@ -68,6 +68,8 @@ pub struct State {
     pub suppressions: HashMap<(Key, &'static str), callfy_shared::domain::consent::Suppression>,
     /// Merchants' API buckets (`tat`).
     pub api_buckets: HashMap<String, i64>,
+    /// Our recovery links, by code.
+    pub links: HashMap<String, callfy_shared::domain::link::RecoveryLink>,
 }
 
 /// Every port in memory, behind one lock; clones share the state.
@@ -1031,6 +1033,44 @@ impl StepStore for Memory {
         now: DateTime<Utc>,
     ) -> Result<(), PortError> {
         OutreachWrites::finish(self, m, token, step, claim_id, result, now).await
+    }
+}
+
+impl WebhookMerchants for Memory {
+    async fn merchant_by_shop_domain(&self, domain: &str) -> Result<Option<MerchantRecord>, PortError> {
+        self.enter("merchant_by_shop_domain")?;
+        Ok(self.s().merchants.values().find(|r| r.merchant.shop_domain.as_deref() == Some(domain)).cloned())
+    }
+    async fn merchant_with_secrets(&self, id: &MerchantId) -> Result<Option<MerchantRecord>, PortError> {
+        self.enter("merchant_with_secrets")?;
+        Ok(self.s().merchants.get(id.as_str()).cloned())
+    }
+    async fn delivery_applied(&self, m: &MerchantId, event_key: &str) -> Result<bool, PortError> {
+        self.enter("delivery_applied")?;
+        Ok(self.s().events.contains(&(m.to_string(), event_key.to_string())))
+    }
+}
+
+impl RecoveryLinks for Memory {
+    async fn save_link(&self, link: &callfy_shared::domain::link::RecoveryLink) -> Result<(), PortError> {
+        self.enter("save_link")?;
+        self.s().links.entry(link.code.as_str().to_string()).or_insert_with(|| link.clone());
+        Ok(())
+    }
+    async fn find_link(
+        &self,
+        code: &callfy_shared::domain::link::LinkCode,
+    ) -> Result<Option<callfy_shared::domain::link::RecoveryLink>, PortError> {
+        self.enter("find_link")?;
+        Ok(self.s().links.get(code.as_str()).cloned())
+    }
+    async fn count_click(
+        &self,
+        link: &callfy_shared::domain::link::RecoveryLink,
+        _at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        self.enter("count_click")?;
+        Ok(self.s().links.get_mut(link.code.as_str()).map(|l| l.clicks += 1).is_some())
     }
 }
 

@@ -2,6 +2,7 @@
 //! the CLI runs: `dlq` (replaying dead-lettered work) and `report` (the recovery funnel, as a
 //! table and as a self-contained HTML page, `html`).
 
+pub mod backfill;
 pub mod calltest;
 pub mod dlq;
 pub mod html;

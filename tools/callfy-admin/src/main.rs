@@ -79,6 +79,22 @@ enum Command {
         #[arg(long)]
         html: Option<std::path::PathBuf>,
     },
+    /// Read a silent period back from the merchant's platform API (Shopify: abandoned checkouts
+    /// and orders; WooCommerce: orders) and apply each through the normal ingest path. Running
+    /// it again changes nothing. Shopify's API: $SHOPIFY_API_BASE replaces https://{shop}.
+    Backfill {
+        #[arg(long)]
+        merchant: String,
+        /// RFC 3339 instant: items changed since then (2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: String,
+    },
+    /// Run the daily silence check now: merchants whose platform stopped delivering.
+    Silence {
+        /// Check as of this instant (RFC 3339); default now.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
     /// Once, on a table written by an earlier version: tags each merchant's items for the
     /// `tenant` index and moves purge-index entries to their shard (a scan). Safe to run again.
     MigrateIndexes,
@@ -150,6 +166,8 @@ enum AdminError {
     Dlq(#[from] dlq::DlqError),
     #[error(transparent)]
     Report(#[from] report::ReportError),
+    #[error(transparent)]
+    Backfill(#[from] callfy_admin::backfill::RunError),
 }
 
 #[tokio::main]
@@ -380,6 +398,38 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                     l.turn,
                     l.text
                 );
+            }
+        }
+        Command::Backfill { merchant, since } => {
+            let id = merchant_id(&merchant)?;
+            let since = callfy_admin::backfill::parse_since(&since)?;
+            let queue_url = callfy_admin::dlq::source_url(&clients.sqs(), callfy_admin::dlq::DeadLetterQueue::Outreach)
+                .await
+                .map_err(|e| AdminError::Usage(e.to_string()))?;
+            let queue = clients.queue(&queue_url);
+            let base = std::env::var("SHOPIFY_API_BASE").ok();
+            let api = callfy_shared::adapters::platform_api::PlatformApi::new(
+                base.as_deref(),
+                std::time::Duration::from_secs(30),
+            )
+            .map_err(|e| AdminError::Usage(e.to_string()))?;
+            let r = callfy_admin::backfill::run(&store, &queue, &api, &id, since, chrono::Utc::now()).await?;
+            print!("{}", callfy_admin::backfill::render(&id, &r));
+        }
+        Command::Silence { as_of } => {
+            let as_of = match as_of {
+                Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .map_err(|e| AdminError::Usage(format!("--as-of {t:?}: {e}")))?,
+                None => chrono::Utc::now(),
+            };
+            let r = callfy_shared::app::silence::check(&store, as_of).await?;
+            println!("{} merchant(s) checked, {} silent", r.checked, r.silent.len());
+            for id in &r.silent {
+                println!("silent: {id}");
+            }
+            if !r.silent.is_empty() {
+                return Err(AdminError::Broken(format!("{} silent merchant(s)", r.silent.len())));
             }
         }
         Command::Report { merchant, since, html: html_file } => {

@@ -142,6 +142,8 @@ pub struct StepFigures {
     pub channel: Channel,
     /// Texts sent or calls placed.
     pub sent: u64,
+    /// Clicks on our links (`/r/{code}`) this step's messages carried.
+    pub clicks: u64,
     pub recovered: u64,
     pub revenue: Revenue,
 }
@@ -153,6 +155,8 @@ pub struct ChannelFigures {
     pub sent: u64,
     /// Carts that got at least one text (or call).
     pub carts: u64,
+    /// Clicks on our links (`/r/{code}`) sent on this channel (a call's link: voice).
+    pub clicks: u64,
     pub recovered: u64,
     pub revenue: Revenue,
 }
@@ -207,6 +211,8 @@ pub struct Report {
     pub other_orders: u64,
     pub other_revenue: Revenue,
     pub by_step: Vec<StepFigures>,
+    /// Clicks on our links (`/r/{code}`: every BigCommerce link, others with `links.track_clicks`).
+    pub clicks: u64,
     /// SMS first, then voice.
     pub by_channel: Vec<ChannelFigures>,
     pub people_messaged: u64,
@@ -339,9 +345,17 @@ pub fn compute(
         other_orders: 0,
         other_revenue: Revenue::default(),
         by_step: Vec::new(),
+        clicks: 0,
         by_channel: [Channel::Sms, Channel::Voice]
             .into_iter()
-            .map(|channel| ChannelFigures { channel, sent: 0, carts: 0, recovered: 0, revenue: Revenue::default() })
+            .map(|channel| ChannelFigures {
+                channel,
+                sent: 0,
+                carts: 0,
+                clicks: 0,
+                recovered: 0,
+                revenue: Revenue::default(),
+            })
             .collect(),
         people_messaged: 0,
         opt_outs: 0,
@@ -353,7 +367,9 @@ pub fn compute(
         .iter()
         .enumerate()
         .filter_map(|(i, s)| u8::try_from(i).ok().map(|i| (i, s.channel)))
-        .map(|(i, channel)| (i, StepFigures { step: i, channel, sent: 0, recovered: 0, revenue: Revenue::default() }))
+        .map(|(i, channel)| {
+            (i, StepFigures { step: i, channel, sent: 0, clicks: 0, recovered: 0, revenue: Revenue::default() })
+        })
         .collect();
     // Each messaged phone, with when it was first messaged.
     let mut first_message: BTreeMap<String, DateTime<Utc>> = BTreeMap::new();
@@ -362,6 +378,22 @@ pub fn compute(
     for c in carts {
         let cart = &c.cart;
         r.carts += 1;
+        // Clicks on our links, by the step and channel of the message that carried each.
+        for link in &c.links {
+            r.clicks += link.clicks;
+            r.by_channel[channel_index(link.channel)].clicks += link.clicks;
+            steps
+                .entry(link.step)
+                .or_insert_with(|| StepFigures {
+                    step: link.step,
+                    channel: link.channel,
+                    sent: 0,
+                    clicks: 0,
+                    recovered: 0,
+                    revenue: Revenue::default(),
+                })
+                .clicks += link.clicks;
+        }
         if let Some(recovery) = &cart.recovery {
             let amount = Money::parse(&recovery.revenue).unwrap_or_default();
             if recovery.attributed {
@@ -372,6 +404,7 @@ pub fn compute(
                         step: touch.step,
                         channel: touch.channel,
                         sent: 0,
+                        clicks: 0,
                         recovered: 0,
                         revenue: Revenue::default(),
                     });
@@ -422,6 +455,7 @@ pub fn compute(
                 step: n,
                 channel,
                 sent: 0,
+                clicks: 0,
                 recovered: 0,
                 revenue: Revenue::default(),
             });
@@ -528,6 +562,13 @@ pub fn render_table(r: &Report) -> String {
             c.recovered,
             c.revenue.text()
         );
+    }
+    if r.clicks > 0 {
+        let _ = writeln!(o);
+        let _ = writeln!(o, "{:<10} {:<8} {:>8}", "CLICKS", "CHANNEL", r.clicks);
+        for s in r.by_step.iter().filter(|s| s.clicks > 0) {
+            let _ = writeln!(o, "{:<10} {:<8} {:>8}", step_label(s.step), channel_label(s.channel), s.clicks);
+        }
     }
     let _ = writeln!(o);
     let _ = writeln!(

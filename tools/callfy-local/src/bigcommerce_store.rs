@@ -27,6 +27,8 @@ struct Inner {
     /// The next this many requests answer 503.
     failures: u32,
     requests: u32,
+    /// Redirect URLs made (`POST …/redirect_urls`), each a new single-use one.
+    redirects: u32,
 }
 
 pub struct StoreStandIn {
@@ -66,6 +68,29 @@ impl StoreStandIn {
         self.lock().requests
     }
 
+    /// How many fresh redirect URLs were made.
+    pub fn redirects_made(&self) -> u32 {
+        self.lock().redirects
+    }
+
+    /// `POST /stores/{hash}/v3/carts/{id}/redirect_urls`: a new single-use pair of URLs each time.
+    fn redirect(&self, headers: &HeaderMap, store: &str, id: &str) -> Response {
+        let refused = self.answer(headers, store, id, false);
+        if refused.status() != StatusCode::OK {
+            return refused;
+        }
+        let mut inner = self.lock();
+        inner.redirects += 1;
+        let n = inner.redirects;
+        let base = format!("https://{store}.mybigcommerce.test/cart.php?action=load&id={id}&token=fresh{n:04}");
+        axum::Json(json!({ "data": {
+            "cart_url": base,
+            "checkout_url": format!("https://{store}.mybigcommerce.test/checkout?cart={id}&token=fresh{n:04}"),
+            "embedded_checkout_url": format!("https://{store}.mybigcommerce.test/embedded?token=fresh{n:04}"),
+        }}))
+        .into_response()
+    }
+
     fn answer(&self, headers: &HeaderMap, store: &str, id: &str, checkout: bool) -> Response {
         let mut inner = self.lock();
         inner.requests += 1;
@@ -96,7 +121,8 @@ struct FailRequest {
     count: u32,
 }
 
-/// `GET /stores/{hash}/v3/carts/{id}`, `GET /stores/{hash}/v3/checkouts/{id}`, and
+/// `GET /stores/{hash}/v3/carts/{id}`, `POST /stores/{hash}/v3/carts/{id}/redirect_urls`,
+/// `GET /stores/{hash}/v3/checkouts/{id}`, and
 /// `POST /sandbox/bigcommerce/faults {"count": N}`.
 pub fn router(store: Arc<StoreStandIn>) -> Router {
     Router::new()
@@ -104,6 +130,12 @@ pub fn router(store: Arc<StoreStandIn>) -> Router {
             "/stores/{hash}/v3/carts/{id}",
             get(|State(s): State<Arc<StoreStandIn>>, Path((hash, id)): Path<(String, String)>, headers: HeaderMap| async move {
                 s.answer(&headers, &hash, &id, false)
+            }),
+        )
+        .route(
+            "/stores/{hash}/v3/carts/{id}/redirect_urls",
+            post(|State(s): State<Arc<StoreStandIn>>, Path((hash, id)): Path<(String, String)>, headers: HeaderMap| async move {
+                s.redirect(&headers, &hash, &id)
             }),
         )
         .route(

@@ -567,7 +567,7 @@ async fn route(
     };
     let path = parts.uri.path();
     let f = &shared.functions;
-    let response = if path.starts_with("/webhooks/") {
+    let response = if path.starts_with("/webhooks/") || path.starts_with("/r/") {
         webhook_ingest::handle(&f.ingest, request).await
     } else if path == "/v1/consents" || path.starts_with("/v1/consents/") || path.starts_with("/v1/privacy/") {
         consent_api::handle(&f.consent, request).await

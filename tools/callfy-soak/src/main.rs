@@ -500,6 +500,23 @@ fn attribute(body: &str, flow_steps: u8) -> Option<(usize, u8)> {
     Some((idx, step))
 }
 
+/// The cart plan and step of a text carrying our redirect link, from the stored link.
+async fn our_link(
+    local: &LocalHandle,
+    body: &str,
+    by_token: &HashMap<(String, String), usize>,
+) -> Result<Option<(usize, u8)>, SoakError> {
+    use callfy_shared::domain::link::{CODE_LEN, LinkCode};
+    let prefix = format!("{}/r/", local.base_url);
+    let Some(at) = body.find(&prefix).map(|i| i + prefix.len()) else { return Ok(None) };
+    let Some(code) = body.get(at..at + CODE_LEN).and_then(LinkCode::parse) else { return Ok(None) };
+    let Some(link) = local.store().find_link(&code).await.map_err(|e| SoakError::Aws(e.to_string()))? else {
+        return Ok(None);
+    };
+    let key = (link.merchant_id.to_string(), link.cart_token.to_string());
+    Ok(by_token.get(&key).map(|idx| (*idx, link.step)))
+}
+
 async fn gather(
     clients: &Clients,
     local: &LocalHandle,
@@ -512,22 +529,23 @@ async fn gather(
     let by_token: HashMap<(String, String), usize> =
         carts.iter().map(|c| ((c.platform.merchant_id().to_string(), c.token.clone()), c.idx)).collect();
     let posted: HashMap<String, Duration> = twilio.accepted().into_iter().map(|a| (a.sid, a.posted)).collect();
-    let sent: Vec<Sent> = local
-        .sandbox
-        .messages()
-        .into_iter()
-        .map(|m| {
-            let at = attribute(&m.body, flow_steps);
-            Sent {
-                posted: posted.get(&m.sid).copied(),
-                sid: m.sid,
-                cart: at.map(|a| a.0),
-                step: at.map(|a| a.1).unwrap_or_default(),
-                to: m.to,
-                body: m.body,
-            }
-        })
-        .collect();
+    let mut sent: Vec<Sent> = Vec::new();
+    for m in local.sandbox.messages() {
+        // A BigCommerce text carries our redirect (`/r/{code}`), not the store's marked URL:
+        // its link, stored with merchant, cart and step, says which cart it is about.
+        let at = match attribute(&m.body, flow_steps) {
+            Some(at) => Some(at),
+            None => our_link(local, &m.body, &by_token).await?,
+        };
+        sent.push(Sent {
+            posted: posted.get(&m.sid).copied(),
+            sid: m.sid,
+            cart: at.map(|a| a.0),
+            step: at.map(|a| a.1).unwrap_or_default(),
+            to: m.to,
+            body: m.body,
+        });
+    }
     let mut claims: HashMap<(usize, u8), Vec<Duration>> = HashMap::new();
     for c in aws.claims() {
         let Some(rest) = c.pk.strip_prefix("K#") else { continue };

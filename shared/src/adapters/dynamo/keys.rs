@@ -16,8 +16,10 @@
 //! | `G#{merchant}#{ip|prefix}#{hmac}` | `W#{window start}`    | burst counter of new carts (TTL)       |                                       |
 //! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |
 //! | `S#{sender}`                    | `M#{merchant}`          | sender index (number or `MG…`)         |                                       |
+//! | `R#MERCHANTS`                   | `M#{merchant}`          | merchant registry: lets the daily silence check list merchants with one Query (written with the profile) | |
 //! | `K#{merchant}#{token}`          | `CART`                  | cart (versioned)                       | `P#{merchant}#{phone}` / `CART#{token}` |
 //! | `K#{merchant}#{token}`          | `STEP#{n}`              | step claim / outcome, with lease       |                                       |
+//! | `K#{merchant}#{token}`          | `LINK#{code}`           | our recovery link `/r/{code}` (step, channel, clicks; no personal data) | `R#{code}` / `LINK` |
 //! | `X#{merchant}#{checkout id}`    | `CHECKOUT`              | platform checkout id → token           |                                       |
 //! | `E#{merchant}#{source}#{id}`    | `EVENT`                 | webhook / inbound dedupe (TTL)         |                                       |
 //! | `I#{merchant}#{sha256(key)}`    | `IDEMPOTENCY`           | consent-API answer replay (TTL)        |                                       |
@@ -83,6 +85,8 @@ pub mod attr {
     pub const TAT: &str = "tat";
     /// A budget shard's count of sends.
     pub const SENDS: &str = "sends";
+    /// A recovery link's click counter.
+    pub const CLICKS: &str = "clicks";
     pub const PURGE_BUCKET: &str = "purge_bucket";
     pub const PURGE_AT: &str = "purge_at";
 }
@@ -105,6 +109,11 @@ pub const SENDER_PREFIX: &str = "SENDER#";
 /// Sorts after every `SMS#OUT#{time}` key.
 pub const SMS_OUT_END: &str = "SMS#OUT#~";
 pub const MERCHANT_PREFIX: &str = "M#";
+/// The merchant registry's partition: one small item per merchant, written only when the
+/// merchant file is saved, so listing merchants (the silence check) is one Query, not a Scan.
+pub const REGISTRY_PK: &str = "R#MERCHANTS";
+/// On the profile: the UTC day (`YYYY-MM-DD`) of the merchant's last accepted platform delivery.
+pub const LAST_DELIVERY_DAY: &str = "last_delivery_day";
 pub const CALL_PREFIX: &str = "CALL#";
 
 pub fn merchant_pk(m: &MerchantId) -> String {
@@ -164,6 +173,19 @@ pub fn parse_customer_pk(pk: &str) -> Option<(MerchantId, Phone)> {
 
 pub fn cart_pk(m: &MerchantId, token: &CartToken) -> String {
     format!("K#{m}#{token}")
+}
+
+pub const LINK: &str = "LINK";
+pub const LINK_PREFIX: &str = "LINK#";
+
+/// A recovery link in its cart's partition.
+pub fn link_sk(code: &crate::domain::link::LinkCode) -> String {
+    format!("{LINK_PREFIX}{code}")
+}
+
+/// What a click finds its link by (`lookup` index).
+pub fn link_lookup(code: &crate::domain::link::LinkCode) -> String {
+    format!("R#{code}")
 }
 
 pub fn step_sk(step: u8) -> String {

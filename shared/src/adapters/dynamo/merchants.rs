@@ -67,6 +67,11 @@ impl Store {
                 .expression_attribute_values(":m", s(merchant.id.as_str()));
             items.push(TransactWriteItem::builder().put(built(put.build())?).build());
         }
+        // The registry entry the silence check lists merchants by (removed with the account).
+        let mut registry = key(keys::REGISTRY_PK.to_string(), merchant_pk(&merchant.id));
+        registry.insert(attr::MERCHANT_ID.into(), s(merchant.id.as_str()));
+        let put = Put::builder().table_name(&self.table).set_item(Some(registry));
+        items.push(TransactWriteItem::builder().put(built(put.build())?).build());
         let old_domain = old.as_ref().and_then(|r| r.merchant.shop_domain.as_deref()).map(str::to_ascii_lowercase);
         if let Some(od) = old_domain.filter(|od| Some(od) != domain.as_ref()) {
             let del = Delete::builder()
@@ -177,6 +182,56 @@ impl Store {
             }
             Err(e) => Err(aws("UpdateItem", e)),
         }
+    }
+
+    /// Stamps the merchant's profile with the UTC `day` of a platform delivery, only when it holds
+    /// another day: at most one write per merchant per day, however many deliveries. `false` when
+    /// the day was stamped already (or there is no such merchant).
+    pub async fn stamp_delivery(&self, id: &MerchantId, day: &str) -> Result<bool, PortError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(id), keys::PROFILE)))
+            .update_expression("SET #d = :d")
+            .condition_expression("attribute_exists(#pk) AND (attribute_not_exists(#d) OR #d <> :d)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_names("#d", keys::LAST_DELIVERY_DAY)
+            .expression_attribute_values(":d", s(day))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
+    /// Every registered merchant with what the silence check reads: one Query of the registry,
+    /// then each profile (a daily job: a merchant at a time is plenty).
+    pub async fn watched_merchants(&self) -> Result<Vec<crate::domain::silence::Watched>, PortError> {
+        let ids: Vec<MerchantId> = self
+            .query_prefix(keys::REGISTRY_PK.to_string(), keys::MERCHANT_PREFIX)
+            .await?
+            .iter()
+            .filter_map(|i| get_s(i, attr::MERCHANT_ID).and_then(|m| MerchantId::parse(m).ok()))
+            .collect();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let Some(item) = self.get(merchant_pk(&id), keys::PROFILE, "GetItem").await? else { continue };
+            let created_at = get_s(&item, "created_at")
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let last_delivery_day = get_s(&item, keys::LAST_DELIVERY_DAY).and_then(|d| d.parse().ok());
+            let record = Self::decode_merchant(item)?;
+            out.push(crate::domain::silence::Watched {
+                merchant: record.merchant,
+                status: record.status,
+                created_at,
+                last_delivery_day,
+            });
+        }
+        Ok(out)
     }
 
     /// The merchants whose SMS sender is one of `senders` (numbers or Messaging Service SIDs).

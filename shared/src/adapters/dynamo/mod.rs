@@ -9,6 +9,7 @@ mod carts;
 mod consent;
 mod guard;
 mod idempotency;
+mod links;
 mod merchants;
 mod messages;
 mod privacy;

@@ -592,3 +592,22 @@ impl crate::ports::AgentSessions for Store {
         Store::merchant_spend(self, m, day, tokens).await
     }
 }
+
+impl crate::ports::RecoveryLinks for Store {
+    async fn save_link(&self, link: &crate::domain::link::RecoveryLink) -> Result<(), PortError> {
+        Store::save_link(self, link).await
+    }
+    async fn find_link(
+        &self,
+        code: &crate::domain::link::LinkCode,
+    ) -> Result<Option<crate::domain::link::RecoveryLink>, PortError> {
+        Store::find_link(self, code).await
+    }
+    async fn count_click(
+        &self,
+        link: &crate::domain::link::RecoveryLink,
+        at: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        Store::count_click(self, link, at).await
+    }
+}

@@ -384,6 +384,7 @@ impl Store {
             partitions.insert(merchant_pk(id));
             partitions.insert(keys::secrets_pk(id));
             partitions.insert(keys::api_bucket_pk(id));
+            keys.push((keys::REGISTRY_PK.to_string(), merchant_pk(id)));
         }
         for pk in partitions {
             keys.extend(self.partition_keys(&pk).await?);

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 pub struct CartWithSteps {
     pub cart: Cart,
     pub steps: BTreeMap<u8, StepRecord>,
+    /// Our recovery links (`LINK#{code}`) with their clicks.
+    pub links: Vec<crate::domain::link::RecoveryLink>,
 }
 
 /// How far a Scan has got, after each page.
@@ -55,6 +57,7 @@ impl Store {
         let mut seen = ScanProgress::default();
         let mut carts: BTreeMap<String, Cart> = BTreeMap::new();
         let mut steps: BTreeMap<String, BTreeMap<u8, StepRecord>> = BTreeMap::new();
+        let mut links: BTreeMap<String, Vec<crate::domain::link::RecoveryLink>> = BTreeMap::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws("Scan", e))?;
             seen.pages += 1;
@@ -67,13 +70,19 @@ impl Store {
                     carts.insert(pk, from_item(item)?);
                 } else if let Some(n) = sk.strip_prefix("STEP#").and_then(|n| n.parse::<u8>().ok()) {
                     steps.entry(pk).or_default().insert(n, from_item(item)?);
+                } else if sk.starts_with(keys::LINK_PREFIX) {
+                    links.entry(pk).or_default().push(from_item(item)?);
                 }
             }
             progress(seen);
         }
         Ok(carts
             .into_iter()
-            .map(|(pk, cart)| CartWithSteps { cart, steps: steps.remove(&pk).unwrap_or_default() })
+            .map(|(pk, cart)| CartWithSteps {
+                links: links.remove(&pk).unwrap_or_default(),
+                steps: steps.remove(&pk).unwrap_or_default(),
+                cart,
+            })
             .collect())
     }
 

@@ -23,3 +23,15 @@ impl WebhookMerchants for Store {
         Store::delivery_applied(self, m, event_key).await
     }
 }
+
+impl crate::ports::DeliveryStamps for Store {
+    async fn stamp_delivery(&self, m: &MerchantId, day: &str) -> Result<bool, PortError> {
+        Store::stamp_delivery(self, m, day).await
+    }
+}
+
+impl crate::ports::WatchedMerchants for Store {
+    async fn watched_merchants(&self) -> Result<Vec<crate::domain::silence::Watched>, PortError> {
+        Store::watched_merchants(self).await
+    }
+}
