@@ -104,7 +104,8 @@ impl Store {
         };
         let mut item = to_item(session)?;
         item.extend(session_key(&k));
-        let item = self.with_purge(item, session.purge_at);
+        // Tagged: a transcript may outlive the partition's logs (its own retention).
+        let item = self.with_purge(self.tagged(item, &session.merchant_id), session.purge_at);
         let res = self
             .client
             .put_item()

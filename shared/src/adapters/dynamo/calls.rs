@@ -157,7 +157,7 @@ impl Store {
         rec.insert("s3_key".into(), s(s3_key));
         rec.insert("call_sid".into(), s(&entry.call_sid));
         rec.insert("log_sk".into(), s(keys::call_sk(entry.created_at, &entry.call_sid)));
-        let rec = self.with_purge(rec, purge_at);
+        let rec = self.with_purge(self.tagged(rec, &entry.merchant_id), purge_at);
         let items = vec![
             TransactWriteItem::builder().update(built(note.build())?).build(),
             put(&self.table, rec, None, &[], &[])?,

@@ -40,7 +40,7 @@ impl Store {
                 item.insert(attr::MERCHANT_ID.into(), s(entry.merchant_id.as_str()));
                 item.insert("sender".into(), s(sender.as_str()));
                 item.insert("last_sent_at".into(), s(entry.created_at.to_rfc3339()));
-                self.with_purge(item, entry.purge_at)
+                self.with_purge(self.tagged(item, &entry.merchant_id), entry.purge_at)
             })
             .collect()
     }
