@@ -159,17 +159,9 @@ async fn privacy(
 }
 
 async fn privacy_status(app: &ConsentApp, m: &Merchant, id: &str) -> Result<Response<Body>, ApiError> {
-    let Some(mut status) = app.store.privacy_status(&m.id, id).await? else {
+    let Some(status) = callfy_shared::app::privacy::request_status(&app.store, &m.id, id).await? else {
         return Ok(error(404, "unknown_request", format!("no data-subject request {id}")));
     };
-    // What Twilio still holds, read live: the worker crosses each copy off as it goes.
-    let mut pending = std::collections::BTreeMap::<String, u64>::new();
-    for copy in callfy_shared::ports::PrivacyStore::provider_copies(&app.store, &m.id, id).await? {
-        *pending.entry(copy.kind().to_string()).or_default() += 1;
-    }
-    if status.counts.keys().any(|k| k.starts_with("twilio_")) || !pending.is_empty() {
-        status.provider_copies_pending = Some(pending);
-    }
     let mut view = serde_json::to_value(&status).unwrap_or_default();
     if let Some(key) = &status.export_key {
         let valid = callfy_shared::app::privacy::LINK_VALID;

@@ -7,7 +7,8 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use std::path::Path;
 
-fn aws<E, R>(op: &'static str, e: aws_sdk_s3::error::SdkError<E, R>) -> PortError
+/// An S3 SDK error as a `PortError` (shared with the webhook bodies' bucket).
+pub(super) fn aws<E, R>(op: &'static str, e: aws_sdk_s3::error::SdkError<E, R>) -> PortError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,

@@ -218,19 +218,7 @@ impl TwilioClient {
             .send()
             .await
             .map_err(classify)?;
-        match resp.status().as_u16() {
-            200 => Ok(true),
-            404 => Ok(false),
-            status => {
-                let body = resp.text().await.unwrap_or_default();
-                let err: Option<ApiError> = serde_json::from_str(&body).ok();
-                Err(TwilioError::Api {
-                    status,
-                    code: err.as_ref().and_then(|e| e.code),
-                    message: err.and_then(|e| e.message).unwrap_or_default(),
-                })
-            }
-        }
+        done_or_gone(resp).await
     }
 
     /// Deletes Twilio's copy of a recording; `false` when it was already gone.
@@ -242,18 +230,24 @@ impl TwilioClient {
             .send()
             .await
             .map_err(classify)?;
-        match resp.status().as_u16() {
-            204 | 200 => Ok(true),
-            404 => Ok(false),
-            status => {
-                let body = resp.text().await.unwrap_or_default();
-                let err: Option<ApiError> = serde_json::from_str(&body).ok();
-                Err(TwilioError::Api {
-                    status,
-                    code: err.as_ref().and_then(|e| e.code),
-                    message: err.and_then(|e| e.message).unwrap_or_default(),
-                })
-            }
+        done_or_gone(resp).await
+    }
+}
+
+/// An update or delete's answer: done (`true`), the resource already gone (`false`), or
+/// Twilio's error document.
+async fn done_or_gone(resp: reqwest::Response) -> Result<bool, TwilioError> {
+    match resp.status().as_u16() {
+        200 | 204 => Ok(true),
+        404 => Ok(false),
+        status => {
+            let body = resp.text().await.unwrap_or_default();
+            let err: Option<ApiError> = serde_json::from_str(&body).ok();
+            Err(TwilioError::Api {
+                status,
+                code: err.as_ref().and_then(|e| e.code),
+                message: err.and_then(|e| e.message).unwrap_or_default(),
+            })
         }
     }
 }

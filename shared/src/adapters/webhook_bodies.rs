@@ -4,7 +4,6 @@
 //! (`infra/template.yaml`) removes any left behind.
 
 use crate::ports::{PortError, WebhookBodies};
-use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 
@@ -12,13 +11,7 @@ use aws_sdk_s3::types::ServerSideEncryption;
 /// can never make the worker read or delete a recording or an export.
 pub const PREFIX: &str = "deliveries/";
 
-fn aws<E, R>(op: &'static str, e: aws_sdk_s3::error::SdkError<E, R>) -> PortError
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    super::aws::sdk_error("S3", op, e)
-}
+use super::recordings::aws;
 
 #[derive(Clone, Debug)]
 pub struct WebhookBodyBucket {

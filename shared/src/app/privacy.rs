@@ -314,6 +314,24 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
     }
 }
 
+/// A request's status, with what Twilio still holds of it read live (the worker crosses each
+/// copy off as it goes).
+pub async fn request_status<S: PrivacyStore>(
+    store: &S,
+    m: &crate::domain::ids::MerchantId,
+    id: &str,
+) -> Result<Option<PrivacyStatus>, PortError> {
+    let Some(mut status) = store.privacy_status(m, id).await? else { return Ok(None) };
+    let mut pending = BTreeMap::<String, u64>::new();
+    for copy in store.provider_copies(m, id).await? {
+        *pending.entry(copy.kind().to_string()).or_default() += 1;
+    }
+    if status.counts.keys().any(|k| k.starts_with("twilio_")) || !pending.is_empty() {
+        status.provider_copies_pending = Some(pending);
+    }
+    Ok(Some(status))
+}
+
 /// What removing a request's provider copies came to.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CopiesRemoved {

@@ -429,6 +429,12 @@ pub trait PrivacyStore: Send + Sync {
         m: &MerchantId,
         request: &str,
     ) -> impl Future<Output = Result<Vec<ProviderCopy>, PortError>> + Send;
+    /// A request's stored status, if there is one.
+    fn privacy_status(
+        &self,
+        m: &MerchantId,
+        id: &str,
+    ) -> impl Future<Output = Result<Option<PrivacyStatus>, PortError>> + Send;
     /// One copy is gone at the provider.
     fn provider_copy_removed(
         &self,

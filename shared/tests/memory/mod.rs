@@ -848,6 +848,10 @@ impl PrivacyStore for Memory {
         self.enter("deletion_marker")?;
         Ok(self.s().deletion_markers.get(&person(m, phone)).copied())
     }
+    async fn privacy_status(&self, _: &MerchantId, id: &str) -> Result<Option<PrivacyStatus>, PortError> {
+        self.enter("privacy_status")?;
+        Ok(self.s().privacy.iter().rev().find(|p| p.id == id).cloned())
+    }
     async fn put_privacy_status(
         &self,
         _: &MerchantId,

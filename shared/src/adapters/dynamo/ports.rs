@@ -301,6 +301,9 @@ impl PrivacyStore for Store {
     async fn provider_copies(&self, m: &MerchantId, request: &str) -> Result<Vec<ProviderCopy>, PortError> {
         Store::provider_copies(self, m, request).await
     }
+    async fn privacy_status(&self, m: &MerchantId, id: &str) -> Result<Option<PrivacyStatus>, PortError> {
+        Store::privacy_status(self, m, id).await
+    }
     async fn provider_copy_removed(&self, m: &MerchantId, request: &str, copy: &ProviderCopy) -> Result<(), PortError> {
         Store::provider_copy_removed(self, m, request, copy).await
     }
