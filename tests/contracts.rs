@@ -531,7 +531,10 @@ fn template_alarms_watch_every_dead_letter_queue_and_failure() {
     assert!(!agent.contains("bedrock:*") && !agent.contains("\"execute-api:*\""), "{agent}");
     let not_run = res(&t, "PurgerDidNotRunAlarm");
     assert_eq!(not_run["MetricName"].as_str(), Some("PurgeRuns"));
-    assert_eq!(not_run["TreatMissingData"].as_str(), Some("breaching"));
+    // No run is no data: it notifies on INSUFFICIENT_DATA, so a fresh stack (never run, no
+    // state change) stays quiet where `breaching` would page before the first scheduled run.
+    assert_eq!(not_run["TreatMissingData"].as_str(), Some("missing"));
+    assert_eq!(ref_name(&not_run["InsufficientDataActions"][0]), Some("AlarmTopic"));
     assert_eq!(not_run["Period"].as_u64().unwrap() * not_run["EvaluationPeriods"].as_u64().unwrap(), 26 * 3600);
     // Silence is an alarm: the purger's daily check emits MerchantSilent (Service only); no run
     // is the PurgerDidNotRunAlarm's business, so missing data does not breach here.

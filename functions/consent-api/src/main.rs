@@ -6,7 +6,9 @@ use lambda_http::{Error, run, service_fn};
 use std::convert::Infallible;
 use std::sync::Arc;
 
-#[tokio::main]
+// One thread: an invocation waits on the network, which one thread interleaves; worker
+// threads would only add to init (docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let app = Arc::new(startup::lambda::<ConsentApp>().await?);
     run(service_fn(move |req| {

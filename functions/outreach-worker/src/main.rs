@@ -6,7 +6,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use outreach_worker::{Worker, handle_batch};
 use std::sync::Arc;
 
-#[tokio::main]
+// One thread: an invocation waits on the network, which one thread interleaves; worker
+// threads would only add to init (docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let app = Arc::new(startup::lambda::<Worker>().await?);
     run(service_fn(move |event: LambdaEvent<_>| {

@@ -9,7 +9,9 @@ use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use retention_purger::{PurgerApp, deadline, handle};
 use std::sync::Arc;
 
-#[tokio::main]
+// One thread: an invocation waits on the network, which one thread interleaves; worker
+// threads would only add to init (docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let app = Arc::new(startup::lambda::<PurgerApp>().await?);
     run(service_fn(move |event: LambdaEvent<serde_json::Value>| {

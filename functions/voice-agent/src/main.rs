@@ -7,7 +7,9 @@ use callfy_shared::startup::{self, AgentApp};
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use std::sync::Arc;
 
-#[tokio::main]
+// One thread: an invocation waits on the network, which one thread interleaves; worker
+// threads would only add to init (docs/performance.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let app = Arc::new(startup::lambda::<AgentApp<ApiGatewayRelay>>().await?);
     run(service_fn(move |event: LambdaEvent<_>| {
