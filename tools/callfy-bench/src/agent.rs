@@ -2,6 +2,8 @@
 //! `text` back, through `callfy-local` (the same `voice_agent` handler as `$default` in Lambda,
 //! its DynamoDB calls on moto), with the scripted agent, and with a stand-in model that takes a
 //! fixed time to start (that time is subtracted). Each call takes 10 prompts (the limit is 12).
+//! Then the opt-out path with the model hung: a question the model never answers, then "stop",
+//! timed to the agent's `end` (the opt-out is ours and must not wait for the model).
 
 use callfy_local::{LocalHandle, LocalOptions};
 use callfy_shared::domain::merchant::Merchant;
@@ -21,6 +23,7 @@ pub struct Series {
     pub ours_p95: Duration,
     pub p50: Duration,
     pub p95: Duration,
+    pub p99: Duration,
     pub max: Duration,
     pub samples: usize,
 }
@@ -37,11 +40,21 @@ fn t0() -> chrono::DateTime<chrono::Utc> {
 /// (prompt → first text, of which AWS calls were in flight) per prompt.
 type Sample = (Duration, Duration);
 
+/// What each call does once connected.
+#[derive(Clone, Copy)]
+enum Mode {
+    /// Ten prompts, each timed to its first `text`.
+    Prompts,
+    /// A prompt left unanswered (the model is hung), then "stop", timed to `end`.
+    StopWhileHung,
+}
+
 async fn one(
     sdk: &aws_config::SdkConfig,
     root: &Path,
     calls: usize,
     latency: Option<Duration>,
+    mode: Mode,
 ) -> Result<Vec<Sample>, String> {
     let clock = Arc::new(ManualClock::new(t0()));
     let mut opts = LocalOptions::for_test("bench-agent", clock.clone());
@@ -56,10 +69,13 @@ async fn one(
     v["send_guard"] = serde_json::json!({ "daily_send_budget": 100000 });
     let merchant = Merchant::from_json(&v.to_string()).map_err(|e| e.to_string())?;
     local.store().put_merchant(&merchant, t0()).await.map_err(|e| e.to_string())?;
-    let result = calls_on(&local, root, &clock, &merchant.id, calls, &log).await;
+    let result = calls_on(&local, root, &clock, &merchant.id, calls, &log, mode).await;
     local.shutdown().await;
     let firsts = result?;
-    let model = latency.unwrap_or_default();
+    let model = match mode {
+        Mode::Prompts => latency.unwrap_or_default(),
+        Mode::StopWhileHung => Duration::ZERO,
+    };
     Ok(firsts.into_iter().map(|(total, aws)| (total.saturating_sub(model), aws)).collect())
 }
 
@@ -70,6 +86,7 @@ async fn calls_on(
     m: &MerchantId,
     calls: usize,
     log: &crate::warm::Intervals,
+    mode: Mode,
 ) -> Result<Vec<Sample>, String> {
     let text = std::fs::read_to_string(root.join("events/shopify/checkouts-create.json")).map_err(|e| e.to_string())?;
     let base: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
@@ -126,12 +143,31 @@ async fn calls_on(
         };
         local.sandbox.answer_call(&call_sid, "human").await?;
         let relay = local.sandbox.relay(&call_sid).await?;
-        for p in 0..PROMPTS_PER_CALL {
-            let sent = std::time::Instant::now();
-            let reply = relay.say(PROMPTS[p % PROMPTS.len()]).await?;
-            let first = reply.first.ok_or_else(|| format!("no reply to prompt {p}: {reply:?}"))?;
-            let spans = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            firsts.push((first, crate::warm::covered(&spans, sent, sent + first)));
+        match mode {
+            Mode::Prompts => {
+                for p in 0..PROMPTS_PER_CALL {
+                    let sent = std::time::Instant::now();
+                    let reply = relay.say(PROMPTS[p % PROMPTS.len()]).await?;
+                    let first = reply.first.ok_or_else(|| format!("no reply to prompt {p}: {reply:?}"))?;
+                    let spans = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    firsts.push((first, crate::warm::covered(&spans, sent, sent + first)));
+                }
+            }
+            Mode::StopWhileHung => {
+                relay.send(&serde_json::json!({
+                    "type": "prompt", "voicePrompt": PROMPTS[0], "lang": "en-US", "last": true
+                }))?;
+                // The question's turn is taken and waiting on the model when "stop" comes.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let sent = std::time::Instant::now();
+                let reply = relay.say("stop").await?;
+                if reply.ended.is_none() {
+                    return Err(format!("\"stop\" with the model hung did not end the call: {reply:?}"));
+                }
+                let took = Duration::from_millis(reply.elapsed_ms);
+                let spans = log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                firsts.push((took, crate::warm::covered(&spans, sent, sent + took)));
+            }
         }
         relay.close();
     }
@@ -140,11 +176,17 @@ async fn calls_on(
 
 pub async fn measure(sdk: &aws_config::SdkConfig, root: &Path, calls: usize) -> Result<Vec<Series>, String> {
     let mut out = Vec::new();
-    for (name, latency) in [
-        ("scripted agent", None),
-        ("stand-in model, 200 ms to first token (subtracted)", Some(Duration::from_millis(200))),
+    for (name, latency, mode) in [
+        ("scripted agent: prompt → first text", None, Mode::Prompts),
+        (
+            "stand-in model, 200 ms to first token (subtracted): prompt → first text",
+            Some(Duration::from_millis(200)),
+            Mode::Prompts,
+        ),
+        // "Hung": the model would take an hour to say anything.
+        ("model hung: \"stop\" → `end` (budget p99 ≤ 2 s)", Some(Duration::from_secs(3600)), Mode::StopWhileHung),
     ] {
-        let pairs = one(sdk, root, calls, latency).await?;
+        let pairs = one(sdk, root, calls, latency, mode).await?;
         if pairs.is_empty() {
             return Err("no samples".into());
         }
@@ -162,6 +204,7 @@ pub async fn measure(sdk: &aws_config::SdkConfig, root: &Path, calls: usize) -> 
             ours_p95: pct(&ours, 95),
             p50: pct(&samples, 50),
             p95: pct(&samples, 95),
+            p99: pct(&samples, 99),
             max: *samples.last().unwrap_or(&Duration::ZERO),
             samples: samples.len(),
         });
@@ -171,14 +214,15 @@ pub async fn measure(sdk: &aws_config::SdkConfig, root: &Path, calls: usize) -> 
 
 pub fn table(rows: &[Series]) -> String {
     let mut o = String::from(
-        "Voice agent: prompt sent on the WebSocket → the agent's first `text` back, the model's own time subtracted; \"AWS\" is the time DynamoDB (moto) calls were in flight, \"ours\" the rest\n\n| model | p50 | p95 | max | AWS p50 | ours p50 | ours p95 | prompts |\n|---|---|---|---|---|---|---|---|\n",
+        "Voice agent, through `callfy-local` (the `voice_agent` handler, DynamoDB on moto): the model's own time subtracted; \"AWS\" is the time DynamoDB calls were in flight, \"ours\" the rest (budget: ours p95 ≤ 50 ms)\n\n| series | p50 | p95 | p99 | max | AWS p50 | ours p50 | ours p95 | samples |\n|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rows {
         o.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r.name,
             callfy_bench::ms(r.p50),
             callfy_bench::ms(r.p95),
+            callfy_bench::ms(r.p99),
             callfy_bench::ms(r.max),
             callfy_bench::ms(r.aws_p50),
             callfy_bench::ms(r.ours_p50),
