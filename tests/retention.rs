@@ -385,3 +385,85 @@ async fn the_index_migration_tags_and_reshards_items_an_earlier_version_wrote() 
     assert_eq!(r.of_kind(PurgeKind::Cart), 1, "{r:?}");
     local.shutdown().await;
 }
+
+/// Every item of the table whose key names merchant `m`, as `pk / sk`.
+async fn items_of(local: &LocalHandle, m: &str) -> Vec<String> {
+    let client = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let (mut found, mut start) = (Vec::new(), None);
+    loop {
+        let out = client.scan().table_name(local.store().table()).set_exclusive_start_key(start).send().await.unwrap();
+        for item in out.items() {
+            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if pk.contains(m) || sk.contains(m) {
+                found.push(format!("{pk} / {sk}"));
+            }
+        }
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            found.sort();
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_closed_accounts_erasure_goes_page_by_page_over_several_runs_and_keeps_only_suppression_records() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-pages", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    clock.set(t0() + Duration::hours(1));
+    text_in(&local, "STOP").await;
+    assert_eq!(post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await.0, 200);
+    local.drain().await.unwrap();
+    let before = items_of(&local, m.as_str()).await;
+
+    // One index entry per page and a deadline already past: each run does one page, then stops
+    // with the erasure still due; the account itself goes only with the last run.
+    let p = &local.functions().purger;
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings, queue: &p.queue };
+    let as_of = t0() + Duration::days(31);
+    let due = callfy_shared::ports::DueItem {
+        pk: format!("M#{m}"),
+        sk: "CLOSURE".into(),
+        purge_at: t0().to_rfc3339(),
+        merchant: Some(m.to_string()),
+        attrs: [("requested_at".to_string(), t0().to_rfc3339())].into(),
+    };
+    let mut runs = 0;
+    loop {
+        let opts = callfy_shared::app::retention::RunOptions {
+            as_of,
+            dry_run: false,
+            deadline: Some(std::time::Instant::now()),
+            started_at: as_of,
+            closure_grace_days: 30,
+            erasure_page: 1,
+        };
+        let r = purger.erase_due(due.clone(), &opts).await.unwrap();
+        runs += 1;
+        assert!(r.of_kind(PurgeKind::Erasure) >= 1, "each run makes progress: {r:?}");
+        if r.complete {
+            break;
+        }
+        assert!(local.store().get_merchant(&m).await.unwrap().is_some(), "the profile goes last");
+        assert!(runs < 100, "the erasure never finished");
+    }
+    assert!(runs >= 3, "one page a run: {runs} runs");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    assert!(local.store().get_merchant(&m).await.unwrap().is_none(), "the account itself is gone");
+    // Only the opt-out's suppression records, the Twilio copies the worker still has to remove
+    // and the dedupe and rate-window markers that expire on their own within days are left.
+    let left = items_of(&local, m.as_str()).await;
+    let kept = |k: &String| ["U#", "E#", "G#"].iter().any(|p| k.starts_with(p)) || k.contains("/ TWILIO#");
+    assert!(left.iter().all(kept), "{left:#?}\nbefore: {before:#?}");
+    assert!(left.iter().any(|k| k.starts_with("U#")) && before.len() > left.len() + 15, "{left:#?}");
+    assert!(local.store().suppression(&m, &phone, Channel::Sms).await.unwrap().is_some());
+    // The next scheduled run finds nothing left of it.
+    let r = local.purge(as_of, false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Erasure), 0, "{r:?}");
+    local.shutdown().await;
+}

@@ -8,7 +8,10 @@ use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport};
-use crate::ports::{DueItem, Erasure, JobQueue, MerchantStore, PortError, PrivacyWork, PurgeStore, RecordingFiles};
+use crate::ports::{
+    DueItem, Erasure, ItemKey, JobQueue, MerchantStore, PortError, PrivacyWork, ProviderCopy, PurgeStore,
+    RecordingFiles,
+};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -48,6 +51,9 @@ pub struct RunOptions {
     pub started_at: DateTime<Utc>,
     /// A closed account's data is erased this many days after it closed.
     pub closure_grace_days: u32,
+    /// `tenant` index entries an erasure reads between two looks at the deadline
+    /// (`ERASURE_PAGE`).
+    pub erasure_page: usize,
 }
 
 /// A merchant's new settings are saved; a retention it shortened applies to what is already
@@ -94,8 +100,16 @@ pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
     Ok(moved)
 }
 
-/// Items an account erasure deletes between two looks at the run's deadline.
-const ERASURE_SLICE: usize = 500;
+/// `tenant` index entries an erasure reads (and acts on) between two looks at the deadline.
+pub const ERASURE_PAGE: usize = 500;
+
+/// The request under which an erasure records the Twilio copies it leaves for the worker.
+fn erasure_request(scope: Erasure) -> String {
+    match scope {
+        Erasure::Account => "account-closure".into(),
+        Erasure::CustomerData => "shop-redact".into(),
+    }
+}
 
 /// The grace period of a closed account unless configured (`CLOSURE_GRACE_DAYS`).
 pub const DEFAULT_CLOSURE_GRACE_DAYS: u32 = 30;
@@ -337,6 +351,7 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             deadline: None,
             started_at: as_of,
             closure_grace_days: DEFAULT_CLOSURE_GRACE_DAYS,
+            erasure_page: ERASURE_PAGE,
         };
         let (mut merchants, mut report) = (HashMap::new(), PurgeReport::default());
         self.privacy(item, work.merchant_id.as_str(), &opts, &mut merchants, &mut report).await
@@ -469,13 +484,20 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             }
         }
         let scope = if closure { Erasure::Account } else { Erasure::CustomerData };
-        let mut keys = self.store.merchant_keys(&id, scope).await?;
+        let done = self.erase_pages(&id, scope, opts, report).await?;
+        let Some(mut done) = done else {
+            // Out of time between two pages: the erasure item stays due and the next run goes
+            // on (what this one deleted is no longer in the index, so it re-reads little).
+            info!(merchant, closure, "account erasure continues next run");
+            return Ok(());
+        };
+        let mut keys = self.store.erasure_tail(&id, scope).await?;
         let erasure = (item.pk.clone(), item.sk.clone());
         if !keys.contains(&erasure) {
             keys.push(erasure.clone());
         }
-        // The profile, then the erasure item, go last: a crash or a deadline before them leaves
-        // the erasure due (the next run finishes it), never half-forgotten.
+        // The profile, then the erasure item, go last: a crash before them leaves the erasure
+        // due (the next run finishes it), never half-forgotten.
         keys.sort_by_key(|k| {
             let rank = if *k == erasure {
                 2
@@ -487,36 +509,95 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             (rank, k.0.clone())
         });
         if !opts.dry_run {
-            // Opt-outs outlive the account: ledgers older than suppression records get theirs
-            // before they go (later ones keep theirs in step with every append).
-            // (`ledger_head` answers only for a customer's ledger head.)
-            for (pk, sk) in keys.iter().filter(|(_, sk)| PurgeKind::of_sort_key(sk) == PurgeKind::ConsentLedger) {
-                if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
-                    && let Some(sup) = state.suppression()
-                {
-                    self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
-                }
-            }
+            self.store.batch_delete(&keys).await?;
+        }
+        done += keys.len() as u64;
+        info!(merchant, closure, items = done, "account data erased");
+        report.count(merchant, PurgeKind::Erasure, done);
+        Ok(())
+    }
+
+    /// A merchant's erasure, one page of the `tenant` index at a time, each page done before the
+    /// next is read, the run's deadline looked at between pages: ledgers' opt-outs kept as
+    /// suppression records, the Twilio copies the page's SMS logs and call recordings name
+    /// recorded (for the worker to remove, as for a person's deletion), then the page's
+    /// partitions deleted. How many items went; `None` when the deadline stopped it (counted,
+    /// the run marked incomplete).
+    async fn erase_pages(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        opts: &RunOptions,
+        report: &mut PurgeReport,
+    ) -> Result<Option<u64>, PurgeError> {
+        let merchant = id.as_str();
+        if !opts.dry_run {
             self.recordings.delete_prefix(&format!("recordings/{merchant}/")).await?;
             self.recordings.delete_prefix(&format!("{HELD_PREFIX}recordings/{merchant}/")).await?;
             self.recordings.delete_prefix(&format!("exports/{merchant}/")).await?;
-            // In slices, the run's deadline checked between them: a large account left part-way
-            // keeps its erasure item (deleted last) and the next run finishes it.
-            let mut done = 0;
-            for slice in keys.chunks(ERASURE_SLICE) {
-                if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                    report.complete = false;
-                    report.count(merchant, PurgeKind::Erasure, done);
-                    info!(merchant, closure, items = done, "account erasure continues next run");
-                    return Ok(());
+        }
+        let request = erasure_request(scope);
+        let (mut cursor, mut done, mut copies_recorded) = (None, 0u64, false);
+        let finished = loop {
+            let (partitions, next) = self.store.erasure_page(id, scope, cursor, opts.erasure_page).await?;
+            let mut copies: Vec<ProviderCopy> = Vec::new();
+            let mut keys: Vec<ItemKey> = Vec::new();
+            for record in partitions.iter().flatten() {
+                copies.extend(crate::app::privacy::provider_copy(record));
+                keys.push(record.key.clone());
+            }
+            if !opts.dry_run {
+                // Opt-outs outlive the account: ledgers older than suppression records get
+                // theirs before they go (later ones keep theirs in step with every append).
+                for (pk, sk) in keys.iter().filter(|(_, sk)| PurgeKind::of_sort_key(sk) == PurgeKind::ConsentLedger) {
+                    if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
+                        && let Some(sup) = state.suppression()
+                    {
+                        self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+                    }
                 }
-                self.store.batch_delete(slice).await?;
-                done += slice.len() as u64;
+                // Twilio's copies are recorded before the logs naming them go.
+                copies.sort();
+                copies.dedup();
+                if !copies.is_empty() {
+                    self.store
+                        .put_provider_copies(id, &request, &copies, opts.as_of + crate::app::privacy::PROVIDER_RETRY_AFTER)
+                        .await?;
+                    copies_recorded = true;
+                }
+                self.store.batch_delete(&keys).await?;
+            }
+            done += keys.len() as u64;
+            match next {
+                None => break true,
+                Some(n) => cursor = Some(n),
+            }
+            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                break false;
+            }
+        };
+        if copies_recorded {
+            // The worker holds Twilio's keys (a failure here leaves them due for the next run).
+            let work = PrivacyWork { merchant_id: id.clone(), id: request };
+            if let Err(e) = self.queue.enqueue_provider_copies(&work).await {
+                warn!(error = %crate::telemetry::redact(&crate::ports::chain(&e)), "could not queue an erasure's Twilio copies; the next run will");
             }
         }
-        info!(merchant, closure, items = keys.len(), "account data erased");
-        report.count(merchant, PurgeKind::Erasure, keys.len() as u64);
-        Ok(())
+        if finished {
+            return Ok(Some(done));
+        }
+        report.complete = false;
+        report.count(merchant, PurgeKind::Erasure, done);
+        Ok(None)
+    }
+
+    /// One due erasure (`M#…` / `CLOSURE` or `REDACT`) handled on its own, as a run would: for
+    /// an operator finishing a large account, and for tests. Its report.
+    pub async fn erase_due(&self, item: DueItem, opts: &RunOptions) -> Result<PurgeReport, PurgeError> {
+        let mut report = PurgeReport { as_of: Some(opts.as_of), complete: true, ..Default::default() };
+        let merchant = item.merchant().unwrap_or("-").to_string();
+        self.erase(item, &merchant, opts, &mut HashMap::new(), &mut report).await?;
+        Ok(report)
     }
 
     /// A whole ledger is due: it goes only if nothing happened for that phone at that merchant

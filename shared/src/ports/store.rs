@@ -6,7 +6,7 @@
 use super::PortError;
 use super::records::{
     CallUpdate, ConsentAppend, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome, IngestWrite,
-    ItemKey, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor,
+    ItemKey, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor, TenantCursor,
 };
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState, LedgerEntry};
@@ -535,9 +535,23 @@ pub trait PurgeStore: Send + Sync {
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
     /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
     fn batch_delete(&self, keys: &[ItemKey]) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Every key of one merchant, found by a scan (an account erasure is rare; the daily purge
-    /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
-    fn merchant_keys(
+    /// One page of merchant `id`'s erasure, read through the `tenant` index (that merchant's
+    /// partitions alone, never a scan): the partitions its next `limit` index entries name, each
+    /// whole and decoded as far as an erasure needs (a shared partition: only the merchant's own
+    /// entry), the items the index names last in each (deleted in this order, a crash leaves the
+    /// partition findable). Suppression records and a deletion's Twilio copies are never among
+    /// them. The next page's start, `None` after the last.
+    fn erasure_page(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        after: Option<TenantCursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError>> + Send;
+    /// What an erasure deletes after its pages: the merchant's request partition (its Twilio
+    /// copies kept) and, for `Account`, the profile's partition, secrets, API bucket and registry
+    /// entry.
+    fn erasure_tail(
         &self,
         id: &MerchantId,
         scope: Erasure,

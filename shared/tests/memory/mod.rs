@@ -947,8 +947,18 @@ impl PurgeStore for Memory {
         s.deleted.extend(keys.iter().cloned());
         Ok(())
     }
-    async fn merchant_keys(&self, _: &MerchantId, _: Erasure) -> Result<Vec<ItemKey>, PortError> {
-        self.enter("merchant_keys")?;
+    async fn erasure_page(
+        &self,
+        _: &MerchantId,
+        _: Erasure,
+        _: Option<TenantCursor>,
+        _: usize,
+    ) -> Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError> {
+        self.enter("erasure_page")?;
+        Ok((Vec::new(), None))
+    }
+    async fn erasure_tail(&self, _: &MerchantId, _: Erasure) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("erasure_tail")?;
         Ok(Vec::new())
     }
     async fn last_activity(&self, _: &str) -> Result<Option<DateTime<Utc>>, PortError> {

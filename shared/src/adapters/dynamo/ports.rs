@@ -9,7 +9,7 @@ use crate::platforms::PlatformRequest;
 use crate::ports::{
     ApiBuckets, BurstGuard, CallLog, CallUpdate, CartStore, ConsentLedger, ConsentStore, CustomerRecord, DueItem,
     Erasure, IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
-    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, ProviderCopy, PurgeCursor, PurgeStore, StepStore,
+    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, ProviderCopy, PurgeCursor, PurgeStore, StepStore, TenantCursor,
 };
 
 impl MerchantStore for Store {
@@ -402,8 +402,17 @@ impl PurgeStore for Store {
     async fn batch_delete(&self, keys: &[ItemKey]) -> Result<(), PortError> {
         Store::batch_delete(self, keys).await
     }
-    async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<ItemKey>, PortError> {
-        Store::merchant_keys(self, id, scope).await
+    async fn erasure_page(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        after: Option<TenantCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError> {
+        Store::erasure_page(self, id, scope, after, limit).await
+    }
+    async fn erasure_tail(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<ItemKey>, PortError> {
+        Store::erasure_tail(self, id, scope).await
     }
     async fn last_activity(&self, pk: &str) -> Result<Option<DateTime<Utc>>, PortError> {
         Store::last_activity(self, pk).await
