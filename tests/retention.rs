@@ -467,3 +467,85 @@ async fn a_closed_accounts_erasure_goes_page_by_page_over_several_runs_and_keeps
     assert_eq!(r.of_kind(PurgeKind::Erasure), 0, "{r:?}");
     local.shutdown().await;
 }
+
+/// The purge date stored on the first item of partition `pk` whose sort key starts with `prefix`.
+async fn purge_at_of(local: &LocalHandle, pk: &str, prefix: &str) -> Option<String> {
+    let client = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    let out = client
+        .query()
+        .table_name(local.store().table())
+        .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+        .expression_attribute_values(":pk", s(pk))
+        .expression_attribute_values(":p", s(prefix))
+        .send()
+        .await
+        .unwrap();
+    out.items().first().and_then(|i| i.get("purge_at")).and_then(|v| v.as_s().ok()).cloned()
+}
+
+#[tokio::test]
+async fn a_shortened_retention_moves_sender_items_and_platform_requests_too() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-shorten-kinds", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let request = json!({ "shop_id": 954889, "shop_domain": SHOP, "orders_requested": [],
+        "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": PHONE }, "data_request": { "id": 9999 } });
+    assert_eq!(post_shopify(&local.base_url, "customers/data_request", &unique("evt"), &request).await.0, 200);
+    local.drain().await.unwrap();
+    let customer = format!("C#{m}#{PHONE}");
+    assert!(purge_at_of(&local, &customer, "SENDER#").await.is_some());
+    assert!(purge_at_of(&local, &format!("V#{m}"), "REQ#").await.is_some());
+    // Texts kept 30 days, consent records (and platform requests with them) 60.
+    let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30, "consent_records": 60 }));
+    callfy_shared::app::retention::save_merchant(local.store(), &shorter, t0() + Duration::days(40)).await.unwrap();
+    let r = local.purge(t0() + Duration::days(41), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
+    assert_eq!(purge_at_of(&local, &customer, "SENDER#").await, None, "the sender item went with the SMS log");
+    let r = local.purge(t0() + Duration::days(61), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::PlatformRequest) >= 1, "{r:?}");
+    assert_eq!(purge_at_of(&local, &format!("V#{m}"), "REQ#").await, None);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_moves_nothing_twice() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-shorten-resume", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let customer = format!("C#{m}#{PHONE}");
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let stored = purge_at_of(&local, &customer, "SMS#OUT#").await.unwrap();
+    assert_eq!(stored, at(t0() + Duration::days(730)));
+    // A save that stopped after recording its re-dating and saving the settings, before moving
+    // any date (a crash, a timeout).
+    let old = merchant(|_| {});
+    let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30 }));
+    let job = callfy_shared::domain::retention::Redate::new("rd_1".into(), &old.retention_days, &shorter.retention_days)
+        .unwrap();
+    let store = local.store();
+    callfy_shared::ports::PurgeStore::put_redate(store, &m, &job, t0()).await.unwrap();
+    store.put_merchant(&shorter, t0()).await.unwrap();
+    // A save that never landed: its re-dating no longer applies and is dropped.
+    let never = merchant(|v| v["retention_days"] = json!({ "consent_records": 60 }));
+    let dropped =
+        callfy_shared::domain::retention::Redate::new("rd_2".into(), &old.retention_days, &never.retention_days).unwrap();
+    callfy_shared::ports::PurgeStore::put_redate(store, &m, &dropped, t0()).await.unwrap();
+    let ledger = purge_at_of(&local, &customer, "CONSENT#sms").await.unwrap();
+
+    // The next run finishes the first (the text now falls due 700 days earlier) and drops the second.
+    local.purge(t0() + Duration::days(1), false, None).await.unwrap();
+    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
+    assert_eq!(purge_at_of(&local, &customer, "CONSENT#sms").await, Some(ledger), "nothing moved by a dropped one");
+    assert_eq!(purge_at_of(&local, &format!("M#{m}"), "REDATE#").await, None, "both records are gone");
+    // Run again (a retried save, a replayed run), the same re-dating moves nothing twice.
+    assert_eq!(callfy_shared::ports::PurgeStore::redate(store, &m, &job).await.unwrap(), 0);
+    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
+    let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
+    local.shutdown().await;
+}

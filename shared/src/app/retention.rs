@@ -7,7 +7,7 @@ use crate::app::privacy::PrivacyData;
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
-use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport};
+use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport, Redate};
 use crate::ports::{
     DueItem, Erasure, ItemKey, JobQueue, MerchantStore, PortError, PrivacyWork, ProviderCopy, PurgeStore,
     RecordingFiles,
@@ -56,22 +56,31 @@ pub struct RunOptions {
     pub erasure_page: usize,
 }
 
+/// When a purge run takes over a re-dating a save recorded and has not finished.
+const REDATE_RESUME_AFTER: Duration = Duration::minutes(15);
+
 /// A merchant's new settings are saved; a retention it shortened applies to what is already
-/// stored: those purge dates move earlier, and the next run deletes what is now past them.
-/// How many items moved.
+/// stored: those purge dates move earlier, and the next run deletes what is now past them. The
+/// re-dating is recorded before the settings are saved and removed once done: a failure part-way
+/// leaves it due, and the next purge run finishes it (each item moves once). How many items
+/// moved.
 pub async fn save_merchant<S: PurgeStore + MerchantStore>(
     store: &S,
     merchant: &crate::domain::merchant::Merchant,
     now: DateTime<Utc>,
 ) -> Result<u64, PurgeError> {
     let old = store.get_merchant(&merchant.id).await?;
-    store.put_merchant(merchant, now).await?;
-    let Some(old) = old else { return Ok(0) };
-    let shifts = crate::domain::retention::shortening(&old.merchant.retention_days, &merchant.retention_days);
-    if shifts.is_empty() {
-        return Ok(0);
+    let job = old.and_then(|old| {
+        let id = format!("rd_{}", uuid::Uuid::new_v4().simple());
+        Redate::new(id, &old.merchant.retention_days, &merchant.retention_days)
+    });
+    if let Some(job) = &job {
+        store.put_redate(&merchant.id, job, now + REDATE_RESUME_AFTER).await?;
     }
-    let moved = store.redate(&merchant.id, &shifts).await?;
+    store.put_merchant(merchant, now).await?;
+    let Some(job) = job else { return Ok(0) };
+    let moved = store.redate(&merchant.id, &job).await?;
+    store.redate_done(&merchant.id, &job.id).await?;
     info!(merchant = %merchant.id, moved, "retention shortened: stored purge dates moved earlier");
     Ok(moved)
 }
@@ -236,6 +245,14 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             // A data-subject request decides about the hold itself: exports go ahead.
             if PurgeKind::of_sort_key(&item.sk) == PurgeKind::Privacy {
                 self.privacy(item, &merchant, opts, merchants, report).await?;
+                continue;
+            }
+            // A shortened retention a save left unfinished: moving dates earlier deletes
+            // nothing, so a legal hold does not wait for it (what falls due is held then).
+            if PurgeKind::of_sort_key(&item.sk) == PurgeKind::Redate {
+                if !opts.dry_run {
+                    self.redate(&item).await?;
+                }
                 continue;
             }
             let held = self.merchant(merchants, &merchant).await?.as_ref().is_some_and(|r| r.legal_hold);
@@ -598,6 +615,22 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
         let merchant = item.merchant().unwrap_or("-").to_string();
         self.erase(item, &merchant, opts, &mut HashMap::new(), &mut report).await?;
         Ok(report)
+    }
+
+    /// Finishes a re-dating a save left part-way (each item moves once), or drops it when the
+    /// merchant's settings no longer call for it (the save never landed, or a later one
+    /// lengthened the retention again). What falls due is read by the next run.
+    async fn redate(&self, item: &DueItem) -> Result<(), PurgeError> {
+        let Some((m, job)) = self.store.redate_job(&item.pk, &item.sk).await? else { return Ok(()) };
+        let current = self.store.get_merchant(&m).await?;
+        if current.is_some_and(|r| job.still_applies(&r.merchant.retention_days)) {
+            let moved = self.store.redate(&m, &job).await?;
+            info!(merchant = %m, moved, "an unfinished re-dating finished");
+        } else {
+            info!(merchant = %m, "an unfinished re-dating no longer applies: dropped");
+        }
+        self.store.redate_done(&m, &job.id).await?;
+        Ok(())
     }
 
     /// A whole ledger is due: it goes only if nothing happened for that phone at that merchant

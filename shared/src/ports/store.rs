@@ -477,12 +477,30 @@ pub trait PurgeStore: Send + Sync {
     /// The audit record of one run (counts per merchant and kind; never a phone or a body).
     fn put_purge_report(&self, report: &PurgeReport) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Moves merchant `m`'s stored purge dates of each kind earlier by its shift (a shortened
-    /// retention), each conditional on the date read; how many moved.
+    /// retention), each conditional on the date read and on not being moved by this `job`
+    /// already (a resumed job moves nothing twice), reading the merchant's partitions a page at
+    /// a time; how many moved.
     fn redate(
         &self,
         m: &MerchantId,
-        shifts: &[(crate::domain::retention::PurgeKind, Duration)],
+        job: &crate::domain::retention::Redate,
     ) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// Records a re-dating about to start, due in the purge index at `at`: one that stops
+    /// part-way is finished by the next run.
+    fn put_redate(
+        &self,
+        m: &MerchantId,
+        job: &crate::domain::retention::Redate,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The re-dating a due `REDATE#` item records, and whose.
+    fn redate_job(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> impl Future<Output = Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError>> + Send;
+    /// A re-dating is finished (or dropped): its record goes.
+    fn redate_done(&self, m: &MerchantId, id: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// One page of what is due in purge shard `shard` at `as_of`, however old, oldest first,
     /// after `after`; the next page's start when there is more.
     fn due_page(

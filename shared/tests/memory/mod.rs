@@ -890,9 +890,30 @@ impl PurgeStore for Memory {
         self.s().reports.push(report.clone());
         Ok(())
     }
-    async fn redate(&self, _: &MerchantId, _: &[(PurgeKind, Duration)]) -> Result<u64, PortError> {
+    async fn redate(&self, _: &MerchantId, _: &callfy_shared::domain::retention::Redate) -> Result<u64, PortError> {
         self.enter("redate")?;
         Ok(0)
+    }
+    async fn put_redate(
+        &self,
+        _: &MerchantId,
+        _: &callfy_shared::domain::retention::Redate,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("put_redate")?;
+        Ok(())
+    }
+    async fn redate_job(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<(MerchantId, callfy_shared::domain::retention::Redate)>, PortError> {
+        self.enter("redate_job")?;
+        Ok(None)
+    }
+    async fn redate_done(&self, _: &MerchantId, _: &str) -> Result<(), PortError> {
+        self.enter("redate_done")?;
+        Ok(())
     }
     async fn due_page(
         &self,

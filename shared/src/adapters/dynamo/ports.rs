@@ -360,12 +360,26 @@ impl PurgeStore for Store {
     async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
         Store::put_purge_report(self, report).await
     }
-    async fn redate(
+    async fn redate(&self, m: &MerchantId, job: &crate::domain::retention::Redate) -> Result<u64, PortError> {
+        Store::redate(self, m, job).await
+    }
+    async fn put_redate(
         &self,
         m: &MerchantId,
-        shifts: &[(crate::domain::retention::PurgeKind, chrono::Duration)],
-    ) -> Result<u64, PortError> {
-        Store::redate(self, m, shifts).await
+        job: &crate::domain::retention::Redate,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        Store::put_redate(self, m, job, at).await
+    }
+    async fn redate_job(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError> {
+        Store::redate_job(self, pk, sk).await
+    }
+    async fn redate_done(&self, m: &MerchantId, id: &str) -> Result<(), PortError> {
+        Store::redate_done(self, m, id).await
     }
     async fn due_page(
         &self,

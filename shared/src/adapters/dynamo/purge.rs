@@ -13,6 +13,8 @@ pub const MAX_BATCH_WRITE: usize = 25;
 const PURGE_PK: &str = "PURGE";
 /// Items per purge-index page: a run checks its deadline between pages.
 const DUE_PAGE: i32 = 500;
+/// The re-datings (shortened retentions) that moved an item's purge date.
+const REDATED: &str = "redated";
 
 /// A purge-index item as the purger needs it.
 fn due_item(i: Item) -> Option<DueItem> {
@@ -476,53 +478,116 @@ impl Store {
     }
 
     /// Moves the purge dates of merchant `id`'s items of each kind earlier by its shift (a
-    /// shortened retention), each at the date read (an item rewritten since keeps its new one);
-    /// how many moved. The shard of the purge index does not change, so the next run reads them
+    /// shortened retention), each at the date read (an item rewritten since keeps its new one)
+    /// and only if `job` has not moved it already (`redated` holds the jobs that did: a job
+    /// resumed after a failure moves nothing twice); how many moved. The merchant's partitions
+    /// come through the `tenant` index a page at a time, and its request partition (platform
+    /// requests) last. The shard of the purge index does not change, so the next run reads them
     /// however far back their new dates fall.
-    pub async fn redate(&self, id: &MerchantId, shifts: &[(PurgeKind, chrono::Duration)]) -> Result<u64, PortError> {
-        let partitions: std::collections::BTreeSet<String> =
-            self.tenant_items(id).await?.into_iter().map(|(pk, _)| pk).collect();
+    pub async fn redate(&self, id: &MerchantId, job: &crate::domain::retention::Redate) -> Result<u64, PortError> {
+        let shifts = job.shifts();
         let mut moved = 0;
-        for pk in partitions {
-            let items = self
-                .query_all(
-                    self.client
-                        .query()
-                        .key_condition_expression("#pk = :pk")
-                        .expression_attribute_names("#pk", attr::PK)
-                        .expression_attribute_values(":pk", s(pk.clone()))
-                        .projection_expression("#pk, #sk, #a")
-                        .expression_attribute_names("#sk", attr::SK)
-                        .expression_attribute_names("#a", attr::PURGE_AT)
-                        .consistent_read(true),
-                )
-                .await?;
-            for i in items {
-                let (Some(sk), Some(at)) = (get_s(&i, attr::SK), get_s(&i, attr::PURGE_AT)) else { continue };
-                let kind = PurgeKind::of_key(&pk, sk);
-                let Some((_, shift)) = shifts.iter().find(|(k, _)| *k == kind) else { continue };
-                let Ok(old) = DateTime::parse_from_rfc3339(at) else { continue };
-                let new = old.with_timezone(&Utc) - *shift;
-                let res = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(pk.clone(), sk)))
-                    .update_expression("SET #a = :new")
-                    .condition_expression("#a = :old")
-                    .expression_attribute_names("#a", attr::PURGE_AT)
-                    .expression_attribute_values(":new", s(keys::sort_time(new)))
-                    .expression_attribute_values(":old", s(at))
-                    .send()
-                    .await;
-                match res {
-                    Ok(_) => moved += 1,
-                    Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                    Err(e) => return Err(aws("UpdateItem", e)),
+        let mut cursor = None;
+        loop {
+            let (entries, next) = self.tenant_page(id, cursor, 500).await?;
+            let mut partitions: Vec<String> = Vec::new();
+            for (pk, _) in entries {
+                if !partitions.contains(&pk) {
+                    partitions.push(pk);
                 }
+            }
+            if next.is_none() {
+                partitions.push(keys::request_pk(id));
+            }
+            for pk in partitions {
+                moved += self.redate_partition(&pk, job, &shifts).await?;
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(moved),
+            }
+        }
+    }
+
+    async fn redate_partition(
+        &self,
+        pk: &str,
+        job: &crate::domain::retention::Redate,
+        shifts: &[(PurgeKind, chrono::Duration)],
+    ) -> Result<u64, PortError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_values(":pk", s(pk))
+                    .projection_expression("#pk, #sk, #a")
+                    .expression_attribute_names("#sk", attr::SK)
+                    .expression_attribute_names("#a", attr::PURGE_AT)
+                    .consistent_read(true),
+            )
+            .await?;
+        let mut moved = 0;
+        for i in items {
+            let (Some(sk), Some(at)) = (get_s(&i, attr::SK), get_s(&i, attr::PURGE_AT)) else { continue };
+            let kind = PurgeKind::of_key(pk, sk);
+            let Some((_, shift)) = shifts.iter().find(|(k, _)| *k == kind) else { continue };
+            let Ok(old) = DateTime::parse_from_rfc3339(at) else { continue };
+            let new = old.with_timezone(&Utc) - *shift;
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.to_string(), sk)))
+                .update_expression("SET #a = :new ADD #r :job")
+                .condition_expression("#a = :old AND NOT contains(#r, :id)")
+                .expression_attribute_names("#a", attr::PURGE_AT)
+                .expression_attribute_names("#r", REDATED)
+                .expression_attribute_values(":new", s(keys::sort_time(new)))
+                .expression_attribute_values(":old", s(at))
+                .expression_attribute_values(":id", s(job.id.clone()))
+                .expression_attribute_values(":job", AttributeValue::Ss(vec![job.id.clone()]))
+                .send()
+                .await;
+            match res {
+                Ok(_) => moved += 1,
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(aws("UpdateItem", e)),
             }
         }
         Ok(moved)
+    }
+
+    /// Records a re-dating about to start (`M#{merchant}` / `REDATE#{id}`), due at once in the
+    /// purge index: one a failure stopped is finished by the next run.
+    pub async fn put_redate(
+        &self,
+        id: &MerchantId,
+        job: &crate::domain::retention::Redate,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let mut item = key(merchant_pk(id), format!("REDATE#{}", job.id));
+        item.insert("job".into(), s(serde_json::to_string(job).map_err(|e| PortError::Encode(e.to_string()))?));
+        self.put_item(self.with_purge(item, at)).await
+    }
+
+    /// The re-dating a due `REDATE#` item records, and whose.
+    pub async fn redate_job(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError> {
+        let Some(m) = keys::merchant_of(pk).and_then(|m| MerchantId::parse(m).ok()) else { return Ok(None) };
+        let Some(item) = self.get(pk.to_string(), sk, "GetItem").await? else { return Ok(None) };
+        let job = get_s(&item, "job").ok_or_else(|| PortError::Decode("a re-dating without its job".into()))?;
+        let job = serde_json::from_str(job).map_err(|e| PortError::Decode(e.to_string()))?;
+        Ok(Some((m, job)))
+    }
+
+    /// A re-dating is finished or dropped: its record goes.
+    pub async fn redate_done(&self, id: &MerchantId, job: &str) -> Result<(), PortError> {
+        self.delete(merchant_pk(id), format!("REDATE#{job}")).await
     }
 
     /// Brings a table written by an earlier version up to this one's indexes (a one-off scan by
