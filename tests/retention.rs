@@ -549,3 +549,44 @@ async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_mov
     assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_legal_hold_set_while_a_run_goes_on_is_honoured_from_its_next_page() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-hold-midrun", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let as_of = t0() + Duration::days(45);
+    let due = local.purge(as_of, true, None).await.unwrap().total();
+    assert!(due >= 3, "the cart, the text, the counter: {due}");
+    // The hold is set as soon as the run has deleted something (between two shards, so two
+    // pages): what it reads afterwards is held, not deleted.
+    let p = &local.functions().purger;
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings, queue: &p.queue };
+    let opts = callfy_shared::app::retention::RunOptions {
+        as_of,
+        dry_run: false,
+        deadline: None,
+        started_at: as_of,
+        closure_grace_days: 30,
+        erasure_page: callfy_shared::app::retention::ERASURE_PAGE,
+    };
+    let store = local.store().clone();
+    let set = std::sync::atomic::AtomicBool::new(false);
+    let progress = |pr: callfy_shared::app::retention::Progress| {
+        if pr.items > 0 && !set.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let (store, m) = (store.clone(), m.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(store.set_legal_hold(&m, true)).unwrap();
+            })
+            .join()
+            .unwrap();
+        }
+    };
+    let r = purger.run_with_progress(opts, progress).await.unwrap();
+    assert!(r.total() >= 1 && r.total() < due, "{r:?}");
+    assert_eq!(r.held.get(m.as_str()).copied().unwrap_or(0), due - r.total(), "{r:?}");
+    local.shutdown().await;
+}

@@ -190,7 +190,6 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
         report: &mut PurgeReport,
     ) -> Result<(), PurgeError> {
         let opts = *opts;
-        let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
         for shard in 0..PURGE_SHARDS {
             let mut after = None;
             loop {
@@ -202,6 +201,9 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 report.index_queries += 1;
                 report.index_reads += due.len() as u64;
                 if !due.is_empty() {
+                    // Each page reads its merchants afresh: a legal hold set (or an account
+                    // reopened) while the run goes on is honoured from the next page.
+                    let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
                     self.purge(due, &opts, &mut merchants, report).await?;
                 }
                 match next {
