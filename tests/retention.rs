@@ -590,3 +590,30 @@ async fn a_legal_hold_set_while_a_run_goes_on_is_honoured_from_its_next_page() {
     assert_eq!(r.held.get(m.as_str()).copied().unwrap_or(0), due - r.total(), "{r:?}");
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_save_conditioned_on_the_version_it_read_never_overwrites_a_concurrent_one() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-save-version", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    let store = local.store();
+    let read = store.get_merchant(&m).await.unwrap().unwrap().version;
+    // Another save lands between this one's read and its write …
+    let theirs = merchant(|v| v["retention_days"] = json!({ "sms_logs": 300 }));
+    callfy_shared::app::retention::save_merchant(store, &theirs, t0()).await.unwrap();
+    assert_eq!(store.get_merchant(&m).await.unwrap().unwrap().version, read + 1);
+    // … so this write, conditioned on what it read, is refused and writes nothing.
+    let ours = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30 }));
+    let lost = callfy_shared::ports::MerchantStore::put_merchant_if(store, &ours, t0(), Some(read), None).await;
+    assert!(matches!(lost, Err(callfy_shared::ports::PortError::Conflict)), "{lost:?}");
+    let kept = store.get_merchant(&m).await.unwrap().unwrap();
+    assert_eq!((kept.merchant.retention_days.sms_logs, kept.version), (300, read + 1));
+    // A save that reads first goes through; a new merchant is created only if none exists.
+    callfy_shared::app::retention::save_merchant(store, &ours, t0()).await.unwrap();
+    assert_eq!(store.get_merchant(&m).await.unwrap().unwrap().merchant.retention_days.sms_logs, 30);
+    let twice = callfy_shared::ports::MerchantStore::put_merchant_if(store, &ours, t0(), None, None).await;
+    assert!(matches!(twice, Err(callfy_shared::ports::PortError::Conflict)), "{twice:?}");
+    let e = callfy_shared::app::retention::SaveError::Concurrent(m.clone()).to_string();
+    assert!(e.contains("read it again and retry"), "{e}");
+    local.shutdown().await;
+}

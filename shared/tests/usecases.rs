@@ -36,7 +36,7 @@ fn merchant() -> Merchant {
 }
 
 fn record() -> MerchantRecord {
-    MerchantRecord { merchant: merchant(), status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false }
+    MerchantRecord { merchant: merchant(), status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false, version: 0 }
 }
 
 fn phone() -> Phone {

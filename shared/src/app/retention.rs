@@ -59,25 +59,48 @@ pub struct RunOptions {
 /// When a purge run takes over a re-dating a save recorded and has not finished.
 const REDATE_RESUME_AFTER: Duration = Duration::minutes(15);
 
-/// A merchant's new settings are saved; a retention it shortened applies to what is already
-/// stored: those purge dates move earlier, and the next run deletes what is now past them. The
-/// re-dating is recorded before the settings are saved and removed once done: a failure part-way
-/// leaves it due, and the next purge run finishes it (each item moves once). How many items
-/// moved.
+/// Why a merchant's settings were not saved.
+#[derive(Debug, Error)]
+pub enum SaveError {
+    /// Another save changed the settings since they were read: nothing was written.
+    #[error("merchant {0} was saved by someone else since it was read: nothing written; read it again and retry")]
+    Concurrent(MerchantId),
+    #[error(transparent)]
+    Store(#[from] PortError),
+}
+
+impl crate::ports::Classify for SaveError {
+    fn kind(&self) -> crate::ports::ErrorKind {
+        match self {
+            Self::Concurrent(_) => crate::ports::ErrorKind::Permanent,
+            Self::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// A merchant's new settings are saved, conditioned on the version read (a concurrent save is
+/// never overwritten: `SaveError::Concurrent`); a retention it shortened applies to what is
+/// already stored: those purge dates move earlier, and the next run deletes what is now past
+/// them. The re-dating is recorded in the same write as the settings and removed once done: a
+/// failure part-way leaves it due, and the next purge run finishes it (each item moves once).
+/// How many items moved.
 pub async fn save_merchant<S: PurgeStore + MerchantStore>(
     store: &S,
     merchant: &crate::domain::merchant::Merchant,
     now: DateTime<Utc>,
-) -> Result<u64, PurgeError> {
+) -> Result<u64, SaveError> {
     let old = store.get_merchant(&merchant.id).await?;
+    let read = old.as_ref().map(|r| r.version);
     let job = old.and_then(|old| {
         let id = format!("rd_{}", uuid::Uuid::new_v4().simple());
         Redate::new(id, &old.merchant.retention_days, &merchant.retention_days)
     });
-    if let Some(job) = &job {
-        store.put_redate(&merchant.id, job, now + REDATE_RESUME_AFTER).await?;
+    let redate = job.as_ref().map(|j| (j, now + REDATE_RESUME_AFTER));
+    match store.put_merchant_if(merchant, now, read, redate).await {
+        Ok(()) => {}
+        Err(PortError::Conflict) => return Err(SaveError::Concurrent(merchant.id.clone())),
+        Err(e) => return Err(e.into()),
     }
-    store.put_merchant(merchant, now).await?;
     let Some(job) = job else { return Ok(0) };
     let moved = store.redate(&merchant.id, &job).await?;
     store.redate_done(&merchant.id, &job.id).await?;

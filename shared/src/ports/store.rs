@@ -41,6 +41,16 @@ pub trait MerchantStore: Send + Sync {
         merchant: &Merchant,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// `put_merchant`, only while the stored settings are still at version `read` (`None`: no
+    /// merchant yet), `PortError::Conflict` otherwise; with `redate`, the shortened retention's
+    /// re-dating is recorded in the same write, due at its time.
+    fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        redate: Option<(&crate::domain::retention::Redate, DateTime<Utc>)>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
 /// Carts, the webhook deliveries that change them (with their dedupe markers), and lookups by checkout, phone and email.

@@ -122,7 +122,7 @@ impl Memory {
 
     pub fn add_merchant(&self, merchant: Merchant) {
         let record =
-            MerchantRecord { merchant, status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false };
+            MerchantRecord { merchant, status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false, version: 0 };
         self.s().merchants.insert(record.merchant.id.to_string(), record);
     }
 
@@ -171,6 +171,23 @@ impl MerchantStore for Memory {
         }
         Ok(())
     }
+    async fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        _: Option<(&callfy_shared::domain::retention::Redate, DateTime<Utc>)>,
+    ) -> Result<(), PortError> {
+        let current = self.s().merchants.get(merchant.id.as_str()).map(|r| r.version);
+        if current != read {
+            return Err(PortError::Conflict);
+        }
+        self.put_merchant(merchant, now).await?;
+        if let Some(r) = self.s().merchants.get_mut(merchant.id.as_str()) {
+            r.version += 1;
+        }
+        Ok(())
+    }
     async fn put_merchant(&self, merchant: &Merchant, _: DateTime<Utc>) -> Result<(), PortError> {
         self.enter("put_merchant")?;
         let mut s = self.s();
@@ -184,6 +201,7 @@ impl MerchantStore for Memory {
                         status: MerchantStatus::Active,
                         api_key_sha256: None,
                         legal_hold: false,
+                        version: 0,
                     },
                 );
             }

@@ -22,6 +22,15 @@ impl MerchantStore for Store {
     async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), PortError> {
         Store::put_merchant(self, merchant, now).await
     }
+    async fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        redate: Option<(&crate::domain::retention::Redate, DateTime<Utc>)>,
+    ) -> Result<(), PortError> {
+        Store::put_merchant_if(self, merchant, now, read, redate).await
+    }
     async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), PortError> {
         Store::set_legal_hold(self, id, on).await
     }
