@@ -525,15 +525,17 @@ async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_mov
     // any date (a crash, a timeout).
     let old = merchant(|_| {});
     let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30 }));
-    let job = callfy_shared::domain::retention::Redate::new("rd_1".into(), &old.retention_days, &shorter.retention_days)
-        .unwrap();
+    let job =
+        callfy_shared::domain::retention::Redate::new("rd_1".into(), &old.retention_days, &shorter.retention_days)
+            .unwrap();
     let store = local.store();
     callfy_shared::ports::PurgeStore::put_redate(store, &m, &job, t0()).await.unwrap();
     store.put_merchant(&shorter, t0()).await.unwrap();
     // A save that never landed: its re-dating no longer applies and is dropped.
     let never = merchant(|v| v["retention_days"] = json!({ "consent_records": 60 }));
     let dropped =
-        callfy_shared::domain::retention::Redate::new("rd_2".into(), &old.retention_days, &never.retention_days).unwrap();
+        callfy_shared::domain::retention::Redate::new("rd_2".into(), &old.retention_days, &never.retention_days)
+            .unwrap();
     callfy_shared::ports::PurgeStore::put_redate(store, &m, &dropped, t0()).await.unwrap();
     let ledger = purge_at_of(&local, &customer, "CONSENT#sms").await.unwrap();
 

@@ -314,7 +314,9 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
 /// redaction and an account's closure.
 pub fn provider_copy(record: &crate::ports::CustomerRecord) -> Option<ProviderCopy> {
     match &record.data {
-        CustomerData::Sms(entry) if !entry.message_sid.is_empty() => Some(ProviderCopy::Message(entry.message_sid.clone())),
+        CustomerData::Sms(entry) if !entry.message_sid.is_empty() => {
+            Some(ProviderCopy::Message(entry.message_sid.clone()))
+        }
         CustomerData::Call(call) => call
             .recording
             .as_ref()

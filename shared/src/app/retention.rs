@@ -603,7 +603,12 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 copies.dedup();
                 if !copies.is_empty() {
                     self.store
-                        .put_provider_copies(id, &request, &copies, opts.as_of + crate::app::privacy::PROVIDER_RETRY_AFTER)
+                        .put_provider_copies(
+                            id,
+                            &request,
+                            &copies,
+                            opts.as_of + crate::app::privacy::PROVIDER_RETRY_AFTER,
+                        )
                         .await?;
                     copies_recorded = true;
                 }

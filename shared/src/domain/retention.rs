@@ -149,7 +149,8 @@ impl Redate {
         old: &crate::domain::merchant::RetentionDays,
         new: &crate::domain::merchant::RetentionDays,
     ) -> Option<Self> {
-        let shifts: Vec<(PurgeKind, i64)> = shortening(old, new).into_iter().map(|(k, d)| (k, d.num_seconds())).collect();
+        let shifts: Vec<(PurgeKind, i64)> =
+            shortening(old, new).into_iter().map(|(k, d)| (k, d.num_seconds())).collect();
         (!shifts.is_empty()).then(|| Self { id, shifts, retention: new.clone() })
     }
 
@@ -259,7 +260,10 @@ mod tests {
         let old = RetentionDays { sms_logs: 730, consent_records: 730, recordings: 730, carts: 90 };
         let new = RetentionDays { sms_logs: 30, ..old.clone() };
         let r = Redate::new("r1".into(), &old, &new).unwrap();
-        assert_eq!(r.shifts(), vec![(PurgeKind::SmsLog, Duration::days(700)), (PurgeKind::CallLog, Duration::days(700))]);
+        assert_eq!(
+            r.shifts(),
+            vec![(PurgeKind::SmsLog, Duration::days(700)), (PurgeKind::CallLog, Duration::days(700))]
+        );
         assert!(Redate::new("r2".into(), &new, &old).is_none(), "nothing shrank");
         assert!(r.still_applies(&new));
         assert!(r.still_applies(&RetentionDays { sms_logs: 10, ..new.clone() }), "shortened further");

@@ -121,8 +121,13 @@ impl Memory {
     }
 
     pub fn add_merchant(&self, merchant: Merchant) {
-        let record =
-            MerchantRecord { merchant, status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false, version: 0 };
+        let record = MerchantRecord {
+            merchant,
+            status: MerchantStatus::Active,
+            api_key_sha256: None,
+            legal_hold: false,
+            version: 0,
+        };
         self.s().merchants.insert(record.merchant.id.to_string(), record);
     }
 

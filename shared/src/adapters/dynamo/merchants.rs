@@ -3,6 +3,9 @@
 use super::*;
 use crate::domain::merchant::MerchantSecrets;
 
+/// A re-dating recorded with a save, and when it falls due.
+type RedateAt<'a> = (&'a crate::domain::retention::Redate, DateTime<Utc>);
+
 /// The profile's version: how many times its settings were saved.
 const VERSION: &str = "settings_version";
 
@@ -31,7 +34,7 @@ impl Store {
         &self,
         merchant: &Merchant,
         now: DateTime<Utc>,
-        cond: Option<(Option<u64>, Option<(&crate::domain::retention::Redate, DateTime<Utc>)>)>,
+        cond: Option<(Option<u64>, Option<RedateAt<'_>>)>,
     ) -> Result<(), PortError> {
         merchant.validate().map_err(|e| PortError::Invalid(e.to_string()))?;
         let old = self.get_merchant(&merchant.id).await?;
@@ -63,7 +66,9 @@ impl Store {
             // Profiles written before versions existed read as version 0.
             Some(Some(v)) => {
                 profile_update = profile_update
-                    .condition_expression("attribute_exists(#pk) AND (#ver = :v OR (attribute_not_exists(#ver) AND :v = :zero))")
+                    .condition_expression(
+                        "attribute_exists(#pk) AND (#ver = :v OR (attribute_not_exists(#ver) AND :v = :zero))",
+                    )
                     .expression_attribute_names("#pk", attr::PK)
                     .expression_attribute_values(":v", n(v));
             }

@@ -9,7 +9,8 @@ use crate::platforms::PlatformRequest;
 use crate::ports::{
     ApiBuckets, BurstGuard, CallLog, CallUpdate, CartStore, ConsentLedger, ConsentStore, CustomerRecord, DueItem,
     Erasure, IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
-    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, ProviderCopy, PurgeCursor, PurgeStore, StepStore, TenantCursor,
+    PlatformRequests, PortError, PrivacyStatus, PrivacyStore, ProviderCopy, PurgeCursor, PurgeStore, StepStore,
+    TenantCursor,
 };
 
 impl MerchantStore for Store {

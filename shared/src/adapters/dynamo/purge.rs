@@ -460,9 +460,10 @@ impl Store {
                 .iter()
                 .filter_map(|i| Some((get_s(i, attr::PK)?.to_string(), get_s(i, attr::SK)?.to_string())))
                 .collect();
-            let next = match out.last_evaluated_key.and_then(|k| {
-                Some((get_s(&k, attr::PK)?.to_string(), get_s(&k, attr::SK)?.to_string()))
-            }) {
+            let next = match out
+                .last_evaluated_key
+                .and_then(|k| Some((get_s(&k, attr::PK)?.to_string(), get_s(&k, attr::SK)?.to_string())))
+            {
                 Some(last) => Some(TenantCursor { shard: cursor.shard, after: Some(last) }),
                 None if cursor.shard + 1 < keys::TENANT_SHARDS => {
                     Some(TenantCursor { shard: cursor.shard + 1, after: None })
