@@ -293,3 +293,43 @@ async fn a_shopify_redaction_reaches_carts_by_customer_id_too() {
     assert!(local.store().carts_for_phone(&m, &other_phone).await.unwrap().is_empty());
     local.shutdown().await;
 }
+
+/// An account closure (after its grace period) or a `shop/redact` of the uninstalled shop: the
+/// texts the erasure deletes are redacted at Twilio too, through the worker, as for a person's
+/// deletion.
+async fn erasure_redacts_twilios_copies(prefix: &str, redact: bool) {
+    let (local, clock, _key, _sid) = seeded(prefix).await;
+    let (m, phone) = ids();
+    assert!(!local.sandbox.messages()[0].body.is_empty());
+    assert_eq!(post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await.0, 200);
+    let as_of = if redact {
+        let body = json!({ "shop_id": 954889, "shop_domain": SHOP });
+        assert_eq!(post_shopify(&local.base_url, "shop/redact", &unique("evt"), &body).await.0, 200);
+        t0() + Duration::hours(2)
+    } else {
+        t0() + Duration::days(31)
+    };
+    local.drain().await.unwrap();
+    clock.set(as_of);
+    let r = local.purge(as_of, false, None).await.unwrap();
+    assert!(r.of_kind(callfy_shared::domain::retention::PurgeKind::Erasure) >= 4, "{r:?}");
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages()[0].body, "", "Twilio's copy of the text is redacted");
+    assert!(local.sandbox.violations().is_empty(), "{:?}", local.sandbox.violations());
+    // Crossed off: the next runs queue nothing again.
+    let r = local.purge(as_of + Duration::days(1), false, None).await.unwrap();
+    assert_eq!(r.provider_copies_requeued, 0, "{r:?}");
+    assert_eq!(local.store().get_merchant(&m).await.unwrap().is_some(), redact, "a redaction keeps the account");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_account_closure_redacts_twilios_copies_of_the_texts_it_erases() {
+    erasure_redacts_twilios_copies("erase-twilio-close", false).await;
+}
+
+#[tokio::test]
+async fn a_shop_redaction_redacts_twilios_copies_of_the_texts_it_erases() {
+    erasure_redacts_twilios_copies("erase-twilio-redact", true).await;
+}

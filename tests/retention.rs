@@ -385,3 +385,237 @@ async fn the_index_migration_tags_and_reshards_items_an_earlier_version_wrote() 
     assert_eq!(r.of_kind(PurgeKind::Cart), 1, "{r:?}");
     local.shutdown().await;
 }
+
+/// Every item of the table whose key names merchant `m`, as `pk / sk`.
+async fn items_of(local: &LocalHandle, m: &str) -> Vec<String> {
+    let client = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let (mut found, mut start) = (Vec::new(), None);
+    loop {
+        let out = client.scan().table_name(local.store().table()).set_exclusive_start_key(start).send().await.unwrap();
+        for item in out.items() {
+            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            let sk = item.get("sk").and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+            if pk.contains(m) || sk.contains(m) {
+                found.push(format!("{pk} / {sk}"));
+            }
+        }
+        start = out.last_evaluated_key().cloned();
+        if start.is_none() {
+            found.sort();
+            return found;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_closed_accounts_erasure_goes_page_by_page_over_several_runs_and_keeps_only_suppression_records() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-pages", clock.clone(), &merchant(|_| {})).await;
+    let (m, token, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    clock.set(t0() + Duration::hours(1));
+    text_in(&local, "STOP").await;
+    assert_eq!(post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await.0, 200);
+    local.drain().await.unwrap();
+    let before = items_of(&local, m.as_str()).await;
+
+    // One index entry per page and a deadline already past: each run does one page, then stops
+    // with the erasure still due; the account itself goes only with the last run.
+    let p = &local.functions().purger;
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings, queue: &p.queue };
+    let as_of = t0() + Duration::days(31);
+    let due = callfy_shared::ports::DueItem {
+        pk: format!("M#{m}"),
+        sk: "CLOSURE".into(),
+        purge_at: t0().to_rfc3339(),
+        merchant: Some(m.to_string()),
+        attrs: [("requested_at".to_string(), t0().to_rfc3339())].into(),
+    };
+    let mut runs = 0;
+    loop {
+        let opts = callfy_shared::app::retention::RunOptions {
+            as_of,
+            dry_run: false,
+            deadline: Some(std::time::Instant::now()),
+            started_at: as_of,
+            closure_grace_days: 30,
+            erasure_page: 1,
+        };
+        let r = purger.erase_due(due.clone(), &opts).await.unwrap();
+        runs += 1;
+        assert!(r.of_kind(PurgeKind::Erasure) >= 1, "each run makes progress: {r:?}");
+        if r.complete {
+            break;
+        }
+        assert!(local.store().get_merchant(&m).await.unwrap().is_some(), "the profile goes last");
+        assert!(runs < 100, "the erasure never finished");
+    }
+    assert!(runs >= 3, "one page a run: {runs} runs");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none());
+    assert!(local.store().sms_log(&m, &phone).await.unwrap().is_empty());
+    assert!(local.store().get_merchant(&m).await.unwrap().is_none(), "the account itself is gone");
+    // Only the opt-out's suppression records, the Twilio copies the worker still has to remove
+    // and the dedupe and rate-window markers that expire on their own within days are left.
+    let left = items_of(&local, m.as_str()).await;
+    let kept = |k: &String| ["U#", "E#", "G#"].iter().any(|p| k.starts_with(p)) || k.contains("/ TWILIO#");
+    assert!(left.iter().all(kept), "{left:#?}\nbefore: {before:#?}");
+    assert!(left.iter().any(|k| k.starts_with("U#")) && before.len() > left.len() + 15, "{left:#?}");
+    assert!(local.store().suppression(&m, &phone, Channel::Sms).await.unwrap().is_some());
+    // The next scheduled run finds nothing left of it.
+    let r = local.purge(as_of, false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::Erasure), 0, "{r:?}");
+    local.shutdown().await;
+}
+
+/// The purge date stored on the first item of partition `pk` whose sort key starts with `prefix`.
+async fn purge_at_of(local: &LocalHandle, pk: &str, prefix: &str) -> Option<String> {
+    let client = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    let out = client
+        .query()
+        .table_name(local.store().table())
+        .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+        .expression_attribute_values(":pk", s(pk))
+        .expression_attribute_values(":p", s(prefix))
+        .send()
+        .await
+        .unwrap();
+    out.items().first().and_then(|i| i.get("purge_at")).and_then(|v| v.as_s().ok()).cloned()
+}
+
+#[tokio::test]
+async fn a_shortened_retention_moves_sender_items_and_platform_requests_too() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-shorten-kinds", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let request = json!({ "shop_id": 954889, "shop_domain": SHOP, "orders_requested": [],
+        "customer": { "id": 191167, "email": "ann.lee@example.com", "phone": PHONE }, "data_request": { "id": 9999 } });
+    assert_eq!(post_shopify(&local.base_url, "customers/data_request", &unique("evt"), &request).await.0, 200);
+    local.drain().await.unwrap();
+    let customer = format!("C#{m}#{PHONE}");
+    assert!(purge_at_of(&local, &customer, "SENDER#").await.is_some());
+    assert!(purge_at_of(&local, &format!("V#{m}"), "REQ#").await.is_some());
+    // Texts kept 30 days, consent records (and platform requests with them) 60.
+    let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30, "consent_records": 60 }));
+    callfy_shared::app::retention::save_merchant(local.store(), &shorter, t0() + Duration::days(40)).await.unwrap();
+    let r = local.purge(t0() + Duration::days(41), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
+    assert_eq!(purge_at_of(&local, &customer, "SENDER#").await, None, "the sender item went with the SMS log");
+    let r = local.purge(t0() + Duration::days(61), false, None).await.unwrap();
+    assert!(r.of_kind(PurgeKind::PlatformRequest) >= 1, "{r:?}");
+    assert_eq!(purge_at_of(&local, &format!("V#{m}"), "REQ#").await, None);
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_moves_nothing_twice() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-shorten-resume", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let customer = format!("C#{m}#{PHONE}");
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let stored = purge_at_of(&local, &customer, "SMS#OUT#").await.unwrap();
+    assert_eq!(stored, at(t0() + Duration::days(730)));
+    // A save that stopped after recording its re-dating and saving the settings, before moving
+    // any date (a crash, a timeout).
+    let old = merchant(|_| {});
+    let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30 }));
+    let job =
+        callfy_shared::domain::retention::Redate::new("rd_1".into(), &old.retention_days, &shorter.retention_days)
+            .unwrap();
+    let store = local.store();
+    callfy_shared::ports::PurgeStore::put_redate(store, &m, &job, t0()).await.unwrap();
+    store.put_merchant(&shorter, t0()).await.unwrap();
+    // A save that never landed: its re-dating no longer applies and is dropped.
+    let never = merchant(|v| v["retention_days"] = json!({ "consent_records": 60 }));
+    let dropped =
+        callfy_shared::domain::retention::Redate::new("rd_2".into(), &old.retention_days, &never.retention_days)
+            .unwrap();
+    callfy_shared::ports::PurgeStore::put_redate(store, &m, &dropped, t0()).await.unwrap();
+    let ledger = purge_at_of(&local, &customer, "CONSENT#sms").await.unwrap();
+
+    // The next run finishes the first (the text now falls due 700 days earlier) and drops the second.
+    local.purge(t0() + Duration::days(1), false, None).await.unwrap();
+    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
+    assert_eq!(purge_at_of(&local, &customer, "CONSENT#sms").await, Some(ledger), "nothing moved by a dropped one");
+    assert_eq!(purge_at_of(&local, &format!("M#{m}"), "REDATE#").await, None, "both records are gone");
+    // Run again (a retried save, a replayed run), the same re-dating moves nothing twice.
+    assert_eq!(callfy_shared::ports::PurgeStore::redate(store, &m, &job).await.unwrap(), 0);
+    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
+    let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
+    assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_legal_hold_set_while_a_run_goes_on_is_honoured_from_its_next_page() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-hold-midrun", clock.clone(), &merchant(|v| v["retention_days"] = short())).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let as_of = t0() + Duration::days(45);
+    let due = local.purge(as_of, true, None).await.unwrap().total();
+    assert!(due >= 3, "the cart, the text, the counter: {due}");
+    // The hold is set as soon as the run has deleted something (between two shards, so two
+    // pages): what it reads afterwards is held, not deleted.
+    let p = &local.functions().purger;
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings, queue: &p.queue };
+    let opts = callfy_shared::app::retention::RunOptions {
+        as_of,
+        dry_run: false,
+        deadline: None,
+        started_at: as_of,
+        closure_grace_days: 30,
+        erasure_page: callfy_shared::app::retention::ERASURE_PAGE,
+    };
+    let store = local.store().clone();
+    let set = std::sync::atomic::AtomicBool::new(false);
+    let progress = |pr: callfy_shared::app::retention::Progress| {
+        if pr.items > 0 && !set.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            let (store, m) = (store.clone(), m.clone());
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                rt.block_on(store.set_legal_hold(&m, true)).unwrap();
+            })
+            .join()
+            .unwrap();
+        }
+    };
+    let r = purger.run_with_progress(opts, progress).await.unwrap();
+    assert!(r.total() >= 1 && r.total() < due, "{r:?}");
+    assert_eq!(r.held.get(m.as_str()).copied().unwrap_or(0), due - r.total(), "{r:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_save_conditioned_on_the_version_it_read_never_overwrites_a_concurrent_one() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-save-version", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    let store = local.store();
+    let read = store.get_merchant(&m).await.unwrap().unwrap().version;
+    // Another save lands between this one's read and its write …
+    let theirs = merchant(|v| v["retention_days"] = json!({ "sms_logs": 300 }));
+    callfy_shared::app::retention::save_merchant(store, &theirs, t0()).await.unwrap();
+    assert_eq!(store.get_merchant(&m).await.unwrap().unwrap().version, read + 1);
+    // … so this write, conditioned on what it read, is refused and writes nothing.
+    let ours = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30 }));
+    let lost = callfy_shared::ports::MerchantStore::put_merchant_if(store, &ours, t0(), Some(read), None).await;
+    assert!(matches!(lost, Err(callfy_shared::ports::PortError::Conflict)), "{lost:?}");
+    let kept = store.get_merchant(&m).await.unwrap().unwrap();
+    assert_eq!((kept.merchant.retention_days.sms_logs, kept.version), (300, read + 1));
+    // A save that reads first goes through; a new merchant is created only if none exists.
+    callfy_shared::app::retention::save_merchant(store, &ours, t0()).await.unwrap();
+    assert_eq!(store.get_merchant(&m).await.unwrap().unwrap().merchant.retention_days.sms_logs, 30);
+    let twice = callfy_shared::ports::MerchantStore::put_merchant_if(store, &ours, t0(), None, None).await;
+    assert!(matches!(twice, Err(callfy_shared::ports::PortError::Conflict)), "{twice:?}");
+    let e = callfy_shared::app::retention::SaveError::Concurrent(m.clone()).to_string();
+    assert!(e.contains("read it again and retry"), "{e}");
+    local.shutdown().await;
+}

@@ -7,7 +7,7 @@ use callfy_shared::app::consent::{self, ApiAnswer, ConsentError, Idempotency};
 use callfy_shared::app::ingest::{Ingest, IngestError};
 use callfy_shared::app::outreach::{Outreach, OutreachError};
 use callfy_shared::app::privacy::{Privacy, Subject};
-use callfy_shared::app::retention::{Purger, RunOptions};
+use callfy_shared::app::retention::{ERASURE_PAGE, Purger, RunOptions};
 use callfy_shared::app::{delivery, inbound, voice};
 use callfy_shared::domain::cart::{Cart, CartItem, CheckoutSnapshot};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence};
@@ -36,7 +36,13 @@ fn merchant() -> Merchant {
 }
 
 fn record() -> MerchantRecord {
-    MerchantRecord { merchant: merchant(), status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false }
+    MerchantRecord {
+        merchant: merchant(),
+        status: MerchantStatus::Active,
+        api_key_sha256: None,
+        legal_hold: false,
+        version: 0,
+    }
 }
 
 fn phone() -> Phone {
@@ -392,7 +398,14 @@ async fn a_purge_run_whose_index_read_fails_records_its_error() {
     let queue = Queue::default();
     let purger = Purger { store: &mem, recordings: &files, queue: &queue };
     mem.fail("due_page", 1);
-    let opts = RunOptions { as_of: t0(), dry_run: false, deadline: None, started_at: t0(), closure_grace_days: 30 };
+    let opts = RunOptions {
+        as_of: t0(),
+        dry_run: false,
+        deadline: None,
+        started_at: t0(),
+        closure_grace_days: 30,
+        erasure_page: ERASURE_PAGE,
+    };
     let failed = purger.run(opts).await;
     assert!(matches!(failed, Err(ref e) if e.kind() == ErrorKind::Transient), "{failed:?}");
     let s = mem.state.lock().unwrap();

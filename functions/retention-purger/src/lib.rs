@@ -45,6 +45,7 @@ pub async fn handle(
         deadline,
         started_at: Utc::now(),
         closure_grace_days: app.closure_grace_days,
+        erasure_page: callfy_shared::app::retention::ERASURE_PAGE,
     };
     let report = purger.run(opts).await?;
     let mut by_kind = std::collections::BTreeMap::<&str, u64>::new();

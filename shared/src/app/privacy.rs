@@ -251,10 +251,8 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         let mut copies: Vec<ProviderCopy> = Vec::new();
         for phone in &phones {
             for record in self.store.customer_records(&m.id, phone).await? {
+                copies.extend(provider_copy(&record));
                 match &record.data {
-                    CustomerData::Sms(entry) if !entry.message_sid.is_empty() => {
-                        copies.push(ProviderCopy::Message(entry.message_sid.clone()))
-                    }
                     // An opt-out outlives the person's data: kept as a suppression record.
                     CustomerData::ConsentState { channel, state } => {
                         if let Some(sup) = state.suppression() {
@@ -265,9 +263,6 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                         if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
                             objects.push(key);
                             *counts.entry(PurgeKind::Recording.as_str().into()).or_default() += 1;
-                        }
-                        if let Some(rec) = call.recording.as_ref().filter(|r| !r.twilio_deleted) {
-                            copies.push(ProviderCopy::Recording(rec.recording_sid.clone()));
                         }
                     }
                     CustomerData::Recording { s3_key: Some(key) } if !objects.contains(key) => {
@@ -311,6 +306,23 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         self.recordings.delete_keys(&objects).await?;
         self.store.batch_delete(&keys).await?;
         Ok(counts)
+    }
+}
+
+/// The copy Twilio holds of what a record stands for: a message's body (its SID), a call's
+/// recording not yet deleted there. One rule for every erasure: a person's deletion, a shop's
+/// redaction and an account's closure.
+pub fn provider_copy(record: &crate::ports::CustomerRecord) -> Option<ProviderCopy> {
+    match &record.data {
+        CustomerData::Sms(entry) if !entry.message_sid.is_empty() => {
+            Some(ProviderCopy::Message(entry.message_sid.clone()))
+        }
+        CustomerData::Call(call) => call
+            .recording
+            .as_ref()
+            .filter(|r| !r.twilio_deleted && !r.recording_sid.is_empty())
+            .map(|r| ProviderCopy::Recording(r.recording_sid.clone())),
+        _ => None,
     }
 }
 

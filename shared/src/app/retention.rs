@@ -7,8 +7,11 @@ use crate::app::privacy::PrivacyData;
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
-use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport};
-use crate::ports::{DueItem, Erasure, JobQueue, MerchantStore, PortError, PrivacyWork, PurgeStore, RecordingFiles};
+use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport, Redate};
+use crate::ports::{
+    DueItem, Erasure, ItemKey, JobQueue, MerchantStore, PortError, PrivacyWork, ProviderCopy, PurgeStore,
+    RecordingFiles,
+};
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
 use std::time::Instant;
@@ -48,24 +51,59 @@ pub struct RunOptions {
     pub started_at: DateTime<Utc>,
     /// A closed account's data is erased this many days after it closed.
     pub closure_grace_days: u32,
+    /// `tenant` index entries an erasure reads between two looks at the deadline
+    /// (`ERASURE_PAGE`).
+    pub erasure_page: usize,
 }
 
-/// A merchant's new settings are saved; a retention it shortened applies to what is already
-/// stored: those purge dates move earlier, and the next run deletes what is now past them.
+/// When a purge run takes over a re-dating a save recorded and has not finished.
+const REDATE_RESUME_AFTER: Duration = Duration::minutes(15);
+
+/// Why a merchant's settings were not saved.
+#[derive(Debug, Error)]
+pub enum SaveError {
+    /// Another save changed the settings since they were read: nothing was written.
+    #[error("merchant {0} was saved by someone else since it was read: nothing written; read it again and retry")]
+    Concurrent(MerchantId),
+    #[error(transparent)]
+    Store(#[from] PortError),
+}
+
+impl crate::ports::Classify for SaveError {
+    fn kind(&self) -> crate::ports::ErrorKind {
+        match self {
+            Self::Concurrent(_) => crate::ports::ErrorKind::Permanent,
+            Self::Store(e) => e.kind(),
+        }
+    }
+}
+
+/// A merchant's new settings are saved, conditioned on the version read (a concurrent save is
+/// never overwritten: `SaveError::Concurrent`); a retention it shortened applies to what is
+/// already stored: those purge dates move earlier, and the next run deletes what is now past
+/// them. The re-dating is recorded in the same write as the settings and removed once done: a
+/// failure part-way leaves it due, and the next purge run finishes it (each item moves once).
 /// How many items moved.
 pub async fn save_merchant<S: PurgeStore + MerchantStore>(
     store: &S,
     merchant: &crate::domain::merchant::Merchant,
     now: DateTime<Utc>,
-) -> Result<u64, PurgeError> {
+) -> Result<u64, SaveError> {
     let old = store.get_merchant(&merchant.id).await?;
-    store.put_merchant(merchant, now).await?;
-    let Some(old) = old else { return Ok(0) };
-    let shifts = crate::domain::retention::shortening(&old.merchant.retention_days, &merchant.retention_days);
-    if shifts.is_empty() {
-        return Ok(0);
+    let read = old.as_ref().map(|r| r.version);
+    let job = old.and_then(|old| {
+        let id = format!("rd_{}", uuid::Uuid::new_v4().simple());
+        Redate::new(id, &old.merchant.retention_days, &merchant.retention_days)
+    });
+    let redate = job.as_ref().map(|j| (j, now + REDATE_RESUME_AFTER));
+    match store.put_merchant_if(merchant, now, read, redate).await {
+        Ok(()) => {}
+        Err(PortError::Conflict) => return Err(SaveError::Concurrent(merchant.id.clone())),
+        Err(e) => return Err(e.into()),
     }
-    let moved = store.redate(&merchant.id, &shifts).await?;
+    let Some(job) = job else { return Ok(0) };
+    let moved = store.redate(&merchant.id, &job).await?;
+    store.redate_done(&merchant.id, &job.id).await?;
     info!(merchant = %merchant.id, moved, "retention shortened: stored purge dates moved earlier");
     Ok(moved)
 }
@@ -94,8 +132,16 @@ pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
     Ok(moved)
 }
 
-/// Items an account erasure deletes between two looks at the run's deadline.
-const ERASURE_SLICE: usize = 500;
+/// `tenant` index entries an erasure reads (and acts on) between two looks at the deadline.
+pub const ERASURE_PAGE: usize = 500;
+
+/// The request under which an erasure records the Twilio copies it leaves for the worker.
+fn erasure_request(scope: Erasure) -> String {
+    match scope {
+        Erasure::Account => "account-closure".into(),
+        Erasure::CustomerData => "shop-redact".into(),
+    }
+}
 
 /// The grace period of a closed account unless configured (`CLOSURE_GRACE_DAYS`).
 pub const DEFAULT_CLOSURE_GRACE_DAYS: u32 = 30;
@@ -167,7 +213,6 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
         report: &mut PurgeReport,
     ) -> Result<(), PurgeError> {
         let opts = *opts;
-        let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
         for shard in 0..PURGE_SHARDS {
             let mut after = None;
             loop {
@@ -179,6 +224,9 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 report.index_queries += 1;
                 report.index_reads += due.len() as u64;
                 if !due.is_empty() {
+                    // Each page reads its merchants afresh: a legal hold set (or an account
+                    // reopened) while the run goes on is honoured from the next page.
+                    let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
                     self.purge(due, &opts, &mut merchants, report).await?;
                 }
                 match next {
@@ -222,6 +270,14 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             // A data-subject request decides about the hold itself: exports go ahead.
             if PurgeKind::of_sort_key(&item.sk) == PurgeKind::Privacy {
                 self.privacy(item, &merchant, opts, merchants, report).await?;
+                continue;
+            }
+            // A shortened retention a save left unfinished: moving dates earlier deletes
+            // nothing, so a legal hold does not wait for it (what falls due is held then).
+            if PurgeKind::of_sort_key(&item.sk) == PurgeKind::Redate {
+                if !opts.dry_run {
+                    self.redate(&item).await?;
+                }
                 continue;
             }
             let held = self.merchant(merchants, &merchant).await?.as_ref().is_some_and(|r| r.legal_hold);
@@ -337,6 +393,7 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             deadline: None,
             started_at: as_of,
             closure_grace_days: DEFAULT_CLOSURE_GRACE_DAYS,
+            erasure_page: ERASURE_PAGE,
         };
         let (mut merchants, mut report) = (HashMap::new(), PurgeReport::default());
         self.privacy(item, work.merchant_id.as_str(), &opts, &mut merchants, &mut report).await
@@ -469,13 +526,20 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             }
         }
         let scope = if closure { Erasure::Account } else { Erasure::CustomerData };
-        let mut keys = self.store.merchant_keys(&id, scope).await?;
+        let done = self.erase_pages(&id, scope, opts, report).await?;
+        let Some(mut done) = done else {
+            // Out of time between two pages: the erasure item stays due and the next run goes
+            // on (what this one deleted is no longer in the index, so it re-reads little).
+            info!(merchant, closure, "account erasure continues next run");
+            return Ok(());
+        };
+        let mut keys = self.store.erasure_tail(&id, scope).await?;
         let erasure = (item.pk.clone(), item.sk.clone());
         if !keys.contains(&erasure) {
             keys.push(erasure.clone());
         }
-        // The profile, then the erasure item, go last: a crash or a deadline before them leaves
-        // the erasure due (the next run finishes it), never half-forgotten.
+        // The profile, then the erasure item, go last: a crash before them leaves the erasure
+        // due (the next run finishes it), never half-forgotten.
         keys.sort_by_key(|k| {
             let rank = if *k == erasure {
                 2
@@ -487,35 +551,115 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             (rank, k.0.clone())
         });
         if !opts.dry_run {
-            // Opt-outs outlive the account: ledgers older than suppression records get theirs
-            // before they go (later ones keep theirs in step with every append).
-            // (`ledger_head` answers only for a customer's ledger head.)
-            for (pk, sk) in keys.iter().filter(|(_, sk)| PurgeKind::of_sort_key(sk) == PurgeKind::ConsentLedger) {
-                if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
-                    && let Some(sup) = state.suppression()
-                {
-                    self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
-                }
-            }
+            self.store.batch_delete(&keys).await?;
+        }
+        done += keys.len() as u64;
+        info!(merchant, closure, items = done, "account data erased");
+        report.count(merchant, PurgeKind::Erasure, done);
+        Ok(())
+    }
+
+    /// A merchant's erasure, one page of the `tenant` index at a time, each page done before the
+    /// next is read, the run's deadline looked at between pages: ledgers' opt-outs kept as
+    /// suppression records, the Twilio copies the page's SMS logs and call recordings name
+    /// recorded (for the worker to remove, as for a person's deletion), then the page's
+    /// partitions deleted. How many items went; `None` when the deadline stopped it (counted,
+    /// the run marked incomplete).
+    async fn erase_pages(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        opts: &RunOptions,
+        report: &mut PurgeReport,
+    ) -> Result<Option<u64>, PurgeError> {
+        let merchant = id.as_str();
+        if !opts.dry_run {
             self.recordings.delete_prefix(&format!("recordings/{merchant}/")).await?;
             self.recordings.delete_prefix(&format!("{HELD_PREFIX}recordings/{merchant}/")).await?;
             self.recordings.delete_prefix(&format!("exports/{merchant}/")).await?;
-            // In slices, the run's deadline checked between them: a large account left part-way
-            // keeps its erasure item (deleted last) and the next run finishes it.
-            let mut done = 0;
-            for slice in keys.chunks(ERASURE_SLICE) {
-                if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                    report.complete = false;
-                    report.count(merchant, PurgeKind::Erasure, done);
-                    info!(merchant, closure, items = done, "account erasure continues next run");
-                    return Ok(());
+        }
+        let request = erasure_request(scope);
+        let (mut cursor, mut done, mut copies_recorded) = (None, 0u64, false);
+        let finished = loop {
+            let (partitions, next) = self.store.erasure_page(id, scope, cursor, opts.erasure_page).await?;
+            let mut copies: Vec<ProviderCopy> = Vec::new();
+            let mut keys: Vec<ItemKey> = Vec::new();
+            for record in partitions.iter().flatten() {
+                copies.extend(crate::app::privacy::provider_copy(record));
+                keys.push(record.key.clone());
+            }
+            if !opts.dry_run {
+                // Opt-outs outlive the account: ledgers older than suppression records get
+                // theirs before they go (later ones keep theirs in step with every append).
+                for (pk, sk) in keys.iter().filter(|(_, sk)| PurgeKind::of_sort_key(sk) == PurgeKind::ConsentLedger) {
+                    if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
+                        && let Some(sup) = state.suppression()
+                    {
+                        self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+                    }
                 }
-                self.store.batch_delete(slice).await?;
-                done += slice.len() as u64;
+                // Twilio's copies are recorded before the logs naming them go.
+                copies.sort();
+                copies.dedup();
+                if !copies.is_empty() {
+                    self.store
+                        .put_provider_copies(
+                            id,
+                            &request,
+                            &copies,
+                            opts.as_of + crate::app::privacy::PROVIDER_RETRY_AFTER,
+                        )
+                        .await?;
+                    copies_recorded = true;
+                }
+                self.store.batch_delete(&keys).await?;
+            }
+            done += keys.len() as u64;
+            match next {
+                None => break true,
+                Some(n) => cursor = Some(n),
+            }
+            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                break false;
+            }
+        };
+        if copies_recorded {
+            // The worker holds Twilio's keys (a failure here leaves them due for the next run).
+            let work = PrivacyWork { merchant_id: id.clone(), id: request };
+            if let Err(e) = self.queue.enqueue_provider_copies(&work).await {
+                warn!(error = %crate::telemetry::redact(&crate::ports::chain(&e)), "could not queue an erasure's Twilio copies; the next run will");
             }
         }
-        info!(merchant, closure, items = keys.len(), "account data erased");
-        report.count(merchant, PurgeKind::Erasure, keys.len() as u64);
+        if finished {
+            return Ok(Some(done));
+        }
+        report.complete = false;
+        report.count(merchant, PurgeKind::Erasure, done);
+        Ok(None)
+    }
+
+    /// One due erasure (`M#…` / `CLOSURE` or `REDACT`) handled on its own, as a run would: for
+    /// an operator finishing a large account, and for tests. Its report.
+    pub async fn erase_due(&self, item: DueItem, opts: &RunOptions) -> Result<PurgeReport, PurgeError> {
+        let mut report = PurgeReport { as_of: Some(opts.as_of), complete: true, ..Default::default() };
+        let merchant = item.merchant().unwrap_or("-").to_string();
+        self.erase(item, &merchant, opts, &mut HashMap::new(), &mut report).await?;
+        Ok(report)
+    }
+
+    /// Finishes a re-dating a save left part-way (each item moves once), or drops it when the
+    /// merchant's settings no longer call for it (the save never landed, or a later one
+    /// lengthened the retention again). What falls due is read by the next run.
+    async fn redate(&self, item: &DueItem) -> Result<(), PurgeError> {
+        let Some((m, job)) = self.store.redate_job(&item.pk, &item.sk).await? else { return Ok(()) };
+        let current = self.store.get_merchant(&m).await?;
+        if current.is_some_and(|r| job.still_applies(&r.merchant.retention_days)) {
+            let moved = self.store.redate(&m, &job).await?;
+            info!(merchant = %m, moved, "an unfinished re-dating finished");
+        } else {
+            info!(merchant = %m, "an unfinished re-dating no longer applies: dropped");
+        }
+        self.store.redate_done(&m, &job.id).await?;
         Ok(())
     }
 

@@ -41,6 +41,9 @@ pub struct MerchantRecord {
     pub status: MerchantStatus,
     pub api_key_sha256: Option<String>,
     pub legal_hold: bool,
+    /// How many times its settings were saved: a save conditioned on the version it read loses
+    /// to a concurrent one instead of overwriting it.
+    pub version: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

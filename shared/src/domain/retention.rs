@@ -44,6 +44,9 @@ pub enum PurgeKind {
     /// A deleted person's copy at the provider (a Twilio message body or recording) whose
     /// removal has not been confirmed yet: the purger queues it again, never skips it.
     ProviderCopy,
+    /// A shortened retention still being applied to stored data (`Redate`): due at once, so a
+    /// save that stopped part-way is finished by the next run.
+    Redate,
 }
 
 impl PurgeKind {
@@ -61,6 +64,7 @@ impl PurgeKind {
             Self::Erasure => "erasure",
             Self::Privacy => "privacy_request",
             Self::ProviderCopy => "provider_copy",
+            Self::Redate => "redate",
         }
     }
 
@@ -78,6 +82,7 @@ impl PurgeKind {
             "CLOSURE" | "REDACT" => Self::Erasure,
             s if s.starts_with("PRIVACY#") => Self::Privacy,
             s if s.starts_with("TWILIO#") => Self::ProviderCopy,
+            s if s.starts_with("REDATE#") => Self::Redate,
             _ => Self::Working,
         }
     }
@@ -86,8 +91,16 @@ impl PurgeKind {
 impl PurgeKind {
     /// The kind of an item by its whole key: an email pointer (`Q#…`) lives and goes as long as
     /// its cart.
+    /// A customer's `SENDER#` item (which sender texted the phone) lives and goes as long as the
+    /// SMS log.
     pub fn of_key(pk: &str, sk: &str) -> Self {
-        if pk.starts_with("Q#") { Self::Cart } else { Self::of_sort_key(sk) }
+        if pk.starts_with("Q#") {
+            Self::Cart
+        } else if pk.starts_with("C#") && sk.starts_with("SENDER#") {
+            Self::SmsLog
+        } else {
+            Self::of_sort_key(sk)
+        }
     }
 }
 
@@ -114,6 +127,43 @@ pub fn shortening(
         }
     }
     out
+}
+
+/// A shortened retention being applied to what a merchant has stored: each kind's purge dates
+/// move earlier by its shift. Recorded before the merchant's new settings are saved and removed
+/// once every date moved; each item moved is marked with `id`, so a run resumed after a failure
+/// moves nothing twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Redate {
+    pub id: String,
+    /// Each kind and how many seconds earlier its dates fall.
+    pub shifts: Vec<(PurgeKind, i64)>,
+    /// The settings that shortened them.
+    pub retention: crate::domain::merchant::RetentionDays,
+}
+
+impl Redate {
+    /// The re-dating going from `old` to `new` calls for; `None` when no setting shrank.
+    pub fn new(
+        id: String,
+        old: &crate::domain::merchant::RetentionDays,
+        new: &crate::domain::merchant::RetentionDays,
+    ) -> Option<Self> {
+        let shifts: Vec<(PurgeKind, i64)> =
+            shortening(old, new).into_iter().map(|(k, d)| (k, d.num_seconds())).collect();
+        (!shifts.is_empty()).then(|| Self { id, shifts, retention: new.clone() })
+    }
+
+    pub fn shifts(&self) -> Vec<(PurgeKind, Duration)> {
+        self.shifts.iter().map(|(k, s)| (*k, Duration::seconds(*s))).collect()
+    }
+
+    /// Whether finishing it is still right under the merchant's `current` settings: no kind it
+    /// shifts is kept longer now than it says (the save that recorded it did not land, or a
+    /// later one lengthened it again: then it is dropped, moving nothing more).
+    pub fn still_applies(&self, current: &crate::domain::merchant::RetentionDays) -> bool {
+        shortening(current, &self.retention).iter().all(|(k, _)| !self.shifts.iter().any(|(s, _)| s == k))
+    }
 }
 
 /// A stable shard of a partition key (FNV-1a), so an item's bucket never moves.
@@ -195,6 +245,30 @@ mod tests {
         );
         assert!(shortening(&new, &old).iter().all(|(k, _)| *k == PurgeKind::Recording || *k == PurgeKind::Transcript));
         assert_eq!(PurgeKind::of_key("Q#m#abc", "CART#t"), PurgeKind::Cart);
+    }
+
+    #[test]
+    fn a_customers_sender_item_is_sms_log_data() {
+        assert_eq!(PurgeKind::of_key("C#m#+14155552671", "SENDER#MG0123"), PurgeKind::SmsLog);
+        assert_eq!(PurgeKind::of_key("V#m", "REQ#2026-01-01T00:00:00.000Z#shopify#e1"), PurgeKind::PlatformRequest);
+        assert_eq!(PurgeKind::of_sort_key("REDATE#r1"), PurgeKind::Redate);
+    }
+
+    #[test]
+    fn a_redate_still_applies_only_while_its_kinds_are_kept_no_longer() {
+        use crate::domain::merchant::RetentionDays;
+        let old = RetentionDays { sms_logs: 730, consent_records: 730, recordings: 730, carts: 90 };
+        let new = RetentionDays { sms_logs: 30, ..old.clone() };
+        let r = Redate::new("r1".into(), &old, &new).unwrap();
+        assert_eq!(
+            r.shifts(),
+            vec![(PurgeKind::SmsLog, Duration::days(700)), (PurgeKind::CallLog, Duration::days(700))]
+        );
+        assert!(Redate::new("r2".into(), &new, &old).is_none(), "nothing shrank");
+        assert!(r.still_applies(&new));
+        assert!(r.still_applies(&RetentionDays { sms_logs: 10, ..new.clone() }), "shortened further");
+        assert!(r.still_applies(&RetentionDays { carts: 200, ..new.clone() }), "another kind lengthened");
+        assert!(!r.still_applies(&old), "the save never landed");
     }
 
     #[test]

@@ -181,6 +181,14 @@ pub struct PurgeCursor {
     pub purge_at: String,
 }
 
+/// Where the next page of a merchant's `tenant` index entries starts: the index shard, and the
+/// last entry read in it (none: the shard's start).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TenantCursor {
+    pub shard: u32,
+    pub after: Option<ItemKey>,
+}
+
 /// What an account-wide erasure removes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Erasure {

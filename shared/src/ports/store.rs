@@ -6,7 +6,7 @@
 use super::PortError;
 use super::records::{
     CallUpdate, ConsentAppend, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome, IngestWrite,
-    ItemKey, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor,
+    ItemKey, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor, TenantCursor,
 };
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState, LedgerEntry};
@@ -40,6 +40,16 @@ pub trait MerchantStore: Send + Sync {
         &self,
         merchant: &Merchant,
         now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// `put_merchant`, only while the stored settings are still at version `read` (`None`: no
+    /// merchant yet), `PortError::Conflict` otherwise; with `redate`, the shortened retention's
+    /// re-dating is recorded in the same write, due at its time.
+    fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        redate: Option<(&crate::domain::retention::Redate, DateTime<Utc>)>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
 }
 
@@ -477,12 +487,30 @@ pub trait PurgeStore: Send + Sync {
     /// The audit record of one run (counts per merchant and kind; never a phone or a body).
     fn put_purge_report(&self, report: &PurgeReport) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Moves merchant `m`'s stored purge dates of each kind earlier by its shift (a shortened
-    /// retention), each conditional on the date read; how many moved.
+    /// retention), each conditional on the date read and on not being moved by this `job`
+    /// already (a resumed job moves nothing twice), reading the merchant's partitions a page at
+    /// a time; how many moved.
     fn redate(
         &self,
         m: &MerchantId,
-        shifts: &[(crate::domain::retention::PurgeKind, Duration)],
+        job: &crate::domain::retention::Redate,
     ) -> impl Future<Output = Result<u64, PortError>> + Send;
+    /// Records a re-dating about to start, due in the purge index at `at`: one that stops
+    /// part-way is finished by the next run.
+    fn put_redate(
+        &self,
+        m: &MerchantId,
+        job: &crate::domain::retention::Redate,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// The re-dating a due `REDATE#` item records, and whose.
+    fn redate_job(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> impl Future<Output = Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError>> + Send;
+    /// A re-dating is finished (or dropped): its record goes.
+    fn redate_done(&self, m: &MerchantId, id: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// One page of what is due in purge shard `shard` at `as_of`, however old, oldest first,
     /// after `after`; the next page's start when there is more.
     fn due_page(
@@ -535,9 +563,23 @@ pub trait PurgeStore: Send + Sync {
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
     /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
     fn batch_delete(&self, keys: &[ItemKey]) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Every key of one merchant, found by a scan (an account erasure is rare; the daily purge
-    /// never scans). `Account` includes the profile, secrets, sender index and shop ownership.
-    fn merchant_keys(
+    /// One page of merchant `id`'s erasure, read through the `tenant` index (that merchant's
+    /// partitions alone, never a scan): the partitions its next `limit` index entries name, each
+    /// whole and decoded as far as an erasure needs (a shared partition: only the merchant's own
+    /// entry), the items the index names last in each (deleted in this order, a crash leaves the
+    /// partition findable). Suppression records and a deletion's Twilio copies are never among
+    /// them. The next page's start, `None` after the last.
+    fn erasure_page(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        after: Option<TenantCursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError>> + Send;
+    /// What an erasure deletes after its pages: the merchant's request partition (its Twilio
+    /// copies kept) and, for `Account`, the profile's partition, secrets, API bucket and registry
+    /// entry.
+    fn erasure_tail(
         &self,
         id: &MerchantId,
         scope: Erasure,

@@ -121,8 +121,13 @@ impl Memory {
     }
 
     pub fn add_merchant(&self, merchant: Merchant) {
-        let record =
-            MerchantRecord { merchant, status: MerchantStatus::Active, api_key_sha256: None, legal_hold: false };
+        let record = MerchantRecord {
+            merchant,
+            status: MerchantStatus::Active,
+            api_key_sha256: None,
+            legal_hold: false,
+            version: 0,
+        };
         self.s().merchants.insert(record.merchant.id.to_string(), record);
     }
 
@@ -171,6 +176,23 @@ impl MerchantStore for Memory {
         }
         Ok(())
     }
+    async fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        _: Option<(&callfy_shared::domain::retention::Redate, DateTime<Utc>)>,
+    ) -> Result<(), PortError> {
+        let current = self.s().merchants.get(merchant.id.as_str()).map(|r| r.version);
+        if current != read {
+            return Err(PortError::Conflict);
+        }
+        self.put_merchant(merchant, now).await?;
+        if let Some(r) = self.s().merchants.get_mut(merchant.id.as_str()) {
+            r.version += 1;
+        }
+        Ok(())
+    }
     async fn put_merchant(&self, merchant: &Merchant, _: DateTime<Utc>) -> Result<(), PortError> {
         self.enter("put_merchant")?;
         let mut s = self.s();
@@ -184,6 +206,7 @@ impl MerchantStore for Memory {
                         status: MerchantStatus::Active,
                         api_key_sha256: None,
                         legal_hold: false,
+                        version: 0,
                     },
                 );
             }
@@ -890,9 +913,30 @@ impl PurgeStore for Memory {
         self.s().reports.push(report.clone());
         Ok(())
     }
-    async fn redate(&self, _: &MerchantId, _: &[(PurgeKind, Duration)]) -> Result<u64, PortError> {
+    async fn redate(&self, _: &MerchantId, _: &callfy_shared::domain::retention::Redate) -> Result<u64, PortError> {
         self.enter("redate")?;
         Ok(0)
+    }
+    async fn put_redate(
+        &self,
+        _: &MerchantId,
+        _: &callfy_shared::domain::retention::Redate,
+        _: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        self.enter("put_redate")?;
+        Ok(())
+    }
+    async fn redate_job(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<(MerchantId, callfy_shared::domain::retention::Redate)>, PortError> {
+        self.enter("redate_job")?;
+        Ok(None)
+    }
+    async fn redate_done(&self, _: &MerchantId, _: &str) -> Result<(), PortError> {
+        self.enter("redate_done")?;
+        Ok(())
     }
     async fn due_page(
         &self,
@@ -947,8 +991,18 @@ impl PurgeStore for Memory {
         s.deleted.extend(keys.iter().cloned());
         Ok(())
     }
-    async fn merchant_keys(&self, _: &MerchantId, _: Erasure) -> Result<Vec<ItemKey>, PortError> {
-        self.enter("merchant_keys")?;
+    async fn erasure_page(
+        &self,
+        _: &MerchantId,
+        _: Erasure,
+        _: Option<TenantCursor>,
+        _: usize,
+    ) -> Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError> {
+        self.enter("erasure_page")?;
+        Ok((Vec::new(), None))
+    }
+    async fn erasure_tail(&self, _: &MerchantId, _: Erasure) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("erasure_tail")?;
         Ok(Vec::new())
     }
     async fn last_activity(&self, _: &str) -> Result<Option<DateTime<Utc>>, PortError> {

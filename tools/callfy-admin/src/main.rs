@@ -310,6 +310,7 @@ async fn run(cli: Cli) -> Result<(), AdminError> {
                 deadline: None,
                 started_at: chrono::Utc::now(),
                 closure_grace_days: grace_days,
+                erasure_page: callfy_shared::app::retention::ERASURE_PAGE,
             };
             // Progress on stderr (the report on stdout stays machine-readable), after each shard.
             let progress = |p: callfy_shared::app::retention::Progress| {

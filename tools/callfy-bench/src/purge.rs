@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, PutRequest, WriteRe
 use callfy_local::resources::{self, ResourceNames};
 use callfy_shared::adapters::recordings::RecordingBucket;
 use callfy_shared::adapters::store::Store;
-use callfy_shared::app::retention::{Purger, RunOptions};
+use callfy_shared::app::retention::{ERASURE_PAGE, Purger, RunOptions};
 use callfy_shared::domain::retention::purge_bucket;
 use chrono::{DateTime, Duration, Utc};
 use std::collections::HashMap;
@@ -112,7 +112,14 @@ async fn timed_run(
     as_of: DateTime<Utc>,
 ) -> Result<(std::time::Duration, u64, u64), String> {
     let purger = Purger { store, recordings: &files.bucket, queue: &files.queue };
-    let opts = RunOptions { as_of, dry_run: false, deadline: None, started_at: Utc::now(), closure_grace_days: 30 };
+    let opts = RunOptions {
+        as_of,
+        dry_run: false,
+        deadline: None,
+        started_at: Utc::now(),
+        closure_grace_days: 30,
+        erasure_page: ERASURE_PAGE,
+    };
     let started = Instant::now();
     let report = purger.run(opts).await.map_err(|e| e.to_string())?;
     Ok((started.elapsed(), report.total(), report.index_reads))

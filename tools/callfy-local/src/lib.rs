@@ -529,6 +529,7 @@ async fn purge(
         deadline,
         started_at: chrono::Utc::now(),
         closure_grace_days: p.closure_grace_days,
+        erasure_page: callfy_shared::app::retention::ERASURE_PAGE,
     };
     purger.run(opts).await
 }

@@ -2,6 +2,9 @@
 
 use super::*;
 
+/// Index entries read per page when a closed account's steps are cancelled.
+const TENANT_PAGE: usize = 500;
+
 impl Store {
     pub async fn get_cart(&self, m: &MerchantId, token: &CartToken) -> Result<Option<Cart>, PortError> {
         self.get(keys::cart_pk(m, token), keys::CART, "GetItem").await?.map(from_item).transpose()
@@ -151,23 +154,31 @@ impl Store {
     pub async fn cancel_merchant_outreach(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<usize, PortError> {
         let m = &merchant.id;
         let prefix = format!("K#{m}#");
-        let tokens: std::collections::BTreeSet<String> = self
-            .tenant_items(m)
-            .await?
-            .into_iter()
-            .filter(|(_, sk)| sk == keys::CART)
-            .filter_map(|(pk, _)| pk.strip_prefix(&prefix).map(str::to_string))
-            .collect();
         let mut cancelled = 0;
-        for token in tokens.iter().filter_map(|t| CartToken::parse(t).ok()) {
-            let Some(cart) = self.get_cart(m, &token).await? else { continue };
-            if cart.status.is_closed() || !cart.outreach_scheduled {
-                continue;
-            }
-            for step in 0..merchant.flow.len() as u8 {
-                if self.skip_step(m, &token, step, SkipReason::MerchantClosed.as_str(), now).await? {
-                    cancelled += 1;
+        // Page by page through the `tenant` index: each page's carts are done before the next
+        // is read (a huge account is never held in memory at once).
+        let mut cursor = None;
+        loop {
+            let (entries, next) = self.tenant_page(m, cursor, TENANT_PAGE).await?;
+            let tokens: std::collections::BTreeSet<String> = entries
+                .into_iter()
+                .filter(|(_, sk)| sk == keys::CART)
+                .filter_map(|(pk, _)| pk.strip_prefix(&prefix).map(str::to_string))
+                .collect();
+            for token in tokens.iter().filter_map(|t| CartToken::parse(t).ok()) {
+                let Some(cart) = self.get_cart(m, &token).await? else { continue };
+                if cart.status.is_closed() || !cart.outreach_scheduled {
+                    continue;
                 }
+                for step in 0..merchant.flow.len() as u8 {
+                    if self.skip_step(m, &token, step, SkipReason::MerchantClosed.as_str(), now).await? {
+                        cancelled += 1;
+                    }
+                }
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
             }
         }
         Ok(cancelled)

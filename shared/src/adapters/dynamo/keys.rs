@@ -12,6 +12,7 @@
 //! | `C#{merchant}#{phone}`          | `AGENT#{call}`          | voice agent session and transcript     |                                       |
 //! | `V#{merchant}`                  | `DSR#{id}`, `PRIVACY#{id}` | data-subject request status and proof; a request waiting for its run | |
 //! | `M#{merchant}`                  | `BUDGET#{day}#{shard}`  | sends that UTC day, one of the budget's shards (daily budget, TTL) |           |
+//! | `M#{merchant}`                  | `REDATE#{id}`           | a shortened retention being applied to stored data (due in the purge index 15 minutes on: a run finishes one a save left) | |
 //! | `L#{merchant}`                  | `API_BUCKET`            | the merchant's API token bucket (`tat`, TTL; no personal data) |               |
 //! | `G#{merchant}#{ip|prefix}#{hmac}` | `W#{window start}`    | burst counter of new carts (TTL)       |                                       |
 //! | `D#{shop domain}`               | `OWNER`                 | shop-domain ownership (unique)         |                                       |

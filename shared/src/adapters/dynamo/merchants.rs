@@ -3,18 +3,47 @@
 use super::*;
 use crate::domain::merchant::MerchantSecrets;
 
+/// A re-dating recorded with a save, and when it falls due.
+type RedateAt<'a> = (&'a crate::domain::retention::Redate, DateTime<Utc>);
+
+/// The profile's version: how many times its settings were saved.
+const VERSION: &str = "settings_version";
+
 impl Store {
     /// Creates or replaces a merchant's profile, keeping its status, API key and legal hold.
     /// The shop domain is claimed by a conditional write in the same transaction, so two
     /// merchants can never own one shop, however their writes interleave.
     pub async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), PortError> {
+        self.write_merchant(merchant, now, None).await
+    }
+
+    /// `put_merchant` only while the profile is still at version `read` (`None`: no profile
+    /// yet), `Conflict` otherwise; a shortened retention's re-dating recorded in the same
+    /// transaction.
+    pub async fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        redate: Option<(&crate::domain::retention::Redate, DateTime<Utc>)>,
+    ) -> Result<(), PortError> {
+        self.write_merchant(merchant, now, Some((read, redate))).await
+    }
+
+    async fn write_merchant(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        cond: Option<(Option<u64>, Option<RedateAt<'_>>)>,
+    ) -> Result<(), PortError> {
         merchant.validate().map_err(|e| PortError::Invalid(e.to_string()))?;
         let old = self.get_merchant(&merchant.id).await?;
         // The profile is what `merchant get` shows and every function reads: no secrets in it.
         let profile = serde_dynamo::to_attribute_value(merchant.without_secrets())
             .map_err(|e| PortError::Decode(e.to_string()))?;
         let mut update = "SET profile = :p, updated_at = :now, #st = if_not_exists(#st, :active), \
-                          created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f)"
+                          created_at = if_not_exists(created_at, :now), legal_hold = if_not_exists(legal_hold, :f), \
+                          #ver = if_not_exists(#ver, :zero) + :one"
             .to_string();
         let mut profile_update = Update::builder()
             .table_name(&self.table)
@@ -23,7 +52,27 @@ impl Store {
             .expression_attribute_values(":p", profile)
             .expression_attribute_values(":now", s(now.to_rfc3339()))
             .expression_attribute_values(":active", s(MerchantStatus::Active.as_str()))
-            .expression_attribute_values(":f", AttributeValue::Bool(false));
+            .expression_attribute_values(":f", AttributeValue::Bool(false))
+            .expression_attribute_names("#ver", VERSION)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1));
+        match cond.as_ref().map(|(read, _)| *read) {
+            None => {}
+            Some(None) => {
+                profile_update = profile_update
+                    .condition_expression("attribute_not_exists(#pk)")
+                    .expression_attribute_names("#pk", attr::PK);
+            }
+            // Profiles written before versions existed read as version 0.
+            Some(Some(v)) => {
+                profile_update = profile_update
+                    .condition_expression(
+                        "attribute_exists(#pk) AND (#ver = :v OR (attribute_not_exists(#ver) AND :v = :zero))",
+                    )
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_values(":v", n(v));
+            }
+        }
         let domain = merchant.shop_domain.as_deref().map(str::to_ascii_lowercase);
         match &domain {
             Some(d) => {
@@ -83,7 +132,17 @@ impl Store {
                 .expression_attribute_values(":m", s(merchant.id.as_str()));
             items.push(TransactWriteItem::builder().delete(built(del.build())?).build());
         }
+        if let Some((job, at)) = cond.as_ref().and_then(|(_, r)| *r) {
+            let mut item = key(merchant_pk(&merchant.id), format!("REDATE#{}", job.id));
+            item.insert("job".into(), s(serde_json::to_string(job).map_err(|e| PortError::Encode(e.to_string()))?));
+            let put = Put::builder().table_name(&self.table).set_item(Some(self.with_purge(item, at)));
+            items.push(TransactWriteItem::builder().put(built(put.build())?).build());
+        }
         if let TxOutcome::Cancelled(codes) = self.transact(items).await? {
+            if cond.is_some() && codes.first().is_some_and(|c| c == "ConditionalCheckFailed") {
+                // Another save since the settings were read: nothing written.
+                return Err(PortError::Conflict);
+            }
             if codes.iter().any(|c| c == "ConditionalCheckFailed") {
                 let owner = match &domain {
                     Some(d) => self.shop_owner(d).await?.map(|m| m.to_string()).unwrap_or_default(),
@@ -113,6 +172,7 @@ impl Store {
             status,
             api_key_sha256: get_s(&item, "api_key_sha256").map(str::to_string),
             legal_hold: item.get("legal_hold").and_then(|v| v.as_bool().ok()).copied().unwrap_or(false),
+            version: item.get(VERSION).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0),
         })
     }
 

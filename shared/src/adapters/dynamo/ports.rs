@@ -10,6 +10,7 @@ use crate::ports::{
     ApiBuckets, BurstGuard, CallLog, CallUpdate, CartStore, ConsentLedger, ConsentStore, CustomerRecord, DueItem,
     Erasure, IdempotencyStore, ItemKey, MerchantStore, MessageLog, OutreachReads, OutreachWrites, PendingPrivacy,
     PlatformRequests, PortError, PrivacyStatus, PrivacyStore, ProviderCopy, PurgeCursor, PurgeStore, StepStore,
+    TenantCursor,
 };
 
 impl MerchantStore for Store {
@@ -21,6 +22,15 @@ impl MerchantStore for Store {
     }
     async fn put_merchant(&self, merchant: &Merchant, now: DateTime<Utc>) -> Result<(), PortError> {
         Store::put_merchant(self, merchant, now).await
+    }
+    async fn put_merchant_if(
+        &self,
+        merchant: &Merchant,
+        now: DateTime<Utc>,
+        read: Option<u64>,
+        redate: Option<(&crate::domain::retention::Redate, DateTime<Utc>)>,
+    ) -> Result<(), PortError> {
+        Store::put_merchant_if(self, merchant, now, read, redate).await
     }
     async fn set_legal_hold(&self, id: &MerchantId, on: bool) -> Result<(), PortError> {
         Store::set_legal_hold(self, id, on).await
@@ -360,12 +370,26 @@ impl PurgeStore for Store {
     async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
         Store::put_purge_report(self, report).await
     }
-    async fn redate(
+    async fn redate(&self, m: &MerchantId, job: &crate::domain::retention::Redate) -> Result<u64, PortError> {
+        Store::redate(self, m, job).await
+    }
+    async fn put_redate(
         &self,
         m: &MerchantId,
-        shifts: &[(crate::domain::retention::PurgeKind, chrono::Duration)],
-    ) -> Result<u64, PortError> {
-        Store::redate(self, m, shifts).await
+        job: &crate::domain::retention::Redate,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        Store::put_redate(self, m, job, at).await
+    }
+    async fn redate_job(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError> {
+        Store::redate_job(self, pk, sk).await
+    }
+    async fn redate_done(&self, m: &MerchantId, id: &str) -> Result<(), PortError> {
+        Store::redate_done(self, m, id).await
     }
     async fn due_page(
         &self,
@@ -402,8 +426,17 @@ impl PurgeStore for Store {
     async fn batch_delete(&self, keys: &[ItemKey]) -> Result<(), PortError> {
         Store::batch_delete(self, keys).await
     }
-    async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<ItemKey>, PortError> {
-        Store::merchant_keys(self, id, scope).await
+    async fn erasure_page(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        after: Option<TenantCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError> {
+        Store::erasure_page(self, id, scope, after, limit).await
+    }
+    async fn erasure_tail(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<ItemKey>, PortError> {
+        Store::erasure_tail(self, id, scope).await
     }
     async fn last_activity(&self, pk: &str) -> Result<Option<DateTime<Utc>>, PortError> {
         Store::last_activity(self, pk).await

@@ -6,7 +6,7 @@ use super::*;
 use crate::domain::retention::PurgeKind;
 
 /// One customer item as a record: its key, its kind by sort key, and what an export shows of it.
-fn customer_record(item: Item) -> CustomerRecord {
+pub(super) fn customer_record(item: Item) -> CustomerRecord {
     let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
     let sk = get_s(&item, attr::SK).unwrap_or_default().to_string();
     let kind = PurgeKind::of_sort_key(&sk);

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::domain::retention::PurgeKind;
-use crate::ports::PurgeCursor;
+use crate::ports::{CustomerRecord, PurgeCursor, TenantCursor};
 use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 
 /// DynamoDB's limit on one BatchWriteItem.
@@ -13,6 +13,8 @@ pub const MAX_BATCH_WRITE: usize = 25;
 const PURGE_PK: &str = "PURGE";
 /// Items per purge-index page: a run checks its deadline between pages.
 const DUE_PAGE: i32 = 500;
+/// The re-datings (shortened retentions) that moved an item's purge date.
+const REDATED: &str = "redated";
 
 /// A purge-index item as the purger needs it.
 fn due_item(i: Item) -> Option<DueItem> {
@@ -358,50 +360,38 @@ impl Store {
         self.put_unless_taken(req).await.map(|_| ())
     }
 
-    /// Every item a merchant's erasure removes, found through the `tenant` index (that
-    /// merchant's partitions alone, never a table scan): the customer data (carts, pointers,
-    /// customers' partitions, requests) and, for a closed account, the account itself (profile,
-    /// secrets, API bucket, deletion markers, its sender and shop-domain entries). Suppression
-    /// records are never among them; dedupe and idempotency markers expire on their own.
-    pub async fn merchant_keys(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, PortError> {
+    /// One page of merchant `id`'s erasure through the `tenant` index (that merchant's
+    /// partitions alone, never a table scan): the customer data (carts, pointers, customers'
+    /// partitions) and, for a closed account, its deletion markers and its own entries in the
+    /// shared sender and shop-domain partitions. Each partition comes whole, its tagged items
+    /// last: deleted in this order, a crash part-way leaves it findable by the index. Suppression
+    /// records are never among them (not tagged); a deletion's Twilio copies still to remove
+    /// (`TWILIO#`) outlive the erasure until the worker confirms them.
+    pub async fn erasure_page(
+        &self,
+        id: &MerchantId,
+        scope: Erasure,
+        after: Option<TenantCursor>,
+        limit: usize,
+    ) -> Result<(Vec<Vec<CustomerRecord>>, Option<TenantCursor>), PortError> {
+        let (entries, next) = self.tenant_page(id, after, limit).await?;
         let m = id.as_str();
         let owned = |pk: &str, kinds: &[&str]| {
             pk.split_once('#').is_some_and(|(kind, rest)| kinds.contains(&kind) && rest.split('#').next() == Some(m))
         };
-        let customer_kinds = ["C", "K", "X", "Q"];
-        let mut partitions: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-        let mut keys = Vec::new();
-        for (pk, sk) in self.tenant_items(id).await? {
-            if owned(&pk, &customer_kinds) || (scope == Erasure::Account && owned(&pk, &["H"])) {
-                partitions.insert(pk);
+        let mut partitions: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for (pk, sk) in entries {
+            if owned(&pk, &["C", "K", "X", "Q"]) || (scope == Erasure::Account && owned(&pk, &["H"])) {
+                if !partitions.contains(&pk) {
+                    partitions.push(pk);
+                }
             } else if scope == Erasure::Account && (pk.starts_with("S#") || pk.starts_with("D#")) {
                 // Shared partitions: only this merchant's entry in them.
-                keys.push((pk, sk));
+                let kind = PurgeKind::of_key(&pk, &sk);
+                out.push(vec![CustomerRecord { key: (pk, sk), kind, data: crate::ports::CustomerData::Other }]);
             }
         }
-        partitions.insert(keys::request_pk(id));
-        if scope == Erasure::Account {
-            partitions.insert(merchant_pk(id));
-            partitions.insert(keys::secrets_pk(id));
-            partitions.insert(keys::api_bucket_pk(id));
-            keys.push((keys::REGISTRY_PK.to_string(), merchant_pk(id)));
-        }
-        for pk in partitions {
-            // A deletion's Twilio copies still to remove outlive the account until the worker
-            // confirms them (they keep their own purge entries, retried until gone).
-            keys.extend(self.partition_keys(&pk).await?.into_iter().filter(|(_, sk)| !sk.starts_with("TWILIO#")));
-        }
-        Ok(keys)
-    }
-
-    /// Moves the purge dates of merchant `id`'s items of each kind earlier by its shift (a
-    /// shortened retention), each at the date read (an item rewritten since keeps its new one);
-    /// how many moved. The shard of the purge index does not change, so the next run reads them
-    /// however far back their new dates fall.
-    pub async fn redate(&self, id: &MerchantId, shifts: &[(PurgeKind, chrono::Duration)]) -> Result<u64, PortError> {
-        let partitions: std::collections::BTreeSet<String> =
-            self.tenant_items(id).await?.into_iter().map(|(pk, _)| pk).collect();
-        let mut moved = 0;
         for pk in partitions {
             let items = self
                 .query_all(
@@ -410,38 +400,195 @@ impl Store {
                         .key_condition_expression("#pk = :pk")
                         .expression_attribute_names("#pk", attr::PK)
                         .expression_attribute_values(":pk", s(pk.clone()))
-                        .projection_expression("#pk, #sk, #a")
-                        .expression_attribute_names("#sk", attr::SK)
-                        .expression_attribute_names("#a", attr::PURGE_AT)
                         .consistent_read(true),
                 )
                 .await?;
-            for i in items {
-                let (Some(sk), Some(at)) = (get_s(&i, attr::SK), get_s(&i, attr::PURGE_AT)) else { continue };
-                let kind = PurgeKind::of_key(&pk, sk);
-                let Some((_, shift)) = shifts.iter().find(|(k, _)| *k == kind) else { continue };
-                let Ok(old) = DateTime::parse_from_rfc3339(at) else { continue };
-                let new = old.with_timezone(&Utc) - *shift;
-                let res = self
-                    .client
-                    .update_item()
-                    .table_name(&self.table)
-                    .set_key(Some(key(pk.clone(), sk)))
-                    .update_expression("SET #a = :new")
-                    .condition_expression("#a = :old")
-                    .expression_attribute_names("#a", attr::PURGE_AT)
-                    .expression_attribute_values(":new", s(keys::sort_time(new)))
-                    .expression_attribute_values(":old", s(at))
-                    .send()
-                    .await;
-                match res {
-                    Ok(_) => moved += 1,
-                    Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
-                    Err(e) => return Err(aws("UpdateItem", e)),
+            let (tagged, untagged): (Vec<Item>, Vec<Item>) = items
+                .into_iter()
+                .filter(|i| !get_s(i, attr::SK).is_some_and(|sk| sk.starts_with("TWILIO#")))
+                .partition(|i| i.contains_key(attr::TENANT));
+            out.push(untagged.into_iter().chain(tagged).map(super::privacy::customer_record).collect());
+        }
+        Ok((out, next))
+    }
+
+    /// What an erasure deletes after its pages: the request partition (a deletion's Twilio
+    /// copies kept) and, for a closed account, the profile's partition, secrets, API bucket and
+    /// its registry entry.
+    pub async fn erasure_tail(&self, id: &MerchantId, scope: Erasure) -> Result<Vec<(String, String)>, PortError> {
+        let mut partitions = vec![keys::request_pk(id)];
+        let mut keys = Vec::new();
+        if scope == Erasure::Account {
+            partitions.extend([keys::secrets_pk(id), keys::api_bucket_pk(id), merchant_pk(id)]);
+            keys.push((keys::REGISTRY_PK.to_string(), merchant_pk(id)));
+        }
+        for pk in partitions {
+            keys.extend(self.partition_keys(&pk).await?.into_iter().filter(|(_, sk)| !sk.starts_with("TWILIO#")));
+        }
+        Ok(keys)
+    }
+
+    /// One page of the keys tagged for merchant `id` in the `tenant` index, from `after` (shard
+    /// by shard); where the next page starts, `None` after the last shard's last page.
+    pub async fn tenant_page(
+        &self,
+        id: &MerchantId,
+        after: Option<TenantCursor>,
+        limit: usize,
+    ) -> Result<(Vec<(String, String)>, Option<TenantCursor>), PortError> {
+        let mut cursor = after.unwrap_or_default();
+        loop {
+            let tenant = format!("{id}#{}", cursor.shard);
+            let mut query = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(keys::TENANT_INDEX)
+                .key_condition_expression("#t = :t")
+                .expression_attribute_names("#t", attr::TENANT)
+                .expression_attribute_values(":t", s(tenant.clone()))
+                .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX));
+            if let Some((pk, sk)) = cursor.after.take() {
+                let mut start = key(pk, sk);
+                start.insert(attr::TENANT.into(), s(tenant));
+                query = query.set_exclusive_start_key(Some(start));
+            }
+            let out = query.send().await.map_err(|e| aws("Query", e))?;
+            let items: Vec<(String, String)> = out
+                .items
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|i| Some((get_s(i, attr::PK)?.to_string(), get_s(i, attr::SK)?.to_string())))
+                .collect();
+            let next = match out
+                .last_evaluated_key
+                .and_then(|k| Some((get_s(&k, attr::PK)?.to_string(), get_s(&k, attr::SK)?.to_string())))
+            {
+                Some(last) => Some(TenantCursor { shard: cursor.shard, after: Some(last) }),
+                None if cursor.shard + 1 < keys::TENANT_SHARDS => {
+                    Some(TenantCursor { shard: cursor.shard + 1, after: None })
                 }
+                None => None,
+            };
+            match next {
+                // An empty shard: straight on to the next.
+                Some(n) if items.is_empty() => cursor = n,
+                next => return Ok((items, next)),
+            }
+        }
+    }
+
+    /// Moves the purge dates of merchant `id`'s items of each kind earlier by its shift (a
+    /// shortened retention), each at the date read (an item rewritten since keeps its new one)
+    /// and only if `job` has not moved it already (`redated` holds the jobs that did: a job
+    /// resumed after a failure moves nothing twice); how many moved. The merchant's partitions
+    /// come through the `tenant` index a page at a time, and its request partition (platform
+    /// requests) last. The shard of the purge index does not change, so the next run reads them
+    /// however far back their new dates fall.
+    pub async fn redate(&self, id: &MerchantId, job: &crate::domain::retention::Redate) -> Result<u64, PortError> {
+        let shifts = job.shifts();
+        let mut moved = 0;
+        let mut cursor = None;
+        loop {
+            let (entries, next) = self.tenant_page(id, cursor, 500).await?;
+            let mut partitions: Vec<String> = Vec::new();
+            for (pk, _) in entries {
+                if !partitions.contains(&pk) {
+                    partitions.push(pk);
+                }
+            }
+            if next.is_none() {
+                partitions.push(keys::request_pk(id));
+            }
+            for pk in partitions {
+                moved += self.redate_partition(&pk, job, &shifts).await?;
+            }
+            match next {
+                Some(n) => cursor = Some(n),
+                None => return Ok(moved),
+            }
+        }
+    }
+
+    async fn redate_partition(
+        &self,
+        pk: &str,
+        job: &crate::domain::retention::Redate,
+        shifts: &[(PurgeKind, chrono::Duration)],
+    ) -> Result<u64, PortError> {
+        let items = self
+            .query_all(
+                self.client
+                    .query()
+                    .key_condition_expression("#pk = :pk")
+                    .expression_attribute_names("#pk", attr::PK)
+                    .expression_attribute_values(":pk", s(pk))
+                    .projection_expression("#pk, #sk, #a")
+                    .expression_attribute_names("#sk", attr::SK)
+                    .expression_attribute_names("#a", attr::PURGE_AT)
+                    .consistent_read(true),
+            )
+            .await?;
+        let mut moved = 0;
+        for i in items {
+            let (Some(sk), Some(at)) = (get_s(&i, attr::SK), get_s(&i, attr::PURGE_AT)) else { continue };
+            let kind = PurgeKind::of_key(pk, sk);
+            let Some((_, shift)) = shifts.iter().find(|(k, _)| *k == kind) else { continue };
+            let Ok(old) = DateTime::parse_from_rfc3339(at) else { continue };
+            let new = old.with_timezone(&Utc) - *shift;
+            let res = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.to_string(), sk)))
+                .update_expression("SET #a = :new ADD #r :job")
+                .condition_expression("#a = :old AND NOT contains(#r, :id)")
+                .expression_attribute_names("#a", attr::PURGE_AT)
+                .expression_attribute_names("#r", REDATED)
+                .expression_attribute_values(":new", s(keys::sort_time(new)))
+                .expression_attribute_values(":old", s(at))
+                .expression_attribute_values(":id", s(job.id.clone()))
+                .expression_attribute_values(":job", AttributeValue::Ss(vec![job.id.clone()]))
+                .send()
+                .await;
+            match res {
+                Ok(_) => moved += 1,
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {}
+                Err(e) => return Err(aws("UpdateItem", e)),
             }
         }
         Ok(moved)
+    }
+
+    /// Records a re-dating about to start (`M#{merchant}` / `REDATE#{id}`), due at once in the
+    /// purge index: one a failure stopped is finished by the next run.
+    pub async fn put_redate(
+        &self,
+        id: &MerchantId,
+        job: &crate::domain::retention::Redate,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let mut item = key(merchant_pk(id), format!("REDATE#{}", job.id));
+        item.insert("job".into(), s(serde_json::to_string(job).map_err(|e| PortError::Encode(e.to_string()))?));
+        self.put_item(self.with_purge(item, at)).await
+    }
+
+    /// The re-dating a due `REDATE#` item records, and whose.
+    pub async fn redate_job(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError> {
+        let Some(m) = keys::merchant_of(pk).and_then(|m| MerchantId::parse(m).ok()) else { return Ok(None) };
+        let Some(item) = self.get(pk.to_string(), sk, "GetItem").await? else { return Ok(None) };
+        let job = get_s(&item, "job").ok_or_else(|| PortError::Decode("a re-dating without its job".into()))?;
+        let job = serde_json::from_str(job).map_err(|e| PortError::Decode(e.to_string()))?;
+        Ok(Some((m, job)))
+    }
+
+    /// A re-dating is finished or dropped: its record goes.
+    pub async fn redate_done(&self, id: &MerchantId, job: &str) -> Result<(), PortError> {
+        self.delete(merchant_pk(id), format!("REDATE#{job}")).await
     }
 
     /// Brings a table written by an earlier version up to this one's indexes (a one-off scan by
