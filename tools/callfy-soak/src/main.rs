@@ -12,6 +12,7 @@
 mod aws_proxy;
 mod checks;
 mod driver;
+mod logscan;
 mod report;
 mod rng;
 mod traffic;
@@ -103,6 +104,9 @@ pub struct Args {
     /// Write the figures into this file's "Load and fault campaign" section.
     #[arg(long)]
     pub benchmarks: Option<PathBuf>,
+    /// Where the in-process functions' log lines go (scanned for raw phone numbers at the end).
+    #[arg(long)]
+    pub function_log: Option<PathBuf>,
     /// The command line to quote in the report.
     #[arg(long, default_value = "scripts/soak")]
     pub command: String,
@@ -128,6 +132,20 @@ const CLOCK_START: &str = "2026-11-24T19:30:00Z";
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // The functions' own JSON log lines, as CloudWatch would keep them, into a file of their own.
+    let log_path = function_log_path(&args);
+    match std::fs::File::create(&log_path) {
+        Ok(file) => {
+            let subscriber = callfy_shared::telemetry::subscriber(std::sync::Mutex::new(file));
+            if tracing::subscriber::set_global_default(subscriber).is_err() {
+                eprintln!("callfy-soak: a log subscriber was already installed");
+            }
+        }
+        Err(e) => {
+            eprintln!("callfy-soak: cannot write {}: {e}", log_path.display());
+            std::process::exit(2);
+        }
+    }
     match run(&args).await {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -136,6 +154,10 @@ async fn main() {
             std::process::exit(2);
         }
     }
+}
+
+fn function_log_path(args: &Args) -> PathBuf {
+    args.function_log.clone().unwrap_or_else(|| std::env::temp_dir().join("callfy-soak-functions.log"))
 }
 
 /// Through the functions' own HTTP stack: the faults at the proxy meet the code that runs in Lambda.
@@ -340,7 +362,14 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
 
     // The evidence.
     let inputs = gather(&clients, &local, &all, &driver, &aws, &twilio, args.flow_steps).await?;
-    let verdict = checks::judge(&inputs);
+    let mut verdict = checks::judge(&inputs);
+    let phones: Vec<String> = all.iter().map(|c| c.phone.clone()).collect();
+    let log_path = function_log_path(args);
+    let scan = logscan::scan(&log_path, &phones)?;
+    say(epoch, format!("{} function log lines scanned ({}): {} with a raw phone", scan.lines, log_path.display(), scan.violations));
+    verdict.log_lines = scan.lines;
+    verdict.log_phone_lines = scan.violations;
+    verdict.log_examples = scan.examples;
     let figures = report::Figures {
         args,
         carts: all.len(),

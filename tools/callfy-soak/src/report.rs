@@ -127,7 +127,9 @@ impl Figures<'_> {
              whole table once per item (which made stock moto grow by gigabytes a minute under this load), and a Query \
              starts from its partition or from an index of the GSI's hash key, instead of sorting the whole table \
              (which slowed the run as carts accumulated; `CALLFY_MOTO_CHECK_QUERIES=1` checks every answer against \
-             stock moto's). The functions' AWS calls go through their own HTTP client (`adapters::http`).\n"
+             stock moto's). The functions' AWS calls go through their own HTTP client (`adapters::http`). Every log \
+             line the in-process functions write (their JSON tracing output, at info) goes to a file, and no raw phone \
+             number of the campaign may appear in one: E.164, without its '+', or as the national number.\n"
         );
         let per: Vec<String> = self.platforms.iter().map(|(n, c)| format!("{n} {c}")).collect();
         let _ = writeln!(s, "{} carts ({}).\n", self.carts, per.join(", "));
@@ -300,6 +302,13 @@ impl Figures<'_> {
         );
         let _ = writeln!(
             s,
+            "| function log lines with a raw phone number of the campaign | {} of {} lines | {} |",
+            v.log_phone_lines,
+            v.log_lines,
+            ok(v.log_phone_lines == 0)
+        );
+        let _ = writeln!(
+            s,
             "| queue drained (dead-letter queue: {}) | {} | {} |",
             self.dead_letters,
             self.drained,
@@ -344,6 +353,9 @@ impl Figures<'_> {
             }
             for ((cart, step), n) in v.duplicate_steps.iter().take(10) {
                 let _ = writeln!(s, "- duplicate: cart {cart} step {step} sent {n} times");
+            }
+            for line in &v.log_examples {
+                let _ = writeln!(s, "- log line with a raw phone (digits masked): `{line}`");
             }
         }
         for n in &self.notes {
