@@ -104,6 +104,19 @@ fn op_name(target: Option<&str>, body: &[u8]) -> Option<String> {
     Some(action.to_string())
 }
 
+/// The shares of calls faulted while faults are on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rates {
+    /// DynamoDB calls throttled; SQS calls answered 5xx (neither applied).
+    pub dynamodb_rate: f64,
+    pub sqs_rate: f64,
+    /// Once-only DynamoDB writes and SQS deletes applied with their answer lost.
+    pub dynamodb_lost_rate: f64,
+    pub sqs_lost_rate: f64,
+    /// Writes after which the calling function is killed.
+    pub kill_rate: f64,
+}
+
 /// What kind of call can lose its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Once {
@@ -157,16 +170,8 @@ pub struct AwsProxy {
 }
 
 impl AwsProxy {
-    pub fn new(
-        upstream: &str,
-        dynamodb_rate: f64,
-        sqs_rate: f64,
-        dynamodb_lost_rate: f64,
-        sqs_lost_rate: f64,
-        kill_rate: f64,
-        seed: u64,
-        epoch: Instant,
-    ) -> Self {
+    pub fn new(upstream: &str, rates: Rates, seed: u64, epoch: Instant) -> Self {
+        let Rates { dynamodb_rate, sqs_rate, dynamodb_lost_rate, sqs_lost_rate, kill_rate } = rates;
         Self {
             upstream: upstream.trim_end_matches('/').to_string(),
             // Few idle connections: moto's server holds a thread (and its memory) per connection,

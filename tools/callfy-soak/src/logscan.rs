@@ -43,8 +43,7 @@ pub fn scan(path: &Path, phones: &[String]) -> std::io::Result<LogScan> {
         if leaks(&line, &forbidden) {
             out.violations += 1;
             if out.examples.len() < 5 {
-                let masked: String =
-                    line.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(300).collect();
+                let masked: String = line.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(300).collect();
                 out.examples.push(masked);
             }
         }

@@ -200,16 +200,14 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         })?;
 
     // The network edge: a fault proxy in front of moto, another in front of the sandbox.
-    let aws = Arc::new(aws_proxy::AwsProxy::new(
-        &moto,
-        args.dynamodb_faults,
-        args.sqs_faults,
-        args.dynamodb_lost_answers,
-        args.sqs_lost_answers,
-        args.kills,
-        args.seed ^ 1,
-        epoch,
-    ));
+    let rates = aws_proxy::Rates {
+        dynamodb_rate: args.dynamodb_faults,
+        sqs_rate: args.sqs_faults,
+        dynamodb_lost_rate: args.dynamodb_lost_answers,
+        sqs_lost_rate: args.sqs_lost_answers,
+        kill_rate: args.kills,
+    };
+    let aws = Arc::new(aws_proxy::AwsProxy::new(&moto, rates, args.seed ^ 1, epoch));
     let aws_url = aws_proxy::serve(Arc::clone(&aws)).await?;
     let hang = Duration::from_millis(args.twilio_timeout_ms + 1_000);
     let twilio = Arc::new(twilio_proxy::TwilioProxy::new(args.twilio_faults, hang, args.seed ^ 2, epoch));
@@ -366,7 +364,15 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let phones: Vec<String> = all.iter().map(|c| c.phone.clone()).collect();
     let log_path = function_log_path(args);
     let scan = logscan::scan(&log_path, &phones)?;
-    say(epoch, format!("{} function log lines scanned ({}): {} with a raw phone", scan.lines, log_path.display(), scan.violations));
+    say(
+        epoch,
+        format!(
+            "{} function log lines scanned ({}): {} with a raw phone",
+            scan.lines,
+            log_path.display(),
+            scan.violations
+        ),
+    );
     verdict.log_lines = scan.lines;
     verdict.log_phone_lines = scan.violations;
     verdict.log_examples = scan.examples;
