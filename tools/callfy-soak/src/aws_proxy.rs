@@ -75,6 +75,24 @@ pub struct AwsFaultCounts {
     /// caller was killed (the answer held until the caller is gone).
     pub write_calls: AtomicU64,
     pub kills: AtomicU64,
+    /// Held answers whose caller went away (its connection dropped), and how long they were
+    /// held in all (milliseconds): a caller that gives up by itself is not killed.
+    pub kills_released: AtomicU64,
+    pub kills_held_ms: AtomicU64,
+}
+
+/// Notes when a held answer's caller goes away (hyper drops the handler with the connection).
+struct Held<'a> {
+    counts: &'a AwsFaultCounts,
+    since: Instant,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.counts.kills_released.fetch_add(1, Ordering::Relaxed);
+        let ms = u64::try_from(self.since.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.counts.kills_held_ms.fetch_add(ms, Ordering::Relaxed);
+    }
 }
 
 /// A call that changes something, after which a kill leaves the invocation between two steps.
@@ -351,6 +369,7 @@ impl AwsProxy {
             self.counts.kills.fetch_add(1, Ordering::Relaxed);
             let op = op.unwrap_or_default();
             *self.kills_by_op.lock().unwrap_or_else(|e| e.into_inner()).entry(op).or_default() += 1;
+            let _held = Held { counts: &self.counts, since: Instant::now() };
             std::future::pending::<()>().await;
         }
         if let Some(kind) = lose

@@ -395,6 +395,8 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
             token_replays: aws.counts.token_replays.load(Ordering::Relaxed),
             write_calls: aws.counts.write_calls.load(Ordering::Relaxed),
             kills: aws.counts.kills.load(Ordering::Relaxed),
+            kills_released: aws.counts.kills_released.load(Ordering::Relaxed),
+            kills_held_ms: aws.counts.kills_held_ms.load(Ordering::Relaxed),
             kills_by_op: aws.kills_by_op(),
         },
         twilio: report::TwilioFaults {

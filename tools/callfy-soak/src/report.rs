@@ -26,6 +26,8 @@ pub struct AwsFaults {
     /// Writes made while faults were on, those followed by a kill, and the kills by operation.
     pub write_calls: u64,
     pub kills: u64,
+    pub kills_released: u64,
+    pub kills_held_ms: u64,
     pub kills_by_op: Vec<(String, u64)>,
 }
 
@@ -208,9 +210,12 @@ impl Figures<'_> {
         let by_op: Vec<String> = w.kills_by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
         let _ = writeln!(
             s,
-            "| functions killed after an applied DynamoDB / SQS write ({}); worker invocations ended by their timeout {} | {} | {} ({}) |\n",
+            "| functions killed after an applied DynamoDB / SQS write ({}); worker invocations ended by their timeout {}; \
+             callers gone before the end {} (held {:.1} s on average) | {} | {} ({}) |\n",
             if by_op.is_empty() { "none".to_string() } else { by_op.join(", ") },
             self.polls.timed_out,
+            w.kills_released,
+            if w.kills_released == 0 { 0.0 } else { w.kills_held_ms as f64 / 1000.0 / w.kills_released as f64 },
             w.write_calls,
             w.kills,
             pct(w.kills, w.write_calls)
