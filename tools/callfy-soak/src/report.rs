@@ -112,9 +112,11 @@ impl Figures<'_> {
              `DeleteMessage` is forwarded and applied by moto, and the caller gets a 500 or, after 1.5 s, a 504 instead \
              of moto's answer; an SDK retry of a committed transaction, same `ClientRequestToken`, is answered with \
              success as DynamoDB answers it, since moto keeps no tokens; a kill is a write applied by moto whose answer \
-             is held for good: the function that made it waits until its timeout ends it, as Lambda ends an \
-             invocation: a worker poll is dropped after the worker's timeout and its jobs come back after the \
-             queue's visibility timeout, a webhook's platform stops waiting after its own timeout and retries) \
+             is held for good: the call ends only when its caller gives up (the SDK's stalled-stream protection \
+             fails it after about 5 s, so it is in effect a lost answer after a stall) or the function's timeout ends \
+             the invocation, as Lambda does (a worker poll is dropped after the worker's timeout, its jobs coming \
+             back after the queue's visibility timeout; a webhook's platform stops waiting after its own timeout and \
+             retries); the table says how many ended which way) \
              and its Twilio API base pointed at a fault proxy in front of the sandbox (429 and 5xx are given instead of \
              forwarding; a timeout hangs past the worker's Twilio timeout without forwarding; accept-then-hang forwards, \
              Twilio records the message (or places the call), and the answer never arrives). Carts go to the four platforms, each delivery \
