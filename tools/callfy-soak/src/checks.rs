@@ -98,6 +98,11 @@ pub struct Verdict {
     pub skip_reasons: BTreeMap<String, u64>,
     /// Steps sent after a failed attempt, by that attempt's recorded reason.
     pub sent_after: BTreeMap<String, u64>,
+    /// Function log lines scanned, those holding a raw phone number of the campaign, and a few
+    /// of them (digits masked).
+    pub log_lines: u64,
+    pub log_phone_lines: u64,
+    pub log_examples: Vec<String>,
 }
 
 impl Verdict {
@@ -115,6 +120,9 @@ impl Verdict {
         }
         if !self.sent_without_consent.is_empty() {
             f.push(format!("{} message(s) to carts without consent", self.sent_without_consent.len()));
+        }
+        if self.log_phone_lines > 0 {
+            f.push(format!("{} function log line(s) with a raw phone number", self.log_phone_lines));
         }
         if !self.claimed_after_ack.is_empty() {
             f.push(format!("{} send(s) claimed after an acknowledged STOP or order", self.claimed_after_ack.len()));

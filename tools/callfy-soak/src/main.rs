@@ -12,6 +12,7 @@
 mod aws_proxy;
 mod checks;
 mod driver;
+mod logscan;
 mod report;
 mod rng;
 mod traffic;
@@ -49,6 +50,25 @@ pub struct Args {
     /// Share of SQS calls answered 5xx while faults are on.
     #[arg(long, default_value_t = 0.05)]
     pub sqs_faults: f64,
+    /// Share of DynamoDB writes that apply once (`TransactWriteItems`, conditional `UpdateItem` /
+    /// `PutItem`) applied by moto and then answered 500 or a timeout while faults are on.
+    #[arg(long, default_value_t = 0.02)]
+    pub dynamodb_lost_answers: f64,
+    /// Share of SQS `DeleteMessage` calls applied by moto and then answered 500 or a timeout.
+    #[arg(long, default_value_t = 0.02)]
+    pub sqs_lost_answers: f64,
+    /// Share of DynamoDB and SQS writes (while faults are on) after which the calling function is
+    /// killed: the write is applied, its answer never comes, and the function's timeout ends it.
+    #[arg(long, default_value_t = 0.005)]
+    pub kills: f64,
+    /// The worker function's timeout (infra: 30 s): a killed worker invocation is dropped then,
+    /// its jobs coming back after the queue's visibility timeout.
+    #[arg(long, default_value_t = 30)]
+    pub worker_timeout_seconds: u64,
+    /// How long a platform waits for a webhook's answer before retrying it (the webhook
+    /// functions' timeout is 10 s; API Gateway answers after it).
+    #[arg(long, default_value_t = 12)]
+    pub platform_timeout_seconds: u64,
     /// Share of Twilio calls answered 429, 5xx, a timeout or accept-then-hang while faults are on.
     #[arg(long, default_value_t = 0.2)]
     pub twilio_faults: f64,
@@ -84,6 +104,9 @@ pub struct Args {
     /// Write the figures into this file's "Load and fault campaign" section.
     #[arg(long)]
     pub benchmarks: Option<PathBuf>,
+    /// Where the in-process functions' log lines go (scanned for raw phone numbers at the end).
+    #[arg(long)]
+    pub function_log: Option<PathBuf>,
     /// The command line to quote in the report.
     #[arg(long, default_value = "scripts/soak")]
     pub command: String,
@@ -109,6 +132,20 @@ const CLOCK_START: &str = "2026-11-24T19:30:00Z";
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    // The functions' own JSON log lines, as CloudWatch would keep them, into a file of their own.
+    let log_path = function_log_path(&args);
+    match std::fs::File::create(&log_path) {
+        Ok(file) => {
+            let subscriber = callfy_shared::telemetry::subscriber(std::sync::Mutex::new(file));
+            if tracing::subscriber::set_global_default(subscriber).is_err() {
+                eprintln!("callfy-soak: a log subscriber was already installed");
+            }
+        }
+        Err(e) => {
+            eprintln!("callfy-soak: cannot write {}: {e}", log_path.display());
+            std::process::exit(2);
+        }
+    }
     match run(&args).await {
         Ok(true) => {}
         Ok(false) => std::process::exit(1),
@@ -117,6 +154,10 @@ async fn main() {
             std::process::exit(2);
         }
     }
+}
+
+fn function_log_path(args: &Args) -> PathBuf {
+    args.function_log.clone().unwrap_or_else(|| std::env::temp_dir().join("callfy-soak-functions.log"))
 }
 
 /// Through the functions' own HTTP stack: the faults at the proxy meet the code that runs in Lambda.
@@ -143,6 +184,8 @@ struct PollCounts {
     succeeded: AtomicU64,
     failed: AtomicU64,
     poll_errors: AtomicU64,
+    /// Worker invocations ended by the function's timeout (killed).
+    timed_out: AtomicU64,
 }
 
 async fn run(args: &Args) -> Result<bool, SoakError> {
@@ -157,7 +200,14 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         })?;
 
     // The network edge: a fault proxy in front of moto, another in front of the sandbox.
-    let aws = Arc::new(aws_proxy::AwsProxy::new(&moto, args.dynamodb_faults, args.sqs_faults, args.seed ^ 1, epoch));
+    let rates = aws_proxy::Rates {
+        dynamodb_rate: args.dynamodb_faults,
+        sqs_rate: args.sqs_faults,
+        dynamodb_lost_rate: args.dynamodb_lost_answers,
+        sqs_lost_rate: args.sqs_lost_answers,
+        kill_rate: args.kills,
+    };
+    let aws = Arc::new(aws_proxy::AwsProxy::new(&moto, rates, args.seed ^ 1, epoch));
     let aws_url = aws_proxy::serve(Arc::clone(&aws)).await?;
     let hang = Duration::from_millis(args.twilio_timeout_ms + 1_000);
     let twilio = Arc::new(twilio_proxy::TwilioProxy::new(args.twilio_faults, hang, args.seed ^ 2, epoch));
@@ -220,7 +270,7 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let driver = Arc::new(driver::Driver {
         local: Arc::clone(&local),
         http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+            .timeout(Duration::from_secs(args.platform_timeout_seconds))
             .build()
             .map_err(|e| SoakError::Setup(e.to_string()))?,
         clock: Arc::clone(&clock),
@@ -241,11 +291,17 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let polls = Arc::new(PollCounts::default());
     let stop_polling = Arc::new(AtomicBool::new(false));
     let mut pollers = tokio::task::JoinSet::new();
+    let worker_timeout = Duration::from_secs(args.worker_timeout_seconds);
     for _ in 0..args.pollers.max(1) {
         let (local, polls, stop) = (Arc::clone(&local), Arc::clone(&polls), Arc::clone(&stop_polling));
         pollers.spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                match local.poll_once(1).await {
+                // Lambda ends an invocation at its timeout: the future is dropped where it waits.
+                let Ok(polled) = tokio::time::timeout(worker_timeout, local.poll_once(1)).await else {
+                    polls.timed_out.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                };
+                match polled {
                     Ok(s) => {
                         polls.received.fetch_add(s.received as u64, Ordering::Relaxed);
                         polls.succeeded.fetch_add(s.succeeded as u64, Ordering::Relaxed);
@@ -304,7 +360,22 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
 
     // The evidence.
     let inputs = gather(&clients, &local, &all, &driver, &aws, &twilio, args.flow_steps).await?;
-    let verdict = checks::judge(&inputs);
+    let mut verdict = checks::judge(&inputs);
+    let phones: Vec<String> = all.iter().map(|c| c.phone.clone()).collect();
+    let log_path = function_log_path(args);
+    let scan = logscan::scan(&log_path, &phones)?;
+    say(
+        epoch,
+        format!(
+            "{} function log lines scanned ({}): {} with a raw phone",
+            scan.lines,
+            log_path.display(),
+            scan.violations
+        ),
+    );
+    verdict.log_lines = scan.lines;
+    verdict.log_phone_lines = scan.violations;
+    verdict.log_examples = scan.examples;
     let figures = report::Figures {
         args,
         carts: all.len(),
@@ -315,6 +386,18 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
             dynamodb_throttled: aws.counts.dynamodb_throttled.load(Ordering::Relaxed),
             sqs_calls: aws.counts.sqs_calls_faulty.load(Ordering::Relaxed),
             sqs_5xx: aws.counts.sqs_5xx.load(Ordering::Relaxed),
+            dynamodb_once_calls: aws.counts.dynamodb_once_calls.load(Ordering::Relaxed),
+            lost_transact: aws.counts.lost_transact.load(Ordering::Relaxed),
+            lost_conditional: aws.counts.lost_conditional.load(Ordering::Relaxed),
+            sqs_delete_calls: aws.counts.sqs_delete_calls.load(Ordering::Relaxed),
+            lost_sqs_delete: aws.counts.lost_sqs_delete.load(Ordering::Relaxed),
+            lost_as_timeout: aws.counts.lost_as_timeout.load(Ordering::Relaxed),
+            token_replays: aws.counts.token_replays.load(Ordering::Relaxed),
+            write_calls: aws.counts.write_calls.load(Ordering::Relaxed),
+            kills: aws.counts.kills.load(Ordering::Relaxed),
+            kills_released: aws.counts.kills_released.load(Ordering::Relaxed),
+            kills_held_ms: aws.counts.kills_held_ms.load(Ordering::Relaxed),
+            kills_by_op: aws.kills_by_op(),
         },
         twilio: report::TwilioFaults {
             calls: twilio.counts.calls_faulty.load(Ordering::Relaxed),
@@ -329,6 +412,7 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
             succeeded: polls.succeeded.load(Ordering::Relaxed),
             failed: polls.failed.load(Ordering::Relaxed),
             errors: polls.poll_errors.load(Ordering::Relaxed),
+            timed_out: polls.timed_out.load(Ordering::Relaxed),
         },
         under_faults,
         total_seconds: total_secs,
@@ -430,7 +514,7 @@ fn spawn_progress(
             say(
                 epoch,
                 format!(
-                    "webhooks {}/{planned} · worker jobs {} ({} failed) · messages {} · faults: ddb {} sqs {} twilio {}{}",
+                    "webhooks {}/{planned} · worker jobs {} ({} failed) · messages {} · faults: ddb {} sqs {} twilio {} lost answers {} kills {}{}",
                     driver.webhooks_sent.load(Ordering::Relaxed),
                     polls.received.load(Ordering::Relaxed),
                     polls.failed.load(Ordering::Relaxed),
@@ -441,6 +525,10 @@ fn spawn_progress(
                         + twilio.counts.server_errors.load(Ordering::Relaxed)
                         + twilio.counts.timeouts.load(Ordering::Relaxed)
                         + twilio.counts.accept_then_hang.load(Ordering::Relaxed),
+                    c.lost_transact.load(Ordering::Relaxed)
+                        + c.lost_conditional.load(Ordering::Relaxed)
+                        + c.lost_sqs_delete.load(Ordering::Relaxed),
+                    c.kills.load(Ordering::Relaxed),
                     moto_rss_mib().map(|m| format!(" · moto {m} MiB")).unwrap_or_default(),
                 ),
             );

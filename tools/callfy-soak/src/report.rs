@@ -15,6 +15,20 @@ pub struct AwsFaults {
     pub dynamodb_throttled: u64,
     pub sqs_calls: u64,
     pub sqs_5xx: u64,
+    /// Writes that apply once, made while faults were on, and those whose answer was lost.
+    pub dynamodb_once_calls: u64,
+    pub lost_transact: u64,
+    pub lost_conditional: u64,
+    pub sqs_delete_calls: u64,
+    pub lost_sqs_delete: u64,
+    pub lost_as_timeout: u64,
+    pub token_replays: u64,
+    /// Writes made while faults were on, those followed by a kill, and the kills by operation.
+    pub write_calls: u64,
+    pub kills: u64,
+    pub kills_released: u64,
+    pub kills_held_ms: u64,
+    pub kills_by_op: Vec<(String, u64)>,
 }
 
 pub struct TwilioFaults {
@@ -31,6 +45,8 @@ pub struct Polls {
     pub succeeded: u64,
     pub failed: u64,
     pub errors: u64,
+    /// Worker invocations ended by the function's timeout.
+    pub timed_out: u64,
 }
 
 pub struct Figures<'a> {
@@ -69,7 +85,8 @@ impl Figures<'_> {
         let _ = writeln!(
             s,
             "`{}` (seed {}), {} on this machine ({} s in all). Faults while on: {:.0} % of DynamoDB calls \
-             throttled, {:.0} % of SQS calls 5xx, {:.0} % of Twilio calls 429 / 5xx / timeout / accept-then-hang \
+             throttled, {:.0} % of SQS calls 5xx, {:.1} % of DynamoDB writes that apply once and {:.1} % of SQS \
+             deletes applied with their answer lost, {:.1} % of writes followed by a kill of the function, {:.0} % of Twilio calls 429 / 5xx / timeout / accept-then-hang \
              (Twilio timeout {} ms). {:.0} % of deliveries redelivered; {} senders, {} worker pollers, a {}-step flow.\n",
             a.command,
             a.seed,
@@ -77,6 +94,9 @@ impl Figures<'_> {
             self.total_seconds.round(),
             a.dynamodb_faults * 100.0,
             a.sqs_faults * 100.0,
+            a.dynamodb_lost_answers * 100.0,
+            a.sqs_lost_answers * 100.0,
+            a.kills * 100.0,
             a.twilio_faults * 100.0,
             a.twilio_timeout_ms,
             a.redeliver * 100.0,
@@ -87,10 +107,19 @@ impl Figures<'_> {
         let _ = writeln!(
             s,
             "How it works: `callfy-local` runs in-process with its AWS SDK pointed at a fault proxy in front of moto \
-             (throttling answers and SQS 5xx are given instead of forwarding, so nothing of a refused call is applied) \
+             (throttling answers and SQS 5xx are given instead of forwarding, so nothing of a refused call is applied; \
+             a lost answer is the opposite: a `TransactWriteItems`, a conditional `UpdateItem` / `PutItem` or an SQS \
+             `DeleteMessage` is forwarded and applied by moto, and the caller gets a 500 or, after 1.5 s, a 504 instead \
+             of moto's answer; an SDK retry of a committed transaction, same `ClientRequestToken`, is answered with \
+             success as DynamoDB answers it, since moto keeps no tokens; a kill is a write applied by moto whose answer \
+             is held for good: the call ends only when its caller gives up (the SDK's stalled-stream protection \
+             fails it after about 5 s, so it is in effect a lost answer after a stall) or the function's timeout ends \
+             the invocation, as Lambda does (a worker poll is dropped after the worker's timeout, its jobs coming \
+             back after the queue's visibility timeout; a webhook's platform stops waiting after its own timeout and \
+             retries); the table says how many ended which way) \
              and its Twilio API base pointed at a fault proxy in front of the sandbox (429 and 5xx are given instead of \
              forwarding; a timeout hangs past the worker's Twilio timeout without forwarding; accept-then-hang forwards, \
-             Twilio records the message, and the answer never arrives). Carts go to the four platforms, each delivery \
+             Twilio records the message (or places the call), and the answer never arrives). Carts go to the four platforms, each delivery \
              signed as its platform signs it and retried after a 5xx as a platform would; STOPs (signed inbound SMS) and \
              orders come on timers of their own within the race window after a cart's first delivery. Then the faults \
              stop, the last carts are sent (their answers must hold no 5xx) and the queue is drained, dead-letter queue \
@@ -102,7 +131,9 @@ impl Figures<'_> {
              whole table once per item (which made stock moto grow by gigabytes a minute under this load), and a Query \
              starts from its partition or from an index of the GSI's hash key, instead of sorting the whole table \
              (which slowed the run as carts accumulated; `CALLFY_MOTO_CHECK_QUERIES=1` checks every answer against \
-             stock moto's). The functions' AWS calls go through their own HTTP client (`adapters::http`).\n"
+             stock moto's). The functions' AWS calls go through their own HTTP client (`adapters::http`). Every log \
+             line the in-process functions write (their JSON tracing output, at info) goes to a file, and no raw phone \
+             number of the campaign may appear in one: E.164, without its '+', or as the national number.\n"
         );
         let per: Vec<String> = self.platforms.iter().map(|(n, c)| format!("{n} {c}")).collect();
         let _ = writeln!(s, "{} carts ({}).\n", self.carts, per.join(", "));
@@ -145,10 +176,31 @@ impl Figures<'_> {
             self.aws.sqs_5xx,
             pct(self.aws.sqs_5xx, self.aws.sqs_calls)
         );
+        let w = &self.aws;
+        let lost_ddb = w.lost_transact + w.lost_conditional;
+        let _ = writeln!(
+            s,
+            "| DynamoDB lost answers (applied, then 500 / timeout): `TransactWriteItems` {}, conditional \
+             `UpdateItem`/`PutItem` {}; SDK retries answered by token {} | {} | {} ({}) |",
+            w.lost_transact,
+            w.lost_conditional,
+            w.token_replays,
+            w.dynamodb_once_calls,
+            lost_ddb,
+            pct(lost_ddb, w.dynamodb_once_calls)
+        );
+        let _ = writeln!(
+            s,
+            "| SQS `DeleteMessage` lost answers (applied, then 500 / timeout); {} of all lost answers as a timeout | {} | {} ({}) |",
+            w.lost_as_timeout,
+            w.sqs_delete_calls,
+            w.lost_sqs_delete,
+            pct(w.lost_sqs_delete, w.sqs_delete_calls)
+        );
         let faulted = t.too_many + t.server_errors + t.timeouts + t.accept_then_hang;
         let _ = writeln!(
             s,
-            "| Twilio: 429 {}, 500/503 {}, timeout {}, accept-then-hang {} | {} | {} ({}) |\n",
+            "| Twilio: 429 {}, 500/503 {}, timeout {}, accept-then-hang {} | {} | {} ({}) |",
             t.too_many,
             t.server_errors,
             t.timeouts,
@@ -156,6 +208,19 @@ impl Figures<'_> {
             t.calls,
             faulted,
             pct(faulted, t.calls)
+        );
+        let by_op: Vec<String> = w.kills_by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        let _ = writeln!(
+            s,
+            "| functions killed after an applied DynamoDB / SQS write ({}); worker invocations ended by their timeout {}; \
+             callers gone before the end {} (held {:.1} s on average) | {} | {} ({}) |\n",
+            if by_op.is_empty() { "none".to_string() } else { by_op.join(", ") },
+            self.polls.timed_out,
+            w.kills_released,
+            if w.kills_released == 0 { 0.0 } else { w.kills_held_ms as f64 / 1000.0 / w.kills_released as f64 },
+            w.write_calls,
+            w.kills,
+            pct(w.kills, w.write_calls)
         );
         let f = &self.under_faults;
         let _ = writeln!(s, "| throughput under faults ({:.0} s) | count | per second |", f.seconds);
@@ -244,6 +309,13 @@ impl Figures<'_> {
         );
         let _ = writeln!(
             s,
+            "| function log lines with a raw phone number of the campaign | {} of {} lines | {} |",
+            v.log_phone_lines,
+            v.log_lines,
+            ok(v.log_phone_lines == 0)
+        );
+        let _ = writeln!(
+            s,
             "| queue drained (dead-letter queue: {}) | {} | {} |",
             self.dead_letters,
             self.drained,
@@ -288,6 +360,9 @@ impl Figures<'_> {
             }
             for ((cart, step), n) in v.duplicate_steps.iter().take(10) {
                 let _ = writeln!(s, "- duplicate: cart {cart} step {step} sent {n} times");
+            }
+            for line in &v.log_examples {
+                let _ = writeln!(s, "- log line with a raw phone (digits masked): `{line}`");
             }
         }
         for n in &self.notes {

@@ -102,7 +102,9 @@ impl TwilioProxy {
         if self.faults_on.load(Ordering::Relaxed) {
             self.counts.calls_faulty.fetch_add(1, Ordering::Relaxed);
         }
-        let create = method == Method::POST && uri.path().ends_with("/Messages.json");
+        // A message or a call: both are created by a POST that Twilio may take and not answer.
+        let create =
+            method == Method::POST && (uri.path().ends_with("/Messages.json") || uri.path().ends_with("/Calls.json"));
         let fault = self.pick(create);
         match fault {
             Some(TwilioFault::TooMany) => {
