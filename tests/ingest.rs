@@ -176,9 +176,11 @@ async fn the_copy_of_a_delivery_applied_inline_changes_nothing() {
     let local = start("ing-copy").await;
     let (status, answer) = post_woo(&local, &pending_order(0)).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
-    // The copy and the first step: the copy finds the delivery applied.
+    // The copy and the first step: the copy finds the delivery applied. Taken before step 0
+    // has a record, the copy queues step 0 once more (it cannot tell a died inline attempt
+    // from a live one); the step's claim lets one job through.
     let stats = local.drain().await.unwrap();
-    assert_eq!((stats.received, stats.failed), (2, 0), "{stats:?}");
+    assert!((2..=3).contains(&stats.received) && stats.failed == 0, "{stats:?}");
     assert_eq!(local.sandbox.messages().len(), 1);
     let (m, _) = ids();
     let phone = callfy_shared::Phone::parse(PHONE, None).unwrap();

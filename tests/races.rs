@@ -49,6 +49,9 @@ struct Paused {
     crash_after_claim: bool,
     /// The worker dies after Twilio accepted, before recording the send.
     crash_before_record: bool,
+    /// The send's record is applied but its answer lost: the SDK's retry of the same write is
+    /// what the worker hears.
+    lose_record_answer: bool,
 }
 
 impl Paused {
@@ -58,6 +61,7 @@ impl Paused {
             before_claim: Mutex::new(None),
             crash_after_claim: false,
             crash_before_record: false,
+            lose_record_answer: false,
         }
     }
 
@@ -148,6 +152,10 @@ impl OutreachWrites for Paused {
     ) -> Result<bool, PortError> {
         if self.crash_before_record {
             return Err(crash());
+        }
+        if self.lose_record_answer {
+            let applied = OutreachWrites::finish_sent(&self.inner, entry, token, step, claim_id, now).await;
+            assert_eq!(applied.ok(), Some(true), "the first write applied");
         }
         OutreachWrites::finish_sent(&self.inner, entry, token, step, claim_id, now).await
     }
@@ -470,6 +478,39 @@ async fn a_crash_after_twilio_accepted_records_the_message_once_it_is_found() {
     assert_eq!(log[0].message_sid, sid);
     let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
     assert_eq!((step.state, step.message_sid.as_deref()), (StepState::Sent, Some(sid.as_str())));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_sends_record_applied_with_its_answer_lost_still_queues_the_next_step() {
+    let flow = json!([{ "after_minutes": 0, "channel": "sms" }, { "after_minutes": 60, "channel": "sms" }]);
+    let (local, _) = opted_in("race-lost-answer", flow).await;
+    let (m, token, _) = ids();
+    // Only what this worker queues from here on.
+    let sqs = aws_sdk_sqs::Client::new(&sdk().await);
+    let queue = local.resources.queue_url.clone();
+    sqs.purge_queue().queue_url(&queue).send().await.unwrap();
+    let mut paused = Paused::new(local.store());
+    paused.lose_record_answer = true;
+    let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
+    assert!(matches!(outcome, JobOutcome::Sent { .. }), "{outcome:?}");
+    assert_eq!(local.sandbox.messages().len(), 1);
+    let step = local.store().get_step(&m, &token, 0).await.unwrap().unwrap();
+    assert_eq!(step.state, StepState::Sent);
+    // Step 1, held back until it is due: the one message on the queue.
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name| attrs.get(&name).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+    let queued = count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed);
+    assert_eq!(queued, 1, "the next step is queued: {attrs:?}");
     local.shutdown().await;
 }
 

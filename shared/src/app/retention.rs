@@ -213,28 +213,52 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
         report: &mut PurgeReport,
     ) -> Result<(), PurgeError> {
         let opts = *opts;
-        for shard in 0..PURGE_SHARDS {
-            let mut after = None;
-            loop {
-                if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                    report.complete = false;
+        // The page after this one is read while this one is purged: the index Query and the
+        // deletes overlap. A page read early is still read before anything on it is deleted,
+        // and what it lists is checked again by each delete's own condition (a cart, a ledger).
+        if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+            report.complete = false;
+            return Ok(());
+        }
+        let mut page = Some(self.store.due_page(0, opts.as_of, None).await?);
+        let mut shard = 0;
+        while let Some((due, next)) = page.take() {
+            report.index_queries += 1;
+            report.index_reads += due.len() as u64;
+            let following = match next {
+                Some(cursor) => Some((shard, Some(cursor))),
+                None if shard + 1 < PURGE_SHARDS => Some((shard + 1, None)),
+                None => None,
+            };
+            let read_next = async {
+                match &following {
+                    Some((s, after)) => self.store.due_page(*s, opts.as_of, after.clone()).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let purge_this = async {
+                if due.is_empty() {
                     return Ok(());
                 }
-                let (due, next) = self.store.due_page(shard, opts.as_of, after).await?;
-                report.index_queries += 1;
-                report.index_reads += due.len() as u64;
-                if !due.is_empty() {
-                    // Each page reads its merchants afresh: a legal hold set (or an account
-                    // reopened) while the run goes on is honoured from the next page.
-                    let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
-                    self.purge(due, &opts, &mut merchants, report).await?;
-                }
-                match next {
-                    Some(cursor) => after = Some(cursor),
-                    None => break,
-                }
+                // Each page reads its merchants afresh: a legal hold set (or an account
+                // reopened) while the run goes on is honoured from the next page.
+                let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
+                self.purge(due, &opts, &mut merchants, report).await
+            };
+            let (read, purged) = tokio::join!(read_next, purge_this);
+            purged?;
+            page = read?;
+            if following.as_ref().is_none_or(|(s, _)| *s != shard) {
+                progress(Progress { shards_done: shard + 1, shards_total: PURGE_SHARDS, items: report.total() });
             }
-            progress(Progress { shards_done: shard + 1, shards_total: PURGE_SHARDS, items: report.total() });
+            match following {
+                Some((s, _)) => shard = s,
+                None => break,
+            }
+            if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                report.complete = false;
+                return Ok(());
+            }
         }
         Ok(())
     }
@@ -364,8 +388,13 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             }
         }
         if !opts.dry_run {
-            let keys: Vec<(String, String)> = plain.iter().map(|(_, k, _)| k.clone()).collect();
-            self.store.batch_delete(&keys).await?;
+            // A cart's keys in order (the cart last); everything else stands alone.
+            let (carts, alone): (Vec<_>, Vec<_>) = plain.iter().partition(|(_, _, kind)| *kind == PurgeKind::Cart);
+            let keys = |v: Vec<&(String, (String, String), PurgeKind)>| {
+                v.into_iter().map(|(_, k, _)| k.clone()).collect::<Vec<_>>()
+            };
+            let (carts, alone) = (keys(carts), keys(alone));
+            tokio::try_join!(self.store.batch_delete(&carts), self.store.batch_delete_any(&alone))?;
         }
         for (merchant, (_, sk), kind) in &plain {
             // Steps and pointers go with their cart and are not counted apart.

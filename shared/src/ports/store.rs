@@ -563,6 +563,9 @@ pub trait PurgeStore: Send + Sync {
     /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
     /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
     fn batch_delete(&self, keys: &[ItemKey]) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// `batch_delete` in no particular order, several batches at once: for items none of which
+    /// must outlive another.
+    fn batch_delete_any(&self, keys: &[ItemKey]) -> impl Future<Output = Result<(), PortError>> + Send;
     /// One page of merchant `id`'s erasure, read through the `tenant` index (that merchant's
     /// partitions alone, never a scan): the partitions its next `limit` index entries name, each
     /// whole and decoded as far as an erasure needs (a shared partition: only the merchant's own

@@ -991,6 +991,9 @@ impl PurgeStore for Memory {
         s.deleted.extend(keys.iter().cloned());
         Ok(())
     }
+    async fn batch_delete_any(&self, keys: &[ItemKey]) -> Result<(), PortError> {
+        self.batch_delete(keys).await
+    }
     async fn erasure_page(
         &self,
         _: &MerchantId,

@@ -161,10 +161,17 @@ fn function_log_path(args: &Args) -> PathBuf {
 }
 
 /// Through the functions' own HTTP stack: the faults at the proxy meet the code that runs in Lambda.
+/// Stalled-stream protection is off: with it, the SDK gives up on a held answer after ~5 s and
+/// the function lives on to handle the error; a killed function never hears anything, and the
+/// worker's timeout (or the platform's) ends the invocation, as in Lambda.
 async fn sdk(endpoint: &str) -> Result<SdkConfig, SoakError> {
-    callfy_shared::adapters::aws::local_config(endpoint)
+    let config = callfy_shared::adapters::aws::local_config(endpoint)
         .await
-        .map_err(|e| SoakError::Setup(format!("HTTP client: {e}")))
+        .map_err(|e| SoakError::Setup(format!("HTTP client: {e}")))?;
+    Ok(config
+        .to_builder()
+        .stalled_stream_protection(aws_config::stalled_stream_protection::StalledStreamProtectionConfig::disabled())
+        .build())
 }
 
 fn say(epoch: Instant, msg: impl std::fmt::Display) {

@@ -426,6 +426,9 @@ impl PurgeStore for Store {
     async fn batch_delete(&self, keys: &[ItemKey]) -> Result<(), PortError> {
         Store::batch_delete(self, keys).await
     }
+    async fn batch_delete_any(&self, keys: &[ItemKey]) -> Result<(), PortError> {
+        Store::batch_delete_any(self, keys).await
+    }
     async fn erasure_page(
         &self,
         id: &MerchantId,

@@ -10,6 +10,15 @@ use aws_sdk_dynamodb::types::{DeleteRequest, WriteRequest};
 
 /// DynamoDB's limit on one BatchWriteItem.
 pub const MAX_BATCH_WRITE: usize = 25;
+/// Batches of an unordered delete in flight at once.
+const DELETES_IN_FLIGHT: usize = 4;
+
+/// Each key once, in order: DynamoDB refuses a batch naming one key twice (a cart's pointer
+/// found two ways).
+fn distinct(keys: &[(String, String)]) -> Vec<(String, String)> {
+    let mut seen = std::collections::HashSet::new();
+    keys.iter().filter(|k| seen.insert(*k)).cloned().collect()
+}
 const PURGE_PK: &str = "PURGE";
 /// Items per purge-index page: a run checks its deadline between pages.
 const DUE_PAGE: i32 = 500;
@@ -73,40 +82,60 @@ impl Store {
         Ok((items, next))
     }
 
-    /// Deletes items by key, 25 to a BatchWriteItem; what DynamoDB leaves unprocessed is retried
-    /// with backoff. Deleting an item already gone is no error, so a re-run deletes nothing twice.
+    /// Deletes items by key, 25 to a BatchWriteItem, in order (what must go last goes last);
+    /// what DynamoDB leaves unprocessed is retried with backoff. Deleting an item already gone
+    /// is no error, so a re-run deletes nothing twice.
     pub async fn batch_delete(&self, keys: &[(String, String)]) -> Result<(), PortError> {
-        // DynamoDB refuses a batch naming one key twice (a cart's pointer found two ways); the
-        // order is kept (what must go last still goes last).
-        let mut seen = std::collections::HashSet::new();
-        let keys: Vec<(String, String)> = keys.iter().filter(|k| seen.insert(*k)).cloned().collect();
-        for chunk in keys.chunks(MAX_BATCH_WRITE) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|(pk, sk)| {
-                    let del = DeleteRequest::builder().set_key(Some(key(pk.clone(), sk.clone()))).build();
-                    built(del).map(|d| WriteRequest::builder().delete_request(d).build())
-                })
-                .collect::<Result<_, _>>()?;
-            let mut delay = std::time::Duration::from_millis(50);
-            for attempt in 0.. {
-                let out = self
-                    .client
-                    .batch_write_item()
-                    .request_items(&self.table, pending.clone())
-                    .send()
-                    .await
-                    .map_err(|e| aws("BatchWriteItem", e))?;
-                pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
-                if pending.is_empty() {
-                    break;
-                }
-                if attempt >= 8 {
-                    return Err(PortError::Conflict);
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(2));
+        for chunk in distinct(keys).chunks(MAX_BATCH_WRITE) {
+            self.delete_batch(chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// The same, in no particular order, `DELETES_IN_FLIGHT` batches at a time: for items that
+    /// stand alone (a message log, a ledger entry), so the purge's deletes keep pace with the
+    /// store rather than with one round trip after another.
+    pub async fn batch_delete_any(&self, keys: &[(String, String)]) -> Result<(), PortError> {
+        use futures::StreamExt;
+        let keys = distinct(keys);
+        let mut chunks = keys.chunks(MAX_BATCH_WRITE);
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        in_flight.extend(chunks.by_ref().take(DELETES_IN_FLIGHT).map(|c| self.delete_batch(c)));
+        while let Some(done) = in_flight.next().await {
+            done?;
+            if let Some(c) = chunks.next() {
+                in_flight.push(self.delete_batch(c));
             }
+        }
+        Ok(())
+    }
+
+    async fn delete_batch(&self, chunk: &[(String, String)]) -> Result<(), PortError> {
+        let mut pending: Vec<WriteRequest> = chunk
+            .iter()
+            .map(|(pk, sk)| {
+                let del = DeleteRequest::builder().set_key(Some(key(pk.clone(), sk.clone()))).build();
+                built(del).map(|d| WriteRequest::builder().delete_request(d).build())
+            })
+            .collect::<Result<_, _>>()?;
+        let mut delay = std::time::Duration::from_millis(50);
+        for attempt in 0.. {
+            let out = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table, pending.clone())
+                .send()
+                .await
+                .map_err(|e| aws("BatchWriteItem", e))?;
+            pending = out.unprocessed_items.and_then(|mut m| m.remove(&self.table)).unwrap_or_default();
+            if pending.is_empty() {
+                break;
+            }
+            if attempt >= 8 {
+                return Err(PortError::Conflict);
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(2));
         }
         Ok(())
     }

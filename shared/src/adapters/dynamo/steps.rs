@@ -374,7 +374,14 @@ impl Store {
             match self.transact(items.clone()).await? {
                 TxOutcome::Done => return Ok(true),
                 TxOutcome::Cancelled(codes) if codes.get(1).is_some_and(|c| c == "ConditionalCheckFailed") => {
-                    return Ok(false);
+                    // Our own write, applied but its answer lost (the SDK's retry then finds
+                    // the step sent): done, so the caller goes on to queue the next step.
+                    let ours = self.get_step(m, token, step).await?.is_some_and(|r| {
+                        r.state == StepState::Sent
+                            && r.claim_id.as_deref() == Some(claim_id)
+                            && r.message_sid.as_deref() == Some(sid)
+                    });
+                    return Ok(ours);
                 }
                 TxOutcome::Cancelled(_) => continue,
             }
