@@ -545,10 +545,97 @@ async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_mov
     assert_eq!(purge_at_of(&local, &customer, "CONSENT#sms").await, Some(ledger), "nothing moved by a dropped one");
     assert_eq!(purge_at_of(&local, &format!("M#{m}"), "REDATE#").await, None, "both records are gone");
     // Run again (a retried save, a replayed run), the same re-dating moves nothing twice.
-    assert_eq!(callfy_shared::ports::PurgeStore::redate(store, &m, &job).await.unwrap(), 0);
+    assert_eq!(callfy_shared::ports::PurgeStore::redate(store, &m, &job, 500, None).await.unwrap(), (0, true));
     assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
     let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
     assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_re_dating_stopped_by_the_deadline_goes_on_where_it_stopped() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-shorten-deadline", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    let customer = format!("C#{m}#{PHONE}");
+    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let old = merchant(|_| {});
+    let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30, "carts": 20 }));
+    let job =
+        callfy_shared::domain::retention::Redate::new("rd_d".into(), &old.retention_days, &shorter.retention_days)
+            .unwrap();
+    let store = local.store();
+    // One index entry a page, the deadline already past: one page, then it stops.
+    let (first, finished) =
+        callfy_shared::ports::PurgeStore::redate(store, &m, &job, 1, Some(std::time::Instant::now())).await.unwrap();
+    assert!(!finished, "stopped between two pages");
+    assert!(first <= 2, "one page moved: {first}");
+    let (rest, finished) = callfy_shared::ports::PurgeStore::redate(store, &m, &job, 1, None).await.unwrap();
+    assert!(finished);
+    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
+    // Each item moved once, whichever run moved it.
+    let (again, _) = callfy_shared::ports::PurgeStore::redate(store, &m, &job, 500, None).await.unwrap();
+    assert_eq!(again, 0);
+    assert!(first + rest >= 2, "the text and the cart: {first} + {rest}");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_erasure_deletes_a_large_accounts_objects_a_page_at_a_time_within_its_deadline() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-s3-pages", clock.clone(), &merchant(|_| {})).await;
+    let m = ids().0;
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    local.drain().await.unwrap();
+    assert_eq!(post_shopify(&local.base_url, "app/uninstalled", &unique("evt"), &json!({ "id": 1 })).await.0, 200);
+    local.drain().await.unwrap();
+    // More recordings than one listing page holds.
+    let sdk = sdk().await;
+    let s3 = aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(&sdk).force_path_style(true).build());
+    let bucket = local.resources.names.bucket.clone();
+    let puts = (0..1_001).map(|i| {
+        let (s3, bucket) = (s3.clone(), bucket.clone());
+        let key = format!("recordings/{m}/RE{i:032}.mp3");
+        async move { s3.put_object().bucket(bucket).key(key).body(vec![0u8; 8].into()).send().await.map(|_| ()) }
+    });
+    use futures::{StreamExt, TryStreamExt};
+    futures::stream::iter(puts).buffer_unordered(16).try_collect::<Vec<()>>().await.unwrap();
+    let count = || async {
+        let mut n = 0;
+        let mut pages = s3.list_objects_v2().bucket(&bucket).prefix(format!("recordings/{m}/")).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            n += page.unwrap().contents().len();
+        }
+        n
+    };
+    let p = &local.functions().purger;
+    let purger = callfy_shared::app::retention::Purger { store: &p.store, recordings: &p.recordings, queue: &p.queue };
+    let as_of = t0() + Duration::days(31);
+    let due = callfy_shared::ports::DueItem {
+        pk: format!("M#{m}"),
+        sk: "CLOSURE".into(),
+        purge_at: t0().to_rfc3339(),
+        merchant: Some(m.to_string()),
+        attrs: [("requested_at".to_string(), t0().to_rfc3339())].into(),
+    };
+    let opts = |deadline| callfy_shared::app::retention::RunOptions {
+        as_of,
+        dry_run: false,
+        deadline,
+        started_at: as_of,
+        closure_grace_days: 30,
+        erasure_page: callfy_shared::app::retention::ERASURE_PAGE,
+    };
+    let r = purger.erase_due(due.clone(), &opts(Some(std::time::Instant::now()))).await.unwrap();
+    assert!(!r.complete, "stopped after one page of objects: {r:?}");
+    assert_eq!(count().await, 1, "one page of objects went");
+    assert!(local.store().get_merchant(&m).await.unwrap().is_some(), "the account waits for its objects");
+    let r = purger.erase_due(due, &opts(None)).await.unwrap();
+    assert!(r.complete, "{r:?}");
+    assert_eq!(count().await, 0);
+    assert!(local.store().get_merchant(&m).await.unwrap().is_none(), "the account itself is gone");
     local.shutdown().await;
 }
 

@@ -71,16 +71,19 @@ impl RecordingBucket {
         Ok(())
     }
 
-    /// Deletes every object under `prefix` (an account's recordings); how many.
-    pub async fn delete_prefix(&self, prefix: &str) -> Result<usize, PortError> {
-        let mut keys = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(prefix).into_paginator().send();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| aws("ListObjectsV2", e))?;
-            keys.extend(page.contents().iter().filter_map(|o| o.key().map(str::to_string)));
-        }
+    /// Deletes the first listing page under `prefix`; how many, and whether more remain.
+    pub async fn delete_prefix_page(&self, prefix: &str) -> Result<(usize, bool), PortError> {
+        let page = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .send()
+            .await
+            .map_err(|e| aws("ListObjectsV2", e))?;
+        let keys: Vec<String> = page.contents().iter().filter_map(|o| o.key().map(str::to_string)).collect();
         self.delete_keys(&keys).await?;
-        Ok(keys.len())
+        Ok((keys.len(), page.is_truncated().unwrap_or(false)))
     }
 
     async fn exists(&self, key: &str) -> Result<bool, PortError> {
@@ -203,8 +206,8 @@ impl RecordingFiles for RecordingBucket {
     async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
         RecordingBucket::put_json(self, key, body).await
     }
-    async fn delete_prefix(&self, prefix: &str) -> Result<usize, PortError> {
-        RecordingBucket::delete_prefix(self, prefix).await
+    async fn delete_prefix_page(&self, prefix: &str) -> Result<(usize, bool), PortError> {
+        RecordingBucket::delete_prefix_page(self, prefix).await
     }
     async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
         RecordingBucket::delete_keys(self, keys).await

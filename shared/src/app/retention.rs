@@ -51,8 +51,8 @@ pub struct RunOptions {
     pub started_at: DateTime<Utc>,
     /// A closed account's data is erased this many days after it closed.
     pub closure_grace_days: u32,
-    /// `tenant` index entries an erasure reads between two looks at the deadline
-    /// (`ERASURE_PAGE`).
+    /// `tenant` index entries an erasure or a re-dating reads between two looks at the
+    /// deadline (`ERASURE_PAGE`).
     pub erasure_page: usize,
 }
 
@@ -102,7 +102,7 @@ pub async fn save_merchant<S: PurgeStore + MerchantStore>(
         Err(e) => return Err(e.into()),
     }
     let Some(job) = job else { return Ok(0) };
-    let moved = store.redate(&merchant.id, &job).await?;
+    let (moved, _) = store.redate(&merchant.id, &job, ERASURE_PAGE, None).await?;
     store.redate_done(&merchant.id, &job.id).await?;
     info!(merchant = %merchant.id, moved, "retention shortened: stored purge dates moved earlier");
     Ok(moved)
@@ -132,7 +132,8 @@ pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
     Ok(moved)
 }
 
-/// `tenant` index entries an erasure reads (and acts on) between two looks at the deadline.
+/// `tenant` index entries an erasure or a re-dating reads (and acts on) between two looks at
+/// the deadline.
 pub const ERASURE_PAGE: usize = 500;
 
 /// The request under which an erasure records the Twilio copies it leaves for the worker.
@@ -299,8 +300,8 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             // A shortened retention a save left unfinished: moving dates earlier deletes
             // nothing, so a legal hold does not wait for it (what falls due is held then).
             if PurgeKind::of_sort_key(&item.sk) == PurgeKind::Redate {
-                if !opts.dry_run {
-                    self.redate(&item).await?;
+                if !opts.dry_run && !self.redate(&item, opts).await? {
+                    report.complete = false;
                 }
                 continue;
             }
@@ -603,9 +604,25 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
     ) -> Result<Option<u64>, PurgeError> {
         let merchant = id.as_str();
         if !opts.dry_run {
-            self.recordings.delete_prefix(&format!("recordings/{merchant}/")).await?;
-            self.recordings.delete_prefix(&format!("{HELD_PREFIX}recordings/{merchant}/")).await?;
-            self.recordings.delete_prefix(&format!("exports/{merchant}/")).await?;
+            // The objects first (the logs naming them go after), a listing page at a time.
+            let prefixes = [
+                format!("recordings/{merchant}/"),
+                format!("{HELD_PREFIX}recordings/{merchant}/"),
+                format!("exports/{merchant}/"),
+            ];
+            for prefix in &prefixes {
+                loop {
+                    let (deleted, more) = self.recordings.delete_prefix_page(prefix).await?;
+                    if !more {
+                        break;
+                    }
+                    if opts.deadline.is_some_and(|d| Instant::now() >= d) {
+                        info!(merchant, deleted, "account erasure's objects continue next run");
+                        report.complete = false;
+                        return Ok(None);
+                    }
+                }
+            }
         }
         let request = erasure_request(scope);
         let (mut cursor, mut done, mut copies_recorded) = (None, 0u64, false);
@@ -678,18 +695,24 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
 
     /// Finishes a re-dating a save left part-way (each item moves once), or drops it when the
     /// merchant's settings no longer call for it (the save never landed, or a later one
-    /// lengthened the retention again). What falls due is read by the next run.
-    async fn redate(&self, item: &DueItem) -> Result<(), PurgeError> {
-        let Some((m, job)) = self.store.redate_job(&item.pk, &item.sk).await? else { return Ok(()) };
+    /// lengthened the retention again). What falls due is read by the next run. `false` when
+    /// the run's deadline stopped it: it stays due, and the next run goes on (what moved is
+    /// marked and moves no further).
+    async fn redate(&self, item: &DueItem, opts: &RunOptions) -> Result<bool, PurgeError> {
+        let Some((m, job)) = self.store.redate_job(&item.pk, &item.sk).await? else { return Ok(true) };
         let current = self.store.get_merchant(&m).await?;
         if current.is_some_and(|r| job.still_applies(&r.merchant.retention_days)) {
-            let moved = self.store.redate(&m, &job).await?;
+            let (moved, finished) = self.store.redate(&m, &job, opts.erasure_page, opts.deadline).await?;
+            if !finished {
+                info!(merchant = %m, moved, "a re-dating continues next run");
+                return Ok(false);
+            }
             info!(merchant = %m, moved, "an unfinished re-dating finished");
         } else {
             info!(merchant = %m, "an unfinished re-dating no longer applies: dropped");
         }
         self.store.redate_done(&m, &job.id).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// A whole ledger is due: it goes only if nothing happened for that phone at that merchant

@@ -13,8 +13,9 @@ pub trait RecordingFiles: Send + Sync {
     ) -> impl Future<Output = Result<String, PortError>> + Send;
     /// Writes a JSON document (a data-subject export), encrypted at rest.
     fn put_json(&self, key: &str, body: Vec<u8>) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// Deletes every object under `prefix` (an account's recordings); how many.
-    fn delete_prefix(&self, prefix: &str) -> impl Future<Output = Result<usize, PortError>> + Send;
+    /// Deletes one listing page (up to 1 000 objects) under `prefix`: how many, and whether
+    /// more remain (an erasure looks at its deadline between pages).
+    fn delete_prefix_page(&self, prefix: &str) -> impl Future<Output = Result<(usize, bool), PortError>> + Send;
     /// Moves every object under `from` to the same name under `to`; how many.
     fn move_prefix(&self, from: &str, to: &str) -> impl Future<Output = Result<usize, PortError>> + Send;
     /// Deletes objects (the purger and the deletion path only).

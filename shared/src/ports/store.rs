@@ -489,12 +489,15 @@ pub trait PurgeStore: Send + Sync {
     /// Moves merchant `m`'s stored purge dates of each kind earlier by its shift (a shortened
     /// retention), each conditional on the date read and on not being moved by this `job`
     /// already (a resumed job moves nothing twice), reading the merchant's partitions a page at
-    /// a time; how many moved.
+    /// a time; how many moved, and whether it finished (`false`: `deadline` passed between
+    /// two pages, and the job goes on where it stopped next time).
     fn redate(
         &self,
         m: &MerchantId,
         job: &crate::domain::retention::Redate,
-    ) -> impl Future<Output = Result<u64, PortError>> + Send;
+        page: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> impl Future<Output = Result<(u64, bool), PortError>> + Send;
     /// Records a re-dating about to start, due in the purge index at `at`: one that stops
     /// part-way is finished by the next run.
     fn put_redate(

@@ -913,9 +913,15 @@ impl PurgeStore for Memory {
         self.s().reports.push(report.clone());
         Ok(())
     }
-    async fn redate(&self, _: &MerchantId, _: &callfy_shared::domain::retention::Redate) -> Result<u64, PortError> {
+    async fn redate(
+        &self,
+        _: &MerchantId,
+        _: &callfy_shared::domain::retention::Redate,
+        _: usize,
+        _: Option<std::time::Instant>,
+    ) -> Result<(u64, bool), PortError> {
         self.enter("redate")?;
-        Ok(0)
+        Ok((0, true))
     }
     async fn put_redate(
         &self,
@@ -1336,11 +1342,11 @@ impl RecordingFiles for Telephony {
     async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
         self.put(key, body.len())
     }
-    async fn delete_prefix(&self, prefix: &str) -> Result<usize, PortError> {
+    async fn delete_prefix_page(&self, prefix: &str) -> Result<(usize, bool), PortError> {
         let mut objects = self.objects.lock().unwrap();
         let before = objects.len();
         objects.retain(|k, _| !k.starts_with(prefix));
-        Ok(before - objects.len())
+        Ok((before - objects.len(), false))
     }
     async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
         // As S3's adapter: nothing to delete makes no request.

@@ -370,8 +370,14 @@ impl PurgeStore for Store {
     async fn put_purge_report(&self, report: &PurgeReport) -> Result<(), PortError> {
         Store::put_purge_report(self, report).await
     }
-    async fn redate(&self, m: &MerchantId, job: &crate::domain::retention::Redate) -> Result<u64, PortError> {
-        Store::redate(self, m, job).await
+    async fn redate(
+        &self,
+        m: &MerchantId,
+        job: &crate::domain::retention::Redate,
+        page: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(u64, bool), PortError> {
+        Store::redate(self, m, job, page, deadline).await
     }
     async fn put_redate(
         &self,

@@ -514,12 +514,18 @@ impl Store {
     /// come through the `tenant` index a page at a time, and its request partition (platform
     /// requests) last. The shard of the purge index does not change, so the next run reads them
     /// however far back their new dates fall.
-    pub async fn redate(&self, id: &MerchantId, job: &crate::domain::retention::Redate) -> Result<u64, PortError> {
+    pub async fn redate(
+        &self,
+        id: &MerchantId,
+        job: &crate::domain::retention::Redate,
+        page: usize,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(u64, bool), PortError> {
         let shifts = job.shifts();
         let mut moved = 0;
         let mut cursor = None;
         loop {
-            let (entries, next) = self.tenant_page(id, cursor, 500).await?;
+            let (entries, next) = self.tenant_page(id, cursor, page).await?;
             let mut partitions: Vec<String> = Vec::new();
             for (pk, _) in entries {
                 if !partitions.contains(&pk) {
@@ -534,7 +540,10 @@ impl Store {
             }
             match next {
                 Some(n) => cursor = Some(n),
-                None => return Ok(moved),
+                None => return Ok((moved, true)),
+            }
+            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                return Ok((moved, false));
             }
         }
     }
