@@ -176,11 +176,10 @@ async fn the_copy_of_a_delivery_applied_inline_changes_nothing() {
     let local = start("ing-copy").await;
     let (status, answer) = post_woo(&local, &pending_order(0)).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
-    // The copy and the first step: the copy finds the delivery applied. Taken before step 0
-    // has a record, the copy queues step 0 once more (it cannot tell a died inline attempt
-    // from a live one); the step's claim lets one job through.
+    // The copy and the first step: the copy finds the delivery applied, and step 0 noted as
+    // queued (it queues nothing more).
     let stats = local.drain().await.unwrap();
-    assert!((2..=3).contains(&stats.received) && stats.failed == 0, "{stats:?}");
+    assert_eq!((stats.received, stats.failed), (2, 0), "{stats:?}");
     assert_eq!(local.sandbox.messages().len(), 1);
     let (m, _) = ids();
     let phone = callfy_shared::Phone::parse(PHONE, None).unwrap();
@@ -296,6 +295,21 @@ async fn a_delivery_applied_by_an_attempt_that_died_before_queuing_its_first_ste
         }
     }
     assert_eq!(kept, 1, "the delivery's copy is still queued");
+    // Nor did it note the job as queued.
+    let (m, _) = ids();
+    let phone = callfy_shared::Phone::parse(PHONE, None).unwrap();
+    let carts = local.store().carts_for_phone(&m, &phone).await.unwrap();
+    assert!(carts.len() == 1 && carts[0].first_step_queued, "the attempt noted its queued job");
+    let ddb = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let s = |v: String| aws_sdk_dynamodb::types::AttributeValue::S(v);
+    ddb.update_item()
+        .table_name(local.store().table())
+        .key("pk", s(format!("K#{m}#{}", carts[0].token)))
+        .key("sk", s("CART".into()))
+        .update_expression("REMOVE first_step_queued")
+        .send()
+        .await
+        .unwrap();
     // The copy finds the delivery applied and the cart's first step untaken: it queues it again.
     local.drain().await.unwrap();
     assert_eq!(local.sandbox.messages().len(), 1, "the text goes out, once");

@@ -545,7 +545,7 @@ async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_mov
     assert_eq!(purge_at_of(&local, &customer, "CONSENT#sms").await, Some(ledger), "nothing moved by a dropped one");
     assert_eq!(purge_at_of(&local, &format!("M#{m}"), "REDATE#").await, None, "both records are gone");
     // Run again (a retried save, a replayed run), the same re-dating moves nothing twice.
-    assert_eq!(callfy_shared::ports::PurgeStore::redate(store, &m, &job, 500, None).await.unwrap(), (0, true));
+    assert_eq!(callfy_shared::ports::PurgeStore::redate(store, &m, &job, None, 500, None).await.unwrap(), (0, None));
     assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
     let r = local.purge(t0() + Duration::days(31), false, None).await.unwrap();
     assert_eq!(r.of_kind(PurgeKind::SmsLog), 1, "{r:?}");
@@ -553,30 +553,38 @@ async fn a_shortened_retention_left_part_way_is_finished_by_the_next_run_and_mov
 }
 
 #[tokio::test]
-async fn a_re_dating_stopped_by_the_deadline_goes_on_where_it_stopped() {
+async fn a_re_dating_stopped_by_the_deadline_notes_where_and_goes_on_from_there() {
     let clock = Arc::new(ManualClock::new(t0()));
     let local = start_local("ret-shorten-deadline", clock.clone(), &merchant(|_| {})).await;
     let m = ids().0;
     assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
     local.drain().await.unwrap();
     let customer = format!("C#{m}#{PHONE}");
-    let at = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let at_ms = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let old = merchant(|_| {});
     let shorter = merchant(|v| v["retention_days"] = json!({ "sms_logs": 30, "carts": 20 }));
     let job =
         callfy_shared::domain::retention::Redate::new("rd_d".into(), &old.retention_days, &shorter.retention_days)
             .unwrap();
     let store = local.store();
-    // One index entry a page, the deadline already past: one page, then it stops.
-    let (first, finished) =
-        callfy_shared::ports::PurgeStore::redate(store, &m, &job, 1, Some(std::time::Instant::now())).await.unwrap();
-    assert!(!finished, "stopped between two pages");
+    callfy_shared::ports::PurgeStore::put_redate(store, &m, &job, t0()).await.unwrap();
+    // One index entry a page, the deadline already past: one page, then it stops, and notes where.
+    let (first, stopped) =
+        callfy_shared::ports::PurgeStore::redate(store, &m, &job, None, 1, Some(std::time::Instant::now()))
+            .await
+            .unwrap();
+    let at = stopped.expect("stopped between two pages");
     assert!(first <= 2, "one page moved: {first}");
-    let (rest, finished) = callfy_shared::ports::PurgeStore::redate(store, &m, &job, 1, None).await.unwrap();
-    assert!(finished);
-    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at(t0() + Duration::days(30))));
+    callfy_shared::ports::PurgeStore::redate_stopped_at(store, &m, "rd_d", &at).await.unwrap();
+    let (_, read_job, from) =
+        callfy_shared::ports::PurgeStore::redate_job(store, &format!("M#{m}"), "REDATE#rd_d").await.unwrap().unwrap();
+    assert_eq!((read_job.id.as_str(), from.as_ref()), ("rd_d", Some(&at)), "the record says where it stopped");
+    // The next run goes on from there and finishes.
+    let (rest, stopped) = callfy_shared::ports::PurgeStore::redate(store, &m, &job, from, 1, None).await.unwrap();
+    assert!(stopped.is_none());
+    assert_eq!(purge_at_of(&local, &customer, "SMS#OUT#").await, Some(at_ms(t0() + Duration::days(30))));
     // Each item moved once, whichever run moved it.
-    let (again, _) = callfy_shared::ports::PurgeStore::redate(store, &m, &job, 500, None).await.unwrap();
+    let (again, _) = callfy_shared::ports::PurgeStore::redate(store, &m, &job, None, 500, None).await.unwrap();
     assert_eq!(again, 0);
     assert!(first + rest >= 2, "the text and the cart: {first} + {rest}");
     local.shutdown().await;

@@ -15,7 +15,7 @@ struct Wrapped<T> {
 
 #[derive(Clone, Debug)]
 pub struct BigCommerceApi {
-    http: reqwest::Client,
+    http: super::http::LazyClient,
     base: String,
 }
 
@@ -23,18 +23,17 @@ impl BigCommerceApi {
     /// `base` is `BIGCOMMERCE_API_BASE`; every request is bounded by `timeout` (the webhook's
     /// answer waits for it).
     pub fn new(base: &str, timeout: Duration) -> Result<Self, StoreApiError> {
-        let http = super::http::client_builder()
-            .connect_timeout(Duration::from_secs(2).min(timeout))
-            .timeout(timeout)
-            .user_agent("callfy/0.1")
-            .build()
-            .map_err(|e| StoreApiError::Transport(e.to_string()))?;
+        let http = super::http::LazyClient::new(Duration::from_secs(2).min(timeout), timeout);
         Ok(Self { http, base: base.trim_end_matches('/').to_string() })
+    }
+
+    fn http(&self) -> Result<&reqwest::Client, StoreApiError> {
+        self.http.get().map_err(|e| StoreApiError::Transport(e.to_string()))
     }
 
     async fn get<T: for<'de> Deserialize<'de>>(&self, path: &str, token: &str) -> Result<Option<T>, StoreApiError> {
         let resp = self
-            .http
+            .http()?
             .get(format!("{}{path}", self.base))
             .header("x-auth-token", token)
             .header("accept", "application/json")
@@ -58,7 +57,7 @@ impl BigCommerceApi {
         id: &str,
     ) -> Result<Option<RedirectUrls>, StoreApiError> {
         let resp = self
-            .http
+            .http()?
             .post(format!("{}/stores/{store_hash}/v3/carts/{id}/redirect_urls", self.base))
             .header("x-auth-token", token)
             .header("accept", "application/json")

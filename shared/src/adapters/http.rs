@@ -11,7 +11,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::body::SdkBody;
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 static TLS: LazyLock<rustls::ClientConfig> = LazyLock::new(|| {
@@ -31,6 +31,35 @@ pub fn tls_config() -> rustls::ClientConfig {
 /// A reqwest builder on the process's TLS configuration; every outbound client starts here.
 pub fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().tls_backend_preconfigured(tls_config())
+}
+
+/// An outbound client (Twilio, BigCommerce) built on its first request rather than at init: a
+/// process whose first request never comes (a Shopify delivery never reads BigCommerce's API)
+/// never pays for it. Clones share the one client.
+#[derive(Clone, Debug)]
+pub struct LazyClient {
+    connect_timeout: Duration,
+    timeout: Duration,
+    built: Arc<OnceLock<reqwest::Client>>,
+}
+
+impl LazyClient {
+    /// Every request bounded by `timeout`, its connection by `connect_timeout`.
+    pub fn new(connect_timeout: Duration, timeout: Duration) -> Self {
+        Self { connect_timeout, timeout, built: Arc::default() }
+    }
+
+    pub fn get(&self) -> Result<&reqwest::Client, reqwest::Error> {
+        if let Some(client) = self.built.get() {
+            return Ok(client);
+        }
+        let client = client_builder()
+            .connect_timeout(self.connect_timeout)
+            .timeout(self.timeout)
+            .user_agent("callfy/0.1")
+            .build()?;
+        Ok(self.built.get_or_init(|| client))
+    }
 }
 
 /// The AWS SDK's HTTP client: requests go through one reqwest client (its pool, its TLS).

@@ -38,7 +38,7 @@ struct ApiError {
 
 #[derive(Clone, Debug)]
 pub struct TwilioClient {
-    http: reqwest::Client,
+    http: super::http::LazyClient,
     base: String,
     account_sid: String,
     user: String,
@@ -52,12 +52,7 @@ impl TwilioClient {
 
     /// `timeout` bounds the whole request; the worker's Lambda timeout leaves room for it.
     pub fn with_timeout(cfg: &TwilioConfig, timeout: Duration) -> Result<Self, TwilioError> {
-        let http = super::http::client_builder()
-            .connect_timeout(Duration::from_secs(3).min(timeout))
-            .timeout(timeout)
-            .user_agent("callfy/0.1")
-            .build()
-            .map_err(|e| TwilioError::Transport(e.to_string()))?;
+        let http = super::http::LazyClient::new(Duration::from_secs(3).min(timeout), timeout);
         let (user, password) = match &cfg.auth {
             TwilioAuth::AuthToken(token) => (cfg.account_sid.clone(), token.clone()),
             TwilioAuth::ApiKey { sid, secret } => (sid.clone(), secret.clone()),
@@ -65,11 +60,15 @@ impl TwilioClient {
         Ok(Self { http, base: cfg.api_base.clone(), account_sid: cfg.account_sid.clone(), user, password })
     }
 
+    fn http(&self) -> Result<&reqwest::Client, TwilioError> {
+        self.http.get().map_err(|e| TwilioError::Transport(e.to_string()))
+    }
+
     /// The newest messages to `to` (Twilio lists newest first).
     pub async fn recent_messages_to(&self, to: &str) -> Result<Vec<ListedMessage>, TwilioError> {
         let url = format!("{}/2010-04-01/Accounts/{}/Messages.json", self.base, self.account_sid);
         let resp = self
-            .http
+            .http()?
             .get(url)
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .query(&[("To", to), ("PageSize", "50")])
@@ -111,7 +110,7 @@ impl TwilioClient {
             form.push(("StatusCallback", cb));
         }
         let resp = self
-            .http
+            .http()?
             .post(url)
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .form(&form)
@@ -156,7 +155,7 @@ impl TwilioClient {
             ]);
         }
         let resp = self
-            .http
+            .http()?
             .post(self.account_url("Calls.json"))
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .form(&form)
@@ -169,7 +168,7 @@ impl TwilioClient {
     /// The newest calls to `to` (Twilio lists newest first).
     pub async fn recent_calls_to(&self, to: &str) -> Result<Vec<ListedCall>, TwilioError> {
         let resp = self
-            .http
+            .http()?
             .get(self.account_url("Calls.json"))
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .query(&[("To", to), ("PageSize", "50")])
@@ -185,7 +184,7 @@ impl TwilioClient {
     pub async fn download_recording(&self, recording_sid: &str, path: &std::path::Path) -> Result<u64, TwilioError> {
         use tokio::io::AsyncWriteExt;
         let mut resp = self
-            .http
+            .http()?
             .get(self.account_url(&format!("Recordings/{recording_sid}.wav")))
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .timeout(Duration::from_secs(60))
@@ -211,7 +210,7 @@ impl TwilioClient {
     /// when Twilio no longer has it.
     pub async fn redact_message(&self, message_sid: &str) -> Result<bool, TwilioError> {
         let resp = self
-            .http
+            .http()?
             .post(self.account_url(&format!("Messages/{message_sid}.json")))
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .form(&[("Body", "")])
@@ -224,7 +223,7 @@ impl TwilioClient {
     /// Deletes Twilio's copy of a recording; `false` when it was already gone.
     pub async fn delete_recording(&self, recording_sid: &str) -> Result<bool, TwilioError> {
         let resp = self
-            .http
+            .http()?
             .delete(self.account_url(&format!("Recordings/{recording_sid}.json")))
             .basic_auth(&self.user, Some(self.password.expose_secret()))
             .send()

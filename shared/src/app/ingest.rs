@@ -458,6 +458,10 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                     due_at = %job.due_at,
                     "outreach scheduled"
                 );
+                // Without the note, the delivery's copy queues step 0 once more: harmless.
+                if let Err(e) = self.store.mark_first_step_queued(&cart.merchant_id, &cart.token).await {
+                    tracing::warn!(merchant = %cart.merchant_id, error = %crate::telemetry::redact(&crate::ports::chain(&e)), "could not note step 0 as queued");
+                }
                 Ok(())
             }
             Err(e) => {

@@ -102,7 +102,7 @@ pub async fn save_merchant<S: PurgeStore + MerchantStore>(
         Err(e) => return Err(e.into()),
     }
     let Some(job) = job else { return Ok(0) };
-    let (moved, _) = store.redate(&merchant.id, &job, ERASURE_PAGE, None).await?;
+    let (moved, _) = store.redate(&merchant.id, &job, None, ERASURE_PAGE, None).await?;
     store.redate_done(&merchant.id, &job.id).await?;
     info!(merchant = %merchant.id, moved, "retention shortened: stored purge dates moved earlier");
     Ok(moved)
@@ -214,9 +214,6 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
         report: &mut PurgeReport,
     ) -> Result<(), PurgeError> {
         let opts = *opts;
-        // The page after this one is read while this one is purged: the index Query and the
-        // deletes overlap. A page read early is still read before anything on it is deleted,
-        // and what it lists is checked again by each delete's own condition (a cart, a ledger).
         if opts.deadline.is_some_and(|d| Instant::now() >= d) {
             report.complete = false;
             return Ok(());
@@ -237,6 +234,15 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                     None => Ok(None),
                 }
             };
+            // An erasure, a person's deletion, a whole ledger or a re-dating reaches past its
+            // page: the next page is read after it. Any other page is deleted while the next
+            // is read, so the index Query and the deletes overlap.
+            let reaches_beyond = due.iter().any(|i| {
+                matches!(
+                    PurgeKind::of_sort_key(&i.sk),
+                    PurgeKind::Erasure | PurgeKind::Privacy | PurgeKind::ConsentLedger | PurgeKind::Redate
+                )
+            });
             let purge_this = async {
                 if due.is_empty() {
                     return Ok(());
@@ -246,9 +252,14 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 let mut merchants: HashMap<String, Option<MerchantRecord>> = HashMap::new();
                 self.purge(due, &opts, &mut merchants, report).await
             };
-            let (read, purged) = tokio::join!(read_next, purge_this);
-            purged?;
-            page = read?;
+            page = if reaches_beyond {
+                purge_this.await?;
+                read_next.await?
+            } else {
+                let (read, purged) = tokio::join!(read_next, purge_this);
+                purged?;
+                read?
+            };
             if following.as_ref().is_none_or(|(s, _)| *s != shard) {
                 progress(Progress { shards_done: shard + 1, shards_total: PURGE_SHARDS, items: report.total() });
             }
@@ -343,12 +354,9 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                         report.deferred += 1;
                         continue;
                     }
-                    keys.retain(|k| *k != (item.pk.clone(), item.sk.clone()));
-                    keys.push((item.pk.clone(), item.sk.clone()));
-                    // Counted here; deleting them again below is no error.
-                    for k in keys {
-                        plain.push((merchant.clone(), k, PurgeKind::Cart));
-                    }
+                    // Deleted with the cart (in that one write): counted, not deleted again
+                    // (a cart or pointer written since must stay).
+                    report.count(&merchant, PurgeKind::Cart, 1);
                 }
                 kind => plain.push((merchant, (item.pk, item.sk), kind)),
             }
@@ -389,19 +397,12 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             }
         }
         if !opts.dry_run {
-            // A cart's keys in order (the cart last); everything else stands alone.
-            let (carts, alone): (Vec<_>, Vec<_>) = plain.iter().partition(|(_, _, kind)| *kind == PurgeKind::Cart);
-            let keys = |v: Vec<&(String, (String, String), PurgeKind)>| {
-                v.into_iter().map(|(_, k, _)| k.clone()).collect::<Vec<_>>()
-            };
-            let (carts, alone) = (keys(carts), keys(alone));
-            tokio::try_join!(self.store.batch_delete(&carts), self.store.batch_delete_any(&alone))?;
+            // Items that stand alone: none must outlive another.
+            let keys: Vec<(String, String)> = plain.iter().map(|(_, k, _)| k.clone()).collect();
+            self.store.batch_delete_any(&keys).await?;
         }
-        for (merchant, (_, sk), kind) in &plain {
-            // Steps and pointers go with their cart and are not counted apart.
-            if *kind != PurgeKind::Cart || sk == "CART" {
-                report.count(merchant, *kind, 1);
-            }
+        for (merchant, _, kind) in &plain {
+            report.count(merchant, *kind, 1);
         }
         Ok(())
     }
@@ -610,14 +611,11 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 format!("{HELD_PREFIX}recordings/{merchant}/"),
                 format!("exports/{merchant}/"),
             ];
+            // At least one page a run, so a run that reaches it late still makes progress.
             for prefix in &prefixes {
-                loop {
-                    let (deleted, more) = self.recordings.delete_prefix_page(prefix).await?;
-                    if !more {
-                        break;
-                    }
+                while self.recordings.delete_prefix_page(prefix).await?.1 {
                     if opts.deadline.is_some_and(|d| Instant::now() >= d) {
-                        info!(merchant, deleted, "account erasure's objects continue next run");
+                        info!(merchant, "account erasure's objects continue next run");
                         report.complete = false;
                         return Ok(None);
                     }
@@ -699,11 +697,12 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
     /// the run's deadline stopped it: it stays due, and the next run goes on (what moved is
     /// marked and moves no further).
     async fn redate(&self, item: &DueItem, opts: &RunOptions) -> Result<bool, PurgeError> {
-        let Some((m, job)) = self.store.redate_job(&item.pk, &item.sk).await? else { return Ok(true) };
+        let Some((m, job, from)) = self.store.redate_job(&item.pk, &item.sk).await? else { return Ok(true) };
         let current = self.store.get_merchant(&m).await?;
         if current.is_some_and(|r| job.still_applies(&r.merchant.retention_days)) {
-            let (moved, finished) = self.store.redate(&m, &job, opts.erasure_page, opts.deadline).await?;
-            if !finished {
+            let (moved, stopped) = self.store.redate(&m, &job, from, opts.erasure_page, opts.deadline).await?;
+            if let Some(at) = stopped {
+                self.store.redate_stopped_at(&m, &job.id, &at).await?;
                 info!(merchant = %m, moved, "a re-dating continues next run");
                 return Ok(false);
             }

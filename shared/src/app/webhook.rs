@@ -274,7 +274,12 @@ where
     ) -> Result<(), PortError> {
         let m = &merchant.merchant.id;
         let Some(cart) = self.store.get_cart(m, token).await? else { return Ok(()) };
-        if !cart.outreach_scheduled || cart.status.is_closed() || self.store.get_step(m, token, 0).await?.is_some() {
+        // Queued already (the usual case), or taken by a job: nothing to rescue.
+        if !cart.outreach_scheduled
+            || cart.first_step_queued
+            || cart.status.is_closed()
+            || self.store.get_step(m, token, 0).await?.is_some()
+        {
             return Ok(());
         }
         crate::app::outreach::schedule_step(self.queue, &merchant.merchant, &cart, 0, now).await?;

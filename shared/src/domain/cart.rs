@@ -141,6 +141,10 @@ pub struct Cart {
     pub updated_at: DateTime<Utc>,
     #[serde(default)]
     pub outreach_scheduled: bool,
+    /// Step 0's job is on the queue (set after the queue took it): a delivery's copy then
+    /// knows the attempt that scheduled it did not die before queuing it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub first_step_queued: bool,
     #[serde(default)]
     pub last_message_at: Option<DateTime<Utc>>,
     /// The step and channel of the last message or call, set with `last_message_at`.
@@ -186,6 +190,7 @@ impl Cart {
             created_at: now,
             updated_at: snap.updated_at,
             outreach_scheduled: false,
+            first_step_queued: false,
             last_message_at: None,
             last_touch: None,
             recovery: None,

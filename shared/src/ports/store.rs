@@ -76,6 +76,13 @@ pub trait CartStore: Send + Sync {
         token: &CartToken,
         scheduled: bool,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
+    /// Notes on the cart that step 0's job is queued (`Cart::first_step_queued`); its version
+    /// stays, so no claim decided on it goes stale. A cart gone since is no error.
+    fn mark_first_step_queued(
+        &self,
+        m: &MerchantId,
+        token: &CartToken,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// The carts of a phone at a merchant.
     fn carts_for_phone(
         &self,
@@ -488,16 +495,25 @@ pub trait PurgeStore: Send + Sync {
     fn put_purge_report(&self, report: &PurgeReport) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Moves merchant `m`'s stored purge dates of each kind earlier by its shift (a shortened
     /// retention), each conditional on the date read and on not being moved by this `job`
-    /// already (a resumed job moves nothing twice), reading the merchant's partitions a page at
-    /// a time; how many moved, and whether it finished (`false`: `deadline` passed between
-    /// two pages, and the job goes on where it stopped next time).
+    /// already (a resumed job moves nothing twice), reading the merchant's partitions `page`
+    /// `tenant` index entries at a time from `from` (where a stopped one left off; `None`: the
+    /// start). How many moved, and where it stopped when `deadline` passed after a page (at
+    /// least one a call; `None`: finished).
     fn redate(
         &self,
         m: &MerchantId,
         job: &crate::domain::retention::Redate,
+        from: Option<TenantCursor>,
         page: usize,
         deadline: Option<std::time::Instant>,
-    ) -> impl Future<Output = Result<(u64, bool), PortError>> + Send;
+    ) -> impl Future<Output = Result<(u64, Option<TenantCursor>), PortError>> + Send;
+    /// Notes where a re-dating stopped, on its record: the next run goes on from there.
+    fn redate_stopped_at(
+        &self,
+        m: &MerchantId,
+        id: &str,
+        at: &TenantCursor,
+    ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Records a re-dating about to start, due in the purge index at `at`: one that stops
     /// part-way is finished by the next run.
     fn put_redate(
@@ -506,12 +522,14 @@ pub trait PurgeStore: Send + Sync {
         job: &crate::domain::retention::Redate,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// The re-dating a due `REDATE#` item records, and whose.
+    /// The re-dating a due `REDATE#` item records, whose, and where it stopped (if it did).
     fn redate_job(
         &self,
         pk: &str,
         sk: &str,
-    ) -> impl Future<Output = Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError>> + Send;
+    ) -> impl Future<
+        Output = Result<Option<(MerchantId, crate::domain::retention::Redate, Option<TenantCursor>)>, PortError>,
+    > + Send;
     /// A re-dating is finished (or dropped): its record goes.
     fn redate_done(&self, m: &MerchantId, id: &str) -> impl Future<Output = Result<(), PortError>> + Send;
     /// One page of what is due in purge shard `shard` at `as_of`, however old, oldest first,

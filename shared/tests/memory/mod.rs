@@ -286,6 +286,13 @@ impl CartStore for Memory {
     async fn set_outreach_scheduled(&self, _: &MerchantId, _: &CartToken, _: bool) -> Result<(), PortError> {
         self.enter("set_outreach_scheduled")
     }
+    async fn mark_first_step_queued(&self, m: &MerchantId, token: &CartToken) -> Result<(), PortError> {
+        self.enter("mark_first_step_queued")?;
+        if let Some(c) = self.s().carts.get_mut(&(m.to_string(), token.to_string())) {
+            c.first_step_queued = true;
+        }
+        Ok(())
+    }
     async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
         self.enter("carts_for_phone")?;
         Ok(self
@@ -917,11 +924,15 @@ impl PurgeStore for Memory {
         &self,
         _: &MerchantId,
         _: &callfy_shared::domain::retention::Redate,
+        _: Option<TenantCursor>,
         _: usize,
         _: Option<std::time::Instant>,
-    ) -> Result<(u64, bool), PortError> {
+    ) -> Result<(u64, Option<TenantCursor>), PortError> {
         self.enter("redate")?;
-        Ok((0, true))
+        Ok((0, None))
+    }
+    async fn redate_stopped_at(&self, _: &MerchantId, _: &str, _: &TenantCursor) -> Result<(), PortError> {
+        self.enter("redate_stopped_at")
     }
     async fn put_redate(
         &self,
@@ -936,7 +947,7 @@ impl PurgeStore for Memory {
         &self,
         _: &str,
         _: &str,
-    ) -> Result<Option<(MerchantId, callfy_shared::domain::retention::Redate)>, PortError> {
+    ) -> Result<Option<(MerchantId, callfy_shared::domain::retention::Redate, Option<TenantCursor>)>, PortError> {
         self.enter("redate_job")?;
         Ok(None)
     }

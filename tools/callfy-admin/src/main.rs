@@ -199,9 +199,37 @@ fn describe(record: &MerchantRecord) -> serde_json::Value {
     })
 }
 
+/// Against AWS itself (any endpoint but a loopback one), the shared local default would key
+/// markers the stack's functions never match: the stack's key must be named.
+fn marker_key_unset_against_aws(endpoint: Option<&str>, env: impl Fn(&str) -> Option<String>) -> Option<String> {
+    let set = |k: &str| env(k).is_some_and(|v| !v.trim().is_empty());
+    let local = endpoint
+        .and_then(|e| e.split("://").nth(1))
+        .map(|rest| rest.split(['/', '?']).next().unwrap_or_default())
+        .is_some_and(|host| {
+            let host = match host.rsplit_once(':') {
+                Some((h, port))
+                    if port.chars().all(|c| c.is_ascii_digit()) && (!h.contains(':') || h.ends_with(']')) =>
+                {
+                    h
+                }
+                _ => host,
+            };
+            matches!(host, "127.0.0.1" | "localhost" | "[::1]")
+        });
+    (!local && !set("MARKER_KEY_SECRET_ID") && !set("CALLFY_MARKER_KEY")).then(|| {
+        "against AWS, set MARKER_KEY_SECRET_ID to the stack's MarkerKeySecretId output (or CALLFY_MARKER_KEY): \
+         markers keyed with the local default match nothing the functions wrote"
+            .to_string()
+    })
+}
+
 async fn run(cli: Cli) -> Result<(), AdminError> {
     let table = cli.table.unwrap_or_else(local_defaults::table_name);
     let sdk = aws::load_config().await.map_err(|e| AdminError::Broken(format!("HTTP client: {e}")))?;
+    if let Some(missing) = marker_key_unset_against_aws(sdk.endpoint_url(), |k| std::env::var(k).ok()) {
+        return Err(AdminError::Usage(missing));
+    }
     // The functions' marker key, loaded as they load it: what this tool writes, they find.
     callfy_shared::adapters::secrets::init_marker_key(&sdk)
         .await
@@ -478,5 +506,26 @@ async fn verify(store: &Store, id: &MerchantId, raw_phone: &str) -> Result<(), A
         Ok(())
     } else {
         Err(AdminError::Broken(format!("consent ledger broken: {}", broken.join("; "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marker_key_unset_against_aws;
+
+    #[test]
+    fn against_aws_the_marker_key_must_be_named() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let unset = marker_key_unset_against_aws;
+        assert!(unset(None, env(&[])).is_some(), "AWS itself, no key named");
+        assert!(unset(None, env(&[("MARKER_KEY_SECRET_ID", " ")])).is_some(), "blank is unset");
+        assert!(unset(Some("https://dynamodb.us-east-1.amazonaws.com"), env(&[])).is_some(), "an AWS endpoint");
+        assert!(unset(None, env(&[("MARKER_KEY_SECRET_ID", "arn:aws:secretsmanager:x")])).is_none());
+        assert!(unset(None, env(&[("CALLFY_MARKER_KEY", "k")])).is_none());
+        assert!(unset(Some("http://127.0.0.1:5000"), env(&[])).is_none(), "moto");
+        assert!(unset(Some("http://localhost:5000/"), env(&[])).is_none(), "moto by name");
+        assert!(unset(Some("http://[::1]:5000"), env(&[])).is_none(), "moto over IPv6");
     }
 }

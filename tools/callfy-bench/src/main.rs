@@ -353,8 +353,11 @@ const STEPS: [&str; 2] = ["hello-sdk", "hello-sdk-log"];
 fn steps_table(rows: &[ColdRow], runs: usize) -> String {
     let init = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.m.init.as_secs_f64() * 1e3);
     let steps = [
-        ("hello-lambda", "the hello-world baseline (tokio, lambda_runtime)"),
-        ("hello-sdk", "+ the HTTPS client, the SDK configuration, DynamoDB and SQS clients"),
+        ("hello-lambda", "the hello-world baseline (tokio, lambda_runtime; a default build)"),
+        (
+            "hello-sdk",
+            "+ the HTTPS client, the SDK configuration, DynamoDB and SQS clients (linked and run as the functions are: non-PIE, one thread)",
+        ),
         ("hello-sdk-log", "+ the JSON log subscriber"),
         ("webhook-ingest", "+ settings, the app, and the rest of a 10× larger binary to load"),
     ];

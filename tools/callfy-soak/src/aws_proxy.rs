@@ -367,11 +367,6 @@ impl AwsProxy {
             // Applied; the invocation that made the call dies before it hears so (the Lambda's
             // timeout ends it while it waits; its caller sees no answer).
             self.counts.kills.fetch_add(1, Ordering::Relaxed);
-            // DynamoDB answers the SDK's retry of a committed transaction (same token) with
-            // success, whoever retries it.
-            if let Some(t) = &token {
-                self.committed_tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(t.clone());
-            }
             let op = op.unwrap_or_default();
             *self.kills_by_op.lock().unwrap_or_else(|e| e.into_inner()).entry(op).or_default() += 1;
             let _held = Held { counts: &self.counts, since: Instant::now() };

@@ -108,6 +108,27 @@ impl Store {
         self.set_cart_attribute(m, token, "outreach_scheduled", AttributeValue::Bool(scheduled)).await
     }
 
+    /// `first_step_queued`, without a version bump (a concurrent delivery's write may drop it:
+    /// then a copy queues step 0 once more, which its claim makes harmless).
+    pub async fn mark_first_step_queued(&self, m: &MerchantId, token: &CartToken) -> Result<(), PortError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::cart_pk(m, token), keys::CART)))
+            .update_expression("SET first_step_queued = :t")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
+    }
+
     pub async fn set_last_message_at(
         &self,
         m: &MerchantId,

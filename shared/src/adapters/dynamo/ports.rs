@@ -58,6 +58,9 @@ impl CartStore for Store {
     ) -> Result<(), PortError> {
         Store::set_outreach_scheduled(self, m, token, scheduled).await
     }
+    async fn mark_first_step_queued(&self, m: &MerchantId, token: &CartToken) -> Result<(), PortError> {
+        Store::mark_first_step_queued(self, m, token).await
+    }
     async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
         Store::carts_for_phone(self, m, phone).await
     }
@@ -374,10 +377,14 @@ impl PurgeStore for Store {
         &self,
         m: &MerchantId,
         job: &crate::domain::retention::Redate,
+        from: Option<TenantCursor>,
         page: usize,
         deadline: Option<std::time::Instant>,
-    ) -> Result<(u64, bool), PortError> {
-        Store::redate(self, m, job, page, deadline).await
+    ) -> Result<(u64, Option<TenantCursor>), PortError> {
+        Store::redate(self, m, job, from, page, deadline).await
+    }
+    async fn redate_stopped_at(&self, m: &MerchantId, id: &str, at: &TenantCursor) -> Result<(), PortError> {
+        Store::redate_stopped_at(self, m, id, at).await
     }
     async fn put_redate(
         &self,
@@ -391,7 +398,7 @@ impl PurgeStore for Store {
         &self,
         pk: &str,
         sk: &str,
-    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError> {
+    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate, Option<TenantCursor>)>, PortError> {
         Store::redate_job(self, pk, sk).await
     }
     async fn redate_done(&self, m: &MerchantId, id: &str) -> Result<(), PortError> {

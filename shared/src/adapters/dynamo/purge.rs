@@ -24,6 +24,10 @@ const PURGE_PK: &str = "PURGE";
 const DUE_PAGE: i32 = 500;
 /// The re-datings (shortened retentions) that moved an item's purge date.
 const REDATED: &str = "redated";
+/// Where a stopped re-dating goes on: the `tenant` index shard and the last entry done in it.
+const STOPPED_SHARD: &str = "stopped_shard";
+const STOPPED_PK: &str = "stopped_pk";
+const STOPPED_SK: &str = "stopped_sk";
 
 /// A purge-index item as the purger needs it.
 fn due_item(i: Item) -> Option<DueItem> {
@@ -518,12 +522,13 @@ impl Store {
         &self,
         id: &MerchantId,
         job: &crate::domain::retention::Redate,
+        from: Option<TenantCursor>,
         page: usize,
         deadline: Option<std::time::Instant>,
-    ) -> Result<(u64, bool), PortError> {
+    ) -> Result<(u64, Option<TenantCursor>), PortError> {
         let shifts = job.shifts();
         let mut moved = 0;
-        let mut cursor = None;
+        let mut cursor = from;
         loop {
             let (entries, next) = self.tenant_page(id, cursor, page).await?;
             let mut partitions: Vec<String> = Vec::new();
@@ -539,11 +544,10 @@ impl Store {
                 moved += self.redate_partition(&pk, job, &shifts).await?;
             }
             match next {
+                // At least one page a call: a run that reaches it late still makes progress.
+                Some(n) if deadline.is_some_and(|d| std::time::Instant::now() >= d) => return Ok((moved, Some(n))),
                 Some(n) => cursor = Some(n),
-                None => return Ok((moved, true)),
-            }
-            if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
-                return Ok((moved, false));
+                None => return Ok((moved, None)),
             }
         }
     }
@@ -561,15 +565,20 @@ impl Store {
                     .key_condition_expression("#pk = :pk")
                     .expression_attribute_names("#pk", attr::PK)
                     .expression_attribute_values(":pk", s(pk))
-                    .projection_expression("#pk, #sk, #a")
+                    .projection_expression("#pk, #sk, #a, #r")
                     .expression_attribute_names("#sk", attr::SK)
                     .expression_attribute_names("#a", attr::PURGE_AT)
+                    .expression_attribute_names("#r", REDATED)
                     .consistent_read(true),
             )
             .await?;
         let mut moved = 0;
         for i in items {
             let (Some(sk), Some(at)) = (get_s(&i, attr::SK), get_s(&i, attr::PURGE_AT)) else { continue };
+            // Moved by this job already (a resumed one re-reads a partition): no write.
+            if i.get(REDATED).and_then(|v| v.as_ss().ok()).is_some_and(|done| done.contains(&job.id)) {
+                continue;
+            }
             let kind = PurgeKind::of_key(pk, sk);
             let Some((_, shift)) = shifts.iter().find(|(k, _)| *k == kind) else { continue };
             let Ok(old) = DateTime::parse_from_rfc3339(at) else { continue };
@@ -611,17 +620,46 @@ impl Store {
         self.put_item(self.with_purge(item, at)).await
     }
 
-    /// The re-dating a due `REDATE#` item records, and whose.
+    /// The re-dating a due `REDATE#` item records, whose, and where it stopped.
     pub async fn redate_job(
         &self,
         pk: &str,
         sk: &str,
-    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate)>, PortError> {
+    ) -> Result<Option<(MerchantId, crate::domain::retention::Redate, Option<TenantCursor>)>, PortError> {
         let Some(m) = keys::merchant_of(pk).and_then(|m| MerchantId::parse(m).ok()) else { return Ok(None) };
         let Some(item) = self.get(pk.to_string(), sk, "GetItem").await? else { return Ok(None) };
         let job = get_s(&item, "job").ok_or_else(|| PortError::Decode("a re-dating without its job".into()))?;
         let job = serde_json::from_str(job).map_err(|e| PortError::Decode(e.to_string()))?;
-        Ok(Some((m, job)))
+        let stopped = item.get(STOPPED_SHARD).and_then(|v| v.as_n().ok()).and_then(|n| n.parse().ok()).map(|shard| {
+            let after =
+                get_s(&item, STOPPED_PK).zip(get_s(&item, STOPPED_SK)).map(|(p, s)| (p.to_string(), s.to_string()));
+            TenantCursor { shard, after }
+        });
+        Ok(Some((m, job, stopped)))
+    }
+
+    /// Where a re-dating stopped, on its record (gone already: nothing to note).
+    pub async fn redate_stopped_at(&self, id: &MerchantId, job: &str, at: &TenantCursor) -> Result<(), PortError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(merchant_pk(id), format!("REDATE#{job}"))))
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .expression_attribute_values(":shard", n(at.shard));
+        req = match &at.after {
+            Some((pk, sk)) => req
+                .update_expression(format!("SET {STOPPED_SHARD} = :shard, {STOPPED_PK} = :p, {STOPPED_SK} = :s"))
+                .expression_attribute_values(":p", s(pk))
+                .expression_attribute_values(":s", s(sk)),
+            None => req.update_expression(format!("SET {STOPPED_SHARD} = :shard REMOVE {STOPPED_PK}, {STOPPED_SK}")),
+        };
+        match req.send().await {
+            Ok(_) => Ok(()),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) => Err(aws("UpdateItem", e)),
+        }
     }
 
     /// A re-dating is finished or dropped: its record goes.

@@ -5,7 +5,7 @@ use callfy_shared::telemetry;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await?;
     telemetry::init_with_log_key("bench-log-key");

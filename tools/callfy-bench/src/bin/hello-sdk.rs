@@ -6,7 +6,7 @@ use callfy_shared::adapters::aws;
 use lambda_runtime::{Error, LambdaEvent, run, service_fn};
 use serde_json::Value;
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     let sdk = aws::load_config().await?;
     let clients = (aws::dynamodb(&sdk), aws::sqs(&sdk));
