@@ -131,6 +131,59 @@ async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sen
     local.shutdown().await;
 }
 
+/// Every item of the table whose attributes hold `needle`, as `pk / sk`.
+async fn items_holding(local: &LocalHandle, needle: &str) -> Vec<String> {
+    let ddb = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let (mut held, mut start) = (Vec::new(), None);
+    loop {
+        let page =
+            ddb.scan().table_name(local.store().table()).set_exclusive_start_key(start.take()).send().await.unwrap();
+        for item in page.items() {
+            if format!("{item:?}").contains(needle) {
+                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                held.push(format!("{} / {}", s("pk"), s("sk")));
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => return held,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_consent_api_answer_is_stored_without_the_number_and_a_deletion_leaves_none() {
+    let (local, clock, key, _) = seeded("dsr-idem").await;
+    clock.set(t0() + Duration::hours(1));
+    let opt_out =
+        json!({ "phone": PHONE, "channel": "voice", "action": "opt_out", "occurred_at": "2026-11-28T19:30:00Z" });
+    let post = |body: Value| {
+        let (url, key) = (format!("{}/v1/consents", local.base_url), key.clone());
+        async move {
+            let resp = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "dsr-idem-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    let first = post(opt_out.clone()).await;
+    assert!(first.0 < 300 && first.1.contains(PHONE), "{first:?}");
+    // The stored answer does not hold the number; its replay, to the same request, does.
+    assert!(items_holding(&local, PHONE).await.iter().all(|k| !k.starts_with("I#")));
+    assert_eq!(post(opt_out).await, first, "a retry is told exactly the same");
+
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let held = items_holding(&local, PHONE).await;
+    assert!(held.is_empty(), "items still holding the deleted number: {held:?}");
+    local.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_deletion_under_a_legal_hold_waits_for_it_to_lift() {
     let (local, clock, key, _) = seeded("dsr-hold").await;

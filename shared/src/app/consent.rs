@@ -86,6 +86,9 @@ pub enum ApiOutcome<'a> {
     Refused(Verdict),
 }
 
+/// Where a stored answer had the request's phone number.
+const STORED_PHONE: &str = "{{phone}}";
+
 /// The answer to a request, and whether it replays one given before.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiAnswer {
@@ -119,14 +122,20 @@ pub async fn record_for_merchant<S>(
 where
     S: ConsentStore + IdempotencyStore + ConsentLedger,
 {
+    // Stored without the number (a deletion cannot find an answer keyed by its idempotency
+    // key); a replay's request has the same hash, so the same number, which is put back.
     let answer = |outcome: ApiOutcome<'_>| {
         let (status, body) = render(outcome);
         IdempotencyRecord {
             request_sha256: idem.request_sha256.to_string(),
             status,
-            body: body.to_string(),
+            body: body.to_string().replace(phone.as_str(), STORED_PHONE),
             created_at: now,
         }
+    };
+    let restored = |mut r: IdempotencyRecord| {
+        r.body = r.body.replace(STORED_PHONE, phone.as_str());
+        r
     };
     for _ in 0..WRITE_ATTEMPTS {
         if let Some(key) = idem.key
@@ -138,7 +147,7 @@ where
                 return Ok(ApiAnswer::KeyExpired);
             }
             if ct_eq(prev.request_sha256.as_bytes(), idem.request_sha256.as_bytes()) {
-                return Ok(ApiAnswer::Replayed(prev));
+                return Ok(ApiAnswer::Replayed(restored(prev)));
             }
             return Ok(ApiAnswer::KeyReused);
         }
@@ -155,7 +164,7 @@ where
             {
                 continue;
             }
-            return Ok(ApiAnswer::Fresh(settled));
+            return Ok(ApiAnswer::Fresh(restored(settled)));
         }
         let append = ConsentAppend {
             merchant_id: merchant.id.clone(),
@@ -176,7 +185,7 @@ where
                     tracing::warn!(merchant = %merchant.id, phone = %phone.log_id(), error = %crate::telemetry::redact(&crate::ports::chain(&e)), "opt-out recorded; cancelling queued outreach failed");
                 }
                 info!(merchant = %merchant.id, phone = %phone.log_id(), channel = event.channel.as_str(), action = ?event.action, "consent recorded via API");
-                return Ok(ApiAnswer::Fresh(stored));
+                return Ok(ApiAnswer::Fresh(restored(stored)));
             }
             Err(PortError::Conflict) => continue,
             Err(e) => return Err(e.into()),
