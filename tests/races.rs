@@ -603,6 +603,37 @@ async fn a_queued_stop_replayed_after_a_later_start_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_start_applied_late_never_undoes_a_stop_texted_after_it() {
+    let (local, _) = opted_in("race-late-start", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
+    let (m, _, phone) = ids();
+    let text = |sid: &str, body: &str, minutes: i64| callfy_shared::domain::inbound::InboundMessage {
+        message_sid: sid.into(),
+        from: phone.clone(),
+        to: POOL_NUMBER.into(),
+        messaging_service_sid: SERVICE.into(),
+        body: body.into(),
+        segments: 1,
+        received_at: t0() + Duration::minutes(minutes),
+    };
+    let store = local.store();
+    let state = || async { store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status };
+    callfy_shared::app::inbound::replay(store, &text("SMstop1", "STOP", 1)).await.unwrap();
+    assert_eq!(state().await, ConsentStatus::OptedOut);
+    // START at :02, whose handling died before it applied; STOP again at :03, answered.
+    let late_start = text("SMstart", "START", 2);
+    callfy_shared::app::inbound::replay(store, &text("SMstop2", "Stop all", 3)).await.unwrap();
+    // The START's copy, applied now, is older than the last STOP: the number stays out.
+    callfy_shared::app::inbound::replay(store, &late_start).await.unwrap();
+    assert_eq!(state().await, ConsentStatus::OptedOut, "a STOP texted after the START holds");
+    // And the other way round: a STOP's copy applied after a later START does not undo it.
+    callfy_shared::app::inbound::replay(store, &text("SMstart2", "START", 5)).await.unwrap();
+    assert_eq!(state().await, ConsentStatus::OptedIn);
+    callfy_shared::app::inbound::replay(store, &text("SMstop3", "STOP", 4)).await.unwrap();
+    assert_eq!(state().await, ConsentStatus::OptedIn, "the person's own later START stands");
+    local.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_undeliverable_report_between_decision_and_claim_stops_the_send() {
     let (local, _) = opted_in("race-reach", immediate()).await;
     let (m, token, phone) = ids();

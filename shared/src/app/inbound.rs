@@ -61,8 +61,9 @@ pub async fn receive<S: InboundStore>(
 
 /// Classifies a stored message and applies it for each of `merchants` that has not applied it
 /// yet, then marks it applied there, last. Every step is idempotent, so an attempt that failed
-/// half-way is finished by the next one; a merchant marked applied is skipped, so a late copy
-/// cannot undo a START texted since.
+/// half-way is finished by the next one; a merchant marked applied is skipped, and a copy that
+/// never applied is ordered by its time of receipt (`ConsentState::verdict`), so a late copy
+/// cannot undo a START texted since, nor a START's late copy a STOP texted since.
 pub async fn apply<S: InboundStore>(
     store: &S,
     msg: &InboundMessage,

@@ -196,11 +196,26 @@ impl ConsentState {
         self.verdict(event) == Verdict::Accept
     }
 
-    /// Like `accepts`, with the reason when not. Opt-outs always apply. An opt-in never replaces
-    /// an opt-out from the same instant or later, whatever the sources; and one the person made
-    /// themself also needs the opt-in to carry its own evidence.
+    /// Like `accepts`, with the reason when not. Opt-outs apply, except the person's own that a
+    /// later opt-in of theirs has already overtaken (a STOP's late copy after their START). An
+    /// opt-in never replaces an opt-out from the same instant or later, whatever the sources;
+    /// and one the person made themself also needs the opt-in to carry its own evidence. A
+    /// person's repeated opt-out is recorded when it is newer (the ledger's opt-out time moves
+    /// on, so a START received before it and applied after is refused).
     pub fn verdict(&self, event: &ConsentEvent) -> Verdict {
+        let newer = self.last_occurred_at.is_none_or(|at| event.occurred_at > at);
+        // Strictly older: on a tie the opt-out wins (when in doubt we do not text).
+        let older = self.last_occurred_at.is_some_and(|at| event.occurred_at < at);
+        // What the person said or keyed (not a carrier's report, which always applies).
+        let by_person =
+            matches!(event.source, ConsentSource::Keyword | ConsentSource::KeyPress | ConsentSource::Spoken);
         match (self.status, event.action) {
+            (ConsentStatus::OptedOut, ConsentAction::OptOut) if newer && by_person => Verdict::Accept,
+            (ConsentStatus::OptedIn, ConsentAction::OptOut)
+                if older && by_person && self.last_source.is_some_and(ConsentSource::is_from_person) =>
+            {
+                Verdict::Unchanged
+            }
             (ConsentStatus::OptedIn, ConsentAction::OptIn) | (ConsentStatus::OptedOut, ConsentAction::OptOut) => {
                 Verdict::Unchanged
             }
@@ -398,6 +413,36 @@ mod tests {
         let s = ConsentState::default().after(&e, entry_hash(None, 1, &e));
         let older_out = ev(ConsentAction::OptOut, ConsentSource::PlatformConsentWebhook, "2026-06-01T10:00:00Z");
         assert_eq!(s.verdict(&older_out), Verdict::Accept);
+    }
+
+    #[test]
+    fn a_persons_keywords_apply_in_the_order_they_were_received() {
+        // STOP at :00, START at :02 (applied), then the STOP's late copy: the START stands.
+        let stop = ev(ConsentAction::OptOut, ConsentSource::Keyword, "2026-06-01T10:00:00Z");
+        let s = ConsentState::default().after(&stop, entry_hash(None, 1, &stop));
+        let start = ConsentEvent {
+            evidence: Evidence { message_sid: Some("SM2".into()), ..Default::default() },
+            ..ev(ConsentAction::OptIn, ConsentSource::Keyword, "2026-06-01T10:02:00Z")
+        };
+        assert_eq!(s.verdict(&start), Verdict::Accept);
+        let s = s.after(&start, entry_hash(s.head_hash.as_deref(), 2, &start));
+        let late_stop = ev(ConsentAction::OptOut, ConsentSource::Keyword, "2026-06-01T10:01:00Z");
+        assert_eq!(s.verdict(&late_stop), Verdict::Unchanged, "overtaken by the person's own START");
+        let tie = ev(ConsentAction::OptOut, ConsentSource::Keyword, "2026-06-01T10:02:00Z");
+        assert_eq!(s.verdict(&tie), Verdict::Accept, "on a tie the opt-out wins");
+        let platform = ev(ConsentAction::OptOut, ConsentSource::PlatformConsentWebhook, "2026-06-01T10:01:00Z");
+        assert_eq!(s.verdict(&platform), Verdict::Accept, "only the person's own opt-out can be overtaken");
+
+        // Out since :00; STOP again at :05 is recorded, so a START received at :03 and applied
+        // late is older than the last opt-out and refused.
+        let s = ConsentState::default().after(&stop, entry_hash(None, 1, &stop));
+        let again = ev(ConsentAction::OptOut, ConsentSource::Keyword, "2026-06-01T10:05:00Z");
+        assert_eq!(s.verdict(&again), Verdict::Accept);
+        let s = s.after(&again, entry_hash(s.head_hash.as_deref(), 2, &again));
+        let late_start = ev(ConsentAction::OptIn, ConsentSource::Keyword, "2026-06-01T10:03:00Z");
+        assert!(matches!(s.verdict(&late_start), Verdict::OptedOutLater { .. }));
+        let platform_again = ev(ConsentAction::OptOut, ConsentSource::Checkout, "2026-06-01T10:06:00Z");
+        assert_eq!(s.verdict(&platform_again), Verdict::Unchanged, "a platform's repeat is not a new record");
     }
 
     fn chain(n: usize) -> (Vec<LedgerEntry>, ConsentState) {
