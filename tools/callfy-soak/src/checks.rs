@@ -64,22 +64,19 @@ pub struct StormExpectation {
 
 pub fn storm_expectation(words: &[KeywordSent]) -> StormExpectation {
     // Groups: an original and the replays right after it.
-    let mut groups: Vec<(usize, bool, bool, bool)> = Vec::new(); // (index, opt_out, certain, acked)
+    let mut groups: Vec<(usize, bool, bool)> = Vec::new(); // (index, opt_out, certain)
     for (i, w) in words.iter().enumerate() {
         let certain = if w.opt_out { w.acked.is_some() } else { w.honoured_start() };
         match groups.last_mut() {
-            Some(g) if w.replay && g.1 == w.opt_out => {
-                g.2 |= certain;
-                g.3 |= w.acked.is_some();
-            }
-            _ => groups.push((i, w.opt_out, certain, w.acked.is_some())),
+            Some(g) if w.replay && g.1 == w.opt_out => g.2 |= certain,
+            _ => groups.push((i, w.opt_out, certain)),
         }
     }
     let last = groups.iter().rposition(|g| g.2);
     let Some(at) = last else {
         return StormExpectation { last_certain: None, may_be_out: true, may_be_in: true };
     };
-    let (idx, out, _, _) = groups[at];
+    let (idx, out, _) = groups[at];
     let mut e = StormExpectation { last_certain: Some((idx, out)), may_be_out: out, may_be_in: !out };
     for g in &groups[at + 1..] {
         if g.1 {
@@ -276,6 +273,7 @@ pub struct Verdict {
     pub suppression_wrong: Vec<(usize, String)>,
     /// Deletions: sent, acknowledged, done, done with Twilio copies pending (and which).
     pub deletions: u64,
+    pub deletions_shopify: u64,
     pub deletions_acked: u64,
     pub deletions_done: u64,
     pub deletions_provider_pending: BTreeMap<String, u64>,
@@ -526,8 +524,9 @@ fn judge_storms(i: &Inputs, v: &mut Verdict) {
                 .iter()
                 .map(|w| {
                     format!(
-                        "{:?}{} {}{}",
+                        "{:?} {}{} {}{}",
                         w.text,
+                        w.sid,
                         if w.replay { " (replay)" } else { "" },
                         w.status.map_or("no answer".to_string(), |s| s.to_string()),
                         if w.reply.is_some() { " with a reply" } else { "" }
@@ -552,6 +551,7 @@ fn judge_deletions(i: &Inputs, v: &mut Verdict) {
     for (cart, c) in i.carts.iter().enumerate() {
         let Some(d) = &c.deletion else { continue };
         v.deletions += 1;
+        v.deletions_shopify += u64::from(d.shopify);
         let Some(acked) = d.acked else { continue };
         v.deletions_acked += 1;
         let seen = i.deletions.get(&cart).cloned().unwrap_or_default();

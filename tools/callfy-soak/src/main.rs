@@ -813,13 +813,13 @@ async fn gather(
     for (plan, o) in carts.iter().zip(&outcomes) {
         let Some(d) = o.deletion.as_ref().filter(|d| d.acked.is_some()) else { continue };
         let mut seen = DeletionSeen::default();
-        if let (Some(id), Some(key)) = (&d.id, driver.api_keys.get(&plan.platform)) {
-            if let Some(view) = driver.deletion_view(key, id).await {
-                seen.status = view["status"].as_str().map(str::to_string);
-                if let Some(p) = view["provider_copies_pending"].as_object() {
-                    seen.provider_pending =
-                        p.iter().filter_map(|(k, n)| n.as_u64().filter(|n| *n > 0).map(|n| (k.clone(), n))).collect();
-                }
+        if let (Some(id), Some(key)) = (&d.id, driver.api_keys.get(&plan.platform))
+            && let Some(view) = driver.deletion_view(key, id).await
+        {
+            seen.status = view["status"].as_str().map(str::to_string);
+            if let Some(p) = view["provider_copies_pending"].as_object() {
+                seen.provider_pending =
+                    p.iter().filter_map(|(k, n)| n.as_u64().filter(|n| *n > 0).map(|n| (k.clone(), n))).collect();
             }
         }
         deletions.insert(plan.idx, seen);

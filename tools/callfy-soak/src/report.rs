@@ -324,10 +324,11 @@ impl Figures<'_> {
         );
         let _ = writeln!(
             s,
-            "| data-subject deletions done, no item left holding the phone, nothing claimed after | {} sent, {} \
-             acknowledged, {} done (Twilio copies still pending: {}); {} not done, {} phones still in the table, {} \
+            "| data-subject deletions done, no item left holding the phone, nothing claimed after | {} sent ({} as \
+             Shopify redactions), {} acknowledged, {} done (Twilio copies still pending: {}); {} not done, {} phones still in the table, {} \
              sends claimed after (claimed between a redaction's answer and its being done: {}) | {} |",
             v.deletions,
+            v.deletions_shopify,
             v.deletions_acked,
             v.deletions_done,
             if pending.is_empty() { "none".to_string() } else { pending.join(", ") },

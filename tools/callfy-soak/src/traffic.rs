@@ -212,7 +212,7 @@ pub struct Mix {
     pub stale: f64,
     pub order: f64,
     pub stop: f64,
-    /// Phones with a STOP/START storm (no racing STOP then).
+    /// Phones with a STOP/START storm (no racing STOP or order then).
     pub storm: f64,
     /// Phones with a data-subject deletion (no racing STOP, order or storm then).
     pub delete: f64,
@@ -249,7 +249,10 @@ pub fn plan_cart(idx: usize, rng: &Rng, mix: &Mix) -> CartPlan {
     if mix.storm > 0.0 && rng.chance(mix.storm) {
         plan.storm_after_ms = Some(rng.below(mix.race_window_ms.max(1)));
         plan.storm = storm_words(rng);
+        // The keywords alone decide the phone's consent: no racing STOP, and no order (a
+        // WooCommerce order carries the consent box again, stamped now).
         plan.stop_after_ms = None;
+        plan.order_after_ms = None;
     } else if mix.delete > 0.0 && rng.chance(mix.delete) {
         // Nothing of the cart's comes after the deletion: no order, no STOP.
         plan.delete_after_ms = Some(rng.below(mix.race_window_ms.max(1)));
