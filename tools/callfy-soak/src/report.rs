@@ -294,7 +294,7 @@ impl Figures<'_> {
         );
         let _ = writeln!(
             s,
-            "| racing carts' steps (STOP or order) | {} sent before the answer, {} not sent | |",
+            "| steps of carts with a racing STOP or order, a storm or a deletion | {} sent, {} not sent | |",
             v.race_sent, v.race_not_sent
         );
         let pending: Vec<String> = v.deletions_provider_pending.iter().map(|(k, n)| format!("{k} {n}")).collect();
