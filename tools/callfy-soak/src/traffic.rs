@@ -245,7 +245,8 @@ pub fn plan_cart(idx: usize, rng: &Rng, mix: &Mix) -> CartPlan {
         storm: Vec::new(),
         delete_after_ms: None,
     };
-    // Drawn after the rest, so a seed plans the same carts as before, storms and deletions aside.
+    // Drawn last and only when asked for: with no storms or deletions a seed plans the carts it
+    // planned before they existed.
     if mix.storm > 0.0 && rng.chance(mix.storm) {
         plan.storm_after_ms = Some(rng.below(mix.race_window_ms.max(1)));
         plan.storm = storm_words(rng);
