@@ -151,7 +151,10 @@ pub struct PurgeRun {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PurgeOutcome {
     /// Ran to its end (`complete`), or stopped at its deadline; items deleted.
-    Finished { complete: bool, items: u64 },
+    Finished {
+        complete: bool,
+        items: u64,
+    },
     Failed(String),
     /// Still waiting when the function's timeout ended it (a killed write).
     TimedOut,
@@ -808,7 +811,8 @@ mod tests {
     #[test]
     fn deletions_must_be_done_leave_no_phone_and_stop_sends() {
         let api = DeletionSent { shopify: false, id: Some("dsr_1".into()), acked: Some(ms(100)), done: Some(ms(100)) };
-        let shop = DeletionSent { shopify: true, id: Some("shopify-e".into()), acked: Some(ms(100)), done: Some(ms(400)) };
+        let shop =
+            DeletionSent { shopify: true, id: Some("shopify-e".into()), acked: Some(ms(100)), done: Some(ms(400)) };
         let mut i = Inputs {
             flow_steps: 2,
             carts: vec![
@@ -845,17 +849,19 @@ mod tests {
     #[test]
     fn every_retention_run_but_a_killed_one_leaves_its_audit_record() {
         let run = |as_of_ms, outcome| PurgeRun { as_of_ms, under_faults: true, outcome };
-        let mut i = Inputs::default();
-        i.purge_runs = vec![
-            run(1, PurgeOutcome::Finished { complete: true, items: 3 }),
-            run(2, PurgeOutcome::Failed("throttled".into())),
-            run(3, PurgeOutcome::TimedOut),
-            run(4, PurgeOutcome::Failed("throttled".into())),
-        ];
-        i.purge_audits = vec![
-            PurgeAudit { as_of_ms: 1, complete: true, errors: 0 },
-            PurgeAudit { as_of_ms: 2, complete: false, errors: 1 },
-        ];
+        let i = Inputs {
+            purge_runs: vec![
+                run(1, PurgeOutcome::Finished { complete: true, items: 3 }),
+                run(2, PurgeOutcome::Failed("throttled".into())),
+                run(3, PurgeOutcome::TimedOut),
+                run(4, PurgeOutcome::Failed("throttled".into())),
+            ],
+            purge_audits: vec![
+                PurgeAudit { as_of_ms: 1, complete: true, errors: 0 },
+                PurgeAudit { as_of_ms: 2, complete: false, errors: 1 },
+            ],
+            ..Inputs::default()
+        };
         let v = judge(&i);
         assert_eq!((v.purge_runs, v.purge_complete, v.purge_failed, v.purge_timed_out, v.purge_items), (4, 1, 2, 1, 3));
         assert_eq!(v.purge_unaudited.len(), 1);

@@ -310,7 +310,8 @@ impl Driver {
         let id = if shopify { Some(format!("shopify-{uid}")) } else { answer["id"].as_str().map(str::to_string) };
         let done_now = answer["status"].as_str() == Some("done");
         self.outcome(plan.idx, |o| {
-            o.deletion = Some(DeletionSent { shopify, id: id.clone(), acked: Some(acked), done: done_now.then_some(acked) })
+            o.deletion =
+                Some(DeletionSent { shopify, id: id.clone(), acked: Some(acked), done: done_now.then_some(acked) })
         });
         let Some(id) = id.filter(|_| !done_now) else { return };
         // Read the status once a second, for up to ten minutes.

@@ -1019,7 +1019,10 @@ mod tests {
 
     #[test]
     fn phones_are_found_in_any_attribute() {
-        assert_eq!(e164s("C#soak-shop#+12015550100 SMS#OUT# +1 +123 x+442071838750y"), vec!["+12015550100", "+442071838750"]);
+        assert_eq!(
+            e164s("C#soak-shop#+12015550100 SMS#OUT# +1 +123 x+442071838750y"),
+            vec!["+12015550100", "+442071838750"]
+        );
         let mut item = HashMap::new();
         item.insert("pk".to_string(), AttributeValue::S("K#m#t".into()));
         let inner = HashMap::from([("phone".to_string(), AttributeValue::S("+12015550100".into()))]);

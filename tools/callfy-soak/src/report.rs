@@ -336,7 +336,9 @@ impl Figures<'_> {
             v.deleted_phone_kept.len(),
             v.claimed_after_deletion.len(),
             v.claimed_before_redaction_done,
-            ok(v.deletions_not_done.is_empty() && v.deleted_phone_kept.is_empty() && v.claimed_after_deletion.is_empty())
+            ok(v.deletions_not_done.is_empty()
+                && v.deleted_phone_kept.is_empty()
+                && v.claimed_after_deletion.is_empty())
         );
         let _ = writeln!(
             s,
@@ -398,7 +400,11 @@ impl Figures<'_> {
             let _ = writeln!(s, "\nSteps not sent, by recorded state and reason: {}.", reasons.join(", "));
         }
         if !v.purge_errors.is_empty() {
-            let _ = writeln!(s, "\nRetention runs that failed (each with its audit record): {}.", v.purge_errors.join("; "));
+            let _ = writeln!(
+                s,
+                "\nRetention runs that failed (each with its audit record): {}.",
+                v.purge_errors.join("; ")
+            );
         }
         if !v.sent_after.is_empty() {
             let reasons: Vec<String> = v.sent_after.iter().map(|(r, n)| format!("{r} ({n})")).collect();

@@ -193,20 +193,6 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_form_field_is_decoded() {
-        let body = b"To=%2B12015550100&Body=Soak%3A+your+cart+https%3A%2F%2Fx.example%2Fr%2Fsc000001%2F&From=x";
-        assert_eq!(form_value(body, "Body").as_deref(), Some("Soak: your cart https://x.example/r/sc000001/"));
-        assert_eq!(form_value(body, "To").as_deref(), Some("+12015550100"));
-        assert_eq!(form_value(body, "Nope"), None);
-        assert_eq!(decode("100%"), "100%");
-    }
-}
-
 fn twilio_error(status: u16, code: i64, message: &str) -> Response {
     let body = serde_json::json!({
         "code": code, "message": message, "status": status,
@@ -237,4 +223,18 @@ pub async fn serve(proxy: Arc<TwilioProxy>) -> std::io::Result<String> {
         }
     });
     Ok(format!("http://{addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_field_is_decoded() {
+        let body = b"To=%2B12015550100&Body=Soak%3A+your+cart+https%3A%2F%2Fx.example%2Fr%2Fsc000001%2F&From=x";
+        assert_eq!(form_value(body, "Body").as_deref(), Some("Soak: your cart https://x.example/r/sc000001/"));
+        assert_eq!(form_value(body, "To").as_deref(), Some("+12015550100"));
+        assert_eq!(form_value(body, "Nope"), None);
+        assert_eq!(decode("100%"), "100%");
+    }
 }
