@@ -1,14 +1,16 @@
 //! Sends the campaign's traffic as the platforms and shoppers would: each cart's deliveries in
 //! order on one connection of a pool, some delivered twice, some out of order, retried after a
-//! 5xx as a platform retries; STOPs and orders on timers of their own, racing the worker.
+//! 5xx as a platform retries; STOPs and orders on timers of their own, racing the worker; after
+//! a cart's last delivery, for a share of phones, a STOP/START storm (keywords one after
+//! another, some replayed with the same MessageSid) or a data-subject deletion.
 
-use crate::checks::CartOutcome;
+use crate::checks::{CartOutcome, DeletionSent, KeywordSent};
 use crate::rng::Rng;
 use crate::traffic::{self, CartPlan, Delivery, Kind, Platform};
 use callfy_local::LocalHandle;
 use callfy_local::sandbox::InboundRequest;
 use callfy_shared::Clock;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -39,6 +41,10 @@ pub struct Driver {
     pub rng: Rng,
     pub redeliver: f64,
     pub bc_api_key: String,
+    /// Each merchant's consent API key (deletions, and their status).
+    pub api_keys: HashMap<Platform, String>,
+    /// The sandbox's account, which signs inbound messages.
+    pub account_sid: String,
     /// Off once the faults stop: what is sent then must never be answered 5xx.
     pub faults_on: Arc<AtomicBool>,
     pub outcomes: Mutex<Vec<CartOutcome>>,
@@ -63,8 +69,13 @@ impl Driver {
 
     /// Sends until answered (2xx or 4xx) or the platform gives up; the time of the 2xx answer.
     pub async fn send(&self, d: &Delivery) -> Option<Duration> {
+        self.send_answer(d).await.map(|(at, _)| at)
+    }
+
+    /// `send`, with the 2xx answer's body.
+    pub async fn send_answer(&self, d: &Delivery) -> Option<(Duration, String)> {
         self.count(d.kind, |c| c.deliveries += 1);
-        if d.kind != Kind::Consent {
+        if !matches!(d.kind, Kind::Consent | Kind::Delete) {
             self.webhooks_sent.fetch_add(1, Ordering::Relaxed);
         }
         let mut backoff = Duration::from_millis(250);
@@ -87,7 +98,7 @@ impl Driver {
                                 c.duplicate += 1;
                             }
                         });
-                        return Some(self.epoch.elapsed());
+                        return Some((self.epoch.elapsed(), text));
                     }
                     if status >= 500 {
                         self.count(d.kind, |c| c.server_error += 1);
@@ -190,6 +201,148 @@ impl Driver {
             tokio::time::sleep(Duration::from_millis(self.rng.below(300))).await;
             self.send(&d).await;
         }
+        // After the cart's last delivery (nothing of the platform's comes after them).
+        if let Some(after) = plan.storm_after_ms {
+            let me = Arc::clone(self);
+            let plan = plan.clone();
+            racers.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                me.storm(&plan).await;
+            });
+        }
+        if let Some(after) = plan.delete_after_ms {
+            let me = Arc::clone(self);
+            let plan = plan.clone();
+            racers.spawn(async move {
+                tokio::time::sleep(Duration::from_millis(after)).await;
+                me.delete(&plan).await;
+            });
+        }
+    }
+
+    /// The shopper's keywords, one after another (each answered, or given up on, before the
+    /// next), some delivered a second time with the same MessageSid right after.
+    async fn storm(&self, plan: &CartPlan) {
+        for w in &plan.storm {
+            let sid = format!("SM{}", self.uid());
+            let form = self.inbound_form(plan, w.text, &sid);
+            let mut sends = vec![false];
+            if w.replayed {
+                sends.push(true);
+            }
+            for replay in sends {
+                let sent = self.keyword(&form).await;
+                let k = KeywordSent {
+                    text: w.text.to_string(),
+                    opt_out: w.opt_out,
+                    sid: sid.clone(),
+                    replay,
+                    status: sent.as_ref().map(|s| s.0),
+                    acked: sent.as_ref().filter(|s| (200..300).contains(&s.0)).map(|s| s.1),
+                    reply: sent.and_then(|s| s.2),
+                };
+                self.outcome(plan.idx, |o| o.storm.push(k));
+            }
+            tokio::time::sleep(Duration::from_millis(50 + self.rng.below(250))).await;
+        }
+    }
+
+    /// An inbound message's form as Twilio posts it, under a MessageSid of our choosing.
+    fn inbound_form(&self, plan: &CartPlan, body: &str, sid: &str) -> Vec<(String, String)> {
+        vec![
+            ("AccountSid".into(), self.account_sid.clone()),
+            ("ApiVersion".into(), "2010-04-01".into()),
+            ("Body".into(), body.into()),
+            ("From".into(), plan.phone.clone()),
+            ("MessageSid".into(), sid.into()),
+            ("MessagingServiceSid".into(), plan.platform.messaging_service()),
+            ("NumMedia".into(), "0".into()),
+            ("NumSegments".into(), "1".into()),
+            ("SmsMessageSid".into(), sid.into()),
+            ("SmsSid".into(), sid.into()),
+            ("SmsStatus".into(), "received".into()),
+            ("To".into(), traffic::POOL_NUMBER.into()),
+        ]
+    }
+
+    /// One keyword delivery: our answer's status, when it came and its `<Message>`.
+    async fn keyword(&self, form: &[(String, String)]) -> Option<(u16, Duration, Option<String>)> {
+        self.count(Kind::Keyword, |c| {
+            c.deliveries += 1;
+            c.attempts += 1;
+        });
+        let after_faults = !self.faults_on.load(Ordering::SeqCst);
+        match self.local.sandbox.redeliver(form).await {
+            Ok((status, _, reply)) => {
+                let at = self.epoch.elapsed();
+                self.count(Kind::Keyword, |c| match status {
+                    200..=299 => c.ok += 1,
+                    500.. => c.server_error += 1,
+                    _ => c.client_error += 1,
+                });
+                if status >= 500 && after_faults {
+                    self.post_fault_5xx.fetch_add(1, Ordering::Relaxed);
+                    self.note(format!("a storm keyword answered {status} after the faults stopped"));
+                } else if (400..500).contains(&status) {
+                    self.refused_4xx.fetch_add(1, Ordering::Relaxed);
+                    self.note(format!("a storm keyword answered {status}"));
+                }
+                Some((status, at, reply))
+            }
+            Err(_) => {
+                self.count(Kind::Keyword, |c| c.transport_error += 1);
+                None
+            }
+        }
+    }
+
+    /// A data-subject deletion of the cart's phone, retried after a 5xx as a merchant's client
+    /// would; a Shopify redaction's status is then read until it is done (the worker carries
+    /// it out from the queue).
+    async fn delete(&self, plan: &CartPlan) {
+        let shopify = plan.platform == Platform::Shopify;
+        let key = self.api_keys.get(&plan.platform).cloned().unwrap_or_default();
+        let uid = self.uid();
+        let d = traffic::delete_delivery(plan, &key, &uid);
+        self.outcome(plan.idx, |o| o.deletion = Some(DeletionSent { shopify, ..DeletionSent::default() }));
+        let Some((acked, body)) = self.send_answer(&d).await else { return };
+        let answer: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        let id = if shopify { Some(format!("shopify-{uid}")) } else { answer["id"].as_str().map(str::to_string) };
+        let done_now = answer["status"].as_str() == Some("done");
+        self.outcome(plan.idx, |o| {
+            o.deletion =
+                Some(DeletionSent { shopify, id: id.clone(), acked: Some(acked), done: done_now.then_some(acked) })
+        });
+        let Some(id) = id.filter(|_| !done_now) else { return };
+        // Read the status once a second, for up to ten minutes.
+        for _ in 0..600 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if self.deletion_status(&key, &id).await.as_deref() == Some("done") {
+                let at = self.epoch.elapsed();
+                self.outcome(plan.idx, |o| {
+                    if let Some(d) = o.deletion.as_mut() {
+                        d.done = Some(at);
+                    }
+                });
+                return;
+            }
+        }
+    }
+
+    /// A data-subject request's status through the consent API (None: no answer or no request).
+    pub async fn deletion_status(&self, key: &str, id: &str) -> Option<String> {
+        let view = self.deletion_view(key, id).await?;
+        view["status"].as_str().map(str::to_string)
+    }
+
+    /// A data-subject request's status document through the consent API.
+    pub async fn deletion_view(&self, key: &str, id: &str) -> Option<serde_json::Value> {
+        let url = format!("{}/v1/privacy/requests/{id}", self.local.base_url);
+        let resp = self.http.get(url).bearer_auth(key).send().await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        resp.json().await.ok()
     }
 
     /// The shopper texts STOP to the merchant's Messaging Service; Twilio does not retry it.

@@ -2,12 +2,18 @@
 //!
 //! Against moto and the Twilio sandbox, in one process: webhook deliveries across the four
 //! platforms (a share delivered twice, some out of order), STOPs and orders racing the worker,
-//! with faults at the network edge: a proxy in front of moto throttles a share of DynamoDB calls
-//! and answers a share of SQS calls 5xx, and a proxy in front of the sandbox answers a share of
-//! Twilio calls 429, 5xx, a timeout or accept-then-hang. Then the faults stop, the rest is
-//! delivered and the queue drained, and the verdict is drawn from the data: every due step sent
-//! once or dead-lettered, no duplicate, nothing claimed after an acknowledged STOP or order, no
-//! 5xx once the faults stopped. Exits 1 when a check fails.
+//! STOP/START storms (keywords one after another from a share of phones, some replayed with the
+//! same MessageSid), data-subject deletions (the consent API's route; Shopify's
+//! `customers/redact`) and retention runs on a timer, with faults at the network edge: a proxy in
+//! front of moto throttles a share of DynamoDB calls and answers a share of SQS calls 5xx, and a
+//! proxy in front of the sandbox answers a share of Twilio calls 429, 5xx, a timeout or
+//! accept-then-hang. Then the faults stop, the rest is delivered and the queue drained, and the
+//! verdict is drawn from the data: every due step sent once or dead-lettered, no duplicate,
+//! nothing claimed after an acknowledged STOP or order (or a storm's STOP, until a confirmed
+//! START), each storm phone's consent what its last acknowledged keyword says, every
+//! acknowledged STOP's suppression records kept, every deletion done with no item left holding
+//! the phone, every retention run audited, no 5xx once the faults stopped. Exits 1 when a check
+//! fails.
 
 mod aws_proxy;
 mod checks;
@@ -25,7 +31,7 @@ use callfy_shared::domain::cart::CartStatus;
 use callfy_shared::domain::consent::ConsentStatus;
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::{CartToken, Clock, MerchantId, OffsetClock, Phone};
-use checks::{CartOutcome, Inputs, Sent, StepSeen};
+use checks::{CartOutcome, DeletionSeen, Inputs, PhoneSeen, PurgeAudit, PurgeOutcome, PurgeRun, Sent, StepSeen};
 use clap::Parser;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,6 +96,18 @@ pub struct Args {
     /// The latest a racing STOP or order comes after its cart's first delivery, in seconds.
     #[arg(long, default_value_t = 90)]
     pub race_window_seconds: u64,
+    /// Share of phones with a STOP/START storm after their cart's last delivery.
+    #[arg(long, default_value_t = 0.05)]
+    pub storms: f64,
+    /// Share of phones with a data-subject deletion after their cart's last delivery.
+    #[arg(long, default_value_t = 0.03)]
+    pub deletions: f64,
+    /// Run the retention purge in-process this often, faults on or off, in seconds (0: never).
+    #[arg(long, default_value_t = 20)]
+    pub purge_every_seconds: u64,
+    /// The purger function's timeout: a run still going then (a killed write) is dropped.
+    #[arg(long, default_value_t = 120)]
+    pub purger_timeout_seconds: u64,
     /// Keep the faults on this long after the last faulty-phase delivery, in seconds.
     #[arg(long, default_value_t = 30)]
     pub fault_tail_seconds: u64,
@@ -224,6 +242,7 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let start: chrono::DateTime<chrono::Utc> = CLOCK_START.parse().map_err(|_| SoakError::Setup("clock".into()))?;
     let clock: Arc<dyn Clock> = Arc::new(OffsetClock::starting_at(start));
     let mut opts = LocalOptions::for_test("soak", Arc::clone(&clock));
+    let account_sid = opts.twilio_account_sid.clone();
     opts.twilio_api_base = Some(twilio_url);
     opts.twilio_timeout = Duration::from_millis(args.twilio_timeout_ms);
     let local = Arc::new(callfy_local::start(&sdk, opts).await?);
@@ -233,7 +252,8 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         format!("callfy-local on {} (table {}), moto behind {aws_url}", local.base_url, local.resources.names.table),
     );
 
-    let bc_api_key = register_merchants(&local, &*clock, args.flow_steps).await?;
+    let api_keys = register_merchants(&local, &*clock, args.flow_steps).await?;
+    let bc_api_key = api_keys.get(&Platform::BigCommerce).cloned().unwrap_or_default();
 
     // The plan: carts until the deliveries add up.
     let rng = rng::Rng::new(args.seed);
@@ -243,6 +263,8 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         stale: 0.1,
         order: 0.12,
         stop: 0.1,
+        storm: args.storms.clamp(0.0, 1.0),
+        delete: args.deletions.clamp(0.0, 1.0),
         race_window_ms: args.race_window_seconds * 1_000,
     };
     let mut plans = Vec::new();
@@ -285,6 +307,8 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         rng: rng::Rng::new(args.seed ^ 3),
         redeliver: args.redeliver,
         bc_api_key,
+        api_keys,
+        account_sid,
         faults_on: Arc::clone(&faults_on),
         outcomes: std::sync::Mutex::new(vec![CartOutcome::default(); all.len()]),
         counts: std::sync::Mutex::default(),
@@ -322,6 +346,19 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
             }
         });
     }
+    // Retention runs on a timer, as the daily schedule would run them, faults on or off.
+    let purges = Arc::new(std::sync::Mutex::new(Vec::<PurgeRun>::new()));
+    let stop_purging = Arc::new(AtomicBool::new(false));
+    let purger = (args.purge_every_seconds > 0).then(|| {
+        spawn_purges(
+            Arc::clone(&local),
+            Arc::clone(&clock),
+            Arc::clone(&faults_on),
+            Arc::clone(&purges),
+            Arc::clone(&stop_purging),
+            (Duration::from_secs(args.purge_every_seconds), Duration::from_secs(args.purger_timeout_seconds)),
+        )
+    });
     let progress = spawn_progress(
         epoch,
         Arc::clone(&driver),
@@ -361,12 +398,30 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let drained = drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
     stop_polling.store(true, Ordering::SeqCst);
     while pollers.join_next().await.is_some() {}
+    stop_purging.store(true, Ordering::SeqCst);
+    if let Some(p) = purger {
+        let _ = p.await;
+    }
+    let purge_runs = purges.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    say(epoch, format!("{} retention runs", purge_runs.len()));
     progress.abort();
     let total_secs = epoch.elapsed().as_secs_f64();
     say(epoch, if drained { "queue empty".to_string() } else { "the queue did not drain in time".to_string() });
 
     // The evidence.
-    let inputs = gather(&clients, &local, &all, &driver, &aws, &twilio, args.flow_steps).await?;
+    let mut inputs = gather(&clients, &local, &all, &driver, &aws, &twilio, args.flow_steps).await?;
+    inputs.purge_audits = local
+        .store()
+        .purge_reports()
+        .await?
+        .into_iter()
+        .map(|r| PurgeAudit {
+            as_of_ms: r.as_of.map(|t| t.timestamp_millis()).unwrap_or_default(),
+            complete: r.complete,
+            errors: r.errors.len(),
+        })
+        .collect();
+    inputs.purge_runs = purge_runs;
     let mut verdict = checks::judge(&inputs);
     let phones: Vec<String> = all.iter().map(|c| c.phone.clone()).collect();
     let log_path = function_log_path(args);
@@ -484,18 +539,59 @@ impl Throughput {
     }
 }
 
-async fn register_merchants(local: &LocalHandle, clock: &dyn Clock, flow_steps: u8) -> Result<String, SoakError> {
-    let mut key = String::new();
+/// The four merchants, each with a consent API key (BigCommerce's opt-ins; deletions and their status).
+async fn register_merchants(
+    local: &LocalHandle,
+    clock: &dyn Clock,
+    flow_steps: u8,
+) -> Result<HashMap<Platform, String>, SoakError> {
+    let mut keys = HashMap::new();
     for p in Platform::ALL {
         let m = Merchant::from_json(&p.merchant(flow_steps).to_string())
             .map_err(|e| SoakError::Setup(format!("{p:?}: {e}")))?;
         local.store().put_merchant(&m, clock.now()).await?;
-        if p == Platform::BigCommerce {
-            key = callfy_shared::api_key::new_api_key(&m.id);
-            local.store().set_api_key_hash(&m.id, &callfy_shared::signature::sha256_hex(key.as_bytes())).await?;
-        }
+        let key = callfy_shared::api_key::new_api_key(&m.id);
+        local.store().set_api_key_hash(&m.id, &callfy_shared::signature::sha256_hex(key.as_bytes())).await?;
+        keys.insert(p, key);
     }
-    Ok(key)
+    Ok(keys)
+}
+
+/// The retention purge every `every`, as of the campaign's clock, each run ended at the
+/// purger's timeout if it has not returned (a killed write), until `stop`.
+fn spawn_purges(
+    local: Arc<LocalHandle>,
+    clock: Arc<dyn Clock>,
+    faults_on: Arc<AtomicBool>,
+    runs: Arc<std::sync::Mutex<Vec<PurgeRun>>>,
+    stop: Arc<AtomicBool>,
+    (every, timeout): (Duration, Duration),
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let started = Instant::now();
+            while started.elapsed() < every {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            let as_of = clock.now();
+            let under_faults = faults_on.load(Ordering::SeqCst);
+            // Stops taking batches 20 s before its timeout, as the function does.
+            let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
+            let outcome = match tokio::time::timeout(timeout, local.purge(as_of, false, Some(deadline))).await {
+                Ok(Ok(r)) => PurgeOutcome::Finished { complete: r.complete, items: r.total() },
+                Ok(Err(e)) => PurgeOutcome::Failed(callfy_shared::telemetry::redact(&e.to_string())),
+                Err(_) => PurgeOutcome::TimedOut,
+            };
+            runs.lock().unwrap_or_else(|e| e.into_inner()).push(PurgeRun {
+                as_of_ms: as_of.timestamp_millis(),
+                under_faults,
+                outcome,
+            });
+        }
+    })
 }
 
 /// moto's resident memory in MiB, when scripts/soak told us its process (`CALLFY_SOAK_MOTO_PID`).
@@ -623,17 +719,33 @@ async fn gather(
 ) -> Result<Inputs, SoakError> {
     let by_token: HashMap<(String, String), usize> =
         carts.iter().map(|c| ((c.platform.merchant_id().to_string(), c.token.clone()), c.idx)).collect();
-    let posted: HashMap<String, Duration> = twilio.accepted().into_iter().map(|a| (a.sid, a.posted)).collect();
+    let by_phone: HashMap<&str, usize> = carts.iter().map(|c| (c.phone.as_str(), c.idx)).collect();
+    let accepted: HashMap<String, twilio_proxy::Accepted> =
+        twilio.accepted().into_iter().map(|a| (a.sid.clone(), a)).collect();
     let mut sent: Vec<Sent> = Vec::new();
-    for m in local.sandbox.messages() {
+    for mut m in local.sandbox.messages() {
+        // A deletion redacts Twilio's copy: the body as it was posted says what it was.
+        if m.body.is_empty()
+            && let Some(a) = accepted.get(&m.sid)
+        {
+            m.body = a.body.clone();
+        }
         // A BigCommerce text carries our redirect (`/r/{code}`), not the store's marked URL:
         // its link, stored with merchant, cart and step, says which cart it is about.
+        // A deletion took the link with the cart: the number (one cart each) and the step's
+        // code still say it.
         let at = match attribute(&m.body, flow_steps) {
             Some(at) => Some(at),
-            None => our_link(local, &m.body, &by_token).await?,
+            None => match our_link(local, &m.body, &by_token).await? {
+                Some(at) => Some(at),
+                None if m.body.contains(&format!("{}/r/", local.base_url)) => by_phone
+                    .get(m.to.as_str())
+                    .map(|idx| (*idx, u8::from(flow_steps > 1 && m.body.contains(traffic::STEP2_CODE)))),
+                None => None,
+            },
         };
         sent.push(Sent {
-            posted: posted.get(&m.sid).copied(),
+            posted: accepted.get(&m.sid).map(|a| a.posted),
             sid: m.sid,
             cart: at.map(|a| a.0),
             step: at.map(|a| a.1).unwrap_or_default(),
@@ -672,6 +784,57 @@ async fn gather(
             }
         }
     }
+    // Every phone with an acknowledged STOP (racing or in a storm): its consent and suppression records.
+    let mut phones = HashMap::new();
+    for (plan, o) in carts.iter().zip(&outcomes) {
+        if o.stop_acked.is_none() && !o.storm.iter().any(|w| w.opt_out && w.acked.is_some()) {
+            continue;
+        }
+        let m = MerchantId::parse(plan.platform.merchant_id()).map_err(|e| SoakError::Setup(e.to_string()))?;
+        let phone = Phone::parse(&plan.phone, None).map_err(|e| SoakError::Setup(e.to_string()))?;
+        let store = local.store();
+        let sms = store.consent_state(&m, &phone, Channel::Sms).await?;
+        phones.insert(
+            plan.idx,
+            PhoneSeen {
+                sms_out: match sms.status {
+                    ConsentStatus::OptedOut => Some(true),
+                    ConsentStatus::OptedIn => Some(false),
+                    ConsentStatus::Unknown => None,
+                },
+                sms_suppressed: store.suppression(&m, &phone, Channel::Sms).await?.is_some(),
+                voice_suppressed: store.suppression(&m, &phone, Channel::Voice).await?.is_some(),
+            },
+        );
+    }
+    // Every acknowledged deletion: its status, and the table scanned for the phone.
+    let mut deletions: HashMap<usize, DeletionSeen> = HashMap::new();
+    let mut deleted: HashMap<String, usize> = HashMap::new();
+    for (plan, o) in carts.iter().zip(&outcomes) {
+        let Some(d) = o.deletion.as_ref().filter(|d| d.acked.is_some()) else { continue };
+        let mut seen = DeletionSeen::default();
+        if let (Some(id), Some(key)) = (&d.id, driver.api_keys.get(&plan.platform))
+            && let Some(view) = driver.deletion_view(key, id).await
+        {
+            seen.status = view["status"].as_str().map(str::to_string);
+            if let Some(p) = view["provider_copies_pending"].as_object() {
+                seen.provider_pending =
+                    p.iter().filter_map(|(k, n)| n.as_u64().filter(|n| *n > 0).map(|n| (k.clone(), n))).collect();
+            }
+        }
+        deletions.insert(plan.idx, seen);
+        deleted.insert(plan.phone.clone(), plan.idx);
+    }
+    if !deleted.is_empty() {
+        for (idx, key) in raw_phone_items(clients, local, &deleted).await? {
+            if let Some(seen) = deletions.get_mut(&idx) {
+                seen.raw_phone_items += 1;
+                if seen.examples.len() < 3 {
+                    seen.examples.push(key);
+                }
+            }
+        }
+    }
     Ok(Inputs {
         flow_steps,
         carts: outcomes,
@@ -684,7 +847,86 @@ async fn gather(
         orders_not_applied,
         stops_not_applied,
         contract_violations: local.sandbox.violations().len(),
+        phones,
+        deletions,
+        purge_runs: Vec::new(),
+        purge_audits: Vec::new(),
     })
+}
+
+/// Every string an item holds, keys included, one after another.
+fn item_text(item: &HashMap<String, AttributeValue>, out: &mut String) {
+    fn value(v: &AttributeValue, out: &mut String) {
+        match v {
+            AttributeValue::S(s) | AttributeValue::N(s) => {
+                out.push_str(s);
+                out.push(' ');
+            }
+            AttributeValue::Ss(l) | AttributeValue::Ns(l) => {
+                for s in l {
+                    out.push_str(s);
+                    out.push(' ');
+                }
+            }
+            AttributeValue::L(l) => l.iter().for_each(|v| value(v, out)),
+            AttributeValue::M(m) => item_text(m, out),
+            _ => {}
+        }
+    }
+    for (k, v) in item {
+        out.push_str(k);
+        out.push(' ');
+        value(v, out);
+    }
+}
+
+/// The E.164 numbers (`+` and digits) a text holds.
+fn e164s(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    for (at, _) in text.match_indices('+') {
+        let digits = text[at + 1..].bytes().take_while(u8::is_ascii_digit).count();
+        if (8..=15).contains(&digits) {
+            out.push(&text[at..at + 1 + digits]);
+        }
+    }
+    out
+}
+
+/// The items of the whole table (one scan) holding one of `phones` (E.164) anywhere: the cart
+/// of the phone, and the item's keys.
+async fn raw_phone_items(
+    clients: &Clients,
+    local: &LocalHandle,
+    phones: &HashMap<String, usize>,
+) -> Result<Vec<(usize, String)>, SoakError> {
+    let mut out = Vec::new();
+    let mut start: Option<HashMap<String, AttributeValue>> = None;
+    let mut text = String::new();
+    loop {
+        let page = clients
+            .ddb
+            .scan()
+            .table_name(local.store().table())
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| SoakError::Aws(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string()))?;
+        for item in page.items() {
+            text.clear();
+            item_text(item, &mut text);
+            let hit = e164s(&text).into_iter().find_map(|p| phones.get(p).copied());
+            if let Some(idx) = hit {
+                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+                let mask = |k: String| k.replace(|c: char| c.is_ascii_digit(), "#");
+                out.push((idx, format!("{} / {}", mask(s("pk")), mask(s("sk")))));
+            }
+        }
+        match page.last_evaluated_key() {
+            Some(k) if !k.is_empty() => start = Some(k.clone()),
+            _ => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Every step record in the table (one scan).
@@ -773,5 +1015,20 @@ mod tests {
         assert_eq!(attribute(body, 2), Some((42, 1)));
         assert_eq!(attribute("Snowdevil: You will not receive more messages.", 2), None);
         assert_eq!(attribute("https://x.example/r/sc000007/recover", 2), Some((7, 0)));
+    }
+
+    #[test]
+    fn phones_are_found_in_any_attribute() {
+        assert_eq!(
+            e164s("C#soak-shop#+12015550100 SMS#OUT# +1 +123 x+442071838750y"),
+            vec!["+12015550100", "+442071838750"]
+        );
+        let mut item = HashMap::new();
+        item.insert("pk".to_string(), AttributeValue::S("K#m#t".into()));
+        let inner = HashMap::from([("phone".to_string(), AttributeValue::S("+12015550100".into()))]);
+        item.insert("data".to_string(), AttributeValue::L(vec![AttributeValue::M(inner)]));
+        let mut text = String::new();
+        item_text(&item, &mut text);
+        assert_eq!(e164s(&text), vec!["+12015550100"]);
     }
 }

@@ -87,7 +87,8 @@ impl Figures<'_> {
             "`{}` (seed {}), {} on this machine ({} s in all). Faults while on: {:.0} % of DynamoDB calls \
              throttled, {:.0} % of SQS calls 5xx, {:.1} % of DynamoDB writes that apply once and {:.1} % of SQS \
              deletes applied with their answer lost, {:.1} % of writes followed by a kill of the function, {:.0} % of Twilio calls 429 / 5xx / timeout / accept-then-hang \
-             (Twilio timeout {} ms). {:.0} % of deliveries redelivered; {} senders, {} worker pollers, a {}-step flow.\n",
+             (Twilio timeout {} ms). {:.0} % of deliveries redelivered; {} senders, {} worker pollers, a {}-step flow; \
+             {:.0} % of phones with a STOP/START storm, {:.0} % with a data-subject deletion; a retention run {}.\n",
             a.command,
             a.seed,
             chrono::Utc::now().format("%Y-%m-%d"),
@@ -103,6 +104,13 @@ impl Figures<'_> {
             a.senders,
             a.pollers,
             a.flow_steps,
+            a.storms * 100.0,
+            a.deletions * 100.0,
+            if a.purge_every_seconds == 0 {
+                "never".to_string()
+            } else {
+                format!("every {} s (purger timeout {} s)", a.purge_every_seconds, a.purger_timeout_seconds)
+            },
         );
         let _ = writeln!(
             s,
@@ -121,7 +129,15 @@ impl Figures<'_> {
              forwarding; a timeout hangs past the worker's Twilio timeout without forwarding; accept-then-hang forwards, \
              Twilio records the message (or places the call), and the answer never arrives). Carts go to the four platforms, each delivery \
              signed as its platform signs it and retried after a 5xx as a platform would; STOPs (signed inbound SMS) and \
-             orders come on timers of their own within the race window after a cart's first delivery. Then the faults \
+             orders come on timers of their own within the race window after a cart's first delivery. Within the race \
+             window after a cart's last delivery, a share of phones text a storm of keywords, one after another (each \
+             answered before the next), STOP-type (\"STOP\", \"Stop all\", \"unsubscribe\", ...) and START-type \
+             (\"START\", \"unstop\", ...) mixed, a quarter delivered twice with the same MessageSid; a STOP-type keyword \
+             counts as acknowledged when answered 200, a START as honoured when the answer confirms the re-subscription \
+             (a START answered with nothing may still be applied by its queued copy, so it fixes nothing). Another share \
+             get a data-subject deletion (the consent API's route; for the Shopify merchant a signed `customers/redact`, \
+             carried out by the worker, whose status is then read until done). The retention purge runs in-process on \
+             a timer, faults on or off, each run ended at the purger's timeout if it has not returned. Then the faults \
              stop, the last carts are sent (their answers must hold no 5xx) and the queue is drained, dead-letter queue \
              included. The checks read the table (one scan of the step records), the sandbox's records and the \
              dead-letter queue; a send counts as after an acknowledged STOP or order when its step claim reached the \
@@ -141,7 +157,7 @@ impl Figures<'_> {
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
         let mut webhooks = 0;
         for (kind, c) in &self.counts {
-            if !matches!(kind, Kind::Consent | Kind::Stop) {
+            if !matches!(kind, Kind::Consent | Kind::Stop | Kind::Keyword | Kind::Delete) {
                 webhooks += c.deliveries;
             }
             let _ = writeln!(
@@ -278,8 +294,66 @@ impl Figures<'_> {
         );
         let _ = writeln!(
             s,
-            "| racing carts' steps (STOP or order) | {} sent before the answer, {} not sent | |",
+            "| steps of carts with a racing STOP or order, a storm or a deletion | {} sent, {} not sent | |",
             v.race_sent, v.race_not_sent
+        );
+        let pending: Vec<String> = v.deletions_provider_pending.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(
+            s,
+            "| STOP/START storms: each phone's texts consent at the end is what its last acknowledged keyword says | \
+             {} phones, {} keywords ({} replays, {} answered 2xx): {} STOP-type acknowledged, {} STARTs confirmed; \
+             {} phones with no keyword of certain effect; {} wrong | {} |",
+            v.storm_phones,
+            v.storm_keywords,
+            v.storm_replays,
+            v.storm_acked,
+            v.storm_stops_acked,
+            v.storm_starts_honoured,
+            v.storm_undetermined,
+            v.storm_state_wrong.len(),
+            ok(v.storm_state_wrong.is_empty())
+        );
+        let _ = writeln!(
+            s,
+            "| acknowledged STOPs (racing or storm) keep their suppression records: calls always, texts while opted out \
+             (through the retention runs) | {} phones, {} records found, {} missing or wrong | {} |",
+            v.stop_phones,
+            v.suppressions_found,
+            v.suppression_wrong.len(),
+            ok(v.suppression_wrong.is_empty())
+        );
+        let _ = writeln!(
+            s,
+            "| data-subject deletions done, no item left holding the phone, nothing claimed after | {} sent ({} as \
+             Shopify redactions), {} acknowledged, {} done (Twilio copies still pending: {}); {} not done, {} phones still in the table, {} \
+             sends claimed after (claimed between a redaction's answer and its being done: {}) | {} |",
+            v.deletions,
+            v.deletions_shopify,
+            v.deletions_acked,
+            v.deletions_done,
+            if pending.is_empty() { "none".to_string() } else { pending.join(", ") },
+            v.deletions_not_done.len(),
+            v.deleted_phone_kept.len(),
+            v.claimed_after_deletion.len(),
+            v.claimed_before_redaction_done,
+            ok(v.deletions_not_done.is_empty()
+                && v.deleted_phone_kept.is_empty()
+                && v.claimed_after_deletion.is_empty())
+        );
+        let _ = writeln!(
+            s,
+            "| retention runs each leave their audit record (a failed one too) | {} runs ({} under faults): {} \
+             complete, {} stopped at their deadline, {} failed, {} killed at the timeout; {} items purged; {} \
+             without their record | {} |",
+            v.purge_runs,
+            v.purge_under_faults,
+            v.purge_complete,
+            v.purge_incomplete,
+            v.purge_failed,
+            v.purge_timed_out,
+            v.purge_items,
+            v.purge_unaudited.len(),
+            ok(v.purge_unaudited.is_empty())
         );
         let _ = writeln!(
             s,
@@ -325,6 +399,13 @@ impl Figures<'_> {
             let reasons: Vec<String> = v.skip_reasons.iter().map(|(r, n)| format!("`{r}` {n}")).collect();
             let _ = writeln!(s, "\nSteps not sent, by recorded state and reason: {}.", reasons.join(", "));
         }
+        if !v.purge_errors.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nRetention runs that failed (each with its audit record): {}.",
+                v.purge_errors.join("; ")
+            );
+        }
         if !v.sent_after.is_empty() {
             let reasons: Vec<String> = v.sent_after.iter().map(|(r, n)| format!("{r} ({n})")).collect();
             let _ =
@@ -361,6 +442,24 @@ impl Figures<'_> {
             for ((cart, step), n) in v.duplicate_steps.iter().take(10) {
                 let _ = writeln!(s, "- duplicate: cart {cart} step {step} sent {n} times");
             }
+            for (cart, is, says) in v.storm_state_wrong.iter().take(10) {
+                let _ = writeln!(s, "- storm: cart {cart} is {is}; the keywords say {says}");
+            }
+            for (cart, what) in v.suppression_wrong.iter().take(10) {
+                let _ = writeln!(s, "- suppression: cart {cart}: {what}");
+            }
+            for (cart, status) in v.deletions_not_done.iter().take(10) {
+                let _ = writeln!(s, "- deletion not done: cart {cart}, status {status}");
+            }
+            for (cart, n, keys) in v.deleted_phone_kept.iter().take(10) {
+                let _ = writeln!(s, "- deleted phone still held: cart {cart}, {n} item(s), e.g. {}", keys.join("; "));
+            }
+            for (cart, step) in v.claimed_after_deletion.iter().take(10) {
+                let _ = writeln!(s, "- claimed after the deletion: cart {cart} step {step}");
+            }
+            for (as_of, outcome) in v.purge_unaudited.iter().take(10) {
+                let _ = writeln!(s, "- retention run as of {as_of} ms without its audit record ({outcome})");
+            }
             for line in &v.log_examples {
                 let _ = writeln!(s, "- log line with a raw phone (digits masked): `{line}`");
             }
@@ -380,6 +479,8 @@ fn kind_name(k: Kind) -> &'static str {
         Kind::Stale => "out-of-order updates",
         Kind::Order => "orders (racing)",
         Kind::Stop => "STOPs texted (racing; not retried)",
+        Kind::Keyword => "storm keywords texted (replays included; not retried)",
+        Kind::Delete => "data-subject deletions (consent API; Shopify `customers/redact`)",
     }
 }
 

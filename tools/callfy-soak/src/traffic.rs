@@ -127,6 +127,41 @@ pub struct CartPlan {
     pub order_after_ms: Option<u64>,
     /// The shopper texts STOP, this long after the first delivery.
     pub stop_after_ms: Option<u64>,
+    /// A STOP/START storm from this cart's phone, starting this long after the cart's last
+    /// delivery: keywords one after another, some delivered twice with the same MessageSid.
+    pub storm_after_ms: Option<u64>,
+    pub storm: Vec<StormWord>,
+    /// A data-subject deletion of this cart's phone, this long after the cart's last delivery
+    /// (the consent API's route; a signed `customers/redact` for the Shopify merchant).
+    pub delete_after_ms: Option<u64>,
+}
+
+/// One keyword of a storm.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StormWord {
+    pub text: &'static str,
+    /// A STOP-type keyword (an opt-out of texts and calls); otherwise a START-type one.
+    pub opt_out: bool,
+    /// Delivered a second time with the same MessageSid right after (a proxy's replay).
+    pub replayed: bool,
+}
+
+/// STOP-type keywords a storm mixes (each an opt-out of both channels as the whole message).
+pub const STOP_WORDS: &[&str] =
+    &["STOP", "stop", "Stop all", "STOPALL", "unsubscribe", "Cancel", "end", "QUIT", "stop please", "Stop."];
+/// START-type keywords (an opt-in of texts, honoured after an opt-out).
+pub const START_WORDS: &[&str] = &["START", "start", "unstop", "UNSTOP", "Start"];
+
+/// A storm's keywords: the first an opt-out, then STOP- and START-type at random.
+pub fn storm_words(rng: &Rng) -> Vec<StormWord> {
+    let n = 3 + rng.below(5) as usize;
+    (0..n)
+        .map(|i| {
+            let opt_out = i == 0 || rng.chance(0.5);
+            let words = if opt_out { STOP_WORDS } else { START_WORDS };
+            StormWord { text: words[rng.below(words.len() as u64) as usize], opt_out, replayed: rng.chance(0.25) }
+        })
+        .collect()
 }
 
 impl CartPlan {
@@ -177,7 +212,12 @@ pub struct Mix {
     pub stale: f64,
     pub order: f64,
     pub stop: f64,
-    /// The latest a racing STOP or order comes after the cart's first delivery.
+    /// Phones with a STOP/START storm (no racing STOP or order then).
+    pub storm: f64,
+    /// Phones with a data-subject deletion (no racing STOP, order or storm then).
+    pub delete: f64,
+    /// The latest a racing STOP or order comes after the cart's first delivery (a storm or a
+    /// deletion after its last).
     pub race_window_ms: u64,
 }
 
@@ -191,7 +231,7 @@ pub fn plan_cart(idx: usize, rng: &Rng, mix: &Mix) -> CartPlan {
     };
     let updates = if rng.chance(mix.update) { 1 + rng.below(2) as u32 } else { 0 };
     let race = |p: f64| rng.chance(p).then(|| rng.below(mix.race_window_ms.max(1)));
-    CartPlan {
+    let mut plan = CartPlan {
         idx,
         platform,
         token,
@@ -201,7 +241,26 @@ pub fn plan_cart(idx: usize, rng: &Rng, mix: &Mix) -> CartPlan {
         stale_update: platform != Platform::BigCommerce && rng.chance(mix.stale),
         order_after_ms: race(mix.order),
         stop_after_ms: race(mix.stop),
+        storm_after_ms: None,
+        storm: Vec::new(),
+        delete_after_ms: None,
+    };
+    // Drawn last and only when asked for: with no storms or deletions a seed plans the carts it
+    // planned before they existed.
+    if mix.storm > 0.0 && rng.chance(mix.storm) {
+        plan.storm_after_ms = Some(rng.below(mix.race_window_ms.max(1)));
+        plan.storm = storm_words(rng);
+        // The keywords alone decide the phone's consent: no racing STOP, and no order (a
+        // WooCommerce order carries the consent box again, stamped now).
+        plan.stop_after_ms = None;
+        plan.order_after_ms = None;
+    } else if mix.delete > 0.0 && rng.chance(mix.delete) {
+        // Nothing of the cart's comes after the deletion: no order, no STOP.
+        plan.delete_after_ms = Some(rng.below(mix.race_window_ms.max(1)));
+        plan.stop_after_ms = None;
+        plan.order_after_ms = None;
     }
+    plan
 }
 
 /// What a delivery is, for the report.
@@ -213,6 +272,10 @@ pub enum Kind {
     Stale,
     Order,
     Stop,
+    /// Keywords of STOP/START storms (signed inbound SMS; not retried).
+    Keyword,
+    /// Data-subject deletions (consent API, or Shopify `customers/redact`).
+    Delete,
 }
 
 /// A request ready to send (and to send again, as a platform's redelivery).
@@ -434,6 +497,34 @@ pub fn consent_delivery(plan: &CartPlan, api_key: &str, at: DateTime<Utc>, uid: 
     }
 }
 
+/// A data-subject deletion of the cart's phone: the consent API's route with the merchant's API
+/// key, or for the Shopify merchant the signed `customers/redact` (its status is
+/// `shopify-{event id}`, read through the consent API too).
+pub fn delete_delivery(plan: &CartPlan, api_key: &str, uid: &str) -> Delivery {
+    if plan.platform == Platform::Shopify {
+        let body = json!({
+            "shop_id": 954_889, "shop_domain": SHOP_DOMAIN,
+            "customer": {
+                "id": 900_000 + plan.idx as u64,
+                "email": format!("shopper{}@example.com", plan.idx),
+                "phone": plan.phone,
+            },
+            "orders_to_redact": [],
+        });
+        return shopify(Kind::Delete, "customers/redact", uid, json_body(&body));
+    }
+    Delivery {
+        kind: Kind::Delete,
+        path: "/v1/privacy/delete".into(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("authorization".into(), format!("Bearer {api_key}")),
+        ],
+        body: json_body(&json!({ "phone": plan.phone })),
+        resign: None,
+    }
+}
+
 fn shopify(kind: Kind, topic: &str, uid: &str, body: Vec<u8>) -> Delivery {
     let sig = hmac_sha256_base64(callfy_shared::config::local_defaults::SHOPIFY_API_SECRET.as_bytes(), &body);
     Delivery {
@@ -502,6 +593,24 @@ mod tests {
             let p = phone(i);
             assert!(callfy_shared::Phone::parse(&p, None).is_ok(), "{p}");
             assert!(seen.insert(p));
+        }
+    }
+
+    #[test]
+    fn storm_keywords_mean_what_the_campaign_takes_them_for() {
+        use callfy_shared::domain::agent::Scope;
+        use callfy_shared::domain::keywords::{Intent, classify};
+        for w in STOP_WORDS {
+            let c = classify(w);
+            assert_eq!((c.intent, c.scope), (Intent::OptOut, Scope::Both), "{w}");
+        }
+        for w in START_WORDS {
+            assert_eq!(classify(w).intent, Intent::OptIn, "{w}");
+        }
+        let rng = Rng::new(7);
+        for _ in 0..100 {
+            let s = storm_words(&rng);
+            assert!((3..8).contains(&s.len()) && s[0].opt_out);
         }
     }
 

@@ -18,6 +18,8 @@ pub struct Accepted {
     pub sid: String,
     /// When the request was passed on to Twilio (since the campaign began).
     pub posted: Duration,
+    /// The message's `Body` as posted (Twilio's copy may be redacted since, by a deletion).
+    pub body: String,
 }
 
 #[derive(Debug, Default)]
@@ -136,6 +138,7 @@ impl TwilioProxy {
             }
         }
         let posted = self.epoch.elapsed();
+        let text = if create { form_value(&body, "Body").unwrap_or_default() } else { String::new() };
         let resp = match req.body(body).send().await {
             Ok(r) => r,
             Err(e) => return (StatusCode::BAD_GATEWAY, format!("sandbox: {e}")).into_response(),
@@ -147,7 +150,7 @@ impl TwilioProxy {
         if create && status.as_u16() == 201 {
             let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let sid = v.get("sid").and_then(|x| x.as_str()).unwrap_or_default().to_string();
-            self.accepted.lock().unwrap_or_else(|e| e.into_inner()).push(Accepted { sid, posted });
+            self.accepted.lock().unwrap_or_else(|e| e.into_inner()).push(Accepted { sid, posted, body: text });
         }
         if hang {
             // Twilio took the message; its answer never reaches the worker.
@@ -160,6 +163,34 @@ impl TwilioProxy {
         }
         response
     }
+}
+
+/// One field of a form-encoded body.
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    let body = std::str::from_utf8(body).ok()?;
+    body.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (decode(k) == name).then(|| decode(v))
+    })
+}
+
+fn decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = || s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex()) {
+            (b'+', _) => out.push(b' '),
+            (b'%', Some(v)) => {
+                out.push(v);
+                i += 2;
+            }
+            (b, _) => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn twilio_error(status: u16, code: i64, message: &str) -> Response {
@@ -192,4 +223,18 @@ pub async fn serve(proxy: Arc<TwilioProxy>) -> std::io::Result<String> {
         }
     });
     Ok(format!("http://{addr}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_field_is_decoded() {
+        let body = b"To=%2B12015550100&Body=Soak%3A+your+cart+https%3A%2F%2Fx.example%2Fr%2Fsc000001%2F&From=x";
+        assert_eq!(form_value(body, "Body").as_deref(), Some("Soak: your cart https://x.example/r/sc000001/"));
+        assert_eq!(form_value(body, "To").as_deref(), Some("+12015550100"));
+        assert_eq!(form_value(body, "Nope"), None);
+        assert_eq!(decode("100%"), "100%");
+    }
 }
