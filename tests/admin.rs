@@ -210,7 +210,7 @@ async fn a_dry_run_lists_every_kind_of_work_with_phones_masked_and_moves_nothing
     let sqs = sqs_client(&sdk().await);
     let token = CartToken::parse(&unique("tok")).unwrap();
     let phone = Phone::parse(PHONE, None).unwrap();
-    let opt_out = KeyOptOut { merchant_id: snowdevil(), phone: phone.clone(), call_sid: "CA0001".into(), at: t0() };
+    let opt_out = KeyOptOut::key_9(snowdevil(), phone.clone(), "CA0001".into(), t0());
     let bodies = [
         serde_json::to_string(&QueuedWork::Step(job(&token, 1))).unwrap(),
         serde_json::to_string(&QueuedWork::KeyOptOut { key_opt_out: opt_out }).unwrap(),
@@ -224,7 +224,7 @@ async fn a_dry_run_lists_every_kind_of_work_with_phones_masked_and_moves_nothing
     assert!(out.contains("outreach-dlq: 3 message(s) waiting (dry run"), "{out}");
     assert!(out.contains(&format!("flow step: merchant snowdevil, cart {token}, step 2 (sms)")), "{out}");
     assert!(
-        out.contains(&format!("key-9 opt-out: merchant snowdevil, phone {}, call CA0001", phone.masked())),
+        out.contains(&format!("key-9 opt-out (voice): merchant snowdevil, phone {}, call CA0001", phone.masked())),
         "{out}"
     );
     assert!(out.contains("not Callfy work (8 bytes)"), "{out}");

@@ -94,7 +94,7 @@ async fn an_export_holds_every_kind_of_record_with_recordings_as_links() {
 }
 
 #[tokio::test]
-async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sends_nothing() {
+async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sends_and_stores_nothing() {
     let (local, clock, key, sid) = seeded("dsr-delete").await;
     let (m, phone) = ids();
     clock.set(t0() + Duration::hours(2));
@@ -126,8 +126,20 @@ async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sen
         store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status,
         callfy_shared::domain::consent::ConsentStatus::Unknown
     );
+    // A late copy of deleted data is not stored again: no cart, no email pointer, no number.
+    assert!(store.carts_for_phone(&m, &phone).await.unwrap().is_empty());
+    let held = items_holding(&local, PHONE).await;
+    assert!(held.is_empty(), "items holding the deleted number after an old checkout's copy: {held:?}");
+    // A checkout made after the deletion is a new one; its box, ticked before it, still
+    // does not bring back the opt-in the deletion closed.
+    let mut newer = checkout(t0());
+    newer["updated_at"] = (t0() + Duration::hours(3)).to_rfc3339().into();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &newer).await.0, 200);
     let cart = store.carts_for_phone(&m, &phone).await.unwrap();
+    assert_eq!(cart.len(), 1);
     assert_eq!(cart[0].consent_note.as_deref(), Some("deleted_subject"));
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), messages, "still nothing is sent");
     local.shutdown().await;
 }
 

@@ -468,13 +468,44 @@ async fn a_recording_that_cannot_be_stored_stays_at_twilio_for_the_retry() {
 async fn a_key_nine_whose_ledger_write_fails_is_applied_by_its_queued_replay() {
     let mem = Memory::default();
     let m = merchant();
-    let o = KeyOptOut { merchant_id: m.id.clone(), phone: phone(), call_sid: "CA2".into(), at: t0() };
+    let o = KeyOptOut::key_9(m.id.clone(), phone(), "CA2".into(), t0());
     mem.fail("record_consent", 1);
     let failed = voice::apply_key_opt_out(&mem, &m, &o, false).await;
     assert!(matches!(failed, Err(PortError::Service { .. })), "{failed:?}");
     assert!(voice::apply_key_opt_out(&mem, &m, &o, true).await.unwrap(), "the replay records it");
     assert!(!voice::apply_key_opt_out(&mem, &m, &o, true).await.unwrap(), "and only once");
     assert_eq!(mem.ledger(&m.id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+}
+
+#[tokio::test]
+async fn a_spoken_stop_whose_ledger_writes_fail_is_applied_to_calls_and_texts_by_its_queued_copy() {
+    let mem = Memory::default();
+    let m = merchant();
+    let mut o = KeyOptOut::key_9(m.id.clone(), phone(), "CA3".into(), t0());
+    o.channels = vec![Channel::Voice, Channel::Sms];
+    o.spoken = Some(callfy_shared::domain::voice::SpokenOptOut {
+        rule: "spoken_phrase:stop".into(),
+        words: Some("Stop.".into()),
+    });
+    // The copy on the queue is what the worker reads: it must survive the trip.
+    let wire = serde_json::to_string(&o).unwrap();
+    assert_eq!(serde_json::from_str::<KeyOptOut>(&wire).unwrap(), o);
+    // A copy queued before this field existed is a key 9: calls only.
+    let old = r#"{"merchant_id":"snowdevil","phone":"+14155552671","call_sid":"CA4","at":"2026-11-24T19:30:00Z"}"#;
+    assert_eq!(serde_json::from_str::<KeyOptOut>(old).unwrap().channels, vec![Channel::Voice]);
+
+    mem.fail("record_consent", 1);
+    assert!(voice::apply_key_opt_out(&mem, &m, &o, false).await.is_err(), "the inline attempt fails");
+    assert!(voice::apply_key_opt_out(&mem, &m, &o, true).await.unwrap(), "the replay records it");
+    assert!(!voice::apply_key_opt_out(&mem, &m, &o, true).await.unwrap(), "and only once");
+    for channel in [Channel::Voice, Channel::Sms] {
+        let (state, ledger) = mem.ledger(&m.id, &phone(), channel);
+        assert_eq!(state.status, ConsentStatus::OptedOut, "{channel:?}");
+        let last = &ledger.last().unwrap().event;
+        assert_eq!(last.source, ConsentSource::Spoken);
+        assert_eq!(last.evidence.words.as_deref(), Some("Stop."));
+        assert_eq!(last.evidence.message_sid.as_deref(), Some("CA3"));
+    }
 }
 
 #[tokio::test]

@@ -14,11 +14,10 @@ use crate::domain::agent::{
     RelayOut, Scope, Speaker, Tool, TranscriptLine, guard_phrase, line, opt_out_confirmation, system_prompt,
     tool_specs,
 };
-use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+use crate::domain::consent::ConsentSource;
 use crate::domain::keywords::Lang;
 use crate::domain::keywords::classify_spoken;
-use crate::domain::merchant::Channel;
-use crate::domain::voice::{CallRef, KeyOptOut, is_sid};
+use crate::domain::voice::{CallRef, KeyOptOut, SpokenOptOut, is_sid};
 use crate::metrics;
 use crate::ports::agent::{ModelEvent, ModelRequest, SessionKey};
 use crate::ports::{ConversationModel, PortError, RelayConnections, SmsGateway, WorkQueue, chain};
@@ -232,19 +231,28 @@ where
     }
 
     async fn prompt(&self, connection_id: &str, words: &str, now: DateTime<Utc>) -> Result<(), VoiceError> {
-        let live = self.live(connection_id).await?;
+        let live = self.live(connection_id).await;
         // Opt-out first, whatever the model is doing, and whatever else could be read: without a
-        // session the Spanish table is heard too (it includes the English one).
-        let lang = live.as_ref().map_or(Lang::Es, |l| l.session.lang);
+        // session (or when it could not be read) the Spanish table is heard too (it includes the
+        // English one). Nobody resends these words, so a failed read is tried once more.
+        let lang = live.as_ref().ok().and_then(Option::as_ref).map_or(Lang::Es, |l| l.session.lang);
         if let Some((scope, rule)) = classify_spoken(words, lang) {
-            let Some(target) = self.opt_out_target(connection_id, live.as_ref()).await? else {
+            let known = live.as_ref().ok().and_then(Option::as_ref);
+            let target = match self.opt_out_target(connection_id, known).await {
+                Err(e) => {
+                    warn!(error = %redact(&chain(&e)), "reading whom an opt-out is about failed; trying once more");
+                    self.opt_out_target(connection_id, known).await?
+                }
+                found => found?,
+            };
+            let Some(target) = target else {
                 warn!("an opt-out on a connection bound to no call: ending it");
                 self.post(connection_id, &RelayOut::end(Outcome::Failed, false)).await;
                 return Ok(());
             };
             return self.opt_out(connection_id, &target, scope, ConsentSource::Spoken, &rule, Some(words), now).await;
         }
-        let Some(live) = live else {
+        let Some(live) = live? else {
             warn!("prompt on a connection without a session: ending it");
             self.post(connection_id, &RelayOut::end(Outcome::Failed, false)).await;
             return Ok(());
@@ -509,8 +517,16 @@ where
         if digit.trim() != "9" {
             return Ok(());
         }
-        let live = self.live(connection_id).await?;
-        let Some(target) = self.opt_out_target(connection_id, live.as_ref()).await? else {
+        // As for a spoken opt-out: a failed read is tried once more, the session being optional.
+        let live = self.live(connection_id).await.ok().flatten();
+        let target = match self.opt_out_target(connection_id, live.as_ref()).await {
+            Err(e) => {
+                warn!(error = %redact(&chain(&e)), "reading whom key 9 is about failed; trying once more");
+                self.opt_out_target(connection_id, live.as_ref()).await?
+            }
+            found => found?,
+        };
+        let Some(target) = target else {
             warn!("key 9 on a connection bound to no call: nothing to opt out");
             return Ok(());
         };
@@ -542,40 +558,29 @@ where
         now: DateTime<Utc>,
     ) -> Result<(), VoiceError> {
         let (key, m) = (&target.key, &target.merchant);
-        if scope.channels().contains(&Channel::Voice) {
-            let o = KeyOptOut {
-                merchant_id: m.id.clone(),
-                phone: key.phone.clone(),
-                call_sid: key.call_sid.clone(),
-                at: now,
-            };
-            if let Err(e) = self.outreach_queue.enqueue_key_opt_out(&o, KEY_OPT_OUT_REPLAY_DELAY_SECONDS).await {
-                warn!(merchant = %m.id, call = %key.call_sid, error = %redact(&chain(&e)), "could not queue the voice opt-out; recording it inline only");
-            }
+        // One durable copy for every channel it covers: a storage error below loses nothing.
+        let mut o = KeyOptOut::key_9(m.id.clone(), key.phone.clone(), key.call_sid.clone(), now);
+        o.channels = scope.channels().to_vec();
+        if source == ConsentSource::Spoken {
+            o.spoken = Some(SpokenOptOut { rule: rule.to_string(), words: words.map(str::to_string) });
         }
+        let durable = match self.outreach_queue.enqueue_key_opt_out(&o, KEY_OPT_OUT_REPLAY_DELAY_SECONDS).await {
+            Ok(_) => true,
+            Err(e) => {
+                warn!(merchant = %m.id, call = %key.call_sid, error = %redact(&chain(&e)), "could not queue the opt-out; recording it inline only");
+                false
+            }
+        };
         for channel in scope.channels() {
-            let event = ConsentEvent {
-                channel: *channel,
-                action: ConsentAction::OptOut,
-                source,
-                occurred_at: now,
-                recorded_at: now,
-                evidence: Evidence {
-                    message_sid: Some(key.call_sid.clone()),
-                    keyword: Some(rule.to_string()),
-                    words: words.map(str::to_string),
-                    collected_from: Some("voice_agent".into()),
-                    ..Default::default()
-                },
-            };
+            let event = o.event(*channel);
             let mut recorded = consent::record(self.store, m, &key.phone, &event, now).await;
             if recorded.is_err() {
                 recorded = consent::record(self.store, m, &key.phone, &event, now).await;
             }
             if let Err(e) = recorded {
                 warn!(merchant = %m.id, call = %key.call_sid, channel = channel.as_str(), error = %redact(&chain(&e)), "could not record the opt-out inline");
-                // Calls: the queued copy applies it. Texts have no copy: the error is the answer.
-                if *channel != Channel::Voice {
+                // The queued copy applies it; without one the error is the answer.
+                if !durable {
                     return Err(e.into());
                 }
             }

@@ -173,6 +173,28 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
+        let deleted_at = match &snap.phone {
+            Some(phone) => self.store.deletion_marker(&m.id, phone).await?,
+            None => None,
+        };
+        // A copy of a checkout from before the person's data was deleted on request (a late
+        // retry, a resend): storing it would bring the deleted number back. Only the delivery's
+        // dedupe marker is kept; a checkout made after the deletion is a new one.
+        if crate::app::privacy::predates_deletion(deleted_at, snap.updated_at) {
+            let phone = snap.phone.as_ref().map(Phone::log_id);
+            info!(merchant = %m.id, phone = ?phone, "checkout from before the subject's deletion: nothing stored");
+            let write = IngestWrite {
+                merchant_id: m.id.clone(),
+                event_key: event_key.to_string(),
+                received_at: now,
+                cart: None,
+                consents: Vec::new(),
+            };
+            return Ok(match self.store.write_ingest(&write).await? {
+                IngestOutcome::Duplicate => Outcome::Duplicate,
+                IngestOutcome::Applied => Outcome::Ignored,
+            });
+        }
         let mut guard_verdict: Option<Option<Refusal>> = None;
         for _ in 0..WRITE_ATTEMPTS {
             let existing = self.store.get_cart(&m.id, &snap.token).await?;
@@ -192,10 +214,13 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             let mut append = None;
             let mut status = ConsentStatus::Unknown;
             if let Some(phone) = &cart.phone {
-                let (state, deleted_at) = tokio::try_join!(
-                    self.store.consent_state(&m.id, phone, Channel::Sms),
-                    self.store.deletion_marker(&m.id, phone)
-                )?;
+                let state = self.store.consent_state(&m.id, phone, Channel::Sms).await?;
+                // The cart we hold may carry a number this copy of the checkout does not.
+                let deleted_at = if snap.phone.as_ref() == Some(phone) {
+                    deleted_at
+                } else {
+                    self.store.deletion_marker(&m.id, phone).await?
+                };
                 status = state.status;
                 let mut note = None;
                 if let Some(sig) = &signal {

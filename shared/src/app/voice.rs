@@ -167,23 +167,28 @@ pub struct Voice<'a, S, G, W> {
     pub public_ws_url: &'a str,
 }
 
-/// Applies a key-9 opt-out (inline, or its queued copy). A copy whose inline attempt finished
-/// (the ledger holds an entry with this call's SID) changes nothing, so it can never undo a
-/// newer opt-in made since.
+/// Applies an opt-out heard on a call (inline, or its queued copy), on every channel it covers.
+/// A copy whose inline attempt finished on a channel (its ledger holds an entry with this call's
+/// SID) changes nothing there, so it can never undo a newer opt-in made since. `true` when any
+/// channel changed.
 pub async fn apply_key_opt_out(
     store: &(impl ConsentStore + ConsentLedger),
     merchant: &Merchant,
     o: &KeyOptOut,
     replay: bool,
 ) -> Result<bool, PortError> {
-    if replay {
-        let ledger = store.consent_ledger(&merchant.id, &o.phone, Channel::Voice).await?;
-        if ledger.iter().any(|e| e.event.evidence.message_sid.as_deref() == Some(o.call_sid.as_str())) {
-            return Ok(false);
+    let mut changed = false;
+    for channel in &o.channels {
+        if replay {
+            let ledger = store.consent_ledger(&merchant.id, &o.phone, *channel).await?;
+            if ledger.iter().any(|e| e.event.evidence.message_sid.as_deref() == Some(o.call_sid.as_str())) {
+                continue;
+            }
         }
+        let recorded = consent::record(store, merchant, &o.phone, &o.event(*channel), o.at).await?;
+        changed |= recorded.state.is_some();
     }
-    let recorded = consent::record(store, merchant, &o.phone, &o.event(), o.at).await?;
-    Ok(recorded.state.is_some())
+    Ok(changed)
 }
 
 fn gather_url(base: &str, r: &CallRef) -> String {
@@ -393,7 +398,7 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         };
         let Some(merchant) = merchant else { return Ok(vec![Verb::Hangup]) };
         let m = &merchant.merchant;
-        let o = KeyOptOut { merchant_id: m.id.clone(), phone, call_sid: call_sid.to_string(), at: now };
+        let o = KeyOptOut::key_9(m.id.clone(), phone, call_sid.to_string(), now);
         let durable = match self.outreach_queue.enqueue_key_opt_out(&o, self.replay_delay_seconds).await {
             Ok(_) => true,
             Err(e) => {

@@ -4,6 +4,7 @@
 use crate::domain::cart::CartItem;
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::keywords::Lang;
+use crate::domain::merchant::Channel;
 use crate::domain::message::{Summary, item_summary, usable_first_name};
 use crate::domain::phone::Phone;
 use crate::domain::twiml::Verb;
@@ -349,8 +350,9 @@ pub struct RecordingCopy {
     pub duration_seconds: Option<u32>,
 }
 
-/// Key 9 pressed on a call: made durable on the queue before it is applied, since Twilio does
-/// not retry a `<Gather>` action. `phone` is the number that was called (Twilio's signed `To`).
+/// An opt-out heard on a call (key 9, or words the voice agent heard): made durable on the queue
+/// before it is applied, since Twilio resends neither a `<Gather>` action nor a WebSocket
+/// message. `phone` is the number that was called (Twilio's signed `To`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyOptOut {
@@ -358,20 +360,49 @@ pub struct KeyOptOut {
     pub phone: Phone,
     pub call_sid: String,
     pub at: DateTime<Utc>,
+    /// What it covers: calls for key 9 and "stop calling", texts too for a spoken "stop".
+    #[serde(default = "calls_only")]
+    pub channels: Vec<Channel>,
+    /// Words the agent heard (absent: key 9), with the rule that matched them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoken: Option<SpokenOptOut>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpokenOptOut {
+    pub rule: String,
+    pub words: Option<String>,
+}
+
+fn calls_only() -> Vec<Channel> {
+    vec![Channel::Voice]
 }
 
 impl KeyOptOut {
-    pub fn event(&self) -> crate::domain::consent::ConsentEvent {
+    /// Key 9: no more calls.
+    pub fn key_9(merchant_id: MerchantId, phone: Phone, call_sid: String, at: DateTime<Utc>) -> Self {
+        Self { merchant_id, phone, call_sid, at, channels: calls_only(), spoken: None }
+    }
+
+    /// The consent event it records on `channel`, one per channel it covers.
+    pub fn event(&self, channel: Channel) -> crate::domain::consent::ConsentEvent {
         use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, Evidence};
+        let (source, keyword, words, collected_from) = match &self.spoken {
+            Some(s) => (ConsentSource::Spoken, s.rule.clone(), s.words.clone(), Some("voice_agent".to_string())),
+            None => (ConsentSource::KeyPress, "key:9".to_string(), None, None),
+        };
         ConsentEvent {
-            channel: crate::domain::merchant::Channel::Voice,
+            channel,
             action: ConsentAction::OptOut,
-            source: ConsentSource::KeyPress,
+            source,
             occurred_at: self.at,
             recorded_at: self.at,
             evidence: Evidence {
                 message_sid: Some(self.call_sid.clone()),
-                keyword: Some("key:9".into()),
+                keyword: Some(keyword),
+                words,
+                collected_from,
                 ..Default::default()
             },
         }

@@ -344,7 +344,9 @@ async fn describe(work: &QueuedWork, channels: &mut ChannelLookup<'_>) -> String
             format!("Twilio copies of a deletion: merchant {}, request {}", p.merchant_id, p.id)
         }
         QueuedWork::KeyOptOut { key_opt_out: o } => format!(
-            "key-9 opt-out: merchant {}, phone {}, call {}, at {}",
+            "{} opt-out ({}): merchant {}, phone {}, call {}, at {}",
+            if o.spoken.is_some() { "spoken" } else { "key-9" },
+            o.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>().join("+"),
             o.merchant_id,
             o.phone.masked(),
             o.call_sid,

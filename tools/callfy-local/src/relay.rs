@@ -19,9 +19,33 @@ use voice_agent::AgentApp;
 #[derive(Clone, Default)]
 pub struct LocalRelay {
     sockets: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<String>>>>,
+    faults: Arc<Mutex<Option<PostFaults>>>,
 }
 
+/// What becomes of one `PostToConnection` under injected faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PostFault {
+    /// Delivered, as without faults.
+    None,
+    /// Delivered to the socket, then answered with an error (the answer was lost).
+    DeliveredButFailed,
+    /// Refused: not delivered, answered with an error.
+    Refused,
+}
+
+/// Decides each post's fault (the soak's seeded draw).
+pub type PostFaults = Box<dyn FnMut() -> PostFault + Send>;
+
 impl LocalRelay {
+    /// Injects faults into every later post (`None`: none).
+    pub fn set_faults(&self, faults: Option<PostFaults>) {
+        *self.faults.lock().unwrap_or_else(|e| e.into_inner()) = faults;
+    }
+
+    fn draw(&self) -> PostFault {
+        self.faults.lock().unwrap_or_else(|e| e.into_inner()).as_mut().map_or(PostFault::None, |f| f())
+    }
+
     fn register(&self, id: &str) -> mpsc::UnboundedReceiver<String> {
         let (tx, rx) = mpsc::unbounded_channel();
         self.sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(id.to_string(), tx);
@@ -35,9 +59,20 @@ impl LocalRelay {
 
 impl RelayConnections for LocalRelay {
     async fn post(&self, connection_id: &str, msg: &RelayOut) -> Result<(), PortError> {
+        let fault = self.draw();
+        if fault == PostFault::Refused {
+            return Err(PortError::unavailable("ApiGatewayManagement", "PostToConnection", "injected: refused"));
+        }
         let tx = self.sockets.lock().unwrap_or_else(|e| e.into_inner()).get(connection_id).cloned();
         match tx {
-            Some(tx) if tx.send(msg.json()).is_ok() => Ok(()),
+            Some(tx) if tx.send(msg.json()).is_ok() => match fault {
+                PostFault::DeliveredButFailed => Err(PortError::unavailable(
+                    "ApiGatewayManagement",
+                    "PostToConnection",
+                    "injected: delivered, answer lost",
+                )),
+                _ => Ok(()),
+            },
             _ => Err(PortError::NotFound("connection gone".into())),
         }
     }

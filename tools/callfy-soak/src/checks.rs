@@ -217,6 +217,8 @@ pub struct Inputs {
     pub deletions: HashMap<usize, DeletionSeen>,
     pub purge_runs: Vec<PurgeRun>,
     pub purge_audits: Vec<PurgeAudit>,
+    /// The agent's calls as the shoppers lived them and the store holds them.
+    pub calls: crate::calls::CallsSeen,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -299,6 +301,7 @@ pub struct Verdict {
     pub purge_items: u64,
     pub purge_errors: Vec<String>,
     pub purge_unaudited: Vec<(i64, String)>,
+    pub calls: crate::calls::CallsSeen,
 }
 
 impl Verdict {
@@ -362,6 +365,15 @@ impl Verdict {
         if !self.claimed_after_deletion.is_empty() {
             f.push(format!("{} send(s) claimed after a deletion was done", self.claimed_after_deletion.len()));
         }
+        if !self.calls.opt_outs_not_recorded.is_empty() {
+            f.push(format!("{} opt-out(s) said on an agent call not recorded", self.calls.opt_outs_not_recorded.len()));
+        }
+        if !self.calls.link_texted_twice.is_empty() {
+            f.push(format!(
+                "{} agent call(s) whose link was texted more than once",
+                self.calls.link_texted_twice.len()
+            ));
+        }
         if !self.purge_unaudited.is_empty() {
             f.push(format!("{} retention run(s) without their audit record", self.purge_unaudited.len()));
         }
@@ -376,6 +388,7 @@ pub fn judge(i: &Inputs) -> Verdict {
         orders_not_applied: i.orders_not_applied.len(),
         stops_not_applied: i.stops_not_applied.len(),
         contract_violations: i.contract_violations,
+        calls: i.calls.clone(),
         ..Verdict::default()
     };
     judge_storms(i, &mut v);

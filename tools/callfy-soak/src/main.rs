@@ -4,7 +4,10 @@
 //! platforms (a share delivered twice, some out of order), STOPs and orders racing the worker,
 //! STOP/START storms (keywords one after another from a share of phones, some replayed with the
 //! same MessageSid), data-subject deletions (the consent API's route; Shopify's
-//! `customers/redact`) and retention runs on a timer, with faults at the network edge: a proxy in
+//! `customers/redact`), agent calls (the voice agent on the Shopify merchant's second step, picked
+//! up by shoppers who ask for the link twice, say "stop calling me" or "stop", or decline, its
+//! relay posts refused or delivered-but-failed) and retention runs on a timer, with faults at the
+//! network edge: a proxy in
 //! front of moto throttles a share of DynamoDB calls and answers a share of SQS calls 5xx, and a
 //! proxy in front of the sandbox answers a share of Twilio calls 429, 5xx, a timeout or
 //! accept-then-hang. Then the faults stop, the rest is delivered and the queue drained, and the
@@ -16,6 +19,7 @@
 //! fails.
 
 mod aws_proxy;
+mod calls;
 mod checks;
 mod driver;
 mod logscan;
@@ -108,6 +112,14 @@ pub struct Args {
     /// The purger function's timeout: a run still going then (a killed write) is dropped.
     #[arg(long, default_value_t = 120)]
     pub purger_timeout_seconds: u64,
+    /// The Shopify merchant's second step is a call by the voice agent (scripted model), picked up
+    /// by a shopper who asks for the link twice, says "stop calling me" or "stop", or declines.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub agent_calls: bool,
+    /// Share of the agent's `PostToConnection` calls refused or delivered with their answer lost
+    /// (half each) while faults are on.
+    #[arg(long, default_value_t = 0.1)]
+    pub relay_faults: f64,
     /// Keep the faults on this long after the last faulty-phase delivery, in seconds.
     #[arg(long, default_value_t = 30)]
     pub fault_tail_seconds: u64,
@@ -252,7 +264,8 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         format!("callfy-local on {} (table {}), moto behind {aws_url}", local.base_url, local.resources.names.table),
     );
 
-    let api_keys = register_merchants(&local, &*clock, args.flow_steps).await?;
+    let agent_calls = args.agent_calls && args.flow_steps > 1;
+    let api_keys = register_merchants(&local, &*clock, args.flow_steps, agent_calls).await?;
     let bc_api_key = api_keys.get(&Platform::BigCommerce).cloned().unwrap_or_default();
 
     // The plan: carts until the deliveries add up.
@@ -296,6 +309,23 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     );
 
     let faults_on = Arc::new(AtomicBool::new(false));
+    // The agent's calls: answered by the campaign's shoppers, its relay posts under faults.
+    let relay_counts = Arc::new(calls::RelayFaultCounts::default());
+    local.functions().agent.relay.set_faults(Some(calls::relay_faults(
+        args.relay_faults,
+        args.seed ^ 5,
+        Arc::clone(&faults_on),
+        Arc::clone(&relay_counts),
+    )));
+    let lived = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let stop_answering = Arc::new(AtomicBool::new(false));
+    let answering = calls::spawn_answering(
+        Arc::clone(&local),
+        args.seed ^ 6,
+        Arc::clone(&stop_answering),
+        Arc::clone(&lived),
+        epoch,
+    );
     let driver = Arc::new(driver::Driver {
         local: Arc::clone(&local),
         http: reqwest::Client::builder()
@@ -395,7 +425,11 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     driver.run(clean, args.senders).await;
     say(epoch, "clean-phase deliveries done; draining the queue");
     let clients = Clients { sqs: aws_sdk_sqs::Client::new(&sdk), ddb: aws_sdk_dynamodb::Client::new(&sdk) };
-    let drained = drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
+    let mut drained = drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
+    // The last calls' conversations end, then what they queued (an opt-out's copy) drains.
+    stop_answering.store(true, Ordering::SeqCst);
+    let _ = answering.await;
+    drained &= drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
     stop_polling.store(true, Ordering::SeqCst);
     while pollers.join_next().await.is_some() {}
     stop_purging.store(true, Ordering::SeqCst);
@@ -422,6 +456,8 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
         })
         .collect();
     inputs.purge_runs = purge_runs;
+    let lived = lived.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    inputs.calls = calls_seen(&local, &all, &inputs, &lived).await?;
     let mut verdict = checks::judge(&inputs);
     let phones: Vec<String> = all.iter().map(|c| c.phone.clone()).collect();
     let log_path = function_log_path(args);
@@ -475,6 +511,11 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
             failed: polls.failed.load(Ordering::Relaxed),
             errors: polls.poll_errors.load(Ordering::Relaxed),
             timed_out: polls.timed_out.load(Ordering::Relaxed),
+        },
+        relay: report::RelayFaults {
+            posts: relay_counts.posts.load(Ordering::Relaxed),
+            delivered_but_failed: relay_counts.delivered_but_failed.load(Ordering::Relaxed),
+            refused: relay_counts.refused.load(Ordering::Relaxed),
         },
         under_faults,
         total_seconds: total_secs,
@@ -544,10 +585,11 @@ async fn register_merchants(
     local: &LocalHandle,
     clock: &dyn Clock,
     flow_steps: u8,
+    agent_calls: bool,
 ) -> Result<HashMap<Platform, String>, SoakError> {
     let mut keys = HashMap::new();
     for p in Platform::ALL {
-        let m = Merchant::from_json(&p.merchant(flow_steps).to_string())
+        let m = Merchant::from_json(&p.merchant(flow_steps, agent_calls).to_string())
             .map_err(|e| SoakError::Setup(format!("{p:?}: {e}")))?;
         local.store().put_merchant(&m, clock.now()).await?;
         let key = callfy_shared::api_key::new_api_key(&m.id);
@@ -687,8 +729,17 @@ async fn queue_depth(clients: &Clients, local: &LocalHandle) -> Result<(u64, u64
 fn attribute(body: &str, flow_steps: u8) -> Option<(usize, u8)> {
     let at = body.find("/r/sc")? + "/r/sc".len();
     let idx: usize = body.get(at..at + 6)?.parse().ok()?;
-    let step = u8::from(flow_steps > 1 && body.contains(traffic::STEP2_CODE));
-    Some((idx, step))
+    Some((idx, step_of(body, flow_steps)))
+}
+
+/// A text's step from its discount code: the call step's code marks the link asked for on the
+/// call (recorded as the call's link step).
+fn step_of(body: &str, flow_steps: u8) -> u8 {
+    if body.contains(traffic::CALL_CODE) {
+        callfy_shared::domain::voice::LINK_STEP_BASE + 1
+    } else {
+        u8::from(flow_steps > 1 && body.contains(traffic::STEP2_CODE))
+    }
 }
 
 /// The cart plan and step of a text carrying our redirect link, from the stored link.
@@ -738,9 +789,9 @@ async fn gather(
             Some(at) => Some(at),
             None => match our_link(local, &m.body, &by_token).await? {
                 Some(at) => Some(at),
-                None if m.body.contains(&format!("{}/r/", local.base_url)) => by_phone
-                    .get(m.to.as_str())
-                    .map(|idx| (*idx, u8::from(flow_steps > 1 && m.body.contains(traffic::STEP2_CODE)))),
+                None if m.body.contains(&format!("{}/r/", local.base_url)) => {
+                    by_phone.get(m.to.as_str()).map(|idx| (*idx, step_of(&m.body, flow_steps)))
+                }
                 None => None,
             },
         };
@@ -751,6 +802,20 @@ async fn gather(
             step: at.map(|a| a.1).unwrap_or_default(),
             to: m.to,
             body: m.body,
+        });
+    }
+    // The agent's calls, by the cart and step their answer URL names: one per step, as texts.
+    for c in local.sandbox.calls() {
+        let query = c.url.split_once('?').map(|(_, q)| q).unwrap_or_default();
+        let at = callfy_shared::domain::voice::CallRef::from_query(query)
+            .and_then(|r| by_token.get(&(r.merchant_id.to_string(), r.cart_token.to_string())).map(|i| (*i, r.step)));
+        sent.push(Sent {
+            posted: accepted.get(&c.sid).map(|a| a.posted),
+            body: format!("call {}", c.sid),
+            sid: c.sid,
+            cart: at.map(|a| a.0),
+            step: at.map(|a| a.1).unwrap_or_default(),
+            to: c.to,
         });
     }
     let mut claims: HashMap<(usize, u8), Vec<Duration>> = HashMap::new();
@@ -851,7 +916,67 @@ async fn gather(
         deletions,
         purge_runs: Vec::new(),
         purge_audits: Vec::new(),
+        calls: calls::CallsSeen::default(),
     })
+}
+
+/// What the agent's calls show at the end: every opt-out said is recorded (calls opted out and
+/// suppressed; texts too for "stop"), whatever the relay answered, and a link asked for twice
+/// was texted once. Phones with a storm or a deletion are left out (their later keywords or the
+/// deletion decide their consent).
+async fn calls_seen(
+    local: &LocalHandle,
+    carts: &[CartPlan],
+    inputs: &Inputs,
+    lived: &[calls::CallLived],
+) -> Result<calls::CallsSeen, SoakError> {
+    let by_phone: HashMap<&str, &CartPlan> = carts.iter().map(|c| (c.phone.as_str(), c)).collect();
+    let mut seen = calls::CallsSeen { placed: local.sandbox.calls().len() as u64, ..Default::default() };
+    let link_step = callfy_shared::domain::voice::LINK_STEP_BASE + 1;
+    let mut link_texts: HashMap<usize, u64> = HashMap::new();
+    for s in inputs.sent.iter().filter(|s| s.step == link_step) {
+        if let Some(cart) = s.cart {
+            *link_texts.entry(cart).or_default() += 1;
+        }
+    }
+    for call in lived {
+        *seen.by_script.entry(call.script).or_default() += 1;
+        seen.connected += u64::from(call.connected);
+        seen.errors += u64::from(call.error.is_some());
+        let Some(plan) = by_phone.get(call.to.as_str()) else { continue };
+        if call.connected && call.script == calls::Script::LinkTwice {
+            seen.link_calls += 1;
+            let n = link_texts.get(&plan.idx).copied().unwrap_or_default();
+            seen.link_texts += n;
+            if n > 1 {
+                seen.link_texted_twice.push(call.sid.clone());
+            }
+        }
+        let Some((_, texts)) = call.script.opts_out().filter(|_| call.opt_out_said.is_some()) else { continue };
+        seen.opt_outs_said += 1;
+        seen.opt_outs_confirmed += u64::from(call.opt_out_confirmed);
+        let outcome = inputs.carts.get(plan.idx);
+        if outcome.is_some_and(|o| !o.storm.is_empty() || o.deletion.is_some()) {
+            continue;
+        }
+        let m = MerchantId::parse(plan.platform.merchant_id()).map_err(|e| SoakError::Setup(e.to_string()))?;
+        let phone = Phone::parse(&plan.phone, None).map_err(|e| SoakError::Setup(e.to_string()))?;
+        let store = local.store();
+        let mut wrong = Vec::new();
+        if store.consent_state(&m, &phone, Channel::Voice).await?.status != ConsentStatus::OptedOut {
+            wrong.push("calls not opted out");
+        }
+        if store.suppression(&m, &phone, Channel::Voice).await?.is_none() {
+            wrong.push("no suppression record for calls");
+        }
+        if texts && store.consent_state(&m, &phone, Channel::Sms).await?.status != ConsentStatus::OptedOut {
+            wrong.push("texts not opted out");
+        }
+        if !wrong.is_empty() {
+            seen.opt_outs_not_recorded.push((call.sid.clone(), wrong.join(", ")));
+        }
+    }
+    Ok(seen)
 }
 
 /// Every string an item holds, keys included, one after another.

@@ -40,6 +40,13 @@ pub struct TwilioFaults {
     pub accepted: u64,
 }
 
+/// The voice agent's `PostToConnection` calls while the campaign ran, and those faulted.
+pub struct RelayFaults {
+    pub posts: u64,
+    pub delivered_but_failed: u64,
+    pub refused: u64,
+}
+
 pub struct Polls {
     pub received: u64,
     pub succeeded: u64,
@@ -56,6 +63,7 @@ pub struct Figures<'a> {
     pub counts: BTreeMap<Kind, KindCounts>,
     pub aws: AwsFaults,
     pub twilio: TwilioFaults,
+    pub relay: RelayFaults,
     pub polls: Polls,
     pub under_faults: Throughput,
     pub total_seconds: f64,
@@ -225,6 +233,16 @@ impl Figures<'_> {
             faulted,
             pct(faulted, t.calls)
         );
+        let r = &self.relay;
+        let _ = writeln!(
+            s,
+            "| voice agent `PostToConnection`: delivered with the answer lost {}, refused {} | {} | {} ({}) |",
+            r.delivered_but_failed,
+            r.refused,
+            r.posts,
+            r.delivered_but_failed + r.refused,
+            pct(r.delivered_but_failed + r.refused, r.posts)
+        );
         let by_op: Vec<String> = w.kills_by_op.iter().map(|(op, n)| format!("{op} {n}")).collect();
         let _ = writeln!(
             s,
@@ -354,6 +372,30 @@ impl Figures<'_> {
             v.purge_items,
             v.purge_unaudited.len(),
             ok(v.purge_unaudited.is_empty())
+        );
+        let c = &v.calls;
+        let scripts: Vec<String> = crate::calls::Script::ALL
+            .iter()
+            .map(|k| format!("{} {}", k.name(), c.by_script.get(k).copied().unwrap_or_default()))
+            .collect();
+        let _ = writeln!(
+            s,
+            "| voice agent calls: every opt-out said is recorded (calls opted out and suppressed, texts too for \
+             \"stop\"), whatever the relay answered; a link asked for twice is texted once | {} calls placed, {} \
+             connected to the agent ({}; {} with an error on the shopper's side); {} opt-outs said, {} confirmed by \
+             the agent, {} not recorded; {} calls asked twice for the link, {} link texts, {} texted more than once \
+             | {} |",
+            c.placed,
+            c.connected,
+            scripts.join(", "),
+            c.errors,
+            c.opt_outs_said,
+            c.opt_outs_confirmed,
+            c.opt_outs_not_recorded.len(),
+            c.link_calls,
+            c.link_texts,
+            c.link_texted_twice.len(),
+            ok(c.opt_outs_not_recorded.is_empty() && c.link_texted_twice.is_empty())
         );
         let _ = writeln!(
             s,

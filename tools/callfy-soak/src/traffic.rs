@@ -21,6 +21,9 @@ const BC_SECRET: &str = "callfy-soak-bc-secret-0000001";
 const CUSTOM_SECRET: &str = "whsec_Y2FsbGZ5LXNvYWstY3VzdG9tLXNlY3JldC0wMDAwMDE=";
 /// The discount code of the flow's second step: it tells the steps' messages apart.
 pub const STEP2_CODE: &str = "SOAK2";
+/// The discount code of the agent's call step: the link a shopper asks for on the call carries it.
+pub const CALL_CODE: &str = "SOAKV";
+const VOICE_CONSENT_ATTRIBUTE: &str = "callfy_voice_consent";
 /// The number a shopper texts (the Messaging Service's pool number).
 pub const POOL_NUMBER: &str = "+15005550006";
 
@@ -66,10 +69,15 @@ impl Platform {
     }
 
     /// The merchant profile the campaign registers: a two-step flow (at once, then a minute
-    /// later with a code), no merchant quiet hours, and a pumping guard sized for the load.
-    pub fn merchant(self, flow_steps: u8) -> Value {
+    /// later with a code), no merchant quiet hours, and a pumping guard sized for the load. With
+    /// `agent_calls`, the Shopify merchant's second step is a call by the voice agent, consented
+    /// to with a checkout box the merchant renders next to its consent text.
+    pub fn merchant(self, flow_steps: u8, agent_calls: bool) -> Value {
         let mut flow = vec![json!({ "after_minutes": 0, "channel": "sms" })];
-        if flow_steps > 1 {
+        let call = agent_calls && self == Self::Shopify;
+        if flow_steps > 1 && call {
+            flow.push(json!({ "after_minutes": 1, "channel": "voice", "discount_code": CALL_CODE }));
+        } else if flow_steps > 1 {
             flow.push(json!({ "after_minutes": 1, "channel": "sms", "discount_code": STEP2_CODE }));
         }
         let mut m = json!({
@@ -91,6 +99,17 @@ impl Platform {
             // The campaign checks delivery, not each merchant's share of the API.
             "api_limit": { "rate_per_second": 1000, "burst": 10_000 },
         });
+        if call {
+            m["voice_from"] = POOL_NUMBER.into();
+            m["voice"] = json!({
+                "agent": "callfy",
+                "voicemail": false,
+                "consent_attribute": VOICE_CONSENT_ATTRIBUTE,
+                "consent_text": "Call me about my cart with an automated assistant. Consent is not a condition of purchase.",
+                "consent_attribute_rendered": true,
+                "time_limit_seconds": 300,
+            });
+        }
         match self {
             Self::Shopify => m["shop_domain"] = SHOP_DOMAIN.into(),
             Self::WooCommerce => {
@@ -349,6 +368,11 @@ pub fn cart_delivery(plan: &CartPlan, kind: Kind, version: u32, at: DateTime<Utc
             c["abandoned_checkout_url"] = plan.url().into();
             c["line_items"][0]["quantity"] = quantity.into();
             c["client_details"] = json!({ "browser_ip": format!("198.51.100.{}", plan.idx % 250 + 1) });
+            // The box for the agent's calls, ticked with the texts' (read only where the merchant
+            // calls).
+            if plan.consent {
+                c["note_attributes"] = json!([{ "name": VOICE_CONSENT_ATTRIBUTE, "value": "yes" }]);
+            }
             let body = json_body(&c);
             let topic = if kind == Kind::Create { "checkouts/create" } else { "checkouts/update" };
             shopify(kind, topic, uid, body)
@@ -617,7 +641,7 @@ mod tests {
     #[test]
     fn merchants_validate() {
         for p in Platform::ALL {
-            let m = p.merchant(2).to_string();
+            let m = p.merchant(2, true).to_string();
             callfy_shared::domain::merchant::Merchant::from_json(&m).unwrap_or_else(|e| panic!("{p:?}: {e}"));
         }
     }
