@@ -676,6 +676,36 @@ mod agent {
     }
 
     #[tokio::test]
+    async fn a_spoken_stop_is_heard_through_a_failed_read_and_its_copy_covers_calls_and_texts() {
+        let (mem, m, r) = seeded().await;
+        let (model, relay, sms, queue) =
+            (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
+        let agent = agent_over(&mem, &model, &relay, &sms, &queue);
+        agent.connect(CONN, &r, t0()).await.unwrap();
+        agent.message(CONN, &setup_msg(), t0()).await.unwrap();
+        // The session's first read fails (a throttled call the SDK gave up on), and every
+        // inline ledger write fails: nobody resends the words, so the queued copy must hold both.
+        mem.fail("connection", 1);
+        mem.fail("record_consent", 100);
+        agent.message(CONN, &prompt("Stop."), t0()).await.unwrap();
+        assert!(relay.ended().is_some_and(|h| h.contains("opted_out")), "{:?}", relay.ended());
+        let queued = queue.opt_outs.lock().unwrap().clone();
+        assert_eq!(queued.len(), 1, "one durable copy");
+        let mut channels = queued[0].channels.clone();
+        channels.sort_by_key(|c| c.as_str());
+        assert_eq!(channels, vec![Channel::Sms, Channel::Voice]);
+        assert_eq!(queued[0].spoken.as_ref().and_then(|s| s.words.as_deref()), Some("Stop."));
+        // The worker's replay, once storage is back, records both.
+        mem.fail("record_consent", 0);
+        assert!(voice::apply_key_opt_out(&mem, &m, &queued[0], true).await.unwrap());
+        for channel in [Channel::Sms, Channel::Voice] {
+            let (state, ledger) = mem.ledger(&r.merchant_id, &phone(), channel);
+            assert_eq!(state.status, ConsentStatus::OptedOut, "{channel:?}");
+            assert_eq!(ledger.last().unwrap().event.source, ConsentSource::Spoken);
+        }
+    }
+
+    #[tokio::test]
     async fn key_9_is_honoured_even_when_the_cart_can_no_longer_be_read() {
         let (mem, _, r) = seeded().await;
         let (model, relay, sms, queue) =

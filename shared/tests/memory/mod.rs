@@ -1217,6 +1217,8 @@ impl OutreachWrites for Memory {
 pub struct Queue {
     pub jobs: Arc<Mutex<Vec<OutreachJob>>>,
     pub work: Arc<Mutex<Vec<String>>>,
+    /// The opt-outs heard on calls, as queued.
+    pub opt_outs: Arc<Mutex<Vec<KeyOptOut>>>,
     pub down: Arc<Mutex<bool>>,
 }
 
@@ -1267,6 +1269,7 @@ impl WorkQueue for Queue {
     async fn enqueue_key_opt_out(&self, o: &KeyOptOut, _: i32) -> Result<String, PortError> {
         self.check()?;
         self.work.lock().unwrap().push(o.call_sid.clone());
+        self.opt_outs.lock().unwrap().push(o.clone());
         Ok("key".into())
     }
 }

@@ -95,7 +95,7 @@ impl Figures<'_> {
             "`{}` (seed {}), {} on this machine ({} s in all). Faults while on: {:.0} % of DynamoDB calls \
              throttled, {:.0} % of SQS calls 5xx, {:.1} % of DynamoDB writes that apply once and {:.1} % of SQS \
              deletes applied with their answer lost, {:.1} % of writes followed by a kill of the function, {:.0} % of Twilio calls 429 / 5xx / timeout / accept-then-hang \
-             (Twilio timeout {} ms). {:.0} % of deliveries redelivered; {} senders, {} worker pollers, a {}-step flow; \
+             (Twilio timeout {} ms), {:.0} % of the voice agent's relay posts refused or delivered with their answer lost. {:.0} % of deliveries redelivered; {} senders, {} worker pollers, a {}-step flow; \
              {:.0} % of phones with a STOP/START storm, {:.0} % with a data-subject deletion; a retention run {}.\n",
             a.command,
             a.seed,
@@ -108,6 +108,7 @@ impl Figures<'_> {
             a.kills * 100.0,
             a.twilio_faults * 100.0,
             a.twilio_timeout_ms,
+            if a.agent_calls { a.relay_faults * 100.0 } else { 0.0 },
             a.redeliver * 100.0,
             a.senders,
             a.pollers,
@@ -144,7 +145,11 @@ impl Figures<'_> {
              counts as acknowledged when answered 200, a START as honoured when the answer confirms the re-subscription \
              (a START answered with nothing may still be applied by its queued copy, so it fixes nothing). Another share \
              get a data-subject deletion (the consent API's route; for the Shopify merchant a signed `customers/redact`, \
-             carried out by the worker, whose status is then read until done). The retention purge runs in-process on \
+             carried out by the worker, whose status is then read until done). The Shopify merchant's second \
+             step is a call by the voice agent (scripted model): the sandbox picks up every call (the signed answer \
+             webhook, ConversationRelay opened to the agent, `setup`), and the shopper asks for the link twice, says \
+             \"Please stop calling me.\" or \"Stop.\", or declines; while the faults are on, a share of the agent's \
+             `PostToConnection` calls are refused or delivered with their answer lost. The retention purge runs in-process on \
              a timer, faults on or off, each run ended at the purger's timeout if it has not returned. Then the faults \
              stop, the last carts are sent (their answers must hold no 5xx) and the queue is drained, dead-letter queue \
              included. The checks read the table (one scan of the step records), the sandbox's records and the \
@@ -267,7 +272,7 @@ impl Figures<'_> {
         );
         let _ = writeln!(
             s,
-            "| messages accepted by Twilio | {} | {:.2} |",
+            "| messages and calls accepted by Twilio | {} | {:.2} |",
             f.sends,
             Throughput::per_second(f.sends, f.seconds)
         );
@@ -280,7 +285,7 @@ impl Figures<'_> {
         let _ = writeln!(
             s,
             "The worker took {} jobs in all ({} done, {} handed back for a retry, {} polls failed at SQS); Twilio \
-             accepted {} messages, {} of them cart messages.\n",
+             accepted {} messages and calls, {} of them for a cart.\n",
             self.polls.received, self.polls.succeeded, self.polls.failed, self.polls.errors, t.accepted, self.messages
         );
         let ops: Vec<String> = self.ops.iter().take(8).map(|(op, n)| format!("{op} {n}")).collect();
