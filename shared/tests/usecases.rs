@@ -706,6 +706,33 @@ mod agent {
     }
 
     #[tokio::test]
+    async fn a_setup_that_cannot_be_stored_ends_the_session_and_a_stop_said_meanwhile_still_counts() {
+        let (mem, _, r) = seeded().await;
+        let (model, relay, sms, queue) =
+            (ScriptedModel::default(), Relay::default(), Telephony::default(), Queue::default());
+        let agent = agent_over(&mem, &model, &relay, &sms, &queue);
+        agent.connect(CONN, &r, t0()).await.unwrap();
+        // Two storage errors are ridden out: the session opens.
+        mem.fail("open_session", 2);
+        agent.message(CONN, &setup_msg(), t0()).await.unwrap();
+        assert!(relay.ended().is_none(), "set up on the third attempt");
+
+        let (mem, _, r) = seeded().await;
+        let relay = Relay::default();
+        let agent = Agent { store: &mem, relay: &relay, ..agent };
+        agent.connect(CONN, &r, t0()).await.unwrap();
+        mem.fail("open_session", 3);
+        assert!(agent.message(CONN, &setup_msg(), t0()).await.is_err());
+        assert!(relay.ended().is_some_and(|h| h.contains("failed")), "not left open with nobody behind it");
+        // Words that crossed the `end` on the wire: recorded for the number the call's cart holds.
+        agent.message(CONN, &prompt("Please stop calling me"), t0()).await.unwrap();
+        assert_eq!(mem.ledger(&r.merchant_id, &phone(), Channel::Voice).0.status, ConsentStatus::OptedOut);
+        assert_eq!(mem.ledger(&r.merchant_id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedIn);
+        let queued = queue.opt_outs.lock().unwrap().clone();
+        assert_eq!(queued.last().map(|o| o.call_sid.as_str()), Some(format!("ws:{CONN}").as_str()));
+    }
+
+    #[tokio::test]
     async fn key_9_is_honoured_even_when_the_cart_can_no_longer_be_read() {
         let (mem, _, r) = seeded().await;
         let (model, relay, sms, queue) =

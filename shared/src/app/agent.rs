@@ -35,6 +35,8 @@ pub const TURN_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_MERCHANT_DAILY_TOKENS: u64 = 2_000_000;
 /// How long a message that overtook its session's `setup` waits for it (20 × 50 ms).
 const SETUP_WAIT_TRIES: u32 = 20;
+/// `setup` attempts before a session that could not be opened is ended.
+const SETUP_ATTEMPTS: u32 = 3;
 const SETUP_WAIT_STEP: Duration = Duration::from_millis(50);
 /// Longest model answer, in tokens (short spoken answers).
 const MAX_ANSWER_TOKENS: u32 = 300;
@@ -84,6 +86,9 @@ struct OptOutTarget {
     merchant: crate::domain::merchant::Merchant,
     lang: Lang,
     turn: u32,
+    /// False when the connection's `setup` never opened a session (a storage error, a call not
+    /// logged yet): the opt-out is recorded for the bound cart's number, with nothing to end.
+    has_session: bool,
 }
 
 /// How streaming one model answer ended.
@@ -161,6 +166,25 @@ where
     /// `setup` must name a call we placed for this connection's cart and step; anything else
     /// ends the session. Nothing is said: Twilio has spoken our fixed greeting.
     async fn setup(&self, connection_id: &str, call_sid: &str, now: DateTime<Utc>) -> Result<(), VoiceError> {
+        // Nobody resends `setup`: a storage error is tried again, then the session is ended
+        // rather than left open with nobody behind it (an opt-out said meanwhile still counts).
+        let mut result = self.try_setup(connection_id, call_sid, now).await;
+        for _ in 1..SETUP_ATTEMPTS {
+            match &result {
+                Err(VoiceError::Port(e)) if e.is_transient() => {
+                    warn!(error = %redact(&chain(e)), "agent setup failed; trying again");
+                    result = self.try_setup(connection_id, call_sid, now).await;
+                }
+                _ => break,
+            }
+        }
+        if result.is_err() {
+            self.post(connection_id, &RelayOut::end(Outcome::Failed, false)).await;
+        }
+        result
+    }
+
+    async fn try_setup(&self, connection_id: &str, call_sid: &str, now: DateTime<Utc>) -> Result<(), VoiceError> {
         let end = |why: &'static str| async move {
             warn!(reason = why, "ending an agent session at setup");
             self.post(connection_id, &RelayOut::end(Outcome::Failed, false)).await;
@@ -586,13 +610,16 @@ where
             }
         }
         info!(merchant = %m.id, call = %key.call_sid, phone = %key.phone.log_id(), scope = ?scope, source = source.as_str(), "agent: opt-out recorded");
-        if let Err(e) = self.store.finish_session(key, Outcome::OptedOut, true, true).await {
-            warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not end the session after an opt-out");
-        }
         let confirmation = opt_out_confirmation(&m.name, target.lang, scope == Scope::Calls);
-        let line = TranscriptLine { turn: target.turn, speaker: Speaker::Agent, text: confirmation.clone(), at: now };
-        if let Err(e) = self.store.append_line(key, &line).await {
-            warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not note the confirmation in the transcript");
+        if target.has_session {
+            if let Err(e) = self.store.finish_session(key, Outcome::OptedOut, true, true).await {
+                warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not end the session after an opt-out");
+            }
+            let line =
+                TranscriptLine { turn: target.turn, speaker: Speaker::Agent, text: confirmation.clone(), at: now };
+            if let Err(e) = self.store.append_line(key, &line).await {
+                warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not note the confirmation in the transcript");
+            }
         }
         self.post(connection_id, &RelayOut::Text { token: confirmation, last: true }).await;
         self.post(connection_id, &RelayOut::end(Outcome::OptedOut, false)).await;
@@ -612,9 +639,27 @@ where
                 merchant: l.ctx.merchant.merchant.clone(),
                 lang: l.session.lang,
                 turn: l.session.turn + 1,
+                has_session: true,
             }));
         }
-        let Some(key) = self.store.connection(connection_id).await?.and_then(|b| b.session) else { return Ok(None) };
+        let Some(binding) = self.store.connection(connection_id).await? else { return Ok(None) };
+        let Some(key) = binding.session else {
+            // Twilio connected this call to us (the upgrade was signed for the call's URL), but no
+            // session was opened: the words still count, for the number the call's cart holds.
+            // The connection id stands in for the call SID, which only `setup` would have told.
+            let Some(ctx) = CallContext::load(self.store, &binding.call).await? else { return Ok(None) };
+            return Ok(Some(OptOutTarget {
+                key: SessionKey {
+                    merchant_id: binding.call.merchant_id.clone(),
+                    phone: ctx.phone,
+                    call_sid: format!("ws:{connection_id}"),
+                },
+                merchant: ctx.merchant.merchant,
+                lang: Lang::En,
+                turn: 1,
+                has_session: false,
+            }));
+        };
         let Some(record) = self.store.get_merchant(&key.merchant_id).await? else { return Ok(None) };
         let session = self.store.session(&key).await?;
         Ok(Some(OptOutTarget {
@@ -622,6 +667,7 @@ where
             turn: session.as_ref().map_or(1, |s| s.turn + 1),
             key,
             merchant: record.merchant,
+            has_session: true,
         }))
     }
 

@@ -72,8 +72,14 @@ pub struct CallLived {
     /// The agent said it texted the link (first ask), and said it already had (second).
     pub link_texted_said: bool,
     pub link_already_said: bool,
+    /// The agent ended the session before the shopper had said everything (a call it could
+    /// not match to its record yet, a setup that could not be stored).
+    pub ended_early: bool,
     pub error: Option<String>,
 }
+
+/// What `said` answers once the agent has ended the session.
+const ENDED: &str = "the agent ended the session";
 
 #[derive(Debug, Default)]
 pub struct RelayFaultCounts {
@@ -145,6 +151,7 @@ async fn converse(local: &LocalHandle, sid: &str, to: &str, script: Script, epoc
         opt_out_confirmed: false,
         link_texted_said: false,
         link_already_said: false,
+        ended_early: false,
         error: None,
     };
     let sb = &local.sandbox;
@@ -154,9 +161,17 @@ async fn converse(local: &LocalHandle, sid: &str, to: &str, script: Script, epoc
             let mut handoff = None;
             match sb.relay(sid).await {
                 Ok(session) => {
+                    // Twilio speaks the greeting first; once the agent has sent `end`, the
+                    // session is over and nothing the shopper says reaches the agent.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
                     let said = |words: &'static str| {
                         let session = &session;
-                        async move { session.say(words).await }
+                        async move {
+                            if session.received().iter().any(|m| m["type"] == "end") || session.is_closed() {
+                                return Err(ENDED.to_string());
+                            }
+                            session.say(words).await
+                        }
                     };
                     let replies = match script {
                         Script::LinkTwice => {
@@ -169,9 +184,12 @@ async fn converse(local: &LocalHandle, sid: &str, to: &str, script: Script, epoc
                             r
                         }
                         Script::StopCalling | Script::Stop => {
-                            lived.opt_out_said = Some(epoch.elapsed());
                             let words = if script == Script::Stop { "Stop." } else { "Please stop calling me." };
+                            let at = epoch.elapsed();
                             let r = said(words).await;
+                            if !r.as_ref().is_err_and(|e| e == ENDED) {
+                                lived.opt_out_said = Some(at);
+                            }
                             lived.opt_out_confirmed =
                                 r.as_ref().is_ok_and(|r| r.ended.as_deref().is_some_and(|h| h.contains("opted_out")));
                             vec![r]
@@ -179,8 +197,17 @@ async fn converse(local: &LocalHandle, sid: &str, to: &str, script: Script, epoc
                         Script::Decline => vec![said("Not now, thanks").await],
                     };
                     handoff = replies.iter().rev().find_map(|r| r.as_ref().ok().and_then(|r| r.ended.clone()));
-                    if let Some(e) = replies.iter().find_map(|r| r.as_ref().err()) {
-                        lived.error = Some(e.clone());
+                    match replies.iter().find_map(|r| r.as_ref().err()) {
+                        Some(e) if e == ENDED => lived.ended_early = true,
+                        Some(e) => lived.error = Some(e.clone()),
+                        None => {}
+                    }
+                    if handoff.is_none() {
+                        handoff = session
+                            .received()
+                            .iter()
+                            .find(|m| m["type"] == "end")
+                            .map(|m| m["handoffData"].as_str().unwrap_or_default().to_string());
                     }
                     session.close();
                 }
@@ -216,5 +243,7 @@ pub struct CallsSeen {
     pub link_calls: u64,
     pub link_texts: u64,
     pub link_texted_twice: Vec<String>,
+    /// Calls the agent ended before the shopper had said everything.
+    pub ended_early: u64,
     pub errors: u64,
 }

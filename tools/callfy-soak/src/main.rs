@@ -943,6 +943,7 @@ async fn calls_seen(
         *seen.by_script.entry(call.script).or_default() += 1;
         seen.connected += u64::from(call.connected);
         seen.errors += u64::from(call.error.is_some());
+        seen.ended_early += u64::from(call.ended_early);
         let Some(plan) = by_phone.get(call.to.as_str()) else { continue };
         if call.connected && call.script == calls::Script::LinkTwice {
             seen.link_calls += 1;

@@ -387,12 +387,13 @@ impl Figures<'_> {
             s,
             "| voice agent calls: every opt-out said is recorded (calls opted out and suppressed, texts too for \
              \"stop\"), whatever the relay answered; a link asked for twice is texted once | {} calls placed, {} \
-             connected to the agent ({}; {} with an error on the shopper's side); {} opt-outs said, {} confirmed by \
+             connected to the agent ({}; {} ended by the agent before the shopper had said it all, {} with an error on the shopper's side); {} opt-outs said, {} confirmed by \
              the agent, {} not recorded; {} calls asked twice for the link, {} link texts, {} texted more than once \
              | {} |",
             c.placed,
             c.connected,
             scripts.join(", "),
+            c.ended_early,
             c.errors,
             c.opt_outs_said,
             c.opt_outs_confirmed,
@@ -457,6 +458,11 @@ impl Figures<'_> {
             let reasons: Vec<String> = v.sent_after.iter().map(|(r, n)| format!("{r} ({n})")).collect();
             let _ =
                 writeln!(s, "\nSteps sent after a failed attempt, by that attempt's reason: {}.", reasons.join(", "));
+        }
+        if !c.opt_outs_not_recorded.is_empty() {
+            let calls: Vec<String> =
+                c.opt_outs_not_recorded.iter().take(5).map(|(sid, why)| format!("{sid}: {why}")).collect();
+            let _ = writeln!(s, "\nOpt-outs said on agent calls and not recorded: {}.", calls.join("; "));
         }
         let failures = v.failures();
         if failures.is_empty() && self.drained {
