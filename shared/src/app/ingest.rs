@@ -183,17 +183,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         if crate::app::privacy::predates_deletion(deleted_at, snap.updated_at) {
             let phone = snap.phone.as_ref().map(Phone::log_id);
             info!(merchant = %m.id, phone = ?phone, "checkout from before the subject's deletion: nothing stored");
-            let write = IngestWrite {
-                merchant_id: m.id.clone(),
-                event_key: event_key.to_string(),
-                received_at: now,
-                cart: None,
-                consents: Vec::new(),
-            };
-            return Ok(match self.store.write_ingest(&write).await? {
-                IngestOutcome::Duplicate => Outcome::Duplicate,
-                IngestOutcome::Applied => Outcome::Ignored,
-            });
+            return self.mark_only(m, event_key, now).await;
         }
         let mut guard_verdict: Option<Option<Refusal>> = None;
         for _ in 0..WRITE_ATTEMPTS {
@@ -347,17 +337,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         let deleted_at = self.store.deletion_marker(&m.id, &phone).await?;
         if event.action == ConsentAction::OptIn && crate::app::privacy::predates_deletion(deleted_at, event.occurred_at)
         {
-            let write = IngestWrite {
-                merchant_id: m.id.clone(),
-                event_key: event_key.to_string(),
-                received_at: now,
-                cart: None,
-                consents: Vec::new(),
-            };
-            return Ok(match self.store.write_ingest(&write).await? {
-                IngestOutcome::Duplicate => Outcome::Duplicate,
-                IngestOutcome::Applied => Outcome::Ignored,
-            });
+            return self.mark_only(m, event_key, now).await;
         }
         for _ in 0..WRITE_ATTEMPTS {
             let state = self.store.consent_state(&m.id, &phone, channel).await?;
@@ -390,6 +370,21 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             }
         }
         Err(IngestError::Contention)
+    }
+
+    /// A delivery acknowledged with nothing applied: only its dedupe marker is written.
+    async fn mark_only(&self, m: &Merchant, event_key: &str, now: DateTime<Utc>) -> Result<Outcome, IngestError> {
+        let write = IngestWrite {
+            merchant_id: m.id.clone(),
+            event_key: event_key.to_string(),
+            received_at: now,
+            cart: None,
+            consents: Vec::new(),
+        };
+        Ok(match self.store.write_ingest(&write).await? {
+            IngestOutcome::Duplicate => Outcome::Duplicate,
+            IngestOutcome::Applied => Outcome::Ignored,
+        })
     }
 
     /// Stores a privacy request or an uninstall with the delivery's dedupe marker, for the
