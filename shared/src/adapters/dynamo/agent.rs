@@ -24,22 +24,6 @@ fn av<T: Serialize>(v: &T) -> Result<AttributeValue, PortError> {
     serde_dynamo::to_attribute_value(v).map_err(|e| PortError::Encode(e.to_string()))
 }
 
-fn conditional<T, E, R>(res: Result<T, SdkError<E, R>>, op: &'static str) -> Result<Option<T>, PortError>
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
-{
-    match res {
-        Ok(v) => Ok(Some(v)),
-        Err(e)
-            if e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException") =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(aws(op, e)),
-    }
-}
-
 impl Store {
     /// An update of the session item (`#pk` names its key attribute for the conditions).
     fn update_session(

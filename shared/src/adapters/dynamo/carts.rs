@@ -122,11 +122,8 @@ impl Store {
             .expression_attribute_values(":t", AttributeValue::Bool(true))
             .send()
             .await;
-        match res {
-            Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
-            Err(e) => Err(aws("UpdateItem", e)),
-        }
+        // A cart deleted meanwhile has nothing to mark.
+        conditional(res, "UpdateItem").map(|_| ())
     }
 
     pub async fn set_last_message_at(

@@ -311,3 +311,21 @@ fn cancellation_codes<R>(
         _ => None,
     }
 }
+
+/// A conditional write's answer: `None` when its condition failed (the item is not as the
+/// caller expected), the SDK's error otherwise.
+pub(super) fn conditional<T, E, R>(res: Result<T, SdkError<E, R>>, op: &'static str) -> Result<Option<T>, PortError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match res {
+        Ok(v) => Ok(Some(v)),
+        Err(e)
+            if e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(aws(op, e)),
+    }
+}
