@@ -114,12 +114,45 @@ async fn merchants_round_trip_with_lookup_by_shop_and_hashed_api_keys() {
 }
 
 #[tokio::test]
+async fn an_ingest_write_holds_only_while_the_deletion_markers_are_as_read() {
+    let (store, _) = store("ad-ingest-deleted").await;
+    let m = MerchantId::parse("snowdevil").unwrap();
+    let c = new_cart("tok-1", t0());
+    let phone = c.phone.clone().unwrap();
+    let write = |seen: Option<DateTime<Utc>>| IngestWrite {
+        deletions_seen: vec![(phone.clone(), seen)],
+        merchant_id: m.clone(),
+        event_key: "shopify#e1".into(),
+        received_at: t0(),
+        cart: Some((c.clone(), None)),
+        consents: Vec::new(),
+    };
+    // Read "no deletion", then a deletion lands before the write: refused, nothing of it stored.
+    let deleted_at = t0() + Duration::milliseconds(1_500);
+    store.put_deletion_marker(&m, &phone, deleted_at).await.unwrap();
+    assert!(matches!(store.write_ingest(&write(None)).await, Err(PortError::Conflict)));
+    assert!(store.get_cart(&m, &c.token).await.unwrap().is_none(), "no cart");
+    assert_eq!(store.cart_token_for_checkout(&m, "42").await.unwrap(), None, "no pointer");
+    // A marker read as it stands (a checkout made after the deletion) lets it through, with its
+    // dedupe marker: nothing of the refused attempt was left behind.
+    let read = store.deletion_marker(&m, &phone).await.unwrap();
+    assert_eq!(read, Some(deleted_at));
+    assert_eq!(store.write_ingest(&write(read)).await.unwrap(), IngestOutcome::Applied);
+    assert_eq!(store.write_ingest(&write(read)).await.unwrap(), IngestOutcome::Duplicate);
+    // A second deletion moves the marker: what was read before no longer holds.
+    let again = IngestWrite { event_key: "shopify#e2".into(), cart: None, ..write(read) };
+    store.put_deletion_marker(&m, &phone, deleted_at + Duration::days(1)).await.unwrap();
+    assert!(matches!(store.write_ingest(&again).await, Err(PortError::Conflict)));
+}
+
+#[tokio::test]
 async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
     let (store, _) = store("ad-ingest").await;
     let m = MerchantId::parse("snowdevil").unwrap();
     let c = new_cart("tok-1", t0());
     let phone = c.phone.clone().unwrap();
     let write = IngestWrite {
+        deletions_seen: Vec::new(),
         merchant_id: m.clone(),
         event_key: "shopify#e1".into(),
         received_at: t0(),
@@ -143,6 +176,7 @@ async fn ingest_writes_are_atomic_deduplicated_and_versioned() {
     stale.version = 2;
     stale.total_price = Some("99.00".into());
     let conflict = IngestWrite {
+        deletions_seen: Vec::new(),
         event_key: "shopify#e2".into(),
         cart: Some((stale.clone(), Some(7))),
         consents: Vec::new(),

@@ -65,6 +65,7 @@ async fn seed_cart(local: &LocalHandle, token: &CartToken, phone: Option<&Phone>
     local
         .store()
         .write_ingest(&IngestWrite {
+            deletions_seen: Vec::new(),
             merchant_id: m,
             event_key: unique("test"),
             received_at: t0(),

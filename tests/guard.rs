@@ -167,6 +167,7 @@ async fn fifty_concurrent_claims_against_a_sharded_budget_of_twenty_claim_exactl
             purge_at: t0() + chrono::Duration::days(730),
         };
         let write = IngestWrite {
+            deletions_seen: Vec::new(),
             merchant_id: m.clone(),
             event_key: unique("budget50"),
             received_at: t0(),

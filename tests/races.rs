@@ -349,6 +349,7 @@ async fn second_cart(local: &LocalHandle, token: &str) -> CartToken {
     let mut cart = new_cart(token, t0());
     cart.checkout_id = None;
     let write = callfy_shared::adapters::store::IngestWrite {
+        deletions_seen: Vec::new(),
         merchant_id: ids().0,
         event_key: unique("test"),
         received_at: t0(),

@@ -55,6 +55,7 @@ async fn world(prefix: &str, flow: serde_json::Value, consent: Option<ConsentAct
     local
         .store()
         .write_ingest(&IngestWrite {
+            deletions_seen: Vec::new(),
             merchant_id: merchant.clone(),
             event_key: unique("test"),
             received_at: t0(),
@@ -230,6 +231,7 @@ async fn a_second_abandonment_within_a_day_waits_for_the_frequency_cap() {
     w.clock.advance(Duration::hours(2));
     let second = new_cart(&unique("tok"), t0() + Duration::hours(2));
     let write = IngestWrite {
+        deletions_seen: Vec::new(),
         merchant_id: w.merchant.clone(),
         event_key: unique("test"),
         received_at: t0() + Duration::hours(2),

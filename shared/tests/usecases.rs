@@ -392,6 +392,55 @@ async fn a_deletion_whose_recordings_cannot_be_deleted_keeps_the_opt_out_marker_
 }
 
 #[tokio::test]
+async fn a_deletion_landing_between_the_marker_read_and_the_cart_write_keeps_the_number_out() {
+    let mem = Memory::default();
+    let queue = Queue::default();
+    let r = record();
+    let ingest = Ingest { store: &mem, queue: &queue };
+    let signal = ConsentSignal {
+        action: ConsentAction::OptIn,
+        occurred_at: t0(),
+        evidence: Evidence { consent_text: Some("Text me".into()), ..Default::default() },
+    };
+    let event = PlatformEvent::CartUpserted { snapshot: Box::new(snapshot("tok-d", t0())), consent: Some(signal) };
+    // The checkout read "no deletion"; the person's deletion writes its marker before the cart lands.
+    let id = r.merchant.id.clone();
+    mem.before("write_ingest", move |mem| {
+        let key = (id.to_string(), PHONE.to_string());
+        mem.state.lock().unwrap().deletion_markers.insert(key, t0() + chrono::Duration::minutes(5));
+    });
+    let outcome = ingest.apply(&r, "shopify#e-d", event, t0()).await.unwrap();
+    assert_eq!(outcome.as_str(), "ignored", "acknowledged with only its dedupe marker");
+    let s = mem.state.lock().unwrap();
+    assert!(s.carts.is_empty(), "the deleted number is not stored again");
+    assert!(s.consent.is_empty(), "its ticked box applies nothing");
+    assert!(s.events.contains(&(r.merchant.id.to_string(), "shopify#e-d".into())));
+    drop(s);
+    assert!(queue.jobs.lock().unwrap().is_empty(), "nothing scheduled");
+    assert_eq!(mem.called("deletion_marker"), 2, "the refused write was decided again on the marker");
+}
+
+#[tokio::test]
+async fn a_checkout_committed_just_before_the_deletion_marker_is_found_and_erased() {
+    let mem = Memory::default();
+    let files = Telephony::default();
+    let r = record();
+    mem.add_cart(cart("tok-a"));
+    // The deletion's first look found tok-a; a checkout for the same number commits before the
+    // marker is written (after it, its write would be refused: the test above).
+    let late = cart("tok-b");
+    mem.before("put_deletion_marker", move |mem| mem.add_cart(late));
+    let privacy = Privacy { store: &mem, recordings: &files };
+    privacy.delete(&r, &Subject::Phone(phone()), "dsr_2", t0()).await.unwrap();
+    let s = mem.state.lock().unwrap();
+    for token in ["tok-a", "tok-b"] {
+        let key = (format!("K#{}#{token}", r.merchant.id), "CART".to_string());
+        assert!(s.deleted.contains(&key), "{token} erased");
+    }
+    assert!(s.deletion_markers.contains_key(&(r.merchant.id.to_string(), PHONE.into())));
+}
+
+#[tokio::test]
 async fn a_purge_run_whose_index_read_fails_records_its_error() {
     let mem = Memory::default();
     let files = Telephony::default();

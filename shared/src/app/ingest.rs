@@ -143,12 +143,12 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
     async fn voice_consent(
         &self,
         m: &Merchant,
-        phone: &Phone,
+        (phone, deleted_at): (&Phone, Option<DateTime<Utc>>),
         snap: &CheckoutSnapshot,
         now: DateTime<Utc>,
     ) -> Result<Option<ConsentAppend>, PortError> {
         let Some(event) = m.voice.checkout_consent(&snap.attributes, snap.updated_at, now) else { return Ok(None) };
-        if crate::app::privacy::predates_deletion(self.store.deletion_marker(&m.id, phone).await?, event.occurred_at) {
+        if crate::app::privacy::predates_deletion(deleted_at, event.occurred_at) {
             return Ok(None);
         }
         let state = self.store.consent_state(&m.id, phone, Channel::Voice).await?;
@@ -173,20 +173,23 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         now: DateTime<Utc>,
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
-        let deleted_at = match &snap.phone {
-            Some(phone) => self.store.deletion_marker(&m.id, phone).await?,
-            None => None,
-        };
-        // A copy of a checkout from before the person's data was deleted on request (a late
-        // retry, a resend): storing it would bring the deleted number back. Only the delivery's
-        // dedupe marker is kept; a checkout made after the deletion is a new one.
-        if crate::app::privacy::predates_deletion(deleted_at, snap.updated_at) {
-            let phone = snap.phone.as_ref().map(Phone::log_id);
-            info!(merchant = %m.id, phone = ?phone, "checkout from before the subject's deletion: nothing stored");
-            return self.mark_only(m, event_key, now).await;
-        }
         let mut guard_verdict: Option<Option<Refusal>> = None;
         for _ in 0..WRITE_ATTEMPTS {
+            // Read on every attempt: the write below is conditioned on what was read, so a
+            // deletion landing in between refuses it and this read sees the marker.
+            let deleted_at = match &snap.phone {
+                Some(phone) => self.store.deletion_marker(&m.id, phone).await?,
+                None => None,
+            };
+            // A copy of a checkout from before the person's data was deleted on request (a late
+            // retry, a resend): storing it would bring the deleted number back. Only the delivery's
+            // dedupe marker is kept; a checkout made after the deletion is a new one.
+            if crate::app::privacy::predates_deletion(deleted_at, snap.updated_at) {
+                let phone = snap.phone.as_ref().map(Phone::log_id);
+                info!(merchant = %m.id, phone = ?phone, "checkout from before the subject's deletion: nothing stored");
+                return self.mark_only(m, event_key, now).await;
+            }
+            let mut deletions_seen: Vec<_> = snap.phone.iter().map(|p| (p.clone(), deleted_at)).collect();
             let existing = self.store.get_cart(&m.id, &snap.token).await?;
             let expected = existing.as_ref().map(|c| c.version);
             // A checkout older than the one we hold lost the race: its consent box is history.
@@ -209,7 +212,9 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                 let deleted_at = if snap.phone.as_ref() == Some(phone) {
                     deleted_at
                 } else {
-                    self.store.deletion_marker(&m.id, phone).await?
+                    let read = self.store.deletion_marker(&m.id, phone).await?;
+                    deletions_seen.push((phone.clone(), read));
+                    read
                 };
                 status = state.status;
                 let mut note = None;
@@ -260,7 +265,8 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             }
             let mut consents: Vec<ConsentAppend> = append.into_iter().collect();
             if let Some(phone) = cart.phone.as_ref().filter(|_| !outdated) {
-                consents.extend(self.voice_consent(m, phone, &snap, now).await?);
+                let deleted_at = deletions_seen.iter().find(|(p, _)| p == phone).and_then(|(_, at)| *at);
+                consents.extend(self.voice_consent(m, (phone, deleted_at), &snap, now).await?);
             }
             let write = IngestWrite {
                 merchant_id: m.id.clone(),
@@ -268,6 +274,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                 received_at: now,
                 cart: Some((cart.clone(), expected)),
                 consents,
+                deletions_seen,
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
@@ -332,14 +339,17 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
     ) -> Result<Outcome, IngestError> {
         let m = &merchant.merchant;
         let event = signal.event(channel, ConsentSource::PlatformConsentWebhook, now);
-        // A platform's opt-in dated before the person's data was deleted on request does not
-        // bring them back.
-        let deleted_at = self.store.deletion_marker(&m.id, &phone).await?;
-        if event.action == ConsentAction::OptIn && crate::app::privacy::predates_deletion(deleted_at, event.occurred_at)
-        {
-            return self.mark_only(m, event_key, now).await;
-        }
         for _ in 0..WRITE_ATTEMPTS {
+            // A platform's opt-in dated before the person's data was deleted on request does not
+            // bring them back; the write is conditioned on the marker as read here.
+            let mut deletions_seen = Vec::new();
+            if event.action == ConsentAction::OptIn {
+                let deleted_at = self.store.deletion_marker(&m.id, &phone).await?;
+                if crate::app::privacy::predates_deletion(deleted_at, event.occurred_at) {
+                    return self.mark_only(m, event_key, now).await;
+                }
+                deletions_seen.push((phone.clone(), deleted_at));
+            }
             let state = self.store.consent_state(&m.id, &phone, channel).await?;
             // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.
             let applies = state.accepts(&event) && !(withdraws_only && state.status != ConsentStatus::OptedIn);
@@ -356,6 +366,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                 received_at: now,
                 cart: None,
                 consents: append.into_iter().collect(),
+                deletions_seen,
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),
@@ -380,6 +391,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             received_at: now,
             cart: None,
             consents: Vec::new(),
+            deletions_seen: Vec::new(),
         };
         Ok(match self.store.write_ingest(&write).await? {
             IngestOutcome::Duplicate => Outcome::Duplicate,
@@ -521,6 +533,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                 received_at: now,
                 cart,
                 consents: Vec::new(),
+                deletions_seen: Vec::new(),
             };
             match self.store.write_ingest(&write).await {
                 Ok(IngestOutcome::Duplicate) => return Ok(Outcome::Duplicate),

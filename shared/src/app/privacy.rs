@@ -236,7 +236,22 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         request: &str,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, u64>, PrivacyError> {
-        let (phones, carts) = self.find(m, subject).await?;
+        // The markers first, then look again until no new number turns up: from its marker on,
+        // a number's checkouts and opt-ins from before the deletion are refused (their write is
+        // conditioned on the marker as read), and one committed before it is found by the next
+        // look. Each marker keeps the number's opt-out honoured after its data is gone.
+        let mut phones: Vec<Phone> = Vec::new();
+        let carts = loop {
+            let (found, carts) = self.find(m, subject).await?;
+            let new: Vec<Phone> = found.into_iter().filter(|p| !phones.contains(p)).collect();
+            if new.is_empty() {
+                break carts;
+            }
+            for phone in new {
+                self.store.put_deletion_marker(&m.id, &phone, now).await?;
+                phones.push(phone);
+            }
+        };
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();
         let mut keys: Vec<ItemKey> = Vec::new();
         for cart in &carts {
@@ -298,11 +313,7 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         if !copies.is_empty() {
             self.store.put_provider_copies(&m.id, request, &copies, now + PROVIDER_RETRY_AFTER).await?;
         }
-        // The markers first: from this moment an old ticked box cannot opt the person back in,
-        // even while the deletion is under way. Then the recordings, then the items.
-        for phone in &phones {
-            self.store.put_deletion_marker(&m.id, phone, now).await?;
-        }
+        // The recordings, then the items.
         self.recordings.delete_keys(&objects).await?;
         self.store.batch_delete(&keys).await?;
         Ok(counts)

@@ -268,6 +268,10 @@ impl CartStore for Memory {
         if w.consents.iter().any(|c| c.state.seq != seqs(&s, c)) {
             return Err(PortError::Conflict);
         }
+        if w.deletions_seen.iter().any(|(p, seen)| s.deletion_markers.get(&person(&w.merchant_id, p)) != seen.as_ref())
+        {
+            return Err(PortError::Conflict);
+        }
         for c in &w.consents {
             append_in(&mut s, c)?;
         }

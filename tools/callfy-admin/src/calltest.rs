@@ -111,6 +111,7 @@ pub async fn call_test(
         _ => Vec::new(),
     };
     let write = IngestWrite {
+        deletions_seen: Vec::new(),
         merchant_id: merchant.id.clone(),
         event_key: format!("admin#{token}"),
         received_at: now,

@@ -207,6 +207,7 @@ async fn seed(
         purge_at: at + Duration::days(730),
     };
     let write = IngestWrite {
+        deletions_seen: Vec::new(),
         merchant_id: m.clone(),
         event_key: format!("bench#{}", uuid::Uuid::new_v4().simple()),
         received_at: at,

@@ -61,6 +61,7 @@ async fn an_unanswered_second_step_is_not_taken_for_the_first_steps_message() {
         purge_at: t0() + Duration::days(730),
     };
     let write = IngestWrite {
+        deletions_seen: Vec::new(),
         merchant_id: id.clone(),
         event_key: "repro-lookup".into(),
         received_at: t0(),

@@ -109,6 +109,26 @@ impl Store {
         self.put_item(self.tagged(item, m)).await
     }
 
+    /// A transaction's check that this phone's deletion marker is still as it was read.
+    pub(super) fn deletion_unchanged(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        deleted_at: Option<DateTime<Utc>>,
+    ) -> Result<TransactWriteItem, PortError> {
+        let check = ConditionCheck::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(keys::deleted_pk(m, &phone.subject_id()), "DELETED")));
+        let check = match deleted_at {
+            None => check.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", attr::PK),
+            Some(at) => check
+                .condition_expression("#d = :d")
+                .expression_attribute_names("#d", "deleted_at")
+                .expression_attribute_values(":d", s(keys::sort_time(at))),
+        };
+        Ok(TransactWriteItem::builder().condition_check(built(check.build())?).build())
+    }
+
     /// When this phone's data was deleted at the merchant's request, if it was.
     pub async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
         let item = self.get(keys::deleted_pk(m, &phone.subject_id()), "DELETED", "GetItem").await?;
