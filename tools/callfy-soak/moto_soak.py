@@ -11,11 +11,19 @@ all-or-nothing outcome, without the copies.
 And one change to Query: moto 5 answers every Query (on the table or a GSI) by sorting the whole
 table and filtering it, so each costs time in proportion to the table and the soak slows to a
 crawl as carts accumulate. Here a table Query starts from its partition and a GSI Query from an
-index of the GSI's hash key kept up to date on every write; moto's own code then sorts, filters,
-pages and projects those candidates as before. `CALLFY_MOTO_CHECK_QUERIES=1` also runs stock
-moto's Query and fails the call when the two disagree.
+index of the GSI's hash key kept up to date on every write, each hash key's items kept in the
+order moto sorts them in (the GSI's range key, then the table's keys). A GSI Query with a range
+key takes only its page from that order, as DynamoDB reads only the sort-key range it needs: the
+items after its ExclusiveStartKey that meet its key condition, up to its Limit and one more (for
+moto to see that there is a next page). moto's own code then sorts, filters, pages and projects
+those candidates as before, except that the page is not deep-copied first: its items are only
+projected into new items or serialised, under the server's DynamoDB lock (scripts/moto_server.py).
+`CALLFY_MOTO_CHECK_QUERIES=1` also runs stock moto's Query and fails the call when the two
+disagree.
 """
+import bisect
 import copy
+import inspect
 import os
 import sys
 
@@ -23,8 +31,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import moto_server  # noqa: E402
 import moto.dynamodb.models as models  # noqa: E402
+import moto.dynamodb.models.table as table_module  # noqa: E402
 from moto.dynamodb.models import DynamoDBBackend  # noqa: E402
-from moto.dynamodb.models.dynamo_type import DynamoType  # noqa: E402
+from moto.dynamodb.models.dynamo_type import DynamoType, Item  # noqa: E402
 from moto.dynamodb.models.table import Table  # noqa: E402
 
 
@@ -38,6 +47,20 @@ class _NoTableCopies:
     def deepcopy(x, memo=None):
         if isinstance(x, Table):
             return x
+        return copy.deepcopy(x, memo)
+
+
+class _PagesNotCopied:
+    """The `copy` module as moto's Table sees it: a Query's page (a list of items) is not
+    deep-copied before it is projected and serialised."""
+
+    def __getattr__(self, name):
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(x, memo=None):
+        if isinstance(x, list) and all(isinstance(i, Item) for i in x):
+            return list(x)
         return copy.deepcopy(x, memo)
 
 
@@ -88,32 +111,50 @@ def transact_write_items(self, transact_items):
         raise
 
 
+def _sort_attrs(table, index):
+    """moto's order for a Query on this GSI: its range key, then the table's hash and range key."""
+    ranges = [k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"]
+    return ranges + [a for a in (table.hash_key_attr, table.range_key_attr) if a]
+
+
 def _index_keys(table, item):
-    """(GSI name, hash value) pairs this item is indexed under."""
+    """((GSI name, hash value), sort key) for each GSI this item is indexed under."""
     keys = []
     for index in table.global_indexes or []:
         hashes = [k["AttributeName"] for k in index.schema if k["KeyType"] == "HASH"]
-        if len(hashes) == 1 and hashes[0] in item.attrs:
-            keys.append((index.name, item.attrs[hashes[0]]))
+        if len(hashes) != 1 or hashes[0] not in item.attrs:
+            continue
+        order = tuple(item.attrs.get(a) for a in _sort_attrs(table, index))
+        # moto leaves an item without the GSI's range key out of the GSI's answers
+        if any(v is None for v in order):
+            continue
+        keys.append(((index.name, item.attrs[hashes[0]]), order))
     return keys
+
+
+def _first(entry):
+    return entry[0]
 
 
 def _reindex(table, h, r):
     """Brings the GSI index up to date for the item at (h, r), whatever happened to it."""
     idx = table.__dict__.setdefault("_callfy_idx", {})
     rev = table.__dict__.setdefault("_callfy_rev", {})
-    for old in rev.pop((h, r), ()):
+    for old, order in rev.pop((h, r), ()):
         members = idx.get(old)
-        if members is not None:
-            members.discard((h, r))
-            if not members:
-                del idx[old]
+        if members is None:
+            continue
+        i = bisect.bisect_left(members, order, key=_first)
+        if i < len(members) and members[i][1] == (h, r):
+            del members[i]
+        if not members:
+            del idx[old]
     item = _get(table, h, r)
     if item is None:
         return
     keys = _index_keys(table, item)
-    for k in keys:
-        idx.setdefault(k, set()).add((h, r))
+    for k, order in keys:
+        bisect.insort(idx.setdefault(k, []), (order, (h, r)), key=_first)
     if keys:
         rev[(h, r)] = keys
 
@@ -151,7 +192,7 @@ def update_item(self, table_name, key, *args, **kwargs):
             _reindex(table, h, r)
 
 
-def _candidates(table, hash_key, index_name, hash_key_conditions):
+def _candidates(table, hash_key, index_name, hash_key_conditions, page=None):
     """The items a Query can match, or None when this shortcut does not apply."""
     if not index_name:
         if hash_key is None or hash_key_conditions and len(hash_key_conditions) > 1:
@@ -175,11 +216,52 @@ def _candidates(table, hash_key, index_name, hash_key_conditions):
     if "_callfy_idx" not in table.__dict__:
         for item in list(_all(table)):
             _reindex(table, *_item_key(table, item))
+    entries = table.__dict__["_callfy_idx"].get((index_name, wanted), [])
+    if page is not None and len(_sort_attrs(table, index)) > (1 + bool(table.range_key_attr)):
+        return _page(table, index, entries, page)
     found = []
-    for h, r in table.__dict__["_callfy_idx"].get((index_name, wanted), ()):
+    for _, (h, r) in entries:
         item = _get(table, h, r)
         if item is not None:
             found.append(item)
+    return found
+
+
+# Key conditions whose matches start at the first item in this direction: the first item that
+# fails ends them.
+_FROM_START = {True: {"<", "<=", "LT", "LE"}, False: {">", ">=", "GT", "GE"}}
+
+
+def _page(table, index, entries, q):
+    """The candidates of one Query page from a GSI hash key's ordered items: after the
+    ExclusiveStartKey, meeting the range key condition, at most Limit + 1."""
+    forward = q["scan_index_forward"] is not False
+    start = q["exclusive_start_key"]
+    if start:
+        order = tuple(DynamoType(start[a]) if a in start else None for a in _sort_attrs(table, index))
+        if any(v is None for v in order):
+            return None
+        i = bisect.bisect_right(entries, order, key=_first) if forward else bisect.bisect_left(entries, order, key=_first) - 1
+    else:
+        i = 0 if forward else len(entries) - 1
+    step = 1 if forward else -1
+    ranges = [k["AttributeName"] for k in index.schema if k["KeyType"] == "RANGE"]
+    comparison, objs, limit = q["range_comparison"], q["range_objs"], q["limit"]
+    found, matched = [], False
+    while 0 <= i < len(entries):
+        item = _get(table, *entries[i][1])
+        i += step
+        if item is None:
+            continue
+        value = item.attrs.get(ranges[0])
+        if not comparison or (value is not None and value.compare(comparison, objs)):
+            found.append(item)
+            matched = True
+            if limit and len(found) > limit:
+                break
+        elif matched or comparison in _FROM_START[forward]:
+            # a key condition's matches are one run in key order
+            break
     return found
 
 
@@ -191,11 +273,14 @@ def _all(table):
             yield part
 
 
+_QUERY_ARGS = inspect.signature(_query)
+
+
 def query(self, *args, **kwargs):
-    # moto's backend passes hash_key and index_name positionally, the key conditions by name
-    hash_key = args[0] if args else kwargs.get("hash_key")
-    index_name = kwargs.get("index_name", args[7] if len(args) > 7 else None)
-    cands = _candidates(self, hash_key, index_name, kwargs.get("hash_key_conditions"))
+    q = _QUERY_ARGS.bind(self, *args, **kwargs).arguments
+    # one range key condition (several are for multi-attribute keys): its page is taken here
+    page = q if len(q.get("range_key_conditions") or []) <= 1 and not q.get("filter_kwargs") else None
+    cands = _candidates(self, q.get("hash_key"), q.get("index_name"), q.get("hash_key_conditions"), page)
     if cands is None:
         return _query(self, *args, **kwargs)
     cands.sort(key=lambda x: (x.hash_key, x.range_key) if x.range_key else x.hash_key)
@@ -220,6 +305,7 @@ _restore_plain = _restore
 _restore = _restore_and_reindex  # noqa: F811  (transact_write_items looks it up at call time)
 
 models.copy = _NoTableCopies()
+table_module.copy = _PagesNotCopied()
 DynamoDBBackend.transact_write_items = transact_write_items
 Table.put_item = put_item
 Table.delete_item = delete_item

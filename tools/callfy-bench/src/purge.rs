@@ -78,7 +78,7 @@ struct Files {
     queue: callfy_shared::adapters::queue::OutreachQueue,
 }
 
-/// The purge-index Queries a run makes (every shard, every page), bare, timed.
+/// The purge-index Queries a run makes (every shard, every page, the same projection), bare, timed.
 async fn bare_reads(
     ddb: &aws_sdk_dynamodb::Client,
     table: &str,
@@ -88,11 +88,14 @@ async fn bare_reads(
     {
         for shard in 0..callfy_shared::domain::retention::PURGE_SHARDS {
             let bucket = callfy_shared::domain::retention::shard_bucket(shard);
+            let (projection, names) = callfy_shared::adapters::dynamo::due_projection();
             let mut pages = ddb
                 .query()
                 .table_name(table)
                 .index_name("purge")
                 .key_condition_expression("purge_bucket = :b AND purge_at <= :t")
+                .projection_expression(projection)
+                .set_expression_attribute_names(Some(names.into_iter().collect()))
                 .expression_attribute_values(":b", AttributeValue::S(bucket))
                 .expression_attribute_values(
                     ":t",

@@ -29,11 +29,25 @@ const STOPPED_SHARD: &str = "stopped_shard";
 const STOPPED_PK: &str = "stopped_pk";
 const STOPPED_SK: &str = "stopped_sk";
 
+/// What the purger reads of a due item besides its keys and `purge_at` (and `seq`).
+const DUE_ATTRS: [&str; 8] =
+    ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at", "request"];
+
+/// The purge-index Query's projection: only what `due_item` reads (a message's body, a cart's
+/// items never travel to the purger).
+pub fn due_projection() -> (String, Vec<(String, String)>) {
+    let names: Vec<&str> = [attr::PK, attr::SK, attr::PURGE_AT, attr::SEQ].into_iter().chain(DUE_ATTRS).collect();
+    let placeholders: Vec<(String, String)> =
+        names.iter().enumerate().map(|(i, n)| (format!("#p{i}"), n.to_string())).collect();
+    let expression = placeholders.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
+    (expression, placeholders)
+}
+
 /// A purge-index item as the purger needs it.
 fn due_item(i: Item) -> Option<DueItem> {
     let text = |k: &str| get_s(&i, k).map(str::to_string);
     let mut attrs = HashMap::new();
-    for k in ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at", "request"] {
+    for k in DUE_ATTRS {
         if let Some(v) = text(k) {
             attrs.insert(k.to_string(), v);
         }
@@ -57,12 +71,15 @@ impl Store {
         after: Option<PurgeCursor>,
     ) -> Result<(Vec<DueItem>, Option<PurgeCursor>), PortError> {
         let bucket = crate::domain::retention::shard_bucket(shard);
+        let (projection, names) = due_projection();
         let mut query = self
             .client
             .query()
             .table_name(&self.table)
             .index_name(PURGE_INDEX)
             .key_condition_expression("#b = :b AND #a <= :t")
+            .projection_expression(projection)
+            .set_expression_attribute_names(Some(names.into_iter().collect()))
             .expression_attribute_names("#b", attr::PURGE_BUCKET)
             .expression_attribute_names("#a", attr::PURGE_AT)
             .expression_attribute_values(":b", s(bucket.clone()))
