@@ -207,11 +207,26 @@ impl std::io::Write for LogCapture {
     }
 }
 
+/// One capture at a time: tracing caches each callsite's interest across every live subscriber,
+/// and subscribers coming and going on other threads while a callsite is first hit can leave it
+/// muted for this one (a metric line missing from the capture).
+static CAPTURES: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A capture in force: the subscriber on this thread and the turn among captures.
+pub struct CaptureGuard {
+    _subscriber: tracing::subscriber::DefaultGuard,
+    _turn: std::sync::MutexGuard<'static, ()>,
+}
+
 impl LogCapture {
     /// Installs the functions' own log format on this thread, writing here, until the guard drops.
-    pub fn install(&self) -> tracing::subscriber::DefaultGuard {
+    pub fn install(&self) -> CaptureGuard {
+        let turn = CAPTURES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let writer = self.clone();
-        tracing::subscriber::set_default(callfy_shared::telemetry::subscriber(move || writer.clone()))
+        let subscriber = tracing::subscriber::set_default(callfy_shared::telemetry::subscriber(move || writer.clone()));
+        // Callsites first hit elsewhere before this subscriber existed are asked again.
+        tracing::callsite::rebuild_interest_cache();
+        CaptureGuard { _subscriber: subscriber, _turn: turn }
     }
 
     pub fn text(&self) -> String {
