@@ -398,3 +398,57 @@ async fn an_account_closure_redacts_twilios_copies_of_the_texts_it_erases() {
 async fn a_shop_redaction_redacts_twilios_copies_of_the_texts_it_erases() {
     erasure_redacts_twilios_copies("erase-twilio-redact", true).await;
 }
+
+/// The `lookup` index lags the table: a checkout committed a moment before a deletion may not be
+/// in it when the deletion looks. The cart's phone pointer is read consistently, so the deletion
+/// finds and erases it all the same (the lag is made here by taking the cart out of the index).
+#[tokio::test]
+async fn a_cart_not_yet_in_the_lookup_index_is_found_and_erased_by_a_deletion() {
+    let (local, clock, key, _) = seeded("dsr-lag").await;
+    let (m, phone) = ids();
+    let token = callfy_shared::CartToken::parse("cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c").unwrap();
+    let ddb = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    ddb.update_item()
+        .table_name(local.store().table())
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("K#{m}#{token}")))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S("CART".into()))
+        .update_expression("REMOVE gsi1pk, gsi1sk")
+        .send()
+        .await
+        .unwrap();
+    let found = local.store().carts_for_phone(&m, &phone).await.unwrap();
+    assert_eq!(found.len(), 1, "found through its pointer");
+    clock.set(t0() + Duration::hours(2));
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    assert_eq!(answer["counts"]["cart"].as_u64(), Some(1), "{answer}");
+    assert!(local.store().get_cart(&m, &token).await.unwrap().is_none(), "the cart is erased");
+    let held = items_holding(&local, "4155552671").await;
+    assert!(held.is_empty(), "items holding the deleted number: {held:?}");
+    local.shutdown().await;
+}
+
+/// A cart whose number changed keeps the old number's pointer until that number's deletion,
+/// which removes it and leaves the cart (now another person's number) alone.
+#[tokio::test]
+async fn a_deletion_removes_a_stale_pointer_and_leaves_the_cart_that_moved_to_another_number() {
+    let (local, clock, key, _) = seeded("dsr-moved").await;
+    let (m, _) = ids();
+    let token = callfy_shared::CartToken::parse("cd8e6f2f1c0b4a2e9d6c7b8a9f0e1d2c").unwrap();
+    let later = t0() + Duration::minutes(30);
+    clock.set(later);
+    let moved: Value =
+        serde_json::from_str(&checkout(later).to_string().replace("+14155552671", "+14155550199")).unwrap();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &moved).await.0, 200);
+    let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert_eq!(cart.phone.as_ref().map(Phone::as_str), Some("+14155550199"));
+    assert!(!items_holding(&local, "N#snowdevil#+14155552671").await.is_empty(), "the old number's pointer");
+    clock.set(t0() + Duration::hours(2));
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let held = items_holding(&local, "4155552671").await;
+    assert!(held.is_empty(), "items holding the deleted number: {held:?}");
+    let kept = local.store().get_cart(&m, &token).await.unwrap().expect("the other number's cart stays");
+    assert_eq!(kept.phone.as_ref().map(Phone::as_str), Some("+14155550199"));
+    local.shutdown().await;
+}

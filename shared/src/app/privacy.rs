@@ -265,6 +265,9 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         let mut objects = Vec::new();
         let mut copies: Vec<ProviderCopy> = Vec::new();
         for phone in &phones {
+            keys.extend(self.store.phone_pointer_keys(&m.id, phone).await?);
+        }
+        for phone in &phones {
             for record in self.store.customer_records(&m.id, phone).await? {
                 copies.extend(provider_copy(&record));
                 match &record.data {

@@ -89,12 +89,12 @@ impl PurgeKind {
 }
 
 impl PurgeKind {
-    /// The kind of an item by its whole key: an email pointer (`Q#…`) lives and goes as long as
-    /// its cart.
+    /// The kind of an item by its whole key: an email or phone pointer (`Q#…`, `N#…`) lives and
+    /// goes as long as its cart.
     /// A customer's `SENDER#` item (which sender texted the phone) lives and goes as long as the
     /// SMS log.
     pub fn of_key(pk: &str, sk: &str) -> Self {
-        if pk.starts_with("Q#") {
+        if pk.starts_with("Q#") || pk.starts_with("N#") {
             Self::Cart
         } else if pk.starts_with("C#") && sk.starts_with("SENDER#") {
             Self::SmsLog
@@ -245,6 +245,7 @@ mod tests {
         );
         assert!(shortening(&new, &old).iter().all(|(k, _)| *k == PurgeKind::Recording || *k == PurgeKind::Transcript));
         assert_eq!(PurgeKind::of_key("Q#m#abc", "CART#t"), PurgeKind::Cart);
+        assert_eq!(PurgeKind::of_key("N#m#+14155552671", "CART#t"), PurgeKind::Cart);
     }
 
     #[test]

@@ -415,6 +415,13 @@ pub trait PrivacyStore: Send + Sync {
     /// Everything stored for one cart: its partition (cart, steps) and its checkout and email
     /// pointers.
     fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
+    /// Every pointer under a phone's number, stale ones included (a cart whose number changed
+    /// since), so a deletion leaves no key naming it.
+    fn phone_pointer_keys(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+    ) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
     /// The email pointers of `email` to each of `tokens`.
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey>;
     /// After a deletion: the phone's opt-out outlives its data. Only an HMAC of the number is

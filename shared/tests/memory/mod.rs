@@ -870,6 +870,10 @@ impl PrivacyStore for Memory {
         self.enter("cart_keys")?;
         Ok(vec![(format!("K#{m}#{}", cart.token), "CART".into())])
     }
+    async fn phone_pointer_keys(&self, _: &MerchantId, _: &Phone) -> Result<Vec<ItemKey>, PortError> {
+        self.enter("phone_pointer_keys")?;
+        Ok(Vec::new())
+    }
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey> {
         tokens.iter().map(|t| (format!("E#{m}#{email}"), format!("CART#{t}"))).collect()
     }

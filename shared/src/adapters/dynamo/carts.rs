@@ -66,6 +66,18 @@ impl Store {
                 };
                 items.push(put(&self.table, ptr, None, &[], &[])?);
             }
+            // And by its number, read consistently (a deletion's look right after its marker
+            // must see a cart committed before it; the `lookup` index may not yet).
+            if let Some(phone) = &cart.phone {
+                let mut ptr = key(keys::phone_pointer_pk(&w.merchant_id, phone), keys::cart_lookup_sk(&cart.token));
+                ptr.insert("token".into(), s(cart.token.as_str()));
+                let ptr = self.tagged(ptr, &w.merchant_id);
+                let ptr = match cart.purge_at {
+                    Some(at) => self.with_purge(ptr, at),
+                    None => ptr,
+                };
+                items.push(put(&self.table, ptr, None, &[], &[])?);
+            }
             // And by the platform's customer id (Shopify's `customers/redact` names it).
             if let Some(id) = &cart.customer_id {
                 let pk = keys::email_pk(&w.merchant_id, &crate::domain::cart::customer_ref(id));
@@ -171,10 +183,22 @@ impl Store {
         Ok(())
     }
 
-    /// The tokens of this phone's carts at this merchant.
+    /// The tokens of this phone's carts at this merchant: its pointers (consistent) and the
+    /// `lookup` index (carts written before the pointers existed). A pointer may outlive the
+    /// cart's hold on the number (an update that changed it): callers check the cart's phone.
     pub async fn cart_tokens_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<CartToken>, PortError> {
-        let items = self.query_lookup(keys::phone_lookup(m, phone)).await?;
-        Ok(items.iter().filter_map(|i| get_s(i, "token")).filter_map(|t| CartToken::parse(t).ok()).collect())
+        let mut items = self.query_prefix(keys::phone_pointer_pk(m, phone), "CART#").await?;
+        items.extend(self.query_lookup(keys::phone_lookup(m, phone)).await?);
+        let mut tokens: Vec<CartToken> =
+            items.iter().filter_map(|i| get_s(i, "token")).filter_map(|t| CartToken::parse(t).ok()).collect();
+        tokens.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        tokens.dedup();
+        Ok(tokens)
+    }
+
+    /// Every pointer under this phone's number, stale ones included.
+    pub async fn phone_pointer_keys(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<ItemKey>, PortError> {
+        self.partition_keys(&keys::phone_pointer_pk(m, phone)).await
     }
 
     /// After an account closes: skips every step not yet claimed on the merchant's open carts

@@ -6,6 +6,7 @@
 //! | `M#{merchant}`                  | `PROFILE`               | merchant profile, status, API key hash | `SHOP#{domain}` / `M#{merchant}`      |
 //! | `Z#{merchant}`                  | `SECRETS`               | webhook secret, store API token (only webhook ingest may read `Z#` keys) |                                       |
 //! | `Q#{merchant}#{sha256(email)}`  | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
+//! | `N#{merchant}#{phone}`          | `CART#{token}`          | phone pointer (token), purged with the cart: read consistently, unlike the `lookup` index, so a deletion finds a cart written a moment before it | |
 //! | `H#{merchant}#{hmac(phone)}`    | `DELETED`               | deletion marker: keeps an opt-out honoured after a data-subject deletion |  |
 //! | `U#{merchant}#{hmac(channel, phone)}` | `SUPPRESSION`     | suppression record: an opt-out's date and source, kept through retention, deletion and closure (no purge date) | |
 //! | `WS#{connection}`               | `CONN`                  | voice agent connection → call reference (TTL a day) |                            |
@@ -126,7 +127,7 @@ pub fn merchant_of(pk: &str) -> Option<&str> {
     let (kind, rest) = pk.split_once('#')?;
     match kind {
         "M" | "V" | "Z" | "L" => Some(rest),
-        "C" | "K" | "X" | "E" | "I" | "P" | "Q" | "H" => rest.split_once('#').map(|(m, _)| m),
+        "C" | "K" | "X" | "E" | "I" | "P" | "Q" | "N" | "H" => rest.split_once('#').map(|(m, _)| m),
         _ => None,
     }
 }
@@ -191,6 +192,11 @@ pub fn link_lookup(code: &crate::domain::link::LinkCode) -> String {
 
 pub fn step_sk(step: u8) -> String {
     format!("STEP#{step}")
+}
+
+/// A phone's cart pointers, in the table itself (the `lookup` index lags its writes).
+pub fn phone_pointer_pk(m: &MerchantId, phone: &Phone) -> String {
+    format!("N#{m}#{}", phone.as_str())
 }
 
 pub fn phone_lookup(m: &MerchantId, phone: &Phone) -> String {
@@ -333,5 +339,6 @@ mod tests {
         assert!(shard.starts_with(&budget_prefix("2026-11-28")) && !shard.starts_with(&budget_prefix("2026-11-2")));
         assert_eq!(budget_shard(&shard), Some(3));
         assert_eq!(merchant_of(&api_bucket_pk(&m)), Some("snowdevil"));
+        assert_eq!(merchant_of(&phone_pointer_pk(&m, &p)), Some("snowdevil"), "held and erased with the merchant");
     }
 }

@@ -329,6 +329,9 @@ impl PrivacyStore for Store {
     async fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> Result<Vec<ItemKey>, PortError> {
         Store::cart_keys(self, m, cart).await
     }
+    async fn phone_pointer_keys(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<ItemKey>, PortError> {
+        Store::phone_pointer_keys(self, m, phone).await
+    }
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey> {
         tokens.iter().map(|t| (keys::email_pk(m, email), keys::cart_lookup_sk(t))).collect()
     }

@@ -49,6 +49,9 @@ impl Store {
     /// Everything stored for one cart: its partition (cart, steps), its checkout and email pointers.
     pub async fn cart_keys(&self, m: &MerchantId, cart: &Cart) -> Result<Vec<ItemKey>, PortError> {
         let mut out = self.partition_keys(&keys::cart_pk(m, &cart.token)).await?;
+        if let Some(phone) = &cart.phone {
+            out.push((keys::phone_pointer_pk(m, phone), keys::cart_lookup_sk(&cart.token)));
+        }
         if let Some(id) = &cart.checkout_id {
             out.push((keys::checkout_pk(m, id), "CHECKOUT".into()));
         }
@@ -78,7 +81,7 @@ impl Store {
     pub async fn carts_for_phone(&self, m: &MerchantId, phone: &Phone) -> Result<Vec<Cart>, PortError> {
         let mut carts = Vec::new();
         for token in self.cart_tokens_for_phone(m, phone).await? {
-            if let Some(c) = self.get_cart(m, &token).await? {
+            if let Some(c) = self.get_cart(m, &token).await?.filter(|c| c.phone.as_ref() == Some(phone)) {
                 carts.push(c);
             }
         }

@@ -432,7 +432,7 @@ impl Store {
         let mut partitions: Vec<String> = Vec::new();
         let mut out = Vec::new();
         for (pk, sk) in entries {
-            if owned(&pk, &["C", "K", "X", "Q"]) || (scope == Erasure::Account && owned(&pk, &["H"])) {
+            if owned(&pk, &["C", "K", "X", "Q", "N"]) || (scope == Erasure::Account && owned(&pk, &["H"])) {
                 if !partitions.contains(&pk) {
                     partitions.push(pk);
                 }
@@ -708,7 +708,7 @@ impl Store {
             for i in page.items.unwrap_or_default() {
                 let (Some(pk), Some(sk)) = (get_s(&i, attr::PK), get_s(&i, attr::SK)) else { continue };
                 let owner = match pk.split_once('#') {
-                    Some(("C" | "K" | "X" | "Q" | "H", rest)) => rest.split('#').next().map(str::to_string),
+                    Some(("C" | "K" | "X" | "Q" | "N" | "H", rest)) => rest.split('#').next().map(str::to_string),
                     Some(("S" | "D", _)) => get_s(&i, attr::MERCHANT_ID).map(str::to_string),
                     _ => None,
                 };
