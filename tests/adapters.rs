@@ -615,3 +615,69 @@ async fn settings_read_their_secrets_from_secrets_manager() {
     let i: IngestSettings = settings_from(&client, ingest_env).await.unwrap();
     assert_eq!(i.shopify_api_secret.expose_secret(), "shpss_1");
 }
+
+/// Answers the next `n` deletion-marker PutItems with DynamoDB's TransactionConflictException
+/// (the put meets a delivery's transaction checking the marker). The put itself is applied, as
+/// it may be; it is idempotent.
+#[derive(Debug, Clone)]
+struct MarkerConflicts {
+    left: Arc<std::sync::atomic::AtomicUsize>,
+    marker_put: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl aws_sdk_dynamodb::config::Intercept for MarkerConflicts {
+    fn name(&self) -> &'static str {
+        "MarkerConflicts"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        let req = context.request();
+        let put = req.headers().get("x-amz-target").unwrap_or_default().ends_with("PutItem");
+        let body = req.body().bytes().map(|b| String::from_utf8_lossy(b).contains("DELETED")).unwrap_or(false);
+        self.marker_put.store(put && body, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if !self.marker_put.load(SeqCst) || self.left.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_err() {
+            return Ok(());
+        }
+        let resp = context.response_mut();
+        *resp.status_mut() = 400u16.try_into().expect("a status");
+        *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
+            r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}"#,
+        );
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_deletion_marker_put_that_meets_a_deliverys_transaction_is_tried_again() {
+    let (plain, res) = store("ad-marker-conflict").await;
+    let base = sdk().await;
+    let conflicts = |n: usize| {
+        let fault = MarkerConflicts {
+            left: Arc::new(std::sync::atomic::AtomicUsize::new(n)),
+            marker_put: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        };
+        let conf = aws_sdk_dynamodb::config::Builder::from(&base).interceptor(fault).build();
+        Store::new(aws_sdk_dynamodb::Client::from_conf(conf), &res.names.table)
+    };
+    let m = MerchantId::parse("snowdevil").unwrap();
+    let phone = Phone::parse("+14155552671", None).unwrap();
+    conflicts(2).put_deletion_marker(&m, &phone, t0()).await.expect("written on the third try");
+    assert_eq!(plain.deletion_marker(&m, &phone).await.unwrap(), Some(t0()));
+    let err = conflicts(9).put_deletion_marker(&m, &phone, t0()).await.expect_err("gives up after five");
+    assert!(err.is_transient(), "the deletion is retried by its caller: {err:?}");
+}

@@ -5,6 +5,9 @@ use super::*;
 
 use crate::domain::retention::PurgeKind;
 
+/// Writes of a deletion marker tried while deliveries' transactions hold it.
+const MARKER_ATTEMPTS: u64 = 5;
+
 /// One customer item as a record: its key, its kind by sort key, and what an export shows of it.
 pub(super) fn customer_record(item: Item) -> CustomerRecord {
     let pk = get_s(&item, attr::PK).unwrap_or_default().to_string();
@@ -109,7 +112,23 @@ impl Store {
     pub async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
         let mut item = key(keys::deleted_pk(m, &phone.subject_id()), "DELETED");
         item.insert("deleted_at".into(), s(keys::sort_time(at)));
-        self.put_item(self.tagged(item, m)).await
+        let item = self.tagged(item, m);
+        // Deliveries check this item in their transactions; DynamoDB refuses a write that meets
+        // one in flight. The checks are short: try again rather than fail the deletion.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.client.put_item().table_name(&self.table).set_item(Some(item.clone())).send().await {
+                Ok(_) => return Ok(()),
+                Err(e)
+                    if attempt < MARKER_ATTEMPTS
+                        && e.as_service_error().is_some_and(|e| e.is_transaction_conflict_exception()) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
+                }
+                Err(e) => return Err(aws("PutItem", e)),
+            }
+        }
     }
 
     /// A transaction's check that this phone's deletion marker is still as it was read.
