@@ -452,3 +452,31 @@ async fn a_deletion_removes_a_stale_pointer_and_leaves_the_cart_that_moved_to_an
     assert_eq!(kept.phone.as_ref().map(Phone::as_str), Some("+14155550199"));
     local.shutdown().await;
 }
+
+/// The consent API holds to the deletion as a checkout does: an opt-in from before it is refused
+/// with the reason (nothing stored), one made after it is recorded.
+#[tokio::test]
+async fn an_api_opt_in_from_before_a_deletion_is_refused_and_one_after_it_is_recorded() {
+    let (local, clock, key, _) = seeded("dsr-api-optin").await;
+    let (m, phone) = ids();
+    clock.set(t0() + Duration::hours(2));
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let opt_in = |at: DateTime<Utc>| {
+        json!({ "phone": PHONE, "channel": "sms", "action": "opt_in", "occurred_at": at.to_rfc3339(),
+                "evidence": { "consent_text": "Send me cart reminders by text. Reply STOP to opt out." } })
+    };
+    clock.set(t0() + Duration::hours(3));
+    let (status, answer) = api(&local, &key, "POST", "/v1/consents", Some(opt_in(t0() + Duration::hours(1)))).await;
+    assert_eq!((status, answer["error"].as_str()), (409, Some("deleted_subject")), "{answer}");
+    let state = local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.seq, 0, "nothing stored: {state:?}");
+    let (status, answer) =
+        api(&local, &key, "POST", "/v1/consents", Some(opt_in(t0() + Duration::hours(2) + Duration::minutes(5)))).await;
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(
+        local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status,
+        callfy_shared::domain::consent::ConsentStatus::OptedIn
+    );
+    local.shutdown().await;
+}

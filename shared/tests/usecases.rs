@@ -146,6 +146,31 @@ async fn a_stop_landing_between_the_read_and_the_write_is_never_overwritten() {
 }
 
 #[tokio::test]
+async fn an_api_opt_in_racing_the_subjects_deletion_is_decided_again_and_refused() {
+    let mem = Memory::default();
+    let m = merchant();
+    let event = opt_in(Channel::Sms, t0());
+    let idem = Idempotency { key: Some("req-del"), request_sha256: "abc" };
+    let render = |o: consent::ApiOutcome<'_>| match o {
+        consent::ApiOutcome::DeletedSubject { .. } => (409, serde_json::json!({ "error": "deleted_subject" })),
+        _ => (201, serde_json::json!({ "ok": true })),
+    };
+    // The API read no deletion; the person's deletion writes its marker before the append.
+    let id = m.id.clone();
+    mem.before("append_consent_answered", move |mem| {
+        let key = (id.to_string(), PHONE.to_string());
+        mem.state.lock().unwrap().deletion_markers.insert(key, t0() + chrono::Duration::hours(1));
+    });
+    let answer = consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await.unwrap();
+    assert!(matches!(answer, ApiAnswer::Fresh(ref r) if r.status == 409), "{answer:?}");
+    assert!(mem.ledger(&m.id, &phone(), Channel::Sms).1.is_empty(), "no consent after the deletion");
+    assert_eq!(mem.called("deletion_marker"), 2, "decided again on the marker");
+    // Its retry replays the refusal.
+    let replay = consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await.unwrap();
+    assert!(matches!(replay, ApiAnswer::Replayed(ref r) if r.status == 409), "{replay:?}");
+}
+
+#[tokio::test]
 async fn a_carrier_opt_out_report_whose_status_write_fails_changes_nothing_until_redelivered() {
     let mem = Memory::default();
     let m = merchant();

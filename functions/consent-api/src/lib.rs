@@ -422,6 +422,13 @@ async fn create(app: &ConsentApp, record: &MerchantRecord, req: &Request) -> Res
                 "message": format!("the person opted out themself at {}; an opt-in must be newer and carry its own evidence", at.to_rfc3339()),
             }),
         ),
+        ApiOutcome::DeletedSubject { at } => (
+            409,
+            serde_json::json!({
+                "error": "deleted_subject",
+                "message": format!("this person's data was deleted on request at {}, after this opt-in's occurred_at; an opt-in must be newer than the deletion", at.to_rfc3339()),
+            }),
+        ),
         ApiOutcome::Refused(_) => {
             (409, serde_json::json!({ "error": "refused", "message": "the ledger refused this event" }))
         }

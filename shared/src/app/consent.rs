@@ -4,7 +4,9 @@
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, LedgerEntry, Verdict};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
-use crate::ports::{ConsentAppend, ConsentLedger, ConsentStore, IdempotencyRecord, IdempotencyStore, PortError};
+use crate::ports::{
+    ConsentAppend, ConsentLedger, ConsentStore, IdempotencyRecord, IdempotencyStore, PortError, PrivacyStore,
+};
 use crate::signature::ct_eq;
 use chrono::{DateTime, Duration, Utc};
 use thiserror::Error;
@@ -81,9 +83,19 @@ impl crate::ports::Classify for ConsentError {
 /// What a merchant's request came to, for the function to put into words.
 #[derive(Debug, Clone, Copy)]
 pub enum ApiOutcome<'a> {
-    Changed { entry: &'a LedgerEntry, state: &'a ConsentState },
-    Unchanged { state: &'a ConsentState },
+    Changed {
+        entry: &'a LedgerEntry,
+        state: &'a ConsentState,
+    },
+    Unchanged {
+        state: &'a ConsentState,
+    },
     Refused(Verdict),
+    /// An opt-in from before the person's data was deleted on request (at `at`): the deletion
+    /// closed it, as it closes a checkout's ticked box from before it.
+    DeletedSubject {
+        at: DateTime<Utc>,
+    },
 }
 
 /// Where a stored answer had the request's phone number.
@@ -120,7 +132,7 @@ pub async fn record_for_merchant<S>(
     render: impl Fn(ApiOutcome<'_>) -> (u16, serde_json::Value) + Sync,
 ) -> Result<ApiAnswer, ConsentError>
 where
-    S: ConsentStore + IdempotencyStore + ConsentLedger,
+    S: ConsentStore + IdempotencyStore + ConsentLedger + PrivacyStore,
 {
     // Stored without the number (a deletion cannot find an answer keyed by its idempotency
     // key); a replay's request has the same hash, so the same number, which is put back.
@@ -151,12 +163,21 @@ where
             }
             return Ok(ApiAnswer::KeyReused);
         }
+        // An opt-in is written only while the deletion marker is as read here.
+        let mut deletions_seen = Vec::new();
+        let mut deleted = None;
+        if event.action == ConsentAction::OptIn {
+            let at = store.deletion_marker(&merchant.id, phone).await?;
+            deleted = at.filter(|_| crate::app::privacy::predates_deletion(at, event.occurred_at));
+            deletions_seen.push((phone.clone(), at));
+        }
         let state = store.consent_state(&merchant.id, phone, event.channel).await?;
         let verdict = state.verdict(event);
-        let settled = match verdict {
-            Verdict::Accept => None,
-            Verdict::Unchanged => Some(answer(ApiOutcome::Unchanged { state: &state })),
-            refused => Some(answer(ApiOutcome::Refused(refused))),
+        let settled = match (deleted, verdict) {
+            (Some(at), _) => Some(answer(ApiOutcome::DeletedSubject { at })),
+            (None, Verdict::Accept) => None,
+            (None, Verdict::Unchanged) => Some(answer(ApiOutcome::Unchanged { state: &state })),
+            (None, refused) => Some(answer(ApiOutcome::Refused(refused))),
         };
         if let Some(settled) = settled {
             if let Some(key) = idem.key
@@ -174,7 +195,7 @@ where
             purge_at: purge_at(merchant, now),
         };
         let created = |entry: &LedgerEntry, next: &ConsentState| answer(ApiOutcome::Changed { entry, state: next });
-        match store.append_consent_answered(&append, idem.key, created).await {
+        match store.append_consent_answered(&append, idem.key, &deletions_seen, created).await {
             Ok(stored) => {
                 // The opt-out and its answer are stored: a failure to cancel now must not turn
                 // into an error (a retry would only replay the answer). A queued step still

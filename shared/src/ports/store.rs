@@ -107,11 +107,13 @@ pub trait ConsentStore: Send + Sync {
         channel: Channel,
     ) -> impl Future<Output = Result<ConsentState, PortError>> + Send;
     /// Appends, and stores the answer `answer` builds from the new entry under an idempotency
-    /// key in the same transaction, so a retry replays exactly what this request was told.
+    /// key in the same transaction, so a retry replays exactly what this request was told. With
+    /// `deletions_seen`, only while each number's deletion marker is as read (as `IngestWrite`).
     fn append_consent_answered(
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
+        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> impl Future<Output = Result<IdempotencyRecord, PortError>> + Send;
     /// Appends `event` if the current state accepts it, re-reading on concurrent appends.

@@ -331,6 +331,7 @@ impl ConsentStore for Memory {
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
+        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> Result<IdempotencyRecord, PortError> {
         self.enter("append_consent_answered")?;
@@ -338,6 +339,9 @@ impl ConsentStore for Memory {
         // A create-only put in the same transaction: a key already used cancels it all.
         let k = idempotency_key.map(|key| (c.merchant_id.to_string(), key.to_string()));
         if k.as_ref().is_some_and(|k| s.idempotency.contains_key(k)) {
+            return Err(PortError::Conflict);
+        }
+        if deletions_seen.iter().any(|(p, seen)| s.deletion_markers.get(&person(&c.merchant_id, p)) != seen.as_ref()) {
             return Err(PortError::Conflict);
         }
         let (entry, next) = append_in(&mut s, c)?;

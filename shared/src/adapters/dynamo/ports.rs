@@ -91,9 +91,10 @@ impl ConsentStore for Store {
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
+        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> Result<IdempotencyRecord, PortError> {
-        Store::append_consent_answered(self, c, idempotency_key, answer).await
+        Store::append_consent_answered(self, c, idempotency_key, deletions_seen, answer).await
     }
     async fn record_consent(
         &self,
