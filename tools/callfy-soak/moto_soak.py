@@ -260,7 +260,10 @@ def _page(table, index, entries, q):
             if limit and len(found) > limit:
                 break
         elif matched or comparison in _FROM_START[forward]:
-            # a key condition's matches are one run in key order
+            # a key condition's matches are one run in key order; the item that ends it goes
+            # along, so that moto, having a candidate past a full page, answers LastEvaluatedKey
+            # as DynamoDB does when Limit stops it
+            found.append(item)
             break
     return found
 
@@ -292,7 +295,7 @@ def query(self, *args, **kwargs):
     if os.environ.get("CALLFY_MOTO_CHECK_QUERIES"):
         stock = _query(self, *args, **kwargs)
         if [i.to_json() for i in stock[0]] != [i.to_json() for i in answer[0]] or stock[2] != answer[2]:
-            raise AssertionError(f"indexed Query disagrees with moto's on {self.name} {index_name}")
+            raise AssertionError(f"indexed Query disagrees with moto's on {self.name} {q.get('index_name')}")
     return answer
 
 
