@@ -20,12 +20,18 @@ those candidates as before, except that the page is not deep-copied first: its i
 projected into new items or serialised, under the server's DynamoDB lock (scripts/moto_server.py).
 `CALLFY_MOTO_CHECK_QUERIES=1` also runs stock moto's Query and fails the call when the two
 disagree.
+
+And two changes to SQS, where moto works out every attribute of a queue, its message counts
+included (a pass over every message), to read one: for each message a ReceiveMessage looks at
+(its retention period) and for each SendMessage (content-based deduplication). With a backlog of
+thousands that made the queue cost grow with its square; here those two read the one setting.
 """
 import bisect
 import copy
 import inspect
 import os
 import sys
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
 
@@ -35,6 +41,8 @@ import moto.dynamodb.models.table as table_module  # noqa: E402
 from moto.dynamodb.models import DynamoDBBackend  # noqa: E402
 from moto.dynamodb.models.dynamo_type import DynamoType, Item  # noqa: E402
 from moto.dynamodb.models.table import Table  # noqa: E402
+from moto.core.utils import unix_time  # noqa: E402
+from moto.sqs.models import Queue, SQSBackend  # noqa: E402
 
 
 class _NoTableCopies:
@@ -314,6 +322,37 @@ Table.put_item = put_item
 Table.delete_item = delete_item
 DynamoDBBackend.update_item = update_item
 Table.query = query
+
+def is_message_valid_based_on_retention_period(self, queue_name, message):
+    retain_until = int(self.get_queue(queue_name).message_retention_period) + message.sent_timestamp / 1000
+    return retain_until > unix_time()
+
+
+_sending = threading.local()
+_queue_attributes = Queue.attributes
+
+
+def _attributes(self):
+    # SendMessage reads only this one (for a FIFO queue; a standard queue has none)
+    if getattr(_sending, "on", False):
+        return {"ContentBasedDeduplication": str(bool(self.content_based_deduplication)).lower()} if self.fifo_queue else {}
+    return _queue_attributes.fget(self)
+
+
+_send_message = SQSBackend.send_message
+
+
+def send_message(self, *args, **kwargs):
+    _sending.on = True
+    try:
+        return _send_message(self, *args, **kwargs)
+    finally:
+        _sending.on = False
+
+
+SQSBackend.is_message_valid_based_on_retention_period = is_message_valid_based_on_retention_period
+Queue.attributes = property(_attributes)
+SQSBackend.send_message = send_message
 
 if __name__ == "__main__":
     moto_server.main()
