@@ -88,6 +88,16 @@ fn opt_in(channel: Channel, at: DateTime<Utc>) -> ConsentEvent {
     }
 }
 
+/// A checkout of cart `token` at t0 whose SMS consent box was ticked then.
+fn ticked_checkout(token: &str) -> PlatformEvent {
+    let signal = ConsentSignal {
+        action: ConsentAction::OptIn,
+        occurred_at: t0(),
+        evidence: Evidence { consent_text: Some("Text me".into()), ..Default::default() },
+    };
+    PlatformEvent::CartUpserted { snapshot: Box::new(snapshot(token, t0())), consent: Some(signal) }
+}
+
 fn transient<E: Classify>(r: &Result<impl std::fmt::Debug, E>) -> bool {
     matches!(r, Err(e) if e.kind() == ErrorKind::Transient)
 }
@@ -349,13 +359,7 @@ async fn a_delivery_whose_transaction_fails_stores_nothing_and_queues_nothing() 
     let queue = Queue::default();
     let r = record();
     let ingest = Ingest { store: &mem, queue: &queue };
-    let signal = ConsentSignal {
-        action: ConsentAction::OptIn,
-        occurred_at: t0(),
-        evidence: Evidence { consent_text: Some("Text me".into()), ..Default::default() },
-    };
-    let event =
-        || PlatformEvent::CartUpserted { snapshot: Box::new(snapshot("tok-1", t0())), consent: Some(signal.clone()) };
+    let event = || ticked_checkout("tok-1");
 
     mem.fail("write_ingest", 1);
     let failed = ingest.apply(&r, "shopify#e1", event(), t0()).await;
@@ -422,12 +426,7 @@ async fn a_deletion_landing_between_the_marker_read_and_the_cart_write_keeps_the
     let queue = Queue::default();
     let r = record();
     let ingest = Ingest { store: &mem, queue: &queue };
-    let signal = ConsentSignal {
-        action: ConsentAction::OptIn,
-        occurred_at: t0(),
-        evidence: Evidence { consent_text: Some("Text me".into()), ..Default::default() },
-    };
-    let event = PlatformEvent::CartUpserted { snapshot: Box::new(snapshot("tok-d", t0())), consent: Some(signal) };
+    let event = ticked_checkout("tok-d");
     // The checkout read "no deletion"; the person's deletion writes its marker before the cart lands.
     let id = r.merchant.id.clone();
     mem.before("write_ingest", move |mem| {
