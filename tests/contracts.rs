@@ -58,6 +58,11 @@ fn template_queues_and_bucket_match_the_local_ones() {
     // The worker's timeout fits six times into the visibility timeout (AWS's advice).
     let worker = res(&t, "OutreachWorkerFunction");
     assert!(worker["Timeout"].as_u64().unwrap() * 6 <= u64::from(QUEUE.visibility_timeout_seconds));
+    // The local relay ends the agent's routes when Lambda would.
+    assert_eq!(
+        res(&t, "VoiceAgentFunction")["Timeout"].as_u64(),
+        Some(callfy_local::relay::INVOCATION_TIMEOUT.as_secs())
+    );
     let sqs_event = &worker["Events"]["Outreach"]["Properties"];
     assert_eq!(sqs_event["FunctionResponseTypes"][0].as_str(), Some("ReportBatchItemFailures"));
     assert!(sqs_event["BatchSize"].as_u64().unwrap() <= 10);

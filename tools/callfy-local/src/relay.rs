@@ -12,8 +12,14 @@ use callfy_shared::ports::{PortError, RelayConnections};
 use futures::{SinkExt, StreamExt};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use voice_agent::AgentApp;
+
+/// The voice agent function's timeout (the template's `VoiceAgentFunction`, API Gateway's 29 s
+/// integration limit): Lambda ends an invocation then, so a route whose call hangs (a write whose
+/// answer never comes) must not hold the upgrade or the socket forever here either.
+pub const INVOCATION_TIMEOUT: Duration = Duration::from_secs(29);
 
 /// The open sockets, by connection id: the local stand-in for API Gateway's `@connections`.
 #[derive(Clone, Default)]
@@ -86,9 +92,15 @@ pub async fn upgrade(
 ) -> Response {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let signature = headers.get(callfy_shared::twilio_signature::HEADER).and_then(|v| v.to_str().ok());
-    if let Err(r) = voice_agent::connect(&app, &id, signature, query.get(WS_REF_PARAM).map(String::as_str)).await {
-        let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
-        return (status, r.reason).into_response();
+    let connect = voice_agent::connect(&app, &id, signature, query.get(WS_REF_PARAM).map(String::as_str));
+    match tokio::time::timeout(INVOCATION_TIMEOUT, connect).await {
+        Ok(Ok(())) => {}
+        Ok(Err(r)) => {
+            let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::FORBIDDEN);
+            return (status, r.reason).into_response();
+        }
+        // As API Gateway answers a $connect integration that timed out.
+        Err(_) => return (StatusCode::GATEWAY_TIMEOUT, "the agent did not accept the call in time").into_response(),
     }
     ws.on_upgrade(move |socket| serve(app, id, socket))
 }
@@ -107,7 +119,10 @@ async fn serve(app: Arc<AgentApp<LocalRelay>>, id: String, socket: WebSocket) {
         match frame {
             Message::Text(text) => {
                 let (app, id) = (Arc::clone(&app), id.clone());
-                tokio::spawn(async move { voice_agent::message(&app, &id, text.as_str()).await });
+                tokio::spawn(async move {
+                    let _ =
+                        tokio::time::timeout(INVOCATION_TIMEOUT, voice_agent::message(&app, &id, text.as_str())).await;
+                });
             }
             Message::Close(_) => break,
             _ => {}
@@ -115,5 +130,5 @@ async fn serve(app: Arc<AgentApp<LocalRelay>>, id: String, socket: WebSocket) {
     }
     app.relay.forget(&id);
     writer.abort();
-    voice_agent::disconnect(&app, &id).await;
+    let _ = tokio::time::timeout(INVOCATION_TIMEOUT, voice_agent::disconnect(&app, &id)).await;
 }

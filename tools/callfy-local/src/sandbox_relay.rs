@@ -49,7 +49,11 @@ impl RelaySession {
         if !sig.is_empty() {
             req.headers_mut().insert(twilio_signature::HEADER, sig.parse().map_err(|_| "bad header".to_string())?);
         }
-        let (ws, _) = tokio_tungstenite::connect_async(req).await.map_err(|e| format!("upgrade refused: {e}"))?;
+        // Past the agent's own timeout (29 s, answered 504), Twilio gives up on the upgrade.
+        let (ws, _) = tokio::time::timeout(Duration::from_secs(35), tokio_tungstenite::connect_async(req))
+            .await
+            .map_err(|_| "the upgrade was not answered in time".to_string())?
+            .map_err(|e| format!("upgrade refused: {e}"))?;
         let (mut sink, mut stream) = ws.split();
         let (out, mut rx) = mpsc::unbounded_channel::<Message>();
         tokio::spawn(async move {

@@ -302,6 +302,9 @@ pub struct Verdict {
     pub purge_errors: Vec<String>,
     pub purge_unaudited: Vec<(i64, String)>,
     pub calls: crate::calls::CallsSeen,
+    /// Tasks the harness had to give up waiting for after the drain (agent calls, pollers, a
+    /// retention run): what ran there is unchecked, so the run draws no clean verdict.
+    pub abandoned: Vec<String>,
 }
 
 impl Verdict {
@@ -376,6 +379,9 @@ impl Verdict {
         }
         if !self.purge_unaudited.is_empty() {
             f.push(format!("{} retention run(s) without their audit record", self.purge_unaudited.len()));
+        }
+        if !self.abandoned.is_empty() {
+            f.push(format!("the harness gave up waiting for: {}", self.abandoned.join(", ")));
         }
         f
     }

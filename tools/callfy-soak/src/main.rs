@@ -158,6 +158,10 @@ pub enum SoakError {
     Aws(String),
 }
 
+/// How long the harness waits, after the drain, for each of its tasks to finish: the longest an
+/// agent call or retention run can take (a 35 s upgrade, 15 s per turn and callback, a 120 s run).
+const AFTER_DRAIN_WAIT: Duration = Duration::from_secs(300);
+
 /// The campaign's clock: a Tuesday afternoon (not a holiday), daytime for every recipient.
 const CLOCK_START: &str = "2026-11-24T19:30:00Z";
 
@@ -429,14 +433,32 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let clients = Clients { sqs: aws_sdk_sqs::Client::new(&sdk), ddb: aws_sdk_dynamodb::Client::new(&sdk) };
     let mut drained = drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
     // The last calls' conversations end, then what they queued (an opt-out's copy) drains.
+    // Each wait is bounded and said, so a stuck task shows which it is instead of hanging the run.
+    let mut abandoned = Vec::new();
+    say(epoch, "waiting for the last agent calls to end");
     stop_answering.store(true, Ordering::SeqCst);
-    let _ = answering.await;
+    let mut answering = answering;
+    if tokio::time::timeout(AFTER_DRAIN_WAIT, &mut answering).await.is_err() {
+        answering.abort();
+        abandoned.push("agent calls".to_string());
+        say(epoch, format!("agent calls still open after {} s: abandoned", AFTER_DRAIN_WAIT.as_secs()));
+    }
     drained &= drain(&clients, &local, epoch, Duration::from_secs(args.max_drain_minutes * 60)).await?;
+    say(epoch, "stopping the pollers");
     stop_polling.store(true, Ordering::SeqCst);
-    while pollers.join_next().await.is_some() {}
+    if tokio::time::timeout(AFTER_DRAIN_WAIT, async { while pollers.join_next().await.is_some() {} }).await.is_err() {
+        pollers.abort_all();
+        abandoned.push("pollers".to_string());
+        say(epoch, format!("pollers still busy after {} s: abandoned", AFTER_DRAIN_WAIT.as_secs()));
+    }
+    say(epoch, "waiting for the last retention run");
     stop_purging.store(true, Ordering::SeqCst);
-    if let Some(p) = purger {
-        let _ = p.await;
+    if let Some(mut p) = purger
+        && tokio::time::timeout(AFTER_DRAIN_WAIT, &mut p).await.is_err()
+    {
+        p.abort();
+        abandoned.push("a retention run".to_string());
+        say(epoch, format!("the retention run still going after {} s: abandoned", AFTER_DRAIN_WAIT.as_secs()));
     }
     let purge_runs = purges.lock().unwrap_or_else(|e| e.into_inner()).clone();
     say(epoch, format!("{} retention runs", purge_runs.len()));
@@ -461,6 +483,7 @@ async fn run(args: &Args) -> Result<bool, SoakError> {
     let lived = lived.lock().unwrap_or_else(|e| e.into_inner()).clone();
     inputs.calls = calls_seen(&local, &all, &inputs, &lived).await?;
     let mut verdict = checks::judge(&inputs);
+    verdict.abandoned = abandoned;
     let phones: Vec<String> = all.iter().map(|c| c.phone.clone()).collect();
     let log_path = function_log_path(args);
     let scan = logscan::scan(&log_path, &phones)?;
