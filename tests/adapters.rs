@@ -14,6 +14,7 @@ use callfy_shared::config::{TwilioAuth, TwilioConfig, local_defaults};
 use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentStatus, Evidence, entry_hash};
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::Channel;
+use callfy_shared::domain::subject::SubjectKey;
 use callfy_shared::signature::sha256_hex;
 use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
 use chrono::{DateTime, Duration, Utc};
@@ -120,7 +121,7 @@ async fn an_ingest_write_holds_only_while_the_deletion_markers_are_as_read() {
     let c = new_cart("tok-1", t0());
     let phone = c.phone.clone().unwrap();
     let write = |seen: Option<DateTime<Utc>>| IngestWrite {
-        deletions_seen: vec![(phone.clone(), seen)],
+        deletions_seen: vec![(SubjectKey::phone(&phone), seen)],
         merchant_id: m.clone(),
         event_key: "shopify#e1".into(),
         received_at: t0(),
@@ -129,19 +130,19 @@ async fn an_ingest_write_holds_only_while_the_deletion_markers_are_as_read() {
     };
     // Read "no deletion", then a deletion lands before the write: refused, nothing of it stored.
     let deleted_at = t0() + Duration::milliseconds(1_500);
-    store.put_deletion_marker(&m, &phone, deleted_at).await.unwrap();
+    store.put_deletion_marker(&m, &SubjectKey::phone(&phone), deleted_at).await.unwrap();
     assert!(matches!(store.write_ingest(&write(None)).await, Err(PortError::Conflict)));
     assert!(store.get_cart(&m, &c.token).await.unwrap().is_none(), "no cart");
     assert_eq!(store.cart_token_for_checkout(&m, "42").await.unwrap(), None, "no pointer");
     // A marker read as it stands (a checkout made after the deletion) lets it through, with its
     // dedupe marker: nothing of the refused attempt was left behind.
-    let read = store.deletion_marker(&m, &phone).await.unwrap();
+    let read = store.deletion_marker(&m, &SubjectKey::phone(&phone)).await.unwrap();
     assert_eq!(read, Some(deleted_at));
     assert_eq!(store.write_ingest(&write(read)).await.unwrap(), IngestOutcome::Applied);
     assert_eq!(store.write_ingest(&write(read)).await.unwrap(), IngestOutcome::Duplicate);
     // A second deletion moves the marker: what was read before no longer holds.
     let again = IngestWrite { event_key: "shopify#e2".into(), cart: None, ..write(read) };
-    store.put_deletion_marker(&m, &phone, deleted_at + Duration::days(1)).await.unwrap();
+    store.put_deletion_marker(&m, &SubjectKey::phone(&phone), deleted_at + Duration::days(1)).await.unwrap();
     assert!(matches!(store.write_ingest(&again).await, Err(PortError::Conflict)));
 }
 
@@ -676,8 +677,9 @@ async fn a_deletion_marker_put_that_meets_a_deliverys_transaction_is_tried_again
     };
     let m = MerchantId::parse("snowdevil").unwrap();
     let phone = Phone::parse("+14155552671", None).unwrap();
-    conflicts(2).put_deletion_marker(&m, &phone, t0()).await.expect("written on the third try");
-    assert_eq!(plain.deletion_marker(&m, &phone).await.unwrap(), Some(t0()));
-    let err = conflicts(9).put_deletion_marker(&m, &phone, t0()).await.expect_err("gives up after five");
+    conflicts(2).put_deletion_marker(&m, &SubjectKey::phone(&phone), t0()).await.expect("written on the third try");
+    assert_eq!(plain.deletion_marker(&m, &SubjectKey::phone(&phone)).await.unwrap(), Some(t0()));
+    let err =
+        conflicts(9).put_deletion_marker(&m, &SubjectKey::phone(&phone), t0()).await.expect_err("gives up after five");
     assert!(err.is_transient(), "the deletion is retried by its caller: {err:?}");
 }

@@ -7,6 +7,7 @@ use callfy_integration_tests::*;
 use callfy_local::LocalHandle;
 use callfy_shared::api_key::new_api_key;
 use callfy_shared::domain::merchant::Channel;
+use callfy_shared::domain::subject::SubjectKey;
 use callfy_shared::signature::sha256_hex;
 use callfy_shared::{ManualClock, MerchantId, Phone};
 use chrono::{DateTime, Duration, Utc};
@@ -109,7 +110,7 @@ async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sen
     let s3 = callfy_shared::adapters::aws::s3(&sdk().await);
     let object = format!("recordings/snowdevil/2026/11/{sid}.wav");
     assert!(s3.head_object().bucket(&local.resources.names.bucket).key(&object).send().await.is_err());
-    assert!(store.deletion_marker(&m, &phone).await.unwrap().is_some());
+    assert!(store.deletion_marker(&m, &SubjectKey::phone(&phone)).await.unwrap().is_some());
     // The proof: counts, time, the subject's HMAC, never the number.
     let id = answer["id"].as_str().unwrap();
     let (status, proof) = api(&local, &key, "GET", &format!("/v1/privacy/requests/{id}"), None).await;
@@ -140,6 +141,36 @@ async fn a_deletion_leaves_only_the_marker_and_the_proof_and_an_old_checkout_sen
     assert_eq!(cart[0].consent_note.as_deref(), Some("deleted_subject"));
     local.drain().await.unwrap();
     assert_eq!(local.sandbox.messages().len(), messages, "still nothing is sent");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_late_checkout_carrying_a_deleted_email_is_not_stored_even_with_a_new_number() {
+    let (local, clock, key, _) = seeded("dsr-email").await;
+    let (m, _) = ids();
+    clock.set(t0() + Duration::hours(2));
+    let (status, answer) =
+        api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "email": "Ann.Lee@example.com" }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let store = local.store();
+    assert!(store.deletion_marker(&m, &SubjectKey::email("ann.lee@example.com")).await.unwrap().is_some());
+
+    // The platform retries the checkout from before the deletion; the number on it has changed.
+    clock.set(t0() + Duration::hours(3));
+    let new_number = "+14155550177";
+    let old: Value = serde_json::from_str(&checkout(t0()).to_string().replace(PHONE, new_number)).unwrap();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &old).await.0, 200);
+    local.drain().await.unwrap();
+    for needle in ["ann.lee@example.com", new_number] {
+        let held = items_holding(&local, needle).await;
+        assert!(held.is_empty(), "items holding {needle} after a copy from before the deletion: {held:?}");
+    }
+    // One made after the deletion is a new checkout, stored.
+    let mut newer = old.clone();
+    newer["updated_at"] = (t0() + Duration::hours(3)).to_rfc3339().into();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/update", &unique("evt"), &newer).await.0, 200);
+    let number = Phone::parse(new_number, None).unwrap();
+    assert_eq!(store.carts_for_phone(&m, &number).await.unwrap().len(), 1);
     local.shutdown().await;
 }
 
@@ -239,7 +270,7 @@ async fn shopify_data_requests_are_exported_and_redactions_carried_out() {
     assert_eq!(post_shopify(&local.base_url, "customers/redact", &unique("evt"), &redact).await.0, 200);
     local.purge(t0() + Duration::hours(2), false, None).await.unwrap();
     assert!(local.store().customer_items(&m, &phone).await.unwrap().is_empty());
-    assert!(local.store().deletion_marker(&m, &phone).await.unwrap().is_some());
+    assert!(local.store().deletion_marker(&m, &SubjectKey::phone(&phone)).await.unwrap().is_some());
     // The export file made for the person goes with them.
     let gone = s3.head_object().bucket(&local.resources.names.bucket).key("exports/snowdevil/9999.json").send().await;
     assert!(gone.is_err(), "the export file was deleted with the person");

@@ -14,6 +14,7 @@ use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource,
 use callfy_shared::domain::inbound::InboundMessage;
 use callfy_shared::domain::merchant::{Channel, Merchant};
 use callfy_shared::domain::outreach::{Direction, MerchantRecord, MerchantStatus, SmsLogEntry};
+use callfy_shared::domain::subject::SubjectKey;
 use callfy_shared::domain::voice::{CallLogEntry, CallRecording, KeyOptOut, RecordingCopy};
 use callfy_shared::platforms::{ConsentSignal, PlatformEvent};
 use callfy_shared::ports::{Classify, ErrorKind, PortError};
@@ -168,7 +169,7 @@ async fn an_api_opt_in_racing_the_subjects_deletion_is_decided_again_and_refused
     // The API read no deletion; the person's deletion writes its marker before the append.
     let id = m.id.clone();
     mem.before("append_consent_answered", move |mem| {
-        let key = (id.to_string(), PHONE.to_string());
+        let key = memory::marked(&id, &SubjectKey::phone(&phone()));
         mem.state.lock().unwrap().deletion_markers.insert(key, t0() + chrono::Duration::hours(1));
     });
     let answer = consent::record_for_merchant(&mem, &m, &phone(), &event, idem, t0(), render).await.unwrap();
@@ -415,7 +416,10 @@ async fn a_deletion_whose_recordings_cannot_be_deleted_keeps_the_opt_out_marker_
     let failed = privacy.delete(&r, &Subject::Phone(phone()), "dsr_1", t0()).await;
     assert!(matches!(failed, Err(ref e) if e.kind() == ErrorKind::Transient), "{failed:?}");
     let s = mem.state.lock().unwrap();
-    assert!(s.deletion_markers.contains_key(&(r.merchant.id.to_string(), PHONE.into())), "marker first");
+    assert!(
+        s.deletion_markers.contains_key(&memory::marked(&r.merchant.id, &SubjectKey::phone(&phone()))),
+        "marker first"
+    );
     assert!(s.deleted.is_empty(), "no item deleted while the recordings remain");
     assert!(s.privacy.is_empty(), "not reported done");
 }
@@ -430,7 +434,7 @@ async fn a_deletion_landing_between_the_marker_read_and_the_cart_write_keeps_the
     // The checkout read "no deletion"; the person's deletion writes its marker before the cart lands.
     let id = r.merchant.id.clone();
     mem.before("write_ingest", move |mem| {
-        let key = (id.to_string(), PHONE.to_string());
+        let key = memory::marked(&id, &SubjectKey::phone(&phone()));
         mem.state.lock().unwrap().deletion_markers.insert(key, t0() + chrono::Duration::minutes(5));
     });
     let outcome = ingest.apply(&r, "shopify#e-d", event, t0()).await.unwrap();
@@ -441,7 +445,69 @@ async fn a_deletion_landing_between_the_marker_read_and_the_cart_write_keeps_the
     assert!(s.events.contains(&(r.merchant.id.to_string(), "shopify#e-d".into())));
     drop(s);
     assert!(queue.jobs.lock().unwrap().is_empty(), "nothing scheduled");
-    assert_eq!(mem.called("deletion_marker"), 2, "the refused write was decided again on the marker");
+    assert_eq!(mem.called("deletion_marker"), 4, "the refused write was decided again on the markers (number, email)");
+}
+
+fn checkout_at(token: &str, phone: Option<&str>, at: DateTime<Utc>) -> PlatformEvent {
+    let mut snap = snapshot(token, at);
+    snap.phone = phone.map(|p| Phone::parse(p, None).unwrap());
+    let signal = ConsentSignal {
+        action: ConsentAction::OptIn,
+        occurred_at: at,
+        evidence: Evidence { consent_text: Some("Text me".into()), ..Default::default() },
+    };
+    PlatformEvent::CartUpserted { snapshot: Box::new(snap), consent: Some(signal) }
+}
+
+#[tokio::test]
+async fn a_late_checkout_carrying_a_deleted_email_is_not_stored_whatever_its_number() {
+    let mem = Memory::default();
+    let (files, queue) = (Telephony::default(), Queue::default());
+    let r = record();
+    mem.add_cart(cart("tok-e"));
+    let deleted_at = t0() + chrono::Duration::hours(1);
+    let privacy = Privacy { store: &mem, recordings: &files };
+    privacy.delete(&r, &Subject::Email("Ann@Example.com".into()), "dsr_e", deleted_at).await.unwrap();
+    let email_key = memory::marked(&r.merchant.id, &SubjectKey::email("ann@example.com"));
+    assert_eq!(mem.state.lock().unwrap().deletion_markers.get(&email_key), Some(&deleted_at), "the email is marked");
+
+    // Retries of checkouts made before the deletion: a new number, then none at all.
+    let ingest = Ingest { store: &mem, queue: &queue };
+    for (token, number, key) in [("tok-f", Some("+14155550199"), "shopify#e-f"), ("tok-g", None, "shopify#e-g")] {
+        let outcome = ingest.apply(&r, key, checkout_at(token, number, t0()), deleted_at).await.unwrap();
+        assert_eq!(outcome.as_str(), "ignored", "{token}: only its dedupe marker");
+    }
+    {
+        let s = mem.state.lock().unwrap();
+        let tokens: Vec<&str> = s.carts.keys().map(|(_, t)| t.as_str()).collect();
+        assert!(!tokens.iter().any(|t| ["tok-f", "tok-g"].contains(t)), "nothing stored again: {tokens:?}");
+        assert!(s.consent.is_empty(), "no ticked box applied");
+    }
+    assert!(queue.jobs.lock().unwrap().is_empty());
+
+    // A checkout the person makes after the deletion is a new one.
+    let later = t0() + chrono::Duration::hours(2);
+    let outcome =
+        ingest.apply(&r, "shopify#e-h", checkout_at("tok-h", Some("+14155550199"), later), later).await.unwrap();
+    assert_eq!(outcome.as_str(), "accepted");
+    assert!(mem.state.lock().unwrap().carts.keys().any(|(_, t)| t == "tok-h"));
+}
+
+#[tokio::test]
+async fn an_email_deletion_landing_between_the_marker_read_and_the_write_keeps_a_numberless_checkout_out() {
+    let mem = Memory::default();
+    let queue = Queue::default();
+    let r = record();
+    let ingest = Ingest { store: &mem, queue: &queue };
+    let id = r.merchant.id.clone();
+    mem.before("write_ingest", move |mem| {
+        let key = memory::marked(&id, &SubjectKey::email("ann@example.com"));
+        mem.state.lock().unwrap().deletion_markers.insert(key, t0() + chrono::Duration::minutes(5));
+    });
+    let outcome = ingest.apply(&r, "shopify#e-n", checkout_at("tok-n", None, t0()), t0()).await.unwrap();
+    assert_eq!(outcome.as_str(), "ignored");
+    assert!(mem.state.lock().unwrap().carts.is_empty(), "refused as read, decided again, not stored");
+    assert_eq!(mem.called("write_ingest"), 2, "the first write was refused by the marker it had not seen");
 }
 
 #[tokio::test]
@@ -461,7 +527,7 @@ async fn a_checkout_committed_just_before_the_deletion_marker_is_found_and_erase
         let key = (format!("K#{}#{token}", r.merchant.id), "CART".to_string());
         assert!(s.deleted.contains(&key), "{token} erased");
     }
-    assert!(s.deletion_markers.contains_key(&(r.merchant.id.to_string(), PHONE.into())));
+    assert!(s.deletion_markers.contains_key(&memory::marked(&r.merchant.id, &SubjectKey::phone(&phone()))));
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use crate::domain::consent::{ConsentAction, ConsentEvent, ConsentSource, ConsentState, LedgerEntry, Verdict};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::phone::Phone;
+use crate::domain::subject::SubjectKey;
 use crate::ports::{
     ConsentAppend, ConsentLedger, ConsentStore, IdempotencyRecord, IdempotencyStore, PortError, PrivacyStore,
 };
@@ -167,9 +168,10 @@ where
         let mut deletions_seen = Vec::new();
         let mut deleted = None;
         if event.action == ConsentAction::OptIn {
-            let at = store.deletion_marker(&merchant.id, phone).await?;
+            let key = SubjectKey::phone(phone);
+            let at = store.deletion_marker(&merchant.id, &key).await?;
             deleted = at.filter(|_| crate::app::privacy::predates_deletion(at, event.occurred_at));
-            deletions_seen.push((phone.clone(), at));
+            deletions_seen.push((key, at));
         }
         let state = store.consent_state(&merchant.id, phone, event.channel).await?;
         let verdict = state.verdict(event);

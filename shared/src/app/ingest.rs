@@ -11,6 +11,7 @@ use crate::domain::ids::CartToken;
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::outreach::{MerchantRecord, MerchantStatus};
 use crate::domain::phone::{Phone, keyed_hash};
+use crate::domain::subject::SubjectKey;
 use crate::metrics;
 use crate::platforms::{ConsentSignal, PlatformEvent, PlatformRequest};
 use crate::ports::{
@@ -177,19 +178,22 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         for _ in 0..WRITE_ATTEMPTS {
             // Read on every attempt: the write below is conditioned on what was read, so a
             // deletion landing in between refuses it and this read sees the marker.
-            let deleted_at = match &snap.phone {
-                Some(phone) => self.store.deletion_marker(&m.id, phone).await?,
-                None => None,
-            };
+            let mut deletions_seen = Vec::new();
+            for key in SubjectKey::of_checkout(snap.phone.as_ref(), snap.email.as_deref(), snap.customer_id.as_deref())
+            {
+                let at = self.store.deletion_marker(&m.id, &key).await?;
+                deletions_seen.push((key, at));
+            }
             // A copy of a checkout from before the person's data was deleted on request (a late
-            // retry, a resend): storing it would bring the deleted number back. Only the delivery's
-            // dedupe marker is kept; a checkout made after the deletion is a new one.
-            if crate::app::privacy::predates_deletion(deleted_at, snap.updated_at) {
+            // retry, a resend), found by its number, email or customer id: storing it would bring
+            // the deleted data back. Only the delivery's dedupe marker is kept; a checkout made
+            // after the deletion is a new one.
+            if deletions_seen.iter().any(|(_, at)| crate::app::privacy::predates_deletion(*at, snap.updated_at)) {
                 let phone = snap.phone.as_ref().map(Phone::log_id);
                 info!(merchant = %m.id, phone = ?phone, "checkout from before the subject's deletion: nothing stored");
                 return self.mark_only(m, event_key, now).await;
             }
-            let mut deletions_seen: Vec<_> = snap.phone.iter().map(|p| (p.clone(), deleted_at)).collect();
+            let deleted_at = snap.phone.as_ref().and_then(|p| marker_as_read(&deletions_seen, &SubjectKey::phone(p)));
             let existing = self.store.get_cart(&m.id, &snap.token).await?;
             let expected = existing.as_ref().map(|c| c.version);
             // A checkout older than the one we hold lost the race: its consent box is history.
@@ -212,8 +216,9 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
                 let deleted_at = if snap.phone.as_ref() == Some(phone) {
                     deleted_at
                 } else {
-                    let read = self.store.deletion_marker(&m.id, phone).await?;
-                    deletions_seen.push((phone.clone(), read));
+                    let key = SubjectKey::phone(phone);
+                    let read = self.store.deletion_marker(&m.id, &key).await?;
+                    deletions_seen.push((key, read));
                     read
                 };
                 status = state.status;
@@ -265,7 +270,7 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             }
             let mut consents: Vec<ConsentAppend> = append.into_iter().collect();
             if let Some(phone) = cart.phone.as_ref().filter(|_| !outdated) {
-                let deleted_at = deletions_seen.iter().find(|(p, _)| p == phone).and_then(|(_, at)| *at);
+                let deleted_at = marker_as_read(&deletions_seen, &SubjectKey::phone(phone));
                 consents.extend(self.voice_consent(m, (phone, deleted_at), &snap, now).await?);
             }
             let write = IngestWrite {
@@ -344,11 +349,12 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
             // bring them back; the write is conditioned on the marker as read here.
             let mut deletions_seen = Vec::new();
             if event.action == ConsentAction::OptIn {
-                let deleted_at = self.store.deletion_marker(&m.id, &phone).await?;
+                let key = SubjectKey::phone(&phone);
+                let deleted_at = self.store.deletion_marker(&m.id, &key).await?;
                 if crate::app::privacy::predates_deletion(deleted_at, event.occurred_at) {
                     return self.mark_only(m, event_key, now).await;
                 }
-                deletions_seen.push((phone.clone(), deleted_at));
+                deletions_seen.push((key, deleted_at));
             }
             let state = self.store.consent_state(&m.id, &phone, channel).await?;
             // "not subscribed" withdraws an opt-in we hold; it does not create records of strangers.
@@ -554,4 +560,9 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         }
         Err(IngestError::Contention)
     }
+}
+
+/// A subject's deletion marker as this write read it.
+fn marker_as_read(seen: &[(SubjectKey, Option<DateTime<Utc>>)], key: &SubjectKey) -> Option<DateTime<Utc>> {
+    seen.iter().find(|(k, _)| k == key).and_then(|(_, at)| *at)
 }

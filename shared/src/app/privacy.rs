@@ -8,6 +8,7 @@ use crate::domain::merchant::Merchant;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeKind;
+use crate::domain::subject::SubjectKey;
 use crate::ports::{
     CartStore, ConsentStore, CustomerData, ItemKey, PendingPrivacy, PortError, PrivacyStatus, PrivacyStore,
     ProviderCopies, ProviderCopy, PurgeStore, RecordingFiles,
@@ -51,10 +52,15 @@ pub enum Subject {
 impl Subject {
     /// What the proof of a deletion keeps: an HMAC of the phone, a hash of the email or id.
     pub fn proof_id(&self) -> String {
+        self.key().as_str().to_string()
+    }
+
+    /// The key of the subject's deletion marker (and of its proof).
+    pub fn key(&self) -> SubjectKey {
         match self {
-            Self::Phone(p) => p.subject_id(),
-            Self::Email(e) => format!("email:{}", crate::domain::phone::marker_hash("email", &e.trim().to_lowercase())),
-            Self::Customer(id) => format!("customer:{}", crate::domain::phone::marker_hash("customer", id)),
+            Self::Phone(p) => SubjectKey::phone(p),
+            Self::Email(e) => SubjectKey::email(e),
+            Self::Customer(id) => SubjectKey::customer(id),
         }
     }
 
@@ -237,9 +243,14 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, u64>, PrivacyError> {
         // The markers first, then look again until no new number turns up: from its marker on,
-        // a number's checkouts and opt-ins from before the deletion are refused (their write is
+        // a subject's checkouts and opt-ins from before the deletion are refused (their write is
         // conditioned on the marker as read), and one committed before it is found by the next
-        // look. Each marker keeps the number's opt-out honoured after its data is gone.
+        // look. The request's own subject is marked too (an email, a customer id), so a late
+        // checkout carrying it with no number or a new one is refused as well. Each number's
+        // marker keeps its opt-out honoured after its data is gone.
+        if !matches!(subject, Subject::Phone(_)) {
+            self.store.put_deletion_marker(&m.id, &subject.key(), now).await?;
+        }
         let mut phones: Vec<Phone> = Vec::new();
         let carts = loop {
             let (found, carts) = self.find(m, subject).await?;
@@ -248,7 +259,7 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
                 break carts;
             }
             for phone in new {
-                self.store.put_deletion_marker(&m.id, &phone, now).await?;
+                self.store.put_deletion_marker(&m.id, &SubjectKey::phone(&phone), now).await?;
                 phones.push(phone);
             }
         };

@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod retention;
 pub mod secret;
 pub mod silence;
+pub mod subject;
 pub mod time;
 pub mod twiml;
 pub mod voice;

@@ -8,6 +8,7 @@ use crate::domain::merchant::Channel;
 use crate::domain::outreach::SmsLogEntry;
 use crate::domain::phone::Phone;
 use crate::domain::retention::PurgeKind;
+use crate::domain::subject::SubjectKey;
 use crate::domain::voice::CallLogEntry;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -38,10 +39,11 @@ pub struct IngestWrite {
     pub cart: Option<(Cart, Option<u64>)>,
     /// Ledger appends (SMS, and calls where the checkout carries that consent too).
     pub consents: Vec<ConsentAppend>,
-    /// Each number's data-subject deletion marker as read for this write (`None`: no deletion):
-    /// the write applies only while every one is still so, so a deletion landing between the
-    /// read and the write refuses it (a conflict) and the retry sees the marker.
-    pub deletions_seen: Vec<(Phone, Option<DateTime<Utc>>)>,
+    /// Each data-subject deletion marker the checkout names (number, email, customer id), as read
+    /// for this write (`None`: no deletion): the write applies only while every one is still so,
+    /// so a deletion landing between the read and the write refuses it (a conflict) and the
+    /// retry sees the marker.
+    pub deletions_seen: Vec<(SubjectKey, Option<DateTime<Utc>>)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use crate::domain::outreach::{
 use crate::domain::phone::Phone;
 use crate::domain::ratelimit::BucketStep;
 use crate::domain::retention::PurgeReport;
+use crate::domain::subject::SubjectKey;
 use crate::domain::voice::{CallLogEntry, CallRecording};
 use crate::platforms::PlatformRequest;
 use chrono::{DateTime, Duration, Utc};
@@ -113,7 +114,7 @@ pub trait ConsentStore: Send + Sync {
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
-        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
+        deletions_seen: &[(SubjectKey, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> impl Future<Output = Result<IdempotencyRecord, PortError>> + Send;
     /// Appends `event` if the current state accepts it, re-reading on concurrent appends.
@@ -426,19 +427,20 @@ pub trait PrivacyStore: Send + Sync {
     ) -> impl Future<Output = Result<Vec<ItemKey>, PortError>> + Send;
     /// The email pointers of `email` to each of `tokens`.
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey>;
-    /// After a deletion: the phone's opt-out outlives its data. Only an HMAC of the number is
-    /// kept, with when it was deleted.
+    /// After a deletion: a number's opt-out outlives its data, and a checkout from before the
+    /// deletion naming the number, email or customer id is not stored again. Only the key (an
+    /// HMAC) is kept, with when it was deleted.
     fn put_deletion_marker(
         &self,
         m: &MerchantId,
-        phone: &Phone,
+        subject: &SubjectKey,
         at: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), PortError>> + Send;
-    /// When this phone's data was deleted at the merchant's request, if it was.
+    /// When this subject's data was deleted at the merchant's request, if it was.
     fn deletion_marker(
         &self,
         m: &MerchantId,
-        phone: &Phone,
+        subject: &SubjectKey,
     ) -> impl Future<Output = Result<Option<DateTime<Utc>>, PortError>> + Send;
     /// Records the provider's copies a deletion must remove (durable before the data naming them
     /// is deleted), due for the purger's retry at `retry_at`.

@@ -18,6 +18,7 @@ use callfy_shared::domain::outreach::{
     StepRecord, StepResult,
 };
 use callfy_shared::domain::retention::{PurgeKind, PurgeReport, shard_of};
+use callfy_shared::domain::subject::SubjectKey;
 use callfy_shared::domain::voice::{CallLogEntry, CallRecording, KeyOptOut, RecordingCopy};
 use callfy_shared::platforms::PlatformRequest;
 use callfy_shared::ports::telephony::{
@@ -34,6 +35,11 @@ type Key = (String, String);
 
 fn person(m: &MerchantId, phone: &Phone) -> Key {
     (m.to_string(), phone.as_str().to_string())
+}
+
+/// A deletion marker's key: the merchant and the subject's HMAC.
+pub fn marked(m: &MerchantId, subject: &SubjectKey) -> Key {
+    (m.to_string(), subject.as_str().to_string())
 }
 
 #[derive(Default)]
@@ -268,7 +274,7 @@ impl CartStore for Memory {
         if w.consents.iter().any(|c| c.state.seq != seqs(&s, c)) {
             return Err(PortError::Conflict);
         }
-        if w.deletions_seen.iter().any(|(p, seen)| s.deletion_markers.get(&person(&w.merchant_id, p)) != seen.as_ref())
+        if w.deletions_seen.iter().any(|(k, seen)| s.deletion_markers.get(&marked(&w.merchant_id, k)) != seen.as_ref())
         {
             return Err(PortError::Conflict);
         }
@@ -331,7 +337,7 @@ impl ConsentStore for Memory {
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
-        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
+        deletions_seen: &[(SubjectKey, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> Result<IdempotencyRecord, PortError> {
         self.enter("append_consent_answered")?;
@@ -341,7 +347,7 @@ impl ConsentStore for Memory {
         if k.as_ref().is_some_and(|k| s.idempotency.contains_key(k)) {
             return Err(PortError::Conflict);
         }
-        if deletions_seen.iter().any(|(p, seen)| s.deletion_markers.get(&person(&c.merchant_id, p)) != seen.as_ref()) {
+        if deletions_seen.iter().any(|(k, seen)| s.deletion_markers.get(&marked(&c.merchant_id, k)) != seen.as_ref()) {
             return Err(PortError::Conflict);
         }
         let (entry, next) = append_in(&mut s, c)?;
@@ -881,14 +887,19 @@ impl PrivacyStore for Memory {
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey> {
         tokens.iter().map(|t| (format!("E#{m}#{email}"), format!("CART#{t}"))).collect()
     }
-    async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
+    async fn put_deletion_marker(
+        &self,
+        m: &MerchantId,
+        subject: &SubjectKey,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
         self.enter("put_deletion_marker")?;
-        self.s().deletion_markers.insert(person(m, phone), at);
+        self.s().deletion_markers.insert(marked(m, subject), at);
         Ok(())
     }
-    async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
+    async fn deletion_marker(&self, m: &MerchantId, subject: &SubjectKey) -> Result<Option<DateTime<Utc>>, PortError> {
         self.enter("deletion_marker")?;
-        Ok(self.s().deletion_markers.get(&person(m, phone)).copied())
+        Ok(self.s().deletion_markers.get(&marked(m, subject)).copied())
     }
     async fn privacy_status(&self, _: &MerchantId, id: &str) -> Result<Option<PrivacyStatus>, PortError> {
         self.enter("privacy_status")?;

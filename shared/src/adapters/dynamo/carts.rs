@@ -97,15 +97,15 @@ impl Store {
         for c in &w.consents {
             items.extend(self.consent_items(c)?.0);
         }
-        let mut seen: Vec<&(Phone, Option<DateTime<Utc>>)> = Vec::with_capacity(w.deletions_seen.len());
+        let mut seen: Vec<&(SubjectKey, Option<DateTime<Utc>>)> = Vec::with_capacity(w.deletions_seen.len());
         for entry in &w.deletions_seen {
-            // One operation per item in a transaction: a number named twice is checked once.
+            // One operation per item in a transaction: a subject named twice is checked once.
             if !seen.iter().any(|(p, _)| *p == entry.0) {
                 seen.push(entry);
             }
         }
-        for (phone, deleted_at) in seen {
-            items.push(self.deletion_unchanged(&w.merchant_id, phone, *deleted_at)?);
+        for (subject, deleted_at) in seen {
+            items.push(self.deletion_unchanged(&w.merchant_id, subject, *deleted_at)?);
         }
         match self.transact(items).await? {
             TxOutcome::Done => Ok(IngestOutcome::Applied),

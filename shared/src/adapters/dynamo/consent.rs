@@ -176,7 +176,7 @@ impl Store {
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
-        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
+        deletions_seen: &[(SubjectKey, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord,
     ) -> Result<IdempotencyRecord, PortError> {
         let (mut items, entry, next) = self.consent_items(c)?;
@@ -185,8 +185,8 @@ impl Store {
             let item = self.idempotency_item(&c.merchant_id, key, &record)?;
             items.push(self.put_new(item)?);
         }
-        for (phone, deleted_at) in deletions_seen {
-            items.push(self.deletion_unchanged(&c.merchant_id, phone, *deleted_at)?);
+        for (subject, deleted_at) in deletions_seen {
+            items.push(self.deletion_unchanged(&c.merchant_id, subject, *deleted_at)?);
         }
         self.transact_append(items).await?;
         Ok(record)

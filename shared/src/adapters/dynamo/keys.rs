@@ -7,7 +7,7 @@
 //! | `Z#{merchant}`                  | `SECRETS`               | webhook secret, store API token (only webhook ingest may read `Z#` keys) |                                       |
 //! | `Q#{merchant}#{sha256(email)}`  | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
 //! | `N#{merchant}#{phone}`          | `CART#{token}`          | phone pointer (token), purged with the cart: read consistently, unlike the `lookup` index, so a deletion finds a cart written a moment before it | |
-//! | `H#{merchant}#{hmac(phone)}`    | `DELETED`               | deletion marker: keeps an opt-out honoured after a data-subject deletion |  |
+//! | `H#{merchant}#{subject}`        | `DELETED`               | deletion marker (`SubjectKey`: hmac(phone), `email:`hmac, `customer:`hmac): keeps an opt-out honoured and late checkouts out after a data-subject deletion |  |
 //! | `U#{merchant}#{hmac(channel, phone)}` | `SUPPRESSION`     | suppression record: an opt-out's date and source, kept through retention, deletion and closure (no purge date) | |
 //! | `WS#{connection}`               | `CONN`                  | voice agent connection → call reference (TTL a day) |                            |
 //! | `C#{merchant}#{phone}`          | `AGENT#{call}`          | voice agent session and transcript     |                                       |

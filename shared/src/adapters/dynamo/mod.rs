@@ -34,6 +34,7 @@ use crate::domain::outreach::{
     StepRecord, StepResult, StepState, lease_until,
 };
 use crate::domain::phone::Phone;
+use crate::domain::subject::SubjectKey;
 use crate::platforms::PlatformRequest;
 pub use crate::ports::{
     CallUpdate, ConsentAppend, CustomerData, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome,

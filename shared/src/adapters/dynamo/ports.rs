@@ -91,7 +91,7 @@ impl ConsentStore for Store {
         &self,
         c: &ConsentAppend,
         idempotency_key: Option<&str>,
-        deletions_seen: &[(Phone, Option<DateTime<Utc>>)],
+        deletions_seen: &[(SubjectKey, Option<DateTime<Utc>>)],
         answer: impl FnOnce(&LedgerEntry, &ConsentState) -> IdempotencyRecord + Send,
     ) -> Result<IdempotencyRecord, PortError> {
         Store::append_consent_answered(self, c, idempotency_key, deletions_seen, answer).await
@@ -336,11 +336,16 @@ impl PrivacyStore for Store {
     fn email_pointer_keys(&self, m: &MerchantId, email: &str, tokens: &[CartToken]) -> Vec<ItemKey> {
         tokens.iter().map(|t| (keys::email_pk(m, email), keys::cart_lookup_sk(t))).collect()
     }
-    async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
-        Store::put_deletion_marker(self, m, phone, at).await
+    async fn put_deletion_marker(
+        &self,
+        m: &MerchantId,
+        subject: &SubjectKey,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        Store::put_deletion_marker(self, m, subject, at).await
     }
-    async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
-        Store::deletion_marker(self, m, phone).await
+    async fn deletion_marker(&self, m: &MerchantId, subject: &SubjectKey) -> Result<Option<DateTime<Utc>>, PortError> {
+        Store::deletion_marker(self, m, subject).await
     }
     async fn put_privacy_status(
         &self,

@@ -107,10 +107,14 @@ impl Store {
             .collect())
     }
 
-    /// After a deletion: the phone's opt-out outlives its data. Only an HMAC of the number is
-    /// kept, with when it was deleted.
-    pub async fn put_deletion_marker(&self, m: &MerchantId, phone: &Phone, at: DateTime<Utc>) -> Result<(), PortError> {
-        let mut item = key(keys::deleted_pk(m, &phone.subject_id()), "DELETED");
+    /// After a deletion: the subject's key (an HMAC), with when it was deleted.
+    pub async fn put_deletion_marker(
+        &self,
+        m: &MerchantId,
+        subject: &SubjectKey,
+        at: DateTime<Utc>,
+    ) -> Result<(), PortError> {
+        let mut item = key(keys::deleted_pk(m, subject.as_str()), "DELETED");
         item.insert("deleted_at".into(), s(keys::sort_time(at)));
         let item = self.tagged(item, m);
         // Deliveries check this item in their transactions; DynamoDB refuses a write that meets
@@ -131,16 +135,16 @@ impl Store {
         }
     }
 
-    /// A transaction's check that this phone's deletion marker is still as it was read.
+    /// A transaction's check that this subject's deletion marker is still as it was read.
     pub(super) fn deletion_unchanged(
         &self,
         m: &MerchantId,
-        phone: &Phone,
+        subject: &SubjectKey,
         deleted_at: Option<DateTime<Utc>>,
     ) -> Result<TransactWriteItem, PortError> {
         let check = ConditionCheck::builder()
             .table_name(&self.table)
-            .set_key(Some(key(keys::deleted_pk(m, &phone.subject_id()), "DELETED")));
+            .set_key(Some(key(keys::deleted_pk(m, subject.as_str()), "DELETED")));
         let check = match deleted_at {
             None => check.condition_expression("attribute_not_exists(#pk)").expression_attribute_names("#pk", attr::PK),
             Some(at) => check
@@ -151,9 +155,13 @@ impl Store {
         Ok(TransactWriteItem::builder().condition_check(built(check.build())?).build())
     }
 
-    /// When this phone's data was deleted at the merchant's request, if it was.
-    pub async fn deletion_marker(&self, m: &MerchantId, phone: &Phone) -> Result<Option<DateTime<Utc>>, PortError> {
-        let item = self.get(keys::deleted_pk(m, &phone.subject_id()), "DELETED", "GetItem").await?;
+    /// When this subject's data was deleted at the merchant's request, if it was.
+    pub async fn deletion_marker(
+        &self,
+        m: &MerchantId,
+        subject: &SubjectKey,
+    ) -> Result<Option<DateTime<Utc>>, PortError> {
+        let item = self.get(keys::deleted_pk(m, subject.as_str()), "DELETED", "GetItem").await?;
         Ok(item
             .as_ref()
             .and_then(|i| get_s(i, "deleted_at"))
