@@ -111,9 +111,7 @@ pub trait Assemble: Sized {
 /// pseudonym, then the entry point assembled on the system clock.
 pub async fn lambda<A: Assemble>() -> Result<A, StartupError> {
     let sdk = aws::load_config().await?;
-    let (settings, marker) = tokio::join!(secrets::load_settings::<A::Settings>(&sdk), secrets::init_marker_key(&sdk));
-    let settings = settings?;
-    marker?;
+    let settings = secrets::init_settings::<A::Settings>(&sdk).await?;
     crate::telemetry::init_with_log_key(settings.log_key().expose_secret());
     A::assemble(&Clients::new(&sdk), &settings, Arc::new(SystemClock))
 }

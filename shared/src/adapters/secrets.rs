@@ -40,14 +40,9 @@ pub async fn resolve(
     Ok(vars)
 }
 
-/// A function's settings: its secrets from Secrets Manager where `*_SECRET_ID` names them,
-/// everything else (and, locally, the secrets themselves) from the environment.
-pub async fn load_settings<S: Settings>(sdk: &SdkConfig) -> Result<S, ConfigError> {
-    // Building the client makes no request; only named secrets are fetched.
-    settings_from(&aws_sdk_secretsmanager::Client::new(sdk), |k| std::env::var(k).ok()).await
-}
-
-/// `load_settings` over any secret source and environment (tests use moto and a map).
+/// A function's settings over any secret source and environment: its secrets from the source
+/// where `*_SECRET_ID` names them, everything else (and, locally, the secrets themselves) from
+/// the environment; only named secrets are fetched (tests use moto and a map).
 pub async fn settings_from<S: Settings>(
     source: &impl SecretSource,
     env: impl Fn(&str) -> Option<String>,
@@ -78,4 +73,16 @@ pub async fn init_marker_key(sdk: &SdkConfig) -> Result<(), ConfigError> {
     let key = load_marker_key(sdk).await?;
     crate::domain::phone::set_marker_key(key.expose_secret().as_bytes());
     Ok(())
+}
+
+/// A function's init (`startup::lambda`): its settings and the marker key (set for the process), fetched
+/// concurrently through one Secrets Manager client. Building a client is a measurable share of
+/// a cold start, so the two share one.
+pub async fn init_settings<S: Settings>(sdk: &SdkConfig) -> Result<S, ConfigError> {
+    use secrecy::ExposeSecret;
+    let client = aws_sdk_secretsmanager::Client::new(sdk);
+    let env = |k: &str| std::env::var(k).ok();
+    let (settings, key) = tokio::join!(settings_from::<S>(&client, env), marker_key_from(&client, env));
+    crate::domain::phone::set_marker_key(key?.expose_secret().as_bytes());
+    settings
 }
