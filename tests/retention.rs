@@ -386,6 +386,31 @@ async fn the_index_migration_tags_and_reshards_items_an_earlier_version_wrote() 
     local.shutdown().await;
 }
 
+#[tokio::test]
+async fn the_index_migration_writes_the_phone_pointer_an_earlier_version_did_not() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("ret-pointers", clock.clone(), &merchant(|_| {})).await;
+    let (m, _, phone) = ids();
+    assert_eq!(post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await.0, 200);
+    let store = local.store();
+    let pointers = store.phone_pointer_keys(&m, &phone).await.unwrap();
+    assert_eq!(pointers.len(), 1, "{pointers:?}");
+    // As an earlier version left the table: the cart without its pointer.
+    let ddb = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let s = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.into());
+    let (pk, sk) = &pointers[0];
+    ddb.delete_item().table_name(store.table()).key("pk", s(pk)).key("sk", s(sk)).send().await.unwrap();
+    assert!(store.phone_pointer_keys(&m, &phone).await.unwrap().is_empty());
+
+    assert!(store.migrate_indexes().await.unwrap() >= 1);
+    assert_eq!(store.phone_pointer_keys(&m, &phone).await.unwrap(), pointers, "written back where it belongs");
+    let item = ddb.get_item().table_name(store.table()).key("pk", s(pk)).key("sk", s(sk)).send().await.unwrap();
+    let item = item.item().unwrap();
+    assert!(item.contains_key("purge_at") && item.contains_key("tenant"), "purged with the cart: {item:?}");
+    assert_eq!(store.migrate_indexes().await.unwrap(), 0, "nothing changes twice");
+    local.shutdown().await;
+}
+
 /// Every item of the table whose key names merchant `m`, as `pk / sk`.
 async fn items_of(local: &LocalHandle, m: &str) -> Vec<String> {
     let client = callfy_shared::adapters::aws::dynamodb(&sdk().await);

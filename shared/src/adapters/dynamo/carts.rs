@@ -34,6 +34,23 @@ impl Store {
         })
     }
 
+    /// A cart's phone pointer (`N#{merchant}#{phone}` / `CART#{token}`), purged with the cart.
+    pub(super) fn phone_pointer(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        token: &CartToken,
+        purge_at: Option<DateTime<Utc>>,
+    ) -> Item {
+        let mut ptr = key(keys::phone_pointer_pk(m, phone), keys::cart_lookup_sk(token));
+        ptr.insert("token".into(), s(token.as_str()));
+        let ptr = self.tagged(ptr, m);
+        match purge_at {
+            Some(at) => self.with_purge(ptr, at),
+            None => ptr,
+        }
+    }
+
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
     /// pointer and a consent append. A redelivery finds the marker and changes nothing.
     pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, PortError> {
@@ -69,13 +86,7 @@ impl Store {
             // And by its number, read consistently (a deletion's look right after its marker
             // must see a cart committed before it; the `lookup` index may not yet).
             if let Some(phone) = &cart.phone {
-                let mut ptr = key(keys::phone_pointer_pk(&w.merchant_id, phone), keys::cart_lookup_sk(&cart.token));
-                ptr.insert("token".into(), s(cart.token.as_str()));
-                let ptr = self.tagged(ptr, &w.merchant_id);
-                let ptr = match cart.purge_at {
-                    Some(at) => self.with_purge(ptr, at),
-                    None => ptr,
-                };
+                let ptr = self.phone_pointer(&w.merchant_id, phone, &cart.token, cart.purge_at);
                 items.push(put(&self.table, ptr, None, &[], &[])?);
             }
             // And by the platform's customer id (Shopify's `customers/redact` names it).

@@ -686,27 +686,35 @@ impl Store {
 
     /// Brings a table written by an earlier version up to this one's indexes (a one-off scan by
     /// the operator's tool, `callfy-admin migrate-indexes`): each merchant's items tagged for the
-    /// `tenant` index (its own partitions, its entries in shared ones), and purge-index entries
-    /// of the earlier day-bucket form moved to their shard. How many items changed; running it
-    /// again changes nothing.
+    /// `tenant` index (its own partitions, its entries in shared ones), purge-index entries of
+    /// the earlier day-bucket form moved to their shard, and each cart's phone pointer written
+    /// where an earlier version wrote none (so a deletion finds the cart consistently, not only
+    /// through the lagging `lookup` index). How many items changed; running it again changes
+    /// nothing.
     pub async fn migrate_indexes(&self) -> Result<u64, PortError> {
         let mut changed = 0;
         let mut pages = self
             .client
             .scan()
             .table_name(&self.table)
-            .projection_expression("#pk, #sk, #t, #mid, #b")
+            .projection_expression("#pk, #sk, #t, #mid, #b, #pa, #ph, #tok")
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#sk", attr::SK)
             .expression_attribute_names("#t", attr::TENANT)
             .expression_attribute_names("#mid", attr::MERCHANT_ID)
             .expression_attribute_names("#b", attr::PURGE_BUCKET)
+            .expression_attribute_names("#pa", attr::PURGE_AT)
+            .expression_attribute_names("#ph", "phone")
+            .expression_attribute_names("#tok", "token")
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| aws("Scan", e))?;
             for i in page.items.unwrap_or_default() {
                 let (Some(pk), Some(sk)) = (get_s(&i, attr::PK), get_s(&i, attr::SK)) else { continue };
+                if sk == keys::CART {
+                    changed += u64::from(self.backfill_phone_pointer(pk, &i).await?);
+                }
                 let owner = match pk.split_once('#') {
                     Some(("C" | "K" | "X" | "Q" | "N" | "H", rest)) => rest.split('#').next().map(str::to_string),
                     Some(("S" | "D", _)) => get_s(&i, attr::MERCHANT_ID).map(str::to_string),
@@ -748,6 +756,32 @@ impl Store {
             }
         }
         Ok(changed)
+    }
+
+    /// A cart's phone pointer, when its cart names a number and the pointer is missing.
+    async fn backfill_phone_pointer(&self, pk: &str, cart: &Item) -> Result<bool, PortError> {
+        let merchant = pk.strip_prefix("K#").and_then(|r| r.split('#').next()).and_then(|m| MerchantId::parse(m).ok());
+        let phone = get_s(cart, "phone").and_then(|p| Phone::parse(p, None).ok());
+        let token = get_s(cart, "token").and_then(|t| CartToken::parse(t).ok());
+        let (Some(m), Some(phone), Some(token)) = (merchant, phone, token) else { return Ok(false) };
+        let purge_at = get_s(cart, attr::PURGE_AT)
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc));
+        let ptr = self.phone_pointer(&m, &phone, &token, purge_at);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(ptr))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", attr::PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(aws("PutItem", e)),
+        }
     }
 
     /// The keys of the items tagged for merchant `id` in the `tenant` index, every shard.
