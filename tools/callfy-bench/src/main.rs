@@ -52,6 +52,10 @@ struct Args {
     /// debug logging costs: --env RUST_LOG=debug
     #[arg(long = "env")]
     extra_env: Vec<String>,
+    /// A static build of webhook-ingest (glibc linked in, no `ld.so`), measured beside the
+    /// deployed build as one more row: a lever, not what the template deploys.
+    #[arg(long)]
+    static_ingest: Option<PathBuf>,
     /// Write the cold-start figures here as JSON (scripts/bench draws the chart from them).
     #[arg(long)]
     chart_json: Option<PathBuf>,
@@ -242,7 +246,7 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     let python = std::env::var("CALLFY_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = args.root.join("tools/callfy-bench/python/boto3_lambda.py");
     let mut rows: Vec<ColdRow> = Vec::new();
-    let functions = [
+    let mut functions = vec![
         "hello-lambda",
         "python-boto3",
         "hello-sdk",
@@ -255,13 +259,16 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
         "voice-agent",
         "retention-purger",
     ];
+    if args.static_ingest.is_some() {
+        functions.insert(5, STATIC_INGEST);
+    }
     for name in functions {
         let event = |i: usize| -> Vec<u8> {
             match name {
                 "hello-lambda" | "hello-sdk" | "hello-sdk-log" => b"{\"hello\":\"world\"}".to_vec(),
                 "python-boto3" => b"{}".to_vec(),
                 // A fresh delivery each time: the same event id would short-cut as a duplicate.
-                "webhook-ingest" => {
+                "webhook-ingest" | STATIC_INGEST => {
                     let mut e = checkout.clone();
                     e["headers"]["x-shopify-event-id"] = format!("bench-{i}-{}", uuid::Uuid::new_v4()).into();
                     e.to_string().into_bytes()
@@ -275,15 +282,18 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
                 _ => sqs.clone().into_bytes(),
             }
         };
+        let path = match (name, &args.static_ingest) {
+            (STATIC_INGEST, Some(p)) => p.clone(),
+            _ => binary(&target, &args.profile, name),
+        };
         let command: Vec<std::ffi::OsString> = if name == "python-boto3" {
             vec![python.clone().into(), script.clone().into()]
         } else {
-            vec![binary(&target, &args.profile, name).into()]
+            vec![path.clone().into()]
         };
         let (size, zipped) = if name == "python-boto3" {
             (None, None)
         } else {
-            let path = binary(&target, &args.profile, name);
             let size = std::fs::metadata(&path)
                 .map_err(|e| format!("{}: {e} (build it with cargo build --profile {})", path.display(), args.profile))?
                 .len();
@@ -346,6 +356,9 @@ fn zipped_size(path: &std::path::Path) -> Result<u64, String> {
     Ok(size)
 }
 
+/// The static build of webhook-ingest, when measured (`--static-ingest`).
+const STATIC_INGEST: &str = "webhook-ingest, static";
+
 /// Binaries between the hello-world baseline and a function, each adding one part of its init.
 const STEPS: [&str; 2] = ["hello-sdk", "hello-sdk-log"];
 
@@ -360,6 +373,10 @@ fn steps_table(rows: &[ColdRow], runs: usize) -> String {
         ),
         ("hello-sdk-log", "+ the JSON log subscriber"),
         ("webhook-ingest", "+ settings, the app, and the rest of a 10× larger binary to load"),
+        (
+            STATIC_INGEST,
+            "the same, static: glibc linked in, no `ld.so` or shared libraries to load (measured, not deployed)",
+        ),
     ];
     let mut out = format!(
         "Where webhook-ingest's init goes: binaries that add one part at a time, measured as above (median of {runs}).\n\n| step | init | added |\n|---|---|---|\n"
