@@ -656,6 +656,9 @@ impl aws_sdk_dynamodb::config::Intercept for MarkerConflicts {
         }
         let resp = context.response_mut();
         *resp.status_mut() = 400u16.try_into().expect("a status");
+        // Whatever moto answered (a later try meets the marker the first one wrote), DynamoDB's
+        // refusal applied nothing: only the body names the error.
+        resp.headers_mut().remove("x-amzn-errortype");
         *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
             r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}"#,
         );
@@ -679,7 +682,13 @@ async fn a_deletion_marker_put_that_meets_a_deliverys_transaction_is_tried_again
     let phone = Phone::parse("+14155552671", None).unwrap();
     conflicts(2).put_deletion_marker(&m, &SubjectKey::phone(&phone), t0()).await.expect("written on the third try");
     assert_eq!(plain.deletion_marker(&m, &SubjectKey::phone(&phone)).await.unwrap(), Some(t0()));
+    let later = t0() + Duration::days(1);
     let err =
-        conflicts(9).put_deletion_marker(&m, &SubjectKey::phone(&phone), t0()).await.expect_err("gives up after five");
+        conflicts(9).put_deletion_marker(&m, &SubjectKey::phone(&phone), later).await.expect_err("gives up after five");
     assert!(err.is_transient(), "the deletion is retried by its caller: {err:?}");
+    // A marker only moves forward: an earlier deletion's put changes nothing.
+    let key = SubjectKey::phone(&phone);
+    plain.put_deletion_marker(&m, &key, later).await.unwrap();
+    plain.put_deletion_marker(&m, &key, t0()).await.unwrap();
+    assert_eq!(plain.deletion_marker(&m, &key).await.unwrap(), Some(later), "never moved back");
 }

@@ -402,12 +402,44 @@ async fn the_index_migration_writes_the_phone_pointer_an_earlier_version_did_not
     ddb.delete_item().table_name(store.table()).key("pk", s(pk)).key("sk", s(sk)).send().await.unwrap();
     assert!(store.phone_pointer_keys(&m, &phone).await.unwrap().is_empty());
 
-    assert!(store.migrate_indexes().await.unwrap() >= 1);
-    assert_eq!(store.phone_pointer_keys(&m, &phone).await.unwrap(), pointers, "written back where it belongs");
+    // And without its customer-id pointer (a version before those).
+    let customer = ddb
+        .scan()
+        .table_name(store.table())
+        .filter_expression("begins_with(pk, :q) AND sk = :c")
+        .expression_attribute_values(":q", s("Q#snowdevil#"))
+        .expression_attribute_values(":c", s(&format!("CART#{}", ids().1)))
+        .send()
+        .await
+        .unwrap();
+    let customer_keys: Vec<(String, String)> =
+        customer.items().iter().map(|i| (i["pk"].as_s().unwrap().clone(), i["sk"].as_s().unwrap().clone())).collect();
+    assert_eq!(customer_keys.len(), 2, "the email's and the customer id's pointers: {customer_keys:?}");
+    let (by_customer, _) = customer_keys
+        .iter()
+        .find(|(pk, _)| pk.ends_with(&callfy_shared::domain::phone::marker_hash("email", "customer:207119551")))
+        .expect("the customer id's pointer");
+    ddb.delete_item().table_name(store.table()).key("pk", s(by_customer)).key("sk", s(sk)).send().await.unwrap();
+
+    assert!(store.migrate_indexes().await.unwrap() >= 2, "both pointers written back");
+    assert_eq!(store.phone_pointer_keys(&m, &phone).await.unwrap(), pointers, "where it belongs");
     let item = ddb.get_item().table_name(store.table()).key("pk", s(pk)).key("sk", s(sk)).send().await.unwrap();
     let item = item.item().unwrap();
     assert!(item.contains_key("purge_at") && item.contains_key("tenant"), "purged with the cart: {item:?}");
+    let back =
+        ddb.get_item().table_name(store.table()).key("pk", s(by_customer)).key("sk", s(sk)).send().await.unwrap();
+    assert!(back.item().is_some(), "the customer id's pointer is back");
     assert_eq!(store.migrate_indexes().await.unwrap(), 0, "nothing changes twice");
+
+    // A cart the scan read and a deletion erased since gets no pointer back.
+    let cart_pk = format!("K#snowdevil#{}", ids().1);
+    let scanned =
+        ddb.get_item().table_name(store.table()).key("pk", s(&cart_pk)).key("sk", s("CART")).send().await.unwrap();
+    let scanned = scanned.item().unwrap().clone();
+    ddb.delete_item().table_name(store.table()).key("pk", s(pk)).key("sk", s(sk)).send().await.unwrap();
+    ddb.delete_item().table_name(store.table()).key("pk", s(&cart_pk)).key("sk", s("CART")).send().await.unwrap();
+    assert_eq!(store.backfill_pointers(&cart_pk, &scanned).await.unwrap(), 0);
+    assert!(store.phone_pointer_keys(&m, &phone).await.unwrap().is_empty(), "no pointer to an erased cart");
     local.shutdown().await;
 }
 

@@ -448,6 +448,36 @@ async fn a_deletion_landing_between_the_marker_read_and_the_cart_write_keeps_the
     assert_eq!(mem.called("deletion_marker"), 4, "the refused write was decided again on the markers (number, email)");
 }
 
+#[tokio::test]
+async fn a_deletion_marks_what_it_erases_no_earlier_than_its_latest_checkout_and_never_moves_a_marker_back() {
+    let mem = Memory::default();
+    let (files, queue) = (Telephony::default(), Queue::default());
+    let r = record();
+    // A run dated before the checkout it erases (a retention run's `as_of`, a late schedule).
+    let updated = t0() + chrono::Duration::hours(2);
+    let mut c = cart("tok-l");
+    c.updated_at = updated;
+    c.customer_id = Some("7390".into());
+    mem.add_cart(c);
+    let privacy = Privacy { store: &mem, recordings: &files };
+    privacy.delete(&r, &Subject::Phone(phone()), "dsr_l", t0()).await.unwrap();
+    let marker =
+        |k: SubjectKey| mem.state.lock().unwrap().deletion_markers.get(&memory::marked(&r.merchant.id, &k)).copied();
+    for key in [SubjectKey::phone(&phone()), SubjectKey::email("ann@example.com"), SubjectKey::customer("7390")] {
+        assert_eq!(marker(key.clone()), Some(updated), "{key:?}: marked at the erased checkout's time");
+    }
+    // A copy of that checkout, by its email with no number, is refused.
+    let ingest = Ingest { store: &mem, queue: &queue };
+    let mut copy = checkout_at("tok-m", None, updated);
+    if let PlatformEvent::CartUpserted { snapshot, .. } = &mut copy {
+        snapshot.customer_id = Some("7390".into());
+    }
+    assert_eq!(ingest.apply(&r, "shopify#e-m", copy, updated).await.unwrap().as_str(), "ignored");
+    // A second deletion dated earlier does not move the markers back.
+    privacy.delete(&r, &Subject::Phone(phone()), "dsr_l2", t0() - chrono::Duration::days(1)).await.unwrap();
+    assert_eq!(marker(SubjectKey::phone(&phone())), Some(updated));
+}
+
 fn checkout_at(token: &str, phone: Option<&str>, at: DateTime<Utc>) -> PlatformEvent {
     let mut snap = snapshot(token, at);
     snap.phone = phone.map(|p| Phone::parse(p, None).unwrap());
@@ -468,8 +498,15 @@ async fn a_late_checkout_carrying_a_deleted_email_is_not_stored_whatever_its_num
     let deleted_at = t0() + chrono::Duration::hours(1);
     let privacy = Privacy { store: &mem, recordings: &files };
     privacy.delete(&r, &Subject::Email("Ann@Example.com".into()), "dsr_e", deleted_at).await.unwrap();
-    let email_key = memory::marked(&r.merchant.id, &SubjectKey::email("ann@example.com"));
-    assert_eq!(mem.state.lock().unwrap().deletion_markers.get(&email_key), Some(&deleted_at), "the email is marked");
+    {
+        let s = mem.state.lock().unwrap();
+        let email_key = memory::marked(&r.merchant.id, &SubjectKey::email("ann@example.com"));
+        assert_eq!(s.deletion_markers.get(&email_key), Some(&deleted_at), "the email is marked");
+        let phone_key = memory::marked(&r.merchant.id, &SubjectKey::phone(&phone()));
+        assert_eq!(s.deletion_markers.get(&phone_key), Some(&deleted_at), "and the number on its cart");
+        let key = (format!("K#{}#tok-e", r.merchant.id), "CART".to_string());
+        assert!(s.deleted.contains(&key), "the email's cart is erased");
+    }
 
     // Retries of checkouts made before the deletion: a new number, then none at all.
     let ingest = Ingest { store: &mem, queue: &queue };

@@ -178,12 +178,9 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         for _ in 0..WRITE_ATTEMPTS {
             // Read on every attempt: the write below is conditioned on what was read, so a
             // deletion landing in between refuses it and this read sees the marker.
-            let mut deletions_seen = Vec::new();
-            for key in SubjectKey::of_checkout(snap.phone.as_ref(), snap.email.as_deref(), snap.customer_id.as_deref())
-            {
-                let at = self.store.deletion_marker(&m.id, &key).await?;
-                deletions_seen.push((key, at));
-            }
+            let keys = SubjectKey::of_checkout(snap.phone.as_ref(), snap.email.as_deref(), snap.customer_id.as_deref());
+            let read = futures::future::try_join_all(keys.iter().map(|k| self.store.deletion_marker(&m.id, k))).await?;
+            let mut deletions_seen: Vec<_> = keys.into_iter().zip(read).collect();
             // A copy of a checkout from before the person's data was deleted on request (a late
             // retry, a resend), found by its number, email or customer id: storing it would bring
             // the deleted data back. Only the delivery's dedupe marker is kept; a checkout made

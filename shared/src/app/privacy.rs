@@ -1,6 +1,7 @@
 //! Data-subject requests: everything held about a person at a merchant (by phone or email),
-//! exported as one document, or deleted. A deletion leaves only a marker keyed by an HMAC of the
-//! phone, which keeps the opt-out honoured, and a proof record (the HMAC, time, counts per kind).
+//! exported as one document, or deleted. A deletion leaves only markers keyed by HMACs of the
+//! phones, emails and customer ids it erased (`SubjectKey`), which keep the opt-out honoured and
+//! late copies of old checkouts out, and a proof record (the HMAC, time, counts per kind).
 //! Under a legal hold a deletion is recorded and carried out when the hold lifts.
 
 use crate::domain::cart::Cart;
@@ -232,9 +233,10 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
     }
 
     /// The deletion itself (request `request`): carts with their steps and pointers, each
-    /// phone's partition, the recordings; a marker per phone so its opt-out outlives its data;
-    /// and, recorded before the logs naming them go, the copies Twilio holds, for the worker to
-    /// remove.
+    /// phone's partition, the recordings; a marker per subject (the request's, and each number,
+    /// email and customer id on what it erases) so an opt-out outlives its data and no late copy
+    /// of a checkout brings it back; and, recorded before the logs naming them go, the copies
+    /// Twilio holds, for the worker to remove.
     pub async fn erase(
         &self,
         m: &Merchant,
@@ -242,25 +244,48 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         request: &str,
         now: DateTime<Utc>,
     ) -> Result<BTreeMap<String, u64>, PrivacyError> {
-        // The markers first, then look again until no new number turns up: from its marker on,
-        // a subject's checkouts and opt-ins from before the deletion are refused (their write is
+        // The markers first, then look again until nothing new turns up: from its marker on, a
+        // subject's checkouts and opt-ins from before the deletion are refused (their write is
         // conditioned on the marker as read), and one committed before it is found by the next
-        // look. The request's own subject is marked too (an email, a customer id), so a late
-        // checkout carrying it with no number or a new one is refused as well. Each number's
-        // marker keeps its opt-out honoured after its data is gone.
-        if !matches!(subject, Subject::Phone(_)) {
-            self.store.put_deletion_marker(&m.id, &subject.key(), now).await?;
-        }
+        // look. Marked: the request's subject, and every number, email and customer id on the
+        // carts found, so a late copy of one of them is refused whatever else it carries. The
+        // marker's time covers every cart erased (a run's `now` may be behind a checkout it
+        // erases: a copy of that checkout must still be refused), and never moves back.
+        let mut marked: Vec<SubjectKey> = Vec::new();
+        let mut at = now;
         let mut phones: Vec<Phone> = Vec::new();
+        let mut wanted = vec![subject.key()];
         let carts = loop {
-            let (found, carts) = self.find(m, subject).await?;
-            let new: Vec<Phone> = found.into_iter().filter(|p| !phones.contains(p)).collect();
-            if new.is_empty() {
-                break carts;
+            let new: Vec<SubjectKey> = wanted.iter().filter(|k| !marked.contains(k)).cloned().collect();
+            for key in new {
+                self.store.put_deletion_marker(&m.id, &key, at).await?;
+                marked.push(key);
             }
-            for phone in new {
-                self.store.put_deletion_marker(&m.id, &SubjectKey::phone(&phone), now).await?;
-                phones.push(phone);
+            let (found, carts) = self.find(m, subject).await?;
+            for phone in found {
+                if !phones.contains(&phone) {
+                    phones.push(phone);
+                }
+            }
+            wanted = marked.clone();
+            wanted.extend(phones.iter().map(SubjectKey::phone));
+            for cart in &carts {
+                wanted.extend(SubjectKey::of_checkout(
+                    cart.phone.as_ref(),
+                    cart.email.as_deref(),
+                    cart.customer_id.as_deref(),
+                ));
+            }
+            wanted.sort();
+            wanted.dedup();
+            let latest = carts.iter().map(|c| c.updated_at).max().unwrap_or(at);
+            if latest > at {
+                // Marked again, later: each put only ever moves a marker forward.
+                at = latest;
+                marked.clear();
+            }
+            if wanted.iter().all(|k| marked.contains(k)) {
+                break carts;
             }
         };
         let mut counts: BTreeMap<String, u64> = BTreeMap::new();

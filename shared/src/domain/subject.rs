@@ -18,15 +18,16 @@ impl SubjectKey {
         Self(format!("email:{}", marker_hash("email", &e.trim().to_lowercase())))
     }
 
+    /// Trimmed and lower-cased, as the customer-id pointer is keyed.
     pub fn customer(id: &str) -> Self {
-        Self(format!("customer:{}", marker_hash("customer", id)))
+        Self(format!("customer:{}", marker_hash("customer", &id.trim().to_lowercase())))
     }
 
     /// Every key a checkout names: its number, its email and its platform customer id.
     pub fn of_checkout(phone: Option<&Phone>, email: Option<&str>, customer_id: Option<&str>) -> Vec<Self> {
         let mut keys: Vec<Self> = phone.map(Self::phone).into_iter().collect();
         keys.extend(email.filter(|e| !e.trim().is_empty()).map(Self::email));
-        keys.extend(customer_id.filter(|c| !c.is_empty()).map(Self::customer));
+        keys.extend(customer_id.filter(|c| !c.trim().is_empty()).map(Self::customer));
         keys
     }
 

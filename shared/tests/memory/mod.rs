@@ -6,7 +6,7 @@
 
 #![allow(dead_code)]
 
-use callfy_shared::domain::cart::Cart;
+use callfy_shared::domain::cart::{Cart, customer_ref};
 use callfy_shared::domain::consent::{ConsentEvent, ConsentState, LedgerEntry, entry_hash};
 use callfy_shared::domain::delivery::Undeliverable;
 use callfy_shared::domain::flow::OutreachJob;
@@ -319,10 +319,17 @@ impl CartStore for Memory {
         email: &str,
     ) -> Result<Vec<(CartToken, Option<Phone>)>, PortError> {
         self.enter("phones_for_email")?;
+        // As the store keys its pointers: the email trimmed and lower-cased, or a customer's ref.
+        let wanted = email.trim().to_lowercase();
+        let norm = |v: &str| v.trim().to_lowercase();
         let s = self.s();
         Ok(s.carts
             .values()
-            .filter(|c| c.merchant_id == *m && c.email.as_deref() == Some(email))
+            .filter(|c| c.merchant_id == *m)
+            .filter(|c| {
+                c.email.as_deref().map(norm).as_ref() == Some(&wanted)
+                    || c.customer_id.as_deref().map(|id| norm(&customer_ref(id))).as_ref() == Some(&wanted)
+            })
             .map(|c| (c.token.clone(), c.phone.clone()))
             .collect())
     }
@@ -894,7 +901,9 @@ impl PrivacyStore for Memory {
         at: DateTime<Utc>,
     ) -> Result<(), PortError> {
         self.enter("put_deletion_marker")?;
-        self.s().deletion_markers.insert(marked(m, subject), at);
+        let mut s = self.s();
+        let marker = s.deletion_markers.entry(marked(m, subject)).or_insert(at);
+        *marker = (*marker).max(at);
         Ok(())
     }
     async fn deletion_marker(&self, m: &MerchantId, subject: &SubjectKey) -> Result<Option<DateTime<Utc>>, PortError> {

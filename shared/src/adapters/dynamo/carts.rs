@@ -51,6 +51,28 @@ impl Store {
         }
     }
 
+    /// A cart's customer-id pointer (as an email pointer, `customer:{id}`), purged with the cart.
+    pub(super) fn customer_pointer(
+        &self,
+        m: &MerchantId,
+        customer_id: &str,
+        token: &CartToken,
+        phone: Option<&Phone>,
+        purge_at: Option<DateTime<Utc>>,
+    ) -> Item {
+        let pk = keys::email_pk(m, &crate::domain::cart::customer_ref(customer_id));
+        let mut ptr = key(pk, keys::cart_lookup_sk(token));
+        ptr.insert("token".into(), s(token.as_str()));
+        if let Some(phone) = phone {
+            ptr.insert("phone".into(), s(phone.as_str()));
+        }
+        let ptr = self.tagged(ptr, m);
+        match purge_at {
+            Some(at) => self.with_purge(ptr, at),
+            None => ptr,
+        }
+    }
+
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
     /// pointer and a consent append. A redelivery finds the marker and changes nothing.
     pub async fn write_ingest(&self, w: &IngestWrite) -> Result<IngestOutcome, PortError> {
@@ -91,17 +113,7 @@ impl Store {
             }
             // And by the platform's customer id (Shopify's `customers/redact` names it).
             if let Some(id) = &cart.customer_id {
-                let pk = keys::email_pk(&w.merchant_id, &crate::domain::cart::customer_ref(id));
-                let mut ptr = key(pk, keys::cart_lookup_sk(&cart.token));
-                ptr.insert("token".into(), s(cart.token.as_str()));
-                if let Some(phone) = &cart.phone {
-                    ptr.insert("phone".into(), s(phone.as_str()));
-                }
-                let ptr = self.tagged(ptr, &w.merchant_id);
-                let ptr = match cart.purge_at {
-                    Some(at) => self.with_purge(ptr, at),
-                    None => ptr,
-                };
+                let ptr = self.customer_pointer(&w.merchant_id, id, &cart.token, cart.phone.as_ref(), cart.purge_at);
                 items.push(put(&self.table, ptr, None, &[], &[])?);
             }
         }

@@ -5,7 +5,7 @@
 //! |---------------------------------|-------------------------|----------------------------------------|---------------------------------------|
 //! | `M#{merchant}`                  | `PROFILE`               | merchant profile, status, API key hash | `SHOP#{domain}` / `M#{merchant}`      |
 //! | `Z#{merchant}`                  | `SECRETS`               | webhook secret, store API token (only webhook ingest may read `Z#` keys) |                                       |
-//! | `Q#{merchant}#{sha256(email)}`  | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
+//! | `Q#{merchant}#{hmac(email)}`    | `CART#{token}`          | email pointer (token, phone), purged with the cart |                          |
 //! | `N#{merchant}#{phone}`          | `CART#{token}`          | phone pointer (token), purged with the cart: read consistently, unlike the `lookup` index, so a deletion finds a cart written a moment before it | |
 //! | `H#{merchant}#{subject}`        | `DELETED`               | deletion marker (`SubjectKey`: hmac(phone), `email:`hmac, `customer:`hmac): keeps an opt-out honoured and late checkouts out after a data-subject deletion |  |
 //! | `U#{merchant}#{hmac(channel, phone)}` | `SUPPRESSION`     | suppression record: an opt-out's date and source, kept through retention, deletion and closure (no purge date) | |
@@ -137,7 +137,7 @@ pub fn email_pk(m: &MerchantId, email: &str) -> String {
     format!("Q#{m}#{}", crate::domain::phone::marker_hash("email", &email.trim().to_lowercase()))
 }
 
-/// A deleted subject's marker: the HMAC of the phone, never the phone.
+/// A deleted subject's marker (`SubjectKey`: an HMAC of a phone, email or customer id).
 pub fn deleted_pk(m: &MerchantId, subject: &str) -> String {
     format!("H#{m}#{subject}")
 }

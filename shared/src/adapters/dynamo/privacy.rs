@@ -107,23 +107,39 @@ impl Store {
             .collect())
     }
 
-    /// After a deletion: the subject's key (an HMAC), with when it was deleted.
+    /// After a deletion: the subject's key (an HMAC), with when it was deleted. A marker only
+    /// moves forward: a put dated at or before the one stored changes nothing.
     pub async fn put_deletion_marker(
         &self,
         m: &MerchantId,
         subject: &SubjectKey,
         at: DateTime<Utc>,
     ) -> Result<(), PortError> {
+        let at = keys::sort_time(at);
         let mut item = key(keys::deleted_pk(m, subject.as_str()), "DELETED");
-        item.insert("deleted_at".into(), s(keys::sort_time(at)));
+        item.insert("deleted_at".into(), s(at.clone()));
         let item = self.tagged(item, m);
         // Deliveries check this item in their transactions; DynamoDB refuses a write that meets
         // one in flight. The checks are short: try again rather than fail the deletion.
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.client.put_item().table_name(&self.table).set_item(Some(item.clone())).send().await {
+            let put = self
+                .client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item.clone()))
+                .condition_expression("attribute_not_exists(#pk) OR #d < :d")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#d", "deleted_at")
+                .expression_attribute_values(":d", s(at.clone()))
+                .send()
+                .await;
+            match put {
                 Ok(_) => return Ok(()),
+                Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
+                    return Ok(());
+                }
                 Err(e)
                     if attempt < MARKER_ATTEMPTS
                         && e.as_service_error().is_some_and(|e| e.is_transaction_conflict_exception()) =>

@@ -687,17 +687,17 @@ impl Store {
     /// Brings a table written by an earlier version up to this one's indexes (a one-off scan by
     /// the operator's tool, `callfy-admin migrate-indexes`): each merchant's items tagged for the
     /// `tenant` index (its own partitions, its entries in shared ones), purge-index entries of
-    /// the earlier day-bucket form moved to their shard, and each cart's phone pointer written
-    /// where an earlier version wrote none (so a deletion finds the cart consistently, not only
-    /// through the lagging `lookup` index). How many items changed; running it again changes
-    /// nothing.
+    /// the earlier day-bucket form moved to their shard, and each cart's phone and customer-id
+    /// pointers written where an earlier version wrote none (so a deletion finds the cart
+    /// consistently, and a `customers/redact` finds it at all). How many items changed; running
+    /// it again changes nothing.
     pub async fn migrate_indexes(&self) -> Result<u64, PortError> {
         let mut changed = 0;
         let mut pages = self
             .client
             .scan()
             .table_name(&self.table)
-            .projection_expression("#pk, #sk, #t, #mid, #b, #pa, #ph, #tok")
+            .projection_expression("#pk, #sk, #t, #mid, #b, #pa, #ph, #tok, #cid")
             .expression_attribute_names("#pk", attr::PK)
             .expression_attribute_names("#sk", attr::SK)
             .expression_attribute_names("#t", attr::TENANT)
@@ -706,6 +706,7 @@ impl Store {
             .expression_attribute_names("#pa", attr::PURGE_AT)
             .expression_attribute_names("#ph", "phone")
             .expression_attribute_names("#tok", "token")
+            .expression_attribute_names("#cid", "customer_id")
             .into_paginator()
             .send();
         while let Some(page) = pages.next().await {
@@ -713,7 +714,7 @@ impl Store {
             for i in page.items.unwrap_or_default() {
                 let (Some(pk), Some(sk)) = (get_s(&i, attr::PK), get_s(&i, attr::SK)) else { continue };
                 if sk == keys::CART {
-                    changed += u64::from(self.backfill_phone_pointer(pk, &i).await?);
+                    changed += self.backfill_pointers(pk, &i).await?;
                 }
                 let owner = match pk.split_once('#') {
                     Some(("C" | "K" | "X" | "Q" | "N" | "H", rest)) => rest.split('#').next().map(str::to_string),
@@ -758,30 +759,44 @@ impl Store {
         Ok(changed)
     }
 
-    /// A cart's phone pointer, when its cart names a number and the pointer is missing.
-    async fn backfill_phone_pointer(&self, pk: &str, cart: &Item) -> Result<bool, PortError> {
+    /// A cart's phone and customer-id pointers, where its cart names them and they are missing.
+    /// Each is written only while the cart still holds what the scan read (a deletion or purge
+    /// since must not get a pointer to the number back): how many were written. `migrate_indexes`'
+    /// step for each cart it scanned.
+    pub async fn backfill_pointers(&self, pk: &str, cart: &Item) -> Result<u64, PortError> {
         let merchant = pk.strip_prefix("K#").and_then(|r| r.split('#').next()).and_then(|m| MerchantId::parse(m).ok());
-        let phone = get_s(cart, "phone").and_then(|p| Phone::parse(p, None).ok());
         let token = get_s(cart, "token").and_then(|t| CartToken::parse(t).ok());
-        let (Some(m), Some(phone), Some(token)) = (merchant, phone, token) else { return Ok(false) };
+        let (Some(m), Some(token)) = (merchant, token) else { return Ok(0) };
+        let phone = get_s(cart, "phone").and_then(|p| Phone::parse(p, None).ok());
         let purge_at = get_s(cart, attr::PURGE_AT)
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
             .map(|t| t.with_timezone(&Utc));
-        let ptr = self.phone_pointer(&m, &phone, &token, purge_at);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(ptr))
-            .condition_expression("attribute_not_exists(#pk)")
-            .expression_attribute_names("#pk", attr::PK)
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(aws("PutItem", e)),
+        let mut pointers = Vec::new();
+        if let Some(p) = &phone {
+            pointers.push(("phone", p.as_str().to_string(), self.phone_pointer(&m, p, &token, purge_at)));
         }
+        if let Some(id) = get_s(cart, "customer_id") {
+            let ptr = self.customer_pointer(&m, id, &token, phone.as_ref(), purge_at);
+            pointers.push(("customer_id", id.to_string(), ptr));
+        }
+        let mut written = 0;
+        for (field, value, ptr) in pointers {
+            let still = ConditionCheck::builder()
+                .table_name(&self.table)
+                .set_key(Some(key(pk.to_string(), keys::CART)))
+                .condition_expression("attribute_exists(#pk) AND #f = :v")
+                .expression_attribute_names("#pk", attr::PK)
+                .expression_attribute_names("#f", field)
+                .expression_attribute_values(":v", s(value));
+            let items = vec![
+                TransactWriteItem::builder().condition_check(built(still.build())?).build(),
+                put(&self.table, ptr, Some("attribute_not_exists(#pk)"), &[("#pk", attr::PK)], &[])?,
+            ];
+            if let TxOutcome::Done = self.transact(items).await? {
+                written += 1;
+            }
+        }
+        Ok(written)
     }
 
     /// The keys of the items tagged for merchant `id` in the `tenant` index, every shard.
