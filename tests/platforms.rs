@@ -270,6 +270,26 @@ async fn bigcommerce_abandoned_cart_is_read_from_the_store_and_texted_once() {
 }
 
 #[tokio::test]
+async fn a_bigcommerce_delivery_applied_by_an_attempt_that_died_before_queuing_its_first_step_still_gets_it() {
+    // Found by the 10 000-delivery campaign: the copy's rescue of step 0 read the token from a
+    // parsed checkout, and BigCommerce's delivery names only its cart.
+    let (local, _, m) = start_replaying("bc-crash", BC).await;
+    bc_consent(&local).await;
+    let secret = m.webhook_secret.clone().unwrap();
+    let body = serde_json::to_vec(&read_json("events/bigcommerce/cart-abandoned.json")).unwrap();
+    let (status, answer) = post(&local, "/webhooks/bigcommerce/snowdevil-bc", &bc_headers(&secret), body).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let (mid, token) = (MerchantId::parse("snowdevil-bc").unwrap(), CartToken::parse(BC_CART).unwrap());
+    as_if_the_first_step_never_queued(&local, &mid, &token).await;
+    // The copy finds the delivery applied and the cart's first step untaken: it queues it again.
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1, "the text goes out, once");
+    local.drain().await.unwrap();
+    assert_eq!(local.sandbox.messages().len(), 1);
+    local.shutdown().await;
+}
+
+#[tokio::test]
 async fn bigcommerce_refuses_a_missing_or_wrong_secret_and_bad_bodies() {
     let (local, _, m) = start("bc-refused", BC).await;
     let path = "/webhooks/bigcommerce/snowdevil-bc";

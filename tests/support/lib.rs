@@ -249,3 +249,48 @@ impl LogCapture {
             .collect()
     }
 }
+
+/// As if the inline attempt that applied a cart's delivery died before queuing its step 0:
+/// the step-0 job is taken off the queue (only the delivery's copy stays, visible at once) and
+/// the cart's note that its first step was queued is removed.
+pub async fn as_if_the_first_step_never_queued(
+    local: &LocalHandle,
+    m: &callfy_shared::MerchantId,
+    token: &callfy_shared::CartToken,
+) {
+    let sqs = callfy_shared::adapters::aws::sqs(&sdk().await);
+    let got =
+        sqs.receive_message().queue_url(&local.resources.queue_url).max_number_of_messages(10).send().await.unwrap();
+    let mut kept = 0;
+    for msg in got.messages() {
+        let body = msg.body().unwrap_or_default();
+        let copy = serde_json::from_str::<Value>(body).is_ok_and(|v| v.get("webhook").is_some());
+        let receipt = msg.receipt_handle().unwrap();
+        let url = &local.resources.queue_url;
+        if copy {
+            kept += 1;
+            sqs.change_message_visibility()
+                .queue_url(url)
+                .receipt_handle(receipt)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .unwrap();
+        } else {
+            sqs.delete_message().queue_url(url).receipt_handle(receipt).send().await.unwrap();
+        }
+    }
+    assert_eq!(kept, 1, "the delivery's copy is still queued");
+    let cart = local.store().get_cart(m, token).await.unwrap().expect("the cart was stored");
+    assert!(cart.outreach_scheduled && cart.first_step_queued, "the attempt noted its queued job");
+    let ddb = callfy_shared::adapters::aws::dynamodb(&sdk().await);
+    let s = |v: String| aws_sdk_dynamodb::types::AttributeValue::S(v);
+    ddb.update_item()
+        .table_name(local.store().table())
+        .key("pk", s(format!("K#{m}#{token}")))
+        .key("sk", s("CART".into()))
+        .update_expression("REMOVE first_step_queued")
+        .send()
+        .await
+        .unwrap();
+}

@@ -244,10 +244,14 @@ where
         if self.store.delivery_applied(m, &event_key).await? {
             // Applied inline; had that attempt died between its write and queuing step 0, the
             // cart would wait for ever. Queue it again: a step's claim lets one job through.
-            if let Ok(PlatformEvent::CartUpserted { snapshot, .. }) =
-                platform.parse(&req, &merchant.merchant, w.received_at)
-            {
-                self.first_step_again(&merchant, &snapshot.token, now).await?;
+            let token = match platform.parse(&req, &merchant.merchant, w.received_at) {
+                Ok(PlatformEvent::CartUpserted { snapshot, .. }) => Some(snapshot.token),
+                // BigCommerce names only the cart, whose id is its token.
+                Ok(PlatformEvent::CartToFetch { cart_id }) => bigcommerce::cart_token(&cart_id).ok(),
+                _ => None,
+            };
+            if let Some(token) = token {
+                self.first_step_again(&merchant, &token, now).await?;
             }
             return Ok(Replayed::Applied(Outcome::Duplicate));
         }
