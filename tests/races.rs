@@ -534,7 +534,9 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     let resp = sms_inbound::handle(&inbound, stop()).await;
     assert_eq!(resp.status(), 200, "Twilio does not retry: the person is answered");
     let lambda_http::Body::Text(reply) = resp.into_body() else { panic!("TwiML") };
-    assert!(reply.contains("unsubscribed from Snowdevil"), "{reply}");
+    // Not confirmed: until the copy is applied a step could still go out, and a sender told
+    // "unsubscribed" must get nothing more.
+    assert!(reply.ends_with("<Response/>"), "{reply}");
     assert_eq!(
         local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status,
         ConsentStatus::OptedIn,
@@ -553,7 +555,7 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
     let step = local.store().get_step(&m, &token, 0).await.unwrap().expect("queued step cancelled");
     assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
-    assert!(local.sandbox.messages().is_empty(), "the copy sends nothing: one confirmation in all");
+    assert!(local.sandbox.messages().is_empty(), "the copy sends nothing");
 
     // A redelivery of the same message (or a second copy) changes nothing and says nothing.
     let healthy = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };
@@ -561,6 +563,30 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     let lambda_http::Body::Text(again) = again.into_body() else { panic!("TwiML") };
     assert!(again.ends_with("<Response/>"), "{again}");
     assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), ledger.len());
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_whose_storage_fails_once_is_applied_and_confirmed_inline() {
+    let (local, _) = opted_in("race-retry-stop", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
+    let (m, _, phone) = ids();
+    // The first write fails (its attempt gives up), the next attempt's go through.
+    let once = FailNextWrites(Arc::new(std::sync::atomic::AtomicUsize::new(1)));
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(once.clone()).build();
+    let failing = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
+    let inbound = sms_inbound::InboundApp {
+        store: failing,
+        queue: local.functions().worker.outreach.queue.clone(),
+        replay_delay_seconds: 0,
+        ..sms_inbound_app(&local)
+    };
+    let stop = lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).unwrap();
+    let resp = sms_inbound::handle(&inbound, stop).await;
+    let lambda_http::Body::Text(reply) = resp.into_body() else { panic!("TwiML") };
+    assert!(reply.contains("unsubscribed from Snowdevil"), "confirmed once applied: {reply}");
+    let state = local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut, "applied inline, before any queued step");
+    assert_eq!(once.0.load(std::sync::atomic::Ordering::SeqCst), 0, "a write did fail first");
     local.shutdown().await;
 }
 

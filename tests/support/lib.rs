@@ -129,6 +129,42 @@ impl FailWrites {
     }
 }
 
+impl FailWrites {
+    fn fails(&self, write: bool) -> bool {
+        write && self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Fails the next `n` DynamoDB writes at the SDK boundary, then lets every write through.
+#[derive(Debug, Clone)]
+pub struct FailNextWrites(pub Arc<std::sync::atomic::AtomicUsize>);
+
+impl aws_sdk_dynamodb::config::Intercept for FailNextWrites {
+    fn name(&self) -> &'static str {
+        "FailNextWrites"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if is_write(context) && self.0.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err("injected: storage unavailable".into());
+        }
+        Ok(())
+    }
+}
+
+fn is_write(context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>) -> bool {
+    let target = context.request().headers().get("x-amz-target").unwrap_or_default();
+    ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem", "BatchWriteItem"]
+        .iter()
+        .any(|op| target.ends_with(op))
+}
+
 impl aws_sdk_dynamodb::config::Intercept for FailWrites {
     fn name(&self) -> &'static str {
         "FailWrites"
@@ -140,11 +176,7 @@ impl aws_sdk_dynamodb::config::Intercept for FailWrites {
         _: &aws_sdk_dynamodb::config::RuntimeComponents,
         _: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        let target = context.request().headers().get("x-amz-target").unwrap_or_default();
-        let write = ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem", "BatchWriteItem"]
-            .iter()
-            .any(|op| target.ends_with(op));
-        if write && self.0.load(std::sync::atomic::Ordering::SeqCst) {
+        if self.fails(is_write(context)) {
             return Err("injected: storage unavailable".into());
         }
         Ok(())

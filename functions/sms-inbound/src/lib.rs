@@ -6,9 +6,8 @@ use callfy_shared::Phone;
 use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
 use callfy_shared::config::ExposeSecret;
-use callfy_shared::domain::keywords::{Intent, classify};
+use callfy_shared::domain::keywords::Intent;
 use callfy_shared::domain::message::{HelpInfo, help_reply, opt_out_reply, start_confirmation};
-use callfy_shared::domain::outreach::MerchantRecord;
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::http::{TwilioForm, error, failure, json, verify_twilio};
 use callfy_shared::ports::{PortError, chain};
@@ -79,6 +78,11 @@ pub fn twiml(message: Option<&str>) -> Response<Body> {
     }
 }
 
+/// Attempts at storing and applying a message inline before it is left to its queued copy, and
+/// the first wait between them (tripled each time): within Lambda's 10 s and Twilio's 15 s.
+const INLINE_ATTEMPTS: u32 = 3;
+const INLINE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
+
 async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
@@ -110,24 +114,35 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
             false
         }
     };
-    let (merchants, stored) = match inbound::merchants_for(&app.store, &msg).await {
-        Ok(m) if m.is_empty() => {
-            warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
-            return Ok(twiml(None));
+    // Storing and applying are idempotent (once per MessageSid): a throttle or a blip is tried
+    // again at once, since only what is applied is confirmed.
+    let mut attempt = 0;
+    let (merchants, applied) = loop {
+        attempt += 1;
+        let (merchants, applied) = match inbound::merchants_for(&app.store, &msg).await {
+            Ok(m) if m.is_empty() => {
+                warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
+                return Ok(twiml(None));
+            }
+            Ok(m) => {
+                let applied = match inbound::receive(&app.store, &msg, &m).await {
+                    Ok(_) => inbound::apply(&app.store, &msg, &m).await,
+                    Err(e) => Err(e),
+                };
+                (m, applied)
+            }
+            Err(e) => (Vec::new(), Err(e)),
+        };
+        match applied {
+            Err(e) if e.is_transient() && attempt < INLINE_ATTEMPTS => {
+                tokio::time::sleep(INLINE_BACKOFF * 3u32.pow(attempt - 1)).await;
+            }
+            applied => break (merchants, applied),
         }
-        Ok(m) => {
-            let stored = inbound::receive(&app.store, &msg, &m).await;
-            (m, stored)
-        }
-        Err(e) => (Vec::new(), Err(e)),
-    };
-    let applied = match stored {
-        Ok(_) => inbound::apply(&app.store, &msg, &merchants).await,
-        Err(e) => Err(e),
     };
     let Applied { classified, affected, first } = match applied {
         Ok(applied) => applied,
-        Err(e) if queued => return Ok(queued_copy(&msg, &merchants, &e)),
+        Err(e) if queued => return Ok(queued_copy(&msg, &e)),
         Err(e) => return Err(e.into()),
     };
     let ids: Vec<&str> = merchants.iter().map(|r| r.merchant.id.as_str()).collect();
@@ -169,17 +184,14 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
     Ok(twiml(reply.as_deref()))
 }
 
-/// Storage failed, and the message's copy is on the queue: the copy applies it within minutes
-/// and sends nothing itself, so an opt-out is confirmed now, once (for what its words cover);
-/// anything else gets no answer.
-fn queued_copy(msg: &InboundMessage, merchants: &[MerchantRecord], e: &PortError) -> Response<Body> {
+/// Storage failed, and the message's copy is on the queue: the worker applies it when it gets to
+/// it, which behind a backlog can be minutes. Nothing is confirmed meanwhile: a sender told
+/// "unsubscribed" must get nothing more, and until the copy is applied a step may still go out
+/// (found by the 10 000-delivery campaign: a confirmed STOP's copy waited 12 minutes behind the
+/// queue and a text went first). Twilio's own opt-out handling covers the standard keywords.
+fn queued_copy(msg: &InboundMessage, e: &PortError) -> Response<Body> {
     warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&chain(e)), "storage failed during an inbound message; the queued copy will apply it");
-    let c = classify(&msg.body);
-    if c.intent != Intent::OptOut {
-        return twiml(None);
-    }
-    let names: Vec<&str> = merchants.iter().map(|r| r.merchant.name.as_str()).collect();
-    twiml(Some(&opt_out_reply(&names, c.lang, c.scope)))
+    twiml(None)
 }
 
 async fn status(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
