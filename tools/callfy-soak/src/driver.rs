@@ -160,7 +160,7 @@ impl Driver {
                 self.outcome(plan.idx, |o| o.consent_acked = acked);
             }
         }
-        let create = traffic::cart_delivery(plan, Kind::Create, 1, start, &self.uid());
+        let create = traffic::cart_delivery(plan, Kind::Create, 1, (start, start), &self.uid());
         let created = self.deliver(create, &mut again).await.is_some();
         self.outcome(plan.idx, |o| {
             o.created = created;
@@ -189,12 +189,12 @@ impl Driver {
         }
         for version in 2..=plan.updates + 1 {
             tokio::time::sleep(Duration::from_millis(100 + self.rng.below(400))).await;
-            let d = traffic::cart_delivery(plan, Kind::Update, version, self.clock.now(), &self.uid());
+            let d = traffic::cart_delivery(plan, Kind::Update, version, (start, self.clock.now()), &self.uid());
             self.deliver(d, &mut again).await;
         }
         if plan.stale_update {
             // The first version again, as an update generated before the newest one.
-            let d = traffic::cart_delivery(plan, Kind::Stale, 1, start, &self.uid());
+            let d = traffic::cart_delivery(plan, Kind::Stale, 1, (start, start), &self.uid());
             self.deliver(d, &mut again).await;
         }
         for d in again {

@@ -874,10 +874,11 @@ async fn gather(
             }
         }
     }
-    // Every phone with an acknowledged STOP (racing or in a storm): its consent and suppression records.
+    // Every phone with an acknowledged STOP or a storm: its consent and suppression records (a
+    // storm whose STOPs went unanswered is judged on its STARTs, read like the rest).
     let mut phones = HashMap::new();
     for (plan, o) in carts.iter().zip(&outcomes) {
-        if o.stop_acked.is_none() && !o.storm.iter().any(|w| w.opt_out && w.acked.is_some()) {
+        if o.stop_acked.is_none() && o.storm.is_empty() {
             continue;
         }
         let m = MerchantId::parse(plan.platform.merchant_id()).map_err(|e| SoakError::Setup(e.to_string()))?;

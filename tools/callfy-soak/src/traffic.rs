@@ -340,8 +340,18 @@ fn template(s: &str) -> Value {
 }
 
 /// The cart's state as of version `version` (1 = first), stamped `at`.
-pub fn cart_delivery(plan: &CartPlan, kind: Kind, version: u32, at: DateTime<Utc>, uid: &str) -> Delivery {
+/// A version of the cart's checkout, updated `at`, from a checkout created (and its consent given)
+/// at `created`: a platform keeps the consent's time across updates, so an update after a STOP
+/// is not a newer opt-in.
+pub fn cart_delivery(
+    plan: &CartPlan,
+    kind: Kind,
+    version: u32,
+    (created, at): (DateTime<Utc>, DateTime<Utc>),
+    uid: &str,
+) -> Delivery {
     let iso = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let created_iso = created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let quantity = version;
     match plan.platform {
         Platform::Shopify => {
@@ -359,11 +369,11 @@ pub fn cart_delivery(plan: &CartPlan, kind: Kind, version: u32, at: DateTime<Utc
             c["customer"]["email"] = format!("shopper{}@example.com", plan.idx).into();
             c["email"] = format!("shopper{}@example.com", plan.idx).into();
             c["customer"]["sms_marketing_consent"] = if plan.consent {
-                json!({ "state": "subscribed", "opt_in_level": "single_opt_in", "consent_updated_at": iso, "consent_collected_from": "SHOPIFY" })
+                json!({ "state": "subscribed", "opt_in_level": "single_opt_in", "consent_updated_at": created_iso, "consent_collected_from": "SHOPIFY" })
             } else {
                 json!({ "state": "not_subscribed", "opt_in_level": "single_opt_in", "consent_updated_at": null })
             };
-            c["created_at"] = iso.clone().into();
+            c["created_at"] = created_iso.into();
             c["updated_at"] = iso.into();
             c["abandoned_checkout_url"] = plan.url().into();
             c["line_items"][0]["quantity"] = quantity.into();
@@ -380,11 +390,12 @@ pub fn cart_delivery(plan: &CartPlan, kind: Kind, version: u32, at: DateTime<Utc
         Platform::WooCommerce => {
             let mut o = template(WOO_ORDER);
             let gmt = at.format("%Y-%m-%dT%H:%M:%S").to_string();
+            let created_gmt = created.format("%Y-%m-%dT%H:%M:%S").to_string();
             o["id"] = plan.woo_id().into();
             o["order_key"] = format!("wc_order_soak{}", plan.idx).into();
             o["billing"]["phone"] = plan.phone.clone().into();
             o["billing"]["email"] = format!("shopper{}@example.com", plan.idx).into();
-            o["date_created_gmt"] = gmt.clone().into();
+            o["date_created_gmt"] = created_gmt.into();
             o["date_modified_gmt"] = gmt.into();
             o["payment_url"] = plan.url().into();
             o["customer_ip_address"] = format!("198.51.100.{}", plan.idx % 250 + 1).into();
@@ -421,7 +432,7 @@ pub fn cart_delivery(plan: &CartPlan, kind: Kind, version: u32, at: DateTime<Utc
                 data["sms_consent"] = json!({
                     "granted": true,
                     "text": "Text me about my cart. Up to 2 msgs per cart. Reply STOP to opt out.",
-                    "collected_at": iso,
+                    "collected_at": created_iso,
                 });
             }
             let body = json!({ "type": "cart.updated", "timestamp": iso, "data": data });
