@@ -478,7 +478,42 @@ async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
     let sid = place_call(&local, &clock).await;
     local.sandbox.answer_call(&sid, "human").await.unwrap();
     // voice-callbacks with every DynamoDB write failing.
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(FailWrites::on()).build();
+    let (status, twiml) = press_9(&local, &sid, FailWrites::on()).await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("You will not receive more calls from Snowdevil"), "{twiml}");
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedIn);
+    // Storage is back: the worker applies the queued copy, once.
+    let stats = local.drain().await.unwrap();
+    assert_eq!(stats.failed, 0);
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
+    let last = local.store().consent_ledger(&m, &phone, Channel::Voice).await.unwrap().pop().unwrap().event;
+    assert_eq!(last.evidence.message_sid.as_deref(), Some(sid.as_str()));
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn key_9_whose_write_fails_once_is_applied_at_once() {
+    let (local, clock) = setup("voice-key9-once", voice_merchant(|_| {}), true).await;
+    let (m, _, phone) = ids();
+    let sid = place_call(&local, &clock).await;
+    local.sandbox.answer_call(&sid, "human").await.unwrap();
+    let once = FailNextWrites(Arc::new(std::sync::atomic::AtomicUsize::new(1)));
+    let (status, twiml) = press_9(&local, &sid, once.clone()).await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("You will not receive more calls from Snowdevil"), "{twiml}");
+    assert_eq!(once.0.load(std::sync::atomic::Ordering::SeqCst), 0, "a write did fail first");
+    let state = local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap();
+    assert_eq!(state.status, ConsentStatus::OptedOut, "applied inline, not left to the queued copy");
+    local.shutdown().await;
+}
+
+/// Key 9 pressed on call `sid`, to voice-callbacks whose DynamoDB client carries `fault`.
+async fn press_9(
+    local: &callfy_local::LocalHandle,
+    sid: &str,
+    fault: impl aws_sdk_dynamodb::config::Intercept + 'static,
+) -> (u16, String) {
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(fault).build();
     let failing =
         callfy_shared::adapters::store::Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
     let v = &local.functions().voice;
@@ -495,11 +530,11 @@ async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
         public_base_url: v.public_base_url.clone(),
         clock: Arc::clone(&v.clock),
     };
-    let call = local.sandbox.call(&sid).unwrap();
+    let call = local.sandbox.call(sid).unwrap();
     let url = call.gather_action.clone().unwrap();
     let path_and_query = url.strip_prefix(&local.base_url).unwrap().to_string();
     let form = vec![
-        ("CallSid".to_string(), sid.clone()),
+        ("CallSid".to_string(), sid.to_string()),
         ("Digits".to_string(), "9".to_string()),
         ("To".to_string(), PHONE.to_string()),
     ];
@@ -512,17 +547,7 @@ async fn key_9_survives_a_storage_outage_through_its_queued_copy() {
         .header(twilio_signature::HEADER, signature)
         .body(lambda_http::Body::Text(body))
         .unwrap();
-    let (status, twiml) = text(voice_callbacks::handle(&down, req).await);
-    assert_eq!(status, 200);
-    assert!(twiml.contains("You will not receive more calls from Snowdevil"), "{twiml}");
-    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedIn);
-    // Storage is back: the worker applies the queued copy, once.
-    let stats = local.drain().await.unwrap();
-    assert_eq!(stats.failed, 0);
-    assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
-    let last = local.store().consent_ledger(&m, &phone, Channel::Voice).await.unwrap().pop().unwrap().event;
-    assert_eq!(last.evidence.message_sid.as_deref(), Some(sid.as_str()));
-    local.shutdown().await;
+    text(voice_callbacks::handle(&down, req).await)
 }
 
 #[tokio::test]
