@@ -34,33 +34,16 @@ impl Store {
         })
     }
 
-    /// A cart's phone pointer (`N#{merchant}#{phone}` / `CART#{token}`), purged with the cart.
-    pub(super) fn phone_pointer(
+    /// A pointer to a cart from partition `pk` (`CART#{token}`), holding the token and, where
+    /// given, the cart's number; tagged for its merchant and purged with the cart.
+    fn cart_pointer(
         &self,
         m: &MerchantId,
-        phone: &Phone,
-        token: &CartToken,
-        purge_at: Option<DateTime<Utc>>,
-    ) -> Item {
-        let mut ptr = key(keys::phone_pointer_pk(m, phone), keys::cart_lookup_sk(token));
-        ptr.insert("token".into(), s(token.as_str()));
-        let ptr = self.tagged(ptr, m);
-        match purge_at {
-            Some(at) => self.with_purge(ptr, at),
-            None => ptr,
-        }
-    }
-
-    /// A cart's customer-id pointer (as an email pointer, `customer:{id}`), purged with the cart.
-    pub(super) fn customer_pointer(
-        &self,
-        m: &MerchantId,
-        customer_id: &str,
+        pk: String,
         token: &CartToken,
         phone: Option<&Phone>,
         purge_at: Option<DateTime<Utc>>,
     ) -> Item {
-        let pk = keys::email_pk(m, &crate::domain::cart::customer_ref(customer_id));
         let mut ptr = key(pk, keys::cart_lookup_sk(token));
         ptr.insert("token".into(), s(token.as_str()));
         if let Some(phone) = phone {
@@ -71,6 +54,30 @@ impl Store {
             Some(at) => self.with_purge(ptr, at),
             None => ptr,
         }
+    }
+
+    /// A cart's phone pointer (`N#{merchant}#{phone}` / `CART#{token}`).
+    pub(super) fn phone_pointer(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        token: &CartToken,
+        purge_at: Option<DateTime<Utc>>,
+    ) -> Item {
+        self.cart_pointer(m, keys::phone_pointer_pk(m, phone), token, None, purge_at)
+    }
+
+    /// A cart's customer-id pointer (an email pointer keyed `customer:{id}`).
+    pub(super) fn customer_pointer(
+        &self,
+        m: &MerchantId,
+        customer_id: &str,
+        token: &CartToken,
+        phone: Option<&Phone>,
+        purge_at: Option<DateTime<Utc>>,
+    ) -> Item {
+        let pk = keys::email_pk(m, &crate::domain::cart::customer_ref(customer_id));
+        self.cart_pointer(m, pk, token, phone, purge_at)
     }
 
     /// Writes one webhook delivery atomically: its dedupe marker, the cart, the checkout
@@ -93,16 +100,8 @@ impl Store {
             }
             // Data-subject requests by email find the cart (and its phone) through this.
             if let Some(email) = &cart.email {
-                let mut ptr = key(keys::email_pk(&w.merchant_id, email), keys::cart_lookup_sk(&cart.token));
-                ptr.insert("token".into(), s(cart.token.as_str()));
-                if let Some(phone) = &cart.phone {
-                    ptr.insert("phone".into(), s(phone.as_str()));
-                }
-                let ptr = self.tagged(ptr, &w.merchant_id);
-                let ptr = match cart.purge_at {
-                    Some(at) => self.with_purge(ptr, at),
-                    None => ptr,
-                };
+                let pk = keys::email_pk(&w.merchant_id, email);
+                let ptr = self.cart_pointer(&w.merchant_id, pk, &cart.token, cart.phone.as_ref(), cart.purge_at);
                 items.push(put(&self.table, ptr, None, &[], &[])?);
             }
             // And by its number, read consistently (a deletion's look right after its marker
