@@ -78,11 +78,6 @@ pub fn twiml(message: Option<&str>) -> Response<Body> {
     }
 }
 
-/// Attempts at storing and applying a message inline before it is left to its queued copy, and
-/// the first wait between them (tripled each time): within Lambda's 10 s and Twilio's 15 s.
-const INLINE_ATTEMPTS: u32 = 3;
-const INLINE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
-
 async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
@@ -114,34 +109,24 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
             false
         }
     };
-    // Storing and applying are idempotent (once per MessageSid): a throttle or a blip is tried
-    // again at once, since only what is applied is confirmed.
-    let mut attempt = 0;
-    let (merchants, applied) = loop {
-        attempt += 1;
-        let (merchants, applied) = match inbound::merchants_for(&app.store, &msg).await {
-            Ok(m) if m.is_empty() => {
-                warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
-                return Ok(twiml(None));
-            }
-            Ok(m) => {
-                let applied = match inbound::receive(&app.store, &msg, &m).await {
-                    Ok(_) => inbound::apply(&app.store, &msg, &m).await,
-                    Err(e) => Err(e),
-                };
-                (m, applied)
-            }
-            Err(e) => (Vec::new(), Err(e)),
-        };
-        match applied {
-            Err(e) if e.is_transient() && attempt < INLINE_ATTEMPTS => {
-                tokio::time::sleep(INLINE_BACKOFF * 3u32.pow(attempt - 1)).await;
-            }
-            applied => break (merchants, applied),
+    // Storing and applying are idempotent (once per MessageSid): tried again at once, since only
+    // what is applied is confirmed. `None`: no merchant uses or used the sender.
+    let applied = callfy_shared::app::retry::transient(|_| async {
+        let merchants = inbound::merchants_for(&app.store, &msg).await?;
+        if merchants.is_empty() {
+            return Ok(None);
         }
-    };
-    let Applied { classified, affected, first } = match applied {
-        Ok(applied) => applied,
+        inbound::receive(&app.store, &msg, &merchants).await?;
+        let applied = inbound::apply(&app.store, &msg, &merchants).await?;
+        Ok(Some((merchants, applied)))
+    })
+    .await;
+    let (merchants, Applied { classified, affected, first }) = match applied {
+        Ok(Some(applied)) => applied,
+        Ok(None) => {
+            warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
+            return Ok(twiml(None));
+        }
         Err(e) if queued => return Ok(queued_copy(&msg, &e)),
         Err(e) => return Err(e.into()),
     };

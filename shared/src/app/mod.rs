@@ -12,6 +12,7 @@ pub mod links;
 pub mod outreach;
 pub mod privacy;
 pub mod retention;
+pub mod retry;
 pub mod silence;
 pub mod voice;
 pub mod webhook;

@@ -191,10 +191,6 @@ pub async fn apply_key_opt_out(
     Ok(changed)
 }
 
-/// The waits before key 9's inline retries (within Twilio's wait for a `<Gather>` action).
-const KEY_OPT_OUT_RETRIES: [std::time::Duration; 2] =
-    [std::time::Duration::from_millis(200), std::time::Duration::from_millis(600)];
-
 fn gather_url(base: &str, r: &CallRef) -> String {
     format!("{base}/twilio/voice/gather?{}", r.query())
 }
@@ -410,18 +406,8 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
                 false
             }
         };
-        // Tried again at once on a throttle or a blip (a retry is a replay: a channel already
-        // recorded is left as is): behind a backlog the queued copy can take minutes.
-        let mut applied = apply_key_opt_out(self.store, m, &o, false).await;
-        for pause in KEY_OPT_OUT_RETRIES {
-            match &applied {
-                Err(e) if e.is_transient() => {
-                    tokio::time::sleep(pause).await;
-                    applied = apply_key_opt_out(self.store, m, &o, true).await;
-                }
-                _ => break,
-            }
-        }
+        // Tried again at once (a retry is a replay: a channel already recorded is left as is).
+        let applied = crate::app::retry::transient(|n| apply_key_opt_out(self.store, m, &o, n > 0)).await;
         match applied {
             Ok(_) => info!(merchant = %m.id, call = call_sid, phone = %o.phone.log_id(), "key 9: no more calls"),
             Err(e) if durable => {
