@@ -521,14 +521,7 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     let (local, _) = opted_in("race-lost-stop", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
     let (m, token, phone) = ids();
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(FailWrites(down.clone())).build();
-    let failing = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
-    let inbound = sms_inbound::InboundApp {
-        store: failing,
-        queue: local.functions().worker.outreach.queue.clone(),
-        replay_delay_seconds: 0,
-        ..sms_inbound_app(&local)
-    };
+    let inbound = sms_inbound_with(&local, FailWrites(down.clone())).await;
     let stop =
         || lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).expect("sample event");
     let resp = sms_inbound::handle(&inbound, stop()).await;
@@ -572,14 +565,7 @@ async fn a_stop_whose_storage_fails_once_is_applied_and_confirmed_inline() {
     let (m, _, phone) = ids();
     // The first write fails (its attempt gives up), the next attempt's go through.
     let once = FailNextWrites(Arc::new(std::sync::atomic::AtomicUsize::new(1)));
-    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(once.clone()).build();
-    let failing = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table());
-    let inbound = sms_inbound::InboundApp {
-        store: failing,
-        queue: local.functions().worker.outreach.queue.clone(),
-        replay_delay_seconds: 0,
-        ..sms_inbound_app(&local)
-    };
+    let inbound = sms_inbound_with(&local, once.clone()).await;
     let stop = lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).unwrap();
     let resp = sms_inbound::handle(&inbound, stop).await;
     let lambda_http::Body::Text(reply) = resp.into_body() else { panic!("TwiML") };
@@ -588,6 +574,20 @@ async fn a_stop_whose_storage_fails_once_is_applied_and_confirmed_inline() {
     assert_eq!(state.status, ConsentStatus::OptedOut, "applied inline, before any queued step");
     assert_eq!(once.0.load(std::sync::atomic::Ordering::SeqCst), 0, "a write did fail first");
     local.shutdown().await;
+}
+
+/// sms-inbound whose DynamoDB client carries `fault`, its copies applied with no delay.
+async fn sms_inbound_with(
+    local: &LocalHandle,
+    fault: impl aws_sdk_dynamodb::config::Intercept + 'static,
+) -> sms_inbound::InboundApp {
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(fault).build();
+    sms_inbound::InboundApp {
+        store: Store::new(aws_sdk_dynamodb::Client::from_conf(conf), local.store().table()),
+        queue: local.functions().worker.outreach.queue.clone(),
+        replay_delay_seconds: 0,
+        ..sms_inbound_app(local)
+    }
 }
 
 /// sms-inbound as the sample events were signed for (scripts/local-env's PUBLIC_BASE_URL).

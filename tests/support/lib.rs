@@ -129,12 +129,6 @@ impl FailWrites {
     }
 }
 
-impl FailWrites {
-    fn fails(&self, write: bool) -> bool {
-        write && self.0.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
 /// Fails the next `n` DynamoDB writes at the SDK boundary, then lets every write through.
 #[derive(Debug, Clone)]
 pub struct FailNextWrites(pub Arc<std::sync::atomic::AtomicUsize>);
@@ -176,7 +170,7 @@ impl aws_sdk_dynamodb::config::Intercept for FailWrites {
         _: &aws_sdk_dynamodb::config::RuntimeComponents,
         _: &mut aws_sdk_dynamodb::config::ConfigBag,
     ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
-        if self.fails(is_write(context)) {
+        if is_write(context) && self.0.load(std::sync::atomic::Ordering::SeqCst) {
             return Err("injected: storage unavailable".into());
         }
         Ok(())
