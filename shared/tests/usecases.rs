@@ -865,6 +865,10 @@ mod agent {
         mem.fail("record_consent", 100);
         agent.message(CONN, &prompt("Stop."), t0()).await.unwrap();
         assert!(relay.ended().is_some_and(|h| h.contains("opted_out")), "{:?}", relay.ended());
+        // Not yet in force, so not said to be: received, taking effect within minutes.
+        let said = relay.texts().concat();
+        assert!(said.contains("stop calling and texting you is received"), "{said}");
+        assert!(!said.contains("will not call or text you again"), "{said}");
         let queued = queue.opt_outs.lock().unwrap().clone();
         assert_eq!(queued.len(), 1, "one durable copy");
         let mut channels = queued[0].channels.clone();

@@ -11,8 +11,8 @@ use crate::app::voice::KEY_OPT_OUT_REPLAY_DELAY_SECONDS;
 use crate::app::voice::{CallContext, LinkOutcome, VoiceError, VoiceStore, text_link};
 use crate::domain::agent::{
     AgentSession, Brief, CALL_TOKEN_CAP, EndReason, Line, MAX_MALFORMED, MAX_TURNS, Outcome, Phrases, RelayIn,
-    RelayOut, Scope, Speaker, Tool, TranscriptLine, guard_phrase, line, opt_out_confirmation, system_prompt,
-    tool_specs,
+    RelayOut, Scope, Speaker, Tool, TranscriptLine, guard_phrase, line, opt_out_confirmation, opt_out_received,
+    system_prompt, tool_specs,
 };
 use crate::domain::consent::ConsentSource;
 use crate::domain::keywords::Lang;
@@ -595,6 +595,7 @@ where
                 false
             }
         };
+        let mut in_force = true;
         for channel in scope.channels() {
             let event = o.event(*channel);
             let mut recorded = consent::record(self.store, m, &key.phone, &event, now).await;
@@ -607,10 +608,17 @@ where
                 if !durable {
                     return Err(e.into());
                 }
+                in_force = false;
             }
         }
-        info!(merchant = %m.id, call = %key.call_sid, phone = %key.phone.log_id(), scope = ?scope, source = source.as_str(), "agent: opt-out recorded");
-        let confirmation = opt_out_confirmation(&m.name, target.lang, scope == Scope::Calls);
+        info!(merchant = %m.id, call = %key.call_sid, phone = %key.phone.log_id(), scope = ?scope, source = source.as_str(), in_force, "agent: opt-out heard");
+        // Confirmed as done only once it is recorded; otherwise said to be received.
+        let calls_only = scope == Scope::Calls;
+        let confirmation = if in_force {
+            opt_out_confirmation(&m.name, target.lang, calls_only)
+        } else {
+            opt_out_received(&m.name, target.lang, calls_only)
+        };
         if target.has_session {
             if let Err(e) = self.store.finish_session(key, Outcome::OptedOut, true, true).await {
                 warn!(call = %key.call_sid, error = %redact(&chain(&e)), "could not end the session after an opt-out");

@@ -408,13 +408,17 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         };
         // Tried again at once (a retry is a replay: a channel already recorded is left as is).
         let applied = crate::app::retry::transient(|n| apply_key_opt_out(self.store, m, &o, n > 0)).await;
-        match applied {
-            Ok(_) => info!(merchant = %m.id, call = call_sid, phone = %o.phone.log_id(), "key 9: no more calls"),
+        let in_force = match applied {
+            Ok(_) => {
+                info!(merchant = %m.id, call = call_sid, phone = %o.phone.log_id(), "key 9: no more calls");
+                true
+            }
             Err(e) if durable => {
-                warn!(merchant = %m.id, call = call_sid, error = %redact(&chain(&e)), "storage failed during key 9; the queued copy will apply it")
+                warn!(merchant = %m.id, call = call_sid, error = %redact(&chain(&e)), "storage failed during key 9; the queued copy will apply it");
+                false
             }
             Err(e) => return Err(e.into()),
-        }
+        };
         let fallback = CallScript {
             merchant_name: &m.name,
             first_name: None,
@@ -426,7 +430,10 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
             callback: None,
             opt_out_line: None,
         };
-        Ok(ctx.as_ref().map_or(fallback, |c| c.script(r.step)).stopped())
+        let script = ctx.as_ref().map_or(fallback, |c| c.script(r.step));
+        // Confirmed as done only once it is: a call placed before the copy applies it would
+        // otherwise break what was said.
+        Ok(if in_force { script.stopped() } else { script.stop_received() })
     }
 
     /// A call status callback: the call log moves forward; an unanswered call gives back its

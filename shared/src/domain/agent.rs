@@ -260,6 +260,27 @@ pub fn opt_out_confirmation(merchant: &str, lang: Lang, calls_only: bool) -> Str
     }
 }
 
+/// What is said when the opt-out could not be recorded inline and waits in its queued copy:
+/// received, not yet in force, so nothing is promised that a call placed meanwhile would break.
+pub fn opt_out_received(merchant: &str, lang: Lang, calls_only: bool) -> String {
+    match (lang, calls_only) {
+        (Lang::En, true) => {
+            format!(
+                "Understood. Your request to stop calls from {merchant} is received and takes effect within minutes. Goodbye."
+            )
+        }
+        (Lang::En, false) => format!(
+            "Understood. Your request that {merchant} stop calling and texting you is received and takes effect within minutes. Goodbye."
+        ),
+        (Lang::Es, true) => format!(
+            "Entendido. Recibimos su solicitud de no recibir más llamadas de {merchant}; se aplicará en unos minutos. Adiós."
+        ),
+        (Lang::Es, false) => format!(
+            "Entendido. Recibimos su solicitud de que {merchant} no vuelva a llamarle ni a escribirle; se aplicará en unos minutos. Adiós."
+        ),
+    }
+}
+
 /// Fixed lines our code says (the model never writes these).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line {

@@ -258,6 +258,11 @@ impl CallScript<'_> {
         vec![self.say(text), Verb::Hangup]
     }
 
+    /// Key 9 whose write failed and waits in its queued copy: received, not yet in force.
+    pub fn stop_received(&self) -> Vec<Verb> {
+        vec![self.say(crate::domain::agent::opt_out_received(self.merchant_name, self.lang, true)), Verb::Hangup]
+    }
+
     pub fn link_texted(&self, sent_now: bool) -> Vec<Verb> {
         let text = match (self.lang, sent_now) {
             (Lang::En, true) => "We have texted you the link to your cart. Thank you, goodbye.",
