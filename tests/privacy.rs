@@ -511,3 +511,55 @@ async fn an_api_opt_in_from_before_a_deletion_is_refused_and_one_after_it_is_rec
     );
     local.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_late_copy_of_a_start_from_before_a_deletion_stores_nothing_and_resubscribes_nothing() {
+    use callfy_shared::app::inbound;
+    use callfy_shared::domain::consent::ConsentStatus;
+    use callfy_shared::ports::ConsentLedger;
+    let (local, clock, key, _) = seeded("dsr-late-start").await;
+    let (m, phone) = ids();
+    let store = local.store();
+    let text = |sid: &str, body: &str, at: DateTime<Utc>| callfy_shared::domain::inbound::InboundMessage {
+        message_sid: sid.into(),
+        from: phone.clone(),
+        to: "+15005550006".into(),
+        messaging_service_sid: "MG0123456789abcdef0123456789abcdef".into(),
+        body: body.into(),
+        segments: 1,
+        received_at: at,
+    };
+    inbound::replay(store, &text("SMstop", "STOP", t0() + Duration::minutes(30))).await.unwrap();
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    // A START at t0+90m whose inline attempt stored nothing; the deletion runs before its copy.
+    let start = text("SMstart", "START", t0() + Duration::minutes(90));
+    clock.set(t0() + Duration::hours(2));
+    let (status, answer) = api(&local, &key, "POST", "/v1/privacy/delete", Some(json!({ "phone": PHONE }))).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("done")), "{answer}");
+    let deleted_at = store.deletion_marker(&m, &SubjectKey::phone(&phone)).await.unwrap();
+    assert!(deleted_at.is_some());
+
+    // DynamoDB's side of the guard: a write made on a marker read before the deletion is refused.
+    let entry = start.log_entry(&store.get_merchant(&m).await.unwrap().unwrap());
+    let stale = store.record_inbound(&[(entry, None)], start.received_at).await;
+    assert!(matches!(stale, Err(callfy_shared::ports::PortError::Conflict)), "{stale:?}");
+    let newer = text("SMstart0", "START", t0() + Duration::hours(3));
+    let classified = callfy_shared::domain::keywords::classify("START");
+    let event = newer.event(&classified, callfy_shared::domain::consent::ConsentAction::OptIn, Channel::Sms);
+    let stale = store.record_opt_in(&m, &phone, &event, t0() + Duration::days(730), None).await;
+    assert!(matches!(stale, Err(callfy_shared::ports::PortError::Conflict)), "{stale:?}");
+
+    // The copy: nothing stored, the opt-out kept through the deletion stands.
+    clock.set(t0() + Duration::hours(2) + Duration::minutes(1));
+    let replayed = inbound::replay(store, &start).await.unwrap();
+    assert!(replayed.affected.is_empty());
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    let held = items_holding(&local, PHONE).await;
+    assert!(held.is_empty(), "items holding the deleted number after a late START: {held:?}");
+
+    // A START texted after the deletion is the person's own: honoured.
+    let later = text("SMstart2", "START", t0() + Duration::hours(3));
+    assert_eq!(inbound::replay(store, &later).await.unwrap().affected.len(), 1);
+    assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    local.shutdown().await;
+}

@@ -215,6 +215,16 @@ impl ConsentLedger for Paused {
     ) -> Result<Option<ConsentState>, PortError> {
         self.inner.record(m, phone, event, purge_at).await
     }
+    async fn record_opt_in(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+        deleted_at_seen: Option<DateTime<Utc>>,
+    ) -> Result<Option<ConsentState>, PortError> {
+        self.inner.record_opt_in(m, phone, event, purge_at, deleted_at_seen).await
+    }
     async fn cancel_outreach(
         &self,
         merchant: &Merchant,

@@ -270,7 +270,7 @@ async fn a_failure_between_storing_and_classifying_loses_nothing_and_the_replay_
     let msg = stop_message();
     let merchants = inbound::merchants_for(&mem, &msg).await.unwrap();
 
-    assert!(inbound::receive(&mem, &msg, &merchants).await.unwrap(), "stored as received: the first write");
+    assert!(inbound::receive(&mem, &msg, &merchants).await.unwrap().first, "stored as received: the first write");
     // The next step fails (the inline attempt crashes) before the message is classified.
     mem.fail("inbound_applied", 1);
     assert!(transient(&inbound::apply(&mem, &msg, &merchants).await));
@@ -294,6 +294,81 @@ async fn a_failure_between_storing_and_classifying_loses_nothing_and_the_replay_
         assert_eq!(entries[0].event.evidence.message_sid.as_deref(), Some("SMin1"));
     }
     assert_eq!(stored_inbound(&mem, &m.id).len(), 1, "the copy stores nothing twice");
+}
+
+#[tokio::test]
+async fn a_late_copy_from_before_a_deletion_stores_nothing_again_and_a_start_in_it_resubscribes_nothing() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    let key = memory::marked(&m.id, &SubjectKey::phone(&phone()));
+    // STOP, applied; then a START at t0+1m whose inline attempt stored nothing.
+    inbound::replay(&mem, &stop_message()).await.unwrap();
+    let start = InboundMessage {
+        message_sid: "SMstart".into(),
+        body: "START".into(),
+        received_at: t0() + chrono::Duration::minutes(1),
+        ..stop_message()
+    };
+    // The person's data is deleted at t0+2m (the opt-out is kept), before the START's copy runs.
+    mem.state.lock().unwrap().sms.clear();
+    mem.state.lock().unwrap().deletion_markers.insert(key.clone(), t0() + chrono::Duration::minutes(2));
+    let replayed = inbound::replay(&mem, &start).await.unwrap();
+    assert!(replayed.affected.is_empty(), "re-subscribes nothing");
+    assert!(stored_inbound(&mem, &m.id).is_empty(), "the START is not stored again");
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
+
+    // A STOP's late copy is still honoured (an opt-out outlives the data), and stored as its evidence.
+    let stop = InboundMessage { message_sid: "SMstop2".into(), body: "STOP".into(), ..start.clone() };
+    inbound::replay(&mem, &stop).await.unwrap();
+    assert_eq!(stored_inbound(&mem, &m.id).len(), 1);
+
+    // A START texted after the deletion is the person's own new request: honoured.
+    let later = InboundMessage {
+        message_sid: "SMstart2".into(),
+        received_at: t0() + chrono::Duration::minutes(3),
+        ..start.clone()
+    };
+    assert_eq!(inbound::replay(&mem, &later).await.unwrap().affected.len(), 1);
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedIn);
+}
+
+#[tokio::test]
+async fn a_deletion_between_reading_its_marker_and_writing_a_start_wins() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    let key = memory::marked(&m.id, &SubjectKey::phone(&phone()));
+    inbound::replay(&mem, &stop_message()).await.unwrap();
+    let start = InboundMessage {
+        message_sid: "SMstart".into(),
+        body: "START".into(),
+        received_at: t0() + chrono::Duration::minutes(1),
+        ..stop_message()
+    };
+    // Stored before the deletion; the opt-in's write is paused after its marker read (none),
+    // and the deletion completes meanwhile.
+    let merchants = inbound::merchants_for(&mem, &start).await.unwrap();
+    assert!(inbound::receive(&mem, &start, &merchants).await.unwrap().first);
+    let k = key.clone();
+    mem.before("record_opt_in", move |mem| {
+        mem.state.lock().unwrap().deletion_markers.insert(k, t0() + chrono::Duration::minutes(2));
+    });
+    let applied = inbound::apply(&mem, &start, &merchants).await.unwrap();
+    assert!(applied.affected.is_empty(), "the write was refused, decided again on the marker, and dropped");
+    assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
+    assert_eq!(mem.called("record_opt_in"), 1);
+
+    // The same race on storing: a copy paused before its write meets the deletion, and is not stored.
+    let late = InboundMessage { message_sid: "SMhelp".into(), body: "HELP".into(), ..start.clone() };
+    mem.state.lock().unwrap().deletion_markers.remove(&key);
+    let k = key.clone();
+    mem.before("record_inbound", move |mem| {
+        mem.state.lock().unwrap().deletion_markers.insert(k, t0() + chrono::Duration::minutes(2));
+    });
+    let received = inbound::receive(&mem, &late, &merchants).await.unwrap();
+    assert!(received.merchants.is_empty() && !received.first, "read again after the refused write: not stored");
+    assert!(stored_inbound(&mem, &m.id).iter().all(|e| e.message_sid != "SMhelp"));
 }
 
 #[tokio::test]

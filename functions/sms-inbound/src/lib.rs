@@ -116,7 +116,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         if merchants.is_empty() {
             return Ok(None);
         }
-        inbound::receive(&app.store, &msg, &merchants).await?;
+        let merchants = inbound::receive(&app.store, &msg, &merchants).await?.merchants;
         let applied = inbound::apply(&app.store, &msg, &merchants).await?;
         Ok(Some((merchants, applied)))
     })

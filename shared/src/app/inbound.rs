@@ -8,18 +8,33 @@
 //! message that was not kept.
 
 use crate::app::consent;
+use crate::app::privacy::predates_deletion;
 use crate::domain::consent::{ConsentAction, ConsentStatus};
 use crate::domain::ids::MerchantId;
 pub use crate::domain::inbound::InboundMessage;
 use crate::domain::keywords::{Classified, Intent, classify};
 use crate::domain::merchant::Channel;
-use crate::domain::outreach::{MerchantRecord, SmsLogEntry};
-use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError};
+use crate::domain::outreach::MerchantRecord;
+use crate::domain::subject::SubjectKey;
+use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError, PrivacyStore};
 use tracing::info;
 
 /// What applying an inbound message reads and writes.
-pub trait InboundStore: MerchantStore + MessageLog + ConsentStore + ConsentLedger {}
-impl<T: MerchantStore + MessageLog + ConsentStore + ConsentLedger> InboundStore for T {}
+pub trait InboundStore: MerchantStore + MessageLog + ConsentStore + ConsentLedger + PrivacyStore {}
+impl<T: MerchantStore + MessageLog + ConsentStore + ConsentLedger + PrivacyStore> InboundStore for T {}
+
+/// Reads of a deletion marker that moved while a write waited on it, before giving up.
+const MARKER_READS: usize = 3;
+
+/// What `receive` stored.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// False when every merchant had it before (a redelivery, a second copy).
+    pub first: bool,
+    /// The merchants it is stored under, which `apply` acts for: those it reached, less any
+    /// that deleted this person's data since it was received (a late copy), unless it revokes.
+    pub merchants: Vec<MerchantRecord>,
+}
 
 /// What applying a message did.
 #[derive(Debug, Clone)]
@@ -49,14 +64,41 @@ pub async fn merchants_for<S: InboundStore>(store: &S, msg: &InboundMessage) -> 
 }
 
 /// Stores `msg` as received under each of `merchants`, before anything is made of it: the first
-/// durable write. `false` when it was stored before (a redelivery).
+/// durable write. A merchant that deleted this person's data after the message was received
+/// (its late copy, replayed after the deletion) does not get it stored again, unless it is an
+/// opt-out, which outlives the person's data; each entry is written only while the marker is as
+/// read, so a deletion racing this write is read again rather than undone.
 pub async fn receive<S: InboundStore>(
     store: &S,
     msg: &InboundMessage,
     merchants: &[MerchantRecord],
-) -> Result<bool, PortError> {
-    let entries: Vec<SmsLogEntry> = merchants.iter().map(|r| msg.log_entry(r)).collect();
-    store.record_inbound(&entries, msg.received_at).await
+) -> Result<Received, PortError> {
+    let revokes = classify(&msg.body).intent == Intent::OptOut;
+    let key = SubjectKey::phone(&msg.from);
+    for _ in 0..MARKER_READS {
+        let seen = futures::future::try_join_all(merchants.iter().map(|r| store.deletion_marker(&r.merchant.id, &key)))
+            .await?;
+        let kept: Vec<(&MerchantRecord, _)> = merchants
+            .iter()
+            .zip(seen)
+            .filter(|(r, deleted_at)| {
+                let erased = predates_deletion(*deleted_at, msg.received_at);
+                if erased && !revokes {
+                    info!(merchant = %r.merchant.id, sid = %msg.message_sid, phone = %msg.from.log_id(), "inbound message from before a deletion: not stored again");
+                }
+                revokes || !erased
+            })
+            .collect();
+        let entries: Vec<_> = kept.iter().map(|(r, deleted_at)| (msg.log_entry(r), *deleted_at)).collect();
+        match store.record_inbound(&entries, msg.received_at).await {
+            Ok(first) => {
+                return Ok(Received { first, merchants: kept.into_iter().map(|(r, _)| r.clone()).collect() });
+            }
+            Err(PortError::Conflict) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(PortError::Conflict)
 }
 
 /// Classifies a stored message and applies it for each of `merchants` that has not applied it
@@ -111,7 +153,10 @@ async fn opt_out<S: InboundStore>(
 }
 
 /// START re-subscribes a number that opted out; it does not create consent from nothing, and a
-/// "yes" from someone already subscribed is conversation, not a keyword to confirm.
+/// "yes" from someone already subscribed is conversation, not a keyword to confirm. A START
+/// received before the merchant deleted this person's data (a late copy) re-subscribes nothing:
+/// the opt-out kept through the deletion stands, and the write holds only while the deletion
+/// marker is as read.
 async fn opt_in<S: InboundStore>(
     store: &S,
     record: &MerchantRecord,
@@ -120,23 +165,35 @@ async fn opt_in<S: InboundStore>(
 ) -> Result<bool, PortError> {
     let (m, from, now) = (&record.merchant, &msg.from, msg.received_at);
     let state = store.consent_state(&m.id, from, Channel::Sms).await?;
-    match state.status {
-        ConsentStatus::Unknown | ConsentStatus::OptedIn => Ok(false),
-        ConsentStatus::OptedOut => {
-            let event = msg.event(c, ConsentAction::OptIn, Channel::Sms);
-            let changed = consent::record(store, m, from, &event, now).await?.state.is_some();
-            info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-in by SMS");
-            Ok(changed)
+    if state.status != ConsentStatus::OptedOut {
+        return Ok(false);
+    }
+    let event = msg.event(c, ConsentAction::OptIn, Channel::Sms);
+    let key = SubjectKey::phone(from);
+    for _ in 0..MARKER_READS {
+        let deleted_at = store.deletion_marker(&m.id, &key).await?;
+        if predates_deletion(deleted_at, msg.received_at) {
+            info!(merchant = %m.id, phone = %from.log_id(), "START from before a deletion: not applied");
+            return Ok(false);
+        }
+        match store.record_opt_in(&m.id, from, &event, consent::purge_at(m, now), deleted_at).await {
+            Ok(next) => {
+                let changed = next.is_some();
+                info!(merchant = %m.id, phone = %from.log_id(), changed, "opt-in by SMS");
+                return Ok(changed);
+            }
+            Err(PortError::Conflict) => continue,
+            Err(e) => return Err(e),
         }
     }
+    Err(PortError::Conflict)
 }
 
 /// The worker's replay of a queued copy: stores the message if the inline attempt did not get
 /// that far, then classifies what is stored (its body and time of receipt) and applies it for
 /// every merchant that has not.
 pub async fn replay<S: InboundStore>(store: &S, msg: &InboundMessage) -> Result<Applied, PortError> {
-    let merchants = merchants_for(store, msg).await?;
-    receive(store, msg, &merchants).await?;
+    let merchants = receive(store, msg, &merchants_for(store, msg).await?).await?.merchants;
     let stored = match merchants.first() {
         Some(r) => store.inbound_sms(&r.merchant.id, &msg.from, &msg.message_sid).await?,
         None => None,

@@ -117,6 +117,17 @@ pub trait ConsentLedger: Send + Sync {
         event: &ConsentEvent,
         purge_at: DateTime<Utc>,
     ) -> impl Future<Output = Result<Option<ConsentState>, PortError>> + Send;
+    /// As `record`, for an opt-in that must not outlive a deletion: appended only while the
+    /// phone's deletion marker is as read (`deleted_at_seen`); a marker moved since is a
+    /// `Conflict`, for the caller to read again.
+    fn record_opt_in(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+        deleted_at_seen: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Option<ConsentState>, PortError>> + Send;
     /// Skips every unclaimed step of `channel` of this phone's open carts (every step, for an
     /// SMS opt-out); how many.
     fn cancel_outreach(

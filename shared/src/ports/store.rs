@@ -193,10 +193,12 @@ pub trait MessageLog: Send + Sync {
     /// merchant it reached, once: a redelivery of the same `MessageSid` returns `false` and writes
     /// nothing. Each merchant's marker (pending until `finish_inbound`) and log entry are one
     /// pair; pairs are written in transactions of at most 100 items, so any number of merchants
-    /// may share a sender. `true` when any pair was new.
+    /// may share a sender. `true` when any pair was new. Each entry is stored only while the
+    /// sender's deletion marker at its merchant is as read (the second of the pair); a marker
+    /// moved since is a `Conflict`, for the caller to read again.
     fn record_inbound(
         &self,
-        entries: &[SmsLogEntry],
+        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Whether this merchant has applied this inbound message (its marker is no longer pending).

@@ -417,6 +417,20 @@ impl ConsentLedger for Memory {
     ) -> Result<Option<ConsentState>, PortError> {
         ConsentStore::record_consent(self, m, phone, event, purge_at).await
     }
+    async fn record_opt_in(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+        deleted_at_seen: Option<DateTime<Utc>>,
+    ) -> Result<Option<ConsentState>, PortError> {
+        self.enter("record_opt_in")?;
+        if self.s().deletion_markers.get(&marked(m, &SubjectKey::phone(phone))) != deleted_at_seen.as_ref() {
+            return Err(PortError::Conflict);
+        }
+        ConsentStore::record_consent(self, m, phone, event, purge_at).await
+    }
     async fn cancel_outreach(
         &self,
         merchant: &Merchant,
@@ -481,11 +495,21 @@ impl MessageLog for Memory {
         self.s().undeliverable.insert(person(m, phone), u.clone());
         Ok(())
     }
-    async fn record_inbound(&self, entries: &[SmsLogEntry], _: DateTime<Utc>) -> Result<bool, PortError> {
+    async fn record_inbound(
+        &self,
+        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        _: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
         self.enter("record_inbound")?;
         let mut s = self.s();
+        // All or nothing, as DynamoDB's transaction: a deletion marker moved since read.
+        if entries.iter().any(|(e, seen)| {
+            s.deletion_markers.get(&marked(&e.merchant_id, &SubjectKey::phone(&e.phone))) != seen.as_ref()
+        }) {
+            return Err(PortError::Conflict);
+        }
         let mut first = false;
-        for e in entries {
+        for (e, _) in entries {
             if s.inbound_seen.insert((e.merchant_id.to_string(), e.message_sid.clone())) {
                 s.sms.push(e.clone());
                 first = true;

@@ -208,6 +208,19 @@ impl Store {
         event: &ConsentEvent,
         purge_at: DateTime<Utc>,
     ) -> Result<Option<ConsentState>, PortError> {
+        self.record_consent_while(m, phone, event, purge_at, None).await
+    }
+
+    /// `record_consent`, in a transaction that also holds only while `deletion` (a subject's
+    /// marker as read) is unchanged; a moved marker is a `Conflict`, not retried here.
+    pub async fn record_consent_while(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+        deletion: Option<&(SubjectKey, Option<DateTime<Utc>>)>,
+    ) -> Result<Option<ConsentState>, PortError> {
         for _ in 0..4 {
             let state = self.consent_state(m, phone, event.channel).await?;
             if !state.accepts(event) {
@@ -215,10 +228,20 @@ impl Store {
             }
             let append =
                 ConsentAppend { merchant_id: m.clone(), phone: phone.clone(), state, event: event.clone(), purge_at };
-            match self.append_consent(&append).await {
-                Ok(next) => return Ok(Some(next)),
-                Err(PortError::Conflict) => continue,
-                Err(e) => return Err(e),
+            let (mut items, _, next) = self.consent_items(&append)?;
+            if let Some((subject, deleted_at)) = deletion {
+                items.push(self.deletion_unchanged(m, subject, *deleted_at)?);
+            }
+            match self.transact(items).await? {
+                TxOutcome::Done => return Ok(Some(next)),
+                // Which condition failed is not told apart: the ledger's is read again here,
+                // a moved marker is the caller's to read again.
+                TxOutcome::Cancelled(codes)
+                    if deletion.is_some() && codes.last().is_some_and(|c| c == "ConditionalCheckFailed") =>
+                {
+                    return Err(PortError::Conflict);
+                }
+                TxOutcome::Cancelled(_) => continue,
             }
         }
         Err(PortError::Conflict)

@@ -108,25 +108,37 @@ impl Store {
     /// redelivery of the same `MessageSid` returns `false` and writes nothing. Each merchant's
     /// marker and log entry are one pair; pairs are written in transactions of at most 100 items,
     /// so any number of merchants may share a sender. `true` when any pair was new.
-    pub async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
+    pub async fn record_inbound(
+        &self,
+        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
+        // Per entry: its marker, its log entry, and the check that no deletion moved since read.
+        let triple = |(e, deleted_at): &(SmsLogEntry, Option<DateTime<Utc>>)| -> Result<_, PortError> {
+            Ok([
+                self.inbound_marker(&e.merchant_id, &e.message_sid, now)?,
+                put(&self.table, self.sms_log_item(e)?, None, &[], &[])?,
+                self.deletion_unchanged(&e.merchant_id, &SubjectKey::phone(&e.phone), *deleted_at)?,
+            ])
+        };
         let mut first = false;
-        for chunk in entries.chunks(MAX_TRANSACTION_ITEMS / 2) {
-            let mut items = Vec::with_capacity(chunk.len() * 2);
-            for e in chunk {
-                items.push(self.inbound_marker(&e.merchant_id, &e.message_sid, now)?);
-                items.push(put(&self.table, self.sms_log_item(e)?, None, &[], &[])?);
+        for chunk in entries.chunks(MAX_TRANSACTION_ITEMS / 3) {
+            let mut items = Vec::with_capacity(chunk.len() * 3);
+            for entry in chunk {
+                items.extend(triple(entry)?);
             }
             match self.transact(items).await? {
                 TxOutcome::Done => first = true,
                 TxOutcome::Cancelled(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => {
-                    // Some pairs of this chunk were written before: write the others one by one.
-                    for e in chunk {
-                        let pair = vec![
-                            self.inbound_marker(&e.merchant_id, &e.message_sid, now)?,
-                            put(&self.table, self.sms_log_item(e)?, None, &[], &[])?,
-                        ];
-                        match self.transact(pair).await? {
+                    // Some entries of this chunk were written before: write the others one by one.
+                    for entry in chunk {
+                        match self.transact(triple(entry)?.into()).await? {
                             TxOutcome::Done => first = true,
+                            TxOutcome::Cancelled(codes)
+                                if codes.get(2).is_some_and(|c| c == "ConditionalCheckFailed") =>
+                            {
+                                return Err(PortError::Conflict);
+                            }
                             TxOutcome::Cancelled(codes)
                                 if codes.first().is_some_and(|c| c == "ConditionalCheckFailed") => {}
                             TxOutcome::Cancelled(_) => return Err(PortError::Conflict),

@@ -149,7 +149,11 @@ impl MessageLog for Store {
     ) -> Result<(), PortError> {
         Store::mark_undeliverable(self, m, phone, u, purge_at).await
     }
-    async fn record_inbound(&self, entries: &[SmsLogEntry], now: DateTime<Utc>) -> Result<bool, PortError> {
+    async fn record_inbound(
+        &self,
+        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        now: DateTime<Utc>,
+    ) -> Result<bool, PortError> {
         Store::record_inbound(self, entries, now).await
     }
     async fn inbound_applied(&self, m: &MerchantId, message_sid: &str) -> Result<bool, PortError> {
@@ -569,6 +573,17 @@ impl ConsentLedger for Store {
         purge_at: DateTime<Utc>,
     ) -> Result<Option<ConsentState>, PortError> {
         self.record_consent(m, phone, event, purge_at).await
+    }
+    async fn record_opt_in(
+        &self,
+        m: &MerchantId,
+        phone: &Phone,
+        event: &ConsentEvent,
+        purge_at: DateTime<Utc>,
+        deleted_at_seen: Option<DateTime<Utc>>,
+    ) -> Result<Option<ConsentState>, PortError> {
+        let seen = (crate::domain::subject::SubjectKey::phone(phone), deleted_at_seen);
+        self.record_consent_while(m, phone, event, purge_at, Some(&seen)).await
     }
     async fn cancel_outreach(
         &self,
