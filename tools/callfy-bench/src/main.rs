@@ -262,26 +262,27 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     if args.static_ingest.is_some() {
         functions.insert(5, STATIC_INGEST);
     }
-    for name in functions {
-        let event = |i: usize| -> Vec<u8> {
-            match name {
-                "hello-lambda" | "hello-sdk" | "hello-sdk-log" => b"{\"hello\":\"world\"}".to_vec(),
-                "python-boto3" => b"{}".to_vec(),
-                // A fresh delivery each time: the same event id would short-cut as a duplicate.
-                "webhook-ingest" | STATIC_INGEST => {
-                    let mut e = checkout.clone();
-                    e["headers"]["x-shopify-event-id"] = format!("bench-{i}-{}", uuid::Uuid::new_v4()).into();
-                    e.to_string().into_bytes()
-                }
-                "consent-api" => consent_get.clone().into_bytes(),
-                "sms-inbound" => sms_help.clone().into_bytes(),
-                "voice-callbacks" => voice_answer.clone().into_bytes(),
-                // `$connect`, signed for the sample's PUBLIC_WS_URL: a verified upgrade and one write.
-                "voice-agent" => agent_connect.clone().into_bytes(),
-                "retention-purger" => schedule.clone().into_bytes(),
-                _ => sqs.clone().into_bytes(),
+    let event = |name: &str, i: usize| -> Vec<u8> {
+        match name {
+            "hello-lambda" | "hello-sdk" | "hello-sdk-log" => b"{\"hello\":\"world\"}".to_vec(),
+            "python-boto3" => b"{}".to_vec(),
+            // A fresh delivery each time: the same event id would short-cut as a duplicate.
+            "webhook-ingest" | STATIC_INGEST => {
+                let mut e = checkout.clone();
+                e["headers"]["x-shopify-event-id"] = format!("bench-{i}-{}", uuid::Uuid::new_v4()).into();
+                e.to_string().into_bytes()
             }
-        };
+            "consent-api" => consent_get.clone().into_bytes(),
+            "sms-inbound" => sms_help.clone().into_bytes(),
+            "voice-callbacks" => voice_answer.clone().into_bytes(),
+            // `$connect`, signed for the sample's PUBLIC_WS_URL: a verified upgrade and one write.
+            "voice-agent" => agent_connect.clone().into_bytes(),
+            "retention-purger" => schedule.clone().into_bytes(),
+            _ => sqs.clone().into_bytes(),
+        }
+    };
+    let mut prepared = Vec::with_capacity(functions.len());
+    for name in functions {
         let path = match (name, &args.static_ingest) {
             (STATIC_INGEST, Some(p)) => p.clone(),
             _ => binary(&target, &args.profile, name),
@@ -299,14 +300,22 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
                 .len();
             (Some(size), Some(zipped_size(&path)?))
         };
-        let mut runs = Vec::with_capacity(args.runs);
-        for i in 0..args.runs {
-            runs.push(measure_process(&command, &env, vec![event(i)]).await.map_err(|e| format!("{name}: {e}"))?);
+        prepared.push((name, command, size, zipped));
+    }
+    // Round-robin: start i of every binary before start i + 1 of any, so whatever the machine
+    // does meanwhile (a build, moto's garbage collector) falls on the baseline and the functions
+    // alike, and their ratio is one of the same conditions.
+    let mut runs: Vec<Vec<Measurement>> = prepared.iter().map(|_| Vec::with_capacity(args.runs)).collect();
+    for i in 0..args.runs {
+        for ((name, command, _, _), runs) in prepared.iter().zip(runs.iter_mut()) {
+            runs.push(measure_process(command, &env, vec![event(name, i)]).await.map_err(|e| format!("{name}: {e}"))?);
         }
+    }
+    for ((name, command, size, zipped), runs) in prepared.into_iter().zip(runs) {
         let m = median(&runs).ok_or("no runs")?;
         // Peak memory after many warm invocations of one process, not after one.
         let warm = if args.warm_invocations > 0 {
-            let events = (0..args.warm_invocations).map(|i| event(10_000 + i)).collect();
+            let events = (0..args.warm_invocations).map(|i| event(name, 10_000 + i)).collect();
             let w = measure_process(&command, &env, events).await.map_err(|e| format!("{name}: {e}"))?;
             Some(w.peak_rss_kib)
         } else {
@@ -384,8 +393,8 @@ fn steps_table(rows: &[ColdRow], runs: usize) -> String {
     let mut before: Option<f64> = None;
     for (name, what) in steps {
         let Some(ms) = init(name) else { continue };
-        let added = before.map_or("—".to_string(), |b| format!("{:+.1} ms", ms - b));
-        out.push_str(&format!("| `{name}`: {what} | {ms:.1} ms | {added} |\n"));
+        let added = before.map_or("—".to_string(), |b| format!("{:+.2} ms", ms - b));
+        out.push_str(&format!("| `{name}`: {what} | {ms:.2} ms | {added} |\n"));
         before = Some(ms);
     }
     out
@@ -395,13 +404,13 @@ fn cold_table(rows: &[ColdRow], runs: usize, warm: usize) -> String {
     let hello = rows.iter().find(|r| r.name == "hello-lambda").map(|r| r.m.init.as_secs_f64()).unwrap_or(1.0);
     let python = rows.iter().find(|r| r.name == "python-boto3").map(|r| r.m.init.as_secs_f64()).unwrap_or(0.0);
     let mut out = format!(
-        "| function | init (median of {runs}) | × hello (budget ≤ 1.5) | Python/boto3 ÷ this (budget ≥ 20) | first invocation | peak RSS, 1 invocation | peak RSS after {warm} (budget ≤ 48 MiB) | binary, stripped | zipped (budget ≤ 6 MB) |\n|---|---|---|---|---|---|---|---|---|\n"
+        "| function | init (median of {runs}, starts interleaved) | × hello (budget ≤ 1.5) | Python/boto3 ÷ this (budget ≥ 20) | first invocation | peak RSS, 1 invocation | peak RSS after {warm} (budget ≤ 48 MiB) | binary, stripped | zipped (budget ≤ 6 MB) |\n|---|---|---|---|---|---|---|---|---|\n"
     );
     for r in rows.iter().filter(|r| !STEPS.contains(&r.name)) {
         let init = r.m.init.as_secs_f64();
         let mb = |b: Option<u64>| b.map_or("—".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
         out.push_str(&format!(
-            "| {} | {:.1} ms | {:.1}× | {} | {:.1} ms | {:.1} MiB | {} | {} | {} |\n",
+            "| {} | {:.2} ms | {:.2}× | {} | {:.1} ms | {:.1} MiB | {} | {} | {} |\n",
             r.name,
             init * 1e3,
             init / hello,
