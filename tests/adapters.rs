@@ -513,7 +513,9 @@ async fn one_inbound_message_is_logged_once_for_any_number_of_merchants_on_its_s
             senders: vec!["+15005550006".into()],
         })
         .collect();
-    let unmarked = |entries: &[SmsLogEntry]| entries.iter().map(|e| (e.clone(), None)).collect::<Vec<_>>();
+    let unmarked = |entries: &[SmsLogEntry]| {
+        entries.iter().map(|e| (e.clone(), callfy_shared::ports::MarkerGuard::AsRead(None))).collect::<Vec<_>>()
+    };
     assert!(store.record_inbound(&unmarked(&entries), t0()).await.unwrap(), "first delivery");
     assert!(!store.record_inbound(&unmarked(&entries), t0()).await.unwrap(), "a redelivery writes nothing");
     for e in [&entries[0], &entries[59]] {

@@ -541,7 +541,8 @@ async fn a_late_copy_of_a_start_from_before_a_deletion_stores_nothing_and_resubs
 
     // DynamoDB's side of the guard: a write made on a marker read before the deletion is refused.
     let entry = start.log_entry(&store.get_merchant(&m).await.unwrap().unwrap());
-    let stale = store.record_inbound(&[(entry, None)], start.received_at).await;
+    let stale =
+        store.record_inbound(&[(entry, callfy_shared::ports::MarkerGuard::AsRead(None))], start.received_at).await;
     assert!(matches!(stale, Err(callfy_shared::ports::PortError::Conflict)), "{stale:?}");
     let newer = text("SMstart0", "START", t0() + Duration::hours(3));
     let classified = callfy_shared::domain::keywords::classify("START");
@@ -556,6 +557,11 @@ async fn a_late_copy_of_a_start_from_before_a_deletion_stores_nothing_and_resubs
     assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
     let held = items_holding(&local, PHONE).await;
     assert!(held.is_empty(), "items holding the deleted number after a late START: {held:?}");
+    // A revocation's late copy is kept as its evidence, unguarded, and applied.
+    let late_stop = text("SMstopcalls", "Please stop calling me", t0() + Duration::minutes(100));
+    inbound::replay(store, &late_stop).await.unwrap();
+    assert!(store.inbound_sms(&m, &phone, "SMstopcalls").await.unwrap().is_some());
+    assert_eq!(store.consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
 
     // A START texted after the deletion is the person's own: honoured.
     let later = text("SMstart2", "START", t0() + Duration::hours(3));

@@ -318,7 +318,7 @@ async fn a_late_copy_from_before_a_deletion_stores_nothing_again_and_a_start_in_
     assert!(stored_inbound(&mem, &m.id).is_empty(), "the START is not stored again");
     assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedOut);
 
-    // A STOP's late copy is still honoured (an opt-out outlives the data), and stored as its evidence.
+    // A STOP's late copy is still stored, as its evidence.
     let stop = InboundMessage { message_sid: "SMstop2".into(), body: "STOP".into(), ..start.clone() };
     inbound::replay(&mem, &stop).await.unwrap();
     assert_eq!(stored_inbound(&mem, &m.id).len(), 1);
@@ -331,6 +331,30 @@ async fn a_late_copy_from_before_a_deletion_stores_nothing_again_and_a_start_in_
     };
     assert_eq!(inbound::replay(&mem, &later).await.unwrap().affected.len(), 1);
     assert_eq!(mem.ledger(&m.id, &phone(), Channel::Sms).0.status, ConsentStatus::OptedIn);
+}
+
+#[tokio::test]
+async fn a_late_stop_from_before_a_deletion_still_opts_out_and_cancels() {
+    let mem = Memory::default();
+    let m = merchant();
+    mem.add_merchant(m.clone());
+    // Nothing opted out before the deletion (none kept): the STOP's copy, received before it,
+    // arrives after it, and is applied all the same (an opt-out outlives the person's data).
+    let key = memory::marked(&m.id, &SubjectKey::phone(&phone()));
+    mem.state.lock().unwrap().deletion_markers.insert(key.clone(), t0() + chrono::Duration::minutes(2));
+    let stop = InboundMessage { received_at: t0() + chrono::Duration::minutes(1), ..stop_message() };
+    // A deletion moving the marker again while it is being stored does not stop it either.
+    mem.before("record_inbound", move |mem| {
+        mem.state.lock().unwrap().deletion_markers.insert(key, t0() + chrono::Duration::minutes(3));
+    });
+    let replayed = inbound::replay(&mem, &stop).await.unwrap();
+    assert_eq!(replayed.affected.len(), 1);
+    assert_eq!(mem.called("record_inbound"), 1, "stored at the first attempt: an opt-out is not guarded");
+    for channel in [Channel::Sms, Channel::Voice] {
+        assert_eq!(mem.ledger(&m.id, &phone(), channel).0.status, ConsentStatus::OptedOut, "{channel:?}");
+    }
+    assert!(!mem.state.lock().unwrap().cancelled.is_empty(), "queued outreach cancelled");
+    assert_eq!(stored_inbound(&mem, &m.id).len(), 1);
 }
 
 #[tokio::test]

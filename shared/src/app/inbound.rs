@@ -16,7 +16,7 @@ use crate::domain::keywords::{Classified, Intent, classify};
 use crate::domain::merchant::Channel;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::subject::SubjectKey;
-use crate::ports::{ConsentLedger, ConsentStore, MerchantStore, MessageLog, PortError, PrivacyStore};
+use crate::ports::{ConsentLedger, ConsentStore, MarkerGuard, MerchantStore, MessageLog, PortError, PrivacyStore};
 use tracing::info;
 
 /// What applying an inbound message reads and writes.
@@ -29,7 +29,8 @@ const MARKER_READS: usize = 3;
 /// What `receive` stored.
 #[derive(Debug, Clone)]
 pub struct Received {
-    /// False when every merchant had it before (a redelivery, a second copy).
+    /// False when every merchant had it before (a redelivery, a second copy), or when a
+    /// deletion racing the write had it read again after part of it was stored.
     pub first: bool,
     /// The merchants it is stored under, which `apply` acts for: those it reached, less any
     /// that deleted this person's data since it was received (a late copy), unless it revokes.
@@ -66,8 +67,9 @@ pub async fn merchants_for<S: InboundStore>(store: &S, msg: &InboundMessage) -> 
 /// Stores `msg` as received under each of `merchants`, before anything is made of it: the first
 /// durable write. A merchant that deleted this person's data after the message was received
 /// (its late copy, replayed after the deletion) does not get it stored again, unless it is an
-/// opt-out, which outlives the person's data; each entry is written only while the marker is as
-/// read, so a deletion racing this write is read again rather than undone.
+/// opt-out, which outlives the person's data and is stored whatever a deletion did. Anything
+/// else is written only while the marker is as read, so a deletion racing the write is read
+/// again rather than undone.
 pub async fn receive<S: InboundStore>(
     store: &S,
     msg: &InboundMessage,
@@ -89,7 +91,8 @@ pub async fn receive<S: InboundStore>(
                 revokes || !erased
             })
             .collect();
-        let entries: Vec<_> = kept.iter().map(|(r, deleted_at)| (msg.log_entry(r), *deleted_at)).collect();
+        let guard = |deleted_at| if revokes { MarkerGuard::Unconditional } else { MarkerGuard::AsRead(deleted_at) };
+        let entries: Vec<_> = kept.iter().map(|(r, deleted_at)| (msg.log_entry(r), guard(*deleted_at))).collect();
         match store.record_inbound(&entries, msg.received_at).await {
             Ok(first) => {
                 return Ok(Received { first, merchants: kept.into_iter().map(|(r, _)| r.clone()).collect() });

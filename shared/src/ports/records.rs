@@ -28,6 +28,15 @@ pub struct ConsentAppend {
     pub purge_at: DateTime<Utc>,
 }
 
+/// What an inbound message's log entry is written on, at one merchant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerGuard {
+    /// Whatever a deletion did since: an opt-out, which outlives the person's data.
+    Unconditional,
+    /// Only while the sender's deletion marker there is as read (`None`: no marker).
+    AsRead(Option<DateTime<Utc>>),
+}
+
 /// Everything one webhook delivery changes, written in one transaction with its dedupe marker.
 #[derive(Debug, Clone)]
 pub struct IngestWrite {

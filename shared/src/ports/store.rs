@@ -6,7 +6,7 @@
 use super::PortError;
 use super::records::{
     CallUpdate, ConsentAppend, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome, IngestWrite,
-    ItemKey, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor, TenantCursor,
+    ItemKey, MarkerGuard, PendingPrivacy, PrivacyStatus, ProviderCopy, PurgeCursor, TenantCursor,
 };
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState, LedgerEntry};
@@ -191,14 +191,14 @@ pub trait MessageLog: Send + Sync {
     ) -> impl Future<Output = Result<(), PortError>> + Send;
     /// Stores one inbound message as received, before anything is made of it, under every
     /// merchant it reached, once: a redelivery of the same `MessageSid` returns `false` and writes
-    /// nothing. Each merchant's marker (pending until `finish_inbound`) and log entry are one
-    /// pair; pairs are written in transactions of at most 100 items, so any number of merchants
-    /// may share a sender. `true` when any pair was new. Each entry is stored only while the
-    /// sender's deletion marker at its merchant is as read (the second of the pair); a marker
-    /// moved since is a `Conflict`, for the caller to read again.
+    /// nothing. Each merchant's marker (pending until `finish_inbound`), log entry and guard are
+    /// written together, in transactions of at most 99 items, so any number of merchants may
+    /// share a sender. `true` when any entry was new. An entry guarded `AsRead` is stored only
+    /// while the sender's deletion marker at its merchant is as read; a marker moved since is a
+    /// `Conflict` (entries before it may be stored), for the caller to read again.
     fn record_inbound(
         &self,
-        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        entries: &[(SmsLogEntry, MarkerGuard)],
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<bool, PortError>> + Send;
     /// Whether this merchant has applied this inbound message (its marker is no longer pending).

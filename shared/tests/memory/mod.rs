@@ -426,6 +426,10 @@ impl ConsentLedger for Memory {
         deleted_at_seen: Option<DateTime<Utc>>,
     ) -> Result<Option<ConsentState>, PortError> {
         self.enter("record_opt_in")?;
+        // As the adapter: a state that refuses the event answers first, then the marker.
+        if !self.ledger(m, phone, event.channel).0.accepts(event) {
+            return Ok(None);
+        }
         if self.s().deletion_markers.get(&marked(m, &SubjectKey::phone(phone))) != deleted_at_seen.as_ref() {
             return Err(PortError::Conflict);
         }
@@ -497,19 +501,19 @@ impl MessageLog for Memory {
     }
     async fn record_inbound(
         &self,
-        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        entries: &[(SmsLogEntry, MarkerGuard)],
         _: DateTime<Utc>,
     ) -> Result<bool, PortError> {
         self.enter("record_inbound")?;
         let mut s = self.s();
-        // All or nothing, as DynamoDB's transaction: a deletion marker moved since read.
-        if entries.iter().any(|(e, seen)| {
-            s.deletion_markers.get(&marked(&e.merchant_id, &SubjectKey::phone(&e.phone))) != seen.as_ref()
-        }) {
-            return Err(PortError::Conflict);
-        }
         let mut first = false;
-        for (e, _) in entries {
+        // Entry by entry, as the adapter falls back to: those before a moved marker stay stored.
+        for (e, guard) in entries {
+            if let MarkerGuard::AsRead(seen) = guard
+                && s.deletion_markers.get(&marked(&e.merchant_id, &SubjectKey::phone(&e.phone))) != seen.as_ref()
+            {
+                return Err(PortError::Conflict);
+            }
             if s.inbound_seen.insert((e.merchant_id.to_string(), e.message_sid.clone())) {
                 s.sms.push(e.clone());
                 first = true;

@@ -104,35 +104,37 @@ impl Store {
         Ok(first)
     }
 
-    /// Stores one inbound message as received, under every merchant it reached, once: a
-    /// redelivery of the same `MessageSid` returns `false` and writes nothing. Each merchant's
-    /// marker and log entry are one pair; pairs are written in transactions of at most 100 items,
-    /// so any number of merchants may share a sender. `true` when any pair was new.
+    /// Stores one inbound message as received, under every merchant it reached, once
+    /// (`MessageLog::record_inbound`).
     pub async fn record_inbound(
         &self,
-        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        entries: &[(SmsLogEntry, MarkerGuard)],
         now: DateTime<Utc>,
     ) -> Result<bool, PortError> {
-        // Per entry: its marker, its log entry, and the check that no deletion moved since read.
-        let triple = |(e, deleted_at): &(SmsLogEntry, Option<DateTime<Utc>>)| -> Result<_, PortError> {
-            Ok([
+        // Per entry: its marker, its log entry, then (when guarded) the check that no deletion
+        // moved the sender's marker since it was read.
+        let entry_items = |(e, guard): &(SmsLogEntry, MarkerGuard)| -> Result<Vec<_>, PortError> {
+            let mut items = vec![
                 self.inbound_marker(&e.merchant_id, &e.message_sid, now)?,
                 put(&self.table, self.sms_log_item(e)?, None, &[], &[])?,
-                self.deletion_unchanged(&e.merchant_id, &SubjectKey::phone(&e.phone), *deleted_at)?,
-            ])
+            ];
+            if let MarkerGuard::AsRead(deleted_at) = guard {
+                items.push(self.deletion_unchanged(&e.merchant_id, &SubjectKey::phone(&e.phone), *deleted_at)?);
+            }
+            Ok(items)
         };
         let mut first = false;
         for chunk in entries.chunks(MAX_TRANSACTION_ITEMS / 3) {
             let mut items = Vec::with_capacity(chunk.len() * 3);
             for entry in chunk {
-                items.extend(triple(entry)?);
+                items.extend(entry_items(entry)?);
             }
             match self.transact(items).await? {
                 TxOutcome::Done => first = true,
                 TxOutcome::Cancelled(codes) if codes.iter().any(|c| c == "ConditionalCheckFailed") => {
                     // Some entries of this chunk were written before: write the others one by one.
                     for entry in chunk {
-                        match self.transact(triple(entry)?.into()).await? {
+                        match self.transact(entry_items(entry)?).await? {
                             TxOutcome::Done => first = true,
                             TxOutcome::Cancelled(codes)
                                 if codes.get(2).is_some_and(|c| c == "ConditionalCheckFailed") =>

@@ -38,7 +38,7 @@ use crate::domain::subject::SubjectKey;
 use crate::platforms::PlatformRequest;
 pub use crate::ports::{
     CallUpdate, ConsentAppend, CustomerData, CustomerRecord, DueItem, Erasure, IdempotencyRecord, IngestOutcome,
-    IngestWrite, ItemKey, PendingPrivacy, PortError, PrivacyStatus, ProviderCopy,
+    IngestWrite, ItemKey, MarkerGuard, PendingPrivacy, PortError, PrivacyStatus, ProviderCopy,
 };
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};

@@ -151,7 +151,7 @@ impl MessageLog for Store {
     }
     async fn record_inbound(
         &self,
-        entries: &[(SmsLogEntry, Option<DateTime<Utc>>)],
+        entries: &[(SmsLogEntry, crate::ports::MarkerGuard)],
         now: DateTime<Utc>,
     ) -> Result<bool, PortError> {
         Store::record_inbound(self, entries, now).await
