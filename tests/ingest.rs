@@ -172,6 +172,32 @@ async fn a_write_failure_while_applying_is_answered_200_and_the_copy_applies_it_
 }
 
 #[tokio::test]
+async fn an_order_whose_write_fails_once_is_applied_before_its_answer_and_nothing_is_sent() {
+    // Found by the 10 000-delivery campaign: an order left to its queued copy was applied
+    // minutes later, after the cart's first text had gone. A blip is now tried again at once.
+    let local = start("ing-blip").await;
+    let (status, answer) = post_woo(&local, &pending_order(0)).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let mut paid = read_json("events/woocommerce/order-processing.json");
+    paid["date_modified_gmt"] = "2026-11-28T19:05:00".into();
+    let paid = serde_json::to_vec(&paid).unwrap();
+    let once = FailNextWrites(Arc::new(std::sync::atomic::AtomicUsize::new(1)));
+    let blip = ingest_over(&local, once.clone()).await;
+    let (status, answer) = handled(&blip, woo_request(&paid, &woo().webhook_secret.unwrap())).await;
+    assert_eq!(once.0.load(std::sync::atomic::Ordering::SeqCst), 0, "the first write did fail");
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "applied inline: {answer}");
+    let (m, token) = ids();
+    let cart = local.store().get_cart(&m, &token).await.unwrap().expect("cart");
+    assert!(cart.status.is_closed(), "closed before the answer: {:?}", cart.status);
+
+    // The step queued for the pending order, and both copies: nothing goes out.
+    let stats = local.drain().await.unwrap();
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    assert!(local.sandbox.messages().is_empty(), "{:?}", local.sandbox.messages());
+    local.shutdown().await;
+}
+
+#[tokio::test]
 async fn the_copy_of_a_delivery_applied_inline_changes_nothing() {
     let local = start("ing-copy").await;
     let (status, answer) = post_woo(&local, &pending_order(0)).await;

@@ -231,9 +231,9 @@ async fn bigcommerce_abandoned_cart_is_read_from_the_store_and_texted_once() {
     let path = "/webhooks/bigcommerce/snowdevil-bc";
     let secret = m.webhook_secret.clone().unwrap();
     let body = serde_json::to_vec(&read_json("events/bigcommerce/cart-abandoned.json")).unwrap();
-    // The store API is down: the delivery is kept on the queue and answered 200, nothing is
-    // half-written.
-    local.bigcommerce.fail_next(2);
+    // The store API is down (each attempt reads the cart and its checkout; three attempts): the
+    // delivery is kept on the queue and answered 200, nothing is half-written.
+    local.bigcommerce.fail_next(6);
     let (status, answer) = post(&local, path, &bc_headers(&secret), body.clone()).await;
     assert_eq!((status, answer["status"].as_str()), (200, Some("queued")), "{answer}");
     let (mid, token) = (MerchantId::parse("snowdevil-bc").unwrap(), CartToken::parse(BC_CART).unwrap());

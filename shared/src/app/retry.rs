@@ -1,8 +1,9 @@
 //! Retrying a store operation at once, for callers that are never sent again (an inbound SMS, a
-//! key pressed on a call): a throttle or a blip usually clears within a second, while the
-//! queued copy that covers a failure may wait minutes behind the queue.
+//! key pressed on a call) or whose answer binds us (a platform's order, answered 200): a
+//! throttle or a blip usually clears within a second, while the queued copy that covers a
+//! failure may wait minutes behind the queue, and a step may go out before it.
 
-use crate::ports::PortError;
+use crate::ports::{Classify, ErrorKind};
 use std::time::Duration;
 
 /// The waits before the second and third attempts.
@@ -10,15 +11,16 @@ pub const INLINE_RETRIES: [Duration; 2] = [Duration::from_millis(200), Duration:
 
 /// Runs `op` (given the attempt's number, from 0) until it succeeds, fails for good, or has been
 /// tried `1 + INLINE_RETRIES.len()` times. Only for operations that are idempotent.
-pub async fn transient<T, F, Fut>(mut op: F) -> Result<T, PortError>
+pub async fn transient<T, E, F, Fut>(mut op: F) -> Result<T, E>
 where
+    E: Classify,
     F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Result<T, PortError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
     let mut result = op(0).await;
     for (i, pause) in INLINE_RETRIES.into_iter().enumerate() {
         match &result {
-            Err(e) if e.is_transient() => {
+            Err(e) if e.kind() == ErrorKind::Transient => {
                 tokio::time::sleep(pause).await;
                 result = op(i + 1).await;
             }
@@ -31,6 +33,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ports::PortError;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]

@@ -5,8 +5,9 @@
 //! webhook-ingest calls [`Webhooks::accept`]: the app-wide signature (pure), the merchant
 //! (the store), the merchant's signature and the body (pure); then a copy of the delivery goes
 //! on the outreach queue, held back `replay_delay_seconds`, and only then is the delivery applied
-//! inline as before (`app::ingest`). Applied: the answer says what it did. Not applied: 200
-//! `queued`, since the copy will be. If the store cannot say whose delivery it is, the copy is
+//! inline as before (`app::ingest`), tried again at once on a transient failure
+//! (`app::retry`). Applied: the answer says what it did. Not applied: 200 `queued`, since the
+//! copy will be. If the store cannot say whose delivery it is, the copy is
 //! queued unverified. Only when no copy could be queued and the delivery was not applied is the
 //! answer 503.
 //!
@@ -132,7 +133,10 @@ where
         // App-wide secrets first, before anything is looked up: a forged request learns nothing
         // about which merchants exist, and costs no storage.
         platform.verify(&req, None)?;
-        let merchant = match self.merchant(r.platform, &platform.merchant_ref(&req)?).await {
+        let merchant_ref = platform.merchant_ref(&req)?;
+        // Tried again at once, as the delivery itself is below: a copy queued unverified is
+        // applied only when the worker gets to it.
+        let merchant = match crate::app::retry::transient(|_| self.merchant(r.platform, &merchant_ref)).await {
             Ok(Some(m)) => m,
             Ok(None) => return Err(AcceptError::UnknownMerchant),
             Err(e) => {
@@ -163,7 +167,14 @@ where
                 false
             }
         };
-        let accepted = match self.apply(&merchant, &event_key, event, r.received_at).await {
+        // Tried again at once on a transient failure (applying is idempotent: the dedupe marker):
+        // a delivery left to its copy is answered 200 but applied only when the worker gets to
+        // it, which behind a backlog can be minutes, and a step of the cart may go out first.
+        // The 10 000-delivery campaign found one: an order answered while the store throttled,
+        // its copy applied 8 minutes later, 41 s after the cart's first text.
+        let applied =
+            crate::app::retry::transient(|_| self.apply(&merchant, &event_key, event.clone(), r.received_at)).await;
+        let accepted = match applied {
             Ok(outcome) => {
                 info!(merchant = %m, topic, event_key, outcome = outcome.as_str(), "webhook processed");
                 Ok(Accepted::Applied { outcome, topic })
