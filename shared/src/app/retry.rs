@@ -5,13 +5,34 @@
 
 use crate::ports::{Classify, ErrorKind};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// The waits before the second and third attempts.
 pub const INLINE_RETRIES: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
 
 /// Runs `op` (given the attempt's number, from 0) until it succeeds, fails for good, or has been
 /// tried `1 + INLINE_RETRIES.len()` times. Only for operations that are idempotent.
-pub async fn transient<T, E, F, Fut>(mut op: F) -> Result<T, E>
+pub async fn transient<T, E, F, Fut>(op: F) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    attempts(None, op).await
+}
+
+/// As [`transient`], but no attempt starts once its pause would reach `deadline`: for a caller
+/// that must answer in time (a platform that stops waiting, a function's timeout).
+pub async fn transient_until<T, E, F, Fut>(deadline: Instant, op: F) -> Result<T, E>
+where
+    E: Classify,
+    F: FnMut(usize) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    attempts(Some(deadline), op).await
+}
+
+async fn attempts<T, E, F, Fut>(deadline: Option<Instant>, mut op: F) -> Result<T, E>
 where
     E: Classify,
     F: FnMut(usize) -> Fut,
@@ -21,6 +42,9 @@ where
     for (i, pause) in INLINE_RETRIES.into_iter().enumerate() {
         match &result {
             Err(e) if e.kind() == ErrorKind::Transient => {
+                if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+                    break;
+                }
                 tokio::time::sleep(pause).await;
                 result = op(i + 1).await;
             }
@@ -63,5 +87,32 @@ mod tests {
         .await;
         assert!(down.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 3, "three attempts in all");
+    }
+
+    #[tokio::test]
+    async fn no_attempt_starts_past_the_deadline() {
+        let calls = AtomicUsize::new(0);
+        let started = Instant::now();
+        let slow = transient_until(started + Duration::from_millis(250), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Err::<(), _>(PortError::unavailable("DynamoDB", "GetItem", "slow down"))
+            }
+        })
+        .await;
+        assert!(slow.is_err());
+        // The first attempt ends at 100 ms; a second would start at 300 ms, past the deadline.
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "tried once");
+        assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
+
+        calls.store(0, Ordering::SeqCst);
+        let roomy = transient_until(Instant::now() + Duration::from_secs(5), |_| {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err::<(), _>(PortError::unavailable("DynamoDB", "GetItem", "down")) }
+        })
+        .await;
+        assert!(roomy.is_err());
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "room for every attempt");
     }
 }
