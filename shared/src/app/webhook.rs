@@ -6,9 +6,9 @@
 //! (the store), the merchant's signature and the body (pure); then a copy of the delivery goes
 //! on the outreach queue, held back `replay_delay_seconds`, and only then is the delivery applied
 //! inline as before (`app::ingest`), tried again at once on a transient failure while the
-//! delivery is under `INLINE_BUDGET` (`app::retry`). Applied: the answer says what it did. Not applied: 200 `queued`, since the
-//! copy will be. If the store cannot say whose delivery it is, the copy is
-//! queued unverified. Only when no copy could be queued and the delivery was not applied is the
+//! delivery is under `INLINE_BUDGET` (`app::retry`). Applied: the answer says what it did. Not
+//! applied: 200 `queued`, since the copy will be. If the store cannot say whose delivery it is,
+//! the copy is queued unverified. Only when no copy could be queued and the delivery was not applied is the
 //! answer 503.
 //!
 //! The worker calls [`Webhooks::replay`] on the copy: it verifies it again with every secret that
