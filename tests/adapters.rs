@@ -15,6 +15,7 @@ use callfy_shared::domain::consent::{ConsentAction, ConsentEvent, ConsentSource,
 use callfy_shared::domain::flow::OutreachJob;
 use callfy_shared::domain::merchant::Channel;
 use callfy_shared::domain::subject::SubjectKey;
+use callfy_shared::ports::Classify;
 use callfy_shared::signature::sha256_hex;
 use callfy_shared::{CartToken, ManualClock, MerchantId, Phone};
 use chrono::{DateTime, Duration, Utc};

@@ -7,7 +7,7 @@ use callfy_shared::domain::agent::{Brief, Speaker, system_prompt, tool_specs};
 use callfy_shared::domain::cart::CartItem;
 use callfy_shared::domain::keywords::Lang;
 use callfy_shared::ports::agent::{ModelEvent, ModelRequest};
-use callfy_shared::ports::{ConversationModel, ErrorKind, PortError};
+use callfy_shared::ports::{Classify, ConversationModel, ErrorKind, PortError};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

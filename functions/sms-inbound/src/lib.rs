@@ -79,6 +79,7 @@ pub fn twiml(message: Option<&str>) -> Response<Body> {
 }
 
 async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
+    let deadline = callfy_shared::app::retry::deadline();
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
     };
@@ -111,7 +112,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
     };
     // Storing and applying are idempotent (once per MessageSid): tried again at once, since only
     // what is applied is confirmed. `None`: no merchant uses or used the sender.
-    let applied = callfy_shared::app::retry::transient(|_| async {
+    let applied = callfy_shared::app::retry::transient(deadline, |_| async {
         let merchants = inbound::merchants_for(&app.store, &msg).await?;
         if merchants.is_empty() {
             return Ok(None);

@@ -20,7 +20,7 @@ use crate::domain::keywords::classify_spoken;
 use crate::domain::voice::{CallRef, KeyOptOut, SpokenOptOut, is_sid};
 use crate::metrics;
 use crate::ports::agent::{ModelEvent, ModelRequest, SessionKey};
-use crate::ports::{ConversationModel, PortError, RelayConnections, SmsGateway, WorkQueue, chain};
+use crate::ports::{Classify, ConversationModel, PortError, RelayConnections, SmsGateway, WorkQueue, chain};
 use crate::telemetry::redact;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use std::time::Duration;

@@ -3,36 +3,28 @@
 //! throttle or a blip usually clears within a second, while the queued copy that covers a
 //! failure may wait minutes behind the queue, and a step may go out before it.
 
-use crate::ports::{Classify, ErrorKind};
+use crate::ports::Classify;
 use std::time::Duration;
 use tokio::time::Instant;
 
 /// The waits before the second and third attempts.
 pub const INLINE_RETRIES: [Duration; 2] = [Duration::from_millis(200), Duration::from_millis(600)];
 
-/// Runs `op` (given the attempt's number, from 0) until it succeeds, fails for good, or has been
-/// tried `1 + INLINE_RETRIES.len()` times. Only for operations that are idempotent.
-pub async fn transient<T, E, F, Fut>(op: F) -> Result<T, E>
-where
-    E: Classify,
-    F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    attempts(None, op).await
+/// No attempt starts after this much of a request's time, for every caller alike: Shopify stops
+/// waiting at 5 s, Twilio at 15 s, and a function's timeout (webhook-ingest's is 10 s) must
+/// never be what answers, since WooCommerce counts that towards disabling the webhook. Later
+/// failures are left to the request's queued copy.
+pub const INLINE_BUDGET: Duration = Duration::from_secs(3);
+
+/// The deadline of a request that starts now: taken once, where its handling begins.
+pub fn deadline() -> Instant {
+    Instant::now() + INLINE_BUDGET
 }
 
-/// As [`transient`], but no attempt starts once its pause would reach `deadline`: for a caller
-/// that must answer in time (a platform that stops waiting, a function's timeout).
-pub async fn transient_until<T, E, F, Fut>(deadline: Instant, op: F) -> Result<T, E>
-where
-    E: Classify,
-    F: FnMut(usize) -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    attempts(Some(deadline), op).await
-}
-
-async fn attempts<T, E, F, Fut>(deadline: Option<Instant>, mut op: F) -> Result<T, E>
+/// Runs `op` (given the attempt's number, from 0) until it succeeds, fails for good, has been
+/// tried `1 + INLINE_RETRIES.len()` times, or would start its next attempt at or past
+/// `deadline`. Only for operations that are idempotent.
+pub async fn transient<T, E, F, Fut>(deadline: Instant, mut op: F) -> Result<T, E>
 where
     E: Classify,
     F: FnMut(usize) -> Fut,
@@ -41,8 +33,8 @@ where
     let mut result = op(0).await;
     for (i, pause) in INLINE_RETRIES.into_iter().enumerate() {
         match &result {
-            Err(e) if e.kind() == ErrorKind::Transient => {
-                if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+            Err(e) if e.is_transient() => {
+                if Instant::now() + pause >= deadline {
                     break;
                 }
                 tokio::time::sleep(pause).await;
@@ -63,7 +55,7 @@ mod tests {
     #[tokio::test]
     async fn a_transient_failure_is_tried_again_and_a_lasting_one_is_not() {
         let calls = AtomicUsize::new(0);
-        let once = transient(|n| {
+        let once = transient(deadline(), |n| {
             calls.fetch_add(1, Ordering::SeqCst);
             async move { if n == 0 { Err(PortError::unavailable("DynamoDB", "PutItem", "slow down")) } else { Ok(n) } }
         })
@@ -71,7 +63,7 @@ mod tests {
         assert_eq!((once.ok(), calls.load(Ordering::SeqCst)), (Some(1), 2));
 
         calls.store(0, Ordering::SeqCst);
-        let lasting = transient(|_| {
+        let lasting = transient(deadline(), |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>(PortError::Invalid("bad".into())) }
         })
@@ -80,7 +72,7 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1, "not tried again");
 
         calls.store(0, Ordering::SeqCst);
-        let down = transient(|_| {
+        let down = transient(deadline(), |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>(PortError::unavailable("DynamoDB", "PutItem", "down")) }
         })
@@ -93,7 +85,7 @@ mod tests {
     async fn no_attempt_starts_past_the_deadline() {
         let calls = AtomicUsize::new(0);
         let started = Instant::now();
-        let slow = transient_until(started + Duration::from_millis(250), |_| {
+        let slow = transient(started + Duration::from_millis(250), |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -107,7 +99,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_millis(250), "{:?}", started.elapsed());
 
         calls.store(0, Ordering::SeqCst);
-        let roomy = transient_until(Instant::now() + Duration::from_secs(5), |_| {
+        let roomy = transient(Instant::now() + Duration::from_secs(5), |_| {
             calls.fetch_add(1, Ordering::SeqCst);
             async { Err::<(), _>(PortError::unavailable("DynamoDB", "GetItem", "down")) }
         })

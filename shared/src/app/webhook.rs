@@ -6,10 +6,10 @@
 //! (the store), the merchant's signature and the body (pure); then a copy of the delivery goes
 //! on the outreach queue, held back `replay_delay_seconds`, and only then is the delivery applied
 //! inline as before (`app::ingest`), tried again at once on a transient failure while the
-//! delivery is under `INLINE_BUDGET` (`app::retry`). Applied: the answer says what it did. Not
+//! delivery is under `app::retry::INLINE_BUDGET`. Applied: the answer says what it did. Not
 //! applied: 200 `queued`, since the copy will be. If the store cannot say whose delivery it is,
-//! the copy is queued unverified. Only when no copy could be queued and the delivery was not applied is the
-//! answer 503.
+//! the copy is queued unverified. Only when no copy could be queued and the delivery was not
+//! applied is the answer 503.
 //!
 //! The worker calls [`Webhooks::replay`] on the copy: it verifies it again with every secret that
 //! applies (an unverified copy is never acted on, a forged one is dropped), and the delivery's
@@ -39,11 +39,6 @@ use tracing::{error, info, warn};
 /// webhook-ingest's 10 s timeout) has finished by then, so the copy finds work only when that
 /// attempt failed.
 pub const REPLAY_DELAY_SECONDS: i32 = 60;
-
-/// No inline attempt starts after this much of a delivery's time: Shopify stops waiting at 5 s,
-/// and webhook-ingest's timeout (10 s) must never be what answers WooCommerce, which counts it
-/// towards disabling the webhook. Later failures are left to the copy.
-pub const INLINE_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Why a delivery could not be applied (and was, or will be, retried).
 #[derive(Debug, Error)]
@@ -133,7 +128,7 @@ where
 {
     /// webhook-ingest: verifies, makes durable, applies (see the module's documentation).
     pub async fn accept(&self, r: Received<'_>) -> Result<Accepted, AcceptError> {
-        let deadline = tokio::time::Instant::now() + INLINE_BUDGET;
+        let deadline = crate::app::retry::deadline();
         let platform = self.platforms.get(r.platform);
         let req = WebhookRequest { headers: r.headers, body: r.body, path_merchant: r.path_merchant };
         // App-wide secrets first, before anything is looked up: a forged request learns nothing
@@ -142,8 +137,7 @@ where
         let merchant_ref = platform.merchant_ref(&req)?;
         // Tried again at once, as the delivery itself is below: a copy queued unverified is
         // applied only when the worker gets to it.
-        let merchant = match crate::app::retry::transient_until(deadline, |_| self.merchant(r.platform, &merchant_ref))
-            .await
+        let merchant = match crate::app::retry::transient(deadline, |_| self.merchant(r.platform, &merchant_ref)).await
         {
             Ok(Some(m)) => m,
             Ok(None) => return Err(AcceptError::UnknownMerchant),
@@ -180,10 +174,9 @@ where
         // it, which behind a backlog can be minutes, and a step of the cart may go out first.
         // The 10 000-delivery campaign found one: an order answered while the store throttled,
         // its copy applied 8 minutes later, 41 s after the cart's first text.
-        let applied = crate::app::retry::transient_until(deadline, |_| {
-            self.apply(&merchant, &event_key, event.clone(), r.received_at)
-        })
-        .await;
+        let applied =
+            crate::app::retry::transient(deadline, |_| self.apply(&merchant, &event_key, event.clone(), r.received_at))
+                .await;
         let accepted = match applied {
             Ok(outcome) => {
                 info!(merchant = %m, topic, event_key, outcome = outcome.as_str(), "webhook processed");

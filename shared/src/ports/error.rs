@@ -66,28 +66,25 @@ impl PortError {
         let message: String = message.into();
         Self::service(service, op, "Unavailable", ErrorKind::Transient, message)
     }
+}
 
-    pub fn kind(&self) -> ErrorKind {
+/// Anything a use case can fail with says its kind, so one mapping serves every handler (and
+/// `app::retry` decides from it whether to try again).
+pub trait Classify {
+    fn kind(&self) -> ErrorKind;
+
+    fn is_transient(&self) -> bool {
+        self.kind() == ErrorKind::Transient
+    }
+}
+
+impl Classify for PortError {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::Service { kind, .. } => *kind,
             Self::Conflict | Self::File(_) => ErrorKind::Transient,
             Self::Decode(_) | Self::Encode(_) | Self::NotFound(_) | Self::Invalid(_) => ErrorKind::Permanent,
         }
-    }
-
-    pub fn is_transient(&self) -> bool {
-        self.kind() == ErrorKind::Transient
-    }
-}
-
-/// Anything a use case can fail with says its kind, so one mapping serves every handler.
-pub trait Classify {
-    fn kind(&self) -> ErrorKind;
-}
-
-impl Classify for PortError {
-    fn kind(&self) -> ErrorKind {
-        PortError::kind(self)
     }
 }
 
