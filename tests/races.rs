@@ -558,7 +558,13 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     assert_eq!(local.store().consent_state(&m, &phone, Channel::Voice).await.unwrap().status, ConsentStatus::OptedOut);
     let step = local.store().get_step(&m, &token, 0).await.unwrap().expect("queued step cancelled");
     assert_eq!((step.state, step.reason.as_deref()), (StepState::Skipped, Some("opted_out")));
-    assert!(local.sandbox.messages().is_empty(), "the copy sends nothing");
+    // Applied now, and within five minutes of the STOP: the one confirmation the inline attempt
+    // could not give, from the Messaging Service the STOP reached. No outreach.
+    let sent = local.sandbox.messages();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].to, phone.as_str());
+    assert_eq!(sent[0].messaging_service_sid.as_deref(), Some("MG0123456789abcdef0123456789abcdef"));
+    assert!(sent[0].body.contains("unsubscribed from Snowdevil"), "{}", sent[0].body);
 
     // A redelivery of the same message (or a second copy) changes nothing and says nothing.
     let healthy = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };
@@ -566,6 +572,27 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     let lambda_http::Body::Text(again) = again.into_body() else { panic!("TwiML") };
     assert!(again.ends_with("<Response/>"), "{again}");
     assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), ledger.len());
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.received, stats.failed), (1, 0), "the second copy");
+    assert_eq!(local.sandbox.messages().len(), 1, "one confirmation only");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stop_applied_from_its_copy_more_than_five_minutes_later_is_not_confirmed() {
+    let (local, clock) = opted_in("race-late-stop", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
+    let (m, _, phone) = ids();
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let inbound = sms_inbound_with(&local, FailWrites(down.clone())).await;
+    let stop = lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).unwrap();
+    assert_eq!(sms_inbound::handle(&inbound, stop).await.status(), 200);
+    // Storage recovers six minutes on: applied, but a confirmation now would come unexplained.
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    clock.advance(chrono::Duration::minutes(6));
+    let stats = local.drain().await.unwrap();
+    assert_eq!((stats.received, stats.failed), (1, 0));
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
+    assert!(local.sandbox.messages().is_empty(), "{:?}", local.sandbox.messages());
     local.shutdown().await;
 }
 

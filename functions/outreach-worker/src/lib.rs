@@ -98,6 +98,7 @@ pub async fn process_record(app: &Worker, record: &SqsMessage) -> Result<Process
         // Until it holds: a storage error returns the message to the queue.
         QueuedWork::Inbound { inbound: msg } => {
             let applied = inbound::replay(&o.store, &msg).await.map_err(WorkerError::from)?;
+            inbound::confirm_replayed(&o.twilio, &msg, &applied, o.clock.now()).await;
             Processed::Outreach(JobOutcome::InboundApplied { changed: applied.affected.len() })
         }
         QueuedWork::Recording { recording } => Processed::Recording(

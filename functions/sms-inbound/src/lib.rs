@@ -6,8 +6,6 @@ use callfy_shared::Phone;
 use callfy_shared::app::delivery;
 use callfy_shared::app::inbound::{self, Applied, InboundMessage};
 use callfy_shared::config::ExposeSecret;
-use callfy_shared::domain::keywords::Intent;
-use callfy_shared::domain::message::{HelpInfo, help_reply, opt_out_reply, start_confirmation};
 use callfy_shared::domain::twiml::Verb;
 use callfy_shared::http::{TwilioForm, error, failure, json, verify_twilio};
 use callfy_shared::ports::{PortError, chain};
@@ -122,7 +120,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         Ok(Some((merchants, applied)))
     })
     .await;
-    let (merchants, Applied { classified, affected, first }) = match applied {
+    let (merchants, applied) = match applied {
         Ok(Some(applied)) => applied,
         Ok(None) => {
             warn!(sid, phone = %from.log_id(), "inbound SMS to a sender no merchant uses or used; ignored");
@@ -132,6 +130,7 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         Err(e) => return Err(e.into()),
     };
     let ids: Vec<&str> = merchants.iter().map(|r| r.merchant.id.as_str()).collect();
+    let Applied { classified, affected, first } = &applied;
     info!(
         sid,
         phone = %from.log_id(),
@@ -142,39 +141,15 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
         first,
         "inbound SMS"
     );
-    if !first {
-        return Ok(twiml(None));
-    }
-    let names: Vec<&str> = affected.iter().map(|r| r.merchant.name.as_str()).collect();
-    let reply = match classified.intent {
-        // A repeated STOP changes nothing and gets nothing: one confirmation only.
-        Intent::OptOut if !affected.is_empty() => Some(opt_out_reply(&names, classified.lang, classified.scope)),
-        Intent::OptIn if !affected.is_empty() => {
-            let max = affected.iter().map(|r| r.merchant.max_sms_per_cart()).max().unwrap_or(1);
-            Some(start_confirmation(&names, max))
-        }
-        Intent::Help => {
-            let info: Vec<HelpInfo<'_>> = merchants
-                .iter()
-                .map(|r| HelpInfo {
-                    merchant_name: &r.merchant.name,
-                    support_url: r.merchant.support.url.as_deref(),
-                    support_phone: r.merchant.support.phone.as_ref().map(Phone::as_str),
-                    max_per_cart: r.merchant.max_sms_per_cart(),
-                })
-                .collect();
-            Some(help_reply(&info, classified.lang))
-        }
-        _ => None,
-    };
-    Ok(twiml(reply.as_deref()))
+    Ok(twiml(inbound::reply(&applied, &merchants).as_deref()))
 }
 
 /// Storage failed, and the message's copy is on the queue: the worker applies it when it gets to
 /// it, which behind a backlog can be minutes. Nothing is confirmed meanwhile: a sender told
 /// "unsubscribed" must get nothing more, and until the copy is applied a step may still go out
 /// (found by the 10 000-delivery campaign: a confirmed STOP's copy waited 12 minutes behind the
-/// queue and a text went first). Twilio's own opt-out handling covers the standard keywords.
+/// queue and a text went first). The worker confirms once the copy is applied, if that is within
+/// five minutes of the keyword (`inbound::confirm_replayed`).
 fn queued_copy(msg: &InboundMessage, e: &PortError) -> Response<Body> {
     warn!(sid = %msg.message_sid, phone = %msg.from.log_id(), error = %redact(&chain(e)), "storage failed during an inbound message; the queued copy will apply it");
     twiml(None)

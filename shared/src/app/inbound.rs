@@ -14,10 +14,15 @@ use crate::domain::ids::MerchantId;
 pub use crate::domain::inbound::InboundMessage;
 use crate::domain::keywords::{Classified, Intent, classify};
 use crate::domain::merchant::Channel;
+use crate::domain::message::{HelpInfo, help_reply, opt_out_reply, start_confirmation};
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::subject::SubjectKey;
-use crate::ports::{ConsentLedger, ConsentStore, MarkerGuard, MerchantStore, MessageLog, PortError, PrivacyStore};
-use tracing::info;
+use crate::ports::telephony::{SendSms, SmsSender};
+use crate::ports::{
+    ConsentLedger, ConsentStore, MarkerGuard, MerchantStore, MessageLog, PortError, PrivacyStore, SmsGateway,
+};
+use chrono::{DateTime, Utc};
+use tracing::{info, warn};
 
 /// What applying an inbound message reads and writes.
 pub trait InboundStore: MerchantStore + MessageLog + ConsentStore + ConsentLedger + PrivacyStore {}
@@ -208,4 +213,85 @@ pub async fn replay<S: InboundStore>(store: &S, msg: &InboundMessage) -> Result<
     let applied = apply(store, &msg, &merchants).await?;
     info!(sid = %msg.message_sid, phone = %msg.from.log_id(), changed = applied.affected.len(), first = applied.first, "queued inbound message applied");
     Ok(applied)
+}
+
+/// What the sender is told of a message whose application this attempt finished first: an
+/// opt-out or an opt-in that changed something is confirmed, naming the merchants it changed
+/// (one confirmation only: a repeated STOP changes nothing and gets nothing); HELP is answered
+/// for every merchant in `merchants`; anything else gets no reply.
+pub fn reply(applied: &Applied, merchants: &[MerchantRecord]) -> Option<String> {
+    if !applied.first {
+        return None;
+    }
+    match applied.classified.intent {
+        Intent::OptOut | Intent::OptIn => confirmation(applied),
+        Intent::Help => {
+            let info: Vec<HelpInfo<'_>> = merchants
+                .iter()
+                .map(|r| HelpInfo {
+                    merchant_name: &r.merchant.name,
+                    support_url: r.merchant.support.url.as_deref(),
+                    support_phone: r.merchant.support.phone.as_ref().map(|p| p.as_str()),
+                    max_per_cart: r.merchant.max_sms_per_cart(),
+                })
+                .collect();
+            Some(help_reply(&info, applied.classified.lang))
+        }
+        Intent::Other => None,
+    }
+}
+
+/// The confirmation an opt-out or opt-in owes, if it changed anything.
+fn confirmation(applied: &Applied) -> Option<String> {
+    if applied.affected.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = applied.affected.iter().map(|r| r.merchant.name.as_str()).collect();
+    match applied.classified.intent {
+        Intent::OptOut => Some(opt_out_reply(&names, applied.classified.lang, applied.classified.scope)),
+        Intent::OptIn => {
+            let max = applied.affected.iter().map(|r| r.merchant.max_sms_per_cart()).max().unwrap_or(1);
+            Some(start_confirmation(&names, max))
+        }
+        Intent::Help | Intent::Other => None,
+    }
+}
+
+/// After the worker applied a queued copy: when the copy is what applied an opt-out or opt-in
+/// first, sms-inbound's attempt failed and told the sender nothing, so the one confirmation goes
+/// out now, as a text from the number or Messaging Service that received the keyword, provided
+/// it is still within five minutes of it (`InboundMessage::confirmable_at`). At most once: only
+/// the attempt that marked the message applied sees `first`, and a failed send is not tried
+/// again (a redelivered copy finds the message applied). Whether a confirmation was sent.
+pub async fn confirm_replayed<G: SmsGateway>(
+    sms: &G,
+    msg: &InboundMessage,
+    applied: &Applied,
+    now: DateTime<Utc>,
+) -> bool {
+    if !applied.first {
+        return false;
+    }
+    let Some(body) = confirmation(applied) else { return false };
+    let (sid, phone) = (&msg.message_sid, msg.from.log_id());
+    if !msg.confirmable_at(now) {
+        info!(sid = %sid, phone = %phone, "keyword applied from its queued copy too late to confirm");
+        return false;
+    }
+    let sender = if msg.messaging_service_sid.is_empty() {
+        SmsSender::From(msg.to.clone())
+    } else {
+        SmsSender::MessagingService(msg.messaging_service_sid.clone())
+    };
+    let request = SendSms { to: msg.from.as_str().to_string(), sender, body, status_callback: None };
+    match sms.send_sms(&request).await {
+        Ok(_) => {
+            info!(sid = %sid, phone = %phone, intent = ?applied.classified.intent, "keyword applied from its queued copy; confirmed");
+            true
+        }
+        Err(e) => {
+            warn!(sid = %sid, phone = %phone, error = %crate::telemetry::redact(&e.to_string()), "keyword applied from its queued copy; its confirmation could not be sent");
+            false
+        }
+    }
 }

@@ -10,6 +10,11 @@ use crate::domain::phone::Phone;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
+/// How long after a keyword its confirmation may still be sent: the FCC's revocation rule allows
+/// one confirmation text within five minutes of the request (47 CFR 64.1200(a)(12)), and a
+/// confirmation later than that would arrive unexplained.
+pub const CONFIRM_WITHIN_SECONDS: i64 = 5 * 60;
+
 /// An inbound message as Twilio delivered it: what is needed to apply it again later.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InboundMessage {
@@ -44,6 +49,11 @@ impl InboundMessage {
         }
     }
 
+    /// Whether a confirmation of this message may still go out at `now`.
+    pub fn confirmable_at(&self, now: DateTime<Utc>) -> bool {
+        now >= self.received_at && now - self.received_at <= Duration::seconds(CONFIRM_WITHIN_SECONDS)
+    }
+
     pub fn log_entry(&self, r: &MerchantRecord) -> SmsLogEntry {
         SmsLogEntry {
             merchant_id: r.merchant.id.clone(),
@@ -61,5 +71,32 @@ impl InboundMessage {
             error_code: None,
             senders: self.senders().iter().filter(|s| !s.is_empty()).map(|s| s.to_string()).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stop_at(received_at: DateTime<Utc>) -> InboundMessage {
+        InboundMessage {
+            message_sid: "SM1".into(),
+            from: Phone::parse("+14155552671", None).unwrap(),
+            to: "+14155550100".into(),
+            messaging_service_sid: String::new(),
+            body: "STOP".into(),
+            segments: 1,
+            received_at,
+        }
+    }
+
+    #[test]
+    fn a_confirmation_may_go_out_within_five_minutes_of_the_keyword_only() {
+        let t = "2026-12-07T15:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        let m = stop_at(t);
+        assert!(m.confirmable_at(t));
+        assert!(m.confirmable_at(t + Duration::seconds(CONFIRM_WITHIN_SECONDS)));
+        assert!(!m.confirmable_at(t + Duration::seconds(CONFIRM_WITHIN_SECONDS + 1)), "too late to explain itself");
+        assert!(!m.confirmable_at(t - Duration::seconds(1)), "a clock behind the receipt proves nothing");
     }
 }
