@@ -237,6 +237,33 @@ async fn the_consent_ledger_appends_with_a_hash_chain_and_rejects_stale_state() 
 }
 
 #[tokio::test]
+async fn keeping_a_suppression_record_fails_when_its_transaction_meets_a_conflict_and_not_when_the_ledger_moved() {
+    let (store, res) = store("ad-keep-sup").await;
+    let m = MerchantId::parse("snowdevil").unwrap();
+    let phone = Phone::parse(PHONE, None).unwrap();
+    let append = ConsentAppend {
+        merchant_id: m.clone(),
+        phone: phone.clone(),
+        state: Default::default(),
+        event: event(ConsentAction::OptOut, t0()),
+        purge_at: t0() + Duration::days(730),
+    };
+    let state = store.append_consent(&append).await.unwrap();
+    let sup = state.suppression().expect("an opt-out");
+    // The ledger moved on since it was read (seq 0): a condition failed, nothing to keep.
+    store.keep_suppression(&m, &phone, Channel::Sms, &sup, 0).await.expect("nothing to do");
+    // Cancelled by a concurrent transaction: nothing may be assumed kept, so the caller, about
+    // to delete the ledger, is stopped (a retention run or a deletion tries again).
+    let conflict = ConflictNextTransaction(Arc::new(std::sync::atomic::AtomicBool::new(true)));
+    let conf = aws_sdk_dynamodb::config::Builder::from(&sdk().await).interceptor(conflict.clone()).build();
+    let contended = Store::new(aws_sdk_dynamodb::Client::from_conf(conf), &res.names.table);
+    let kept = contended.keep_suppression(&m, &phone, Channel::Sms, &sup, state.seq).await;
+    assert!(matches!(kept, Err(PortError::Conflict)), "{kept:?}");
+    assert!(!conflict.0.load(std::sync::atomic::Ordering::SeqCst), "the transaction was answered as contended");
+    assert!(kept.unwrap_err().is_transient());
+}
+
+#[tokio::test]
 async fn step_claims_are_exclusive_and_only_retry_can_be_reclaimed() {
     let (store, _) = store("ad-claim").await;
     let m = MerchantId::parse("snowdevil").unwrap();

@@ -569,3 +569,114 @@ async fn a_late_copy_of_a_start_from_before_a_deletion_stores_nothing_and_resubs
     assert_eq!(store.consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
     local.shutdown().await;
 }
+
+type Action = Box<dyn FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send>;
+
+/// The recordings bucket, with a hand on the moment a deletion removes the person's objects:
+/// after it read their records, before the batch that deletes them.
+struct PausedFiles {
+    inner: callfy_shared::adapters::recordings::RecordingBucket,
+    during_delete: std::sync::Mutex<Option<Action>>,
+}
+
+impl callfy_shared::ports::RecordingFiles for PausedFiles {
+    async fn presign_get(&self, key: &str, valid_for: std::time::Duration) -> Result<String, PortError> {
+        self.inner.presign_get(key, valid_for).await
+    }
+    async fn put_json(&self, key: &str, body: Vec<u8>) -> Result<(), PortError> {
+        self.inner.put_json(key, body).await
+    }
+    async fn delete_prefix_page(&self, prefix: &str) -> Result<(usize, bool), PortError> {
+        self.inner.delete_prefix_page(prefix).await
+    }
+    async fn move_prefix(&self, from: &str, to: &str) -> Result<usize, PortError> {
+        self.inner.move_prefix(from, to).await
+    }
+    async fn delete_keys(&self, keys: &[String]) -> Result<(), PortError> {
+        let action = self.during_delete.lock().unwrap().take();
+        if let Some(action) = action {
+            action().await;
+        }
+        self.inner.delete_keys(keys).await
+    }
+    async fn put_file(&self, key: &str, path: &std::path::Path, metadata: &[(&str, String)]) -> Result<(), PortError> {
+        self.inner.put_file(key, path, metadata).await
+    }
+}
+
+use callfy_shared::ports::PortError;
+
+fn consent_body(action: &str, at: DateTime<Utc>) -> Value {
+    json!({ "phone": PHONE, "channel": "sms", "action": action, "occurred_at": at.to_rfc3339(),
+            "evidence": { "consent_text": "Send me cart reminders by text. Reply STOP to opt out." } })
+}
+
+#[tokio::test]
+async fn an_opt_out_during_a_deletion_leaves_no_entry_behind_and_the_next_opt_out_is_still_recorded() {
+    use callfy_shared::app::privacy::{Deletion, Privacy, Subject};
+    use callfy_shared::domain::consent::ConsentStatus;
+    let (local, clock, key, _) = seeded("dsr-stop-race").await;
+    let (m, phone) = ids();
+    let record = local.store().get_merchant(&m).await.unwrap().unwrap();
+    assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedIn);
+    clock.set(t0() + Duration::hours(2));
+    // Between the deletion's read of the person's records and its deletes, they opt out (an
+    // opt-out is never refused, not even during a deletion).
+    let during = Arc::new(std::sync::Mutex::new(None));
+    let (seen, base, api_key) = (during.clone(), local.base_url.clone(), key.clone());
+    let action: Action = Box::new(move || {
+        Box::pin(async move {
+            let client = reqwest::Client::new();
+            let resp = client
+                .post(format!("{base}/v1/consents"))
+                .bearer_auth(api_key)
+                .json(&consent_body("opt_out", t0() + Duration::hours(2)))
+                .send()
+                .await
+                .unwrap();
+            *seen.lock().unwrap() = Some(resp.status().as_u16());
+        })
+    });
+    let files = PausedFiles {
+        inner: local.functions().consent.recordings.clone(),
+        during_delete: std::sync::Mutex::new(Some(action)),
+    };
+    let privacy = Privacy { store: local.store(), recordings: &files };
+    let done = privacy
+        .delete(&record, &Subject::Phone(phone.clone()), "race-delete", t0() + Duration::hours(2))
+        .await
+        .unwrap();
+    assert!(matches!(done, Deletion::Done { .. }), "{done:?}");
+    let status = during.lock().unwrap().expect("the opt-out was made during the deletion");
+    // Either recorded at once, or (the ledger's old entries not yet deleted) refused as a
+    // conflict to be tried again, as its sender or queued copy does.
+    assert!(status == 201 || status == 503, "{status}");
+    if status == 503 {
+        let again = Some(consent_body("opt_out", t0() + Duration::hours(2)));
+        let (status, answer) = api(&local, &key, "POST", "/v1/consents", again).await;
+        assert!(status == 201 || status == 200, "{status} {answer}");
+    }
+    assert_eq!(
+        local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status,
+        ConsentStatus::OptedOut,
+        "the opt-out holds ({status} during the deletion)"
+    );
+    // The person opts in again, then out: both are recorded. A state deleted regardless of the
+    // opt-out that came meanwhile left its entry behind, under no state, and an append reaching
+    // that sequence collided with it for ever.
+    clock.set(t0() + Duration::hours(3));
+    for (action, at, expect) in [
+        ("opt_in", t0() + Duration::hours(3), ConsentStatus::OptedIn),
+        ("opt_out", t0() + Duration::hours(3) + Duration::minutes(1), ConsentStatus::OptedOut),
+        ("opt_in", t0() + Duration::hours(3) + Duration::minutes(2), ConsentStatus::OptedIn),
+        ("opt_out", t0() + Duration::hours(3) + Duration::minutes(3), ConsentStatus::OptedOut),
+    ] {
+        let (status, answer) = api(&local, &key, "POST", "/v1/consents", Some(consent_body(action, at))).await;
+        assert_eq!(status, 201, "{action} at {at}: {answer}");
+        assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, expect);
+    }
+    let ledger = local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap();
+    let seqs: Vec<u64> = ledger.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "one unbroken ledger: {seqs:?}");
+    local.shutdown().await;
+}

@@ -152,6 +152,38 @@ impl aws_sdk_dynamodb::config::Intercept for FailNextWrites {
     }
 }
 
+/// Answers the next DynamoDB transaction (after moto applied it) as cancelled by a concurrent
+/// transaction on its last item: what DynamoDB answers under contention, which is not a
+/// condition that failed.
+#[derive(Debug, Clone)]
+pub struct ConflictNextTransaction(pub Arc<std::sync::atomic::AtomicBool>);
+
+impl aws_sdk_dynamodb::config::Intercept for ConflictNextTransaction {
+    fn name(&self) -> &'static str {
+        "ConflictNextTransaction"
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+        _: &aws_sdk_dynamodb::config::RuntimeComponents,
+        _: &mut aws_sdk_dynamodb::config::ConfigBag,
+    ) -> Result<(), aws_sdk_dynamodb::error::BoxError> {
+        if !self.0.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
+        let body = serde_json::json!({
+            "__type": "com.amazonaws.dynamodb.v20120810#TransactionCanceledException",
+            "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]",
+            "CancellationReasons": [{ "Code": "None" }, { "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" }],
+        });
+        let response = context.response_mut();
+        *response.status_mut() = 400.try_into().expect("a status");
+        *response.body_mut() = aws_smithy_types::body::SdkBody::from(body.to_string());
+        Ok(())
+    }
+}
+
 fn is_write(context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>) -> bool {
     let target = context.request().headers().get("x-amz-target").unwrap_or_default();
     ["PutItem", "UpdateItem", "TransactWriteItems", "DeleteItem", "BatchWriteItem"]

@@ -304,14 +304,24 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
             keys.extend(self.store.phone_pointer_keys(&m.id, phone).await?);
         }
         for phone in &phones {
-            for record in self.store.customer_records(&m.id, phone).await? {
+            // The consent states first, each at the sequence read (`erase_states`); read again
+            // while a STOP moves one meanwhile.
+            let mut read = None;
+            for _ in 0..STATE_READS {
+                let records = self.store.customer_records(&m.id, phone).await?;
+                if erase_states(self.store, &records).await? {
+                    read = Some(records);
+                    break;
+                }
+            }
+            let Some(records) = read else { return Err(PortError::Conflict.into()) };
+            for record in records {
                 copies.extend(provider_copy(&record));
                 match &record.data {
-                    // An opt-out outlives the person's data: kept as a suppression record.
-                    CustomerData::ConsentState { channel, state } => {
-                        if let Some(sup) = state.suppression() {
-                            self.store.keep_suppression(&m.id, phone, *channel, &sup, state.seq).await?;
-                        }
+                    // Deleted above, conditionally: never again in the batch below.
+                    CustomerData::ConsentState { .. } => {
+                        *counts.entry(record.kind.as_str().into()).or_default() += 1;
+                        continue;
                     }
                     CustomerData::Call(call) => {
                         if let Some(key) = call.recording.as_ref().and_then(|r| r.s3_key.clone()) {
@@ -357,6 +367,39 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
         self.store.batch_delete(&keys).await?;
         Ok(counts)
     }
+}
+
+/// Reads of a partition whose consent state moved while it was being erased, before giving up.
+const STATE_READS: usize = 3;
+
+/// Deletes the consent states among a partition's `records` before anything else of it, each
+/// only at the sequence read with the rest, its opt-out kept first as a suppression record (for
+/// ledgers from before those records). A STOP is never refused, not even during a deletion: an
+/// append between the read and the delete moves the state on, and deleting it regardless would
+/// leave the newer entries under no state, where a later append of that ledger would collide
+/// with them for ever and the person's next STOP could never be recorded. `false` when a state
+/// moved: nothing else of the partition may go until it is read again. One rule for every
+/// erasure: a person's deletion, a shop's redaction and an account's closure. (After a state
+/// goes, an append starts the ledger again from its suppression record, and waits until the
+/// erasure has deleted the old entries it would overwrite.)
+pub async fn erase_states<S: ConsentStore + PurgeStore>(
+    store: &S,
+    records: &[crate::ports::CustomerRecord],
+) -> Result<bool, PortError> {
+    for record in records {
+        let CustomerData::ConsentState { state, .. } = &record.data else { continue };
+        let (pk, sk) = &record.key;
+        if let Some(sup) = state.suppression()
+            && let Some((m, phone, channel, _)) = store.ledger_head(pk, sk).await?
+        {
+            store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+        }
+        if !store.delete_state_at(pk, sk, state.seq).await? {
+            info!(kind = "consent_state", "a ledger moved while it was being erased; read again");
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The copy Twilio holds of what a record stands for: a message's body (its SID), a call's

@@ -9,7 +9,7 @@ use crate::domain::merchant::DEFAULT_RETENTION_DAYS;
 use crate::domain::outreach::MerchantRecord;
 use crate::domain::retention::{HELD_PREFIX, PURGE_SHARDS, PurgeKind, PurgeReport, Redate};
 use crate::ports::{
-    DueItem, Erasure, ItemKey, JobQueue, MerchantStore, PortError, PrivacyWork, ProviderCopy, PurgeStore,
+    CustomerData, DueItem, Erasure, ItemKey, JobQueue, MerchantStore, PortError, PrivacyWork, ProviderCopy, PurgeStore,
     RecordingFiles,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -135,6 +135,10 @@ pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
 /// `tenant` index entries an erasure or a re-dating reads (and acts on) between two looks at
 /// the deadline.
 pub const ERASURE_PAGE: usize = 500;
+
+/// Reads of an erasure page whose consent state moved while it was being erased (a STOP that
+/// came meanwhile), before the run stops and leaves it to the next.
+const STATE_READS: usize = 3;
 
 /// The request under which an erasure records the Twilio copies it leaves for the worker.
 fn erasure_request(scope: Erasure) -> String {
@@ -623,24 +627,31 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             }
         }
         let request = erasure_request(scope);
-        let (mut cursor, mut done, mut copies_recorded) = (None, 0u64, false);
+        let (mut cursor, mut done, mut copies_recorded, mut moved) = (None, 0u64, false, 0usize);
         let finished = loop {
-            let (partitions, next) = self.store.erasure_page(id, scope, cursor, opts.erasure_page).await?;
+            let (partitions, next) = self.store.erasure_page(id, scope, cursor.clone(), opts.erasure_page).await?;
             let mut copies: Vec<ProviderCopy> = Vec::new();
             let mut keys: Vec<ItemKey> = Vec::new();
             for record in partitions.iter().flatten() {
                 copies.extend(crate::app::privacy::provider_copy(record));
-                keys.push(record.key.clone());
+                // A consent state goes first, conditionally (below), never in the batch.
+                if !matches!(record.data, CustomerData::ConsentState { .. }) {
+                    keys.push(record.key.clone());
+                }
             }
             if !opts.dry_run {
-                // Opt-outs outlive the account: ledgers older than suppression records get
-                // theirs before they go (later ones keep theirs in step with every append).
-                for (pk, sk) in keys.iter().filter(|(_, sk)| PurgeKind::of_sort_key(sk) == PurgeKind::ConsentLedger) {
-                    if let Some((m, phone, channel, state)) = self.store.ledger_head(pk, sk).await?
-                        && let Some(sup) = state.suppression()
-                    {
-                        self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+                // Opt-outs outlive the account (kept as suppression records), and a STOP during
+                // the erasure is read again rather than cut off from its ledger.
+                let mut held = true;
+                for partition in &partitions {
+                    held &= crate::app::privacy::erase_states(self.store, partition).await?;
+                }
+                if !held {
+                    moved += 1;
+                    if moved > STATE_READS {
+                        return Err(PortError::Conflict.into());
                     }
+                    continue;
                 }
                 // Twilio's copies are recorded before the logs naming them go.
                 copies.sort();
@@ -658,7 +669,7 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 }
                 self.store.batch_delete(&keys).await?;
             }
-            done += keys.len() as u64;
+            done += partitions.iter().map(Vec::len).sum::<usize>() as u64;
             match next {
                 None => break true,
                 Some(n) => cursor = Some(n),

@@ -158,8 +158,11 @@ impl Store {
         )?;
         let items = vec![TransactWriteItem::builder().condition_check(built(head.build())?).build(), put];
         match self.transact(items).await? {
+            TxOutcome::Done => Ok(()),
             // Either the ledger moved on (an opt-in) or a newer record is kept: nothing to do.
-            TxOutcome::Done | TxOutcome::Cancelled(_) => Ok(()),
+            TxOutcome::Cancelled(codes) if only_conditions_failed(&codes) => Ok(()),
+            // A conflict or a throttle kept nothing: the caller must not delete the ledger.
+            TxOutcome::Cancelled(_) => Err(PortError::Conflict),
         }
     }
 

@@ -124,6 +124,13 @@ fn sender_keys(m: &Merchant) -> Vec<String> {
     keys
 }
 
+/// Whether a cancelled transaction was refused by its conditions alone (the state it checked is
+/// not what was read), not by a conflicting transaction or a throttle (try again).
+fn only_conditions_failed(codes: &[String]) -> bool {
+    codes.iter().any(|c| c == "ConditionalCheckFailed")
+        && codes.iter().all(|c| c == "ConditionalCheckFailed" || c == "None")
+}
+
 /// How a transaction ended, item by item.
 enum TxOutcome {
     Done,
