@@ -45,6 +45,8 @@ struct Paused {
     inner: Store,
     /// Runs once, after the decision and before its claim.
     before_claim: Mutex<Option<Action>>,
+    /// Runs once, right after a step is marked for a retry.
+    after_retry: Mutex<Option<Action>>,
     /// The worker dies right after its claim is written.
     crash_after_claim: bool,
     /// The worker dies after Twilio accepted, before recording the send.
@@ -59,6 +61,7 @@ impl Paused {
         Self {
             inner: inner.clone(),
             before_claim: Mutex::new(None),
+            after_retry: Mutex::new(None),
             crash_after_claim: false,
             crash_before_record: false,
             lose_record_answer: false,
@@ -179,7 +182,13 @@ impl OutreachWrites for Paused {
         result: &StepResult,
         now: DateTime<Utc>,
     ) -> Result<(), PortError> {
-        self.inner.finish(m, token, step, claim_id, result, now).await
+        self.inner.finish(m, token, step, claim_id, result, now).await?;
+        let action =
+            if matches!(result, StepResult::Retry { .. }) { self.after_retry.lock().unwrap().take() } else { None };
+        if let Some(action) = action {
+            action().await;
+        }
+        Ok(())
     }
     async fn release_count(&self, m: &MerchantId, phone: &Phone, token: &CartToken, step: u8) -> Result<(), PortError> {
         OutreachWrites::release_count(&self.inner, m, phone, token, step).await
@@ -281,6 +290,41 @@ async fn an_order_acknowledged_between_decision_and_claim_stops_the_send() {
     let outcome = worker(&local, paused).process_job(&job(&token, 0)).await.unwrap();
     assert_eq!(outcome, JobOutcome::Skipped(SkipReason::CartRecovered), "decided again after the claim failed");
     assert!(local.sandbox.messages().is_empty(), "nothing reached Twilio after the order's 200");
+    local.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_duplicate_job_that_sends_after_a_failed_try_keeps_its_count() {
+    let (local, _) = opted_in("race-release", immediate()).await;
+    let (m, token, phone) = ids();
+    // Twilio refuses the first try (certainly not sent): its count is given back.
+    local.sandbox.inject(callfy_local::sandbox::Fault { status: 503, code: 20503, count: 1, accept_then_hang_ms: 0 });
+    // The moment the step says `Retry`, a duplicate of the job (SQS delivers at least once)
+    // claims it and sends.
+    let w = &local.functions().worker.outreach;
+    let duplicate = Outreach {
+        store: local.store().clone(),
+        twilio: w.twilio.clone(),
+        queue: w.queue.clone(),
+        clock: Arc::clone(&w.clock),
+        public_base_url: w.public_base_url.clone(),
+    };
+    let (again, sent_by_duplicate) = (job(&token, 0), Arc::new(Mutex::new(None)));
+    let seen = Arc::clone(&sent_by_duplicate);
+    let paused = Paused::new(local.store());
+    *paused.after_retry.lock().unwrap() = Some(Box::new(move || {
+        Box::pin(async move {
+            *seen.lock().unwrap() = Some(duplicate.process_job(&again).await.unwrap());
+        })
+    }));
+    let first = worker(&local, paused).process_job(&job(&token, 0)).await;
+    assert!(first.is_err(), "the first try is retried: {first:?}");
+    let second = sent_by_duplicate.lock().unwrap().clone().expect("the duplicate ran");
+    assert!(matches!(second, JobOutcome::Sent { .. }), "{second:?}");
+    assert_eq!(local.sandbox.messages().len(), 1);
+    // The send that went out is counted (its cart and step), whatever the failed try released.
+    let counter = local.store().counter(&m, &phone).await.unwrap();
+    assert_eq!(counter.sends.len(), 1, "{counter:?}");
     local.shutdown().await;
 }
 

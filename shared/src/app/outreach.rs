@@ -651,11 +651,14 @@ where
         if e.is_retryable() {
             let uncertain = e.may_have_sent();
             let result = StepResult::Retry { reason, uncertain };
-            app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
-            // A send that may have happened keeps its count until the retry finds out.
+            // A send that may have happened keeps its count until the retry finds out. One that
+            // certainly did not gives it back while this claim still holds the step: once the
+            // step says `Retry`, a duplicate job may claim it and count it again, and a release
+            // after that would remove the new claim's count (found by review).
             if !uncertain {
                 app.store.release_count(&m.id, self.phone, token, self.step).await?;
             }
+            app.store.finish(&m.id, token, self.step, self.claim_id, &result, now).await?;
             return Err(OutreachError::TwilioRetry(e));
         }
         let code = e.code();
