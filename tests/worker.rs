@@ -289,6 +289,41 @@ async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
 
+/// Moves 10 s each time it is read, as time passes while a request to Twilio is slow.
+struct Stepping(std::sync::Mutex<DateTime<Utc>>);
+
+impl callfy_shared::clock::Clock for Stepping {
+    fn now(&self) -> DateTime<Utc> {
+        let mut t = self.0.lock().unwrap();
+        let now = *t;
+        *t = now + Duration::seconds(10);
+        now
+    }
+}
+
+#[tokio::test]
+async fn quiet_hours_are_judged_after_the_lookup_of_an_unanswered_attempt_not_before() {
+    let w = world("wk-lookup-clock", immediate(), Some(ConsentAction::OptIn)).await;
+    let claim = w.local.store().claim_step(&w.merchant, &w.token, 0, "lost", "body-hash", t0()).await.unwrap();
+    assert_eq!(claim, ClaimOutcome::Claimed { uncertain: None });
+    let retry = StepResult::Retry { reason: "timeout".into(), uncertain: true };
+    w.local.store().finish_step(&w.merchant, &w.token, 0, "lost", &retry, t0()).await.unwrap();
+    // The retry starts five seconds before the merchant's sending window closes (20:00 in San
+    // Francisco); by the time Twilio has said it holds no such message, the window is closed.
+    let start: DateTime<Utc> = "2026-11-29T03:59:55Z".parse().unwrap();
+    let worker = &w.local.functions().worker.outreach;
+    let late = callfy_shared::app::outreach::Outreach {
+        store: w.local.store().clone(),
+        twilio: worker.twilio.clone(),
+        queue: worker.queue.clone(),
+        clock: Arc::new(Stepping(std::sync::Mutex::new(start))),
+        public_base_url: worker.public_base_url.clone(),
+    };
+    let outcome = late.process_job(&w.job).await.unwrap();
+    assert!(matches!(outcome, JobOutcome::Waiting { .. }), "{outcome:?}");
+    assert!(w.local.sandbox.messages().is_empty(), "{:?}", w.local.sandbox.messages());
+}
+
 /// Metrics are EMF log lines from the same formatter as the logs: a retried Twilio error is
 /// counted by its code, the send once, and no line carries the phone number.
 #[tokio::test]

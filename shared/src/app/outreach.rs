@@ -135,7 +135,7 @@ where
         Err(OutreachError::Contention)
     }
 
-    async fn pass(&self, job: &OutreachJob, now: DateTime<Utc>) -> Result<Pass, OutreachError> {
+    async fn pass(&self, job: &OutreachJob, mut now: DateTime<Utc>) -> Result<Pass, OutreachError> {
         let (m, token, step) = (&job.merchant_id, &job.cart_token, job.step);
         let (merchant, cart, step_record) =
             tokio::try_join!(self.store.merchant(m), self.store.cart(m, token), self.store.step(m, token, step))?;
@@ -171,7 +171,9 @@ where
                     };
                     match found {
                         Ok(Some(found)) => return self.record_found(&merchant, &cart, step, &seen, found, now).await,
-                        Ok(None) => {}
+                        // The lookup may have taken up to Twilio's timeout: what follows (quiet
+                        // hours above all) is decided at the time it ended (found by review).
+                        Ok(None) => now = self.clock.now(),
                         // Nothing changed: the message returns to the queue.
                         Err(e) => return Err(OutreachError::TwilioRetry(e)),
                     }
