@@ -120,6 +120,30 @@ async fn order_before_the_step_is_due_means_no_sms_and_records_revenue() {
 }
 
 #[tokio::test]
+async fn an_order_whose_checkout_arrives_after_it_keeps_the_cart_closed_and_sends_nothing() {
+    let clock = Arc::new(ManualClock::new(t0()));
+    let local = start_local("e2e-order-first", clock.clone(), &merchant(|_| {})).await;
+    // The order reaches us first (the checkout's inline apply failed and its copy waits, or
+    // the platform retries it later).
+    let order = read_json("events/shopify/orders-create.json");
+    let (status, answer) = post_shopify(&local.base_url, "orders/create", &unique("evt"), &order).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let (m, token, _) = ids();
+    let cart = local.store().get_cart(&m, &token).await.unwrap().expect("kept, closed");
+    assert_eq!((cart.status, cart.phone.as_ref()), (CartStatus::Recovered, None));
+    // Then its checkout, with the box ticked: filled in, never opened, nothing queued or sent.
+    clock.advance(Duration::minutes(1));
+    let (status, answer) = post_shopify(&local.base_url, "checkouts/create", &unique("evt"), &checkout(t0())).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("accepted")), "{answer}");
+    let cart = local.store().get_cart(&m, &token).await.unwrap().unwrap();
+    assert_eq!(cart.status, CartStatus::Recovered);
+    assert!(cart.phone.is_some() && !cart.outreach_scheduled, "{cart:?}");
+    assert_eq!(local.drain().await.unwrap().received, 0, "no step queued");
+    assert!(local.sandbox.messages().is_empty());
+    local.shutdown().await;
+}
+
+#[tokio::test]
 async fn order_that_arrives_before_the_queue_is_polled_stops_an_immediate_step() {
     let clock = Arc::new(ManualClock::new(t0()));
     let local = start_local("e2e-order0", clock.clone(), &merchant(|_| {})).await;

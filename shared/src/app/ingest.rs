@@ -519,15 +519,21 @@ impl<S: IngestStore, Q: JobQueue> Ingest<'_, S, Q> {
         let m = &merchant.merchant;
         for _ in 0..WRITE_ATTEMPTS {
             let cart = match &token {
-                Some(t) => self.store.get_cart(&m.id, t).await?,
+                Some(t) => match self.store.get_cart(&m.id, t).await? {
+                    Some(c) => Some((c.version, c)),
+                    // Its checkout has not reached us yet (its inline apply failed and its copy
+                    // waits, or the platform retries it later): the cart is kept closed, so that
+                    // checkout cannot open it and text someone who already ordered (found by
+                    // review). Created only if still absent.
+                    None => Some((0, Cart::unseen(m.id.clone(), t.clone(), now))),
+                },
                 None => None,
             };
-            let cart = cart.and_then(|mut c| {
-                let expected = c.version;
+            let cart = cart.and_then(|(expected, mut c)| {
                 change(&mut c, now).then(|| {
                     c.version = expected + 1;
                     c.keep_for(m.retention_days.carts, now);
-                    (c, Some(expected))
+                    (c, (expected > 0).then_some(expected))
                 })
             });
             let write = IngestWrite {

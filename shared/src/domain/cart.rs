@@ -205,6 +205,32 @@ impl Cart {
 
     /// Applies a newer snapshot; an older one (out-of-order delivery) changes nothing but can
     /// still complete the cart.
+    /// A cart known only by a platform's word that it closed (an order, a deletion) before its
+    /// checkout reached us: kept so that the checkout, arriving late (a queued copy, a
+    /// platform's retry), fills it in but cannot open it. Dated as older than any checkout.
+    pub fn unseen(merchant_id: MerchantId, token: CartToken, now: DateTime<Utc>) -> Self {
+        let snap = CheckoutSnapshot {
+            token,
+            checkout_id: None,
+            customer_id: None,
+            phone: None,
+            email: None,
+            first_name: None,
+            recovery_url: None,
+            total_price: None,
+            currency: None,
+            item_count: 0,
+            items: Vec::new(),
+            province_code: None,
+            country_code: None,
+            locale: None,
+            updated_at: DateTime::UNIX_EPOCH,
+            completed: false,
+            attributes: Vec::new(),
+        };
+        Self::new(merchant_id, snap, now)
+    }
+
     pub fn absorb(&mut self, snap: CheckoutSnapshot) {
         if snap.completed && self.status == CartStatus::Open {
             self.status = CartStatus::Completed;
@@ -231,7 +257,10 @@ impl Cart {
     /// Sets when retention purges this cart: `days` after its last update, and never before
     /// `now` (a late or back-dated update must not land where the purger has already been).
     pub fn keep_for(&mut self, days: u32, now: DateTime<Utc>) {
-        self.purge_at = Some((self.updated_at + Duration::days(i64::from(days))).max(now));
+        // A cart known only by its closing (`unseen`) counts from when we heard of it, so it
+        // outlives the platform's retries of its checkout.
+        let last = if self.updated_at == DateTime::UNIX_EPOCH { self.created_at } else { self.updated_at };
+        self.purge_at = Some((last + Duration::days(i64::from(days))).max(now));
     }
 
     /// Records a matching order; a cart recovers once. It is attributed to the last message or
@@ -281,6 +310,19 @@ pub(crate) mod tests {
             completed: false,
             attributes: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_cart_known_only_by_its_order_takes_its_late_checkout_and_stays_closed() {
+        let now: DateTime<Utc> = "2026-06-01T12:00:00Z".parse().unwrap();
+        let mut cart = Cart::unseen(MerchantId::parse("m1").unwrap(), CartToken::parse("tok1").unwrap(), now);
+        assert!(cart.recover("1001".into(), "20.00".into(), "USD".into(), 7, now));
+        cart.keep_for(30, now);
+        assert_eq!(cart.purge_at, Some(now + Duration::days(30)), "from when we heard of it");
+        cart.absorb(snapshot("2026-06-01T11:00:00Z"));
+        assert_eq!(cart.status, CartStatus::Recovered);
+        assert_eq!(cart.first_name.as_deref(), Some("Ann"), "the checkout fills it in");
+        assert!(!cart.recovery.as_ref().unwrap().attributed);
     }
 
     #[test]
