@@ -395,6 +395,7 @@ fn sms(to: &str) -> SendSms {
         sender: SmsSender::From("+15005550006".into()),
         body: "Snowdevil: hello. Reply STOP to opt out.".into(),
         status_callback: Some("https://hooks.callfy.test/twilio/sms/status".into()),
+        validity_seconds: None,
     }
 }
 

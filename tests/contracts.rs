@@ -716,6 +716,7 @@ async fn prism_accepts_the_requests_the_twilio_client_makes() {
             sender,
             body: body.clone(),
             status_callback: Some("https://hooks.callfy.example/twilio/sms/status".into()),
+            validity_seconds: Some(900),
         };
         let message = client.send_sms(&request).await.expect("Twilio's spec accepts the request");
         assert!(message.sid.starts_with("SM"));
@@ -726,6 +727,7 @@ async fn prism_accepts_the_requests_the_twilio_client_makes() {
         sender: SmsSender::From("+15005550006".into()),
         body,
         status_callback: Some("not a url".into()),
+        validity_seconds: None,
     };
     let err = client.send_sms(&broken).await.unwrap_err();
     assert!(matches!(err, TwilioError::Api { status: 422, .. }), "{err}");

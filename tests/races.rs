@@ -609,6 +609,7 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     assert_eq!(sent[0].to, phone.as_str());
     assert_eq!(sent[0].messaging_service_sid.as_deref(), Some("MG0123456789abcdef0123456789abcdef"));
     assert!(sent[0].body.contains("unsubscribed from Snowdevil"), "{}", sent[0].body);
+    assert!(sent[0].validity_period.is_some_and(|v| v <= 300), "not sent after its five minutes: {sent:?}");
 
     // A redelivery of the same message (or a second copy) changes nothing and says nothing.
     let healthy = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };

@@ -289,6 +289,17 @@ async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
 
+#[tokio::test]
+async fn twilio_may_hold_a_text_only_until_the_sending_window_closes() {
+    let w = world("wk-validity", immediate(), Some(ConsentAction::OptIn)).await;
+    // 19:59:30 in San Francisco: the merchant's window closes at 20:00.
+    w.clock.set("2026-11-29T03:59:30Z".parse().unwrap());
+    assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
+    let sent = w.local.sandbox.messages();
+    assert_eq!(sent[0].validity_period, Some(30), "{sent:?}");
+    assert!(w.local.sandbox.violations().is_empty(), "{:?}", w.local.sandbox.violations());
+}
+
 /// Moves 10 s each time it is read, as time passes while a request to Twilio is slow.
 struct Stepping(std::sync::Mutex<DateTime<Utc>>);
 

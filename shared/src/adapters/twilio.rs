@@ -109,6 +109,10 @@ impl TwilioClient {
         if let Some(cb) = &req.status_callback {
             form.push(("StatusCallback", cb));
         }
+        let validity = req.validity_seconds.map(|s| s.to_string());
+        if let Some(v) = &validity {
+            form.push(("ValidityPeriod", v));
+        }
         let resp = self
             .http()?
             .post(url)

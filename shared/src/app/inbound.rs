@@ -283,7 +283,10 @@ pub async fn confirm_replayed<G: SmsGateway>(
     } else {
         SmsSender::MessagingService(msg.messaging_service_sid.clone())
     };
-    let request = SendSms { to: msg.from.as_str().to_string(), sender, body, status_callback: None };
+    // A confirmation that cannot go out within its five minutes is better not sent.
+    let left = crate::domain::inbound::CONFIRM_WITHIN_SECONDS - (now - msg.received_at).num_seconds();
+    let validity_seconds = Some(u32::try_from(left).unwrap_or(1).max(1));
+    let request = SendSms { to: msg.from.as_str().to_string(), sender, body, status_callback: None, validity_seconds };
     match sms.send_sms(&request).await {
         Ok(_) => {
             info!(sid = %sid, phone = %phone, intent = ?applied.classified.intent, "keyword applied from its queued copy; confirmed");

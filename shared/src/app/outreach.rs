@@ -10,7 +10,7 @@ use crate::app::consent;
 use crate::clock::Clock;
 use crate::domain::cart::Cart;
 use crate::domain::consent::{ConsentEvent, ConsentState};
-use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay};
+use crate::domain::flow::{Decision, OutreachJob, SkipReason, decide, job_for, queue_delay, send_validity};
 use crate::domain::merchant::{Channel, Merchant};
 use crate::domain::message::{RecoverySms, segments};
 use crate::domain::outreach::Uncertain;
@@ -410,6 +410,8 @@ where
             sender,
             body: body.clone(),
             status_callback: Some(format!("{}/twilio/sms/status", self.public_base_url)),
+            // Held in Twilio's queue no longer than the recipient's sending window stays open.
+            validity_seconds: Some(send_validity(now, &merchant.merchant, cart)),
         };
         let outcome = match self.twilio.send_sms(&request).await {
             Ok(message) => {

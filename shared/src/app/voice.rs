@@ -601,6 +601,8 @@ pub(crate) async fn text_link(
             sender: sender.clone(),
             body: body.clone(),
             status_callback: Some(format!("{}/twilio/sms/status", public_base_url)),
+            // Asked for on the call: no use once Twilio has held it for long.
+            validity_seconds: Some(crate::domain::flow::MAX_QUEUED_SECONDS),
         };
         return match sms.send_sms(&request).await {
             Ok(message) => {

@@ -4,8 +4,9 @@ use crate::domain::cart::{Cart, CartStatus};
 use crate::domain::consent::{ConsentState, ConsentStatus};
 use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, MAX_FLOW_MINUTES, Merchant};
-use crate::domain::quiet::{Recipient, merchant_window};
-use chrono::{DateTime, Duration, Utc};
+use crate::domain::phone::Phone;
+use crate::domain::quiet::{Recipient, Window, merchant_window};
+use chrono::{DateTime, Duration, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
 /// SQS holds a message back at most 15 minutes; longer waits hop.
@@ -195,9 +196,7 @@ pub fn decide(
     let Some(phone) = &cart.phone else {
         return Decision::Skip(SkipReason::NoPhone);
     };
-    let recipient =
-        Recipient::locate(phone, cart.country_code.as_deref(), cart.province_code.as_deref(), merchant.tz());
-    let window = merchant.quiet_hours.as_ref().and_then(|q| merchant_window(&q.start, &q.end));
+    let (recipient, window) = sending_window(merchant, cart, phone);
     let earliest = frequency_hold(now, &cart.token, recent).map_or(now, |t| t.max(now));
     if earliest > deadline {
         return Decision::Skip(SkipReason::FrequencyCap);
@@ -208,6 +207,32 @@ pub fn decide(
         None if earliest > now => Decision::Skip(SkipReason::FrequencyCap),
         None => Decision::Skip(SkipReason::QuietHours),
     }
+}
+
+/// Where the recipient is and the merchant's own sending window: what quiet hours are judged by.
+fn sending_window(merchant: &Merchant, cart: &Cart, phone: &Phone) -> (Recipient, Option<Window>) {
+    let recipient =
+        Recipient::locate(phone, cart.country_code.as_deref(), cart.province_code.as_deref(), merchant.tz());
+    (recipient, merchant.quiet_hours.as_ref().and_then(|q| merchant_window(&q.start, &q.end)))
+}
+
+/// The longest a text decided now may wait in Twilio's queue (behind a sender's rate limit)
+/// before it goes out: later than that it is no longer the reminder that was decided.
+pub const MAX_QUEUED_SECONDS: u32 = 15 * 60;
+
+/// How long Twilio may hold a text decided at `now` before sending it (its `ValidityPeriod`;
+/// one that waits longer fails, with 30036, and is not sent): until the recipient's sending
+/// window closes, at most `MAX_QUEUED_SECONDS`. So a text Twilio queues never goes out in
+/// quiet hours.
+pub fn send_validity(now: DateTime<Utc>, merchant: &Merchant, cart: &Cart) -> u32 {
+    let Some(phone) = &cart.phone else { return MAX_QUEUED_SECONDS };
+    let (recipient, window) = sending_window(merchant, cart, phone);
+    let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now);
+    // The window is judged by the minute: it closes at the start of the first one not allowed.
+    (1..=i64::from(MAX_QUEUED_SECONDS / 60))
+        .map(|k| minute + Duration::minutes(k))
+        .find(|t| !recipient.allowed_at(*t, window))
+        .map_or(MAX_QUEUED_SECONDS, |closes| u32::try_from((closes - now).num_seconds()).unwrap_or(1).max(1))
 }
 
 /// At most this many messages to one phone from one merchant in any 24 hours, whatever the flow.
@@ -258,6 +283,15 @@ mod tests {
 
     fn at(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn twilio_may_hold_a_text_only_while_the_sending_window_stays_open() {
+        let (m, c) = (merchant(), cart());
+        // San Francisco, the merchant's window 09:00-20:00 (20:00 PDT = 03:00 UTC).
+        assert_eq!(send_validity(at("2026-06-01T17:30:00Z"), &m, &c), MAX_QUEUED_SECONDS, "midday");
+        assert_eq!(send_validity(at("2026-06-02T02:50:00Z"), &m, &c), 600);
+        assert_eq!(send_validity(at("2026-06-02T02:59:30Z"), &m, &c), 30, "it closes in half a minute");
     }
 
     #[test]

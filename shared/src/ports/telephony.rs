@@ -90,6 +90,9 @@ pub struct SendSms {
     pub sender: SmsSender,
     pub body: String,
     pub status_callback: Option<String>,
+    /// How long Twilio may hold it in its queue before sending (`ValidityPeriod`, seconds);
+    /// one that waits longer is not sent. `None`: Twilio's default (10 hours).
+    pub validity_seconds: Option<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -120,6 +120,7 @@ pub async fn measure(sdk: &SdkConfig, merchant_json: &serde_json::Value, jobs: u
             sender: SmsSender::MessagingService(sender.clone()),
             body: BODY.into(),
             status_callback: Some(format!("{}/twilio/sms/status", worker.public_base_url)),
+            validity_seconds: Some(callfy_shared::domain::flow::MAX_QUEUED_SECONDS),
         };
         let began = Instant::now();
         worker.twilio.send_sms(&request).await.map_err(|e| format!("Twilio send {i}: {e}"))?;

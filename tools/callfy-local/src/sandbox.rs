@@ -37,6 +37,9 @@ pub struct SandboxMessage {
     pub messaging_service_sid: Option<String>,
     pub body: String,
     pub status_callback: Option<String>,
+    /// `ValidityPeriod`: how long Twilio may hold it in its queue (seconds).
+    #[serde(default)]
+    pub validity_period: Option<u32>,
     pub date_created: String,
 }
 
@@ -234,6 +237,7 @@ impl Sandbox {
                 messaging_service_sid: get("MessagingServiceSid"),
                 body: text.clone(),
                 status_callback: None,
+                validity_period: None,
                 date_created: self.clock.now().to_rfc2822(),
             };
             let shown = Phone::parse(&message.to, None).map(|p| p.masked()).unwrap_or_else(|_| "(invalid)".into());
@@ -358,6 +362,7 @@ impl Sandbox {
             messaging_service_sid: service,
             body,
             status_callback: get("StatusCallback"),
+            validity_period: get("ValidityPeriod").and_then(|v| v.parse().ok()),
             date_created: self.clock.now().to_rfc2822(),
         };
         let shown_to = Phone::parse(&message.to, None).map(|p| p.masked()).unwrap_or_else(|_| "(invalid)".into());
