@@ -77,7 +77,6 @@ pub fn twiml(message: Option<&str>) -> Response<Body> {
 }
 
 async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, InboundError> {
-    let deadline = callfy_shared::app::retry::deadline();
     let Some(sid) = form.get("MessageSid").or_else(|| form.get("SmsSid")) else {
         return Ok(error(400, "missing_field", "MessageSid is required"));
     };
@@ -110,6 +109,9 @@ async fn inbound(app: &InboundApp, form: &TwilioForm) -> Result<Response<Body>, 
     };
     // Storing and applying are idempotent (once per MessageSid): tried again at once, since only
     // what is applied is confirmed. `None`: no merchant uses or used the sender.
+    // Taken after the copy is queued, or failed to be: without a copy, these attempts are
+    // the message's only chance, and a slow queue must not have spent their time.
+    let deadline = callfy_shared::app::retry::deadline();
     let applied = callfy_shared::app::retry::transient(deadline, |_| async {
         let merchants = inbound::merchants_for(&app.store, &msg).await?;
         if merchants.is_empty() {

@@ -411,7 +411,7 @@ where
             body: body.clone(),
             status_callback: Some(format!("{}/twilio/sms/status", self.public_base_url)),
             // Held in Twilio's queue no longer than the recipient's sending window stays open.
-            validity_seconds: Some(send_validity(now, &merchant.merchant, cart)),
+            validity_seconds: Some(send_validity(self.clock.now(), &merchant.merchant, cart)),
         };
         let outcome = match self.twilio.send_sms(&request).await {
             Ok(message) => {

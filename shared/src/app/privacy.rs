@@ -392,7 +392,12 @@ pub async fn erase_states<S: ConsentStore + PurgeStore>(
         if let Some(sup) = state.suppression()
             && let Some((m, phone, channel, _)) = store.ledger_head(pk, sk).await?
         {
-            store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+            match store.keep_suppression(&m, &phone, channel, &sup, state.seq).await {
+                Ok(()) => {}
+                // Contended (an append this very moment): read again, as for a moved state.
+                Err(PortError::Conflict) => return Ok(false),
+                Err(e) => return Err(e),
+            }
         }
         if !store.delete_state_at(pk, sk, state.seq).await? {
             info!(kind = "consent_state", "a ledger moved while it was being erased; read again");

@@ -136,7 +136,7 @@ pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
 /// the deadline.
 pub const ERASURE_PAGE: usize = 500;
 
-/// Reads of an erasure page whose consent state moved while it was being erased (a STOP that
+/// Reads of one erasure page whose consent state moved while it was being erased (a STOP that
 /// came meanwhile), before the run stops and leaves it to the next.
 const STATE_READS: usize = 3;
 
@@ -668,6 +668,7 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                     copies_recorded = true;
                 }
                 self.store.batch_delete(&keys).await?;
+                moved = 0;
             }
             done += partitions.iter().map(Vec::len).sum::<usize>() as u64;
             match next {
@@ -757,7 +758,15 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
             if let Some((m, phone, channel, state)) = self.store.ledger_head(&item.pk, &item.sk).await?
                 && let Some(sup) = state.suppression()
             {
-                self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await?;
+                match self.store.keep_suppression(&m, &phone, channel, &sup, state.seq).await {
+                    Ok(()) => {}
+                    // Contended (an append this very moment): the ledger waits for a later run.
+                    Err(PortError::Conflict) => {
+                        report.deferred += 1;
+                        return Ok(());
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             // The state first, at the sequence read: an append in between keeps the ledger.
             let seq: u64 = item.attrs.get("seq").and_then(|s| s.parse().ok()).unwrap_or(0);

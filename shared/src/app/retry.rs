@@ -16,7 +16,9 @@ pub const INLINE_RETRIES: [Duration; 2] = [Duration::from_millis(200), Duration:
 /// failures are left to the request's queued copy.
 pub const INLINE_BUDGET: Duration = Duration::from_secs(3);
 
-/// The deadline of a request that starts now: taken once, where its handling begins.
+/// The deadline of a request's inline attempts: taken once, before its first. (webhook-ingest
+/// takes it on arrival, since its platform's wait starts then; sms-inbound and key 9 once their
+/// copy is queued, since Twilio waits 15 s and without a copy the attempts are all there is.)
 pub fn deadline() -> Instant {
     Instant::now() + INLINE_BUDGET
 }

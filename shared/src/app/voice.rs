@@ -388,7 +388,6 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
         called: Option<&Phone>,
         now: DateTime<Utc>,
     ) -> Result<Vec<Verb>, VoiceError> {
-        let deadline = crate::app::retry::deadline();
         let ctx = CallContext::load(self.store, r).await?;
         let Some(phone) = called.cloned().or_else(|| ctx.as_ref().map(|c| c.phone.clone())) else {
             return Ok(vec![Verb::Hangup]);
@@ -408,6 +407,8 @@ impl<S: VoiceStore, G: SmsGateway, W: WorkQueue> Voice<'_, S, G, W> {
             }
         };
         // Tried again at once (a retry is a replay: a channel already recorded is left as is).
+        // After the copy is queued (or failed to be): a slow queue must not spend these attempts.
+        let deadline = crate::app::retry::deadline();
         let applied = crate::app::retry::transient(deadline, |n| apply_key_opt_out(self.store, m, &o, n > 0)).await;
         let in_force = match applied {
             Ok(_) => {

@@ -203,8 +203,6 @@ impl Cart {
         cart
     }
 
-    /// Applies a newer snapshot; an older one (out-of-order delivery) changes nothing but can
-    /// still complete the cart.
     /// A cart known only by a platform's word that it closed (an order, a deletion) before its
     /// checkout reached us: kept so that the checkout, arriving late (a queued copy, a
     /// platform's retry), fills it in but cannot open it. Dated as older than any checkout.
@@ -231,6 +229,14 @@ impl Cart {
         Self::new(merchant_id, snap, now)
     }
 
+    /// Whether nothing of this cart's checkout has reached us yet (`unseen`): not an abandoned
+    /// cart, whatever a report counts.
+    pub fn is_unseen(&self) -> bool {
+        self.updated_at == DateTime::UNIX_EPOCH
+    }
+
+    /// Applies a newer snapshot; an older one (out-of-order delivery) changes nothing but can
+    /// still complete the cart.
     pub fn absorb(&mut self, snap: CheckoutSnapshot) {
         if snap.completed && self.status == CartStatus::Open {
             self.status = CartStatus::Completed;
@@ -259,7 +265,7 @@ impl Cart {
     pub fn keep_for(&mut self, days: u32, now: DateTime<Utc>) {
         // A cart known only by its closing (`unseen`) counts from when we heard of it, so it
         // outlives the platform's retries of its checkout.
-        let last = if self.updated_at == DateTime::UNIX_EPOCH { self.created_at } else { self.updated_at };
+        let last = if self.is_unseen() { self.created_at } else { self.updated_at };
         self.purge_at = Some((last + Duration::days(i64::from(days))).max(now));
     }
 
@@ -319,7 +325,9 @@ pub(crate) mod tests {
         assert!(cart.recover("1001".into(), "20.00".into(), "USD".into(), 7, now));
         cart.keep_for(30, now);
         assert_eq!(cart.purge_at, Some(now + Duration::days(30)), "from when we heard of it");
+        assert!(cart.is_unseen());
         cart.absorb(snapshot("2026-06-01T11:00:00Z"));
+        assert!(!cart.is_unseen());
         assert_eq!(cart.status, CartStatus::Recovered);
         assert_eq!(cart.first_name.as_deref(), Some("Ann"), "the checkout fills it in");
         assert!(!cart.recovery.as_ref().unwrap().attributed);

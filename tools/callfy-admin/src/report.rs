@@ -377,6 +377,10 @@ pub fn compute(
 
     for c in carts {
         let cart = &c.cart;
+        // Known only by its order or deletion (its checkout never reached us): not abandoned.
+        if cart.is_unseen() {
+            continue;
+        }
         r.carts += 1;
         // Clicks on our links, by the step and channel of the message that carried each.
         for link in &c.links {
