@@ -260,7 +260,7 @@ fn confirmation(applied: &Applied) -> Option<String> {
 /// After the worker applied a queued copy: when the copy is what applied an opt-out or opt-in
 /// first, sms-inbound's attempt failed and told the sender nothing, so the one confirmation goes
 /// out now, as a text from the number or Messaging Service that received the keyword, provided
-/// it is still within five minutes of it (`InboundMessage::confirmable_at`). At most once: only
+/// it is still within five minutes of it (`InboundMessage::confirmation_left`). At most once: only
 /// the attempt that marked the message applied sees `first`, and a failed send is not tried
 /// again (a redelivered copy finds the message applied). Whether a confirmation was sent.
 pub async fn confirm_replayed<G: SmsGateway>(
@@ -274,19 +274,23 @@ pub async fn confirm_replayed<G: SmsGateway>(
     }
     let Some(body) = confirmation(applied) else { return false };
     let (sid, phone) = (&msg.message_sid, msg.from.log_id());
-    if !msg.confirmable_at(now) {
+    // What is left of the five minutes is also how long Twilio may hold it.
+    let Some(left) = msg.confirmation_left(now) else {
         info!(sid = %sid, phone = %phone, "keyword applied from its queued copy too late to confirm");
         return false;
-    }
+    };
     let sender = if msg.messaging_service_sid.is_empty() {
         SmsSender::From(msg.to.clone())
     } else {
         SmsSender::MessagingService(msg.messaging_service_sid.clone())
     };
-    // A confirmation that cannot go out within its five minutes is better not sent.
-    let left = crate::domain::inbound::CONFIRM_WITHIN_SECONDS - (now - msg.received_at).num_seconds();
-    let validity_seconds = Some(u32::try_from(left).unwrap_or(1).max(1));
-    let request = SendSms { to: msg.from.as_str().to_string(), sender, body, status_callback: None, validity_seconds };
+    let request = SendSms {
+        to: msg.from.as_str().to_string(),
+        sender,
+        body,
+        status_callback: None,
+        validity_seconds: Some(left),
+    };
     match sms.send_sms(&request).await {
         Ok(_) => {
             info!(sid = %sid, phone = %phone, intent = ?applied.classified.intent, "keyword applied from its queued copy; confirmed");

@@ -369,8 +369,9 @@ impl<S: PrivacyData, F: RecordingFiles> Privacy<'_, S, F> {
     }
 }
 
-/// Reads of a partition whose consent state moved while it was being erased, before giving up.
-const STATE_READS: usize = 3;
+/// Reads of a partition (an erasure's page) whose consent state moved while it was being
+/// erased, before giving up.
+pub const STATE_READS: usize = 3;
 
 /// Deletes the consent states among a partition's `records` before anything else of it, each
 /// only at the sequence read with the rest, its opt-out kept first as a suppression record (for

@@ -136,10 +136,6 @@ pub async fn set_legal_hold<S: MerchantStore, F: RecordingFiles>(
 /// the deadline.
 pub const ERASURE_PAGE: usize = 500;
 
-/// Reads of one erasure page whose consent state moved while it was being erased (a STOP that
-/// came meanwhile), before the run stops and leaves it to the next.
-const STATE_READS: usize = 3;
-
 /// The request under which an erasure records the Twilio copies it leaves for the worker.
 fn erasure_request(scope: Erasure) -> String {
     match scope {
@@ -648,7 +644,7 @@ impl<S: PurgeData, F: RecordingFiles, Q: JobQueue> Purger<'_, S, F, Q> {
                 }
                 if !held {
                     moved += 1;
-                    if moved > STATE_READS {
+                    if moved > crate::app::privacy::STATE_READS {
                         return Err(PortError::Conflict.into());
                     }
                     continue;

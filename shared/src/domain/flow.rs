@@ -6,7 +6,7 @@ use crate::domain::ids::{CartToken, MerchantId};
 use crate::domain::merchant::{Channel, MAX_FLOW_MINUTES, Merchant};
 use crate::domain::phone::Phone;
 use crate::domain::quiet::{Recipient, Window, merchant_window};
-use chrono::{DateTime, Duration, Timelike, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// SQS holds a message back at most 15 minutes; longer waits hop.
@@ -227,11 +227,9 @@ pub const MAX_QUEUED_SECONDS: u32 = 15 * 60;
 pub fn send_validity(now: DateTime<Utc>, merchant: &Merchant, cart: &Cart) -> u32 {
     let Some(phone) = &cart.phone else { return MAX_QUEUED_SECONDS };
     let (recipient, window) = sending_window(merchant, cart, phone);
-    let minute = now.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(now);
-    // The window is judged by the minute: it closes at the start of the first one not allowed.
-    (1..=i64::from(MAX_QUEUED_SECONDS / 60))
-        .map(|k| minute + Duration::minutes(k))
-        .find(|t| !recipient.allowed_at(*t, window))
+    let limit = now + Duration::seconds(i64::from(MAX_QUEUED_SECONDS));
+    recipient
+        .closes_after(now, limit, window)
         .map_or(MAX_QUEUED_SECONDS, |closes| u32::try_from((closes - now).num_seconds()).unwrap_or(1).max(1))
 }
 

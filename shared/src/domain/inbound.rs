@@ -49,9 +49,11 @@ impl InboundMessage {
         }
     }
 
-    /// Whether a confirmation of this message may still go out at `now`.
-    pub fn confirmable_at(&self, now: DateTime<Utc>) -> bool {
-        now >= self.received_at && now - self.received_at <= Duration::seconds(CONFIRM_WITHIN_SECONDS)
+    /// How long a confirmation of this message may still take at `now` (seconds, at least 1);
+    /// `None` once its five minutes are over (or before it was received: a clock behind).
+    pub fn confirmation_left(&self, now: DateTime<Utc>) -> Option<u32> {
+        let left = CONFIRM_WITHIN_SECONDS - (now - self.received_at).num_seconds();
+        (now >= self.received_at && left >= 0).then(|| u32::try_from(left).unwrap_or(1).max(1))
     }
 
     pub fn log_entry(&self, r: &MerchantRecord) -> SmsLogEntry {
@@ -94,9 +96,17 @@ mod tests {
     fn a_confirmation_may_go_out_within_five_minutes_of_the_keyword_only() {
         let t = "2026-12-07T15:00:00Z".parse::<DateTime<Utc>>().unwrap();
         let m = stop_at(t);
-        assert!(m.confirmable_at(t));
-        assert!(m.confirmable_at(t + Duration::seconds(CONFIRM_WITHIN_SECONDS)));
-        assert!(!m.confirmable_at(t + Duration::seconds(CONFIRM_WITHIN_SECONDS + 1)), "too late to explain itself");
-        assert!(!m.confirmable_at(t - Duration::seconds(1)), "a clock behind the receipt proves nothing");
+        assert!(m.confirmation_left(t).is_some());
+        assert!(m.confirmation_left(t + Duration::seconds(CONFIRM_WITHIN_SECONDS)).is_some());
+        assert!(
+            m.confirmation_left(t + Duration::seconds(CONFIRM_WITHIN_SECONDS + 1)).is_none(),
+            "too late to explain itself"
+        );
+        assert!(m.confirmation_left(t - Duration::seconds(1)).is_none(), "a clock behind the receipt proves nothing");
+        assert_eq!(
+            m.confirmation_left(t + Duration::seconds(60)),
+            Some(240),
+            "what is left is what Twilio may hold it"
+        );
     }
 }

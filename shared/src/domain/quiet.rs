@@ -202,6 +202,17 @@ impl Recipient {
         })
     }
 
+    /// When a window open at `from` closes: the start of the first minute after `from` when a
+    /// message may no longer go out, if one comes by `limit`.
+    pub fn closes_after(
+        &self,
+        from: DateTime<Utc>,
+        limit: DateTime<Utc>,
+        merchant: Option<Window>,
+    ) -> Option<DateTime<Utc>> {
+        minutes_after(from, limit).find(|t| !self.allowed_at(*t, merchant))
+    }
+
     /// The first minute at or after `from` when a message may go out, if one comes by `limit`.
     pub fn next_allowed(
         &self,
@@ -212,15 +223,14 @@ impl Recipient {
         if self.allowed_at(from, merchant) {
             return Some(from);
         }
-        let mut t = from.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(from) + Duration::minutes(1);
-        while t <= limit {
-            if self.allowed_at(t, merchant) {
-                return Some(t);
-            }
-            t += Duration::minutes(1);
-        }
-        None
+        minutes_after(from, limit).find(|t| self.allowed_at(*t, merchant))
     }
+}
+
+/// The starts of the minutes after `from`, up to `limit`: the steps quiet hours are judged in.
+fn minutes_after(from: DateTime<Utc>, limit: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> {
+    let first = from.with_second(0).and_then(|t| t.with_nanosecond(0)).unwrap_or(from) + Duration::minutes(1);
+    std::iter::successors(Some(first), |t| Some(*t + Duration::minutes(1))).take_while(move |t| *t <= limit)
 }
 
 fn nth_weekday(year: i32, month: u32, weekday: Weekday, n: u8) -> Option<NaiveDate> {
