@@ -686,12 +686,10 @@ impl aws_sdk_dynamodb::config::Intercept for MarkerConflicts {
         if !self.marker_put.load(SeqCst) || self.left.fetch_update(SeqCst, SeqCst, |n| n.checked_sub(1)).is_err() {
             return Ok(());
         }
-        let resp = context.response_mut();
-        *resp.status_mut() = 400u16.try_into().expect("a status");
         // Whatever moto answered (a later try meets the marker the first one wrote), DynamoDB's
-        // refusal applied nothing: only the body names the error.
-        resp.headers_mut().remove("x-amzn-errortype");
-        *resp.body_mut() = aws_smithy_types::body::SdkBody::from(
+        // refusal applied nothing.
+        answer_with_error(
+            context,
             r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionConflictException","message":"Transaction is ongoing for the item"}"#,
         );
         Ok(())

@@ -576,9 +576,7 @@ async fn a_storage_failure_during_stop_loses_nothing() {
     let (m, token, phone) = ids();
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let inbound = sms_inbound_with(&local, FailWrites(down.clone())).await;
-    let stop =
-        || lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).expect("sample event");
-    let resp = sms_inbound::handle(&inbound, stop()).await;
+    let resp = sms_inbound::handle(&inbound, event("twilio-sms-stop.json")).await;
     assert_eq!(resp.status(), 200, "Twilio does not retry: the person is answered");
     let lambda_http::Body::Text(reply) = resp.into_body() else { panic!("TwiML") };
     // Not confirmed: until the copy is applied a step could still go out, and a sender told
@@ -613,7 +611,7 @@ async fn a_storage_failure_during_stop_loses_nothing() {
 
     // A redelivery of the same message (or a second copy) changes nothing and says nothing.
     let healthy = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };
-    let again = sms_inbound::handle(&healthy, stop()).await;
+    let again = sms_inbound::handle(&healthy, event("twilio-sms-stop.json")).await;
     let lambda_http::Body::Text(again) = again.into_body() else { panic!("TwiML") };
     assert!(again.ends_with("<Response/>"), "{again}");
     assert_eq!(local.store().consent_ledger(&m, &phone, Channel::Sms).await.unwrap().len(), ledger.len());
@@ -629,8 +627,7 @@ async fn a_stop_applied_from_its_copy_more_than_five_minutes_later_is_not_confir
     let (m, _, phone) = ids();
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let inbound = sms_inbound_with(&local, FailWrites(down.clone())).await;
-    let stop = lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).unwrap();
-    assert_eq!(sms_inbound::handle(&inbound, stop).await.status(), 200);
+    assert_eq!(sms_inbound::handle(&inbound, event("twilio-sms-stop.json")).await.status(), 200);
     // Storage recovers six minutes on: applied, but a confirmation now would come unexplained.
     down.store(false, std::sync::atomic::Ordering::SeqCst);
     clock.advance(chrono::Duration::minutes(6));
@@ -648,14 +645,18 @@ async fn a_stop_whose_storage_fails_once_is_applied_and_confirmed_inline() {
     // The first write fails (its attempt gives up), the next attempt's go through.
     let once = FailNextWrites(Arc::new(std::sync::atomic::AtomicUsize::new(1)));
     let inbound = sms_inbound_with(&local, once.clone()).await;
-    let stop = lambda_http::request::from_str(&read_json("events/twilio-sms-stop.json").to_string()).unwrap();
-    let resp = sms_inbound::handle(&inbound, stop).await;
+    let resp = sms_inbound::handle(&inbound, event("twilio-sms-stop.json")).await;
     let lambda_http::Body::Text(reply) = resp.into_body() else { panic!("TwiML") };
     assert!(reply.contains("unsubscribed from Snowdevil"), "confirmed once applied: {reply}");
     let state = local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap();
     assert_eq!(state.status, ConsentStatus::OptedOut, "applied inline, before any queued step");
     assert_eq!(once.0.load(std::sync::atomic::Ordering::SeqCst), 0, "a write did fail first");
     local.shutdown().await;
+}
+
+/// A sample event from `events/` (Twilio's signed as Twilio signs them), as a request.
+fn event(name: &str) -> lambda_http::Request {
+    lambda_http::request::from_str(&read_json(&format!("events/{name}")).to_string()).expect("sample event")
 }
 
 /// sms-inbound whose DynamoDB client carries `fault`, its copies applied with no delay.
@@ -692,9 +693,6 @@ async fn a_queued_stop_replayed_after_a_later_start_changes_nothing() {
     let (local, clock) = opted_in("race-replay", json!([{ "after_minutes": 30, "channel": "sms" }])).await;
     let (m, _, phone) = ids();
     let inbound = sms_inbound::InboundApp { replay_delay_seconds: 0, ..sms_inbound_app(&local) };
-    let event = |name: &str| {
-        lambda_http::request::from_str(&read_json(&format!("events/{name}")).to_string()).expect("sample event")
-    };
     assert_eq!(sms_inbound::handle(&inbound, event("twilio-sms-stop.json")).await.status(), 200);
     assert_eq!(local.store().consent_state(&m, &phone, Channel::Sms).await.unwrap().status, ConsentStatus::OptedOut);
     clock.advance(Duration::minutes(1));

@@ -277,14 +277,19 @@ async fn a_send_twilio_took_without_answering_is_not_sent_again() {
     assert!(w.local.sandbox.violations().is_empty(), "{:?}", w.local.sandbox.violations());
 }
 
-#[tokio::test]
-async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
-    let w = world("wk-lost2", immediate(), Some(ConsentAction::OptIn)).await;
-    // Simulate the lost attempt: the step is marked uncertain, but Twilio has nothing.
+/// Step 0 as an attempt whose answer was lost leaves it: marked for a retry, uncertain.
+async fn lost_attempt(w: &World) {
     let claim = w.local.store().claim_step(&w.merchant, &w.token, 0, "lost", "body-hash", t0()).await.unwrap();
     assert_eq!(claim, ClaimOutcome::Claimed { uncertain: None });
     let retry = StepResult::Retry { reason: "timeout".into(), uncertain: true };
     w.local.store().finish_step(&w.merchant, &w.token, 0, "lost", &retry, t0()).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_timed_out_send_that_never_reached_twilio_is_sent_on_retry() {
+    let w = world("wk-lost2", immediate(), Some(ConsentAction::OptIn)).await;
+    // Simulate the lost attempt: the step is marked uncertain, but Twilio has nothing.
+    lost_attempt(&w).await;
     assert!(matches!(run(&w).await.unwrap(), JobOutcome::Sent { .. }));
     assert_eq!(w.local.sandbox.messages().len(), 1);
 }
@@ -315,10 +320,7 @@ impl callfy_shared::clock::Clock for Stepping {
 #[tokio::test]
 async fn quiet_hours_are_judged_after_the_lookup_of_an_unanswered_attempt_not_before() {
     let w = world("wk-lookup-clock", immediate(), Some(ConsentAction::OptIn)).await;
-    let claim = w.local.store().claim_step(&w.merchant, &w.token, 0, "lost", "body-hash", t0()).await.unwrap();
-    assert_eq!(claim, ClaimOutcome::Claimed { uncertain: None });
-    let retry = StepResult::Retry { reason: "timeout".into(), uncertain: true };
-    w.local.store().finish_step(&w.merchant, &w.token, 0, "lost", &retry, t0()).await.unwrap();
+    lost_attempt(&w).await;
     // The retry starts five seconds before the merchant's sending window closes (20:00 in San
     // Francisco); by the time Twilio has said it holds no such message, the window is closed.
     let start: DateTime<Utc> = "2026-11-29T03:59:55Z".parse().unwrap();

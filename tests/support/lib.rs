@@ -177,11 +177,22 @@ impl aws_sdk_dynamodb::config::Intercept for ConflictNextTransaction {
             "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]",
             "CancellationReasons": [{ "Code": "None" }, { "Code": "TransactionConflict", "Message": "Transaction is ongoing for the item" }],
         });
-        let response = context.response_mut();
-        *response.status_mut() = 400.try_into().expect("a status");
-        *response.body_mut() = aws_smithy_types::body::SdkBody::from(body.to_string());
+        answer_with_error(context, body.to_string());
         Ok(())
     }
+}
+
+/// Replaces moto's answer with DynamoDB's error document `body` (HTTP 400), for a write moto
+/// applied: what the caller hears when DynamoDB's answer says it was refused. Only the body
+/// names the error.
+pub fn answer_with_error(
+    context: &mut aws_sdk_dynamodb::config::interceptors::BeforeDeserializationInterceptorContextMut<'_>,
+    body: impl Into<String>,
+) {
+    let response = context.response_mut();
+    *response.status_mut() = 400u16.try_into().expect("a status");
+    response.headers_mut().remove("x-amzn-errortype");
+    *response.body_mut() = aws_smithy_types::body::SdkBody::from(body.into());
 }
 
 fn is_write(context: &aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef<'_>) -> bool {
