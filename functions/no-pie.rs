@@ -1,5 +1,7 @@
-//! Build script shared by every function crate: link the Lambda binary as a position-dependent
-//! executable. A PIE of this size carries ~47 000 relative relocations that the dynamic loader
+//! Build script shared by every function crate: link a glibc build of the Lambda binary (`cargo
+//! build`; the benchmark's comparison row) as a position-dependent executable. The
+//! deployed builds are static musl binaries (../Makefile), which zig links position-dependent
+//! already. A PIE of this size carries ~47 000 relative relocations that the dynamic loader
 //! writes on every cold start (about a fifth of init, measured in docs/performance.md); a non-PIE
 //! binary has them resolved at link time. The trade-off, taken knowingly: the executable's own
 //! image is not address-randomised (stack, heap and shared libraries still are), and each

@@ -97,8 +97,16 @@ fn template_queues_and_bucket_match_the_local_ones() {
 }
 
 #[test]
-fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_manager() {
+fn template_functions_are_static_arm64_builds_with_secrets_from_secrets_manager() {
     let t = template();
+    // sam build runs ../Makefile's build-<LogicalId>, which must build that function's binary
+    // as a static arm64 (musl) executable.
+    let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    assert!(makefile.lines().any(|l| l == "TARGET ?= aarch64-unknown-linux-musl"), "the deployed target");
+    let recipe = |name: &str| {
+        let mut lines = makefile.lines().skip_while(|l| *l != format!("build-{name}:"));
+        lines.next().and(lines.next()).map(str::trim)
+    };
     let globals = &t["Globals"]["Function"];
     assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
     assert_eq!(globals["Architectures"][0].as_str(), Some("arm64"));
@@ -112,8 +120,8 @@ fn template_functions_are_arm64_cargo_lambda_builds_with_secrets_from_secrets_ma
         ("RetentionPurgerFunction", "retention-purger"),
     ] {
         let meta = &t["Resources"][name]["Metadata"];
-        assert_eq!(meta["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}");
-        assert_eq!(meta["BuildProperties"]["Binary"].as_str(), Some(binary), "{name}");
+        assert_eq!(meta["BuildMethod"].as_str(), Some("makefile"), "{name}");
+        assert_eq!(recipe(name), Some(format!("$(call lambda,{binary})").as_str()), "{name}");
     }
     // Secrets come from Secrets Manager at init, by id: no value (not even a dynamic reference,
     // which CloudFormation would copy into the environment) is in the template.

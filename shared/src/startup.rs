@@ -6,6 +6,12 @@
 //! Architecture Invariant: this is the only module that names both a use case's ports and the
 //! adapters behind them.
 
+// The deployed static (musl) builds: musl's malloc would cost the warm path what the static link
+// saves at init (docs/performance.md). Other builds keep the platform's allocator.
+#[cfg(target_env = "musl")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use crate::adapters::bedrock::BedrockModel;
 use crate::adapters::bigcommerce::BigCommerceApi;
 use crate::adapters::queue::OutreachQueue;

@@ -52,10 +52,14 @@ struct Args {
     /// debug logging costs: --env RUST_LOG=debug
     #[arg(long = "env")]
     extra_env: Vec<String>,
-    /// A static build of webhook-ingest (glibc linked in, no `ld.so`), measured beside the
-    /// deployed build as one more row: a lever, not what the template deploys.
+    /// The functions as deployed: cargo-lambda's output directory (`<dir>/<function>/bootstrap`,
+    /// static musl builds). Without it the functions are the default builds of --target-dir.
     #[arg(long)]
-    static_ingest: Option<PathBuf>,
+    deployed_dir: Option<PathBuf>,
+    /// Run the --deployed-dir binaries under this program, e.g. `qemu-aarch64-static` for the
+    /// arm64 build (a check that they start and answer; its times say nothing of Graviton's).
+    #[arg(long, requires = "deployed_dir")]
+    emulator: Option<PathBuf>,
     /// Write the cold-start figures here as JSON (scripts/bench draws the chart from them).
     #[arg(long)]
     chart_json: Option<PathBuf>,
@@ -109,7 +113,7 @@ async fn run(args: Args) -> Result<(), String> {
             let rows: Vec<serde_json::Value> = report
                 .rows
                 .iter()
-                .filter(|r| !STEPS.contains(&r.name) && r.name != STATIC_INGEST)
+                .filter(|r| !STEPS.contains(&r.name) && r.name != GLIBC_INGEST)
                 .map(|r| {
                     let kind = match r.name {
                         "hello-lambda" => "baseline-rust",
@@ -246,28 +250,17 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     let python = std::env::var("CALLFY_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = args.root.join("tools/callfy-bench/python/boto3_lambda.py");
     let mut rows: Vec<ColdRow> = Vec::new();
-    let mut functions = vec![
-        "hello-lambda",
-        "python-boto3",
-        "hello-sdk",
-        "hello-sdk-log",
-        "webhook-ingest",
-        "outreach-worker",
-        "consent-api",
-        "sms-inbound",
-        "voice-callbacks",
-        "voice-agent",
-        "retention-purger",
-    ];
-    if args.static_ingest.is_some() {
-        functions.insert(5, STATIC_INGEST);
+    let mut functions = vec!["hello-lambda", "python-boto3", "hello-sdk", "hello-sdk-log"];
+    if args.deployed_dir.is_some() {
+        functions.push(GLIBC_INGEST);
     }
+    functions.extend(FUNCTIONS);
     let event = |name: &str, i: usize| -> Vec<u8> {
         match name {
             "hello-lambda" | "hello-sdk" | "hello-sdk-log" => b"{\"hello\":\"world\"}".to_vec(),
             "python-boto3" => b"{}".to_vec(),
             // A fresh delivery each time: the same event id would short-cut as a duplicate.
-            "webhook-ingest" | STATIC_INGEST => {
+            "webhook-ingest" | GLIBC_INGEST => {
                 let mut e = checkout.clone();
                 e["headers"]["x-shopify-event-id"] = format!("bench-{i}-{}", uuid::Uuid::new_v4()).into();
                 e.to_string().into_bytes()
@@ -283,14 +276,15 @@ async fn cold_start(args: &Args, sdk: &SdkConfig, endpoint: &str) -> Result<Cold
     };
     let mut prepared = Vec::with_capacity(functions.len());
     for name in functions {
-        let path = match (name, &args.static_ingest) {
-            (STATIC_INGEST, Some(p)) => p.clone(),
+        let path = match (name, &args.deployed_dir) {
+            (GLIBC_INGEST, _) => binary(&target, &args.profile, "webhook-ingest"),
+            (_, Some(dir)) if FUNCTIONS.contains(&name) => dir.join(name).join("bootstrap"),
             _ => binary(&target, &args.profile, name),
         };
-        let command: Vec<std::ffi::OsString> = if name == "python-boto3" {
-            vec![python.clone().into(), script.clone().into()]
-        } else {
-            vec![path.clone().into()]
+        let command: Vec<std::ffi::OsString> = match (&args.emulator, &args.deployed_dir) {
+            _ if name == "python-boto3" => vec![python.clone().into(), script.clone().into()],
+            (Some(emulator), Some(_)) if FUNCTIONS.contains(&name) => vec![emulator.into(), path.clone().into()],
+            _ => vec![path.clone().into()],
         };
         let (size, zipped) = if name == "python-boto3" {
             (None, None)
@@ -365,8 +359,20 @@ fn zipped_size(path: &std::path::Path) -> Result<u64, String> {
     Ok(size)
 }
 
-/// The static build of webhook-ingest, when measured (`--static-ingest`).
-const STATIC_INGEST: &str = "webhook-ingest, static (not deployed)";
+/// The seven Lambda binaries (the rest are baselines and steps).
+const FUNCTIONS: [&str; 7] = [
+    "webhook-ingest",
+    "outreach-worker",
+    "consent-api",
+    "sms-inbound",
+    "voice-callbacks",
+    "voice-agent",
+    "retention-purger",
+];
+
+/// webhook-ingest built as the functions were deployed before 2026-12-07 (glibc, dynamically
+/// linked, non-PIE), beside the deployed static build when `--deployed-dir` is given.
+const GLIBC_INGEST: &str = "webhook-ingest, glibc dynamic (not deployed)";
 
 /// Binaries between the hello-world baseline and a function, each adding one part of its init.
 const STEPS: [&str; 2] = ["hello-sdk", "hello-sdk-log"];
@@ -374,19 +380,25 @@ const STEPS: [&str; 2] = ["hello-sdk", "hello-sdk-log"];
 /// What webhook-ingest's init is spent on: each step's init against the one before it.
 fn steps_table(rows: &[ColdRow], runs: usize) -> String {
     let init = |name: &str| rows.iter().find(|r| r.name == name).map(|r| r.m.init.as_secs_f64() * 1e3);
-    let steps = [
+    let app = "+ settings, the app, and the rest of a 10× larger binary to load (glibc, dynamically linked, non-PIE)";
+    let deployed = rows.iter().any(|r| r.name == GLIBC_INGEST);
+    let mut steps = vec![
         ("hello-lambda", "the hello-world baseline (tokio, lambda_runtime; a default build)"),
         (
             "hello-sdk",
-            "+ the HTTPS client, the SDK configuration, DynamoDB and SQS clients (linked and run as the functions are: non-PIE, one thread)",
+            "+ the HTTPS client, the SDK configuration, DynamoDB and SQS clients (glibc, non-PIE, one thread)",
         ),
         ("hello-sdk-log", "+ the JSON log subscriber"),
-        ("webhook-ingest", "+ settings, the app, and the rest of a 10× larger binary to load"),
-        (
-            STATIC_INGEST,
-            "the same, static: glibc linked in, no `ld.so` or shared libraries to load (measured, not deployed)",
-        ),
     ];
+    if deployed {
+        steps.push((GLIBC_INGEST, app));
+        steps.push((
+            "webhook-ingest",
+            "the same code as deployed: static musl (mimalloc), no `ld.so` or shared libraries to load",
+        ));
+    } else {
+        steps.push(("webhook-ingest", app));
+    }
     let mut out = format!(
         "Where webhook-ingest's init goes: binaries that add one part at a time, measured as above (median of {runs}).\n\n| step | init | added |\n|---|---|---|\n"
     );
