@@ -176,7 +176,21 @@ pub async fn measure_process(
     let (Some(first_next), Some(responded)) = (run.first_next, run.responded) else {
         return Err(BenchError::Function(name, "no response".into()));
     };
+    if let Some(failure) = run.response.as_deref().and_then(failed_answer) {
+        return Err(BenchError::Function(name, failure));
+    }
     Ok(Measurement { init: first_next - start, first_invoke: responded - first_next, peak_rss_kib: rss })
+}
+
+/// What makes a first answer a failure, so a start that only reached an error path is not
+/// measured as a start: an HTTP answer of 4xx/5xx, or an SQS batch answer with failed items.
+fn failed_answer(body: &[u8]) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    if let Some(status) = v.get("statusCode").and_then(serde_json::Value::as_u64).filter(|s| *s >= 400) {
+        return Some(format!("answered HTTP {status}"));
+    }
+    let failures = v.get("batchItemFailures").and_then(serde_json::Value::as_array)?;
+    (!failures.is_empty()).then(|| format!("{} failed batch items", failures.len()))
 }
 
 /// The median of each figure over the runs.
@@ -241,5 +255,20 @@ mod tests {
         assert_eq!(l.mean, Duration::from_micros(100_500));
         assert_eq!(Latency::of(&[Duration::from_millis(3)]).unwrap().p99, Duration::from_millis(3));
         assert!(Latency::of(&[]).is_none());
+    }
+
+    #[test]
+    fn an_error_answer_is_not_a_measured_start() {
+        assert_eq!(
+            failed_answer(br#"{"statusCode":401,"body":"bad signature"}"#).as_deref(),
+            Some("answered HTTP 401")
+        );
+        assert_eq!(
+            failed_answer(br#"{"batchItemFailures":[{"itemIdentifier":"m1"}]}"#).as_deref(),
+            Some("1 failed batch items")
+        );
+        for ok in [&br#"{"statusCode":200}"#[..], br#"{"batchItemFailures":[]}"#, br#"{"purged":3}"#, b"null", b"hi"] {
+            assert_eq!(failed_answer(ok), None, "{}", String::from_utf8_lossy(ok));
+        }
     }
 }
