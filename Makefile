@@ -3,12 +3,18 @@
 #
 # Every function is a static aarch64 musl binary, cross-compiled and linked by cargo-lambda (zig):
 # no dynamic loader and no shared libraries to map at cold start, which is what brings init to
-# the hello-world baseline (docs/performance.md). `make lambdas` builds all seven the same way.
-TARGET ?= aarch64-unknown-linux-musl
+# the hello-world baseline (docs/performance.md). `make lambdas` builds all seven the same way
+# into $CARGO_TARGET_DIR/lambda (default target/lambda).
+# Not plain TARGET: SAM hands make its whole environment, and a stray TARGET must not change
+# what is deployed.
+LAMBDA_TARGET ?= aarch64-unknown-linux-musl
 FUNCTIONS := webhook-ingest outreach-worker consent-api sms-inbound voice-callbacks voice-agent retention-purger
 
+.DEFAULT_GOAL := lambdas
+
 define lambda
-	cargo lambda build --release --target $(TARGET) --bin $(1) --lambda-dir "$(ARTIFACTS_DIR)" --flatten $(1)
+	$(if $(ARTIFACTS_DIR),,$(error ARTIFACTS_DIR is not set: sam build sets it; run `make lambdas` instead))
+	cargo lambda build --release --target $(LAMBDA_TARGET) --bin $(1) --lambda-dir "$(ARTIFACTS_DIR)" --flatten $(1)
 endef
 
 build-WebhookIngestFunction:
@@ -26,8 +32,7 @@ build-VoiceAgentFunction:
 build-RetentionPurgerFunction:
 	$(call lambda,retention-purger)
 
-# All seven into target/lambda/<function>/bootstrap (outside SAM).
 lambdas:
-	cargo lambda build --release --target $(TARGET) $(addprefix -p ,$(FUNCTIONS))
+	cargo lambda build --release --target $(LAMBDA_TARGET) $(addprefix -p ,$(FUNCTIONS))
 
-.PHONY: lambdas $(filter build-%,$(MAKECMDGOALS))
+.PHONY: lambdas $(foreach f,WebhookIngest OutreachWorker ConsentApi SmsInbound VoiceCallbacks VoiceAgent RetentionPurger,build-$(f)Function)

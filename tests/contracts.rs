@@ -102,7 +102,7 @@ fn template_functions_are_static_arm64_builds_with_secrets_from_secrets_manager(
     // sam build runs ../Makefile's build-<LogicalId>, which must build that function's binary
     // as a static arm64 (musl) executable.
     let makefile = std::fs::read_to_string(root().join("Makefile")).unwrap();
-    assert!(makefile.lines().any(|l| l == "TARGET ?= aarch64-unknown-linux-musl"), "the deployed target");
+    assert!(makefile.lines().any(|l| l == "LAMBDA_TARGET ?= aarch64-unknown-linux-musl"), "the deployed target");
     let recipe = |name: &str| {
         let mut lines = makefile.lines().skip_while(|l| *l != format!("build-{name}:"));
         lines.next().and(lines.next()).map(str::trim)
