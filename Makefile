@@ -1,38 +1,37 @@
-# `sam build` (infra/template.yaml, BuildMethod: makefile) runs `make build-<LogicalId>` here with
-# ARTIFACTS_DIR set; each target leaves that function's `bootstrap` there.
+# How each function is built as deployed: a static musl binary, cross-compiled and linked by
+# cargo-lambda (zig), with no dynamic loader and no shared libraries to map at cold start,
+# which is what brings init to the hello-world baseline (docs/performance.md).
 #
-# Every function is a static aarch64 musl binary, cross-compiled and linked by cargo-lambda (zig):
-# no dynamic loader and no shared libraries to map at cold start, which is what brings init to
-# the hello-world baseline (docs/performance.md). `make lambdas` builds all seven the same way
-# into $CARGO_TARGET_DIR/lambda (default target/lambda).
+# `sam build` (infra/template.yaml, BuildMethod: makefile) runs `make build-<LogicalId>` with
+# ARTIFACTS_DIR set; that target leaves the function's `bootstrap` there. `make lambdas` builds
+# all seven into LAMBDA_DIR/<function>/bootstrap (scripts/test and scripts/bench, for x86_64).
+#
 # Not plain TARGET: SAM hands make its whole environment, and a stray TARGET must not change
 # what is deployed.
 LAMBDA_TARGET ?= aarch64-unknown-linux-musl
-FUNCTIONS := webhook-ingest outreach-worker consent-api sms-inbound voice-callbacks voice-agent retention-purger
+LAMBDA_DIR ?= $(or $(CARGO_TARGET_DIR),target)/lambda
+LAMBDA_FLAGS ?=
+
+# Each function's template logical id and its binary: the one list of them.
+LAMBDAS := WebhookIngestFunction:webhook-ingest OutreachWorkerFunction:outreach-worker \
+  ConsentApiFunction:consent-api SmsInboundFunction:sms-inbound \
+  VoiceCallbacksFunction:voice-callbacks VoiceAgentFunction:voice-agent \
+  RetentionPurgerFunction:retention-purger
+binary = $(patsubst $(1):%,%,$(filter $(1):%,$(LAMBDAS)))
+BUILD = $(strip cargo lambda build --release $(LAMBDA_FLAGS) --target $(LAMBDA_TARGET))
 
 .DEFAULT_GOAL := lambdas
 
-define lambda
+build-%:
 	$(if $(ARTIFACTS_DIR),,$(error ARTIFACTS_DIR is not set: sam build sets it; run `make lambdas` instead))
-	cargo lambda build --release --target $(LAMBDA_TARGET) --bin $(1) --lambda-dir "$(ARTIFACTS_DIR)" --flatten $(1)
-endef
-
-build-WebhookIngestFunction:
-	$(call lambda,webhook-ingest)
-build-OutreachWorkerFunction:
-	$(call lambda,outreach-worker)
-build-ConsentApiFunction:
-	$(call lambda,consent-api)
-build-SmsInboundFunction:
-	$(call lambda,sms-inbound)
-build-VoiceCallbacksFunction:
-	$(call lambda,voice-callbacks)
-build-VoiceAgentFunction:
-	$(call lambda,voice-agent)
-build-RetentionPurgerFunction:
-	$(call lambda,retention-purger)
+	$(if $(call binary,$*),,$(error $* is not a function of the template))
+	$(BUILD) --bin $(call binary,$*) --lambda-dir "$(ARTIFACTS_DIR)" --flatten $(call binary,$*)
 
 lambdas:
-	cargo lambda build --release --target $(LAMBDA_TARGET) $(addprefix -p ,$(FUNCTIONS))
+	$(BUILD) --lambda-dir "$(LAMBDA_DIR)" $(foreach l,$(LAMBDAS),-p $(lastword $(subst :, ,$(l))))
 
-.PHONY: lambdas $(foreach f,WebhookIngest OutreachWorker ConsentApi SmsInbound VoiceCallbacks VoiceAgent RetentionPurger,build-$(f)Function)
+# LogicalId:binary, one a line (scripts/check-arm64 reads it).
+list:
+	@printf '%s\n' $(LAMBDAS)
+
+.PHONY: lambdas list

@@ -53,6 +53,10 @@ ensure_infra_tools() {
     log "installing python3"
     apt-get update -qq && apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
   fi
+  if ! command -v make >/dev/null 2>&1; then
+    log "installing make (the Makefile builds the functions as deployed)"
+    apt-get update -qq && apt-get install -y -qq make >/dev/null
+  fi
   local stamp="$INFRA_VENV/.callfy-requirements"
   if [ ! -x "$INFRA_VENV/bin/sam" ] || [ ! -x "$INFRA_VENV/bin/checkov" ] \
     || ! cmp -s "$ROOT/scripts/requirements-infra.txt" "$stamp"; then
