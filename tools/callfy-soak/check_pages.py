@@ -15,7 +15,7 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import boto3  # noqa: E402
-import moto_soak  # noqa: E402,F401  (patches moto's DynamoDB models on import)
+import moto_soak  # noqa: E402  (patches moto's DynamoDB models on import)
 from moto import mock_aws  # noqa: E402
 
 OPERATORS = ["a <= :v", "a < :v", "a >= :v", "a > :v", "a = :v", "a BETWEEN :v AND :w", "begins_with(a, :p)"]
@@ -70,6 +70,65 @@ def main():
         ddb.delete_item(TableName="pages", Key={"pk": {"S": f"p{(i + 1) % 7}"}, "sk": {"S": f"s{i + 1:02d}"}})
     every_shape()
     print(f"moto_soak: {queries} GSI Query pages, each the same as stock moto's")
+    answers(ddb)
+
+
+def _normal(json_item):
+    """An item's JSON with its sets in one order (a set has none)."""
+    def norm(v):
+        (t, x), = v.items()
+        if t in ("SS", "NS", "BS"):
+            return {t: sorted(x)}
+        if t == "M":
+            return {t: {k: norm(y) for k, y in x.items()}}
+        if t == "L":
+            return {t: [norm(y) for y in x]}
+        return v
+    return {k: norm(v) for k, v in json_item.items()}
+
+
+def answers(ddb):
+    """Items of every attribute type: the fast projection and size against moto's own, and every
+    read's answer (written directly) against moto's serializer (CALLFY_MOTO_CHECK_QUERIES)."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    item = {
+        "pk": {"S": "p"}, "sk": {"S": "s\u00e9"}, "n": {"N": "12.50"}, "b": {"B": b"\x00\xffbytes"},
+        "ss": {"SS": ["a", "b"]}, "ns": {"NS": ["1", "2.5"]}, "bs": {"BS": [b"x", b"y"]},
+        "m": {"M": {"k": {"S": "v"}, "l": {"L": [{"N": "1"}, {"BOOL": True}]}}},
+        "l": {"L": [{"S": "x"}, {"NULL": True}]}, "t": {"BOOL": False}, "z": {"NULL": True},
+    }
+    ddb.create_table(
+        TableName="answers",
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in ("pk", "sk")],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
+    ddb.put_item(TableName="answers", Item=item)
+    ddb.put_item(TableName="answers", Item={**item, "sk": {"S": "t"}})
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID]["us-east-1"].tables["answers"]
+    stored = next(iter(table.items[DynamoType(item["pk"])].values()))
+    for names in (["pk"], ["pk", "sk", "n"], list(item), ["missing", "m", "l"], ["ss", "ns", "bs", "b"]):
+        exprs = [[n] for n in names]
+        fast, stock = moto_soak.project(stored, exprs), moto_soak._project(stored, exprs)
+        if _normal(fast.to_json()["Attributes"]) != _normal(stock.to_json()["Attributes"]):
+            raise AssertionError(f"projection of {names} differs from moto's")
+    if moto_soak.item_size(stored) != moto_soak._item_size(stored):
+        raise AssertionError("item size differs from moto's")
+    key = {"pk": item["pk"], "sk": item["sk"]}
+    projection = {"ProjectionExpression": "pk, n, b, ss, m"}
+    for extra in ({}, projection):
+        ddb.get_item(TableName="answers", Key=key, **extra)
+        ddb.query(TableName="answers", KeyConditionExpression="pk = :p",
+                  ExpressionAttributeValues={":p": item["pk"]}, Limit=1, **extra)
+        ddb.scan(TableName="answers", **extra)
+        ddb.batch_get_item(RequestItems={"answers": {"Keys": [key], **extra}})
+    ddb.query(TableName="answers", KeyConditionExpression="pk = :p", ExpressionAttributeValues={":p": item["pk"]},
+              ReturnConsumedCapacity="TOTAL", Select="COUNT")
+    print("moto_soak: GetItem, Query, Scan, BatchGetItem answers the same as moto's serializer's")
 
 
 if __name__ == "__main__":
