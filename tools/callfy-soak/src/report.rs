@@ -156,11 +156,13 @@ impl Figures<'_> {
              dead-letter queue; a send counts as after an acknowledged STOP or order when its step claim reached the \
              store after our answer to it (claims are seen at the proxy), and as in flight when it was claimed before \
              the answer and reached Twilio after. moto runs as `tools/callfy-soak/moto_soak.py`: `scripts/moto_server.py` \
-             with two changes: a DynamoDB transaction backs up only the items it names, instead of deep-copying the \
+             with these changes: a DynamoDB transaction backs up only the items it names, instead of deep-copying the \
              whole table once per item (which made stock moto grow by gigabytes a minute under this load), and a Query \
              starts from its partition or from an index of the GSI's hash key, instead of sorting the whole table \
              (which slowed the run as carts accumulated; `CALLFY_MOTO_CHECK_QUERIES=1` checks every answer against \
-             stock moto's). The functions' AWS calls go through their own HTTP client (`adapters::http`). Every log \
+             stock moto's); and an answer that carries items is written by moto's own DynamoDB JSON encoder rather \
+             than moto 5.2's model-driven serializer, a projection keeps the stored attributes and a GSI page is \
+             answered from the ordered index without moto's extra passes (docs/performance.md). The functions' AWS calls go through their own HTTP client (`adapters::http`). Every log \
              line the in-process functions write (their JSON tracing output, at info) goes to a file, and no raw phone \
              number of the campaign may appear in one: E.164, without its '+', or as the national number.\n"
         );

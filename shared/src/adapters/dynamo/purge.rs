@@ -35,10 +35,25 @@ const STOPPED_SK: &str = "stopped_sk";
 const DUE_ATTRS: [&str; 8] =
     ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at", "request"];
 
-/// The purge-index Query's projection: only what `due_item` reads (a message's body, a cart's
-/// items never travel to the purger).
+/// What the `purge` index carries besides the table's and its own keys: only what the purger
+/// reads (`infra/template.yaml` projects exactly these; a test holds the two together). A
+/// message's body or a cart's contents never reach the index, and a write that changes only
+/// them does not write the index.
+pub const PURGE_INDEX_ATTRS: [&str; 9] = [
+    attr::SEQ,
+    DUE_ATTRS[0],
+    DUE_ATTRS[1],
+    DUE_ATTRS[2],
+    DUE_ATTRS[3],
+    DUE_ATTRS[4],
+    DUE_ATTRS[5],
+    DUE_ATTRS[6],
+    DUE_ATTRS[7],
+];
+
+/// The purge-index Query's projection: what `due_item` reads.
 pub fn due_projection() -> (String, Vec<(String, String)>) {
-    let names: Vec<&str> = [attr::PK, attr::SK, attr::PURGE_AT, attr::SEQ].into_iter().chain(DUE_ATTRS).collect();
+    let names: Vec<&str> = [attr::PK, attr::SK, attr::PURGE_AT].into_iter().chain(PURGE_INDEX_ATTRS).collect();
     let placeholders: Vec<(String, String)> =
         names.iter().enumerate().map(|(i, n)| (format!("#p{i}"), n.to_string())).collect();
     let expression = placeholders.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
