@@ -1,5 +1,6 @@
-"""moto for the soak: scripts/moto_server.py (DynamoDB calls applied one at a time), with one
-change to DynamoDB's TransactWriteItems.
+"""moto for the soak and the benchmark: scripts/moto_server.py (DynamoDB calls applied one at a
+time), with changes that keep moto's cost from growing with the table or the queue, and from
+what DynamoDB does not spend. First, DynamoDB's TransactWriteItems.
 
 moto 5 backs up every table a transaction names before applying it, as a deep copy of the whole
 table, once per item of the transaction: a claim (7 items) copies the table seven times. Under the
@@ -8,18 +9,30 @@ memory grows by gigabytes within minutes (freed copies fragment the heap). Here 
 backs up only the items it names and, if it fails, puts exactly those back: the same
 all-or-nothing outcome, without the copies.
 
-And one change to Query: moto 5 answers every Query (on the table or a GSI) by sorting the whole
+And changes to Query: moto 5 answers every Query (on the table or a GSI) by sorting the whole
 table and filtering it, so each costs time in proportion to the table and the soak slows to a
 crawl as carts accumulate. Here a table Query starts from its partition and a GSI Query from an
-index of the GSI's hash key kept up to date on every write, each hash key's items kept in the
-order moto sorts them in (the GSI's range key, then the table's keys). A GSI Query with a range
-key takes only its page from that order, as DynamoDB reads only the sort-key range it needs: the
-items after its ExclusiveStartKey that meet its key condition, up to its Limit and one more (for
-moto to see that there is a next page). moto's own code then sorts, filters, pages and projects
-those candidates as before, except that the page is not deep-copied first: its items are only
-projected into new items or serialised, under the server's DynamoDB lock (scripts/moto_server.py).
-`CALLFY_MOTO_CHECK_QUERIES=1` also runs stock moto's Query and fails the call when the two
-disagree.
+index of the GSI's hash key kept up to date on every write (each entry holds the item itself,
+refreshed by every write), each hash key's items kept in the order moto sorts them in (the
+GSI's range key, then the table's keys). A GSI Query with a range key takes only its page from
+that order, as DynamoDB reads only the sort-key range it needs: the items after its
+ExclusiveStartKey that meet its key condition, up to its Limit and one more (for moto to see
+that there is a next page), and `_answer` runs moto's own loop over them (Limit, the 1 MB cap,
+ScannedCount, LastEvaluatedKey, projections) without moto's passes over every candidate (the
+hash key again, a sort, the start key again); other Queries go through moto's code with those
+candidates. A page is not deep-copied: its items are only projected into new items or
+serialised, under the server's DynamoDB lock (scripts/moto_server.py).
+`CALLFY_MOTO_CHECK_QUERIES=1` also runs stock moto's Query (its own projection, size and sort)
+and fails the call when the two disagree.
+
+And what moto spends per item read that DynamoDB does not: moto 5.2 writes every answer
+through a serializer driven by botocore's model, attribute by attribute in Python; here an
+answer that carries items (GetItem, Query, Scan, BatchGetItem) is written by moto's own DynamoDB
+JSON encoder, as moto did before 5.1 (the check compares the two). A projection of top-level
+names keeps the stored attributes instead of turning the item into plain JSON once per name
+(a projected number keeps its stored text, as an unprojected answer does), and an item's size
+is summed in place. These patch moto 5.2.6's internals (scripts/requirements.txt pins it);
+tools/callfy-soak/check_pages.py checks them against stock moto.
 
 And two changes to SQS, where moto works out every attribute of a queue, its message counts
 included (a pass over every message), to read one: for each message a ReceiveMessage looks at
@@ -420,18 +433,57 @@ def query(self, *args, **kwargs):
         answer = _answer(self, q, cands)
     else:
         self.all_items = lambda: list(cands)
-        # a GSI's candidates are already in the order moto sorts them in
-        self.__dict__["_callfy_in_order"] = bool(q.get("index_name"))
+        # a GSI with a range key of its own: its candidates are already in the order moto sorts
+        # them in (without one, moto sorts by the table's range key first)
+        index = next((i for i in self.global_indexes or [] if i.name == q.get("index_name")), None)
+        self.__dict__["_callfy_in_order"] = index is not None and any(
+            k["KeyType"] == "RANGE" for k in index.schema
+        )
         try:
             answer = _query(self, *args, **kwargs)
         finally:
             del self.all_items
             self.__dict__["_callfy_in_order"] = False
     if os.environ.get("CALLFY_MOTO_CHECK_QUERIES"):
-        stock = _query(self, *args, **kwargs)
-        if [i.to_json() for i in stock[0]] != [i.to_json() for i in answer[0]] or stock[1:] != answer[1:]:
+        stock = _stock(_query, self, *args, **kwargs)
+        if [normal(i.to_json()) for i in stock[0]] != [normal(i.to_json()) for i in answer[0]] or stock[1:] != answer[1:]:
             raise AssertionError(f"indexed Query disagrees with moto's on {self.name} {q.get('index_name')}")
     return answer
+
+
+def _stock(f, *args, **kwargs):
+    """`f` with moto's own projection, item size and sort (under the server's DynamoDB lock)."""
+    patched = Item.project, Item.size, Table.sorted_items
+    Item.project, Item.size, Table.sorted_items = _project, _item_size, _sorted_items
+    try:
+        return f(*args, **kwargs)
+    finally:
+        Item.project, Item.size, Table.sorted_items = patched
+
+
+def normal(json_item):
+    """An item's JSON with its sets in one order (a set has none) and its numbers as numbers
+    (moto's projection rewrites a number's text through Decimal: 12.50 -> 12.5 stays 12.50, 1e2
+    becomes 1E+2)."""
+    from decimal import Decimal
+
+    def norm(v):
+        if isinstance(v, DynamoType):
+            v = v.to_json()
+        (t, x), = v.items()
+        if t == "N":
+            return {t: Decimal(x)}
+        if t == "NS":
+            return {t: sorted(Decimal(n) for n in x)}
+        if t in ("SS", "BS"):
+            return {t: sorted(x)}
+        if t == "M":
+            return {t: {k: norm(y) for k, y in x.items()}}
+        if t == "L":
+            return {t: [norm(y) for y in x]}
+        return v
+
+    return {k: {a: norm(v) for a, v in attrs.items()} for k, attrs in json_item.items()}
 
 
 def _restore_and_reindex(table, h, r, item):

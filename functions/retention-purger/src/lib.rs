@@ -63,11 +63,9 @@ pub async fn handle(
     Ok(report)
 }
 
-/// Left for the audit record and the answer after the last batch.
-const SAFETY: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// When a run stops taking batches: the invocation's deadline less time for the audit record.
+/// When a run stops taking pages: the invocation's deadline less the time its last page, the
+/// audit record and the answer may take (`DEADLINE_MARGIN`).
 pub fn deadline(invocation_deadline: std::time::SystemTime) -> Instant {
     let left = invocation_deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-    Instant::now() + left.saturating_sub(SAFETY)
+    Instant::now() + left.saturating_sub(callfy_shared::app::retention::DEADLINE_MARGIN)
 }

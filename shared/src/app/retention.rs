@@ -56,6 +56,12 @@ pub struct RunOptions {
     pub erasure_page: usize,
 }
 
+/// How long before its invocation ends a run stops reading pages. A page is acted on whole
+/// once read: the slowest is 1 000 items that each need round trips of their own (a cart is a
+/// Query and a transaction, about 20 ms on DynamoDB: about 20 s), then the audit record and the
+/// answer; twice that, of the function's 900 s.
+pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(45);
+
 /// When a purge run takes over a re-dating a save recorded and has not finished.
 const REDATE_RESUME_AFTER: Duration = Duration::minutes(15);
 

@@ -30,16 +30,8 @@ pub struct GsiSpec {
     pub name: &'static str,
     pub hash: &'static str,
     pub range: &'static str,
-    pub projection: GsiProjection,
-}
-
-/// What an index carries besides the keys.
-pub enum GsiProjection {
-    All,
-    /// Only the keys (an index that finds items, never serves them).
-    KeysOnly,
-    /// The keys and these attributes.
-    Include(&'static [&'static str]),
+    /// Only the keys are projected (an index that finds items, never serves them).
+    pub keys_only: bool,
 }
 
 pub struct TableSpec {
@@ -54,14 +46,9 @@ pub const TABLE: TableSpec = TableSpec {
     hash: "pk",
     range: "sk",
     gsis: &[
-        GsiSpec { name: "lookup", hash: "gsi1pk", range: "gsi1sk", projection: GsiProjection::All },
-        GsiSpec {
-            name: "purge",
-            hash: "purge_bucket",
-            range: "purge_at",
-            projection: GsiProjection::Include(&callfy_shared::adapters::dynamo::PURGE_INDEX_ATTRS),
-        },
-        GsiSpec { name: "tenant", hash: "tenant", range: "pk", projection: GsiProjection::KeysOnly },
+        GsiSpec { name: "lookup", hash: "gsi1pk", range: "gsi1sk", keys_only: false },
+        GsiSpec { name: "purge", hash: "purge_bucket", range: "purge_at", keys_only: false },
+        GsiSpec { name: "tenant", hash: "tenant", range: "pk", keys_only: true },
     ],
     ttl_attribute: "expires_at",
 };
@@ -214,14 +201,11 @@ async fn ensure_table(ddb: &aws_sdk_dynamodb::Client, table: &str) -> Result<(),
                 .index_name(g.name)
                 .key_schema(key(g.hash, KeyType::Hash)?)
                 .key_schema(key(g.range, KeyType::Range)?)
-                .projection(match g.projection {
-                    GsiProjection::All => Projection::builder().projection_type(ProjectionType::All).build(),
-                    GsiProjection::KeysOnly => Projection::builder().projection_type(ProjectionType::KeysOnly).build(),
-                    GsiProjection::Include(attrs) => Projection::builder()
-                        .projection_type(ProjectionType::Include)
-                        .set_non_key_attributes(Some(attrs.iter().map(|a| a.to_string()).collect()))
+                .projection(
+                    Projection::builder()
+                        .projection_type(if g.keys_only { ProjectionType::KeysOnly } else { ProjectionType::All })
                         .build(),
-                })
+                )
                 .build()
                 .map_err(|e| fail("table", e))?,
         );

@@ -645,8 +645,8 @@ fn spawn_purges(
             }
             let as_of = clock.now();
             let under_faults = faults_on.load(Ordering::SeqCst);
-            // Stops taking batches 20 s before its timeout, as the function does.
-            let deadline = Instant::now() + timeout.saturating_sub(Duration::from_secs(20));
+            // Stops taking pages as the function does, its margin before the timeout.
+            let deadline = Instant::now() + timeout.saturating_sub(callfy_shared::app::retention::DEADLINE_MARGIN);
             let outcome = match tokio::time::timeout(timeout, local.purge(as_of, false, Some(deadline))).await {
                 Ok(Ok(r)) => PurgeOutcome::Finished { complete: r.complete, items: r.total() },
                 Ok(Err(e)) => PurgeOutcome::Failed(callfy_shared::telemetry::redact(&e.to_string())),

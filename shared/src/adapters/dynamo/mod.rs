@@ -14,7 +14,7 @@ mod merchants;
 mod messages;
 mod privacy;
 mod purge;
-pub use purge::{MAX_BATCH_WRITE, PURGE_INDEX_ATTRS, due_projection};
+pub use purge::{MAX_BATCH_WRITE, due_projection};
 mod ports;
 mod ratelimit;
 pub mod report;

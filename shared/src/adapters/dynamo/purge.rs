@@ -20,9 +20,9 @@ fn distinct(keys: &[(String, String)]) -> Vec<(String, String)> {
     keys.iter().filter(|k| seen.insert(*k)).cloned().collect()
 }
 const PURGE_PK: &str = "PURGE";
-/// Items per purge-index page: a run checks its deadline between pages. A page's projected
-/// items (~200 bytes) stay well under a Query's 1 MB, and its deletes take well under a second
-/// at four batches in flight; a larger page is fewer Queries and legal-hold reads per item.
+/// Items per purge-index page: a run checks its deadline between pages, so the slowest page
+/// (every item with round trips of its own: a cart is a Query and a transaction) must fit in
+/// `retention::DEADLINE_MARGIN`; a larger page is fewer Queries and legal-hold reads per item.
 const DUE_PAGE: i32 = 1000;
 /// The re-datings (shortened retentions) that moved an item's purge date.
 const REDATED: &str = "redated";
@@ -31,29 +31,13 @@ const STOPPED_SHARD: &str = "stopped_shard";
 const STOPPED_PK: &str = "stopped_pk";
 const STOPPED_SK: &str = "stopped_sk";
 
-/// What the purger reads of a due item besides its keys and `purge_at` (and `seq`).
-const DUE_ATTRS: [&str; 8] =
-    ["s3_key", "call_sid", "log_sk", "token", "hash", "checkout_id", "requested_at", "request"];
+/// What the purger reads of a due item besides its keys, `purge_at` and `seq`: what `Purger`
+/// takes from `DueItem::attrs` (a message's body, a cart's items never travel to the purger).
+const DUE_ATTRS: [&str; 6] = ["s3_key", "log_sk", "hash", "checkout_id", "requested_at", "request"];
 
-/// What the `purge` index carries besides the table's and its own keys: only what the purger
-/// reads (`infra/template.yaml` projects exactly these; a test holds the two together). A
-/// message's body or a cart's contents never reach the index, and a write that changes only
-/// them does not write the index.
-pub const PURGE_INDEX_ATTRS: [&str; 9] = [
-    attr::SEQ,
-    DUE_ATTRS[0],
-    DUE_ATTRS[1],
-    DUE_ATTRS[2],
-    DUE_ATTRS[3],
-    DUE_ATTRS[4],
-    DUE_ATTRS[5],
-    DUE_ATTRS[6],
-    DUE_ATTRS[7],
-];
-
-/// The purge-index Query's projection: what `due_item` reads.
+/// The purge-index Query's projection: only what `due_item` reads.
 pub fn due_projection() -> (String, Vec<(String, String)>) {
-    let names: Vec<&str> = [attr::PK, attr::SK, attr::PURGE_AT].into_iter().chain(PURGE_INDEX_ATTRS).collect();
+    let names: Vec<&str> = [attr::PK, attr::SK, attr::PURGE_AT, attr::SEQ].into_iter().chain(DUE_ATTRS).collect();
     let placeholders: Vec<(String, String)> =
         names.iter().enumerate().map(|(i, n)| (format!("#p{i}"), n.to_string())).collect();
     let expression = placeholders.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>().join(", ");
