@@ -18,6 +18,8 @@ LAMBDAS := WebhookIngestFunction:webhook-ingest OutreachWorkerFunction:outreach-
   VoiceCallbacksFunction:voice-callbacks VoiceAgentFunction:voice-agent \
   RetentionPurgerFunction:retention-purger
 binary = $(patsubst $(1):%,%,$(filter $(1):%,$(LAMBDAS)))
+# What `make lambdas` builds: the seven, unless told otherwise (scripts/soak: callfy-soak).
+LAMBDA_PACKAGES ?= $(foreach l,$(LAMBDAS),$(lastword $(subst :, ,$(l))))
 BUILD = $(strip cargo lambda build --release $(LAMBDA_FLAGS) --target $(LAMBDA_TARGET))
 
 .DEFAULT_GOAL := lambdas
@@ -28,7 +30,7 @@ build-%:
 	$(BUILD) --bin $(call binary,$*) --lambda-dir "$(ARTIFACTS_DIR)" --flatten $(call binary,$*)
 
 lambdas:
-	$(BUILD) --lambda-dir "$(LAMBDA_DIR)" $(foreach l,$(LAMBDAS),-p $(lastword $(subst :, ,$(l))))
+	$(BUILD) --lambda-dir "$(LAMBDA_DIR)" $(addprefix -p ,$(LAMBDA_PACKAGES))
 
 # LogicalId:binary, one a line (scripts/check-arm64 reads it).
 list:

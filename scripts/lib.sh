@@ -47,6 +47,22 @@ ensure_tools() {
 # The template's checks and `sam build` (aws-sam-cli, checkov, cfn-lint, cargo-lambda) in a venv
 # of their own, apart from moto's: re-installed when scripts/requirements-infra.txt changes.
 INFRA_VENV="$CALLFY_CACHE/venv-infra"
+# The Rust standard library for a target triple, added by rustup when missing (fails without it).
+ensure_rust_target() {
+  rustup target list --installed | grep -q "^$1\$" || rustup target add "$1"
+}
+
+# Packages (default: the seven functions) built as deployed, the Makefile's static musl build,
+# for x86_64 (this machine) into DIR/<package>/bootstrap. After ensure_infra_tools (cargo-lambda).
+#   build_static_x86 DIR [PACKAGE ...]
+build_static_x86() {
+  local dir="$1"
+  shift
+  ensure_rust_target x86_64-unknown-linux-musl || return
+  PATH="$INFRA_VENV/bin:$PATH" make -s lambdas LAMBDA_TARGET=x86_64-unknown-linux-musl LAMBDA_DIR="$dir" \
+    LAMBDA_FLAGS=--quiet ${1:+LAMBDA_PACKAGES="$*"}
+}
+
 ensure_infra_tools() {
   mkdir -p "$CALLFY_CACHE"
   if ! command -v python3 >/dev/null 2>&1; then

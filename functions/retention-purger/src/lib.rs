@@ -64,8 +64,8 @@ pub async fn handle(
 }
 
 /// When a run stops taking pages: the invocation's deadline less the time its last page, the
-/// audit record and the answer may take (`DEADLINE_MARGIN`).
+/// audit record and the answer may take (`retention::run_deadline`).
 pub fn deadline(invocation_deadline: std::time::SystemTime) -> Instant {
     let left = invocation_deadline.duration_since(std::time::SystemTime::now()).unwrap_or_default();
-    Instant::now() + left.saturating_sub(callfy_shared::app::retention::DEADLINE_MARGIN)
+    callfy_shared::app::retention::run_deadline(left)
 }

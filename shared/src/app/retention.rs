@@ -62,6 +62,11 @@ pub struct RunOptions {
 /// answer; twice that, of the function's 900 s.
 pub const DEADLINE_MARGIN: std::time::Duration = std::time::Duration::from_secs(45);
 
+/// When a run with `time_left` before its invocation ends stops reading pages.
+pub fn run_deadline(time_left: std::time::Duration) -> Instant {
+    Instant::now() + time_left.saturating_sub(DEADLINE_MARGIN)
+}
+
 /// When a purge run takes over a re-dating a save recorded and has not finished.
 const REDATE_RESUME_AFTER: Duration = Duration::minutes(15);
 

@@ -48,23 +48,25 @@ async fn bare_deletes(
     table: &str,
     items: &[HashMap<String, AttributeValue>],
 ) -> Result<std::time::Duration, String> {
+    let deletes = items.iter().map(|i| {
+        let key = HashMap::from([("pk".to_string(), i["pk"].clone()), ("sk".to_string(), i["sk"].clone())]);
+        WriteRequest::builder().delete_request(DeleteRequest::builder().set_key(Some(key)).build().unwrap()).build()
+    });
     let started = Instant::now();
-    for chunk in items.chunks(25) {
-        let mut pending: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|i| {
-                let key = HashMap::from([("pk".to_string(), i["pk"].clone()), ("sk".to_string(), i["sk"].clone())]);
-                WriteRequest::builder()
-                    .delete_request(DeleteRequest::builder().set_key(Some(key)).build().unwrap())
-                    .build()
-            })
-            .collect();
+    batch_write(ddb, table, deletes.collect()).await?;
+    Ok(started.elapsed())
+}
+
+/// `requests` 25 to a BatchWriteItem, one call after the other, unprocessed ones sent again.
+async fn batch_write(ddb: &aws_sdk_dynamodb::Client, table: &str, requests: Vec<WriteRequest>) -> Result<(), String> {
+    for chunk in requests.chunks(25) {
+        let mut pending = chunk.to_vec();
         while !pending.is_empty() {
             let out = ddb.batch_write_item().request_items(table, pending).send().await.map_err(|e| e.to_string())?;
             pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
         }
     }
-    Ok(started.elapsed())
+    Ok(())
 }
 
 fn item(i: usize, purge_at: DateTime<Utc>) -> HashMap<String, AttributeValue> {
@@ -84,21 +86,10 @@ async fn write_all(
     table: &str,
     items: Vec<HashMap<String, AttributeValue>>,
 ) -> Result<(), String> {
-    for chunk in items.chunks(25) {
-        let mut pending: Vec<WriteRequest> = chunk
-            .iter()
-            .map(|i| {
-                WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(i.clone())).build().unwrap())
-                    .build()
-            })
-            .collect();
-        while !pending.is_empty() {
-            let out = ddb.batch_write_item().request_items(table, pending).send().await.map_err(|e| e.to_string())?;
-            pending = out.unprocessed_items.and_then(|mut m| m.remove(table)).unwrap_or_default();
-        }
-    }
-    Ok(())
+    let puts = items
+        .into_iter()
+        .map(|i| WriteRequest::builder().put_request(PutRequest::builder().set_item(Some(i)).build().unwrap()).build());
+    batch_write(ddb, table, puts.collect()).await
 }
 
 async fn table(sdk: &SdkConfig, prefix: &str) -> Result<(Store, Files, String), String> {

@@ -646,7 +646,7 @@ fn spawn_purges(
             let as_of = clock.now();
             let under_faults = faults_on.load(Ordering::SeqCst);
             // Stops taking pages as the function does, its margin before the timeout.
-            let deadline = Instant::now() + timeout.saturating_sub(callfy_shared::app::retention::DEADLINE_MARGIN);
+            let deadline = callfy_shared::app::retention::run_deadline(timeout);
             let outcome = match tokio::time::timeout(timeout, local.purge(as_of, false, Some(deadline))).await {
                 Ok(Ok(r)) => PurgeOutcome::Finished { complete: r.complete, items: r.total() },
                 Ok(Err(e)) => PurgeOutcome::Failed(callfy_shared::telemetry::redact(&e.to_string())),
